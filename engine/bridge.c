@@ -1,0 +1,466 @@
+/*
+ * bridge.c: the Lua state, the coroutine scheduler and the `ragops.core`
+ * module (spawn, suspend, wake, sleep, clocks, content hash, signals).
+ *
+ * Every coroutine is resumed from a libuv callback, never from another
+ * coroutine: spawn and wake put the coroutine on a ready queue drained by a
+ * uv_idle handle; I/O completions resume through rg_task_resume.
+ */
+#include "bridge.h"
+#include "vecbatch.h"
+
+#include <lualib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+/* One coroutine waiting on the ready queue. */
+typedef struct ready_entry {
+    lua_State *co;            /* coroutine to resume */
+    int ref;                  /* registry reference pinning co until resumed */
+    int nargs;                /* values on co's stack passed to lua_resume */
+    struct ready_entry *next; /* next entry in FIFO order */
+} ready_entry;
+
+/* A pending core.sleep. */
+typedef struct sleep_request {
+    uv_timer_t timer; /* fires once after the requested delay */
+    rg_task task;     /* the sleeping coroutine */
+} sleep_request;
+
+/* Process-wide bridge state: one loop, one Lua state. */
+static struct {
+    lua_State *L;              /* main state, owner of the registry */
+    lua_State *main_co;        /* coroutine running the CLI entry point */
+    int exit_status;           /* status reported by rg_bridge_run_main */
+    int main_done;             /* the entry coroutine has returned */
+    uv_idle_t ready_idle;      /* drains the ready queue while non-empty */
+    int ready_idle_init;       /* ready_idle was initialised */
+    ready_entry *ready_head;   /* first coroutine to resume */
+    ready_entry *ready_tail;   /* last coroutine to resume */
+    uv_signal_t sigint;        /* SIGINT watcher installed by core.trap_signals */
+    uv_signal_t sigterm;       /* SIGTERM watcher installed by core.trap_signals */
+    int signals_init;          /* the two signal handles were initialised */
+    int signal_handler_ref;    /* Lua function called on the first signal */
+    int signals_seen;          /* signals received so far */
+} bridge;
+
+#define SUSPENDED_KEY "ragops.suspended"
+
+lua_State *rg_main_state(void) { return bridge.L; }
+
+void rg_task_init(rg_task *task)
+{
+    task->co = NULL;
+    task->ref = LUA_NOREF;
+}
+
+int rg_task_pending(const rg_task *task) { return task->co != NULL; }
+
+void rg_check_yieldable(lua_State *L)
+{
+    int is_main = lua_pushthread(L);
+    lua_pop(L, 1);
+    if (is_main)
+        luaL_error(L, "primitiva assíncrona chamada fora de uma corrotina");
+}
+
+int rg_task_suspend(lua_State *L, rg_task *task)
+{
+    if (lua_pushthread(L)) {
+        lua_pop(L, 1);
+        return luaL_error(L, "primitiva assíncrona chamada fora de uma corrotina");
+    }
+    task->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    task->co = L;
+    return lua_yield(L, 0);
+}
+
+/* Reports an error that escaped coroutine co and records exit status 2. */
+static void report_coroutine_error(lua_State *co)
+{
+    const char *msg = lua_tostring(co, -1);
+    luaL_traceback(bridge.L, co, msg ? msg : "(erro sem mensagem)", 0);
+    fprintf(stderr, "ragops: erro não tratado: %s\n", lua_tostring(bridge.L, -1));
+    lua_pop(bridge.L, 1);
+    bridge.exit_status = 2;
+    if (co == bridge.main_co) {
+        bridge.main_done = 1;
+        uv_stop(uv_default_loop());
+    }
+}
+
+/* Resumes co with nargs values on its stack and handles its outcome. */
+static void resume_coroutine(lua_State *co, int nargs)
+{
+    int status = lua_resume(co, nargs);
+    if (status == LUA_YIELD)
+        return;
+    if (status != 0) {
+        report_coroutine_error(co);
+        return;
+    }
+    if (co == bridge.main_co) {
+        bridge.exit_status = lua_isnumber(co, 1) ? (int)lua_tointeger(co, 1) : 0;
+        bridge.main_done = 1;
+        uv_stop(uv_default_loop());
+    }
+    lua_settop(co, 0);
+}
+
+void rg_task_resume(rg_task *task, int nresults)
+{
+    lua_State *co = task->co;
+    int ref = task->ref;
+    task->co = NULL;
+    task->ref = LUA_NOREF;
+    if (co == NULL)
+        return;
+    resume_coroutine(co, nresults);
+    luaL_unref(bridge.L, LUA_REGISTRYINDEX, ref);
+}
+
+/* ---- ready queue ---- */
+
+static void ready_idle_cb(uv_idle_t *handle)
+{
+    /* Resume only what was queued before this pass, so a coroutine that
+     * keeps waking others cannot starve I/O. */
+    ready_entry *batch = bridge.ready_head;
+    bridge.ready_head = bridge.ready_tail = NULL;
+    while (batch) {
+        ready_entry *entry = batch;
+        batch = entry->next;
+        resume_coroutine(entry->co, entry->nargs);
+        luaL_unref(bridge.L, LUA_REGISTRYINDEX, entry->ref);
+        free(entry);
+    }
+    if (bridge.ready_head == NULL)
+        uv_idle_stop(handle);
+}
+
+/* Queues the coroutine at idx of L (its stack already holds nargs values). */
+static void ready_push(lua_State *L, int idx, lua_State *co, int nargs)
+{
+    ready_entry *entry = malloc(sizeof *entry);
+    if (entry == NULL) {
+        luaL_error(L, "memória insuficiente");
+        return;
+    }
+    lua_pushvalue(L, idx);
+    entry->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    entry->co = co;
+    entry->nargs = nargs;
+    entry->next = NULL;
+    if (bridge.ready_tail)
+        bridge.ready_tail->next = entry;
+    else
+        bridge.ready_head = entry;
+    bridge.ready_tail = entry;
+    if (!bridge.ready_idle_init) {
+        uv_idle_init(uv_default_loop(), &bridge.ready_idle);
+        bridge.ready_idle_init = 1;
+    }
+    uv_idle_start(&bridge.ready_idle, ready_idle_cb);
+}
+
+/* core.spawn(fn, ...) -> coroutine: runs fn(...) in a new coroutine on the
+ * next loop pass. Errors escaping fn are reported with a traceback. */
+static int core_spawn(lua_State *L)
+{
+    int nargs = lua_gettop(L) - 1;
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_State *co = lua_newthread(L);
+    int co_idx = lua_gettop(L);
+    for (int i = 1; i <= nargs + 1; i++)
+        lua_pushvalue(L, i);
+    lua_xmove(L, co, nargs + 1);
+    ready_push(L, co_idx, co, nargs);
+    return 1;
+}
+
+/* core.suspend() -> ...: parks the running coroutine until core.wake(co, ...);
+ * returns the values given to wake. The caller keeps a reference to the
+ * coroutine (e.g. in a waiters list). */
+static int core_suspend(lua_State *L)
+{
+    if (lua_pushthread(L)) {
+        lua_pop(L, 1);
+        return luaL_error(L, "core.suspend chamada fora de uma corrotina");
+    }
+    lua_getfield(L, LUA_REGISTRYINDEX, SUSPENDED_KEY);
+    lua_insert(L, -2);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    return lua_yield(L, 0);
+}
+
+/* core.wake(co, ...): queues co (parked by core.suspend) to resume with the
+ * given values. Waking a coroutine that is not suspended is a Lua error. */
+static int core_wake(lua_State *L)
+{
+    int nargs = lua_gettop(L) - 1;
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argcheck(L, co != NULL, 1, "corrotina esperada");
+    lua_getfield(L, LUA_REGISTRYINDEX, SUSPENDED_KEY);
+    lua_pushvalue(L, 1);
+    lua_rawget(L, -2);
+    int suspended = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!suspended) {
+        lua_pop(L, 1);
+        return luaL_error(L, "core.wake: a corrotina não está suspensa por core.suspend");
+    }
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    for (int i = 2; i <= nargs + 1; i++)
+        lua_pushvalue(L, i);
+    lua_xmove(L, co, nargs);
+    ready_push(L, 1, co, nargs);
+    return 0;
+}
+
+static void sleep_closed_cb(uv_handle_t *handle) { free(handle->data); }
+
+static void sleep_timer_cb(uv_timer_t *timer)
+{
+    sleep_request *req = timer->data;
+    rg_task_resume(&req->task, 0);
+    uv_close((uv_handle_t *)&req->timer, sleep_closed_cb);
+}
+
+/* core.sleep(ms): yields for ms milliseconds without blocking the loop. */
+static int core_sleep(lua_State *L)
+{
+    lua_Number ms = luaL_checknumber(L, 1);
+    luaL_argcheck(L, ms >= 0, 1, "tempo negativo");
+    rg_check_yieldable(L);
+    sleep_request *req = malloc(sizeof *req);
+    if (req == NULL)
+        return luaL_error(L, "memória insuficiente");
+    rg_task_init(&req->task);
+    uv_timer_init(uv_default_loop(), &req->timer);
+    req->timer.data = req;
+    uv_timer_start(&req->timer, sleep_timer_cb, (uint64_t)ms, 0);
+    return rg_task_suspend(L, &req->task);
+}
+
+/* core.now() -> milliseconds of monotonic time (high resolution). */
+static int core_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
+    return 1;
+}
+
+/* core.wallclock() -> seconds since the epoch, with microseconds. */
+static int core_wallclock(lua_State *L)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    lua_pushnumber(L, (lua_Number)tv.tv_sec + tv.tv_usec / 1e6);
+    return 1;
+}
+
+/* core.hash(s, ...) -> 32 hex chars: XXH3-128 over the arguments, each
+ * length-prefixed so ("ab","c") and ("a","bc") differ. */
+static int core_hash(lua_State *L)
+{
+    int n = lua_gettop(L);
+    XXH3_state_t *state = XXH3_createState();
+    if (state == NULL)
+        return luaL_error(L, "memória insuficiente");
+    XXH3_128bits_reset(state);
+    for (int i = 1; i <= n; i++) {
+        size_t len;
+        const char *s = luaL_checklstring(L, i, &len);
+        unsigned long long len64 = len;
+        XXH3_128bits_update(state, &len64, sizeof len64);
+        XXH3_128bits_update(state, s, len);
+    }
+    XXH128_hash_t h = XXH3_128bits_digest(state);
+    XXH3_freeState(state);
+    char hex[33];
+    snprintf(hex, sizeof hex, "%016llx%016llx", (unsigned long long)h.high64,
+             (unsigned long long)h.low64);
+    lua_pushlstring(L, hex, 32);
+    return 1;
+}
+
+/* core.vecbatch(vectors) -> batch: builds a vecbatch from Lua arrays of
+ * numbers (fake embedders, tests). All vectors must have the same length. */
+static int core_vecbatch(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int count = (int)lua_objlen(L, 1);
+    int dim = 0;
+    if (count > 0) {
+        lua_rawgeti(L, 1, 1);
+        luaL_argcheck(L, lua_istable(L, -1), 1, "lista de vetores esperada");
+        dim = (int)lua_objlen(L, -1);
+        lua_pop(L, 1);
+    }
+    rg_vecbatch *b = rg_vecbatch_push_new(L, count, dim);
+    for (int i = 0; i < count; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        luaL_argcheck(L, lua_istable(L, -1) && (int)lua_objlen(L, -1) == dim, 1,
+                      "vetores de tamanhos diferentes");
+        float *row = rg_vecbatch_row(b, i);
+        for (int j = 0; j < dim; j++) {
+            lua_rawgeti(L, -1, j + 1);
+            row[j] = (float)lua_tonumber(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
+/* ---- signals ---- */
+
+static void signal_cb(uv_signal_t *handle, int signum)
+{
+    lua_State *L = bridge.L;
+    bridge.signals_seen++;
+    if (bridge.signals_seen > 1) {
+        fprintf(stderr, "ragops: segundo sinal recebido; saindo imediatamente\n");
+        _exit(128 + signum);
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, bridge.signal_handler_ref);
+    lua_State *co = lua_newthread(L);
+    lua_insert(L, -2);
+    lua_pushstring(L, signum == SIGINT ? "SIGINT" : "SIGTERM");
+    lua_xmove(L, co, 2);
+    ready_push(L, -1, co, 1);
+    lua_pop(L, 1);
+}
+
+/* core.trap_signals(fn): on the first SIGINT/SIGTERM, runs fn(name) in a new
+ * coroutine; a second signal exits the process at once. */
+static int core_trap_signals(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_pushvalue(L, 1);
+    if (bridge.signal_handler_ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, bridge.signal_handler_ref);
+    bridge.signal_handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!bridge.signals_init) {
+        uv_signal_init(uv_default_loop(), &bridge.sigint);
+        uv_signal_init(uv_default_loop(), &bridge.sigterm);
+        bridge.signals_init = 1;
+    }
+    uv_signal_start(&bridge.sigint, signal_cb, SIGINT);
+    uv_signal_start(&bridge.sigterm, signal_cb, SIGTERM);
+    /* Signal watchers must not keep the loop alive on their own. */
+    uv_unref((uv_handle_t *)&bridge.sigint);
+    uv_unref((uv_handle_t *)&bridge.sigterm);
+    return 0;
+}
+
+int luaopen_ragops_core(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        {"spawn", core_spawn},       {"suspend", core_suspend},
+        {"wake", core_wake},         {"sleep", core_sleep},
+        {"now", core_now},           {"wallclock", core_wallclock},
+        {"hash", core_hash},         {"vecbatch", core_vecbatch},
+        {"trap_signals", core_trap_signals},
+        {NULL, NULL},
+    };
+    rg_vecbatch_register(L);
+    lua_newtable(L);
+    luaL_register(L, NULL, funcs);
+    return 1;
+}
+
+/* ---- state lifecycle ---- */
+
+lua_State *rg_bridge_open(const char *lua_dir)
+{
+    lua_State *L = luaL_newstate();
+    if (L == NULL)
+        return NULL;
+    luaL_openlibs(L);
+    memset(&bridge, 0, sizeof bridge);
+    bridge.L = L;
+    bridge.signal_handler_ref = LUA_NOREF;
+
+    /* Weak-keyed set of coroutines parked by core.suspend. */
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, SUSPENDED_KEY);
+
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", lua_dir, lua_dir);
+    lua_setfield(L, -2, "path");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_ragops_core);
+    lua_setfield(L, -2, "ragops.core");
+    lua_pushcfunction(L, luaopen_ragops_pg);
+    lua_setfield(L, -2, "ragops.pg");
+    lua_pushcfunction(L, luaopen_ragops_http);
+    lua_setfield(L, -2, "ragops.http");
+    lua_pushcfunction(L, luaopen_ragops_embed);
+    lua_setfield(L, -2, "ragops.embed");
+    lua_pop(L, 2);
+    return L;
+}
+
+int rg_bridge_run_main(lua_State *L, int argc, char **argv)
+{
+    luaL_checktype(L, -1, LUA_TFUNCTION);
+    lua_State *co = lua_newthread(L);
+    int co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_xmove(L, co, 1);
+    for (int i = 0; i < argc; i++)
+        lua_pushstring(co, argv[i]);
+    bridge.main_co = co;
+    bridge.exit_status = 0;
+    bridge.main_done = 0;
+    resume_coroutine(co, argc);
+    if (!bridge.main_done)
+        uv_run(uv_default_loop(), UV_RUN_DEFAULT);
+    if (!bridge.main_done) {
+        fprintf(stderr, "ragops: o laço de eventos terminou com a execução ainda suspensa "
+                        "(uma operação assíncrona nunca respondeu)\n");
+        bridge.exit_status = 2;
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, co_ref);
+    bridge.main_co = NULL;
+    return bridge.exit_status;
+}
+
+static void close_any_handle(uv_handle_t *handle, void *arg)
+{
+    if (!uv_is_closing(handle))
+        uv_close(handle, NULL);
+}
+
+void rg_bridge_close(lua_State *L)
+{
+    ready_entry *entry = bridge.ready_head;
+    while (entry) {
+        ready_entry *next = entry->next;
+        free(entry);
+        entry = next;
+    }
+    bridge.ready_head = bridge.ready_tail = NULL;
+    lua_close(L); /* __gc of userdata close their handles */
+    bridge.L = NULL;
+    uv_loop_t *loop = uv_default_loop();
+    uv_run(loop, UV_RUN_NOWAIT);
+    /* Whatever is still open (idle, signals, timers of abandoned sleeps) is
+     * owned by the bridge or was abandoned with its coroutine. */
+    uv_walk(loop, close_any_handle, NULL);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_loop_close(loop);
+}

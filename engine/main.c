@@ -1,0 +1,93 @@
+/*
+ * main.c: the `ragops` executable. `ragops embed-server ...` runs the local
+ * embedding server in C; every other command is dispatched by the Lua CLI
+ * (lua/ragops/cli.lua) running in the main coroutine of the bridge.
+ */
+#include "bridge.h"
+#include "embed_server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* True when dir/ragops/cli.lua exists. */
+static int lua_dir_usable(const char *dir)
+{
+    char path[8500];
+    snprintf(path, sizeof path, "%s/ragops/cli.lua", dir);
+    return access(path, R_OK) == 0;
+}
+
+/* Finds the ragops home (the folder holding lua/ and plans/): $RAGOPS_HOME,
+ * the source tree next to the build folder, the install prefix, or the
+ * source folder the binary was built from. Writes it into home. */
+static int find_home(char *home, size_t size)
+{
+    char exe[4096], candidate[8400];
+    size_t exe_len = sizeof exe;
+    const char *env_home = getenv("RAGOPS_HOME");
+    if (env_home && *env_home) {
+        snprintf(candidate, sizeof candidate, "%s/lua", env_home);
+        if (lua_dir_usable(candidate)) {
+            snprintf(home, size, "%s", env_home);
+            return 0;
+        }
+    }
+    if (uv_exepath(exe, &exe_len) == 0) {
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = '\0';
+        const char *relative[] = {"..", "../share/ragops"};
+        for (size_t i = 0; i < sizeof relative / sizeof *relative; i++) {
+            snprintf(candidate, sizeof candidate, "%s/%s/lua", exe, relative[i]);
+            if (lua_dir_usable(candidate)) {
+                snprintf(home, size, "%s/%s", exe, relative[i]);
+                return 0;
+            }
+        }
+    }
+    const char *fixed[] = {RAGOPS_INSTALL_DATADIR, RAGOPS_SOURCE_DIR};
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) {
+        snprintf(candidate, sizeof candidate, "%s/lua", fixed[i]);
+        if (lua_dir_usable(candidate)) {
+            snprintf(home, size, "%s", fixed[i]);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "embed-server") == 0)
+        return embed_server_main(argc - 1, argv + 1);
+
+    char home[8400], lua_dir[8500];
+    if (find_home(home, sizeof home) != 0) {
+        fprintf(stderr, "ragops: não encontrei o runtime Lua (lua/ragops/cli.lua); "
+                        "defina RAGOPS_HOME com a pasta que contém lua/ e plans/\n");
+        return 2;
+    }
+    snprintf(lua_dir, sizeof lua_dir, "%s/lua", home);
+    lua_State *L = rg_bridge_open(lua_dir);
+    if (L == NULL) {
+        fprintf(stderr, "ragops: memória insuficiente para o estado Lua\n");
+        return 2;
+    }
+    lua_pushstring(L, home);
+    lua_setglobal(L, "RAGOPS_HOME");
+
+    int status;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "ragops.cli");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        fprintf(stderr, "ragops: falha ao carregar o CLI: %s\n", lua_tostring(L, -1));
+        status = 2;
+    } else {
+        lua_getfield(L, -1, "main");
+        status = rg_bridge_run_main(L, argc - 1, argv + 1);
+    }
+    rg_bridge_close(L);
+    return status;
+}

@@ -1,0 +1,175 @@
+-- ragops.engine: wires the real parts together for the CLI commands:
+-- configuration, PostgreSQL pool, embedding client, storage backend, runner,
+-- report. Returns exit codes (see ragops.cli).
+local cjson = require "cjson"
+local config = require "ragops.config"
+local log = require "ragops.log"
+local migrate = require "ragops.migrate"
+local plan_mod = require "ragops.plan"
+local report = require "ragops.report"
+
+local M = {}
+
+local EXIT = { ok = 0, dead_letters = 1, usage = 2, alert = 3, unreachable = 4, interrupted = 130 }
+M.EXIT = EXIT
+
+local function fail(code, fmt, ...)
+  io.stderr:write("ragops: " .. fmt:format(...) .. "\n")
+  return code
+end
+
+local function load_config(opts)
+  local cfg, err = config.load(opts.config, os.getenv)
+  if not cfg then return nil, err end
+  return cfg
+end
+
+-- Connects one session or returns nil, pt-BR message without secrets.
+local function connect(cfg)
+  local pg = require "ragops.pg"
+  local conn, err = pg.connect(cfg.database.url)
+  if not conn then
+    return nil, ("não foi possível conectar ao PostgreSQL em %s: %s")
+      :format(config.redact_url(cfg.database.url), tostring(err))
+  end
+  return conn
+end
+
+-- Writes text to path atomically (temp file + rename).
+local function write_file_atomic(path, text)
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "w")
+  if not f then return nil, err end
+  f:write(text)
+  f:close()
+  local ok, rename_err = os.rename(tmp, path)
+  if not ok then return nil, rename_err end
+  return true
+end
+M.write_file_atomic = write_file_atomic
+
+function M.migrate(opts)
+  log.quiet = opts.quiet or false
+  local cfg, err = load_config(opts)
+  if not cfg then return fail(EXIT.usage, "%s", err) end
+  local conn, cerr = connect(cfg)
+  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
+  local result, merr = migrate.run(conn, cfg)
+  conn:close()
+  if not result then return fail(EXIT.unreachable, "migração falhou: %s", tostring(merr)) end
+  if #result.applied == 0 then
+    io.stdout:write(("esquema já está atualizado (versão %d)\n"):format(result.current))
+  else
+    io.stdout:write(("migrações aplicadas: %s; esquema na versão %d\n")
+      :format(table.concat(result.applied, ", "), result.current))
+  end
+  return EXIT.ok
+end
+
+-- Checks that the target table exists and matches the configured dimension.
+-- Returns the embedding column type or nil, err, exit code.
+local function check_target(conn, cfg)
+  local coltype, err = migrate.embedding_column(conn, cfg.database.table)
+  if err then return nil, err, EXIT.unreachable end
+  if not coltype then
+    return nil, ("a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes")
+      :format(cfg.database.table), EXIT.usage
+  end
+  local dim = tonumber(coltype:match("^vector%((%d+)%)$"))
+  if dim and dim ~= cfg.provider.dim then
+    return nil, ("a coluna embedding é %s, mas provider.dim = %d; ajuste a configuração ou recrie o índice")
+      :format(coltype, cfg.provider.dim), EXIT.usage
+  end
+  return coltype
+end
+
+function M.run_plan(path, opts, params)
+  log.quiet = opts.quiet or false
+  local cfg, err = load_config(opts)
+  if not cfg then return fail(EXIT.usage, "%s", err) end
+  local p, perr = plan_mod.load(path, params)
+  if not p then return fail(EXIT.usage, "%s", perr) end
+  if opts["dry-run"] then
+    return require("ragops.dryrun").run(p, cfg, opts, params)
+  end
+
+  local sched = require "ragops.sched"
+  local store_pg = require "ragops.store_pg"
+  local runner = require "ragops.runner"
+  local core = require "ragops.core"
+  local s = sched.real()
+  local pool = require("ragops.pool").new {
+    conninfo = cfg.database.url, sched = s, on_connect = store_pg.prepare_connection,
+    size = math.max(cfg.database.pool_size, p.batch.in_flight + 2),
+  }
+  local conn, cerr = pool:acquire()
+  if not conn then
+    return fail(EXIT.unreachable, "não foi possível conectar ao PostgreSQL em %s: %s",
+      config.redact_url(cfg.database.url), tostring(cerr))
+  end
+  local coltype, terr, code = check_target(conn, cfg)
+  pool:release(conn)
+  if not coltype then pool:close(); return fail(code, "%s", terr) end
+
+  local embed = require "ragops.embed"
+  local client = embed.client {
+    url = cfg.provider.url, model = cfg.provider.model, dimensions = cfg.provider.dimensions,
+    expected_dim = cfg.provider.dim, api_key = cfg.provider.api_key,
+    timeout_ms = p.retry.timeout_s * 1000, encoding = cfg.provider.encoding,
+  }
+  local store = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype,
+                               model = cfg.provider.model, dim = cfg.provider.dim }
+  local run_id, checkpoint_or_err = store:start_run(p.name, cjson.encode(params or {}), false)
+  if not run_id then
+    pool:close(); client:close()
+    return fail(EXIT.unreachable, "falha ao registrar a execução: %s", tostring(checkpoint_or_err))
+  end
+  log.info("execução %d do plano %q iniciada (modelo %s, dim %d, lotes de %d, %d em paralelo)",
+    run_id, p.name, cfg.provider.model, cfg.provider.dim, p.batch.size, p.batch.in_flight)
+
+  local env = {
+    sched = s, store = store, embedder = client, log = log, run_id = run_id,
+    checkpoint = checkpoint_or_err, model = cfg.provider.model, dim = cfg.provider.dim,
+    hash = core.hash,
+  }
+  local interrupted = false
+  core.trap_signals(function(name)
+    interrupted = true
+    log.warn("sinal %s recebido: terminando o lote em andamento; um segundo sinal encerra na hora", name)
+    if env.stop then env.stop(EXIT.interrupted, "interrompido pelo operador (" .. name .. ")") end
+  end)
+
+  local stats = runner.run(p, env)
+  stats.plan = p.name
+  stats.run_id = run_id
+  stats.dry_run = false
+  local code = EXIT.ok
+  local status = "done"
+  if stats.aborted then
+    code = stats.aborted.code
+    status = interrupted and "interrupted" or "aborted"
+    stats.abort_reason = stats.aborted.reason
+  elseif stats.failed > 0 then
+    code = EXIT.dead_letters
+    status = "done_with_failures"
+  end
+  stats.aborted = nil
+  stats.status = status
+  local json = report.json(stats)
+  store:finish_run(run_id, status, json)
+  pool:close()
+  client:close()
+
+  io.stdout:write(report.format(stats), "\n")
+  if opts["report-json"] then
+    local ok, werr = write_file_atomic(opts["report-json"], json .. "\n")
+    if not ok then
+      log.error("não foi possível gravar o relatório em %s: %s", opts["report-json"], tostring(werr))
+      if code == EXIT.ok then code = EXIT.usage end
+    end
+  end
+  if stats.abort_reason then log.error("%s", stats.abort_reason) end
+  return code
+end
+
+return M

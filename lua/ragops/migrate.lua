@@ -1,0 +1,132 @@
+-- ragops.migrate: creates and upgrades rag_documents and the engine's own
+-- tables. Migrations are numbered, applied in order inside one transaction
+-- under an advisory lock, and recorded in ragops_schema_version.
+local M = {}
+
+local LOCK_KEY = 7265676 -- advisory lock id for "ragops migrate"
+
+-- The migrations. Each is a function(ctx) returning a list of SQL statements;
+-- ctx = { table = quoted target table, embedding_type = "real[]" | "vector(N)" }.
+M.migrations = {
+  { version = 1, description = "tabela de documentos, execuções e falhas",
+    sql = function(ctx)
+      return {
+        ([[create table if not exists %s (
+             id bigserial primary key,
+             entity_type text not null,
+             entity_id text not null,
+             chunk_index int not null default 0,
+             content text not null,
+             content_hash text not null,
+             metadata jsonb not null default '{}',
+             embedding %s,
+             embedding_model text not null,
+             source_updated_at timestamptz,
+             indexed_at timestamptz not null default now(),
+             unique (entity_type, entity_id, chunk_index))]]):format(ctx.table, ctx.embedding_type),
+        ([[create index if not exists %s on %s (entity_type, source_updated_at)]])
+          :format(ctx.index_name("type_updated"), ctx.table),
+        [[create table if not exists ragops_runs (
+            id bigserial primary key,
+            plan text not null,
+            params jsonb not null default '{}',
+            dry_run boolean not null default false,
+            status text not null default 'running',
+            checkpoint jsonb not null default '{}',
+            report jsonb,
+            started_at timestamptz not null default now(),
+            updated_at timestamptz not null default now(),
+            finished_at timestamptz)]],
+        [[create table if not exists ragops_failures (
+            id bigserial primary key,
+            run_id bigint references ragops_runs(id) on delete set null,
+            entity_type text not null,
+            entity_id text not null,
+            chunk_index int,
+            error_class text not null,
+            http_status int,
+            message text not null,
+            attempts int not null default 1,
+            first_seen timestamptz not null default now(),
+            last_seen timestamptz not null default now(),
+            resolved_at timestamptz,
+            resolved_run_id bigint)]],
+        [[create unique index if not exists ragops_failures_open
+            on ragops_failures (entity_type, entity_id) where resolved_at is null]],
+      }
+    end },
+}
+
+local function embedding_type(cfg)
+  local storage = cfg.database.storage
+  if storage == "vector" then
+    return ("vector(%d)"):format(cfg.provider.dim)
+  end
+  return "real[]"
+end
+
+-- Applies pending migrations on conn. Returns { applied = {versions}, current = n }
+-- or nil, err.
+function M.run(conn, cfg)
+  local pg = require "ragops.pg"
+  local target = cfg.database.table
+  local ctx = {
+    table = pg.quote_ident(target),
+    embedding_type = embedding_type(cfg),
+    index_name = function(suffix) return pg.quote_ident(target .. "_" .. suffix) end,
+  }
+  local function q(sql, ...)
+    local rows, err = conn:query(sql, ...)
+    if not rows then error(err, 0) end
+    return rows
+  end
+  local ok, result = pcall(function()
+    if cfg.database.storage == "vector" then
+      local avail = q([[select 1 from pg_available_extensions where name = 'vector']])
+      if #avail == 0 then
+        error("a extensão pgvector (vector) não está instalada neste servidor PostgreSQL; "
+          .. "use database.storage = \"real[]\" ou instale o pgvector", 0)
+      end
+    end
+    q("begin")
+    q("select pg_advisory_xact_lock($1)", LOCK_KEY)
+    if cfg.database.storage == "vector" then q("create extension if not exists vector") end
+    q([[create table if not exists ragops_schema_version (
+          version int primary key, description text not null,
+          applied_at timestamptz not null default now())]])
+    local rows = q("select coalesce(max(version), 0) as v from ragops_schema_version")
+    local current = rows[1].v
+    local applied = {}
+    for _, m in ipairs(M.migrations) do
+      if m.version > current then
+        for _, stmt in ipairs(m.sql(ctx)) do q(stmt) end
+        q("insert into ragops_schema_version (version, description) values ($1, $2)",
+          m.version, m.description)
+        applied[#applied + 1] = m.version
+        current = m.version
+      end
+    end
+    q("commit")
+    return { applied = applied, current = current }
+  end)
+  if not ok then
+    if conn:is_ok() then conn:query("rollback") end
+    return nil, result
+  end
+  return result
+end
+
+-- Describes the embedding column of the target table: "real[]", "vector(N)",
+-- or nil when the table does not exist.
+function M.embedding_column(conn, table_name)
+  local rows, err = conn:query([[
+    select format_type(a.atttypid, a.atttypmod) as type
+      from pg_attribute a
+     where a.attrelid = to_regclass($1) and a.attname = 'embedding' and not a.attisdropped]],
+    require("ragops.pg").quote_ident(table_name))
+  if not rows then return nil, err end
+  if #rows == 0 then return nil end
+  return rows[1].type
+end
+
+return M

@@ -1,0 +1,417 @@
+-- ragops.runner: runs a validated plan. For each source it pages through the
+-- rows (keyset, one page = one unit of work), and `batch.in_flight` worker
+-- coroutines turn each unit into documents and chunks, skip what is
+-- unchanged (by content hash), embed the rest (retry, bisection of
+-- permanently failing batches), and write the unit in one transaction with
+-- its checkpoint. Everything it touches comes in through `env`, so the same
+-- code runs against PostgreSQL + HTTP or against ragops.testing's fakes:
+--
+-- env = {
+--   sched    = scheduler (ragops.sched.real() or a fake),
+--   store    = storage backend (ragops.store_pg or a fake),
+--   embedder = object with :embed(texts) -> vecbatch | nil, err, info,
+--   hash     = function(content, model, dim) -> string,
+--   model, dim = embedding model and dimension (part of the content hash),
+--   log      = ragops.log-like object (info/warn/error),
+--   run_id   = id of the run record (nil in tests),
+--   checkpoint = { [entity_type] = { seq = n, after = key_text } } to resume from,
+--   alerts   = optional object with :observe(event) -> action|nil,
+-- }
+local cjson = require "cjson"
+local chunk = require "ragops.chunk"
+local retry = require "ragops.retry"
+local sched = require "ragops.sched"
+
+local M = {}
+
+local function key_text(v)
+  if type(v) == "number" and v == math.floor(v) and math.abs(v) < 2^53 then
+    return ("%d"):format(v)
+  end
+  return tostring(v)
+end
+M.key_text = key_text
+
+local function new_counters()
+  return { processed = 0, succeeded = 0, failed = 0, skipped = 0, embedded = 0,
+           deleted = 0, chunks = 0, tokens = 0, requests = 0, retries = 0 }
+end
+
+local COUNTER_KEYS = { "processed", "succeeded", "failed", "skipped", "embedded",
+                       "deleted", "chunks", "tokens", "requests", "retries" }
+
+-- SQLSTATEs worth retrying a write for: connection loss, shutdown, conflicts.
+local function retryable_sqlstate(state)
+  if not state then return false end
+  return state:sub(1, 2) == "08" or state == "57P01" or state == "57P02"
+      or state == "57P03" or state == "40001" or state == "40P01"
+end
+
+function M.run(plan, env)
+  local s, store, embedder, log = env.sched, env.store, env.embedder, env.log
+  local started = s.now()
+  local stats = new_counters()
+  stats.per_entity_type = {}
+  stats.missing_entities = {}
+  local ctx = { abort = nil }
+
+  local function counters_for(entity_type)
+    local c = stats.per_entity_type[entity_type]
+    if not c then c = new_counters(); stats.per_entity_type[entity_type] = c end
+    return c
+  end
+  local function add(entity_type, key, n)
+    if n == 0 then return end
+    stats[key] = stats[key] + n
+    local c = counters_for(entity_type)
+    c[key] = c[key] + n
+  end
+
+  -- Stops the run: producers stop reading, workers drop remaining units.
+  local function abort(code, reason)
+    if not ctx.abort then
+      ctx.abort = { code = code, reason = reason }
+      log.error("execução interrompida: %s", reason)
+    end
+  end
+  -- The CLI stops a run on SIGINT/SIGTERM through env.stop.
+  env.stop = abort
+
+  local function observe(event)
+    if env.alerts then
+      local action = env.alerts:observe(event)
+      if action == "abort" and not ctx.abort then
+        abort(3, env.alerts.last_reason or "limite de alerta excedido")
+      end
+    end
+  end
+
+  -- Embeds items ({ text = ..., doc = ... }); returns parts, failed groups.
+  local function embed_items(items, entity_type)
+    local texts = {}
+    for i, it in ipairs(items) do texts[i] = it.text end
+    local batch, err, info, attempts = retry.call(plan.retry, s.sleep, function()
+      add(entity_type, "requests", 1)
+      local t0 = s.now()
+      local b, e, i = embedder:embed(texts)
+      observe({ kind = "embed", ok = b ~= nil, status = i and i.status,
+                latency_ms = s.now() - t0, class = i and i.class })
+      return b, e, i
+    end, function(attempt, delay, e, i)
+      add(entity_type, "retries", 1)
+      log.warn("falha temporária no provedor (%s); tentativa %d de %d, nova tentativa em %d ms",
+        e, attempt, plan.retry.attempts, delay)
+    end)
+    if batch then
+      add(entity_type, "tokens", batch:tokens())
+      return { { items = items, batch = batch } }, {}
+    end
+    info = info or {}
+    if info.class == "fatal" then
+      abort(4, "o provedor de embeddings recusou a configuração: " .. tostring(err))
+      return {}, {}
+    end
+    if info.class == "permanent" and #items > 1 then
+      local mid = math.floor(#items / 2)
+      local left, right = {}, {}
+      for i, it in ipairs(items) do
+        if i <= mid then left[#left + 1] = it else right[#right + 1] = it end
+      end
+      local p1, f1 = embed_items(left, entity_type)
+      local p2, f2 = embed_items(right, entity_type)
+      for _, p in ipairs(p2) do p1[#p1 + 1] = p end
+      for _, f in ipairs(f2) do f1[#f1 + 1] = f end
+      return p1, f1
+    end
+    if info.kind == "connection" and stats.embedded == 0 and stats.succeeded == 0 then
+      abort(4, "provedor de embeddings inalcançável: " .. tostring(err))
+    end
+    return {}, { { items = items, err = err, info = info, attempts = attempts } }
+  end
+
+  -- Turns the rows of a unit into entities with chunks and hashes.
+  local function build_entities(unit)
+    local source = unit.source
+    local entities, failures = {}, {}
+    for _, row in ipairs(unit.rows) do
+      local id = key_text(row[source.key])
+      local ok, doc = xpcall(source.document, debug.traceback, row)
+      if not ok then
+        failures[#failures + 1] = { entity_type = source.entity_type, entity_id = id,
+          error_class = "transform", attempts = 1,
+          message = "document() falhou: " .. tostring(doc) }
+      else
+        local e = { id = id, chunks = {} }
+        local updated = source.updated_at and row[source.updated_at]
+        e.updated_at = updated ~= nil and tostring(updated) or nil
+        if type(doc) == "table" and type(doc.content) == "string" and doc.content:find("%S") then
+          local metadata = cjson.encode(doc.metadata or {})
+          for i, text in ipairs(chunk.split(doc.content, plan.chunking.max_chars,
+                                            plan.chunking.overlap)) do
+            e.chunks[i] = { index = i - 1, content = text, metadata = metadata,
+                            hash = env.hash(text, env.model, tostring(env.dim)) }
+          end
+        end
+        entities[#entities + 1] = e
+      end
+    end
+    return entities, failures
+  end
+
+  -- Writes a unit, retrying on connection loss. Returns result or nil.
+  local function write_with_retry(payload, entity_type)
+    local result, err, info = retry.call(plan.retry, s.sleep, function()
+      local r, e, state = store:write_unit(payload)
+      if r then return r end
+      return nil, e, { class = retryable_sqlstate(state) and "transient" or "fatal", sqlstate = state }
+    end, function(attempt, delay, e)
+      log.warn("falha ao gravar no PostgreSQL (%s); tentativa %d de %d em %d ms",
+        e, attempt, plan.retry.attempts, delay)
+    end)
+    if not result then
+      abort(4, "não foi possível gravar no PostgreSQL: " .. tostring(err)
+        .. (info and info.sqlstate and (" [SQLSTATE " .. info.sqlstate .. "]") or ""))
+    end
+    return result
+  end
+
+  local function process_unit(unit, tracker)
+    local source = unit.source
+    local entity_type = source.entity_type
+    add(entity_type, "processed", #unit.rows)
+    local entities, failures = build_entities(unit)
+    local ids = {}
+    for i, e in ipairs(entities) do ids[i] = e.id; unit.seen[e.id] = true end
+    local existing = {}
+    if #ids > 0 then
+      local err
+      existing, err = store:existing_hashes(entity_type, ids)
+      if not existing then
+        abort(4, "falha ao consultar documentos existentes: " .. tostring(err))
+        return
+      end
+    end
+
+    -- Decide per entity what to embed and what to prune.
+    local items, changed, prune_ids, prune_counts = {}, {}, {}, {}
+    local skipped = 0
+    for _, e in ipairs(entities) do
+      local old = existing[e.id]
+      local dirty = plan.mode == "overwrite" or (old and old.count or 0) ~= #e.chunks
+      local to_embed = {}
+      for _, c in ipairs(e.chunks) do
+        if plan.mode == "overwrite" or not old or old.hashes[c.index] ~= c.hash then
+          to_embed[#to_embed + 1] = c
+          dirty = true
+        end
+      end
+      if not dirty then
+        skipped = skipped + 1
+      else
+        changed[e.id] = { entity = e, pending = #to_embed, failed = false }
+        for _, c in ipairs(to_embed) do items[#items + 1] = { text = c.content, chunk = c, entity = e } end
+        if old and old.count > #e.chunks then
+          prune_ids[#prune_ids + 1] = e.id
+          prune_counts[#prune_counts + 1] = #e.chunks
+        end
+      end
+    end
+    add(entity_type, "skipped", skipped)
+
+    -- Embed in slices of batch.size.
+    local parts, failed_groups = {}, {}
+    local size = plan.batch.size
+    for first = 1, #items, size do
+      if ctx.abort then return end
+      local slice = {}
+      for i = first, math.min(first + size - 1, #items) do slice[#slice + 1] = items[i] end
+      local p, f = embed_items(slice, entity_type)
+      for _, x in ipairs(p) do parts[#parts + 1] = x end
+      for _, x in ipairs(f) do failed_groups[#failed_groups + 1] = x end
+    end
+    if ctx.abort then return end
+
+    -- An entity with any failed chunk is not written at all.
+    for _, g in ipairs(failed_groups) do
+      for _, it in ipairs(g.items) do
+        local c = changed[it.entity.id]
+        if not c.failed then
+          c.failed = true
+          failures[#failures + 1] = { entity_type = entity_type, entity_id = it.entity.id,
+            chunk_index = it.chunk.index, error_class = g.info.class or "transient",
+            http_status = g.info.status ~= 0 and g.info.status or nil,
+            message = tostring(g.err), attempts = g.attempts }
+        end
+      end
+    end
+
+    local payload = { entity_type = entity_type, run_id = env.run_id, parts = {},
+                      chunk_counts = { entity_ids = {}, counts = {} } }
+    local embedded, written_ids = 0, {}
+    for _, part in ipairs(parts) do
+      local docs = {}
+      for i, it in ipairs(part.items) do
+        if not changed[it.entity.id].failed then
+          docs[#docs + 1] = { entity_type = entity_type, entity_id = it.entity.id,
+            chunk_index = it.chunk.index, content = it.chunk.content,
+            content_hash = it.chunk.hash, metadata = it.chunk.metadata,
+            embedding_model = env.model, source_updated_at = it.entity.updated_at, vec = i }
+        end
+      end
+      if #docs > 0 then
+        payload.parts[#payload.parts + 1] = { docs = docs, batch = part.batch }
+        embedded = embedded + #docs
+      end
+    end
+    for i, id in ipairs(prune_ids) do
+      if not changed[id].failed then
+        payload.chunk_counts.entity_ids[#payload.chunk_counts.entity_ids + 1] = id
+        payload.chunk_counts.counts[#payload.chunk_counts.counts + 1] = prune_counts[i]
+      end
+    end
+    for id, c in pairs(changed) do
+      if not c.failed then written_ids[#written_ids + 1] = id end
+    end
+    payload.checkpoint = tracker:candidate(unit)
+
+    local result = write_with_retry(payload, entity_type)
+    if not result then return end
+    tracker:committed(unit)
+
+    add(entity_type, "succeeded", #written_ids)
+    add(entity_type, "embedded", embedded)
+    add(entity_type, "deleted", result.pruned)
+    for _, e in ipairs(entities) do add(entity_type, "chunks", #e.chunks) end
+    if #failures > 0 then
+      add(entity_type, "failed", #failures)
+      for _, f in ipairs(failures) do
+        log.warn("falha permanente em %s %s: %s", f.entity_type, f.entity_id, f.message)
+      end
+      local ok, err = store:record_failures(env.run_id, failures)
+      if not ok then abort(4, "falha ao registrar na fila de falhas: " .. tostring(err)) end
+    end
+    if #written_ids > 0 and store.resolve_failures then
+      store:resolve_failures(env.run_id, entity_type, written_ids)
+    end
+    for _ = 1, #unit.rows - #failures do observe({ kind = "document", ok = true }) end
+    for _ = 1, #failures do observe({ kind = "document", ok = false }) end
+  end
+
+  -- Tracks which units committed, to compute a checkpoint that never skips
+  -- an uncommitted unit: the last key of the longest committed prefix.
+  local function new_tracker(first_seq, after)
+    local t = { next = first_seq + 1, done = {}, seq = first_seq, after = after }
+    function t:candidate(unit)
+      local seq, key = self.seq, self.after
+      local n = self.next
+      while true do
+        local k = (n == unit.seq) and unit.last_key or self.done[n]
+        if k == nil then break end
+        seq, key = n, k
+        n = n + 1
+      end
+      return { seq = seq, after = key }
+    end
+    function t:committed(unit)
+      self.done[unit.seq] = unit.last_key
+      while self.done[self.next] ~= nil do
+        self.seq, self.after = self.next, self.done[self.next]
+        self.done[self.next] = nil
+        self.next = self.next + 1
+      end
+    end
+    return t
+  end
+
+  local last_progress = s.now()
+  local function progress(entity_type)
+    local now = s.now()
+    if now - last_progress >= (env.progress_every_ms or 5000) then
+      last_progress = now
+      local elapsed = (now - started) / 1000
+      log.info("progresso: %d processados, %d gravados, %d inalterados, %d falhas (%.1f docs/s)",
+        stats.processed, stats.succeeded, stats.skipped, stats.failed,
+        elapsed > 0 and stats.processed / elapsed or 0)
+    end
+  end
+
+  local function run_source(source)
+    local entity_type = source.entity_type
+    counters_for(entity_type)
+    local cp = (env.checkpoint or {})[entity_type] or {}
+    local tracker = new_tracker(cp.seq or 0, cp.after)
+    local seen = {}
+    local queue = sched.queue(s, plan.batch.in_flight)
+    local group = sched.group(s)
+    for _ = 1, plan.batch.in_flight do
+      group:spawn(function()
+        while true do
+          local unit = queue:pop()
+          if not unit then return end
+          if not ctx.abort then
+            process_unit(unit, tracker)
+            progress(entity_type)
+          end
+        end
+      end)
+    end
+    local after, seq, complete = cp.after, cp.seq or 0, false
+    if cp.after then
+      log.info("retomando %s a partir da chave %s (checkpoint)", entity_type, cp.after)
+    end
+    while not ctx.abort do
+      local rows, err = store:fetch_page(source, plan.scope, after, plan.batch.size)
+      if not rows then
+        abort(4, ("falha ao ler a fonte %q: %s"):format(entity_type, tostring(err)))
+        break
+      end
+      if #rows == 0 then complete = true; break end
+      seq = seq + 1
+      local last_key = key_text(rows[#rows][source.key])
+      queue:push({ seq = seq, rows = rows, last_key = last_key, source = source, seen = seen })
+      after = last_key
+      if #rows < plan.batch.size then complete = true; break end
+    end
+    queue:close()
+    group:wait()
+    if ctx.abort or not complete then return end
+
+    local scope = plan.scope or {}
+    if scope.entity_ids and #scope.entity_ids > 0 then
+      -- Entities asked for by id that the source no longer has: remove them.
+      local missing = {}
+      for _, id in ipairs(scope.entity_ids) do
+        if not seen[tostring(id)] then missing[#missing + 1] = tostring(id) end
+      end
+      if #missing > 0 then
+        local n, err = store:delete_entities(entity_type, missing)
+        if not n then abort(4, "falha ao remover entidades ausentes: " .. tostring(err)); return end
+        add(entity_type, "deleted", n)
+        for _, id in ipairs(missing) do
+          stats.missing_entities[#stats.missing_entities + 1] = { entity_type = entity_type, entity_id = id }
+          log.info("entidade %s %s não existe mais na fonte; %d documento(s) removido(s)",
+            entity_type, id, n)
+        end
+      end
+    elseif plan.delete_missing and not scope.since and not scope["until"] then
+      local n, err = store:delete_orphans(source)
+      if not n then abort(4, "falha ao remover documentos órfãos: " .. tostring(err)); return end
+      if n > 0 then log.info("%d documento(s) de %s removido(s): entidades ausentes da fonte", n, entity_type) end
+      add(entity_type, "deleted", n)
+    end
+  end
+
+  for _, source in ipairs(plan.sources) do
+    if ctx.abort then break end
+    log.info("indexando %q", source.entity_type)
+    run_source(source)
+  end
+
+  stats.elapsed_s = (s.now() - started) / 1000
+  stats.throughput = stats.elapsed_s > 0 and stats.processed / stats.elapsed_s or 0
+  stats.aborted = ctx.abort
+  return stats
+end
+
+M.COUNTER_KEYS = COUNTER_KEYS
+return M

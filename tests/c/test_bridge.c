@@ -1,0 +1,103 @@
+/*
+ * test_bridge.c: the coroutine scheduler and the ragops.core module, run
+ * through the real bridge (Lua state + libuv loop), one fresh state per case.
+ */
+#include "bridge.h"
+#include "test_assert.h"
+
+#include <lualib.h>
+
+/* Runs a Lua chunk as the main coroutine; returns its exit status. */
+static int run_chunk(const char *code)
+{
+    char lua_dir[4096];
+    const char *src = getenv("RAGOPS_SOURCE_DIR");
+    snprintf(lua_dir, sizeof lua_dir, "%s/lua", src ? src : RAGOPS_SOURCE_DIR);
+    lua_State *L = rg_bridge_open(lua_dir);
+    ASSERT(L != NULL);
+    if (luaL_loadstring(L, code) != 0) {
+        fprintf(stderr, "erro de sintaxe: %s\n", lua_tostring(L, -1));
+        abort();
+    }
+    char *argv[] = {"um", "dois"};
+    int status = rg_bridge_run_main(L, 2, argv);
+    rg_bridge_close(L);
+    return status;
+}
+
+int main(void)
+{
+    /* The main coroutine's return value is the exit status; args arrive. */
+    ASSERT_INT_EQ(run_chunk("local a, b = ...; assert(a == 'um' and b == 'dois'); return 5"), 5);
+
+    /* sleep yields without blocking and takes at least the time asked. */
+    ASSERT_INT_EQ(run_chunk(
+        "local core = require 'ragops.core'\n"
+        "local t0 = core.now(); core.sleep(30)\n"
+        "return (core.now() - t0 >= 29) and 0 or 1"), 0);
+
+    /* spawn + suspend/wake: values travel both ways, order is FIFO. */
+    ASSERT_INT_EQ(run_chunk(
+        "local core = require 'ragops.core'\n"
+        "local main = coroutine.running(); local log = {}\n"
+        "for i = 1, 3 do core.spawn(function(x) log[#log+1] = x; if x == 3 then core.wake(main, 'fim') end end, i) end\n"
+        "local v = core.suspend()\n"
+        "return (v == 'fim' and table.concat(log, ',') == '1,2,3') and 0 or 1"), 0);
+
+    /* Waking a coroutine that is not suspended is a Lua error (misuse). */
+    ASSERT_INT_EQ(run_chunk(
+        "local core = require 'ragops.core'\n"
+        "local ok, err = pcall(core.wake, coroutine.create(function() end))\n"
+        "return (not ok and err:find('não está suspensa')) and 0 or 1"), 0);
+
+    /* An error escaping the main coroutine gives status 2. */
+    ASSERT_INT_EQ(run_chunk("require('ragops.core').sleep(1); error('boom')"), 2);
+
+    /* Queue, group and semaphore from ragops.sched on the real loop. */
+    ASSERT_INT_EQ(run_chunk(
+        "local core, sched = require 'ragops.core', require 'ragops.sched'\n"
+        "local s = sched.real(); local q = sched.queue(s, 2); local g = sched.group(s)\n"
+        "local sem = sched.semaphore(s, 2); local inside, peak, got = 0, 0, 0\n"
+        "for _ = 1, 4 do g:spawn(function() while true do local x = q:pop(); if not x then return end\n"
+        "  sem:acquire(); inside = inside + 1; peak = math.max(peak, inside); core.sleep(2)\n"
+        "  inside = inside - 1; sem:release(); got = got + x end end) end\n"
+        "for i = 1, 20 do q:push(i) end; q:close(); g:wait()\n"
+        "return (got == 210 and peak == 2) and 0 or 1"), 0);
+
+    /* A task error is re-raised by group:wait with its traceback. */
+    ASSERT_INT_EQ(run_chunk(
+        "local sched = require 'ragops.sched'; local g = sched.group(sched.real())\n"
+        "g:spawn(function() error('falhou aqui') end)\n"
+        "local ok, err = pcall(g.wait, g)\n"
+        "return (not ok and err:find('falhou aqui') and err:find('traceback')) and 0 or 1"), 0);
+
+    /* Content hash: deterministic, 32 hex chars, argument boundaries matter. */
+    ASSERT_INT_EQ(run_chunk(
+        "local core = require 'ragops.core'\n"
+        "local h = core.hash('ab', 'c')\n"
+        "assert(#h == 32 and h:match('^%x+$'))\n"
+        "assert(h == core.hash('ab', 'c'))\n"
+        "return (h ~= core.hash('a', 'bc')) and 0 or 1"), 0);
+
+    /* vecbatch: count, dim, vector, cosine; bad index is an error. */
+    ASSERT_INT_EQ(run_chunk(
+        "local core = require 'ragops.core'\n"
+        "local b = core.vecbatch({{3, 4}, {4, 3}, {-3, -4}})\n"
+        "assert(#b == 3 and b:dim() == 2 and b:vector(2)[1] == 4)\n"
+        "assert(math.abs(b:cosine(1, b, 3) + 1) < 1e-6)\n"
+        "assert(math.abs(b:cosine(1, b, 2) - 0.96) < 1e-6)\n"
+        "return (not pcall(b.vector, b, 4)) and 0 or 1"), 0);
+
+    /* Calling an async primitive outside a coroutine is refused. */
+    {
+        char lua_dir[4096];
+        const char *src = getenv("RAGOPS_SOURCE_DIR");
+        snprintf(lua_dir, sizeof lua_dir, "%s/lua", src ? src : RAGOPS_SOURCE_DIR);
+        lua_State *L = rg_bridge_open(lua_dir);
+        ASSERT(luaL_dostring(L, "require('ragops.core').sleep(1)") != 0);
+        ASSERT(strstr(lua_tostring(L, -1), "fora de uma corrotina") != NULL);
+        rg_bridge_close(L);
+    }
+    printf("test_bridge: ok\n");
+    return 0;
+}
