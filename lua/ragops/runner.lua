@@ -401,10 +401,18 @@ function M.run(plan, env)
     end
   end
 
+  -- scope.entity_types (validated by ragops.plan) limits the sources run.
+  local wanted
+  if plan.scope and plan.scope.entity_types then
+    wanted = {}
+    for _, t in ipairs(plan.scope.entity_types) do wanted[t] = true end
+  end
   for _, source in ipairs(plan.sources) do
     if ctx.abort then break end
-    log.info("indexando %q", source.entity_type)
-    run_source(source)
+    if not wanted or wanted[source.entity_type] then
+      log.info("indexando %q", source.entity_type)
+      run_source(source)
+    end
   end
 
   stats.elapsed_s = (s.now() - started) / 1000

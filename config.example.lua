@@ -1,0 +1,76 @@
+-- config.example.lua: exemplo comentado da configuração do ragops.
+--
+-- Copie para config.lua e ajuste. O arquivo é código Lua (só texto, nunca
+-- bytecode) executado num ambiente vazio: não há io, os nem require. A única
+-- função disponível é env("NOME"), que lê uma variável de ambiente.
+--
+-- Variáveis de ambiente sempre têm precedência sobre este arquivo:
+--   DATABASE_URL        -> database.url
+--   RAGOPS_EMBED_URL    -> provider.url
+--   OPENAI_API_KEY      -> provider.api_key   (nunca aparece em logs)
+--   RAGOPS_EMBED_MODEL  -> provider.model
+-- Prefira definir senhas e chaves por variável de ambiente, não aqui.
+
+return {
+  database = {
+    -- URL de conexão do Postgres (formato URI ou "host=... dbname=...").
+    -- A senha, se houver, é mascarada (***) em todos os logs.
+    url = "postgresql://localhost/ragops",
+    -- Número máximo de conexões simultâneas com o banco (1 a 256).
+    pool_size = 8,
+    -- Tabela de destino dos documentos (pode ter esquema: "public.rag_documents").
+    table = "rag_documents",
+    -- Tipo da coluna embedding: "auto" (detecta pela tabela), "vector"
+    -- (extensão pgvector) ou "real[]" (sem pgvector; sem índice IVFFlat/HNSW).
+    storage = "auto",
+  },
+
+  provider = {
+    -- URL base de um serviço compatível com a API de embeddings da OpenAI
+    -- (POST {url}/embeddings). O padrão é o servidor local `ragops embed-server`.
+    -- Para a OpenAI: "https://api.openai.com/v1".
+    url = "http://127.0.0.1:8080/v1",
+    -- Modelo de embedding enviado na requisição.
+    model = "ragops-hash-1536",
+    -- Parâmetro "dimensions" enviado ao provedor (só modelos que aceitam,
+    -- como text-embedding-3-*). nil = não enviar. Se definido, dim o acompanha.
+    dimensions = nil,
+    -- Dimensão esperada dos vetores (deve bater com a coluna do banco).
+    dim = 1536,
+    -- Chave de API. Deixe nil e use a variável OPENAI_API_KEY.
+    -- Exemplo lendo de outra variável: api_key = env("MINHA_CHAVE"),
+    api_key = nil,
+    -- Formato dos vetores na resposta: "base64" (mais compacto) ou "float".
+    encoding = "base64",
+    -- Tempo máximo de uma requisição de embedding, em segundos.
+    timeout_s = 60,
+    -- Preço em US$ por 1 milhão de tokens, por modelo (usado na estimativa de
+    -- custo do --dry-run). Entradas aqui se somam às padrão abaixo.
+    price_per_1m_tokens = {
+      ["text-embedding-3-small"] = 0.02,
+      ["text-embedding-3-large"] = 0.13,
+      ["ragops-hash-1536"] = 0,
+    },
+    -- Limites de uso do provedor; o motor espaça as requisições para respeitá-los.
+    rate_limits = {
+      -- Requisições por minuto permitidas pelo provedor (nil = sem limite).
+      requests_per_min = nil,
+      -- Tokens por minuto permitidos pelo provedor (nil = sem limite).
+      tokens_per_min = nil,
+      -- Máximo de requisições de embedding em paralelo (1 a 256).
+      max_concurrency = 8,
+    },
+  },
+
+  metrics = {
+    -- Arquivo de métricas no formato textfile do Prometheus (node_exporter).
+    -- nil = não gravar métricas em arquivo.
+    file = nil,
+  },
+
+  alerts = {
+    -- Webhook (http/https) que recebe um POST JSON quando um alerta dispara.
+    -- nil = alertas só no log. O caminho da URL é mascarado nos logs.
+    webhook_url = nil,
+  },
+}

@@ -1,0 +1,178 @@
+/*
+ * copy.c: binary COPY (PGCOPY) encoder into a growable buffer. See copy.h.
+ */
+#include "copy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char copy_signature[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0'};
+
+void copy_buf_init(copy_buf *b)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->failed = 0;
+}
+
+void copy_buf_free(copy_buf *b)
+{
+    free(b->data);
+    copy_buf_init(b);
+}
+
+/* Makes room for extra more bytes. */
+static int reserve(copy_buf *b, size_t extra)
+{
+    size_t need, cap;
+    char *p;
+    if (b->failed)
+        return -1;
+    if (extra > SIZE_MAX - b->len)
+        goto fail;
+    need = b->len + extra;
+    if (need <= b->cap)
+        return 0;
+    cap = b->cap ? b->cap : 4096;
+    while (cap < need) {
+        if (cap > SIZE_MAX / 2) {
+            cap = need;
+            break;
+        }
+        cap *= 2;
+    }
+    p = realloc(b->data, cap);
+    if (p == NULL)
+        goto fail;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+
+fail:
+    b->failed = 1;
+    return -1;
+}
+
+/* Appends without checks; callers reserved the room. */
+static void put_raw(copy_buf *b, const void *p, size_t n)
+{
+    if (n > 0)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void put_u16(copy_buf *b, uint16_t v)
+{
+    unsigned char be[2] = {(unsigned char)(v >> 8), (unsigned char)v};
+    put_raw(b, be, 2);
+}
+
+static void put_u32(copy_buf *b, uint32_t v)
+{
+    unsigned char be[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                           (unsigned char)(v >> 8), (unsigned char)v};
+    put_raw(b, be, 4);
+}
+
+int copy_begin(copy_buf *b)
+{
+    if (reserve(b, sizeof copy_signature + 8) != 0)
+        return -1;
+    put_raw(b, copy_signature, sizeof copy_signature);
+    put_u32(b, 0); /* flags: no OIDs */
+    put_u32(b, 0); /* header extension length */
+    return 0;
+}
+
+int copy_end(copy_buf *b)
+{
+    if (reserve(b, 2) != 0)
+        return -1;
+    put_u16(b, 0xFFFF); /* int16 -1 */
+    return 0;
+}
+
+int copy_tuple_begin(copy_buf *b, int nfields)
+{
+    if (nfields < 0 || nfields > 1600) { /* MaxTupleAttributeNumber */
+        b->failed = 1;
+        return -1;
+    }
+    if (reserve(b, 2) != 0)
+        return -1;
+    put_u16(b, (uint16_t)nfields);
+    return 0;
+}
+
+int copy_field_null(copy_buf *b)
+{
+    if (reserve(b, 4) != 0)
+        return -1;
+    put_u32(b, 0xFFFFFFFFu); /* int32 -1 */
+    return 0;
+}
+
+int copy_field_bytes(copy_buf *b, const void *bytes, size_t len)
+{
+    if (len > INT32_MAX) {
+        b->failed = 1;
+        return -1;
+    }
+    if (reserve(b, 4 + len) != 0)
+        return -1;
+    put_u32(b, (uint32_t)len);
+    put_raw(b, bytes, len);
+    return 0;
+}
+
+int copy_field_text(copy_buf *b, const char *s)
+{
+    if (s == NULL)
+        return copy_field_null(b);
+    return copy_field_bytes(b, s, strlen(s));
+}
+
+int copy_field_text_len(copy_buf *b, const char *s, size_t len)
+{
+    if (s == NULL)
+        return copy_field_null(b);
+    return copy_field_bytes(b, s, len);
+}
+
+int copy_field_int4(copy_buf *b, int32_t v)
+{
+    if (reserve(b, 8) != 0)
+        return -1;
+    put_u32(b, 4);
+    put_u32(b, (uint32_t)v);
+    return 0;
+}
+
+int copy_field_float4_array(copy_buf *b, const float *values, int n)
+{
+    size_t body;
+    if (n < 0 || (size_t)n > (INT32_MAX - 20) / 8) {
+        b->failed = 1;
+        return -1;
+    }
+    /* ndim, has_null, elemtype, then per dimension (length, lower bound). */
+    body = n == 0 ? 12 : 20 + (size_t)n * 8;
+    if (reserve(b, 4 + body) != 0)
+        return -1;
+    put_u32(b, (uint32_t)body);
+    put_u32(b, n == 0 ? 0 : 1); /* ndim */
+    put_u32(b, 0);              /* has_null */
+    put_u32(b, COPY_FLOAT4_OID);
+    if (n == 0)
+        return 0;
+    put_u32(b, (uint32_t)n); /* dimension length */
+    put_u32(b, 1);           /* lower bound */
+    for (int i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &values[i], sizeof bits);
+        put_u32(b, 4);
+        put_u32(b, bits);
+    }
+    return 0;
+}

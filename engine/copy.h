@@ -1,0 +1,54 @@
+/*
+ * copy.h: encoder for PostgreSQL's binary COPY format (PGCOPY), the hot path
+ * that carries embedding vectors from C float arrays to the staging table
+ * without turning them into text or Lua values.
+ *
+ * Usage: copy_buf_init, copy_begin, then per row copy_tuple_begin(n) and n
+ * copy_field_* calls, then copy_end; send data/len with COPY ... FROM STDIN
+ * (FORMAT binary); copy_buf_free. Every function returns 0, or -1 when memory
+ * is short or a length does not fit the format; a failure is sticky (later
+ * calls return -1 too), so checking the result of copy_end is enough.
+ */
+#ifndef RAGOPS_COPY_H
+#define RAGOPS_COPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Element type OID of real[] (float4). */
+#define COPY_FLOAT4_OID 700
+
+/* A growable byte buffer holding one binary COPY stream. */
+typedef struct copy_buf {
+    char *data;  /* bytes written so far (owned) */
+    size_t len;  /* bytes used */
+    size_t cap;  /* bytes allocated */
+    int failed;  /* 1 after any failure: every later call returns -1 */
+} copy_buf;
+
+void copy_buf_init(copy_buf *b);
+void copy_buf_free(copy_buf *b);
+
+/* Header: signature "PGCOPY\n\377\r\n\0", int32 flags 0, int32 extension 0. */
+int copy_begin(copy_buf *b);
+/* Trailer: int16 -1. */
+int copy_end(copy_buf *b);
+
+/* Starts a tuple with nfields fields (int16). */
+int copy_tuple_begin(copy_buf *b, int nfields);
+
+/* SQL NULL (length -1). */
+int copy_field_null(copy_buf *b);
+/* Raw field bytes: int32 length + bytes. */
+int copy_field_bytes(copy_buf *b, const void *bytes, size_t len);
+/* text/varchar/jsonb-as-text field from a NUL-terminated string; NULL -> SQL NULL. */
+int copy_field_text(copy_buf *b, const char *s);
+/* text field of len bytes (may contain anything but NUL for text columns). */
+int copy_field_text_len(copy_buf *b, const char *s, size_t len);
+/* int4 field (big-endian). */
+int copy_field_int4(copy_buf *b, int32_t v);
+/* real[] field: one-dimensional, no NULLs, lower bound 1, n float4 elements
+ * (n == 0 encodes the empty array '{}'). */
+int copy_field_float4_array(copy_buf *b, const float *values, int n);
+
+#endif

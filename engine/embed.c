@@ -1,0 +1,527 @@
+/*
+ * embed.c: OpenAI-compatible embeddings wire format, without I/O: request
+ * body (jansson), response parsing into a float array placed by "index",
+ * strict validation (count, indexes, dimension, base64, finiteness), error
+ * body messages and the failure classification used by the Lua retry loop.
+ */
+#include "embed.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Writes "resposta malformada do provedor: <fmt>" into err. */
+static void embed_malformed(char *err, size_t err_size, const char *fmt, ...)
+{
+    static const char prefix[] = "resposta malformada do provedor: ";
+    va_list ap;
+    size_t used;
+    if (!err || err_size == 0)
+        return;
+    snprintf(err, err_size, "%s", prefix);
+    used = strlen(err);
+    if (used + 1 >= err_size)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err + used, err_size - used, fmt, ap);
+    va_end(ap);
+}
+
+char *embed_build_request(const char *model, const char *const *texts, const size_t *lens,
+                          int count, embed_encoding encoding, int dimensions,
+                          size_t *out_len, char *err, size_t err_size)
+{
+    json_t *root = NULL;
+    json_t *input = NULL;
+    char *body = NULL;
+
+    if (err && err_size)
+        err[0] = '\0';
+    if (!model || count <= 0 || !texts) {
+        snprintf(err, err_size, "requisição de embeddings sem modelo ou sem textos");
+        goto fail;
+    }
+    root = json_object();
+    input = json_array();
+    if (!root || !input)
+        goto oom;
+    for (int i = 0; i < count; i++) {
+        size_t len = lens ? lens[i] : strlen(texts[i]);
+        json_t *s = json_stringn(texts[i], len);
+        if (!s) {
+            snprintf(err, err_size, "texto %d do lote não é UTF-8 válido", i + 1);
+            goto fail;
+        }
+        if (json_array_append_new(input, s) != 0)
+            goto oom;
+    }
+    {
+        json_t *m = json_string(model);
+        if (!m) {
+            snprintf(err, err_size, "nome do modelo não é UTF-8 válido");
+            goto fail;
+        }
+        if (json_object_set_new(root, "model", m) != 0)
+            goto oom;
+    }
+    if (json_object_set_new(root, "input", input) != 0) {
+        input = NULL; /* set_new consumed it even on failure */
+        goto oom;
+    }
+    input = NULL;
+    if (json_object_set_new(root, "encoding_format",
+                            json_string(encoding == EMBED_ENCODING_FLOAT ? "float" : "base64")) != 0)
+        goto oom;
+    if (dimensions > 0 && json_object_set_new(root, "dimensions", json_integer(dimensions)) != 0)
+        goto oom;
+    body = json_dumps(root, JSON_COMPACT);
+    if (!body)
+        goto oom;
+    if (out_len)
+        *out_len = strlen(body);
+    json_decref(root);
+    return body;
+
+oom:
+    snprintf(err, err_size, "sem memória para montar a requisição de embeddings");
+fail:
+    json_decref(input);
+    json_decref(root);
+    return NULL;
+}
+
+/* Length of the valid UTF-8 sequence at s (at most left bytes), or 0. */
+static size_t embed_utf8_seq(const unsigned char *s, size_t left)
+{
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (left < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+char *embed_utf8_sanitize(const char *s, size_t len, size_t *out_len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    size_t o = 0;
+    char *out;
+    *out_len = len;
+    while (i < len) {
+        size_t n = embed_utf8_seq(u + i, len - i);
+        if (n == 0)
+            break;
+        i += n;
+    }
+    if (i == len)
+        return NULL;
+    out = malloc(len * 3 + 1); /* each bad byte becomes 3 bytes */
+    if (!out) {
+        *out_len = 0;
+        return NULL;
+    }
+    for (i = 0; i < len;) {
+        size_t n = embed_utf8_seq(u + i, len - i);
+        if (n == 0) {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i += 1;
+        } else {
+            memcpy(out + o, s + i, n);
+            o += n;
+            i += n;
+        }
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return out;
+}
+
+/* Decoding table: 0..63 for the alphabet, -1 otherwise. */
+static int embed_base64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+long embed_base64_decode(const char *in, size_t len, unsigned char *out)
+{
+    size_t pad = 0;
+    size_t n = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+
+    if (len % 4 == 0) {
+        while (pad < 2 && len > pad && in[len - 1 - pad] == '=')
+            pad++;
+    }
+    len -= pad;
+    if (len % 4 == 1)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        int v = embed_base64_value((unsigned char)in[i]);
+        if (v < 0)
+            return -1;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[n++] = (unsigned char)((acc >> bits) & 0xFF);
+        }
+    }
+    return (long)n;
+}
+
+/* Reads little-endian float32 number i of bytes. */
+static float embed_le_float(const unsigned char *bytes, size_t i)
+{
+    const unsigned char *b = bytes + i * 4;
+    uint32_t u = (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Works out the dimension of one embedding value, or -1 (err set). */
+static int embed_value_dim(json_t *embedding, int index, char *err, size_t err_size)
+{
+    if (json_is_array(embedding))
+        return (int)json_array_size(embedding);
+    if (json_is_string(embedding)) {
+        size_t len = json_string_length(embedding);
+        size_t pad = 0;
+        const char *s = json_string_value(embedding);
+        if (len % 4 == 0)
+            while (pad < 2 && len > pad && s[len - 1 - pad] == '=')
+                pad++;
+        if ((len - pad) % 4 == 1 || ((len - pad) * 3 / 4) % 4 != 0) {
+            embed_malformed(err, err_size, "base64 do vetor %d tem tamanho inválido (%zu caracteres)",
+                            index, len);
+            return -1;
+        }
+        return (int)((len - pad) * 3 / 4 / 4);
+    }
+    embed_malformed(err, err_size, "campo \"embedding\" do item %d não é lista nem texto base64", index);
+    return -1;
+}
+
+/* Fills row (dim floats) from one embedding value. Returns 0 or -1. */
+static int embed_fill_row(json_t *embedding, int index, int dim, float *row, char *err, size_t err_size)
+{
+    if (json_is_array(embedding)) {
+        for (int j = 0; j < dim; j++) {
+            json_t *num = json_array_get(embedding, (size_t)j);
+            double v;
+            if (!json_is_number(num)) {
+                embed_malformed(err, err_size, "valor %d do vetor %d não é número", j, index);
+                return -1;
+            }
+            v = json_number_value(num);
+            if (!isfinite(v) || !isfinite((float)v)) {
+                embed_malformed(err, err_size, "valor %d do vetor %d não é finito", j, index);
+                return -1;
+            }
+            row[j] = (float)v;
+        }
+        return 0;
+    }
+    {
+        const char *s = json_string_value(embedding);
+        size_t len = json_string_length(embedding);
+        unsigned char *bytes = malloc((len / 4 + 1) * 3);
+        long n;
+        if (!bytes) {
+            embed_malformed(err, err_size, "sem memória para decodificar o vetor %d", index);
+            return -1;
+        }
+        n = embed_base64_decode(s, len, bytes);
+        if (n != (long)dim * 4) {
+            free(bytes);
+            embed_malformed(err, err_size, "base64 inválido no vetor %d", index);
+            return -1;
+        }
+        for (int j = 0; j < dim; j++) {
+            row[j] = embed_le_float(bytes, (size_t)j);
+            if (!isfinite(row[j])) {
+                free(bytes);
+                embed_malformed(err, err_size, "valor %d do vetor %d não é finito", j, index);
+                return -1;
+            }
+        }
+        free(bytes);
+        return 0;
+    }
+}
+
+int embed_parse_response(const char *body, size_t len, int expected_count, int expected_dim,
+                         embed_vectors *out, char *err, size_t err_size)
+{
+    json_error_t jerr;
+    json_t *root = NULL;
+    json_t *data;
+    json_t *usage;
+    unsigned char *seen = NULL;
+    embed_vectors v = {0, 0, 0, NULL};
+
+    memset(out, 0, sizeof *out);
+    if (err && err_size)
+        err[0] = '\0';
+    if (!body || len == 0) {
+        embed_malformed(err, err_size, "corpo vazio");
+        goto fail;
+    }
+    root = json_loadb(body, len, 0, &jerr);
+    if (!root) {
+        embed_malformed(err, err_size, "JSON inválido (linha %d, coluna %d)", jerr.line, jerr.column);
+        goto fail;
+    }
+    data = json_object_get(root, "data");
+    if (!json_is_array(data)) {
+        embed_malformed(err, err_size, "campo \"data\" ausente ou não é lista");
+        goto fail;
+    }
+    if (expected_count <= 0 || json_array_size(data) != (size_t)expected_count) {
+        embed_malformed(err, err_size, "esperados %d vetores, recebidos %zu", expected_count,
+                        json_array_size(data));
+        goto fail;
+    }
+    seen = calloc((size_t)expected_count, 1);
+    if (!seen) {
+        embed_malformed(err, err_size, "sem memória");
+        goto fail;
+    }
+    v.count = expected_count;
+    for (size_t k = 0; k < json_array_size(data); k++) {
+        json_t *item = json_array_get(data, k);
+        json_t *jindex = json_object_get(item, "index");
+        json_t *embedding = json_object_get(item, "embedding");
+        json_int_t index;
+        int dim;
+        if (!json_is_object(item) || !json_is_integer(jindex)) {
+            embed_malformed(err, err_size, "item %zu de \"data\" sem \"index\" inteiro", k);
+            goto fail;
+        }
+        index = json_integer_value(jindex);
+        if (index < 0 || index >= expected_count) {
+            embed_malformed(err, err_size, "índice %lld fora do intervalo 0..%d", (long long)index,
+                            expected_count - 1);
+            goto fail;
+        }
+        if (seen[index]) {
+            embed_malformed(err, err_size, "índice %lld repetido", (long long)index);
+            goto fail;
+        }
+        seen[index] = 1;
+        dim = embed_value_dim(embedding, (int)index, err, err_size);
+        if (dim < 0)
+            goto fail;
+        if (dim == 0) {
+            embed_malformed(err, err_size, "vetor %lld vazio", (long long)index);
+            goto fail;
+        }
+        if (expected_dim > 0 && dim != expected_dim) {
+            embed_malformed(err, err_size, "vetor %lld tem dimensão %d, esperada %d", (long long)index,
+                            dim, expected_dim);
+            goto fail;
+        }
+        if (v.data == NULL) {
+            v.dim = dim;
+            v.data = malloc((size_t)v.count * (size_t)dim * sizeof(float));
+            if (!v.data) {
+                embed_malformed(err, err_size, "sem memória para %d vetores de dimensão %d", v.count, dim);
+                goto fail;
+            }
+        } else if (dim != v.dim) {
+            embed_malformed(err, err_size, "vetores com dimensões diferentes (%d e %d)", v.dim, dim);
+            goto fail;
+        }
+        if (embed_fill_row(embedding, (int)index, dim, v.data + (size_t)index * (size_t)dim, err,
+                           err_size) != 0)
+            goto fail;
+    }
+    usage = json_object_get(root, "usage");
+    if (json_is_object(usage) && json_is_integer(json_object_get(usage, "prompt_tokens")))
+        v.prompt_tokens = (long)json_integer_value(json_object_get(usage, "prompt_tokens"));
+    free(seen);
+    json_decref(root);
+    *out = v;
+    return 0;
+
+fail:
+    free(v.data);
+    free(seen);
+    json_decref(root);
+    return -1;
+}
+
+void embed_vectors_free(embed_vectors *out)
+{
+    if (!out)
+        return;
+    free(out->data);
+    memset(out, 0, sizeof *out);
+}
+
+char *embed_parse_error_message(const char *body, size_t len)
+{
+    json_t *root;
+    json_t *error;
+    json_t *message = NULL;
+    char *result = NULL;
+
+    if (!body || len == 0)
+        return NULL;
+    root = json_loadb(body, len, 0, NULL);
+    if (!root)
+        return NULL;
+    error = json_object_get(root, "error");
+    if (json_is_object(error))
+        message = json_object_get(error, "message");
+    else if (json_is_string(error))
+        message = error;
+    if (!json_is_string(message))
+        message = json_object_get(root, "message");
+    if (!json_is_string(message))
+        message = json_object_get(root, "detail");
+    if (json_is_string(message))
+        result = strdup(json_string_value(message));
+    json_decref(root);
+    return result;
+}
+
+/* Case-insensitive substring test. */
+static int embed_contains_ci(const char *haystack, const char *needle)
+{
+    size_t n = strlen(needle);
+    if (!haystack)
+        return 0;
+    for (const char *p = haystack; *p; p++) {
+        size_t i = 0;
+        while (i < n && p[i] && tolower((unsigned char)p[i]) == tolower((unsigned char)needle[i]))
+            i++;
+        if (i == n)
+            return 1;
+    }
+    return 0;
+}
+
+embed_class embed_classify(CURLcode curl_code, long status, const char *provider_message,
+                           embed_kind *kind)
+{
+    embed_kind k = EMBED_KIND_HTTP;
+    embed_class cls;
+
+    if (curl_code != CURLE_OK) {
+        switch (curl_code) {
+        case CURLE_OPERATION_TIMEDOUT:
+            k = EMBED_KIND_TIMEOUT;
+            cls = EMBED_CLASS_TRANSIENT;
+            break;
+        case CURLE_URL_MALFORMAT:
+        case CURLE_UNSUPPORTED_PROTOCOL:
+            k = EMBED_KIND_CONNECTION; /* misconfigured URL: no request can work */
+            cls = EMBED_CLASS_FATAL;
+            break;
+        case CURLE_WRITE_ERROR:
+        case CURLE_BAD_CONTENT_ENCODING:
+            k = EMBED_KIND_MALFORMED;
+            cls = EMBED_CLASS_TRANSIENT;
+            break;
+        default: /* refused, reset, truncated body, DNS, TLS, HTTP/2 stream... */
+            k = EMBED_KIND_CONNECTION;
+            cls = EMBED_CLASS_TRANSIENT;
+            break;
+        }
+    } else if (status >= 200 && status < 300) {
+        k = EMBED_KIND_NONE;
+        cls = EMBED_CLASS_OK;
+    } else if (status == 401 || status == 403) {
+        cls = EMBED_CLASS_FATAL;
+    } else if (status == 404) {
+        cls = embed_contains_ci(provider_message, "model") ? EMBED_CLASS_FATAL : EMBED_CLASS_PERMANENT;
+    } else if (status == 408 || status == 409 || status == 425 || status == 429 || status >= 500) {
+        cls = EMBED_CLASS_TRANSIENT;
+    } else if (status >= 400) {
+        cls = EMBED_CLASS_PERMANENT; /* 400, 413, 422 and other client errors */
+    } else {
+        cls = EMBED_CLASS_PERMANENT; /* 1xx/3xx: the URL points somewhere else */
+    }
+    if (kind)
+        *kind = k;
+    return cls;
+}
+
+int embed_wants_float_fallback(long status, const char *provider_message)
+{
+    return status == 400 && (embed_contains_ci(provider_message, "encoding_format") ||
+                             embed_contains_ci(provider_message, "base64"));
+}
+
+const char *embed_class_name(embed_class cls)
+{
+    switch (cls) {
+    case EMBED_CLASS_OK:
+        return "ok";
+    case EMBED_CLASS_TRANSIENT:
+        return "transient";
+    case EMBED_CLASS_PERMANENT:
+        return "permanent";
+    case EMBED_CLASS_FATAL:
+        return "fatal";
+    }
+    return "transient";
+}
+
+const char *embed_kind_name(embed_kind kind)
+{
+    switch (kind) {
+    case EMBED_KIND_NONE:
+        return "";
+    case EMBED_KIND_HTTP:
+        return "http";
+    case EMBED_KIND_TIMEOUT:
+        return "timeout";
+    case EMBED_KIND_CONNECTION:
+        return "connection";
+    case EMBED_KIND_MALFORMED:
+        return "malformed";
+    }
+    return "";
+}

@@ -1,0 +1,92 @@
+/*
+ * embed.h: the OpenAI-compatible embeddings protocol, as pure C with no I/O:
+ * building the POST /embeddings body, parsing the answer into one float
+ * array, parsing provider error bodies and classifying failures for the
+ * retry policy (which lives in Lua). Messages people read are pt-BR.
+ */
+#ifndef RAGOPS_EMBED_H
+#define RAGOPS_EMBED_H
+
+#include <stddef.h>
+#include <curl/curl.h>
+
+/* How vectors travel in the response. */
+typedef enum embed_encoding {
+    EMBED_ENCODING_BASE64 = 0, /* little-endian float32, base64 encoded */
+    EMBED_ENCODING_FLOAT = 1   /* JSON number arrays */
+} embed_encoding;
+
+/* What the caller should do with a failure. */
+typedef enum embed_class {
+    EMBED_CLASS_OK = 0,     /* success */
+    EMBED_CLASS_TRANSIENT,  /* retry later (429, 5xx, timeouts, bad body) */
+    EMBED_CLASS_PERMANENT,  /* this input will never work (400, 413, 422) */
+    EMBED_CLASS_FATAL       /* nothing will work (401, 403, unknown model) */
+} embed_class;
+
+/* Where a failure came from. */
+typedef enum embed_kind {
+    EMBED_KIND_NONE = 0,    /* success */
+    EMBED_KIND_HTTP,        /* non-2xx HTTP status */
+    EMBED_KIND_TIMEOUT,     /* transfer timed out */
+    EMBED_KIND_CONNECTION,  /* could not connect / connection broke */
+    EMBED_KIND_MALFORMED    /* 2xx with a body that does not fit the contract */
+} embed_kind;
+
+/* Vectors parsed from a response, row i = input i. */
+typedef struct embed_vectors {
+    int count;          /* number of vectors (= number of inputs) */
+    int dim;            /* floats per vector */
+    long prompt_tokens; /* usage.prompt_tokens, 0 when absent */
+    float *data;        /* count * dim floats, row-major; malloc'd */
+} embed_vectors;
+
+/* Builds {"model","input":[...],"encoding_format","dimensions"?} (dimensions
+ * only when > 0). texts[i] has lens[i] bytes (must be UTF-8). Returns a
+ * malloc'd NUL-terminated body and its length in *out_len, or NULL with a
+ * pt-BR reason in err. */
+char *embed_build_request(const char *model, const char *const *texts, const size_t *lens,
+                          int count, embed_encoding encoding, int dimensions,
+                          size_t *out_len, char *err, size_t err_size);
+
+/* Parses a 2xx body. Vectors are placed by their "index"; the count must be
+ * expected_count and each dimension expected_dim (when > 0, otherwise all
+ * equal). Base64 strings and number arrays are both accepted whatever was
+ * requested. Returns 0 and fills out, or -1 with err = "resposta malformada
+ * do provedor: ..." and out zeroed. */
+int embed_parse_response(const char *body, size_t len, int expected_count, int expected_dim,
+                         embed_vectors *out, char *err, size_t err_size);
+
+/* Frees out->data and zeroes out. */
+void embed_vectors_free(embed_vectors *out);
+
+/* Extracts the message of an error body ({"error":{"message":...}},
+ * {"error":"..."} or {"message":...}). Returns a malloc'd string or NULL. */
+char *embed_parse_error_message(const char *body, size_t len);
+
+/* Classifies an outcome: the curl code first, then the HTTP status;
+ * provider_message (may be NULL) distinguishes an unknown model on 404.
+ * *kind (may be NULL) receives where the failure came from. */
+embed_class embed_classify(CURLcode curl_code, long status, const char *provider_message,
+                           embed_kind *kind);
+
+/* True when a 400 answer says the server rejects base64 encoding_format. */
+int embed_wants_float_fallback(long status, const char *provider_message);
+
+/* "ok", "transient", "permanent", "fatal". */
+const char *embed_class_name(embed_class cls);
+
+/* "", "http", "timeout", "connection", "malformed". */
+const char *embed_kind_name(embed_kind kind);
+
+/* Checks s (len bytes) is UTF-8 as JSON encoders accept it (RFC 3629: no
+ * overlongs, no surrogates, <= U+10FFFF). Returns NULL when it is valid;
+ * otherwise a malloc'd copy with each invalid byte replaced by U+FFFD, its
+ * length in *out_len (also NULL when memory is short: check *out_len). */
+char *embed_utf8_sanitize(const char *s, size_t len, size_t *out_len);
+
+/* Decodes standard base64 (padding optional). Returns the decoded length,
+ * or -1 on an invalid character or length. out needs (len / 4 + 1) * 3 bytes. */
+long embed_base64_decode(const char *in, size_t len, unsigned char *out);
+
+#endif

@@ -1,0 +1,532 @@
+/*
+ * embed_lua.c: module `ragops.embed`, the OpenAI-compatible embeddings
+ * client seen from Lua. client:embed(texts) yields until the provider
+ * answers and returns an rg_vecbatch (vectors stay in C), or nil, a pt-BR
+ * message and an info table whose "class" drives the Lua retry policy.
+ * A 400 rejecting base64 switches this client to "float" and retries once.
+ */
+#include "bridge.h"
+#include "embed.h"
+#include "http.h"
+#include "vecbatch.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EMBED_CLIENT_MT "ragops.embed.client"
+#define EMBED_DEFAULT_TIMEOUT_MS 60000L
+#define EMBED_CONNECT_TIMEOUT_MS 10000L
+#define EMBED_MAX_PROVIDER_MESSAGE 300
+
+/* Settings shared by a client and its calls in flight (reference counted,
+ * so closing or collecting the client never frees what a call still uses). */
+typedef struct embed_conf {
+    int refs;                /* owners: the client userdata + each call in flight */
+    char *url;               /* base URL + "/embeddings" */
+    char *model;             /* model name sent in every request */
+    char *auth_header;       /* "Authorization: Bearer ...", or NULL */
+    char *api_key;           /* the key itself, only to scrub it from messages */
+    int dimensions;          /* "dimensions" sent when > 0 */
+    int expected_dim;        /* validation of every vector when > 0 */
+    long timeout_ms;         /* per-request limit */
+    embed_encoding encoding; /* current encoding (may switch to float once) */
+} embed_conf;
+
+/* The Lua userdata. */
+typedef struct embed_client {
+    embed_conf *conf; /* NULL after close */
+} embed_client;
+
+/* One client:embed call in flight. */
+typedef struct embed_call {
+    rg_task task;            /* the coroutine to resume */
+    embed_conf *conf;        /* settings (one reference held) */
+    char **texts;            /* private copies of the inputs (valid UTF-8) */
+    size_t *lens;            /* byte length of each text */
+    int count;               /* number of texts */
+    embed_encoding encoding; /* encoding of the request in flight */
+    int fell_back;           /* 1 once retried with "float" */
+    uint64_t started_ns;     /* uv_hrtime() when embed was called */
+} embed_call;
+
+static void embed_conf_release(embed_conf *conf)
+{
+    if (!conf || --conf->refs > 0)
+        return;
+    free(conf->url);
+    free(conf->model);
+    if (conf->auth_header) {
+        memset(conf->auth_header, 0, strlen(conf->auth_header));
+        free(conf->auth_header);
+    }
+    if (conf->api_key) {
+        memset(conf->api_key, 0, strlen(conf->api_key));
+        free(conf->api_key);
+    }
+    free(conf);
+}
+
+static void embed_call_free(embed_call *call)
+{
+    if (!call)
+        return;
+    for (int i = 0; i < call->count; i++)
+        free(call->texts ? call->texts[i] : NULL);
+    free(call->texts);
+    free(call->lens);
+    embed_conf_release(call->conf);
+    free(call);
+}
+
+/* ---------- messages ---------- */
+
+/* Copies msg into out (size bytes), truncated, with the API key and any
+ * "sk-..." token replaced by "***". */
+static void embed_scrub(const char *msg, const char *api_key, char *out, size_t size)
+{
+    size_t o = 0;
+    size_t keylen = api_key ? strlen(api_key) : 0;
+    const char *p = msg;
+    while (*p && o + 4 < size) {
+        if (keylen >= 4 && strncmp(p, api_key, keylen) == 0) {
+            memcpy(out + o, "***", 3);
+            o += 3;
+            p += keylen;
+        } else if (strncmp(p, "sk-", 3) == 0) {
+            memcpy(out + o, "***", 3);
+            o += 3;
+            while (*p && *p != ' ' && *p != '.' && *p != ',' && *p != '"' && *p != '\'')
+                p++;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* ---------- pushing results (run protected on the main state) ---------- */
+
+/* Everything a result builder needs. */
+typedef struct embed_result {
+    embed_vectors *vectors; /* success: the parsed vectors */
+    const char *message;    /* failure: pt-BR message */
+    long status;            /* HTTP status or 0 */
+    embed_class cls;        /* failure class */
+    embed_kind kind;        /* failure kind */
+    long retry_after_ms;    /* -1 when absent */
+    double latency_ms;      /* since client:embed was called */
+} embed_result;
+
+static int embed_build_success(lua_State *L, void *arg)
+{
+    embed_result *r = arg;
+    rg_vecbatch *batch = rg_vecbatch_push_new(L, r->vectors->count, r->vectors->dim);
+    memcpy(batch->data, r->vectors->data,
+           (size_t)r->vectors->count * (size_t)r->vectors->dim * sizeof(float));
+    batch->tokens = r->vectors->prompt_tokens;
+    lua_pushnil(L);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, r->status);
+    lua_setfield(L, -2, "status");
+    lua_pushnumber(L, r->latency_ms);
+    lua_setfield(L, -2, "latency_ms");
+    return 3;
+}
+
+static int embed_build_failure(lua_State *L, void *arg)
+{
+    embed_result *r = arg;
+    lua_pushnil(L);
+    lua_pushstring(L, r->message);
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, r->status);
+    lua_setfield(L, -2, "status");
+    lua_pushstring(L, embed_class_name(r->cls));
+    lua_setfield(L, -2, "class");
+    lua_pushstring(L, embed_kind_name(r->kind));
+    lua_setfield(L, -2, "kind");
+    if (r->retry_after_ms >= 0) {
+        lua_pushnumber(L, (lua_Number)r->retry_after_ms);
+        lua_setfield(L, -2, "retry_after_ms");
+    }
+    lua_pushnumber(L, r->latency_ms);
+    lua_setfield(L, -2, "latency_ms");
+    return 3;
+}
+
+/* ---------- requests ---------- */
+
+static void embed_on_done(http_request *req, const http_response *resp, void *data);
+
+/* Builds the body for call->encoding and starts the request. Returns 0, or
+ * -1 with a pt-BR reason in err. */
+static int embed_call_start(embed_call *call, char *err, size_t err_size)
+{
+    const char *headers[4];
+    int nh = 0;
+    http_request_opts opts;
+    size_t len = 0;
+    char *body = embed_build_request(call->conf->model, (const char *const *)call->texts, call->lens,
+                                     call->count, call->encoding, call->conf->dimensions, &len, err,
+                                     err_size);
+    http_request *req;
+    if (!body)
+        return -1;
+    headers[nh++] = "Content-Type: application/json";
+    headers[nh++] = "Accept: application/json";
+    if (call->conf->auth_header)
+        headers[nh++] = call->conf->auth_header;
+    headers[nh] = NULL;
+    memset(&opts, 0, sizeof opts);
+    opts.method = "POST";
+    opts.url = call->conf->url;
+    opts.headers = headers;
+    opts.body = body;
+    opts.body_len = len;
+    opts.timeout_ms = call->conf->timeout_ms;
+    opts.connect_timeout_ms = EMBED_CONNECT_TIMEOUT_MS < call->conf->timeout_ms ? EMBED_CONNECT_TIMEOUT_MS
+                                                                                 : call->conf->timeout_ms;
+    req = http_request_start(rg_http_shared_client(rg_main_state()), &opts, embed_on_done, call);
+    free(body);
+    if (!req) {
+        snprintf(err, err_size, "não foi possível iniciar a requisição ao provedor de embeddings");
+        return -1;
+    }
+    return 0;
+}
+
+/* Resumes the call's coroutine with the outcome and frees the call. */
+static void embed_call_finish(embed_call *call, embed_result *r, int success)
+{
+    rg_task task = call->task;
+    int n;
+    r->latency_ms = (double)(uv_hrtime() - call->started_ns) / 1e6;
+    embed_call_free(call);
+    if (!task.co)
+        return;
+    lua_checkstack(task.co, 8);
+    n = rg_http_push_protected(task.co, 3, success ? embed_build_success : embed_build_failure, r);
+    rg_task_resume(&task, n);
+}
+
+static void embed_on_done(http_request *req, const http_response *resp, void *data)
+{
+    embed_call *call = data;
+    embed_result r;
+    char message[512];
+    char *provider = NULL;
+
+    if (resp->aborted) {
+        embed_call_free(call); /* the Lua state is closing: nobody to resume */
+        return;
+    }
+    memset(&r, 0, sizeof r);
+    r.status = resp->status;
+    r.retry_after_ms = resp->retry_after_ms;
+    r.message = message;
+    r.cls = embed_classify(resp->curl_code, resp->status, NULL, &r.kind);
+
+    if (resp->curl_code != CURLE_OK) {
+        if (r.kind == EMBED_KIND_TIMEOUT)
+            snprintf(message, sizeof message,
+                     "tempo esgotado aguardando o provedor de embeddings (limite de %ld ms)", call->conf->timeout_ms);
+        else
+            snprintf(message, sizeof message, "falha de conexão com o provedor de embeddings: %s (curl %d)",
+                     http_curl_error_ptbr(resp->curl_code), (int)resp->curl_code);
+        embed_call_finish(call, &r, 0);
+        return;
+    }
+
+    if (r.cls == EMBED_CLASS_OK) {
+        embed_vectors vectors;
+        if (embed_parse_response(resp->body, resp->body_len, call->count, call->conf->expected_dim, &vectors,
+                                 message, sizeof message) != 0) {
+            r.cls = EMBED_CLASS_TRANSIENT;
+            r.kind = EMBED_KIND_MALFORMED;
+            embed_call_finish(call, &r, 0);
+            return;
+        }
+        r.vectors = &vectors;
+        embed_call_finish(call, &r, 1);
+        embed_vectors_free(&vectors);
+        return;
+    }
+
+    provider = embed_parse_error_message(resp->body, resp->body_len);
+    r.cls = embed_classify(resp->curl_code, resp->status, provider, &r.kind);
+    if (!call->fell_back && call->encoding == EMBED_ENCODING_BASE64 &&
+        embed_wants_float_fallback(resp->status, provider)) {
+        char err[256];
+        call->fell_back = 1;
+        call->encoding = EMBED_ENCODING_FLOAT;
+        call->conf->encoding = EMBED_ENCODING_FLOAT; /* remembered by this client */
+        if (embed_call_start(call, err, sizeof err) == 0) {
+            free(provider);
+            return;
+        }
+        r.cls = EMBED_CLASS_TRANSIENT;
+        r.kind = EMBED_KIND_CONNECTION;
+        snprintf(message, sizeof message, "%s", err);
+        free(provider);
+        embed_call_finish(call, &r, 0);
+        return;
+    }
+    if (provider) {
+        char scrubbed[EMBED_MAX_PROVIDER_MESSAGE + 4];
+        embed_scrub(provider, call->conf->api_key, scrubbed, sizeof scrubbed);
+        snprintf(message, sizeof message, "provedor de embeddings respondeu HTTP %ld: %s", resp->status, scrubbed);
+    } else {
+        snprintf(message, sizeof message, "provedor de embeddings respondeu HTTP %ld", resp->status);
+    }
+    free(provider);
+    embed_call_finish(call, &r, 0);
+}
+
+/* ---------- Lua API ---------- */
+
+static embed_client *embed_check_open(lua_State *L)
+{
+    embed_client *c = luaL_checkudata(L, 1, EMBED_CLIENT_MT);
+    if (!c->conf)
+        luaL_error(L, "cliente de embeddings já foi fechado");
+    return c;
+}
+
+/* client:embed(texts) -> batch, nil, info | nil, err, info */
+static int embed_client_embed(lua_State *L)
+{
+    embed_client *c = embed_check_open(L);
+    embed_call *call;
+    int count;
+    int is_main;
+    char err[256];
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    count = (int)lua_objlen(L, 2);
+    if (count <= 0)
+        return luaL_argerror(L, 2, "lista de textos vazia");
+    for (int i = 1; i <= count; i++) {
+        lua_rawgeti(L, 2, i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return luaL_argerror(L, 2, lua_pushfstring(L, "texto %d não é uma string", i));
+        lua_pop(L, 1);
+    }
+    is_main = lua_pushthread(L);
+    lua_pop(L, 1);
+    if (is_main)
+        return luaL_error(L, "client:embed: primitiva assíncrona chamada fora de uma corrotina");
+
+    call = calloc(1, sizeof *call);
+    if (!call)
+        return luaL_error(L, "sem memória");
+    rg_task_init(&call->task);
+    call->conf = c->conf;
+    call->conf->refs++;
+    call->encoding = c->conf->encoding;
+    call->started_ns = uv_hrtime();
+    call->texts = calloc((size_t)count, sizeof *call->texts);
+    call->lens = calloc((size_t)count, sizeof *call->lens);
+    if (!call->texts || !call->lens)
+        goto oom;
+    call->count = count;
+    for (int i = 0; i < count; i++) {
+        size_t len;
+        const char *s;
+        char *fixed;
+        lua_rawgeti(L, 2, i + 1);
+        s = lua_tolstring(L, -1, &len);
+        /* invalid UTF-8 (e.g. Latin-1 sources) is sent with U+FFFD instead */
+        fixed = embed_utf8_sanitize(s, len, &call->lens[i]);
+        if (fixed) {
+            call->texts[i] = fixed;
+        } else {
+            if (call->lens[i] != len)
+                goto oom_pop;
+            call->texts[i] = malloc(len + 1);
+            if (!call->texts[i])
+                goto oom_pop;
+            memcpy(call->texts[i], s, len);
+            call->texts[i][len] = '\0';
+        }
+        lua_pop(L, 1);
+    }
+    rg_http_shared_client(L); /* create it here, where a Lua error is allowed */
+    if (embed_call_start(call, err, sizeof err) != 0) {
+        embed_result r;
+        memset(&r, 0, sizeof r);
+        r.message = err;
+        r.cls = EMBED_CLASS_PERMANENT;
+        r.kind = EMBED_KIND_HTTP;
+        r.retry_after_ms = -1;
+        r.latency_ms = (double)(uv_hrtime() - call->started_ns) / 1e6;
+        embed_call_free(call);
+        return embed_build_failure(L, &r);
+    }
+    return rg_task_suspend(L, &call->task);
+
+oom_pop:
+    lua_pop(L, 1);
+oom:
+    embed_call_free(call);
+    return luaL_error(L, "sem memória para o lote de embeddings");
+}
+
+/* client:encoding() -> "base64" | "float" (after a fallback) */
+static int embed_client_encoding(lua_State *L)
+{
+    embed_client *c = embed_check_open(L);
+    lua_pushstring(L, c->conf->encoding == EMBED_ENCODING_FLOAT ? "float" : "base64");
+    return 1;
+}
+
+/* client:close(): calls in flight finish normally; later calls raise. */
+static int embed_client_close(lua_State *L)
+{
+    embed_client *c = luaL_checkudata(L, 1, EMBED_CLIENT_MT);
+    embed_conf_release(c->conf);
+    c->conf = NULL;
+    return 0;
+}
+
+static int embed_client_tostring(lua_State *L)
+{
+    embed_client *c = luaL_checkudata(L, 1, EMBED_CLIENT_MT);
+    if (c->conf)
+        lua_pushfstring(L, "ragops.embed.client(%s)", c->conf->model);
+    else
+        lua_pushliteral(L, "ragops.embed.client(fechado)");
+    return 1;
+}
+
+/* Optional positive integer field of the options table at 1. */
+static int embed_opt_int(lua_State *L, const char *field, int fallback)
+{
+    lua_Number v;
+    lua_getfield(L, 1, field);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return fallback;
+    }
+    v = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || v < 1 || v > 1e9 || v != (lua_Number)(long)v)
+        return luaL_argerror(L, 1, lua_pushfstring(L, "\"%s\" deve ser um inteiro positivo", field));
+    lua_pop(L, 1);
+    return (int)v;
+}
+
+/* Optional string field of the options table at 1 (NULL when absent). */
+static const char *embed_opt_string(lua_State *L, const char *field, int required)
+{
+    const char *s;
+    lua_getfield(L, 1, field);
+    if (lua_isnil(L, -1) && !required) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING || lua_objlen(L, -1) == 0)
+        luaL_argerror(L, 1, lua_pushfstring(L, "campo \"%s\" deve ser um texto não vazio", field));
+    s = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the string stays referenced by the options table */
+    return s;
+}
+
+static char *embed_strdup(const char *s)
+{
+    char *d;
+    if (!s)
+        return NULL;
+    d = malloc(strlen(s) + 1);
+    if (d)
+        strcpy(d, s);
+    return d;
+}
+
+/* embed.client{ url=, model=, dimensions=, expected_dim=, api_key=, timeout_ms=, encoding= } */
+static int embed_new_client(lua_State *L)
+{
+    const char *url, *model, *api_key, *encoding;
+    int dimensions, expected_dim, timeout_ms;
+    size_t ulen;
+    embed_conf *conf;
+    embed_client *c;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    url = embed_opt_string(L, "url", 1);
+    model = embed_opt_string(L, "model", 1);
+    lua_getfield(L, 1, "api_key");
+    api_key = lua_type(L, -1) == LUA_TSTRING && lua_objlen(L, -1) > 0 ? lua_tostring(L, -1) : NULL;
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        return luaL_argerror(L, 1, "campo \"api_key\" deve ser texto");
+    lua_pop(L, 1);
+    if (api_key && strpbrk(api_key, "\r\n"))
+        return luaL_argerror(L, 1, "campo \"api_key\" contém quebra de linha");
+    encoding = embed_opt_string(L, "encoding", 0);
+    if (encoding && strcmp(encoding, "base64") != 0 && strcmp(encoding, "float") != 0)
+        return luaL_argerror(L, 1, "campo \"encoding\" deve ser \"base64\" ou \"float\"");
+    dimensions = embed_opt_int(L, "dimensions", 0);
+    expected_dim = embed_opt_int(L, "expected_dim", 0);
+    timeout_ms = embed_opt_int(L, "timeout_ms", (int)EMBED_DEFAULT_TIMEOUT_MS);
+
+    c = lua_newuserdata(L, sizeof *c);
+    c->conf = NULL;
+    luaL_getmetatable(L, EMBED_CLIENT_MT);
+    lua_setmetatable(L, -2);
+
+    conf = calloc(1, sizeof *conf);
+    if (!conf)
+        return luaL_error(L, "sem memória");
+    conf->refs = 1;
+    c->conf = conf; /* from here __gc releases it even if we raise below */
+    ulen = strlen(url);
+    while (ulen > 0 && url[ulen - 1] == '/')
+        ulen--;
+    conf->url = malloc(ulen + sizeof "/embeddings");
+    conf->model = embed_strdup(model);
+    if (!conf->url || !conf->model)
+        return luaL_error(L, "sem memória");
+    memcpy(conf->url, url, ulen);
+    memcpy(conf->url + ulen, "/embeddings", sizeof "/embeddings");
+    if (api_key) {
+        size_t n = strlen(api_key) + sizeof "Authorization: Bearer ";
+        conf->api_key = embed_strdup(api_key);
+        conf->auth_header = malloc(n);
+        if (!conf->api_key || !conf->auth_header)
+            return luaL_error(L, "sem memória");
+        snprintf(conf->auth_header, n, "Authorization: Bearer %s", api_key);
+    }
+    conf->dimensions = dimensions;
+    conf->expected_dim = expected_dim ? expected_dim : dimensions;
+    conf->timeout_ms = timeout_ms;
+    conf->encoding = encoding && strcmp(encoding, "float") == 0 ? EMBED_ENCODING_FLOAT : EMBED_ENCODING_BASE64;
+    return 1;
+}
+
+int luaopen_ragops_embed(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"embed", embed_client_embed},
+        {"encoding", embed_client_encoding},
+        {"close", embed_client_close},
+        {NULL, NULL},
+    };
+    static const luaL_Reg functions[] = {
+        {"client", embed_new_client},
+        {NULL, NULL},
+    };
+    rg_vecbatch_register(L); /* batches get their metatable even without ragops.core */
+    if (luaL_newmetatable(L, EMBED_CLIENT_MT)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, embed_client_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, embed_client_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    luaL_register(L, NULL, functions);
+    return 1;
+}

@@ -1,0 +1,69 @@
+/*
+ * embed_server.h: `ragops embed-server`, a local, deterministic,
+ * OpenAI-compatible embedding server (POST /v1/embeddings) on a libuv loop,
+ * with fault injection (latency, 429, 5xx, timeouts, malformed bodies,
+ * permanent 400s) for tests and the demo.
+ */
+#ifndef RAGOPS_EMBED_SERVER_H
+#define RAGOPS_EMBED_SERVER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+/* Server configuration; fill with embed_server_opts_init, then override. */
+typedef struct embed_server_opts {
+    const char *host;           /* numeric IPv4/IPv6 address or "localhost" (default 127.0.0.1) */
+    int port;                   /* TCP port, 0 = ephemeral (default 8080) */
+    int dim;                    /* vector dimension (default 1536) */
+    const char *model;          /* only model accepted, NULL = any (default NULL) */
+    int latency_ms;             /* delay added to every /v1/embeddings answer (default 0) */
+    double fail_rate;           /* probability of a 500/502/503 answer (default 0) */
+    double rate_429;            /* probability of a 429 answer with Retry-After (default 0) */
+    int retry_after_s;          /* Retry-After seconds sent with 429 (default 1) */
+    double timeout_rate;        /* probability of never answering a request (default 0) */
+    double malformed_rate;      /* probability of a 200 with a broken body (default 0) */
+    const char *reject_pattern; /* POSIX ERE: any matching input => 400 (default NULL) */
+    uint64_t seed;              /* seed of the fault-injection PRNG (default 42) */
+    const char *api_key;        /* when set, require "Authorization: Bearer KEY" (default NULL) */
+    int max_inputs;             /* maximum inputs per request (default 2048) */
+} embed_server_opts;
+
+/* Counters served by GET /stats and zeroed by POST /stats/reset. */
+typedef struct embed_server_stats {
+    uint64_t requests;     /* POSTs to /v1/embeddings received */
+    uint64_t inputs;       /* inputs embedded in 200 (valid) answers */
+    uint64_t ok;           /* valid 200 answers */
+    uint64_t errors_5xx;   /* injected 500/502/503 answers */
+    uint64_t rate_limited; /* injected 429 answers */
+    uint64_t timeouts;     /* requests accepted and never answered */
+    uint64_t malformed;    /* injected malformed 200 answers */
+    uint64_t rejected;     /* 400 answers caused by --reject-pattern */
+    uint64_t bad_requests; /* other 4xx answers (invalid JSON, auth, model, limits) */
+} embed_server_stats;
+
+typedef struct embed_server embed_server;
+
+/* Fills opts with the defaults listed above. */
+void embed_server_opts_init(embed_server_opts *opts);
+
+/* Binds and listens on loop. Strings in opts are copied. On failure returns
+ * NULL and, if err is not NULL, sets *err to a malloc'd pt-BR message. */
+embed_server *embed_server_start(uv_loop_t *loop, const embed_server_opts *opts, char **err);
+
+/* The port actually bound (useful when opts.port was 0). */
+int embed_server_port(const embed_server *server);
+
+/* Copies the current counters into out. */
+void embed_server_get_stats(const embed_server *server, embed_server_stats *out);
+
+/* Closes the listener and every connection (pending answers are dropped).
+ * The server is freed once all its handles are closed: keep running the
+ * loop; do not use the pointer afterwards. */
+void embed_server_stop(embed_server *server);
+
+/* CLI entry point: argv[0] is "embed-server". Runs on uv_default_loop()
+ * until SIGINT/SIGTERM. Returns the process exit code (0 ok, 2 usage,
+ * 4 cannot listen). */
+int embed_server_main(int argc, char **argv);
+
+#endif

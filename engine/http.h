@@ -1,0 +1,88 @@
+/*
+ * http.h: asynchronous HTTP client on one libcurl multi handle driven by the
+ * libuv loop (uv_poll per socket, one uv_timer for curl's timeouts). Pure C,
+ * no Lua: callbacks fire on the loop thread. Connections are kept alive in
+ * the multi handle's cache and reused across requests.
+ */
+#ifndef RAGOPS_HTTP_H
+#define RAGOPS_HTTP_H
+
+#include <stddef.h>
+#include <curl/curl.h>
+#include <uv.h>
+
+typedef struct http_client http_client;
+typedef struct http_request http_request;
+
+/* What to send. Every pointer is copied by http_request_start. */
+typedef struct http_request_opts {
+    const char *method;          /* "GET", "POST", ...; NULL: POST when body is set, else GET */
+    const char *url;             /* absolute URL (required) */
+    const char *const *headers;  /* NULL-terminated "Name: value" lines, or NULL */
+    const char *body;            /* request body, or NULL */
+    size_t body_len;             /* bytes in body */
+    long timeout_ms;             /* whole-transfer limit; <= 0 means none */
+    long connect_timeout_ms;     /* connection limit; <= 0 means curl's default */
+} http_request_opts;
+
+/* What came back; valid only during the done callback. */
+typedef struct http_response {
+    CURLcode curl_code;   /* CURLE_OK when a full HTTP response arrived */
+    long status;          /* HTTP status, 0 when none was received */
+    const char *body;     /* response body, NUL-terminated (never NULL) */
+    size_t body_len;      /* bytes in body, excluding the terminator */
+    long retry_after_ms;  /* Retry-After (seconds or HTTP-date) in ms, -1 if absent */
+    double latency_ms;    /* time from start to completion */
+    long new_connections; /* connections opened for this request (0 = reused a cached one) */
+    int aborted;          /* 1 when delivered by http_client_close: the owner is shutting down */
+} http_response;
+
+/* Completion callback: called exactly once per request unless the request was
+ * cancelled. The request is freed after the callback returns. */
+typedef void (*http_done_cb)(http_request *req, const http_response *resp, void *data);
+
+/* Creates a client on loop. Returns NULL when curl or libuv fail. */
+http_client *http_client_new(uv_loop_t *loop);
+
+/* Starts a request. Returns NULL (and never calls cb) when the client is
+ * closing, the options are invalid or memory is short. cb is never called
+ * from inside http_request_start. */
+http_request *http_request_start(http_client *hc, const http_request_opts *opts,
+                                 http_done_cb cb, void *data);
+
+/* Cancels a pending request: its callback will not be called. Safe from any
+ * callback; a no-op when called from the request's own done callback. */
+void http_request_cancel(http_request *req);
+
+/* Closes the client: every pending request is completed with
+ * curl_code CURLE_ABORTED_BY_CALLBACK and aborted = 1, then the libuv handles
+ * are closed; the client's memory is freed once their close callbacks ran
+ * (keep running the loop). Safe to call from a done callback. */
+void http_client_close(http_client *hc);
+
+/* Number of requests still pending on hc. */
+int http_client_pending(const http_client *hc);
+
+/* A pt-BR description of a curl failure (for messages people read). */
+const char *http_curl_error_ptbr(CURLcode code);
+
+/* Parses a Retry-After value (delta-seconds or HTTP-date) into milliseconds
+ * from now; -1 when value is NULL or unparseable. */
+long http_parse_retry_after(const char *value);
+
+/* Lua side (http_lua.c): the client shared by ragops.http and ragops.embed
+ * for the state's loop, created lazily; it is closed by the __gc of a
+ * sentinel userdata kept in the registry, i.e. when the Lua state closes.
+ * Raises a Lua error when the client cannot be created. */
+struct lua_State;
+http_client *rg_http_shared_client(struct lua_State *L);
+
+/* For completion callbacks: runs build (which pushes nresults values) in
+ * protected mode on the main state and moves the values onto the parked
+ * coroutine co, so a memory error cannot hit a suspended coroutine. On
+ * failure pushes nil and a pt-BR message instead (2 values). Returns the
+ * number of values pushed onto co. */
+int rg_http_push_protected(struct lua_State *co, int nresults,
+                           int (*build)(struct lua_State *L, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,585 @@
+/*
+ * pg.c: one asynchronous PostgreSQL connection (libpq non-blocking API)
+ * driven by a uv_poll on PQsocket(). See pg.h for the contract.
+ *
+ * State machine:
+ *   CONNECTING --PQconnectPoll OK--> IDLE --query/copy--> READING --> IDLE
+ *                                          copy: READING --COPY_IN--> COPY_DATA
+ *                                                --> COPY_END --> READING
+ *   any failure of the link --> FAILED; pg_conn_close --> CLOSED (freed later)
+ */
+#include "pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Size of each PQputCopyData call. */
+#define PG_COPY_CHUNK (64 * 1024)
+
+typedef enum pg_state {
+    PG_STATE_CONNECTING, /* PQconnectPoll sequence in progress */
+    PG_STATE_IDLE,       /* connected, nothing pending */
+    PG_STATE_READING,    /* command sent: flushing output, collecting results */
+    PG_STATE_COPY_DATA,  /* in COPY IN: streaming the caller's buffer */
+    PG_STATE_COPY_END,   /* in COPY IN: PQputCopyEnd not yet accepted */
+    PG_STATE_FAILED,     /* connect failed or connection lost */
+    PG_STATE_CLOSED      /* pg_conn_close called; waiting for handles */
+} pg_state;
+
+struct pg_conn {
+    uv_loop_t *loop;            /* loop driving this connection */
+    PGconn *conn;               /* libpq connection; NULL once closed */
+    pg_state state;             /* where the state machine is */
+    uv_poll_t *poll;            /* poll on the current PQsocket, NULL if none */
+    int poll_fd;                /* fd that poll watches (-1 when none) */
+    uv_timer_t defer;           /* delivers an immediate connect failure from the loop */
+    int open_handles;           /* handles not yet closed; free when 0 after close */
+    pg_connect_cb connect_cb;   /* pending connect callback, NULL when none */
+    pg_result_cb result_cb;     /* pending query/COPY callback, NULL when none */
+    void *cb_data;              /* user data of the pending callback */
+    int need_flush;             /* 1 while PQflush has not returned 0 yet */
+    int is_copy;                /* 1 when the pending operation is a COPY IN */
+    const char *copy_buf;       /* caller's COPY data (not owned) */
+    size_t copy_len;            /* bytes in copy_buf */
+    size_t copy_off;            /* bytes of copy_buf already handed to libpq */
+    PGresult *result;           /* result kept for the callback (last, or first error) */
+    char err[1024];             /* last pt-BR error message */
+    char sqlstate[6];           /* SQLSTATE of the last error */
+};
+
+static void on_poll(uv_poll_t *handle, int status, int events);
+
+/* Copies libpq's message into out, folding newlines/tabs into single spaces
+ * and trimming, so one error fits on one log line. */
+static void fold_message(char *out, size_t outlen, const char *msg)
+{
+    size_t n = 0;
+    int pending_space = 0;
+    if (msg == NULL)
+        msg = "";
+    for (const char *p = msg; *p != '\0' && n + 1 < outlen; p++) {
+        if (*p == '\n' || *p == '\t' || *p == '\r' || *p == ' ') {
+            pending_space = n > 0;
+            continue;
+        }
+        if (pending_space && n + 2 < outlen)
+            out[n++] = ' ';
+        pending_space = 0;
+        out[n++] = *p;
+    }
+    out[n] = '\0';
+}
+
+/* Records a pt-BR error "prefix: detail" and its SQLSTATE on c. */
+static void set_error(pg_conn *c, const char *prefix, const char *detail, const char *sqlstate)
+{
+    char folded[768];
+    fold_message(folded, sizeof folded, detail);
+    if (folded[0] != '\0')
+        snprintf(c->err, sizeof c->err, "%s: %s", prefix, folded);
+    else
+        snprintf(c->err, sizeof c->err, "%s", prefix);
+    snprintf(c->sqlstate, sizeof c->sqlstate, "%s", sqlstate ? sqlstate : "");
+}
+
+static void maybe_free(pg_conn *c)
+{
+    if (c->state == PG_STATE_CLOSED && c->open_handles == 0)
+        free(c);
+}
+
+static void on_poll_closed(uv_handle_t *handle)
+{
+    pg_conn *c = handle->data;
+    free(handle);
+    c->open_handles--;
+    maybe_free(c);
+}
+
+static void on_defer_closed(uv_handle_t *handle)
+{
+    pg_conn *c = handle->data;
+    c->open_handles--;
+    maybe_free(c);
+}
+
+static void drop_poll(pg_conn *c)
+{
+    if (c->poll == NULL)
+        return;
+    uv_close((uv_handle_t *)c->poll, on_poll_closed);
+    c->poll = NULL;
+    c->poll_fd = -1;
+}
+
+/* Watches PQsocket for events. When the socket changed (libpq may reopen it
+ * while connecting) a fresh poll handle is created; otherwise the poll is
+ * stopped and restarted so the epoll registration is renewed even if libpq
+ * reused the same fd number for a new socket. Returns 0 or a libuv error. */
+static int watch(pg_conn *c, int events)
+{
+    int fd = PQsocket(c->conn);
+    int rc;
+    if (fd < 0)
+        return UV_EBADF;
+    if (c->poll != NULL && c->poll_fd != fd)
+        drop_poll(c);
+    if (c->poll == NULL) {
+        uv_poll_t *p = malloc(sizeof *p);
+        if (p == NULL)
+            return UV_ENOMEM;
+        rc = uv_poll_init(c->loop, p, fd);
+        if (rc != 0) {
+            free(p);
+            return rc;
+        }
+        p->data = c;
+        c->poll = p;
+        c->poll_fd = fd;
+        c->open_handles++;
+    } else if (c->state == PG_STATE_CONNECTING) {
+        uv_poll_stop(c->poll);
+    }
+    return uv_poll_start(c->poll, events, on_poll);
+}
+
+static void unwatch(pg_conn *c)
+{
+    if (c->poll != NULL)
+        uv_poll_stop(c->poll);
+}
+
+/* ---- connect ---------------------------------------------------------- */
+
+static void connect_done(pg_conn *c, const char *err)
+{
+    pg_connect_cb cb = c->connect_cb;
+    void *data = c->cb_data;
+    c->connect_cb = NULL;
+    c->cb_data = NULL;
+    if (cb != NULL)
+        cb(c, err, data);
+}
+
+static void connect_fail(pg_conn *c, const char *detail)
+{
+    c->state = PG_STATE_FAILED;
+    unwatch(c);
+    set_error(c, "falha ao conectar ao PostgreSQL", detail, PG_SQLSTATE_CONNECTION_FAILURE);
+    connect_done(c, c->err);
+}
+
+static void connect_step(pg_conn *c)
+{
+    PostgresPollingStatusType st = PQconnectPoll(c->conn);
+    int rc;
+    switch (st) {
+    case PGRES_POLLING_READING:
+        rc = watch(c, UV_READABLE);
+        break;
+    case PGRES_POLLING_WRITING:
+        rc = watch(c, UV_WRITABLE);
+        break;
+    case PGRES_POLLING_OK:
+        if (PQsetnonblocking(c->conn, 1) != 0) {
+            connect_fail(c, PQerrorMessage(c->conn));
+            return;
+        }
+        c->state = PG_STATE_IDLE;
+        unwatch(c);
+        connect_done(c, NULL);
+        return;
+    default:
+        connect_fail(c, PQerrorMessage(c->conn));
+        return;
+    }
+    if (rc != 0)
+        connect_fail(c, uv_strerror(rc));
+}
+
+static void on_defer(uv_timer_t *timer)
+{
+    pg_conn *c = timer->data;
+    if (c->state == PG_STATE_FAILED)
+        connect_done(c, c->err);
+}
+
+pg_conn *pg_conn_start(uv_loop_t *loop, const char *conninfo, pg_connect_cb cb, void *data)
+{
+    pg_conn *c = calloc(1, sizeof *c);
+    int rc;
+    if (c == NULL)
+        goto fail;
+    c->loop = loop;
+    c->poll_fd = -1;
+    c->connect_cb = cb;
+    c->cb_data = data;
+    c->state = PG_STATE_CONNECTING;
+    c->conn = PQconnectStart(conninfo);
+    if (c->conn == NULL)
+        goto fail;
+    uv_timer_init(loop, &c->defer);
+    c->defer.data = c;
+    c->open_handles = 1;
+    if (PQstatus(c->conn) == CONNECTION_BAD) {
+        c->state = PG_STATE_FAILED;
+        set_error(c, "falha ao conectar ao PostgreSQL", PQerrorMessage(c->conn),
+                  PG_SQLSTATE_CONNECTION_FAILURE);
+        uv_timer_start(&c->defer, on_defer, 0, 0);
+        return c;
+    }
+    /* Per libpq docs: behave as if PQconnectPoll had returned WRITING. */
+    rc = watch(c, UV_WRITABLE);
+    if (rc != 0) {
+        c->state = PG_STATE_FAILED;
+        set_error(c, "falha ao conectar ao PostgreSQL", uv_strerror(rc),
+                  PG_SQLSTATE_CONNECTION_FAILURE);
+        uv_timer_start(&c->defer, on_defer, 0, 0);
+    }
+    return c;
+
+fail:
+    free(c);
+    return NULL;
+}
+
+/* ---- query / copy ----------------------------------------------------- */
+
+/* Ends the pending operation: the kept result (or err) goes to the callback,
+ * then the result is cleared. */
+static void op_finish(pg_conn *c, const char *err, const char *sqlstate)
+{
+    pg_result_cb cb = c->result_cb;
+    void *data = c->cb_data;
+    PGresult *res = c->result;
+    c->result = NULL;
+    c->result_cb = NULL;
+    c->cb_data = NULL;
+    c->copy_buf = NULL;
+    c->copy_len = c->copy_off = 0;
+    c->is_copy = 0;
+    c->need_flush = 0;
+    if (c->state != PG_STATE_FAILED)
+        c->state = PG_STATE_IDLE;
+    unwatch(c);
+    if (cb != NULL)
+        cb(c, res, err, sqlstate, data);
+    PQclear(res);
+}
+
+/* The link failed (a libpq I/O call returned an error). The protocol state is
+ * unknown afterwards, so the connection is given up and the error carries
+ * SQLSTATE 08006: callers reconnect. */
+static void op_fail(pg_conn *c, const char *prefix)
+{
+    if (PQstatus(c->conn) == CONNECTION_BAD)
+        prefix = "conexão com o PostgreSQL perdida";
+    c->state = PG_STATE_FAILED;
+    set_error(c, prefix, PQerrorMessage(c->conn), PG_SQLSTATE_CONNECTION_FAILURE);
+    op_finish(c, c->err, c->sqlstate);
+}
+
+/* PQputCopyData/PQputCopyEnd returned -1. With the link still up, libpq has
+ * left COPY mode (the server reported an error): go read the results, where
+ * that error is. Returns 1 when the caller should continue pumping. */
+static int copy_put_failed(pg_conn *c)
+{
+    if (PQstatus(c->conn) == CONNECTION_BAD) {
+        op_fail(c, "falha no COPY");
+        return 0;
+    }
+    c->state = PG_STATE_READING;
+    c->need_flush = 0;
+    return 1;
+}
+
+/* Collected every result: report the kept one. */
+static void op_complete(pg_conn *c)
+{
+    PGresult *res = c->result;
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    const char *sqlstate;
+    if (PQstatus(c->conn) == CONNECTION_BAD)
+        c->state = PG_STATE_FAILED;
+    if (res != NULL && st != PGRES_FATAL_ERROR && st != PGRES_BAD_RESPONSE) {
+        op_finish(c, NULL, NULL);
+        return;
+    }
+    sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (sqlstate == NULL || sqlstate[0] == '\0')
+        sqlstate = "XX000";
+    /* A lost link is reported as class 08 whatever the last message said
+     * (e.g. 57P01 before the server closed the socket): callers reconnect. */
+    if (c->state == PG_STATE_FAILED)
+        sqlstate = PG_SQLSTATE_CONNECTION_FAILURE;
+    if (c->state == PG_STATE_FAILED)
+        set_error(c, "conexão com o PostgreSQL perdida",
+                  res ? PQresultErrorMessage(res) : PQerrorMessage(c->conn), sqlstate);
+    else
+        set_error(c, c->is_copy ? "falha no COPY" : "erro do PostgreSQL",
+                  res ? PQresultErrorMessage(res) : PQerrorMessage(c->conn), sqlstate);
+    op_finish(c, c->err, c->sqlstate);
+}
+
+/* Keeps the last result, or the first error (later results are dropped). */
+static void keep_result(pg_conn *c, PGresult *res)
+{
+    ExecStatusType kept = c->result ? PQresultStatus(c->result) : PGRES_EMPTY_QUERY;
+    if (c->result != NULL && (kept == PGRES_FATAL_ERROR || kept == PGRES_BAD_RESPONSE)) {
+        PQclear(res);
+        return;
+    }
+    PQclear(c->result);
+    c->result = res;
+}
+
+/* Advances the pending operation as far as libpq allows without blocking,
+ * then waits on the socket. readable: the socket reported input. */
+static void op_pump(pg_conn *c, int readable)
+{
+    int rc;
+    if (readable && !PQconsumeInput(c->conn)) {
+        op_fail(c, "falha ao ler resposta do PostgreSQL");
+        return;
+    }
+    for (;;) {
+        if (c->state == PG_STATE_COPY_DATA) {
+            rc = PQflush(c->conn);
+            if (rc < 0) {
+                op_fail(c, "falha no COPY");
+                return;
+            }
+            if (rc == 1)
+                goto wait_write;
+            if (c->copy_off < c->copy_len) {
+                size_t n = c->copy_len - c->copy_off;
+                if (n > PG_COPY_CHUNK)
+                    n = PG_COPY_CHUNK;
+                rc = PQputCopyData(c->conn, c->copy_buf + c->copy_off, (int)n);
+                if (rc < 0) {
+                    if (!copy_put_failed(c))
+                        return;
+                    continue;
+                }
+                if (rc == 0)
+                    goto wait_write;
+                c->copy_off += n;
+                continue;
+            }
+            c->state = PG_STATE_COPY_END;
+        }
+        if (c->state == PG_STATE_COPY_END) {
+            rc = PQputCopyEnd(c->conn, NULL);
+            if (rc < 0) {
+                if (!copy_put_failed(c))
+                    return;
+                continue;
+            }
+            if (rc == 0)
+                goto wait_write;
+            c->state = PG_STATE_READING;
+            c->need_flush = 1;
+        }
+        /* PG_STATE_READING */
+        if (c->need_flush) {
+            rc = PQflush(c->conn);
+            if (rc < 0) {
+                op_fail(c, "falha ao enviar comando ao PostgreSQL");
+                return;
+            }
+            if (rc == 1)
+                goto wait_write;
+            c->need_flush = 0;
+        }
+        while (!PQisBusy(c->conn)) {
+            PGresult *res = PQgetResult(c->conn);
+            ExecStatusType st;
+            if (res == NULL) {
+                op_complete(c);
+                return;
+            }
+            st = PQresultStatus(res);
+            if (st == PGRES_COPY_IN) {
+                PQclear(res);
+                if (!c->is_copy) {
+                    /* A plain query may not start COPY FROM STDIN. */
+                    PQputCopyEnd(c->conn, "COPY FROM STDIN não suportado em query");
+                    c->need_flush = 1;
+                    break;
+                }
+                c->state = PG_STATE_COPY_DATA;
+                break;
+            }
+            if (st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+                PQclear(res);
+                set_error(c, "COPY TO STDOUT não é suportado", NULL, "0A000");
+                c->state = PG_STATE_FAILED;
+                op_finish(c, c->err, c->sqlstate);
+                return;
+            }
+            keep_result(c, res);
+        }
+        if (c->state == PG_STATE_READING && !c->need_flush)
+            break;
+    }
+    rc = watch(c, UV_READABLE);
+    if (rc != 0)
+        goto watch_failed;
+    return;
+
+wait_write:
+    rc = watch(c, UV_READABLE | UV_WRITABLE);
+    if (rc != 0)
+        goto watch_failed;
+    return;
+
+watch_failed:
+    c->state = PG_STATE_FAILED;
+    set_error(c, "conexão com o PostgreSQL perdida", uv_strerror(rc),
+              PG_SQLSTATE_CONNECTION_FAILURE);
+    op_finish(c, c->err, c->sqlstate);
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events)
+{
+    pg_conn *c = handle->data;
+    if (handle != c->poll)
+        return; /* a poll being replaced */
+    if (c->state == PG_STATE_CONNECTING) {
+        /* libuv reports POLLERR (e.g. connection refused) as UV_EBADF; libpq
+         * reads the socket error itself and explains it better. */
+        connect_step(c);
+        return;
+    }
+    if (c->state != PG_STATE_READING && c->state != PG_STATE_COPY_DATA &&
+        c->state != PG_STATE_COPY_END) {
+        unwatch(c);
+        return;
+    }
+    /* On a poll error let libpq find out what happened to the socket. */
+    op_pump(c, status < 0 || (events & UV_READABLE));
+}
+
+/* Common checks and send for query and COPY. */
+static int op_start(pg_conn *c, const char *sql, int nparams, const char *const *values,
+                    pg_result_cb cb, void *data)
+{
+    if (c->state == PG_STATE_CLOSED) {
+        set_error(c, "conexão fechada", NULL, PG_SQLSTATE_NO_CONNECTION);
+        return PG_ERR_CLOSED;
+    }
+    if (c->connect_cb != NULL || c->result_cb != NULL || c->state == PG_STATE_CONNECTING) {
+        set_error(c, "conexão ocupada", NULL, "55000");
+        return PG_ERR_BUSY;
+    }
+    if (c->state != PG_STATE_IDLE) {
+        set_error(c, "conexão com o PostgreSQL indisponível", NULL, PG_SQLSTATE_CONNECTION_FAILURE);
+        return PG_ERR_CLOSED;
+    }
+    /* Without parameters use the simple protocol, which accepts several
+     * statements (migration scripts); with parameters the extended one. */
+    if (!(nparams == 0 ? PQsendQuery(c->conn, sql)
+                       : PQsendQueryParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0))) {
+        if (PQstatus(c->conn) == CONNECTION_BAD) {
+            c->state = PG_STATE_FAILED;
+            set_error(c, "conexão com o PostgreSQL perdida", PQerrorMessage(c->conn),
+                      PG_SQLSTATE_CONNECTION_FAILURE);
+        } else {
+            set_error(c, "falha ao enviar comando ao PostgreSQL", PQerrorMessage(c->conn), "XX000");
+        }
+        return PG_ERR_SEND;
+    }
+    c->result_cb = cb;
+    c->cb_data = data;
+    c->state = PG_STATE_READING;
+    c->need_flush = 1;
+    c->err[0] = '\0';
+    c->sqlstate[0] = '\0';
+    /* Let the loop drive the flush so the callback never runs from here. */
+    if (watch(c, UV_READABLE | UV_WRITABLE) != 0) {
+        /* Without a poll nothing would ever complete: give up the link. */
+        c->state = PG_STATE_FAILED;
+        c->result_cb = NULL;
+        c->cb_data = NULL;
+        set_error(c, "conexão com o PostgreSQL perdida", "falha ao observar o socket",
+                  PG_SQLSTATE_CONNECTION_FAILURE);
+        return PG_ERR_SEND;
+    }
+    return PG_OK;
+}
+
+int pg_conn_query(pg_conn *c, const char *sql, int nparams, const char *const *values,
+                  pg_result_cb cb, void *data)
+{
+    c->is_copy = 0;
+    return op_start(c, sql, nparams, values, cb, data);
+}
+
+int pg_conn_copy_in(pg_conn *c, const char *sql, const char *buf, size_t len,
+                    pg_result_cb cb, void *data)
+{
+    int rc;
+    if (c->result_cb != NULL || c->connect_cb != NULL)
+        return op_start(c, sql, 0, NULL, cb, data); /* reports busy */
+    c->is_copy = 1;
+    c->copy_buf = buf;
+    c->copy_len = len;
+    c->copy_off = 0;
+    rc = op_start(c, sql, 0, NULL, cb, data);
+    if (rc != PG_OK) {
+        c->is_copy = 0;
+        c->copy_buf = NULL;
+        c->copy_len = 0;
+    }
+    return rc;
+}
+
+/* ---- close and accessors ------------------------------------------------ */
+
+void pg_conn_close(pg_conn *c)
+{
+    if (c == NULL || c->state == PG_STATE_CLOSED)
+        return;
+    c->state = PG_STATE_CLOSED;
+    c->connect_cb = NULL;
+    c->result_cb = NULL;
+    c->cb_data = NULL;
+    c->copy_buf = NULL;
+    PQclear(c->result);
+    c->result = NULL;
+    /* Stop polling the fd before libpq closes it. */
+    drop_poll(c);
+    PQfinish(c->conn);
+    c->conn = NULL;
+    uv_close((uv_handle_t *)&c->defer, on_defer_closed);
+}
+
+int pg_conn_is_ok(const pg_conn *c)
+{
+    if (c == NULL || c->conn == NULL)
+        return 0;
+    if (c->state == PG_STATE_CONNECTING || c->state == PG_STATE_FAILED || c->state == PG_STATE_CLOSED)
+        return 0;
+    return PQstatus(c->conn) == CONNECTION_OK;
+}
+
+int pg_conn_is_busy(const pg_conn *c)
+{
+    return c != NULL && (c->connect_cb != NULL || c->result_cb != NULL);
+}
+
+const char *pg_conn_error(const pg_conn *c)
+{
+    return c ? c->err : "";
+}
+
+const char *pg_conn_sqlstate(const pg_conn *c)
+{
+    return c ? c->sqlstate : "";
+}
+
+PGconn *pg_conn_raw(pg_conn *c)
+{
+    return c ? c->conn : NULL;
+}

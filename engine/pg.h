@@ -1,0 +1,94 @@
+/*
+ * pg.h: one asynchronous PostgreSQL connection driven by the libuv loop.
+ *
+ * libpq's non-blocking API (PQconnectStart/PQconnectPoll, PQsendQueryParams,
+ * PQflush, PQconsumeInput, PQputCopyData) is driven by a uv_poll on
+ * PQsocket(); no call here blocks the loop thread (except the name lookup
+ * libpq does inside PQconnectStart when the host is a name, not an address).
+ *
+ * Every outcome is reported through a callback invoked from the loop, never
+ * synchronously from the function that started the operation. One operation
+ * at a time per connection: starting a second one while the first is pending
+ * fails with PG_ERR_BUSY (no queue).
+ *
+ * Lifetime: the caller owns the pg_conn from pg_conn_start until it calls
+ * pg_conn_close (also after a failed connect). pg_conn_close is safe at any
+ * time, including from inside a callback and while an operation is pending:
+ * the pending callback is then NEVER called. Memory is released later, from
+ * the loop, once the poll handles are closed; the caller must not use the
+ * pointer after pg_conn_close returns.
+ *
+ * Messages are in pt-BR, wrap the server's/libpq's message and never include
+ * the conninfo (it may carry a password).
+ */
+#ifndef RAGOPS_PG_H
+#define RAGOPS_PG_H
+
+#include <stddef.h>
+#include <libpq-fe.h>
+#include <uv.h>
+
+typedef struct pg_conn pg_conn;
+
+/* Synchronous return codes of pg_conn_query / pg_conn_copy_in. */
+enum {
+    PG_OK = 0,          /* started; the callback will be called */
+    PG_ERR_BUSY = -1,   /* another operation is pending (caller misuse) */
+    PG_ERR_CLOSED = -2, /* not connected: never connected, lost or closed */
+    PG_ERR_SEND = -3    /* libpq refused to send; see pg_conn_error() */
+};
+
+/* SQLSTATE reported when the connection is lost or unusable. */
+#define PG_SQLSTATE_CONNECTION_FAILURE "08006"
+/* SQLSTATE reported when the connection was never established/closed. */
+#define PG_SQLSTATE_NO_CONNECTION "08003"
+
+/* Connection established (err NULL) or failed (err = pt-BR message). */
+typedef void (*pg_connect_cb)(pg_conn *c, const char *err, void *data);
+
+/*
+ * Query/COPY finished. On success err and sqlstate are NULL and res is the
+ * last result (PGRES_TUPLES_OK or PGRES_COMMAND_OK). On failure err is a
+ * pt-BR message, sqlstate the 5-char SQLSTATE ("08006" when the connection
+ * was lost) and res is the first error result, or NULL. res belongs to the
+ * connection and is cleared when the callback returns. The callback may start
+ * the next operation or close the connection.
+ */
+typedef void (*pg_result_cb)(pg_conn *c, PGresult *res, const char *err,
+                             const char *sqlstate, void *data);
+
+/* Starts connecting; cb is called once from the loop. NULL only when memory
+ * is short. */
+pg_conn *pg_conn_start(uv_loop_t *loop, const char *conninfo, pg_connect_cb cb, void *data);
+
+/* Sends sql with nparams text parameters (values[i] NULL = SQL NULL). With
+ * nparams == 0 the simple protocol is used, so sql may hold several
+ * statements (the last result, or the first error, is reported). */
+int pg_conn_query(pg_conn *c, const char *sql, int nparams, const char *const *values,
+                  pg_result_cb cb, void *data);
+
+/* Runs a `COPY ... FROM STDIN` statement and streams buf[0..len) as its
+ * data. buf must stay valid until cb is called or the connection is closed. */
+int pg_conn_copy_in(pg_conn *c, const char *sql, const char *buf, size_t len,
+                    pg_result_cb cb, void *data);
+
+/* Closes the connection (idempotent per pointer: call it exactly once). A
+ * pending callback is never called afterwards. */
+void pg_conn_close(pg_conn *c);
+
+/* 1 when connected and not lost; 0 while connecting, after a failure or loss. */
+int pg_conn_is_ok(const pg_conn *c);
+
+/* 1 while a connect, query or COPY is pending. */
+int pg_conn_is_busy(const pg_conn *c);
+
+/* Last error message (pt-BR) recorded on c, "" if none. */
+const char *pg_conn_error(const pg_conn *c);
+
+/* SQLSTATE of the last error recorded on c, "" if none. */
+const char *pg_conn_sqlstate(const pg_conn *c);
+
+/* The underlying PGconn (escaping helpers, tests). NULL once closed. */
+PGconn *pg_conn_raw(pg_conn *c);
+
+#endif

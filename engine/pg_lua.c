@@ -1,0 +1,623 @@
+/*
+ * pg_lua.c: the Lua module `ragops.pg` on top of pg.c (async connection) and
+ * copy.c (binary COPY), cosocket style: connect/query/copy_documents check
+ * their arguments, start the I/O, park the coroutine and yield; the pg.c
+ * callback converts the outcome and resumes it.
+ *
+ *   pg.connect(conninfo) -> conn | nil, err
+ *   conn:query(sql, ...) -> rows | nil, err, sqlstate
+ *   conn:copy_documents(staging, docs, vecbatch) -> n | nil, err, sqlstate
+ *   conn:close(), conn:is_ok(), pg.quote_ident(s)
+ *
+ * Ownership: the userdata owns the pg_conn. While an operation is pending the
+ * userdata is pinned in the registry. __gc (only reachable with an operation
+ * pending when the whole state is closing) closes the pg_conn, whose pending
+ * callback is then never called. An explicit conn:close() with a coroutine
+ * waiting wakes that coroutine from the loop with nil, "conexão fechada".
+ */
+#include "bridge.h"
+#include "copy.h"
+#include "pg.h"
+#include "vecbatch.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LPG_CONN_MT "ragops.pg.conn"
+#define LPG_CLOSED_MSG "conexão fechada"
+
+/* Type OIDs converted to Lua numbers/booleans (pg_type.h values). */
+#define OID_BOOL 16
+#define OID_INT8 20
+#define OID_INT2 21
+#define OID_INT4 23
+#define OID_OID 26
+#define OID_FLOAT4 700
+#define OID_FLOAT8 701
+
+/* Largest magnitude a double holds exactly as an integer (2^53). */
+#define LPG_EXACT_INT 9007199254740992.0
+
+typedef enum lpg_op {
+    LPG_OP_NONE,    /* nothing pending */
+    LPG_OP_CONNECT, /* pg.connect waiting */
+    LPG_OP_QUERY,   /* conn:query waiting */
+    LPG_OP_COPY     /* conn:copy_documents waiting */
+} lpg_op;
+
+struct lpg_wake;
+
+/* The userdata behind a Lua connection. */
+typedef struct lpg_conn {
+    pg_conn *pg;           /* the async connection; NULL once closed */
+    rg_task task;          /* coroutine parked on the pending operation */
+    int self_ref;          /* registry ref pinning this userdata while pending */
+    lpg_op op;             /* operation pending, LPG_OP_NONE when idle */
+    copy_buf copy;         /* COPY stream that must outlive the send */
+    struct lpg_wake *wake; /* deferred "conexão fechada" wake-up, or NULL */
+} lpg_conn;
+
+/* Resumes, from the loop, a coroutine whose operation close() cancelled. */
+typedef struct lpg_wake {
+    uv_timer_t timer; /* zero-delay timer delivering the wake-up */
+    rg_task task;     /* the coroutine to resume; co NULL when dropped */
+    lpg_conn *owner;  /* connection to detach from, NULL once collected */
+} lpg_wake;
+
+/* ---- helpers -------------------------------------------------------- */
+
+static lpg_conn *check_conn(lua_State *L)
+{
+    return luaL_checkudata(L, 1, LPG_CONN_MT);
+}
+
+static void pin_self(lua_State *L, lpg_conn *lc, int idx)
+{
+    lua_pushvalue(L, idx);
+    lc->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void unpin_self(lpg_conn *lc)
+{
+    if (lc->self_ref != LUA_NOREF && lc->self_ref != LUA_REFNIL)
+        luaL_unref(rg_main_state(), LUA_REGISTRYINDEX, lc->self_ref);
+    lc->self_ref = LUA_NOREF;
+}
+
+/* Raises a Lua error unless L may park on an async call; checked before any
+ * I/O starts so a misuse leaves nothing pending. */
+static void require_coroutine(lua_State *L, const char *what)
+{
+    if (lua_pushthread(L)) {
+        lua_pop(L, 1);
+        luaL_error(L, "%s precisa ser chamada dentro de uma corrotina", what);
+    }
+    lua_pop(L, 1);
+}
+
+static int push_closed(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_pushliteral(L, LPG_CLOSED_MSG);
+    lua_pushliteral(L, PG_SQLSTATE_NO_CONNECTION);
+    return 3;
+}
+
+/* Pushes s as a double-quoted SQL identifier (inner quotes doubled). */
+static void push_quoted_ident(lua_State *L, int idx)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, idx, &len);
+    luaL_Buffer b;
+    luaL_argcheck(L, len > 0, idx, "identificador vazio");
+    luaL_argcheck(L, memchr(s, '\0', len) == NULL, idx, "identificador com byte nulo");
+    luaL_buffinit(L, &b);
+    luaL_addchar(&b, '"');
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '"')
+            luaL_addchar(&b, '"');
+        luaL_addchar(&b, s[i]);
+    }
+    luaL_addchar(&b, '"');
+    luaL_pushresult(&b);
+}
+
+/* Formats a Lua number as Postgres text: integers without ".0". */
+static void format_number(char *out, size_t outlen, lua_Number d)
+{
+    if (isnan(d))
+        snprintf(out, outlen, "NaN");
+    else if (isinf(d))
+        snprintf(out, outlen, d > 0 ? "Infinity" : "-Infinity");
+    else if (d == floor(d) && fabs(d) < 9.2e18)
+        snprintf(out, outlen, "%lld", (long long)d);
+    else
+        snprintf(out, outlen, "%.17g", d);
+}
+
+/* Appends element i of the array at stack index arg to b: double-quoted with
+ * \\ and " escaped; nil holes become NULL. The element is popped before
+ * anything is added, because a luaL_Buffer owns the top of the stack (a
+ * string stays alive in the table it came from). */
+static void add_array_element(lua_State *L, luaL_Buffer *b, int arg, int nparam, int i)
+{
+    char num[64];
+    const char *s = NULL;
+    size_t len = 0;
+    int type;
+    lua_rawgeti(L, arg, i);
+    type = lua_type(L, -1);
+    if (type == LUA_TBOOLEAN)
+        s = lua_toboolean(L, -1) ? "true" : "false";
+    else if (type == LUA_TNUMBER)
+        format_number(num, sizeof num, lua_tonumber(L, -1)), s = num;
+    else if (type == LUA_TSTRING)
+        s = lua_tolstring(L, -1, &len);
+    lua_pop(L, 1);
+    switch (type) {
+    case LUA_TNIL:
+        luaL_addstring(b, "NULL");
+        return;
+    case LUA_TBOOLEAN:
+    case LUA_TNUMBER:
+        luaL_addstring(b, s);
+        return;
+    case LUA_TSTRING:
+        luaL_addchar(b, '"');
+        for (size_t k = 0; k < len; k++) {
+            if (s[k] == '"' || s[k] == '\\')
+                luaL_addchar(b, '\\');
+            luaL_addchar(b, s[k]);
+        }
+        luaL_addchar(b, '"');
+        return;
+    default:
+        luaL_error(L, "parâmetro %d: elemento %d do array tem tipo %s não suportado",
+                   nparam, i, lua_typename(L, type));
+    }
+}
+
+/* Pushes the text form of query parameter arg (array table -> '{...}').
+ * Returns 0 when the parameter is SQL NULL (nothing pushed). */
+static int push_param(lua_State *L, int arg, int nparam)
+{
+    char num[64];
+    switch (lua_type(L, arg)) {
+    case LUA_TNIL:
+        return 0;
+    case LUA_TBOOLEAN:
+        lua_pushstring(L, lua_toboolean(L, arg) ? "true" : "false");
+        return 1;
+    case LUA_TNUMBER:
+        format_number(num, sizeof num, lua_tonumber(L, arg));
+        lua_pushstring(L, num);
+        return 1;
+    case LUA_TSTRING:
+        lua_pushvalue(L, arg);
+        return 1;
+    case LUA_TTABLE: {
+        luaL_Buffer b;
+        int n = (int)lua_objlen(L, arg);
+        luaL_buffinit(L, &b);
+        luaL_addchar(&b, '{');
+        for (int i = 1; i <= n; i++) {
+            if (i > 1)
+                luaL_addchar(&b, ',');
+            add_array_element(L, &b, arg, nparam, i);
+        }
+        luaL_addchar(&b, '}');
+        luaL_pushresult(&b);
+        return 1;
+    }
+    default:
+        return luaL_error(L, "parâmetro %d: tipo %s não suportado", nparam, luaL_typename(L, arg));
+    }
+}
+
+/* Pushes one column value converted by type OID. */
+static void push_value(lua_State *co, PGresult *res, int row, int col)
+{
+    const char *v = PQgetvalue(res, row, col);
+    int len = PQgetlength(res, row, col);
+    switch (PQftype(res, col)) {
+    case OID_INT2:
+    case OID_INT4:
+    case OID_OID:
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+        lua_pushnumber(co, strtod(v, NULL));
+        return;
+    case OID_INT8: {
+        long long n;
+        errno = 0;
+        n = strtoll(v, NULL, 10);
+        if (errno == 0 && (double)llabs(n) < LPG_EXACT_INT)
+            lua_pushnumber(co, (lua_Number)n);
+        else
+            lua_pushlstring(co, v, (size_t)len);
+        return;
+    }
+    case OID_BOOL:
+        lua_pushboolean(co, v[0] == 't');
+        return;
+    default:
+        lua_pushlstring(co, v, (size_t)len);
+    }
+}
+
+/* Pushes rows (array of tables keyed by column name) with .affected and
+ * .columns onto co. */
+static void push_rows(lua_State *co, PGresult *res)
+{
+    int ntuples = PQntuples(res), nfields = PQnfields(res);
+    const char *affected = PQcmdTuples(res);
+    lua_checkstack(co, 8);
+    lua_createtable(co, ntuples, 2);
+    for (int r = 0; r < ntuples; r++) {
+        lua_createtable(co, 0, nfields);
+        for (int f = 0; f < nfields; f++) {
+            if (PQgetisnull(res, r, f))
+                continue;
+            push_value(co, res, r, f);
+            lua_setfield(co, -2, PQfname(res, f));
+        }
+        lua_rawseti(co, -2, r + 1);
+    }
+    lua_pushnumber(co, affected[0] ? strtod(affected, NULL) : 0);
+    lua_setfield(co, -2, "affected");
+    lua_createtable(co, nfields, 0);
+    for (int f = 0; f < nfields; f++) {
+        lua_pushstring(co, PQfname(res, f));
+        lua_rawseti(co, -2, f + 1);
+    }
+    lua_setfield(co, -2, "columns");
+}
+
+/* ---- pg.connect ----------------------------------------------------- */
+
+static void on_connect(pg_conn *c, const char *err, void *data)
+{
+    lpg_conn *lc = data;
+    lua_State *co = lc->task.co;
+    lc->op = LPG_OP_NONE;
+    if (co == NULL) {
+        unpin_self(lc);
+        return;
+    }
+    lua_checkstack(co, 3);
+    if (err != NULL) {
+        lua_pushnil(co);
+        lua_pushstring(co, err);
+        pg_conn_close(c);
+        lc->pg = NULL;
+    } else {
+        lua_rawgeti(co, LUA_REGISTRYINDEX, lc->self_ref);
+    }
+    unpin_self(lc);
+    rg_task_resume(&lc->task, err != NULL ? 2 : 1);
+}
+
+static int lpg_connect(lua_State *L)
+{
+    const char *conninfo = luaL_checkstring(L, 1);
+    lpg_conn *lc;
+    require_coroutine(L, "pg.connect");
+    lc = lua_newuserdata(L, sizeof *lc);
+    memset(lc, 0, sizeof *lc);
+    rg_task_init(&lc->task);
+    lc->self_ref = LUA_NOREF;
+    copy_buf_init(&lc->copy);
+    luaL_getmetatable(L, LPG_CONN_MT);
+    lua_setmetatable(L, -2);
+    lc->pg = pg_conn_start(uv_default_loop(), conninfo, on_connect, lc);
+    if (lc->pg == NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "falha ao conectar ao PostgreSQL: memória insuficiente");
+        return 2;
+    }
+    pin_self(L, lc, -1);
+    lc->op = LPG_OP_CONNECT;
+    return rg_task_suspend(L, &lc->task);
+}
+
+/* ---- conn:query ----------------------------------------------------- */
+
+static void on_result(pg_conn *c, PGresult *res, const char *err, const char *sqlstate, void *data)
+{
+    lpg_conn *lc = data;
+    lua_State *co = lc->task.co;
+    lpg_op op = lc->op;
+    int nresults;
+    lc->op = LPG_OP_NONE;
+    copy_buf_free(&lc->copy);
+    unpin_self(lc);
+    if (co == NULL)
+        return;
+    lua_checkstack(co, 4);
+    if (err != NULL) {
+        lua_pushnil(co);
+        lua_pushstring(co, err);
+        lua_pushstring(co, sqlstate ? sqlstate : "");
+        nresults = 3;
+    } else if (op == LPG_OP_COPY) {
+        const char *n = PQcmdTuples(res);
+        lua_pushnumber(co, n[0] ? strtod(n, NULL) : 0);
+        nresults = 1;
+    } else {
+        push_rows(co, res);
+        nresults = 1;
+    }
+    rg_task_resume(&lc->task, nresults);
+}
+
+/* Starts the operation already sent (rc from pg.c) or reports why not. */
+static int park_or_fail(lua_State *L, lpg_conn *lc, int rc, lpg_op op)
+{
+    if (rc == PG_ERR_BUSY)
+        return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
+    if (rc != PG_OK) {
+        copy_buf_free(&lc->copy);
+        lua_pushnil(L);
+        lua_pushstring(L, pg_conn_error(lc->pg));
+        lua_pushstring(L, pg_conn_sqlstate(lc->pg));
+        return 3;
+    }
+    pin_self(L, lc, 1);
+    lc->op = op;
+    return rg_task_suspend(L, &lc->task);
+}
+
+static int lpg_query(lua_State *L)
+{
+    lpg_conn *lc = check_conn(L);
+    const char *sql = luaL_checkstring(L, 2);
+    int nparams = lua_gettop(L) - 2;
+    const char **values;
+    int rc;
+    if (lc->pg == NULL)
+        return push_closed(L);
+    if (lc->op != LPG_OP_NONE)
+        return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
+    require_coroutine(L, "conn:query");
+    luaL_argcheck(L, nparams <= 65535, 3, "parâmetros demais");
+    luaL_checkstack(L, nparams + 8, "parâmetros demais");
+    values = lua_newuserdata(L, sizeof *values * (size_t)(nparams > 0 ? nparams : 1));
+    for (int i = 0; i < nparams; i++) {
+        /* Each text value stays on the stack (anchored) until sent. */
+        if (push_param(L, 3 + i, i + 1))
+            values[i] = lua_tostring(L, -1);
+        else
+            values[i] = NULL;
+    }
+    rc = pg_conn_query(lc->pg, sql, nparams, values, on_result, lc);
+    return park_or_fail(L, lc, rc, LPG_OP_QUERY);
+}
+
+/* ---- conn:copy_documents -------------------------------------------- */
+
+/* Reads the string docs[i].name; NULL when absent and optional; a Lua error
+ * when absent and required or not a string. */
+static const char *doc_text(lua_State *L, int doc, const char *name, int required, int i, size_t *len)
+{
+    const char *s;
+    lua_getfield(L, doc, name);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        if (required)
+            luaL_error(L, "docs[%d].%s é obrigatório", i, name);
+        return NULL;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "docs[%d].%s deve ser texto (recebido %s)", i, name, luaL_typename(L, -1));
+    s = lua_tolstring(L, -1, len);
+    lua_pop(L, 1); /* still referenced by the doc table */
+    return s;
+}
+
+/* Appends a text field read from the doc at stack index doc. */
+static void copy_doc_text(lua_State *L, lpg_conn *lc, int doc, const char *name, int required, int i)
+{
+    size_t len = 0;
+    const char *s;
+    lua_getfield(L, doc, name);
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        /* Convert a copy we hold on the stack while encoding. */
+        char num[64];
+        format_number(num, sizeof num, lua_tonumber(L, -1));
+        copy_field_text(&lc->copy, num);
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    s = doc_text(L, doc, name, required, i, &len);
+    copy_field_text_len(&lc->copy, s, len);
+}
+
+static int lpg_copy_documents(lua_State *L)
+{
+    lpg_conn *lc = check_conn(L);
+    rg_vecbatch *vb;
+    int ndocs, rc;
+    const char *sql;
+    luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    vb = rg_vecbatch_check(L, 4);
+    if (lc->pg == NULL)
+        return push_closed(L);
+    if (lc->op != LPG_OP_NONE)
+        return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
+    require_coroutine(L, "conn:copy_documents");
+    push_quoted_ident(L, 2);
+    sql = lua_pushfstring(L,
+                          "COPY %s (entity_type, entity_id, chunk_index, content, content_hash, metadata, "
+                          "embedding_model, source_updated_at, embedding) FROM STDIN (FORMAT binary)",
+                          lua_tostring(L, -1));
+    ndocs = (int)lua_objlen(L, 3);
+    copy_buf_free(&lc->copy);
+    copy_begin(&lc->copy);
+    for (int i = 1; i <= ndocs; i++) {
+        int doc, vec;
+        lua_Number chunk, vecn;
+        lua_rawgeti(L, 3, i);
+        doc = lua_gettop(L);
+        if (!lua_istable(L, doc))
+            return luaL_error(L, "docs[%d] deve ser uma tabela", i);
+        lua_getfield(L, doc, "chunk_index");
+        chunk = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || chunk != floor(chunk) || chunk < 0 || chunk > 2147483647.0)
+            return luaL_error(L, "docs[%d].chunk_index deve ser um inteiro >= 0", i);
+        lua_pop(L, 1);
+        lua_getfield(L, doc, "vec");
+        vecn = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || vecn != floor(vecn) || vecn < 1 || vecn > vb->count)
+            return luaL_error(L, "docs[%d].vec fora do intervalo 1..%d do lote de vetores", i, vb->count);
+        lua_pop(L, 1);
+        vec = (int)vecn;
+        lua_getfield(L, doc, "metadata");
+        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+            return luaL_error(L, "docs[%d].metadata deve ser texto JSON (recebido %s)", i, luaL_typename(L, -1));
+        lua_pop(L, 1);
+
+        copy_tuple_begin(&lc->copy, 9);
+        copy_doc_text(L, lc, doc, "entity_type", 1, i);
+        copy_doc_text(L, lc, doc, "entity_id", 1, i);
+        copy_field_int4(&lc->copy, (int32_t)chunk);
+        copy_doc_text(L, lc, doc, "content", 1, i);
+        copy_doc_text(L, lc, doc, "content_hash", 1, i);
+        copy_doc_text(L, lc, doc, "metadata", 0, i);
+        copy_doc_text(L, lc, doc, "embedding_model", 1, i);
+        copy_doc_text(L, lc, doc, "source_updated_at", 0, i);
+        copy_field_float4_array(&lc->copy, rg_vecbatch_row(vb, vec - 1), vb->dim);
+        lua_pop(L, 1);
+    }
+    if (copy_end(&lc->copy) != 0) {
+        copy_buf_free(&lc->copy);
+        lua_pushnil(L);
+        lua_pushliteral(L, "falha no COPY: memória insuficiente para montar o lote");
+        lua_pushliteral(L, "53200");
+        return 3;
+    }
+    rc = pg_conn_copy_in(lc->pg, sql, lc->copy.data, lc->copy.len, on_result, lc);
+    return park_or_fail(L, lc, rc, LPG_OP_COPY);
+}
+
+/* ---- close, gc, is_ok ----------------------------------------------- */
+
+static void on_wake_closed(uv_handle_t *handle)
+{
+    free(handle->data);
+}
+
+static void on_wake(uv_timer_t *timer)
+{
+    lpg_wake *w = timer->data;
+    if (w->owner != NULL)
+        w->owner->wake = NULL;
+    uv_close((uv_handle_t *)&w->timer, on_wake_closed);
+    if (w->task.co == NULL)
+        return;
+    lua_checkstack(w->task.co, 3);
+    lua_pushnil(w->task.co);
+    lua_pushliteral(w->task.co, LPG_CLOSED_MSG);
+    lua_pushliteral(w->task.co, PG_SQLSTATE_NO_CONNECTION);
+    rg_task_resume(&w->task, 3);
+}
+
+/* Closes the C side. With a coroutine waiting and wake_waiter set, hands it
+ * to a zero-delay timer that resumes it with nil, "conexão fechada". */
+static void close_conn(lpg_conn *lc, int wake_waiter)
+{
+    if (lc->pg != NULL) {
+        pg_conn_close(lc->pg);
+        lc->pg = NULL;
+    }
+    copy_buf_free(&lc->copy);
+    lc->op = LPG_OP_NONE;
+    if (wake_waiter && rg_task_pending(&lc->task)) {
+        lpg_wake *w = malloc(sizeof *w);
+        if (w != NULL) {
+            w->task = lc->task;
+            w->owner = lc;
+            w->timer.data = w;
+            uv_timer_init(uv_default_loop(), &w->timer);
+            uv_timer_start(&w->timer, on_wake, 0, 0);
+            lc->wake = w;
+            rg_task_init(&lc->task);
+        }
+    }
+    if (wake_waiter)
+        unpin_self(lc);
+}
+
+static int lpg_close(lua_State *L)
+{
+    close_conn(check_conn(L), 1);
+    return 0;
+}
+
+static int lpg_gc(lua_State *L)
+{
+    lpg_conn *lc = check_conn(L);
+    /* Only reached with something pending when the state is closing: drop
+     * the waiters, never resume them. */
+    if (lc->wake != NULL) {
+        lc->wake->task.co = NULL;
+        lc->wake->owner = NULL;
+        lc->wake = NULL;
+    }
+    rg_task_init(&lc->task);
+    lc->self_ref = LUA_NOREF;
+    close_conn(lc, 0);
+    return 0;
+}
+
+static int lpg_is_ok(lua_State *L)
+{
+    lpg_conn *lc = check_conn(L);
+    lua_pushboolean(L, lc->pg != NULL && pg_conn_is_ok(lc->pg));
+    return 1;
+}
+
+static int lpg_tostring(lua_State *L)
+{
+    lpg_conn *lc = check_conn(L);
+    lua_pushfstring(L, "ragops.pg.conn (%s)", lc->pg == NULL ? "fechada"
+                                             : pg_conn_is_ok(lc->pg) ? "aberta" : "indisponível");
+    return 1;
+}
+
+static int lpg_quote_ident(lua_State *L)
+{
+    push_quoted_ident(L, 1);
+    return 1;
+}
+
+int luaopen_ragops_pg(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"query", lpg_query},   {"copy_documents", lpg_copy_documents},
+        {"close", lpg_close},   {"is_ok", lpg_is_ok},
+        {NULL, NULL},
+    };
+    static const luaL_Reg funcs[] = {
+        {"connect", lpg_connect},
+        {"quote_ident", lpg_quote_ident},
+        {NULL, NULL},
+    };
+    if (luaL_newmetatable(L, LPG_CONN_MT)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, lpg_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, lpg_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    luaL_register(L, NULL, funcs);
+    return 1;
+}

@@ -1,0 +1,416 @@
+-- ragops.config: loads the configuration file (a text Lua chunk returning a
+-- table, run in an empty environment), fills defaults, applies environment
+-- overrides, validates with pt-BR errors, and renders it safely for logs
+-- (passwords and API keys redacted).
+
+local plan = require "ragops.plan"
+
+local M = {}
+
+-- Environment variables that override configuration keys.
+M.ENV_OVERRIDES = {
+  { "DATABASE_URL", "database", "url" },
+  { "RAGOPS_EMBED_URL", "provider", "url" },
+  { "OPENAI_API_KEY", "provider", "api_key" },
+  { "RAGOPS_EMBED_MODEL", "provider", "model" },
+}
+
+-- Fresh copy of the defaults (nil-valued keys are listed in KEYS below).
+function M.defaults()
+  return {
+    database = { url = "postgresql://localhost/ragops", pool_size = 8, table = "rag_documents", storage = "auto" },
+    provider = {
+      url = "http://127.0.0.1:8080/v1",
+      model = "ragops-hash-1536",
+      dimensions = nil,
+      dim = 1536,
+      api_key = nil,
+      encoding = "base64",
+      timeout_s = 60,
+      price_per_1m_tokens = {
+        ["text-embedding-3-small"] = 0.02,
+        ["text-embedding-3-large"] = 0.13,
+        ["ragops-hash-1536"] = 0,
+      },
+      rate_limits = { requests_per_min = nil, tokens_per_min = nil, max_concurrency = 8 },
+    },
+    metrics = { file = nil },
+    alerts = { webhook_url = nil },
+  }
+end
+
+-- Allowed keys per section (for unknown-key errors).
+local KEYS = {
+  [""] = { "database", "provider", "metrics", "alerts" },
+  database = { "url", "pool_size", "table", "storage" },
+  provider = { "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
+               "price_per_1m_tokens", "rate_limits" },
+  ["provider.rate_limits"] = { "requests_per_min", "tokens_per_min", "max_concurrency" },
+  metrics = { "file" },
+  alerts = { "webhook_url" },
+}
+
+-- Keys whose values are secrets or may embed secrets.
+local SECRET_KEYS = { ["provider.api_key"] = true }
+local URL_KEYS = { ["database.url"] = true, ["provider.url"] = true, ["alerts.webhook_url"] = true }
+
+---------------------------------------------------------------------------
+-- Redaction
+---------------------------------------------------------------------------
+
+-- Replaces the value of key=value conninfo pairs whose key contains
+-- "password" (handles 'quoted values' with \' escapes).
+local function redact_conninfo(text)
+  local out, position = {}, 1
+  while true do
+    local s, e = text:find("[%w_]*[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]%s*=%s*", position)
+    if not s then break end
+    out[#out + 1] = text:sub(position, e)
+    local value_end
+    if text:sub(e + 1, e + 1) == "'" then
+      local i = e + 2
+      while i <= #text do
+        local char = text:sub(i, i)
+        if char == "\\" then
+          i = i + 2
+        elseif char == "'" then
+          break
+        else
+          i = i + 1
+        end
+      end
+      value_end = math.min(i, #text)
+    else
+      value_end = (text:find("%s", e + 1) or (#text + 1)) - 1
+    end
+    out[#out + 1] = "***"
+    position = value_end + 1
+  end
+  out[#out + 1] = text:sub(position)
+  return table.concat(out)
+end
+
+-- Hides passwords in URLs ("postgresql://u:***@h/db"), in URL query
+-- parameters (password=, api_key=, key=, token=...) and in key=value
+-- conninfo strings ("password=***"). Non-strings are returned unchanged.
+function M.redact_url(url)
+  if type(url) ~= "string" then return url end
+  local scheme_end = url:find("://", 1, true)
+  if not scheme_end then
+    return redact_conninfo(url)
+  end
+  local prefix = url:sub(1, scheme_end + 2)
+  local rest = url:sub(scheme_end + 3)
+  -- userinfo ends at the last "@" before the query/fragment.
+  local authority_limit = (rest:find("[?#]") or (#rest + 1)) - 1
+  local at
+  for i = authority_limit, 1, -1 do
+    if rest:sub(i, i) == "@" then at = i break end
+  end
+  if at then
+    local userinfo = rest:sub(1, at - 1)
+    local colon = userinfo:find(":", 1, true)
+    if colon then
+      rest = userinfo:sub(1, colon) .. "***" .. rest:sub(at)
+    end
+  end
+  -- Secrets passed as query parameters.
+  rest = rest:gsub("([?&;][%w_%-]*[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]=)[^&#]*", "%1***")
+  rest = rest:gsub("([?&;][%w_%-]*[Kk][Ee][Yy]=)[^&#]*", "%1***")
+  rest = rest:gsub("([?&;][%w_%-]*[Tt][Oo][Kk][Ee][Nn]=)[^&#]*", "%1***")
+  rest = rest:gsub("([?&;][%w_%-]*[Ss][Ee][Cc][Rr][Ee][Tt]=)[^&#]*", "%1***")
+  return prefix .. rest
+end
+
+-- Webhook URLs usually carry their secret in the path: keep scheme://host.
+function M.redact_webhook(url)
+  if type(url) ~= "string" then return url end
+  local base = url:match("^(%a[%w+.-]*://[^/?#]+)")
+  if not base then return "***" end
+  base = M.redact_url(base)
+  if #base < #url then return base .. "/***" end
+  return base
+end
+
+---------------------------------------------------------------------------
+-- Validation
+---------------------------------------------------------------------------
+
+local function show(path, value)
+  if value ~= nil and SECRET_KEYS[path] then return "(oculto)" end
+  if type(value) == "string" and URL_KEYS[path] then
+    value = path == "alerts.webhook_url" and M.redact_webhook(value) or M.redact_url(value)
+  end
+  return plan.show_value(value)
+end
+
+-- Raises a validation error; `origin(path)` says where the value came from.
+local function new_checker(where, origins)
+  local checker = {}
+  local function origin(path)
+    local variable = origins[path]
+    if variable then
+      return string.format("configuração %s (variável de ambiente %s)", where, variable)
+    end
+    return "configuração " .. where
+  end
+  function checker.fail(path, message)
+    error(string.format("%s: %s", origin(path), message), 0)
+  end
+  function checker.bad(path, value, expected)
+    if value == nil then
+      checker.fail(path, string.format('chave "%s": valor ausente; esperado %s', path, expected))
+    end
+    checker.fail(path, string.format('chave "%s": valor %s inválido; esperado %s', path, show(path, value), expected))
+  end
+  function checker.only_keys(tbl, section)
+    if type(tbl) ~= "table" then
+      checker.bad(section == "" and "(raiz)" or section, tbl, "uma tabela { ... }")
+    end
+    local allowed = KEYS[section]
+    local set = {}
+    for _, name in ipairs(allowed) do set[name] = true end
+    local unknown = {}
+    for key in pairs(tbl) do
+      if not set[key] then unknown[#unknown + 1] = tostring(key) end
+    end
+    if #unknown > 0 then
+      table.sort(unknown)
+      local path = section == "" and unknown[1] or (section .. "." .. unknown[1])
+      checker.fail(path, string.format('chave "%s" desconhecida; chaves válidas: %s', path, table.concat(allowed, ", ")))
+    end
+  end
+  return checker
+end
+
+local function is_integer(value)
+  return type(value) == "number" and value == math.floor(value) and math.abs(value) < 2 ^ 53
+end
+
+local function check_integer(checker, path, value, low, high)
+  if not is_integer(value) or value < low or value > high then
+    checker.bad(path, value, string.format("um inteiro entre %d e %d", low, high))
+  end
+end
+
+local function check_positive(checker, path, value, optional)
+  if value == nil and optional then return end
+  if type(value) ~= "number" or value ~= value or value <= 0 or value == math.huge then
+    checker.bad(path, value, "um número maior que 0" .. (optional and " (ou nil para desativar)" or ""))
+  end
+end
+
+local function check_string(checker, path, value, optional, expected)
+  if value == nil and optional then return end
+  if type(value) ~= "string" or value == "" then
+    checker.bad(path, value, expected or "um texto não vazio")
+  end
+end
+
+local function check_http_url(checker, path, value, optional)
+  if value == nil and optional then return end
+  if type(value) ~= "string" or not value:match("^[Hh][Tt][Tt][Pp][Ss]?://[^/%s]+") then
+    checker.bad(path, value, "uma URL http:// ou https://")
+  end
+end
+
+local function validate(cfg, checker)
+  checker.only_keys(cfg, "")
+  local db = cfg.database
+  checker.only_keys(db, "database")
+  check_string(checker, "database.url", db.url, false,
+    'uma URL "postgresql://usuario@host/banco" ou texto de conexão "host=... dbname=..."')
+  check_integer(checker, "database.pool_size", db.pool_size, 1, 256)
+  if type(db.table) ~= "string" or not (db.table:match("^[%a_][%w_]*$") or db.table:match("^[%a_][%w_]*%.[%a_][%w_]*$")) then
+    checker.bad("database.table", db.table, 'um nome de tabela simples, opcionalmente com esquema ("rag_documents" ou "public.rag_documents")')
+  end
+  if db.storage ~= "auto" and db.storage ~= "real[]" and db.storage ~= "vector" then
+    checker.bad("database.storage", db.storage, 'um destes: "auto", "real[]", "vector"')
+  end
+
+  local provider = cfg.provider
+  checker.only_keys(provider, "provider")
+  check_http_url(checker, "provider.url", provider.url, false)
+  check_string(checker, "provider.model", provider.model, false, "o nome do modelo de embedding")
+  if provider.dimensions ~= nil then
+    check_integer(checker, "provider.dimensions", provider.dimensions, 1, 16000)
+  end
+  check_integer(checker, "provider.dim", provider.dim, 1, 16000)
+  if provider.dimensions ~= nil and provider.dimensions ~= provider.dim then
+    checker.bad("provider.dim", provider.dim,
+      string.format("o mesmo valor de provider.dimensions (%d)", provider.dimensions))
+  end
+  check_string(checker, "provider.api_key", provider.api_key, true, "um texto (a chave de API)")
+  if provider.encoding ~= "base64" and provider.encoding ~= "float" then
+    checker.bad("provider.encoding", provider.encoding, 'um destes: "base64", "float"')
+  end
+  check_positive(checker, "provider.timeout_s", provider.timeout_s, false)
+  if type(provider.price_per_1m_tokens) ~= "table" then
+    checker.bad("provider.price_per_1m_tokens", provider.price_per_1m_tokens,
+      'uma tabela { ["modelo"] = preço em US$ por 1 milhão de tokens }')
+  end
+  for model, price in pairs(provider.price_per_1m_tokens) do
+    local path = "provider.price_per_1m_tokens." .. tostring(model)
+    if type(model) ~= "string" then
+      checker.bad("provider.price_per_1m_tokens", model, "nomes de modelo (texto) como chaves")
+    end
+    if type(price) ~= "number" or price ~= price or price < 0 or price == math.huge then
+      checker.bad(path, price, "um preço em US$ maior ou igual a 0")
+    end
+  end
+  local limits = provider.rate_limits
+  checker.only_keys(limits, "provider.rate_limits")
+  check_positive(checker, "provider.rate_limits.requests_per_min", limits.requests_per_min, true)
+  check_positive(checker, "provider.rate_limits.tokens_per_min", limits.tokens_per_min, true)
+  check_integer(checker, "provider.rate_limits.max_concurrency", limits.max_concurrency, 1, 256)
+
+  checker.only_keys(cfg.metrics, "metrics")
+  check_string(checker, "metrics.file", cfg.metrics.file, true, "o caminho do arquivo de métricas Prometheus (textfile)")
+  checker.only_keys(cfg.alerts, "alerts")
+  check_http_url(checker, "alerts.webhook_url", cfg.alerts.webhook_url, true)
+end
+
+-- Overlays `user` (the file's table) on `defaults`, section by section.
+local function merge(defaults, user, checker)
+  checker.only_keys(user, "")
+  local cfg = defaults
+  for section, values in pairs(user) do
+    checker.only_keys(values, section)
+    for key, value in pairs(values) do
+      if section == "provider" and key == "rate_limits" then
+        checker.only_keys(value, "provider.rate_limits")
+        for limit, amount in pairs(value) do cfg.provider.rate_limits[limit] = amount end
+      elseif section == "provider" and key == "price_per_1m_tokens" and type(value) == "table" then
+        for model, price in pairs(value) do cfg.provider.price_per_1m_tokens[model] = price end
+      else
+        cfg[section][key] = value
+      end
+    end
+  end
+  -- dim follows dimensions unless set explicitly.
+  local provider = user.provider
+  if provider and provider.dimensions ~= nil and provider.dim == nil then
+    cfg.provider.dim = provider.dimensions
+  end
+  return cfg
+end
+
+local function read_file(path)
+  local handle, open_err = io.open(path, "rb")
+  if not handle then
+    return nil, string.format("configuração %s: não foi possível abrir o arquivo (%s)", path, tostring(open_err))
+  end
+  local text = handle:read("*a")
+  handle:close()
+  return text
+end
+
+-- Runs the configuration file; returns its table or nil, err.
+local function run_file(path, env_getter)
+  local text, read_err = read_file(path)
+  if not text then return nil, read_err end
+  -- Empty environment, plus env("NAME") to read environment variables.
+  local env = { env = function(name) return env_getter(name) end }
+  local fn, compile_err = plan.compile_text(text, path, env)
+  if not fn then
+    return nil, plan.normalise_error(path, compile_err, "configuração")
+  end
+  local ok, result = pcall(fn)
+  if not ok then
+    return nil, plan.normalise_error(path, result, "configuração")
+  end
+  if type(result) ~= "table" then
+    return nil, string.format("configuração %s: o arquivo deve terminar com return { ... } (retornou valor %s)",
+      path, plan.show_value(result))
+  end
+  return result
+end
+
+-- Loads the configuration. `path` may be nil (defaults + environment);
+-- `env_getter(name)` defaults to os.getenv. Returns cfg or nil, err.
+function M.load(path, env_getter)
+  if path ~= nil and type(path) ~= "string" then
+    error("config.load: path deve ser um texto ou nil", 2)
+  end
+  env_getter = env_getter or os.getenv
+  if type(env_getter) ~= "function" then
+    error("config.load: env_getter deve ser uma função", 2)
+  end
+  local where = path or "(padrão)"
+  local origins = {}
+  local checker = new_checker(where, origins)
+  local ok, result = pcall(function()
+    local cfg = M.defaults()
+    if path then
+      local user, err = run_file(path, env_getter)
+      if not user then error(err, 0) end
+      cfg = merge(cfg, user, checker)
+    end
+    for _, override in ipairs(M.ENV_OVERRIDES) do
+      local value = env_getter(override[1])
+      if type(value) == "string" and value ~= "" then
+        cfg[override[2]][override[3]] = value
+        origins[override[2] .. "." .. override[3]] = override[1]
+      end
+    end
+    validate(cfg, checker)
+    cfg.file = path
+    return cfg
+  end)
+  if not ok then return nil, tostring(result) end
+  return result
+end
+
+-- Price in US$ per 1M tokens for the configured model, or nil if unknown.
+function M.price_per_1m(cfg)
+  local provider = cfg.provider
+  return provider.price_per_1m_tokens[provider.model]
+end
+
+local function format_price(value)
+  local text = string.format("%.4f", value):gsub("0+$", ""):gsub("%.$", ""):gsub("%.", ",")
+  return text
+end
+
+-- pt-BR lines describing `cfg`, safe to log: no API key, passwords and
+-- webhook paths redacted.
+function M.describe(cfg)
+  local db, provider = cfg.database, cfg.provider
+  local limits = provider.rate_limits
+  local lines = {}
+  lines[#lines + 1] = string.format("configuração: %s", cfg.file or "(padrão, sem arquivo)")
+  lines[#lines + 1] = string.format("banco de dados: %s (pool %d conexões, tabela %s, armazenamento %s)",
+    M.redact_url(db.url), db.pool_size, db.table, db.storage)
+  lines[#lines + 1] = string.format("provedor de embeddings: %s, modelo %s, dimensão %d%s, codificação %s, timeout %s s",
+    M.redact_url(provider.url), provider.model, provider.dim,
+    provider.dimensions and " (enviada como dimensions)" or "", provider.encoding, tostring(provider.timeout_s))
+  lines[#lines + 1] = "chave de API: " .. (provider.api_key and "definida (oculta)" or "não definida")
+  local price = M.price_per_1m(cfg)
+  lines[#lines + 1] = price and string.format("preço: US$ %s por 1 milhão de tokens", format_price(price))
+    or string.format('preço: desconhecido para o modelo "%s" (custo estimado não disponível)', provider.model)
+  lines[#lines + 1] = string.format("limites: requisições/min: %s; tokens/min: %s; requisições simultâneas: até %d",
+    limits.requests_per_min and tostring(limits.requests_per_min) or "sem limite",
+    limits.tokens_per_min and tostring(limits.tokens_per_min) or "sem limite",
+    limits.max_concurrency)
+  lines[#lines + 1] = "métricas: " .. (cfg.metrics.file and ("arquivo " .. cfg.metrics.file) or "desativadas")
+  lines[#lines + 1] = "alertas: " .. (cfg.alerts.webhook_url and ("webhook " .. M.redact_webhook(cfg.alerts.webhook_url))
+    or "sem webhook (só no log)")
+  -- Defence in depth: a secret must never survive in any line.
+  local secrets = {}
+  if type(provider.api_key) == "string" and #provider.api_key >= 4 then secrets[#secrets + 1] = provider.api_key end
+  local password = type(db.url) == "string" and db.url:match("^%a[%w+.-]*://[^:/@]*:([^@]+)@")
+  if password and #password >= 3 then secrets[#secrets + 1] = password end
+  for i, line in ipairs(lines) do
+    for _, secret in ipairs(secrets) do
+      local s, e = line:find(secret, 1, true)
+      while s do
+        line = line:sub(1, s - 1) .. "***" .. line:sub(e + 1)
+        s, e = line:find(secret, s + 3, true)
+      end
+    end
+    lines[i] = line
+  end
+  return lines
+end
+
+return M

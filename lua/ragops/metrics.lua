@@ -1,0 +1,310 @@
+-- ragops.metrics: a tiny Prometheus registry (counters, gauges, histograms)
+-- rendered in the text exposition format and written atomically to a file
+-- for node_exporter's textfile collector. Pure Lua, no I/O except write_file.
+--
+--   local m = metrics.new()
+--   m:counter("ragops_documents_total", nil, { entity_type = "verse", result = "embedded" }):inc(3)
+--   m:gauge("ragops_run_in_progress"):set(1)
+--   m:histogram("ragops_embed_latency_seconds"):observe(0.42)
+--   m:render()                 -> text
+--   m:write_file(path)         -> true | nil, err
+--
+-- A family (name) has one type, one help text and, for histograms, one set of
+-- buckets; each distinct label set is one series of it. When `help` is nil,
+-- the help of a known engine metric (metrics.HELP) is used. Misuse (invalid
+-- names, a name reused with another type, negative counter increments)
+-- raises a Lua error; write_file failures return nil, err.
+local M = {}
+
+-- Help texts (pt-BR) of the metrics the engine exports.
+M.HELP = {
+  ragops_documents_total = "Entidades processadas, por tipo de entidade e resultado (embedded, skipped, failed, deleted).",
+  ragops_embed_requests_total = "Requisições de embedding ao provedor, por status HTTP (0 = sem resposta).",
+  ragops_embed_latency_seconds = "Latência das requisições de embedding, em segundos.",
+  ragops_embed_tokens_total = "Tokens enviados ao provedor de embeddings.",
+  ragops_retries_total = "Novas tentativas de requisições de embedding após falha temporária.",
+  ragops_dead_letters_total = "Itens enviados à fila de falhas (dead-letter).",
+  ragops_alerts_total = "Alertas disparados, por alerta e ação.",
+  ragops_run_in_progress = "1 enquanto uma execução de plano está em andamento, 0 caso contrário.",
+  ragops_last_run_timestamp_seconds = "Horário (Unix, segundos) do fim da última execução de plano.",
+}
+
+-- Types of the engine metrics (used to check the engine's own usage).
+M.TYPES = {
+  ragops_documents_total = "counter",
+  ragops_embed_requests_total = "counter",
+  ragops_embed_latency_seconds = "histogram",
+  ragops_embed_tokens_total = "counter",
+  ragops_retries_total = "counter",
+  ragops_dead_letters_total = "counter",
+  ragops_alerts_total = "counter",
+  ragops_run_in_progress = "gauge",
+  ragops_last_run_timestamp_seconds = "gauge",
+}
+
+-- Default histogram buckets (seconds), suited to HTTP latencies.
+M.DEFAULT_BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 }
+
+local METRIC_NAME = "^[%a_:][%w_:]*$"
+local LABEL_NAME = "^[%a_][%w_]*$"
+
+-- Renders a sample value: integers without a fraction, others with the
+-- shortest of %.15g / %.17g that round-trips, and +Inf/-Inf/NaN.
+local function format_value(v)
+  if v ~= v then return "NaN" end
+  if v == math.huge then return "+Inf" end
+  if v == -math.huge then return "-Inf" end
+  if v == math.floor(v) and math.abs(v) < 2^53 then return ("%d"):format(v) end
+  local s = ("%.15g"):format(v)
+  if tonumber(s) ~= v then s = ("%.17g"):format(v) end
+  return s
+end
+M.format_value = format_value
+
+local function escape_label_value(s)
+  return (s:gsub("\\", "\\\\"):gsub("\"", "\\\""):gsub("\n", "\\n"))
+end
+
+local function escape_help(s)
+  return (s:gsub("\\", "\\\\"):gsub("\n", "\\n"))
+end
+
+-- Canonical `a="x",b="y"` text of a label set (sorted by label name).
+local function label_text(labels, kind)
+  local names = {}
+  for name, value in pairs(labels) do
+    if type(name) ~= "string" or not name:match(LABEL_NAME) or name:sub(1, 2) == "__" then
+      error(("nome de rótulo inválido: %s"):format(tostring(name)), 4)
+    end
+    if name == "le" and kind == "histogram" then
+      error("o rótulo \"le\" é reservado em histogramas", 4)
+    end
+    local t = type(value)
+    if t ~= "string" and t ~= "number" and t ~= "boolean" then
+      error(("valor inválido para o rótulo %q: %s"):format(name, t), 4)
+    end
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  local parts = {}
+  for i, name in ipairs(names) do
+    local value = labels[name]
+    value = type(value) == "number" and format_value(value) or tostring(value)
+    parts[i] = ("%s=\"%s\""):format(name, escape_label_value(value))
+  end
+  return table.concat(parts, ",")
+end
+
+local function join_labels(base, extra)
+  if base == "" then return extra end
+  if extra == "" then return base end
+  return base .. "," .. extra
+end
+
+local function braces(text)
+  return text == "" and "" or ("{" .. text .. "}")
+end
+
+local function check_number(v, what)
+  if type(v) ~= "number" then
+    error(("%s: esperado um número, recebido %s"):format(what, type(v)), 3)
+  end
+end
+
+-- Series objects ------------------------------------------------------------
+
+local Counter = {}
+Counter.__index = Counter
+function Counter:inc(n)
+  n = n == nil and 1 or n
+  check_number(n, "counter:inc")
+  if n < 0 then error("counter:inc: um contador não pode diminuir", 2) end
+  self.value = self.value + n
+  return self
+end
+function Counter:get() return self.value end
+
+local Gauge = {}
+Gauge.__index = Gauge
+function Gauge:set(v)
+  check_number(v, "gauge:set")
+  self.value = v
+  return self
+end
+function Gauge:inc(n)
+  n = n == nil and 1 or n
+  check_number(n, "gauge:inc")
+  self.value = self.value + n
+  return self
+end
+function Gauge:dec(n)
+  n = n == nil and 1 or n
+  check_number(n, "gauge:dec")
+  self.value = self.value - n
+  return self
+end
+function Gauge:get() return self.value end
+
+local Histogram = {}
+Histogram.__index = Histogram
+function Histogram:observe(v)
+  check_number(v, "histogram:observe")
+  local buckets = self.family.buckets
+  for i = 1, #buckets do
+    if v <= buckets[i] then self.counts[i] = self.counts[i] + 1 end
+  end
+  self.sum = self.sum + v
+  self.count = self.count + 1
+  return self
+end
+
+-- Registry ------------------------------------------------------------------
+
+local Registry = {}
+Registry.__index = Registry
+
+function M.new()
+  return setmetatable({ families = {} }, Registry)
+end
+
+local function validate_buckets(buckets)
+  if type(buckets) ~= "table" or #buckets == 0 then
+    error("histogram: buckets deve ser uma lista não vazia de números", 4)
+  end
+  local out = {}
+  for i, b in ipairs(buckets) do
+    if type(b) ~= "number" or b ~= b then
+      error(("histogram: bucket %d não é um número"):format(i), 4)
+    end
+    if i > 1 and b <= buckets[i - 1] then
+      error("histogram: buckets devem estar em ordem estritamente crescente", 4)
+    end
+    if b ~= math.huge then out[#out + 1] = b end
+  end
+  return out
+end
+
+-- Returns the family `name` of type `kind`, creating it on first use.
+local function family(self, kind, name, help, buckets)
+  if type(name) ~= "string" or not name:match(METRIC_NAME) then
+    error(("nome de métrica inválido: %s"):format(tostring(name)), 3)
+  end
+  if help ~= nil and type(help) ~= "string" then
+    error(("texto de ajuda da métrica %s deve ser uma string"):format(name), 3)
+  end
+  local f = self.families[name]
+  if f then
+    if f.kind ~= kind then
+      error(("a métrica %s já foi registrada como %s"):format(name, f.kind), 3)
+    end
+    if f.help == nil then f.help = help end
+    return f
+  end
+  if M.TYPES[name] and M.TYPES[name] ~= kind then
+    error(("a métrica %s é um %s"):format(name, M.TYPES[name]), 3)
+  end
+  f = { kind = kind, name = name, help = help or M.HELP[name], series = {} }
+  if kind == "histogram" then
+    f.buckets = validate_buckets(buckets or M.DEFAULT_BUCKETS)
+  end
+  self.families[name] = f
+  return f
+end
+
+local function series(f, labels)
+  if labels ~= nil and type(labels) ~= "table" then
+    error("os rótulos devem ser uma tabela { nome = valor }", 3)
+  end
+  local key = label_text(labels or {}, f.kind)
+  local s = f.series[key]
+  if not s then
+    if f.kind == "counter" then
+      s = setmetatable({ labels = key, value = 0 }, Counter)
+    elseif f.kind == "gauge" then
+      s = setmetatable({ labels = key, value = 0 }, Gauge)
+    else
+      local counts = {}
+      for i = 1, #f.buckets do counts[i] = 0 end
+      s = setmetatable({ labels = key, family = f, counts = counts, sum = 0, count = 0 }, Histogram)
+    end
+    f.series[key] = s
+  end
+  return s
+end
+
+function Registry:counter(name, help, labels)
+  return series(family(self, "counter", name, help), labels)
+end
+
+function Registry:gauge(name, help, labels)
+  return series(family(self, "gauge", name, help), labels)
+end
+
+-- buckets: ascending upper bounds (+Inf is implicit); nil = DEFAULT_BUCKETS.
+-- A family's buckets are fixed by its first registration.
+function Registry:histogram(name, help, buckets, labels)
+  return series(family(self, "histogram", name, help, buckets), labels)
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
+-- Text exposition format, families sorted by name, series by label text.
+function Registry:render()
+  local out = {}
+  for _, name in ipairs(sorted_keys(self.families)) do
+    local f = self.families[name]
+    if f.help and f.help ~= "" then
+      out[#out + 1] = ("# HELP %s %s"):format(name, escape_help(f.help))
+    end
+    out[#out + 1] = ("# TYPE %s %s"):format(name, f.kind)
+    for _, key in ipairs(sorted_keys(f.series)) do
+      local s = f.series[key]
+      if f.kind == "histogram" then
+        for i, bound in ipairs(f.buckets) do
+          local le = ("le=\"%s\""):format(format_value(bound))
+          out[#out + 1] = ("%s_bucket{%s} %s"):format(name, join_labels(key, le), format_value(s.counts[i]))
+        end
+        out[#out + 1] = ("%s_bucket{%s} %s"):format(name, join_labels(key, "le=\"+Inf\""), format_value(s.count))
+        out[#out + 1] = ("%s_sum%s %s"):format(name, braces(key), format_value(s.sum))
+        out[#out + 1] = ("%s_count%s %s"):format(name, braces(key), format_value(s.count))
+      else
+        out[#out + 1] = ("%s%s %s"):format(name, braces(key), format_value(s.value))
+      end
+    end
+  end
+  if #out == 0 then return "" end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- Writes render() to path..".tmp" and renames it over path, so the textfile
+-- collector never reads a half-written file. Returns true or nil, err.
+function Registry:write_file(path)
+  if type(path) ~= "string" or path == "" then
+    error("write_file: caminho do arquivo de métricas ausente", 2)
+  end
+  local tmp = path .. ".tmp"
+  local text = self:render()
+  local handle, err = io.open(tmp, "wb")
+  if not handle then
+    return nil, ("não foi possível gravar o arquivo de métricas %s: %s"):format(tmp, tostring(err))
+  end
+  local ok, werr = handle:write(text)
+  local closed, cerr = handle:close()
+  if not ok or not closed then
+    os.remove(tmp)
+    return nil, ("não foi possível gravar o arquivo de métricas %s: %s"):format(tmp, tostring(werr or cerr))
+  end
+  local renamed, rerr = os.rename(tmp, path)
+  if not renamed then
+    os.remove(tmp)
+    return nil, ("não foi possível substituir o arquivo de métricas %s: %s"):format(path, tostring(rerr))
+  end
+  return true
+end
+
+return M

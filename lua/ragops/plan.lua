@@ -1,0 +1,675 @@
+-- ragops.plan: the plan DSL (source{} / plan{}), its validation with pt-BR
+-- errors that name the plan file, line and key, and the sandboxed loader.
+--
+-- A plan file is a text Lua chunk run in a fresh environment holding
+-- `source`, `plan`, `params` and a small set of safe standard functions.
+-- It must return the value built by `plan { ... }`.
+
+local M = {}
+
+-- Metatables that mark validated objects. __metatable hides them from
+-- getmetatable, and the weak registries below are what is_source/is_plan
+-- trust, so a plan cannot forge a "validated" object.
+local SOURCE_MT = { __metatable = "ragops.source" }
+local PLAN_MT = { __metatable = "ragops.plan" }
+local validated_sources = setmetatable({}, { __mode = "k" })
+local validated_plans = setmetatable({}, { __mode = "k" })
+
+M.SOURCE_MT = SOURCE_MT
+M.PLAN_MT = PLAN_MT
+
+-- Default values (documented in config.example.lua / docs).
+M.DEFAULTS = {
+  batch = { size = 64, in_flight = 4 },
+  chunking = { max_chars = 2000, overlap = 200 },
+  retry = { attempts = 5, base_ms = 500, max_ms = 30000, timeout_s = 60 },
+  failure_rate = { above = 0.05, window = 500, min_samples = 50, action = "warn" },
+  mode = "only_missing",
+  delete_missing = true,
+}
+
+local IDENT_PATTERN = "^[%a_][%w_]*$"
+local ENTITY_TYPE_PATTERN = "^[%a_][%w_%-%.]*$"
+local PLAN_NAME_PATTERN = "^[%w_][%w_%-%.]*$"
+local DATE_PATTERN = "^%d%d%d%d%-%d%d%-%d%d"
+
+---------------------------------------------------------------------------
+-- Error helpers
+---------------------------------------------------------------------------
+
+-- Short, safe rendering of a user value inside an error message.
+local function show(value)
+  local kind = type(value)
+  if kind == "nil" then
+    return "ausente"
+  elseif kind == "string" then
+    local text = value
+    if #text > 60 then text = text:sub(1, 57) .. "..." end
+    return (string.format("%q", text):gsub("\\\n", "\\n"))
+  elseif kind == "number" then
+    if value == math.floor(value) and math.abs(value) < 2 ^ 53 then
+      return string.format("%d", value)
+    end
+    return tostring(value)
+  elseif kind == "boolean" then
+    return tostring(value)
+  elseif kind == "table" then
+    return "do tipo tabela"
+  elseif kind == "function" then
+    return "do tipo função"
+  end
+  return "do tipo " .. kind
+end
+M.show_value = show
+
+-- Levenshtein distance, for "você quis dizer" suggestions on unknown keys.
+local function edit_distance(a, b)
+  local previous = {}
+  for j = 0, #b do previous[j] = j end
+  for i = 1, #a do
+    local current = { [0] = i }
+    for j = 1, #b do
+      local cost = (a:sub(i, i) == b:sub(j, j)) and 0 or 1
+      current[j] = math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+    end
+    previous = current
+  end
+  return previous[#b]
+end
+
+-- Validation context: where the error is reported ("plano X:12").
+local Context = {}
+Context.__index = Context
+
+local function new_context(what, where)
+  return setmetatable({ what = what, where = where }, Context)
+end
+
+function Context:fail(message)
+  if self.subject then message = self.subject .. ": " .. message end
+  error(string.format("%s %s: %s", self.what, self.where, message), 0)
+end
+
+-- "chave "a.b": valor X inválido; esperado ..."
+function Context:bad(path, value, expected)
+  if value == nil then
+    self:fail(string.format('chave "%s": valor ausente; esperado %s', path, expected))
+  end
+  self:fail(string.format('chave "%s": valor %s inválido; esperado %s', path, show(value), expected))
+end
+
+-- Rejects keys of `tbl` that are not in `allowed` (an array of names).
+function Context:only_keys(tbl, allowed, prefix)
+  local set = {}
+  for _, name in ipairs(allowed) do set[name] = true end
+  local unknown = {}
+  for key in pairs(tbl) do
+    if not set[key] then unknown[#unknown + 1] = key end
+  end
+  if #unknown == 0 then return end
+  table.sort(unknown, function(a, b) return tostring(a) < tostring(b) end)
+  local key = unknown[1]
+  local path = prefix and (prefix .. "." .. tostring(key)) or tostring(key)
+  if type(key) ~= "string" then
+    self:fail(string.format('chave %s inesperada em "%s"; esperadas apenas chaves nomeadas (%s)',
+      show(key), prefix or "(raiz)", table.concat(allowed, ", ")))
+  end
+  local best, best_distance
+  for _, name in ipairs(allowed) do
+    local distance = edit_distance(key, name)
+    if distance <= 2 and (not best_distance or distance < best_distance) then
+      best, best_distance = name, distance
+    end
+  end
+  local hint = best and string.format(' (você quis dizer "%s"?)', best) or ""
+  self:fail(string.format('chave "%s" desconhecida%s; chaves válidas: %s',
+    path, hint, table.concat(allowed, ", ")))
+end
+
+local function is_integer(value)
+  return type(value) == "number" and value == math.floor(value) and value > -2 ^ 53 and value < 2 ^ 53
+end
+
+function Context:integer(path, value, low, high)
+  if not is_integer(value) or value < low or (high and value > high) then
+    if high then
+      self:bad(path, value, string.format("um inteiro entre %d e %d", low, high))
+    end
+    self:bad(path, value, string.format("um inteiro maior ou igual a %d", low))
+  end
+  return value
+end
+
+function Context:number(path, value, low, high, low_exclusive)
+  local ok = type(value) == "number" and value == value
+  if ok then
+    if low_exclusive then ok = value > low else ok = value >= low end
+    if high and value > high then ok = false end
+  end
+  if not ok then
+    local expected
+    if low_exclusive and high then
+      expected = string.format("um número maior que %s e até %s", show(low), show(high))
+    elseif low_exclusive then
+      expected = string.format("um número maior que %s", show(low))
+    elseif high then
+      expected = string.format("um número entre %s e %s", show(low), show(high))
+    else
+      expected = string.format("um número maior ou igual a %s", show(low))
+    end
+    self:bad(path, value, expected)
+  end
+  return value
+end
+
+function Context:string(path, value, expected)
+  if type(value) ~= "string" or value == "" then
+    self:bad(path, value, expected or "um texto não vazio")
+  end
+  return value
+end
+
+function Context:table(path, value, expected)
+  if type(value) ~= "table" or getmetatable(value) ~= nil then
+    self:bad(path, value, expected or "uma tabela { ... }")
+  end
+  return value
+end
+
+function Context:enum(path, value, choices)
+  for _, choice in ipairs(choices) do
+    if value == choice then return value end
+  end
+  local quoted = {}
+  for i, choice in ipairs(choices) do quoted[i] = '"' .. choice .. '"' end
+  self:bad(path, value, "um destes: " .. table.concat(quoted, ", "))
+end
+
+function Context:identifier(path, value)
+  if type(value) ~= "string" or not value:match(IDENT_PATTERN) then
+    self:bad(path, value, "um nome de coluna simples (letras, dígitos e _, sem começar por dígito)")
+  end
+  return value
+end
+
+-- Reports "plano <file>:<line>" for the caller `level` frames above the
+-- function calling this one; falls back to the file passed to plan.load.
+local function caller_where(level, fallback)
+  local info = debug.getinfo(level + 1, "Sl")
+  if info and info.source and info.source:sub(1, 1) == "@" then
+    local where = info.source:sub(2)
+    if info.currentline and info.currentline > 0 then
+      where = where .. ":" .. info.currentline
+    end
+    return where
+  end
+  return fallback or "(sem arquivo)"
+end
+
+---------------------------------------------------------------------------
+-- source "type" { ... }
+---------------------------------------------------------------------------
+
+local SOURCE_KEYS = { "sql", "key", "updated_at", "document", "count_sql", "description" }
+
+local function validate_source(ctx, entity_type, spec)
+  ctx:table("source", spec, 'uma tabela: source "' .. entity_type .. '" { sql = ..., key = ..., document = ... }')
+  ctx.subject = 'fonte "' .. entity_type .. '"'
+  ctx:only_keys(spec, SOURCE_KEYS, nil)
+  local source = { entity_type = entity_type }
+  source.sql = ctx:string("sql", spec.sql, "um texto com a consulta SQL")
+  source.key = ctx:identifier("key", spec.key)
+  if spec.updated_at ~= nil then
+    source.updated_at = ctx:identifier("updated_at", spec.updated_at)
+  end
+  if type(spec.document) ~= "function" then
+    ctx:bad("document", spec.document, "uma função function(row) return { content = ..., metadata = ... } end")
+  end
+  source.document = spec.document
+  if spec.count_sql ~= nil then
+    source.count_sql = ctx:string("count_sql", spec.count_sql, "um texto com a consulta SQL de contagem")
+  end
+  if spec.description ~= nil then
+    source.description = ctx:string("description", spec.description, "um texto")
+  end
+  setmetatable(source, SOURCE_MT)
+  validated_sources[source] = true
+  return source
+end
+
+-- Builds `source` bound to a fallback file name (used by plan.load).
+local function make_source(fallback)
+  return function(entity_type)
+    local ctx = new_context("plano", caller_where(2, fallback))
+    if type(entity_type) ~= "string" or not entity_type:match(ENTITY_TYPE_PATTERN) then
+      ctx:fail(string.format('source: tipo de entidade %s inválido; esperado um nome como "verse" (letras, dígitos, _, - ou .)',
+        show(entity_type)))
+    end
+    return function(spec)
+      local inner = new_context("plano", caller_where(2, fallback))
+      return validate_source(inner, entity_type, spec)
+    end
+  end
+end
+
+function M.is_source(value)
+  return validated_sources[value] == true
+end
+
+function M.is_plan(value)
+  return validated_plans[value] == true
+end
+
+---------------------------------------------------------------------------
+-- plan { ... }
+---------------------------------------------------------------------------
+
+local PLAN_KEYS = { "name", "description", "sources", "batch", "chunking", "retry", "alerts",
+                    "scope", "mode", "delete_missing", "run" }
+local ACTIONS = { "warn", "pause", "abort" }
+
+local function validate_batch(ctx, spec)
+  local batch = spec or {}
+  ctx:table("batch", batch)
+  ctx:only_keys(batch, { "size", "in_flight" }, "batch")
+  local out = {}
+  out.size = ctx:integer("batch.size", batch.size == nil and M.DEFAULTS.batch.size or batch.size, 1, 2048)
+  out.in_flight = ctx:integer("batch.in_flight",
+    batch.in_flight == nil and M.DEFAULTS.batch.in_flight or batch.in_flight, 1, 64)
+  return out
+end
+
+local function validate_chunking(ctx, spec)
+  local chunking = spec or {}
+  ctx:table("chunking", chunking)
+  ctx:only_keys(chunking, { "max_chars", "overlap" }, "chunking")
+  local out = {}
+  local max_chars = chunking.max_chars == nil and M.DEFAULTS.chunking.max_chars or chunking.max_chars
+  out.max_chars = ctx:integer("chunking.max_chars", max_chars, 100, 1000000)
+  local overlap = chunking.overlap
+  if overlap == nil then
+    overlap = math.min(M.DEFAULTS.chunking.overlap, math.floor(out.max_chars / 10))
+  end
+  if not is_integer(overlap) or overlap < 0 or overlap >= out.max_chars then
+    ctx:bad("chunking.overlap", overlap,
+      string.format("um inteiro entre 0 e %d (menor que chunking.max_chars)", out.max_chars - 1))
+  end
+  out.overlap = overlap
+  return out
+end
+
+local function validate_retry(ctx, spec)
+  local retry = spec or {}
+  ctx:table("retry", retry)
+  ctx:only_keys(retry, { "attempts", "base_ms", "max_ms", "timeout_s" }, "retry")
+  local d = M.DEFAULTS.retry
+  local out = {}
+  out.attempts = ctx:integer("retry.attempts", retry.attempts == nil and d.attempts or retry.attempts, 0, 100)
+  out.base_ms = ctx:integer("retry.base_ms", retry.base_ms == nil and d.base_ms or retry.base_ms, 1, 3600000)
+  local max_ms = retry.max_ms
+  if max_ms == nil then max_ms = math.max(d.max_ms, out.base_ms) end
+  if not is_integer(max_ms) or max_ms < out.base_ms or max_ms > 3600000 then
+    ctx:bad("retry.max_ms", max_ms,
+      string.format("um inteiro entre %d (retry.base_ms) e 3600000", out.base_ms))
+  end
+  out.max_ms = max_ms
+  out.timeout_s = ctx:number("retry.timeout_s", retry.timeout_s == nil and d.timeout_s or retry.timeout_s,
+    0, 3600, true)
+  return out
+end
+
+local function validate_action(ctx, path, value)
+  if value == nil then return "warn" end
+  return ctx:enum(path, value, ACTIONS)
+end
+
+local function validate_alerts(ctx, spec)
+  local alerts = spec or {}
+  ctx:table("alerts", alerts)
+  ctx:only_keys(alerts, { "failure_rate", "rate_429_per_min", "p95_latency_ms" }, "alerts")
+  local out = {}
+  local d = M.DEFAULTS.failure_rate
+  local failure = alerts.failure_rate or {}
+  ctx:table("alerts.failure_rate", failure)
+  ctx:only_keys(failure, { "above", "window", "min_samples", "action" }, "alerts.failure_rate")
+  out.failure_rate = {
+    above = ctx:number("alerts.failure_rate.above", failure.above == nil and d.above or failure.above, 0, 1),
+    window = ctx:integer("alerts.failure_rate.window", failure.window == nil and d.window or failure.window,
+      1, 1000000),
+    action = validate_action(ctx, "alerts.failure_rate.action", failure.action),
+  }
+  local window = out.failure_rate.window
+  local min_samples = failure.min_samples
+  if min_samples == nil then min_samples = math.min(d.min_samples, window) end
+  out.failure_rate.min_samples = ctx:integer("alerts.failure_rate.min_samples", min_samples, 0, window)
+  if alerts.rate_429_per_min ~= nil then
+    local rule = ctx:table("alerts.rate_429_per_min", alerts.rate_429_per_min)
+    ctx:only_keys(rule, { "above", "action" }, "alerts.rate_429_per_min")
+    out.rate_429_per_min = {
+      above = ctx:number("alerts.rate_429_per_min.above", rule.above, 0),
+      action = validate_action(ctx, "alerts.rate_429_per_min.action", rule.action),
+    }
+  end
+  if alerts.p95_latency_ms ~= nil then
+    local rule = ctx:table("alerts.p95_latency_ms", alerts.p95_latency_ms)
+    ctx:only_keys(rule, { "above", "action" }, "alerts.p95_latency_ms")
+    out.p95_latency_ms = {
+      above = ctx:number("alerts.p95_latency_ms.above", rule.above, 0, nil, true),
+      action = validate_action(ctx, "alerts.p95_latency_ms.action", rule.action),
+    }
+  end
+  return out
+end
+
+local function validate_string_list(ctx, path, list, what)
+  ctx:table(path, list, "uma lista de " .. what)
+  local out = {}
+  local count = 0
+  for _ in pairs(list) do count = count + 1 end
+  if count ~= #list then
+    ctx:bad(path, list, "uma lista (sequência) de " .. what)
+  end
+  for i, item in ipairs(list) do
+    if type(item) == "number" and is_integer(item) then item = string.format("%d", item) end
+    if type(item) ~= "string" or item == "" then
+      ctx:bad(string.format("%s[%d]", path, i), item, what:gsub("s$", ""))
+    end
+    out[i] = item
+  end
+  return out
+end
+
+local function validate_scope(ctx, spec, sources)
+  if spec == nil then return nil end
+  ctx:table("scope", spec)
+  ctx:only_keys(spec, { "entity_types", "entity_ids", "since", "until_", "until" }, "scope")
+  local out = {}
+  if spec.entity_types ~= nil then
+    out.entity_types = validate_string_list(ctx, "scope.entity_types", spec.entity_types, "tipos de entidade")
+    if sources then
+      local known = {}
+      for _, source in ipairs(sources) do known[source.entity_type] = true end
+      for i, entity_type in ipairs(out.entity_types) do
+        if not known[entity_type] then
+          local names = {}
+          for _, source in ipairs(sources) do names[#names + 1] = source.entity_type end
+          ctx:bad(string.format("scope.entity_types[%d]", i), entity_type,
+            "um tipo de entidade do plano (" .. table.concat(names, ", ") .. ")")
+        end
+      end
+    end
+  end
+  if spec.entity_ids ~= nil then
+    out.entity_ids = validate_string_list(ctx, "scope.entity_ids", spec.entity_ids, "ids de entidade")
+  end
+  if spec.since ~= nil then
+    if type(spec.since) ~= "string" or not spec.since:match(DATE_PATTERN) then
+      ctx:bad("scope.since", spec.since, 'uma data "AAAA-MM-DD" (ou "AAAA-MM-DD HH:MM:SS")')
+    end
+    out.since = spec.since
+  end
+  local until_value = spec.until_
+  if until_value == nil then until_value = spec["until"] end
+  if until_value ~= nil then
+    if type(until_value) ~= "string" or not until_value:match(DATE_PATTERN) then
+      ctx:bad("scope.until_", until_value, 'uma data "AAAA-MM-DD" (ou "AAAA-MM-DD HH:MM:SS")')
+    end
+    out.until_ = until_value
+    out["until"] = until_value -- same value under both spellings
+  end
+  if out.since and out.until_ and out.until_ < out.since then
+    ctx:bad("scope.until_", out.until_, "uma data posterior a scope.since (" .. out.since .. ")")
+  end
+  return out
+end
+
+local function validate_plan(ctx, spec)
+  ctx:table("plan", spec, "uma tabela: plan { name = ..., sources = { ... } }")
+  ctx:only_keys(spec, PLAN_KEYS, nil)
+  local out = {}
+  if type(spec.name) ~= "string" or not spec.name:match(PLAN_NAME_PATTERN) then
+    ctx:bad("name", spec.name, 'um nome como "backfill" (letras, dígitos, _, - ou .)')
+  end
+  out.name = spec.name
+  if spec.description ~= nil then
+    out.description = ctx:string("description", spec.description, "um texto")
+  end
+  if spec.run ~= nil and type(spec.run) ~= "function" then
+    ctx:bad("run", spec.run, "uma função function(ctx) ... end")
+  end
+  out.run = spec.run
+
+  local sources = spec.sources
+  if sources == nil and out.run then sources = {} end
+  if type(sources) ~= "table" or getmetatable(sources) ~= nil or (#sources == 0 and not out.run) then
+    ctx:bad("sources", sources, "uma lista não vazia de fontes criadas com source \"tipo\" { ... }")
+  end
+  local count = 0
+  for _ in pairs(sources) do count = count + 1 end
+  if count ~= #sources then
+    ctx:bad("sources", sources, "uma lista (sequência) de fontes criadas com source \"tipo\" { ... }")
+  end
+  out.sources = {}
+  local seen = {}
+  for i, source in ipairs(sources) do
+    if not M.is_source(source) then
+      ctx:bad(string.format("sources[%d]", i), source, 'uma fonte criada com source "tipo" { ... }')
+    end
+    if seen[source.entity_type] then
+      ctx:bad(string.format("sources[%d]", i), source.entity_type,
+        string.format("tipos de entidade únicos (\"%s\" já aparece em sources[%d])",
+          source.entity_type, seen[source.entity_type]))
+    end
+    seen[source.entity_type] = i
+    out.sources[i] = source
+  end
+
+  out.batch = validate_batch(ctx, spec.batch)
+  out.chunking = validate_chunking(ctx, spec.chunking)
+  out.retry = validate_retry(ctx, spec.retry)
+  out.alerts = validate_alerts(ctx, spec.alerts)
+  out.scope = validate_scope(ctx, spec.scope, out.sources)
+  out.mode = spec.mode == nil and M.DEFAULTS.mode or ctx:enum("mode", spec.mode, { "only_missing", "overwrite" })
+  if spec.delete_missing == nil then
+    out.delete_missing = M.DEFAULTS.delete_missing
+  elseif type(spec.delete_missing) ~= "boolean" then
+    ctx:bad("delete_missing", spec.delete_missing, "true ou false")
+  else
+    out.delete_missing = spec.delete_missing
+  end
+  setmetatable(out, PLAN_MT)
+  validated_plans[out] = true
+  return out
+end
+
+local function make_plan(fallback)
+  return function(spec)
+    local ctx = new_context("plano", caller_where(2, fallback))
+    return validate_plan(ctx, spec)
+  end
+end
+
+-- Public API: plan.source(entity_type)(spec) and plan.new(spec).
+M.source = make_source(nil)
+M.new = make_plan(nil)
+
+-- Returns a validated copy of `p` with some fields replaced (e.g. the CLI
+-- applying --entity-type / --since to a plan's scope). Raises on misuse.
+function M.with(p, overrides, where)
+  if not M.is_plan(p) then error("plan.with: esperado um plano validado", 2) end
+  local spec = {}
+  for key, value in pairs(p) do
+    if key ~= "file" then spec[key] = value end
+  end
+  for key, value in pairs(overrides or {}) do spec[key] = value end
+  local result = validate_plan(new_context("plano", where or p.file or p.name), spec)
+  result.file = p.file
+  return result
+end
+
+---------------------------------------------------------------------------
+-- Sandbox and loader
+---------------------------------------------------------------------------
+
+-- Names that exist in standard Lua but are refused inside plans.
+local FORBIDDEN = {
+  io = true, require = true, load = true, loadstring = true, dofile = true, loadfile = true,
+  debug = true, getfenv = true, setfenv = true, collectgarbage = true, rawset = true,
+  module = true, package = true, newproxy = true, jit = true, ffi = true,
+  setmetatable = true, getmetatable = true,
+}
+
+local function copy_table(src, skip)
+  local out = {}
+  for key, value in pairs(src) do
+    if not (skip and skip[key]) then out[key] = value end
+  end
+  return out
+end
+
+-- Translates the most common Lua runtime messages to pt-BR.
+local TRANSLATIONS = {
+  { "attempt to call a nil value", "tentativa de chamar um valor nil" },
+  { "attempt to call field '([^']*)' %(a nil value%)", "tentativa de chamar o campo '%1' (valor nil)" },
+  { "attempt to call global '([^']*)' %(a nil value%)", "tentativa de chamar a global '%1' (valor nil)" },
+  { "attempt to call local '([^']*)' %(a nil value%)", "tentativa de chamar a variável local '%1' (valor nil)" },
+  { "attempt to call method '([^']*)' %(a nil value%)", "tentativa de chamar o método '%1' (valor nil)" },
+  { "attempt to index field '([^']*)' %(a nil value%)", "tentativa de indexar o campo '%1' (valor nil)" },
+  { "attempt to index global '([^']*)' %(a nil value%)", "tentativa de indexar a global '%1' (valor nil)" },
+  { "attempt to index local '([^']*)' %(a nil value%)", "tentativa de indexar a variável local '%1' (valor nil)" },
+  { "attempt to index a nil value", "tentativa de indexar um valor nil" },
+  { "attempt to perform arithmetic on", "tentativa de fazer aritmética com" },
+  { "attempt to concatenate", "tentativa de concatenar" },
+  { "attempt to compare", "tentativa de comparar" },
+  { "unexpected symbol near", "símbolo inesperado perto de" },
+  { "'(.-)' expected near", "'%1' esperado perto de" },
+  { "unfinished string near", "texto (string) não terminado perto de" },
+  { "a nil value", "um valor nil" },
+}
+
+local function translate(message)
+  for _, pair in ipairs(TRANSLATIONS) do
+    message = message:gsub(pair[1], pair[2])
+  end
+  return message
+end
+
+-- Turns "path:12: msg" into "<what> path:12: msg" (what = "plano" by
+-- default) with common Lua messages in pt-BR; leaves messages that already
+-- start with "<what> " as they are. Also used by ragops.config.
+local function normalise_error(path, message, what)
+  what = what or "plano"
+  message = tostring(message)
+  if message:sub(1, #what + 1) == what .. " " then return message end
+  local escaped = path:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")
+  local line, rest = message:match("^" .. escaped .. ":(%d+): (.*)$")
+  if line then
+    return string.format("%s %s:%s: %s", what, path, line, translate(rest))
+  end
+  -- Chunk names may be shortened by Lua ("...long/path.lua:3:").
+  local short_line, short_rest = message:match("^[^\n]-%.lua:(%d+): (.*)$")
+  if short_line then
+    return string.format("%s %s:%s: %s", what, path, short_line, translate(short_rest))
+  end
+  return string.format("%s %s: %s", what, path, translate(message))
+end
+M.normalise_error = normalise_error
+
+-- Line of the last "return plan {" in a plan text: `return plan {...}` is
+-- a tail call, so Lua no longer knows the caller's line when plan{} fails.
+local function return_plan_line(text)
+  local found, number = nil, 0
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    number = number + 1
+    if line:match("^%s*return%s+plan%s*[{(]") then found = number end
+  end
+  return found
+end
+
+-- Builds the environment a plan file runs in. `text` (optional) is the
+-- plan's source, used to locate `return plan {` for error messages.
+function M.environment(path, params, text)
+  local env = {}
+  local plan_where = path
+  local line = text and return_plan_line(text)
+  if line then plan_where = path .. ":" .. line end
+  env.source = make_source(path)
+  env.plan = make_plan(plan_where)
+  env.params = copy_table(params or {})
+  for _, name in ipairs({ "assert", "error", "ipairs", "pairs", "next", "pcall", "xpcall", "select",
+                          "tonumber", "tostring", "type", "unpack", "print", "rawget", "rawequal" }) do
+    env[name] = _G[name]
+  end
+  env.math = copy_table(math)
+  env.string = copy_table(string, { dump = true })
+  env.table = copy_table(table)
+  env.os = setmetatable({ time = os.time, date = os.date, clock = os.clock }, {
+    __index = function(_, key)
+      error(string.format("os.%s não é permitido em planos (ambiente restrito: só os.time, os.date e os.clock)",
+        tostring(key)), 2)
+    end,
+  })
+  env._G = env
+  return setmetatable(env, {
+    __index = function(_, key)
+      if FORBIDDEN[key] then
+        error(string.format('"%s" não é permitido em planos (ambiente restrito, sem acesso a arquivos, '
+          .. 'processos ou carregamento de código)', tostring(key)), 2)
+      end
+      error(string.format('variável global "%s" não definida no plano', tostring(key)), 2)
+    end,
+  })
+end
+
+local function read_file(path)
+  local handle, open_err = io.open(path, "rb")
+  if not handle then
+    return nil, string.format("plano %s: não foi possível abrir o arquivo (%s)", path, tostring(open_err))
+  end
+  local text = handle:read("*a")
+  handle:close()
+  if not text then
+    return nil, string.format("plano %s: não foi possível ler o arquivo", path)
+  end
+  return text
+end
+
+-- Compiles `text` as a text-only chunk named after `path` in `env`.
+-- Shared with ragops.config. Returns the function or nil, err (raw).
+function M.compile_text(text, path, env)
+  if text:sub(1, 1) == "\27" then
+    return nil, "arquivo pré-compilado (bytecode) recusado; esperado código-fonte Lua em texto"
+  end
+  -- Keep line numbers: a "#!" first line becomes a comment.
+  if text:sub(1, 1) == "#" then text = "--" .. text end
+  local fn, err = load(text, "@" .. path, "t", env)
+  if not fn then return nil, err end
+  if setfenv then setfenv(fn, env) end
+  return fn
+end
+
+-- Loads and validates a plan file. Returns the plan, or nil and a pt-BR
+-- message naming the file (and line when known).
+function M.load(path, params)
+  if type(path) ~= "string" or path == "" then
+    error("plan.load: esperado o caminho do arquivo do plano", 2)
+  end
+  if params ~= nil and type(params) ~= "table" then
+    error("plan.load: params deve ser uma tabela", 2)
+  end
+  local text, read_err = read_file(path)
+  if not text then return nil, read_err end
+  local env = M.environment(path, params, text)
+  local fn, compile_err = M.compile_text(text, path, env)
+  if not fn then return nil, normalise_error(path, compile_err) end
+  local ok, result = xpcall(fn, function(message) return message end)
+  if not ok then return nil, normalise_error(path, result) end
+  if not M.is_plan(result) then
+    return nil, string.format("plano %s: o arquivo deve terminar com return plan { ... } (retornou valor %s)",
+      path, show(result))
+  end
+  result.file = path
+  return result
+end
+
+return M

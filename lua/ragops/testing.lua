@@ -1,0 +1,626 @@
+-- ragops.testing: fakes that let a plan author test a plan with busted,
+-- without PostgreSQL or an embedding provider. Pure Lua (LuaJIT) + cjson.
+--
+--   testing.scheduler()   pure-Lua scheduler with a fake clock (spawn, suspend,
+--                         wake, sleep, now, run); sleep() costs no real time
+--   testing.store{...}    in-memory store with the same methods as ragops.store_pg
+--   testing.embedder{...} fake embedder: deterministic vectors, injectable failures
+--                         and latency, records every call
+--   testing.hash(...)     deterministic content hash (FNV-1a, two seeds)
+--   testing.run(plan, opts) -> result   runs ragops.runner against the fakes
+--
+-- See docs/testes-de-planos.md for a guide with examples.
+local bit = require "bit"
+local cjson = require "cjson"
+
+local M = {}
+
+---------------------------------------------------------------------------
+-- Small helpers
+---------------------------------------------------------------------------
+
+local function key_text(v)
+  if type(v) == "number" and v == math.floor(v) and math.abs(v) < 2^53 then
+    return ("%d"):format(v)
+  end
+  return tostring(v)
+end
+M.key_text = key_text
+
+local function copy(value)
+  if type(value) ~= "table" then return value end
+  local out = {}
+  for k, v in pairs(value) do out[k] = copy(v) end
+  return out
+end
+M.copy = copy
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+---------------------------------------------------------------------------
+-- Hash
+---------------------------------------------------------------------------
+
+-- FNV-1a 32 over `text`, starting from `h` (signed 32-bit, as `bit` uses).
+local function fnv1a(h, text)
+  for i = 1, #text do
+    h = bit.bxor(h, text:byte(i))
+    -- h * 16777619 mod 2^32, split so the product stays exact in a double.
+    h = bit.tobit(h * 403 + bit.lshift(h, 24))
+  end
+  return h
+end
+
+local SEED_A = bit.tobit(0x811c9dc5)
+local SEED_B = bit.tobit(0x050c5d1f)
+
+-- hash(...) -> 16 hex digits. Each argument is length-prefixed (like
+-- core.hash), so ("ab","c") and ("a","bc") differ. Numbers are tostring'ed.
+function M.hash(...)
+  local a, b = SEED_A, SEED_B
+  for i = 1, select("#", ...) do
+    local part = select(i, ...)
+    if type(part) ~= "string" and type(part) ~= "number" then
+      error(("testing.hash: argumento %d deve ser texto, recebido %s"):format(i, type(part)), 2)
+    end
+    part = tostring(part)
+    local framed = #part .. ":" .. part
+    a = fnv1a(a, framed)
+    b = fnv1a(b, framed)
+  end
+  return bit.tohex(a) .. bit.tohex(b)
+end
+
+---------------------------------------------------------------------------
+-- Scheduler with a fake clock
+---------------------------------------------------------------------------
+
+-- Returns a scheduler with the shape ragops.sched expects (spawn, suspend,
+-- wake, sleep, now) plus run(fn, ...), which runs fn in a coroutine and
+-- drives every coroutine until none is runnable. sleep(ms) advances the fake
+-- clock to the earliest wake-up time instantly. Coroutines left parked when
+-- nothing can wake them raise a "impasse (deadlock)" error.
+function M.scheduler()
+  local s = { clock = 0 }
+  local ready, rhead, rtail = {}, 1, 0
+  local timers = {}          -- sorted by (at, order)
+  local timer_order = 0
+  local managed = setmetatable({}, { __mode = "k" }) -- coroutines made by spawn
+  local parked = {}          -- co -> "suspend" | "sleep"
+  local running = false
+
+  local function push_ready(co, args)
+    rtail = rtail + 1
+    ready[rtail] = { co = co, args = args }
+  end
+
+  local function current(what)
+    local co = coroutine.running()
+    if not co or not managed[co] then
+      error(("%s chamada fora de uma corrotina do escalonador de teste (use s.run ou s.spawn)")
+        :format(what), 3)
+    end
+    return co
+  end
+
+  function s.now() return s.clock end
+
+  function s.spawn(fn, ...)
+    if type(fn) ~= "function" then
+      error("spawn: esperada uma função, recebido " .. type(fn), 2)
+    end
+    local co = coroutine.create(fn)
+    managed[co] = true
+    push_ready(co, pack(...))
+    return co
+  end
+
+  function s.suspend()
+    local co = current("suspend")
+    parked[co] = "suspend"
+    return coroutine.yield()
+  end
+
+  function s.wake(co, ...)
+    if type(co) ~= "thread" then
+      error("wake: esperada uma corrotina, recebido " .. type(co), 2)
+    end
+    if parked[co] ~= "suspend" then
+      error("wake: a corrotina não está suspensa por suspend()", 2)
+    end
+    parked[co] = nil
+    push_ready(co, pack(...))
+  end
+
+  function s.sleep(ms)
+    if type(ms) ~= "number" or ms ~= ms or ms < 0 then
+      error("sleep: esperado um número de milissegundos >= 0, recebido " .. tostring(ms), 2)
+    end
+    local co = current("sleep")
+    timer_order = timer_order + 1
+    local t = { at = s.clock + ms, order = timer_order, co = co }
+    local pos = #timers + 1
+    while pos > 1 and timers[pos - 1].at > t.at do pos = pos - 1 end
+    table.insert(timers, pos, t)
+    parked[co] = "sleep"
+    coroutine.yield()
+  end
+
+  -- Number of coroutines parked by suspend() (sleepers excluded).
+  function s.parked_count()
+    local n = 0
+    for _, how in pairs(parked) do if how == "suspend" then n = n + 1 end end
+    return n
+  end
+
+  function s.run(fn, ...)
+    if running then error("run: o escalonador de teste já está rodando", 2) end
+    if coroutine.running() and managed[coroutine.running()] then
+      error("run: chamada de dentro de uma corrotina do escalonador", 2)
+    end
+    running = true
+    local main = s.spawn(fn, ...)
+    local results
+    local ok, err = pcall(function()
+      while true do
+        while rhead <= rtail do
+          local item = ready[rhead]
+          ready[rhead] = nil
+          rhead = rhead + 1
+          local ret = pack(coroutine.resume(item.co, unpack(item.args, 1, item.args.n)))
+          if not ret[1] then
+            error(debug.traceback(item.co, "erro em uma corrotina: " .. tostring(ret[2])), 0)
+          end
+          if coroutine.status(item.co) == "dead" then
+            managed[item.co] = nil
+            if item.co == main then results = ret end
+          elseif not parked[item.co] then
+            error("uma corrotina cedeu com coroutine.yield() sem usar suspend()/sleep() do escalonador", 0)
+          end
+        end
+        if #timers == 0 then break end
+        local t = table.remove(timers, 1)
+        if t.at > s.clock then s.clock = t.at end
+        parked[t.co] = nil
+        push_ready(t.co, pack())
+      end
+      local stuck = s.parked_count()
+      if stuck > 0 then
+        error(("impasse (deadlock): %d corrotina(s) suspensa(s) sem ninguém para acordá-las "
+          .. "(relógio falso em %d ms)%s"):format(stuck, s.clock,
+            results and "" or "; a função principal não terminou"), 0)
+      end
+    end)
+    running = false
+    if not ok then
+      -- Leave the scheduler reusable: drop whatever was in flight.
+      ready, rhead, rtail, timers, parked = {}, 1, 0, {}, {}
+      error(err, 0)
+    end
+    return unpack(results, 2, results.n)
+  end
+
+  return s
+end
+
+---------------------------------------------------------------------------
+-- Fake vecbatch and embedder
+---------------------------------------------------------------------------
+
+-- Deterministic unit vector of `dim` numbers for `text`.
+function M.vector(text, dim)
+  local v, norm = {}, 0
+  for j = 1, dim do
+    local h = fnv1a(SEED_A, j .. "\0" .. text)
+    local x = (h % 20001) / 10000 - 1
+    v[j] = x
+    norm = norm + x * x
+  end
+  norm = math.sqrt(norm)
+  if norm > 0 then
+    for j = 1, dim do v[j] = v[j] / norm end
+  end
+  return v
+end
+
+-- A pure-Lua stand-in for the C vecbatch: a userdata proxy (so #b works in
+-- LuaJIT) with count(), dim(), tokens(), vector(i) (1-based, returns a copy).
+function M.vecbatch(vectors, tokens)
+  local count, dim = #vectors, vectors[1] and #vectors[1] or 0
+  for i = 2, count do
+    if #vectors[i] ~= dim then error("vecbatch: todos os vetores devem ter a mesma dimensão", 2) end
+  end
+  local proxy = newproxy(true)
+  local mt = getmetatable(proxy)
+  local methods = {}
+  function methods.count() return count end
+  function methods.dim() return dim end
+  function methods.tokens() return tokens or 0 end
+  function methods.vector(_, i)
+    if type(i) ~= "number" or i < 1 or i > count or i ~= math.floor(i) then
+      error("vecbatch:vector: índice de vetor fora do intervalo: " .. tostring(i), 2)
+    end
+    return copy(vectors[i])
+  end
+  mt.__index = methods
+  mt.__len = function() return count end
+  mt.__tostring = function() return ("vecbatch(fake, %d x %d)"):format(count, dim) end
+  return proxy
+end
+
+-- opts = { dim = 8, sched = scheduler (needed for latency_ms),
+--          latency_ms = n | function(texts, call_no) -> n,
+--          fail = function(texts, call_no) -> nil | { status, class, retry_after_ms, message, kind } }
+-- embedder.calls[i] = { texts = {...}, ok = bool, failure = tbl|nil, started_at, finished_at }
+-- embedder.active / embedder.peak: concurrent calls now / at most.
+function M.embedder(opts)
+  opts = opts or {}
+  local e = { dim = opts.dim or 8, calls = {}, active = 0, peak = 0, sched = opts.sched }
+  function e:embed(texts)
+    if type(texts) ~= "table" or #texts == 0 then
+      error("embedder:embed: esperada uma lista não vazia de textos", 2)
+    end
+    local call_no = #self.calls + 1
+    local s = self.sched
+    local call = { texts = copy(texts), started_at = s and s.now() or 0 }
+    self.calls[call_no] = call
+    self.active = self.active + 1
+    if self.active > self.peak then self.peak = self.active end
+    local latency = opts.latency_ms
+    if type(latency) == "function" then latency = latency(texts, call_no) end
+    if latency and latency > 0 then
+      if not s then
+        self.active = self.active - 1
+        error("embedder: latency_ms exige opts.sched (um escalonador)", 2)
+      end
+      s.sleep(latency)
+    end
+    self.active = self.active - 1
+    call.finished_at = s and s.now() or 0
+    local failure = opts.fail and opts.fail(texts, call_no)
+    if failure then
+      call.ok, call.failure = false, failure
+      local info = copy(failure)
+      info.class = info.class or "transient"
+      info.status = info.status or 0
+      local message = failure.message
+        or ("falha simulada do provedor (HTTP %s, %s)"):format(tostring(info.status), info.class)
+      return nil, message, info
+    end
+    call.ok = true
+    local vectors, chars = {}, 0
+    for i, text in ipairs(texts) do
+      vectors[i] = M.vector(text, self.dim)
+      chars = chars + #text
+    end
+    return M.vecbatch(vectors, math.ceil(chars / 4)), nil, { status = 200 }
+  end
+  -- Every text sent in successful calls, in call order.
+  function e:embedded_texts()
+    local out = {}
+    for _, c in ipairs(self.calls) do
+      if c.ok then for _, t in ipairs(c.texts) do out[#out + 1] = t end end
+    end
+    return out
+  end
+  return e
+end
+
+---------------------------------------------------------------------------
+-- In-memory store (same interface as ragops.store_pg)
+---------------------------------------------------------------------------
+
+local function compare_keys(a, b)
+  if type(a) == "number" and type(b) == "number" then return a < b end
+  return tostring(a) < tostring(b)
+end
+
+local function doc_key(entity_type, entity_id, chunk_index)
+  return entity_type .. "\0" .. entity_id .. "\0" .. chunk_index
+end
+
+-- opts = { sources = { [entity_type] = { row, ... } },
+--          documents = { { entity_type, entity_id, chunk_index, content, content_hash, metadata }, ... },
+--          fail_write = function(unit, call_no) -> nil | err, sqlstate }
+-- Recorded: store.writes (every write_unit: entity_type, checkpoint, docs, pruned),
+-- store.checkpoints[entity_type], store.failures (every dead letter),
+-- store.open_failures[entity_type][id], store.resolved, store.runs, store.deletions.
+function M.store(opts)
+  opts = opts or {}
+  local st = {
+    sources = opts.sources or {},
+    docs = {},                 -- doc_key -> document
+    writes = {}, checkpoints = {}, failures = {}, open_failures = {}, resolved = {},
+    runs = {}, deletions = {}, fetches = {},
+  }
+
+  local function put(d)
+    local doc = copy(d)
+    doc.entity_id = key_text(doc.entity_id)
+    doc.chunk_index = doc.chunk_index or 0
+    if type(doc.metadata) == "string" then doc.metadata = cjson.decode(doc.metadata) end
+    doc.metadata = doc.metadata or {}
+    st.docs[doc_key(doc.entity_type, doc.entity_id, doc.chunk_index)] = doc
+  end
+  for _, d in ipairs(opts.documents or {}) do put(d) end
+
+  -- Sorted copy of the documents (of one entity_type, or all).
+  function st:documents(entity_type)
+    local out = {}
+    for _, d in pairs(self.docs) do
+      if entity_type == nil or d.entity_type == entity_type then out[#out + 1] = d end
+    end
+    table.sort(out, function(a, b)
+      if a.entity_type ~= b.entity_type then return a.entity_type < b.entity_type end
+      if a.entity_id ~= b.entity_id then
+        local na, nb = tonumber(a.entity_id), tonumber(b.entity_id)
+        if na and nb then return na < nb end
+        return a.entity_id < b.entity_id
+      end
+      return a.chunk_index < b.chunk_index
+    end)
+    return out
+  end
+
+  function st:document(entity_type, entity_id, chunk_index)
+    return self.docs[doc_key(entity_type, key_text(entity_id), chunk_index or 0)]
+  end
+
+  function st:fetch_page(source, scope, after_key, limit)
+    self.fetches[#self.fetches + 1] = { entity_type = source.entity_type, after = after_key, limit = limit }
+    scope = scope or {}
+    local key, updated = source.key, source.updated_at
+    local wanted
+    if scope.entity_ids and #scope.entity_ids > 0 then
+      wanted = {}
+      for _, id in ipairs(scope.entity_ids) do wanted[tostring(id)] = true end
+    end
+    local since, until_ = scope.since, scope["until"]
+    if (since or until_) and not updated then error("fonte sem updated_at", 2) end
+    local rows = {}
+    for _, row in ipairs(self.sources[source.entity_type] or {}) do
+      local k = row[key]
+      local keep = k ~= nil
+      if keep and after_key ~= nil then
+        if type(k) == "number" then
+          keep = k > (tonumber(after_key) or error("chave after_key não numérica: " .. tostring(after_key)))
+        else
+          keep = tostring(k) > tostring(after_key)
+        end
+      end
+      if keep and wanted then keep = wanted[key_text(k)] == true end
+      if keep and since then keep = row[updated] ~= nil and tostring(row[updated]) >= since end
+      if keep and until_ then keep = row[updated] ~= nil and tostring(row[updated]) < until_ end
+      if keep then rows[#rows + 1] = row end
+    end
+    table.sort(rows, function(a, b) return compare_keys(a[key], b[key]) end)
+    local out = {}
+    for i = 1, math.min(#rows, limit or #rows) do out[i] = copy(rows[i]) end
+    return out
+  end
+
+  function st:existing_hashes(entity_type, entity_ids)
+    local want = {}
+    for _, id in ipairs(entity_ids) do want[id] = true end
+    local out = {}
+    for _, d in pairs(self.docs) do
+      if d.entity_type == entity_type and want[d.entity_id] then
+        local e = out[d.entity_id]
+        if not e then e = { count = 0, hashes = {} }; out[d.entity_id] = e end
+        e.count = e.count + 1
+        e.hashes[d.chunk_index] = d.content_hash
+      end
+    end
+    return out
+  end
+
+  function st:write_unit(unit)
+    local call_no = #self.writes + 1
+    if opts.fail_write then
+      local err, state = opts.fail_write(unit, call_no)
+      if err then
+        self.writes[call_no] = { entity_type = unit.entity_type, failed = true, err = err }
+        return nil, err, state
+      end
+    end
+    local record = { entity_type = unit.entity_type, checkpoint = copy(unit.checkpoint),
+                     docs = {}, pruned = 0, run_id = unit.run_id }
+    self.writes[call_no] = record
+    local written = 0
+    for _, part in ipairs(unit.parts) do
+      for _, d in ipairs(part.docs) do
+        local doc = {
+          entity_type = d.entity_type, entity_id = d.entity_id, chunk_index = d.chunk_index,
+          content = d.content, content_hash = d.content_hash, metadata = d.metadata,
+          embedding_model = d.embedding_model, source_updated_at = d.source_updated_at,
+          vector = part.batch:vector(d.vec), run_id = unit.run_id,
+        }
+        put(doc)
+        written = written + 1
+        record.docs[#record.docs + 1] = { entity_id = d.entity_id, chunk_index = d.chunk_index }
+      end
+    end
+    local pruned = 0
+    local cc = unit.chunk_counts or { entity_ids = {}, counts = {} }
+    for i, id in ipairs(cc.entity_ids) do
+      for k, d in pairs(self.docs) do
+        if d.entity_type == unit.entity_type and d.entity_id == id and d.chunk_index >= cc.counts[i] then
+          self.docs[k] = nil
+          pruned = pruned + 1
+        end
+      end
+    end
+    record.pruned = pruned
+    -- Like store_pg: the stored checkpoint only moves forward.
+    if unit.run_id and unit.checkpoint then
+      local cur = self.checkpoints[unit.entity_type]
+      if (cur and cur.seq or 0) < unit.checkpoint.seq then
+        self.checkpoints[unit.entity_type] = copy(unit.checkpoint)
+      end
+    end
+    return { written = written, pruned = pruned }
+  end
+
+  local function delete_where(pred)
+    local n = 0
+    for k, d in pairs(st.docs) do
+      if pred(d) then st.docs[k] = nil; n = n + 1 end
+    end
+    return n
+  end
+
+  function st:delete_orphans(source)
+    local present = {}
+    for _, row in ipairs(self.sources[source.entity_type] or {}) do
+      if row[source.key] ~= nil then present[key_text(row[source.key])] = true end
+    end
+    local n = delete_where(function(d) return d.entity_type == source.entity_type and not present[d.entity_id] end)
+    self.deletions[#self.deletions + 1] = { kind = "orphans", entity_type = source.entity_type, count = n }
+    return n
+  end
+
+  function st:delete_entities(entity_type, entity_ids)
+    local want = {}
+    for _, id in ipairs(entity_ids) do want[id] = true end
+    local n = delete_where(function(d) return d.entity_type == entity_type and want[d.entity_id] end)
+    self.deletions[#self.deletions + 1] = { kind = "entities", entity_type = entity_type,
+                                            entity_ids = copy(entity_ids), count = n }
+    return n
+  end
+
+  function st:record_failures(run_id, failures)
+    for _, f in ipairs(failures) do
+      local rec = copy(f)
+      rec.run_id = run_id
+      rec.attempts = rec.attempts or 1
+      self.failures[#self.failures + 1] = rec
+      local by_type = self.open_failures[f.entity_type]
+      if not by_type then by_type = {}; self.open_failures[f.entity_type] = by_type end
+      local open = by_type[f.entity_id]
+      if open then
+        local attempts = open.attempts + rec.attempts
+        for k, v in pairs(rec) do open[k] = v end
+        open.attempts = attempts
+      else
+        by_type[f.entity_id] = copy(rec)
+      end
+    end
+    return true
+  end
+
+  function st:resolve_failures(run_id, entity_type, entity_ids)
+    local n = 0
+    local by_type = self.open_failures[entity_type] or {}
+    for _, id in ipairs(entity_ids) do
+      if by_type[id] then
+        local f = by_type[id]
+        by_type[id] = nil
+        f.resolved_run_id = run_id
+        self.resolved[#self.resolved + 1] = f
+        n = n + 1
+      end
+    end
+    return n
+  end
+
+  function st:start_run(plan_name, params_json, dry_run)
+    local id = #self.runs + 1
+    self.runs[id] = { id = id, plan = plan_name, params = params_json, dry_run = dry_run, status = "running" }
+    return id, {}
+  end
+
+  function st:finish_run(run_id, status, report_json)
+    local run = self.runs[run_id]
+    if not run then return nil, "execução " .. tostring(run_id) .. " não encontrada" end
+    run.status, run.report = status, report_json
+    return true
+  end
+
+  return st
+end
+
+---------------------------------------------------------------------------
+-- testing.run
+---------------------------------------------------------------------------
+
+local LEVEL_NAMES = { debug = "DEPURAÇÃO", info = "INFO", warn = "AVISO", error = "ERRO" }
+
+-- A ragops.log-like object that records "NIVEL mensagem" lines.
+function M.log()
+  local lines = {}
+  local log = { lines = lines }
+  for level, name in pairs(LEVEL_NAMES) do
+    log[level] = function(fmt, ...)
+      local msg = select("#", ...) > 0 and fmt:format(...) or fmt
+      lines[#lines + 1] = name .. " " .. msg
+    end
+  end
+  return log
+end
+
+local Result = {}
+Result.__index = Result
+
+function Result:documents(entity_type) return self.store:documents(entity_type) end
+function Result:document(entity_type, entity_id, chunk_index)
+  return self.store:document(entity_type, entity_id, chunk_index)
+end
+-- Log lines containing `text` (plain match).
+function Result:logged(text)
+  local out = {}
+  for _, line in ipairs(self.log) do
+    if line:find(text, 1, true) then out[#out + 1] = line end
+  end
+  return out
+end
+
+-- plan_or_path: a validated plan or the path of a plan file.
+-- opts = { params = {...}           (plan.load params, when a path is given)
+--          overrides = {...}        (plan.with: scope, mode, batch, retry, ...)
+--          sources = {...}          (rows per entity_type for a new fake store)
+--          documents = {...}        (pre-existing docs for a new fake store)
+--          store = fake store       (reuse one, e.g. result.store of a previous run)
+--          embedder = { dim, fail, latency_ms } options, or a fake embedder object
+--          scheduler, checkpoint, alerts, model ("fake-model"), run_id (1),
+--          progress_every_ms, fail_write }
+-- Returns result = { stats, store, embedder, log (lines), clock (fake ms elapsed), plan }.
+function M.run(plan_or_path, opts)
+  opts = opts or {}
+  local plan_mod = require "ragops.plan"
+  local runner = require "ragops.runner"
+  local p = plan_or_path
+  if type(plan_or_path) == "string" then
+    local err
+    p, err = plan_mod.load(plan_or_path, opts.params)
+    if not p then error(err, 2) end
+  elseif not plan_mod.is_plan(plan_or_path) then
+    error("testing.run: esperado um plano validado ou o caminho de um arquivo de plano", 2)
+  end
+  if opts.overrides then p = plan_mod.with(p, opts.overrides) end
+
+  local s = opts.scheduler or M.scheduler()
+  local store = opts.store or M.store { sources = opts.sources, documents = opts.documents,
+                                        fail_write = opts.fail_write }
+  local embedder = opts.embedder
+  if type(embedder) ~= "table" or type(embedder.embed) ~= "function" then
+    local eo = copy(embedder or {}) -- functions (fail, latency_ms) are kept as is
+    eo.sched = s
+    embedder = M.embedder(eo)
+  end
+  embedder.sched = embedder.sched or s
+  local log = M.log()
+  local run_id = opts.run_id == nil and 1 or opts.run_id
+  local env = {
+    sched = s, store = store, embedder = embedder, hash = M.hash,
+    model = opts.model or "fake-model", dim = embedder.dim, log = log, run_id = run_id,
+    checkpoint = opts.checkpoint, alerts = opts.alerts, progress_every_ms = opts.progress_every_ms,
+  }
+  local started = s.now()
+  local stats = s.run(function() return runner.run(p, env) end)
+  return setmetatable({
+    stats = stats, store = store, embedder = embedder, log = log.lines,
+    clock = s.now() - started, plan = p, env = env,
+  }, Result)
+end
+
+return M

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# scripts/demo.sh: end-to-end demo (make demo) and its teardown (make demo-stop).
+#
+#   scripts/demo.sh        deps, Release build, private Postgres (build/demo-pg, port 54329,
+#                          db ragops_demo), embed-server (port 18080, dim 1536), demo data,
+#                          ragops migrate, ragops run plans/backfill.lua. Re-running reuses
+#                          the cluster and the server. Exits with the run's exit code.
+#   scripts/demo.sh stop   stops the embed-server and the cluster.
+set -euo pipefail
+
+PROG="scripts/demo.sh"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+BUILD_DIR="$ROOT/build"
+PG_DIR="$BUILD_DIR/demo-pg"
+PG_PORT="${RAGOPS_DEMO_PG_PORT:-54329}"
+DB_NAME="ragops_demo"
+EMBED_PID="$BUILD_DIR/demo-embed.pid"
+EMBED_PORT="${RAGOPS_DEMO_EMBED_PORT:-18080}"
+EMBED_DIM=1536
+ENV_FILE="$BUILD_DIR/demo.env"
+REPORT="$BUILD_DIR/demo-report.json"
+BIN="$BUILD_DIR/ragops"
+
+die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+demo_stop() {
+  scripts/embed_server.sh stop "$EMBED_PID"
+  scripts/pg.sh stop "$PG_DIR"
+}
+
+demo_run() {
+  step "verificando dependências"
+  scripts/deps.sh
+
+  step "compilando (Release) em build/"
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD_DIR" -j2
+  [[ -x "$BIN" ]] || die "a compilação não gerou $BIN"
+
+  step "PostgreSQL privado em build/demo-pg (porta $PG_PORT)"
+  scripts/pg.sh start "$PG_DIR" "$PG_PORT" "$DB_NAME"
+  local database_url
+  database_url="$(scripts/pg.sh url "$PG_PORT" "$DB_NAME")"
+
+  step "servidor de embeddings local (porta $EMBED_PORT, dim $EMBED_DIM)"
+  local embed_url
+  embed_url="$(RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$EMBED_PID" "$EMBED_PORT" --dim "$EMBED_DIM")"
+
+  printf 'DATABASE_URL=%s\nRAGOPS_EMBED_URL=%s\n' "$database_url" "$embed_url" > "$ENV_FILE"
+  export DATABASE_URL="$database_url"
+  export RAGOPS_EMBED_URL="$embed_url"
+
+  step "dados de demonstração (bible-kjv e fortunes-br)"
+  scripts/demo_data.sh "$DATABASE_URL"
+
+  step "ragops migrate"
+  local rc=0
+  "$BIN" migrate || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    printf '%s: ragops migrate falhou (código %d)\n' "$PROG" "$rc" >&2
+    exit "$rc"
+  fi
+
+  step "ragops run plans/backfill.lua"
+  rc=0
+  "$BIN" run plans/backfill.lua --report-json "$REPORT" || rc=$?
+
+  cat >&2 <<EOF
+
+==> demonstração concluída (código de saída do run: $rc)
+  relatório JSON:        build/demo-report.json
+  variáveis de ambiente: build/demo.env  (use: set -a; . build/demo.env; set +a)
+  banco:                 $database_url  (psql "$database_url")
+  dados do PostgreSQL:   build/demo-pg  (log: build/demo-pg/postgresql.log)
+  embed-server:          $embed_url  (log: build/demo-embed.log)
+  rodar de novo:         make demo   (reaproveita o cluster e o servidor)
+  parar tudo:            make demo-stop
+EOF
+  exit "$rc"
+}
+
+case "${1:-run}" in
+  run) demo_run ;;
+  stop) demo_stop ;;
+  *) printf 'uso: %s [run|stop]\n' "$PROG" >&2; exit 2 ;;
+esac

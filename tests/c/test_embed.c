@@ -1,0 +1,311 @@
+/*
+ * test_embed.c: unit tests of the embeddings wire format (embed.c) with no
+ * network: request body, response parsing in both encodings, validation
+ * failures, error bodies and failure classification.
+ */
+#include "embed.h"
+#include "test_assert.h"
+
+#include <jansson.h>
+#include <stdint.h>
+
+/* Standard base64 of little-endian float32 values (test-side encoder). */
+static char *encode_floats(const float *values, int n)
+{
+    static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t nbytes = (size_t)n * 4;
+    unsigned char *bytes = malloc(nbytes);
+    char *out = malloc(nbytes / 3 * 4 + 8);
+    size_t o = 0;
+    ASSERT(bytes && out);
+    for (int i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &values[i], 4);
+        for (int b = 0; b < 4; b++)
+            bytes[i * 4 + b] = (unsigned char)(u >> (8 * b));
+    }
+    for (size_t i = 0; i < nbytes; i += 3) {
+        uint32_t chunk = (uint32_t)bytes[i] << 16;
+        size_t left = nbytes - i;
+        if (left > 1)
+            chunk |= (uint32_t)bytes[i + 1] << 8;
+        if (left > 2)
+            chunk |= bytes[i + 2];
+        out[o++] = alphabet[(chunk >> 18) & 63];
+        out[o++] = alphabet[(chunk >> 12) & 63];
+        out[o++] = left > 1 ? alphabet[(chunk >> 6) & 63] : '=';
+        out[o++] = left > 2 ? alphabet[chunk & 63] : '=';
+    }
+    out[o] = '\0';
+    free(bytes);
+    return out;
+}
+
+static int parse(const char *body, int count, int dim, embed_vectors *v, char *err)
+{
+    return embed_parse_response(body, strlen(body), count, dim, v, err, 256);
+}
+
+static void test_build_request(void)
+{
+    const char *texts[] = {"olá mundo", "segundo\"texto"};
+    size_t lens[] = {strlen(texts[0]), strlen(texts[1])};
+    char err[256];
+    size_t len = 0;
+    char *body = embed_build_request("text-embedding-3-small", texts, lens, 2, EMBED_ENCODING_BASE64, 0,
+                                     &len, err, sizeof err);
+    json_t *root;
+    ASSERT(body != NULL);
+    ASSERT_INT_EQ(len, strlen(body));
+    root = json_loads(body, 0, NULL);
+    ASSERT(root != NULL);
+    ASSERT_STR_EQ(json_string_value(json_object_get(root, "model")), "text-embedding-3-small");
+    ASSERT_STR_EQ(json_string_value(json_object_get(root, "encoding_format")), "base64");
+    ASSERT(json_object_get(root, "dimensions") == NULL);
+    ASSERT_INT_EQ(json_array_size(json_object_get(root, "input")), 2);
+    ASSERT_STR_EQ(json_string_value(json_array_get(json_object_get(root, "input"), 0)), "olá mundo");
+    ASSERT_STR_EQ(json_string_value(json_array_get(json_object_get(root, "input"), 1)), "segundo\"texto");
+    json_decref(root);
+    free(body);
+
+    body = embed_build_request("m", texts, NULL, 1, EMBED_ENCODING_FLOAT, 256, &len, err, sizeof err);
+    ASSERT(body != NULL);
+    root = json_loads(body, 0, NULL);
+    ASSERT(root != NULL);
+    ASSERT_STR_EQ(json_string_value(json_object_get(root, "encoding_format")), "float");
+    ASSERT_INT_EQ(json_integer_value(json_object_get(root, "dimensions")), 256);
+    ASSERT_INT_EQ(json_array_size(json_object_get(root, "input")), 1);
+    json_decref(root);
+    free(body);
+
+    /* invalid UTF-8 is refused with a pt-BR reason naming the text */
+    {
+        const char *bad[] = {"ok", "\xff\xfe"};
+        body = embed_build_request("m", bad, NULL, 2, EMBED_ENCODING_FLOAT, 0, &len, err, sizeof err);
+        ASSERT(body == NULL);
+        ASSERT(strstr(err, "texto 2") != NULL);
+        ASSERT(strstr(err, "UTF-8") != NULL);
+    }
+}
+
+static void test_parse_float_reordered(void)
+{
+    embed_vectors v;
+    char err[256];
+    const char *body =
+        "{\"object\":\"list\",\"data\":["
+        "{\"object\":\"embedding\",\"index\":2,\"embedding\":[3.0,3.5]},"
+        "{\"object\":\"embedding\",\"index\":0,\"embedding\":[1,1.5]},"
+        "{\"object\":\"embedding\",\"index\":1,\"embedding\":[-2.0,2.5e0]}],"
+        "\"model\":\"m\",\"usage\":{\"prompt_tokens\":17,\"total_tokens\":17}}";
+    ASSERT_INT_EQ(parse(body, 3, 2, &v, err), 0);
+    ASSERT_INT_EQ(v.count, 3);
+    ASSERT_INT_EQ(v.dim, 2);
+    ASSERT_INT_EQ(v.prompt_tokens, 17);
+    ASSERT_NEAR(v.data[0], 1.0, 1e-6);
+    ASSERT_NEAR(v.data[1], 1.5, 1e-6);
+    ASSERT_NEAR(v.data[2], -2.0, 1e-6);
+    ASSERT_NEAR(v.data[3], 2.5, 1e-6);
+    ASSERT_NEAR(v.data[4], 3.0, 1e-6);
+    ASSERT_NEAR(v.data[5], 3.5, 1e-6);
+    embed_vectors_free(&v);
+    ASSERT(v.data == NULL);
+
+    /* unknown expected dim: taken from the answer */
+    ASSERT_INT_EQ(parse(body, 3, 0, &v, err), 0);
+    ASSERT_INT_EQ(v.dim, 2);
+    embed_vectors_free(&v);
+}
+
+static void test_parse_base64(void)
+{
+    const float a[3] = {0.25f, -1.0f, 3.14159f};
+    const float b[3] = {1e-8f, 123456.0f, -0.5f};
+    char *ea = encode_floats(a, 3), *eb = encode_floats(b, 3);
+    char body[1024];
+    embed_vectors v;
+    char err[256];
+    snprintf(body, sizeof body,
+             "{\"data\":[{\"index\":1,\"embedding\":\"%s\"},{\"index\":0,\"embedding\":\"%s\"}],"
+             "\"usage\":{\"prompt_tokens\":5}}",
+             eb, ea);
+    ASSERT_INT_EQ(parse(body, 2, 3, &v, err), 0);
+    ASSERT_INT_EQ(v.dim, 3);
+    ASSERT_INT_EQ(v.prompt_tokens, 5);
+    for (int j = 0; j < 3; j++) {
+        ASSERT(v.data[j] == a[j]);       /* exact: bits travel unchanged */
+        ASSERT(v.data[3 + j] == b[j]);
+    }
+    embed_vectors_free(&v);
+
+    /* mixed forms in one answer are accepted (detected by JSON type) */
+    snprintf(body, sizeof body,
+             "{\"data\":[{\"index\":0,\"embedding\":\"%s\"},{\"index\":1,\"embedding\":[1,2,3]}]}", ea);
+    ASSERT_INT_EQ(parse(body, 2, 3, &v, err), 0);
+    ASSERT_INT_EQ(v.prompt_tokens, 0);
+    ASSERT_NEAR(v.data[5], 3.0, 1e-6);
+    embed_vectors_free(&v);
+
+    /* unpadded base64 of 3 floats (12 bytes: no padding needed) and 1 float */
+    {
+        const float one = 2.0f;
+        char *e1 = encode_floats(&one, 1); /* "AAAAQA==" */
+        char *eq = strchr(e1, '=');
+        ASSERT(eq != NULL);
+        *eq = '\0';
+        snprintf(body, sizeof body, "{\"data\":[{\"index\":0,\"embedding\":\"%s\"}]}", e1);
+        ASSERT_INT_EQ(parse(body, 1, 1, &v, err), 0);
+        ASSERT(v.data[0] == 2.0f);
+        embed_vectors_free(&v);
+        free(e1);
+    }
+    free(ea);
+    free(eb);
+}
+
+static void expect_malformed(const char *body, int count, int dim, const char *fragment)
+{
+    embed_vectors v;
+    char err[256];
+    ASSERT_INT_EQ(parse(body, count, dim, &v, err), -1);
+    ASSERT(v.data == NULL);
+    if (strncmp(err, "resposta malformada do provedor: ", 33) != 0 || !strstr(err, fragment)) {
+        fprintf(stderr, "mensagem inesperada: %s (esperado trecho \"%s\")\n", err, fragment);
+        abort();
+    }
+}
+
+static void test_parse_malformed(void)
+{
+    expect_malformed("", 1, 2, "corpo vazio");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,2]}", 1, 2, "JSON inválido");
+    expect_malformed("{\"object\":\"list\"}", 1, 2, "\"data\"");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,2]}]}", 2, 2, "esperados 2 vetores, recebidos 1");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,2]},{\"index\":0,\"embedding\":[1,2]}]}", 2, 2,
+                     "índice 0 repetido");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,2]},{\"index\":5,\"embedding\":[1,2]}]}", 2, 2,
+                     "fora do intervalo");
+    expect_malformed("{\"data\":[{\"embedding\":[1,2]}]}", 1, 2, "sem \"index\"");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,2,3]}]}", 1, 2, "dimensão 3, esperada 2");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,2]},{\"index\":1,\"embedding\":[1,2,3]}]}", 2, 0,
+                     "dimensões diferentes");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[]}]}", 1, 0, "vazio");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,\"x\"]}]}", 1, 2, "não é número");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":{\"a\":1}}]}", 1, 2, "nem texto base64");
+    /* 1e39 does not fit a float */
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,1e39]}]}", 1, 2, "não é finito");
+    /* base64: bad character, bad length (5 chars), not a multiple of 4 bytes */
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":\"AA*AAA==\"}]}", 1, 1, "base64 inválido");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":\"AAAAA\"}]}", 1, 0, "tamanho inválido");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":\"AAAAAAAA\"}]}", 1, 0, "tamanho inválido");
+    /* base64 NaN (0x7fc00000 little-endian) */
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":\"AADAfw==\"}]}", 1, 1, "não é finito");
+    /* right dimension by base64 length but wrong expected dim */
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":\"AAAAQA==\"}]}", 1, 2, "dimensão 1, esperada 2");
+}
+
+static void test_base64_decoder(void)
+{
+    unsigned char out[16];
+    ASSERT_INT_EQ(embed_base64_decode("TWFu", 4, out), 3);
+    ASSERT(memcmp(out, "Man", 3) == 0);
+    ASSERT_INT_EQ(embed_base64_decode("TWE=", 4, out), 2);
+    ASSERT(memcmp(out, "Ma", 2) == 0);
+    ASSERT_INT_EQ(embed_base64_decode("TQ==", 4, out), 1);
+    ASSERT_INT_EQ(embed_base64_decode("TQ", 2, out), 1);
+    ASSERT_INT_EQ(embed_base64_decode("T", 1, out), -1);
+    ASSERT_INT_EQ(embed_base64_decode("T=QA", 4, out), -1);
+    ASSERT_INT_EQ(embed_base64_decode("", 0, out), 0);
+}
+
+static void test_utf8_sanitize(void)
+{
+    size_t n = 99;
+    char *fixed;
+    ASSERT(embed_utf8_sanitize("ação", strlen("ação"), &n) == NULL); /* valid: no copy */
+    ASSERT_INT_EQ(n, strlen("ação"));
+    /* Latin-1 "ação", a lone continuation byte and an overlong '/' */
+    fixed = embed_utf8_sanitize("a\xe7\xe3o \x80 \xc0\xaf", 9, &n);
+    ASSERT(fixed != NULL);
+    ASSERT_STR_EQ(fixed, "a\xEF\xBF\xBD\xEF\xBF\xBDo \xEF\xBF\xBD \xEF\xBF\xBD\xEF\xBF\xBD");
+    ASSERT_INT_EQ(n, strlen(fixed));
+    ASSERT(embed_utf8_sanitize(fixed, n, &n) == NULL);
+    free(fixed);
+    /* surrogate U+D800 encoded in UTF-8 is invalid too */
+    fixed = embed_utf8_sanitize("\xed\xa0\x80", 3, &n);
+    ASSERT(fixed != NULL);
+    ASSERT_INT_EQ(n, 9);
+    free(fixed);
+}
+
+static void test_error_bodies(void)
+{
+    const char *openai = "{\"error\":{\"message\":\"The model `x` does not exist\",\"type\":\"invalid_request_error\","
+                         "\"param\":null,\"code\":\"model_not_found\"}}";
+    char *msg = embed_parse_error_message(openai, strlen(openai));
+    ASSERT_STR_EQ(msg, "The model `x` does not exist");
+    free(msg);
+    msg = embed_parse_error_message("{\"error\":\"Input validation error\"}", 34);
+    ASSERT_STR_EQ(msg, "Input validation error");
+    free(msg);
+    msg = embed_parse_error_message("{\"message\":\"limite\"}", 20);
+    ASSERT_STR_EQ(msg, "limite");
+    free(msg);
+    ASSERT(embed_parse_error_message("<html>502 Bad Gateway</html>", 28) == NULL);
+    ASSERT(embed_parse_error_message("{\"error\":{\"code\":1}}", 20) == NULL);
+    ASSERT(embed_parse_error_message("", 0) == NULL);
+}
+
+static void test_classification(void)
+{
+    embed_kind kind = EMBED_KIND_NONE;
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 200, NULL, &kind), EMBED_CLASS_OK);
+    ASSERT_INT_EQ(kind, EMBED_KIND_NONE);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 429, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(kind, EMBED_KIND_HTTP);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 408, NULL, NULL), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 409, NULL, NULL), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 500, NULL, NULL), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 503, NULL, NULL), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 400, "bad input", NULL), EMBED_CLASS_PERMANENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 413, NULL, NULL), EMBED_CLASS_PERMANENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 422, NULL, NULL), EMBED_CLASS_PERMANENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 404, "Not found", NULL), EMBED_CLASS_PERMANENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 404, "The Model `x` does not exist", NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 401, NULL, NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 403, NULL, NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OPERATION_TIMEDOUT, 0, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(kind, EMBED_KIND_TIMEOUT);
+    ASSERT_INT_EQ(embed_classify(CURLE_COULDNT_CONNECT, 0, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(kind, EMBED_KIND_CONNECTION);
+    ASSERT_INT_EQ(embed_classify(CURLE_PARTIAL_FILE, 200, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(kind, EMBED_KIND_CONNECTION);
+    ASSERT_INT_EQ(embed_classify(CURLE_GOT_NOTHING, 0, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_URL_MALFORMAT, 0, NULL, &kind), EMBED_CLASS_FATAL);
+
+    ASSERT_STR_EQ(embed_class_name(EMBED_CLASS_TRANSIENT), "transient");
+    ASSERT_STR_EQ(embed_class_name(EMBED_CLASS_PERMANENT), "permanent");
+    ASSERT_STR_EQ(embed_class_name(EMBED_CLASS_FATAL), "fatal");
+    ASSERT_STR_EQ(embed_kind_name(EMBED_KIND_MALFORMED), "malformed");
+    ASSERT_STR_EQ(embed_kind_name(EMBED_KIND_TIMEOUT), "timeout");
+
+    ASSERT(embed_wants_float_fallback(400, "Unsupported encoding_format: base64"));
+    ASSERT(embed_wants_float_fallback(400, "BASE64 not supported"));
+    ASSERT(!embed_wants_float_fallback(400, "input too long"));
+    ASSERT(!embed_wants_float_fallback(500, "encoding_format"));
+    ASSERT(!embed_wants_float_fallback(400, NULL));
+}
+
+int main(void)
+{
+    test_build_request();
+    test_parse_float_reordered();
+    test_parse_base64();
+    test_parse_malformed();
+    test_base64_decoder();
+    test_utf8_sanitize();
+    test_error_bodies();
+    test_classification();
+    printf("test_embed: ok\n");
+    return 0;
+}

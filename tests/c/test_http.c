@@ -1,0 +1,458 @@
+/*
+ * test_http.c: the libuv + curl multi HTTP client (http.c) against a real
+ * HTTP server, the project's `ragops embed-server`, whose base URL comes in
+ * RAGOPS_EMBED_URL (e.g. http://127.0.0.1:PORT/v1). Covers both embedding
+ * encodings, concurrency, keep-alive, timeouts against a peer that never
+ * answers, connection refused, cancel and close with requests in flight.
+ * Every test runs on its own loop and checks that uv_loop_close returns 0.
+ */
+#include "embed.h"
+#include "http.h"
+#include "test_assert.h"
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static char embeddings_url[512]; /* RAGOPS_EMBED_URL + "/embeddings" */
+static char stats_url[512];      /* server root + "/stats" */
+
+/* One finished request as seen by the test. */
+typedef struct outcome {
+    int calls;            /* how many times the callback ran */
+    CURLcode curl_code;   /* copied from the response */
+    long status;          /* copied from the response */
+    long retry_after_ms;  /* copied from the response */
+    long new_connections; /* copied from the response */
+    int aborted;          /* copied from the response */
+    char *body;           /* copy of the response body */
+    size_t body_len;      /* bytes in body */
+} outcome;
+
+static void record_cb(http_request *req, const http_response *resp, void *data)
+{
+    outcome *o = data;
+    o->calls++;
+    o->curl_code = resp->curl_code;
+    o->status = resp->status;
+    o->retry_after_ms = resp->retry_after_ms;
+    o->new_connections = resp->new_connections;
+    o->aborted = resp->aborted;
+    free(o->body);
+    o->body = malloc(resp->body_len + 1);
+    ASSERT(o->body != NULL);
+    memcpy(o->body, resp->body, resp->body_len + 1);
+    o->body_len = resp->body_len;
+    ASSERT(resp->latency_ms >= 0);
+}
+
+static const char *const json_headers[] = {"Content-Type: application/json", "Accept: application/json", NULL};
+
+static http_request *post_embeddings(http_client *hc, const char *const *texts, int n, embed_encoding enc,
+                                     outcome *o)
+{
+    char err[256];
+    size_t len = 0;
+    char *body = embed_build_request("text-embedding-3-small", texts, NULL, n, enc, 0, &len, err, sizeof err);
+    http_request_opts opts = {0};
+    http_request *req;
+    ASSERT(body != NULL);
+    opts.method = "POST";
+    opts.url = embeddings_url;
+    opts.headers = json_headers;
+    opts.body = body;
+    opts.body_len = len;
+    opts.timeout_ms = 20000;
+    req = http_request_start(hc, &opts, record_cb, o);
+    free(body); /* the request keeps its own copy */
+    ASSERT(req != NULL);
+    return req;
+}
+
+static void finish_loop(uv_loop_t *loop, http_client *hc)
+{
+    http_client_close(hc);
+    ASSERT_INT_EQ(uv_run(loop, UV_RUN_DEFAULT), 0);
+    ASSERT_INT_EQ(uv_loop_close(loop), 0);
+}
+
+/* Reads GET /stats "requests". */
+static long server_requests(void)
+{
+    uv_loop_t loop;
+    http_client *hc;
+    outcome o = {0};
+    http_request_opts opts = {0};
+    json_t *root;
+    long n;
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    opts.url = stats_url;
+    opts.timeout_ms = 5000;
+    ASSERT(http_request_start(hc, &opts, record_cb, &o) != NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.calls, 1);
+    ASSERT_INT_EQ(o.curl_code, CURLE_OK);
+    ASSERT_INT_EQ(o.status, 200);
+    root = json_loadb(o.body, o.body_len, 0, NULL);
+    ASSERT(root != NULL);
+    ASSERT(json_is_integer(json_object_get(root, "requests")));
+    n = (long)json_integer_value(json_object_get(root, "requests"));
+    json_decref(root);
+    free(o.body);
+    finish_loop(&loop, hc);
+    return n;
+}
+
+static void test_embeddings_both_encodings(void)
+{
+    const char *texts[] = {"No princípio criou Deus os céus e a terra.", "In the beginning God created",
+                           "No princípio criou Deus os céus e a terra."};
+    uv_loop_t loop;
+    http_client *hc;
+    outcome ob = {0}, of = {0};
+    embed_vectors vb, vf;
+    char err[256];
+    long before = server_requests();
+
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    post_embeddings(hc, texts, 3, EMBED_ENCODING_BASE64, &ob);
+    post_embeddings(hc, texts, 3, EMBED_ENCODING_FLOAT, &of);
+    ASSERT_INT_EQ(http_client_pending(hc), 2);
+    /* the loop stays alive while requests are pending, then ends by itself */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(http_client_pending(hc), 0);
+    ASSERT_INT_EQ(ob.calls, 1);
+    ASSERT_INT_EQ(of.calls, 1);
+    ASSERT_INT_EQ(ob.curl_code, CURLE_OK);
+    ASSERT_INT_EQ(ob.status, 200);
+    ASSERT_INT_EQ(of.status, 200);
+    ASSERT_INT_EQ(ob.retry_after_ms, -1);
+    ASSERT(strstr(ob.body, "\"embedding\":\"") != NULL); /* really base64 on the wire */
+    ASSERT(strstr(of.body, "\"embedding\":[") != NULL);
+
+    ASSERT_INT_EQ(embed_parse_response(ob.body, ob.body_len, 3, 0, &vb, err, sizeof err), 0);
+    ASSERT_INT_EQ(embed_parse_response(of.body, of.body_len, 3, 0, &vf, err, sizeof err), 0);
+    ASSERT(vb.dim > 0);
+    ASSERT_INT_EQ(vb.dim, vf.dim);
+    ASSERT(vb.prompt_tokens > 0);
+    {
+        double norm = 0, diff01 = 0;
+        for (int j = 0; j < vb.dim; j++) {
+            ASSERT_NEAR(vb.data[j], vf.data[j], 1e-6);                          /* same vector both ways */
+            ASSERT(vb.data[j] == vb.data[2 * vb.dim + j]);                      /* deterministic */
+            norm += (double)vb.data[j] * vb.data[j];
+            diff01 += ((double)vb.data[j] - vb.data[vb.dim + j]) * ((double)vb.data[j] - vb.data[vb.dim + j]);
+        }
+        ASSERT_NEAR(norm, 1.0, 1e-3); /* the server normalises */
+        ASSERT(diff01 > 1e-6);        /* different texts, different vectors */
+    }
+    embed_vectors_free(&vb);
+    embed_vectors_free(&vf);
+    free(ob.body);
+    free(of.body);
+    finish_loop(&loop, hc);
+    ASSERT(server_requests() >= before + 2);
+}
+
+static void test_concurrent_and_keepalive(void)
+{
+    enum { N = 20 };
+    const char *texts[] = {"um", "dois"};
+    uv_loop_t loop;
+    http_client *hc;
+    outcome o[N];
+    long before = server_requests();
+    long connections = 0;
+
+    memset(o, 0, sizeof o);
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    for (int i = 0; i < N; i++)
+        post_embeddings(hc, texts, 2, i % 2 ? EMBED_ENCODING_FLOAT : EMBED_ENCODING_BASE64, &o[i]);
+    ASSERT_INT_EQ(http_client_pending(hc), N);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < N; i++) {
+        embed_vectors v;
+        char err[256];
+        ASSERT_INT_EQ(o[i].calls, 1);
+        ASSERT_INT_EQ(o[i].status, 200);
+        ASSERT_INT_EQ(embed_parse_response(o[i].body, o[i].body_len, 2, 0, &v, err, sizeof err), 0);
+        embed_vectors_free(&v);
+        connections += o[i].new_connections;
+        free(o[i].body);
+        o[i].body = NULL;
+    }
+    ASSERT(connections >= 1 && connections <= N);
+
+    /* a second wave, one at a time: every request reuses a cached connection */
+    for (int i = 0; i < 10; i++) {
+        memset(&o[0], 0, sizeof o[0]);
+        post_embeddings(hc, texts, 2, EMBED_ENCODING_BASE64, &o[0]);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        ASSERT_INT_EQ(o[0].status, 200);
+        ASSERT_INT_EQ(o[0].new_connections, 0);
+        free(o[0].body);
+    }
+    finish_loop(&loop, hc);
+    ASSERT(server_requests() >= before + N + 10);
+}
+
+/* A TCP listener on 127.0.0.1 that never accepts: connections complete in
+ * the kernel backlog but nobody ever answers. Returns the fd; *port set. */
+static int silent_listener(int *port)
+{
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof addr;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT(fd >= 0);
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    ASSERT_INT_EQ(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    ASSERT_INT_EQ(listen(fd, 16), 0);
+    ASSERT_INT_EQ(getsockname(fd, (struct sockaddr *)&addr, &alen), 0);
+    *port = ntohs(addr.sin_port);
+    return fd;
+}
+
+static void test_timeout(void)
+{
+    uv_loop_t loop;
+    http_client *hc;
+    outcome o = {0};
+    http_request_opts opts = {0};
+    char url[128];
+    int port;
+    int fd = silent_listener(&port);
+    embed_kind kind = EMBED_KIND_NONE;
+    uint64_t t0;
+    double elapsed_ms;
+
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/embeddings", port);
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    opts.url = url;
+    opts.body = "{}";
+    opts.body_len = 2;
+    opts.timeout_ms = 300;
+    t0 = uv_hrtime();
+    ASSERT(http_request_start(hc, &opts, record_cb, &o) != NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    elapsed_ms = (double)(uv_hrtime() - t0) / 1e6;
+    ASSERT_INT_EQ(o.calls, 1);
+    ASSERT_INT_EQ(o.curl_code, CURLE_OPERATION_TIMEDOUT);
+    ASSERT_INT_EQ(o.status, 0);
+    ASSERT(elapsed_ms >= 250 && elapsed_ms < 5000);
+    ASSERT_INT_EQ(embed_classify(o.curl_code, o.status, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_STR_EQ(embed_kind_name(kind), "timeout");
+    free(o.body);
+    finish_loop(&loop, hc);
+    close(fd);
+}
+
+static void test_connection_refused(void)
+{
+    uv_loop_t loop;
+    http_client *hc;
+    outcome o = {0};
+    http_request_opts opts = {0};
+    char url[128];
+    int port;
+    int fd = silent_listener(&port);
+    embed_kind kind = EMBED_KIND_NONE;
+
+    close(fd); /* nothing listens on port any more */
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/embeddings", port);
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    opts.url = url;
+    opts.timeout_ms = 5000;
+    ASSERT(http_request_start(hc, &opts, record_cb, &o) != NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.calls, 1);
+    ASSERT_INT_EQ(o.curl_code, CURLE_COULDNT_CONNECT);
+    ASSERT_INT_EQ(embed_classify(o.curl_code, o.status, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_STR_EQ(embed_kind_name(kind), "connection");
+    ASSERT(strstr(http_curl_error_ptbr(o.curl_code), "conexão") != NULL);
+    free(o.body);
+    finish_loop(&loop, hc);
+}
+
+/* State for the cancel test: a timer cancels a request that hangs. */
+typedef struct cancel_ctx {
+    http_request *req; /* request to cancel */
+    uv_timer_t timer;  /* fires once */
+} cancel_ctx;
+
+static void cancel_on_timer(uv_timer_t *timer)
+{
+    cancel_ctx *c = timer->data;
+    http_request_cancel(c->req);
+    c->req = NULL;
+    uv_close((uv_handle_t *)timer, NULL);
+}
+
+static void test_cancel_and_close(void)
+{
+    uv_loop_t loop;
+    http_client *hc;
+    outcome cancelled = {0}, aborted = {0}, ok = {0};
+    http_request_opts opts = {0};
+    cancel_ctx c;
+    char url[128];
+    int port;
+    int fd = silent_listener(&port);
+    const char *texts[] = {"três"};
+
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    opts.url = url;
+    opts.timeout_ms = 30000;
+
+    /* cancel a hanging request from a timer: its callback never runs, and
+     * the loop ends as soon as nothing is pending */
+    c.req = http_request_start(hc, &opts, record_cb, &cancelled);
+    ASSERT(c.req != NULL);
+    post_embeddings(hc, texts, 1, EMBED_ENCODING_BASE64, &ok); /* finishes normally alongside */
+    ASSERT_INT_EQ(uv_timer_init(&loop, &c.timer), 0);
+    c.timer.data = &c;
+    ASSERT_INT_EQ(uv_timer_start(&c.timer, cancel_on_timer, 100, 0), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT(c.req == NULL);
+    ASSERT_INT_EQ(cancelled.calls, 0);
+    ASSERT_INT_EQ(ok.calls, 1);
+    ASSERT_INT_EQ(ok.status, 200);
+    ASSERT_INT_EQ(http_client_pending(hc), 0);
+
+    /* close with a request in flight: it completes as aborted, then every
+     * handle closes and the loop can be closed */
+    ASSERT(http_request_start(hc, &opts, record_cb, &aborted) != NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    ASSERT_INT_EQ(aborted.calls, 0);
+    http_client_close(hc);
+    ASSERT_INT_EQ(aborted.calls, 1);
+    ASSERT_INT_EQ(aborted.aborted, 1);
+    ASSERT_INT_EQ(aborted.curl_code, CURLE_ABORTED_BY_CALLBACK);
+    ASSERT_INT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+    free(ok.body);
+    free(aborted.body);
+    close(fd);
+}
+
+/* Starting another request from a done callback, and closing the client
+ * from a done callback, are both allowed. */
+typedef struct chain_ctx {
+    http_client *hc; /* client to reuse */
+    int done;        /* completed requests */
+    long statuses[3];/* statuses seen */
+} chain_ctx;
+
+static void chain_cb(http_request *req, const http_response *resp, void *data)
+{
+    chain_ctx *c = data;
+    c->statuses[c->done++] = resp->status;
+    if (c->done < 3) {
+        http_request_opts opts = {0};
+        opts.url = stats_url;
+        opts.timeout_ms = 5000;
+        ASSERT(http_request_start(c->hc, &opts, chain_cb, c) != NULL);
+    } else {
+        http_request_cancel(req); /* no-op inside its own callback */
+        http_client_close(c->hc);
+    }
+}
+
+static void test_chained_from_callback(void)
+{
+    uv_loop_t loop;
+    chain_ctx c = {0};
+    http_request_opts opts = {0};
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    c.hc = http_client_new(&loop);
+    ASSERT(c.hc != NULL);
+    opts.url = stats_url;
+    opts.timeout_ms = 5000;
+    ASSERT(http_request_start(c.hc, &opts, chain_cb, &c) != NULL);
+    ASSERT_INT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_INT_EQ(c.done, 3);
+    ASSERT_INT_EQ(c.statuses[0], 200);
+    ASSERT_INT_EQ(c.statuses[2], 200);
+    ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+}
+
+static void test_bad_input_and_retry_after(void)
+{
+    uv_loop_t loop;
+    http_client *hc;
+    http_request_opts opts = {0};
+    outcome o = {0};
+    char date[64];
+    time_t later = time(NULL) + 120;
+    long ms;
+
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    ASSERT(http_request_start(hc, &opts, record_cb, &o) == NULL); /* no URL */
+    opts.url = "ftp://127.0.0.1/";
+    ASSERT(http_request_start(hc, &opts, record_cb, &o) != NULL); /* refused by curl when run */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.calls, 1);
+    ASSERT(o.curl_code == CURLE_UNSUPPORTED_PROTOCOL);
+    free(o.body);
+    finish_loop(&loop, hc);
+
+    ASSERT_INT_EQ(http_parse_retry_after("120"), 120000);
+    ASSERT_INT_EQ(http_parse_retry_after(" 0 "), 0);
+    ASSERT_INT_EQ(http_parse_retry_after("1.5"), 1500);
+    ASSERT_INT_EQ(http_parse_retry_after(NULL), -1);
+    ASSERT_INT_EQ(http_parse_retry_after(""), -1);
+    ASSERT_INT_EQ(http_parse_retry_after("amanhã"), -1);
+    ASSERT_INT_EQ(http_parse_retry_after("-3"), -1);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime(&later));
+    ms = http_parse_retry_after(date);
+    ASSERT(ms > 115000 && ms <= 120000);
+    ASSERT_INT_EQ(http_parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), 0); /* in the past */
+}
+
+int main(void)
+{
+    const char *base = getenv("RAGOPS_EMBED_URL");
+    size_t len;
+    if (!base || !*base) {
+        fprintf(stderr, "test_http: defina RAGOPS_EMBED_URL (ex.: http://127.0.0.1:PORTA/v1) apontando para "
+                        "um `ragops embed-server` em execução\n");
+        return 1;
+    }
+    len = strlen(base);
+    while (len > 0 && base[len - 1] == '/')
+        len--;
+    snprintf(embeddings_url, sizeof embeddings_url, "%.*s/embeddings", (int)len, base);
+    if (len >= 3 && strncmp(base + len - 3, "/v1", 3) == 0)
+        len -= 3;
+    snprintf(stats_url, sizeof stats_url, "%.*s/stats", (int)len, base);
+
+    test_bad_input_and_retry_after();
+    test_embeddings_both_encodings();
+    test_concurrent_and_keepalive();
+    test_timeout();
+    test_connection_refused();
+    test_cancel_and_close();
+    test_chained_from_callback();
+    printf("test_http: ok\n");
+    return 0;
+}

@@ -1,0 +1,511 @@
+/*
+ * test_pg.c: the async PostgreSQL connection (pg.c) and the binary COPY
+ * encoder (copy.c) against a REAL server, plus the Lua binding ragops.pg
+ * when run through the bridge. Needs RAGOPS_TEST_DATABASE_URL.
+ */
+#include "bridge.h"
+#include "copy.h"
+#include "pg.h"
+#include "test_assert.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* What one callback saw, copied out because res dies with the callback. */
+typedef struct outcome {
+    int called;         /* times the callback ran */
+    int failed;         /* 1 when err was set */
+    char err[1024];     /* pt-BR error message */
+    char sqlstate[6];   /* SQLSTATE on failure */
+    char cmdtuples[32]; /* PQcmdTuples of the result */
+    PGresult *copy;     /* PQcopyResult of the result (tuples), or NULL */
+} outcome;
+
+static uv_loop_t loop;
+static const char *db_url;
+
+static void outcome_reset(outcome *o)
+{
+    PQclear(o->copy);
+    memset(o, 0, sizeof *o);
+}
+
+static void on_connect(pg_conn *c, const char *err, void *data)
+{
+    outcome *o = data;
+    o->called++;
+    if (err != NULL) {
+        o->failed = 1;
+        snprintf(o->err, sizeof o->err, "%s", err);
+    }
+}
+
+static void on_result(pg_conn *c, PGresult *res, const char *err, const char *sqlstate, void *data)
+{
+    outcome *o = data;
+    o->called++;
+    if (err != NULL) {
+        o->failed = 1;
+        snprintf(o->err, sizeof o->err, "%s", err);
+        snprintf(o->sqlstate, sizeof o->sqlstate, "%s", sqlstate);
+        return;
+    }
+    ASSERT(res != NULL);
+    snprintf(o->cmdtuples, sizeof o->cmdtuples, "%s", PQcmdTuples(res));
+    o->copy = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+}
+
+static pg_conn *connect_ok(void)
+{
+    outcome o = {0};
+    pg_conn *c = pg_conn_start(&loop, db_url, on_connect, &o);
+    ASSERT(c != NULL);
+    ASSERT_INT_EQ(o.called, 0); /* never synchronous */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (o.failed)
+        fprintf(stderr, "conexão falhou: %s\n", o.err);
+    ASSERT_INT_EQ(o.called, 1);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT(pg_conn_is_ok(c));
+    return c;
+}
+
+/* Runs sql to completion; the outcome is in *o. */
+static void run_query(pg_conn *c, outcome *o, const char *sql, int n, const char *const *values)
+{
+    outcome_reset(o);
+    ASSERT_INT_EQ(pg_conn_query(c, sql, n, values, on_result, o), PG_OK);
+    ASSERT_INT_EQ(o->called, 0);
+    ASSERT(pg_conn_is_busy(c));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o->called, 1);
+    ASSERT(!pg_conn_is_busy(c));
+}
+
+static void exec_ok(pg_conn *c, const char *sql)
+{
+    outcome o = {0};
+    run_query(c, &o, sql, 0, NULL);
+    if (o.failed)
+        fprintf(stderr, "%s -> %s\n", sql, o.err);
+    ASSERT_INT_EQ(o.failed, 0);
+    outcome_reset(&o);
+}
+
+static void test_connect_failure(void)
+{
+    outcome o = {0};
+    pg_conn *c = pg_conn_start(&loop, "host=127.0.0.1 port=1 user=postgres password=segredo-nao-vaza connect_timeout=5",
+                               on_connect, &o);
+    ASSERT(c != NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.called, 1);
+    ASSERT_INT_EQ(o.failed, 1);
+    ASSERT(strstr(o.err, "falha ao conectar ao PostgreSQL: ") == o.err);
+    ASSERT(strstr(o.err, "127.0.0.1") != NULL); /* libpq's own explanation */
+    ASSERT(strstr(o.err, "segredo-nao-vaza") == NULL);
+    ASSERT(strchr(o.err, '\n') == NULL);
+    ASSERT(!pg_conn_is_ok(c));
+    ASSERT_INT_EQ(pg_conn_query(c, "select 1", 0, NULL, on_result, &o), PG_ERR_CLOSED);
+    pg_conn_close(c);
+
+    /* Unparseable conninfo fails too, still asynchronously. */
+    outcome_reset(&o);
+    c = pg_conn_start(&loop, "isto não é = uma conninfo válida '", on_connect, &o);
+    ASSERT(c != NULL);
+    ASSERT_INT_EQ(o.called, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.called, 1);
+    ASSERT_INT_EQ(o.failed, 1);
+    pg_conn_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+static void test_params_and_errors(void)
+{
+    pg_conn *c = connect_ok();
+    outcome o = {0};
+    const char *hostile = "'); drop table x; -- \"aspas\" \\barra ção";
+    const char *values[3] = {hostile, NULL, "42"};
+    run_query(c, &o, "select $1::text as a, $2::text as b, $3::int + 1 as n", 3, values);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT_INT_EQ(PQntuples(o.copy), 1);
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), hostile);
+    ASSERT(PQgetisnull(o.copy, 0, 1));
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 2), "43");
+    ASSERT_STR_EQ(PQfname(o.copy, 2), "n");
+
+    /* SQL error: sqlstate and a pt-BR prefix around the server message. */
+    run_query(c, &o, "select * from tabela_que_nao_existe", 0, NULL);
+    ASSERT_INT_EQ(o.failed, 1);
+    ASSERT_STR_EQ(o.sqlstate, "42P01");
+    ASSERT(strstr(o.err, "erro do PostgreSQL: ") == o.err);
+    ASSERT(strstr(o.err, "tabela_que_nao_existe") != NULL);
+    ASSERT(pg_conn_is_ok(c));
+
+    /* Unique violation, then the connection is still usable. */
+    exec_ok(c, "create temp table u (k int primary key)");
+    run_query(c, &o, "insert into u values (1), (2)", 0, NULL);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT_STR_EQ(o.cmdtuples, "2");
+    run_query(c, &o, "insert into u values (1)", 0, NULL);
+    ASSERT_STR_EQ(o.sqlstate, "23505");
+
+    /* Several statements: the first error wins, the last result otherwise. */
+    run_query(c, &o, "select 1; select 2 as dois", 0, NULL);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), "2");
+    run_query(c, &o, "select 1/0; select 2", 0, NULL);
+    ASSERT_STR_EQ(o.sqlstate, "22012");
+
+    /* A second operation while one is pending is refused, not queued. */
+    outcome_reset(&o);
+    ASSERT_INT_EQ(pg_conn_query(c, "select 1", 0, NULL, on_result, &o), PG_OK);
+    {
+        outcome other = {0};
+        ASSERT_INT_EQ(pg_conn_query(c, "select 2", 0, NULL, on_result, &other), PG_ERR_BUSY);
+        ASSERT_INT_EQ(pg_conn_copy_in(c, "copy u from stdin", "", 0, on_result, &other), PG_ERR_BUSY);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        ASSERT_INT_EQ(other.called, 0);
+    }
+    ASSERT_INT_EQ(o.called, 1);
+    ASSERT_INT_EQ(o.failed, 0);
+    outcome_reset(&o);
+    pg_conn_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+/* Encodes one staging row (the column set used by copy_documents). */
+static void put_row(copy_buf *b, const char *id, int chunk, const float *v, int n)
+{
+    ASSERT_INT_EQ(copy_tuple_begin(b, 3), 0);
+    ASSERT_INT_EQ(copy_field_text(b, id), 0);
+    ASSERT_INT_EQ(copy_field_int4(b, chunk), 0);
+    ASSERT_INT_EQ(copy_field_float4_array(b, v, n), 0);
+}
+
+static void test_copy_round_trip(void)
+{
+    pg_conn *c = connect_ok();
+    outcome o = {0};
+    copy_buf b;
+    static float big[1536];
+    const float small[4] = {-1.5f, 1e-38f, -3.4028235e38f, 0.1f};
+    const float tiny[2] = {1.4e-45f, -2.5e-30f};
+    int rows = 0;
+
+    for (int i = 0; i < 1536; i++)
+        big[i] = sinf((float)i) * (i % 2 ? -1.0f : 1.0f) / (float)(i + 1);
+    exec_ok(c, "create temp table st (entity_id text, chunk_index int4, embedding real[])");
+
+    copy_buf_init(&b);
+    ASSERT_INT_EQ(copy_begin(&b), 0);
+    put_row(&b, "pequeno", 0, small, 4);
+    put_row(&b, "minúsculo", 1, tiny, 2);
+    for (int r = 0; r < 50; r++) { /* ~600 KB: several chunks and flushes */
+        char id[32];
+        snprintf(id, sizeof id, "grande-%d", r);
+        put_row(&b, id, 2 + r, big, 1536);
+    }
+    ASSERT_INT_EQ(copy_tuple_begin(&b, 3), 0);
+    ASSERT_INT_EQ(copy_field_null(&b), 0);
+    ASSERT_INT_EQ(copy_field_int4(&b, -7), 0);
+    ASSERT_INT_EQ(copy_field_float4_array(&b, NULL, 0), 0);
+    ASSERT_INT_EQ(copy_end(&b), 0);
+
+    outcome_reset(&o);
+    ASSERT_INT_EQ(pg_conn_copy_in(c, "copy st (entity_id, chunk_index, embedding) from stdin (format binary)",
+                                  b.data, b.len, on_result, &o), PG_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (o.failed)
+        fprintf(stderr, "copy: %s\n", o.err);
+    ASSERT_INT_EQ(o.called, 1);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT_STR_EQ(o.cmdtuples, "53");
+
+    run_query(c, &o,
+              "select entity_id, chunk_index, i, v from st, unnest(embedding) with ordinality u(v, i) "
+              "order by chunk_index, i", 0, NULL);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT_INT_EQ(PQntuples(o.copy), 4 + 2 + 50 * 1536);
+    for (int t = 0; t < PQntuples(o.copy); t++) {
+        int chunk = atoi(PQgetvalue(o.copy, t, 1));
+        int i = atoi(PQgetvalue(o.copy, t, 2)) - 1;
+        float got = strtof(PQgetvalue(o.copy, t, 3), NULL);
+        float want = chunk == 0 ? small[i] : chunk == 1 ? tiny[i] : big[i];
+        if (got != want)
+            fprintf(stderr, "linha %d chunk %d i %d: %s != %.9g\n", t, chunk, i, PQgetvalue(o.copy, t, 3), want);
+        ASSERT(got == want);
+        rows++;
+    }
+    ASSERT_INT_EQ(rows, 4 + 2 + 50 * 1536);
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), "pequeno");
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 4, 0), "minúsculo");
+
+    run_query(c, &o, "select entity_id is null, cardinality(embedding), chunk_index from st where chunk_index < 0", 0, NULL);
+    ASSERT_INT_EQ(PQntuples(o.copy), 1);
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), "t");
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 1), "0");
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 2), "-7");
+
+    /* Bad data: the server's error comes back and the link stays usable. */
+    outcome_reset(&o);
+    ASSERT_INT_EQ(pg_conn_copy_in(c, "copy st (entity_id, chunk_index, embedding) from stdin (format binary)",
+                                  "lixo", 4, on_result, &o), PG_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.failed, 1);
+    ASSERT(strstr(o.err, "falha no COPY: ") == o.err);
+    ASSERT_STR_EQ(o.sqlstate, "22P04");
+    ASSERT(pg_conn_is_ok(c));
+
+    /* COPY into a missing table: error before any data. */
+    outcome_reset(&o);
+    ASSERT_INT_EQ(pg_conn_copy_in(c, "copy nao_existe from stdin (format binary)", b.data, b.len, on_result, &o), PG_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_STR_EQ(o.sqlstate, "42P01");
+
+    /* A plain query that starts COPY FROM STDIN fails cleanly. */
+    run_query(c, &o, "copy st from stdin", 0, NULL);
+    ASSERT_INT_EQ(o.failed, 1);
+    run_query(c, &o, "select count(*) from st", 0, NULL);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), "53");
+
+    copy_buf_free(&b);
+    outcome_reset(&o);
+    pg_conn_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+static void test_two_connections_concurrently(void)
+{
+    pg_conn *a = connect_ok(), *b = connect_ok();
+    outcome oa = {0}, ob = {0};
+    uint64_t start;
+    const char *va[1] = {"a"}, *vb[1] = {"b"};
+    uv_update_time(&loop);
+    start = uv_now(&loop);
+    ASSERT_INT_EQ(pg_conn_query(a, "select $1::text, pg_sleep(0.4)", 1, va, on_result, &oa), PG_OK);
+    ASSERT_INT_EQ(pg_conn_query(b, "select $1::text, pg_sleep(0.4)", 1, vb, on_result, &ob), PG_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_update_time(&loop);
+    ASSERT_INT_EQ(oa.called, 1);
+    ASSERT_INT_EQ(ob.called, 1);
+    ASSERT_STR_EQ(PQgetvalue(oa.copy, 0, 0), "a");
+    ASSERT_STR_EQ(PQgetvalue(ob.copy, 0, 0), "b");
+    /* Both slept at the same time: well under the 0.8 s of a serial run. */
+    ASSERT(uv_now(&loop) - start < 750);
+    outcome_reset(&oa);
+    outcome_reset(&ob);
+    pg_conn_close(a);
+    pg_conn_close(b);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+static void close_from_timer(uv_timer_t *t)
+{
+    pg_conn_close(t->data);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_close_while_pending(void)
+{
+    pg_conn *c = connect_ok();
+    outcome o = {0};
+    uv_timer_t t;
+    uint64_t start;
+    ASSERT_INT_EQ(pg_conn_query(c, "select pg_sleep(2)", 0, NULL, on_result, &o), PG_OK);
+    uv_timer_init(&loop, &t);
+    t.data = c;
+    uv_timer_start(&t, close_from_timer, 50, 0);
+    uv_update_time(&loop);
+    start = uv_now(&loop);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_update_time(&loop);
+    ASSERT_INT_EQ(o.called, 0); /* documented: never called after close */
+    ASSERT(uv_now(&loop) - start < 1500);
+
+    /* Close while still connecting. */
+    outcome_reset(&o);
+    c = pg_conn_start(&loop, db_url, on_connect, &o);
+    pg_conn_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.called, 0);
+}
+
+/* A callback that closes its own connection (re-entrancy). */
+static void close_in_callback(pg_conn *c, PGresult *res, const char *err, const char *sqlstate, void *data)
+{
+    on_result(c, res, err, sqlstate, data);
+    pg_conn_close(c);
+}
+
+static void test_connection_loss(void)
+{
+    pg_conn *victim = connect_ok(), *killer = connect_ok();
+    outcome o = {0};
+    char pid[32];
+    const char *values[1] = {pid};
+    snprintf(pid, sizeof pid, "%d", PQbackendPID(pg_conn_raw(victim)));
+    run_query(killer, &o, "select pg_terminate_backend($1::int)", 1, values);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), "t");
+    run_query(killer, &o, "select pg_sleep(0.2)", 0, NULL); /* let the backend go */
+
+    outcome_reset(&o);
+    {
+        int rc = pg_conn_query(victim, "select 1", 0, NULL, on_result, &o);
+        if (rc == PG_OK)
+            uv_run(&loop, UV_RUN_DEFAULT);
+        else
+            snprintf(o.sqlstate, sizeof o.sqlstate, "%s", pg_conn_sqlstate(victim));
+    }
+    ASSERT(strncmp(o.sqlstate, "08", 2) == 0);
+    ASSERT(!pg_conn_is_ok(victim));
+    ASSERT_INT_EQ(pg_conn_query(victim, "select 1", 0, NULL, on_result, &o), PG_ERR_CLOSED);
+    ASSERT_STR_EQ(pg_conn_sqlstate(victim), "08006");
+    pg_conn_close(victim);
+
+    outcome_reset(&o);
+    ASSERT_INT_EQ(pg_conn_query(killer, "select 5", 0, NULL, close_in_callback, &o), PG_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.called, 1);
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), "5");
+    outcome_reset(&o);
+}
+
+/* ---- Lua binding through the bridge ------------------------------------ */
+
+static const char lua_chunk[] =
+    "local url = ...\n"
+    "local pg = require 'ragops.pg'\n"
+    "local core = require 'ragops.core'\n"
+    "assert(pg.quote_ident('a\"b') == '\"a\"\"b\"')\n"
+    "assert(not pcall(pg.quote_ident, ''))\n"
+    "-- connect failure: nil, pt-BR message, no password\n"
+    "local bad, e = pg.connect('host=127.0.0.1 port=1 password=segredo-lua connect_timeout=5')\n"
+    "assert(bad == nil and e:find('falha ao conectar', 1, true) and not e:find('segredo-lua', 1, true), e)\n"
+    "local conn, err = pg.connect(url)\n"
+    "assert(conn, err)\n"
+    "assert(conn:is_ok() and tostring(conn):find('aberta'))\n"
+    "-- parameters and type conversion (trailing nil counts)\n"
+    "local rows, qerr = conn:query([[select $1::int4 as i, $2::int8 as big, $3::float8 as f, $4::bool as b,\n"
+    "  $5::text as t, $6::text as n, $7::text[] as arr, cardinality($7::text[]) as card,\n"
+    "  9007199254740993::int8 as huge, $8::text as last, 2.5::numeric as num, $9::float8 as ff, $10::text as s]],\n"
+    "  7, 2^40, 0.1, true, 'x\"y', nil, {'a', 'b\"c', 'd\\\\e'}, nil, 1e300, 3)\n"
+    "assert(rows, qerr)\n"
+    "assert(#rows == 1 and rows.affected == 1, 'linhas')\n"
+    "local r = rows[1]\n"
+    "assert(r.i == 7 and r.big == 2^40 and r.f == 0.1 and r.b == true, 'tipos')\n"
+    "assert(r.t == 'x\"y' and r.n == nil and r.last == nil and r.card == 3, 'nulos')\n"
+    "assert(r.arr == [[{a,\"b\\\"c\",\"d\\\\e\"}]], r.arr)\n"
+    "assert(r.huge == '9007199254740993', tostring(r.huge))\n"
+    "assert(r.num == '2.5' and r.ff == 1e300 and r.s == '3', 'numeric/float/inteiro')\n"
+    "assert(rows.columns[1] == 'i' and rows.columns[13] == 's' and #rows.columns == 13)\n"
+    "local any = assert(conn:query('select count(*)::int as c from unnest($1::text[]) x where x = any($2::text[])', {'a', 'b'}, {}))\n"
+    "assert(any[1].c == 0)\n"
+    "any = assert(conn:query('select count(*)::int as c from unnest($1::text[]) x where x = any($2::text[])', {'a', 'b'}, {'b', 'z'}))\n"
+    "assert(any[1].c == 1)\n"
+    "-- SQL error: nil, message, sqlstate\n"
+    "local none, qe, st = conn:query('select * from nao_existe')\n"
+    "assert(none == nil and qe:find('nao_existe', 1, true) and st == '42P01', qe)\n"
+    "assert(not pcall(conn.query, conn, 'select $1', {{}}))\n"
+    "-- copy_documents\n"
+    "assert(conn:query([[create temp table st (entity_type text, entity_id text, chunk_index int4, content text,\n"
+    "  content_hash text, metadata text, embedding_model text, source_updated_at text, embedding real[])]]))\n"
+    "local vb = core.vecbatch({ {0.5, -1.25, 3}, {1e-20, 0, -7} })\n"
+    "local docs = {\n"
+    "  { entity_type = 'verse', entity_id = 'Gn 1:1', chunk_index = 0, content = 'No princípio', content_hash = 'h1',\n"
+    "    metadata = '{\"livro\":\"Gn\"}', embedding_model = 'm', source_updated_at = '2024-01-01', vec = 2 },\n"
+    "  { entity_type = 'verse', entity_id = 42, chunk_index = 3, content = \"aspas ' \\\" \", content_hash = 'h2',\n"
+    "    embedding_model = 'm', vec = 1 },\n"
+    "}\n"
+    "local n, ce, cs = conn:copy_documents('st', docs, vb)\n"
+    "assert(n == 2, ce)\n"
+    "local back = assert(conn:query('select * from st order by chunk_index'))\n"
+    "assert(#back == 2)\n"
+    "assert(back[1].entity_id == 'Gn 1:1' and back[1].content == 'No princípio' and back[1].metadata == '{\"livro\":\"Gn\"}')\n"
+    "assert(back[1].embedding == '{1e-20,0,-7}', back[1].embedding)\n"
+    "assert(back[2].entity_id == '42' and back[2].metadata == nil and back[2].source_updated_at == nil)\n"
+    "assert(back[2].content == \"aspas ' \\\" \" and back[2].embedding == '{0.5,-1.25,3}', back[2].embedding)\n"
+    "assert(not pcall(conn.copy_documents, conn, 'st', { { entity_type = 'x', entity_id = 'y', chunk_index = 0,\n"
+    "  content = 'c', content_hash = 'h', embedding_model = 'm', vec = 3 } }, vb))\n"
+    "local nn, ne, ns = conn:copy_documents('nao\"existe', docs, vb)\n"
+    "assert(nn == nil and ns == '42P01' and ne:find('nao\"existe', 1, true), ne)\n"
+    "-- one operation at a time; a second coroutine gets a Lua error\n"
+    "local other_err\n"
+    "core.spawn(function()\n"
+    "  local ok, e2 = pcall(conn.query, conn, 'select 1')\n"
+    "  other_err = not ok and e2 or 'sem erro'\n"
+    "end)\n"
+    "assert(conn:query('select pg_sleep(0.1)'))\n"
+    "assert(other_err and other_err:find('conexão ocupada', 1, true), other_err)\n"
+    "-- close while another coroutine waits: it gets nil, \"conexão fechada\"\n"
+    "local waiter = {}\n"
+    "core.spawn(function() waiter.r, waiter.e = conn:query('select pg_sleep(3)') end)\n"
+    "core.sleep(50)\n"
+    "local t0 = core.now()\n"
+    "conn:close()\n"
+    "conn:close()\n"
+    "core.sleep(10)\n"
+    "assert(waiter.r == nil and waiter.e == 'conexão fechada', tostring(waiter.e))\n"
+    "assert(core.now() - t0 < 1000)\n"
+    "assert(not conn:is_ok())\n"
+    "local cr, cm = conn:query('select 1')\n"
+    "assert(cr == nil and cm == 'conexão fechada')\n"
+    "assert(select(2, conn:copy_documents('st', docs, vb)) == 'conexão fechada')\n"
+    "-- connection loss: class 08, is_ok false\n"
+    "local victim = assert(pg.connect(url))\n"
+    "local killer = assert(pg.connect(url))\n"
+    "local pid = assert(victim:query('select pg_backend_pid() as p'))[1].p\n"
+    "assert(killer:query('select pg_terminate_backend($1)', pid))\n"
+    "core.sleep(200)\n"
+    "local lr, le, ls = victim:query('select 1')\n"
+    "assert(lr == nil and ls:sub(1, 2) == '08', tostring(le) .. ' ' .. tostring(ls))\n"
+    "assert(not victim:is_ok())\n"
+    "killer:close()\n"
+    "-- left open on purpose: __gc must close it\n"
+    "local _ = assert(pg.connect(url))\n"
+    "return 0\n";
+
+static void test_lua_binding(void)
+{
+    const char *src = getenv("RAGOPS_SOURCE_DIR");
+    char dir[4096];
+    lua_State *L;
+    char *argv[1];
+    int status;
+    snprintf(dir, sizeof dir, "%s/lua", src ? src : RAGOPS_SOURCE_DIR);
+    L = rg_bridge_open(dir);
+    ASSERT(L != NULL);
+    ASSERT_INT_EQ(luaL_loadbuffer(L, lua_chunk, sizeof lua_chunk - 1, "=test_pg_lua"), 0);
+    argv[0] = (char *)db_url;
+    status = rg_bridge_run_main(L, 1, argv);
+    ASSERT_INT_EQ(status, 0);
+    rg_bridge_close(L);
+}
+
+int main(void)
+{
+    db_url = getenv("RAGOPS_TEST_DATABASE_URL");
+    if (db_url == NULL || db_url[0] == '\0') {
+        fprintf(stderr, "test_pg: defina RAGOPS_TEST_DATABASE_URL (ex.: postgresql://postgres@127.0.0.1:55401/postgres); "
+                        "este teste precisa de um PostgreSQL real\n");
+        return 1;
+    }
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    test_connect_failure();
+    test_params_and_errors();
+    test_copy_round_trip();
+    test_two_connections_concurrently();
+    test_close_while_pending();
+    test_connection_loss();
+    ASSERT_INT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+    test_lua_binding();
+    printf("test_pg: ok\n");
+    return 0;
+}

@@ -1,0 +1,133 @@
+-- Integration: plans/backfill.lua end to end on a real PostgreSQL and the
+-- real embed-server, through the ragops binary (as an operator runs it).
+local H = require "tests.integration.helper"
+
+describe("backfill de ponta a ponta", function()
+  local url
+  local N_VERSES, N_FORTUNES = 300, 40
+
+  local function doc_count()
+    return H.scalar(url, "select count(*) from rag_documents")
+  end
+
+  setup(function()
+    url = H.fresh_db("ragops_it_backfill")
+    H.load_sources(url, N_VERSES, N_FORTUNES)
+    local code, out, err = H.ragops(url, "migrate")
+    assert.are.equal(0, code, err)
+    assert.matches("versão 1", out)
+  end)
+
+  it("migrate de novo não muda nada", function()
+    local code, out = H.ragops(url, "migrate")
+    assert.are.equal(0, code)
+    assert.matches("já está atualizado", out)
+  end)
+
+  it("indexa tudo sem duplicatas e com relatório completo", function()
+    local code, out, err, report = H.ragops(url, "run plans/backfill.lua", { report = true })
+    assert.are.equal(0, code, err)
+    assert.are.equal(N_VERSES + N_FORTUNES, report.processed)
+    assert.are.equal(N_VERSES + N_FORTUNES, report.succeeded)
+    assert.are.equal(0, report.failed)
+    assert.are.equal(0, report.skipped)
+    assert.are.equal(false, report.dry_run)
+    assert.is_number(report.elapsed_s)
+    assert.are.equal(0, report.deleted)
+    assert.are.equal(report.embedded, doc_count())
+    assert.is_true(report.embedded > N_VERSES + N_FORTUNES, "fortunes longos devem gerar vários chunks")
+    assert.matches("processados", out)
+    assert.are.equal(0, H.scalar(url, [[select count(*) from (select 1 from rag_documents
+      group by entity_type, entity_id, chunk_index having count(*) > 1) d]]))
+    assert.are.equal(N_VERSES, H.scalar(url, "select count(distinct entity_id) from rag_documents where entity_type = 'verse'"))
+    assert.are.equal(N_FORTUNES, H.scalar(url, "select count(distinct entity_id) from rag_documents where entity_type = 'fortune'"))
+    -- Every stored vector has the configured dimension and unit norm.
+    assert.are.equal(0, H.scalar(url, "select count(*) from rag_documents where array_length(embedding, 1) <> 1536"))
+    local norm = H.scalar(url, [[select round(sqrt(sum(x * x))::numeric, 3)
+      from rag_documents, unnest(embedding) x where entity_type = 'verse' and entity_id = '7']])
+    assert.are.equal(1, norm)
+    -- Chunk indexes are dense from 0 for a long fortune, and content overlaps.
+    assert.are.equal(0, H.scalar(url, [[select count(*) from (select entity_id, max(chunk_index) + 1 as n, count(*) as c
+      from rag_documents group by entity_type, entity_id) t where n <> c]]))
+    assert.matches('"referencia"', H.scalar(url, "select metadata::text from rag_documents where entity_type='verse' and entity_id='1'"))
+    assert.are.equal("done", H.scalar(url, "select status from ragops_runs order by id desc limit 1"))
+  end)
+
+  it("rodar de novo não gera nenhum embedding nem linha nova", function()
+    local before_rows, before_requests = doc_count(), H.embed_requests()
+    local code, _, err, report = H.ragops(url, "run plans/backfill.lua", { report = true })
+    assert.are.equal(0, code, err)
+    assert.are.equal(0, report.embedded)
+    assert.are.equal(N_VERSES + N_FORTUNES, report.skipped)
+    assert.are.equal(0, report.succeeded)
+    assert.are.equal(before_rows, doc_count())
+    assert.are.equal(before_requests, H.embed_requests())
+  end)
+
+  it("reembeda só as 10 entidades alteradas e remove as 3 apagadas", function()
+    H.psql(url, "update verses set text = text || ' (revisado)' where id between 101 and 110")
+    H.psql(url, "delete from fortunes where id in (3, 4, 5)")
+    local before = doc_count()
+    local hash_before = H.scalar(url, "select content_hash from rag_documents where entity_type='verse' and entity_id='111'")
+    local code, _, err, report = H.ragops(url, "run plans/backfill.lua", { report = true })
+    assert.are.equal(0, code, err)
+    assert.are.equal(10, report.embedded)
+    assert.are.equal(10, report.succeeded)
+    assert.are.equal(3, report.deleted)
+    assert.are.equal(N_VERSES + N_FORTUNES - 3 - 10, report.skipped)
+    assert.are.equal(before - 3, doc_count())
+    assert.are.equal(0, H.scalar(url, "select count(*) from rag_documents where entity_type='fortune' and entity_id in ('3','4','5')"))
+    assert.matches("%(revisado%)$", H.scalar(url, "select content from rag_documents where entity_type='verse' and entity_id='105'"))
+    assert.are.equal(hash_before, H.scalar(url, "select content_hash from rag_documents where entity_type='verse' and entity_id='111'"))
+  end)
+
+  it("um texto que encolhe perde os chunks que não tem mais", function()
+    local before = H.scalar(url, "select count(*) from rag_documents where entity_type='fortune' and entity_id='10'")
+    assert.is_true(before > 1)
+    H.psql(url, "update fortunes set text = 'Agora é curto.' where id = 10")
+    local code, _, err, report = H.ragops(url, "run plans/backfill.lua", { report = true })
+    assert.are.equal(0, code, err)
+    assert.are.equal(1, report.embedded)
+    assert.are.equal(before - 1, report.deleted)
+    assert.are.equal(1, H.scalar(url, "select count(*) from rag_documents where entity_type='fortune' and entity_id='10'"))
+  end)
+
+  it("plano inválido: código 2, mensagem em pt-BR, nada gravado", function()
+    local runs = H.scalar(url, "select count(*) from ragops_runs")
+    local path = H.plan_file([[
+      return plan { name = "x", sources = { source "verse" { sql = "select 1 as id", key = "id",
+        document = function(r) return { content = "a" } end } }, batch = { size = 0 } }]])
+    local code, _, err = H.ragops(url, "run " .. H.q(path))
+    os.remove(path)
+    assert.are.equal(2, code)
+    assert.matches("batch.size", err)
+    assert.matches("esperado", err)
+    assert.are.equal(runs, H.scalar(url, "select count(*) from ragops_runs"))
+  end)
+
+  it("banco inalcançável: código 4 e a senha não aparece", function()
+    local bad = "postgresql://postgres:SenhaSecreta123@127.0.0.1:1/nada"
+    local code, out, err = H.ragops(bad, "run plans/backfill.lua")
+    assert.are.equal(4, code)
+    assert.matches("PostgreSQL", err)
+    assert.is_nil(err:find("SenhaSecreta123", 1, true))
+    assert.is_nil(out:find("SenhaSecreta123", 1, true))
+  end)
+
+  it("sem migrate: código 2 e a dica de rodar ragops migrate", function()
+    local other = H.fresh_db("ragops_it_nomigrate")
+    H.load_sources(other, 5, 1)
+    local code, _, err = H.ragops(other, "run plans/backfill.lua")
+    assert.are.equal(2, code)
+    assert.matches("ragops migrate", err)
+  end)
+
+  it("comando e opção desconhecidos: código 2 em pt-BR", function()
+    local code, _, err = H.ragops(url, "voar")
+    assert.are.equal(2, code)
+    assert.matches("comando desconhecido", err)
+    code, _, err = H.ragops(url, "run plans/backfill.lua --nao-existe")
+    assert.are.equal(2, code)
+    assert.matches("opção desconhecida", err)
+  end)
+end)

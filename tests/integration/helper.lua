@@ -1,0 +1,153 @@
+-- tests/integration/helper.lua: black-box helpers for the integration specs.
+-- They run the real `ragops` binary against the real PostgreSQL and
+-- embed-server started by tests/run_all.sh (env RAGOPS_BIN, DATABASE_URL,
+-- RAGOPS_EMBED_URL, RAGOPS_SOURCE_DIR).
+local cjson = require "cjson"
+
+local H = {}
+
+local function need(name)
+  local v = os.getenv(name)
+  if not v or v == "" then
+    error(("variável de ambiente %s ausente: rode os testes com tests/run_all.sh"):format(name), 0)
+  end
+  return v
+end
+
+H.bin = need("RAGOPS_BIN")
+H.base_url = need("DATABASE_URL")
+H.embed_url = need("RAGOPS_EMBED_URL")
+H.source_dir = os.getenv("RAGOPS_SOURCE_DIR") or "."
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+H.q = shell_quote
+
+local function read_all(path)
+  local f = io.open(path, "r")
+  if not f then return "" end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+H.read_all = read_all
+
+-- Runs a shell command; returns exit code, stdout, stderr.
+function H.sh(cmd)
+  local out, err = os.tmpname(), os.tmpname()
+  local ok, how, code = os.execute(("%s >%s 2>%s"):format(cmd, out, err))
+  -- LuaJIT returns the raw wait status as a number.
+  local status
+  if type(ok) == "number" then
+    status = ok % 256 == 0 and math.floor(ok / 256) or 128 + ok % 128
+  else
+    status = code
+  end
+  local o, e = read_all(out), read_all(err)
+  os.remove(out); os.remove(err)
+  return status, o, e
+end
+
+-- URL of database `name` on the test server.
+function H.db_url(name)
+  return (H.base_url:gsub("/[^/]*$", "/" .. name))
+end
+
+-- Runs SQL through psql on url; returns the rows as lists of strings.
+function H.psql(url, sql)
+  local code, out, err = H.sh(("psql -X -q -At -F '|' -v ON_ERROR_STOP=1 -d %s -c %s")
+    :format(shell_quote(url), shell_quote(sql)))
+  assert(code == 0, "psql falhou: " .. err .. "\nSQL: " .. sql)
+  local rows = {}
+  for line in out:gmatch("[^\n]+") do
+    local cols = {}
+    for c in (line .. "|"):gmatch("(.-)|") do cols[#cols + 1] = c end
+    rows[#rows + 1] = cols
+  end
+  return rows
+end
+
+-- First column of the first row as a number (or string).
+function H.scalar(url, sql)
+  local rows = H.psql(url, sql)
+  local v = rows[1] and rows[1][1]
+  return tonumber(v) or v
+end
+
+-- Creates (or recreates) an empty database and returns its URL.
+function H.fresh_db(name)
+  local admin = H.db_url("postgres")
+  H.psql(admin, ("drop database if exists %s with (force)"):format(name))
+  H.psql(admin, ("create database %s"):format(name))
+  return H.db_url(name)
+end
+
+-- Creates demo-shaped source tables with n_verses synthetic verses and
+-- n_fortunes fortunes (some long, to exercise chunking).
+function H.load_sources(url, n_verses, n_fortunes)
+  H.psql(url, [[
+    create table verses(id bigint primary key, book text not null, chapter int not null,
+                        verse int not null, text text not null, updated_at timestamptz not null);
+    create table fortunes(id bigint primary key, text text not null, updated_at timestamptz not null)]])
+  H.psql(url, ([[
+    insert into verses
+    select i, (array['Gen','Exo','Lev','Num','Deu'])[1 + i %% 5], 1 + i / 30, 1 + i %% 30,
+           'And the word ' || md5(i::text) || ' came unto verse ' || i || ' of the book',
+           timestamptz '2024-01-01 00:00:00+00' + (i * 7919 %% 366) * interval '1 day'
+      from generate_series(1, %d) i]]):format(n_verses))
+  H.psql(url, ([[
+    insert into fortunes
+    select i, case when i %% 10 = 0
+                   then repeat('Texto longo número ' || i || ' com pão, ação e coração. ', 120)
+                   else 'Quem ' || md5(i::text) || ' não arrisca não petisca ' || i end,
+           timestamptz '2024-01-01 00:00:00+00' + (i * 31 %% 366) * interval '1 day'
+      from generate_series(1, %d) i]]):format(n_fortunes))
+end
+
+-- Environment prefix for running ragops against url.
+function H.env(url, extra)
+  local parts = { "DATABASE_URL=" .. shell_quote(url), "RAGOPS_EMBED_URL=" .. shell_quote(H.embed_url) }
+  for k, v in pairs(extra or {}) do parts[#parts + 1] = k .. "=" .. shell_quote(v) end
+  return table.concat(parts, " ")
+end
+
+-- Runs `ragops ARGS` against url; returns code, stdout, stderr, report (decoded
+-- --report-json when one was asked for with report = true).
+function H.ragops(url, args, opts)
+  opts = opts or {}
+  local report_path
+  if opts.report then
+    report_path = os.tmpname()
+    os.remove(report_path)
+    args = args .. " --report-json " .. report_path
+  end
+  local code, out, err = H.sh(("cd %s && env %s %s %s"):format(shell_quote(H.source_dir),
+    H.env(url, opts.env), shell_quote(H.bin), args))
+  local report
+  if report_path then
+    local text = read_all(report_path)
+    os.remove(report_path)
+    if text ~= "" then report = cjson.decode(text) end
+  end
+  return code, out, err, report
+end
+
+-- embed-server request counter (GET /stats).
+function H.embed_requests()
+  local base = H.embed_url:gsub("/v1/?$", "")
+  local code, out = H.sh("curl -fsS " .. shell_quote(base .. "/stats"))
+  assert(code == 0, "GET /stats falhou")
+  return cjson.decode(out).requests
+end
+
+-- Writes a temporary plan file and returns its path.
+function H.plan_file(text)
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+return H

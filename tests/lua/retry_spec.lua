@@ -1,0 +1,120 @@
+-- retry_spec.lua: ragops.retry backoff bounds (with injected randomness),
+-- Retry-After precedence, and which failures are retried how many times.
+
+local retry = require "ragops.retry"
+
+local POLICY = { attempts = 4, base_ms = 500, max_ms = 30000 }
+
+local function const(x) return function() return x end end
+
+describe("retry.backoff_ms", function()
+  it("fica em [0, base * 2^(n-1)) com jitter total", function()
+    assert.are.equal(0, retry.backoff_ms(POLICY, 1, nil, const(0)))
+    assert.are.equal(499, retry.backoff_ms(POLICY, 1, nil, const(0.999)))
+    assert.are.equal(999, retry.backoff_ms(POLICY, 2, nil, const(0.999)))
+    assert.are.equal(1998, retry.backoff_ms(POLICY, 3, nil, const(0.999)))
+    assert.are.equal(1000, retry.backoff_ms(POLICY, 3, nil, const(0.5)))
+  end)
+
+  it("nunca passa de max_ms", function()
+    assert.are.equal(29970, retry.backoff_ms(POLICY, 20, nil, const(0.999)))
+    for attempt = 1, 30 do
+      local d = retry.backoff_ms(POLICY, attempt, nil, const(0.9999999))
+      assert.is_true(d >= 0 and d < POLICY.max_ms, ("tentativa %d: %d ms"):format(attempt, d))
+    end
+  end)
+
+  it("Retry-After vence quando é maior que o backoff", function()
+    assert.are.equal(7000, retry.backoff_ms(POLICY, 1, 7000, const(0.999)))
+    -- A smaller Retry-After does not shorten the backoff.
+    assert.are.equal(1998, retry.backoff_ms(POLICY, 3, 10, const(0.999)))
+  end)
+
+  it("Retry-After é limitado a MAX_RETRY_AFTER_MS", function()
+    assert.are.equal(retry.MAX_RETRY_AFTER_MS, retry.backoff_ms(POLICY, 1, 10 * 3600 * 1000, const(0)))
+  end)
+end)
+
+describe("retry.call", function()
+  local function recorder()
+    local r = { sleeps = {}, retries = {} }
+    function r.sleep(ms) r.sleeps[#r.sleeps + 1] = ms end
+    function r.on_retry(attempt, delay, err, info)
+      r.retries[#r.retries + 1] = { attempt = attempt, delay = delay, err = err, class = info.class }
+    end
+    return r
+  end
+
+  it("sucesso na primeira devolve o resultado sem esperar", function()
+    local r = recorder()
+    local res, err, _, attempts = retry.call(POLICY, r.sleep, function() return "ok" end, r.on_retry)
+    assert.are.equal("ok", res)
+    assert.is_nil(err)
+    assert.are.equal(1, attempts)
+    assert.are.equal(0, #r.sleeps)
+  end)
+
+  it("falha temporária é repetida até dar certo, esperando o backoff", function()
+    local r, calls = recorder(), 0
+    local res, _, _, attempts = retry.call(POLICY, r.sleep, function(attempt)
+      calls = calls + 1
+      assert.are.equal(calls, attempt)
+      if attempt < 3 then return nil, "HTTP 503", { class = "transient", status = 503 } end
+      return "ok"
+    end, r.on_retry, const(0.5))
+    assert.are.equal("ok", res)
+    assert.are.equal(3, attempts)
+    assert.are.same({ 250, 500 }, r.sleeps)
+    assert.are.equal(2, #r.retries)
+    assert.are.equal(1, r.retries[1].attempt)
+    assert.are.equal("HTTP 503", r.retries[1].err)
+  end)
+
+  it("respeita policy.attempts e devolve o último erro", function()
+    local r, calls = recorder(), 0
+    local res, err, info, attempts = retry.call(POLICY, r.sleep, function()
+      calls = calls + 1
+      return nil, "falha " .. calls, { class = "transient" }
+    end, r.on_retry, const(0))
+    assert.is_nil(res)
+    assert.are.equal(4, calls)
+    assert.are.equal(4, attempts)
+    assert.are.equal("falha 4", err)
+    assert.are.equal("transient", info.class)
+    assert.are.equal(3, #r.sleeps) -- no wait after the last attempt
+  end)
+
+  it("falha sem info é tratada como temporária", function()
+    local calls = 0
+    retry.call({ attempts = 2, base_ms = 1, max_ms = 1 }, function() end, function()
+      calls = calls + 1
+      return nil, "erro"
+    end)
+    assert.are.equal(2, calls)
+  end)
+
+  for _, class in ipairs({ "permanent", "fatal" }) do
+    it("falha " .. class .. " não é repetida", function()
+      local r, calls = recorder(), 0
+      local res, err, info, attempts = retry.call(POLICY, r.sleep, function()
+        calls = calls + 1
+        return nil, "recusado", { class = class, status = 400 }
+      end, r.on_retry)
+      assert.is_nil(res)
+      assert.are.equal(1, calls)
+      assert.are.equal(1, attempts)
+      assert.are.equal("recusado", err)
+      assert.are.equal(class, info.class)
+      assert.are.equal(0, #r.sleeps)
+    end)
+  end
+
+  it("Retry-After do provedor define a espera", function()
+    local r = recorder()
+    retry.call(POLICY, r.sleep, function(attempt)
+      if attempt == 1 then return nil, "HTTP 429", { class = "transient", retry_after_ms = 12000 } end
+      return true
+    end, r.on_retry, const(0.1))
+    assert.are.same({ 12000 }, r.sleeps)
+  end)
+end)
