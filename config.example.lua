@@ -44,6 +44,9 @@ return {
     encoding = "base64",
     -- Tempo máximo de uma requisição de embedding, em segundos.
     timeout_s = 60,
+    -- Latência típica de uma requisição de embedding, em ms; só entra na
+    -- estimativa de duração do --dry-run.
+    expected_latency_ms = 500,
     -- Preço em US$ por 1 milhão de tokens, por modelo (usado na estimativa de
     -- custo do --dry-run). Entradas aqui se somam às padrão abaixo.
     price_per_1m_tokens = {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <unistd.h>
 
 /* True when dir/ragops/cli.lua exists. */
@@ -69,6 +70,9 @@ int main(int argc, char **argv)
                         "defina RAGOPS_HOME com a pasta que contém lua/ e plans/\n");
         return 2;
     }
+    char resolved[PATH_MAX];
+    if (realpath(home, resolved) != NULL)
+        snprintf(home, sizeof home, "%s", resolved);
     snprintf(lua_dir, sizeof lua_dir, "%s/lua", home);
     lua_State *L = rg_bridge_open(lua_dir);
     if (L == NULL) {

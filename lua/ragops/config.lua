@@ -27,6 +27,7 @@ function M.defaults()
       api_key = nil,
       encoding = "base64",
       timeout_s = 60,
+      expected_latency_ms = 500,
       price_per_1m_tokens = {
         ["text-embedding-3-small"] = 0.02,
         ["text-embedding-3-large"] = 0.13,
@@ -44,7 +45,7 @@ local KEYS = {
   [""] = { "database", "provider", "metrics", "alerts" },
   database = { "url", "pool_size", "table", "storage" },
   provider = { "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
-               "price_per_1m_tokens", "rate_limits" },
+               "expected_latency_ms", "price_per_1m_tokens", "rate_limits" },
   ["provider.rate_limits"] = { "requests_per_min", "tokens_per_min", "max_concurrency" },
   metrics = { "file" },
   alerts = { "webhook_url" },
@@ -245,6 +246,7 @@ local function validate(cfg, checker)
     checker.bad("provider.encoding", provider.encoding, 'um destes: "base64", "float"')
   end
   check_positive(checker, "provider.timeout_s", provider.timeout_s, false)
+  check_positive(checker, "provider.expected_latency_ms", provider.expected_latency_ms, false)
   if type(provider.price_per_1m_tokens) ~= "table" then
     checker.bad("provider.price_per_1m_tokens", provider.price_per_1m_tokens,
       'uma tabela { ["modelo"] = preço em US$ por 1 milhão de tokens }')

@@ -25,7 +25,7 @@ local function load_config(opts)
 end
 
 -- Connects one session or returns nil, pt-BR message without secrets.
-local function connect(cfg)
+function M.connect(cfg)
   local pg = require "ragops.pg"
   local conn, err = pg.connect(cfg.database.url)
   if not conn then
@@ -52,7 +52,7 @@ function M.migrate(opts)
   log.quiet = opts.quiet or false
   local cfg, err = load_config(opts)
   if not cfg then return fail(EXIT.usage, "%s", err) end
-  local conn, cerr = connect(cfg)
+  local conn, cerr = M.connect(cfg)
   if not conn then return fail(EXIT.unreachable, "%s", cerr) end
   local result, merr = migrate.run(conn, cfg)
   conn:close()
@@ -68,7 +68,7 @@ end
 
 -- Checks that the target table exists and matches the configured dimension.
 -- Returns the embedding column type or nil, err, exit code.
-local function check_target(conn, cfg)
+function M.check_target(conn, cfg)
   local coltype, err = migrate.embedding_column(conn, cfg.database.table)
   if err then return nil, err, EXIT.unreachable end
   if not coltype then
@@ -83,11 +83,64 @@ local function check_target(conn, cfg)
   return coltype
 end
 
+local function split_list(text)
+  local out = {}
+  for item in tostring(text):gmatch("[^,]+") do
+    item = item:match("^%s*(.-)%s*$")
+    if item ~= "" then out[#out + 1] = item end
+  end
+  return out
+end
+
+-- Turns the filter params (flags of backfill/reindex, or --set) into plan
+-- overrides. Returns overrides (or nil when there is no filter), or nil, err.
+function M.scope_overrides(params)
+  params = params or {}
+  local scope, overrides = {}, {}
+  if params.entity_id and not params.entity_type then
+    return nil, "--entity-id exige --entity-type (o id só identifica a entidade junto com o tipo)"
+  end
+  if params.entity_type then scope.entity_types = split_list(params.entity_type) end
+  if params.entity_id then scope.entity_ids = split_list(params.entity_id) end
+  if params.since then scope.since = params.since end
+  if params["until"] then scope["until"] = params["until"] end
+  if next(scope) then overrides.scope = scope end
+  if params.mode then overrides.mode = params.mode end
+  if next(overrides) == nil then return nil end
+  return overrides
+end
+
+-- Loads the plan and applies the filter params. Returns plan or nil, err.
+function M.load_plan(path, params)
+  local p, perr = plan_mod.load(path, params)
+  if not p then return nil, perr end
+  local overrides, oerr = M.scope_overrides(params)
+  if oerr then return nil, oerr end
+  if overrides then
+    local ok, result = pcall(plan_mod.with, p, overrides)
+    if not ok then return nil, tostring(result) end
+    p = result
+  end
+  return p
+end
+
+-- Checks since < until in the database (its time zone applies to dates
+-- without zone). Returns true or nil, err.
+function M.check_date_range(conn, scope)
+  if not scope or not scope.since or not scope["until"] then return true end
+  local rows, err = conn:query("select $1::timestamptz < $2::timestamptz as ok", scope.since, scope["until"])
+  if not rows then return nil, "intervalo de datas inválido: " .. tostring(err) end
+  if not rows[1].ok then
+    return nil, ("--since (%s) deve ser anterior a --until (%s)"):format(scope.since, scope["until"])
+  end
+  return true
+end
+
 function M.run_plan(path, opts, params)
   log.quiet = opts.quiet or false
   local cfg, err = load_config(opts)
   if not cfg then return fail(EXIT.usage, "%s", err) end
-  local p, perr = plan_mod.load(path, params)
+  local p, perr = M.load_plan(path, params)
   if not p then return fail(EXIT.usage, "%s", perr) end
   if opts["dry-run"] then
     return require("ragops.dryrun").run(p, cfg, opts, params)
@@ -107,7 +160,11 @@ function M.run_plan(path, opts, params)
     return fail(EXIT.unreachable, "não foi possível conectar ao PostgreSQL em %s: %s",
       config.redact_url(cfg.database.url), tostring(cerr))
   end
-  local coltype, terr, code = check_target(conn, cfg)
+  local coltype, terr, code = M.check_target(conn, cfg)
+  if coltype then
+    local ok, derr = M.check_date_range(conn, p.scope)
+    if not ok then coltype, terr, code = nil, derr, EXIT.usage end
+  end
   pool:release(conn)
   if not coltype then pool:close(); return fail(code, "%s", terr) end
 

@@ -88,6 +88,7 @@ function M.run(conn, cfg)
           .. "use database.storage = \"real[]\" ou instale o pgvector", 0)
       end
     end
+    q("set client_min_messages = warning")
     q("begin")
     q("select pg_advisory_xact_lock($1)", LOCK_KEY)
     if cfg.database.storage == "vector" then q("create extension if not exists vector") end

@@ -31,7 +31,36 @@ M.DEFAULTS = {
 local IDENT_PATTERN = "^[%a_][%w_]*$"
 local ENTITY_TYPE_PATTERN = "^[%a_][%w_%-%.]*$"
 local PLAN_NAME_PATTERN = "^[%w_][%w_%-%.]*$"
-local DATE_PATTERN = "^%d%d%d%d%-%d%d%-%d%d"
+-- Strict ISO 8601 date or timestamp, with or without zone:
+-- AAAA-MM-DD, AAAA-MM-DD[T ]HH:MM[:SS[.ffffff]], then optionally Z or ±HH[:MM].
+-- Returns true or nil, reason (pt-BR).
+local function check_iso_datetime(text)
+  if type(text) ~= "string" then return nil, "não é um texto" end
+  local y, mo, d, rest = text:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
+  if not y then return nil, "formato inválido" end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if mo < 1 or mo > 12 then return nil, "mês inválido" end
+  local days = { 31, (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) and 29 or 28,
+                 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 }
+  if d < 1 or d > days[mo] then return nil, "dia inválido para o mês" end
+  if rest == "" then return true end
+  local h, mi, after = rest:match("^[T ](%d%d):(%d%d)(.*)$")
+  if not h then return nil, "hora inválida" end
+  if tonumber(h) > 23 or tonumber(mi) > 59 then return nil, "hora inválida" end
+  local sec, tail = after:match("^:(%d%d)(.*)$")
+  if sec then
+    if tonumber(sec) > 59 then return nil, "segundos inválidos" end
+    after = tail:gsub("^%.%d+", "", 1)
+  end
+  if after == "" or after == "Z" then return true end
+  local zh, zm = after:match("^[+-](%d%d):?(%d?%d?)$")
+  if not zh or tonumber(zh) > 14 or (zm ~= "" and (#zm ~= 2 or tonumber(zm) > 59)) then
+    return nil, "fuso horário inválido"
+  end
+  return true
+end
+M.check_iso_datetime = check_iso_datetime
+local DATE_EXPECTED = 'uma data ISO 8601 como "2024-03-01", "2024-03-01 12:00:00" ou "2024-03-01T12:00:00-03:00"'
 
 ---------------------------------------------------------------------------
 -- Error helpers
@@ -403,23 +432,20 @@ local function validate_scope(ctx, spec, sources)
     out.entity_ids = validate_string_list(ctx, "scope.entity_ids", spec.entity_ids, "ids de entidade")
   end
   if spec.since ~= nil then
-    if type(spec.since) ~= "string" or not spec.since:match(DATE_PATTERN) then
-      ctx:bad("scope.since", spec.since, 'uma data "AAAA-MM-DD" (ou "AAAA-MM-DD HH:MM:SS")')
-    end
+    local ok, why = check_iso_datetime(spec.since)
+    if not ok then ctx:bad("scope.since", spec.since, DATE_EXPECTED .. " (" .. why .. ")") end
     out.since = spec.since
   end
   local until_value = spec.until_
   if until_value == nil then until_value = spec["until"] end
   if until_value ~= nil then
-    if type(until_value) ~= "string" or not until_value:match(DATE_PATTERN) then
-      ctx:bad("scope.until_", until_value, 'uma data "AAAA-MM-DD" (ou "AAAA-MM-DD HH:MM:SS")')
-    end
+    local ok, why = check_iso_datetime(until_value)
+    if not ok then ctx:bad("scope.until", until_value, DATE_EXPECTED .. " (" .. why .. ")") end
     out.until_ = until_value
     out["until"] = until_value -- same value under both spellings
   end
-  if out.since and out.until_ and out.until_ < out.since then
-    ctx:bad("scope.until_", out.until_, "uma data posterior a scope.since (" .. out.since .. ")")
-  end
+  -- Ordering of since/until is checked by the engine in the database, which
+  -- knows its time zone (dates without zone are in the database's zone).
   return out
 end
 
@@ -596,6 +622,24 @@ function M.environment(path, params, text)
   env.source = make_source(path)
   env.plan = make_plan(plan_where)
   env.params = copy_table(params or {})
+  -- import "outro.lua": loads a plan file from the same folder (same params,
+  -- same sandbox) and returns its validated plan, to reuse its sources.
+  env.import = function(name)
+    if type(name) ~= "string" or not name:match("^[%w_][%w_%-%.]*%.lua$") then
+      error(string.format('import: esperado o nome de um plano da mesma pasta, como "backfill.lua" (recebi %s)',
+        show(name)), 2)
+    end
+    M.import_depth = (M.import_depth or 0) + 1
+    if M.import_depth > 8 then
+      M.import_depth = 0
+      error("import: planos importando uns aos outros em ciclo", 2)
+    end
+    local dir = path:match("^(.*)/[^/]*$") or "."
+    local imported, err = M.load(dir .. "/" .. name, params)
+    M.import_depth = M.import_depth - 1
+    if not imported then error(err, 0) end
+    return imported
+  end
   for _, name in ipairs({ "assert", "error", "ipairs", "pairs", "next", "pcall", "xpcall", "select",
                           "tonumber", "tostring", "type", "unpack", "print", "rawget", "rawequal" }) do
     env[name] = _G[name]

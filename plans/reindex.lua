@@ -1,0 +1,20 @@
+-- plans/reindex.lua: reindexação controlada, com as mesmas fontes do backfill.
+--
+-- O recorte vem dos parâmetros (flags de `ragops reindex` ou --set):
+--   entity_type = "verse,fortune"   tipos de entidade (separados por vírgula)
+--   entity_id   = "12,13"           entidades específicas (exige entity_type)
+--   since/until = datas ISO 8601    intervalo de updated_at (since inclusivo, until exclusivo)
+--   mode        = "overwrite"       reembeda mesmo o que não mudou (troca de modelo)
+-- O motor aplica esses parâmetros a qualquer plano; este arquivo só dá nome à
+-- operação e reaproveita as fontes de backfill.lua, sem duplicá-las.
+local base = import "backfill.lua"
+
+return plan {
+  name = "reindex",
+  description = "reindexação por tipo, intervalo de datas ou entidade",
+  sources = base.sources,
+  batch = base.batch,
+  chunking = base.chunking,
+  retry = base.retry,
+  alerts = base.alerts,
+}
