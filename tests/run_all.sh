@@ -150,6 +150,8 @@ if [[ $BUILD_OK -eq 1 ]]; then
       RAGOPS_TEST_DATABASE_URL="$(scripts/pg.sh url "$PG_PORT" ragops_test)"
       export DATABASE_URL="$RAGOPS_TEST_DATABASE_URL"
       export RAGOPS_EMBED_URL="$EMBED_URL"
+      # For resilience specs that restart PostgreSQL mid-run.
+      export RAGOPS_TEST_PGDATA="$PG_DIR" RAGOPS_TEST_PGPORT="$PG_PORT"
       note "DATABASE_URL=$DATABASE_URL"
       note "RAGOPS_EMBED_URL=$RAGOPS_EMBED_URL"
     else

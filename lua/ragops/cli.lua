@@ -9,7 +9,7 @@ M.EXIT = { ok = 0, dead_letters = 1, usage = 2, alert = 3, unreachable = 4 }
 
 M.VERSION = "0.1.0"
 
-local HELP = [[
+local HELP = [=[
 ragops %s: backfill e reindexação de dados relacionais em uma tabela pgvector para RAG.
 
 Uso:
@@ -17,6 +17,10 @@ Uso:
   ragops run PLANO.lua [opções]               executa um plano
   ragops backfill [opções]                    atalho para plans/backfill.lua
   ragops reindex [filtros] [opções]           atalho para plans/reindex.lua
+  ragops failures list [--entity-type T] [--run ID] [--all]
+                                              fila de falhas (em aberto; --all = histórico)
+  ragops failures retry [--entity-type T] [--id N[,N]]
+                                              reprocessa as falhas em aberto
   ragops embed-server [--port P] [--dim D]    servidor local de embeddings (veja --help)
   ragops help | --help                        esta ajuda
   ragops version                              versão
@@ -26,6 +30,8 @@ Opções de execução:
   --set chave=valor      parâmetro do plano (pode repetir)
   --report-json ARQUIVO  grava o relatório final em JSON
   --dry-run              simulação: nada é gravado, nenhum embedding é pedido
+  --resume               exige retomar a execução interrompida do mesmo plano e parâmetros
+                         (sem a opção, a retomada também acontece quando houver uma)
   --quiet                só erros no log do operador
 
 Filtros de reindex:
@@ -38,7 +44,7 @@ Filtros de reindex:
 Variáveis de ambiente: DATABASE_URL, RAGOPS_EMBED_URL, OPENAI_API_KEY, RAGOPS_EMBED_MODEL.
 Códigos de saída: 0 concluído; 1 concluído com falhas na fila; 2 uso/plano inválido;
 3 abortado por alerta; 4 dependência inalcançável.
-]]
+]=]
 
 -- Raised for usage errors; carries a pt-BR message.
 local UsageError = {}
@@ -143,6 +149,26 @@ local function plan_shortcut(plan_file)
 end
 commands.backfill = plan_shortcut("backfill.lua")
 commands.reindex = plan_shortcut("reindex.lua")
+
+function commands.failures(args)
+  local sub = table.remove(args, 1)
+  local a = M.parse(args, { config = "string", ["entity-type"] = "string", run = "string",
+                            id = "string", all = "bool", quiet = "bool", ["report-json"] = "string" })
+  if #a.positional > 0 then usage_error("argumento inesperado: %s", a.positional[1]) end
+  for _, key in ipairs({ "run", "id" }) do
+    local v = a.options[key]
+    if v and not v:match("^%d+[%d,]*$") then
+      usage_error("--%s espera número(s) separados por vírgula, recebi %q", key, v)
+    end
+  end
+  local engine = require "ragops.engine"
+  if sub == "list" then return engine.failures_list(a.options) end
+  if sub == "retry" then
+    if a.options.all then usage_error("--all só vale para failures list") end
+    return engine.failures_retry(a.options, home_path("plans/reprocess_failures.lua"))
+  end
+  usage_error("uso: ragops failures list|retry [--entity-type T] [--run ID] [--id N]")
+end
 
 function commands.help()
   io.stdout:write(HELP:format(M.VERSION))

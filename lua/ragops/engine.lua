@@ -176,30 +176,86 @@ function M.run_plan(path, opts, params)
   }
   local store = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype,
                                model = cfg.provider.model, dim = cfg.provider.dim }
-  local run_id, checkpoint_or_err = store:start_run(p.name, cjson.encode(params or {}), false)
+  local run_id, checkpoint_or_err, resumed_or_code = store:start_run(p.name,
+    cjson.encode(params or {}), false, opts.resume)
   if not run_id then
     pool:close(); client:close()
+    if resumed_or_code == "busy" then return fail(EXIT.usage, "%s", checkpoint_or_err) end
     return fail(EXIT.unreachable, "falha ao registrar a execução: %s", tostring(checkpoint_or_err))
+  end
+  if resumed_or_code then
+    log.info("retomando a execução %d do plano %q a partir do checkpoint", run_id, p.name)
   end
   log.info("execução %d do plano %q iniciada (modelo %s, dim %d, lotes de %d, %d em paralelo)",
     run_id, p.name, cfg.provider.model, cfg.provider.dim, p.batch.size, p.batch.in_flight)
 
+  local metrics = require("ragops.metrics").new()
+  local metrics_file = cfg.metrics.file
+  local function write_metrics()
+    if not metrics_file then return end
+    local ok, merr = metrics:write_file(metrics_file)
+    if not ok then log.warn("não foi possível gravar as métricas em %s: %s", metrics_file, tostring(merr)) end
+  end
+  metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(1)
+
+  local webhook
+  if cfg.alerts.webhook_url then
+    local http = require "ragops.http"
+    webhook = function(payload)
+      local resp, herr = http.request { method = "POST", url = cfg.alerts.webhook_url,
+        headers = { ["Content-Type"] = "application/json" }, body = cjson.encode(payload),
+        timeout_ms = 5000 }
+      if not resp then
+        local url = cfg.alerts.webhook_url
+        local text = tostring(herr)
+        local at = text:find(url, 1, true)
+        if at then text = text:sub(1, at - 1) .. config.redact_webhook(url) .. text:sub(at + #url) end
+        return nil, text
+      end
+      if resp.status >= 300 then return nil, ("HTTP %d"):format(resp.status) end
+      return true
+    end
+  end
+  local alerts = require("ragops.alerts").new {
+    config = p.alerts, now = s.now, sleep = s.sleep, spawn = s.spawn, log = log,
+    metrics = metrics, webhook = webhook, plan = p.name,
+  }
+  local rl = cfg.provider.rate_limits or {}
+  local limiter = require("ragops.ratelimit").new {
+    sched = s, requests_per_min = rl.requests_per_min, tokens_per_min = rl.tokens_per_min,
+    max_concurrency = rl.max_concurrency, log = log,
+  }
+
   local env = {
     sched = s, store = store, embedder = client, log = log, run_id = run_id,
     checkpoint = checkpoint_or_err, model = cfg.provider.model, dim = cfg.provider.dim,
-    hash = core.hash,
+    hash = core.hash, alerts = alerts, limiter = limiter, metrics = metrics,
   }
   local interrupted = false
   core.trap_signals(function(name)
     interrupted = true
-    log.warn("sinal %s recebido: terminando o lote em andamento; um segundo sinal encerra na hora", name)
+    log.warn("sinal %s recebido: descartando o lote em andamento e gravando o relatório; "
+      .. "um segundo sinal encerra na hora", name)
+    alerts:stop()
     if env.stop then env.stop(EXIT.interrupted, "interrompido pelo operador (" .. name .. ")") end
   end)
+  local running = true
+  if metrics_file then
+    s.spawn(function()
+      while running do
+        write_metrics()
+        s.sleep(10000)
+      end
+    end)
+  end
 
   local stats = runner.run(p, env)
+  running = false
   stats.plan = p.name
   stats.run_id = run_id
   stats.dry_run = false
+  stats.resumed = resumed_or_code or nil
+  stats.rate_limit = limiter:stats()
   local code = EXIT.ok
   local status = "done"
   if stats.aborted then
@@ -216,6 +272,9 @@ function M.run_plan(path, opts, params)
   store:finish_run(run_id, status, json)
   pool:close()
   client:close()
+  metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(0)
+  metrics:gauge("ragops_last_run_timestamp_seconds", nil, { plan = p.name, status = status }):set(os.time())
+  write_metrics()
 
   io.stdout:write(report.format(stats), "\n")
   if opts["report-json"] then
@@ -227,6 +286,46 @@ function M.run_plan(path, opts, params)
   end
   if stats.abort_reason then log.error("%s", stats.abort_reason) end
   return code
+end
+
+-- `ragops failures list`
+function M.failures_list(opts)
+  local cfg, err = load_config(opts)
+  if not cfg then return fail(EXIT.usage, "%s", err) end
+  local conn, cerr = M.connect(cfg)
+  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
+  local failures = require "ragops.failures"
+  local rows, qerr = failures.query(conn, opts)
+  conn:close()
+  if not rows then return fail(EXIT.unreachable, "falha ao consultar a fila de falhas: %s", tostring(qerr)) end
+  io.stdout:write(failures.format(rows, opts))
+  return EXIT.ok
+end
+
+-- `ragops failures retry`: one scoped run of plans/reprocess_failures.lua per
+-- entity type with open failures. Exit code: the worst of the runs.
+function M.failures_retry(opts, plan_path)
+  local cfg, err = load_config(opts)
+  if not cfg then return fail(EXIT.usage, "%s", err) end
+  local conn, cerr = M.connect(cfg)
+  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
+  local failures = require "ragops.failures"
+  local rows, qerr = failures.query(conn, opts)
+  conn:close()
+  if not rows then return fail(EXIT.unreachable, "falha ao consultar a fila de falhas: %s", tostring(qerr)) end
+  local by_type, types = failures.group(rows)
+  if #types == 0 then
+    io.stdout:write("nenhuma falha em aberto para reprocessar\n")
+    return EXIT.ok
+  end
+  local worst = EXIT.ok
+  for _, entity_type in ipairs(types) do
+    local ids = by_type[entity_type]
+    log.info("reprocessando %d falha(s) de %q", #ids, entity_type)
+    local code = M.run_plan(plan_path, opts, { entity_type = entity_type, entity_id = table.concat(ids, ",") })
+    if code ~= EXIT.ok and (worst == EXIT.ok or code > worst) then worst = code end
+  end
+  return worst
 end
 
 return M

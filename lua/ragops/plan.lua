@@ -355,8 +355,12 @@ end
 local function validate_alerts(ctx, spec)
   local alerts = spec or {}
   ctx:table("alerts", alerts)
-  ctx:only_keys(alerts, { "failure_rate", "rate_429_per_min", "p95_latency_ms" }, "alerts")
+  ctx:only_keys(alerts, { "failure_rate", "rate_429_per_min", "p95_latency_ms", "pause_ms" }, "alerts")
   local out = {}
+  if alerts.pause_ms ~= nil then
+    -- How long a "pause" waits before letting one probe unit through.
+    out.pause_ms = ctx:integer("alerts.pause_ms", alerts.pause_ms, 10, 3600000)
+  end
   local d = M.DEFAULTS.failure_rate
   local failure = alerts.failure_rate or {}
   ctx:table("alerts.failure_rate", failure)

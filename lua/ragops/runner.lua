@@ -14,9 +14,14 @@
 --   model, dim = embedding model and dimension (part of the content hash),
 --   log      = ragops.log-like object (info/warn/error),
 --   run_id   = id of the run record (nil in tests),
---   checkpoint = { [entity_type] = { seq = n, after = key_text } } to resume from,
---   alerts   = optional object with :observe(event) -> action|nil,
+--   checkpoint = { [entity_type] = { seq = n, after = key_text, stats = {...} } } to resume from,
+--   alerts   = optional ragops.alerts: :observe(event) -> action|nil, :gate(stop?),
+--   limiter  = optional ragops.ratelimit: :acquire(tokens), :release(outcome), :pause_until(ms),
+--   metrics  = optional ragops.metrics registry,
 -- }
+-- Counters are kept per unit and merged when the unit commits; the
+-- checkpoint carries the counters of the committed prefix, so a resumed run
+-- reports the same totals as an uninterrupted one.
 local cjson = require "cjson"
 local chunk = require "ragops.chunk"
 local retry = require "ragops.retry"
@@ -60,11 +65,25 @@ function M.run(plan, env)
     if not c then c = new_counters(); stats.per_entity_type[entity_type] = c end
     return c
   end
+  -- Adds a unit's counters (delta) to the run totals.
+  local function merge(entity_type, delta)
+    local c = counters_for(entity_type)
+    for _, k in ipairs(COUNTER_KEYS) do
+      local n = delta[k] or 0
+      if n ~= 0 then stats[k] = stats[k] + n; c[k] = c[k] + n end
+    end
+  end
   local function add(entity_type, key, n)
     if n == 0 then return end
-    stats[key] = stats[key] + n
-    local c = counters_for(entity_type)
-    c[key] = c[key] + n
+    merge(entity_type, { [key] = n })
+  end
+  -- A resumed run starts from the counters of its checkpointed prefix.
+  for entity_type, cp in pairs(env.checkpoint or {}) do
+    if type(cp) == "table" and type(cp.stats) == "table" then merge(entity_type, cp.stats) end
+  end
+  local metrics = env.metrics
+  local function count_metric(name, labels, n)
+    if metrics and n ~= 0 then metrics:counter(name, nil, labels):inc(n) end
   end
 
   -- Stops the run: producers stop reading, workers drop remaining units.
@@ -77,6 +96,7 @@ function M.run(plan, env)
   -- The CLI stops a run on SIGINT/SIGTERM through env.stop.
   env.stop = abort
 
+  local read_with_retry
   local function observe(event)
     if env.alerts then
       local action = env.alerts:observe(event)
@@ -87,23 +107,42 @@ function M.run(plan, env)
   end
 
   -- Embeds items ({ text = ..., doc = ... }); returns parts, failed groups.
-  local function embed_items(items, entity_type)
-    local texts = {}
-    for i, it in ipairs(items) do texts[i] = it.text end
+  -- delta collects the unit's counters (requests, retries, tokens).
+  local function embed_items(items, entity_type, delta)
+    local texts, estimated_tokens = {}, 0
+    for i, it in ipairs(items) do
+      texts[i] = it.text
+      estimated_tokens = estimated_tokens + math.ceil(#it.text / 4)
+    end
+    local limiter = env.limiter
     local batch, err, info, attempts = retry.call(plan.retry, s.sleep, function()
-      add(entity_type, "requests", 1)
+      delta.requests = delta.requests + 1
+      if limiter then limiter:acquire(estimated_tokens) end
       local t0 = s.now()
       local b, e, i = embedder:embed(texts)
-      observe({ kind = "embed", ok = b ~= nil, status = i and i.status,
-                latency_ms = s.now() - t0, class = i and i.class })
+      local latency = s.now() - t0
+      local status = i and i.status or (b and 200) or 0
+      if limiter then
+        -- A Retry-After holds every request, not only this one (capped).
+        if not b and i and i.retry_after_ms and i.retry_after_ms > 0 then
+          limiter:pause_until(s.now() + math.min(i.retry_after_ms, retry.MAX_RETRY_AFTER_MS))
+        end
+        limiter:release({ status = status, ok = b ~= nil })
+      end
+      count_metric("ragops_embed_requests_total", { status = tostring(status) }, 1)
+      if metrics then metrics:histogram("ragops_embed_latency_seconds"):observe(latency / 1000) end
+      observe({ kind = "embed", ok = b ~= nil, status = status, latency_ms = latency,
+                class = i and i.class })
       return b, e, i
     end, function(attempt, delay, e, i)
-      add(entity_type, "retries", 1)
+      delta.retries = delta.retries + 1
+      count_metric("ragops_retries_total", nil, 1)
       log.warn("falha temporária no provedor (%s); tentativa %d de %d, nova tentativa em %d ms",
         e, attempt, plan.retry.attempts, delay)
     end)
     if batch then
-      add(entity_type, "tokens", batch:tokens())
+      delta.tokens = delta.tokens + batch:tokens()
+      count_metric("ragops_embed_tokens_total", nil, batch:tokens())
       return { { items = items, batch = batch } }, {}
     end
     info = info or {}
@@ -117,13 +156,13 @@ function M.run(plan, env)
       for i, it in ipairs(items) do
         if i <= mid then left[#left + 1] = it else right[#right + 1] = it end
       end
-      local p1, f1 = embed_items(left, entity_type)
-      local p2, f2 = embed_items(right, entity_type)
+      local p1, f1 = embed_items(left, entity_type, delta)
+      local p2, f2 = embed_items(right, entity_type, delta)
       for _, p in ipairs(p2) do p1[#p1 + 1] = p end
       for _, f in ipairs(f2) do f1[#f1 + 1] = f end
       return p1, f1
     end
-    if info.kind == "connection" and stats.embedded == 0 and stats.succeeded == 0 then
+    if info.kind == "connection" and stats.embedded == 0 and delta.embedded == 0 then
       abort(4, "provedor de embeddings inalcançável: " .. tostring(err))
     end
     return {}, { { items = items, err = err, info = info, attempts = attempts } }
@@ -158,6 +197,20 @@ function M.run(plan, env)
     return entities, failures
   end
 
+  -- Runs a store read, retrying on connection loss (PostgreSQL restarting).
+  -- Other errors return at once. Returns result or nil, err.
+  function read_with_retry(fn)
+    local result, err = retry.call(plan.retry, s.sleep, function()
+      local r, e, state = fn()
+      if r then return r end
+      return nil, e, { class = retryable_sqlstate(state) and "transient" or "fatal" }
+    end, function(attempt, delay, e)
+      log.warn("falha ao ler do PostgreSQL (%s); tentativa %d de %d em %d ms",
+        e, attempt, plan.retry.attempts, delay)
+    end)
+    return result, err
+  end
+
   -- Writes a unit, retrying on connection loss. Returns result or nil.
   local function write_with_retry(payload, entity_type)
     local result, err, info = retry.call(plan.retry, s.sleep, function()
@@ -178,14 +231,16 @@ function M.run(plan, env)
   local function process_unit(unit, tracker)
     local source = unit.source
     local entity_type = source.entity_type
-    add(entity_type, "processed", #unit.rows)
+    local delta = new_counters()
+    delta.processed = #unit.rows
     local entities, failures = build_entities(unit)
     local ids = {}
-    for i, e in ipairs(entities) do ids[i] = e.id; unit.seen[e.id] = true end
+    -- unit.seen is only kept for id-scoped runs (memory stays flat otherwise).
+    for i, e in ipairs(entities) do ids[i] = e.id; if unit.seen then unit.seen[e.id] = true end end
     local existing = {}
     if #ids > 0 then
       local err
-      existing, err = store:existing_hashes(entity_type, ids)
+      existing, err = read_with_retry(function() return store:existing_hashes(entity_type, ids) end)
       if not existing then
         abort(4, "falha ao consultar documentos existentes: " .. tostring(err))
         return
@@ -207,6 +262,7 @@ function M.run(plan, env)
       end
       if not dirty then
         skipped = skipped + 1
+        unit.handled[#unit.handled + 1] = e.id
       else
         changed[e.id] = { entity = e, pending = #to_embed, failed = false }
         for _, c in ipairs(to_embed) do items[#items + 1] = { text = c.content, chunk = c, entity = e } end
@@ -216,7 +272,7 @@ function M.run(plan, env)
         end
       end
     end
-    add(entity_type, "skipped", skipped)
+    delta.skipped = skipped
 
     -- Embed in slices of batch.size.
     local parts, failed_groups = {}, {}
@@ -225,11 +281,11 @@ function M.run(plan, env)
       if ctx.abort then return end
       local slice = {}
       for i = first, math.min(first + size - 1, #items) do slice[#slice + 1] = items[i] end
-      local p, f = embed_items(slice, entity_type)
+      local p, f = embed_items(slice, entity_type, delta)
       for _, x in ipairs(p) do parts[#parts + 1] = x end
       for _, x in ipairs(f) do failed_groups[#failed_groups + 1] = x end
     end
-    if ctx.abort then return end
+    if ctx.abort then merge(entity_type, { requests = delta.requests, retries = delta.retries, tokens = delta.tokens }); return end
 
     -- An entity with any failed chunk is not written at all.
     for _, g in ipairs(failed_groups) do
@@ -272,26 +328,40 @@ function M.run(plan, env)
     for id, c in pairs(changed) do
       if not c.failed then written_ids[#written_ids + 1] = id end
     end
-    payload.checkpoint = tracker:candidate(unit)
+    delta.succeeded = #written_ids
+    delta.embedded = embedded
+    delta.failed = #failures
+    for _, e in ipairs(entities) do delta.chunks = delta.chunks + #e.chunks end
+    -- The pruned count is only known after the write: it goes into the
+    -- checkpoint of the next unit that commits.
+    payload.checkpoint = tracker:candidate(unit, delta)
 
     local result = write_with_retry(payload, entity_type)
-    if not result then return end
-    tracker:committed(unit)
+    if not result then
+      merge(entity_type, { requests = delta.requests, retries = delta.retries, tokens = delta.tokens })
+      return
+    end
+    delta.deleted = result.pruned
+    tracker:committed(unit, delta)
+    merge(entity_type, delta)
+    count_metric("ragops_documents_total", { entity_type = entity_type, result = "embedded" }, #written_ids)
+    count_metric("ragops_documents_total", { entity_type = entity_type, result = "skipped" }, skipped)
+    count_metric("ragops_documents_total", { entity_type = entity_type, result = "failed" }, #failures)
+    count_metric("ragops_documents_total", { entity_type = entity_type, result = "deleted" }, result.pruned)
 
-    add(entity_type, "succeeded", #written_ids)
-    add(entity_type, "embedded", embedded)
-    add(entity_type, "deleted", result.pruned)
-    for _, e in ipairs(entities) do add(entity_type, "chunks", #e.chunks) end
     if #failures > 0 then
-      add(entity_type, "failed", #failures)
+      count_metric("ragops_dead_letters_total", { entity_type = entity_type }, #failures)
       for _, f in ipairs(failures) do
         log.warn("falha permanente em %s %s: %s", f.entity_type, f.entity_id, f.message)
       end
       local ok, err = store:record_failures(env.run_id, failures)
       if not ok then abort(4, "falha ao registrar na fila de falhas: " .. tostring(err)) end
     end
-    if #written_ids > 0 and store.resolve_failures then
-      store:resolve_failures(env.run_id, entity_type, written_ids)
+    -- Open dead letters of entities now in the index (written or already
+    -- up to date) are resolved, keeping their history.
+    for _, id in ipairs(written_ids) do unit.handled[#unit.handled + 1] = id end
+    if #unit.handled > 0 and store.resolve_failures then
+      store:resolve_failures(env.run_id, entity_type, unit.handled)
     end
     for _ = 1, #unit.rows - #failures do observe({ kind = "document", ok = true }) end
     for _ = 1, #failures do observe({ kind = "document", ok = false }) end
@@ -299,23 +369,34 @@ function M.run(plan, env)
 
   -- Tracks which units committed, to compute a checkpoint that never skips
   -- an uncommitted unit: the last key of the longest committed prefix.
-  local function new_tracker(first_seq, after)
-    local t = { next = first_seq + 1, done = {}, seq = first_seq, after = after }
-    function t:candidate(unit)
+  local function add_counters(into, delta)
+    for _, k in ipairs(COUNTER_KEYS) do into[k] = (into[k] or 0) + (delta[k] or 0) end
+    return into
+  end
+  local function new_tracker(first_seq, after, base_stats)
+    local t = { next = first_seq + 1, done = {}, seq = first_seq, after = after,
+                stats = add_counters(new_counters(), base_stats or {}) }
+    -- Checkpoint to write with unit's transaction, assuming it commits.
+    function t:candidate(unit, delta)
       local seq, key = self.seq, self.after
+      local prefix = add_counters({}, self.stats)
       local n = self.next
       while true do
-        local k = (n == unit.seq) and unit.last_key or self.done[n]
-        if k == nil then break end
-        seq, key = n, k
+        local d
+        if n == unit.seq then d = { key = unit.last_key, delta = delta } else d = self.done[n] end
+        if d == nil then break end
+        seq, key = n, d.key
+        add_counters(prefix, d.delta)
         n = n + 1
       end
-      return { seq = seq, after = key }
+      return { seq = seq, after = key, stats = prefix }
     end
-    function t:committed(unit)
-      self.done[unit.seq] = unit.last_key
+    function t:committed(unit, delta)
+      self.done[unit.seq] = { key = unit.last_key, delta = delta }
       while self.done[self.next] ~= nil do
-        self.seq, self.after = self.next, self.done[self.next]
+        local d = self.done[self.next]
+        self.seq, self.after = self.next, d.key
+        add_counters(self.stats, d.delta)
         self.done[self.next] = nil
         self.next = self.next + 1
       end
@@ -339,8 +420,8 @@ function M.run(plan, env)
     local entity_type = source.entity_type
     counters_for(entity_type)
     local cp = (env.checkpoint or {})[entity_type] or {}
-    local tracker = new_tracker(cp.seq or 0, cp.after)
-    local seen = {}
+    local tracker = new_tracker(cp.seq or 0, cp.after, cp.stats)
+    local seen = (plan.scope and plan.scope.entity_ids) and {} or nil
     local queue = sched.queue(s, plan.batch.in_flight)
     local group = sched.group(s)
     for _ = 1, plan.batch.in_flight do
@@ -348,6 +429,9 @@ function M.run(plan, env)
         while true do
           local unit = queue:pop()
           if not unit then return end
+          if not ctx.abort and env.alerts and env.alerts.gate then
+            env.alerts:gate(function() return ctx.abort ~= nil end)
+          end
           if not ctx.abort then
             process_unit(unit, tracker)
             progress(entity_type)
@@ -360,7 +444,9 @@ function M.run(plan, env)
       log.info("retomando %s a partir da chave %s (checkpoint)", entity_type, cp.after)
     end
     while not ctx.abort do
-      local rows, err = store:fetch_page(source, plan.scope, after, plan.batch.size)
+      local rows, err = read_with_retry(function()
+        return store:fetch_page(source, plan.scope, after, plan.batch.size)
+      end)
       if not rows then
         abort(4, ("falha ao ler a fonte %q: %s"):format(entity_type, tostring(err)))
         break
@@ -368,7 +454,8 @@ function M.run(plan, env)
       if #rows == 0 then complete = true; break end
       seq = seq + 1
       local last_key = key_text(rows[#rows][source.key])
-      queue:push({ seq = seq, rows = rows, last_key = last_key, source = source, seen = seen })
+      queue:push({ seq = seq, rows = rows, last_key = last_key, source = source, seen = seen,
+                   handled = {} })
       after = last_key
       if #rows < plan.batch.size then complete = true; break end
     end
@@ -387,6 +474,7 @@ function M.run(plan, env)
         local n, err = store:delete_entities(entity_type, missing)
         if not n then abort(4, "falha ao remover entidades ausentes: " .. tostring(err)); return end
         add(entity_type, "deleted", n)
+        if store.resolve_failures then store:resolve_failures(env.run_id, entity_type, missing) end
         for _, id in ipairs(missing) do
           stats.missing_entities[#stats.missing_entities + 1] = { entity_type = entity_type, entity_id = id }
           log.info("entidade %s %s não existe mais na fonte; %d documento(s) removido(s)",
@@ -418,6 +506,7 @@ function M.run(plan, env)
   stats.elapsed_s = (s.now() - started) / 1000
   stats.throughput = stats.elapsed_s > 0 and stats.processed / stats.elapsed_s or 0
   stats.aborted = ctx.abort
+  if env.alerts and env.alerts.fired and #env.alerts.fired > 0 then stats.alerts = env.alerts.fired end
   return stats
 end
 

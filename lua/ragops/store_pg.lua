@@ -12,6 +12,7 @@ local pg = require "ragops.pg"
 local M = {}
 
 local STAGING = "ragops_staging"
+local RUN_LOCK_CLASS = 7265677 -- advisory lock class for runs (second key: run id)
 
 -- Text form of a key value as stored in entity_id.
 local function key_text(v)
@@ -208,19 +209,62 @@ function M.new(opts)
     return rows.affected
   end
 
-  -- Starts (or resumes) the run record. Returns run_id, checkpoint table.
-  function store:start_run(plan_name, params_json, dry_run)
-    local rows, err = query([[insert into ragops_runs (plan, params, dry_run)
-                              values ($1, $2::jsonb, $3) returning id]],
-      plan_name, params_json, dry_run)
-    if not rows then return nil, err end
-    return rows[1].id, {}
+  -- Starts the run record, or resumes the latest unfinished run of the same
+  -- plan with the same params (status running/interrupted/aborted: a crash,
+  -- a signal or an alert abort). The run is held with a session advisory
+  -- lock on a dedicated connection until finish_run, so two processes never
+  -- work on the same run; a crashed process loses its lock with its session.
+  -- Returns run_id, checkpoint, resumed  or  nil, err, code ("busy"|"db").
+  function store:start_run(plan_name, params_json, dry_run, must_resume)
+    local conn, err = pool:acquire()
+    if not conn then return nil, err, "db" end
+    local function q(sql, ...)
+      local rows, qerr = conn:query(sql, ...)
+      if not rows then error(qerr, 0) end
+      return rows
+    end
+    local ok, id, checkpoint, resumed = pcall(function()
+      local rows = q([[select id, checkpoint::text as checkpoint from ragops_runs
+                        where plan = $1 and params = $2::jsonb and not dry_run
+                          and status in ('running', 'interrupted', 'aborted')
+                        order by id desc limit 1]], plan_name, params_json)
+      if rows[1] then
+        local locked = q("select pg_try_advisory_lock($1, $2) as ok", RUN_LOCK_CLASS, rows[1].id)[1].ok
+        if not locked then
+          error({ busy = ("a execução %d do plano %q está em andamento em outro processo")
+                  :format(rows[1].id, plan_name) }, 0)
+        end
+        q("update ragops_runs set status = 'running', updated_at = now() where id = $1", rows[1].id)
+        return rows[1].id, cjson.decode(rows[1].checkpoint), true
+      end
+      if must_resume then
+        error({ busy = ("não há execução interrompida do plano %q com estes parâmetros para retomar")
+                :format(plan_name) }, 0)
+      end
+      local new = q([[insert into ragops_runs (plan, params, dry_run) values ($1, $2::jsonb, $3)
+                      returning id]], plan_name, params_json, dry_run)[1].id
+      q("select pg_advisory_lock($1, $2)", RUN_LOCK_CLASS, new)
+      return new, {}, false
+    end)
+    if not ok then
+      pool:release(conn)
+      if type(id) == "table" then return nil, id.busy, "busy" end
+      return nil, id, "db"
+    end
+    self.lock_conn, self.locked_run = conn, id
+    return id, checkpoint, resumed
   end
 
   function store:finish_run(run_id, status, report_json)
-    return query([[update ragops_runs set status = $2, report = $3::jsonb,
+    local rows, err = query([[update ragops_runs set status = $2, report = $3::jsonb,
                      finished_at = now(), updated_at = now() where id = $1]],
       run_id, status, report_json)
+    if self.lock_conn then
+      self.lock_conn:query("select pg_advisory_unlock($1, $2)", RUN_LOCK_CLASS, self.locked_run)
+      pool:release(self.lock_conn)
+      self.lock_conn = nil
+    end
+    return rows, err
   end
 
   return store

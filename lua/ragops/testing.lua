@@ -581,9 +581,11 @@ end
 --          documents = {...}        (pre-existing docs for a new fake store)
 --          store = fake store       (reuse one, e.g. result.store of a previous run)
 --          embedder = { dim, fail, latency_ms } options, or a fake embedder object
---          scheduler, checkpoint, alerts, model ("fake-model"), run_id (1),
+--          alerts = true (ragops.alerts built from the plan's thresholds, on the
+--                   fake clock; webhooks recorded in result.alerts.webhooks) or an object,
+--          scheduler, checkpoint, model ("fake-model"), run_id (1),
 --          progress_every_ms, fail_write }
--- Returns result = { stats, store, embedder, log (lines), clock (fake ms elapsed), plan }.
+-- Returns result = { stats, store, embedder, log (lines), clock (fake ms elapsed), plan, alerts }.
 function M.run(plan_or_path, opts)
   opts = opts or {}
   local plan_mod = require "ragops.plan"
@@ -610,16 +612,26 @@ function M.run(plan_or_path, opts)
   embedder.sched = embedder.sched or s
   local log = M.log()
   local run_id = opts.run_id == nil and 1 or opts.run_id
+  local alerts = opts.alerts
+  if alerts == true then
+    -- The plan's own thresholds, on the fake clock; webhooks are recorded.
+    local webhooks = {}
+    alerts = require("ragops.alerts").new {
+      config = p.alerts, now = s.now, sleep = s.sleep, spawn = s.spawn, log = log, plan = p.name,
+      webhook = function(payload) webhooks[#webhooks + 1] = payload; return true end,
+    }
+    alerts.webhooks = webhooks
+  end
   local env = {
     sched = s, store = store, embedder = embedder, hash = M.hash,
     model = opts.model or "fake-model", dim = embedder.dim, log = log, run_id = run_id,
-    checkpoint = opts.checkpoint, alerts = opts.alerts, progress_every_ms = opts.progress_every_ms,
+    checkpoint = opts.checkpoint, alerts = alerts or nil, progress_every_ms = opts.progress_every_ms,
   }
   local started = s.now()
   local stats = s.run(function() return runner.run(p, env) end)
   return setmetatable({
     stats = stats, store = store, embedder = embedder, log = log.lines,
-    clock = s.now() - started, plan = p, env = env,
+    clock = s.now() - started, plan = p, env = env, alerts = alerts or nil,
   }, Result)
 end
 

@@ -150,4 +150,71 @@ function H.plan_file(text)
   return path
 end
 
+-- Starts an extra embed-server with fault switches; returns { url, pid, base }.
+function H.start_embed_server(flags)
+  local log = os.tmpname()
+  local cmd = ("%s embed-server --port 0 %s >%s 2>&1 & echo $!"):format(shell_quote(H.bin), flags or "", log)
+  local p = io.popen(cmd)
+  local pid = p:read("*l")
+  p:close()
+  for _ = 1, 100 do
+    local line = read_all(log):match("escutando em (http://[%d%.:]+/v1)")
+    if line then
+      return { url = line, pid = pid, base = line:gsub("/v1$", ""), log = log }
+    end
+    H.sh("sleep 0.05")
+  end
+  error("embed-server não subiu: " .. read_all(log))
+end
+
+function H.stop_embed_server(server)
+  H.sh("kill " .. server.pid .. " 2>/dev/null; sleep 0.1")
+  os.remove(server.log)
+end
+
+-- Starts ragops in the background; returns { pid (of ragops itself), out,
+-- err, code_file }. H.exit_code(job) reads the code once it has ended.
+function H.ragops_background(url, args, opts)
+  opts = opts or {}
+  local out, err, pidfile, code = os.tmpname(), os.tmpname(), os.tmpname(), os.tmpname()
+  os.remove(code)
+  local inner = ("cd %s && env %s %s %s >%s 2>%s & echo $! > %s; wait $!; echo $? > %s")
+    :format(shell_quote(H.source_dir), H.env(url, opts.env), shell_quote(H.bin), args, out, err,
+            pidfile, code)
+  os.execute(("sh -c %s >/dev/null 2>&1 &"):format(shell_quote(inner)))
+  local pid
+  for _ = 1, 100 do
+    pid = read_all(pidfile):match("%d+")
+    if pid then break end
+    H.sh("sleep 0.02")
+  end
+  os.remove(pidfile)
+  return { pid = pid, out = out, err = err, code_file = code }
+end
+
+function H.exit_code(job, timeout_s)
+  for _ = 1, (timeout_s or 180) * 20 do
+    local text = read_all(job.code_file):match("%d+")
+    if text then return tonumber(text) end
+    H.sh("sleep 0.05")
+  end
+  error("ragops em segundo plano não terminou a tempo")
+end
+
+function H.alive(pid)
+  return (H.sh("kill -0 " .. pid .. " 2>/dev/null")) == 0
+end
+
+-- Waits for a background ragops; returns its exit code (via a wait loop on
+-- the pid; the code itself comes from the run status written in the DB).
+function H.wait_gone(pid, timeout_s)
+  for _ = 1, (timeout_s or 120) * 20 do
+    if not H.alive(pid) then return true end
+    H.sh("sleep 0.05")
+  end
+  return false
+end
+
+function H.sleep(s) H.sh("sleep " .. s) end
+
 return H

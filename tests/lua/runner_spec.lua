@@ -317,7 +317,7 @@ return plan { name = "erro", sources = { itens } }
     assert.are.equal("1", w2.docs[1].entity_id)
     assert.are.equal(2, w2.checkpoint.seq)
     assert.are.equal("4", w2.checkpoint.after)
-    assert.are.same({ seq = 2, after = "4" }, r.store.checkpoints.item)
+    assert.are.same({ seq = 2, after = "4" }, { seq = r.store.checkpoints.item.seq, after = r.store.checkpoints.item.after })
   end)
 
   it("sequência de checkpoints é monótona e só cobre unidades gravadas (latências variadas)", function()
@@ -341,7 +341,7 @@ return plan { name = "erro", sources = { itens } }
         assert.is_true(committed[id] == true, ("checkpoint %d cobre o id %d ainda não gravado"):format(upto, id))
       end
     end
-    assert.are.same({ seq = 10, after = "20" }, r.store.checkpoints.item)
+    assert.are.same({ seq = 10, after = "20" }, { seq = r.store.checkpoints.item.seq, after = r.store.checkpoints.item.after })
   end)
 
   it("scope.entity_ids com id ausente da fonte apaga seus documentos e o lista em missing_entities", function()
@@ -356,6 +356,20 @@ return plan { name = "erro", sources = { itens } }
     assert.are.equal(1, r2.stats.processed) -- only id 2 was read
   end)
 
+  it("o checkpoint leva os contadores do prefixo gravado; a retomada soma a partir deles", function()
+    local r = testing.run(make_plan({ batch = { size = 2, in_flight = 2 } }), { sources = { item = rows(6) } })
+    local cp = r.store.checkpoints.item
+    assert.are.equal(6, cp.stats.processed)
+    assert.are.equal(6, cp.stats.succeeded)
+    assert.are.equal(6, cp.stats.embedded)
+    -- A crash after the first unit: resume from its checkpoint (2 rows done).
+    local first = r.store.writes[1].checkpoint
+    local fresh = testing.run(make_plan({ batch = { size = 2, in_flight = 1 } }), {
+      sources = { item = rows(6) }, checkpoint = { item = first } })
+    assert.are.equal(6, fresh.stats.processed)
+    assert.are.equal(first.stats.processed + 4, fresh.stats.processed)
+  end)
+
   it("retoma do checkpoint informado em env.checkpoint", function()
     local r = testing.run(make_plan({ batch = { size = 2, in_flight = 1 } }), {
       sources = { item = rows(6) }, checkpoint = { item = { seq = 1, after = "2" } },
@@ -363,7 +377,7 @@ return plan { name = "erro", sources = { itens } }
     assert.are.equal(4, r.stats.processed)
     assert.is_nil(r:document("item", 1, 0))
     assert.is_not_nil(r:document("item", 3, 0))
-    assert.are.same({ seq = 3, after = "6" }, r.store.checkpoints.item)
+    assert.are.same({ seq = 3, after = "6" }, { seq = r.store.checkpoints.item.seq, after = r.store.checkpoints.item.after })
   end)
 
   it("falha anterior é resolvida quando a entidade é gravada depois", function()
@@ -397,7 +411,7 @@ describe("ragops.testing: loja falsa", function()
     local text_keys = { { id = "b", text = "bê" }, { id = "a", text = "á" }, { id = "c", text = "cê" } }
     local rt = testing.run(make_plan({ batch = { size = 2, in_flight = 1 } }), { sources = { item = text_keys } })
     assert.are.equal(3, rt.stats.processed)
-    assert.are.same({ seq = 2, after = "c" }, rt.store.checkpoints.item)
+    assert.are.same({ seq = 2, after = "c" }, { seq = rt.store.checkpoints.item.seq, after = rt.store.checkpoints.item.after })
   end)
 
   it("filtros since/until comparam updated_at como texto ISO", function()

@@ -133,6 +133,29 @@ describe("plans/backfill.lua", function()
     assert.is_true(r.clock >= 4000)
   end)
 
+  it("taxa de falhas acima de 5% interrompe a execução (alerta com ação abort, código 3)", function()
+    local many = {}
+    for i = 1, 100 do
+      many[i] = { id = i, book = "Psalms", chapter = 1, verse = i,
+                  text = (i % 5 == 0) and ("recusado " .. i) or ("Verse " .. i), updated_at = "2024-01-01" }
+    end
+    local bad = function(texts)
+      for _, t in ipairs(texts) do
+        if t:find("^recusado") then return { status = 400, class = "permanent" } end
+      end
+    end
+    local r = testing.run(PLAN, { sources = { verse = many, fortune = {} }, alerts = true,
+                                  embedder = { fail = bad } })
+    assert.are.equal(3, r.stats.aborted.code)
+    assert.truthy(r.stats.aborted.reason ~= "")
+    assert.is_true(#r.alerts.fired >= 1)
+    -- Without alerts the same run finishes with the failures dead-lettered.
+    local r2 = testing.run(PLAN, { sources = { verse = many, fortune = {} }, embedder = { fail = bad } })
+    assert.is_nil(r2.stats.aborted)
+    assert.are.equal(20, r2.stats.failed)
+    assert.are.equal(80, #r2:documents("verse"))
+  end)
+
   it("scope.entity_types limita a execução aos tipos pedidos", function()
     local r = testing.run(PLAN, { sources = sources(), overrides = { scope = { entity_types = { "verse" } } } })
     assert.are.equal(3, #r:documents("verse"))

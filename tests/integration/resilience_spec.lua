@@ -1,0 +1,211 @@
+-- Integration: operational resilience on real services. Faults come from
+-- extra embed-servers started with fault switches; crashes are real kill -9
+-- of the ragops process; the PostgreSQL restart is a real stop/start.
+local H = require "tests.integration.helper"
+
+-- Demo-shaped plan with small batches and fast retries, so faults show up.
+local function fault_plan(extra)
+  return H.plan_file(([[
+    local verses = source "verse" { sql = "select id, book, chapter, verse, text, updated_at from verses",
+      key = "id", updated_at = "updated_at",
+      document = function(r) return { content = r.text, metadata = { livro = r.book } } end }
+    local fortunes = source "fortune" { sql = "select id, text, updated_at from fortunes",
+      key = "id", updated_at = "updated_at",
+      document = function(r) return { content = r.text } end }
+    return plan { name = "resiliencia", sources = { verses, fortunes },
+      batch = { size = 4, in_flight = 4 },
+      retry = { attempts = 10, base_ms = 20, max_ms = 300, timeout_s = 1 },
+      %s }]]):format(extra or ""))
+end
+
+local function table_digest(url)
+  return H.psql(url, [[select count(*), md5(string_agg(entity_type || entity_id || ':' || chunk_index || content_hash
+    || md5(embedding::text), ',' order by entity_type, entity_id, chunk_index)) from rag_documents]])[1]
+end
+
+local function no_duplicates(url)
+  return H.scalar(url, [[select count(*) from (select 1 from rag_documents
+    group by entity_type, entity_id, chunk_index having count(*) > 1) d]]) == 0
+end
+
+describe("resiliência operacional", function()
+  local clean_digest
+  local N_VERSES, N_FORTUNES = 160, 20
+
+  setup(function()
+    local url = H.fresh_db("ragops_it_clean")
+    H.load_sources(url, N_VERSES, N_FORTUNES)
+    assert.are.equal(0, (H.ragops(url, "migrate")))
+    local plan = fault_plan()
+    local code, _, err = H.ragops(url, "run " .. H.q(plan))
+    os.remove(plan)
+    assert.are.equal(0, code, err)
+    clean_digest = table_digest(url)
+  end)
+
+  it("com 10% de 5xx, 5% de 429, 2% de timeouts e 1% de respostas malformadas termina sem falhas e igual a uma execução limpa", function()
+    local url = H.fresh_db("ragops_it_faults")
+    H.load_sources(url, N_VERSES, N_FORTUNES)
+    assert.are.equal(0, (H.ragops(url, "migrate")))
+    local server = H.start_embed_server("--fail-rate 0.10 --rate-429 0.05 --retry-after 1 --timeout-rate 0.02 --malformed-rate 0.01 --seed 7")
+    local plan = fault_plan()
+    local code, _, err, report = H.ragops(url, "run " .. H.q(plan), { report = true, env = { RAGOPS_EMBED_URL = server.url } })
+    local stats = H.sh("curl -fsS " .. server.base .. "/stats")
+    H.stop_embed_server(server)
+    os.remove(plan)
+    assert.are.equal(0, code, err)
+    assert.are.equal(0, report.failed)
+    assert.is_true(report.retries > 0, "as falhas injetadas deveriam ter causado novas tentativas")
+    assert.are.same(clean_digest, table_digest(url))
+    assert.is_true(no_duplicates(url))
+  end)
+
+  it("--reject-pattern: exatamente N falhas na fila, código 1; failures retry resolve todas", function()
+    local url = H.fresh_db("ragops_it_dlq")
+    H.load_sources(url, N_VERSES, N_FORTUNES)
+    assert.are.equal(0, (H.ragops(url, "migrate")))
+    -- Synthetic verses read "... came unto verse <id> of the book": match ids 30-39.
+    local n = H.scalar(url, [[select count(*) from verses where text ~ 'verse 3[0-9] of']])
+    assert.are.equal(10, n)
+    local server = H.start_embed_server("--reject-pattern 'verse 3[0-9] of'")
+    local code, _, err, report = H.ragops(url, "backfill", { report = true, env = { RAGOPS_EMBED_URL = server.url } })
+    H.stop_embed_server(server)
+    assert.are.equal(1, code, err)
+    assert.are.equal(n, report.failed)
+    assert.are.equal(n, H.scalar(url, "select count(*) from ragops_failures where resolved_at is null"))
+    assert.are.equal(n, H.scalar(url, "select count(*) from ragops_failures where error_class = 'permanent' and http_status = 400"))
+    -- The good neighbours of the rejected ones went through (bisection).
+    assert.are.equal(N_VERSES - n, H.scalar(url, "select count(*) from rag_documents where entity_type = 'verse'"))
+    local lcode, listing = H.ragops(url, "failures list --entity-type verse")
+    assert.are.equal(0, lcode)
+    assert.matches("falhas em aberto: 10", listing)
+    assert.matches("verse 35", listing)
+    -- Provider fixed: the shared embed-server has no reject pattern.
+    local rcode, _, rerr = H.ragops(url, "failures retry")
+    assert.are.equal(0, rcode, rerr)
+    assert.are.equal(0, H.scalar(url, "select count(*) from ragops_failures where resolved_at is null"))
+    assert.are.equal(n, H.scalar(url, "select count(*) from ragops_failures where resolved_at is not null and resolved_run_id is not null"))
+    assert.are.equal(N_VERSES, H.scalar(url, "select count(*) from rag_documents where entity_type = 'verse'"))
+    local _, history = H.ragops(url, "failures list --all")
+    assert.matches("resolvida em", history)
+  end)
+
+  it("kill -9 em pontos aleatórios e retomada: sem duplicatas, sem faltas, totais consistentes", function()
+    local url = H.fresh_db("ragops_it_kill")
+    H.load_sources(url, N_VERSES, N_FORTUNES)
+    assert.are.equal(0, (H.ragops(url, "migrate")))
+    local server = H.start_embed_server("--latency-ms 40")
+    local plan = fault_plan()
+    math.randomseed(os.time())
+    local kills = 0
+    for _ = 1, 3 do
+      local job = H.ragops_background(url, "run " .. H.q(plan), { env = { RAGOPS_EMBED_URL = server.url } })
+      H.sleep(("%.2f"):format(0.3 + math.random() * 0.8))
+      if H.alive(job.pid) then
+        H.sh("kill -9 " .. job.pid)
+        kills = kills + 1
+      end
+      H.exit_code(job)
+    end
+    assert.is_true(kills >= 1, "nenhuma execução foi interrompida; o teste não provou nada")
+    local runs_before = H.scalar(url, "select count(*) from ragops_runs")
+    local code, _, err, report = H.ragops(url, "run " .. H.q(plan), { report = true, env = { RAGOPS_EMBED_URL = server.url } })
+    H.stop_embed_server(server)
+    os.remove(plan)
+    assert.are.equal(0, code, err)
+    -- Resumed the interrupted run: no new run row, same totals as one clean run.
+    assert.are.equal(runs_before, H.scalar(url, "select count(*) from ragops_runs"))
+    assert.are.equal(true, report.resumed)
+    assert.are.equal(N_VERSES + N_FORTUNES, report.processed)
+    assert.are.equal(report.processed, report.succeeded + report.skipped + report.failed)
+    assert.is_true(no_duplicates(url))
+    assert.are.same(clean_digest, table_digest(url))
+  end)
+
+  it("PostgreSQL reiniciado no meio da execução: nada perdido, nada duplicado", function()
+    local pgdata, pgport = os.getenv("RAGOPS_TEST_PGDATA"), os.getenv("RAGOPS_TEST_PGPORT")
+    assert.is_not_nil(pgdata, "RAGOPS_TEST_PGDATA ausente (rode com tests/run_all.sh)")
+    local url = H.fresh_db("ragops_it_pgrestart")
+    H.load_sources(url, N_VERSES, N_FORTUNES)
+    assert.are.equal(0, (H.ragops(url, "migrate")))
+    local server = H.start_embed_server("--latency-ms 40")
+    local plan = fault_plan()
+    local job = H.ragops_background(url, "run " .. H.q(plan) , { env = { RAGOPS_EMBED_URL = server.url } })
+    H.sleep(0.6)
+    assert.is_true(H.alive(job.pid), "a execução terminou antes do reinício")
+    local stop_code = H.sh(("cd %s && scripts/pg.sh stop %s"):format(H.q(H.source_dir), H.q(pgdata)))
+    assert.are.equal(0, stop_code)
+    H.sleep(1)
+    local start_code, _, start_err = H.sh(("cd %s && scripts/pg.sh start --fast %s %s ragops_test"):format(
+      H.q(H.source_dir), H.q(pgdata), pgport))
+    assert.are.equal(0, start_code, start_err)
+    local code = H.exit_code(job)
+    local err = H.read_all(job.err)
+    H.stop_embed_server(server)
+    os.remove(plan)
+    assert.are.equal(0, code, err)
+    assert.matches("PostgreSQL", err) -- the operator saw the reconnection attempts
+    assert.is_true(no_duplicates(url))
+    assert.are.same(clean_digest, table_digest(url))
+  end)
+
+  it("violação da taxa de falhas com abort: código 3, checkpoint mantido, nova execução retoma", function()
+    local url = H.fresh_db("ragops_it_abort")
+    H.load_sources(url, N_VERSES, N_FORTUNES)
+    assert.are.equal(0, (H.ragops(url, "migrate")))
+    local server = H.start_embed_server("--reject-pattern 'verse (4[0-9]|5[0-9]) of'")
+    local plan = fault_plan([[alerts = { failure_rate = { above = 0.2, window = 40, min_samples = 20, action = "abort" } },]])
+    local code, _, err, report = H.ragops(url, "run " .. H.q(plan), { report = true, env = { RAGOPS_EMBED_URL = server.url } })
+    H.stop_embed_server(server)
+    assert.are.equal(3, code, err)
+    assert.matches("taxa de falhas", err)
+    assert.are.equal("aborted", H.scalar(url, "select status from ragops_runs order by id desc limit 1"))
+    assert.are.equal(1, H.scalar(url, "select (checkpoint -> 'verse' ->> 'seq')::int > 0 from ragops_runs order by id desc limit 1") == "t" and 1 or 0)
+    assert.is_true(report.processed < N_VERSES + N_FORTUNES)
+    -- Without the faulty provider, the same plan resumes the aborted run.
+    local rcode, _, rerr, rreport = H.ragops(url, "run " .. H.q(plan), { report = true })
+    os.remove(plan)
+    assert.are.equal(1, rcode, rerr) -- the failures of the first part are still in the queue
+    assert.are.equal(true, rreport.resumed)
+    assert.are.equal(N_VERSES + N_FORTUNES, rreport.processed)
+    assert.are.equal(1, H.scalar(url, "select count(*) from ragops_runs"))
+  end)
+
+  it("violação com pause: pausa, retoma sozinha e termina", function()
+    local url = H.fresh_db("ragops_it_pause")
+    H.load_sources(url, N_VERSES, N_FORTUNES)
+    assert.are.equal(0, (H.ragops(url, "migrate")))
+    local server = H.start_embed_server("--reject-pattern 'verse ([1-9]|1[0-9]) of'")
+    local plan = fault_plan([[alerts = { pause_ms = 200, failure_rate = { above = 0.3, window = 20, min_samples = 10, action = "pause" } },]])
+    local code, _, err, report = H.ragops(url, "run " .. H.q(plan), { report = true, env = { RAGOPS_EMBED_URL = server.url } })
+    H.stop_embed_server(server)
+    os.remove(plan)
+    assert.are.equal(1, code, err)
+    assert.matches("pausado", err)
+    assert.matches("retomando", err)
+    assert.are.equal(19, report.failed)
+    assert.are.equal(N_VERSES + N_FORTUNES, report.processed)
+    assert.are.equal(N_VERSES + N_FORTUNES - 19, H.scalar(url, "select count(distinct (entity_type, entity_id)) from rag_documents"))
+  end)
+
+  it("SIGTERM: descarta o lote em andamento, grava o relatório e sai; a execução fica retomável", function()
+    local url = H.fresh_db("ragops_it_sigterm")
+    H.load_sources(url, N_VERSES, N_FORTUNES)
+    assert.are.equal(0, (H.ragops(url, "migrate")))
+    local server = H.start_embed_server("--latency-ms 40")
+    local plan = fault_plan()
+    local report_path = os.tmpname()
+    local job = H.ragops_background(url, "run " .. H.q(plan) .. " --report-json " .. report_path, { env = { RAGOPS_EMBED_URL = server.url } })
+    H.sleep(0.5)
+    H.sh("kill -TERM " .. job.pid)
+    local code = H.exit_code(job)
+    H.stop_embed_server(server)
+    os.remove(plan)
+    assert.are.equal(130, code, H.read_all(job.err))
+    assert.matches("SIGTERM", H.read_all(job.err))
+    assert.matches('"status":"interrupted"', H.read_all(report_path))
+    os.remove(report_path)
+    assert.are.equal("interrupted", H.scalar(url, "select status from ragops_runs order by id desc limit 1"))
+    assert.is_true(no_duplicates(url))
+  end)
+end)
