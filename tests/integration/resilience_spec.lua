@@ -4,7 +4,7 @@
 local H = require "tests.integration.helper"
 
 -- Demo-shaped plan with small batches and fast retries, so faults show up.
-local function fault_plan(extra)
+local function fault_plan(extra, retry)
   return H.plan_file(([[
     local verses = source "verse" { sql = "select id, book, chapter, verse, text, updated_at from verses",
       key = "id", updated_at = "updated_at",
@@ -14,8 +14,8 @@ local function fault_plan(extra)
       document = function(r) return { content = r.text } end }
     return plan { name = "resiliencia", sources = { verses, fortunes },
       batch = { size = 4, in_flight = 4 },
-      retry = { attempts = 10, base_ms = 20, max_ms = 300, timeout_s = 1 },
-      %s }]]):format(extra or ""))
+      retry = %s,
+      %s }]]):format(retry or "{ attempts = 10, base_ms = 20, max_ms = 300, timeout_s = 1 }", extra or ""))
 end
 
 local function table_digest(url)
@@ -68,7 +68,9 @@ describe("resiliência operacional", function()
     local n = H.scalar(url, [[select count(*) from verses where text ~ 'verse 3[0-9] of']])
     assert.are.equal(10, n)
     local server = H.start_embed_server("--reject-pattern 'verse 3[0-9] of'")
-    local code, _, err, report = H.ragops(url, "backfill", { report = true, env = { RAGOPS_EMBED_URL = server.url } })
+    local plan = fault_plan()
+    local code, _, err, report = H.ragops(url, "run " .. H.q(plan), { report = true, env = { RAGOPS_EMBED_URL = server.url } })
+    os.remove(plan)
     H.stop_embed_server(server)
     assert.are.equal(1, code, err)
     assert.are.equal(n, report.failed)
@@ -94,13 +96,13 @@ describe("resiliência operacional", function()
     local url = H.fresh_db("ragops_it_kill")
     H.load_sources(url, N_VERSES, N_FORTUNES)
     assert.are.equal(0, (H.ragops(url, "migrate")))
-    local server = H.start_embed_server("--latency-ms 40")
+    local server = H.start_embed_server("--latency-ms 150")
     local plan = fault_plan()
     math.randomseed(os.time())
     local kills = 0
     for _ = 1, 3 do
       local job = H.ragops_background(url, "run " .. H.q(plan), { env = { RAGOPS_EMBED_URL = server.url } })
-      H.sleep(("%.2f"):format(0.3 + math.random() * 0.8))
+      H.sleep(("%.2f"):format(0.2 + math.random() * 1.0))
       if H.alive(job.pid) then
         H.sh("kill -9 " .. job.pid)
         kills = kills + 1
@@ -128,8 +130,8 @@ describe("resiliência operacional", function()
     local url = H.fresh_db("ragops_it_pgrestart")
     H.load_sources(url, N_VERSES, N_FORTUNES)
     assert.are.equal(0, (H.ragops(url, "migrate")))
-    local server = H.start_embed_server("--latency-ms 40")
-    local plan = fault_plan()
+    local server = H.start_embed_server("--latency-ms 100")
+    local plan = fault_plan(nil, "{ attempts = 12, base_ms = 200, max_ms = 2000, timeout_s = 5 }")
     local job = H.ragops_background(url, "run " .. H.q(plan) , { env = { RAGOPS_EMBED_URL = server.url } })
     H.sleep(0.6)
     assert.is_true(H.alive(job.pid), "a execução terminou antes do reinício")
