@@ -21,6 +21,9 @@ Uso:
                                               fila de falhas (em aberto; --all = histórico)
   ragops failures retry [--entity-type T] [--id N[,N]]
                                               reprocessa as falhas em aberto
+  ragops index create --lists N --dim N [--method ivfflat|hnsw] [--maintenance-work-mem 2GB]
+                                              cria o índice vetorial (pgvector)
+  ragops validate GOLDEN.lua [--k K]          recall@k e MRR contra um conjunto de consultas
   ragops embed-server [--port P] [--dim D]    servidor local de embeddings (veja --help)
   ragops help | --help                        esta ajuda
   ragops version                              versão
@@ -168,6 +171,15 @@ function commands.failures(args)
     return engine.failures_retry(a.options, home_path("plans/reprocess_failures.lua"))
   end
   usage_error("uso: ragops failures list|retry [--entity-type T] [--run ID] [--id N]")
+end
+
+-- `ragops index ...` and `ragops validate ...` live in their own modules.
+function commands.index(args)
+  return require("ragops.index").main(args, M)
+end
+
+function commands.validate(args)
+  return require("ragops.validate").main(args, M)
 end
 
 function commands.help()

@@ -150,6 +150,13 @@ function M.run(plan, env)
       abort(4, "o provedor de embeddings recusou a configuração: " .. tostring(err))
       return {}, {}
     end
+    if info.kind == "malformed" and tostring(err):find("tem dimensão", 1, true) then
+      -- Every attempt came back with the wrong dimension: a configuration
+      -- error (model or provider.dim), not a per-document failure.
+      abort(4, "o provedor devolve vetores de dimensão diferente de provider.dim em todas as tentativas ("
+        .. tostring(err) .. "); confira o modelo e provider.dim/dimensions")
+      return {}, {}
+    end
     if info.class == "permanent" and #items > 1 then
       local mid = math.floor(#items / 2)
       local left, right = {}, {}

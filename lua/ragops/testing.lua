@@ -575,7 +575,8 @@ function Result:logged(text)
 end
 
 -- plan_or_path: a validated plan or the path of a plan file.
--- opts = { params = {...}           (plan.load params, when a path is given)
+-- opts = { params = {...}           (plan params, when a path is given; filter params
+--                                    entity_type/entity_id/since/until/mode act like CLI flags)
 --          overrides = {...}        (plan.with: scope, mode, batch, retry, ...)
 --          sources = {...}          (rows per entity_type for a new fake store)
 --          documents = {...}        (pre-existing docs for a new fake store)
@@ -592,8 +593,10 @@ function M.run(plan_or_path, opts)
   local runner = require "ragops.runner"
   local p = plan_or_path
   if type(plan_or_path) == "string" then
+    -- Same loading as `ragops run`: filter params (entity_type, entity_id,
+    -- since, until, mode) become the plan's scope, exactly as the CLI does.
     local err
-    p, err = plan_mod.load(plan_or_path, opts.params)
+    p, err = require("ragops.engine").load_plan(plan_or_path, opts.params)
     if not p then error(err, 2) end
   elseif not plan_mod.is_plan(plan_or_path) then
     error("testing.run: esperado um plano validado ou o caminho de um arquivo de plano", 2)
