@@ -11,7 +11,6 @@
 -- order) and the figures are extrapolated (estimate.sampled = true).
 local config = require "ragops.config"
 local log = require "ragops.log"
-local report = require "ragops.report"
 
 local M = {}
 
@@ -252,16 +251,7 @@ function M.run(p, cfg, opts, params)
   stats.would = { embedded = stats.embedded, deleted = stats.deleted, succeeded = stats.succeeded }
   stats.embedded, stats.deleted, stats.succeeded = 0, 0, 0
   for _, c in pairs(stats.per_entity_type) do c.embedded, c.deleted, c.succeeded = 0, 0, 0 end
-  io.stdout:write(report.format(stats), "\n")
-  if opts["report-json"] then
-    local wok, werr = engine.write_file_atomic(opts["report-json"], report.json(stats) .. "\n")
-    if not wok then
-      log.error("não foi possível gravar o relatório em %s: %s", opts["report-json"], tostring(werr))
-      if code == EXIT.ok then code = EXIT.usage end
-    end
-  end
-  if stats.abort_reason then log.error("%s", stats.abort_reason) end
-  return code
+  return engine.print_report(stats, opts, code)
 end
 
 return M

@@ -48,6 +48,21 @@ local function write_file_atomic(path, text)
 end
 M.write_file_atomic = write_file_atomic
 
+-- Prints the pt-BR report, writes --report-json (by the engine, never the
+-- plan) and returns the exit code (2 when the report file cannot be written).
+function M.print_report(stats, opts, code, json)
+  io.stdout:write(report.format(stats), "\n")
+  if opts["report-json"] then
+    local ok, werr = write_file_atomic(opts["report-json"], (json or report.json(stats)) .. "\n")
+    if not ok then
+      log.error("não foi possível gravar o relatório em %s: %s", opts["report-json"], tostring(werr))
+      if code == EXIT.ok then code = EXIT.usage end
+    end
+  end
+  if stats.abort_reason then log.error("%s", stats.abort_reason) end
+  return code
+end
+
 function M.migrate(opts)
   log.quiet = opts.quiet or false
   local cfg, err = load_config(opts)
@@ -276,44 +291,38 @@ function M.run_plan(path, opts, params)
   metrics:gauge("ragops_last_run_timestamp_seconds", nil, { plan = p.name, status = status }):set(os.time())
   write_metrics()
 
-  io.stdout:write(report.format(stats), "\n")
-  if opts["report-json"] then
-    local ok, werr = write_file_atomic(opts["report-json"], json .. "\n")
-    if not ok then
-      log.error("não foi possível gravar o relatório em %s: %s", opts["report-json"], tostring(werr))
-      if code == EXIT.ok then code = EXIT.usage end
-    end
+  return M.print_report(stats, opts, code, json)
+end
+
+-- Loads the config and reads the failures selected by opts.
+-- Returns rows or nil, exit code (the error already printed).
+local function read_failures(opts)
+  local cfg, err = load_config(opts)
+  if not cfg then return nil, fail(EXIT.usage, "%s", err) end
+  local conn, cerr = M.connect(cfg)
+  if not conn then return nil, fail(EXIT.unreachable, "%s", cerr) end
+  local rows, qerr = require("ragops.failures").query(conn, opts)
+  conn:close()
+  if not rows then
+    return nil, fail(EXIT.unreachable, "falha ao consultar a fila de falhas: %s", tostring(qerr))
   end
-  if stats.abort_reason then log.error("%s", stats.abort_reason) end
-  return code
+  return rows
 end
 
 -- `ragops failures list`
 function M.failures_list(opts)
-  local cfg, err = load_config(opts)
-  if not cfg then return fail(EXIT.usage, "%s", err) end
-  local conn, cerr = M.connect(cfg)
-  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
-  local failures = require "ragops.failures"
-  local rows, qerr = failures.query(conn, opts)
-  conn:close()
-  if not rows then return fail(EXIT.unreachable, "falha ao consultar a fila de falhas: %s", tostring(qerr)) end
-  io.stdout:write(failures.format(rows, opts))
+  local rows, code = read_failures(opts)
+  if not rows then return code end
+  io.stdout:write(require("ragops.failures").format(rows, opts))
   return EXIT.ok
 end
 
 -- `ragops failures retry`: one scoped run of plans/reprocess_failures.lua per
 -- entity type with open failures. Exit code: the worst of the runs.
 function M.failures_retry(opts, plan_path)
-  local cfg, err = load_config(opts)
-  if not cfg then return fail(EXIT.usage, "%s", err) end
-  local conn, cerr = M.connect(cfg)
-  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
-  local failures = require "ragops.failures"
-  local rows, qerr = failures.query(conn, opts)
-  conn:close()
-  if not rows then return fail(EXIT.unreachable, "falha ao consultar a fila de falhas: %s", tostring(qerr)) end
-  local by_type, types = failures.group(rows)
+  local rows, code = read_failures(opts)
+  if not rows then return code end
+  local by_type, types = require("ragops.failures").group(rows)
   if #types == 0 then
     io.stdout:write("nenhuma falha em aberto para reprocessar\n")
     return EXIT.ok

@@ -14,14 +14,6 @@ local M = {}
 local STAGING = "ragops_staging"
 local RUN_LOCK_CLASS = 7265677 -- advisory lock class for runs (second key: run id)
 
--- Text form of a key value as stored in entity_id.
-local function key_text(v)
-  if type(v) == "number" and v == math.floor(v) and math.abs(v) < 2^53 then
-    return ("%d"):format(v)
-  end
-  return tostring(v)
-end
-M.key_text = key_text
 
 -- Builds "select ... from (<source sql>) src where <filters>" with numbered
 -- parameters. Returns sql, params.

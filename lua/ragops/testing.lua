@@ -19,12 +19,8 @@ local M = {}
 -- Small helpers
 ---------------------------------------------------------------------------
 
-local function key_text(v)
-  if type(v) == "number" and v == math.floor(v) and math.abs(v) < 2^53 then
-    return ("%d"):format(v)
-  end
-  return tostring(v)
-end
+-- Same entity_id text form as the runner (and so as rag_documents).
+local key_text = require("ragops.runner").key_text
 M.key_text = key_text
 
 local function copy(value)
