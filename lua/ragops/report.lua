@@ -173,6 +173,12 @@ function M.format(stats)
     { "embeddings gerados:", M.format_count(stats.embedded) },
     { "removidos:", M.format_count(stats.deleted) },
   }
+  if (tonumber(stats.refreshed) or 0) > 0 then
+    rows[#rows + 1] = { "metadados atualizados:", M.format_count(stats.refreshed) }
+  end
+  if stats.retries ~= nil and stats.retries > 0 then
+    rows[#rows + 1] = { "novas tentativas:", M.format_count(stats.retries) }
+  end
   if stats.tokens ~= nil then rows[#rows + 1] = { "tokens:", M.format_count(stats.tokens) } end
   if stats.requests ~= nil then
     rows[#rows + 1] = { "requisições de embedding:", M.format_count(stats.requests) }

@@ -39,11 +39,11 @@ M.key_text = key_text
 
 local function new_counters()
   return { processed = 0, succeeded = 0, failed = 0, skipped = 0, embedded = 0,
-           deleted = 0, chunks = 0, tokens = 0, requests = 0, retries = 0 }
+           deleted = 0, chunks = 0, tokens = 0, requests = 0, retries = 0, refreshed = 0 }
 end
 
 local COUNTER_KEYS = { "processed", "succeeded", "failed", "skipped", "embedded",
-                       "deleted", "chunks", "tokens", "requests", "retries" }
+                       "deleted", "chunks", "tokens", "requests", "retries", "refreshed" }
 
 -- SQLSTATEs worth retrying a write for: connection loss, shutdown, conflicts.
 local function retryable_sqlstate(state)
@@ -256,6 +256,7 @@ function M.run(plan, env)
 
     -- Decide per entity what to embed and what to prune.
     local items, changed, prune_ids, prune_counts = {}, {}, {}, {}
+    local refresh = { entity_ids = {}, chunk_indexes = {}, metadata = {}, updated_at = {} }
     local skipped = 0
     for _, e in ipairs(entities) do
       local old = existing[e.id]
@@ -270,6 +271,14 @@ function M.run(plan, env)
       if not dirty then
         skipped = skipped + 1
         unit.handled[#unit.handled + 1] = e.id
+        -- Same content: no embedding, but metadata and source_updated_at
+        -- are refreshed in place when they changed.
+        for _, c in ipairs(e.chunks) do
+          refresh.entity_ids[#refresh.entity_ids + 1] = e.id
+          refresh.chunk_indexes[#refresh.chunk_indexes + 1] = c.index
+          refresh.metadata[#refresh.metadata + 1] = c.metadata
+          refresh.updated_at[#refresh.updated_at + 1] = e.updated_at or ""
+        end
       else
         changed[e.id] = { entity = e, pending = #to_embed, failed = false }
         for _, c in ipairs(to_embed) do items[#items + 1] = { text = c.content, chunk = c, entity = e } end
@@ -309,7 +318,7 @@ function M.run(plan, env)
     end
 
     local payload = { entity_type = entity_type, run_id = env.run_id, parts = {},
-                      chunk_counts = { entity_ids = {}, counts = {} } }
+                      chunk_counts = { entity_ids = {}, counts = {} }, refresh = refresh }
     local embedded, written_ids = 0, {}
     for _, part in ipairs(parts) do
       local docs = {}
@@ -349,6 +358,7 @@ function M.run(plan, env)
       return
     end
     delta.deleted = result.pruned
+    delta.refreshed = result.refreshed or 0
     tracker:committed(unit, delta)
     merge(entity_type, delta)
     count_metric("ragops_documents_total", { entity_type = entity_type, result = "embedded" }, #written_ids)

@@ -78,6 +78,17 @@ function M.new(opts)
     delete from %s d using unnest($2::text[], $3::int[]) as x(entity_id, n)
      where d.entity_type = $1 and d.entity_id = x.entity_id and d.chunk_index >= x.n]]):format(target)
 
+  -- Unchanged content whose metadata or source_updated_at moved: updated in
+  -- place, without a new embedding (indexed_at stays: nothing was re-embedded).
+  local refresh_sql = ([[
+    update %s d set metadata = x.metadata::jsonb,
+                    source_updated_at = nullif(x.updated_at, '')::timestamptz
+      from unnest($2::text[], $3::int[], $4::text[], $5::text[])
+           as x(entity_id, chunk_index, metadata, updated_at)
+     where d.entity_type = $1 and d.entity_id = x.entity_id and d.chunk_index = x.chunk_index
+       and (d.metadata is distinct from x.metadata::jsonb
+            or d.source_updated_at is distinct from nullif(x.updated_at, '')::timestamptz)]]):format(target)
+
   -- Runs fn(conn) on a pooled connection; pg errors come back as nil, err, sqlstate.
   local function with_conn(fn) return pool:with(fn) end
 
@@ -134,6 +145,12 @@ function M.new(opts)
           pruned = step(prune_sql, unit.entity_type, unit.chunk_counts.entity_ids,
                         unit.chunk_counts.counts).affected
         end
+        local refreshed = 0
+        local refresh = unit.refresh
+        if refresh and #refresh.entity_ids > 0 then
+          refreshed = step(refresh_sql, unit.entity_type, refresh.entity_ids, refresh.chunk_indexes,
+                           refresh.metadata, refresh.updated_at).affected
+        end
         if unit.run_id then
           step([[update ragops_runs
                     set checkpoint = jsonb_set(checkpoint, array[$2::text], $3::jsonb),
@@ -143,7 +160,7 @@ function M.new(opts)
                unit.run_id, unit.entity_type, cjson.encode(unit.checkpoint), unit.checkpoint.seq)
         end
         step("commit")
-        return { written = written, pruned = pruned }
+        return { written = written, pruned = pruned, refreshed = refreshed }
       end)
       if ok then return res end
       if conn:is_ok() then conn:query("rollback") end

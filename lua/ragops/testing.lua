@@ -311,6 +311,20 @@ local function compare_keys(a, b)
   return tostring(a) < tostring(b)
 end
 
+-- Deep equality of two decoded JSON values (jsonb compares by value too).
+local function deep_equal(a, b)
+  if type(a) ~= type(b) then return false end
+  if type(a) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not deep_equal(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
+-- A stored (decoded) metadata table against the runner's JSON text.
+local function same_json(stored, text)
+  return deep_equal(stored, cjson.decode(text))
+end
+
 local function doc_key(entity_type, entity_id, chunk_index)
   return entity_type .. "\0" .. entity_id .. "\0" .. chunk_index
 end
@@ -447,6 +461,18 @@ function M.store(opts)
       end
     end
     record.pruned = pruned
+    -- Like store_pg: unchanged content gets metadata/source_updated_at refreshed.
+    local refreshed = 0
+    local rf = unit.refresh or { entity_ids = {} }
+    for i, id in ipairs(rf.entity_ids) do
+      local d = self.docs[doc_key(unit.entity_type, id, rf.chunk_indexes[i])]
+      local updated = rf.updated_at[i] ~= "" and rf.updated_at[i] or nil
+      if d and (not same_json(d.metadata, rf.metadata[i]) or d.source_updated_at ~= updated) then
+        d.metadata, d.source_updated_at = cjson.decode(rf.metadata[i]), updated
+        refreshed = refreshed + 1
+      end
+    end
+    record.refreshed = refreshed
     -- Like store_pg: the stored checkpoint only moves forward.
     if unit.run_id and unit.checkpoint then
       local cur = self.checkpoints[unit.entity_type]
@@ -454,7 +480,7 @@ function M.store(opts)
         self.checkpoints[unit.entity_type] = copy(unit.checkpoint)
       end
     end
-    return { written = written, pruned = pruned }
+    return { written = written, pruned = pruned, refreshed = refreshed }
   end
 
   local function delete_where(pred)
