@@ -1,0 +1,78 @@
+-- dryrun_spec.lua: the estimate arithmetic of --dry-run (pure functions):
+-- extrapolation of sampled sources, cost, duration under limits.
+local dryrun = require "ragops.dryrun"
+
+local function cfg(over)
+  local c = {
+    provider = { model = "text-embedding-3-small", expected_latency_ms = 500,
+                 price_per_1m_tokens = { ["text-embedding-3-small"] = 0.02 },
+                 rate_limits = { max_concurrency = 8 } },
+  }
+  for k, v in pairs(over or {}) do c.provider[k] = v end
+  return c
+end
+local plan = { batch = { size = 64, in_flight = 4 } }
+
+local function stats(per_type)
+  return { per_entity_type = per_type }
+end
+
+describe("ragops.dryrun", function()
+  it("estima tokens como bytes/4 arredondado para cima", function()
+    assert.are.equal(1, dryrun.estimate_tokens("abc"))
+    assert.are.equal(2, dryrun.estimate_tokens("abcde"))
+    local e = dryrun.estimator(8)
+    local b = e:embed({ "abcd", "abcdefgh" })
+    assert.are.equal(2, b:count())
+    assert.are.equal(3, b:tokens())
+    assert.are.equal(1, e.calls)
+  end)
+
+  it("custo = tokens / 1e6 x preço do modelo", function()
+    local est = dryrun.build_estimate(stats({ verse = { processed = 10, chunks = 12, tokens = 500000,
+      requests = 3, skipped = 2, embedded = 10, deleted = 1 } }), { verse = 10 }, { verse = 10 },
+      { verse = 3 }, plan, cfg())
+    assert.are.equal(10, est.documents)
+    assert.are.equal(12, est.chunks)
+    assert.are.equal(500000, est.tokens)
+    assert.are.equal(3, est.requests)
+    assert.are.equal(3, est.batches)
+    assert.are.equal(2, est.skipped_unchanged)
+    assert.are.near(0.01, est.cost_usd, 1e-12)
+    assert.is_false(est.sampled)
+  end)
+
+  it("fonte maior que a amostra: extrapola pela razão contagem/lidos e marca sampled", function()
+    local est = dryrun.build_estimate(stats({ verse = { processed = 1000, chunks = 1500, tokens = 20000,
+      requests = 16, skipped = 100, embedded = 900, deleted = 0 } }), { verse = 10000 }, { verse = 1000 },
+      { verse = 16 }, plan, cfg())
+    assert.is_true(est.sampled)
+    assert.are.equal(10000, est.documents)
+    assert.are.equal(15000, est.chunks)
+    assert.are.equal(200000, est.tokens)
+    assert.are.equal(160, est.requests)
+    assert.are.equal(1000, est.skipped_unchanged)
+  end)
+
+  it("sem preço do modelo: custo 0 com nota explicando", function()
+    local est = dryrun.build_estimate(stats({ verse = { processed = 1, chunks = 1, tokens = 10,
+      requests = 1, skipped = 0, embedded = 1, deleted = 0 } }), {}, {}, {}, plan,
+      cfg({ model = "outro", price_per_1m_tokens = {} }))
+    assert.are.equal(0, est.cost_usd)
+    assert.matches("sem preço", est.cost_note)
+  end)
+
+  it("duração: o maior entre latência/concorrência e os limites por minuto", function()
+    -- 100 requests x 0.5 s / 4 in flight = 12.5 s
+    assert.are.near(12.5, dryrun.estimate_duration_s(100, 1000, plan, cfg()), 1e-9)
+    -- 100 requests at 60/min = 100 s
+    assert.are.near(100, dryrun.estimate_duration_s(100, 1000, plan,
+      cfg({ rate_limits = { requests_per_min = 60, max_concurrency = 8 } })), 1e-9)
+    -- 1,000,000 tokens at 100k/min = 600 s
+    assert.are.near(600, dryrun.estimate_duration_s(10, 1000000, plan,
+      cfg({ rate_limits = { tokens_per_min = 100000, max_concurrency = 8 } })), 1e-9)
+    -- max_concurrency below in_flight caps the parallelism: 100 x 0.5 / 2
+    assert.are.near(25, dryrun.estimate_duration_s(100, 0, plan,
+      cfg({ rate_limits = { max_concurrency = 2 } })), 1e-9)
+  end)
+end)
