@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
+#include <signal.h>
 #include <unistd.h>
 
 /* True when dir/ragops/cli.lua exists. */
@@ -61,6 +62,9 @@ static int find_home(char *home, size_t size)
 
 int main(int argc, char **argv)
 {
+    /* A closed pipe (ragops ... | head) or a dropped HTTP peer must come back
+     * as a write error, not kill the process mid-batch. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc >= 2 && strcmp(argv[1], "embed-server") == 0)
         return embed_server_main(argc - 1, argv + 1);
 

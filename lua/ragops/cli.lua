@@ -19,7 +19,7 @@ Uso:
   ragops reindex [filtros] [opções]           atalho para plans/reindex.lua
   ragops failures list [--entity-type T] [--run ID] [--all]
                                               fila de falhas (em aberto; --all = histórico)
-  ragops failures retry [--entity-type T] [--id N[,N]]
+  ragops failures retry [--entity-type T] [--id N[,N]] [--overwrite]
                                               reprocessa as falhas em aberto
   ragops index create --lists N --dim N [--method ivfflat|hnsw] [--maintenance-work-mem 2GB]
                                               cria o índice vetorial (pgvector)
@@ -46,7 +46,7 @@ Filtros de reindex:
 
 Variáveis de ambiente: DATABASE_URL, RAGOPS_EMBED_URL, OPENAI_API_KEY, RAGOPS_EMBED_MODEL.
 Códigos de saída: 0 concluído; 1 concluído com falhas na fila; 2 uso/plano inválido;
-3 abortado por alerta; 4 dependência inalcançável.
+3 abortado por alerta; 4 dependência inalcançável; 130 interrompido por sinal (retomável).
 ]=]
 
 -- Raised for usage errors; carries a pt-BR message.
@@ -156,7 +156,8 @@ commands.reindex = plan_shortcut("reindex.lua")
 function commands.failures(args)
   local sub = table.remove(args, 1)
   local a = M.parse(args, { config = "string", ["entity-type"] = "string", run = "string",
-                            id = "string", all = "bool", quiet = "bool", ["report-json"] = "string" })
+                            id = "string", all = "bool", quiet = "bool", ["report-json"] = "string",
+                            overwrite = "bool" })
   if #a.positional > 0 then usage_error("argumento inesperado: %s", a.positional[1]) end
   for _, key in ipairs({ "run", "id" }) do
     local v = a.options[key]

@@ -75,8 +75,10 @@ function M.migrate(opts)
   if #result.applied == 0 then
     io.stdout:write(("esquema já está atualizado (versão %d)\n"):format(result.current))
   else
-    io.stdout:write(("migrações aplicadas: %s; esquema na versão %d\n")
-      :format(table.concat(result.applied, ", "), result.current))
+    io.stdout:write(("migrações aplicadas: %s; esquema na versão %d; coluna embedding: %s\n")
+      :format(table.concat(result.applied, ", "), result.current,
+        result.storage == "vector" and ("vector(%d) (pgvector)"):format(cfg.provider.dim)
+          or "real[] (sem pgvector: sem índice IVFFlat/HNSW)"))
   end
   return EXIT.ok
 end
@@ -331,7 +333,9 @@ function M.failures_retry(opts, plan_path)
   for _, entity_type in ipairs(types) do
     local ids = by_type[entity_type]
     log.info("reprocessando %d falha(s) de %q", #ids, entity_type)
-    local code = M.run_plan(plan_path, opts, { entity_type = entity_type, entity_id = table.concat(ids, ",") })
+    local params = { entity_type = entity_type, entity_id = table.concat(ids, ",") }
+    if opts.overwrite then params.mode = "overwrite" end
+    local code = M.run_plan(plan_path, opts, params)
     if code ~= EXIT.ok and (worst == EXIT.ok or code > worst) then worst = code end
   end
   return worst

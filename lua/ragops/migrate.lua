@@ -57,12 +57,21 @@ M.migrations = {
     end },
 }
 
-local function embedding_type(cfg)
-  local storage = cfg.database.storage
-  if storage == "vector" then
-    return ("vector(%d)"):format(cfg.provider.dim)
-  end
+local function embedding_type(storage, dim)
+  if storage == "vector" then return ("vector(%d)"):format(dim) end
   return "real[]"
+end
+
+-- "auto" picks vector when the server offers the pgvector extension, else
+-- real[]; "vector" requires it; "real[]" never uses it.
+local function resolve_storage(q, configured)
+  if configured == "real[]" then return "real[]" end
+  local available = #q([[select 1 from pg_available_extensions where name = 'vector']]) > 0
+  if configured == "vector" and not available then
+    error("a extensão pgvector (vector) não está instalada neste servidor PostgreSQL; "
+      .. "use database.storage = \"real[]\" ou instale o pgvector", 0)
+  end
+  return available and "vector" or "real[]"
 end
 
 -- Applies pending migrations on conn. Returns { applied = {versions}, current = n }
@@ -72,7 +81,6 @@ function M.run(conn, cfg)
   local target = cfg.database.table
   local ctx = {
     table = pg.quote_ident(target),
-    embedding_type = embedding_type(cfg),
     index_name = function(suffix) return pg.quote_ident(target .. "_" .. suffix) end,
   }
   local function q(sql, ...)
@@ -81,17 +89,12 @@ function M.run(conn, cfg)
     return rows
   end
   local ok, result = pcall(function()
-    if cfg.database.storage == "vector" then
-      local avail = q([[select 1 from pg_available_extensions where name = 'vector']])
-      if #avail == 0 then
-        error("a extensão pgvector (vector) não está instalada neste servidor PostgreSQL; "
-          .. "use database.storage = \"real[]\" ou instale o pgvector", 0)
-      end
-    end
+    local storage = resolve_storage(q, cfg.database.storage)
+    ctx.embedding_type = embedding_type(storage, cfg.provider.dim)
     q("set client_min_messages = warning")
     q("begin")
     q("select pg_advisory_xact_lock($1)", LOCK_KEY)
-    if cfg.database.storage == "vector" then q("create extension if not exists vector") end
+    if storage == "vector" then q("create extension if not exists vector") end
     q([[create table if not exists ragops_schema_version (
           version int primary key, description text not null,
           applied_at timestamptz not null default now())]])
@@ -108,7 +111,7 @@ function M.run(conn, cfg)
       end
     end
     q("commit")
-    return { applied = applied, current = current }
+    return { applied = applied, current = current, storage = storage }
   end)
   if not ok then
     if conn:is_ok() then conn:query("rollback") end

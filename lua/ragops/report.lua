@@ -132,7 +132,8 @@ local function estimate_lines(estimate, lines)
     { "requisições de embedding:", M.format_count(estimate.requests) },
     { "lotes:", M.format_count(estimate.batches) },
     { "ignorados (inalterados):", M.format_count(estimate.skipped_unchanged) },
-    { "custo estimado:", M.format_usd(number_or_zero(estimate.cost_usd)) },
+    { "custo estimado:", M.format_usd(number_or_zero(estimate.cost_usd))
+        .. (estimate.cost_note and ("  (" .. tostring(estimate.cost_note) .. ")") or "") },
     { "duração estimada:", M.format_duration(number_or_zero(estimate.duration_s)) },
   }
   for _, line in ipairs(aligned(rows, "    ")) do lines[#lines + 1] = line end

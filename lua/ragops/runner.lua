@@ -45,6 +45,11 @@ end
 local COUNTER_KEYS = { "processed", "succeeded", "failed", "skipped", "embedded",
                        "deleted", "chunks", "tokens", "requests", "retries", "refreshed" }
 
+-- Retry policy for PostgreSQL reads and writes (connection loss, restart):
+-- independent of the plan's provider policy, sized for a restart that takes
+-- tens of seconds (expected total wait ~40 s before giving up).
+M.DB_RETRY = { attempts = 12, base_ms = 250, max_ms = 10000 }
+
 -- SQLSTATEs worth retrying a write for: connection loss, shutdown, conflicts.
 local function retryable_sqlstate(state)
   if not state then return false end
@@ -207,26 +212,26 @@ function M.run(plan, env)
   -- Runs a store read, retrying on connection loss (PostgreSQL restarting).
   -- Other errors return at once. Returns result or nil, err.
   function read_with_retry(fn)
-    local result, err = retry.call(plan.retry, s.sleep, function()
+    local result, err = retry.call(env.db_retry or M.DB_RETRY, s.sleep, function()
       local r, e, state = fn()
       if r then return r end
       return nil, e, { class = retryable_sqlstate(state) and "transient" or "fatal" }
     end, function(attempt, delay, e)
       log.warn("falha ao ler do PostgreSQL (%s); tentativa %d de %d em %d ms",
-        e, attempt, plan.retry.attempts, delay)
+        e, attempt, (env.db_retry or M.DB_RETRY).attempts, delay)
     end)
     return result, err
   end
 
   -- Writes a unit, retrying on connection loss. Returns result or nil.
   local function write_with_retry(payload, entity_type)
-    local result, err, info = retry.call(plan.retry, s.sleep, function()
+    local result, err, info = retry.call(env.db_retry or M.DB_RETRY, s.sleep, function()
       local r, e, state = store:write_unit(payload)
       if r then return r end
       return nil, e, { class = retryable_sqlstate(state) and "transient" or "fatal", sqlstate = state }
     end, function(attempt, delay, e)
       log.warn("falha ao gravar no PostgreSQL (%s); tentativa %d de %d em %d ms",
-        e, attempt, plan.retry.attempts, delay)
+        e, attempt, (env.db_retry or M.DB_RETRY).attempts, delay)
     end)
     if not result then
       abort(4, "não foi possível gravar no PostgreSQL: " .. tostring(err)
@@ -427,9 +432,11 @@ function M.run(plan, env)
     if now - last_progress >= (env.progress_every_ms or 5000) then
       last_progress = now
       local elapsed = (now - started) / 1000
-      log.info("progresso: %d processados, %d gravados, %d inalterados, %d falhas (%.1f docs/s)",
-        stats.processed, stats.succeeded, stats.skipped, stats.failed,
-        elapsed > 0 and stats.processed / elapsed or 0)
+      local fmt = require("ragops.report")
+      log.info("progresso: %s processados, %s gravados, %s inalterados, %s falhas (%s docs/s)",
+        fmt.format_count(stats.processed), fmt.format_count(stats.succeeded),
+        fmt.format_count(stats.skipped), fmt.format_count(stats.failed),
+        fmt.format_number(elapsed > 0 and stats.processed / elapsed or 0, 1))
     end
   end
 

@@ -233,6 +233,10 @@ function M.new(opts)
       return rows
     end
     local ok, id, checkpoint, resumed = pcall(function()
+      -- Claiming is serialised per plan+params, so two processes started at
+      -- the same instant cannot both create a run.
+      q("begin")
+      q("select pg_advisory_xact_lock($1, hashtext($2))", RUN_LOCK_CLASS - 1, plan_name .. params_json)
       local rows = q([[select id, checkpoint::text as checkpoint from ragops_runs
                         where plan = $1 and params = $2::jsonb and not dry_run
                           and status in ('running', 'interrupted', 'aborted')
@@ -244,6 +248,7 @@ function M.new(opts)
                   :format(rows[1].id, plan_name) }, 0)
         end
         q("update ragops_runs set status = 'running', updated_at = now() where id = $1", rows[1].id)
+        q("commit")
         return rows[1].id, cjson.decode(rows[1].checkpoint), true
       end
       if must_resume then
@@ -253,9 +258,11 @@ function M.new(opts)
       local new = q([[insert into ragops_runs (plan, params, dry_run) values ($1, $2::jsonb, $3)
                       returning id]], plan_name, params_json, dry_run)[1].id
       q("select pg_advisory_lock($1, $2)", RUN_LOCK_CLASS, new)
+      q("commit")
       return new, {}, false
     end)
     if not ok then
+      if conn:is_ok() then conn:query("rollback") end
       pool:release(conn)
       if type(id) == "table" then return nil, id.busy, "busy" end
       return nil, id, "db"
