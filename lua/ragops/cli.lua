@@ -22,7 +22,10 @@ Uso:
   ragops failures retry [--entity-type T] [--id N[,N]] [--overwrite]
                                               reprocessa as falhas em aberto
   ragops index create --lists N --dim N [--method ivfflat|hnsw] [--maintenance-work-mem 2GB]
+                     [--concurrently] [--alter-dim] [--dry-run]
                                               cria o índice vetorial (pgvector)
+  ragops index drop [--name N] [--dry-run]    remove o índice (DROP INDEX CONCURRENTLY)
+  ragops index status                         coluna, extensão, índices e probes recomendados
   ragops validate GOLDEN.lua [--k K]          recall@k e MRR contra um conjunto de consultas
   ragops embed-server [--port P] [--dim D]    servidor local de embeddings (veja --help)
   ragops help | --help                        esta ajuda

@@ -159,6 +159,10 @@ function M.run_plan(path, opts, params)
   if not cfg then return fail(EXIT.usage, "%s", err) end
   local p, perr = M.load_plan(path, params)
   if not p then return fail(EXIT.usage, "%s", perr) end
+  if #p.sources == 0 then
+    return fail(EXIT.usage, "o plano %q não tem fontes para indexar; planos de operação como "
+      .. "plans/create_index.lua são lidos por `ragops index create`, não por `ragops run`", p.name)
+  end
   if opts["dry-run"] then
     return require("ragops.dryrun").run(p, cfg, opts, params)
   end

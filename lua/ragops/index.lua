@@ -1,0 +1,649 @@
+-- ragops.index: `ragops index create|drop|status`, the pgvector index on the
+-- target table (IVFFlat or HNSW), following pgvector's documented behaviour:
+--   CREATE INDEX [CONCURRENTLY] name ON t USING ivfflat (embedding vector_cosine_ops) WITH (lists = N)
+--   CREATE INDEX ... USING hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64)
+--   SET maintenance_work_mem = '2GB' before the build (session setting);
+--   ivfflat.probes / hnsw.ef_search are query-session settings, only advised here.
+-- Defaults come from plans/create_index.lua; flags override them.
+-- Every statement is sent alone (simple protocol, no transaction block), as
+-- CREATE/DROP INDEX CONCURRENTLY require. Numbers are validated and formatted
+-- from Lua numbers; identifiers go through ragops.pg.quote_ident; user text
+-- is never interpolated. On real[] storage (no pgvector) only `status` and
+-- `--dry-run` work; everything else exits 2 with an explanation.
+local log = require "ragops.log"
+
+local M = {}
+
+local EXIT = { ok = 0, usage = 2, unreachable = 4 }
+M.EXIT = EXIT
+
+-- pgvector limits (v0.5+ README and source: ivfflat.c, hnsw.h).
+M.LIMITS = {
+  lists = { 1, 32768 },          -- ivfflat WITH (lists)
+  m = { 2, 100 },                -- hnsw WITH (m)
+  ef_construction = { 4, 1000 }, -- hnsw WITH (ef_construction), and >= 2 * m
+  dim = { 1, 16000 },            -- vector(N) column
+  index_dim = 2000,              -- ivfflat/hnsw on vector
+  halfvec_index_dim = 4000,      -- ivfflat/hnsw on halfvec (not used by ragops)
+  memory_kb = { 1024, 2147483647 }, -- maintenance_work_mem (PostgreSQL)
+}
+
+M.OPCLASSES = { cosine = "vector_cosine_ops", l2 = "vector_l2_ops", ip = "vector_ip_ops" }
+M.OPERATORS = { cosine = "<=>", l2 = "<->", ip = "<#>" }
+M.METHODS = { ivfflat = true, hnsw = true }
+-- HNSW needs pgvector 0.5.0 or newer.
+M.HNSW_MIN_VERSION = { 0, 5, 0 }
+
+local EMBEDDING_COLUMN = "embedding"
+
+-- Overridable for unit tests (ragops.pg is a C module).
+function M.quote_ident(name)
+  return require("ragops.pg").quote_ident(name)
+end
+
+-- Parses a non-negative integer flag value within [min, max].
+-- Returns n or nil.
+local function parse_int(text, min, max)
+  if type(text) == "number" then text = tostring(text) end
+  if type(text) ~= "string" or not text:match("^%d+$") or #text > 9 then return nil end
+  local n = tonumber(text)
+  if n < min or n > max then return nil end
+  return n
+end
+
+local MEMORY_UNITS = { kb = { "kB", 1 }, mb = { "MB", 1024 }, gb = { "GB", 1024 * 1024 },
+                       tb = { "TB", 1024 * 1024 * 1024 } }
+
+-- Parses a PostgreSQL memory size like "64MB", "2GB", "512kB" (unit
+-- required, case-insensitive). Returns the canonical text ("2GB") and the
+-- size in kB, or nil, pt-BR error.
+function M.parse_memory(text)
+  local bad = ("--maintenance-work-mem espera um tamanho como 64MB, 2GB ou 4GB (de 1MB a 2047GB), recebi %q")
+    :format(tostring(text))
+  if type(text) ~= "string" then return nil, bad end
+  local digits, unit = text:match("^(%d+)%s*(%a+)$")
+  if not digits or #digits > 10 then return nil, bad end
+  local u = MEMORY_UNITS[unit:lower()]
+  if not u then return nil, bad end
+  local n = tonumber(digits)
+  local kb = n * u[2]
+  if kb < M.LIMITS.memory_kb[1] or kb > M.LIMITS.memory_kb[2] then return nil, bad end
+  return ("%d%s"):format(n, u[1]), kb
+end
+
+-- Compares dotted versions ("0.4.4") against { major, minor, patch }.
+function M.version_at_least(text, wanted)
+  local parts = {}
+  for piece in tostring(text or ""):gmatch("%d+") do parts[#parts + 1] = tonumber(piece) end
+  for i = 1, #wanted do
+    local have = parts[i] or 0
+    if have ~= wanted[i] then return have > wanted[i] end
+  end
+  return true
+end
+
+-- Default index name: <table>_embedding_<method>.
+function M.default_name(table_name, method)
+  return ("%s_%s_%s"):format(table_name, EMBEDDING_COLUMN, method or "ivfflat")
+end
+
+-- Checks an index name given by the operator. Returns name or nil, err.
+local function check_name(name)
+  if type(name) ~= "string" or name == "" or #name > 63 or name:find("%z") then
+    return nil, ("--name espera um nome de índice de 1 a 63 bytes, recebi %q"):format(tostring(name))
+  end
+  return name
+end
+
+-- Recommended lists/probes for a row count (pgvector README: rows / 1000
+-- up to 1M rows, sqrt(rows) above; probes = sqrt(lists)).
+function M.recommend(rows)
+  rows = math.max(0, math.floor(tonumber(rows) or 0))
+  local lists
+  if rows <= 1000000 then lists = math.floor(rows / 1000) else lists = math.floor(math.sqrt(rows)) end
+  lists = math.max(1, math.min(lists, M.LIMITS.lists[2]))
+  local probes = math.max(1, math.floor(math.sqrt(lists) + 0.5))
+  return lists, probes
+end
+
+local function dim_limit_message(dim)
+  return ("--dim %d passa do limite do pgvector para índices: ivfflat e hnsw indexam colunas vector de até %d "
+    .. "dimensões (halfvec vai até %d, que o ragops não usa). Reduza a dimensão dos embeddings "
+    .. "(provider.dimensions, por exemplo text-embedding-3-large com dimensions = 1536) ou consulte sem índice "
+    .. "(busca exata)"):format(dim, M.LIMITS.index_dim, M.LIMITS.halfvec_index_dim)
+end
+
+-- Validates `index create` options (flag strings, as parsed by ragops.cli)
+-- against the plan defaults. Returns a spec:
+--   { method, opclass, lists, m, ef_construction, dim, maintenance_work_mem,
+--     concurrently, alter_dim, name, dry_run }
+-- or nil, pt-BR error. table_name gives the default index name.
+function M.validate_create(opts, defaults, table_name)
+  defaults = defaults or {}
+  local spec = {
+    concurrently = opts.concurrently == true,
+    alter_dim = opts["alter-dim"] == true,
+    dry_run = opts["dry-run"] == true,
+  }
+  spec.method = opts.method or defaults.method or "ivfflat"
+  if not M.METHODS[spec.method] then
+    return nil, ("--method deve ser ivfflat ou hnsw, recebi %q"):format(tostring(spec.method))
+  end
+  spec.opclass = opts.opclass or defaults.opclass or "cosine"
+  if not M.OPCLASSES[spec.opclass] then
+    return nil, ("--opclass deve ser cosine, l2 ou ip, recebi %q"):format(tostring(spec.opclass))
+  end
+
+  if opts.dim == nil then
+    return nil, "--dim é obrigatório: a dimensão dos embeddings (a mesma de provider.dim na configuração)"
+  end
+  local L = M.LIMITS
+  spec.dim = parse_int(opts.dim, L.dim[1], L.dim[2])
+  if not spec.dim then
+    return nil, ("--dim deve ser um inteiro entre %d e %d (limite do tipo vector do pgvector), recebi %q")
+      :format(L.dim[1], L.dim[2], tostring(opts.dim))
+  end
+  if spec.dim > L.index_dim then return nil, dim_limit_message(spec.dim) end
+
+  if spec.method == "ivfflat" then
+    if opts.m ~= nil or opts["ef-construction"] ~= nil then
+      return nil, "--m e --ef-construction só valem para --method hnsw"
+    end
+    if opts.lists == nil then
+      local lists = type(defaults.lists) == "table" and defaults.lists or {}
+      return nil, ("--lists é obrigatório com --method ivfflat (o runbook usa %s em desenvolvimento e %s em "
+        .. "produção, depois que a tabela estiver populada; veja plans/create_index.lua e `ragops index status`)")
+        :format(tostring(lists.dev or 64), tostring(lists.prod or 2000))
+    end
+    spec.lists = parse_int(opts.lists, L.lists[1], L.lists[2])
+    if not spec.lists then
+      return nil, ("--lists deve ser um inteiro entre %d e %d (limite do pgvector), recebi %q")
+        :format(L.lists[1], L.lists[2], tostring(opts.lists))
+    end
+  else
+    if opts.lists ~= nil then
+      return nil, "--lists só vale para --method ivfflat (hnsw usa --m e --ef-construction)"
+    end
+    local m_text = opts.m or defaults.m or 16
+    spec.m = parse_int(m_text, L.m[1], L.m[2])
+    if not spec.m then
+      return nil, ("--m deve ser um inteiro entre %d e %d (limite do pgvector), recebi %q")
+        :format(L.m[1], L.m[2], tostring(m_text))
+    end
+    local ef_text = opts["ef-construction"] or defaults.ef_construction or 64
+    spec.ef_construction = parse_int(ef_text, L.ef_construction[1], L.ef_construction[2])
+    if not spec.ef_construction then
+      return nil, ("--ef-construction deve ser um inteiro entre %d e %d (limite do pgvector), recebi %q")
+        :format(L.ef_construction[1], L.ef_construction[2], tostring(ef_text))
+    end
+    if spec.ef_construction < 2 * spec.m then
+      return nil, ("--ef-construction (%d) deve ser pelo menos 2 × --m (%d × 2 = %d): o pgvector recusa "
+        .. "ef_construction < 2 * m"):format(spec.ef_construction, spec.m, 2 * spec.m)
+    end
+  end
+
+  if opts["maintenance-work-mem"] ~= nil then
+    local mem, err = M.parse_memory(opts["maintenance-work-mem"])
+    if not mem then return nil, err end
+    spec.maintenance_work_mem = mem
+  end
+
+  if opts.name ~= nil then
+    local name, err = check_name(opts.name)
+    if not name then return nil, err end
+    spec.name = name
+  else
+    spec.name = M.default_name(table_name or "rag_documents", spec.method)
+    if #spec.name > 63 then
+      return nil, ("o nome padrão do índice (%s) passa de 63 bytes; escolha um com --name"):format(spec.name)
+    end
+  end
+  return spec
+end
+
+-- The SQL of `index create`, one statement per entry, in order.
+-- column_type: the current embedding column type ("real[]", "vector(N)",
+-- "vector") or nil when unknown; the ALTER is emitted when spec.alter_dim is
+-- set and the column is not already vector(spec.dim).
+-- Returns { alter = sql|nil, statements = { sql, ... }, create = sql }.
+function M.create_sql(spec, table_name, column_type)
+  local q = M.quote_ident
+  local target, column = q(table_name), q(EMBEDDING_COLUMN)
+  local vector_type = ("vector(%d)"):format(spec.dim)
+  local out = { statements = {} }
+  local function add(sql) out.statements[#out.statements + 1] = sql; return sql end
+  if spec.alter_dim and column_type ~= vector_type then
+    out.alter = add(("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::%s")
+      :format(target, column, vector_type, column, vector_type))
+  end
+  if spec.maintenance_work_mem then
+    add(("SET maintenance_work_mem = '%s'"):format(spec.maintenance_work_mem))
+  end
+  local with
+  if spec.method == "ivfflat" then
+    with = ("lists = %d"):format(spec.lists)
+  else
+    with = ("m = %d, ef_construction = %d"):format(spec.m, spec.ef_construction)
+  end
+  out.create = add(("CREATE INDEX %s%s ON %s USING %s (%s %s) WITH (%s)")
+    :format(spec.concurrently and "CONCURRENTLY " or "", q(spec.name), target, spec.method, column,
+      M.OPCLASSES[spec.opclass], with))
+  if spec.maintenance_work_mem then add("RESET maintenance_work_mem") end
+  return out
+end
+
+-- DROP INDEX CONCURRENTLY IF EXISTS (the runbook's rollback).
+function M.drop_sql(name)
+  return ("DROP INDEX CONCURRENTLY IF EXISTS %s"):format(M.quote_ident(name))
+end
+
+-- The query-session setting advised after the build.
+function M.session_setting(method, defaults)
+  defaults = defaults or {}
+  if method == "hnsw" then
+    return ("SET hnsw.ef_search = %d"):format(tonumber(defaults.ef_search) or 40)
+  end
+  return ("SET ivfflat.probes = %d"):format(tonumber(defaults.probes) or 10)
+end
+
+-- Explains why an index cannot be built on this storage. info:
+--   { column = type text, extension = version|nil, available = bool }
+-- spec: the validated create spec (nil for drop). Returns nil when fine, or
+-- a pt-BR message.
+function M.storage_problem(info, spec)
+  local column = info.column
+  local how = "Para migrar: instale o pgvector no servidor PostgreSQL (pacote postgresql-NN-pgvector ou "
+    .. "compilado do código-fonte), crie a extensão com CREATE EXTENSION vector, defina database.storage = "
+    .. "\"vector\" e rode `ragops migrate` numa tabela nova (database.table), ou converta a coluna atual com "
+    .. "`ragops index create --alter-dim` (ALTER TABLE ... TYPE vector(N)). Veja docs/indice-vetorial.md"
+  if not info.extension then
+    local where = info.available
+      and "o pgvector está disponível no servidor, mas a extensão \"vector\" não foi criada neste banco"
+      or "a extensão pgvector (\"vector\") não está instalada neste servidor PostgreSQL"
+    return ("índices ivfflat/hnsw só existem com pgvector: a coluna embedding é %s e %s. %s")
+      :format(tostring(column), where, how)
+  end
+  local dim = spec and spec.dim
+  if column == "real[]" then
+    if spec and spec.alter_dim then return nil end
+    return ("a extensão vector %s está instalada, mas a coluna embedding é real[] (armazenamento sem pgvector, "
+      .. "database.storage = \"real[]\"): o índice exige uma coluna vector(N). Converta com --alter-dim "
+      .. "(ALTER TABLE ... TYPE vector(%s), reescreve a tabela) ou migre para uma tabela nova com "
+      .. "database.storage = \"vector\"; veja docs/indice-vetorial.md")
+      :format(info.extension, dim and tostring(dim) or "N")
+  end
+  if column == "vector" then
+    if spec and spec.alter_dim then return nil end
+    return "a coluna embedding é vector sem dimensão fixa e o pgvector só indexa vector(N): use --alter-dim "
+      .. "para fixar a dimensão"
+  end
+  local have = tonumber(tostring(column):match("^vector%((%d+)%)$"))
+  if not have then
+    return ("a coluna embedding é %s; o ragops só cria índices em colunas vector(N)"):format(tostring(column))
+  end
+  if spec and have ~= dim and not spec.alter_dim then
+    return ("a coluna embedding é vector(%d), mas --dim é %d: use --dim %d ou --alter-dim para mudar a "
+      .. "coluna (só funciona se nenhuma linha tiver outra dimensão)"):format(have, dim, have)
+  end
+  if spec and spec.method == "hnsw" and not M.version_at_least(info.extension, M.HNSW_MIN_VERSION) then
+    return ("o índice hnsw exige pgvector 0.5.0 ou mais novo; este banco tem a versão %s (use --method ivfflat "
+      .. "ou atualize com ALTER EXTENSION vector UPDATE)"):format(info.extension)
+  end
+  return nil
+end
+
+-- Loads the plan with the defaults (plans/create_index.lua). Returns the
+-- defaults table or nil, err.
+function M.load_defaults(path)
+  local p, err = require("ragops.plan").load(path)
+  if not p then return nil, err end
+  if type(p.run) ~= "function" then
+    return nil, ("plano %s: esperado run = function(ctx) que devolve os parâmetros do índice"):format(path)
+  end
+  local ok, defaults = pcall(p.run, {})
+  if not ok or type(defaults) ~= "table" then
+    return nil, ("plano %s: run() deve devolver uma tabela com os parâmetros do índice (%s)")
+      :format(path, tostring(defaults))
+  end
+  return defaults
+end
+
+---------------------------------------------------------------------------
+-- Database side (runs inside the CLI coroutine).
+---------------------------------------------------------------------------
+
+-- Maps a failed query to an exit code: lost connection -> 4, else 2.
+local function code_for(sqlstate)
+  if sqlstate and (sqlstate:sub(1, 2) == "08" or sqlstate:sub(1, 3) == "57P") then return EXIT.unreachable end
+  if not sqlstate then return EXIT.unreachable end
+  return EXIT.usage
+end
+
+-- Reads what `index` needs to know about the target. Returns info
+-- { column, extension, available } or nil, err, sqlstate.
+function M.inspect(conn, table_name)
+  local column, err, state = require("ragops.migrate").embedding_column(conn, table_name)
+  if err then return nil, err, state end
+  local ext, eerr, estate = conn:query([[
+    select (select extversion from pg_extension where extname = 'vector') as installed,
+           exists (select 1 from pg_available_extensions where name = 'vector') as available]])
+  if not ext then return nil, eerr, estate end
+  return { column = column, extension = ext[1].installed, available = ext[1].available == true }
+end
+
+-- Vector indexes (ivfflat/hnsw) on the target table.
+local function vector_indexes(conn, table_name)
+  return conn:query([[
+    select c.relname as name, am.amname as method, i.indisvalid as valid,
+           pg_get_indexdef(c.oid) as definition,
+           pg_size_pretty(pg_relation_size(c.oid)) as size
+      from pg_index i
+      join pg_class c on c.oid = i.indexrelid
+      join pg_am am on am.oid = c.relam
+     where i.indrelid = to_regclass($1) and am.amname in ('ivfflat', 'hnsw')
+     order by c.relname]], M.quote_ident(table_name))
+end
+
+-- The relation named `name` in the target table's schema, if any:
+-- { table_name = owning table or nil, method = access method or nil, kind }.
+local function find_relation(conn, table_name, name)
+  local rows, err, state = conn:query([[
+    select c.relkind::text as kind, am.amname as method, t.relname as table_name,
+           i.indrelid = to_regclass($2) as on_target
+      from pg_class c
+      left join pg_am am on am.oid = c.relam
+      left join pg_index i on i.indexrelid = c.oid
+      left join pg_class t on t.oid = i.indrelid
+     where c.relname = $1
+       and c.relnamespace = (select relnamespace from pg_class where oid = to_regclass($2))]],
+    name, M.quote_ident(table_name))
+  if not rows then return nil, err, state end
+  return rows[1] or false
+end
+
+local function fail(code, fmt, ...)
+  io.stderr:write("ragops: " .. fmt:format(...) .. "\n")
+  return code
+end
+
+local function load_context(opts)
+  local cfg, err = require("ragops.config").load(opts.config, os.getenv)
+  if not cfg then return nil, fail(EXIT.usage, "%s", err) end
+  return cfg
+end
+
+local function plan_path()
+  return (RAGOPS_HOME or ".") .. "/plans/create_index.lua"
+end
+
+local function print_sql(statements, heading, footer)
+  local out = { "-- " .. heading }
+  for _, sql in ipairs(statements) do out[#out + 1] = sql .. ";" end
+  for _, line in ipairs(footer or {}) do out[#out + 1] = "-- " .. line end
+  io.stdout:write(table.concat(out, "\n"), "\n")
+end
+
+-- Runs the statements one by one; returns true or nil, err, sqlstate, sql.
+local function run_statements(conn, statements)
+  for _, sql in ipairs(statements) do
+    log.info("executando: %s", sql)
+    local rows, err, state = conn:query(sql)
+    if not rows then return nil, err, state, sql end
+  end
+  return true
+end
+
+local CREATE_FLAGS = {
+  config = "string", lists = "string", dim = "string", method = "string", m = "string",
+  ["ef-construction"] = "string", ["maintenance-work-mem"] = "string", concurrently = "bool",
+  ["alter-dim"] = "bool", opclass = "string", name = "string", ["dry-run"] = "bool", quiet = "bool",
+}
+
+local function create(args, cli)
+  local a = cli.parse(args, CREATE_FLAGS)
+  if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
+  local opts = a.options
+  log.quiet = opts.quiet or false
+  local defaults, derr = M.load_defaults(plan_path())
+  if not defaults then return fail(EXIT.usage, "%s", derr) end
+  local cfg, code = load_context(opts)
+  if not cfg then return code end
+  local table_name = cfg.database.table
+  local spec, verr = M.validate_create(opts, defaults, table_name)
+  if not spec then cli.usage_error("%s", verr) end
+  if spec.dim ~= cfg.provider.dim then
+    cli.usage_error("--dim %d difere de provider.dim = %d na configuração: o índice e os embeddings gravados "
+      .. "precisam ter a mesma dimensão", spec.dim, cfg.provider.dim)
+  end
+  local engine = require "ragops.engine"
+  local conn, cerr = engine.connect(cfg)
+
+  if spec.dry_run then
+    local info, notes = nil, {}
+    if conn then
+      info = M.inspect(conn, table_name)
+      conn:close()
+    else
+      notes[#notes + 1] = "aviso: " .. cerr .. "; o SQL abaixo não foi conferido com o banco"
+    end
+    if info and not info.column then
+      notes[#notes + 1] = ("aviso: a tabela %s não existe ou não tem a coluna embedding; execute `ragops "
+        .. "migrate` antes"):format(table_name)
+    elseif info then
+      local problem = M.storage_problem(info, spec)
+      if problem then notes[#notes + 1] = "aviso: este SQL falharia agora: " .. problem end
+    end
+    local sql = M.create_sql(spec, table_name, info and info.column)
+    local footer = { "depois, nas sessões de consulta: " .. M.session_setting(spec.method, defaults) .. ";" }
+    if spec.method == "ivfflat" then
+      local range = defaults.probes_range or { 10, 20 }
+      footer[1] = footer[1] .. (" (runbook: %d–%d)"):format(range[1], range[2])
+    end
+    if sql.alter then
+      footer[#footer + 1] = "atenção: o ALTER TABLE reescreve a tabela sob bloqueio exclusivo (leituras e escritas param)"
+    end
+    print_sql(sql.statements, "simulação (--dry-run): SQL que seria executado; nada foi executado", footer)
+    for _, note in ipairs(notes) do io.stderr:write("ragops: ", note, "\n") end
+    return EXIT.ok
+  end
+
+  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
+  local function finish(rc, fmt, ...)
+    conn:close()
+    if fmt then return fail(rc, fmt, ...) end
+    return rc
+  end
+  local info, ierr, istate = M.inspect(conn, table_name)
+  if not info then return finish(code_for(istate), "falha ao inspecionar a tabela: %s", tostring(ierr)) end
+  if not info.column then
+    return finish(EXIT.usage, "a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes",
+      table_name)
+  end
+  local problem = M.storage_problem(info, spec)
+  if problem then return finish(EXIT.usage, "%s", problem) end
+
+  local existing, ferr, fstate = find_relation(conn, table_name, spec.name)
+  if existing == nil then return finish(code_for(fstate), "falha ao consultar o catálogo: %s", tostring(ferr)) end
+  if existing then
+    return finish(EXIT.usage, "já existe uma relação chamada %q; escolha outro --name ou remova o índice com "
+      .. "`ragops index drop --name %s` (rollback do runbook)", spec.name, spec.name)
+  end
+
+  local sql = M.create_sql(spec, table_name, info.column)
+  if sql.alter then
+    -- Friendly pre-check; the ALTER itself also fails on another dimension.
+    local count_sql = info.column == "real[]"
+      and "select count(*) as n from %s where %s is not null and coalesce(array_length(%s, 1), 0) <> $1"
+      or "select count(*) as n from %s where %s is not null and vector_dims(%s) <> $1"
+    local col = M.quote_ident(EMBEDDING_COLUMN)
+    local rows, cerr2, cstate = conn:query(count_sql:format(M.quote_ident(table_name), col, col), spec.dim)
+    if not rows then return finish(code_for(cstate), "falha ao conferir as dimensões: %s", tostring(cerr2)) end
+    if rows[1].n > 0 then
+      return finish(EXIT.usage, "--alter-dim recusado: %d linha(s) têm embedding com dimensão diferente de %d; "
+        .. "reindexe-as (ragops reindex --overwrite) ou apague-as antes de mudar a coluna", rows[1].n, spec.dim)
+    end
+    log.warn("--alter-dim: a coluna embedding (%s) vai virar vector(%d); a tabela é reescrita sob bloqueio "
+      .. "exclusivo", tostring(info.column), spec.dim)
+  elseif spec.alter_dim then
+    log.info("--alter-dim: a coluna já é vector(%d); nada a alterar", spec.dim)
+  end
+  if spec.method == "ivfflat" then
+    local rows = conn:query(("select count(*) as n from (select 1 from %s where %s is not null limit $1) s")
+      :format(M.quote_ident(table_name), M.quote_ident(EMBEDDING_COLUMN)), spec.lists)
+    if rows and rows[1].n < spec.lists then
+      log.warn("a tabela tem menos linhas com embedding (%d) que listas (%d): o IVFFlat treina as listas com os "
+        .. "dados existentes e a recall fica ruim; crie-o depois do backfill (runbook, seção 5)", rows[1].n, spec.lists)
+    end
+  end
+
+  log.info("criando o índice %s (%s, %s%s) em %s; acompanhe em outra sessão com: select phase, blocks_done, "
+    .. "blocks_total, tuples_done, tuples_total from pg_stat_progress_create_index",
+    spec.name, spec.method, M.OPCLASSES[spec.opclass], spec.concurrently and ", CONCURRENTLY" or "", table_name)
+  local started = os.time()
+  local ok, err, state, failed_sql = run_statements(conn, sql.statements)
+  if not ok then
+    local hint = ""
+    if spec.concurrently and failed_sql == sql.create then
+      hint = ("; se o índice ficou INVALID, remova-o com `ragops index drop --name %s`"):format(spec.name)
+    end
+    return finish(code_for(state), "falhou: %s: %s%s", failed_sql, tostring(err), hint)
+  end
+  io.stdout:write(("índice %s criado em %s (%s, %s) em %d s\n"):format(spec.name, table_name, spec.method,
+    M.OPCLASSES[spec.opclass], os.time() - started))
+  io.stdout:write(("nas sessões de consulta, use: %s; (operador %s)\n")
+    :format(M.session_setting(spec.method, defaults), M.OPERATORS[spec.opclass]))
+  return finish(EXIT.ok)
+end
+
+local function drop(args, cli)
+  local a = cli.parse(args, { config = "string", name = "string", method = "string",
+                              ["dry-run"] = "bool", quiet = "bool" })
+  if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
+  local opts = a.options
+  log.quiet = opts.quiet or false
+  if opts.method and not M.METHODS[opts.method] then
+    cli.usage_error("--method deve ser ivfflat ou hnsw, recebi %q", opts.method)
+  end
+  local cfg, code = load_context(opts)
+  if not cfg then return code end
+  local table_name = cfg.database.table
+  local name = opts.name or M.default_name(table_name, opts.method or "ivfflat")
+  local _, nerr = check_name(name)
+  if nerr then cli.usage_error("%s", nerr) end
+  local sql = M.drop_sql(name)
+  if opts["dry-run"] then
+    print_sql({ sql }, "simulação (--dry-run): SQL que seria executado; nada foi executado")
+    return EXIT.ok
+  end
+  local conn, cerr = require("ragops.engine").connect(cfg)
+  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
+  local function finish(rc, fmt, ...)
+    conn:close()
+    if fmt then return fail(rc, fmt, ...) end
+    return rc
+  end
+  local info, ierr, istate = M.inspect(conn, table_name)
+  if not info then return finish(code_for(istate), "falha ao inspecionar a tabela: %s", tostring(ierr)) end
+  if not info.extension then return finish(EXIT.usage, "%s", M.storage_problem(info, nil)) end
+  local rel, ferr, fstate = find_relation(conn, table_name, name)
+  if rel == nil then return finish(code_for(fstate), "falha ao consultar o catálogo: %s", tostring(ferr)) end
+  if not rel then
+    io.stdout:write(("o índice %s não existe; nada a fazer\n"):format(name))
+    return finish(EXIT.ok)
+  end
+  if rel.on_target ~= true or (rel.method ~= "ivfflat" and rel.method ~= "hnsw") then
+    return finish(EXIT.usage, "%q não é um índice vetorial (ivfflat/hnsw) da tabela %s; nada foi removido",
+      name, table_name)
+  end
+  log.info("executando: %s", sql)
+  local rows, err, state = conn:query(sql)
+  if not rows then return finish(code_for(state), "falhou: %s: %s", sql, tostring(err)) end
+  io.stdout:write(("índice %s removido\n"):format(name))
+  return finish(EXIT.ok)
+end
+
+local function status(args, cli)
+  local a = cli.parse(args, { config = "string", quiet = "bool" })
+  if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
+  local opts = a.options
+  log.quiet = opts.quiet or false
+  local defaults, derr = M.load_defaults(plan_path())
+  if not defaults then return fail(EXIT.usage, "%s", derr) end
+  local cfg, code = load_context(opts)
+  if not cfg then return code end
+  local table_name = cfg.database.table
+  local conn, cerr = require("ragops.engine").connect(cfg)
+  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
+  local function finish(rc, fmt, ...)
+    conn:close()
+    if fmt then return fail(rc, fmt, ...) end
+    return rc
+  end
+  local info, ierr, istate = M.inspect(conn, table_name)
+  if not info then return finish(code_for(istate), "falha ao inspecionar a tabela: %s", tostring(ierr)) end
+  if not info.column then
+    return finish(EXIT.usage, "a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes",
+      table_name)
+  end
+  local lines = {}
+  local function say(fmt, ...) lines[#lines + 1] = fmt:format(...) end
+  say("tabela: %s (coluna embedding: %s)", table_name, info.column)
+  if info.extension then
+    say("pgvector: instalado (extensão vector %s)", info.extension)
+  elseif info.available then
+    say("pgvector: disponível no servidor, mas não criado neste banco (CREATE EXTENSION vector)")
+  else
+    say("pgvector: não instalado (extensão \"vector\" ausente no servidor)")
+  end
+  local problem = M.storage_problem(info, nil)
+  if problem then say("índice vetorial indisponível: %s", problem) end
+
+  local indexes, xerr, xstate = vector_indexes(conn, table_name)
+  if not indexes then return finish(code_for(xstate), "falha ao listar os índices: %s", tostring(xerr)) end
+  if #indexes == 0 then
+    say("índices vetoriais: nenhum")
+  else
+    say("índices vetoriais:")
+    for _, idx in ipairs(indexes) do
+      say("  %s (%s, %s%s): %s", idx.name, idx.method, idx.size, idx.valid and "" or ", INVALID: remova com "
+        .. "`ragops index drop --name " .. idx.name .. "`", idx.definition)
+    end
+  end
+  local progress = conn:query([[
+    select phase, blocks_done, blocks_total, tuples_done, tuples_total
+      from pg_stat_progress_create_index where relid = to_regclass($1)]], M.quote_ident(table_name))
+  for _, p in ipairs(progress or {}) do
+    say("construção em andamento: fase %q, blocos %s/%s, tuplas %s/%s", tostring(p.phase),
+      tostring(p.blocks_done), tostring(p.blocks_total), tostring(p.tuples_done), tostring(p.tuples_total))
+  end
+
+  local counted = conn:query(("select count(*) as n from %s where %s is not null")
+    :format(M.quote_ident(table_name), M.quote_ident(EMBEDDING_COLUMN)))
+  local rows = counted and counted[1].n or 0
+  local lists_by_profile = type(defaults.lists) == "table" and defaults.lists or {}
+  local range = defaults.probes_range or { 10, 20 }
+  say("recomendado (plans/create_index.lua): %s %s, lists %s (desenvolvimento) / %s (produção), "
+    .. "probes %s (runbook: %d–%d)", tostring(defaults.method), tostring(defaults.opclass),
+    tostring(lists_by_profile.dev), tostring(lists_by_profile.prod), tostring(defaults.probes), range[1], range[2])
+  local lists, probes = M.recommend(rows)
+  say("pela contagem atual (%d linha(s) com embedding), o pgvector sugere lists ≈ %d e probes ≈ %d", rows, lists, probes)
+  say("nas sessões de consulta: %s; (hnsw: %s;)", M.session_setting("ivfflat", defaults),
+    M.session_setting("hnsw", defaults))
+  io.stdout:write(table.concat(lines, "\n"), "\n")
+  return finish(EXIT.ok)
+end
+
+local USAGE = "uso: ragops index create --lists N --dim N [--method ivfflat|hnsw] [--m 16] [--ef-construction 64] "
+  .. "[--maintenance-work-mem 2GB] [--concurrently] [--alter-dim] [--opclass cosine|l2|ip] [--name NOME] "
+  .. "[--dry-run] [--config ARQUIVO] | ragops index drop [--name NOME] [--method M] [--dry-run] | ragops index status"
+
+-- Entry point from ragops.cli: returns the exit code.
+function M.main(args, cli)
+  local sub = table.remove(args, 1)
+  if sub == "create" then return create(args, cli) end
+  if sub == "drop" then return drop(args, cli) end
+  if sub == "status" then return status(args, cli) end
+  cli.usage_error("%s", USAGE)
+end
+
+return M
