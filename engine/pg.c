@@ -2,7 +2,17 @@
  * pg.c: one asynchronous PostgreSQL connection (libpq non-blocking API)
  * driven by a uv_poll on PQsocket(). See pg.h for the contract.
  *
+ * libpq resolves host NAMES with a blocking getaddrinfo inside
+ * PQconnectStart. To keep the loop thread free, the conninfo is parsed first
+ * (PQconninfoParse); every host entry that is a name is resolved with
+ * uv_getaddrinfo (libuv threadpool) and libpq is then started with
+ * PQconnectStartParams and hostaddr=<numeric addresses>, keeping host= so TLS
+ * verification, pgpass and messages still use the name. A name with several
+ * addresses becomes several host entries (host=n,n hostaddr=a1,a2), so libpq
+ * still tries each address in turn, as it does for names it resolves itself.
+ *
  * State machine:
+ *   RESOLVING --names resolved--> CONNECTING (skipped when nothing to resolve)
  *   CONNECTING --PQconnectPoll OK--> IDLE --query/copy--> READING --> IDLE
  *                                          copy: READING --COPY_IN--> COPY_DATA
  *                                                --> COPY_END --> READING
@@ -10,14 +20,21 @@
  */
 #include "pg.h"
 
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* Size of each PQputCopyData call. */
 #define PG_COPY_CHUNK (64 * 1024)
+/* Addresses kept per resolved name (each becomes one libpq host entry). */
+#define PG_MAX_ADDRS_PER_NAME 8
+/* Host entries accepted in one conninfo before giving the list to libpq as is. */
+#define PG_MAX_HOSTS 64
 
 typedef enum pg_state {
+    PG_STATE_RESOLVING,  /* waiting for uv_getaddrinfo on the host names */
     PG_STATE_CONNECTING, /* PQconnectPoll sequence in progress */
     PG_STATE_IDLE,       /* connected, nothing pending */
     PG_STATE_READING,    /* command sent: flushing output, collecting results */
@@ -27,8 +44,30 @@ typedef enum pg_state {
     PG_STATE_CLOSED      /* pg_conn_close called; waiting for handles */
 } pg_state;
 
+/* One entry of the conninfo's host list. */
+typedef struct pg_host {
+    uv_getaddrinfo_t req;       /* pending lookup (only when is_name) */
+    struct pg_conn *owner;      /* connection this entry belongs to */
+    char *name;                 /* host entry as written ("" = libpq default) */
+    char *port;                 /* its own port when the port list has one per host, else NULL */
+    int is_name;                /* 1 when the entry is a DNS name to resolve */
+    int pending;                /* 1 while req has not called back */
+    int status;                 /* 0 or the libuv error of the lookup */
+    struct addrinfo *addrs;     /* lookup result, freed with uv_freeaddrinfo */
+} pg_host;
+
+/* What is needed to start libpq once the names are resolved. */
+typedef struct pg_resolve {
+    PQconninfoOption *opts;     /* the parsed conninfo (PQconninfoParse) */
+    pg_host *hosts;             /* host entries, in conninfo order */
+    int nhosts;                 /* entries in hosts */
+    int per_host_ports;         /* 1 when the port list has one port per host */
+    int pending;                /* lookups that have not called back yet */
+} pg_resolve;
+
 struct pg_conn {
     uv_loop_t *loop;            /* loop driving this connection */
+    pg_resolve *resolve;        /* name resolution in progress, NULL when none */
     PGconn *conn;               /* libpq connection; NULL once closed */
     pg_state state;             /* where the state machine is */
     uv_poll_t *poll;            /* poll on the current PQsocket, NULL if none */
@@ -49,6 +88,8 @@ struct pg_conn {
 };
 
 static void on_poll(uv_poll_t *handle, int status, int events);
+static void on_defer(uv_timer_t *timer);
+static void connect_begin(pg_conn *c);
 
 /* Copies libpq's message into out, folding newlines/tabs into single spaces
  * and trimming, so one error fits on one log line. */
@@ -83,10 +124,30 @@ static void set_error(pg_conn *c, const char *prefix, const char *detail, const 
     snprintf(c->sqlstate, sizeof c->sqlstate, "%s", sqlstate ? sqlstate : "");
 }
 
+static void resolve_free(pg_resolve *r)
+{
+    if (r == NULL)
+        return;
+    for (int i = 0; r->hosts != NULL && i < r->nhosts; i++) {
+        free(r->hosts[i].name);
+        free(r->hosts[i].port);
+        if (r->hosts[i].addrs != NULL)
+            uv_freeaddrinfo(r->hosts[i].addrs);
+    }
+    free(r->hosts);
+    PQconninfoFree(r->opts);
+    free(r);
+}
+
+/* Frees c once closed, its handles closed and no lookup can call back. */
 static void maybe_free(pg_conn *c)
 {
-    if (c->state == PG_STATE_CLOSED && c->open_handles == 0)
-        free(c);
+    if (c->state != PG_STATE_CLOSED || c->open_handles != 0)
+        return;
+    if (c->resolve != NULL && c->resolve->pending != 0)
+        return;
+    resolve_free(c->resolve);
+    free(c);
 }
 
 static void on_poll_closed(uv_handle_t *handle)
@@ -198,36 +259,342 @@ static void connect_step(pg_conn *c)
         connect_fail(c, uv_strerror(rc));
 }
 
+/* ---- host name resolution ---------------------------------------------- */
+
+/* Growable string for the host/hostaddr/port lists. */
+typedef struct pg_list {
+    char *data;  /* NUL-terminated text, NULL until the first append */
+    size_t len;  /* bytes used, without the NUL */
+    size_t cap;  /* bytes allocated */
+    int count;   /* items appended */
+    int oom;     /* 1 once an allocation failed */
+} pg_list;
+
+/* Appends item to the comma-separated list l. */
+static void list_add(pg_list *l, const char *item)
+{
+    size_t n = strlen(item), need = l->len + n + 2;
+    if (l->oom)
+        return;
+    if (need > l->cap) {
+        size_t cap = l->cap ? l->cap : 64;
+        char *p;
+        while (cap < need)
+            cap *= 2;
+        p = realloc(l->data, cap);
+        if (p == NULL) {
+            l->oom = 1;
+            return;
+        }
+        l->data = p;
+        l->cap = cap;
+    }
+    if (l->count > 0)
+        l->data[l->len++] = ',';
+    memcpy(l->data + l->len, item, n);
+    l->len += n;
+    l->data[l->len] = '\0';
+    l->count++;
+}
+
+static const char *opt_value(const PQconninfoOption *opts, const char *keyword)
+{
+    for (const PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        if (strcmp(o->keyword, keyword) == 0)
+            return o->val;
+    return NULL;
+}
+
+/* Items in a comma-separated list (libpq's host/port syntax). */
+static int list_count(const char *list)
+{
+    int n = 1;
+    for (const char *p = list; *p != '\0'; p++)
+        n += *p == ',';
+    return n;
+}
+
+/* malloc'd copy of the index-th item of a comma-separated list. */
+static char *list_item(const char *list, int index)
+{
+    const char *start = list, *end;
+    char *out;
+    for (int i = 0; i < index; i++)
+        start = strchr(start, ',') + 1;
+    end = strchr(start, ',');
+    if (end == NULL)
+        end = start + strlen(start);
+    out = malloc((size_t)(end - start) + 1);
+    if (out != NULL) {
+        memcpy(out, start, (size_t)(end - start));
+        out[end - start] = '\0';
+    }
+    return out;
+}
+
+/* 1 when a host entry is a DNS name: not empty (libpq's default), not a
+ * unix-socket directory ('/' or '@' first, as libpq decides), not a numeric
+ * IPv4 address nor an IPv6 literal (the only entries with ':'). */
+static int host_is_name(const char *host)
+{
+    unsigned char addr[16];
+    if (host[0] == '\0' || host[0] == '/' || host[0] == '@')
+        return 0;
+    if (strchr(host, ':') != NULL)
+        return 0;
+    return uv_inet_pton(AF_INET, host, addr) != 0;
+}
+
+/*
+ * Decides whether conninfo names hosts that libpq would resolve itself
+ * (blocking). *out is the plan when so, NULL when libpq can start directly:
+ * hostaddr given, only addresses/sockets, host taken from a service file, or a
+ * conninfo libpq will reject anyway (it then reports the error itself).
+ * Returns -1 only when memory is short.
+ */
+static int resolve_plan(const char *conninfo, pg_resolve **out)
+{
+    pg_resolve *r = calloc(1, sizeof *r);
+    const char *host, *hostaddr, *port;
+    char *errmsg = NULL;
+    int any_name = 0, nports;
+    *out = NULL;
+    if (r == NULL)
+        goto fail;
+    r->opts = PQconninfoParse(conninfo, &errmsg);
+    if (r->opts == NULL) {
+        PQfreemem(errmsg);
+        goto direct;
+    }
+    /* The same environment fallbacks libpq applies to absent options. */
+    hostaddr = opt_value(r->opts, "hostaddr");
+    if (hostaddr == NULL)
+        hostaddr = getenv("PGHOSTADDR");
+    if (hostaddr != NULL && hostaddr[0] != '\0')
+        goto direct;
+    host = opt_value(r->opts, "host");
+    if (host == NULL) {
+        if (opt_value(r->opts, "service") != NULL || getenv("PGSERVICE") != NULL)
+            goto direct;
+        host = getenv("PGHOST");
+    }
+    if (host == NULL || host[0] == '\0')
+        goto direct;
+    port = opt_value(r->opts, "port");
+    if (port == NULL)
+        port = getenv("PGPORT");
+    r->nhosts = list_count(host);
+    nports = port != NULL && port[0] != '\0' ? list_count(port) : 0;
+    if (r->nhosts > PG_MAX_HOSTS || (nports > 1 && nports != r->nhosts))
+        goto direct;
+    r->per_host_ports = nports > 1;
+    r->hosts = calloc((size_t)r->nhosts, sizeof *r->hosts);
+    if (r->hosts == NULL)
+        goto fail;
+    for (int i = 0; i < r->nhosts; i++) {
+        pg_host *h = &r->hosts[i];
+        h->name = list_item(host, i);
+        if (h->name == NULL)
+            goto fail;
+        if (r->per_host_ports && (h->port = list_item(port, i)) == NULL)
+            goto fail;
+        h->is_name = host_is_name(h->name);
+        any_name |= h->is_name;
+    }
+    if (!any_name)
+        goto direct;
+    *out = r;
+    return 0;
+
+direct:
+    resolve_free(r);
+    return 0;
+
+fail:
+    resolve_free(r);
+    return -1;
+}
+
+static void resolve_finish(pg_conn *c);
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    pg_host *h = req->data;
+    pg_conn *c = h->owner;
+    h->pending = 0;
+    h->status = status;
+    h->addrs = res;
+    c->resolve->pending--;
+    if (c->state == PG_STATE_CLOSED) {
+        maybe_free(c);
+        return;
+    }
+    if (c->resolve->pending == 0)
+        resolve_finish(c);
+}
+
+/* Starts one uv_getaddrinfo per name. When none could start, the outcome is
+ * delivered from the loop through the defer timer. */
+static void resolve_start(pg_conn *c)
+{
+    pg_resolve *r = c->resolve;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC; /* what libpq asks for */
+    hints.ai_socktype = SOCK_STREAM;
+    for (int i = 0; i < r->nhosts; i++) {
+        pg_host *h = &r->hosts[i];
+        int rc;
+        if (!h->is_name)
+            continue;
+        h->owner = c;
+        h->req.data = h;
+        rc = uv_getaddrinfo(c->loop, &h->req, on_resolved, h->name, NULL, &hints);
+        if (rc != 0) {
+            h->status = rc;
+            continue;
+        }
+        h->pending = 1;
+        r->pending++;
+    }
+    if (r->pending == 0)
+        uv_timer_start(&c->defer, on_defer, 0, 0);
+}
+
+/* Adds the entries for h to the host/hostaddr/port lists: one per distinct
+ * address of a resolved name, one (empty hostaddr) for any other entry.
+ * Returns how many entries were added. */
+static int add_host_entries(const pg_resolve *r, const pg_host *h, pg_list *hosts,
+                             pg_list *addrs, pg_list *ports)
+{
+    char seen[PG_MAX_ADDRS_PER_NAME][NI_MAXHOST];
+    int nseen = 0;
+    if (!h->is_name) {
+        list_add(hosts, h->name);
+        list_add(addrs, "");
+        if (r->per_host_ports)
+            list_add(ports, h->port);
+        return 1;
+    }
+    for (const struct addrinfo *ai = h->addrs; ai != NULL && nseen < PG_MAX_ADDRS_PER_NAME;
+         ai = ai->ai_next) {
+        int dup = 0;
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        /* Numeric formatting only: no lookup happens here. */
+        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, seen[nseen], sizeof seen[nseen], NULL, 0,
+                        NI_NUMERICHOST) != 0)
+            continue;
+        for (int k = 0; k < nseen && !dup; k++)
+            dup = strcmp(seen[k], seen[nseen]) == 0;
+        if (dup)
+            continue;
+        list_add(hosts, h->name);
+        list_add(addrs, seen[nseen]);
+        if (r->per_host_ports)
+            list_add(ports, h->port);
+        nseen++;
+    }
+    return nseen;
+}
+
+/* Every lookup called back: start libpq with the numeric addresses, or fail
+ * when no host entry is left. Runs from a loop callback. */
+static void resolve_finish(pg_conn *c)
+{
+    pg_resolve *r = c->resolve;
+    pg_list hosts = {0}, addrs = {0}, ports = {0};
+    const char **keywords = NULL, **values = NULL;
+    const pg_host *failed = NULL; /* first name that gave no address */
+    int failed_status = 0;        /* its libuv error */
+    size_t nopts = 0, k = 0;
+    char prefix[512];
+
+    for (int i = 0; i < r->nhosts; i++) {
+        const pg_host *h = &r->hosts[i];
+        int status = h->status != 0 ? h->status : UV_EAI_NONAME;
+        /* As libpq does with a name it cannot resolve: skip to the next. */
+        if ((h->is_name && h->status != 0) || add_host_entries(r, h, &hosts, &addrs, &ports) == 0) {
+            if (failed == NULL) {
+                failed = h;
+                failed_status = status;
+            }
+        }
+    }
+    if (hosts.oom || addrs.oom || ports.oom)
+        goto oom;
+    if (hosts.count == 0) {
+        snprintf(prefix, sizeof prefix, "falha ao resolver o host do PostgreSQL \"%s\"",
+                 failed ? failed->name : "");
+        c->state = PG_STATE_FAILED;
+        set_error(c, prefix, uv_strerror(failed_status ? failed_status : UV_EAI_NONAME),
+                  PG_SQLSTATE_CONNECTION_FAILURE);
+        goto report;
+    }
+    for (const PQconninfoOption *o = r->opts; o->keyword != NULL; o++)
+        nopts++;
+    keywords = calloc(nopts + 4, sizeof *keywords);
+    values = calloc(nopts + 4, sizeof *values);
+    if (keywords == NULL || values == NULL)
+        goto oom;
+    for (const PQconninfoOption *o = r->opts; o->keyword != NULL; o++) {
+        if (o->val == NULL || strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
+            (r->per_host_ports && strcmp(o->keyword, "port") == 0))
+            continue;
+        keywords[k] = o->keyword;
+        values[k++] = o->val;
+    }
+    keywords[k] = "host";
+    values[k++] = hosts.data;
+    keywords[k] = "hostaddr";
+    values[k++] = addrs.data;
+    if (r->per_host_ports) {
+        keywords[k] = "port";
+        values[k++] = ports.data;
+    }
+    c->conn = PQconnectStartParams(keywords, values, 0);
+    c->resolve = NULL;
+    resolve_free(r);
+    c->state = PG_STATE_CONNECTING;
+    connect_begin(c);
+    goto done;
+
+oom:
+    c->state = PG_STATE_FAILED;
+    set_error(c, "falha ao conectar ao PostgreSQL", "memória insuficiente", PG_SQLSTATE_CONNECTION_FAILURE);
+report:
+    c->resolve = NULL;
+    resolve_free(r);
+    connect_done(c, c->err);
+done:
+    free(keywords);
+    free(values);
+    free(hosts.data);
+    free(addrs.data);
+    free(ports.data);
+}
+
 static void on_defer(uv_timer_t *timer)
 {
     pg_conn *c = timer->data;
     if (c->state == PG_STATE_FAILED)
         connect_done(c, c->err);
+    else if (c->state == PG_STATE_RESOLVING && c->resolve != NULL && c->resolve->pending == 0)
+        resolve_finish(c);
 }
 
-pg_conn *pg_conn_start(uv_loop_t *loop, const char *conninfo, pg_connect_cb cb, void *data)
+/* libpq has been started (c->conn, or NULL when memory was short): report an
+ * immediate failure from the loop, or wait for the socket. */
+static void connect_begin(pg_conn *c)
 {
-    pg_conn *c = calloc(1, sizeof *c);
     int rc;
-    if (c == NULL)
-        goto fail;
-    c->loop = loop;
-    c->poll_fd = -1;
-    c->connect_cb = cb;
-    c->cb_data = data;
-    c->state = PG_STATE_CONNECTING;
-    c->conn = PQconnectStart(conninfo);
-    if (c->conn == NULL)
-        goto fail;
-    uv_timer_init(loop, &c->defer);
-    c->defer.data = c;
-    c->open_handles = 1;
-    if (PQstatus(c->conn) == CONNECTION_BAD) {
+    if (c->conn == NULL || PQstatus(c->conn) == CONNECTION_BAD) {
         c->state = PG_STATE_FAILED;
-        set_error(c, "falha ao conectar ao PostgreSQL", PQerrorMessage(c->conn),
+        set_error(c, "falha ao conectar ao PostgreSQL",
+                  c->conn ? PQerrorMessage(c->conn) : "memória insuficiente",
                   PG_SQLSTATE_CONNECTION_FAILURE);
         uv_timer_start(&c->defer, on_defer, 0, 0);
-        return c;
+        return;
     }
     /* Per libpq docs: behave as if PQconnectPoll had returned WRITING. */
     rc = watch(c, UV_WRITABLE);
@@ -237,6 +604,37 @@ pg_conn *pg_conn_start(uv_loop_t *loop, const char *conninfo, pg_connect_cb cb, 
                   PG_SQLSTATE_CONNECTION_FAILURE);
         uv_timer_start(&c->defer, on_defer, 0, 0);
     }
+}
+
+pg_conn *pg_conn_start(uv_loop_t *loop, const char *conninfo, pg_connect_cb cb, void *data)
+{
+    pg_conn *c = calloc(1, sizeof *c);
+    pg_resolve *plan = NULL;
+    if (c == NULL)
+        goto fail;
+    c->loop = loop;
+    c->poll_fd = -1;
+    c->connect_cb = cb;
+    c->cb_data = data;
+    if (resolve_plan(conninfo, &plan) != 0)
+        goto fail;
+    if (plan == NULL) {
+        /* Nothing to resolve: libpq will not look a name up. */
+        c->conn = PQconnectStart(conninfo);
+        if (c->conn == NULL)
+            goto fail;
+    }
+    uv_timer_init(loop, &c->defer);
+    c->defer.data = c;
+    c->open_handles = 1;
+    if (plan != NULL) {
+        c->state = PG_STATE_RESOLVING;
+        c->resolve = plan;
+        resolve_start(c);
+        return c;
+    }
+    c->state = PG_STATE_CONNECTING;
+    connect_begin(c);
     return c;
 
 fail:
@@ -469,7 +867,8 @@ static int op_start(pg_conn *c, const char *sql, int nparams, const char *const 
         set_error(c, "conexão fechada", NULL, PG_SQLSTATE_NO_CONNECTION);
         return PG_ERR_CLOSED;
     }
-    if (c->connect_cb != NULL || c->result_cb != NULL || c->state == PG_STATE_CONNECTING) {
+    if (c->connect_cb != NULL || c->result_cb != NULL || c->state == PG_STATE_CONNECTING ||
+        c->state == PG_STATE_RESOLVING) {
         set_error(c, "conexão ocupada", NULL, "55000");
         return PG_ERR_BUSY;
     }
@@ -548,6 +947,10 @@ void pg_conn_close(pg_conn *c)
     c->copy_buf = NULL;
     PQclear(c->result);
     c->result = NULL;
+    /* Lookups still running call back later (maybe_free waits for them). */
+    for (int i = 0; c->resolve != NULL && i < c->resolve->nhosts; i++)
+        if (c->resolve->hosts[i].pending)
+            uv_cancel((uv_req_t *)&c->resolve->hosts[i].req);
     /* Stop polling the fd before libpq closes it. */
     drop_poll(c);
     PQfinish(c->conn);
@@ -559,7 +962,8 @@ int pg_conn_is_ok(const pg_conn *c)
 {
     if (c == NULL || c->conn == NULL)
         return 0;
-    if (c->state == PG_STATE_CONNECTING || c->state == PG_STATE_FAILED || c->state == PG_STATE_CLOSED)
+    if (c->state == PG_STATE_RESOLVING || c->state == PG_STATE_CONNECTING ||
+        c->state == PG_STATE_FAILED || c->state == PG_STATE_CLOSED)
         return 0;
     return PQstatus(c->conn) == CONNECTION_OK;
 }

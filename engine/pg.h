@@ -3,8 +3,8 @@
  *
  * libpq's non-blocking API (PQconnectStart/PQconnectPoll, PQsendQueryParams,
  * PQflush, PQconsumeInput, PQputCopyData) is driven by a uv_poll on
- * PQsocket(); no call here blocks the loop thread (except the name lookup
- * libpq does inside PQconnectStart when the host is a name, not an address).
+ * PQsocket(); no call here blocks the loop thread: host names are resolved
+ * first with uv_getaddrinfo (threadpool) and handed to libpq as hostaddr=.
  *
  * Every outcome is reported through a callback invoked from the loop, never
  * synchronously from the function that started the operation. One operation

@@ -377,6 +377,227 @@ static void test_connection_loss(void)
     outcome_reset(&o);
 }
 
+/* ---- host names resolved off the loop thread ---------------------------- */
+
+/* Appends " key='value'" (libpq quoting) to out. */
+static void kv_append(char *out, size_t outlen, const char *key, const char *value)
+{
+    size_t n = strlen(out);
+    n += (size_t)snprintf(out + n, outlen - n, " %s='", key);
+    for (const char *p = value; *p != '\0' && n + 3 < outlen; p++) {
+        if (*p == '\'' || *p == '\\')
+            out[n++] = '\\';
+        out[n++] = *p;
+    }
+    ASSERT(n + 2 < outlen);
+    out[n++] = '\'';
+    out[n] = '\0';
+}
+
+/* db_url as key=value with every option but host/hostaddr/port, then
+ * host=<host> port=<port> (port NULL = the test server's). */
+static void conninfo_with_host(char *out, size_t outlen, const char *host, const char *port)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(db_url, &errmsg);
+    const char *server_port = NULL;
+    ASSERT(opts != NULL);
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        if (strcmp(o->keyword, "port") == 0)
+            server_port = o->val;
+        else if (strcmp(o->keyword, "host") != 0 && strcmp(o->keyword, "hostaddr") != 0)
+            kv_append(out, outlen, o->keyword, o->val);
+    }
+    ASSERT(server_port != NULL);
+    kv_append(out, outlen, "host", host);
+    kv_append(out, outlen, "port", port ? port : server_port);
+    PQconninfoFree(opts);
+}
+
+/* The test server's port, from db_url. */
+static void server_port(char *out, size_t outlen)
+{
+    PQconninfoOption *opts = PQconninfoParse(db_url, NULL);
+    ASSERT(opts != NULL);
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        if (strcmp(o->keyword, "port") == 0 && o->val != NULL)
+            snprintf(out, outlen, "%s", o->val);
+    PQconninfoFree(opts);
+    ASSERT(out[0] != '\0');
+}
+
+/* Connects with conninfo, which names a host: libpq must not have been
+ * started yet when pg_conn_start returns (no blocking lookup inside it). */
+static pg_conn *connect_by_name_ok(const char *conninfo)
+{
+    outcome o = {0};
+    pg_conn *c = pg_conn_start(&loop, conninfo, on_connect, &o);
+    ASSERT(c != NULL);
+    ASSERT_INT_EQ(o.called, 0);
+    ASSERT(pg_conn_raw(c) == NULL); /* still resolving on the threadpool */
+    ASSERT(pg_conn_is_busy(c));
+    ASSERT(!pg_conn_is_ok(c));
+    ASSERT_INT_EQ(pg_conn_query(c, "select 1", 0, NULL, on_result, &o), PG_ERR_BUSY);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (o.failed)
+        fprintf(stderr, "conexão por nome falhou: %s\n", o.err);
+    ASSERT_INT_EQ(o.called, 1);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT(pg_conn_is_ok(c));
+    return c;
+}
+
+static void test_resolve_localhost(void)
+{
+    char conninfo[2048], port[32], uri[2048];
+    outcome o = {0};
+    const char *at;
+    pg_conn *c;
+    server_port(port, sizeof port);
+
+    /* key=value form. The name is kept for libpq (TLS, pgpass, messages). */
+    conninfo_with_host(conninfo, sizeof conninfo, "localhost", NULL);
+    c = connect_by_name_ok(conninfo);
+    ASSERT_STR_EQ(PQhost(pg_conn_raw(c)), "localhost");
+    ASSERT_STR_EQ(PQhostaddr(pg_conn_raw(c)), "127.0.0.1");
+    run_query(c, &o, "select host(inet_server_addr())", 0, NULL);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), "127.0.0.1");
+    outcome_reset(&o);
+    pg_conn_close(c);
+
+    /* URI form: the same URL with "localhost" instead of 127.0.0.1. */
+    at = strstr(db_url, "127.0.0.1");
+    ASSERT(at != NULL);
+    snprintf(uri, sizeof uri, "%.*slocalhost%s", (int)(at - db_url), db_url, at + strlen("127.0.0.1"));
+    c = connect_by_name_ok(uri);
+    ASSERT_STR_EQ(PQhost(pg_conn_raw(c)), "localhost");
+    pg_conn_close(c);
+
+    /* Multi-host list with one port per host: the unresolvable name is
+     * skipped, localhost:1 is refused, localhost:<server> answers. The ports
+     * must stay paired with their hosts after the expansion. */
+    {
+        char ports[128];
+        snprintf(ports, sizeof ports, "%s,1,%s", port, port);
+        conninfo_with_host(conninfo, sizeof conninfo, "nao-existe.invalid,localhost,localhost", ports);
+    }
+    c = connect_by_name_ok(conninfo);
+    ASSERT_STR_EQ(PQhost(pg_conn_raw(c)), "localhost");
+    ASSERT_STR_EQ(PQport(pg_conn_raw(c)), port);
+    pg_conn_close(c);
+
+    /* A name mixed with a numeric address and a single port. */
+    conninfo_with_host(conninfo, sizeof conninfo, "localhost,127.0.0.1", NULL);
+    c = connect_by_name_ok(conninfo);
+    ASSERT_STR_EQ(PQhost(pg_conn_raw(c)), "localhost");
+    pg_conn_close(c);
+
+    /* Nothing to resolve (numeric host): libpq starts at once, as before. */
+    c = pg_conn_start(&loop, db_url, on_connect, &o);
+    ASSERT(c != NULL);
+    ASSERT(pg_conn_raw(c) != NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.called, 1);
+    ASSERT_INT_EQ(o.failed, 0);
+    pg_conn_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+/* Expects the pt-BR resolution error for conninfo, naming `name`. */
+static void expect_resolve_error(const char *conninfo, const char *name, const char *secret)
+{
+    outcome o = {0};
+    char want[256];
+    pg_conn *c = pg_conn_start(&loop, conninfo, on_connect, &o);
+    ASSERT(c != NULL);
+    ASSERT_INT_EQ(o.called, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.called, 1);
+    ASSERT_INT_EQ(o.failed, 1);
+    snprintf(want, sizeof want, "falha ao resolver o host do PostgreSQL \"%s\": ", name);
+    if (strstr(o.err, want) != o.err)
+        fprintf(stderr, "mensagem inesperada: %s\n", o.err);
+    ASSERT(strstr(o.err, want) == o.err);
+    ASSERT(strlen(o.err) > strlen(want)); /* uv_strerror's explanation follows */
+    ASSERT(strstr(o.err, secret) == NULL);
+    ASSERT(strchr(o.err, '\n') == NULL);
+    ASSERT_STR_EQ(pg_conn_error(c), o.err);
+    ASSERT_STR_EQ(pg_conn_sqlstate(c), PG_SQLSTATE_CONNECTION_FAILURE);
+    ASSERT(!pg_conn_is_ok(c));
+    ASSERT(!pg_conn_is_busy(c));
+    ASSERT_INT_EQ(pg_conn_query(c, "select 1", 0, NULL, on_result, &o), PG_ERR_CLOSED);
+    ASSERT_INT_EQ(o.called, 1);
+    pg_conn_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
+static void close_in_connect(pg_conn *c, const char *err, void *data)
+{
+    on_connect(c, err, data);
+    pg_conn_close(c);
+}
+
+static void test_resolve_failure(void)
+{
+    outcome o = {0};
+    pg_conn *c;
+    expect_resolve_error("host=nao-existe.invalid port=5432 user=postgres password=segredo-dns connect_timeout=5",
+                         "nao-existe.invalid", "segredo-dns");
+    expect_resolve_error("postgresql://postgres:segredo-uri@nao-existe.invalid:5432/postgres",
+                         "nao-existe.invalid", "segredo-uri");
+    /* Every name of a list fails: the first one is reported. */
+    expect_resolve_error("host=nao-existe.invalid,tambem-nao.invalid port=5432 password=segredo-lista",
+                         "nao-existe.invalid", "segredo-lista");
+
+    /* The connect callback may close the connection it reports. */
+    c = pg_conn_start(&loop, "host=nao-existe.invalid", close_in_connect, &o);
+    ASSERT(c != NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.called, 1);
+    ASSERT_INT_EQ(o.failed, 1);
+}
+
+static void test_close_during_resolution(void)
+{
+    char conninfo[2048];
+    outcome o = {0};
+    pg_conn *c;
+    uv_timer_t t;
+
+    /* Closed right away: the lookup is cancelled or its late result ignored. */
+    conninfo_with_host(conninfo, sizeof conninfo, "localhost", NULL);
+    c = pg_conn_start(&loop, conninfo, on_connect, &o);
+    ASSERT(c != NULL);
+    ASSERT(pg_conn_raw(c) == NULL);
+    pg_conn_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.called, 0);
+
+    /* Several lookups in flight, one failing, closed right away. */
+    conninfo_with_host(conninfo, sizeof conninfo, "localhost,nao-existe.invalid,localhost", NULL);
+    c = pg_conn_start(&loop, conninfo, on_connect, &o);
+    ASSERT(c != NULL);
+    pg_conn_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(o.called, 0);
+
+    /* Closed from the loop, racing the threadpool: no callback either way. */
+    for (int i = 0; i < 20; i++) {
+        c = pg_conn_start(&loop, i % 2 ? "host=nao-existe.invalid" : conninfo, on_connect, &o);
+        ASSERT(c != NULL);
+        uv_timer_init(&loop, &t);
+        t.data = c;
+        uv_timer_start(&t, close_from_timer, 0, 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        ASSERT_INT_EQ(o.called, 0);
+    }
+}
+
 /* ---- Lua binding through the bridge ------------------------------------ */
 
 static const char lua_chunk[] =
@@ -503,6 +724,9 @@ int main(void)
     test_two_connections_concurrently();
     test_close_while_pending();
     test_connection_loss();
+    test_resolve_localhost();
+    test_resolve_failure();
+    test_close_during_resolution();
     ASSERT_INT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ASSERT_INT_EQ(uv_loop_close(&loop), 0);
     test_lua_binding();
