@@ -411,6 +411,8 @@ lua_State *rg_bridge_open(const char *lua_dir)
     lua_setfield(L, -2, "ragops.http");
     lua_pushcfunction(L, luaopen_ragops_embed);
     lua_setfield(L, -2, "ragops.embed");
+    lua_pushcfunction(L, luaopen_ragops_vecsearch);
+    lua_setfield(L, -2, "ragops.vecsearch");
     lua_pop(L, 2);
     return L;
 }

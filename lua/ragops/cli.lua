@@ -26,7 +26,9 @@ Uso:
                                               cria o índice vetorial (pgvector)
   ragops index drop [--name N] [--dry-run]    remove o índice (DROP INDEX CONCURRENTLY)
   ragops index status                         coluna, extensão, índices e probes recomendados
-  ragops validate GOLDEN.lua [--k K]          recall@k e MRR contra um conjunto de consultas
+  ragops validate [GOLDEN.lua] [--k K] [--min-recall R] [--min-mrr M] [--probes N] [--report-json F]
+                                              recall@k e MRR contra um conjunto de consultas
+                                              (padrão: plans/validate_quality.lua; código 1 abaixo do limite)
   ragops embed-server [--port P] [--dim D]    servidor local de embeddings (veja --help)
   ragops help | --help                        esta ajuda
   ragops version                              versão

@@ -137,7 +137,7 @@ function M.run(p, cfg, opts, params)
   local real = store_pg.new { pool = pool, table = cfg.database.table,
                               embedding_type = coltype or "real[]",
                               model = cfg.provider.model, dim = cfg.provider.dim }
-  local target = pg.quote_ident(cfg.database.table)
+  local target = require("ragops.sqlname").quote_table(cfg.database.table)
   local write_attempt
   local scanned, totals, batches = {}, {}, {}
   local dry = {}

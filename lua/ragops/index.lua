@@ -41,6 +41,13 @@ function M.quote_ident(name)
   return require("ragops.pg").quote_ident(name)
 end
 
+-- The target table, "table" or "schema.table", each part quoted.
+function M.quote_table(name)
+  local schema, rel = name:match("^([^%.]+)%.([^%.]+)$")
+  if schema then return M.quote_ident(schema) .. "." .. M.quote_ident(rel) end
+  return M.quote_ident(name)
+end
+
 -- Parses a non-negative integer flag value within [min, max].
 -- Returns n or nil.
 local function parse_int(text, min, max)
@@ -84,7 +91,9 @@ end
 
 -- Default index name: <table>_embedding_<method>.
 function M.default_name(table_name, method)
-  return ("%s_%s_%s"):format(table_name, EMBEDDING_COLUMN, method or "ivfflat")
+  -- The index lives in the table's schema: name it after the relation only.
+  local relation = table_name:match("%.([^%.]+)$") or table_name
+  return ("%s_%s_%s"):format(relation, EMBEDDING_COLUMN, method or "ivfflat")
 end
 
 -- Checks an index name given by the operator. Returns name or nil, err.
@@ -208,7 +217,7 @@ end
 -- Returns { alter = sql|nil, statements = { sql, ... }, create = sql }.
 function M.create_sql(spec, table_name, column_type)
   local q = M.quote_ident
-  local target, column = q(table_name), q(EMBEDDING_COLUMN)
+  local target, column = M.quote_table(table_name), q(EMBEDDING_COLUMN)
   local vector_type = ("vector(%d)"):format(spec.dim)
   local out = { statements = {} }
   local function add(sql) out.statements[#out.statements + 1] = sql; return sql end
@@ -341,7 +350,7 @@ local function vector_indexes(conn, table_name)
       join pg_class c on c.oid = i.indexrelid
       join pg_am am on am.oid = c.relam
      where i.indrelid = to_regclass($1) and am.amname in ('ivfflat', 'hnsw')
-     order by c.relname]], M.quote_ident(table_name))
+     order by c.relname]], M.quote_table(table_name))
 end
 
 -- The relation named `name` in the target table's schema, if any:
@@ -356,7 +365,7 @@ local function find_relation(conn, table_name, name)
       left join pg_class t on t.oid = i.indrelid
      where c.relname = $1
        and c.relnamespace = (select relnamespace from pg_class where oid = to_regclass($2))]],
-    name, M.quote_ident(table_name))
+    name, M.quote_table(table_name))
   if not rows then return nil, err, state end
   return rows[1] or false
 end
@@ -476,7 +485,7 @@ local function create(args, cli)
       and "select count(*) as n from %s where %s is not null and coalesce(array_length(%s, 1), 0) <> $1"
       or "select count(*) as n from %s where %s is not null and vector_dims(%s) <> $1"
     local col = M.quote_ident(EMBEDDING_COLUMN)
-    local rows, cerr2, cstate = conn:query(count_sql:format(M.quote_ident(table_name), col, col), spec.dim)
+    local rows, cerr2, cstate = conn:query(count_sql:format(M.quote_table(table_name), col, col), spec.dim)
     if not rows then return finish(code_for(cstate), "falha ao conferir as dimensões: %s", tostring(cerr2)) end
     if rows[1].n > 0 then
       return finish(EXIT.usage, "--alter-dim recusado: %d linha(s) têm embedding com dimensão diferente de %d; "
@@ -489,7 +498,7 @@ local function create(args, cli)
   end
   if spec.method == "ivfflat" then
     local rows = conn:query(("select count(*) as n from (select 1 from %s where %s is not null limit $1) s")
-      :format(M.quote_ident(table_name), M.quote_ident(EMBEDDING_COLUMN)), spec.lists)
+      :format(M.quote_table(table_name), M.quote_ident(EMBEDDING_COLUMN)), spec.lists)
     if rows and rows[1].n < spec.lists then
       log.warn("a tabela tem menos linhas com embedding (%d) que listas (%d): o IVFFlat treina as listas com os "
         .. "dados existentes e a recall fica ruim; crie-o depois do backfill (runbook, seção 5)", rows[1].n, spec.lists)
@@ -611,14 +620,14 @@ local function status(args, cli)
   end
   local progress = conn:query([[
     select phase, blocks_done, blocks_total, tuples_done, tuples_total
-      from pg_stat_progress_create_index where relid = to_regclass($1)]], M.quote_ident(table_name))
+      from pg_stat_progress_create_index where relid = to_regclass($1)]], M.quote_table(table_name))
   for _, p in ipairs(progress or {}) do
     say("construção em andamento: fase %q, blocos %s/%s, tuplas %s/%s", tostring(p.phase),
       tostring(p.blocks_done), tostring(p.blocks_total), tostring(p.tuples_done), tostring(p.tuples_total))
   end
 
   local counted = conn:query(("select count(*) as n from %s where %s is not null")
-    :format(M.quote_ident(table_name), M.quote_ident(EMBEDDING_COLUMN)))
+    :format(M.quote_table(table_name), M.quote_ident(EMBEDDING_COLUMN)))
   local rows = counted and counted[1].n or 0
   local lists_by_profile = type(defaults.lists) == "table" and defaults.lists or {}
   local range = defaults.probes_range or { 10, 20 }

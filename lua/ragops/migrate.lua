@@ -80,8 +80,10 @@ function M.run(conn, cfg)
   local pg = require "ragops.pg"
   local target = cfg.database.table
   local ctx = {
-    table = pg.quote_ident(target),
-    index_name = function(suffix) return pg.quote_ident(target .. "_" .. suffix) end,
+    table = require("ragops.sqlname").quote_table(target),
+    index_name = function(suffix)
+      return pg.quote_ident(require("ragops.sqlname").relation(target) .. "_" .. suffix)
+    end,
   }
   local function q(sql, ...)
     local rows, err = conn:query(sql, ...)
@@ -127,7 +129,7 @@ function M.embedding_column(conn, table_name)
     select format_type(a.atttypid, a.atttypmod) as type
       from pg_attribute a
      where a.attrelid = to_regclass($1) and a.attname = 'embedding' and not a.attisdropped]],
-    require("ragops.pg").quote_ident(table_name))
+    require("ragops.sqlname").quote_table(table_name))
   if not rows then return nil, err end
   if #rows == 0 then return nil end
   return rows[1].type

@@ -57,7 +57,7 @@ end
 --         model = "...", dim = N }
 function M.new(opts)
   local store = {}
-  local target = pg.quote_ident(opts.table)
+  local target = require("ragops.sqlname").quote_table(opts.table)
   local cast = opts.embedding_type:match("^vector") and "::vector" or ""
   local pool = opts.pool
 
