@@ -150,6 +150,15 @@ function H.plan_file(text)
   return path
 end
 
+-- Processes started by a spec; H.cleanup() (after_each) stops what a failed
+-- assertion left running.
+H.running = {}
+
+function H.cleanup()
+  for pid in pairs(H.running) do H.sh("kill -9 " .. pid .. " 2>/dev/null") end
+  H.running = {}
+end
+
 -- Starts an extra embed-server with fault switches; returns { url, pid, base }.
 function H.start_embed_server(flags)
   local log = os.tmpname()
@@ -160,6 +169,7 @@ function H.start_embed_server(flags)
   for _ = 1, 100 do
     local line = read_all(log):match("escutando em (http://[%d%.:]+/v1)")
     if line then
+      H.running[pid] = true
       return { url = line, pid = pid, base = line:gsub("/v1$", ""), log = log }
     end
     H.sh("sleep 0.05")
@@ -168,6 +178,7 @@ function H.start_embed_server(flags)
 end
 
 function H.stop_embed_server(server)
+  H.running[server.pid] = nil
   H.sh("kill " .. server.pid .. " 2>/dev/null; sleep 0.1")
   os.remove(server.log)
 end
@@ -189,13 +200,17 @@ function H.ragops_background(url, args, opts)
     H.sh("sleep 0.02")
   end
   os.remove(pidfile)
+  if pid then H.running[pid] = true end
   return { pid = pid, out = out, err = err, code_file = code }
 end
 
 function H.exit_code(job, timeout_s)
   for _ = 1, (timeout_s or 180) * 20 do
     local text = read_all(job.code_file):match("%d+")
-    if text then return tonumber(text) end
+    if text then
+      H.running[job.pid] = nil
+      return tonumber(text)
+    end
     H.sh("sleep 0.05")
   end
   error("ragops em segundo plano não terminou a tempo")

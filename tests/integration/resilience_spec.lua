@@ -29,6 +29,7 @@ local function no_duplicates(url)
 end
 
 describe("resiliência operacional", function()
+  after_each(function() H.cleanup() end)
   local clean_digest
   local N_VERSES, N_FORTUNES = 160, 20
 
