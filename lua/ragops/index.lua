@@ -370,6 +370,18 @@ local function find_relation(conn, table_name, name)
   return rows[1] or false
 end
 
+-- Inspects the target table; returns info, or nil, exit code and a pt-BR
+-- message when the catalog cannot be read or the table is not migrated.
+local function inspect_target(conn, table_name)
+  local info, ierr, istate = M.inspect(conn, table_name)
+  if not info then return nil, code_for(istate), "falha ao inspecionar a tabela: " .. tostring(ierr) end
+  if not info.column then
+    return nil, EXIT.usage, ("a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes")
+      :format(table_name)
+  end
+  return info
+end
+
 local function fail(code, fmt, ...)
   io.stderr:write("ragops: " .. fmt:format(...) .. "\n")
   return code
@@ -462,12 +474,8 @@ local function create(args, cli)
     if fmt then return fail(rc, fmt, ...) end
     return rc
   end
-  local info, ierr, istate = M.inspect(conn, table_name)
-  if not info then return finish(code_for(istate), "falha ao inspecionar a tabela: %s", tostring(ierr)) end
-  if not info.column then
-    return finish(EXIT.usage, "a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes",
-      table_name)
-  end
+  local info, icode, imsg = inspect_target(conn, table_name)
+  if not info then return finish(icode, "%s", imsg) end
   local problem = M.storage_problem(info, spec)
   if problem then return finish(EXIT.usage, "%s", problem) end
 
@@ -588,12 +596,8 @@ local function status(args, cli)
     if fmt then return fail(rc, fmt, ...) end
     return rc
   end
-  local info, ierr, istate = M.inspect(conn, table_name)
-  if not info then return finish(code_for(istate), "falha ao inspecionar a tabela: %s", tostring(ierr)) end
-  if not info.column then
-    return finish(EXIT.usage, "a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes",
-      table_name)
-  end
+  local info, icode, imsg = inspect_target(conn, table_name)
+  if not info then return finish(icode, "%s", imsg) end
   local lines = {}
   local function say(fmt, ...) lines[#lines + 1] = fmt:format(...) end
   say("tabela: %s (coluna embedding: %s)", table_name, info.column)

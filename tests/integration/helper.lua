@@ -105,6 +105,16 @@ function H.load_sources(url, n_verses, n_fortunes)
       from generate_series(1, %d) i]]):format(n_fortunes))
 end
 
+-- A fresh database with demo-shaped sources and the engine's tables
+-- (`ragops migrate`); returns its URL.
+function H.migrated_db(name, n_verses, n_fortunes)
+  local url = H.fresh_db(name)
+  H.load_sources(url, n_verses, n_fortunes)
+  local code, _, err = H.ragops(url, "migrate")
+  assert(code == 0, "ragops migrate falhou: " .. err)
+  return url
+end
+
 -- Environment prefix for running ragops against url.
 function H.env(url, extra)
   local parts = { "DATABASE_URL=" .. shell_quote(url), "RAGOPS_EMBED_URL=" .. shell_quote(H.embed_url) }
