@@ -28,8 +28,10 @@ typedef struct ready_entry {
 
 /* A pending core.sleep. */
 typedef struct sleep_request {
-    uv_timer_t timer; /* fires once after the requested delay */
-    rg_task task;     /* the sleeping coroutine */
+    uv_timer_t timer;           /* fires once after the requested delay */
+    rg_task task;               /* the sleeping coroutine */
+    struct sleep_request *prev; /* previous live sleep (bridge.sleeps) */
+    struct sleep_request *next; /* next live sleep */
 } sleep_request;
 
 /* Process-wide bridge state: one loop, one Lua state. */
@@ -47,6 +49,7 @@ static struct {
     int signals_init;          /* the two signal handles were initialised */
     int signal_handler_ref;    /* Lua function called on the first signal */
     int signals_seen;          /* signals received so far */
+    sleep_request *sleeps;     /* live sleeps, closed by rg_bridge_close if still pending */
 } bridge;
 
 #define SUSPENDED_KEY "ragops.suspended"
@@ -227,7 +230,17 @@ static int core_wake(lua_State *L)
     return 0;
 }
 
-static void sleep_closed_cb(uv_handle_t *handle) { free(handle->data); }
+static void sleep_closed_cb(uv_handle_t *handle)
+{
+    sleep_request *req = handle->data;
+    if (req->prev)
+        req->prev->next = req->next;
+    else
+        bridge.sleeps = req->next;
+    if (req->next)
+        req->next->prev = req->prev;
+    free(req);
+}
 
 static void sleep_timer_cb(uv_timer_t *timer)
 {
@@ -248,6 +261,11 @@ static int core_sleep(lua_State *L)
     rg_task_init(&req->task);
     uv_timer_init(uv_default_loop(), &req->timer);
     req->timer.data = req;
+    req->prev = NULL;
+    req->next = bridge.sleeps;
+    if (bridge.sleeps)
+        bridge.sleeps->prev = req;
+    bridge.sleeps = req;
     uv_timer_start(&req->timer, sleep_timer_cb, (uint64_t)ms, 0);
     return rg_task_suspend(L, &req->task);
 }
@@ -265,6 +283,17 @@ static int core_wallclock(lua_State *L)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     lua_pushnumber(L, (lua_Number)tv.tv_sec + tv.tv_usec / 1e6);
+    return 1;
+}
+
+/* core.process_id() -> "hostname:pid", naming this process as a lease owner. */
+static int core_process_id(lua_State *L)
+{
+    char host[256];
+    size_t size = sizeof host;
+    if (uv_os_gethostname(host, &size) != 0)
+        snprintf(host, sizeof host, "desconhecido");
+    lua_pushfstring(L, "%s:%d", host, (int)uv_os_getpid());
     return 1;
 }
 
@@ -370,7 +399,7 @@ int luaopen_ragops_core(lua_State *L)
         {"wake", core_wake},         {"sleep", core_sleep},
         {"now", core_now},           {"wallclock", core_wallclock},
         {"hash", core_hash},         {"vecbatch", core_vecbatch},
-        {"trap_signals", core_trap_signals},
+        {"trap_signals", core_trap_signals}, {"process_id", core_process_id},
         {NULL, NULL},
     };
     rg_vecbatch_register(L);
@@ -456,6 +485,10 @@ void rg_bridge_close(lua_State *L)
         entry = next;
     }
     bridge.ready_head = bridge.ready_tail = NULL;
+    /* Sleeps still pending belong to coroutines abandoned with the run. */
+    for (sleep_request *req = bridge.sleeps; req; req = req->next)
+        if (!uv_is_closing((uv_handle_t *)&req->timer))
+            uv_close((uv_handle_t *)&req->timer, sleep_closed_cb);
     lua_close(L); /* __gc of userdata close their handles */
     bridge.L = NULL;
     uv_loop_t *loop = uv_default_loop();

@@ -40,6 +40,9 @@ Opções de execução:
   --dry-run              simulação: nada é gravado, nenhum embedding é pedido
   --resume               exige retomar a execução interrompida do mesmo plano e parâmetros
                          (sem a opção, a retomada também acontece quando houver uma)
+  --scale-out            vários processos com o mesmo comando dividem o trabalho em
+                         unidades (FOR UPDATE SKIP LOCKED sob lease)
+  --lease-s N            duração do lease de uma unidade, em segundos (padrão 60)
   --quiet                só erros no log do operador
 
 Filtros de reindex:
@@ -109,7 +112,7 @@ end
 
 local RUN_FLAGS = {
   config = "string", set = "list", ["report-json"] = "string", ["dry-run"] = "bool",
-  quiet = "bool", resume = "bool",
+  quiet = "bool", resume = "bool", ["scale-out"] = "bool", ["lease-s"] = "string",
   ["entity-type"] = "string", ["entity-id"] = "string", since = "string", ["until"] = "string",
   ["only-missing"] = "bool", overwrite = "bool",
 }

@@ -146,10 +146,10 @@ function M.run(p, cfg, opts, params)
     if state == M.READ_ONLY_VIOLATION and not write_attempt then write_attempt = err end
   end
 
-  function dry:fetch_page(source, scope, after_key, limit)
+  function dry:fetch_page(source, scope, after_key, limit, upto_key)
     local t = source.entity_type
     if (scanned[t] or 0) >= M.MAX_SCAN_ROWS then return {} end
-    local rows, err, state = real:fetch_page(source, scope, after_key, limit)
+    local rows, err, state = real:fetch_page(source, scope, after_key, limit, upto_key)
     if not rows then note_state(err, state); return nil, err, state end
     scanned[t] = (scanned[t] or 0) + #rows
     return rows

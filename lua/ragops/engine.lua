@@ -159,6 +159,15 @@ function M.run_plan(path, opts, params)
   if not cfg then return fail(EXIT.usage, "%s", err) end
   local p, perr = M.load_plan(path, params)
   if not p then return fail(EXIT.usage, "%s", perr) end
+  if opts["scale-out"] then
+    if opts["dry-run"] then return fail(EXIT.usage, "--scale-out não combina com --dry-run") end
+    if p.scope and p.scope.entity_ids then
+      return fail(EXIT.usage, "--scale-out não combina com --entity-id (poucas entidades não se dividem entre processos)")
+    end
+  end
+  if opts["lease-s"] and not (tonumber(opts["lease-s"]) and tonumber(opts["lease-s"]) >= 1) then
+    return fail(EXIT.usage, "--lease-s espera um número de segundos >= 1, recebi %q", opts["lease-s"])
+  end
   if #p.sources == 0 then
     return fail(EXIT.usage, "o plano %q não tem fontes para indexar; planos de operação como "
       .. "plans/create_index.lua são lidos por `ragops index create`, não por `ragops run`", p.name)
@@ -197,14 +206,17 @@ function M.run_plan(path, opts, params)
   }
   local store = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype,
                                model = cfg.provider.model, dim = cfg.provider.dim }
+  local scale_out = opts["scale-out"]
   local run_id, checkpoint_or_err, resumed_or_code = store:start_run(p.name,
-    cjson.encode(params or {}), false, opts.resume)
+    cjson.encode(params or {}), false, opts.resume, scale_out)
   if not run_id then
     pool:close(); client:close()
     if resumed_or_code == "busy" then return fail(EXIT.usage, "%s", checkpoint_or_err) end
     return fail(EXIT.unreachable, "falha ao registrar a execução: %s", tostring(checkpoint_or_err))
   end
-  if resumed_or_code then
+  if resumed_or_code and scale_out then
+    log.info("participando da execução %d do plano %q (scale-out)", run_id, p.name)
+  elseif resumed_or_code then
     log.info("retomando a execução %d do plano %q a partir do checkpoint", run_id, p.name)
   end
   log.info("execução %d do plano %q iniciada (modelo %s, dim %d, lotes de %d, %d em paralelo)",
@@ -270,7 +282,14 @@ function M.run_plan(path, opts, params)
     end)
   end
 
-  local stats = runner.run(p, env)
+  local stats, run_totals
+  if scale_out then
+    stats, run_totals = require("ragops.workunits").run(p, env, {
+      pool = pool, run_id = run_id, owner = core.process_id(), lease_s = tonumber(opts["lease-s"]),
+    })
+  else
+    stats = runner.run(p, env)
+  end
   running = false
   stats.plan = p.name
   stats.run_id = run_id
@@ -290,7 +309,23 @@ function M.run_plan(path, opts, params)
   stats.aborted = nil
   stats.status = status
   local json = report.json(stats)
-  store:finish_run(run_id, status, json)
+  if scale_out then
+    -- This process's share is in its report; the run record gets the totals
+    -- from the process that finished the run, and stays open otherwise.
+    stats.scale_out = { finished_run = run_totals ~= nil, run_totals = run_totals }
+    json = report.json(stats)
+    local run_status
+    if run_totals then
+      run_status = run_totals.failed > 0 and "done_with_failures" or "done"
+      run_totals.plan, run_totals.run_id, run_totals.status = p.name, run_id, run_status
+      if code == EXIT.ok and run_totals.failed > 0 then code = EXIT.dead_letters end
+    end
+    -- A scale-out process that stops early leaves the run open: its unit's
+    -- lease expires and the other processes (or a re-run) take it over.
+    store:finish_run(run_id, run_status, run_totals and report.json(run_totals) or json)
+  else
+    store:finish_run(run_id, status, json)
+  end
   pool:close()
   client:close()
   metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(0)

@@ -55,6 +55,27 @@ M.migrations = {
             on ragops_failures (entity_type, entity_id) where resolved_at is null]],
       }
     end },
+  { version = 2, description = "unidades de trabalho para rodar vários processos (--scale-out)",
+    sql = function()
+      return {
+        [[create table if not exists ragops_work_units (
+            id bigserial primary key,
+            run_id bigint not null references ragops_runs(id) on delete cascade,
+            entity_type text not null,
+            seq int not null,
+            after_key text,
+            last_key text,
+            status text not null default 'pending' check (status in ('pending', 'done')),
+            lease_owner text,
+            lease_expires_at timestamptz,
+            attempts int not null default 0,
+            stats jsonb,
+            done_at timestamptz,
+            unique (run_id, entity_type, seq))]],
+        [[create index if not exists ragops_work_units_claim
+            on ragops_work_units (run_id, status, lease_expires_at)]],
+      }
+    end },
 }
 
 local function embedding_type(storage, dim)

@@ -18,6 +18,9 @@
 --   alerts   = optional ragops.alerts: :observe(event) -> action|nil, :gate(stop?),
 --   limiter  = optional ragops.ratelimit: :acquire(tokens), :release(outcome), :pause_until(ms),
 --   metrics  = optional ragops.metrics registry,
+--   range    = optional { after = key_text|nil, upto = key_text|nil }: process only
+--              keys in (after, upto] of the plan's single source, without
+--              checkpoints or end-of-source deletions (a scale-out work unit),
 -- }
 -- Counters are kept per unit and merged when the unit commits; the
 -- checkpoint carries the counters of the committed prefix, so a resumed run
@@ -355,7 +358,7 @@ function M.run(plan, env)
     for _, e in ipairs(entities) do delta.chunks = delta.chunks + #e.chunks end
     -- The pruned count is only known after the write: it goes into the
     -- checkpoint of the next unit that commits.
-    payload.checkpoint = tracker:candidate(unit, delta)
+    if not env.range then payload.checkpoint = tracker:candidate(unit, delta) end
 
     local result = write_with_retry(payload, entity_type)
     if not result then
@@ -463,13 +466,15 @@ function M.run(plan, env)
         end
       end)
     end
+    local range = env.range
     local after, seq, complete = cp.after, cp.seq or 0, false
+    if range then after = range.after end
     if cp.after then
       log.info("retomando %s a partir da chave %s (checkpoint)", entity_type, cp.after)
     end
     while not ctx.abort do
       local rows, err = read_with_retry(function()
-        return store:fetch_page(source, plan.scope, after, plan.batch.size)
+        return store:fetch_page(source, plan.scope, after, plan.batch.size, range and range.upto)
       end)
       if not rows then
         abort(4, ("falha ao ler a fonte %q: %s"):format(entity_type, tostring(err)))
@@ -485,7 +490,9 @@ function M.run(plan, env)
     end
     queue:close()
     group:wait()
-    if ctx.abort or not complete then return end
+    -- A work unit's range is not the whole source: deletions belong to the
+    -- run as a whole (see ragops.workunits).
+    if ctx.abort or not complete or range then return end
 
     local scope = plan.scope or {}
     if scope.entity_ids and #scope.entity_ids > 0 then

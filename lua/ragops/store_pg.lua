@@ -16,8 +16,8 @@ local RUN_LOCK_CLASS = 7265677 -- advisory lock class for runs (second key: run 
 
 
 -- Builds "select ... from (<source sql>) src where <filters>" with numbered
--- parameters. Returns sql, params.
-function M.source_query(source, scope, after_key, limit, select_list)
+-- parameters; keys in (after_key, upto_key] when given. Returns sql, params.
+function M.source_query(source, scope, after_key, limit, select_list, upto_key)
   local params, where = {}, {}
   local function param(v)
     params[#params + 1] = v
@@ -26,6 +26,7 @@ function M.source_query(source, scope, after_key, limit, select_list)
   local key = "src." .. pg.quote_ident(source.key)
   scope = scope or {}
   if after_key ~= nil then where[#where + 1] = key .. " > " .. param(after_key) end
+  if upto_key ~= nil then where[#where + 1] = key .. " <= " .. param(upto_key) end
   if scope.entity_ids and #scope.entity_ids > 0 then
     where[#where + 1] = key .. "::text = any(" .. param(scope.entity_ids) .. "::text[])"
   end
@@ -97,8 +98,8 @@ function M.new(opts)
     return with_conn(function(conn) return conn:query(sql, unpack(args, 1, n)) end)
   end
 
-  function store:fetch_page(source, scope, after_key, limit)
-    local sql, params = M.source_query(source, scope, after_key, limit)
+  function store:fetch_page(source, scope, after_key, limit, upto_key)
+    local sql, params = M.source_query(source, scope, after_key, limit, nil, upto_key)
     return query(sql, unpack(params))
   end
 
@@ -151,7 +152,7 @@ function M.new(opts)
           refreshed = step(refresh_sql, unit.entity_type, refresh.entity_ids, refresh.chunk_indexes,
                            refresh.metadata, refresh.updated_at).affected
         end
-        if unit.run_id then
+        if unit.run_id and unit.checkpoint then
           step([[update ragops_runs
                     set checkpoint = jsonb_set(checkpoint, array[$2::text], $3::jsonb),
                         updated_at = now()
@@ -223,8 +224,12 @@ function M.new(opts)
   -- a signal or an alert abort). The run is held with a session advisory
   -- lock on a dedicated connection until finish_run, so two processes never
   -- work on the same run; a crashed process loses its lock with its session.
+  -- With shared = true (--scale-out) the lock is shared: every scale-out
+  -- process joins the same run, and none joins a run held exclusively.
   -- Returns run_id, checkpoint, resumed  or  nil, err, code ("busy"|"db").
-  function store:start_run(plan_name, params_json, dry_run, must_resume)
+  function store:start_run(plan_name, params_json, dry_run, must_resume, shared)
+    local try_lock = shared and "pg_try_advisory_lock_shared" or "pg_try_advisory_lock"
+    local take_lock = shared and "pg_advisory_lock_shared" or "pg_advisory_lock"
     local conn, err = pool:acquire()
     if not conn then return nil, err, "db" end
     local function q(sql, ...)
@@ -242,10 +247,11 @@ function M.new(opts)
                           and status in ('running', 'interrupted', 'aborted')
                         order by id desc limit 1]], plan_name, params_json)
       if rows[1] then
-        local locked = q("select pg_try_advisory_lock($1, $2) as ok", RUN_LOCK_CLASS, rows[1].id)[1].ok
+        local locked = q(("select %s($1, $2) as ok"):format(try_lock), RUN_LOCK_CLASS, rows[1].id)[1].ok
         if not locked then
-          error({ busy = ("a execução %d do plano %q está em andamento em outro processo")
-                  :format(rows[1].id, plan_name) }, 0)
+          error({ busy = ("a execução %d do plano %q está em andamento em outro processo%s")
+                  :format(rows[1].id, plan_name, shared and " sem --scale-out" or
+                    " (para dividir o trabalho entre processos, rode todos com --scale-out)") }, 0)
         end
         q("update ragops_runs set status = 'running', updated_at = now() where id = $1", rows[1].id)
         q("commit")
@@ -257,7 +263,7 @@ function M.new(opts)
       end
       local new = q([[insert into ragops_runs (plan, params, dry_run) values ($1, $2::jsonb, $3)
                       returning id]], plan_name, params_json, dry_run)[1].id
-      q("select pg_advisory_lock($1, $2)", RUN_LOCK_CLASS, new)
+      q(("select %s($1, $2)"):format(take_lock), RUN_LOCK_CLASS, new)
       q("commit")
       return new, {}, false
     end)
@@ -267,16 +273,22 @@ function M.new(opts)
       if type(id) == "table" then return nil, id.busy, "busy" end
       return nil, id, "db"
     end
-    self.lock_conn, self.locked_run = conn, id
+    self.lock_conn, self.locked_run, self.lock_shared = conn, id, shared
     return id, checkpoint, resumed
   end
 
+  -- Records the final status and report (status nil: only release the lock,
+  -- for a scale-out process that leaves the finishing to another).
   function store:finish_run(run_id, status, report_json)
-    local rows, err = query([[update ragops_runs set status = $2, report = $3::jsonb,
-                     finished_at = now(), updated_at = now() where id = $1]],
-      run_id, status, report_json)
+    local rows, err = true, nil
+    if status then
+      rows, err = query([[update ragops_runs set status = $2, report = $3::jsonb,
+                       finished_at = now(), updated_at = now() where id = $1]],
+        run_id, status, report_json)
+    end
     if self.lock_conn then
-      self.lock_conn:query("select pg_advisory_unlock($1, $2)", RUN_LOCK_CLASS, self.locked_run)
+      self.lock_conn:query(("select %s($1, $2)"):format(self.lock_shared and "pg_advisory_unlock_shared"
+        or "pg_advisory_unlock"), RUN_LOCK_CLASS, self.locked_run)
       pool:release(self.lock_conn)
       self.lock_conn = nil
     end

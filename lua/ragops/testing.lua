@@ -376,7 +376,7 @@ function M.store(opts)
     return self.docs[doc_key(entity_type, key_text(entity_id), chunk_index or 0)]
   end
 
-  function st:fetch_page(source, scope, after_key, limit)
+  function st:fetch_page(source, scope, after_key, limit, upto_key)
     self.fetches[#self.fetches + 1] = { entity_type = source.entity_type, after = after_key, limit = limit }
     scope = scope or {}
     local key, updated = source.key, source.updated_at
@@ -397,6 +397,9 @@ function M.store(opts)
         else
           keep = tostring(k) > tostring(after_key)
         end
+      end
+      if keep and upto_key ~= nil then
+        if type(k) == "number" then keep = k <= tonumber(upto_key) else keep = tostring(k) <= tostring(upto_key) end
       end
       if keep and wanted then keep = wanted[key_text(k)] == true end
       if keep and since then keep = row[updated] ~= nil and tostring(row[updated]) >= since end
