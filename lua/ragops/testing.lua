@@ -610,6 +610,7 @@ end
 --          alerts = true (ragops.alerts built from the plan's thresholds, on the
 --                   fake clock; webhooks recorded in result.alerts.webhooks) or an object,
 --          scheduler, checkpoint, model ("fake-model"), run_id (1),
+--          range = { after, upto } (a scale-out work unit's key range),
 --          progress_every_ms, fail_write }
 -- Returns result = { stats, store, embedder, log (lines), clock (fake ms elapsed), plan, alerts }.
 function M.run(plan_or_path, opts)
@@ -654,6 +655,7 @@ function M.run(plan_or_path, opts)
     sched = s, store = store, embedder = embedder, hash = M.hash,
     model = opts.model or "fake-model", dim = embedder.dim, log = log, run_id = run_id,
     checkpoint = opts.checkpoint, alerts = alerts or nil, progress_every_ms = opts.progress_every_ms,
+    range = opts.range,
   }
   local started = s.now()
   local stats = s.run(function() return runner.run(p, env) end)

@@ -445,3 +445,33 @@ describe("ragops.testing: loja falsa", function()
     assert.has_error(function() b:vector(3) end)
   end)
 end)
+
+describe("ragops.runner: faixa de chaves (unidade de trabalho do scale-out)", function()
+  local function plan_for(size)
+    return require("ragops.plan").new({ name = "faixa", batch = { size = size, in_flight = 2 },
+      sources = { require("ragops.plan").source("item")({ sql = "select 1", key = "id",
+        document = function(r) return { content = r.text } end }) } })
+  end
+  local function item_rows(n)
+    local out = {}
+    for i = 1, n do out[i] = { id = i, text = "texto número " .. i } end
+    return out
+  end
+
+  it("processa só as chaves em (after, upto], sem checkpoint nem remoção de órfãos", function()
+    local r = testing.run(plan_for(3), { sources = { item = item_rows(20) }, range = { after = "5", upto = "12" } })
+    assert.are.equal(7, r.stats.processed)
+    assert.is_nil(r:document("item", 5, 0))
+    assert.is_not_nil(r:document("item", 6, 0))
+    assert.is_not_nil(r:document("item", 12, 0))
+    assert.is_nil(r:document("item", 13, 0))
+    for _, w in ipairs(r.store.writes) do assert.is_nil(w.checkpoint) end
+    assert.is_nil(r.store.checkpoints.item)
+    -- Documents outside the range are not orphans of this unit.
+    local r2 = testing.run(plan_for(3), { store = r.store, range = { after = "12" } })
+    assert.are.equal(8, r2.stats.processed)
+    assert.are.equal(0, r2.stats.deleted)
+    assert.is_not_nil(r2:document("item", 6, 0))
+  end)
+end)
+
