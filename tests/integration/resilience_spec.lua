@@ -96,7 +96,7 @@ describe("resiliência operacional", function()
     local kills = 0
     for _ = 1, 3 do
       local job = H.ragops_background(url, "run " .. H.q(plan), { env = { RAGOPS_EMBED_URL = server.url } })
-      H.sleep(("%.2f"):format(0.2 + math.random() * 1.0))
+      H.sleep(("%.2f"):format(0.6 + math.random() * 1.2))
       if H.alive(job.pid) then
         H.sh("kill -9 " .. job.pid)
         kills = kills + 1
