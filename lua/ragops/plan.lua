@@ -22,7 +22,7 @@ M.PLAN_MT = PLAN_MT
 M.DEFAULTS = {
   batch = { size = 64, in_flight = 4 },
   chunking = { max_chars = 2000, overlap = 200 },
-  retry = { attempts = 5, base_ms = 500, max_ms = 30000, timeout_s = 60 },
+  retry = { attempts = 5, rounds = 2, base_ms = 500, max_ms = 30000, timeout_s = 60 },
   failure_rate = { above = 0.05, window = 500, min_samples = 50, action = "warn" },
   mode = "only_missing",
   delete_missing = true,
@@ -330,10 +330,11 @@ end
 local function validate_retry(ctx, spec)
   local retry = spec or {}
   ctx:table("retry", retry)
-  ctx:only_keys(retry, { "attempts", "base_ms", "max_ms", "timeout_s" }, "retry")
+  ctx:only_keys(retry, { "attempts", "rounds", "base_ms", "max_ms", "timeout_s" }, "retry")
   local d = M.DEFAULTS.retry
   local out = {}
   out.attempts = ctx:integer("retry.attempts", retry.attempts == nil and d.attempts or retry.attempts, 0, 100)
+  out.rounds = ctx:integer("retry.rounds", retry.rounds == nil and d.rounds or retry.rounds, 1, 10)
   out.base_ms = ctx:integer("retry.base_ms", retry.base_ms == nil and d.base_ms or retry.base_ms, 1, 3600000)
   local max_ms = retry.max_ms
   if max_ms == nil then max_ms = math.max(d.max_ms, out.base_ms) end

@@ -17,23 +17,43 @@ function M.backoff_ms(policy, attempt, retry_after_ms, random)
   return delay
 end
 
+-- 429 answers are rate limiting, not failures: they wait (Retry-After) but
+-- do not use up attempts, up to this many per call.
+M.MAX_RATE_LIMITED_WAITS = 30
+
 -- Calls fn(attempt) -> result, err, info until it succeeds, fails with a
--- non-transient class, or policy.attempts is reached.
--- info.class: "transient" | "permanent" | "fatal"; info.retry_after_ms.
+-- non-transient class, or the attempts run out:
+--   * policy.attempts per round; after a round is exhausted and
+--     policy.rounds (default 1) allows, waits policy.max_ms (cool-down) and
+--     starts a new round, so a burst of failures does not dead-letter a batch;
+--   * HTTP 429 does not count as an attempt (up to MAX_RATE_LIMITED_WAITS).
+-- info.class: "transient" | "permanent" | "fatal"; info.retry_after_ms; info.status.
 -- on_retry(attempt, delay_ms, err, info) is called before each wait.
--- Returns result, nil, info, attempts  or  nil, err, info, attempts.
+-- Returns result, nil, info, calls  or  nil, err, info, calls.
 function M.call(policy, sleep, fn, on_retry, random)
-  local attempt = 0
+  local rounds = policy.rounds or 1
+  local calls, attempt, round, rate_limited = 0, 0, 1, 0
   while true do
-    attempt = attempt + 1
-    local result, err, info = fn(attempt)
-    if result ~= nil then return result, nil, info, attempt end
+    calls = calls + 1
+    local result, err, info = fn(calls)
+    if result ~= nil then return result, nil, info, calls end
     info = info or { class = "transient" }
-    if info.class ~= "transient" or attempt >= policy.attempts then
-      return nil, err, info, attempt
+    if info.class ~= "transient" then return nil, err, info, calls end
+    local delay
+    if info.status == 429 and rate_limited < M.MAX_RATE_LIMITED_WAITS then
+      rate_limited = rate_limited + 1
+      delay = M.backoff_ms(policy, math.max(attempt, 1), info.retry_after_ms, random)
+    else
+      attempt = attempt + 1
+      if attempt >= policy.attempts then
+        if round >= rounds then return nil, err, info, calls end
+        round, attempt = round + 1, 0
+        delay = policy.max_ms
+      else
+        delay = M.backoff_ms(policy, attempt, info.retry_after_ms, random)
+      end
     end
-    local delay = M.backoff_ms(policy, attempt, info.retry_after_ms, random)
-    if on_retry then on_retry(attempt, delay, err, info) end
+    if on_retry then on_retry(calls, delay, err, info) end
     sleep(delay)
   end
 end

@@ -145,8 +145,13 @@ function M.run(plan, env)
     end, function(attempt, delay, e, i)
       delta.retries = delta.retries + 1
       count_metric("ragops_retries_total", nil, 1)
-      log.warn("falha temporária no provedor (%s); tentativa %d de %d, nova tentativa em %d ms",
-        e, attempt, plan.retry.attempts, delay)
+      if i and i.status == 429 then
+        log.warn("limite de taxa do provedor (%s); chamada %d, aguardando %d ms (429 não gasta tentativa)",
+          e, attempt, delay)
+      else
+        log.warn("falha temporária no provedor (%s); chamada %d (até %d tentativas x %d rodadas), "
+          .. "nova tentativa em %d ms", e, attempt, plan.retry.attempts, plan.retry.rounds or 1, delay)
+      end
     end)
     if batch then
       delta.tokens = delta.tokens + batch:tokens()

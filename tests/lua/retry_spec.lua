@@ -117,4 +117,42 @@ describe("retry.call", function()
     end, r.on_retry, const(0.1))
     assert.are.same({ 12000 }, r.sleeps)
   end)
+
+  it("rodadas: esgota as tentativas, espera max_ms e tenta outra rodada", function()
+    local waits, calls = {}, 0
+    local res, _, _, n = retry.call({ attempts = 2, rounds = 3, base_ms = 10, max_ms = 700 },
+      function(ms) waits[#waits + 1] = ms end,
+      function() calls = calls + 1; if calls < 5 then return nil, "x", { class = "transient" } end; return "ok" end,
+      nil, function() return 0 end)
+    assert.are.equal("ok", res)
+    assert.are.equal(5, n)
+    -- attempt 1 fails -> backoff; attempt 2 fails -> round over: cool-down of max_ms.
+    assert.are.same({ 0, 700, 0, 700 }, waits)
+    local again = 0
+    local r2 = retry.call({ attempts = 2, rounds = 2, base_ms = 10, max_ms = 10 }, function() end,
+      function() again = again + 1; return nil, "x", { class = "transient" } end)
+    assert.is_nil(r2)
+    assert.are.equal(4, again)
+  end)
+
+  it("429 não gasta tentativa (até o teto), mas respeita o Retry-After", function()
+    local waits, calls = {}, 0
+    local res = retry.call({ attempts = 2, base_ms = 10, max_ms = 100 }, function(ms) waits[#waits + 1] = ms end,
+      function()
+        calls = calls + 1
+        if calls <= 6 then return nil, "429", { class = "transient", status = 429, retry_after_ms = 1000 } end
+        return "ok"
+      end, nil, function() return 0 end)
+    assert.are.equal("ok", res)
+    assert.are.equal(7, calls)
+    for _, w in ipairs(waits) do assert.are.equal(1000, w) end
+    local capped = 0
+    local r2 = retry.call({ attempts = 1, base_ms = 1, max_ms = 1 }, function() end, function()
+      capped = capped + 1
+      return nil, "429", { class = "transient", status = 429 }
+    end)
+    assert.is_nil(r2)
+    assert.are.equal(retry.MAX_RATE_LIMITED_WAITS + 1, capped)
+  end)
 end)
+

@@ -205,7 +205,7 @@ describe("runner (com os fakes de ragops.testing)", function()
       sources = { item = rows(4) },
       embedder = { fail = function() return { status = 503, class = "transient", message = "indisponível" } end },
     })
-    assert.are.equal(3, #r.embedder.calls) -- retry.attempts
+    assert.are.equal(6, #r.embedder.calls) -- retry.attempts x retry.rounds (padrão 2)
     assert.are.equal(4, r.stats.failed)
     assert.are.equal(0, r.stats.succeeded)
     assert.are.equal(0, #r:documents("item"))
@@ -213,7 +213,7 @@ describe("runner (com os fakes de ragops.testing)", function()
     for _, f in ipairs(r.store.failures) do
       assert.are.equal("transient", f.error_class)
       assert.are.equal(503, f.http_status)
-      assert.are.equal(3, f.attempts)
+      assert.are.equal(6, f.attempts)
       assert.are.equal("indisponível", f.message)
       assert.are.equal(1, f.run_id)
     end
