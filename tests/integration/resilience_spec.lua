@@ -89,14 +89,16 @@ describe("resiliência operacional", function()
 
   it("kill -9 em pontos aleatórios e retomada: sem duplicatas, sem faltas, totais consistentes", function()
     local url = H.migrated_db("ragops_it_kill", N_VERSES, N_FORTUNES)
-    -- ~45 requests x 300 ms / 4 in flight: a run lasts > 3 s, every kill lands.
-    local server = H.start_embed_server("--latency-ms 300")
+    -- ~48 requests x 600 ms / 4 in flight: more than 7 s of work in all; three
+    -- kills 1.2-1.7 s after each start land after the first write (~0.9 s) and
+    -- long before the end (~27 docs/s of 180).
+    local server = H.start_embed_server("--latency-ms 600")
     local plan = fault_plan()
     math.randomseed(os.time())
     local kills = 0
     for _ = 1, 3 do
       local job = H.ragops_background(url, "run " .. H.q(plan), { env = { RAGOPS_EMBED_URL = server.url } })
-      H.sleep(("%.2f"):format(0.6 + math.random() * 1.2))
+      H.sleep(("%.2f"):format(1.2 + math.random() * 0.5))
       if H.alive(job.pid) then
         H.sh("kill -9 " .. job.pid)
         kills = kills + 1
@@ -124,7 +126,7 @@ describe("resiliência operacional", function()
     local pgdata, pgport = os.getenv("RAGOPS_TEST_PGDATA"), os.getenv("RAGOPS_TEST_PGPORT")
     assert.is_not_nil(pgdata, "RAGOPS_TEST_PGDATA ausente (rode com tests/run_all.sh)")
     local url = H.migrated_db("ragops_it_pgrestart", N_VERSES, N_FORTUNES)
-    local server = H.start_embed_server("--latency-ms 100")
+    local server = H.start_embed_server("--latency-ms 250")
     local plan = fault_plan(nil, "{ attempts = 12, base_ms = 200, max_ms = 2000, timeout_s = 5 }")
     local job = H.ragops_background(url, "run " .. H.q(plan) , { env = { RAGOPS_EMBED_URL = server.url } })
     H.sleep(0.6)
@@ -188,7 +190,7 @@ describe("resiliência operacional", function()
 
   it("SIGTERM: descarta o lote em andamento, grava o relatório e sai; a execução fica retomável", function()
     local url = H.migrated_db("ragops_it_sigterm", N_VERSES, N_FORTUNES)
-    local server = H.start_embed_server("--latency-ms 40")
+    local server = H.start_embed_server("--latency-ms 400")
     local plan = fault_plan()
     local report_path = os.tmpname()
     local job = H.ragops_background(url, "run " .. H.q(plan) .. " --report-json " .. report_path, { env = { RAGOPS_EMBED_URL = server.url } })
