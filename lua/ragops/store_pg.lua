@@ -54,6 +54,27 @@ function M.prepare_connection(conn)
 end
 
 
+-- Runs fn(step, conn) between begin and commit on conn; step(sql, ...) runs a
+-- query and raises on error. Returns fn's result, or nil, err, sqlstate after
+-- a rollback. Errors that are not query errors propagate.
+function M.transaction(conn, fn)
+  local function step(sql, ...)
+    local rows, err, state = conn:query(sql, ...)
+    if not rows then error({ err = err, state = state }, 0) end
+    return rows
+  end
+  local ok, res = pcall(function()
+    step("begin")
+    local result = fn(step, conn)
+    step("commit")
+    return result
+  end)
+  if ok then return res end
+  if conn:is_ok() then conn:query("rollback") end
+  if type(res) == "table" then return nil, res.err, res.state end
+  error(res, 0)
+end
+
 -- opts: { pool = ragops.pool, table = "rag_documents", embedding_type = "real[]"|"vector(N)",
 --         model = "...", dim = N }
 function M.new(opts)
@@ -126,13 +147,7 @@ function M.new(opts)
   -- Returns { written = n, pruned = n } or nil, err, sqlstate.
   function store:write_unit(unit)
     return with_conn(function(conn)
-      local function step(sql, ...)
-        local rows, err, state = conn:query(sql, ...)
-        if not rows then error({ err = err, state = state }, 0) end
-        return rows
-      end
-      local ok, res = pcall(function()
-        step("begin")
+      return M.transaction(conn, function(step)
         local written = 0
         for _, part in ipairs(unit.parts) do
           if #part.docs > 0 then
@@ -160,13 +175,8 @@ function M.new(opts)
                     and coalesce((checkpoint -> $2::text ->> 'seq')::bigint, 0) < $4]],
                unit.run_id, unit.entity_type, cjson.encode(unit.checkpoint), unit.checkpoint.seq)
         end
-        step("commit")
         return { written = written, pruned = pruned, refreshed = refreshed }
       end)
-      if ok then return res end
-      if conn:is_ok() then conn:query("rollback") end
-      if type(res) == "table" then return nil, res.err, res.state end
-      error(res, 0)
     end)
   end
 

@@ -18,40 +18,11 @@ M.DEFAULT_LEASE_S = 60
 M.ROWS_PER_UNIT_FACTOR = 16      -- rows per unit = batch.size x this
 local UNITS_LOCK_CLASS = 7265678 -- advisory lock class for creating a run's units
 
--- Sources the plan's scope selects, in plan order.
-local function selected_sources(plan)
-  local wanted
-  if plan.scope and plan.scope.entity_types then
-    wanted = {}
-    for _, t in ipairs(plan.scope.entity_types) do wanted[t] = true end
-  end
-  local out = {}
-  for _, source in ipairs(plan.sources) do
-    if not wanted or wanted[source.entity_type] then out[#out + 1] = source end
-  end
-  return out
-end
+local selected_sources = runner.selected_sources
 
--- Runs fn(step) in one transaction on a pooled connection; step(sql, ...)
--- raises on error. Returns fn's result or nil, err, sqlstate.
+-- Runs fn(step) in one transaction on a pooled connection (store_pg.transaction).
 local function in_transaction(pool, fn)
-  return pool:with(function(conn)
-    local function step(sql, ...)
-      local rows, err, state = conn:query(sql, ...)
-      if not rows then error({ err = err, state = state }, 0) end
-      return rows
-    end
-    local ok, res = pcall(function()
-      step("begin")
-      local r = fn(step)
-      step("commit")
-      return r
-    end)
-    if ok then return res end
-    if conn:is_ok() then conn:query("rollback") end
-    if type(res) == "table" then return nil, res.err, res.state end
-    error(res, 0)
-  end)
+  return pool:with(function(conn) return store_pg.transaction(conn, fn) end)
 end
 
 local function query(pool, sql, ...)
