@@ -199,28 +199,21 @@ function M.run(p, cfg, opts, params)
   function dry:resolve_failures() return 0 end
 
   -- Volume per source with one count(*) each (filters pushed down).
-  local wanted
-  if p.scope and p.scope.entity_types then
-    wanted = {}
-    for _, t in ipairs(p.scope.entity_types) do wanted[t] = true end
-  end
-  for _, source in ipairs(p.sources) do
-    if not wanted or wanted[source.entity_type] then
-      local sql, sql_params = store_pg.source_query(source, p.scope, nil, nil, "count(*) as n")
-      local rows, err, state = conn:query(sql, unpack(sql_params))
-      if not rows then
-        note_state(err, state)
-        conn:close()
-        if write_attempt then
-          io.stderr:write(("ragops: simulação: o plano tentou gravar no banco ao ler a fonte %q: %s\n")
-            :format(source.entity_type, tostring(write_attempt)))
-          return EXIT.usage
-        end
-        io.stderr:write(("ragops: falha ao contar a fonte %q: %s\n"):format(source.entity_type, tostring(err)))
-        return EXIT.unreachable
+  for _, source in ipairs(runner.selected_sources(p)) do
+    local sql, sql_params = store_pg.source_query(source, p.scope, nil, nil, "count(*) as n")
+    local rows, err, state = conn:query(sql, unpack(sql_params))
+    if not rows then
+      note_state(err, state)
+      conn:close()
+      if write_attempt then
+        io.stderr:write(("ragops: simulação: o plano tentou gravar no banco ao ler a fonte %q: %s\n")
+          :format(source.entity_type, tostring(write_attempt)))
+        return EXIT.usage
       end
-      totals[source.entity_type] = rows[1].n
+      io.stderr:write(("ragops: falha ao contar a fonte %q: %s\n"):format(source.entity_type, tostring(err)))
+      return EXIT.unreachable
     end
+    totals[source.entity_type] = rows[1].n
   end
 
   log.info("simulação (dry-run) do plano %q: sessão somente leitura, sem chamadas de embedding", p.name)

@@ -60,6 +60,20 @@ local function retryable_sqlstate(state)
       or state == "57P03" or state == "40001" or state == "40P01"
 end
 
+-- Sources the plan's scope selects (scope.entity_types), in plan order.
+function M.selected_sources(plan)
+  local wanted
+  if plan.scope and plan.scope.entity_types then
+    wanted = {}
+    for _, t in ipairs(plan.scope.entity_types) do wanted[t] = true end
+  end
+  local out = {}
+  for _, source in ipairs(plan.sources) do
+    if not wanted or wanted[source.entity_type] then out[#out + 1] = source end
+  end
+  return out
+end
+
 function M.run(plan, env)
   local s, store, embedder, log = env.sched, env.store, env.embedder, env.log
   local started = s.now()
@@ -525,18 +539,10 @@ function M.run(plan, env)
     end
   end
 
-  -- scope.entity_types (validated by ragops.plan) limits the sources run.
-  local wanted
-  if plan.scope and plan.scope.entity_types then
-    wanted = {}
-    for _, t in ipairs(plan.scope.entity_types) do wanted[t] = true end
-  end
-  for _, source in ipairs(plan.sources) do
+  for _, source in ipairs(M.selected_sources(plan)) do
     if ctx.abort then break end
-    if not wanted or wanted[source.entity_type] then
-      log.info("indexando %q", source.entity_type)
-      run_source(source)
-    end
+    log.info("indexando %q", source.entity_type)
+    run_source(source)
   end
 
   stats.elapsed_s = (s.now() - started) / 1000
