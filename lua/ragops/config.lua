@@ -169,24 +169,17 @@ local function new_checker(where, origins)
       checker.bad(section == "" and "(raiz)" or section, tbl, "uma tabela { ... }")
     end
     local allowed = KEYS[section]
-    local set = {}
-    for _, name in ipairs(allowed) do set[name] = true end
-    local unknown = {}
-    for key in pairs(tbl) do
-      if not set[key] then unknown[#unknown + 1] = tostring(key) end
-    end
-    if #unknown > 0 then
-      table.sort(unknown)
-      local path = section == "" and unknown[1] or (section .. "." .. unknown[1])
+    local unknown = plan.first_unknown_key(tbl, allowed)
+    if unknown ~= nil then
+      unknown = tostring(unknown)
+      local path = section == "" and unknown or (section .. "." .. unknown)
       checker.fail(path, string.format('chave "%s" desconhecida; chaves válidas: %s', path, table.concat(allowed, ", ")))
     end
   end
   return checker
 end
 
-local function is_integer(value)
-  return type(value) == "number" and value == math.floor(value) and math.abs(value) < 2 ^ 53
-end
+local is_integer = plan.is_integer
 
 local function check_integer(checker, path, value, low, high)
   if not is_integer(value) or value < low or value > high then

@@ -387,6 +387,16 @@ local function fail(code, fmt, ...)
   return code
 end
 
+-- finish(rc[, fmt, ...]) for a command holding conn: closes it, prints the
+-- pt-BR error when given, and returns the exit code.
+local function closing(conn)
+  return function(rc, fmt, ...)
+    conn:close()
+    if fmt then return fail(rc, fmt, ...) end
+    return rc
+  end
+end
+
 local function load_context(opts)
   local cfg, err = require("ragops.config").load(opts.config, os.getenv)
   if not cfg then return nil, fail(EXIT.usage, "%s", err) end
@@ -469,11 +479,7 @@ local function create(args, cli)
   end
 
   if not conn then return fail(EXIT.unreachable, "%s", cerr) end
-  local function finish(rc, fmt, ...)
-    conn:close()
-    if fmt then return fail(rc, fmt, ...) end
-    return rc
-  end
+  local finish = closing(conn)
   local info, icode, imsg = inspect_target(conn, table_name)
   if not info then return finish(icode, "%s", imsg) end
   local problem = M.storage_problem(info, spec)
@@ -554,11 +560,7 @@ local function drop(args, cli)
   end
   local conn, cerr = require("ragops.engine").connect(cfg)
   if not conn then return fail(EXIT.unreachable, "%s", cerr) end
-  local function finish(rc, fmt, ...)
-    conn:close()
-    if fmt then return fail(rc, fmt, ...) end
-    return rc
-  end
+  local finish = closing(conn)
   local info, ierr, istate = M.inspect(conn, table_name)
   if not info then return finish(code_for(istate), "falha ao inspecionar a tabela: %s", tostring(ierr)) end
   if not info.extension then return finish(EXIT.usage, "%s", M.storage_problem(info, nil)) end
@@ -591,11 +593,7 @@ local function status(args, cli)
   local table_name = cfg.database.table
   local conn, cerr = require("ragops.engine").connect(cfg)
   if not conn then return fail(EXIT.unreachable, "%s", cerr) end
-  local function finish(rc, fmt, ...)
-    conn:close()
-    if fmt then return fail(rc, fmt, ...) end
-    return rc
-  end
+  local finish = closing(conn)
   local info, icode, imsg = inspect_target(conn, table_name)
   if not info then return finish(icode, "%s", imsg) end
   local lines = {}

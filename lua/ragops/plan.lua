@@ -129,15 +129,8 @@ end
 
 -- Rejects keys of `tbl` that are not in `allowed` (an array of names).
 function Context:only_keys(tbl, allowed, prefix)
-  local set = {}
-  for _, name in ipairs(allowed) do set[name] = true end
-  local unknown = {}
-  for key in pairs(tbl) do
-    if not set[key] then unknown[#unknown + 1] = key end
-  end
-  if #unknown == 0 then return end
-  table.sort(unknown, function(a, b) return tostring(a) < tostring(b) end)
-  local key = unknown[1]
+  local key = M.first_unknown_key(tbl, allowed)
+  if key == nil then return end
   local path = prefix and (prefix .. "." .. tostring(key)) or tostring(key)
   if type(key) ~= "string" then
     self:fail(string.format('chave %s inesperada em "%s"; esperadas apenas chaves nomeadas (%s)',
@@ -157,6 +150,21 @@ end
 
 local function is_integer(value)
   return type(value) == "number" and value == math.floor(value) and value > -2 ^ 53 and value < 2 ^ 53
+end
+M.is_integer = is_integer
+
+-- The first key of tbl (sorted by its text) not in the allowed list, or nil.
+-- Shared by the plan, config and golden-file validators.
+function M.first_unknown_key(tbl, allowed)
+  local set = {}
+  for _, name in ipairs(allowed) do set[name] = true end
+  local unknown = {}
+  for key in pairs(tbl) do
+    if not set[key] then unknown[#unknown + 1] = key end
+  end
+  if #unknown == 0 then return nil end
+  table.sort(unknown, function(a, b) return tostring(a) < tostring(b) end)
+  return unknown[1]
 end
 
 function Context:integer(path, value, low, high)

@@ -95,23 +95,16 @@ local function new_checker(path, text, nqueries)
   end
 
   function checker.only_keys(tbl, allowed, prefix, where)
-    local set = {}
-    for _, name in ipairs(allowed) do set[name] = true end
-    local unknown = {}
-    for key in pairs(tbl) do
-      if not set[key] then unknown[#unknown + 1] = tostring(key) end
-    end
-    if #unknown == 0 then return end
-    table.sort(unknown)
-    local key = prefix and (prefix .. "." .. unknown[1]) or unknown[1]
+    local unknown = plan_mod.first_unknown_key(tbl, allowed)
+    if unknown == nil then return end
+    unknown = tostring(unknown)
+    local key = prefix and (prefix .. "." .. unknown) or unknown
     checker.fail(where, key, "desconhecida; chaves válidas: " .. table.concat(allowed, ", "))
   end
   return checker
 end
 
-local function is_integer(v)
-  return type(v) == "number" and v == math.floor(v) and v > -2 ^ 53 and v < 2 ^ 53
-end
+local is_integer = plan_mod.is_integer
 
 local function check_fraction(c, where, key, value)
   if value == nil then return nil end
