@@ -162,8 +162,7 @@ function M.run(p, cfg, opts, params)
 
   local function count(sql, ...)
     if not coltype then return 0 end
-    local args, n = { ... }, select("#", ...)
-    local rows, err, state = pool:with(function(c) return c:query(sql, unpack(args, 1, n)) end)
+    local rows, err, state = store_pg.query(pool, sql, ...)
     if not rows then note_state(err, state); return nil, err, state end
     return rows[1].n
   end

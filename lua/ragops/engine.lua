@@ -308,12 +308,13 @@ function M.run_plan(path, opts, params)
   end
   stats.aborted = nil
   stats.status = status
+  if scale_out then
+    stats.scale_out = { finished_run = run_totals ~= nil, run_totals = run_totals }
+  end
   local json = report.json(stats)
   if scale_out then
     -- This process's share is in its report; the run record gets the totals
     -- from the process that finished the run, and stays open otherwise.
-    stats.scale_out = { finished_run = run_totals ~= nil, run_totals = run_totals }
-    json = report.json(stats)
     local run_status
     if run_totals then
       run_status = run_totals.failed > 0 and "done_with_failures" or "done"

@@ -54,6 +54,12 @@ function M.prepare_connection(conn)
 end
 
 
+-- Runs one query on a pooled connection: rows, or nil, err, sqlstate.
+function M.query(pool, sql, ...)
+  local args, n = { ... }, select("#", ...)
+  return pool:with(function(conn) return conn:query(sql, unpack(args, 1, n)) end)
+end
+
 -- Runs fn(step, conn) between begin and commit on conn; step(sql, ...) runs a
 -- query and raises on error. Returns fn's result, or nil, err, sqlstate after
 -- a rollback. Errors that are not query errors propagate.
@@ -114,10 +120,7 @@ function M.new(opts)
   -- Runs fn(conn) on a pooled connection; pg errors come back as nil, err, sqlstate.
   local function with_conn(fn) return pool:with(fn) end
 
-  local function query(sql, ...)
-    local args, n = { ... }, select("#", ...)
-    return with_conn(function(conn) return conn:query(sql, unpack(args, 1, n)) end)
-  end
+  local function query(sql, ...) return M.query(pool, sql, ...) end
 
   function store:fetch_page(source, scope, after_key, limit, upto_key)
     local sql, params = M.source_query(source, scope, after_key, limit, nil, upto_key)

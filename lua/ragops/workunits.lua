@@ -25,10 +25,7 @@ local function in_transaction(pool, fn)
   return pool:with(function(conn) return store_pg.transaction(conn, fn) end)
 end
 
-local function query(pool, sql, ...)
-  local args, n = { ... }, select("#", ...)
-  return pool:with(function(conn) return conn:query(sql, unpack(args, 1, n)) end)
-end
+local query = store_pg.query
 
 -- Creates the run's units once; later processes find them. Unit boundaries
 -- are every rows_per_unit-th key of the (scoped) source, in key order.
