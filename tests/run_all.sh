@@ -5,6 +5,8 @@
 # 2. throwaway PostgreSQL (--fast) in a mktemp dir and an embed-server, on free ports;
 # 3. ctest (C tests), busted unit specs (tests/lua, tests/plans), busted integration
 #    specs (tests/integration, black-box against the services).
+# With arguments (tests/run_all.sh tests/integration/x_spec.lua ...), steps 1-2 run
+# as usual and only those busted specs run (ctest skipped): for working on one area.
 # Last line: "N passed, N failed". Exit status non-zero if anything failed or a stage
 # crashed (a crashed stage counts as one failure). Services are always stopped on exit.
 set -euo pipefail
@@ -157,6 +159,13 @@ if [[ $BUILD_OK -eq 1 ]]; then
     else
       stage_crashed "não foi possível subir o PostgreSQL ou o embed-server"
     fi
+  fi
+
+  if [[ $# -gt 0 ]]; then
+    say "somente: $*"
+    if [[ $SERVICES_UP -eq 1 ]]; then run_busted selected "$@"; else stage_crashed "serviços indisponíveis"; fi
+    printf '\n%d passed, %d failed\n' "$TOTAL_PASSED" "$TOTAL_FAILED"
+    [[ $TOTAL_FAILED -eq 0 ]]; exit $?
   fi
 
   say "testes C (ctest)"
