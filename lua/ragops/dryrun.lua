@@ -189,13 +189,14 @@ function M.run(p, cfg, opts, params)
       :format(target, source.sql, pg.quote_ident(source.key)), source.entity_type)
   end
 
-  function dry:delete_entities(entity_type, ids)
+  function dry:present_keys(source, ids) return real:present_keys(source, ids) end
+  function dry:duplicate_key(source, scope) return real:duplicate_key(source, scope) end
+
+  function dry:delete_entities(_, entity_type, ids)
     return count(("select count(*) as n from %s where entity_type = $1 and entity_id = any($2::text[])")
       :format(target), entity_type, ids)
   end
 
-  function dry:record_failures() return true end
-  function dry:resolve_failures() return 0 end
 
   -- Volume per source with one count(*) each (filters pushed down).
   for _, source in ipairs(runner.selected_sources(p)) do

@@ -10,6 +10,8 @@ local report = require "ragops.report"
 
 local M = {}
 
+M.PROGRESS_EVERY_MS = 5000
+
 local EXIT = { ok = 0, dead_letters = 1, usage = 2, alert = 3, unreachable = 4, interrupted = 130 }
 M.EXIT = EXIT
 
@@ -181,9 +183,11 @@ function M.run_plan(path, opts, params)
   local runner = require "ragops.runner"
   local core = require "ragops.core"
   local s = sched.real()
+  local stopping = false
   local pool = require("ragops.pool").new {
     conninfo = cfg.database.url, sched = s, on_connect = store_pg.prepare_connection,
-    size = math.max(cfg.database.pool_size, p.batch.in_flight + 2),
+    size = math.max(cfg.database.pool_size, p.batch.in_flight + 2), log = log,
+    stopped = function() return stopping end,
   }
   local conn, cerr = pool:acquire()
   if not conn then
@@ -208,7 +212,7 @@ function M.run_plan(path, opts, params)
                                model = cfg.provider.model, dim = cfg.provider.dim }
   local scale_out = opts["scale-out"]
   local run_id, checkpoint_or_err, resumed_or_code = store:start_run(p.name,
-    cjson.encode(params or {}), false, opts.resume, scale_out)
+    cjson.encode(params or {}), false, opts.resume, scale_out, core.process_id())
   if not run_id then
     pool:close(); client:close()
     if resumed_or_code == "busy" then return fail(EXIT.usage, "%s", checkpoint_or_err) end
@@ -263,12 +267,16 @@ function M.run_plan(path, opts, params)
     sched = s, store = store, embedder = client, log = log, run_id = run_id,
     checkpoint = checkpoint_or_err, model = cfg.provider.model, dim = cfg.provider.dim,
     hash = core.hash, alerts = alerts, limiter = limiter, metrics = metrics,
+    spent = { requests = 0 },
   }
+  store:keep_run { sched = s, spent = function() return env.spent.requests end,
+    on_lost = function(reason) if env.stop then env.stop(EXIT.unreachable, reason) end end }
   local interrupted = false
   core.trap_signals(function(name)
     interrupted = true
     log.warn("sinal %s recebido: descartando o lote em andamento e gravando o relatório; "
       .. "um segundo sinal encerra na hora", name)
+    stopping = true
     alerts:stop()
     if env.stop then env.stop(EXIT.interrupted, "interrompido pelo operador (" .. name .. ")") end
   end)
@@ -281,16 +289,30 @@ function M.run_plan(path, opts, params)
       end
     end)
   end
+  -- Progress on a timer: it shows while every worker waits on the provider.
+  s.spawn(function()
+    local every = M.PROGRESS_EVERY_MS
+    while running do
+      s.sleep(every)
+      if running and env.progress then env.progress() end
+    end
+  end)
 
-  local stats, run_totals
-  if scale_out then
-    stats, run_totals = require("ragops.workunits").run(p, env, {
-      pool = pool, run_id = run_id, owner = core.process_id(), lease_s = tonumber(opts["lease-s"]),
-    })
-  else
-    stats = runner.run(p, env)
-  end
+  local ok_run, stats, run_totals = xpcall(function()
+    if scale_out then
+      return require("ragops.workunits").run(p, env, {
+        pool = pool, run_id = run_id, owner = core.process_id(), lease_s = tonumber(opts["lease-s"]),
+      })
+    end
+    return runner.run(p, env)
+  end, debug.traceback)
   running = false
+  if not ok_run then
+    log.error("erro interno durante a execução %d: %s", run_id, tostring(stats))
+    stats = { aborted = { code = EXIT.usage, reason = "erro interno: " .. tostring(stats):match("^[^\n]*") } }
+    for _, k in ipairs(runner.COUNTER_KEYS) do stats[k] = 0 end
+    stats.per_entity_type = {}
+  end
   stats.plan = p.name
   stats.run_id = run_id
   stats.dry_run = false
@@ -300,7 +322,7 @@ function M.run_plan(path, opts, params)
   local status = "done"
   if stats.aborted then
     code = stats.aborted.code
-    status = interrupted and "interrupted" or "aborted"
+    status = interrupted and "interrupted" or code == EXIT.usage and "failed" or "aborted"
     stats.abort_reason = stats.aborted.reason
   elseif stats.failed > 0 then
     code = EXIT.dead_letters
@@ -323,10 +345,12 @@ function M.run_plan(path, opts, params)
     end
     -- A scale-out process that stops early leaves the run open: its unit's
     -- lease expires and the other processes (or a re-run) take it over.
-    store:finish_run(run_id, run_status, run_totals and report.json(run_totals) or json)
+    stats.requests_spent = store:finish_run(run_id, run_status,
+      run_totals and report.json(run_totals) or json, env.spent.requests)
   else
-    store:finish_run(run_id, status, json)
+    stats.requests_spent = store:finish_run(run_id, status, json, env.spent.requests)
   end
+  json = report.json(stats)
   pool:close()
   client:close()
   metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(0)

@@ -76,6 +76,22 @@ M.migrations = {
             on ragops_work_units (run_id, status, lease_expires_at)]],
       }
     end },
+  { version = 3, description = "posse das execuções (dono e heartbeat), unidades gravadas além do checkpoint e pedidos gastos",
+    sql = function()
+      return {
+        [[alter table ragops_runs add column if not exists owner text,
+            add column if not exists heartbeat_at timestamptz,
+            add column if not exists requests_spent bigint not null default 0]],
+        [[create table if not exists ragops_run_units (
+            run_id bigint not null references ragops_runs(id) on delete cascade,
+            entity_type text not null,
+            first_key text not null,
+            after_key text,
+            last_key text not null,
+            stats jsonb not null,
+            primary key (run_id, entity_type, last_key))]],
+      }
+    end },
 }
 
 local function embedding_type(storage, dim)

@@ -184,6 +184,9 @@ function M.format(stats)
   if stats.requests ~= nil then
     rows[#rows + 1] = { "requisições de embedding:", M.format_count(stats.requests) }
   end
+  if stats.requests_spent ~= nil and stats.requests_spent ~= stats.requests then
+    rows[#rows + 1] = { "requisições gastas (todas as tentativas):", M.format_count(stats.requests_spent) }
+  end
   rows[#rows + 1] = { "tempo decorrido:", elapsed }
   for _, line in ipairs(aligned(rows, "  ")) do lines[#lines + 1] = line end
 

@@ -341,7 +341,7 @@ function M.store(opts)
     sources = opts.sources or {},
     docs = {},                 -- doc_key -> document
     writes = {}, checkpoints = {}, failures = {}, open_failures = {}, resolved = {},
-    runs = {}, deletions = {}, fetches = {},
+    runs = {}, deletions = {}, fetches = {}, ahead = {},
   }
 
   local function put(d)
@@ -476,11 +476,30 @@ function M.store(opts)
       end
     end
     record.refreshed = refreshed
-    -- Like store_pg: the stored checkpoint only moves forward.
+    -- Like store_pg: dead letters and their resolution in the same write.
+    if unit.failures and #unit.failures > 0 then self:record_failures(unit.run_id, unit.failures) end
+    if unit.resolved_ids and #unit.resolved_ids > 0 then
+      self:resolve_failures(unit.run_id, unit.entity_type, unit.resolved_ids)
+    end
+    record.failures = copy(unit.failures or {})
+    -- Like store_pg: the stored checkpoint only moves forward; units
+    -- committed past it are kept apart (store.ahead[entity_type][last_key]).
     if unit.run_id and unit.checkpoint then
+      local cp = copy(unit.checkpoint)
+      local late = { deleted = pruned, refreshed = refreshed }
+      local function add_late(stats) for k, n in pairs(late) do stats[k] = (stats[k] or 0) + n end end
+      if cp.includes_unit then add_late(cp.stats) end
       local cur = self.checkpoints[unit.entity_type]
-      if (cur and cur.seq or 0) < unit.checkpoint.seq then
-        self.checkpoints[unit.entity_type] = copy(unit.checkpoint)
+      if (cur and cur.seq or 0) < cp.seq then
+        self.checkpoints[unit.entity_type] = { seq = cp.seq, after = cp.after, stats = cp.stats }
+      end
+      local ahead = self.ahead[unit.entity_type] or {}
+      self.ahead[unit.entity_type] = ahead
+      for _, k in ipairs(cp.covered or {}) do ahead[k] = nil end
+      if unit.ahead then
+        local a = copy(unit.ahead)
+        add_late(a.stats)
+        ahead[a.last_key] = a
       end
     end
     return { written = written, pruned = pruned, refreshed = refreshed }
@@ -504,7 +523,45 @@ function M.store(opts)
     return n
   end
 
-  function st:delete_entities(entity_type, entity_ids)
+  -- Like store_pg: asks the source by key only.
+  function st:present_keys(source, ids)
+    local want, present = {}, {}
+    for _, id in ipairs(ids) do want[tostring(id)] = true end
+    for _, row in ipairs(self.sources[source.entity_type] or {}) do
+      local k = row[source.key] ~= nil and key_text(row[source.key])
+      if k and want[k] then present[k] = true end
+    end
+    return present
+  end
+
+  -- Like store_pg: a key that appears twice among the rows the scope selects.
+  function st:duplicate_key(source, scope)
+    local seen = {}
+    for _, row in ipairs(self:fetch_page(source, scope, nil, nil)) do
+      local k = key_text(row[source.key])
+      if seen[k] then return k end
+      seen[k] = true
+    end
+    return false
+  end
+
+  -- The checkpoint a resumed run gets (like store_pg.start_run): the stored
+  -- prefix plus the units committed past it.
+  function st:resume_checkpoint()
+    local out = copy(self.checkpoints)
+    for entity_type, ahead in pairs(self.ahead) do
+      local list = {}
+      for _, a in pairs(ahead) do list[#list + 1] = copy(a) end
+      if #list > 0 then
+        out[entity_type] = out[entity_type] or {}
+        out[entity_type].ahead = list
+      end
+    end
+    return out
+  end
+
+  function st:delete_entities(run_id, entity_type, entity_ids)
+    self:resolve_failures(run_id, entity_type, entity_ids)
     local want = {}
     for _, id in ipairs(entity_ids) do want[id] = true end
     local n = delete_where(function(d) return d.entity_type == entity_type and want[d.entity_id] end)

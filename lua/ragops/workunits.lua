@@ -8,6 +8,7 @@
 -- (re-running a range is safe: unchanged content is skipped by hash). The
 -- process that sees every unit done finishes the run: it deletes entities
 -- gone from the source (full backfills) and records the run's totals.
+local account = require "ragops.stages.account"
 local cjson = require "cjson"
 local runner = require "ragops.runner"
 local store_pg = require "ragops.store_pg"
@@ -146,6 +147,9 @@ function M.run(p, env, opts)
     return mine
   end
 
+  local check = account.context(p, env)
+  runner.check_unique_keys(check)
+  if check.aborted then return finish(check.aborted) end
   local n, err = M.ensure_units(pool, opts.run_id, p)
   if not n then return finish({ code = 4, reason = "falha ao criar as unidades de trabalho: " .. tostring(err) }) end
   log.info("scale-out: execução %d dividida em %d unidade(s) de trabalho; este processo é %s (lease de %d s)",

@@ -15,7 +15,7 @@ describe("backfill de ponta a ponta", function()
     H.load_sources(url, N_VERSES, N_FORTUNES)
     local code, out, err = H.ragops(url, "migrate")
     assert.are.equal(0, code, err)
-    assert.matches("versão 2", out)
+    assert.matches("versão 3", out)
   end)
 
   it("migrate de novo não muda nada", function()

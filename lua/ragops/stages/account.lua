@@ -1,0 +1,132 @@
+-- ragops.stages.account: the last stage of a unit, and the run's books.
+-- Receives the counters of a committed unit (a delta) and adds them to the
+-- run's totals, per entity type; feeds the alerts (document outcomes, embed
+-- calls), the metrics and the progress line. Also the run's stop switch:
+-- ctx:abort(code, reason) is how any stage ends the run.
+--
+-- The run context (ctx) it builds is what every stage receives:
+--   ctx.plan, ctx.env, ctx.sched, ctx.store, ctx.log   the run's parts
+--   ctx.stats       totals (COUNTER_KEYS) + per_entity_type + missing_entities
+--   ctx.aborted     nil, or { code, reason } once the run is stopping
+--   ctx.spent       { requests = n }: embedding requests of every attempt
+local report = require "ragops.report"
+
+local M = {}
+
+M.COUNTER_KEYS = { "processed", "succeeded", "failed", "skipped", "embedded",
+                   "deleted", "chunks", "tokens", "requests", "retries", "refreshed" }
+
+function M.new_counters()
+  local c = {}
+  for _, k in ipairs(M.COUNTER_KEYS) do c[k] = 0 end
+  return c
+end
+
+-- into[k] += delta[k] for every counter; returns into.
+function M.add_counters(into, delta)
+  for _, k in ipairs(M.COUNTER_KEYS) do into[k] = (into[k] or 0) + (delta[k] or 0) end
+  return into
+end
+
+local Context = {}
+Context.__index = Context
+
+-- A new run context. A resumed run starts from the counters of its
+-- checkpointed prefix and of the units committed past it.
+function M.context(plan, env)
+  local ctx = setmetatable({
+    plan = plan, env = env, sched = env.sched, store = env.store, log = env.log,
+    stats = M.new_counters(), aborted = nil,
+    spent = env.spent or { requests = 0 }, started = env.sched.now(),
+  }, Context)
+  ctx.stats.per_entity_type, ctx.stats.missing_entities = {}, {}
+  for entity_type, cp in pairs(env.checkpoint or {}) do
+    if type(cp) == "table" then
+      if type(cp.stats) == "table" then ctx:merge(entity_type, cp.stats) end
+      for _, unit in ipairs(cp.ahead or {}) do ctx:merge(entity_type, unit.stats) end
+    end
+  end
+  return ctx
+end
+
+function Context:counters_for(entity_type)
+  local c = self.stats.per_entity_type[entity_type]
+  if not c then c = M.new_counters(); self.stats.per_entity_type[entity_type] = c end
+  return c
+end
+
+-- Adds a unit's counters (delta) to the run totals.
+function Context:merge(entity_type, delta)
+  local c = self:counters_for(entity_type)
+  for _, k in ipairs(M.COUNTER_KEYS) do
+    local n = delta[k] or 0
+    if n ~= 0 then self.stats[k] = self.stats[k] + n; c[k] = c[k] + n end
+  end
+end
+
+-- Stops the run: readers stop reading, workers drop their units, except
+-- for an alert abort (code 3): units already taken finish and commit, so
+-- what was paid for is kept and a resume starts past it.
+function Context:abort(code, reason)
+  if not self.aborted then
+    self.aborted = { code = code, reason = reason }
+    self.log.error("execução interrompida: %s", reason)
+  end
+end
+
+-- True when work in progress must stop now (any abort but an alert's).
+function Context:halted()
+  return self.aborted ~= nil and self.aborted.code ~= 3
+end
+
+function Context:count_metric(name, labels, n)
+  local metrics = self.env.metrics
+  if metrics and n ~= 0 then metrics:counter(name, nil, labels):inc(n) end
+end
+
+-- Feeds one event to the alerts; an "abort" answer stops the run (code 3).
+function Context:observe(event)
+  local alerts = self.env.alerts
+  if not alerts then return end
+  if alerts:observe(event) == "abort" and not self.aborted then
+    self:abort(3, alerts.last_reason or "limite de alerta excedido")
+  end
+end
+
+-- Books a committed unit: totals, metrics, alert events.
+function Context:account_unit(entity_type, delta, rows)
+  self:merge(entity_type, delta)
+  local labels = function(result) return { entity_type = entity_type, result = result } end
+  self:count_metric("ragops_documents_total", labels("embedded"), delta.succeeded)
+  self:count_metric("ragops_documents_total", labels("skipped"), delta.skipped)
+  self:count_metric("ragops_documents_total", labels("failed"), delta.failed)
+  self:count_metric("ragops_documents_total", labels("deleted"), delta.deleted)
+  self:count_metric("ragops_dead_letters_total", { entity_type = entity_type }, delta.failed)
+  for _ = 1, rows - delta.failed do self:observe({ kind = "document", ok = true }) end
+  for _ = 1, delta.failed do self:observe({ kind = "document", ok = false }) end
+end
+
+-- One pt-BR progress line (the engine calls it on a timer, so it also
+-- shows while every worker waits on a slow request).
+function Context:progress()
+  local fmt = report
+  local st = self.stats
+  local elapsed = (self.sched.now() - self.started) / 1000
+  self.log.info("progresso: %s processados, %s gravados, %s inalterados, %s falhas, %s novas tentativas (%s docs/s)",
+    fmt.format_count(st.processed), fmt.format_count(st.succeeded), fmt.format_count(st.skipped),
+    fmt.format_count(st.failed), fmt.format_count(st.retries),
+    fmt.format_number(elapsed > 0 and st.processed / elapsed or 0, 1))
+end
+
+-- The run's final stats (the runner's return value).
+function Context:finish()
+  local st = self.stats
+  st.elapsed_s = (self.sched.now() - self.started) / 1000
+  st.throughput = st.elapsed_s > 0 and st.processed / st.elapsed_s or 0
+  st.aborted = self.aborted
+  local alerts = self.env.alerts
+  if alerts and alerts.fired and #alerts.fired > 0 then st.alerts = alerts.fired end
+  return st
+end
+
+return M

@@ -1,0 +1,109 @@
+-- ragops.stages.decide: from rows to decisions. Receives a unit (rows of one
+-- page of a source) and the stored hashes of its entities; turns each row
+-- into an entity with chunks and content hashes (the plan's document(),
+-- under pcall), and decides per entity: skip (unchanged; metadata and
+-- source_updated_at refreshed in place), embed (new or changed chunks), and
+-- prune (stored chunks past the entity's new chunk count). Hands on a
+-- `decision` for the embed and write stages:
+--   { entities, failures (dead letters of document()/metadata),
+--     items = { { text, chunk, entity } to embed }, changed = { [id] = { entity, failed } },
+--     refresh = { entity_ids, chunk_indexes, metadata, updated_at },
+--     prune = { entity_ids, counts }, unchanged_ids, skipped }
+local cjson = require "cjson"
+local chunk = require "ragops.chunk"
+
+local M = {}
+
+function M.key_text(v)
+  if type(v) == "number" and v == math.floor(v) and math.abs(v) < 2^53 then
+    return ("%d"):format(v)
+  end
+  return tostring(v)
+end
+local key_text = M.key_text
+
+-- metadata as JSON text, or nil, pt-BR reason (sparse arrays, NaN, cycles...).
+local function encode_metadata(metadata)
+  local ok, text = pcall(cjson.encode, metadata or {})
+  if ok then return text end
+  return nil, "os metadados devolvidos por document() não podem ser convertidos em JSON ("
+    .. tostring(text):gsub("^.-:%d+: ", "") .. ")"
+end
+
+local function transform_failure(source, id, message)
+  return { entity_type = source.entity_type, entity_id = id, error_class = "transform",
+           attempts = 1, message = message }
+end
+
+-- One row -> entity { id, updated_at, chunks }, or nil, dead letter.
+local function build_entity(ctx, source, row)
+  local plan, env = ctx.plan, ctx.env
+  local id = key_text(row[source.key])
+  local ok, doc = xpcall(source.document, debug.traceback, row)
+  if not ok then return nil, transform_failure(source, id, "document() falhou: " .. tostring(doc)) end
+  local e = { id = id, chunks = {} }
+  local updated = source.updated_at and row[source.updated_at]
+  e.updated_at = updated ~= nil and tostring(updated) or nil
+  if type(doc) == "table" and type(doc.content) == "string" and doc.content:find("%S") then
+    local metadata, merr = encode_metadata(doc.metadata)
+    if not metadata then return nil, transform_failure(source, id, merr) end
+    for i, text in ipairs(chunk.split(doc.content, plan.chunking.max_chars, plan.chunking.overlap)) do
+      e.chunks[i] = { index = i - 1, content = text, metadata = metadata,
+                      hash = env.hash(text, env.model, tostring(env.dim)) }
+    end
+  end
+  return e
+end
+
+-- Turns the rows of a unit into entities with chunks and hashes.
+function M.build_entities(ctx, unit)
+  local entities, failures = {}, {}
+  for _, row in ipairs(unit.rows) do
+    local e, failure = build_entity(ctx, unit.source, row)
+    if e then entities[#entities + 1] = e else failures[#failures + 1] = failure end
+  end
+  return entities, failures
+end
+
+-- Chunks of e that need an embedding (all of them in overwrite mode).
+local function chunks_to_embed(mode, e, old)
+  local out = {}
+  for _, c in ipairs(e.chunks) do
+    if mode == "overwrite" or not old or old.hashes[c.index] ~= c.hash then out[#out + 1] = c end
+  end
+  return out
+end
+
+-- Decides per entity against existing = { [id] = { count, hashes } }.
+function M.decide(ctx, entities, failures, existing)
+  local d = { entities = entities, failures = failures, items = {}, changed = {},
+              refresh = { entity_ids = {}, chunk_indexes = {}, metadata = {}, updated_at = {} },
+              prune = { entity_ids = {}, counts = {} }, unchanged_ids = {}, skipped = 0 }
+  local mode = ctx.plan.mode
+  for _, e in ipairs(entities) do
+    local old = existing[e.id]
+    local to_embed = chunks_to_embed(mode, e, old)
+    local dirty = mode == "overwrite" or #to_embed > 0 or (old and old.count or 0) ~= #e.chunks
+    if not dirty then
+      d.skipped = d.skipped + 1
+      d.unchanged_ids[#d.unchanged_ids + 1] = e.id
+      local r = d.refresh
+      for _, c in ipairs(e.chunks) do
+        r.entity_ids[#r.entity_ids + 1] = e.id
+        r.chunk_indexes[#r.chunk_indexes + 1] = c.index
+        r.metadata[#r.metadata + 1] = c.metadata
+        r.updated_at[#r.updated_at + 1] = e.updated_at or ""
+      end
+    else
+      d.changed[e.id] = { entity = e, failed = false }
+      for _, c in ipairs(to_embed) do d.items[#d.items + 1] = { text = c.content, chunk = c, entity = e } end
+      if old and old.count > #e.chunks then
+        d.prune.entity_ids[#d.prune.entity_ids + 1] = e.id
+        d.prune.counts[#d.prune.counts + 1] = #e.chunks
+      end
+    end
+  end
+  return d
+end
+
+return M

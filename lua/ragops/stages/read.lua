@@ -1,0 +1,80 @@
+-- ragops.stages.read: the first stage. Pages through one source in key
+-- order (keyset pagination, filters pushed down by the store) from the
+-- checkpoint, and hands each page on as a unit of work:
+--   { seq, source, rows, first_key, after_key (exclusive lower bound), last_key }
+-- Units that an interrupted process committed past its checkpoint (the
+-- checkpoint's `ahead` list) are not read again: the page is cut where one
+-- begins and the reader jumps past it, handing the committed unit to
+-- on_committed instead, so a resumed run counts each row once.
+local decide = require "ragops.stages.decide"
+
+local M = {}
+local key_text = decide.key_text
+
+-- Index of committed units by the key before them and by their first key.
+local function index_ahead(ahead)
+  local by_after, by_first = {}, {}
+  for _, a in ipairs(ahead or {}) do
+    if a.after_key then by_after[a.after_key] = a end
+    by_first[a.first_key] = a
+  end
+  return by_after, by_first
+end
+
+-- Where the page must stop because a committed unit starts inside it:
+-- returns the number of rows to keep and that unit, or nil.
+local function cut_at_committed(rows, key, by_after, by_first)
+  for i, row in ipairs(rows) do
+    local k = key_text(row[key])
+    if by_first[k] then return i - 1, by_first[k] end
+    if by_after[k] then return i, by_after[k] end
+  end
+end
+
+-- Reads source from cp (checkpoint) and calls emit(unit) for each page and
+-- on_committed(unit) for each committed unit jumped over, in key order.
+-- opts = { range = { after, upto } | nil }. Returns true when the source was
+-- read to its end, false when the run stopped, or nil after an error.
+function M.read_source(ctx, source, cp, opts, emit, on_committed)
+  local plan, store = ctx.plan, ctx.store
+  local size = plan.batch.size
+  local range = opts.range
+  local after, seq = cp.after, cp.seq or 0
+  if range then after = range.after end
+  local by_after, by_first = index_ahead(cp.ahead)
+  local function jump(a)
+    by_after[a.after_key or ""], by_first[a.first_key] = nil, nil
+    seq = seq + 1
+    on_committed({ seq = seq, source = source, first_key = a.first_key, after_key = a.after_key,
+                   last_key = a.last_key }, a.stats)
+    after = a.last_key
+  end
+  while not ctx.aborted do
+    local waiting = after and by_after[after]
+    if waiting then
+      jump(waiting)
+    else
+      local rows, err = store:fetch_page(source, plan.scope, after, size, range and range.upto)
+      if not rows then
+        ctx:abort(4, ("falha ao ler a fonte %q: %s"):format(source.entity_type, tostring(err)))
+        return nil
+      end
+      if #rows == 0 then return true end
+      local keep, committed = cut_at_committed(rows, source.key, by_after, by_first)
+      if keep then for i = #rows, keep + 1, -1 do rows[i] = nil end end
+      if #rows > 0 then
+        seq = seq + 1
+        local unit = { seq = seq, source = source, rows = rows, after_key = after,
+                       first_key = key_text(rows[1][source.key]),
+                       last_key = key_text(rows[#rows][source.key]) }
+        after = unit.last_key
+        emit(unit)
+      end
+      if committed then jump(committed)
+      elseif #rows < size then return true end
+    end
+  end
+  return false
+end
+
+return M

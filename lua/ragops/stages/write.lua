@@ -1,0 +1,161 @@
+-- ragops.stages.write: from vectors to rows. Receives a unit, its decision
+-- and the embedded parts, and writes in ONE transaction (store:write_unit):
+-- the documents (COPY + upsert), stale chunks pruned, unchanged documents
+-- refreshed, dead letters recorded, dead letters of entities now indexed
+-- resolved, and the run's progress (checkpoint + units committed past it).
+-- A crash between any two of these is impossible: they commit together.
+-- Hands on the unit's delta with deleted/refreshed filled in, or nil after
+-- stopping the run (the database retry policy lives in ragops.pool).
+--
+-- The tracker knows which units of a source committed, to compute a
+-- checkpoint that never skips an uncommitted unit (the last key of the
+-- longest committed prefix) and which committed units lie past it.
+local account = require "ragops.stages.account"
+
+local M = {}
+
+local Tracker = {}
+Tracker.__index = Tracker
+
+-- cp = stored checkpoint of the source: { seq, after, stats, ahead }.
+function M.tracker(cp)
+  cp = cp or {}
+  return setmetatable({
+    seq = cp.seq or 0, after = cp.after, next = (cp.seq or 0) + 1,
+    stats = account.add_counters(account.new_counters(), cp.stats or {}),
+    done = {},   -- seq -> { key, delta, has_row } committed past the prefix
+    rows = {},   -- last key -> seq of units with a ragops_run_units row
+  }, Tracker)
+end
+
+-- The checkpoint to write with unit's transaction, assuming it commits:
+-- { seq, after, stats, covered = last keys of rows the prefix now covers,
+--   includes_unit = the unit is in the prefix }.
+function Tracker:candidate(unit, delta)
+  local seq, key = self.seq, self.after
+  local prefix = account.add_counters({}, self.stats)
+  local n, includes_unit = self.next, false
+  while true do
+    local d
+    if n == unit.seq then d = { key = unit.last_key, delta = delta }; includes_unit = true
+    else d = self.done[n] end
+    if d == nil then break end
+    seq, key = n, d.key
+    account.add_counters(prefix, d.delta)
+    n = n + 1
+  end
+  local covered = {}
+  for last_key, s in pairs(self.rows) do
+    if s <= seq then covered[#covered + 1] = last_key end
+  end
+  return { seq = seq, after = key, stats = prefix, covered = covered, includes_unit = includes_unit }
+end
+
+-- Records that unit committed with delta; has_row: it has a
+-- ragops_run_units row (it committed past the prefix, or was one of those
+-- found at resume); covered: the rows its transaction deleted.
+function Tracker:committed(unit, delta, has_row, covered)
+  for _, k in ipairs(covered or {}) do self.rows[k] = nil end
+  if has_row then self.rows[unit.last_key] = unit.seq end
+  self.done[unit.seq] = { key = unit.last_key, delta = delta }
+  while self.done[self.next] ~= nil do
+    local d = self.done[self.next]
+    self.seq, self.after = self.next, d.key
+    account.add_counters(self.stats, d.delta)
+    self.done[self.next] = nil
+    self.next = self.next + 1
+  end
+end
+
+-- Dead letters for the entities with a failed chunk (marks them failed).
+local function dead_letters(entity_type, decision, failed_groups)
+  for _, g in ipairs(failed_groups) do
+    for _, it in ipairs(g.items) do
+      local c = decision.changed[it.entity.id]
+      if not c.failed then
+        c.failed = true
+        decision.failures[#decision.failures + 1] = {
+          entity_type = entity_type, entity_id = it.entity.id, chunk_index = it.chunk.index,
+          error_class = g.info.class or "transient",
+          http_status = g.info.status ~= 0 and g.info.status or nil,
+          message = tostring(g.err), attempts = g.attempts }
+      end
+    end
+  end
+end
+
+-- Documents of the parts whose entity did not fail, per part.
+local function document_parts(ctx, entity_type, decision, parts)
+  local out, embedded = {}, 0
+  for _, part in ipairs(parts) do
+    local docs = {}
+    for i, it in ipairs(part.items) do
+      if not decision.changed[it.entity.id].failed then
+        docs[#docs + 1] = { entity_type = entity_type, entity_id = it.entity.id,
+          chunk_index = it.chunk.index, content = it.chunk.content,
+          content_hash = it.chunk.hash, metadata = it.chunk.metadata,
+          embedding_model = ctx.env.model, source_updated_at = it.entity.updated_at, vec = i }
+      end
+    end
+    if #docs > 0 then
+      out[#out + 1] = { docs = docs, batch = part.batch }
+      embedded = embedded + #docs
+    end
+  end
+  return out, embedded
+end
+
+-- The payload of store:write_unit, and the unit's delta filled in.
+function M.payload(ctx, unit, decision, parts, failed_groups, delta)
+  local entity_type = unit.source.entity_type
+  dead_letters(entity_type, decision, failed_groups)
+  local doc_parts, embedded = document_parts(ctx, entity_type, decision, parts)
+  local prune = { entity_ids = {}, counts = {} }
+  for i, id in ipairs(decision.prune.entity_ids) do
+    if not decision.changed[id].failed then
+      prune.entity_ids[#prune.entity_ids + 1] = id
+      prune.counts[#prune.counts + 1] = decision.prune.counts[i]
+    end
+  end
+  local resolved = {}
+  for _, id in ipairs(decision.unchanged_ids) do resolved[#resolved + 1] = id end
+  for id, c in pairs(decision.changed) do
+    if not c.failed then resolved[#resolved + 1] = id end
+  end
+  delta.succeeded = #resolved - #decision.unchanged_ids
+  delta.embedded = embedded
+  delta.failed = #decision.failures
+  for _, e in ipairs(decision.entities) do delta.chunks = delta.chunks + #e.chunks end
+  return { entity_type = entity_type, run_id = ctx.env.run_id, parts = doc_parts,
+           chunk_counts = prune, refresh = decision.refresh, failures = decision.failures,
+           resolved_ids = resolved }
+end
+
+-- Writes the unit with its progress. Returns the completed delta, or nil
+-- after stopping the run.
+function M.write(ctx, unit, payload, delta, tracker)
+  local checkpoint
+  if tracker then
+    checkpoint = tracker:candidate(unit, delta)
+    payload.checkpoint = checkpoint
+    if not checkpoint.includes_unit then
+      payload.ahead = { first_key = unit.first_key, after_key = unit.after_key,
+                        last_key = unit.last_key, stats = account.add_counters({}, delta) }
+    end
+  end
+  local result, err, state = ctx.store:write_unit(payload)
+  if not result then
+    ctx:abort(4, "não foi possível gravar no PostgreSQL: " .. tostring(err)
+      .. (state and (" [SQLSTATE " .. state .. "]") or ""))
+    return nil
+  end
+  delta.deleted = result.pruned
+  delta.refreshed = result.refreshed or 0
+  if tracker then tracker:committed(unit, delta, payload.ahead ~= nil, checkpoint.covered) end
+  for _, f in ipairs(payload.failures) do
+    ctx.log.warn("falha permanente em %s %s: %s", f.entity_type, f.entity_id, f.message)
+  end
+  return delta
+end
+
+return M
