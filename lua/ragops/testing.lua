@@ -668,7 +668,8 @@ end
 --                   fake clock; webhooks recorded in result.alerts.webhooks) or an object,
 --          scheduler, checkpoint, model ("fake-model"), run_id (1),
 --          range = { after, upto } (a scale-out work unit's key range),
---          progress_every_ms, fail_write }
+--          progress_every_ms, fail_write,
+--          stop_after_ms = n (stops the run like a signal at that fake time) }
 -- Returns result = { stats, store, embedder, log (lines), clock (fake ms elapsed), plan, alerts }.
 function M.run(plan_or_path, opts)
   opts = opts or {}
@@ -715,7 +716,16 @@ function M.run(plan_or_path, opts)
     range = opts.range,
   }
   local started = s.now()
-  local stats = s.run(function() return runner.run(p, env) end)
+  local stats = s.run(function()
+    if opts.stop_after_ms then
+      -- Like a SIGINT at that moment of the fake clock.
+      s.spawn(function()
+        s.sleep(opts.stop_after_ms)
+        if env.stop then env.stop(130, "interrompido (teste)") end
+      end)
+    end
+    return runner.run(p, env)
+  end)
   return setmetatable({
     stats = stats, store = store, embedder = embedder, log = log.lines,
     clock = s.now() - started, plan = p, env = env, alerts = alerts or nil,
