@@ -71,6 +71,12 @@ return {
     file = nil,
   },
 
+  log = {
+    -- Intervalo, em segundos, da linha de progresso no log do operador
+    -- (aparece também enquanto todos os workers esperam o provedor).
+    progress_every_s = 5,
+  },
+
   alerts = {
     -- Webhook (http/https) que recebe um POST JSON quando um alerta dispara.
     -- nil = alertas só no log. O caminho da URL é mascarado nos logs.

@@ -37,18 +37,20 @@ function M.defaults()
     },
     metrics = { file = nil },
     alerts = { webhook_url = nil },
+    log = { progress_every_s = 5 },
   }
 end
 
 -- Allowed keys per section (for unknown-key errors).
 local KEYS = {
-  [""] = { "database", "provider", "metrics", "alerts" },
+  [""] = { "database", "provider", "metrics", "alerts", "log" },
   database = { "url", "pool_size", "table", "storage" },
   provider = { "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
                "expected_latency_ms", "price_per_1m_tokens", "rate_limits" },
   ["provider.rate_limits"] = { "requests_per_min", "tokens_per_min", "max_concurrency" },
   metrics = { "file" },
   alerts = { "webhook_url" },
+  log = { "progress_every_s" },
 }
 
 -- Keys whose values are secrets or may embed secrets.
@@ -240,6 +242,8 @@ local function validate(cfg, checker)
   end
   check_positive(checker, "provider.timeout_s", provider.timeout_s, false)
   check_positive(checker, "provider.expected_latency_ms", provider.expected_latency_ms, false)
+  checker.only_keys(cfg.log, "log")
+  check_positive(checker, "log.progress_every_s", cfg.log.progress_every_s, false)
   if type(provider.price_per_1m_tokens) ~= "table" then
     checker.bad("provider.price_per_1m_tokens", provider.price_per_1m_tokens,
       'uma tabela { ["modelo"] = preço em US$ por 1 milhão de tokens }')

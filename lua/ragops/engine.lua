@@ -10,8 +10,6 @@ local report = require "ragops.report"
 
 local M = {}
 
-M.PROGRESS_EVERY_MS = 5000
-
 local EXIT = { ok = 0, dead_letters = 1, usage = 2, alert = 3, unreachable = 4, interrupted = 130 }
 M.EXIT = EXIT
 
@@ -291,7 +289,7 @@ function M.run_plan(path, opts, params)
   end
   -- Progress on a timer: it shows while every worker waits on the provider.
   s.spawn(function()
-    local every = M.PROGRESS_EVERY_MS
+    local every = cfg.log.progress_every_s * 1000
     while running do
       s.sleep(every)
       if running and env.progress then env.progress() end
@@ -346,9 +344,9 @@ function M.run_plan(path, opts, params)
     -- A scale-out process that stops early leaves the run open: its unit's
     -- lease expires and the other processes (or a re-run) take it over.
     stats.requests_spent = store:finish_run(run_id, run_status,
-      run_totals and report.json(run_totals) or json, env.spent.requests)
+      run_totals and report.json(run_totals) or json)
   else
-    stats.requests_spent = store:finish_run(run_id, status, json, env.spent.requests)
+    stats.requests_spent = store:finish_run(run_id, status, json)
   end
   json = report.json(stats)
   pool:close()

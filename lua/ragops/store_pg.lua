@@ -217,13 +217,23 @@ function M.new(opts)
   end
 
   -- The fence: a run written by one process at a time. The update fails to
-  -- match when another process took the run over (see start_run).
-  local function check_owner(step, run_id)
-    if not store.owner_token then return end
-    local rows = step("update ragops_runs set updated_at = now() where id = $1 and owner = $2",
-      run_id, store.owner_token)
+  -- match when another process took the run over (see start_run). It also
+  -- records the embedding requests spent since the last record, so a kill -9
+  -- loses at most those of the units in flight.
+  local function check_owner(step, run_id, spent)
+    local rows = step([[update ragops_runs set updated_at = now(), requests_spent = requests_spent + $3
+                         where id = $1 and owner is not distinct from $2]], run_id, store.owner_token, spent)
     if rows.affected ~= 1 then error({ err = M.FENCED, state = "RGFEN" }, 0) end
   end
+
+  -- Requests spent and not yet recorded, reserved for one transaction; give
+  -- them back with unreserve_spent when it rolls back.
+  function store:reserve_spent()
+    local n = self.spent_fn and (self.spent_fn() - (self.reported_spent or 0)) or 0
+    self.reported_spent = (self.reported_spent or 0) + n
+    return n
+  end
+  function store:unreserve_spent(n) self.reported_spent = self.reported_spent - n end
 
   -- unit = { entity_type, run_id,
   --          parts = { { docs = {...}, batch = vecbatch }, ... },
@@ -234,9 +244,10 @@ function M.new(opts)
   --          ahead = nil | { first_key, after_key, last_key, stats } (committed past the prefix) }
   -- Everything in one transaction. Returns { written, pruned, refreshed } or nil, err, sqlstate.
   function store:write_unit(unit)
-    return with_conn(function(conn)
+    local spent = unit.run_id and self:reserve_spent() or 0
+    local result, err, state = with_conn(function(conn)
       return M.transaction(conn, function(step)
-        if unit.run_id then check_owner(step, unit.run_id) end
+        if unit.run_id then check_owner(step, unit.run_id, spent) end
         local written = 0
         for _, part in ipairs(unit.parts) do
           if #part.docs > 0 then
@@ -268,6 +279,8 @@ function M.new(opts)
         return { written = written, pruned = pruned, refreshed = refreshed }
       end)
     end)
+    if not result then self:unreserve_spent(spent) end
+    return result, err, state
   end
 
   -- Entity ids among `ids` that the source still has, asked by key only
@@ -399,21 +412,17 @@ function M.new(opts)
   -- it, or took the run over (owner changed), it calls on_lost(reason).
   -- opts = { sched, spent = function, on_lost = function(reason) }.
   function store:keep_run(opts)
-    local s, reported = opts.sched, 0
-    self.keeping = true
+    local s = opts.sched
+    self.keeping, self.spent_fn = true, opts.spent
     local function beat()
-      local spent = opts.spent() - reported
+      local spent = self:reserve_spent()
       local rows, err = self.lock_conn:query([[
         update ragops_runs set heartbeat_at = now(), requests_spent = requests_spent + $3
          where id = $1 and owner is not distinct from $2 returning id]],
         self.locked_run, self.owner_token, spent)
-      if rows then
-        reported = reported + spent
-        self.reported_spent = reported
-        if #rows == 0 then return nil, "lost" end
-        return true
-      end
-      return nil, err
+      if not rows then self:unreserve_spent(spent); return nil, err end
+      if #rows == 0 then return nil, "lost" end
+      return true
     end
     local function retake()
       pool:discard(self.lock_conn)
@@ -425,7 +434,7 @@ function M.new(opts)
         return r[1].ok
       end)
       if not conn then return nil, "não foi possível reconectar ao PostgreSQL: " .. tostring(ok) end
-      self.lock_conn = conn
+      self.lock_conn, self.lock_held = conn, ok
       if not ok then return nil, "outro processo tomou a execução enquanto a conexão estava perdida" end
       return true
     end
@@ -449,13 +458,13 @@ function M.new(opts)
 
   -- Records the final status and report (status nil: only release the lock,
   -- for a scale-out process that leaves the finishing to another), with the
-  -- requests spent since the last heartbeat (spent: this process's total).
+  -- requests spent and not yet recorded.
   -- The report gets `requests_spent`: every embedding request of every
   -- process and attempt of the run (a resumed run includes the ones before
   -- the interruption). Returns that total, or nil, err.
-  function store:finish_run(run_id, status, report_json, spent)
+  function store:finish_run(run_id, status, report_json)
     self.keeping = false
-    local since_beat = (spent or 0) - (self.reported_spent or 0)
+    local since_beat = self:reserve_spent()
     local rows, err = query([[
       update ragops_runs set status = coalesce($2, status),
              requests_spent = requests_spent + $4,
@@ -463,13 +472,13 @@ function M.new(opts)
                            else $3::jsonb || jsonb_build_object('requests_spent', requests_spent + $4) end,
              finished_at = case when $2::text is null then finished_at else now() end,
              owner = case when $2::text is null then owner else null end, updated_at = now()
-       where id = $1 returning requests_spent]],
-      run_id, status, report_json, since_beat)
+       where id = $1 and owner is not distinct from $5 returning requests_spent]],
+      run_id, status, report_json, since_beat, self.owner_token)
     if rows and status and status:match("^done") then
       query("delete from ragops_run_units where run_id = $1", run_id)
     end
     if self.lock_conn then
-      if self.lock_conn:is_ok() then
+      if self.lock_conn:is_ok() and self.lock_held ~= false then
         self.lock_conn:query(("select %s($1, $2)"):format(self.lock_shared and "pg_advisory_unlock_shared"
           or "pg_advisory_unlock"), RUN_LOCK_CLASS, self.locked_run)
       end
@@ -477,7 +486,8 @@ function M.new(opts)
       self.lock_conn = nil
     end
     if not rows then return nil, err end
-    return rows[1] and rows[1].requests_spent or 0
+    -- No row: another process took the run over (fenced); nothing recorded.
+    return rows[1] and rows[1].requests_spent or nil
   end
 
   return store
