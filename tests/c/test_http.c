@@ -253,7 +253,7 @@ static void test_timeout(void)
     ASSERT_INT_EQ(o.curl_code, CURLE_OPERATION_TIMEDOUT);
     ASSERT_INT_EQ(o.status, 0);
     ASSERT(elapsed_ms >= 250 && elapsed_ms < 5000);
-    ASSERT_INT_EQ(embed_classify(o.curl_code, o.status, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(o.curl_code, o.status, NULL, NULL, &kind), EMBED_CLASS_TRANSIENT);
     ASSERT_STR_EQ(embed_kind_name(kind), "timeout");
     free(o.body);
     finish_loop(&loop, hc);
@@ -282,7 +282,7 @@ static void test_connection_refused(void)
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_INT_EQ(o.calls, 1);
     ASSERT_INT_EQ(o.curl_code, CURLE_COULDNT_CONNECT);
-    ASSERT_INT_EQ(embed_classify(o.curl_code, o.status, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(o.curl_code, o.status, NULL, NULL, &kind), EMBED_CLASS_TRANSIENT);
     ASSERT_STR_EQ(embed_kind_name(kind), "connection");
     ASSERT(strstr(http_curl_error_ptbr(o.curl_code), "conexão") != NULL);
     free(o.body);
