@@ -515,6 +515,22 @@ const char *embed_fatal_hint(long status, const char *provider_message, const ch
     return "confira provider.url (RAGOPS_EMBED_URL)";
 }
 
+char *embed_endpoint_url(const char *base)
+{
+    static const char suffix[] = "/embeddings";
+    const char *rest = base + strcspn(base, "?#");
+    size_t path_len = (size_t)(rest - base);
+    size_t size;
+    char *url;
+    while (path_len > 0 && base[path_len - 1] == '/')
+        path_len--;
+    size = path_len + strlen(suffix) + strlen(rest) + 1;
+    url = malloc(size);
+    if (url)
+        snprintf(url, size, "%.*s%s%s", (int)path_len, base, suffix, rest);
+    return url;
+}
+
 void embed_display_url(const char *url, char *out, size_t size)
 {
     const char *scheme = strstr(url, "://");

@@ -80,6 +80,11 @@ embed_class embed_classify(CURLcode curl_code, long status, const char *provider
  * to check. A static string. */
 const char *embed_fatal_hint(long status, const char *provider_message, const char *provider_code);
 
+/* The embeddings endpoint of a base URL: "/embeddings" appended to the
+ * path (trailing slashes dropped), before any query string or fragment
+ * (Azure-style "?api-version=..."). malloc'd, NULL when memory is short. */
+char *embed_endpoint_url(const char *base);
+
 /* Copies url into out (size bytes, truncated) without userinfo, query
  * string or fragment, so it can name the endpoint in operator messages. */
 void embed_display_url(const char *url, char *out, size_t size);

@@ -25,7 +25,7 @@
  * so closing or collecting the client never frees what a call still uses). */
 typedef struct embed_conf {
     int refs;                /* owners: the client userdata + each call in flight */
-    char *url;               /* base URL + "/embeddings" */
+    char *url;               /* the endpoint: base URL + "/embeddings" (embed_endpoint_url) */
     char *model;             /* model name sent in every request */
     char *auth_header;       /* "Authorization: Bearer ...", or NULL */
     char *api_key;           /* the key itself, only to scrub it from messages */
@@ -494,7 +494,6 @@ static int embed_new_client(lua_State *L)
     const char *url, *model, *api_key, *encoding;
     int dimensions, expected_dim;
     long timeout_ms;
-    size_t ulen;
     embed_conf *conf;
     embed_client *c;
 
@@ -525,15 +524,10 @@ static int embed_new_client(lua_State *L)
         return luaL_error(L, "sem memória");
     conf->refs = 1;
     c->conf = conf; /* from here __gc releases it even if we raise below */
-    ulen = strlen(url);
-    while (ulen > 0 && url[ulen - 1] == '/')
-        ulen--;
-    conf->url = malloc(ulen + sizeof "/embeddings");
+    conf->url = embed_endpoint_url(url);
     conf->model = embed_strdup(model);
     if (!conf->url || !conf->model)
         return luaL_error(L, "sem memória");
-    memcpy(conf->url, url, ulen);
-    memcpy(conf->url + ulen, "/embeddings", sizeof "/embeddings");
     if (api_key) {
         size_t n = strlen(api_key) + sizeof "Authorization: Bearer ";
         conf->api_key = embed_strdup(api_key);

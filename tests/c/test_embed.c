@@ -363,6 +363,23 @@ static void test_fatal_hints(void)
     ASSERT(strstr(embed_fatal_hint(0, NULL, NULL), "RAGOPS_EMBED_URL") != NULL);
 }
 
+/* "/embeddings" goes at the end of the path, before any query string. */
+static void test_endpoint_url(void)
+{
+    char *url = embed_endpoint_url("http://h:1/v1");
+    ASSERT_STR_EQ(url, "http://h:1/v1/embeddings");
+    free(url);
+    url = embed_endpoint_url("http://h/v1//");
+    ASSERT_STR_EQ(url, "http://h/v1/embeddings");
+    free(url);
+    url = embed_endpoint_url("https://x.openai.azure.com/openai/deployments/d?api-version=2024-02-01");
+    ASSERT_STR_EQ(url, "https://x.openai.azure.com/openai/deployments/d/embeddings?api-version=2024-02-01");
+    free(url);
+    url = embed_endpoint_url("http://h/v1/?k=1#f");
+    ASSERT_STR_EQ(url, "http://h/v1/embeddings?k=1#f");
+    free(url);
+}
+
 /* URLs shown to operators lose their userinfo, query and fragment. */
 static void test_display_url(void)
 {
@@ -392,6 +409,7 @@ int main(void)
     test_classification();
     test_fatal_hints();
     test_display_url();
+    test_endpoint_url();
     printf("test_embed: ok\n");
     return 0;
 }
