@@ -42,7 +42,9 @@ return {
     api_key = nil,
     -- Formato dos vetores na resposta: "base64" (mais compacto) ou "float".
     encoding = "base64",
-    -- Tempo máximo de uma requisição de embedding, em segundos.
+    -- Tempo máximo de cada requisição de embedding, em segundos: qualquer
+    -- número maior que 0 e até 3600 (frações valem, ex.: 1.5). Um plano pode
+    -- substituí-lo com retry.timeout_s (mesmo significado).
     timeout_s = 60,
     -- Latência típica de uma requisição de embedding, em ms; só entra na
     -- estimativa de duração do --dry-run.

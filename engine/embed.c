@@ -290,13 +290,48 @@ static int embed_fill_row(json_t *embedding, int index, int dim, float *row, cha
     }
 }
 
+/* Largest token count accepted: exact in a double (Lua numbers). */
+#define EMBED_MAX_TOKENS ((json_int_t)9007199254740991LL)
+
+/* Reads usage.<field> into *out when present. Returns 0, or -1 (err set). */
+static int embed_usage_count(json_t *usage, const char *field, long *out, char *err, size_t err_size)
+{
+    json_t *value = json_object_get(usage, field);
+    json_int_t n;
+    if (!value)
+        return 0;
+    n = json_is_integer(value) ? json_integer_value(value) : -1;
+    if (n < 0 || n > EMBED_MAX_TOKENS || (json_int_t)(long)n != n) {
+        embed_malformed(err, err_size, "\"usage.%s\" não é um inteiro entre 0 e %lld", field,
+                        (long long)EMBED_MAX_TOKENS);
+        return -1;
+    }
+    *out = (long)n;
+    return 0;
+}
+
+/* Validates "usage" (absent or null is fine) and reads prompt_tokens. */
+static int embed_parse_usage(json_t *root, long *prompt_tokens, char *err, size_t err_size)
+{
+    json_t *usage = json_object_get(root, "usage");
+    long total = 0;
+    if (!usage || json_is_null(usage))
+        return 0;
+    if (!json_is_object(usage)) {
+        embed_malformed(err, err_size, "campo \"usage\" não é um objeto");
+        return -1;
+    }
+    if (embed_usage_count(usage, "prompt_tokens", prompt_tokens, err, err_size) != 0)
+        return -1;
+    return embed_usage_count(usage, "total_tokens", &total, err, err_size);
+}
+
 int embed_parse_response(const char *body, size_t len, int expected_count, int expected_dim,
                          embed_vectors *out, char *err, size_t err_size)
 {
     json_error_t jerr;
     json_t *root = NULL;
     json_t *data;
-    json_t *usage;
     unsigned char *seen = NULL;
     embed_vectors v = {0, 0, 0, NULL};
 
@@ -376,9 +411,8 @@ int embed_parse_response(const char *body, size_t len, int expected_count, int e
                            err_size) != 0)
             goto fail;
     }
-    usage = json_object_get(root, "usage");
-    if (json_is_object(usage) && json_is_integer(json_object_get(usage, "prompt_tokens")))
-        v.prompt_tokens = (long)json_integer_value(json_object_get(usage, "prompt_tokens"));
+    if (embed_parse_usage(root, &v.prompt_tokens, err, err_size) != 0)
+        goto fail;
     free(seen);
     json_decref(root);
     *out = v;
@@ -399,22 +433,26 @@ void embed_vectors_free(embed_vectors *out)
     memset(out, 0, sizeof *out);
 }
 
-char *embed_parse_error_message(const char *body, size_t len)
+char *embed_parse_error_message(const char *body, size_t len, char **code)
 {
     json_t *root;
     json_t *error;
     json_t *message = NULL;
     char *result = NULL;
 
+    if (code)
+        *code = NULL;
     if (!body || len == 0)
         return NULL;
     root = json_loadb(body, len, 0, NULL);
     if (!root)
         return NULL;
     error = json_object_get(root, "error");
-    if (json_is_object(error))
+    if (json_is_object(error)) {
         message = json_object_get(error, "message");
-    else if (json_is_string(error))
+        if (code && json_is_string(json_object_get(error, "code")))
+            *code = strdup(json_string_value(json_object_get(error, "code")));
+    } else if (json_is_string(error))
         message = error;
     if (!json_is_string(message))
         message = json_object_get(root, "message");
@@ -442,8 +480,81 @@ static int embed_contains_ci(const char *haystack, const char *needle)
     return 0;
 }
 
+/* True when the provider says the requested model does not exist. */
+static int embed_unknown_model(long status, const char *provider_message, const char *provider_code)
+{
+    static const char *const denials[] = {"not found", "does not exist", "unknown", "não encontrado",
+                                          "não existe", "desconhecido"};
+    if (provider_code && strcmp(provider_code, "model_not_found") == 0)
+        return 1;
+    if (!embed_contains_ci(provider_message, "model"))
+        return 0;
+    if (status == 404)
+        return 1;
+    for (size_t i = 0; i < sizeof denials / sizeof denials[0]; i++)
+        if (embed_contains_ci(provider_message, denials[i]))
+            return 1;
+    return 0;
+}
+
+/* True for answers saying the URL does not serve the embeddings API. */
+static int embed_wrong_endpoint(long status)
+{
+    return status == 404 || status == 405 || (status >= 300 && status < 400);
+}
+
+const char *embed_fatal_hint(long status, const char *provider_message, const char *provider_code)
+{
+    if (status == 401 || status == 403)
+        return "chave de API recusada; confira OPENAI_API_KEY (provider.api_key)";
+    if (embed_unknown_model(status, provider_message, provider_code))
+        return "modelo desconhecido pelo provedor; confira provider.model (RAGOPS_EMBED_MODEL)";
+    if (embed_wrong_endpoint(status))
+        return "este endereço não serve a API de embeddings; confira provider.url (RAGOPS_EMBED_URL): "
+               "a URL base termina em /v1 e o motor acrescenta /embeddings";
+    return "confira provider.url (RAGOPS_EMBED_URL)";
+}
+
+char *embed_endpoint_url(const char *base)
+{
+    static const char suffix[] = "/embeddings";
+    const char *rest = base + strcspn(base, "?#");
+    size_t path_len = (size_t)(rest - base);
+    size_t size;
+    char *url;
+    while (path_len > 0 && base[path_len - 1] == '/')
+        path_len--;
+    size = path_len + strlen(suffix) + strlen(rest) + 1;
+    url = malloc(size);
+    if (url)
+        snprintf(url, size, "%.*s%s%s", (int)path_len, base, suffix, rest);
+    return url;
+}
+
+void embed_display_url(const char *url, char *out, size_t size)
+{
+    const char *scheme = strstr(url, "://");
+    const char *authority = scheme ? scheme + 3 : url;
+    size_t authority_len = strcspn(authority, "/?#");
+    const char *at = NULL;
+    size_t path_len;
+    if (size == 0)
+        return;
+    for (const char *p = authority; p < authority + authority_len; p++)
+        if (*p == '@')
+            at = p;
+    path_len = strcspn(authority + authority_len, "?#");
+    if (!scheme) {
+        snprintf(out, size, "%s", url);
+        return;
+    }
+    snprintf(out, size, "%.*s%.*s%.*s", (int)(authority - url), url,
+             (int)(authority_len - (at ? (size_t)(at + 1 - authority) : 0)), at ? at + 1 : authority,
+             (int)path_len, authority + authority_len);
+}
+
 embed_class embed_classify(CURLcode curl_code, long status, const char *provider_message,
-                           embed_kind *kind)
+                           const char *provider_code, embed_kind *kind)
 {
     embed_kind k = EMBED_KIND_HTTP;
     embed_class cls;
@@ -472,16 +583,13 @@ embed_class embed_classify(CURLcode curl_code, long status, const char *provider
     } else if (status >= 200 && status < 300) {
         k = EMBED_KIND_NONE;
         cls = EMBED_CLASS_OK;
-    } else if (status == 401 || status == 403) {
-        cls = EMBED_CLASS_FATAL;
-    } else if (status == 404) {
-        cls = embed_contains_ci(provider_message, "model") ? EMBED_CLASS_FATAL : EMBED_CLASS_PERMANENT;
     } else if (status == 408 || status == 409 || status == 425 || status == 429 || status >= 500) {
         cls = EMBED_CLASS_TRANSIENT;
-    } else if (status >= 400) {
-        cls = EMBED_CLASS_PERMANENT; /* 400, 413, 422 and other client errors */
+    } else if (status == 401 || status == 403 || embed_wrong_endpoint(status) ||
+               embed_unknown_model(status, provider_message, provider_code)) {
+        cls = EMBED_CLASS_FATAL;
     } else {
-        cls = EMBED_CLASS_PERMANENT; /* 1xx/3xx: the URL points somewhere else */
+        cls = EMBED_CLASS_PERMANENT; /* 400, 413, 422, other client errors, 1xx */
     }
     if (kind)
         *kind = k;

@@ -37,7 +37,7 @@ typedef enum embed_kind {
 typedef struct embed_vectors {
     int count;          /* number of vectors (= number of inputs) */
     int dim;            /* floats per vector */
-    long prompt_tokens; /* usage.prompt_tokens, 0 when absent */
+    long prompt_tokens; /* usage.prompt_tokens (validated >= 0), 0 when absent */
     float *data;        /* count * dim floats, row-major; malloc'd */
 } embed_vectors;
 
@@ -52,8 +52,10 @@ char *embed_build_request(const char *model, const char *const *texts, const siz
 /* Parses a 2xx body. Vectors are placed by their "index"; the count must be
  * expected_count and each dimension expected_dim (when > 0, otherwise all
  * equal). Base64 strings and number arrays are both accepted whatever was
- * requested. Returns 0 and fills out, or -1 with err = "resposta malformada
- * do provedor: ..." and out zeroed. */
+ * requested. "usage", when present and not null, must be an object whose
+ * prompt_tokens/total_tokens (when present) are integers in 0..2^53-1.
+ * Returns 0 and fills out, or -1 with err = "resposta malformada do
+ * provedor: ..." and out zeroed. */
 int embed_parse_response(const char *body, size_t len, int expected_count, int expected_dim,
                          embed_vectors *out, char *err, size_t err_size);
 
@@ -61,14 +63,31 @@ int embed_parse_response(const char *body, size_t len, int expected_count, int e
 void embed_vectors_free(embed_vectors *out);
 
 /* Extracts the message of an error body ({"error":{"message":...}},
- * {"error":"..."} or {"message":...}). Returns a malloc'd string or NULL. */
-char *embed_parse_error_message(const char *body, size_t len);
+ * {"error":"..."} or {"message":...}). Returns a malloc'd string or NULL;
+ * *code (when code is not NULL) receives a malloc'd copy of a string
+ * "error.code" (OpenAI: "model_not_found", "invalid_api_key") or NULL. */
+char *embed_parse_error_message(const char *body, size_t len, char **code);
 
-/* Classifies an outcome: the curl code first, then the HTTP status;
- * provider_message (may be NULL) distinguishes an unknown model on 404.
+/* Classifies an outcome: the curl code first, then the HTTP status. Answers
+ * that say the configuration is wrong are fatal: 401/403 (key), 404/405/3xx
+ * (endpoint) and an unknown model (provider_code "model_not_found", or a 400
+ * whose provider_message says the model does not exist); both may be NULL.
  * *kind (may be NULL) receives where the failure came from. */
 embed_class embed_classify(CURLcode curl_code, long status, const char *provider_message,
-                           embed_kind *kind);
+                           const char *provider_code, embed_kind *kind);
+
+/* pt-BR advice for a fatal failure (status 0 = a curl error): which setting
+ * to check. A static string. */
+const char *embed_fatal_hint(long status, const char *provider_message, const char *provider_code);
+
+/* The embeddings endpoint of a base URL: "/embeddings" appended to the
+ * path (trailing slashes dropped), before any query string or fragment
+ * (Azure-style "?api-version=..."). malloc'd, NULL when memory is short. */
+char *embed_endpoint_url(const char *base);
+
+/* Copies url into out (size bytes, truncated) without userinfo, query
+ * string or fragment, so it can name the endpoint in operator messages. */
+void embed_display_url(const char *url, char *out, size_t size);
 
 /* True when a 400 answer says the server rejects base64 encoding_format. */
 int embed_wants_float_fallback(long status, const char *provider_message);

@@ -10,6 +10,7 @@
 #include "http.h"
 #include "vecbatch.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +25,7 @@
  * so closing or collecting the client never frees what a call still uses). */
 typedef struct embed_conf {
     int refs;                /* owners: the client userdata + each call in flight */
-    char *url;               /* base URL + "/embeddings" */
+    char *url;               /* the endpoint: base URL + "/embeddings" (embed_endpoint_url) */
     char *model;             /* model name sent in every request */
     char *auth_header;       /* "Authorization: Bearer ...", or NULL */
     char *api_key;           /* the key itself, only to scrub it from messages */
@@ -104,6 +105,26 @@ static void embed_scrub(const char *msg, const char *api_key, char *out, size_t 
         }
     }
     out[o] = '\0';
+}
+
+/* Writes the pt-BR message of an answer saying the configuration is wrong:
+ * the endpoint (without secrets), the status, what the provider said and
+ * which setting to check. status 0: curl refused the URL itself. */
+static void embed_fatal_message(const embed_conf *conf, long status, const char *provider, const char *code,
+                                char *out, size_t size)
+{
+    char url[256];
+    char said[EMBED_MAX_PROVIDER_MESSAGE + 4] = "";
+    const char *hint = embed_fatal_hint(status, provider, code);
+    embed_display_url(conf->url, url, sizeof url);
+    if (provider)
+        embed_scrub(provider, conf->api_key, said, sizeof said);
+    if (status == 0)
+        snprintf(out, size, "URL do provedor de embeddings inválida (%s); %s", url, hint);
+    else if (said[0])
+        snprintf(out, size, "POST %s respondeu HTTP %ld (%s); %s", url, status, said, hint);
+    else
+        snprintf(out, size, "POST %s respondeu HTTP %ld; %s", url, status, hint);
 }
 
 /* ---------- pushing results (run protected on the main state) ---------- */
@@ -215,8 +236,9 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
 {
     embed_call *call = data;
     embed_result r;
-    char message[512];
+    char message[1024];
     char *provider = NULL;
+    char *code = NULL;
 
     if (resp->aborted) {
         embed_call_free(call); /* the Lua state is closing: nobody to resume */
@@ -226,10 +248,12 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
     r.status = resp->status;
     r.retry_after_ms = resp->retry_after_ms;
     r.message = message;
-    r.cls = embed_classify(resp->curl_code, resp->status, NULL, &r.kind);
+    r.cls = embed_classify(resp->curl_code, resp->status, NULL, NULL, &r.kind);
 
     if (resp->curl_code != CURLE_OK) {
-        if (r.kind == EMBED_KIND_TIMEOUT)
+        if (r.cls == EMBED_CLASS_FATAL)
+            embed_fatal_message(call->conf, 0, NULL, NULL, message, sizeof message);
+        else if (r.kind == EMBED_KIND_TIMEOUT)
             snprintf(message, sizeof message,
                      "tempo esgotado aguardando o provedor de embeddings (limite de %ld ms)", call->conf->timeout_ms);
         else
@@ -254,8 +278,8 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
         return;
     }
 
-    provider = embed_parse_error_message(resp->body, resp->body_len);
-    r.cls = embed_classify(resp->curl_code, resp->status, provider, &r.kind);
+    provider = embed_parse_error_message(resp->body, resp->body_len, &code);
+    r.cls = embed_classify(resp->curl_code, resp->status, provider, code, &r.kind);
     if (!call->fell_back && call->encoding == EMBED_ENCODING_BASE64 &&
         embed_wants_float_fallback(resp->status, provider)) {
         char err[256];
@@ -264,16 +288,20 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
         call->conf->encoding = EMBED_ENCODING_FLOAT; /* remembered by this client */
         if (embed_call_start(call, err, sizeof err) == 0) {
             free(provider);
+            free(code);
             return;
         }
         r.cls = EMBED_CLASS_TRANSIENT;
         r.kind = EMBED_KIND_CONNECTION;
         snprintf(message, sizeof message, "%s", err);
         free(provider);
+        free(code);
         embed_call_finish(call, &r, 0);
         return;
     }
-    if (provider) {
+    if (r.cls == EMBED_CLASS_FATAL) {
+        embed_fatal_message(call->conf, resp->status, provider, code, message, sizeof message);
+    } else if (provider) {
         char scrubbed[EMBED_MAX_PROVIDER_MESSAGE + 4];
         embed_scrub(provider, call->conf->api_key, scrubbed, sizeof scrubbed);
         snprintf(message, sizeof message, "provedor de embeddings respondeu HTTP %ld: %s", resp->status, scrubbed);
@@ -281,6 +309,7 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
         snprintf(message, sizeof message, "provedor de embeddings respondeu HTTP %ld", resp->status);
     }
     free(provider);
+    free(code);
     embed_call_finish(call, &r, 0);
 }
 
@@ -416,6 +445,22 @@ static int embed_opt_int(lua_State *L, const char *field, int fallback)
     return (int)v;
 }
 
+/* Optional positive duration in ms (any number, rounded up to whole ms). */
+static long embed_opt_ms(lua_State *L, const char *field, long fallback)
+{
+    lua_Number v;
+    lua_getfield(L, 1, field);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return fallback;
+    }
+    v = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || !(v > 0) || v > 1e9)
+        return luaL_argerror(L, 1, lua_pushfstring(L, "\"%s\" deve ser um número positivo (até 1e9 ms)", field));
+    lua_pop(L, 1);
+    return (long)ceil(v);
+}
+
 /* Optional string field of the options table at 1 (NULL when absent). */
 static const char *embed_opt_string(lua_State *L, const char *field, int required)
 {
@@ -447,8 +492,8 @@ static char *embed_strdup(const char *s)
 static int embed_new_client(lua_State *L)
 {
     const char *url, *model, *api_key, *encoding;
-    int dimensions, expected_dim, timeout_ms;
-    size_t ulen;
+    int dimensions, expected_dim;
+    long timeout_ms;
     embed_conf *conf;
     embed_client *c;
 
@@ -467,7 +512,7 @@ static int embed_new_client(lua_State *L)
         return luaL_argerror(L, 1, "campo \"encoding\" deve ser \"base64\" ou \"float\"");
     dimensions = embed_opt_int(L, "dimensions", 0);
     expected_dim = embed_opt_int(L, "expected_dim", 0);
-    timeout_ms = embed_opt_int(L, "timeout_ms", (int)EMBED_DEFAULT_TIMEOUT_MS);
+    timeout_ms = embed_opt_ms(L, "timeout_ms", EMBED_DEFAULT_TIMEOUT_MS);
 
     c = lua_newuserdata(L, sizeof *c);
     c->conf = NULL;
@@ -479,15 +524,10 @@ static int embed_new_client(lua_State *L)
         return luaL_error(L, "sem memória");
     conf->refs = 1;
     c->conf = conf; /* from here __gc releases it even if we raise below */
-    ulen = strlen(url);
-    while (ulen > 0 && url[ulen - 1] == '/')
-        ulen--;
-    conf->url = malloc(ulen + sizeof "/embeddings");
+    conf->url = embed_endpoint_url(url);
     conf->model = embed_strdup(model);
     if (!conf->url || !conf->model)
         return luaL_error(L, "sem memória");
-    memcpy(conf->url, url, ulen);
-    memcpy(conf->url + ulen, "/embeddings", sizeof "/embeddings");
     if (api_key) {
         size_t n = strlen(api_key) + sizeof "Authorization: Bearer ";
         conf->api_key = embed_strdup(api_key);

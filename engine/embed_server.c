@@ -73,6 +73,9 @@ struct embed_server {
     int max_inputs;           /* see embed_server_opts */
     regex_t reject_re;        /* compiled --reject-pattern */
     int has_reject_re;        /* 1 if reject_re is compiled */
+    regex_t hang_re;          /* compiled --hang-pattern */
+    int has_hang_re;          /* 1 if hang_re is compiled */
+    double bad_usage_rate;    /* see embed_server_opts */
     uint64_t rng_state;       /* splitmix64 state for fault injection */
     embed_server_stats stats; /* counters for /stats */
     es_conn *conns;           /* open connections (doubly linked) */
@@ -646,7 +649,8 @@ static es_response *es_route_stats(embed_server *server)
 }
 
 /* Builds the 200 body. malformed_kind: 0 valid, 1 truncated JSON,
- * 2 one vector too many, 3 vectors one component short. */
+ * 2 one vector too many, 3 vectors one component short, 4 valid vectors
+ * with usage.prompt_tokens = -1. */
 static es_response *es_build_embeddings(embed_server *server, json_t *inputs, const char *model,
                                         size_t dim, int base64, int malformed_kind)
 {
@@ -695,8 +699,9 @@ static es_response *es_build_embeddings(embed_server *server, json_t *inputs, co
             out.data[out.len] = '\0';
         }
     }
-    if (es_buf_appendf(&out, "],\"model\":%s,\"usage\":{\"prompt_tokens\":%llu,\"total_tokens\":%llu}}",
-                       model_json, (unsigned long long)tokens, (unsigned long long)tokens) != 0)
+    if (es_buf_appendf(&out, "],\"model\":%s,\"usage\":{\"prompt_tokens\":%lld,\"total_tokens\":%llu}}",
+                       model_json, malformed_kind == 4 ? -1LL : (long long)tokens,
+                       (unsigned long long)tokens) != 0)
         goto fail;
     if (malformed_kind == 1)
         out.len = out.len / 2; /* truncated JSON */
@@ -709,6 +714,15 @@ fail:
     free(vec);
     free(model_json);
     return NULL;
+}
+
+/* Index of the first input matching re, or -1. */
+static long es_first_match(const regex_t *re, json_t *inputs)
+{
+    for (size_t i = 0; i < json_array_size(inputs); i++)
+        if (regexec(re, json_string_value(json_array_get(inputs, i)), 0, NULL, 0) == 0)
+            return (long)i;
+    return -1;
 }
 
 /* Returns the answer, or NULL with *never_answer = 1 for an injected timeout.
@@ -829,8 +843,9 @@ static es_response *es_route_embeddings(es_conn *conn, const char *body, size_t 
         goto done;
     }
 
-    /* Fault injection, in this order: timeout, 429, 5xx, reject, malformed. */
-    if (es_random_hit(server, server->timeout_rate)) {
+    /* Fault injection, in this order: hang, timeout, 429, 5xx, reject, malformed, bad usage. */
+    if ((server->has_hang_re && es_first_match(&server->hang_re, inputs) >= 0) ||
+        es_random_hit(server, server->timeout_rate)) {
         server->stats.timeouts++;
         *never_answer = 1;
         goto done;
@@ -852,15 +867,12 @@ static es_response *es_route_embeddings(es_conn *conn, const char *body, size_t 
                                  status);
         goto done;
     }
-    if (server->has_reject_re) {
-        for (size_t i = 0; i < count; i++) {
-            if (regexec(&server->reject_re, json_string_value(json_array_get(inputs, i)), 0, NULL, 0) == 0) {
-                server->stats.rejected++;
-                resp = es_response_error(400, "invalid_request_error", NULL,
-                                         "entrada rejeitada: a entrada %zu corresponde ao padrão de rejeição", i);
-                goto done;
-            }
-        }
+    long rejected = server->has_reject_re ? es_first_match(&server->reject_re, inputs) : -1;
+    if (rejected >= 0) {
+        server->stats.rejected++;
+        resp = es_response_error(400, "invalid_request_error", NULL,
+                                 "entrada rejeitada: a entrada %ld corresponde ao padrão de rejeição", rejected);
+        goto done;
     }
     int malformed_kind = 0;
     if (es_random_hit(server, server->malformed_rate)) {
@@ -868,6 +880,9 @@ static es_response *es_route_embeddings(es_conn *conn, const char *body, size_t 
         malformed_kind = 1 + (int)(es_random_unit(server) * 3) % 3;
         if (malformed_kind == 3 && dim == 1)
             malformed_kind = 2;
+    } else if (es_random_hit(server, server->bad_usage_rate)) {
+        server->stats.malformed++;
+        malformed_kind = 4;
     } else {
         server->stats.ok++;
         server->stats.inputs += count;
@@ -1055,6 +1070,8 @@ static void es_server_free(embed_server *server)
 {
     if (server->has_reject_re)
         regfree(&server->reject_re);
+    if (server->has_hang_re)
+        regfree(&server->hang_re);
     free(server->host);
     free(server->model);
     free(server->api_key);
@@ -1080,6 +1097,19 @@ static void es_set_err(char **err, char *message)
         *err = message;
     else
         free(message);
+}
+
+/* Compiles pattern (the value of flag) into re. Returns 0, or -1 with a
+ * malloc'd pt-BR message in *err. */
+static int es_compile_pattern(regex_t *re, const char *pattern, const char *flag, char **err)
+{
+    int rc = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB);
+    char detail[256];
+    if (rc == 0)
+        return 0;
+    regerror(rc, re, detail, sizeof detail);
+    es_set_err(err, es_format_alloc("%s inválido: %s", flag, detail));
+    return -1;
 }
 
 embed_server *embed_server_start(uv_loop_t *loop, const embed_server_opts *opts, char **err)
@@ -1112,17 +1142,18 @@ embed_server *embed_server_start(uv_loop_t *loop, const embed_server_opts *opts,
     server->timeout_rate = opts->timeout_rate;
     server->malformed_rate = opts->malformed_rate;
     server->max_inputs = opts->max_inputs;
+    server->bad_usage_rate = opts->bad_usage_rate;
     server->rng_state = opts->seed;
 
     if (opts->reject_pattern) {
-        rc = regcomp(&server->reject_re, opts->reject_pattern, REG_EXTENDED | REG_NOSUB);
-        if (rc != 0) {
-            char detail[256];
-            regerror(rc, &server->reject_re, detail, sizeof detail);
-            es_set_err(err, es_format_alloc("--reject-pattern inválido: %s", detail));
+        if (es_compile_pattern(&server->reject_re, opts->reject_pattern, "--reject-pattern", err) != 0)
             goto fail;
-        }
         server->has_reject_re = 1;
+    }
+    if (opts->hang_pattern) {
+        if (es_compile_pattern(&server->hang_re, opts->hang_pattern, "--hang-pattern", err) != 0)
+            goto fail;
+        server->has_hang_re = 1;
     }
 
     const char *host = strcmp(server->host, "localhost") == 0 ? "127.0.0.1" : server->host;
@@ -1215,6 +1246,8 @@ static const char es_usage[] =
     "  --timeout-rate F     probabilidade (0..1) de aceitar a requisição e nunca responder\n"
     "  --malformed-rate F   probabilidade (0..1) de responder 200 com corpo inválido\n"
     "  --reject-pattern RE  regex POSIX estendida: entrada que casar => 400 (erro permanente)\n"
+    "  --hang-pattern RE    regex POSIX estendida: requisição com entrada que casar nunca é respondida\n"
+    "  --bad-usage-rate F   probabilidade (0..1) de responder 200 com usage.prompt_tokens = -1\n"
     "  --seed N             semente da aleatoriedade das falhas (padrão 42)\n"
     "  --api-key CHAVE      exige o cabeçalho Authorization: Bearer CHAVE (senão 401)\n"
     "  --max-inputs N       máximo de entradas por requisição (padrão 2048; acima => 400)\n"
@@ -1285,7 +1318,7 @@ static int es_parse_args(int argc, char **argv, embed_server_opts *opts)
         static const char *const known[] = {"--host", "--port", "--dim", "--model", "--latency-ms",
                                             "--fail-rate", "--rate-429", "--retry-after", "--timeout-rate",
                                             "--malformed-rate", "--reject-pattern", "--seed", "--api-key",
-                                            "--max-inputs"};
+                                            "--max-inputs", "--hang-pattern", "--bad-usage-rate"};
         int is_known = 0;
         for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
             is_known |= strcmp(name, known[k]) == 0;
@@ -1332,6 +1365,10 @@ static int es_parse_args(int argc, char **argv, embed_server_opts *opts)
             bad = es_parse_rate(value, &opts->malformed_rate);
         } else if (strcmp(name, "--reject-pattern") == 0) {
             opts->reject_pattern = value;
+        } else if (strcmp(name, "--hang-pattern") == 0) {
+            opts->hang_pattern = value;
+        } else if (strcmp(name, "--bad-usage-rate") == 0) {
+            bad = es_parse_rate(value, &opts->bad_usage_rate);
         } else if (strcmp(name, "--seed") == 0) {
             bad = es_parse_seed(value, &opts->seed);
         } else if (strcmp(name, "--api-key") == 0) {
@@ -1348,13 +1385,16 @@ static int es_parse_args(int argc, char **argv, embed_server_opts *opts)
             return 2;
         }
     }
-    if (opts->reject_pattern) {
+    static const char *const pattern_flags[] = {"--reject-pattern", "--hang-pattern"};
+    const char *patterns[] = {opts->reject_pattern, opts->hang_pattern};
+    for (int k = 0; k < 2; k++) {
         regex_t probe;
-        int rc = regcomp(&probe, opts->reject_pattern, REG_EXTENDED | REG_NOSUB);
-        if (rc != 0) {
-            char detail[256];
-            regerror(rc, &probe, detail, sizeof detail);
-            fprintf(stderr, "embed-server: --reject-pattern inválido: %s\n", detail);
+        char *err = NULL;
+        if (!patterns[k])
+            continue;
+        if (es_compile_pattern(&probe, patterns[k], pattern_flags[k], &err) != 0) {
+            fprintf(stderr, "embed-server: %s\n", err ? err : pattern_flags[k]);
+            free(err);
             return 2;
         }
         regfree(&probe);

@@ -1,8 +1,8 @@
 /*
  * embed_server.h: `ragops embed-server`, a local, deterministic,
  * OpenAI-compatible embedding server (POST /v1/embeddings) on a libuv loop,
- * with fault injection (latency, 429, 5xx, timeouts, malformed bodies,
- * permanent 400s) for tests and the demo.
+ * with fault injection (latency, 429, 5xx, timeouts, hangs on matching
+ * inputs, malformed bodies, bad usage, permanent 400s) for tests and the demo.
  */
 #ifndef RAGOPS_EMBED_SERVER_H
 #define RAGOPS_EMBED_SERVER_H
@@ -23,6 +23,8 @@ typedef struct embed_server_opts {
     double timeout_rate;        /* probability of never answering a request (default 0) */
     double malformed_rate;      /* probability of a 200 with a broken body (default 0) */
     const char *reject_pattern; /* POSIX ERE: any matching input => 400 (default NULL) */
+    const char *hang_pattern;   /* POSIX ERE: any matching input => never answered (default NULL) */
+    double bad_usage_rate;      /* probability of a 200 with usage.prompt_tokens = -1 (default 0) */
     uint64_t seed;              /* seed of the fault-injection PRNG (default 42) */
     const char *api_key;        /* when set, require "Authorization: Bearer KEY" (default NULL) */
     int max_inputs;             /* maximum inputs per request (default 2048) */
@@ -35,8 +37,8 @@ typedef struct embed_server_stats {
     uint64_t ok;           /* valid 200 answers */
     uint64_t errors_5xx;   /* injected 500/502/503 answers */
     uint64_t rate_limited; /* injected 429 answers */
-    uint64_t timeouts;     /* requests accepted and never answered */
-    uint64_t malformed;    /* injected malformed 200 answers */
+    uint64_t timeouts;     /* requests accepted and never answered (--timeout-rate, --hang-pattern) */
+    uint64_t malformed;    /* injected malformed 200 answers (--malformed-rate, --bad-usage-rate) */
     uint64_t rejected;     /* 400 answers caused by --reject-pattern */
     uint64_t bad_requests; /* other 4xx answers (invalid JSON, auth, model, limits) */
 } embed_server_stats;

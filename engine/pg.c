@@ -692,6 +692,18 @@ static int copy_put_failed(pg_conn *c)
     return 1;
 }
 
+/* The server's primary message only: DETAIL and CONTEXT may quote the row
+ * ("Failing row contains (...)", the COPY line), which must never reach an
+ * operator log. The SQLSTATE travels separately; the full fields stay in
+ * the PGresult handed to the callback. */
+static const char *result_primary_message(pg_conn *c, const PGresult *res)
+{
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (primary != NULL && primary[0] != '\0')
+        return primary;
+    return res ? "o servidor não informou a mensagem" : PQerrorMessage(c->conn);
+}
+
 /* Collected every result: report the kept one. */
 static void op_complete(pg_conn *c)
 {
@@ -712,11 +724,10 @@ static void op_complete(pg_conn *c)
     if (c->state == PG_STATE_FAILED)
         sqlstate = PG_SQLSTATE_CONNECTION_FAILURE;
     if (c->state == PG_STATE_FAILED)
-        set_error(c, "conexão com o PostgreSQL perdida",
-                  res ? PQresultErrorMessage(res) : PQerrorMessage(c->conn), sqlstate);
+        set_error(c, "conexão com o PostgreSQL perdida", result_primary_message(c, res), sqlstate);
     else
-        set_error(c, c->is_copy ? "falha no COPY" : "erro do PostgreSQL",
-                  res ? PQresultErrorMessage(res) : PQerrorMessage(c->conn), sqlstate);
+        set_error(c, c->is_copy ? "falha no COPY" : "erro do PostgreSQL", result_primary_message(c, res),
+                  sqlstate);
     op_finish(c, c->err, c->sqlstate);
 }
 

@@ -31,6 +31,6 @@ return plan {
   sources = { verses, fortunes },
   batch = { size = 64, in_flight = 4 },
   chunking = { max_chars = 2000, overlap = 200 },
-  retry = { attempts = 5, base_ms = 500, max_ms = 30000, timeout_s = 60 },
+  retry = { attempts = 5, base_ms = 500, max_ms = 30000 },
   alerts = { failure_rate = { above = 0.05, window = 500, min_samples = 50, action = "abort" } },
 }

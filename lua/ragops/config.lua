@@ -240,7 +240,11 @@ local function validate(cfg, checker)
   if provider.encoding ~= "base64" and provider.encoding ~= "float" then
     checker.bad("provider.encoding", provider.encoding, 'um destes: "base64", "float"')
   end
-  check_positive(checker, "provider.timeout_s", provider.timeout_s, false)
+  -- Per-request limit of every embedding call (plans may override it with retry.timeout_s).
+  local timeout = provider.timeout_s
+  if type(timeout) ~= "number" or not (timeout > 0 and timeout <= 3600) then
+    checker.bad("provider.timeout_s", timeout, "um número de segundos maior que 0 e até 3600 (ex.: 1.5)")
+  end
   check_positive(checker, "provider.expected_latency_ms", provider.expected_latency_ms, false)
   checker.only_keys(cfg.log, "log")
   check_positive(checker, "log.progress_every_s", cfg.log.progress_every_s, false)

@@ -204,7 +204,7 @@ function M.run_plan(path, opts, params)
   local client = embed.client {
     url = cfg.provider.url, model = cfg.provider.model, dimensions = cfg.provider.dimensions,
     expected_dim = cfg.provider.dim, api_key = cfg.provider.api_key,
-    timeout_ms = p.retry.timeout_s * 1000, encoding = cfg.provider.encoding,
+    timeout_ms = (p.retry.timeout_s or cfg.provider.timeout_s) * 1000, encoding = cfg.provider.encoding,
   }
   local store = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype,
                                model = cfg.provider.model, dim = cfg.provider.dim }

@@ -22,7 +22,8 @@ M.PLAN_MT = PLAN_MT
 M.DEFAULTS = {
   batch = { size = 64, in_flight = 4 },
   chunking = { max_chars = 2000, overlap = 200 },
-  retry = { attempts = 5, rounds = 2, base_ms = 500, max_ms = 30000, timeout_s = 60 },
+  -- retry.timeout_s has no default: absent, provider.timeout_s (config) applies.
+  retry = { attempts = 5, rounds = 2, base_ms = 500, max_ms = 30000 },
   failure_rate = { above = 0.05, window = 500, min_samples = 50, action = "warn" },
   mode = "only_missing",
   delete_missing = true,
@@ -351,8 +352,9 @@ local function validate_retry(ctx, spec)
       string.format("um inteiro entre %d (retry.base_ms) e 3600000", out.base_ms))
   end
   out.max_ms = max_ms
-  out.timeout_s = ctx:number("retry.timeout_s", retry.timeout_s == nil and d.timeout_s or retry.timeout_s,
-    0, 3600, true)
+  if retry.timeout_s ~= nil then
+    out.timeout_s = ctx:number("retry.timeout_s", retry.timeout_s, 0, 3600, true)
+  end
   return out
 end
 

@@ -238,50 +238,105 @@ static void test_utf8_sanitize(void)
     free(fixed);
 }
 
+/* usage is validated like the rest of the answer: counts are non-negative
+ * integers that fit; a wrong type or a negative count is a malformed answer. */
+static void test_parse_usage(void)
+{
+    static const char ok_prefix[] = "{\"data\":[{\"index\":0,\"embedding\":[1,2]}]";
+    char body[512];
+    embed_vectors v;
+    char err[256];
+    static const char *const bad[] = {
+        "\"usage\":{\"prompt_tokens\":-1,\"total_tokens\":3}",
+        "\"usage\":{\"prompt_tokens\":3,\"total_tokens\":-3}",
+        "\"usage\":{\"prompt_tokens\":1.5}",
+        "\"usage\":{\"prompt_tokens\":\"7\"}",
+        "\"usage\":{\"prompt_tokens\":9007199254740993}",
+        "\"usage\":[1,2]",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(body, sizeof body, "%s,%s}", ok_prefix, bad[i]);
+        expect_malformed(body, 1, 2, "usage");
+    }
+    /* absent, null or a valid usage are fine */
+    snprintf(body, sizeof body, "%s,\"usage\":null}", ok_prefix);
+    ASSERT_INT_EQ(parse(body, 1, 2, &v, err), 0);
+    ASSERT_INT_EQ(v.prompt_tokens, 0);
+    embed_vectors_free(&v);
+    snprintf(body, sizeof body, "%s,\"usage\":{\"total_tokens\":4}}", ok_prefix);
+    ASSERT_INT_EQ(parse(body, 1, 2, &v, err), 0);
+    embed_vectors_free(&v);
+    snprintf(body, sizeof body, "%s,\"usage\":{\"prompt_tokens\":0,\"total_tokens\":0}}", ok_prefix);
+    ASSERT_INT_EQ(parse(body, 1, 2, &v, err), 0);
+    ASSERT_INT_EQ(v.prompt_tokens, 0);
+    embed_vectors_free(&v);
+}
+
 static void test_error_bodies(void)
 {
     const char *openai = "{\"error\":{\"message\":\"The model `x` does not exist\",\"type\":\"invalid_request_error\","
                          "\"param\":null,\"code\":\"model_not_found\"}}";
-    char *msg = embed_parse_error_message(openai, strlen(openai));
+    char *code = NULL;
+    char *msg = embed_parse_error_message(openai, strlen(openai), &code);
     ASSERT_STR_EQ(msg, "The model `x` does not exist");
+    ASSERT_STR_EQ(code, "model_not_found");
     free(msg);
-    msg = embed_parse_error_message("{\"error\":\"Input validation error\"}", 34);
+    free(code);
+    msg = embed_parse_error_message("{\"error\":\"Input validation error\"}", 34, &code);
     ASSERT_STR_EQ(msg, "Input validation error");
+    ASSERT(code == NULL);
     free(msg);
-    msg = embed_parse_error_message("{\"message\":\"limite\"}", 20);
+    msg = embed_parse_error_message("{\"message\":\"limite\"}", 20, NULL);
     ASSERT_STR_EQ(msg, "limite");
     free(msg);
-    ASSERT(embed_parse_error_message("<html>502 Bad Gateway</html>", 28) == NULL);
-    ASSERT(embed_parse_error_message("{\"error\":{\"code\":1}}", 20) == NULL);
-    ASSERT(embed_parse_error_message("", 0) == NULL);
+    ASSERT(embed_parse_error_message("<html>502 Bad Gateway</html>", 28, &code) == NULL);
+    ASSERT(code == NULL);
+    ASSERT(embed_parse_error_message("{\"error\":{\"code\":1}}", 20, &code) == NULL);
+    ASSERT(code == NULL);
+    ASSERT(embed_parse_error_message("", 0, NULL) == NULL);
 }
 
 static void test_classification(void)
 {
     embed_kind kind = EMBED_KIND_NONE;
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 200, NULL, &kind), EMBED_CLASS_OK);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 200, NULL, NULL, &kind), EMBED_CLASS_OK);
     ASSERT_INT_EQ(kind, EMBED_KIND_NONE);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 429, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 429, NULL, NULL, &kind), EMBED_CLASS_TRANSIENT);
     ASSERT_INT_EQ(kind, EMBED_KIND_HTTP);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 408, NULL, NULL), EMBED_CLASS_TRANSIENT);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 409, NULL, NULL), EMBED_CLASS_TRANSIENT);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 500, NULL, NULL), EMBED_CLASS_TRANSIENT);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 503, NULL, NULL), EMBED_CLASS_TRANSIENT);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 400, "bad input", NULL), EMBED_CLASS_PERMANENT);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 413, NULL, NULL), EMBED_CLASS_PERMANENT);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 422, NULL, NULL), EMBED_CLASS_PERMANENT);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 404, "Not found", NULL), EMBED_CLASS_PERMANENT);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 404, "The Model `x` does not exist", NULL), EMBED_CLASS_FATAL);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 401, NULL, NULL), EMBED_CLASS_FATAL);
-    ASSERT_INT_EQ(embed_classify(CURLE_OK, 403, NULL, NULL), EMBED_CLASS_FATAL);
-    ASSERT_INT_EQ(embed_classify(CURLE_OPERATION_TIMEDOUT, 0, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 408, NULL, NULL, NULL), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 409, NULL, NULL, NULL), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 500, NULL, NULL, NULL), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 503, NULL, NULL, NULL), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 429, "Rate limit for model m not found in cache", NULL, NULL),
+                  EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 400, "bad input", NULL, NULL), EMBED_CLASS_PERMANENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 413, NULL, NULL, NULL), EMBED_CLASS_PERMANENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 422, NULL, NULL, NULL), EMBED_CLASS_PERMANENT);
+    /* a 404 is the endpoint or the model, never one input: nothing will work */
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 404, "Not found", NULL, NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 404, NULL, NULL, NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 405, NULL, NULL, NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 301, NULL, NULL, NULL), EMBED_CLASS_FATAL);
+    /* an unknown model answered with 400 is fatal; other 400s stay per input */
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 400, "x", "model_not_found", NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 400, "The model `foo` does not exist", NULL, NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 400, "Unknown model: foo", NULL, NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 400,
+                                 "This model's maximum context length is 8192 tokens, however you requested 9000",
+                                 NULL, NULL),
+                  EMBED_CLASS_PERMANENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 400, "entrada rejeitada", "invalid_input", NULL), EMBED_CLASS_PERMANENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 404, "The Model `x` does not exist", NULL, NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 401, NULL, NULL, NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OK, 403, NULL, NULL, NULL), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_OPERATION_TIMEDOUT, 0, NULL, NULL, &kind), EMBED_CLASS_TRANSIENT);
     ASSERT_INT_EQ(kind, EMBED_KIND_TIMEOUT);
-    ASSERT_INT_EQ(embed_classify(CURLE_COULDNT_CONNECT, 0, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_COULDNT_CONNECT, 0, NULL, NULL, &kind), EMBED_CLASS_TRANSIENT);
     ASSERT_INT_EQ(kind, EMBED_KIND_CONNECTION);
-    ASSERT_INT_EQ(embed_classify(CURLE_PARTIAL_FILE, 200, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_PARTIAL_FILE, 200, NULL, NULL, &kind), EMBED_CLASS_TRANSIENT);
     ASSERT_INT_EQ(kind, EMBED_KIND_CONNECTION);
-    ASSERT_INT_EQ(embed_classify(CURLE_GOT_NOTHING, 0, NULL, &kind), EMBED_CLASS_TRANSIENT);
-    ASSERT_INT_EQ(embed_classify(CURLE_URL_MALFORMAT, 0, NULL, &kind), EMBED_CLASS_FATAL);
+    ASSERT_INT_EQ(embed_classify(CURLE_GOT_NOTHING, 0, NULL, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(CURLE_URL_MALFORMAT, 0, NULL, NULL, &kind), EMBED_CLASS_FATAL);
 
     ASSERT_STR_EQ(embed_class_name(EMBED_CLASS_TRANSIENT), "transient");
     ASSERT_STR_EQ(embed_class_name(EMBED_CLASS_PERMANENT), "permanent");
@@ -296,16 +351,65 @@ static void test_classification(void)
     ASSERT(!embed_wants_float_fallback(400, NULL));
 }
 
+/* What a fatal answer asks the operator to check. */
+static void test_fatal_hints(void)
+{
+    ASSERT(strstr(embed_fatal_hint(401, NULL, NULL), "OPENAI_API_KEY") != NULL);
+    ASSERT(strstr(embed_fatal_hint(403, NULL, NULL), "OPENAI_API_KEY") != NULL);
+    ASSERT(strstr(embed_fatal_hint(404, "modelo 'x' não encontrado", "model_not_found"), "provider.model") != NULL);
+    ASSERT(strstr(embed_fatal_hint(400, "The model `x` does not exist", NULL), "provider.model") != NULL);
+    ASSERT(strstr(embed_fatal_hint(404, "rota não encontrada", "not_found"), "RAGOPS_EMBED_URL") != NULL);
+    ASSERT(strstr(embed_fatal_hint(302, NULL, NULL), "RAGOPS_EMBED_URL") != NULL);
+    ASSERT(strstr(embed_fatal_hint(0, NULL, NULL), "RAGOPS_EMBED_URL") != NULL);
+}
+
+/* "/embeddings" goes at the end of the path, before any query string. */
+static void test_endpoint_url(void)
+{
+    char *url = embed_endpoint_url("http://h:1/v1");
+    ASSERT_STR_EQ(url, "http://h:1/v1/embeddings");
+    free(url);
+    url = embed_endpoint_url("http://h/v1//");
+    ASSERT_STR_EQ(url, "http://h/v1/embeddings");
+    free(url);
+    url = embed_endpoint_url("https://x.openai.azure.com/openai/deployments/d?api-version=2024-02-01");
+    ASSERT_STR_EQ(url, "https://x.openai.azure.com/openai/deployments/d/embeddings?api-version=2024-02-01");
+    free(url);
+    url = embed_endpoint_url("http://h/v1/?k=1#f");
+    ASSERT_STR_EQ(url, "http://h/v1/embeddings?k=1#f");
+    free(url);
+}
+
+/* URLs shown to operators lose their userinfo, query and fragment. */
+static void test_display_url(void)
+{
+    char out[128];
+    embed_display_url("http://user:s3cr3t@host:8080/v1/embeddings?api-key=k3y&x=1#frag", out, sizeof out);
+    ASSERT_STR_EQ(out, "http://host:8080/v1/embeddings");
+    embed_display_url("https://api.openai.com/v1/embeddings", out, sizeof out);
+    ASSERT_STR_EQ(out, "https://api.openai.com/v1/embeddings");
+    embed_display_url("http://h/a@b/embeddings", out, sizeof out); /* "@" in the path is not userinfo */
+    ASSERT_STR_EQ(out, "http://h/a@b/embeddings");
+    embed_display_url("sem esquema", out, sizeof out);
+    ASSERT_STR_EQ(out, "sem esquema");
+    embed_display_url("http://u:p@host", out, 8); /* truncated, still no secret */
+    ASSERT_STR_EQ(out, "http://");
+}
+
 int main(void)
 {
     test_build_request();
     test_parse_float_reordered();
     test_parse_base64();
     test_parse_malformed();
+    test_parse_usage();
     test_base64_decoder();
     test_utf8_sanitize();
     test_error_bodies();
     test_classification();
+    test_fatal_hints();
+    test_display_url();
+    test_endpoint_url();
     printf("test_embed: ok\n");
     return 0;
 }

@@ -608,6 +608,38 @@ static void test_faults(uv_loop_t *loop)
     ASSERT(c.timed_out);
     client_free(&c);
     embed_server_stop(server);
+
+    /* --hang-pattern: exactly the requests with a matching input hang */
+    embed_server_opts_init(&opts);
+    opts.dim = 16;
+    opts.hang_pattern = "TRAV[AO]";
+    server = start(loop, &opts);
+    exchange(&c, loop, embed_server_port(server), "POST", "/v1/embeddings",
+             "{\"model\":\"m\",\"input\":[\"ok\",\"isto TRAVA\"]}", NULL, 300);
+    ASSERT(c.timed_out);
+    ASSERT_INT_EQ(c.nresponses, 0);
+    client_free(&c);
+    exchange(&c, loop, embed_server_port(server), "POST", "/v1/embeddings", body, NULL, 2000);
+    ASSERT_INT_EQ(c.responses[0].status, 200);
+    client_free(&c);
+    ASSERT_INT_EQ(stat_of(loop, embed_server_port(server), "timeouts"), 1);
+    ASSERT_INT_EQ(stat_of(loop, embed_server_port(server), "ok"), 1);
+    embed_server_stop(server);
+
+    /* --bad-usage-rate 1.0: valid vectors, usage.prompt_tokens = -1 */
+    embed_server_opts_init(&opts);
+    opts.dim = 16;
+    opts.bad_usage_rate = 1.0;
+    server = start(loop, &opts);
+    exchange(&c, loop, embed_server_port(server), "POST", "/v1/embeddings", body, NULL, 2000);
+    ASSERT_INT_EQ(c.responses[0].status, 200);
+    root = parse_body(&c.responses[0]);
+    ASSERT_INT_EQ(json_array_size(json_object_get(root, "data")), 2);
+    ASSERT_INT_EQ(json_integer_value(json_object_get(json_object_get(root, "usage"), "prompt_tokens")), -1);
+    json_decref(root);
+    client_free(&c);
+    ASSERT_INT_EQ(stat_of(loop, embed_server_port(server), "malformed"), 1);
+    embed_server_stop(server);
 }
 
 static void test_errors(uv_loop_t *loop)
@@ -698,12 +730,16 @@ static void test_cli_usage(void)
     char *unknown[] = {"embed-server", "--nope", NULL};
     char *missing[] = {"embed-server", "--port", NULL};
     char *bad_regex[] = {"embed-server", "--reject-pattern", "(", NULL};
+    char *bad_hang[] = {"embed-server", "--hang-pattern", "(", NULL};
+    char *bad_usage[] = {"embed-server", "--bad-usage-rate", "2", NULL};
     char *help[] = {"embed-server", "--help", NULL};
     ASSERT_INT_EQ(embed_server_main(3, bad_dim), 2);
     ASSERT_INT_EQ(embed_server_main(3, bad_rate), 2);
     ASSERT_INT_EQ(embed_server_main(2, unknown), 2);
     ASSERT_INT_EQ(embed_server_main(2, missing), 2);
     ASSERT_INT_EQ(embed_server_main(3, bad_regex), 2);
+    ASSERT_INT_EQ(embed_server_main(3, bad_hang), 2);
+    ASSERT_INT_EQ(embed_server_main(3, bad_usage), 2);
     ASSERT_INT_EQ(embed_server_main(2, help), 0);
 }
 

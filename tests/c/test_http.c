@@ -3,10 +3,12 @@
  * HTTP server, the project's `ragops embed-server`, whose base URL comes in
  * RAGOPS_EMBED_URL (e.g. http://127.0.0.1:PORT/v1). Covers both embedding
  * encodings, concurrency, keep-alive, timeouts against a peer that never
- * answers, connection refused, cancel and close with requests in flight.
+ * answers, one hung request not holding up the others (in-process server
+ * with --hang-pattern), connection refused, cancel and close in flight.
  * Every test runs on its own loop and checks that uv_loop_close returns 0.
  */
 #include "embed.h"
+#include "embed_server.h"
 #include "http.h"
 #include "test_assert.h"
 
@@ -253,7 +255,7 @@ static void test_timeout(void)
     ASSERT_INT_EQ(o.curl_code, CURLE_OPERATION_TIMEDOUT);
     ASSERT_INT_EQ(o.status, 0);
     ASSERT(elapsed_ms >= 250 && elapsed_ms < 5000);
-    ASSERT_INT_EQ(embed_classify(o.curl_code, o.status, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(o.curl_code, o.status, NULL, NULL, &kind), EMBED_CLASS_TRANSIENT);
     ASSERT_STR_EQ(embed_kind_name(kind), "timeout");
     free(o.body);
     finish_loop(&loop, hc);
@@ -282,7 +284,7 @@ static void test_connection_refused(void)
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_INT_EQ(o.calls, 1);
     ASSERT_INT_EQ(o.curl_code, CURLE_COULDNT_CONNECT);
-    ASSERT_INT_EQ(embed_classify(o.curl_code, o.status, NULL, &kind), EMBED_CLASS_TRANSIENT);
+    ASSERT_INT_EQ(embed_classify(o.curl_code, o.status, NULL, NULL, &kind), EMBED_CLASS_TRANSIENT);
     ASSERT_STR_EQ(embed_kind_name(kind), "connection");
     ASSERT(strstr(http_curl_error_ptbr(o.curl_code), "conexão") != NULL);
     free(o.body);
@@ -351,6 +353,107 @@ static void test_cancel_and_close(void)
     free(ok.body);
     free(aborted.body);
     close(fd);
+}
+
+/* One hung request and a stream of others to the same server. */
+typedef struct hang_ctx {
+    http_client *hc;         /* client shared by every request */
+    embed_server *server;    /* in-process server hanging on "TRAVA" */
+    char url[128];           /* its /v1/embeddings URL */
+    http_request *hung;      /* the request that is never answered */
+    outcome hung_outcome;    /* must stay untouched: cancelled, never delivered */
+    int wanted;              /* requests to complete while it hangs */
+    int started;             /* normal requests started */
+    int completed;           /* normal requests answered with 200 */
+    embed_server_stats stats;/* server counters just before it stops */
+} hang_ctx;
+
+static void hang_start_normal(hang_ctx *h);
+
+static void hang_normal_cb(http_request *req, const http_response *resp, void *data)
+{
+    hang_ctx *h = data;
+    embed_vectors v;
+    char err[256];
+    ASSERT_INT_EQ(resp->curl_code, CURLE_OK);
+    ASSERT_INT_EQ(resp->status, 200);
+    ASSERT_INT_EQ(embed_parse_response(resp->body, resp->body_len, 1, 0, &v, err, sizeof err), 0);
+    embed_vectors_free(&v);
+    h->completed++;
+    if (h->started < h->wanted) {
+        hang_start_normal(h); /* sequential: each one may reuse a cached connection */
+        return;
+    }
+    if (h->completed == h->wanted && h->hung) {
+        ASSERT_INT_EQ(h->hung_outcome.calls, 0); /* still hanging while all the others finished */
+        http_request_cancel(h->hung);
+        embed_server_get_stats(h->server, &h->stats);
+        embed_server_stop(h->server);
+    }
+}
+
+static http_request *hang_post(hang_ctx *h, const char *text, http_done_cb cb, void *data)
+{
+    const char *texts[] = {text};
+    char err[256];
+    size_t len = 0;
+    char *body = embed_build_request("m", texts, NULL, 1, EMBED_ENCODING_BASE64, 0, &len, err, sizeof err);
+    http_request_opts opts = {0};
+    http_request *req;
+    ASSERT(body != NULL);
+    opts.method = "POST";
+    opts.url = h->url;
+    opts.headers = json_headers;
+    opts.body = body;
+    opts.body_len = len;
+    opts.timeout_ms = 30000;
+    req = http_request_start(h->hc, &opts, cb, data);
+    free(body);
+    ASSERT(req != NULL);
+    return req;
+}
+
+static void hang_start_normal(hang_ctx *h)
+{
+    h->started++;
+    hang_post(h, "texto comum", hang_normal_cb, h);
+}
+
+static void test_hung_request_does_not_hold_up_others(void)
+{
+    uv_loop_t loop;
+    hang_ctx h;
+    embed_server_opts sopts;
+    char *err = NULL;
+
+    memset(&h, 0, sizeof h);
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    embed_server_opts_init(&sopts);
+    sopts.port = 0;
+    sopts.dim = 8;
+    sopts.hang_pattern = "TRAVA";
+    h.server = embed_server_start(&loop, &sopts, &err);
+    ASSERT(h.server != NULL);
+    snprintf(h.url, sizeof h.url, "http://127.0.0.1:%d/v1/embeddings", embed_server_port(h.server));
+    h.hc = http_client_new(&loop);
+    ASSERT(h.hc != NULL);
+    /* warm the connection cache, so the hung request may land on a reused connection */
+    h.wanted = 4;
+    for (int i = 0; i < 4; i++)
+        hang_start_normal(&h);
+    while (h.completed < 4)
+        uv_run(&loop, UV_RUN_ONCE);
+
+    h.hung = hang_post(&h, "esta entrada TRAVA o servidor", record_cb, &h.hung_outcome);
+    h.wanted = 4 + 15; /* 15 more in three chains, each started when the previous answers */
+    for (int i = 0; i < 3; i++)
+        hang_start_normal(&h);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(h.completed, h.wanted);
+    ASSERT_INT_EQ(h.hung_outcome.calls, 0);
+    ASSERT_INT_EQ(h.stats.timeouts, 1);
+    ASSERT_INT_EQ(h.stats.ok, 19);
+    finish_loop(&loop, h.hc);
 }
 
 /* Starting another request from a done callback, and closing the client
@@ -452,6 +555,7 @@ int main(void)
     test_timeout();
     test_connection_refused();
     test_cancel_and_close();
+    test_hung_request_does_not_hold_up_others();
     test_chained_from_callback();
     printf("test_http: ok\n");
     return 0;

@@ -153,6 +153,22 @@ static void test_params_and_errors(void)
     ASSERT_STR_EQ(o.cmdtuples, "2");
     run_query(c, &o, "insert into u values (1)", 0, NULL);
     ASSERT_STR_EQ(o.sqlstate, "23505");
+    ASSERT(strstr(o.err, "u_pkey") != NULL);
+    ASSERT(strstr(o.err, "Key (k)") == NULL); /* DETAIL carries the key's value */
+
+    /* Errors never carry row content (DETAIL "Failing row contains", CONTEXT). */
+    exec_ok(c, "create temp table docs (content text check (length(content) < 5))");
+    run_query(c, &o, "insert into docs values ('segredo-do-paciente')", 0, NULL);
+    ASSERT_STR_EQ(o.sqlstate, "23514");
+    ASSERT(strstr(o.err, "docs_content_check") != NULL);
+    ASSERT(strstr(o.err, "segredo") == NULL);
+    ASSERT(strstr(o.err, "DETAIL") == NULL);
+    outcome_reset(&o);
+    ASSERT_INT_EQ(pg_conn_copy_in(c, "copy docs from stdin", "segredo-do-paciente\n", 20, on_result, &o), PG_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_STR_EQ(o.sqlstate, "23514");
+    ASSERT(strstr(o.err, "segredo") == NULL);
+    ASSERT(strstr(pg_conn_error(c), "segredo") == NULL);
 
     /* Several statements: the first error wins, the last result otherwise. */
     run_query(c, &o, "select 1; select 2 as dois", 0, NULL);

@@ -93,6 +93,12 @@ return {
     assert.equal("/tmp/ragops.prom", cfg.metrics.file)
   end)
 
+  it("accepts any positive provider.timeout_s, fractions included", function()
+    local cfg, err = config.load(config_file("return { provider = { timeout_s = 1.005 } }"), NO_ENV)
+    assert.is_nil(err)
+    assert.equal(1.005, cfg.provider.timeout_s)
+  end)
+
   it("applies environment overrides over the file", function()
     local path = config_file([[return { database = { url = "postgresql://arquivo/db" } }]])
     local cfg = assert(config.load(path, env_of {
@@ -139,6 +145,9 @@ return {
     { "provider = { dimensions = 256, dim = 1536 }", 'chave "provider.dim": valor 1536 inválido; esperado o mesmo valor de provider.dimensions %(256%)' },
     { "provider = { encoding = 'json' }", 'chave "provider.encoding": valor "json" inválido' },
     { "provider = { timeout_s = -1 }", 'chave "provider.timeout_s": valor %-1 inválido' },
+    { "provider = { timeout_s = 0 }", 'chave "provider.timeout_s": valor 0 inválido; esperado um número de segundos maior que 0 e até 3600' },
+    { "provider = { timeout_s = 7200 }", 'chave "provider.timeout_s": valor 7200 inválido' },
+    { "provider = { timeout_s = '60' }", 'chave "provider.timeout_s": valor "60" inválido' },
     { "provider = { price_per_1m_tokens = { x = -2 } }", 'chave "provider.price_per_1m_tokens.x": valor %-2 inválido' },
     { "provider = { rate_limits = { max_concurrency = 0 } }", 'chave "provider.rate_limits.max_concurrency": valor 0 inválido' },
     { "provider = { rate_limits = { rpm = 10 } }", 'chave "provider.rate_limits.rpm" desconhecida' },
