@@ -137,7 +137,7 @@ function M.run(plan, env)
       estimated_tokens = estimated_tokens + math.ceil(#it.text / 4)
     end
     local limiter = env.limiter
-    local batch, err, info, attempts = retry.call(plan.retry, s.sleep, function()
+    local batch, err, info, attempts = retry.call(plan.retry, s, function()
       delta.requests = delta.requests + 1
       if limiter then limiter:acquire(estimated_tokens) end
       local t0 = s.now()
@@ -234,7 +234,7 @@ function M.run(plan, env)
   -- Runs a store read, retrying on connection loss (PostgreSQL restarting).
   -- Other errors return at once. Returns result or nil, err.
   function read_with_retry(fn)
-    local result, err = retry.call(env.db_retry or M.DB_RETRY, s.sleep, function()
+    local result, err = retry.call(env.db_retry or M.DB_RETRY, s, function()
       local r, e, state = fn()
       if r then return r end
       return nil, e, { class = retryable_sqlstate(state) and "transient" or "fatal" }
@@ -247,7 +247,7 @@ function M.run(plan, env)
 
   -- Writes a unit, retrying on connection loss. Returns result or nil.
   local function write_with_retry(payload, entity_type)
-    local result, err, info = retry.call(env.db_retry or M.DB_RETRY, s.sleep, function()
+    local result, err, info = retry.call(env.db_retry or M.DB_RETRY, s, function()
       local r, e, state = store:write_unit(payload)
       if r then return r end
       return nil, e, { class = retryable_sqlstate(state) and "transient" or "fatal", sqlstate = state }
