@@ -3,8 +3,10 @@
  * module (spawn, suspend, wake, sleep, clocks, content hash, signals).
  *
  * Every coroutine is resumed from a libuv callback, never from another
- * coroutine: spawn and wake put the coroutine on a ready queue drained by a
- * uv_idle handle; I/O completions resume through rg_task_resume.
+ * coroutine: spawn, wake and cancellations put the coroutine on a ready
+ * queue drained by a uv_idle handle; I/O completions resume through
+ * rg_async_complete. Every parked async call (rg_async) is on one list, so a
+ * signal can cancel them all and closing the state can drop them.
  */
 #include "bridge.h"
 #include "vecbatch.h"
@@ -28,11 +30,17 @@ typedef struct ready_entry {
 
 /* A pending core.sleep. */
 typedef struct sleep_request {
-    uv_timer_t timer;           /* fires once after the requested delay */
-    rg_task task;               /* the sleeping coroutine */
-    struct sleep_request *prev; /* previous live sleep (bridge.sleeps) */
-    struct sleep_request *next; /* next live sleep */
+    uv_timer_t timer; /* fires once after the requested delay */
+    rg_async async;   /* the sleeping coroutine */
 } sleep_request;
+
+/* A push function and its outcome, run by push_protected. */
+typedef struct push_job {
+    rg_push_fn push; /* pushes the results onto the main state */
+    void *outcome;   /* push's argument */
+    lua_State *co;   /* receives the values */
+    int nresults;    /* values moved onto co */
+} push_job;
 
 /* Process-wide bridge state: one loop, one Lua state. */
 static struct {
@@ -49,38 +57,89 @@ static struct {
     int signals_init;          /* the two signal handles were initialised */
     int signal_handler_ref;    /* Lua function called on the first signal */
     int signals_seen;          /* signals received so far */
-    sleep_request *sleeps;     /* live sleeps, closed by rg_bridge_close if still pending */
+    rg_async *pending;         /* parked async calls (cancel_all, close) */
 } bridge;
 
 #define SUSPENDED_KEY "ragops.suspended"
 
 lua_State *rg_main_state(void) { return bridge.L; }
 
-void rg_task_init(rg_task *task)
+void rg_async_init(rg_async *op)
 {
-    task->co = NULL;
-    task->ref = LUA_NOREF;
+    memset(op, 0, sizeof *op);
+    op->ref = LUA_NOREF;
 }
 
-int rg_task_pending(const rg_task *task) { return task->co != NULL; }
+int rg_async_pending(const rg_async *op) { return op->co != NULL; }
 
-void rg_check_yieldable(lua_State *L)
+void rg_check_coroutine(lua_State *L, const char *what)
 {
     int is_main = lua_pushthread(L);
     lua_pop(L, 1);
     if (is_main)
-        luaL_error(L, "primitiva assíncrona chamada fora de uma corrotina");
+        luaL_error(L, "%s: primitiva assíncrona chamada fora de uma corrotina", what);
 }
 
-int rg_task_suspend(lua_State *L, rg_task *task)
+int rg_push_interrupted(lua_State *L)
 {
-    if (lua_pushthread(L)) {
-        lua_pop(L, 1);
-        return luaL_error(L, "primitiva assíncrona chamada fora de uma corrotina");
-    }
-    task->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    task->co = L;
+    lua_pushnil(L);
+    lua_pushliteral(L, RG_INTERRUPTED_MSG);
+    return 2;
+}
+
+int rg_async_suspend(lua_State *L, rg_async *op, rg_push_fn push, rg_cancel_fn cancel)
+{
+    lua_pushthread(L);
+    op->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    op->co = L;
+    op->push = push;
+    op->cancel = cancel;
+    op->prev = NULL;
+    op->next = bridge.pending;
+    if (bridge.pending)
+        bridge.pending->prev = op;
+    bridge.pending = op;
     return lua_yield(L, 0);
+}
+
+/* Takes op off the pending list and makes it idle (fields read before). */
+static void unlink_pending(rg_async *op)
+{
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        bridge.pending = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    rg_async_init(op);
+}
+
+static int push_trampoline(lua_State *L)
+{
+    push_job *job = lua_touserdata(L, 1);
+    int base;
+    lua_settop(L, 0);
+    job->nresults = job->push(L, job->outcome);
+    base = lua_gettop(L) - job->nresults;
+    luaL_checkstack(job->co, job->nresults + LUA_MINSTACK, "resultados demais");
+    lua_xmove(L, job->co, job->nresults);
+    lua_settop(L, base);
+    return 0;
+}
+
+/* Runs push in protected mode on the main state (lua_cpcall) and moves its
+ * values onto co; on a memory error moves nil and a pt-BR message instead.
+ * Returns the number of values now on top of co. */
+static int push_protected(lua_State *co, rg_push_fn push, void *outcome)
+{
+    push_job job = {push, outcome, co, 0};
+    if (lua_cpcall(bridge.L, push_trampoline, &job) != 0) {
+        lua_pop(bridge.L, 1);
+        lua_pushnil(co);
+        lua_pushliteral(co, "sem memória para entregar o resultado");
+        return 2;
+    }
+    return job.nresults;
 }
 
 /* Reports an error that escaped coroutine co and records exit status 2. */
@@ -115,15 +174,15 @@ static void resume_coroutine(lua_State *co, int nargs)
     lua_settop(co, 0);
 }
 
-void rg_task_resume(rg_task *task, int nresults)
+void rg_async_complete(rg_async *op, void *outcome)
 {
-    lua_State *co = task->co;
-    int ref = task->ref;
-    task->co = NULL;
-    task->ref = LUA_NOREF;
+    lua_State *co = op->co;
+    int ref = op->ref;
+    rg_push_fn push = op->push;
     if (co == NULL)
         return;
-    resume_coroutine(co, nresults);
+    unlink_pending(op);
+    resume_coroutine(co, push_protected(co, push, outcome));
     luaL_unref(bridge.L, LUA_REGISTRYINDEX, ref);
 }
 
@@ -146,16 +205,14 @@ static void ready_idle_cb(uv_idle_t *handle)
         uv_idle_stop(handle);
 }
 
-/* Queues the coroutine at idx of L (its stack already holds nargs values). */
-static void ready_push(lua_State *L, int idx, lua_State *co, int nargs)
+/* Queues co (pinned by the registry reference ref, its stack holding nargs
+ * values). Returns 0, or -1 when memory is short (nothing queued). */
+static int ready_enqueue(lua_State *co, int ref, int nargs)
 {
     ready_entry *entry = malloc(sizeof *entry);
-    if (entry == NULL) {
-        luaL_error(L, "memória insuficiente");
-        return;
-    }
-    lua_pushvalue(L, idx);
-    entry->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (entry == NULL)
+        return -1;
+    entry->ref = ref;
     entry->co = co;
     entry->nargs = nargs;
     entry->next = NULL;
@@ -169,6 +226,47 @@ static void ready_push(lua_State *L, int idx, lua_State *co, int nargs)
         bridge.ready_idle_init = 1;
     }
     uv_idle_start(&bridge.ready_idle, ready_idle_cb);
+    return 0;
+}
+
+/* Queues the coroutine at idx of L (its stack already holds nargs values). */
+static void ready_push(lua_State *L, int idx, lua_State *co, int nargs)
+{
+    lua_pushvalue(L, idx);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (ready_enqueue(co, ref, nargs) != 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        luaL_error(L, "memória insuficiente");
+    }
+}
+
+void rg_async_cancel(rg_async *op, void *outcome)
+{
+    lua_State *co = op->co;
+    int ref = op->ref;
+    rg_push_fn push = op->push;
+    rg_cancel_fn cancel = op->cancel;
+    int nresults;
+    if (co == NULL)
+        return;
+    unlink_pending(op);
+    nresults = push_protected(co, push, outcome);
+    cancel(op);
+    if (ready_enqueue(co, ref, nresults) != 0) {
+        /* No memory for the queue entry: resume it right here. */
+        resume_coroutine(co, nresults);
+        luaL_unref(bridge.L, LUA_REGISTRYINDEX, ref);
+    }
+}
+
+int rg_async_cancel_all(void)
+{
+    int n = 0;
+    while (bridge.pending) {
+        rg_async_cancel(bridge.pending, NULL);
+        n++;
+    }
+    return n;
 }
 
 /* core.spawn(fn, ...) -> coroutine: runs fn(...) in a new coroutine on the
@@ -191,10 +289,8 @@ static int core_spawn(lua_State *L)
  * coroutine (e.g. in a waiters list). */
 static int core_suspend(lua_State *L)
 {
-    if (lua_pushthread(L)) {
-        lua_pop(L, 1);
-        return luaL_error(L, "core.suspend chamada fora de uma corrotina");
-    }
+    rg_check_coroutine(L, "core.suspend");
+    lua_pushthread(L);
     lua_getfield(L, LUA_REGISTRYINDEX, SUSPENDED_KEY);
     lua_insert(L, -2);
     lua_pushboolean(L, 1);
@@ -232,42 +328,54 @@ static int core_wake(lua_State *L)
 
 static void sleep_closed_cb(uv_handle_t *handle)
 {
-    sleep_request *req = handle->data;
-    if (req->prev)
-        req->prev->next = req->next;
-    else
-        bridge.sleeps = req->next;
-    if (req->next)
-        req->next->prev = req->prev;
-    free(req);
+    free(handle->data);
+}
+
+/* Results of core.sleep: true, or nil, "interrompido" when cancelled. */
+static int push_slept(lua_State *L, void *outcome)
+{
+    if (outcome == NULL)
+        return rg_push_interrupted(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static void sleep_cancel(rg_async *op)
+{
+    sleep_request *req = RG_CONTAINER_OF(op, sleep_request, async);
+    uv_close((uv_handle_t *)&req->timer, sleep_closed_cb);
 }
 
 static void sleep_timer_cb(uv_timer_t *timer)
 {
     sleep_request *req = timer->data;
-    rg_task_resume(&req->task, 0);
-    uv_close((uv_handle_t *)&req->timer, sleep_closed_cb);
+    uv_close((uv_handle_t *)&req->timer, sleep_closed_cb); /* freed on a later pass */
+    rg_async_complete(&req->async, req);
 }
 
-/* core.sleep(ms): yields for ms milliseconds without blocking the loop. */
+/* core.sleep(ms) -> true | nil, "interrompido": yields for ms milliseconds
+ * without blocking the loop; core.cancel_all() ends it early. */
 static int core_sleep(lua_State *L)
 {
     lua_Number ms = luaL_checknumber(L, 1);
     luaL_argcheck(L, ms >= 0, 1, "tempo negativo");
-    rg_check_yieldable(L);
+    rg_check_coroutine(L, "core.sleep");
     sleep_request *req = malloc(sizeof *req);
     if (req == NULL)
         return luaL_error(L, "memória insuficiente");
-    rg_task_init(&req->task);
+    rg_async_init(&req->async);
     uv_timer_init(uv_default_loop(), &req->timer);
     req->timer.data = req;
-    req->prev = NULL;
-    req->next = bridge.sleeps;
-    if (bridge.sleeps)
-        bridge.sleeps->prev = req;
-    bridge.sleeps = req;
     uv_timer_start(&req->timer, sleep_timer_cb, (uint64_t)ms, 0);
-    return rg_task_suspend(L, &req->task);
+    return rg_async_suspend(L, &req->async, push_slept, sleep_cancel);
+}
+
+/* core.cancel_all() -> n: ends every pending sleep, query, HTTP request and
+ * embedding call of the loop; each returns nil, "interrompido", ... */
+static int core_cancel_all(lua_State *L)
+{
+    lua_pushinteger(L, rg_async_cancel_all());
+    return 1;
 }
 
 /* core.now() -> milliseconds of monotonic time (high resolution). */
@@ -400,6 +508,7 @@ int luaopen_ragops_core(lua_State *L)
         {"now", core_now},           {"wallclock", core_wallclock},
         {"hash", core_hash},         {"vecbatch", core_vecbatch},
         {"trap_signals", core_trap_signals}, {"process_id", core_process_id},
+        {"cancel_all", core_cancel_all},
         {NULL, NULL},
     };
     rg_vecbatch_register(L);
@@ -485,15 +594,19 @@ void rg_bridge_close(lua_State *L)
         entry = next;
     }
     bridge.ready_head = bridge.ready_tail = NULL;
-    /* Sleeps still pending belong to coroutines abandoned with the run. */
-    for (sleep_request *req = bridge.sleeps; req; req = req->next)
-        if (!uv_is_closing((uv_handle_t *)&req->timer))
-            uv_close((uv_handle_t *)&req->timer, sleep_closed_cb);
+    /* Calls still pending belong to coroutines abandoned with the run: stop
+     * their I/O, never resume them. */
+    while (bridge.pending) {
+        rg_async *op = bridge.pending;
+        rg_cancel_fn cancel = op->cancel;
+        unlink_pending(op);
+        cancel(op);
+    }
     lua_close(L); /* __gc of userdata close their handles */
     bridge.L = NULL;
     uv_loop_t *loop = uv_default_loop();
     uv_run(loop, UV_RUN_NOWAIT);
-    /* Whatever is still open (idle, signals, timers of abandoned sleeps) is
+    /* Whatever is still open (idle, signals, timers of dropped sleeps) is
      * owned by the bridge or was abandoned with its coroutine. */
     uv_walk(loop, close_any_handle, NULL);
     uv_run(loop, UV_RUN_DEFAULT);

@@ -3,10 +3,15 @@
  * main lua_State, plans and workers as Lua coroutines.
  *
  * The pattern (OpenResty cosocket style): an async primitive checks its
- * arguments, stores the calling coroutine in an rg_task, starts the I/O and
- * returns rg_task_suspend(L, &task). When the I/O completes, the callback
- * pushes the results onto task.co and calls rg_task_resume(&task, nresults):
- * the coroutine continues as if the primitive had returned those values.
+ * arguments (rg_check_coroutine), starts the I/O and returns
+ * rg_async_suspend(L, op, push, cancel): the coroutine, a function that
+ * pushes the results and a function that stops the I/O are stored in op.
+ * When the I/O completes, the callback calls rg_async_complete(op, outcome):
+ * push runs protected on the main state (an out-of-memory error cannot
+ * longjmp through C callbacks), the values move to the coroutine and it
+ * continues as if the primitive had returned them. rg_async_cancel and
+ * rg_async_cancel_all (the signal path) stop the I/O and resume the
+ * coroutine with nil, "interrompido", ... instead.
  *
  * Runtime failures return nil, err to Lua; misuse raises a Lua error.
  */
@@ -15,34 +20,70 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+#include <stddef.h>
 #include <uv.h>
 
-/* A coroutine parked on one pending async call. */
-typedef struct rg_task {
-    lua_State *co; /* the yielded coroutine, NULL when nothing waits */
-    int ref;       /* registry reference pinning co while it waits */
-} rg_task;
+/* The struct of the given type holding member at ptr (for cancel functions). */
+#define RG_CONTAINER_OF(ptr, type, member) ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 
-/* Initialises an empty task (co NULL, ref LUA_NOREF). */
-void rg_task_init(rg_task *task);
+/* One Lua call waiting on the loop (an rg_async lives inside the
+ * primitive's request or connection). */
+typedef struct rg_async rg_async;
 
-/* Parks the running coroutine L in task and yields. Use as
- * `return rg_task_suspend(L, &req->task);` as the last statement of a
- * lua_CFunction. Raises a Lua error when called outside a coroutine. */
-int rg_task_suspend(lua_State *L, rg_task *task);
+/* Pushes the results of a call onto L (the main state, in protected mode)
+ * and returns how many. outcome is what the primitive handed to
+ * rg_async_complete or rg_async_cancel; NULL means "interrupted": push
+ * rg_push_interrupted's values plus the primitive's own third value. */
+typedef int (*rg_push_fn)(lua_State *L, void *outcome);
 
-/* Raises a Lua error unless L is a coroutine that may yield. Call it
- * before allocating anything for an async request. */
-void rg_check_yieldable(lua_State *L);
+/* Stops the I/O behind a pending call. Afterwards the primitive must never
+ * complete op; it may free the memory holding op. */
+typedef void (*rg_cancel_fn)(rg_async *op);
 
-/* Resumes the coroutine parked in task with the nresults values the caller
- * has pushed onto task->co. Clears task before resuming, so the coroutine may
- * park on the same task again. An error escaping the coroutine is reported
- * with its traceback and recorded as the process exit status 2. */
-void rg_task_resume(rg_task *task, int nresults);
+struct rg_async {
+    lua_State *co;       /* the parked coroutine, NULL when nothing waits */
+    int ref;             /* registry reference pinning co while it waits */
+    rg_push_fn push;     /* pushes the results (see rg_push_fn) */
+    rg_cancel_fn cancel; /* stops the I/O on cancellation or state close */
+    rg_async *prev;      /* previous pending call (the bridge's list) */
+    rg_async *next;      /* next pending call */
+};
 
-/* True when a coroutine is parked in task. */
-int rg_task_pending(const rg_task *task);
+/* Message every cancelled call returns after nil. */
+#define RG_INTERRUPTED_MSG "interrompido"
+
+/* Initialises an idle call. */
+void rg_async_init(rg_async *op);
+
+/* Raises a Lua error unless L is a coroutine that may yield. what names the
+ * primitive in the message. Call it before allocating anything. */
+void rg_check_coroutine(lua_State *L, const char *what);
+
+/* Parks the running coroutine L on op (listed as pending, so it can be
+ * cancelled) and yields. Use as `return rg_async_suspend(L, op, push,
+ * cancel);` as the last statement of a lua_CFunction, after
+ * rg_check_coroutine. */
+int rg_async_suspend(lua_State *L, rg_async *op, rg_push_fn push, rg_cancel_fn cancel);
+
+/* From a loop callback: pushes op's results for outcome (protected) and
+ * resumes its coroutine now. op is idle again before the coroutine runs, so
+ * the coroutine may park on it again; a no-op when nothing waits. An error
+ * escaping the coroutine is reported and recorded as exit status 2. */
+void rg_async_complete(rg_async *op, void *outcome);
+
+/* Cancels a pending call: stops its I/O (op->cancel), pushes the results for
+ * outcome (NULL: interrupted) and queues the coroutine to resume on the next
+ * loop pass (never from inside the caller). A no-op when nothing waits. */
+void rg_async_cancel(rg_async *op, void *outcome);
+
+/* Cancels every pending call of the loop as interrupted; returns how many. */
+int rg_async_cancel_all(void);
+
+/* True when a coroutine is parked on op. */
+int rg_async_pending(const rg_async *op);
+
+/* Pushes nil, "interrompido" and returns 2 (for push functions). */
+int rg_push_interrupted(lua_State *L);
 
 /* The main Lua state (owner of the registry). */
 lua_State *rg_main_state(void);
@@ -62,7 +103,7 @@ int rg_bridge_run_main(lua_State *L, int argc, char **argv);
 void rg_bridge_close(lua_State *L);
 
 /* Module openers registered by rg_bridge_open; each lives in its own file. */
-int luaopen_ragops_core(lua_State *L);  /* bridge.c: spawn, suspend, wake, sleep, now, hash */
+int luaopen_ragops_core(lua_State *L);  /* bridge.c: spawn, suspend, wake, sleep, cancel_all, now, hash */
 int luaopen_ragops_pg(lua_State *L);    /* pg_lua.c */
 int luaopen_ragops_http(lua_State *L);  /* http_lua.c */
 int luaopen_ragops_embed(lua_State *L); /* embed_lua.c */

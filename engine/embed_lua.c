@@ -42,7 +42,8 @@ typedef struct embed_client {
 
 /* One client:embed call in flight. */
 typedef struct embed_call {
-    rg_task task;            /* the coroutine to resume */
+    rg_async async;          /* the coroutine to resume */
+    http_request *req;       /* the request in flight */
     embed_conf *conf;        /* settings (one reference held) */
     char **texts;            /* private copies of the inputs (valid UTF-8) */
     size_t *lens;            /* byte length of each text */
@@ -140,9 +141,8 @@ typedef struct embed_result {
     double latency_ms;      /* since client:embed was called */
 } embed_result;
 
-static int embed_build_success(lua_State *L, void *arg)
+static int embed_build_success(lua_State *L, embed_result *r)
 {
-    embed_result *r = arg;
     rg_vecbatch *batch = rg_vecbatch_push_new(L, r->vectors->count, r->vectors->dim);
     memcpy(batch->data, r->vectors->data,
            (size_t)r->vectors->count * (size_t)r->vectors->dim * sizeof(float));
@@ -156,9 +156,8 @@ static int embed_build_success(lua_State *L, void *arg)
     return 3;
 }
 
-static int embed_build_failure(lua_State *L, void *arg)
+static int embed_build_failure(lua_State *L, embed_result *r)
 {
-    embed_result *r = arg;
     lua_pushnil(L);
     lua_pushstring(L, r->message);
     lua_createtable(L, 0, 5);
@@ -175,6 +174,32 @@ static int embed_build_failure(lua_State *L, void *arg)
     lua_pushnumber(L, r->latency_ms);
     lua_setfield(L, -2, "latency_ms");
     return 3;
+}
+
+/* Results of client:embed (see the file header); an interrupted call
+ * returns nil, "interrompido", { class = "cancelled", kind = "cancelled" }. */
+static int embed_push_result(lua_State *L, void *arg)
+{
+    embed_result *r = arg;
+    if (r == NULL) {
+        rg_push_interrupted(L);
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -2, "status");
+        lua_pushliteral(L, "cancelled");
+        lua_setfield(L, -2, "class");
+        lua_pushliteral(L, "cancelled");
+        lua_setfield(L, -2, "kind");
+        return 3;
+    }
+    return r->vectors ? embed_build_success(L, r) : embed_build_failure(L, r);
+}
+
+static void embed_call_cancel(rg_async *op)
+{
+    embed_call *call = RG_CONTAINER_OF(op, embed_call, async);
+    http_request_cancel(call->req);
+    embed_call_free(call);
 }
 
 /* ---------- requests ---------- */
@@ -211,6 +236,7 @@ static int embed_call_start(embed_call *call, char *err, size_t err_size)
                                                                                  : call->conf->timeout_ms;
     req = http_request_start(rg_http_shared_client(rg_main_state()), &opts, embed_on_done, call);
     free(body);
+    call->req = req;
     if (!req) {
         snprintf(err, err_size, "não foi possível iniciar a requisição ao provedor de embeddings");
         return -1;
@@ -218,18 +244,13 @@ static int embed_call_start(embed_call *call, char *err, size_t err_size)
     return 0;
 }
 
-/* Resumes the call's coroutine with the outcome and frees the call. */
-static void embed_call_finish(embed_call *call, embed_result *r, int success)
+/* Resumes the call's coroutine with the outcome (r->vectors set on
+ * success) and frees the call. */
+static void embed_call_finish(embed_call *call, embed_result *r)
 {
-    rg_task task = call->task;
-    int n;
     r->latency_ms = (double)(uv_hrtime() - call->started_ns) / 1e6;
+    rg_async_complete(&call->async, r);
     embed_call_free(call);
-    if (!task.co)
-        return;
-    lua_checkstack(task.co, 8);
-    n = rg_http_push_protected(task.co, 3, success ? embed_build_success : embed_build_failure, r);
-    rg_task_resume(&task, n);
 }
 
 static void embed_on_done(http_request *req, const http_response *resp, void *data)
@@ -240,10 +261,8 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
     char *provider = NULL;
     char *code = NULL;
 
-    if (resp->aborted) {
-        embed_call_free(call); /* the Lua state is closing: nobody to resume */
-        return;
-    }
+    /* resp->aborted (the client closing) ends up here as a connection
+     * failure; nothing waits by then, so finishing only frees the call. */
     memset(&r, 0, sizeof r);
     r.status = resp->status;
     r.retry_after_ms = resp->retry_after_ms;
@@ -259,7 +278,7 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
         else
             snprintf(message, sizeof message, "falha de conexão com o provedor de embeddings: %s (curl %d)",
                      http_curl_error_ptbr(resp->curl_code), (int)resp->curl_code);
-        embed_call_finish(call, &r, 0);
+        embed_call_finish(call, &r);
         return;
     }
 
@@ -269,11 +288,11 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
                                  message, sizeof message) != 0) {
             r.cls = EMBED_CLASS_TRANSIENT;
             r.kind = EMBED_KIND_MALFORMED;
-            embed_call_finish(call, &r, 0);
+            embed_call_finish(call, &r);
             return;
         }
         r.vectors = &vectors;
-        embed_call_finish(call, &r, 1);
+        embed_call_finish(call, &r);
         embed_vectors_free(&vectors);
         return;
     }
@@ -296,7 +315,7 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
         snprintf(message, sizeof message, "%s", err);
         free(provider);
         free(code);
-        embed_call_finish(call, &r, 0);
+        embed_call_finish(call, &r);
         return;
     }
     if (r.cls == EMBED_CLASS_FATAL) {
@@ -310,7 +329,7 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
     }
     free(provider);
     free(code);
-    embed_call_finish(call, &r, 0);
+    embed_call_finish(call, &r);
 }
 
 /* ---------- Lua API ---------- */
@@ -329,7 +348,6 @@ static int embed_client_embed(lua_State *L)
     embed_client *c = embed_check_open(L);
     embed_call *call;
     int count;
-    int is_main;
     char err[256];
 
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -342,15 +360,12 @@ static int embed_client_embed(lua_State *L)
             return luaL_argerror(L, 2, lua_pushfstring(L, "texto %d não é uma string", i));
         lua_pop(L, 1);
     }
-    is_main = lua_pushthread(L);
-    lua_pop(L, 1);
-    if (is_main)
-        return luaL_error(L, "client:embed: primitiva assíncrona chamada fora de uma corrotina");
+    rg_check_coroutine(L, "client:embed");
 
     call = calloc(1, sizeof *call);
     if (!call)
         return luaL_error(L, "sem memória");
-    rg_task_init(&call->task);
+    rg_async_init(&call->async);
     call->conf = c->conf;
     call->conf->refs++;
     call->encoding = c->conf->encoding;
@@ -393,7 +408,7 @@ static int embed_client_embed(lua_State *L)
         embed_call_free(call);
         return embed_build_failure(L, &r);
     }
-    return rg_task_suspend(L, &call->task);
+    return rg_async_suspend(L, &call->async, embed_push_result, embed_call_cancel);
 
 oom_pop:
     lua_pop(L, 1);

@@ -77,12 +77,4 @@ long http_parse_retry_after(const char *value);
 struct lua_State;
 http_client *rg_http_shared_client(struct lua_State *L);
 
-/* For completion callbacks: runs build (which pushes nresults values) in
- * protected mode on the main state and moves the values onto the parked
- * coroutine co, so a memory error cannot hit a suspended coroutine. On
- * failure pushes nil and a pt-BR message instead (2 values). Returns the
- * number of values pushed onto co. */
-int rg_http_push_protected(struct lua_State *co, int nresults,
-                           int (*build)(struct lua_State *L, void *arg), void *arg);
-
 #endif

@@ -22,7 +22,8 @@ typedef struct http_sentinel {
 
 /* One http.request call waiting for its answer. */
 typedef struct http_lua_call {
-    rg_task task; /* the coroutine to resume */
+    rg_async async;    /* the coroutine to resume */
+    http_request *req; /* the request in flight */
 } http_lua_call;
 
 static int http_sentinel_gc(lua_State *L)
@@ -60,47 +61,22 @@ http_client *rg_http_shared_client(lua_State *L)
     return s->hc;
 }
 
-/* Protected builder run on the main state by rg_http_push_protected. */
-typedef struct http_push_job {
-    int (*build)(lua_State *L, void *arg); /* pushes the results */
-    void *arg;                             /* build's argument */
-} http_push_job;
-
-static int http_push_trampoline(lua_State *L)
+/* Results of http.request: { status, body, retry_after_ms }, or nil, err
+ * (nil, "interrompido" when cancelled). */
+static int http_push_response(lua_State *L, void *arg)
 {
-    http_push_job *job = lua_touserdata(L, 1);
-    lua_remove(L, 1);
-    return job->build(L, job->arg);
-}
-
-int rg_http_push_protected(lua_State *co, int nresults, int (*build)(lua_State *L, void *arg), void *arg)
-{
-    lua_State *main = rg_main_state();
-    http_push_job job = {build, arg};
-    int base;
-    if (!main)
-        main = co;
-    base = lua_gettop(main);
-    lua_pushcfunction(main, http_push_trampoline);
-    lua_pushlightuserdata(main, &job);
-    if (lua_pcall(main, 1, nresults, 0) != 0) {
-        lua_settop(main, base);
-        lua_pushnil(co);
-        lua_pushliteral(co, "sem memória para entregar o resultado");
+    const http_response *resp = arg;
+    if (resp == NULL)
+        return rg_push_interrupted(L);
+    if (resp->curl_code != CURLE_OK) {
+        lua_pushnil(L);
+        if (resp->curl_code == CURLE_OPERATION_TIMEDOUT)
+            lua_pushliteral(L, "requisição HTTP: tempo esgotado");
+        else
+            lua_pushfstring(L, "requisição HTTP falhou: %s (curl %d)", http_curl_error_ptbr(resp->curl_code),
+                            (int)resp->curl_code);
         return 2;
     }
-    lua_xmove(main, co, nresults);
-    return nresults;
-}
-
-/* Result of one http.request, for the protected builder. */
-typedef struct http_lua_result {
-    const http_response *resp; /* the answer */
-} http_lua_result;
-
-static int http_build_response(lua_State *L, void *arg)
-{
-    const http_response *resp = ((http_lua_result *)arg)->resp;
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, resp->status);
     lua_setfield(L, -2, "status");
@@ -113,30 +89,20 @@ static int http_build_response(lua_State *L, void *arg)
     return 1;
 }
 
+static void http_lua_cancel(rg_async *op)
+{
+    http_lua_call *call = RG_CONTAINER_OF(op, http_lua_call, async);
+    http_request_cancel(call->req);
+    free(call);
+}
+
+/* Also reached with resp->aborted when the client closes; by then nothing
+ * waits (the bridge cancels pending calls first) and completing is a no-op. */
 static void http_lua_done(http_request *req, const http_response *resp, void *data)
 {
     http_lua_call *call = data;
-    rg_task task = call->task;
-    lua_State *co = task.co;
-    int n;
+    rg_async_complete(&call->async, (void *)resp);
     free(call);
-    if (resp->aborted || !co)
-        return; /* the Lua state is closing: nobody to resume */
-    if (resp->curl_code == CURLE_OK) {
-        http_lua_result result = {resp};
-        lua_checkstack(co, 4);
-        n = rg_http_push_protected(co, 1, http_build_response, &result);
-    } else {
-        lua_checkstack(co, 4);
-        lua_pushnil(co);
-        if (resp->curl_code == CURLE_OPERATION_TIMEDOUT)
-            lua_pushliteral(co, "requisição HTTP: tempo esgotado");
-        else
-            lua_pushfstring(co, "requisição HTTP falhou: %s (curl %d)", http_curl_error_ptbr(resp->curl_code),
-                            (int)resp->curl_code);
-        n = 2;
-    }
-    rg_task_resume(&task, n);
 }
 
 /* Reads an optional non-negative integer field of the table at 1. */
@@ -163,15 +129,11 @@ static int http_lua_request(lua_State *L)
     int nheaders = 0;
     http_lua_call *call;
     http_client *hc;
-    int is_main;
 
     memset(&opts, 0, sizeof opts);
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    is_main = lua_pushthread(L);
-    lua_pop(L, 1);
-    if (is_main)
-        return luaL_error(L, "http.request: primitiva assíncrona chamada fora de uma corrotina");
+    rg_check_coroutine(L, "http.request");
 
     lua_getfield(L, 1, "url");
     if (!lua_isstring(L, -1))
@@ -227,14 +189,15 @@ static int http_lua_request(lua_State *L)
     call = malloc(sizeof *call);
     if (!call)
         return luaL_error(L, "sem memória");
-    rg_task_init(&call->task);
-    if (!http_request_start(hc, &opts, http_lua_done, call)) {
+    rg_async_init(&call->async);
+    call->req = http_request_start(hc, &opts, http_lua_done, call);
+    if (!call->req) {
         free(call);
         lua_pushnil(L);
         lua_pushliteral(L, "requisição HTTP não pôde ser iniciada (URL inválida ou sem memória)");
         return 2;
     }
-    return rg_task_suspend(L, &call->task);
+    return rg_async_suspend(L, &call->async, http_push_response, http_lua_cancel);
 }
 
 int luaopen_ragops_http(lua_State *L)

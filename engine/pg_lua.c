@@ -10,10 +10,12 @@
  *   conn:close(), conn:is_ok(), pg.quote_ident(s)
  *
  * Ownership: the userdata owns the pg_conn. While an operation is pending the
- * userdata is pinned in the registry. __gc (only reachable with an operation
- * pending when the whole state is closing) closes the pg_conn, whose pending
- * callback is then never called. An explicit conn:close() with a coroutine
- * waiting wakes that coroutine from the loop with nil, "conexão fechada".
+ * userdata is pinned in the registry. Cancelling a pending operation
+ * (rg_async_cancel, core.cancel_all) closes the pg_conn, whose callback is
+ * then never called: the server sees the session end, the coroutine gets
+ * nil, "interrompido", "57014" (libpq 15's PQcancel blocks, so no cancel
+ * request is sent). An explicit conn:close() with a coroutine waiting wakes
+ * that coroutine on the next loop pass with nil, "conexão fechada", "08003".
  */
 #include "bridge.h"
 #include "copy.h"
@@ -41,31 +43,24 @@
 /* Largest magnitude a double holds exactly as an integer (2^53). */
 #define LPG_EXACT_INT 9007199254740992.0
 
-typedef enum lpg_op {
-    LPG_OP_NONE,    /* nothing pending */
-    LPG_OP_CONNECT, /* pg.connect waiting */
-    LPG_OP_QUERY,   /* conn:query waiting */
-    LPG_OP_COPY     /* conn:copy_documents waiting */
-} lpg_op;
-
-struct lpg_wake;
+/* SQLSTATE returned by an interrupted operation (query_canceled). */
+#define LPG_SQLSTATE_INTERRUPTED "57014"
 
 /* The userdata behind a Lua connection. */
 typedef struct lpg_conn {
-    pg_conn *pg;           /* the async connection; NULL once closed */
-    rg_task task;          /* coroutine parked on the pending operation */
-    int self_ref;          /* registry ref pinning this userdata while pending */
-    lpg_op op;             /* operation pending, LPG_OP_NONE when idle */
-    copy_buf copy;         /* COPY stream that must outlive the send */
-    struct lpg_wake *wake; /* deferred "conexão fechada" wake-up, or NULL */
+    pg_conn *pg;    /* the async connection; NULL once closed */
+    rg_async async; /* coroutine parked on the pending operation */
+    int self_ref;   /* registry ref pinning this userdata while pending */
+    copy_buf copy;  /* COPY stream that must outlive the send */
 } lpg_conn;
 
-/* Resumes, from the loop, a coroutine whose operation close() cancelled. */
-typedef struct lpg_wake {
-    uv_timer_t timer; /* zero-delay timer delivering the wake-up */
-    rg_task task;     /* the coroutine to resume; co NULL when dropped */
-    lpg_conn *owner;  /* connection to detach from, NULL once collected */
-} lpg_wake;
+/* What a pg.c callback (or close) reports, for the push functions. */
+typedef struct lpg_outcome {
+    int conn_ref;         /* connect: registry ref of the userdata to return */
+    PGresult *res;        /* query/COPY result; NULL on failure */
+    const char *err;      /* pt-BR message; NULL on success */
+    const char *sqlstate; /* SQLSTATE of err ("" when unknown) */
+} lpg_outcome;
 
 /* ---- helpers -------------------------------------------------------- */
 
@@ -87,15 +82,18 @@ static void unpin_self(lpg_conn *lc)
     lc->self_ref = LUA_NOREF;
 }
 
-/* Raises a Lua error unless L may park on an async call; checked before any
- * I/O starts so a misuse leaves nothing pending. */
-static void require_coroutine(lua_State *L, const char *what)
+/* Pushes nil, err, sqlstate (an interruption when outcome is NULL). */
+static int push_failure(lua_State *L, const lpg_outcome *outcome)
 {
-    if (lua_pushthread(L)) {
-        lua_pop(L, 1);
-        luaL_error(L, "%s precisa ser chamada dentro de uma corrotina", what);
+    if (outcome == NULL) {
+        rg_push_interrupted(L);
+        lua_pushliteral(L, LPG_SQLSTATE_INTERRUPTED);
+        return 3;
     }
-    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_pushstring(L, outcome->err);
+    lua_pushstring(L, outcome->sqlstate);
+    return 3;
 }
 
 static int push_closed(lua_State *L)
@@ -278,36 +276,54 @@ static void push_rows(lua_State *co, PGresult *res)
 
 /* ---- pg.connect ----------------------------------------------------- */
 
+/* Results of pg.connect: the connection, or nil, err (sqlstate when known). */
+static int push_connected(lua_State *L, void *arg)
+{
+    lpg_outcome *outcome = arg;
+    if (outcome == NULL || outcome->err != NULL)
+        return push_failure(L, outcome);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, outcome->conn_ref);
+    return 1;
+}
+
+/* Stops whatever is pending on lc: closes the pg_conn (its callback is then
+ * never called) and unpins the userdata. */
+static void close_conn(lpg_conn *lc)
+{
+    if (lc->pg != NULL) {
+        pg_conn_close(lc->pg);
+        lc->pg = NULL;
+    }
+    copy_buf_free(&lc->copy);
+    unpin_self(lc);
+}
+
+static void lpg_cancel(rg_async *op)
+{
+    close_conn(RG_CONTAINER_OF(op, lpg_conn, async));
+}
+
 static void on_connect(pg_conn *c, const char *err, void *data)
 {
     lpg_conn *lc = data;
-    lua_State *co = lc->task.co;
-    lc->op = LPG_OP_NONE;
-    if (co == NULL) {
-        unpin_self(lc);
-        return;
-    }
-    lua_checkstack(co, 3);
+    lpg_outcome outcome = {lc->self_ref, NULL, err, ""};
+    lc->self_ref = LUA_NOREF;
     if (err != NULL) {
-        lua_pushnil(co);
-        lua_pushstring(co, err);
         pg_conn_close(c);
         lc->pg = NULL;
-    } else {
-        lua_rawgeti(co, LUA_REGISTRYINDEX, lc->self_ref);
     }
-    unpin_self(lc);
-    rg_task_resume(&lc->task, err != NULL ? 2 : 1);
+    rg_async_complete(&lc->async, &outcome);
+    luaL_unref(rg_main_state(), LUA_REGISTRYINDEX, outcome.conn_ref);
 }
 
 static int lpg_connect(lua_State *L)
 {
     const char *conninfo = luaL_checkstring(L, 1);
     lpg_conn *lc;
-    require_coroutine(L, "pg.connect");
+    rg_check_coroutine(L, "pg.connect");
     lc = lua_newuserdata(L, sizeof *lc);
     memset(lc, 0, sizeof *lc);
-    rg_task_init(&lc->task);
+    rg_async_init(&lc->async);
     lc->self_ref = LUA_NOREF;
     copy_buf_init(&lc->copy);
     luaL_getmetatable(L, LPG_CONN_MT);
@@ -319,42 +335,46 @@ static int lpg_connect(lua_State *L)
         return 2;
     }
     pin_self(L, lc, -1);
-    lc->op = LPG_OP_CONNECT;
-    return rg_task_suspend(L, &lc->task);
+    return rg_async_suspend(L, &lc->async, push_connected, lpg_cancel);
 }
 
 /* ---- conn:query ----------------------------------------------------- */
 
+/* Results of conn:query: rows, or nil, err, sqlstate. */
+static int push_queried(lua_State *L, void *arg)
+{
+    lpg_outcome *outcome = arg;
+    if (outcome == NULL || outcome->err != NULL)
+        return push_failure(L, outcome);
+    push_rows(L, outcome->res);
+    return 1;
+}
+
+/* Results of conn:copy_documents: rows copied, or nil, err, sqlstate. */
+static int push_copied(lua_State *L, void *arg)
+{
+    lpg_outcome *outcome = arg;
+    const char *n;
+    if (outcome == NULL || outcome->err != NULL)
+        return push_failure(L, outcome);
+    n = PQcmdTuples(outcome->res);
+    lua_pushnumber(L, n[0] ? strtod(n, NULL) : 0);
+    return 1;
+}
+
 static void on_result(pg_conn *c, PGresult *res, const char *err, const char *sqlstate, void *data)
 {
     lpg_conn *lc = data;
-    lua_State *co = lc->task.co;
-    lpg_op op = lc->op;
-    int nresults;
-    lc->op = LPG_OP_NONE;
+    lpg_outcome outcome = {LUA_NOREF, res, err, sqlstate ? sqlstate : ""};
+    int self_ref = lc->self_ref;
+    lc->self_ref = LUA_NOREF; /* the coroutine may pin lc again for its next call */
     copy_buf_free(&lc->copy);
-    unpin_self(lc);
-    if (co == NULL)
-        return;
-    lua_checkstack(co, 4);
-    if (err != NULL) {
-        lua_pushnil(co);
-        lua_pushstring(co, err);
-        lua_pushstring(co, sqlstate ? sqlstate : "");
-        nresults = 3;
-    } else if (op == LPG_OP_COPY) {
-        const char *n = PQcmdTuples(res);
-        lua_pushnumber(co, n[0] ? strtod(n, NULL) : 0);
-        nresults = 1;
-    } else {
-        push_rows(co, res);
-        nresults = 1;
-    }
-    rg_task_resume(&lc->task, nresults);
+    rg_async_complete(&lc->async, &outcome);
+    luaL_unref(rg_main_state(), LUA_REGISTRYINDEX, self_ref);
 }
 
-/* Starts the operation already sent (rc from pg.c) or reports why not. */
-static int park_or_fail(lua_State *L, lpg_conn *lc, int rc, lpg_op op)
+/* Parks on the operation already sent (rc from pg.c) or reports why not. */
+static int park_or_fail(lua_State *L, lpg_conn *lc, int rc, rg_push_fn push)
 {
     if (rc == PG_ERR_BUSY)
         return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
@@ -366,8 +386,7 @@ static int park_or_fail(lua_State *L, lpg_conn *lc, int rc, lpg_op op)
         return 3;
     }
     pin_self(L, lc, 1);
-    lc->op = op;
-    return rg_task_suspend(L, &lc->task);
+    return rg_async_suspend(L, &lc->async, push, lpg_cancel);
 }
 
 static int lpg_query(lua_State *L)
@@ -379,9 +398,9 @@ static int lpg_query(lua_State *L)
     int rc;
     if (lc->pg == NULL)
         return push_closed(L);
-    if (lc->op != LPG_OP_NONE)
+    if (rg_async_pending(&lc->async))
         return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
-    require_coroutine(L, "conn:query");
+    rg_check_coroutine(L, "conn:query");
     luaL_argcheck(L, nparams <= 65535, 3, "parâmetros demais");
     luaL_checkstack(L, nparams + 8, "parâmetros demais");
     values = lua_newuserdata(L, sizeof *values * (size_t)(nparams > 0 ? nparams : 1));
@@ -393,7 +412,7 @@ static int lpg_query(lua_State *L)
             values[i] = NULL;
     }
     rc = pg_conn_query(lc->pg, sql, nparams, values, on_result, lc);
-    return park_or_fail(L, lc, rc, LPG_OP_QUERY);
+    return park_or_fail(L, lc, rc, push_queried);
 }
 
 /* ---- conn:copy_documents -------------------------------------------- */
@@ -447,9 +466,9 @@ static int lpg_copy_documents(lua_State *L)
     vb = rg_vecbatch_check(L, 4);
     if (lc->pg == NULL)
         return push_closed(L);
-    if (lc->op != LPG_OP_NONE)
+    if (rg_async_pending(&lc->async))
         return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
-    require_coroutine(L, "conn:copy_documents");
+    rg_check_coroutine(L, "conn:copy_documents");
     push_quoted_ident(L, 2);
     sql = lua_pushfstring(L,
                           "COPY %s (entity_type, entity_id, chunk_index, content, content_hash, metadata, "
@@ -501,76 +520,30 @@ static int lpg_copy_documents(lua_State *L)
         return 3;
     }
     rc = pg_conn_copy_in(lc->pg, sql, lc->copy.data, lc->copy.len, on_result, lc);
-    return park_or_fail(L, lc, rc, LPG_OP_COPY);
+    return park_or_fail(L, lc, rc, push_copied);
 }
 
 /* ---- close, gc, is_ok ----------------------------------------------- */
 
-static void on_wake_closed(uv_handle_t *handle)
-{
-    free(handle->data);
-}
-
-static void on_wake(uv_timer_t *timer)
-{
-    lpg_wake *w = timer->data;
-    if (w->owner != NULL)
-        w->owner->wake = NULL;
-    uv_close((uv_handle_t *)&w->timer, on_wake_closed);
-    if (w->task.co == NULL)
-        return;
-    lua_checkstack(w->task.co, 3);
-    lua_pushnil(w->task.co);
-    lua_pushliteral(w->task.co, LPG_CLOSED_MSG);
-    lua_pushliteral(w->task.co, PG_SQLSTATE_NO_CONNECTION);
-    rg_task_resume(&w->task, 3);
-}
-
-/* Closes the C side. With a coroutine waiting and wake_waiter set, hands it
- * to a zero-delay timer that resumes it with nil, "conexão fechada". */
-static void close_conn(lpg_conn *lc, int wake_waiter)
-{
-    if (lc->pg != NULL) {
-        pg_conn_close(lc->pg);
-        lc->pg = NULL;
-    }
-    copy_buf_free(&lc->copy);
-    lc->op = LPG_OP_NONE;
-    if (wake_waiter && rg_task_pending(&lc->task)) {
-        lpg_wake *w = malloc(sizeof *w);
-        if (w != NULL) {
-            w->task = lc->task;
-            w->owner = lc;
-            w->timer.data = w;
-            uv_timer_init(uv_default_loop(), &w->timer);
-            uv_timer_start(&w->timer, on_wake, 0, 0);
-            lc->wake = w;
-            rg_task_init(&lc->task);
-        }
-    }
-    if (wake_waiter)
-        unpin_self(lc);
-}
-
+/* conn:close(): a coroutine waiting on this connection gets nil,
+ * "conexão fechada" on the next loop pass. */
 static int lpg_close(lua_State *L)
 {
-    close_conn(check_conn(L), 1);
+    static const lpg_outcome closed = {LUA_NOREF, NULL, LPG_CLOSED_MSG, PG_SQLSTATE_NO_CONNECTION};
+    lpg_conn *lc = check_conn(L);
+    if (rg_async_pending(&lc->async))
+        rg_async_cancel(&lc->async, (void *)&closed);
+    else
+        close_conn(lc);
     return 0;
 }
 
 static int lpg_gc(lua_State *L)
 {
     lpg_conn *lc = check_conn(L);
-    /* Only reached with something pending when the state is closing: drop
-     * the waiters, never resume them. */
-    if (lc->wake != NULL) {
-        lc->wake->task.co = NULL;
-        lc->wake->owner = NULL;
-        lc->wake = NULL;
-    }
-    rg_task_init(&lc->task);
+    /* The state is closing: the registry is going away with it. */
     lc->self_ref = LUA_NOREF;
-    close_conn(lc, 0);
+    close_conn(lc);
     return 0;
 }
 

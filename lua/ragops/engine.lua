@@ -13,6 +13,28 @@ local M = {}
 local EXIT = { ok = 0, dead_letters = 1, usage = 2, alert = 3, unreachable = 4, interrupted = 130 }
 M.EXIT = EXIT
 
+-- Signals (one process, one command): the first SIGINT/SIGTERM marks the
+-- process interrupted and stops the run in progress, if any (stop_run); every
+-- command that loops over runs checks `received` before the next one. The
+-- bridge exits at once on a second signal.
+local signals = {
+  trapped = false,  -- core.trap_signals was installed
+  received = nil,   -- name of the first signal ("SIGINT" | "SIGTERM")
+  stop_run = nil,   -- function(name) stopping the run in progress
+}
+
+local function trap_signals()
+  if signals.trapped then return end
+  signals.trapped = true
+  local core = require "ragops.core"
+  core.trap_signals(function(name)
+    signals.received = name
+    log.warn("sinal %s recebido: interrompendo esperas e chamadas em andamento, descartando o lote "
+      .. "em andamento e gravando o relatório (código 130); um segundo sinal encerra na hora", name)
+    if signals.stop_run then signals.stop_run(name) else core.cancel_all() end
+  end)
+end
+
 local function fail(code, fmt, ...)
   io.stderr:write("ragops: " .. fmt:format(...) .. "\n")
   return code
@@ -153,7 +175,18 @@ function M.check_date_range(conn, scope)
   return true
 end
 
+local run_plan
+
+-- Runs a plan (the backfill/reindex/run commands); once a signal arrived the
+-- exit code is 130 whatever step it interrupted.
 function M.run_plan(path, opts, params)
+  trap_signals()
+  local code = run_plan(path, opts, params)
+  if signals.received then return EXIT.interrupted end
+  return code
+end
+
+function run_plan(path, opts, params)
   log.quiet = opts.quiet or false
   local cfg, err = load_config(opts)
   if not cfg then return fail(EXIT.usage, "%s", err) end
@@ -270,14 +303,16 @@ function M.run_plan(path, opts, params)
   store:keep_run { sched = s, spent = function() return env.spent.requests end,
     on_lost = function(reason) if env.stop then env.stop(EXIT.unreachable, reason) end end }
   local interrupted = false
-  core.trap_signals(function(name)
+  -- Stops this run: alerts stop pausing, the runner stops taking work, and
+  -- every wait (backoff, pause between rounds, query, embedding call) ends now.
+  signals.stop_run = function(name)
     interrupted = true
-    log.warn("sinal %s recebido: descartando o lote em andamento e gravando o relatório; "
-      .. "um segundo sinal encerra na hora", name)
     stopping = true
     alerts:stop()
     if env.stop then env.stop(EXIT.interrupted, "interrompido pelo operador (" .. name .. ")") end
-  end)
+    s.stop()
+  end
+  if signals.received then signals.stop_run(signals.received) end
   local running = true
   if metrics_file then
     s.spawn(function()
@@ -304,6 +339,7 @@ function M.run_plan(path, opts, params)
     end
     return runner.run(p, env)
   end, debug.traceback)
+  signals.stop_run = nil
   running = false
   if not ok_run then
     log.error("erro interno durante a execução %d: %s", run_id, tostring(stats))
@@ -318,9 +354,13 @@ function M.run_plan(path, opts, params)
   stats.rate_limit = limiter:stats()
   local code = EXIT.ok
   local status = "done"
-  if stats.aborted then
+  if interrupted then
+    code = EXIT.interrupted
+    status = "interrupted"
+    stats.abort_reason = "interrompido pelo operador (" .. signals.received .. ")"
+  elseif stats.aborted then
     code = stats.aborted.code
-    status = interrupted and "interrupted" or code == EXIT.usage and "failed" or "aborted"
+    status = code == EXIT.usage and "failed" or "aborted"
     stats.abort_reason = stats.aborted.reason
   elseif stats.failed > 0 then
     code = EXIT.dead_letters
@@ -382,9 +422,12 @@ function M.failures_list(opts)
 end
 
 -- `ragops failures retry`: one scoped run of plans/reprocess_failures.lua per
--- entity type with open failures. Exit code: the worst of the runs.
+-- entity type with open failures. Exit code: the worst of the runs; a signal
+-- stops the loop (the types not started yet keep their failures open).
 function M.failures_retry(opts, plan_path)
+  trap_signals()
   local rows, code = read_failures(opts)
+  if signals.received then return EXIT.interrupted end
   if not rows then return code end
   local by_type, types = require("ragops.failures").group(rows)
   if #types == 0 then
@@ -392,7 +435,12 @@ function M.failures_retry(opts, plan_path)
     return EXIT.ok
   end
   local worst = EXIT.ok
-  for _, entity_type in ipairs(types) do
+  for i, entity_type in ipairs(types) do
+    if signals.received then
+      log.warn("interrompido: %d tipo(s) de entidade não reprocessado(s) (%s)", #types - i + 1,
+        table.concat(types, ", ", i))
+      return EXIT.interrupted
+    end
     local ids = by_type[entity_type]
     log.info("reprocessando %d falha(s) de %q", #ids, entity_type)
     local params = { entity_type = entity_type, entity_id = table.concat(ids, ",") }

@@ -107,7 +107,7 @@ function M.new(opts)
   -- Returns { results } or { nil, err, sqlstate } once the policy gives up.
   local function run_with_retry(fn, keep)
     local failed
-    local results = retry.call(pool.policy, s.sleep, function()
+    local results = retry.call(pool.policy, s, function()
       local r = run_once(fn, keep)
       if r[1] ~= nil then return r end
       failed = r

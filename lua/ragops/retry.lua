@@ -4,6 +4,7 @@
 local M = {}
 
 M.MAX_RETRY_AFTER_MS = 300000 -- never wait more than 5 min for one Retry-After
+M.INTERRUPTED = "interrompido" -- error of a call given up because the run stopped
 
 -- Delay before attempt+1 after `attempt` failed (1-based), in ms.
 -- random: function() -> [0,1) (math.random by default; injectable for tests).
@@ -29,10 +30,17 @@ M.MAX_RATE_LIMITED_WAITS = 30
 --   * HTTP 429 does not count as an attempt (up to MAX_RATE_LIMITED_WAITS).
 -- info.class: "transient" | "permanent" | "fatal"; info.retry_after_ms; info.status.
 -- on_retry(attempt, delay_ms, err, info) is called before each wait.
+-- waits: the scheduler (ragops.sched shape: sleep, stopped) or a bare sleep
+-- function. Once the scheduler is stopped (a signal), or a wait is cut short,
+-- it returns at once: nil, "interrompido", { class = "cancelled" }, calls.
 -- Returns result, nil, info, calls  or  nil, err, info, calls.
-function M.call(policy, sleep, fn, on_retry, random)
+function M.call(policy, waits, fn, on_retry, random)
+  local sleep, stopped = waits, function() return false end
+  if type(waits) == "table" then sleep, stopped = waits.sleep, waits.stopped or stopped end
   local rounds = policy.rounds or 1
   local calls, attempt, round, rate_limited = 0, 0, 1, 0
+  local function interrupted() return nil, M.INTERRUPTED, { class = "cancelled" }, calls end
+  if stopped() then return interrupted() end
   while true do
     calls = calls + 1
     local result, err, info = fn(calls)
@@ -53,8 +61,10 @@ function M.call(policy, sleep, fn, on_retry, random)
         delay = M.backoff_ms(policy, attempt, info.retry_after_ms, random)
       end
     end
+    if stopped() then return interrupted() end
     if on_retry then on_retry(calls, delay, err, info) end
-    sleep(delay)
+    local _, cut_short = sleep(delay)
+    if cut_short or stopped() then return interrupted() end
   end
 end
 

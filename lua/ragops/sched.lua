@@ -4,8 +4,14 @@
 --   spawn(fn, ...) -> co       run fn in a new coroutine (next loop pass)
 --   suspend() -> ...           park the running coroutine until wake(co, ...)
 --   wake(co, ...)              resume a parked coroutine with values
---   sleep(ms)                  yield for ms milliseconds
+--   sleep(ms) -> true          yield for ms milliseconds; nil, "interrompido"
+--                              when stop() cuts it short
 --   now() -> ms                monotonic clock in milliseconds
+--   stop() -> n                the run is stopping (a signal): every wait
+--                              pending now returns nil, "interrompido" at once
+--                              (sleeps; on the real loop also queries, HTTP and
+--                              embedding calls); n = how many were cut short
+--   stopped() -> bool          stop() was called: retry loops give up (ragops.retry)
 -- sched.real() is backed by the C loop (ragops.core); ragops.testing offers
 -- a pure-Lua one with a fake clock. On top of either, this module builds the
 -- few sync primitives the runner needs: task groups, semaphores and queues.
@@ -13,9 +19,12 @@ local M = {}
 
 function M.real()
   local core = require "ragops.core"
+  local stopped = false
   return {
     spawn = core.spawn, suspend = core.suspend, wake = core.wake,
     sleep = core.sleep, now = core.now,
+    stop = function() stopped = true; return core.cancel_all() end,
+    stopped = function() return stopped end,
   }
 end
 

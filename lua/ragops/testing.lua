@@ -72,7 +72,7 @@ end
 ---------------------------------------------------------------------------
 
 -- Returns a scheduler with the shape ragops.sched expects (spawn, suspend,
--- wake, sleep, now) plus run(fn, ...), which runs fn in a coroutine and
+-- wake, sleep, now, stop, stopped) plus run(fn, ...), which runs fn in a coroutine and
 -- drives every coroutine until none is runnable. sleep(ms) advances the fake
 -- clock to the earliest wake-up time instantly. Coroutines left parked when
 -- nothing can wake them raise a "impasse (deadlock)" error.
@@ -84,6 +84,7 @@ function M.scheduler()
   local managed = setmetatable({}, { __mode = "k" }) -- coroutines made by spawn
   local parked = {}          -- co -> "suspend" | "sleep"
   local running = false
+  local stopped = false      -- stop() was called
 
   local function push_ready(co, args)
     rtail = rtail + 1
@@ -139,8 +140,22 @@ function M.scheduler()
     while pos > 1 and timers[pos - 1].at > t.at do pos = pos - 1 end
     table.insert(timers, pos, t)
     parked[co] = "sleep"
-    coroutine.yield()
+    return coroutine.yield()
   end
+
+  -- Cuts every pending sleep short (nil, "interrompido"), like a signal.
+  function s.stop()
+    stopped = true
+    local cut = timers
+    timers = {}
+    for _, t in ipairs(cut) do
+      parked[t.co] = nil
+      push_ready(t.co, pack(nil, "interrompido"))
+    end
+    return #cut
+  end
+
+  function s.stopped() return stopped end
 
   -- Number of coroutines parked by suspend() (sleepers excluded).
   function s.parked_count()
@@ -178,7 +193,7 @@ function M.scheduler()
         local t = table.remove(timers, 1)
         if t.at > s.clock then s.clock = t.at end
         parked[t.co] = nil
-        push_ready(t.co, pack())
+        push_ready(t.co, pack(true))
       end
       local stuck = s.parked_count()
       if stuck > 0 then

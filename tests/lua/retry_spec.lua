@@ -154,5 +154,78 @@ describe("retry.call", function()
     assert.is_nil(r2)
     assert.are.equal(retry.MAX_RATE_LIMITED_WAITS + 1, capped)
   end)
-end)
 
+  describe("quando a execução para (sinal)", function()
+    local testing = require "ragops.testing"
+    local FAILING = function() return nil, "HTTP 503", { class = "transient", status = 503 } end
+
+    it("escalonador já parado: devolve interrompido sem chamar fn", function()
+      local s = testing.scheduler()
+      local calls = 0
+      s.run(function()
+        s.stop()
+        local res, err, info, n = retry.call(POLICY, s, function() calls = calls + 1; return "ok" end)
+        assert.is_nil(res)
+        assert.are.equal("interrompido", err)
+        assert.are.equal("cancelled", info.class)
+        assert.are.equal(0, n)
+      end)
+      assert.are.equal(0, calls)
+    end)
+
+    it("stop() durante a espera entre tentativas devolve na hora, sem nova tentativa", function()
+      local s = testing.scheduler()
+      local calls, result = 0, nil
+      s.run(function()
+        s.spawn(function() s.sleep(100); s.stop() end)
+        result = { retry.call({ attempts = 5, rounds = 2, base_ms = 30000, max_ms = 30000 }, s,
+          function() calls = calls + 1; return FAILING() end, nil, const(0.999)) }
+      end)
+      assert.are.equal(1, calls)
+      assert.is_nil(result[1])
+      assert.are.equal("interrompido", result[2])
+      assert.are.equal("cancelled", result[3].class)
+      assert.are.equal(100, s.now(), "não devia esperar o backoff de ~30 s")
+    end)
+
+    it("stop() durante a pausa entre rodadas também corta a pausa", function()
+      local s = testing.scheduler()
+      local calls, err = 0, nil
+      s.run(function()
+        s.spawn(function() s.sleep(500); s.stop() end)
+        local _
+        _, err = retry.call({ attempts = 1, rounds = 3, base_ms = 10, max_ms = 28600 }, s,
+          function() calls = calls + 1; return FAILING() end)
+      end)
+      assert.are.equal(1, calls)
+      assert.are.equal("interrompido", err)
+      assert.are.equal(500, s.now())
+    end)
+
+    it("parada durante a chamada (antes da espera): não dorme nem tenta de novo", function()
+      local s = testing.scheduler()
+      local calls, info = 0, nil
+      s.run(function()
+        local _
+        _, _, info = retry.call(POLICY, s, function()
+          calls = calls + 1
+          s.stop() -- the signal arrives while the call is in flight
+          return FAILING()
+        end, nil, const(0.5))
+      end)
+      assert.are.equal(1, calls)
+      assert.are.equal("cancelled", info.class)
+      assert.are.equal(0, s.now())
+    end)
+
+    it("uma função sleep que devolve nil, erro interrompe como o escalonador", function()
+      local calls = 0
+      local res, err, info = retry.call(POLICY, function() return nil, "interrompido" end,
+        function() calls = calls + 1; return FAILING() end)
+      assert.is_nil(res)
+      assert.are.equal("interrompido", err)
+      assert.are.equal("cancelled", info.class)
+      assert.are.equal(1, calls)
+    end)
+  end)
+end)

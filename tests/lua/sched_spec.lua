@@ -96,6 +96,22 @@ describe("testing.scheduler (relógio falso)", function()
     assert.has_error(function() s.suspend() end)
     assert.has_error(function() s.run(function() s.sleep(-1) end) end)
   end)
+  it("stop() interrompe os sleeps pendentes; os seguintes dormem normalmente", function()
+    local s = testing.scheduler()
+    local got = {}
+    s.run(function()
+      for i = 1, 2 do
+        s.spawn(function() got[i] = { s.sleep(60000) } end)
+      end
+      assert.is_true(s.sleep(10))
+      assert.is_false(s.stopped())
+      assert.are.equal(2, s.stop())
+      assert.is_true(s.stopped())
+      assert.is_true(s.sleep(20))
+    end)
+    assert.are.same({ { nil, "interrompido" }, { nil, "interrompido" } }, got)
+    assert.are.equal(30, s.now(), "os sleeps interrompidos não deviam avançar o relógio até 60 s")
+  end)
 end)
 
 describe("ragops.sched sobre o escalonador falso", function()

@@ -81,7 +81,7 @@ local function embed_slice(ctx, items, delta)
     texts[i] = it.text
     estimated_tokens = estimated_tokens + math.ceil(#it.text / 4)
   end
-  local batch, err, info, attempts = retry.call(ctx.plan.retry, ctx.sched.sleep, function()
+  local batch, err, info, attempts = retry.call(ctx.plan.retry, ctx.sched, function()
     if ctx:halted() then return nil, "interrompido", { class = "cancelled" } end
     return call_provider(ctx, texts, estimated_tokens, delta)
   end, function(attempt, delay, e, i)
