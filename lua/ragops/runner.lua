@@ -487,13 +487,15 @@ function M.run(plan, env)
     end
     local range = env.range
     local after, seq, complete = cp.after, cp.seq or 0, false
+    local left = plan.limit -- entities this run may still read (--limit; nil: all)
     if range then after = range.after end
     if cp.after then
       log.info("retomando %s a partir da chave %s (checkpoint)", entity_type, cp.after)
     end
     while not ctx.abort do
+      local size = math.min(plan.batch.size, left or plan.batch.size)
       local rows, err = read_with_retry(function()
-        return store:fetch_page(source, plan.scope, after, plan.batch.size, range and range.upto)
+        return store:fetch_page(source, plan.scope, after, size, range and range.upto)
       end)
       if not rows then
         abort(4, ("falha ao ler a fonte %q: %s"):format(entity_type, tostring(err)))
@@ -505,7 +507,9 @@ function M.run(plan, env)
       queue:push({ seq = seq, rows = rows, last_key = last_key, source = source, seen = seen,
                    handled = {} })
       after = last_key
-      if #rows < plan.batch.size then complete = true; break end
+      if #rows < size then complete = true; break end
+      left = left and left - #rows
+      if left == 0 then break end -- a sanity run stops here, not complete
     end
     queue:close()
     group:wait()
