@@ -487,12 +487,13 @@ function M.run(plan, env)
     end
     local range = env.range
     local after, seq, complete = cp.after, cp.seq or 0, false
-    local left = plan.limit -- entities this run may still read (--limit; nil: all)
+    -- Entities this run may still read (--limit, counting a resumed prefix; nil: all).
+    local left = plan.limit and math.max(plan.limit - ((cp.stats or {}).processed or 0), 0)
     if range then after = range.after end
     if cp.after then
       log.info("retomando %s a partir da chave %s (checkpoint)", entity_type, cp.after)
     end
-    while not ctx.abort do
+    while not ctx.abort and left ~= 0 do
       local size = math.min(plan.batch.size, left or plan.batch.size)
       local rows, err = read_with_retry(function()
         return store:fetch_page(source, plan.scope, after, size, range and range.upto)
@@ -508,8 +509,7 @@ function M.run(plan, env)
                    handled = {} })
       after = last_key
       if #rows < size then complete = true; break end
-      left = left and left - #rows
-      if left == 0 then break end -- a sanity run stops here, not complete
+      left = left and left - #rows -- at 0 a sanity run stops, not complete
     end
     queue:close()
     group:wait()

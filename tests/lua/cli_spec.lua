@@ -177,6 +177,15 @@ describe("runner com limit (execução de sanidade)", function()
     assert.equal(6, #r:documents("item"))
   end)
 
+  it("ao retomar, conta o que o checkpoint já processou", function()
+    local cp = { item = { seq = 1, after = "4", stats = { processed = 4, succeeded = 4 } } }
+    local r = testing.run(item_plan({ limit = 6 }), { sources = { item = rows(20) }, checkpoint = cp })
+    assert.equal(6, r.stats.processed)
+    assert.equal(2, #r:documents("item"))
+    local done = testing.run(item_plan({ limit = 4 }), { sources = { item = rows(20) }, checkpoint = cp })
+    assert.equal(0, #done:documents("item"))
+  end)
+
   it("não remove órfãos mesmo quando a fonte cabe no limite", function()
     local first = testing.run(item_plan({}), { sources = { item = rows(5) } })
     table.remove(first.store.sources.item, 5)
