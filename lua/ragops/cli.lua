@@ -10,6 +10,7 @@ M.EXIT = { ok = 0, dead_letters = 1, usage = 2, alert = 3, unreachable = 4 }
 M.VERSION = "0.1.0"
 
 local help = require "ragops.cmd.help"
+local plan_mod = require "ragops.plan"
 
 -- Raised for usage errors; carries a pt-BR message.
 local UsageError = {}
@@ -71,7 +72,6 @@ local RUN_FLAGS = {
   ["entity-type"] = "string", ["entity-id"] = "string", since = "string", ["until"] = "string",
   ["only-missing"] = "bool", overwrite = "bool",
 }
-local plan_mod = require "ragops.plan"
 for _, item in ipairs(plan_mod.LIMITS) do RUN_FLAGS[item.flag] = "string" end
 
 local FAILURE_FILTERS = { config = "string", quiet = "bool", ["entity-type"] = "string",
