@@ -9,53 +9,8 @@ M.EXIT = { ok = 0, dead_letters = 1, usage = 2, alert = 3, unreachable = 4 }
 
 M.VERSION = "0.1.0"
 
-local HELP = [=[
-ragops %s: backfill e reindexação de dados relacionais em uma tabela pgvector para RAG.
-
-Uso:
-  ragops migrate                              cria/atualiza as tabelas do motor
-  ragops run PLANO.lua [opções]               executa um plano
-  ragops backfill [opções]                    atalho para plans/backfill.lua
-  ragops reindex [filtros] [opções]           atalho para plans/reindex.lua
-  ragops failures list [--entity-type T] [--run ID] [--all]
-                                              fila de falhas (em aberto; --all = histórico)
-  ragops failures retry [--entity-type T] [--id N[,N]] [--overwrite]
-                                              reprocessa as falhas em aberto
-  ragops index create --lists N --dim N [--method ivfflat|hnsw] [--maintenance-work-mem 2GB]
-                     [--concurrently] [--alter-dim] [--dry-run]
-                                              cria o índice vetorial (pgvector)
-  ragops index drop [--name N] [--dry-run]    remove o índice (DROP INDEX CONCURRENTLY)
-  ragops index status                         coluna, extensão, índices e probes recomendados
-  ragops validate [GOLDEN.lua] [--k K] [--min-recall R] [--min-mrr M] [--probes N] [--report-json F]
-                                              recall@k e MRR contra um conjunto de consultas
-                                              (padrão: plans/validate_quality.lua; código 1 abaixo do limite)
-  ragops embed-server [--port P] [--dim D]    servidor local de embeddings (veja --help)
-  ragops help | --help                        esta ajuda
-  ragops version                              versão
-
-Opções de execução:
-  --config ARQUIVO       configuração (formato de config.example.lua)
-  --set chave=valor      parâmetro do plano (pode repetir)
-  --report-json ARQUIVO  grava o relatório final em JSON
-  --dry-run              simulação: nada é gravado, nenhum embedding é pedido
-  --resume               exige retomar a execução interrompida do mesmo plano e parâmetros
-                         (sem a opção, a retomada também acontece quando houver uma)
-  --scale-out            vários processos com o mesmo comando dividem o trabalho em
-                         unidades (FOR UPDATE SKIP LOCKED sob lease)
-  --lease-s N            duração do lease de uma unidade, em segundos (padrão 60)
-  --quiet                só erros no log do operador
-
-Filtros de reindex:
-  --entity-type T[,T2]   tipos de entidade
-  --entity-id ID[,ID2]   entidades específicas (exige --entity-type)
-  --since D --until D    intervalo de updated_at (ISO 8601; --since inclusivo, --until exclusivo)
-  --only-missing         (padrão) ignora conteúdo inalterado
-  --overwrite            reprocessa tudo o que foi selecionado (troca de modelo)
-
-Variáveis de ambiente: DATABASE_URL, RAGOPS_EMBED_URL, OPENAI_API_KEY, RAGOPS_EMBED_MODEL.
-Códigos de saída: 0 concluído; 1 concluído com falhas na fila; 2 uso/plano inválido;
-3 abortado por alerta; 4 dependência inalcançável; 130 interrompido por sinal (retomável).
-]=]
+local help = require "ragops.cmd.help"
+local plan_mod = require "ragops.plan"
 
 -- Raised for usage errors; carries a pt-BR message.
 local UsageError = {}
@@ -74,7 +29,7 @@ function M.parse(args, spec)
     name = name or a:match("^%-%-([%w%-]+)$")
     if name then
       local kind = spec[name]
-      if not kind then usage_error("opção desconhecida: --%s (veja ragops --help)", name) end
+      if not kind then usage_error("opção desconhecida: --%s (veja a ajuda do comando: --help)", name) end
       if kind == "bool" then
         if inline then usage_error("a opção --%s não aceita valor", name) end
         out.options[name] = true
@@ -96,7 +51,7 @@ function M.parse(args, spec)
         end
       end
     elseif a:match("^%-") and a ~= "-" then
-      usage_error("opção inválida: %s (veja ragops --help)", a)
+      usage_error("opção inválida: %s (veja a ajuda do comando: --help)", a)
     else
       out.positional[#out.positional + 1] = a
     end
@@ -110,21 +65,41 @@ function M.parse(args, spec)
   return out
 end
 
+-- Flags of each command (the help of each lists them all: cli_help_spec).
 local RUN_FLAGS = {
   config = "string", set = "list", ["report-json"] = "string", ["dry-run"] = "bool",
   quiet = "bool", resume = "bool", ["scale-out"] = "bool", ["lease-s"] = "string",
   ["entity-type"] = "string", ["entity-id"] = "string", since = "string", ["until"] = "string",
   ["only-missing"] = "bool", overwrite = "bool",
 }
+for _, item in ipairs(plan_mod.LIMITS) do RUN_FLAGS[item.flag] = "string" end
+
+local FAILURE_FILTERS = { config = "string", quiet = "bool", ["entity-type"] = "string",
+                          run = "string", id = "string" }
+local function with_flags(base, extra)
+  local out = {}
+  for k, v in pairs(base) do out[k] = v end
+  for k, v in pairs(extra) do out[k] = v end
+  return out
+end
+
+M.FLAGS = {
+  migrate = { config = "string", quiet = "bool" },
+  run = RUN_FLAGS, backfill = RUN_FLAGS, reindex = RUN_FLAGS,
+  ["failures list"] = with_flags(FAILURE_FILTERS, { all = "bool" }),
+  ["failures retry"] = with_flags(FAILURE_FILTERS, { overwrite = "bool", ["report-json"] = "string" }),
+}
 
 local function home_path(rel)
   return (RAGOPS_HOME or ".") .. "/" .. rel
 end
 
--- Turns reindex/backfill filter flags into plan params (--set also works).
-local function filter_params(opts, sets)
+-- Turns the filter and operating-limit flags of run/backfill/reindex into
+-- plan params (the same keys --set takes; a flag wins over --set).
+local function plan_params(opts, sets)
   local map = { ["entity-type"] = "entity_type", ["entity-id"] = "entity_id",
                 since = "since", ["until"] = "until" }
+  for _, item in ipairs(plan_mod.LIMITS) do map[item.flag] = item.key end
   for flag, key in pairs(map) do
     if opts[flag] then sets[key] = opts[flag] end
   end
@@ -139,7 +114,7 @@ end
 local commands = {}
 
 function commands.migrate(args)
-  local a = M.parse(args, { config = "string", quiet = "bool" })
+  local a = M.parse(args, M.FLAGS.migrate)
   if #a.positional > 0 then usage_error("migrate não aceita argumentos: %s", a.positional[1]) end
   return require("ragops.engine").migrate(a.options)
 end
@@ -147,7 +122,7 @@ end
 function commands.run(args)
   local a = M.parse(args, RUN_FLAGS)
   if #a.positional ~= 1 then usage_error("uso: ragops run PLANO.lua [opções]") end
-  return require("ragops.engine").run_plan(a.positional[1], a.options, filter_params(a.options, a.sets))
+  return require("ragops.engine").run_plan(a.positional[1], a.options, plan_params(a.options, a.sets))
 end
 
 local function plan_shortcut(plan_file)
@@ -155,7 +130,7 @@ local function plan_shortcut(plan_file)
     local a = M.parse(args, RUN_FLAGS)
     if #a.positional > 0 then usage_error("argumento inesperado: %s", a.positional[1]) end
     return require("ragops.engine").run_plan(home_path("plans/" .. plan_file), a.options,
-      filter_params(a.options, a.sets))
+      plan_params(a.options, a.sets))
   end
 end
 commands.backfill = plan_shortcut("backfill.lua")
@@ -163,9 +138,9 @@ commands.reindex = plan_shortcut("reindex.lua")
 
 function commands.failures(args)
   local sub = table.remove(args, 1)
-  local a = M.parse(args, { config = "string", ["entity-type"] = "string", run = "string",
-                            id = "string", all = "bool", quiet = "bool", ["report-json"] = "string",
-                            overwrite = "bool" })
+  local flags = M.FLAGS["failures " .. tostring(sub)]
+  if not flags then usage_error("uso: ragops failures list|retry [opções] (veja ragops failures --help)") end
+  local a = M.parse(args, flags)
   if #a.positional > 0 then usage_error("argumento inesperado: %s", a.positional[1]) end
   for _, key in ipairs({ "run", "id" }) do
     local v = a.options[key]
@@ -174,12 +149,12 @@ function commands.failures(args)
     end
   end
   local engine = require "ragops.engine"
-  if sub == "list" then return engine.failures_list(a.options) end
-  if sub == "retry" then
-    if a.options.all then usage_error("--all só vale para failures list") end
-    return engine.failures_retry(a.options, home_path("plans/reprocess_failures.lua"))
+  local types = a.options["entity-type"]
+  if types and #engine.split_list(types) == 0 then
+    usage_error("--entity-type vazio (%q): informe ao menos um tipo, ou omita o filtro", types)
   end
-  usage_error("uso: ragops failures list|retry [--entity-type T] [--run ID] [--id N]")
+  if sub == "list" then return engine.failures_list(a.options) end
+  return engine.failures_retry(a.options, home_path("plans/reprocess_failures.lua"))
 end
 
 -- `ragops index ...` and `ragops validate ...` live in their own modules.
@@ -191,8 +166,10 @@ function commands.validate(args)
   return require("ragops.validate").main(args, M)
 end
 
-function commands.help()
-  io.stdout:write(HELP:format(M.VERSION))
+function commands.help(args)
+  local name = table.remove(args, 1)
+  if name and not commands[name] then usage_error("comando desconhecido: %s (veja ragops --help)", name) end
+  io.stdout:write(help.text(name, args, M.VERSION))
   return 0
 end
 commands["--help"] = commands.help
@@ -208,13 +185,17 @@ function M.main(...)
   local argv = { ... }
   local name = table.remove(argv, 1)
   if not name then
-    io.stderr:write(HELP:format(M.VERSION))
+    io.stderr:write(help.text(nil, argv, M.VERSION))
     return M.EXIT.usage
   end
   local cmd = commands[name]
   if not cmd then
     io.stderr:write(("ragops: comando desconhecido: %s (veja ragops --help)\n"):format(name))
     return M.EXIT.usage
+  end
+  if help.asked(argv) and cmd ~= commands.help then
+    table.insert(argv, 1, name)
+    cmd = commands.help
   end
   local ok, result = xpcall(function() return cmd(argv) end, function(e)
     if getmetatable(e) == UsageError then return e end

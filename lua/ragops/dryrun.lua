@@ -238,6 +238,7 @@ function M.run(p, cfg, opts, params)
   stats.aborted = nil
   stats.plan = p.name
   stats.dry_run = true
+  stats.limits = engine.limits(p, cfg)
   stats.status = code == EXIT.ok and "dry_run" or "aborted"
   stats.estimate = M.build_estimate(stats, totals, scanned, batches, p, cfg)
   -- Nothing was written: the runner's counters are what *would* happen.

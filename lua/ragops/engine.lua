@@ -108,6 +108,8 @@ end
 -- Checks that the target table exists and matches the configured dimension.
 -- Returns the embedding column type or nil, err, exit code.
 function M.check_target(conn, cfg)
+  local schema_ok, serr, scode = M.check_schema(conn)
+  if not schema_ok then return nil, serr, scode end
   local coltype, err = migrate.embedding_column(conn, cfg.database.table)
   if err then return nil, err, EXIT.unreachable end
   if not coltype then
@@ -122,6 +124,7 @@ function M.check_target(conn, cfg)
   return coltype
 end
 
+-- "a, b,,c" -> { "a", "b", "c" } (blanks dropped).
 local function split_list(text)
   local out = {}
   for item in tostring(text):gmatch("[^,]+") do
@@ -129,6 +132,23 @@ local function split_list(text)
     if item ~= "" then out[#out + 1] = item end
   end
   return out
+end
+M.split_list = split_list
+
+-- Params the engine itself reads (the filters of backfill/reindex) and the
+-- operating limits; with the keys the plan reads, the valid --set keys.
+M.FILTER_KEYS = { "entity_type", "entity_id", "since", "until", "mode" }
+local FILTER_FLAGS = { entity_type = "--entity-type", entity_id = "--entity-id" }
+
+-- A filter list that selects nothing is a usage error, not "no filter" (an
+-- empty --entity-id would widen a reindex to the whole type).
+local function non_empty_list(params, key)
+  local list = split_list(params[key])
+  if #list == 0 then
+    return nil, ("%s vazio (%q): informe ao menos um valor, ou omita o filtro")
+      :format(FILTER_FLAGS[key], tostring(params[key]))
+  end
+  return list
 end
 
 -- Turns the filter params (flags of backfill/reindex, or --set) into plan
@@ -139,8 +159,13 @@ function M.scope_overrides(params)
   if params.entity_id and not params.entity_type then
     return nil, "--entity-id exige --entity-type (o id só identifica a entidade junto com o tipo)"
   end
-  if params.entity_type then scope.entity_types = split_list(params.entity_type) end
-  if params.entity_id then scope.entity_ids = split_list(params.entity_id) end
+  for key, field in pairs({ entity_type = "entity_types", entity_id = "entity_ids" }) do
+    if params[key] then
+      local list, err = non_empty_list(params, key)
+      if not list then return nil, err end
+      scope[field] = list
+    end
+  end
   if params.since then scope.since = params.since end
   if params["until"] then scope["until"] = params["until"] end
   if next(scope) then overrides.scope = scope end
@@ -149,18 +174,84 @@ function M.scope_overrides(params)
   return overrides
 end
 
--- Loads the plan and applies the filter params. Returns plan or nil, err.
+-- The --set keys valid for plan p, sorted.
+local function valid_keys(p)
+  local keys = {}
+  for _, key in ipairs(M.FILTER_KEYS) do keys[#keys + 1] = key end
+  for _, item in ipairs(plan_mod.LIMITS) do keys[#keys + 1] = item.key end
+  for key in pairs(plan_mod.params_read(p)) do
+    if type(key) == "string" then keys[#keys + 1] = key end
+  end
+  table.sort(keys)
+  local out = {}
+  for i, key in ipairs(keys) do
+    if key ~= keys[i - 1] then out[#out + 1] = key end
+  end
+  return out
+end
+
+-- Rejects params (from --set and the flags) that neither the engine nor the
+-- plan reads. Returns true or nil, err.
+local function check_param_keys(p, params)
+  local unknown = plan_mod.first_unknown_key(params, valid_keys(p))
+  if unknown == nil then return true end
+  return nil, ("--set %s: chave desconhecida para o plano %q; chaves válidas: %s")
+    :format(tostring(unknown), p.name, table.concat(valid_keys(p), ", "))
+end
+
+-- Splits params into the run's params (its identity: filters, plan keys,
+-- limit) and the operating limits that only tune it (batch.*, retry.*).
+local function split_params(params)
+  local run_params, limits = {}, {}
+  for key, value in pairs(params) do
+    if type(key) == "string" and key:find(".", 1, true) then limits[key] = value else run_params[key] = value end
+  end
+  limits.limit = params.limit
+  return run_params, limits
+end
+
+-- Loads the plan and applies the filter params and the operating limits.
+-- Returns plan, run params (what identifies the run) or nil, err.
 function M.load_plan(path, params)
-  local p, perr = plan_mod.load(path, params)
+  local run_params, limits = split_params(params or {})
+  local p, perr = plan_mod.load(path, run_params)
   if not p then return nil, perr end
-  local overrides, oerr = M.scope_overrides(params)
+  local known, kerr = check_param_keys(p, params or {})
+  if not known then return nil, kerr end
+  local overrides, oerr = M.scope_overrides(run_params)
   if oerr then return nil, oerr end
-  if overrides then
-    local ok, result = pcall(plan_mod.with, p, overrides)
+  overrides = overrides or {}
+  for key, value in pairs(plan_mod.limit_overrides(p, limits)) do overrides[key] = value end
+  if next(overrides) then
+    local ok, result = pcall(plan_mod.with, p, overrides, p.file .. " (linha de comando)")
     if not ok then return nil, tostring(result) end
     p = result
   end
-  return p
+  return p, run_params
+end
+
+-- The effective operating limits of plan p (first log line and report).
+-- The effective operating limits of plan p under cfg: the plan's (or the
+-- flags') values, and the request timeout (plan/--timeout over provider.timeout_s).
+function M.limits(p, cfg)
+  return { batch_size = p.batch.size, in_flight = p.batch.in_flight, limit = p.limit,
+           max_retries = p.retry.attempts,
+           timeout_s = p.retry.timeout_s or (cfg and cfg.provider.timeout_s) }
+end
+
+-- Checks that `ragops migrate` has created the engine's tables (at the
+-- latest version). Returns true or nil, err, exit code.
+function M.check_schema(conn)
+  local version, err = migrate.schema_version(conn)
+  if not version then return nil, ("falha ao ler o esquema do ragops: %s"):format(tostring(err)), EXIT.unreachable end
+  if version == 0 then
+    return nil, "as tabelas do ragops não existem neste banco; execute `ragops migrate` antes", EXIT.usage
+  end
+  if version < migrate.latest_version() then
+    return nil, ("as tabelas do ragops estão na versão %d, mas esta versão do ragops precisa da %d; "
+      .. "execute `ragops migrate` antes"):format(version, migrate.latest_version()), EXIT.usage
+  end
+  return true
 end
 
 -- Checks since < until in the database (its time zone applies to dates
@@ -190,10 +281,12 @@ function run_plan(path, opts, params)
   log.quiet = opts.quiet or false
   local cfg, err = load_config(opts)
   if not cfg then return fail(EXIT.usage, "%s", err) end
-  local p, perr = M.load_plan(path, params)
-  if not p then return fail(EXIT.usage, "%s", perr) end
+  local p, loaded = M.load_plan(path, params)
+  if not p then return fail(EXIT.usage, "%s", loaded) end
+  params = loaded -- the run's identity (without batch.* and retry.*)
   if opts["scale-out"] then
     if opts["dry-run"] then return fail(EXIT.usage, "--scale-out não combina com --dry-run") end
+    if p.limit then return fail(EXIT.usage, "--scale-out não combina com --limit (a execução de sanidade é de um processo só)") end
     if p.scope and p.scope.entity_ids then
       return fail(EXIT.usage, "--scale-out não combina com --entity-id (poucas entidades não se dividem entre processos)")
     end
@@ -237,7 +330,7 @@ function run_plan(path, opts, params)
   local client = embed.client {
     url = cfg.provider.url, model = cfg.provider.model, dimensions = cfg.provider.dimensions,
     expected_dim = cfg.provider.dim, api_key = cfg.provider.api_key,
-    timeout_ms = (p.retry.timeout_s or cfg.provider.timeout_s) * 1000, encoding = cfg.provider.encoding,
+    timeout_ms = M.limits(p, cfg).timeout_s * 1000, encoding = cfg.provider.encoding,
   }
   local store = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype,
                                model = cfg.provider.model, dim = cfg.provider.dim }
@@ -254,8 +347,8 @@ function run_plan(path, opts, params)
   elseif resumed_or_code then
     log.info("retomando a execução %d do plano %q a partir do checkpoint", run_id, p.name)
   end
-  log.info("execução %d do plano %q iniciada (modelo %s, dim %d, lotes de %d, %d em paralelo)",
-    run_id, p.name, cfg.provider.model, cfg.provider.dim, p.batch.size, p.batch.in_flight)
+  log.info("execução %d do plano %q iniciada (modelo %s, dim %d, %s)",
+    run_id, p.name, cfg.provider.model, cfg.provider.dim, report.format_limits(M.limits(p, cfg)))
 
   local metrics = require("ragops.metrics").new()
   local metrics_file = cfg.metrics.file
@@ -352,6 +445,7 @@ function run_plan(path, opts, params)
   stats.dry_run = false
   stats.resumed = resumed_or_code or nil
   stats.rate_limit = limiter:stats()
+  stats.limits = M.limits(p, cfg)
   local code = EXIT.ok
   local status = "done"
   if interrupted then
@@ -405,6 +499,8 @@ local function read_failures(opts)
   if not cfg then return nil, fail(EXIT.usage, "%s", err) end
   local conn, cerr = M.connect(cfg)
   if not conn then return nil, fail(EXIT.unreachable, "%s", cerr) end
+  local schema_ok, serr, scode = M.check_schema(conn)
+  if not schema_ok then conn:close(); return nil, fail(scode, "%s", serr) end
   local rows, qerr = require("ragops.failures").query(conn, opts)
   conn:close()
   if not rows then

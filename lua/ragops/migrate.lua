@@ -159,6 +159,22 @@ function M.run(conn, cfg)
   return result
 end
 
+-- The newest migration this ragops knows.
+function M.latest_version()
+  return M.migrations[#M.migrations].version
+end
+
+-- The schema version `ragops migrate` recorded (0 when it never ran on this
+-- database), or nil, err.
+function M.schema_version(conn)
+  local rows, err = conn:query("select to_regclass('ragops_schema_version') is not null as present")
+  if not rows then return nil, err end
+  if not rows[1].present then return 0 end
+  rows, err = conn:query("select coalesce(max(version), 0) as v from ragops_schema_version")
+  if not rows then return nil, err end
+  return tonumber(rows[1].v)
+end
+
 -- Describes the embedding column of the target table: "real[]", "vector(N)",
 -- or nil when the table does not exist.
 function M.embedding_column(conn, table_name)

@@ -14,6 +14,8 @@ local SOURCE_MT = { __metatable = "ragops.source" }
 local PLAN_MT = { __metatable = "ragops.plan" }
 local validated_sources = setmetatable({}, { __mode = "k" })
 local validated_plans = setmetatable({}, { __mode = "k" })
+-- params keys each loaded plan read (see M.params_read).
+local params_read = setmetatable({}, { __mode = "k" })
 
 M.SOURCE_MT = SOURCE_MT
 M.PLAN_MT = PLAN_MT
@@ -303,7 +305,7 @@ end
 ---------------------------------------------------------------------------
 
 local PLAN_KEYS = { "name", "description", "sources", "batch", "chunking", "retry", "alerts",
-                    "scope", "mode", "delete_missing", "run" }
+                    "scope", "mode", "delete_missing", "limit", "run" }
 local ACTIONS = { "warn", "pause", "abort" }
 
 local function validate_batch(ctx, spec)
@@ -511,8 +513,13 @@ local function validate_plan(ctx, spec)
   out.alerts = validate_alerts(ctx, spec.alerts)
   out.scope = validate_scope(ctx, spec.scope, out.sources)
   out.mode = spec.mode == nil and M.DEFAULTS.mode or ctx:enum("mode", spec.mode, { "only_missing", "overwrite" })
-  if spec.delete_missing == nil then
-    out.delete_missing = M.DEFAULTS.delete_missing
+  if spec.limit ~= nil then
+    -- A sanity run over at most `limit` entities per source: it never sees
+    -- the whole source, so it must not remove orphans.
+    out.limit = ctx:integer("limit", spec.limit, 1, 1000000000)
+  end
+  if spec.delete_missing == nil or out.limit then
+    out.delete_missing = not out.limit and M.DEFAULTS.delete_missing
   elseif type(spec.delete_missing) ~= "boolean" then
     ctx:bad("delete_missing", spec.delete_missing, "true ou false")
   else
@@ -545,6 +552,7 @@ function M.with(p, overrides, where)
   for key, value in pairs(overrides or {}) do spec[key] = value end
   local result = validate_plan(new_context("plano", where or p.file or p.name), spec)
   result.file = p.file
+  params_read[result] = params_read[p]
   return result
 end
 
@@ -566,6 +574,19 @@ local function copy_table(src, skip)
     if not (skip and skip[key]) then out[key] = value end
   end
   return out
+end
+
+-- The `params` a plan sees: a copy whose reads are recorded in the set
+-- `read`, so the engine knows which --set keys the plan uses. (A proxy:
+-- `pairs(params)` sees nothing; plans read params by name.)
+local function reading_params(params, read)
+  local values = copy_table(params or {})
+  return setmetatable({}, {
+    __index = function(_, key)
+      read[key] = true
+      return values[key]
+    end,
+  })
 end
 
 -- Translates the most common Lua runtime messages to pt-BR.
@@ -636,7 +657,8 @@ function M.environment(path, params, text)
   if line then plan_where = path .. ":" .. line end
   env.source = make_source(path)
   env.plan = make_plan(plan_where)
-  env.params = copy_table(params or {})
+  local read = {}
+  env.params = reading_params(params, read)
   -- import "outro.lua": loads a plan file from the same folder (same params,
   -- same sandbox) and returns its validated plan, to reuse its sources.
   env.import = function(name)
@@ -653,6 +675,7 @@ function M.environment(path, params, text)
     local imported, err = M.load(dir .. "/" .. name, params)
     M.import_depth = M.import_depth - 1
     if not imported then error(err, 0) end
+    for key in pairs(M.params_read(imported)) do read[key] = true end
     return imported
   end
   for _, name in ipairs({ "assert", "error", "ipairs", "pairs", "next", "pcall", "xpcall", "select",
@@ -677,7 +700,7 @@ function M.environment(path, params, text)
       end
       error(string.format('variável global "%s" não definida no plano', tostring(key)), 2)
     end,
-  })
+  }), read
 end
 
 local function read_file(path)
@@ -718,7 +741,7 @@ function M.load(path, params)
   end
   local text, read_err = read_file(path)
   if not text then return nil, read_err end
-  local env = M.environment(path, params, text)
+  local env, read = M.environment(path, params, text)
   local fn, compile_err = M.compile_text(text, path, env)
   if not fn then return nil, normalise_error(path, compile_err) end
   local ok, result = xpcall(fn, function(message) return message end)
@@ -728,7 +751,50 @@ function M.load(path, params)
       path, show(result))
   end
   result.file = path
+  params_read[result] = read
   return result
+end
+
+---------------------------------------------------------------------------
+-- Command-line overrides
+---------------------------------------------------------------------------
+
+-- Operating limits the command line may set on any plan, as `--set KEY=N`
+-- or as FLAG N; they replace the plan's literal and go through the same
+-- validation (validate_plan).
+M.LIMITS = {
+  { key = "batch.size", flag = "batch-size" },
+  { key = "batch.in_flight", flag = "in-flight" },
+  { key = "limit", flag = "limit" },
+  { key = "retry.attempts", flag = "max-retries" },
+  { key = "retry.timeout_s", flag = "timeout" },
+}
+
+-- Plan overrides (for plan.with) from limits = { ["batch.size"] = "8", ... }
+-- (text from the command line; numbers are converted, anything else is
+-- left for the validator to reject with the key's own message).
+function M.limit_overrides(p, limits)
+  local out = {}
+  for _, item in ipairs(M.LIMITS) do
+    local value = limits[item.key]
+    if value ~= nil then
+      value = tonumber(value) or value
+      local section, field = item.key:match("^([%w_]+)%.([%w_]+)$")
+      if section then
+        out[section] = out[section] or copy_table(p[section])
+        out[section][field] = value
+      else
+        out[item.key] = value
+      end
+    end
+  end
+  return out
+end
+
+-- The set of params the plan file (and the plans it imports) read while
+-- loading: the plan-specific keys `--set` accepts.
+function M.params_read(p)
+  return params_read[p] or {}
 end
 
 return M

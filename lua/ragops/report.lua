@@ -123,6 +123,17 @@ local function header(stats)
   return title
 end
 
+-- pt-BR summary of the operating limits (engine.limits): first log line of
+-- a run and the "limites:" line of the report.
+function M.format_limits(limits)
+  local timeout = number_or_zero(limits.timeout_s)
+  return string.format("lotes de %s, %s em paralelo, %s, %s tentativa(s) por pedido, tempo limite de %s s",
+    M.format_count(limits.batch_size), M.format_count(limits.in_flight),
+    limits.limit and string.format("no máximo %s entidade(s) por fonte", M.format_count(limits.limit))
+      or "sem limite de entidades",
+    M.format_count(limits.max_retries), M.format_number(timeout, timeout % 1 == 0 and 0 or 2))
+end
+
 local function estimate_lines(estimate, lines)
   lines[#lines + 1] = "  Estimativa:"
   local rows = {
@@ -188,6 +199,7 @@ function M.format(stats)
     rows[#rows + 1] = { "requisições gastas (todas as tentativas):", M.format_count(stats.requests_spent) }
   end
   rows[#rows + 1] = { "tempo decorrido:", elapsed }
+  if type(stats.limits) == "table" then rows[#rows + 1] = { "limites:", M.format_limits(stats.limits) } end
   for _, line in ipairs(aligned(rows, "  ")) do lines[#lines + 1] = line end
 
   local per_type = stats.per_entity_type
@@ -248,6 +260,7 @@ function M.to_table(stats)
   out.tokens = number_or_zero(stats.tokens)
   out.requests = number_or_zero(stats.requests)
   out.per_entity_type = out.per_entity_type or {}
+  if type(out.limits) == "table" and out.limits.limit == nil then out.limits.limit = cjson.null end
   if out.dry_run or stats.estimate ~= nil then
     local estimate = type(out.estimate) == "table" and out.estimate or {}
     for _, key in ipairs(ESTIMATE_FIELDS) do estimate[key] = number_or_zero(estimate[key]) end

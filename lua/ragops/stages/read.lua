@@ -42,6 +42,8 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
   local after, seq = cp.after, cp.seq or 0
   if range then after = range.after end
   local by_after, by_first = index_ahead(cp.ahead)
+  -- Rows this run may still read (--limit, counting a resumed prefix; nil: all).
+  local left = plan.limit and math.max(plan.limit - ((cp.stats or {}).processed or 0), 0)
   local function jump(a)
     by_after[a.after_key or ""], by_first[a.first_key] = nil, nil
     seq = seq + 1
@@ -49,12 +51,13 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
                    last_key = a.last_key }, a.stats)
     after = a.last_key
   end
-  while not ctx.aborted do
+  while not ctx.aborted and left ~= 0 do
     local waiting = after and by_after[after]
     if waiting then
       jump(waiting)
     else
-      local rows, err = store:fetch_page(source, plan.scope, after, size, range and range.upto)
+      local page = math.min(size, left or size)
+      local rows, err = store:fetch_page(source, plan.scope, after, page, range and range.upto)
       if not rows then
         ctx:abort(4, ("falha ao ler a fonte %q: %s"):format(source.entity_type, tostring(err)))
         return nil
@@ -70,8 +73,9 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
         after = unit.last_key
         emit(unit)
       end
+      left = left and left - #rows -- at 0 a sanity run stops, not complete
       if committed then jump(committed)
-      elseif #rows < size then return true end
+      elseif #rows < page then return true end
     end
   end
   return false

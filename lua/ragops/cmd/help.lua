@@ -1,0 +1,158 @@
+-- ragops.cmd.help: the pt-BR help of every command, in one table (M.TEXT),
+-- so `ragops COMANDO --help` and the docs test (tests/lua/cli_help_spec.lua)
+-- read the same text. Keys are the command as typed: "run", "failures list".
+local M = {}
+
+local COMMON = [[
+  --config ARQUIVO       configuração (formato de config.example.lua)
+  --quiet                só erros no log do operador
+]]
+
+-- Options shared by run, backfill and reindex (cli.RUN_FLAGS).
+local RUN_OPTIONS = [[
+Opções de execução:
+  --config ARQUIVO       configuração (formato de config.example.lua)
+  --set chave=valor      parâmetro do plano ou limite de operação (pode repetir); chaves
+                         desconhecidas são recusadas com a lista das válidas
+  --report-json ARQUIVO  grava o relatório final em JSON
+  --dry-run              simulação: nada é gravado, nenhum embedding é pedido
+  --resume               exige retomar a execução interrompida do mesmo plano e parâmetros
+                         (sem a opção, a retomada também acontece quando houver uma)
+  --scale-out            vários processos com o mesmo comando dividem o trabalho em
+                         unidades (FOR UPDATE SKIP LOCKED sob lease)
+  --lease-s N            duração do lease de uma unidade, em segundos (padrão 60)
+  --quiet                só erros no log do operador
+
+Limites de operação (valem sobre os do plano; mesmas regras de validação):
+  --batch-size N         entidades por lote (= --set batch.size=N; 1 a 2048)
+  --in-flight N          lotes em paralelo (= --set batch.in_flight=N; 1 a 64)
+  --limit N              no máximo N entidades por fonte nesta execução (= --set limit=N):
+                         execução de sanidade, não remove órfãos nem retoma uma execução sem limite
+  --max-retries N        tentativas por pedido de embedding em cada rodada
+                         (= --set retry.attempts=N; 0 a 100)
+  --timeout S            tempo limite de cada pedido de embedding, em segundos
+                         (= --set retry.timeout_s=S; até 3600)
+
+Filtros (também como --set entity_type=..., entity_id, since, until, mode):
+  --entity-type T[,T2]   tipos de entidade (não pode ser vazio)
+  --entity-id ID[,ID2]   entidades específicas (exige --entity-type; não pode ser vazio)
+  --since D --until D    intervalo de updated_at (ISO 8601; --since inclusivo, --until exclusivo)
+  --only-missing         (padrão) ignora conteúdo inalterado
+  --overwrite            reprocessa tudo o que foi selecionado (troca de modelo)
+]]
+
+local GENERAL = [=[
+ragops %s: backfill e reindexação de dados relacionais em uma tabela pgvector para RAG.
+
+Uso:
+  ragops migrate                              cria/atualiza as tabelas do motor
+  ragops run PLANO.lua [opções]               executa um plano
+  ragops backfill [opções]                    atalho para plans/backfill.lua
+  ragops reindex [filtros] [opções]           atalho para plans/reindex.lua
+  ragops failures list [filtros]              fila de falhas (em aberto; --all = histórico)
+  ragops failures retry [filtros]             reprocessa as falhas em aberto
+  ragops index create|drop|status [opções]    índice vetorial (pgvector)
+  ragops validate [GOLDEN.lua] [opções]       recall@k e MRR contra um conjunto de consultas
+  ragops embed-server [--port P] [--dim D]    servidor local de embeddings (veja --help)
+  ragops help [COMANDO] | --help              esta ajuda, ou a de um comando
+  ragops version                              versão
+
+Cada comando tem sua ajuda com todas as opções: ragops COMANDO --help
+(por exemplo: ragops reindex --help, ragops failures retry --help).
+
+Variáveis de ambiente: DATABASE_URL, RAGOPS_EMBED_URL, OPENAI_API_KEY, RAGOPS_EMBED_MODEL.
+Códigos de saída: 0 concluído; 1 concluído com falhas na fila; 2 uso/plano inválido;
+3 abortado por alerta; 4 dependência inalcançável; 130 interrompido por sinal (retomável).
+]=]
+
+M.TEXT = {
+  migrate = "Uso: ragops migrate [opções]\n\n"
+    .. "Cria ou atualiza a tabela de documentos e as tabelas do motor (execuções, fila de\n"
+    .. "falhas, unidades de trabalho). Idempotente; os outros comandos exigem que ele rode antes.\n\n"
+    .. "Opções:\n" .. COMMON,
+
+  run = "Uso: ragops run PLANO.lua [opções]\n\nExecuta um plano.\n\n" .. RUN_OPTIONS,
+  backfill = "Uso: ragops backfill [opções]\n\nAtalho para ragops run plans/backfill.lua: indexa "
+    .. "todo o acervo (o que não mudou é ignorado).\n\n" .. RUN_OPTIONS,
+  reindex = "Uso: ragops reindex [filtros] [opções]\n\nAtalho para ragops run plans/reindex.lua: "
+    .. "reindexação por tipo, entidade ou intervalo de datas.\n\n" .. RUN_OPTIONS,
+
+  failures = "Uso: ragops failures list|retry [opções]\n\n"
+    .. "  ragops failures list    mostra a fila de falhas (veja ragops failures list --help)\n"
+    .. "  ragops failures retry   reprocessa as falhas em aberto (veja ragops failures retry --help)\n",
+  ["failures list"] = "Uso: ragops failures list [opções]\n\n"
+    .. "Mostra as falhas em aberto (até 10.000 linhas); sai sempre com 0.\n\nOpções:\n" .. COMMON
+    .. "  --entity-type T[,T2]   só esses tipos de entidade\n"
+    .. "  --run ID[,ID2]         só as falhas registradas por último por essas execuções\n"
+    .. "  --id N[,N2]            só essas falhas (ids da listagem)\n"
+    .. "  --all                  o histórico inteiro, inclusive as resolvidas\n",
+  ["failures retry"] = "Uso: ragops failures retry [opções]\n\n"
+    .. "Reprocessa as falhas em aberto com plans/reprocess_failures.lua, uma execução por tipo\n"
+    .. "de entidade; sai com o pior código entre elas.\n\nOpções:\n" .. COMMON
+    .. "  --entity-type T[,T2]   só esses tipos de entidade\n"
+    .. "  --run ID[,ID2]         só as falhas registradas por último por essas execuções\n"
+    .. "  --id N[,N2]            só essas falhas (ids da listagem)\n"
+    .. "  --overwrite            reembeda mesmo o que já está em dia (por padrão, o que tem o\n"
+    .. "                         mesmo hash é só marcado como resolvido)\n"
+    .. "  --report-json ARQUIVO  grava o relatório de cada execução em JSON (a última sobrescreve)\n",
+
+  index = "Uso: ragops index create|drop|status [opções]\n\n"
+    .. "  ragops index create     cria o índice vetorial (veja ragops index create --help)\n"
+    .. "  ragops index drop       remove o índice (veja ragops index drop --help)\n"
+    .. "  ragops index status     coluna, extensão, índices e probes recomendados\n",
+  ["index create"] = "Uso: ragops index create --lists N --dim N [opções]\n\n"
+    .. "Cria o índice vetorial do pgvector na tabela de documentos.\n\nOpções:\n" .. COMMON
+    .. "  --lists N              listas do IVFFlat\n"
+    .. "  --dim N                dimensão (deve ser igual a provider.dim)\n"
+    .. "  --method M             ivfflat (padrão) ou hnsw\n"
+    .. "  --m N                  HNSW: vizinhos por nó\n"
+    .. "  --ef-construction N    HNSW: tamanho da lista na construção\n"
+    .. "  --maintenance-work-mem TAM   memória da sessão de criação (ex.: 2GB)\n"
+    .. "  --concurrently         CREATE INDEX CONCURRENTLY (não bloqueia escritas)\n"
+    .. "  --alter-dim            converte a coluna real[] para vector(N) antes\n"
+    .. "  --opclass C            cosine (padrão), l2 ou ip\n"
+    .. "  --name NOME            nome do índice\n"
+    .. "  --dry-run              só mostra o SQL; nada é executado\n",
+  ["index drop"] = "Uso: ragops index drop [opções]\n\n"
+    .. "Remove o índice vetorial (DROP INDEX CONCURRENTLY).\n\nOpções:\n" .. COMMON
+    .. "  --name NOME            nome do índice (padrão: o do método)\n"
+    .. "  --method M             ivfflat (padrão) ou hnsw, para o nome padrão\n"
+    .. "  --dry-run              só mostra o SQL; nada é executado\n",
+  ["index status"] = "Uso: ragops index status [opções]\n\n"
+    .. "Mostra a coluna embedding, a extensão, os índices e os probes recomendados.\n\nOpções:\n"
+    .. COMMON,
+
+  validate = "Uso: ragops validate [GOLDEN.lua] [opções]\n\n"
+    .. "Mede recall@k, MRR e taxa de acerto contra um conjunto de consultas com respostas\n"
+    .. "esperadas (padrão: plans/validate_quality.lua); código 1 abaixo do limite.\n\nOpções:\n"
+    .. COMMON
+    .. "  --k K                  tamanho do top-k\n"
+    .. "  --min-recall R         recall@k mínimo (0 a 1)\n"
+    .. "  --min-mrr M            MRR mínimo (0 a 1)\n"
+    .. "  --min-hit-rate H       taxa de acerto mínima (0 a 1)\n"
+    .. "  --probes N             ivfflat.probes da sessão\n"
+    .. "  --ef-search N          hnsw.ef_search da sessão\n"
+    .. "  --report-json ARQUIVO  grava o relatório em JSON\n",
+}
+
+-- Commands whose first argument is a subcommand with its own help.
+local SUBCOMMANDS = { failures = true, index = true }
+
+-- The help text for `ragops name args...` (the general help when name has
+-- none), formatted with the version.
+function M.text(name, args, version)
+  if name and SUBCOMMANDS[name] and args[1] and M.TEXT[name .. " " .. args[1]] then
+    return M.TEXT[name .. " " .. args[1]]
+  end
+  return M.TEXT[name or ""] or GENERAL:format(version)
+end
+
+-- True when args ask for help (--help or -h anywhere).
+function M.asked(args)
+  for _, a in ipairs(args) do
+    if a == "--help" or a == "-h" then return true end
+  end
+  return false
+end
+
+return M
