@@ -439,13 +439,15 @@ end
 local function cancel_on_signal(conn, cfg)
   local interrupt = {}
   local rows = conn:query("select pg_backend_pid() as pid")
-  local pid = rows and rows[1].pid
+  local pid = rows and rows[1] and rows[1].pid
   require("ragops.core").trap_signals(function(name)
     interrupt.signal = name
     log.warn("sinal %s recebido: cancelando o comando em andamento no servidor; um segundo sinal encerra na hora",
       name)
     local other, cerr = require("ragops.engine").connect(cfg)
-    if not other then return log.error("não foi possível cancelar no servidor: %s", cerr) end
+    if not other or not pid then
+      return log.error("não foi possível cancelar no servidor: %s", tostring(cerr or "sessão desconhecida"))
+    end
     local cancelled, err = other:query("select pg_cancel_backend($1)", pid)
     other:close()
     if not cancelled then log.error("não foi possível cancelar no servidor: %s", tostring(err)) end
