@@ -9,6 +9,9 @@
 #   4. scale: cold backfill of N synthetic rows (RAGOPS_BENCH_SCALE_ROWS,
 #      default 300000; 0 skips it), provider at 0 ms
 #
+# pgvector is used when installed (scripts/pg.sh pgvector runs
+# ../shared/pgvector/install.sh when there and root); the summary says which
+# storage the embedding column had.
 # Every run is checked (exit code 0, processed/embedded/skipped counts); the
 # script exits 1 if any check fails. Everything it starts is stopped on exit.
 # Bounded in time: each run has a timeout (RAGOPS_BENCH_RUN_TIMEOUT_S, default
@@ -263,6 +266,13 @@ step "PostgreSQL descartável (fsync desligado) na porta $PG_PORT"
 scripts/pg.sh start --fast "$PG_DIR" "$PG_PORT" "$DB_NAME"
 DATABASE_URL="$(scripts/pg.sh url "$PG_PORT" "$DB_NAME")"
 export DATABASE_URL
+PGVECTOR_NOTE=""
+if ! PGVECTOR_NOTE="$(scripts/pg.sh pgvector "$PG_PORT" 2>&1 >/dev/null)"; then
+  PGVECTOR_NOTE="${PGVECTOR_NOTE##*pgvector ausente: }"
+  note "sem pgvector: $PGVECTOR_NOTE"
+else
+  PGVECTOR_NOTE=""
+fi
 
 step "embed-servers: porta $EMBED_PORT_0 (0 ms) e porta $EMBED_PORT_LAT (${LATENCY_MS} ms)"
 EMBED_PIDS+=("$WORK/embed0.pid")
@@ -276,6 +286,14 @@ scripts/demo_data.sh "$DATABASE_URL" >/dev/null
 
 step "ragops migrate"
 "$BIN" migrate --quiet >/dev/null
+STORAGE="$(sql -c "select format_type(atttypid, atttypmod) from pg_attribute
+  where attrelid = 'rag_documents'::regclass and attname = 'embedding'")"
+if [[ "$STORAGE" == vector* ]]; then
+  STORAGE="$STORAGE (pgvector $(sql -c "select extversion from pg_extension where extname = 'vector'"))"
+else
+  STORAGE="$STORAGE (sem pgvector: ${PGVECTOR_NOTE:-extensão não criada})"
+fi
+note "armazenamento: $STORAGE"
 
 # ---------------------------------------------------------------------------
 # Measurements
@@ -342,6 +360,7 @@ fi
 printf '\n==> resumo do benchmark (%s, %s núcleos, %s)\n' "$(date '+%Y-%m-%d %H:%M')" "$(nproc)" \
   "$(uname -srm)"
 printf 'PostgreSQL 15 local com fsync desligado; embed-server local (dim 1536); lotes de 64;\n'
+printf 'armazenamento da coluna embedding: %s;\n' "$STORAGE"
 printf 'tempo = relógio de parede do processo ragops (inclui iniciar e conectar);\n'
 printf 'docs/s = documentos processados / tempo; RSS = pico de memória residente do ragops;\n'
 printf 'pedidos = POST /v1/embeddings recebidos pelo embed-server.\n'

@@ -5,6 +5,9 @@
 #                          db ragops_demo), embed-server (port 18080, dim 1536), demo data,
 #                          ragops migrate, ragops run plans/backfill.lua. Re-running reuses
 #                          the cluster and the server. Exits with the run's exit code.
+#                          pgvector is used when installed (scripts/pg.sh pgvector runs
+#                          ../shared/pgvector/install.sh when there and root); the summary
+#                          says which storage the embedding column has.
 #   scripts/demo.sh stop   stops the embed-server and the cluster.
 set -euo pipefail
 
@@ -42,8 +45,14 @@ demo_run() {
 
   step "PostgreSQL privado em build/demo-pg (porta $PG_PORT)"
   scripts/pg.sh start "$PG_DIR" "$PG_PORT" "$DB_NAME"
-  local database_url
+  local database_url pgvector_note=""
   database_url="$(scripts/pg.sh url "$PG_PORT" "$DB_NAME")"
+  if ! pgvector_note="$(scripts/pg.sh pgvector "$PG_PORT" 2>&1 >/dev/null)"; then
+    pgvector_note="${pgvector_note##*pgvector ausente: }"
+    printf '%s: sem pgvector, a coluna embedding será real[]: %s\n' "$PROG" "$pgvector_note" >&2
+  else
+    pgvector_note=""
+  fi
 
   step "servidor de embeddings local (porta $EMBED_PORT, dim $EMBED_DIM)"
   local embed_url
@@ -64,6 +73,13 @@ demo_run() {
     exit "$rc"
   fi
 
+  local storage
+  storage="$(psql -X -q -tA -d "$DATABASE_URL" -c "select format_type(atttypid, atttypmod) || case
+    when format_type(atttypid, atttypmod) like 'vector%' then ' (pgvector '
+      || (select extversion from pg_extension where extname = 'vector') || ')' else '' end
+    from pg_attribute where attrelid = 'rag_documents'::regclass and attname = 'embedding'")"
+  if [[ "$storage" != vector* ]]; then storage+=" (sem pgvector${pgvector_note:+: $pgvector_note})"; fi
+
   step "ragops run plans/backfill.lua"
   rc=0
   "$BIN" run plans/backfill.lua --report-json "$REPORT" || rc=$?
@@ -72,6 +88,7 @@ demo_run() {
 
 ==> demonstração concluída (código de saída do run: $rc)
   relatório JSON:        build/demo-report.json
+  armazenamento:         $storage
   variáveis de ambiente: build/demo.env  (use: set -a; . build/demo.env; set +a)
   banco:                 $database_url  (psql "$database_url")
   dados do PostgreSQL:   build/demo-pg  (log: build/demo-pg/postgresql.log)

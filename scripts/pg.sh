@@ -9,6 +9,10 @@
 #   scripts/pg.sh status DATADIR
 #   scripts/pg.sh createdb PORT DBNAME
 #   scripts/pg.sh url PORT DBNAME      -> postgresql://postgres@127.0.0.1:PORT/DBNAME
+#   scripts/pg.sh pgvector PORT
+#       runs ../shared/pgvector/install.sh (beside the repository) when it exists and we
+#       are root, then exits 0 when the server on PORT offers the "vector" extension;
+#       otherwise exits 1 with one pt-BR line on stderr saying why not.
 #
 # As root, initdb/pg_ctl run as the "postgres" system user (created if missing) via
 # runuser, because PostgreSQL refuses to run as root. If that user cannot reach
@@ -29,6 +33,7 @@ uso:
   scripts/pg.sh status DATADIR
   scripts/pg.sh createdb PORTA BANCO
   scripts/pg.sh url PORTA BANCO
+  scripts/pg.sh pgvector PORTA
 EOF
   exit 2
 }
@@ -283,6 +288,29 @@ cmd_url() {
   printf 'postgresql://postgres@127.0.0.1:%s/%s\n' "$1" "$2"
 }
 
+# Installs pgvector when the shared installer is there and we are root; then checks
+# that the server offers the extension. Exit 1 with the reason when it does not.
+cmd_pgvector() {
+  [[ $# -eq 1 ]] || usage
+  local port="$1" root installer available
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  installer="$root/../shared/pgvector/install.sh"
+  if [[ -f "$installer" ]] && is_root; then
+    bash "$installer" >&2 || note "aviso: $installer falhou"
+  fi
+  available="$(psql -X -q -tA -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+    -c "select count(*) from pg_available_extensions where name = 'vector'" 2>/dev/null || true)"
+  [[ "$available" == 1 ]] && return 0
+  if [[ ! -f "$installer" ]]; then
+    note "pgvector ausente: o servidor não oferece a extensão vector e ../shared/pgvector/install.sh não existe"
+  elif ! is_root; then
+    note "pgvector ausente: o servidor não oferece a extensão vector e instalá-lo com ../shared/pgvector/install.sh exige root"
+  else
+    note "pgvector ausente: ../shared/pgvector/install.sh rodou, mas o servidor não oferece a extensão vector"
+  fi
+  return 1
+}
+
 main() {
   [[ $# -ge 1 ]] || usage
   local sub="$1"; shift
@@ -292,6 +320,7 @@ main() {
     status) cmd_status "$@" ;;
     createdb) [[ $# -eq 2 ]] || usage; cmd_createdb "$@" ;;
     url) cmd_url "$@" ;;
+    pgvector) cmd_pgvector "$@" ;;
     -h|--help|help) usage ;;
     *) note "subcomando desconhecido: $sub"; usage ;;
   esac

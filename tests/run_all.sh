@@ -3,11 +3,15 @@
 #
 # 1. scripts/deps.sh; ASan/UBSan build into build-test/;
 # 2. throwaway PostgreSQL (--fast) in a mktemp dir and an embed-server, on free ports;
+#    pgvector from ../shared/pgvector/install.sh when there and root (scripts/pg.sh
+#    pgvector): the storage-aware integration specs then run on "real[]" and "vector"
+#    (RAGOPS_TEST_STORAGES), otherwise on "real[]" only, with one line saying why;
 # 3. ctest (C tests), busted unit specs (tests/lua, tests/plans), busted integration
 #    specs (tests/integration, black-box against the services).
 # With arguments (tests/run_all.sh tests/integration/x_spec.lua ...), steps 1-2 run
 # as usual and only those busted specs run (ctest skipped): for working on one area.
-# Last line: "N passed, N failed". Exit status non-zero if anything failed or a stage
+# Last line: "N passed, N failed"; the line before it counts the tests run per storage.
+# Exit status non-zero if anything failed or a stage
 # crashed (a crashed stage counts as one failure). Services are always stopped on exit.
 set -euo pipefail
 
@@ -23,6 +27,11 @@ WORK_DIR=""
 PG_DIR=""
 EMBED_PID=""
 SERVICES_UP=0
+# Storages the integration specs run on, and the file where tests/integration/helper.lua
+# appends one line (the storage) per test run under H.each_storage.
+export RAGOPS_TEST_STORAGES="real[]"
+export RAGOPS_TEST_STORAGE_LOG=""
+VECTOR_SKIPPED=""
 
 say() { printf '\n==> %s\n' "$*"; }
 note() { printf 'tests/run_all.sh: %s\n' "$*"; }
@@ -72,6 +81,41 @@ pick_free_port() {
   return 1
 }
 
+# Installs/detects pgvector on the test server and sets RAGOPS_TEST_STORAGES.
+choose_storages() {
+  local reason
+  if reason="$(scripts/pg.sh pgvector "$PG_PORT" 2>&1 >/dev/null)"; then
+    RAGOPS_TEST_STORAGES="real[] vector"
+    note "pgvector disponível: os testes de armazenamento rodam em real[] e em vector"
+  else
+    VECTOR_SKIPPED="${reason##*: pgvector ausente: }"
+    note "testes em vector pulados (só real[]): ${VECTOR_SKIPPED}"
+  fi
+}
+
+# "por armazenamento: real[] N, vector M": tests run under each storage.
+print_storage_counts() {
+  local storage count line="por armazenamento:"
+  for storage in "real[]" vector; do
+    count=0
+    if [[ -s "$RAGOPS_TEST_STORAGE_LOG" ]]; then
+      count="$(grep -cxF -- "$storage" "$RAGOPS_TEST_STORAGE_LOG" || true)"
+    fi
+    if [[ "$storage" == vector && -n "$VECTOR_SKIPPED" ]]; then
+      line+=" vector pulado (${VECTOR_SKIPPED})"
+    else
+      line+=" $storage $count,"
+    fi
+  done
+  printf '\n%s\n' "${line%,}"
+}
+
+# Prints the two summary lines (the last one is read by CI).
+print_summary() {
+  print_storage_counts
+  printf '%d passed, %d failed\n' "$TOTAL_PASSED" "$TOTAL_FAILED"
+}
+
 # Lists the directories among $@ that contain at least one *_spec.lua.
 dirs_with_specs() {
   local dir
@@ -111,6 +155,8 @@ run_busted() {
 WORK_DIR="$(mktemp -d /tmp/ragops-test.XXXXXX)"
 # The postgres user (when we are root) must be able to traverse it.
 chmod 755 "$WORK_DIR"
+RAGOPS_TEST_STORAGE_LOG="$WORK_DIR/storages.log"
+: > "$RAGOPS_TEST_STORAGE_LOG"
 
 # Sanitizers: leaks are errors; third-party internals are suppressed in tests/lsan.supp.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1"
@@ -156,6 +202,7 @@ if [[ $BUILD_OK -eq 1 ]]; then
       export RAGOPS_TEST_PGDATA="$PG_DIR" RAGOPS_TEST_PGPORT="$PG_PORT"
       note "DATABASE_URL=$DATABASE_URL"
       note "RAGOPS_EMBED_URL=$RAGOPS_EMBED_URL"
+      choose_storages
     else
       stage_crashed "não foi possível subir o PostgreSQL ou o embed-server"
     fi
@@ -164,7 +211,7 @@ if [[ $BUILD_OK -eq 1 ]]; then
   if [[ $# -gt 0 ]]; then
     say "somente: $*"
     if [[ $SERVICES_UP -eq 1 ]]; then run_busted selected "$@"; else stage_crashed "serviços indisponíveis"; fi
-    printf '\n%d passed, %d failed\n' "$TOTAL_PASSED" "$TOTAL_FAILED"
+    print_summary
     [[ $TOTAL_FAILED -eq 0 ]]; exit $?
   fi
 
@@ -206,7 +253,7 @@ if [[ ${#STAGE_PROBLEMS[@]} -gt 0 ]]; then
   printf '\nproblemas nas etapas:\n'
   printf '  - %s\n' "${STAGE_PROBLEMS[@]}"
 fi
-printf '\n%d passed, %d failed\n' "$TOTAL_PASSED" "$TOTAL_FAILED"
+print_summary
 if [[ $TOTAL_FAILED -gt 0 ]]; then
   exit 1
 fi

@@ -91,9 +91,9 @@ function M.migrate(opts)
   if not cfg then return fail(EXIT.usage, "%s", err) end
   local conn, cerr = M.connect(cfg)
   if not conn then return fail(EXIT.unreachable, "%s", cerr) end
-  local result, merr = migrate.run(conn, cfg)
+  local result, merr, kind = migrate.run(conn, cfg)
   conn:close()
-  if not result then return fail(EXIT.unreachable, "migração falhou: %s", tostring(merr)) end
+  if not result then return fail(EXIT[kind] or EXIT.unreachable, "migração falhou: %s", tostring(merr)) end
   if #result.applied == 0 then
     io.stdout:write(("esquema já está atualizado (versão %d)\n"):format(result.current))
   else

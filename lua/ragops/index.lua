@@ -9,12 +9,14 @@
 -- CREATE/DROP INDEX CONCURRENTLY require. Numbers are validated and formatted
 -- from Lua numbers; identifiers go through ragops.pg.quote_ident; user text
 -- is never interpolated. On real[] storage (no pgvector) only `status` and
--- `--dry-run` work; everything else exits 2 with an explanation.
+-- `--dry-run` work; everything else exits 2 with an explanation. A signal
+-- during `create` cancels the running statement on the server and says what
+-- was left (an INVALID index and its DROP, or nothing); exit 130.
 local log = require "ragops.log"
 
 local M = {}
 
-local EXIT = { ok = 0, usage = 2, unreachable = 4 }
+local EXIT = { ok = 0, usage = 2, unreachable = 4, interrupted = 130 }
 M.EXIT = EXIT
 
 -- pgvector limits (v0.5+ README and source: ivfflat.c, hnsw.h).
@@ -354,11 +356,12 @@ local function vector_indexes(conn, table_name)
 end
 
 -- The relation named `name` in the target table's schema, if any:
--- { table_name = owning table or nil, method = access method or nil, kind }.
+-- { table_name = owning table or nil, method = access method or nil, kind,
+--   on_target, valid = pg_index.indisvalid or nil }.
 local function find_relation(conn, table_name, name)
   local rows, err, state = conn:query([[
     select c.relkind::text as kind, am.amname as method, t.relname as table_name,
-           i.indrelid = to_regclass($2) as on_target
+           i.indrelid = to_regclass($2) as on_target, i.indisvalid as valid
       from pg_class c
       left join pg_am am on am.oid = c.relam
       left join pg_index i on i.indexrelid = c.oid
@@ -414,9 +417,49 @@ local function print_sql(statements, heading, footer)
   io.stdout:write(table.concat(out, "\n"), "\n")
 end
 
--- Runs the statements one by one; returns true or nil, err, sqlstate, sql.
-local function run_statements(conn, statements)
+-- pt-BR sentence on what a failed or cancelled build left of index `name`.
+local function leftover(conn, table_name, name)
+  local rel, err = find_relation(conn, table_name, name)
+  if rel == nil then
+    return ("não foi possível conferir o que ficou do índice %s (%s); veja `ragops index status`")
+      :format(name, tostring(err))
+  end
+  if not rel then return "nenhum índice ficou para trás" end
+  if rel.valid == false then
+    return ("o índice %s ficou INVALID (não serve às consultas, mas pesa nas escritas); remova com: %s; "
+      .. "(ou `ragops index drop --name %s`)"):format(name, M.drop_sql(name), name)
+  end
+  return ("o índice %s ficou criado e válido"):format(name)
+end
+
+-- Until the build ends, the first SIGINT/SIGTERM sets interrupt.signal and
+-- cancels the statement `conn` is running, from a second session
+-- (pg_cancel_backend); a second signal exits at once (ragops.core).
+-- Returns interrupt.
+local function cancel_on_signal(conn, cfg)
+  local interrupt = {}
+  local rows = conn:query("select pg_backend_pid() as pid")
+  local pid = rows and rows[1] and rows[1].pid
+  require("ragops.core").trap_signals(function(name)
+    interrupt.signal = name
+    log.warn("sinal %s recebido: cancelando o comando em andamento no servidor; um segundo sinal encerra na hora",
+      name)
+    local other, cerr = require("ragops.engine").connect(cfg)
+    if not other or not pid then
+      return log.error("não foi possível cancelar no servidor: %s", tostring(cerr or "sessão desconhecida"))
+    end
+    local cancelled, err = other:query("select pg_cancel_backend($1)", pid)
+    other:close()
+    if not cancelled then log.error("não foi possível cancelar no servidor: %s", tostring(err)) end
+  end)
+  return interrupt
+end
+
+-- Runs the statements one by one, stopping before the next one once
+-- interrupt.signal is set; returns true or nil, err, sqlstate, sql.
+local function run_statements(conn, statements, interrupt)
   for _, sql in ipairs(statements) do
+    if interrupt.signal then return nil, "interrompido", nil, sql end
     log.info("executando: %s", sql)
     local rows, err, state = conn:query(sql)
     if not rows then return nil, err, state, sql end
@@ -523,12 +566,15 @@ local function create(args, cli)
     .. "blocks_total, tuples_done, tuples_total from pg_stat_progress_create_index",
     spec.name, spec.method, M.OPCLASSES[spec.opclass], spec.concurrently and ", CONCURRENTLY" or "", table_name)
   local started = os.time()
-  local ok, err, state, failed_sql = run_statements(conn, sql.statements)
+  local interrupt = cancel_on_signal(conn, cfg)
+  local ok, err, state, failed_sql = run_statements(conn, sql.statements, interrupt)
+  if interrupt.signal then
+    return finish(EXIT.interrupted, "interrompido por %s: o comando em andamento foi cancelado no servidor; %s",
+      interrupt.signal, leftover(conn, table_name, spec.name))
+  end
   if not ok then
     local hint = ""
-    if spec.concurrently and failed_sql == sql.create then
-      hint = ("; se o índice ficou INVALID, remova-o com `ragops index drop --name %s`"):format(spec.name)
-    end
+    if spec.concurrently and failed_sql == sql.create then hint = "; " .. leftover(conn, table_name, spec.name) end
     return finish(code_for(state), "falhou: %s: %s%s", failed_sql, tostring(err), hint)
   end
   io.stdout:write(("índice %s criado em %s (%s, %s) em %d s\n"):format(spec.name, table_name, spec.method,

@@ -99,20 +99,41 @@ local function embedding_type(storage, dim)
   return "real[]"
 end
 
+-- A problem that retrying cannot fix (configuration or privileges): run()
+-- returns it with kind "usage" (exit 2) instead of "unreachable".
+local function usage_error(message)
+  error(setmetatable({ message = message }, { __tostring = function(e) return e.message end }), 0)
+end
+
 -- "auto" picks vector when the server offers the pgvector extension, else
 -- real[]; "vector" requires it; "real[]" never uses it.
 local function resolve_storage(q, configured)
   if configured == "real[]" then return "real[]" end
   local available = #q([[select 1 from pg_available_extensions where name = 'vector']]) > 0
   if configured == "vector" and not available then
-    error("a extensão pgvector (vector) não está instalada neste servidor PostgreSQL; "
-      .. "use database.storage = \"real[]\" ou instale o pgvector", 0)
+    usage_error("a extensão pgvector (vector) não está instalada neste servidor PostgreSQL; "
+      .. "use database.storage = \"real[]\" ou instale o pgvector")
   end
   return available and "vector" or "real[]"
 end
 
+-- CREATE EXTENSION IF NOT EXISTS vector. A role that may not create it gets
+-- the exact statement a superuser must run (we never fall back to real[]:
+-- the operator asked for pgvector, and a real[] table cannot be indexed).
+local function create_extension(conn, who)
+  local rows, err, state = conn:query("create extension if not exists vector")
+  if rows then return end
+  if state == "42501" then
+    usage_error(("o papel %s não tem permissão para criar a extensão vector no banco %s (só um superusuário "
+      .. "pode). Peça a um superusuário que rode, conectado a esse banco:\n  CREATE EXTENSION vector;\n"
+      .. "e rode `ragops migrate` de novo; ou, para seguir sem pgvector (sem índice IVFFlat/HNSW), defina "
+      .. "database.storage = \"real[]\". Nada foi gravado"):format(who.role, who.db))
+  end
+  error(err, 0)
+end
+
 -- Applies pending migrations on conn. Returns { applied = {versions}, current = n }
--- or nil, err.
+-- or nil, err, kind ("usage" when retrying cannot help, else "unreachable").
 function M.run(conn, cfg)
   local pg = require "ragops.pg"
   local target = cfg.database.table
@@ -132,8 +153,9 @@ function M.run(conn, cfg)
     ctx.embedding_type = embedding_type(storage, cfg.provider.dim)
     q("set client_min_messages = warning")
     q("begin")
+    local who = q("select current_user as role, current_database() as db")[1]
     q("select pg_advisory_xact_lock($1)", LOCK_KEY)
-    if storage == "vector" then q("create extension if not exists vector") end
+    if storage == "vector" then create_extension(conn, who) end
     q([[create table if not exists ragops_schema_version (
           version int primary key, description text not null,
           applied_at timestamptz not null default now())]])
@@ -154,7 +176,8 @@ function M.run(conn, cfg)
   end)
   if not ok then
     if conn:is_ok() then conn:query("rollback") end
-    return nil, result
+    if type(result) == "table" then return nil, result.message, "usage" end
+    return nil, result, "unreachable"
   end
   return result
 end

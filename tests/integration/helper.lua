@@ -2,6 +2,9 @@
 -- They run the real `ragops` binary against the real PostgreSQL and
 -- embed-server started by tests/run_all.sh (env RAGOPS_BIN, DATABASE_URL,
 -- RAGOPS_EMBED_URL, RAGOPS_SOURCE_DIR).
+-- Specs that touch the embedding column wrap their tests in H.each_storage, so
+-- they run once per storage in RAGOPS_TEST_STORAGES ("real[]", and "vector"
+-- when the server has pgvector).
 local cjson = require "cjson"
 
 local H = {}
@@ -18,6 +21,16 @@ H.bin = need("RAGOPS_BIN")
 H.base_url = need("DATABASE_URL")
 H.embed_url = need("RAGOPS_EMBED_URL")
 H.source_dir = os.getenv("RAGOPS_SOURCE_DIR") or "."
+
+-- Storages to test on, in order (tests/run_all.sh decides).
+H.storages = {}
+for storage in (os.getenv("RAGOPS_TEST_STORAGES") or "real[]"):gmatch("%S+") do
+  H.storages[#H.storages + 1] = storage
+end
+-- The storage of the running H.each_storage block (nil outside one), and the
+-- configuration file that selects it (passed as --config to ragops).
+H.storage = nil
+H.storage_config = nil
 
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
@@ -75,8 +88,11 @@ function H.scalar(url, sql)
   return tonumber(v) or v
 end
 
--- Creates (or recreates) an empty database and returns its URL.
+-- Creates (or recreates) an empty database and returns its URL. Inside
+-- H.each_storage the name gets the storage as suffix ("_real", "_vector"), so
+-- each storage's databases are its own.
 function H.fresh_db(name)
+  if H.storage then name = name .. "_" .. H.storage:match("^%a+") end
   local admin = H.db_url("postgres")
   H.psql(admin, ("drop database if exists %s with (force)"):format(name))
   H.psql(admin, ("create database %s"):format(name))
@@ -122,10 +138,18 @@ function H.env(url, extra)
   return table.concat(parts, " ")
 end
 
+-- Inside H.each_storage, args plus --config selecting the block's storage
+-- (unless args bring their own --config: write it with H.config_file).
+local function with_storage(args)
+  if not H.storage_config or args:find("--config", 1, true) then return args end
+  return args .. " --config " .. shell_quote(H.storage_config)
+end
+
 -- Runs `ragops ARGS` against url; returns code, stdout, stderr, report (decoded
 -- --report-json when one was asked for with report = true).
 function H.ragops(url, args, opts)
   opts = opts or {}
+  args = with_storage(args)
   local report_path
   if opts.report then
     report_path = os.tmpname()
@@ -158,6 +182,62 @@ function H.plan_file(text)
   f:write(text)
   f:close()
   return path
+end
+
+-- Writes a temporary configuration file whose table has `fields` (Lua text,
+-- e.g. [[database = { table = "rag.documentos" }]]) and, unless fields set
+-- it, database.storage = the H.each_storage block's storage. Returns its path.
+function H.config_file(fields)
+  return H.plan_file(([[
+local cfg = { %s }
+cfg.database = cfg.database or {}
+cfg.database.storage = cfg.database.storage or %q
+return cfg
+]]):format(fields or "", H.storage or "auto"))
+end
+
+-- Runs body(storage) inside describe("[storage]") once per storage in
+-- H.storages (only = "vector" or "real[]" limits it to that one). Each test
+-- run is appended to RAGOPS_TEST_STORAGE_LOG, which tests/run_all.sh counts.
+function H.each_storage(body, only)
+  -- busted's describe/setup/... live in the spec file's environment.
+  local describe, setup, teardown, before_each = (function(env)
+    return env.describe, env.setup, env.teardown, env.before_each
+  end)(getfenv(2))
+  for _, storage in ipairs(H.storages) do
+    if only == nil or only == storage then
+      describe("[" .. storage .. "]", function()
+        setup(function()
+          H.storage = storage
+          H.storage_config = H.config_file()
+        end)
+        teardown(function()
+          os.remove(H.storage_config)
+          H.storage, H.storage_config = nil, nil
+        end)
+        before_each(function()
+          local path = os.getenv("RAGOPS_TEST_STORAGE_LOG")
+          local f = path and path ~= "" and io.open(path, "a")
+          if f then f:write(storage, "\n"); f:close() end
+        end)
+        body(storage)
+      end)
+    end
+  end
+end
+
+-- The SQL type of the embedding column of `table_name` (default rag_documents).
+function H.column_type(url, table_name)
+  return H.scalar(url, ([[select format_type(atttypid, atttypmod) from pg_attribute
+    where attrelid = '%s'::regclass and attname = 'embedding']]):format(table_name or "rag_documents"))
+end
+
+-- Fingerprint of the stored documents, the same on both storages for the same
+-- vectors: keys, content hashes and the embedding as real[] text, in key order.
+function H.fingerprint(url, table_name)
+  return H.scalar(url, ([[select md5(string_agg(entity_type || ':' || entity_id || ':' || chunk_index || ':'
+    || content_hash || ':' || md5(embedding::real[]::text), ',' order by entity_type, entity_id, chunk_index))
+    from %s]]):format(table_name or "rag_documents"))
 end
 
 -- Processes started by a spec; H.cleanup() (after_each) stops what a failed
@@ -197,6 +277,7 @@ end
 -- err, code_file }. H.exit_code(job) reads the code once it has ended.
 function H.ragops_background(url, args, opts)
   opts = opts or {}
+  args = with_storage(args)
   local out, err, pidfile, code = os.tmpname(), os.tmpname(), os.tmpname(), os.tmpname()
   os.remove(code)
   local inner = ("cd %s && env %s %s %s >%s 2>%s & echo $! > %s; wait $!; echo $? > %s")

@@ -263,6 +263,8 @@ describe("ragops index com um banco pgvector simulado", function()
       local args = { ... }
       self.sent[#self.sent + 1] = sql
       if state.fail_on and sql:find(state.fail_on, 1, true) then
+        -- What the failed statement left in the catalog (an INVALID index).
+        state.relation = state.left_on_failure
         return nil, state.fail_msg, state.fail_state
       end
       if sql:find("format_type", 1, true) then
@@ -319,6 +321,7 @@ describe("ragops index com um banco pgvector simulado", function()
     _G.RAGOPS_HOME = here .. "/../.."
     package.loaded["ragops.pg"] = { quote_ident = index.quote_ident }
     package.loaded["ragops.engine"] = { connect = function() return conn end }
+    package.loaded["ragops.core"] = { trap_signals = function() end }
     state = { column = "vector(1536)", extension = "0.7.0", rows = 5000 }
     conn = fake_conn()
   end)
@@ -386,11 +389,13 @@ describe("ragops index com um banco pgvector simulado", function()
     state.fail_on = "CREATE INDEX"
     state.fail_msg = "memory required is 900 MB, maintenance_work_mem is 64 MB"
     state.fail_state = "54000"
+    state.left_on_failure = { kind = "i", method = "ivfflat", on_target = true, valid = false }
     assert.are.equal(2, ragops("index", "create", "--lists", "64", "--dim", "1536", "--concurrently"))
     assert.matches("maintenance_work_mem is 64 MB", err.text)
-    assert.matches("INVALID", err.text)
+    assert.matches("o índice rag_documents_embedding_ivfflat ficou INVALID", err.text)
+    assert.matches('DROP INDEX CONCURRENTLY IF EXISTS "rag_documents_embedding_ivfflat";', err.text, 1, true)
     assert.is_true(conn.closed)
-    state.fail_state = "08006"
+    state.fail_state, state.relation, state.left_on_failure = "08006", nil, nil
     conn = fake_conn()
     assert.are.equal(4, ragops("index", "create", "--lists", "64", "--dim", "1536"))
   end)
