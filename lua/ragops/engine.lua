@@ -307,11 +307,9 @@ function run_plan(path, opts, params)
   local runner = require "ragops.runner"
   local core = require "ragops.core"
   local s = sched.real()
-  local stopping = false
   local pool = require("ragops.pool").new {
     conninfo = cfg.database.url, sched = s, on_connect = store_pg.prepare_connection,
     size = math.max(cfg.database.pool_size, p.batch.in_flight + 2), log = log,
-    stopped = function() return stopping end,
   }
   local conn, cerr = pool:acquire()
   if not conn then
@@ -400,7 +398,6 @@ function run_plan(path, opts, params)
   -- every wait (backoff, pause between rounds, query, embedding call) ends now.
   signals.stop_run = function(name)
     interrupted = true
-    stopping = true
     alerts:stop()
     if env.stop then env.stop(EXIT.interrupted, "interrompido pelo operador (" .. name .. ")") end
     s.stop()

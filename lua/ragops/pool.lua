@@ -25,8 +25,7 @@ end
 
 -- opts: { conninfo = "...", size = 8, sched = <scheduler>, pg = <ragops.pg>,
 --         on_connect = function(conn) -> ok, err (session setup, optional),
---         retry = policy (default M.DB_RETRY), log = ragops.log-like (optional),
---         stopped = function() -> true when the run is stopping (no more retries) }
+--         retry = policy (default M.DB_RETRY), log = ragops.log-like (optional) }
 function M.new(opts)
   local pool = { idle = {}, open = 0, size = opts.size or 8, waiters = {},
                  closed = false, policy = opts.retry or M.DB_RETRY }
@@ -106,13 +105,14 @@ function M.new(opts)
   -- connection (fn must be safe to repeat: one transaction, or a read).
   -- Returns { results } or { nil, err, sqlstate } once the policy gives up.
   local function run_with_retry(fn, keep)
+    -- After a signal the run only records how it ended: one attempt, no waits.
+    if s.stopped and s.stopped() then return run_once(fn, keep) end
     local failed
     local results = retry.call(pool.policy, s, function()
       local r = run_once(fn, keep)
       if r[1] ~= nil then return r end
       failed = r
-      local class = M.retryable_sqlstate(r[3]) and not pool.closed
-        and not (opts.stopped and opts.stopped()) and "transient" or "fatal"
+      local class = M.retryable_sqlstate(r[3]) and not pool.closed and "transient" or "fatal"
       return nil, r[2], { class = class }
     end, function(attempt, delay, e)
       if opts.log then

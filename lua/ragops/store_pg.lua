@@ -434,7 +434,7 @@ function M.new(opts)
         return r[1].ok
       end)
       if not conn then return nil, "não foi possível reconectar ao PostgreSQL: " .. tostring(ok) end
-      self.lock_conn, self.lock_held = conn, ok
+      self.lock_conn = conn
       if not ok then return nil, "outro processo tomou a execução enquanto a conexão estava perdida" end
       return true
     end
@@ -443,6 +443,7 @@ function M.new(opts)
         s.sleep(M.HEARTBEAT_MS)
         if not self.keeping then break end
         local ok, err = beat()
+        if not self.keeping then break end
         if not ok and err ~= "lost" then
           ok, err = retake()
           if ok then ok, err = beat() end
@@ -478,11 +479,9 @@ function M.new(opts)
       query("delete from ragops_run_units where run_id = $1", run_id)
     end
     if self.lock_conn then
-      if self.lock_conn:is_ok() and self.lock_held ~= false then
-        self.lock_conn:query(("select %s($1, $2)"):format(self.lock_shared and "pg_advisory_unlock_shared"
-          or "pg_advisory_unlock"), RUN_LOCK_CLASS, self.locked_run)
-      end
-      pool:release(self.lock_conn)
+      -- Closing the session releases its advisory lock (and ends a heartbeat
+      -- that may be using the connection right now).
+      pool:discard(self.lock_conn)
       self.lock_conn = nil
     end
     if not rows then return nil, err end
