@@ -28,6 +28,7 @@
 local cjson = require "cjson"
 local chunk = require "ragops.chunk"
 local retry = require "ragops.retry"
+local sandbox = require "ragops.sandbox"
 local sched = require "ragops.sched"
 
 local M = {}
@@ -81,6 +82,7 @@ function M.run(plan, env)
   stats.per_entity_type = {}
   stats.missing_entities = {}
   local ctx = { abort = nil }
+  local hook_budget = sandbox.hook_budget()
 
   local function counters_for(entity_type)
     local c = stats.per_entity_type[entity_type]
@@ -208,11 +210,13 @@ function M.run(plan, env)
     local entities, failures = {}, {}
     for _, row in ipairs(unit.rows) do
       local id = key_text(row[source.key])
-      local ok, doc = xpcall(source.document, debug.traceback, row)
+      local ok, doc, class = sandbox.call(hook_budget, source.document, row)
       if not ok then
         failures[#failures + 1] = { entity_type = source.entity_type, entity_id = id,
-          error_class = "transform", attempts = 1,
-          message = "document() falhou: " .. tostring(doc) }
+          error_class = class == "error" and "transform" or class, attempts = 1,
+          message = "document() falhou: " .. doc }
+        local too_many = sandbox.breach_limit_reached(hook_budget)
+        if too_many then abort(2, too_many) end
       else
         local e = { id = id, chunks = {} }
         local updated = source.updated_at and row[source.updated_at]

@@ -47,6 +47,7 @@ local clock = os.clock
 
 -- State of the call being enforced (one at a time: hooks are global in LuaJIT).
 local active_budget      -- budget of the running call, nil when none
+local active_fn          -- the function that call runs
 local deadline           -- os.clock() value past which the call breaks the budget
 local heap_ceiling_kb    -- collectgarbage("count") past which it breaks (no core)
 local breach_class       -- "time" | "memory" once the running call broke its budget
@@ -139,16 +140,18 @@ end
 -- Budget enforcement
 ---------------------------------------------------------------------------
 
--- "path:line" of the innermost Lua function at `level` or above.
-local function code_site(level)
-  for depth = level, level + 20 do
+-- "path:line" of the innermost frame, at `level` or above, running code of
+-- the file that defines `fn`; just the path when no frame does (tail calls).
+local function code_site(level, fn)
+  local source = debug.getinfo(fn, "S").source
+  for depth = level, level + 50 do
     local info = debug.getinfo(depth, "Sl")
     if not info then break end
-    if info.what ~= "C" and info.currentline and info.currentline > 0 then
+    if info.source == source and info.currentline and info.currentline > 0 then
       return info.short_src .. ":" .. info.currentline
     end
   end
-  return nil
+  return source:sub(1, 1) == "@" and source:sub(2) or nil
 end
 
 local BREACH_TEXT = {
@@ -168,7 +171,7 @@ end
 local function breach(class, level)
   if heap_limit then heap_limit(0) end
   breach_class = class
-  breach_message = breach_text(active_budget, class, code_site(level + 2))
+  breach_message = breach_text(active_budget, class, code_site(level + 2, active_fn))
 end
 
 -- Count hook: breaks the call once it passes its deadline or heap ceiling,
@@ -249,7 +252,7 @@ local function on_error(err)
     return breach_message
   end
   if type(err) == "string" and not err:match("^[^\n]-:%d+: ") then
-    local site = code_site(3)
+    local site = code_site(3, active_fn)
     if site then err = site .. ": " .. err end
   end
   return err
@@ -274,7 +277,7 @@ local function finish(budget, fn, previous_hook, previous_mask, previous_count, 
   debug.sethook(previous_hook, previous_mask, previous_count)
   if heap_limit then heap_limit(0) end
   local class = breach_class or "error"
-  active_budget, breach_class, breach_message = nil, nil, nil
+  active_budget, active_fn, breach_class, breach_message = nil, nil, nil, nil
   if not ok and class == "error" and is_memory_error((...)) then
     budget.breaches = budget.breaches + 1
     return false, breach_text(budget, "memory", file_of(fn)), "memory"
@@ -287,7 +290,7 @@ end
 -- enforced (a plan importing another) runs under the outer budget.
 function M.call(budget, fn, ...)
   if active_budget then return nested_outcome(budget, fn, xpcall(fn, on_error, ...)) end
-  active_budget, breach_class = budget, nil
+  active_budget, active_fn, breach_class = budget, fn, nil
   deadline = clock() + budget.ms / 1000
   if heap_limit then
     heap_ceiling_kb = nil
