@@ -74,6 +74,10 @@ local SYSTEM = {
 
 -- libpq connection errors.
 local LIBPQ = {
+  { 'connection to server at "([^"]*)" %(([^)]*)%), port (%d+) failed:',
+    'a conexão com o servidor em "%1" (%2), porta %3, falhou:' },
+  { 'connection to server at "([^"]*)", port (%d+) failed:', 'a conexão com o servidor em "%1", porta %2, falhou:' },
+  { 'connection to server on socket "([^"]*)" failed:', 'a conexão com o servidor pelo socket "%1" falhou:' },
   { 'missing "=" after "([^"]*)" in connection info string',
     'falta "=" depois de "%1" no texto de conexão (missing "=" after "%1" in connection info string)' },
   { 'invalid connection option "([^"]*)"',

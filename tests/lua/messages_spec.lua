@@ -41,6 +41,8 @@ describe("messages.translate", function()
     { 'password authentication failed for user "app"',
       'autenticação por senha falhou para o usuário "app" (password authentication failed)' },
     { "Connection refused", "conexão recusada (Connection refused)" },
+    { 'connection to server at "127.0.0.1", port 1 failed: Connection refused',
+      'a conexão com o servidor em "127.0.0.1", porta 1, falhou: conexão recusada (Connection refused)' },
   }
   for _, case in ipairs(cases) do
     it(("traduz %q"):format(case[1]), function()
