@@ -223,3 +223,26 @@ return plan { name = "hostil", sources = { itens }, batch = { size = 1, in_fligh
     assert.are.equal(2, #r:documents("item"))
   end)
 end)
+
+describe("chave sandbox da configuração", function()
+  local config = require "ragops.config"
+  local function no_env() return nil end
+  after_each(function() sandbox.configure(nil) end)
+
+  it("aplica os limites ao sandbox e recusa valores e chaves inválidos", function()
+    local path = write_file("return { sandbox = { hook_ms = 25, max_breaches = 2 } }")
+    assert(config.load(path, no_env))
+    local limits = sandbox.limits()
+    assert.are.equal(25, limits.hook_ms)
+    assert.are.equal(2, limits.max_breaches)
+    assert.are.equal(sandbox.DEFAULTS.load_ms, limits.load_ms)
+    local bad = write_file("return { sandbox = { hook_ms = 0 } }")
+    local cfg, err = config.load(bad, no_env)
+    assert.is_nil(cfg)
+    assert.matches('chave "sandbox.hook_ms": valor 0 inválido; esperado um inteiro entre 1 e 60000', err, 1, true)
+    local unknown = write_file("return { sandbox = { hook_seconds = 1 } }")
+    cfg, err = config.load(unknown, no_env)
+    assert.is_nil(cfg)
+    assert.matches('chave "sandbox.hook_seconds" desconhecida', err, 1, true)
+  end)
+end)
