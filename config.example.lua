@@ -84,4 +84,14 @@ return {
     -- nil = alertas só no log. O caminho da URL é mascarado nos logs.
     webhook_url = nil,
   },
+
+  -- Limites do código dos planos (docs/limites-e-riscos.md). Carregar um plano ou
+  -- arquivo golden, e cada chamada de document(), param ao passar deles.
+  sandbox = {
+    load_ms = 2000,        -- tempo de CPU para carregar um arquivo (código 2 ao passar)
+    load_memory_mb = 256,  -- memória que o carregamento pode alocar
+    hook_ms = 100,         -- tempo de CPU de uma chamada de document() (falha "time")
+    hook_memory_mb = 16,   -- memória de uma chamada de document() (falha "memory")
+    max_breaches = 10,     -- chamadas estouradas antes de abortar a execução (código 2)
+  },
 }

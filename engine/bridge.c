@@ -1,6 +1,7 @@
 /*
  * bridge.c: the Lua state, the coroutine scheduler and the `ragops.core`
- * module (spawn, suspend, wake, sleep, clocks, content hash, signals).
+ * module (spawn, suspend, wake, sleep, clocks, content hash, signals, heap
+ * cap for the plan sandbox).
  *
  * Every coroutine is resumed from a libuv callback, never from another
  * coroutine: spawn, wake and cancellations put the coroutine on a ready
@@ -500,6 +501,43 @@ static int core_trap_signals(lua_State *L)
     return 0;
 }
 
+/* ---- heap cap (ragops.sandbox's memory limit) ---- */
+
+/* Bytes held by the Lua state and the cap the sandbox sets around plan code. */
+static struct {
+    size_t in_use; /* bytes currently allocated through heap_alloc */
+    size_t limit;  /* growth past this many bytes is refused; 0 = no cap */
+} heap;
+
+/* lua_Alloc that counts bytes and refuses growth past heap.limit (LuaJIT
+ * then raises "not enough memory" in the code that allocated). */
+static void *heap_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
+{
+    (void)ud;
+    if (new_size == 0) {
+        free(ptr);
+        heap.in_use -= old_size;
+        return NULL;
+    }
+    if (heap.limit != 0 && new_size > old_size && heap.in_use - old_size + new_size > heap.limit)
+        return NULL;
+    void *grown = realloc(ptr, new_size);
+    if (grown != NULL)
+        heap.in_use = heap.in_use - old_size + new_size;
+    return grown;
+}
+
+/* core.heap_limit(bytes): caps the Lua heap at bytes (0 removes the cap) and
+ * returns the bytes in use. */
+static int core_heap_limit(lua_State *L)
+{
+    lua_Number limit = luaL_checknumber(L, 1);
+    luaL_argcheck(L, limit >= 0, 1, "limite de memória negativo");
+    heap.limit = (size_t)limit;
+    lua_pushnumber(L, (lua_Number)heap.in_use);
+    return 1;
+}
+
 int luaopen_ragops_core(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
@@ -509,6 +547,7 @@ int luaopen_ragops_core(lua_State *L)
         {"hash", core_hash},         {"vecbatch", core_vecbatch},
         {"trap_signals", core_trap_signals}, {"process_id", core_process_id},
         {"cancel_all", core_cancel_all},
+        {"heap_limit", core_heap_limit},
         {NULL, NULL},
     };
     rg_vecbatch_register(L);
@@ -519,11 +558,21 @@ int luaopen_ragops_core(lua_State *L)
 
 /* ---- state lifecycle ---- */
 
+/* Last resort for an error outside any protected call. */
+static int unprotected_error(lua_State *L)
+{
+    fprintf(stderr, "ragops: erro fora de chamada protegida no Lua: %s\n", lua_tostring(L, -1));
+    return 0;
+}
+
 lua_State *rg_bridge_open(const char *lua_dir)
 {
-    lua_State *L = luaL_newstate();
+    heap.in_use = 0;
+    heap.limit = 0;
+    lua_State *L = lua_newstate(heap_alloc, NULL);
     if (L == NULL)
         return NULL;
+    lua_atpanic(L, unprotected_error);
     luaL_openlibs(L);
     memset(&bridge, 0, sizeof bridge);
     bridge.L = L;

@@ -1,9 +1,11 @@
 -- ragops.config: loads the configuration file (a text Lua chunk returning a
--- table, run in an empty environment), fills defaults, applies environment
--- overrides, validates with pt-BR errors, and renders it safely for logs
--- (passwords and API keys redacted).
+-- table, run by ragops.sandbox with env() added), fills defaults, applies
+-- environment overrides, validates with pt-BR errors, hands the `sandbox`
+-- limits to ragops.sandbox, and renders it safely for logs (passwords and
+-- API keys redacted).
 
 local plan = require "ragops.plan"
+local sandbox = require "ragops.sandbox"
 
 local M = {}
 
@@ -14,6 +16,13 @@ M.ENV_OVERRIDES = {
   { "OPENAI_API_KEY", "provider", "api_key" },
   { "RAGOPS_EMBED_MODEL", "provider", "model" },
 }
+
+-- Limits of plan/config code (ragops.sandbox), one fresh table per call.
+local function sandbox_defaults()
+  local out = {}
+  for key, value in pairs(sandbox.DEFAULTS) do out[key] = value end
+  return out
+end
 
 -- Fresh copy of the defaults (nil-valued keys are listed in KEYS below).
 function M.defaults()
@@ -38,12 +47,13 @@ function M.defaults()
     metrics = { file = nil },
     alerts = { webhook_url = nil },
     log = { progress_every_s = 5 },
+    sandbox = sandbox_defaults(),
   }
 end
 
 -- Allowed keys per section (for unknown-key errors).
 local KEYS = {
-  [""] = { "database", "provider", "metrics", "alerts", "log" },
+  [""] = { "database", "provider", "metrics", "alerts", "log", "sandbox" },
   database = { "url", "pool_size", "table", "storage" },
   provider = { "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
                "expected_latency_ms", "price_per_1m_tokens", "rate_limits" },
@@ -51,6 +61,13 @@ local KEYS = {
   metrics = { "file" },
   alerts = { "webhook_url" },
   log = { "progress_every_s" },
+  sandbox = sandbox.KEYS,
+}
+
+-- Accepted ranges of the sandbox limits.
+local SANDBOX_RANGES = {
+  load_ms = { 10, 600000 }, load_memory_mb = { 1, 65536 }, hook_ms = { 1, 60000 },
+  hook_memory_mb = { 1, 65536 }, max_breaches = { 1, 1000000 },
 }
 
 -- Keys whose values are secrets or may embed secrets.
@@ -271,6 +288,11 @@ local function validate(cfg, checker)
   check_string(checker, "metrics.file", cfg.metrics.file, true, "o caminho do arquivo de métricas Prometheus (textfile)")
   checker.only_keys(cfg.alerts, "alerts")
   check_http_url(checker, "alerts.webhook_url", cfg.alerts.webhook_url, true)
+  checker.only_keys(cfg.sandbox, "sandbox")
+  for _, key in ipairs(sandbox.KEYS) do
+    local range = SANDBOX_RANGES[key]
+    check_integer(checker, "sandbox." .. key, cfg.sandbox[key], range[1], range[2])
+  end
 end
 
 -- Overlays `user` (the file's table) on `defaults`, section by section.
@@ -298,30 +320,15 @@ local function merge(defaults, user, checker)
   return cfg
 end
 
-local function read_file(path)
-  local handle, open_err = io.open(path, "rb")
-  if not handle then
-    return nil, string.format("configuração %s: não foi possível abrir o arquivo (%s)", path, tostring(open_err))
-  end
-  local text = handle:read("*a")
-  handle:close()
-  return text
-end
-
--- Runs the configuration file; returns its table or nil, err.
+-- Runs the configuration file in the sandbox; returns its table or nil, err.
 local function run_file(path, env_getter)
-  local text, read_err = read_file(path)
+  local text, read_err = sandbox.read_file(path, "configuração")
   if not text then return nil, read_err end
-  -- Empty environment, plus env("NAME") to read environment variables.
-  local env = { env = function(name) return env_getter(name) end }
-  local fn, compile_err = plan.compile_text(text, path, env)
-  if not fn then
-    return nil, plan.normalise_error(path, compile_err, "configuração")
-  end
-  local ok, result = pcall(fn)
-  if not ok then
-    return nil, plan.normalise_error(path, result, "configuração")
-  end
+  -- The safe functions, plus env("NAME") to read environment variables.
+  local env = sandbox.environment("configuração")
+  env.env = function(name) return env_getter(name) end
+  local result, err = sandbox.run_text(text, path, "configuração", env)
+  if err then return nil, err end
   if type(result) ~= "table" then
     return nil, string.format("configuração %s: o arquivo deve terminar com return { ... } (retornou valor %s)",
       path, plan.show_value(result))
@@ -358,6 +365,8 @@ function M.load(path, env_getter)
     end
     validate(cfg, checker)
     cfg.file = path
+    -- The limits apply to every plan and golden file this process loads next.
+    sandbox.configure(cfg.sandbox)
     return cfg
   end)
   if not ok then return nil, tostring(result) end

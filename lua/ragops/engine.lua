@@ -4,6 +4,7 @@
 local cjson = require "cjson"
 local config = require "ragops.config"
 local log = require "ragops.log"
+local messages = require "ragops.messages"
 local migrate = require "ragops.migrate"
 local plan_mod = require "ragops.plan"
 local report = require "ragops.report"
@@ -52,7 +53,7 @@ function M.connect(cfg)
   local conn, err = pg.connect(cfg.database.url)
   if not conn then
     return nil, ("não foi possível conectar ao PostgreSQL em %s: %s")
-      :format(config.redact_url(cfg.database.url), tostring(err))
+      :format(config.redact_url(cfg.database.url), messages.translate(err))
   end
   return conn
 end
@@ -314,7 +315,7 @@ function run_plan(path, opts, params)
   local conn, cerr = pool:acquire()
   if not conn then
     return fail(EXIT.unreachable, "não foi possível conectar ao PostgreSQL em %s: %s",
-      config.redact_url(cfg.database.url), tostring(cerr))
+      config.redact_url(cfg.database.url), messages.translate(cerr))
   end
   local coltype, terr, code = M.check_target(conn, cfg)
   if coltype then

@@ -31,7 +31,9 @@ function M.query(conn, opts)
 end
 
 local CLASS_PTBR = { transient = "temporária (tentativas esgotadas)", permanent = "permanente",
-                     fatal = "fatal", transform = "erro no document() do plano" }
+                     fatal = "fatal", transform = "erro no document() do plano",
+                     time = "document() excedeu o tempo limite (sandbox.hook_ms)",
+                     memory = "document() excedeu o limite de memória (sandbox.hook_memory_mb)" }
 
 -- pt-BR listing for the operator.
 function M.format(rows, opts)

@@ -1,9 +1,11 @@
 -- ragops.plan: the plan DSL (source{} / plan{}), its validation with pt-BR
--- errors that name the plan file, line and key, and the sandboxed loader.
+-- errors that name the plan file, line and key, and the plan loader.
 --
--- A plan file is a text Lua chunk run in a fresh environment holding
--- `source`, `plan`, `params` and a small set of safe standard functions.
--- It must return the value built by `plan { ... }`.
+-- A plan file is a text Lua chunk run by ragops.sandbox (time and memory
+-- budget) in its restricted environment plus `source`, `plan`, `params`
+-- and `import`. It must return the value built by `plan { ... }`.
+
+local sandbox = require "ragops.sandbox"
 
 local M = {}
 
@@ -560,19 +562,9 @@ end
 -- Sandbox and loader
 ---------------------------------------------------------------------------
 
--- Names that exist in standard Lua but are refused inside plans.
-local FORBIDDEN = {
-  io = true, require = true, load = true, loadstring = true, dofile = true, loadfile = true,
-  debug = true, getfenv = true, setfenv = true, collectgarbage = true, rawset = true,
-  module = true, package = true, newproxy = true, jit = true, ffi = true,
-  setmetatable = true, getmetatable = true,
-}
-
-local function copy_table(src, skip)
+local function copy_table(src)
   local out = {}
-  for key, value in pairs(src) do
-    if not (skip and skip[key]) then out[key] = value end
-  end
+  for key, value in pairs(src) do out[key] = value end
   return out
 end
 
@@ -589,54 +581,6 @@ local function reading_params(params, read)
   })
 end
 
--- Translates the most common Lua runtime messages to pt-BR.
-local TRANSLATIONS = {
-  { "attempt to call a nil value", "tentativa de chamar um valor nil" },
-  { "attempt to call field '([^']*)' %(a nil value%)", "tentativa de chamar o campo '%1' (valor nil)" },
-  { "attempt to call global '([^']*)' %(a nil value%)", "tentativa de chamar a global '%1' (valor nil)" },
-  { "attempt to call local '([^']*)' %(a nil value%)", "tentativa de chamar a variável local '%1' (valor nil)" },
-  { "attempt to call method '([^']*)' %(a nil value%)", "tentativa de chamar o método '%1' (valor nil)" },
-  { "attempt to index field '([^']*)' %(a nil value%)", "tentativa de indexar o campo '%1' (valor nil)" },
-  { "attempt to index global '([^']*)' %(a nil value%)", "tentativa de indexar a global '%1' (valor nil)" },
-  { "attempt to index local '([^']*)' %(a nil value%)", "tentativa de indexar a variável local '%1' (valor nil)" },
-  { "attempt to index a nil value", "tentativa de indexar um valor nil" },
-  { "attempt to perform arithmetic on", "tentativa de fazer aritmética com" },
-  { "attempt to concatenate", "tentativa de concatenar" },
-  { "attempt to compare", "tentativa de comparar" },
-  { "unexpected symbol near", "símbolo inesperado perto de" },
-  { "'(.-)' expected near", "'%1' esperado perto de" },
-  { "unfinished string near", "texto (string) não terminado perto de" },
-  { "a nil value", "um valor nil" },
-}
-
-local function translate(message)
-  for _, pair in ipairs(TRANSLATIONS) do
-    message = message:gsub(pair[1], pair[2])
-  end
-  return message
-end
-
--- Turns "path:12: msg" into "<what> path:12: msg" (what = "plano" by
--- default) with common Lua messages in pt-BR; leaves messages that already
--- start with "<what> " as they are. Also used by ragops.config.
-local function normalise_error(path, message, what)
-  what = what or "plano"
-  message = tostring(message)
-  if message:sub(1, #what + 1) == what .. " " then return message end
-  local escaped = path:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")
-  local line, rest = message:match("^" .. escaped .. ":(%d+): (.*)$")
-  if line then
-    return string.format("%s %s:%s: %s", what, path, line, translate(rest))
-  end
-  -- Chunk names may be shortened by Lua ("...long/path.lua:3:").
-  local short_line, short_rest = message:match("^[^\n]-%.lua:(%d+): (.*)$")
-  if short_line then
-    return string.format("%s %s:%s: %s", what, path, short_line, translate(short_rest))
-  end
-  return string.format("%s %s: %s", what, path, translate(message))
-end
-M.normalise_error = normalise_error
-
 -- Line of the last "return plan {" in a plan text: `return plan {...}` is
 -- a tail call, so Lua no longer knows the caller's line when plan{} fails.
 local function return_plan_line(text)
@@ -651,7 +595,7 @@ end
 -- Builds the environment a plan file runs in. `text` (optional) is the
 -- plan's source, used to locate `return plan {` for error messages.
 function M.environment(path, params, text)
-  local env = {}
+  local env = sandbox.environment("plano")
   local plan_where = path
   local line = text and return_plan_line(text)
   if line then plan_where = path .. ":" .. line end
@@ -678,56 +622,7 @@ function M.environment(path, params, text)
     for key in pairs(M.params_read(imported)) do read[key] = true end
     return imported
   end
-  for _, name in ipairs({ "assert", "error", "ipairs", "pairs", "next", "pcall", "xpcall", "select",
-                          "tonumber", "tostring", "type", "unpack", "print", "rawget", "rawequal" }) do
-    env[name] = _G[name]
-  end
-  env.math = copy_table(math)
-  env.string = copy_table(string, { dump = true })
-  env.table = copy_table(table)
-  env.os = setmetatable({ time = os.time, date = os.date, clock = os.clock }, {
-    __index = function(_, key)
-      error(string.format("os.%s não é permitido em planos (ambiente restrito: só os.time, os.date e os.clock)",
-        tostring(key)), 2)
-    end,
-  })
-  env._G = env
-  return setmetatable(env, {
-    __index = function(_, key)
-      if FORBIDDEN[key] then
-        error(string.format('"%s" não é permitido em planos (ambiente restrito, sem acesso a arquivos, '
-          .. 'processos ou carregamento de código)', tostring(key)), 2)
-      end
-      error(string.format('variável global "%s" não definida no plano', tostring(key)), 2)
-    end,
-  }), read
-end
-
-local function read_file(path)
-  local handle, open_err = io.open(path, "rb")
-  if not handle then
-    return nil, string.format("plano %s: não foi possível abrir o arquivo (%s)", path, tostring(open_err))
-  end
-  local text = handle:read("*a")
-  handle:close()
-  if not text then
-    return nil, string.format("plano %s: não foi possível ler o arquivo", path)
-  end
-  return text
-end
-
--- Compiles `text` as a text-only chunk named after `path` in `env`.
--- Shared with ragops.config. Returns the function or nil, err (raw).
-function M.compile_text(text, path, env)
-  if text:sub(1, 1) == "\27" then
-    return nil, "arquivo pré-compilado (bytecode) recusado; esperado código-fonte Lua em texto"
-  end
-  -- Keep line numbers: a "#!" first line becomes a comment.
-  if text:sub(1, 1) == "#" then text = "--" .. text end
-  local fn, err = load(text, "@" .. path, "t", env)
-  if not fn then return nil, err end
-  if setfenv then setfenv(fn, env) end
-  return fn
+  return env, read
 end
 
 -- Loads and validates a plan file. Returns the plan, or nil and a pt-BR
@@ -739,13 +634,11 @@ function M.load(path, params)
   if params ~= nil and type(params) ~= "table" then
     error("plan.load: params deve ser uma tabela", 2)
   end
-  local text, read_err = read_file(path)
+  local text, read_err = sandbox.read_file(path, "plano")
   if not text then return nil, read_err end
   local env, read = M.environment(path, params, text)
-  local fn, compile_err = M.compile_text(text, path, env)
-  if not fn then return nil, normalise_error(path, compile_err) end
-  local ok, result = xpcall(fn, function(message) return message end)
-  if not ok then return nil, normalise_error(path, result) end
+  local result, err = sandbox.run_text(text, path, "plano", env)
+  if err then return nil, err end
   if not M.is_plan(result) then
     return nil, string.format("plano %s: o arquivo deve terminar com return plan { ... } (retornou valor %s)",
       path, show(result))

@@ -10,6 +10,7 @@
 -- module and are unit-tested in tests/lua/validate_spec.lua.
 local cjson = require "cjson"
 local plan_mod = require "ragops.plan"
+local sandbox = require "ragops.sandbox"
 local report = require "ragops.report"
 
 local M = {}
@@ -198,34 +199,14 @@ function M.check_golden(value, path, text)
   return out
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, ("golden %s: não foi possível abrir o arquivo (%s)"):format(path, tostring(err)) end
-  local text = f:read("*a")
-  f:close()
-  if not text then return nil, ("golden %s: não foi possível ler o arquivo"):format(path) end
-  return text
-end
-
-local SAFE_GLOBALS = { "assert", "error", "ipairs", "pairs", "next", "pcall", "select", "tonumber",
-                       "tostring", "type", "unpack", "rawget", "rawequal" }
-
--- Runs a golden file (text only, sandboxed like plans) and returns the raw
--- table it returns, or nil, err. `import "outro.lua"` loads a golden file of
--- the same folder (its raw table, so the importer may adjust thresholds).
+-- Runs a golden file (text only, in ragops.sandbox like plans) and returns
+-- the raw table it returns, or nil, err. `import "outro.lua"` loads a golden
+-- file of the same folder (its raw table, so the importer may adjust thresholds).
 local function run_golden_file(path, depth)
   if depth > 8 then return nil, ("golden %s: import em ciclo"):format(path) end
-  local text, rerr = read_file(path)
+  local text, rerr = sandbox.read_file(path, "golden")
   if not text then return nil, rerr end
-  local env = {}
-  for _, name in ipairs(SAFE_GLOBALS) do env[name] = _G[name] end
-  env.string = { byte = string.byte, char = string.char, find = string.find, format = string.format,
-                 gmatch = string.gmatch, gsub = string.gsub, len = string.len, lower = string.lower,
-                 match = string.match, rep = string.rep, reverse = string.reverse, sub = string.sub,
-                 upper = string.upper }
-  env.table = { concat = table.concat, insert = table.insert, remove = table.remove, sort = table.sort }
-  env.math = {}
-  for k, v in pairs(math) do env.math[k] = v end
+  local env = sandbox.environment("golden")
   env.import = function(name)
     if type(name) ~= "string" or not name:match("^[%w_][%w_%-%.]*%.lua$") then
       error(('import: esperado o nome de um arquivo golden da mesma pasta, como "golden_demo.lua" (recebi %s)')
@@ -236,15 +217,8 @@ local function run_golden_file(path, depth)
     if value == nil then error(err, 0) end
     return value
   end
-  env._G = env
-  setmetatable(env, { __index = function(_, key)
-    error(('variável global "%s" não definida (arquivo golden: ambiente restrito, só dados e funções puras)')
-      :format(tostring(key)), 2)
-  end })
-  local fn, cerr = plan_mod.compile_text(text, path, env)
-  if not fn then return nil, plan_mod.normalise_error(path, cerr, "golden") end
-  local ok, result = xpcall(fn, function(message) return message end)
-  if not ok then return nil, plan_mod.normalise_error(path, result, "golden") end
+  local result, err = sandbox.run_text(text, path, "golden", env)
+  if err then return nil, err end
   return result, nil, text
 end
 

@@ -114,14 +114,15 @@ return {
     assert.equal("postgresql://arquivo/db", cfg.database.url)
   end)
 
-  it("offers env() inside the file and nothing else", function()
+  it("offers env() and the plans' safe functions inside the file, and nothing else", function()
     local path = config_file([[return { provider = { api_key = env("MINHA_CHAVE") } }]])
     local cfg = assert(config.load(path, env_of { MINHA_CHAVE = "sk-x" }))
     assert.equal("sk-x", cfg.provider.api_key)
     local bad = config_file("local f = io.open('/etc/passwd')\nreturn {}\n")
     local none, err = config.load(bad, NO_ENV)
     assert.is_nil(none)
-    assert.equal("configuração " .. bad .. ":1: tentativa de indexar a global 'io' (valor nil)", err)
+    assert.equal("configuração " .. bad .. ':1: "io" não é permitido em configurações (ambiente restrito, '
+      .. "sem acesso a arquivos, processos ou carregamento de código)", err)
   end)
 
   it("refuses bytecode and non-table results", function()

@@ -193,7 +193,7 @@ describe("validate.load_golden", function()
       local path = write_file("local x = " .. code .. "\nreturn {}")
       local g, err = validate.load_golden(path)
       assert.is_nil(g)
-      assert.matches(":1: variável global \"%a+\" não definida", err)
+      assert.matches(':1: "?[%a.]+"? não é permitido em arquivos golden', err)
     end
   end)
 

@@ -11,6 +11,7 @@
 --     prune = { entity_ids, counts }, unchanged_ids, skipped }
 local cjson = require "cjson"
 local chunk = require "ragops.chunk"
+local sandbox = require "ragops.sandbox"
 
 local M = {}
 
@@ -30,8 +31,8 @@ local function encode_metadata(metadata)
     .. tostring(text):gsub("^.-:%d+: ", "") .. ")"
 end
 
-local function transform_failure(source, id, message)
-  return { entity_type = source.entity_type, entity_id = id, error_class = "transform",
+local function transform_failure(source, id, message, class)
+  return { entity_type = source.entity_type, entity_id = id, error_class = class or "transform",
            attempts = 1, message = message }
 end
 
@@ -39,8 +40,16 @@ end
 local function build_entity(ctx, source, row)
   local plan, env = ctx.plan, ctx.env
   local id = key_text(row[source.key])
-  local ok, doc = xpcall(source.document, debug.traceback, row)
-  if not ok then return nil, transform_failure(source, id, "document() falhou: " .. tostring(doc)) end
+  -- document() runs under the sandbox's time and memory budget; a breach or
+  -- an error dead-letters the row (class time/memory/transform), and past
+  -- sandbox.max_breaches budget breaches the run stops (code 2).
+  ctx.hook_budget = ctx.hook_budget or sandbox.hook_budget()
+  local ok, doc, class = sandbox.call(ctx.hook_budget, source.document, row)
+  if not ok then
+    local too_many = sandbox.breach_limit_reached(ctx.hook_budget)
+    if too_many then ctx:abort(2, too_many) end
+    return nil, transform_failure(source, id, "document() falhou: " .. doc, class ~= "error" and class or nil)
+  end
   local e = { id = id, chunks = {} }
   local updated = source.updated_at and row[source.updated_at]
   e.updated_at = updated ~= nil and tostring(updated) or nil

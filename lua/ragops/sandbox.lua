@@ -1,0 +1,377 @@
+-- ragops.sandbox: runs untrusted plan, config and golden code. Reads the
+-- file, compiles text chunks only (never bytecode), builds the restricted
+-- environment, and runs code under a time and memory budget:
+--
+--   sandbox.read_file(path, kind)          -> text | nil, err
+--   sandbox.compile(text, path, env)       -> fn | nil, raw err
+--   sandbox.run_text(text, path, kind, env) -> value | nil, err, class (compile + call)
+--   sandbox.environment(kind)              -> env with the safe globals
+--   sandbox.call(budget, fn, ...)          -> true, results... | false, message, class
+--   sandbox.load_budget(what)              -> budget for loading one file
+--   sandbox.hook_budget()                  -> budget for the calls of one run's hooks
+--   sandbox.breach_limit_reached(budget)   -> pt-BR message once too many hook calls broke it
+--   sandbox.configure(limits)              -> process-wide limits (config key `sandbox`)
+--
+-- class is "error" (the code raised an error), "time" or "memory" (it broke
+-- the budget). Messages are pt-BR and name the file and line, without a
+-- traceback. Time is the process CPU time, checked by a count hook every
+-- CHECK_EVERY VM instructions (plan code is never JIT-compiled, so the hook
+-- always fires). Memory is the growth of the Lua heap: exact in the ragops
+-- binary (the bridge's allocator refuses allocations past the cap, see
+-- core.heap_limit), approximate under plain LuaJIT (busted), where the hook
+-- compares collectgarbage("count") to the cap.
+
+local messages = require "ragops.messages"
+
+local M = {}
+
+-- Defaults of the `sandbox` config key (documented in docs/limites-e-riscos.md).
+M.DEFAULTS = {
+  load_ms = 2000,        -- CPU time to run a plan/config/golden file at load
+  load_memory_mb = 256,  -- heap growth allowed while loading one file
+  hook_ms = 100,         -- CPU time of one call of document() (or another hook)
+  hook_memory_mb = 16,   -- heap growth allowed in one hook call
+  max_breaches = 10,     -- hook calls over budget before the run aborts
+}
+M.KEYS = { "load_ms", "load_memory_mb", "hook_ms", "hook_memory_mb", "max_breaches" }
+
+-- VM instructions between two budget checks.
+local CHECK_EVERY = 1000
+
+local limits = {}
+for key, value in pairs(M.DEFAULTS) do limits[key] = value end
+
+local has_core, core = pcall(require, "ragops.core")
+local heap_limit = has_core and core.heap_limit or nil
+local clock = os.clock
+
+-- State of the call being enforced (one at a time: hooks are global in LuaJIT).
+local active_budget      -- budget of the running call, nil when none
+local active_fn          -- the function that call runs
+local deadline           -- os.clock() value past which the call breaks the budget
+local heap_ceiling_kb    -- collectgarbage("count") past which it breaks (no core)
+local breach_class       -- "time" | "memory" once the running call broke its budget
+local breach_message     -- pt-BR message for that breach
+
+---------------------------------------------------------------------------
+-- Configuration
+---------------------------------------------------------------------------
+
+-- Replaces the process-wide limits with `values` over the defaults.
+-- Values are validated by ragops.config.
+function M.configure(values)
+  for key, value in pairs(M.DEFAULTS) do limits[key] = value end
+  for key, value in pairs(values or {}) do limits[key] = value end
+end
+
+function M.limits()
+  local out = {}
+  for key, value in pairs(limits) do out[key] = value end
+  return out
+end
+
+local function new_budget(what, ms, memory_mb, key_ms, key_mb)
+  return { what = what, ms = ms, bytes = memory_mb * 1048576, breaches = 0,
+           keys = { time = key_ms, memory = key_mb } }
+end
+
+-- Budget to load one file; `what` names it in messages ("plano", "configuração").
+function M.load_budget(what)
+  return new_budget(what, limits.load_ms, limits.load_memory_mb, "sandbox.load_ms", "sandbox.load_memory_mb")
+end
+
+-- Budget shared by the hook calls of one run (its breach count is per run).
+function M.hook_budget()
+  local budget = new_budget("plano", limits.hook_ms, limits.hook_memory_mb, "sandbox.hook_ms",
+    "sandbox.hook_memory_mb")
+  budget.max_breaches = limits.max_breaches
+  return budget
+end
+
+-- pt-BR reason to abort the run once more than max_breaches hook calls broke
+-- the budget, else nil.
+function M.breach_limit_reached(budget)
+  if budget.max_breaches and budget.breaches >= budget.max_breaches then
+    return string.format("%d chamadas de função do plano excederam o limite de tempo ou de memória "
+      .. "(sandbox.max_breaches = %d); corrija o plano ou ajuste os limites em sandbox = { ... } da configuração",
+      budget.breaches, budget.max_breaches)
+  end
+end
+
+---------------------------------------------------------------------------
+-- Files and compilation
+---------------------------------------------------------------------------
+
+-- Reads a whole file. Returns its text or nil, "<what> path: ..." in pt-BR.
+function M.read_file(path, what)
+  local handle, open_err = io.open(path, "rb")
+  if not handle then
+    local reason = tostring(open_err):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")
+    return nil, string.format("%s %s: não foi possível abrir o arquivo: %s", what, path, messages.translate(reason))
+  end
+  local text, read_err = handle:read("*a")
+  handle:close()
+  if not text then
+    return nil, string.format("%s %s: não foi possível ler o arquivo: %s", what, path, messages.translate(read_err))
+  end
+  return text
+end
+
+-- Compiles `text` as a text-only chunk named after `path`, running in
+-- `env`, with the JIT off for it and every function it defines (so the
+-- count hook sees all their instructions). Returns fn or nil, raw err.
+function M.compile(text, path, env)
+  if text:sub(1, 1) == "\27" then
+    return nil, "arquivo pré-compilado (bytecode) recusado; esperado código-fonte Lua em texto"
+  end
+  if text:find("\0", 1, true) then
+    return nil, "arquivo binário recusado (contém bytes nulos); esperado código-fonte Lua em texto"
+  end
+  -- Keep line numbers: a "#!" first line becomes a comment.
+  if text:sub(1, 1) == "#" then text = "--" .. text end
+  local fn, err = load(text, "@" .. path, "t", env)
+  if not fn then return nil, err end
+  setfenv(fn, env)
+  if jit then jit.off(fn, true) end
+  return fn
+end
+
+---------------------------------------------------------------------------
+-- Budget enforcement
+---------------------------------------------------------------------------
+
+-- "path:line" of the innermost frame, at `level` or above, running code of
+-- the file that defines `fn`; just the path when no frame does (tail calls).
+local function code_site(level, fn)
+  local source = debug.getinfo(fn, "S").source
+  for depth = level, level + 50 do
+    local info = debug.getinfo(depth, "Sl")
+    if not info then break end
+    if info.source == source and info.currentline and info.currentline > 0 then
+      return info.short_src .. ":" .. info.currentline
+    end
+  end
+  return source:sub(1, 1) == "@" and source:sub(2) or nil
+end
+
+local BREACH_TEXT = {
+  time = "excedeu o tempo limite de %d ms (%s)",
+  memory = "excedeu o limite de memória de %d MiB (%s)",
+}
+
+-- pt-BR message for a breach of `budget` at `site` ("path:line" or nil).
+local function breach_text(budget, class, site)
+  local amount = class == "time" and budget.ms or math.floor(budget.bytes / 1048576)
+  return string.format("%s%s: " .. BREACH_TEXT[class], budget.what, site and (" " .. site) or "",
+    amount, budget.keys[class])
+end
+
+-- Marks the running call as over budget; the message names the code site
+-- of the first Lua function at `level` (1 = the caller of breach) or above.
+local function breach(class, level)
+  if heap_limit then heap_limit(0) end
+  breach_class = class
+  breach_message = breach_text(active_budget, class, code_site(level + 2, active_fn))
+end
+
+-- Count hook: breaks the call once it passes its deadline or heap ceiling,
+-- then keeps raising until the call has unwound.
+local function check_budget()
+  if not breach_class then
+    if clock() > deadline then
+      breach("time", 2)
+    elseif heap_ceiling_kb and collectgarbage("count") > heap_ceiling_kb then
+      breach("memory", 2)
+    else
+      return
+    end
+  end
+  error(breach_message, 0)
+end
+
+-- Guard for string.rep: a single huge allocation happens in C, where no
+-- hook runs.
+local function guarded_rep(s, n, sep)
+  if active_budget and type(n) == "number" and type(s) == "string" then
+    local size = (#s + (type(sep) == "string" and #sep or 0)) * n
+    if size > active_budget.bytes then
+      breach("memory", 2)
+      error(breach_message, 0)
+    end
+  end
+  return string.rep(s, n, sep)
+end
+
+local function is_memory_error(err)
+  return err == "not enough memory"
+end
+
+-- pcall/xpcall for sandboxed code: a budget breach cannot be caught.
+local function rethrow_breach(ok, ...)
+  if not ok and active_budget then
+    if not breach_class and is_memory_error((...)) then breach("memory", 2) end
+    if breach_class then error(breach_message, 0) end
+  end
+  return ok, ...
+end
+local function guarded_pcall(fn, ...) return rethrow_breach(pcall(fn, ...)) end
+local function guarded_xpcall(fn, handler, ...) return rethrow_breach(xpcall(fn, handler, ...)) end
+
+-- Turns an error value into "<what> path:line: texto em pt-BR". Errors
+-- without a position get `file`; a path LuaJIT shortened ("...x.lua") gets
+-- `file` back.
+local function describe(budget, file, err)
+  if type(err) == "string" and err:sub(1, #budget.what + 1) == budget.what .. " " then return err end
+  local site, text
+  if type(err) == "string" then
+    site, text = err:match("^([^\n]-:%d+): (.*)$")
+  else
+    text = string.format("erro sem mensagem de texto (valor do tipo %s)", type(err))
+  end
+  if not site then
+    site, text = file, text or err
+  elseif file and site:sub(1, 3) == "..." then
+    site = file .. site:match(":%d+$")
+  end
+  return string.format("%s %s: %s", budget.what, site or "(sem arquivo)", messages.translate(text))
+end
+
+-- Full path of the file that defines fn.
+local function file_of(fn)
+  local source = debug.getinfo(fn, "S").source
+  if source:sub(1, 1) == "@" then return source:sub(2) end
+  return nil
+end
+
+-- Message handler: keeps the site of positionless errors, no traceback.
+local function on_error(err)
+  if heap_limit then heap_limit(0) end
+  if breach_class then return breach_message end
+  if active_budget and is_memory_error(err) then
+    breach("memory", 2)
+    return breach_message
+  end
+  if type(err) == "string" and not err:match("^[^\n]-:%d+: ") then
+    local site = code_site(3, active_fn)
+    if site then err = site .. ": " .. err end
+  end
+  return err
+end
+
+-- Shapes the results of a call: true, results... or false, message, class.
+local function outcome(budget, fn, class, ok, ...)
+  if ok then return true, ... end
+  if class ~= "error" then budget.breaches = budget.breaches + 1 end
+  return false, describe(budget, file_of(fn), (...)), class
+end
+
+-- Results of a call nested in another: the outer call keeps the breach.
+local function nested_outcome(budget, fn, ok, ...)
+  return outcome(budget, fn, breach_class or "error", ok, ...)
+end
+
+-- Ends the enforced call: restores the previous hook, lifts the cap. A
+-- refused allocation unwinds without calling the message handler (LuaJIT
+-- skips it for memory errors), so it is recognised here.
+local function finish(budget, fn, previous_hook, previous_mask, previous_count, ok, ...)
+  debug.sethook(previous_hook, previous_mask, previous_count)
+  if heap_limit then heap_limit(0) end
+  local class = breach_class or "error"
+  active_budget, active_fn, breach_class, breach_message = nil, nil, nil, nil
+  if not ok and class == "error" and is_memory_error((...)) then
+    budget.breaches = budget.breaches + 1
+    return false, breach_text(budget, "memory", file_of(fn)), "memory"
+  end
+  return outcome(budget, fn, class, ok, ...)
+end
+
+-- Runs fn(...) under `budget`. Returns true, results... or false, message,
+-- class ("error" | "time" | "memory"). A call made while another is being
+-- enforced (a plan importing another) runs under the outer budget.
+function M.call(budget, fn, ...)
+  if active_budget then return nested_outcome(budget, fn, xpcall(fn, on_error, ...)) end
+  active_budget, active_fn, breach_class = budget, fn, nil
+  deadline = clock() + budget.ms / 1000
+  if heap_limit then
+    heap_ceiling_kb = nil
+    heap_limit(heap_limit(0) + budget.bytes)
+  else
+    heap_ceiling_kb = collectgarbage("count") + budget.bytes / 1024
+  end
+  local previous_hook, previous_mask, previous_count = debug.gethook()
+  debug.sethook(check_budget, "", CHECK_EVERY)
+  return finish(budget, fn, previous_hook, previous_mask, previous_count, xpcall(fn, on_error, ...))
+end
+
+-- Compiles and runs the text of a plan/config/golden file in `env` under a
+-- load budget. Returns the value the file returns, or nil, pt-BR message
+-- "<kind> path[:line]: ..." and class.
+function M.run_text(text, path, kind, env)
+  local budget = M.load_budget(kind)
+  local fn, compile_err = M.compile(text, path, env)
+  if not fn then return nil, describe(budget, path, compile_err), "error" end
+  local ok, result, class = M.call(budget, fn)
+  if not ok then return nil, result, class end
+  return result
+end
+
+---------------------------------------------------------------------------
+-- Environment
+---------------------------------------------------------------------------
+
+-- Names that exist in standard Lua but are refused inside sandboxed files.
+local FORBIDDEN = {
+  io = true, require = true, load = true, loadstring = true, dofile = true, loadfile = true,
+  debug = true, getfenv = true, setfenv = true, collectgarbage = true, rawset = true,
+  module = true, package = true, newproxy = true, jit = true, ffi = true, coroutine = true,
+  setmetatable = true, getmetatable = true, gcinfo = true, bit = true,
+}
+
+local SAFE_GLOBALS = { "assert", "error", "ipairs", "pairs", "next", "select", "tonumber",
+                       "tostring", "type", "unpack", "print", "rawget", "rawequal" }
+
+local function copy_table(src, skip)
+  local out = {}
+  for key, value in pairs(src) do
+    if not (skip and skip[key]) then out[key] = value end
+  end
+  return out
+end
+
+-- How refusal messages name each kind of file.
+local KINDS = {
+  plano = { plural = "planos", where = "no plano" },
+  ["configuração"] = { plural = "configurações", where = "na configuração" },
+  golden = { plural = "arquivos golden", where = "no arquivo golden" },
+}
+
+-- A fresh environment with the safe standard functions for a file of
+-- `kind` ("plano", "configuração" or "golden").
+function M.environment(kind)
+  local names = KINDS[kind] or error("sandbox.environment: tipo de arquivo desconhecido: " .. tostring(kind), 2)
+  local env = {}
+  for _, name in ipairs(SAFE_GLOBALS) do env[name] = _G[name] end
+  env.pcall, env.xpcall = guarded_pcall, guarded_xpcall
+  env.math = copy_table(math)
+  env.string = copy_table(string, { dump = true })
+  env.string.rep = guarded_rep
+  env.table = copy_table(table)
+  env.os = setmetatable({ time = os.time, date = os.date, clock = os.clock }, {
+    __index = function(_, key)
+      error(string.format("os.%s não é permitido em %s (ambiente restrito: só os.time, os.date e os.clock)",
+        tostring(key), names.plural), 2)
+    end,
+  })
+  env._G = env
+  return setmetatable(env, {
+    __index = function(_, key)
+      if FORBIDDEN[key] then
+        error(string.format('"%s" não é permitido em %s (ambiente restrito, sem acesso a arquivos, '
+          .. 'processos ou carregamento de código)', tostring(key), names.plural), 2)
+      end
+      error(string.format('variável global "%s" não definida %s', tostring(key), names.where), 2)
+    end,
+  })
+end
+
+return M

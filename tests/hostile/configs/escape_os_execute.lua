@@ -1,0 +1,2 @@
+os.execute("touch /tmp/ragops-hostile-escape")
+return {}

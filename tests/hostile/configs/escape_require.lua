@@ -1,0 +1,2 @@
+local ffi = require("ffi")
+return {}

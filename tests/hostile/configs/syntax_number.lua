@@ -1,0 +1,1 @@
+return { database = { pool_size = 3x4 } }

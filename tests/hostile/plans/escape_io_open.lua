@@ -1,0 +1,1 @@
+local f = io.open("/tmp/ragops-hostile-escape", "w")

@@ -1,0 +1,3 @@
+-- texto que dobra de tamanho a cada volta
+local s = "x"
+while true do s = s .. s end

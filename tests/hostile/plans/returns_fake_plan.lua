@@ -1,0 +1,2 @@
+-- uma tabela com cara de plano, mas não validada por plan { }
+return { name = "falso", sources = {} }

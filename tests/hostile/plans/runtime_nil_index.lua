@@ -1,0 +1,2 @@
+local cfg = nil
+local x = cfg.campo

@@ -1,0 +1,2 @@
+-- laço infinito ao carregar
+while true do end
