@@ -244,13 +244,9 @@ local function file_of(fn)
 end
 
 -- Message handler: keeps the site of positionless errors, no traceback.
+-- (LuaJIT does not call it for memory errors: see finish.)
 local function on_error(err)
-  if heap_limit then heap_limit(0) end
   if breach_class then return breach_message end
-  if active_budget and is_memory_error(err) then
-    breach("memory", 2)
-    return breach_message
-  end
   if type(err) == "string" and not err:match("^[^\n]-:%d+: ") then
     local site = code_site(3, active_fn)
     if site then err = site .. ": " .. err end
