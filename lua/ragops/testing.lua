@@ -76,24 +76,66 @@ end
 -- drives every coroutine until none is runnable. sleep(ms) advances the fake
 -- clock to the earliest wake-up time instantly. Coroutines left parked when
 -- nothing can wake them raise a "impasse (deadlock)" error.
+-- State of a fake scheduler (shared by its functions and drive()).
+local function new_state()
+  return {
+    ready = {}, rhead = 1, rtail = 0, -- runnable coroutines (FIFO)
+    timers = {},                      -- sleepers sorted by (at, order)
+    timer_order = 0,
+    managed = setmetatable({}, { __mode = "k" }), -- coroutines made by spawn
+    parked = {},                      -- co -> "suspend" | "sleep"
+    running = false,                  -- inside run()
+    stopped = false,                  -- stop() was called
+  }
+end
+
+local function push_ready(k, co, args)
+  k.rtail = k.rtail + 1
+  k.ready[k.rtail] = { co = co, args = args }
+end
+
+-- Resumes runnable coroutines and fires timers (advancing the fake clock)
+-- until nothing is left; on_main(results) gets the main coroutine's results.
+local function drive(s, k, main, on_main)
+  local results
+  while true do
+    while k.rhead <= k.rtail do
+      local item = k.ready[k.rhead]
+      k.ready[k.rhead] = nil
+      k.rhead = k.rhead + 1
+      local ret = pack(coroutine.resume(item.co, unpack(item.args, 1, item.args.n)))
+      if not ret[1] then
+        error(debug.traceback(item.co, "erro em uma corrotina: " .. tostring(ret[2])), 0)
+      end
+      if coroutine.status(item.co) == "dead" then
+        k.managed[item.co] = nil
+        if item.co == main then results = ret; on_main(ret) end
+      elseif not k.parked[item.co] then
+        error("uma corrotina cedeu com coroutine.yield() sem usar suspend()/sleep() do escalonador", 0)
+      end
+    end
+    if #k.timers == 0 then break end
+    local t = table.remove(k.timers, 1)
+    if t.at > s.clock then s.clock = t.at end
+    k.parked[t.co] = nil
+    push_ready(k, t.co, pack(true))
+  end
+  local stuck = s.parked_count()
+  if stuck > 0 then
+    error(("impasse (deadlock): %d corrotina(s) suspensa(s) sem ninguém para acordá-las "
+      .. "(relógio falso em %d ms)%s"):format(stuck, s.clock,
+        results and "" or "; a função principal não terminou"), 0)
+  end
+end
+
 function M.scheduler()
   local s = { clock = 0 }
-  local ready, rhead, rtail = {}, 1, 0
-  local timers = {}          -- sorted by (at, order)
-  local timer_order = 0
-  local managed = setmetatable({}, { __mode = "k" }) -- coroutines made by spawn
-  local parked = {}          -- co -> "suspend" | "sleep"
-  local running = false
-  local stopped = false      -- stop() was called
+  local k = new_state()
 
-  local function push_ready(co, args)
-    rtail = rtail + 1
-    ready[rtail] = { co = co, args = args }
-  end
 
   local function current(what)
     local co = coroutine.running()
-    if not co or not managed[co] then
+    if not co or not k.managed[co] then
       error(("%s chamada fora de uma corrotina do escalonador de teste (use s.run ou s.spawn)")
         :format(what), 3)
     end
@@ -107,14 +149,14 @@ function M.scheduler()
       error("spawn: esperada uma função, recebido " .. type(fn), 2)
     end
     local co = coroutine.create(fn)
-    managed[co] = true
-    push_ready(co, pack(...))
+    k.managed[co] = true
+    push_ready(k, co, pack(...))
     return co
   end
 
   function s.suspend()
     local co = current("suspend")
-    parked[co] = "suspend"
+    k.parked[co] = "suspend"
     return coroutine.yield()
   end
 
@@ -122,11 +164,11 @@ function M.scheduler()
     if type(co) ~= "thread" then
       error("wake: esperada uma corrotina, recebido " .. type(co), 2)
     end
-    if parked[co] ~= "suspend" then
+    if k.parked[co] ~= "suspend" then
       error("wake: a corrotina não está suspensa por suspend()", 2)
     end
-    parked[co] = nil
-    push_ready(co, pack(...))
+    k.parked[co] = nil
+    push_ready(k, co, pack(...))
   end
 
   function s.sleep(ms)
@@ -134,78 +176,49 @@ function M.scheduler()
       error("sleep: esperado um número de milissegundos >= 0, recebido " .. tostring(ms), 2)
     end
     local co = current("sleep")
-    timer_order = timer_order + 1
-    local t = { at = s.clock + ms, order = timer_order, co = co }
-    local pos = #timers + 1
-    while pos > 1 and timers[pos - 1].at > t.at do pos = pos - 1 end
-    table.insert(timers, pos, t)
-    parked[co] = "sleep"
+    k.timer_order = k.timer_order + 1
+    local t = { at = s.clock + ms, order = k.timer_order, co = co }
+    local pos = #k.timers + 1
+    while pos > 1 and k.timers[pos - 1].at > t.at do pos = pos - 1 end
+    table.insert(k.timers, pos, t)
+    k.parked[co] = "sleep"
     return coroutine.yield()
   end
 
   -- Cuts every pending sleep short (nil, "interrompido"), like a signal.
   function s.stop()
-    stopped = true
-    local cut = timers
-    timers = {}
+    k.stopped = true
+    local cut = k.timers
+    k.timers = {}
     for _, t in ipairs(cut) do
-      parked[t.co] = nil
-      push_ready(t.co, pack(nil, "interrompido"))
+      k.parked[t.co] = nil
+      push_ready(k, t.co, pack(nil, "interrompido"))
     end
     return #cut
   end
 
-  function s.stopped() return stopped end
+  function s.stopped() return k.stopped end
 
-  -- Number of coroutines parked by suspend() (sleepers excluded).
+  -- Number of coroutines k.parked by suspend() (sleepers excluded).
   function s.parked_count()
     local n = 0
-    for _, how in pairs(parked) do if how == "suspend" then n = n + 1 end end
+    for _, how in pairs(k.parked) do if how == "suspend" then n = n + 1 end end
     return n
   end
 
   function s.run(fn, ...)
-    if running then error("run: o escalonador de teste já está rodando", 2) end
-    if coroutine.running() and managed[coroutine.running()] then
+    if k.running then error("run: o escalonador de teste já está rodando", 2) end
+    if coroutine.running() and k.managed[coroutine.running()] then
       error("run: chamada de dentro de uma corrotina do escalonador", 2)
     end
-    running = true
+    k.running = true
     local main = s.spawn(fn, ...)
     local results
-    local ok, err = pcall(function()
-      while true do
-        while rhead <= rtail do
-          local item = ready[rhead]
-          ready[rhead] = nil
-          rhead = rhead + 1
-          local ret = pack(coroutine.resume(item.co, unpack(item.args, 1, item.args.n)))
-          if not ret[1] then
-            error(debug.traceback(item.co, "erro em uma corrotina: " .. tostring(ret[2])), 0)
-          end
-          if coroutine.status(item.co) == "dead" then
-            managed[item.co] = nil
-            if item.co == main then results = ret end
-          elseif not parked[item.co] then
-            error("uma corrotina cedeu com coroutine.yield() sem usar suspend()/sleep() do escalonador", 0)
-          end
-        end
-        if #timers == 0 then break end
-        local t = table.remove(timers, 1)
-        if t.at > s.clock then s.clock = t.at end
-        parked[t.co] = nil
-        push_ready(t.co, pack(true))
-      end
-      local stuck = s.parked_count()
-      if stuck > 0 then
-        error(("impasse (deadlock): %d corrotina(s) suspensa(s) sem ninguém para acordá-las "
-          .. "(relógio falso em %d ms)%s"):format(stuck, s.clock,
-            results and "" or "; a função principal não terminou"), 0)
-      end
-    end)
-    running = false
+    local ok, err = pcall(drive, s, k, main, function(r) results = r end)
+    k.running = false
     if not ok then
       -- Leave the scheduler reusable: drop whatever was in flight.
-      ready, rhead, rtail, timers, parked = {}, 1, 0, {}, {}
+      k.ready, k.rhead, k.rtail, k.timers, k.parked = {}, 1, 0, {}, {}
       error(err, 0)
     end
     return unpack(results, 2, results.n)
@@ -350,289 +363,292 @@ end
 -- Recorded: store.writes (every write_unit: entity_type, checkpoint, docs, pruned),
 -- store.checkpoints[entity_type], store.failures (every dead letter),
 -- store.open_failures[entity_type][id], store.resolved, store.runs, store.deletions.
+local FakeStore = {}
+FakeStore.__index = FakeStore
+
+function FakeStore:put(d)
+  local doc = copy(d)
+  doc.entity_id = key_text(doc.entity_id)
+  doc.chunk_index = doc.chunk_index or 0
+  if type(doc.metadata) == "string" then doc.metadata = cjson.decode(doc.metadata) end
+  doc.metadata = doc.metadata or {}
+  self.docs[doc_key(doc.entity_type, doc.entity_id, doc.chunk_index)] = doc
+end
+
+-- Sorted copy of the documents (of one entity_type, or all).
+function FakeStore:documents(entity_type)
+  local out = {}
+  for _, d in pairs(self.docs) do
+    if entity_type == nil or d.entity_type == entity_type then out[#out + 1] = d end
+  end
+  table.sort(out, function(a, b)
+    if a.entity_type ~= b.entity_type then return a.entity_type < b.entity_type end
+    if a.entity_id ~= b.entity_id then
+      local na, nb = tonumber(a.entity_id), tonumber(b.entity_id)
+      if na and nb then return na < nb end
+      return a.entity_id < b.entity_id
+    end
+    return a.chunk_index < b.chunk_index
+  end)
+  return out
+end
+
+function FakeStore:document(entity_type, entity_id, chunk_index)
+  return self.docs[doc_key(entity_type, key_text(entity_id), chunk_index or 0)]
+end
+
+function FakeStore:fetch_page(source, scope, after_key, limit, upto_key)
+  self.fetches[#self.fetches + 1] = { entity_type = source.entity_type, after = after_key, limit = limit }
+  scope = scope or {}
+  local key, updated = source.key, source.updated_at
+  local wanted
+  if scope.entity_ids and #scope.entity_ids > 0 then
+    wanted = {}
+    for _, id in ipairs(scope.entity_ids) do wanted[tostring(id)] = true end
+  end
+  local since, until_ = scope.since, scope["until"]
+  if (since or until_) and not updated then error("fonte sem updated_at", 2) end
+  local rows = {}
+  for _, row in ipairs(self.sources[source.entity_type] or {}) do
+    local k = row[key]
+    local keep = k ~= nil
+    if keep and after_key ~= nil then
+      if type(k) == "number" then
+        keep = k > (tonumber(after_key) or error("chave after_key não numérica: " .. tostring(after_key)))
+      else
+        keep = tostring(k) > tostring(after_key)
+      end
+    end
+    if keep and upto_key ~= nil then
+      if type(k) == "number" then keep = k <= tonumber(upto_key) else keep = tostring(k) <= tostring(upto_key) end
+    end
+    if keep and wanted then keep = wanted[key_text(k)] == true end
+    if keep and since then keep = row[updated] ~= nil and tostring(row[updated]) >= since end
+    if keep and until_ then keep = row[updated] ~= nil and tostring(row[updated]) < until_ end
+    if keep then rows[#rows + 1] = row end
+  end
+  table.sort(rows, function(a, b) return compare_keys(a[key], b[key]) end)
+  local out = {}
+  for i = 1, math.min(#rows, limit or #rows) do out[i] = copy(rows[i]) end
+  return out
+end
+
+function FakeStore:existing_hashes(entity_type, entity_ids)
+  local want = {}
+  for _, id in ipairs(entity_ids) do want[id] = true end
+  local out = {}
+  for _, d in pairs(self.docs) do
+    if d.entity_type == entity_type and want[d.entity_id] then
+      local e = out[d.entity_id]
+      if not e then e = { count = 0, hashes = {} }; out[d.entity_id] = e end
+      e.count = e.count + 1
+      e.hashes[d.chunk_index] = d.content_hash
+    end
+  end
+  return out
+end
+
+function FakeStore:write_unit(unit)
+  local call_no = #self.writes + 1
+  if self.fail_write then
+    local err, state = self.fail_write(unit, call_no)
+    if err then
+      self.writes[call_no] = { entity_type = unit.entity_type, failed = true, err = err }
+      return nil, err, state
+    end
+  end
+  local record = { entity_type = unit.entity_type, checkpoint = copy(unit.checkpoint),
+                   docs = {}, pruned = 0, run_id = unit.run_id }
+  self.writes[call_no] = record
+  local written = 0
+  for _, part in ipairs(unit.parts) do
+    for _, d in ipairs(part.docs) do
+      local doc = {
+        entity_type = d.entity_type, entity_id = d.entity_id, chunk_index = d.chunk_index,
+        content = d.content, content_hash = d.content_hash, metadata = d.metadata,
+        embedding_model = d.embedding_model, source_updated_at = d.source_updated_at,
+        vector = part.batch:vector(d.vec), run_id = unit.run_id,
+      }
+      self:put(doc)
+      written = written + 1
+      record.docs[#record.docs + 1] = { entity_id = d.entity_id, chunk_index = d.chunk_index }
+    end
+  end
+  local pruned = 0
+  local cc = unit.chunk_counts or { entity_ids = {}, counts = {} }
+  for i, id in ipairs(cc.entity_ids) do
+    for k, d in pairs(self.docs) do
+      if d.entity_type == unit.entity_type and d.entity_id == id and d.chunk_index >= cc.counts[i] then
+        self.docs[k] = nil
+        pruned = pruned + 1
+      end
+    end
+  end
+  record.pruned = pruned
+  -- Like store_pg: unchanged content gets metadata/source_updated_at refreshed.
+  local refreshed = 0
+  local rf = unit.refresh or { entity_ids = {} }
+  for i, id in ipairs(rf.entity_ids) do
+    local d = self.docs[doc_key(unit.entity_type, id, rf.chunk_indexes[i])]
+    local updated = rf.updated_at[i] ~= "" and rf.updated_at[i] or nil
+    if d and (not same_json(d.metadata, rf.metadata[i]) or d.source_updated_at ~= updated) then
+      d.metadata, d.source_updated_at = cjson.decode(rf.metadata[i]), updated
+      refreshed = refreshed + 1
+    end
+  end
+  record.refreshed = refreshed
+  -- Like store_pg: dead letters and their resolution in the same write.
+  if unit.failures and #unit.failures > 0 then self:record_failures(unit.run_id, unit.failures) end
+  if unit.resolved_ids and #unit.resolved_ids > 0 then
+    self:resolve_failures(unit.run_id, unit.entity_type, unit.resolved_ids)
+  end
+  record.failures = copy(unit.failures or {})
+  -- Like store_pg: the stored checkpoint only moves forward; units
+  -- committed past it are kept apart (store.ahead[entity_type][last_key]).
+  if unit.run_id and unit.checkpoint then
+    local cp = copy(unit.checkpoint)
+    local late = { deleted = pruned, refreshed = refreshed }
+    local function add_late(stats) for k, n in pairs(late) do stats[k] = (stats[k] or 0) + n end end
+    if cp.includes_unit then add_late(cp.stats) end
+    local cur = self.checkpoints[unit.entity_type]
+    if (cur and cur.seq or 0) < cp.seq then
+      self.checkpoints[unit.entity_type] = { seq = cp.seq, after = cp.after, stats = cp.stats }
+    end
+    local ahead = self.ahead[unit.entity_type] or {}
+    self.ahead[unit.entity_type] = ahead
+    for _, k in ipairs(cp.covered or {}) do ahead[k] = nil end
+    if unit.ahead then
+      local a = copy(unit.ahead)
+      add_late(a.stats)
+      ahead[a.last_key] = a
+    end
+  end
+  return { written = written, pruned = pruned, refreshed = refreshed }
+end
+
+function FakeStore:delete_where(pred)
+  local n = 0
+  for k, d in pairs(self.docs) do
+    if pred(d) then self.docs[k] = nil; n = n + 1 end
+  end
+  return n
+end
+
+function FakeStore:delete_orphans(source)
+  local present = {}
+  for _, row in ipairs(self.sources[source.entity_type] or {}) do
+    if row[source.key] ~= nil then present[key_text(row[source.key])] = true end
+  end
+  local n = self:delete_where(function(d) return d.entity_type == source.entity_type and not present[d.entity_id] end)
+  self.deletions[#self.deletions + 1] = { kind = "orphans", entity_type = source.entity_type, count = n }
+  return n
+end
+
+-- Like store_pg: asks the source by key only.
+function FakeStore:present_keys(source, ids)
+  local want, present = {}, {}
+  for _, id in ipairs(ids) do want[tostring(id)] = true end
+  for _, row in ipairs(self.sources[source.entity_type] or {}) do
+    local k = row[source.key] ~= nil and key_text(row[source.key])
+    if k and want[k] then present[k] = true end
+  end
+  return present
+end
+
+-- Like store_pg: a key that appears twice among the rows the scope selects.
+function FakeStore:duplicate_key(source, scope)
+  local seen = {}
+  for _, row in ipairs(self:fetch_page(source, scope, nil, nil)) do
+    local k = key_text(row[source.key])
+    if seen[k] then return k end
+    seen[k] = true
+  end
+  return false
+end
+
+-- The checkpoint a resumed run gets (like store_pg.start_run): the stored
+-- prefix plus the units committed past it.
+function FakeStore:resume_checkpoint()
+  local out = copy(self.checkpoints)
+  for entity_type, ahead in pairs(self.ahead) do
+    local list = {}
+    for _, a in pairs(ahead) do list[#list + 1] = copy(a) end
+    if #list > 0 then
+      out[entity_type] = out[entity_type] or {}
+      out[entity_type].ahead = list
+    end
+  end
+  return out
+end
+
+function FakeStore:delete_entities(run_id, entity_type, entity_ids)
+  self:resolve_failures(run_id, entity_type, entity_ids)
+  local want = {}
+  for _, id in ipairs(entity_ids) do want[id] = true end
+  local n = self:delete_where(function(d) return d.entity_type == entity_type and want[d.entity_id] end)
+  self.deletions[#self.deletions + 1] = { kind = "entities", entity_type = entity_type,
+                                          entity_ids = copy(entity_ids), count = n }
+  return n
+end
+
+function FakeStore:record_failures(run_id, failures)
+  for _, f in ipairs(failures) do
+    local rec = copy(f)
+    rec.run_id = run_id
+    rec.attempts = rec.attempts or 1
+    self.failures[#self.failures + 1] = rec
+    local by_type = self.open_failures[f.entity_type]
+    if not by_type then by_type = {}; self.open_failures[f.entity_type] = by_type end
+    local open = by_type[f.entity_id]
+    if open then
+      local attempts = open.attempts + rec.attempts
+      for k, v in pairs(rec) do open[k] = v end
+      open.attempts = attempts
+    else
+      by_type[f.entity_id] = copy(rec)
+    end
+  end
+  return true
+end
+
+function FakeStore:resolve_failures(run_id, entity_type, entity_ids)
+  local n = 0
+  local by_type = self.open_failures[entity_type] or {}
+  for _, id in ipairs(entity_ids) do
+    if by_type[id] then
+      local f = by_type[id]
+      by_type[id] = nil
+      f.resolved_run_id = run_id
+      self.resolved[#self.resolved + 1] = f
+      n = n + 1
+    end
+  end
+  return n
+end
+
+function FakeStore:start_run(plan_name, params_json, dry_run)
+  local id = #self.runs + 1
+  self.runs[id] = { id = id, plan = plan_name, params = params_json, dry_run = dry_run, status = "running" }
+  return id, {}
+end
+
+function FakeStore:finish_run(run_id, status, report_json)
+  local run = self.runs[run_id]
+  if not run then return nil, "execução " .. tostring(run_id) .. " não encontrada" end
+  run.status, run.report = status, report_json
+  return true
+end
+
 function M.store(opts)
   opts = opts or {}
-  local st = {
+  local st = setmetatable({
     sources = opts.sources or {},
     docs = {},                 -- doc_key -> document
     writes = {}, checkpoints = {}, failures = {}, open_failures = {}, resolved = {},
     runs = {}, deletions = {}, fetches = {}, ahead = {},
-  }
-
-  local function put(d)
-    local doc = copy(d)
-    doc.entity_id = key_text(doc.entity_id)
-    doc.chunk_index = doc.chunk_index or 0
-    if type(doc.metadata) == "string" then doc.metadata = cjson.decode(doc.metadata) end
-    doc.metadata = doc.metadata or {}
-    st.docs[doc_key(doc.entity_type, doc.entity_id, doc.chunk_index)] = doc
-  end
-  for _, d in ipairs(opts.documents or {}) do put(d) end
-
-  -- Sorted copy of the documents (of one entity_type, or all).
-  function st:documents(entity_type)
-    local out = {}
-    for _, d in pairs(self.docs) do
-      if entity_type == nil or d.entity_type == entity_type then out[#out + 1] = d end
-    end
-    table.sort(out, function(a, b)
-      if a.entity_type ~= b.entity_type then return a.entity_type < b.entity_type end
-      if a.entity_id ~= b.entity_id then
-        local na, nb = tonumber(a.entity_id), tonumber(b.entity_id)
-        if na and nb then return na < nb end
-        return a.entity_id < b.entity_id
-      end
-      return a.chunk_index < b.chunk_index
-    end)
-    return out
-  end
-
-  function st:document(entity_type, entity_id, chunk_index)
-    return self.docs[doc_key(entity_type, key_text(entity_id), chunk_index or 0)]
-  end
-
-  function st:fetch_page(source, scope, after_key, limit, upto_key)
-    self.fetches[#self.fetches + 1] = { entity_type = source.entity_type, after = after_key, limit = limit }
-    scope = scope or {}
-    local key, updated = source.key, source.updated_at
-    local wanted
-    if scope.entity_ids and #scope.entity_ids > 0 then
-      wanted = {}
-      for _, id in ipairs(scope.entity_ids) do wanted[tostring(id)] = true end
-    end
-    local since, until_ = scope.since, scope["until"]
-    if (since or until_) and not updated then error("fonte sem updated_at", 2) end
-    local rows = {}
-    for _, row in ipairs(self.sources[source.entity_type] or {}) do
-      local k = row[key]
-      local keep = k ~= nil
-      if keep and after_key ~= nil then
-        if type(k) == "number" then
-          keep = k > (tonumber(after_key) or error("chave after_key não numérica: " .. tostring(after_key)))
-        else
-          keep = tostring(k) > tostring(after_key)
-        end
-      end
-      if keep and upto_key ~= nil then
-        if type(k) == "number" then keep = k <= tonumber(upto_key) else keep = tostring(k) <= tostring(upto_key) end
-      end
-      if keep and wanted then keep = wanted[key_text(k)] == true end
-      if keep and since then keep = row[updated] ~= nil and tostring(row[updated]) >= since end
-      if keep and until_ then keep = row[updated] ~= nil and tostring(row[updated]) < until_ end
-      if keep then rows[#rows + 1] = row end
-    end
-    table.sort(rows, function(a, b) return compare_keys(a[key], b[key]) end)
-    local out = {}
-    for i = 1, math.min(#rows, limit or #rows) do out[i] = copy(rows[i]) end
-    return out
-  end
-
-  function st:existing_hashes(entity_type, entity_ids)
-    local want = {}
-    for _, id in ipairs(entity_ids) do want[id] = true end
-    local out = {}
-    for _, d in pairs(self.docs) do
-      if d.entity_type == entity_type and want[d.entity_id] then
-        local e = out[d.entity_id]
-        if not e then e = { count = 0, hashes = {} }; out[d.entity_id] = e end
-        e.count = e.count + 1
-        e.hashes[d.chunk_index] = d.content_hash
-      end
-    end
-    return out
-  end
-
-  function st:write_unit(unit)
-    local call_no = #self.writes + 1
-    if opts.fail_write then
-      local err, state = opts.fail_write(unit, call_no)
-      if err then
-        self.writes[call_no] = { entity_type = unit.entity_type, failed = true, err = err }
-        return nil, err, state
-      end
-    end
-    local record = { entity_type = unit.entity_type, checkpoint = copy(unit.checkpoint),
-                     docs = {}, pruned = 0, run_id = unit.run_id }
-    self.writes[call_no] = record
-    local written = 0
-    for _, part in ipairs(unit.parts) do
-      for _, d in ipairs(part.docs) do
-        local doc = {
-          entity_type = d.entity_type, entity_id = d.entity_id, chunk_index = d.chunk_index,
-          content = d.content, content_hash = d.content_hash, metadata = d.metadata,
-          embedding_model = d.embedding_model, source_updated_at = d.source_updated_at,
-          vector = part.batch:vector(d.vec), run_id = unit.run_id,
-        }
-        put(doc)
-        written = written + 1
-        record.docs[#record.docs + 1] = { entity_id = d.entity_id, chunk_index = d.chunk_index }
-      end
-    end
-    local pruned = 0
-    local cc = unit.chunk_counts or { entity_ids = {}, counts = {} }
-    for i, id in ipairs(cc.entity_ids) do
-      for k, d in pairs(self.docs) do
-        if d.entity_type == unit.entity_type and d.entity_id == id and d.chunk_index >= cc.counts[i] then
-          self.docs[k] = nil
-          pruned = pruned + 1
-        end
-      end
-    end
-    record.pruned = pruned
-    -- Like store_pg: unchanged content gets metadata/source_updated_at refreshed.
-    local refreshed = 0
-    local rf = unit.refresh or { entity_ids = {} }
-    for i, id in ipairs(rf.entity_ids) do
-      local d = self.docs[doc_key(unit.entity_type, id, rf.chunk_indexes[i])]
-      local updated = rf.updated_at[i] ~= "" and rf.updated_at[i] or nil
-      if d and (not same_json(d.metadata, rf.metadata[i]) or d.source_updated_at ~= updated) then
-        d.metadata, d.source_updated_at = cjson.decode(rf.metadata[i]), updated
-        refreshed = refreshed + 1
-      end
-    end
-    record.refreshed = refreshed
-    -- Like store_pg: dead letters and their resolution in the same write.
-    if unit.failures and #unit.failures > 0 then self:record_failures(unit.run_id, unit.failures) end
-    if unit.resolved_ids and #unit.resolved_ids > 0 then
-      self:resolve_failures(unit.run_id, unit.entity_type, unit.resolved_ids)
-    end
-    record.failures = copy(unit.failures or {})
-    -- Like store_pg: the stored checkpoint only moves forward; units
-    -- committed past it are kept apart (store.ahead[entity_type][last_key]).
-    if unit.run_id and unit.checkpoint then
-      local cp = copy(unit.checkpoint)
-      local late = { deleted = pruned, refreshed = refreshed }
-      local function add_late(stats) for k, n in pairs(late) do stats[k] = (stats[k] or 0) + n end end
-      if cp.includes_unit then add_late(cp.stats) end
-      local cur = self.checkpoints[unit.entity_type]
-      if (cur and cur.seq or 0) < cp.seq then
-        self.checkpoints[unit.entity_type] = { seq = cp.seq, after = cp.after, stats = cp.stats }
-      end
-      local ahead = self.ahead[unit.entity_type] or {}
-      self.ahead[unit.entity_type] = ahead
-      for _, k in ipairs(cp.covered or {}) do ahead[k] = nil end
-      if unit.ahead then
-        local a = copy(unit.ahead)
-        add_late(a.stats)
-        ahead[a.last_key] = a
-      end
-    end
-    return { written = written, pruned = pruned, refreshed = refreshed }
-  end
-
-  local function delete_where(pred)
-    local n = 0
-    for k, d in pairs(st.docs) do
-      if pred(d) then st.docs[k] = nil; n = n + 1 end
-    end
-    return n
-  end
-
-  function st:delete_orphans(source)
-    local present = {}
-    for _, row in ipairs(self.sources[source.entity_type] or {}) do
-      if row[source.key] ~= nil then present[key_text(row[source.key])] = true end
-    end
-    local n = delete_where(function(d) return d.entity_type == source.entity_type and not present[d.entity_id] end)
-    self.deletions[#self.deletions + 1] = { kind = "orphans", entity_type = source.entity_type, count = n }
-    return n
-  end
-
-  -- Like store_pg: asks the source by key only.
-  function st:present_keys(source, ids)
-    local want, present = {}, {}
-    for _, id in ipairs(ids) do want[tostring(id)] = true end
-    for _, row in ipairs(self.sources[source.entity_type] or {}) do
-      local k = row[source.key] ~= nil and key_text(row[source.key])
-      if k and want[k] then present[k] = true end
-    end
-    return present
-  end
-
-  -- Like store_pg: a key that appears twice among the rows the scope selects.
-  function st:duplicate_key(source, scope)
-    local seen = {}
-    for _, row in ipairs(self:fetch_page(source, scope, nil, nil)) do
-      local k = key_text(row[source.key])
-      if seen[k] then return k end
-      seen[k] = true
-    end
-    return false
-  end
-
-  -- The checkpoint a resumed run gets (like store_pg.start_run): the stored
-  -- prefix plus the units committed past it.
-  function st:resume_checkpoint()
-    local out = copy(self.checkpoints)
-    for entity_type, ahead in pairs(self.ahead) do
-      local list = {}
-      for _, a in pairs(ahead) do list[#list + 1] = copy(a) end
-      if #list > 0 then
-        out[entity_type] = out[entity_type] or {}
-        out[entity_type].ahead = list
-      end
-    end
-    return out
-  end
-
-  function st:delete_entities(run_id, entity_type, entity_ids)
-    self:resolve_failures(run_id, entity_type, entity_ids)
-    local want = {}
-    for _, id in ipairs(entity_ids) do want[id] = true end
-    local n = delete_where(function(d) return d.entity_type == entity_type and want[d.entity_id] end)
-    self.deletions[#self.deletions + 1] = { kind = "entities", entity_type = entity_type,
-                                            entity_ids = copy(entity_ids), count = n }
-    return n
-  end
-
-  function st:record_failures(run_id, failures)
-    for _, f in ipairs(failures) do
-      local rec = copy(f)
-      rec.run_id = run_id
-      rec.attempts = rec.attempts or 1
-      self.failures[#self.failures + 1] = rec
-      local by_type = self.open_failures[f.entity_type]
-      if not by_type then by_type = {}; self.open_failures[f.entity_type] = by_type end
-      local open = by_type[f.entity_id]
-      if open then
-        local attempts = open.attempts + rec.attempts
-        for k, v in pairs(rec) do open[k] = v end
-        open.attempts = attempts
-      else
-        by_type[f.entity_id] = copy(rec)
-      end
-    end
-    return true
-  end
-
-  function st:resolve_failures(run_id, entity_type, entity_ids)
-    local n = 0
-    local by_type = self.open_failures[entity_type] or {}
-    for _, id in ipairs(entity_ids) do
-      if by_type[id] then
-        local f = by_type[id]
-        by_type[id] = nil
-        f.resolved_run_id = run_id
-        self.resolved[#self.resolved + 1] = f
-        n = n + 1
-      end
-    end
-    return n
-  end
-
-  function st:start_run(plan_name, params_json, dry_run)
-    local id = #self.runs + 1
-    self.runs[id] = { id = id, plan = plan_name, params = params_json, dry_run = dry_run, status = "running" }
-    return id, {}
-  end
-
-  function st:finish_run(run_id, status, report_json)
-    local run = self.runs[run_id]
-    if not run then return nil, "execução " .. tostring(run_id) .. " não encontrada" end
-    run.status, run.report = status, report_json
-    return true
-  end
-
+  }, FakeStore)
+  st.fail_write = opts.fail_write
+  for _, d in ipairs(opts.documents or {}) do st:put(d) end
   return st
 end
 

@@ -1,0 +1,209 @@
+-- ragops.store_runs: the run record on PostgreSQL, as methods of the
+-- store (ragops.store_pg installs them on its Store). It claims or resumes a
+-- run (ragops_runs), keeps it held while the run works (advisory lock +
+-- owner token + heartbeat), counts the embedding requests spent, and
+-- records how the run ended. Exclusivity has two parts: a session advisory
+-- lock on a connection held until finish_run (a crashed process loses it
+-- with its session, so a re-run takes over at once), and an owner token in
+-- ragops_runs that every unit's transaction checks (the fence): when a
+-- restart of PostgreSQL drops the lock and another process takes the run,
+-- this one's next write fails and it stops. With shared = true
+-- (--scale-out) the lock is shared, every scale-out process joins the same
+-- run (work units have their own leases) and there is no owner token.
+local cjson = require "cjson"
+
+local M = {}
+
+M.RUN_LOCK_CLASS = 7265677 -- advisory lock class for runs (second key: run id)
+M.HEARTBEAT_MS = 2000
+M.FENCED = "outro processo assumiu esta execução (o dono registrado mudou); este processo para"
+
+local Runs = {}
+
+-- Requests spent and not yet recorded, reserved for one transaction; give
+-- them back with unreserve_spent when it rolls back.
+function Runs:reserve_spent()
+  local n = self.spent_fn and (self.spent_fn() - (self.reported_spent or 0)) or 0
+  self.reported_spent = (self.reported_spent or 0) + n
+  return n
+end
+function Runs:unreserve_spent(n) self.reported_spent = self.reported_spent - n end
+
+-- The fence, inside a unit's transaction: fails to match when another
+-- process took the run over. It also records the requests spent since the
+-- last record, so a kill -9 loses at most those of the units in flight.
+function Runs:check_owner(step, run_id, spent)
+  local rows = step([[update ragops_runs set updated_at = now(), requests_spent = requests_spent + $3
+                       where id = $1 and owner is not distinct from $2]], run_id, self.owner_token, spent)
+  if rows.affected ~= 1 then error({ err = M.FENCED, state = "RGFEN" }, 0) end
+end
+
+local function lock_fn(shared) return shared and "pg_try_advisory_lock_shared" or "pg_try_advisory_lock" end
+
+-- In the claim transaction: the run to resume, or a new one, locked.
+local function claim(q, plan_name, params_json, dry_run, must_resume, shared, token)
+  -- Claiming is serialised per plan+params, so two processes started at
+  -- the same instant cannot both create a run.
+  q("select pg_advisory_xact_lock($1, hashtext($2))", M.RUN_LOCK_CLASS - 1, plan_name .. params_json)
+  local rows = q([[select id, checkpoint::text as checkpoint from ragops_runs
+                    where plan = $1 and params = $2::jsonb and not dry_run
+                      and status in ('running', 'interrupted', 'aborted', 'failed')
+                    order by id desc limit 1]], plan_name, params_json)
+  local run = rows[1]
+  if not run and must_resume then
+    error({ busy = ("não há execução interrompida do plano %q com estes parâmetros para retomar")
+            :format(plan_name) }, 0)
+  end
+  if not run then
+    run = q([[insert into ragops_runs (plan, params, dry_run) values ($1, $2::jsonb, $3)
+              returning id, checkpoint::text as checkpoint]], plan_name, params_json, dry_run)[1]
+  end
+  if not q(("select %s($1, $2) as ok"):format(lock_fn(shared)), M.RUN_LOCK_CLASS, run.id)[1].ok then
+    error({ busy = ("a execução %d do plano %q está em andamento em outro processo%s")
+            :format(run.id, plan_name, shared and " sem --scale-out" or
+              " (para dividir o trabalho entre processos, rode todos com --scale-out)") }, 0)
+  end
+  q([[update ragops_runs set status = 'running', owner = $2, heartbeat_at = now(),
+             updated_at = now() where id = $1]], run.id, token)
+  return { id = run.id, checkpoint = cjson.decode(run.checkpoint), resumed = rows[1] ~= nil }
+end
+
+-- Starts the run record, or resumes the latest unfinished run of the same
+-- plan with the same params (status running/interrupted/aborted/failed: a
+-- crash, a signal, an alert abort or an internal error), and holds it.
+-- Returns run_id, checkpoint, resumed  or  nil, err, code ("busy"|"db").
+function Runs:start_run(plan_name, params_json, dry_run, must_resume, shared, owner)
+  local token = not shared and owner or nil
+  local held, conn, claimed = pcall(self.pool.hold, self.pool, function(c)
+    return self.module.transaction(c, function(q)
+      return claim(q, plan_name, params_json, dry_run, must_resume, shared, token)
+    end)
+  end)
+  if not held then
+    if type(conn) == "table" and conn.busy then return nil, conn.busy, "busy" end
+    error(conn, 0)
+  end
+  if not conn then return nil, claimed, "db" end
+  self.lock_conn, self.locked_run, self.lock_shared = conn, claimed.id, shared
+  self.owner_token = token
+  local checkpoint = claimed.checkpoint
+  local ahead, aerr = self:ahead_units(claimed.id)
+  if not ahead then self:finish_run(claimed.id, nil); return nil, aerr, "db" end
+  for entity_type, list in pairs(ahead) do
+    checkpoint[entity_type] = checkpoint[entity_type] or {}
+    checkpoint[entity_type].ahead = list
+  end
+  return claimed.id, checkpoint, claimed.resumed
+end
+
+-- Units committed past the checkpoint by an interrupted process, per
+-- entity type: { { first_key, after_key, last_key, stats }, ... }.
+function Runs:ahead_units(run_id)
+  local rows, err = self:query([[select entity_type, first_key, after_key, last_key, stats::text as stats
+                                   from ragops_run_units where run_id = $1]], run_id)
+  if not rows then return nil, err end
+  local out = {}
+  for _, r in ipairs(rows) do
+    local list = out[r.entity_type] or {}
+    list[#list + 1] = { first_key = r.first_key, after_key = r.after_key, last_key = r.last_key,
+                        stats = cjson.decode(r.stats) }
+    out[r.entity_type] = list
+  end
+  return out
+end
+
+-- One heartbeat on the lock connection: true, or nil, "lost" (owner
+-- changed) or nil, err (connection).
+function Runs:beat()
+  local spent = self:reserve_spent()
+  local rows, err = self.lock_conn:query([[
+    update ragops_runs set heartbeat_at = now(), requests_spent = requests_spent + $3
+     where id = $1 and owner is not distinct from $2 returning id]],
+    self.locked_run, self.owner_token, spent)
+  if not rows then self:unreserve_spent(spent); return nil, err end
+  if #rows == 0 then return nil, "lost" end
+  return true
+end
+
+-- Takes the lock again on a new connection after the old one was lost.
+function Runs:retake_lock()
+  self.pool:discard(self.lock_conn)
+  local conn, ok = self.pool:hold(function(c)
+    local r, e, state = c:query(("select %s($1, $2) as ok"):format(lock_fn(self.lock_shared)),
+      M.RUN_LOCK_CLASS, self.locked_run)
+    if not r then return nil, e, state end
+    return r[1].ok
+  end)
+  if not conn then return nil, "não foi possível reconectar ao PostgreSQL: " .. tostring(ok) end
+  self.lock_conn = conn
+  if not ok then return nil, "outro processo tomou a execução enquanto a conexão estava perdida" end
+  return true
+end
+
+-- Keeps the run held while it works: every HEARTBEAT_MS a heartbeat (with
+-- the requests spent since the last one, spent() -> total so far); when the
+-- lock connection is lost, the lock is taken again on a new one; if another
+-- process holds it, or took the run over, on_lost(reason) is called.
+-- opts = { sched, spent = function, on_lost = function(reason) }.
+function Runs:keep_run(opts)
+  local s = opts.sched
+  self.keeping, self.spent_fn = true, opts.spent
+  s.spawn(function()
+    while self.keeping do
+      s.sleep(M.HEARTBEAT_MS)
+      if not self.keeping then break end
+      local ok, err = self:beat()
+      if not self.keeping then break end
+      if not ok and err ~= "lost" then
+        ok, err = self:retake_lock()
+        if ok then ok, err = self:beat() end
+      end
+      if not ok then
+        self.keeping = false
+        opts.on_lost(err == "lost" and "outro processo assumiu esta execução (o dono registrado mudou)"
+          or tostring(err))
+      end
+    end
+  end)
+end
+
+-- Records the final status and report (status nil: only release the lock,
+-- for a scale-out process that leaves the finishing to another), with the
+-- requests spent and not yet recorded. The report gets `requests_spent`:
+-- every embedding request of every process and attempt of the run (a
+-- resumed run includes the ones before the interruption). Returns that
+-- total, or nil (fenced: another process owns the run; nothing recorded),
+-- or nil, err.
+function Runs:finish_run(run_id, status, report_json)
+  self.keeping = false
+  local rows, err = self:query([[
+    update ragops_runs set status = coalesce($2, status),
+           requests_spent = requests_spent + $4,
+           report = case when $3::jsonb is null then report
+                         else $3::jsonb || jsonb_build_object('requests_spent', requests_spent + $4) end,
+           finished_at = case when $2::text is null then finished_at else now() end,
+           owner = case when $2::text is null then owner else null end, updated_at = now()
+     where id = $1 and owner is not distinct from $5 returning requests_spent]],
+    run_id, status, report_json, self:reserve_spent(), self.owner_token)
+  if rows and status and status:match("^done") then
+    self:query("delete from ragops_run_units where run_id = $1", run_id)
+  end
+  if self.lock_conn then
+    -- Closing the session releases its advisory lock (and ends a heartbeat
+    -- that may be using the connection right now).
+    self.pool:discard(self.lock_conn)
+    self.lock_conn = nil
+  end
+  if not rows then return nil, err end
+  return rows[1] and rows[1].requests_spent or nil
+end
+
+-- Adds the run-record methods to Store (module: ragops.store_pg, for its
+-- transaction helper).
+function M.install(Store, module)
+  for name, fn in pairs(Runs) do Store[name] = fn end
+  Store.module = module
+  module.FENCED, module.HEARTBEAT_MS = M.FENCED, M.HEARTBEAT_MS
+end
+
+return M
