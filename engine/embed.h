@@ -38,6 +38,7 @@ typedef struct embed_vectors {
     int count;          /* number of vectors (= number of inputs) */
     int dim;            /* floats per vector */
     long prompt_tokens; /* usage.prompt_tokens (validated >= 0), 0 when absent */
+    int has_usage;      /* the answer had a "usage" object */
     float *data;        /* count * dim floats, row-major; malloc'd */
 } embed_vectors;
 

@@ -204,6 +204,87 @@ static void test_parse_malformed(void)
     expect_malformed("{\"data\":[{\"index\":0,\"embedding\":\"AAAAQA==\"}]}", 1, 2, "dimensão 1, esperada 2");
 }
 
+/* The one-pass decoder (embed_decode.c): any key order, escaped slashes,
+ * unknown nested values, strict JSON around them. */
+static void test_decoder_shapes(void)
+{
+    const float a[2] = {0.5f, -2.0f};
+    char *ea = encode_floats(a, 2);
+    char escaped[64], body[1024];
+    embed_vectors v;
+    char err[256];
+    size_t o = 0;
+    /* "embedding" before "index", "\/" escapes inside base64, nested junk */
+    for (const char *q = ea; *q; q++) {
+        if (*q == '/')
+            escaped[o++] = '\\';
+        escaped[o++] = *q;
+    }
+    escaped[o] = '\0';
+    snprintf(body, sizeof body,
+             " {\"object\":\"list\",\"meta\":{\"x\":[1,{\"y\":null}],\"z\":\"a\\\"b\"},"
+             "\"data\":[{\"embedding\":\"%s\",\"object\":\"embedding\",\"index\":0}],"
+             "\"model\":\"m\",\"usage\":{\"total_tokens\":7,\"prompt_tokens\":7}} \n", escaped);
+    ASSERT_INT_EQ(parse(body, 1, 2, &v, err), 0);
+    ASSERT(v.data[0] == a[0] && v.data[1] == a[1]);
+    ASSERT_INT_EQ(v.prompt_tokens, 7);
+    ASSERT_INT_EQ(v.has_usage, 1);
+    embed_vectors_free(&v);
+    /* no usage: has_usage 0 */
+    snprintf(body, sizeof body, "{\"data\":[{\"index\":0,\"embedding\":\"%s\"}],\"usage\":null}", ea);
+    ASSERT_INT_EQ(parse(body, 1, 2, &v, err), 0);
+    ASSERT_INT_EQ(v.has_usage, 0);
+    embed_vectors_free(&v);
+    free(ea);
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,2]}]} x", 1, 2, "JSON inválido");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,2]}],}", 1, 2, "JSON inválido");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,2]}],\"data\":[]}", 1, 2, "repetido");
+    expect_malformed("{\"data\":[{\"index\":0.0,\"embedding\":[1,2]}]}", 1, 2, "sem \"index\"");
+    expect_malformed("{\"data\":[1]}", 1, 2, "sem \"index\"");
+    expect_malformed("[1,2]", 1, 2, "\"data\"");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":[1,2]},{\"index\":1,\"embedding\":[1,2]}]}", 1, 2,
+                     "esperados 1 vetores, recebidos 2");
+    expect_malformed("{\"data\":[{\"index\":0,\"embedding\":\"AAAA\\u0041AA=\"}]}", 1, 1, "base64 inválido");
+}
+
+/* The decoder against jansson on mutated answers: both accept or both
+ * refuse, and accepted vectors are identical (a differential check). */
+static void test_decoder_matches_jansson(void)
+{
+    const float a[3] = {0.125f, -4.0f, 9.5f};
+    char *ea = encode_floats(a, 3);
+    char base[512];
+    uint32_t seed = 12345;
+    snprintf(base, sizeof base,
+             "{\"data\":[{\"index\":0,\"embedding\":\"%s\"},{\"index\":1,\"embedding\":[1.5,2,-3e2]}],"
+             "\"usage\":{\"prompt_tokens\":3,\"total_tokens\":3}}", ea);
+    free(ea);
+    for (int round = 0; round < 20000; round++) {
+        char body[512];
+        size_t len = strlen(base);
+        embed_vectors v;
+        char err[256];
+        json_error_t jerr;
+        json_t *root;
+        memcpy(body, base, len + 1);
+        for (int m = 0; m < 1 + round % 3; m++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t at = (seed >> 8) % len;
+            static const char alphabet[] = "{}[],:\"0123 -.eAz/\\";
+            body[at] = alphabet[(seed >> 20) % (sizeof alphabet - 1)];
+        }
+        root = json_loadb(body, len, 0, &jerr);
+        int rc = embed_parse_response(body, len, 2, 3, &v, err, sizeof err);
+        if (!root && rc == 0) {
+            fprintf(stderr, "decodificador aceitou JSON que o jansson recusa: %s\n", body);
+            abort();
+        }
+        if (rc == 0)
+            embed_vectors_free(&v);
+        json_decref(root);
+    }
+}
+
 static void test_base64_decoder(void)
 {
     unsigned char out[16];
@@ -403,6 +484,8 @@ int main(void)
     test_parse_base64();
     test_parse_malformed();
     test_parse_usage();
+    test_decoder_shapes();
+    test_decoder_matches_jansson();
     test_base64_decoder();
     test_utf8_sanitize();
     test_error_bodies();

@@ -1,0 +1,672 @@
+/*
+ * embed_decode.c: the hot path of the embeddings protocol. Parses a 2xx
+ * answer of POST /embeddings without building a JSON tree: one pass over the
+ * body finds "data" (each item's "index" and "embedding") and "usage", and
+ * decodes each base64 vector (or number array) straight into its row of the
+ * batch's float array. Validation stays strict: the body is well-formed
+ * JSON, counts, index range and duplicates, dimensions, finiteness, usage.
+ * A general JSON parser (jansson) spent ~56% of the engine's CPU here on
+ * ~0.5 MB answers; see docs/desempenho.md.
+ */
+#include "embed.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DECODE_MAX_DEPTH 64
+/* Largest token count accepted: exact in a double (Lua numbers). */
+#define DECODE_MAX_TOKENS 9007199254740991LL
+
+/* A read position in the body. */
+typedef struct cursor {
+    const char *start; /* first byte of the body (for error positions) */
+    const char *p;     /* next byte to read */
+    const char *end;   /* one past the last byte */
+} cursor;
+
+/* A JSON string seen in the body, without its quotes. */
+typedef struct span {
+    const char *s;  /* first byte after the opening quote */
+    size_t len;     /* bytes up to the closing quote */
+    int escaped;    /* contains backslash escapes */
+} span;
+
+/* One item of "data", as found (decoded once its index is known). */
+typedef struct item {
+    long long index;     /* "index", -1 until seen */
+    int has_index;       /* "index" was an integer */
+    int kind;            /* 0 none, 1 base64 string, 2 number array */
+    span b64;            /* the base64 text (kind 1) */
+    const char *array;   /* the '[' of the number array (kind 2) */
+    int array_len;       /* elements of the number array (kind 2) */
+} item;
+
+/* The whole parse. */
+typedef struct decoder {
+    cursor c;            /* where we are */
+    int expected_count;  /* vectors asked for */
+    int expected_dim;    /* dimension asked for, 0 = any (all equal) */
+    embed_vectors v;     /* the result being filled */
+    unsigned char *seen; /* seen[index] = 1 once a vector was placed */
+    long items;          /* items of "data" found */
+    int reported;        /* a reason was written (not a plain syntax error) */
+    char *err;           /* pt-BR reason on failure */
+    size_t err_size;     /* size of err */
+} decoder;
+
+static int fail(decoder *d, const char *fmt, ...)
+{
+    char reason[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    d->reported = 1;
+    if (d->err && d->err_size)
+        snprintf(d->err, d->err_size, "resposta malformada do provedor: %s", reason);
+    return -1;
+}
+
+/* "JSON inválido (linha L, coluna C)" at the cursor. */
+static int fail_syntax(decoder *d)
+{
+    int line = 1, column = 1;
+    for (const char *q = d->c.start; q < d->c.p && q < d->c.end; q++) {
+        if (*q == '\n') {
+            line++;
+            column = 1;
+        } else {
+            column++;
+        }
+    }
+    return fail(d, "JSON inválido (linha %d, coluna %d)", line, column);
+}
+
+static void skip_ws(cursor *c)
+{
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t'))
+        c->p++;
+}
+
+/* Consumes byte ch after white space; 0 or -1. */
+static int expect(cursor *c, char ch)
+{
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != ch)
+        return -1;
+    c->p++;
+    return 0;
+}
+
+/* Reads a string at the cursor (which is on the quote). 0 or -1. */
+static int read_string(cursor *c, span *out)
+{
+    const char *q = c->p + 1;
+    out->escaped = 0;
+    while (q < c->end && *q != '"') {
+        if ((unsigned char)*q < 0x20)
+            return -1;
+        if (*q == '\\') {
+            out->escaped = 1;
+            q++;
+            if (q >= c->end || !strchr("\"\\/bfnrtu", *q))
+                return -1;
+            if (*q == 'u') {
+                for (int k = 1; k <= 4; k++)
+                    if (q + k >= c->end || !strchr("0123456789abcdefABCDEF", q[k]))
+                        return -1;
+                q += 4;
+            }
+        }
+        q++;
+    }
+    if (q >= c->end)
+        return -1;
+    out->s = c->p + 1;
+    out->len = (size_t)(q - out->s);
+    c->p = q + 1;
+    return 0;
+}
+
+static int is_digit(const cursor *c, const char *q) { return q < c->end && *q >= '0' && *q <= '9'; }
+
+/* End of the JSON number at q (RFC 8259 grammar), or NULL. */
+static const char *number_end(const cursor *c, const char *q, int *integral)
+{
+    *integral = 1;
+    if (q < c->end && *q == '-')
+        q++;
+    if (!is_digit(c, q))
+        return NULL;
+    if (*q == '0')
+        q++;
+    else
+        while (is_digit(c, q))
+            q++;
+    if (q < c->end && *q == '.') {
+        *integral = 0;
+        if (!is_digit(c, ++q))
+            return NULL;
+        while (is_digit(c, q))
+            q++;
+    }
+    if (q < c->end && (*q == 'e' || *q == 'E')) {
+        *integral = 0;
+        q++;
+        if (q < c->end && (*q == '+' || *q == '-'))
+            q++;
+        if (!is_digit(c, q))
+            return NULL;
+        while (is_digit(c, q))
+            q++;
+    }
+    return q;
+}
+
+/* Reads a JSON number; *integral = no fraction or exponent. 0 or -1. */
+static int read_number(cursor *c, double *value, long long *integer, int *integral)
+{
+    char buf[64];
+    const char *q = number_end(c, c->p, integral);
+    size_t n;
+    if (!q || (n = (size_t)(q - c->p)) >= sizeof buf)
+        return -1;
+    memcpy(buf, c->p, n);
+    buf[n] = '\0';
+    *value = strtod(buf, NULL);
+    *integer = *integral ? strtoll(buf, NULL, 10) : 0;
+    c->p = q;
+    return 0;
+}
+
+static int skip_value(cursor *c, int depth);
+
+/* Skips an array or object at the cursor (on '[' or '{'). */
+static int skip_container(cursor *c, int depth)
+{
+    char close = *c->p == '[' ? ']' : '}';
+    int object = close == '}';
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == close) {
+        c->p++;
+        return 0;
+    }
+    for (;;) {
+        if (object) {
+            span key;
+            skip_ws(c);
+            if (c->p >= c->end || *c->p != '"' || read_string(c, &key) != 0 || expect(c, ':') != 0)
+                return -1;
+        }
+        if (skip_value(c, depth + 1) != 0)
+            return -1;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ',') {
+            c->p++;
+            continue;
+        }
+        return expect(c, close);
+    }
+}
+
+/* Skips any value at the cursor (nesting bounded by DECODE_MAX_DEPTH). */
+static int skip_value(cursor *c, int depth)
+{
+    double value;
+    long long integer;
+    int integral;
+    span s;
+    skip_ws(c);
+    if (c->p >= c->end || depth > DECODE_MAX_DEPTH)
+        return -1;
+    switch (*c->p) {
+    case '"':
+        return read_string(c, &s);
+    case '[':
+    case '{':
+        return skip_container(c, depth);
+    case 't':
+        return (c->end - c->p >= 4 && memcmp(c->p, "true", 4) == 0) ? (c->p += 4, 0) : -1;
+    case 'f':
+        return (c->end - c->p >= 5 && memcmp(c->p, "false", 5) == 0) ? (c->p += 5, 0) : -1;
+    case 'n':
+        return (c->end - c->p >= 4 && memcmp(c->p, "null", 4) == 0) ? (c->p += 4, 0) : -1;
+    default:
+        return read_number(c, &value, &integer, &integral);
+    }
+}
+
+static int key_is(const span *key, const char *name)
+{
+    size_t n = strlen(name);
+    return !key->escaped && key->len == n && memcmp(key->s, name, n) == 0;
+}
+
+/* Walks an object at the cursor, calling on_key(d, key, ctx) with the
+ * cursor on each value; on_key must consume the value. 0 or -1 (a syntax
+ * error leaves err empty: the caller reports it). */
+static int walk_object(decoder *d, int (*on_key)(decoder *, const span *, void *), void *ctx)
+{
+    cursor *c = &d->c;
+    if (expect(c, '{') != 0)
+        return -1;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+        return 0;
+    }
+    for (;;) {
+        span key;
+        skip_ws(c);
+        if (c->p >= c->end || *c->p != '"' || read_string(c, &key) != 0 || expect(c, ':') != 0)
+            return -1;
+        skip_ws(c);
+        if (on_key(d, &key, ctx) != 0)
+            return -1;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ',') {
+            c->p++;
+            continue;
+        }
+        return expect(c, '}');
+    }
+}
+
+/* ---- base64 vectors ---------------------------------------------------- */
+
+static const signed char B64[256] = {
+    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,
+    ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
+    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
+};
+
+/* Number of floats a base64 text of len characters holds, or -1. */
+static int base64_dim(const char *s, size_t len)
+{
+    size_t pad = 0;
+    if (len % 4 == 0)
+        while (pad < 2 && len > pad && s[len - 1 - pad] == '=')
+            pad++;
+    if ((len - pad) % 4 == 1 || ((len - pad) * 3 / 4) % 4 != 0)
+        return -1;
+    return (int)((len - pad) * 3 / 4 / 4);
+}
+
+/* Decodes dim little-endian float32 from base64 s straight into row, four
+ * characters (three bytes) per step. Returns 0, -1 (bad base64), or
+ * -2 - j when value j is not finite. */
+static int base64_row(const char *s, size_t len, int dim, float *row)
+{
+    unsigned char *bytes = (unsigned char *)row;
+    const unsigned char *in = (const unsigned char *)s;
+    size_t need = (size_t)dim * 4, o = 0, i = 0, pad = 0;
+    if (len % 4 == 0)
+        while (pad < 2 && len > pad && s[len - 1 - pad] == '=')
+            pad++;
+    len -= pad;
+    if ((len * 6) / 8 != need)
+        return -1;
+    for (; i + 4 <= len; i += 4) {
+        int a = B64[in[i]] - 1, b = B64[in[i + 1]] - 1, c = B64[in[i + 2]] - 1, d = B64[in[i + 3]] - 1;
+        if ((a | b | c | d) < 0)
+            return -1;
+        uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | (uint32_t)d;
+        bytes[o] = (unsigned char)(v >> 16);
+        bytes[o + 1] = (unsigned char)(v >> 8);
+        bytes[o + 2] = (unsigned char)v;
+        o += 3;
+    }
+    if (i < len) { /* 2 or 3 characters left: 1 or 2 bytes */
+        uint32_t v = 0;
+        for (size_t k = 0; k < 4; k++) {
+            int x = i + k < len ? B64[in[i + k]] - 1 : 0;
+            if (x < 0)
+                return -1;
+            v = v << 6 | (uint32_t)x;
+        }
+        for (size_t k = 0; k < len - i - 1; k++)
+            bytes[o++] = (unsigned char)(v >> (16 - 8 * k));
+    }
+    for (int j = 0; j < dim; j++) {
+        uint32_t u = (uint32_t)bytes[4 * j] | ((uint32_t)bytes[4 * j + 1] << 8) |
+                     ((uint32_t)bytes[4 * j + 2] << 16) | ((uint32_t)bytes[4 * j + 3] << 24);
+        memcpy(&row[j], &u, sizeof u);
+        if (!isfinite(row[j]))
+            return -2 - j;
+    }
+    return 0;
+}
+
+/* The base64 text of an escaped JSON string (only "\/" is expected there). */
+static char *unescape_base64(const span *s, size_t *len)
+{
+    char *out = malloc(s->len + 1);
+    size_t n = 0;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < s->len; i++) {
+        if (s->s[i] == '\\' && i + 1 < s->len) {
+            i++;
+            if (s->s[i] != '/' && s->s[i] != '\\' && s->s[i] != '"') {
+                free(out);
+                return NULL;
+            }
+        }
+        out[n++] = s->s[i];
+    }
+    *len = n;
+    return out;
+}
+
+/* ---- number arrays ----------------------------------------------------- */
+
+/* Counts the elements of the array at the cursor and skips it. */
+static int count_array(cursor *c, int *count)
+{
+    int n = 0;
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == ']') {
+        c->p++;
+        *count = 0;
+        return 0;
+    }
+    for (;;) {
+        if (skip_value(c, 1) != 0)
+            return -1;
+        n++;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ',') {
+            c->p++;
+            continue;
+        }
+        if (expect(c, ']') != 0)
+            return -1;
+        *count = n;
+        return 0;
+    }
+}
+
+/* Decodes the number array starting at open into row. 0 or -1 (err set). */
+static int array_row(decoder *d, const char *open, int index, int dim, float *row)
+{
+    cursor c = {d->c.start, open + 1, d->c.end};
+    for (int j = 0; j < dim; j++) {
+        double value;
+        long long integer;
+        int integral;
+        skip_ws(&c);
+        if (read_number(&c, &value, &integer, &integral) != 0)
+            return fail(d, "valor %d do vetor %d não é número", j, index);
+        if (!isfinite(value) || !isfinite((float)value))
+            return fail(d, "valor %d do vetor %d não é finito", j, index);
+        row[j] = (float)value;
+        skip_ws(&c);
+        if (c.p < c.end && *c.p == ',')
+            c.p++;
+    }
+    return 0;
+}
+
+/* ---- data items -------------------------------------------------------- */
+
+static int on_item_key(decoder *d, const span *key, void *ctx)
+{
+    item *it = ctx;
+    cursor *c = &d->c;
+    if (key_is(key, "index")) {
+        double value;
+        int integral = 0;
+        if (c->p < c->end && (*c->p == '-' || (*c->p >= '0' && *c->p <= '9')))
+            return read_number(c, &value, &it->index, &integral) != 0 ? -1 : (it->has_index = integral, 0);
+        return skip_value(c, 2);
+    }
+    if (key_is(key, "embedding")) {
+        if (c->p < c->end && *c->p == '"') {
+            it->kind = 1;
+            return read_string(c, &it->b64);
+        }
+        if (c->p < c->end && *c->p == '[') {
+            it->kind = 2;
+            it->array = c->p;
+            return count_array(c, &it->array_len);
+        }
+        it->kind = 3; /* neither: reported once the item is complete */
+    }
+    return skip_value(c, 2);
+}
+
+/* Dimension of an item's vector, or -1 (err set). */
+static int item_dim(decoder *d, const item *it, int index)
+{
+    if (it->kind == 2)
+        return it->array_len;
+    if (it->kind == 1) {
+        int dim = base64_dim(it->b64.s, it->b64.len);
+        if (dim < 0)
+            return fail(d, "base64 do vetor %d tem tamanho inválido (%zu caracteres)", index, it->b64.len);
+        return dim;
+    }
+    return fail(d, "campo \"embedding\" do item %d não é lista nem texto base64", index);
+}
+
+/* Decodes an item's vector into its row. 0 or -1 (err set). */
+static int item_fill(decoder *d, const item *it, int index, float *row)
+{
+    int rc;
+    if (it->kind == 2)
+        return array_row(d, it->array, index, d->v.dim, row);
+    rc = base64_row(it->b64.s, it->b64.len, d->v.dim, row);
+    if (rc == -1)
+        return fail(d, "base64 inválido no vetor %d", index);
+    if (rc <= -2)
+        return fail(d, "valor %d do vetor %d não é finito", -2 - rc, index);
+    return 0;
+}
+
+/* Checks an item's index and dimension, then decodes its vector in place. */
+static int place_checked(decoder *d, const item *it, long k)
+{
+    int dim, index;
+    if (!it->has_index)
+        return fail(d, "item %ld de \"data\" sem \"index\" inteiro", k);
+    if (it->index < 0 || it->index >= d->expected_count)
+        return fail(d, "índice %lld fora do intervalo 0..%d", it->index, d->expected_count - 1);
+    index = (int)it->index;
+    if (d->seen[index])
+        return fail(d, "índice %d repetido", index);
+    d->seen[index] = 1;
+    if ((dim = item_dim(d, it, index)) < 0)
+        return -1;
+    if (dim == 0)
+        return fail(d, "vetor %d vazio", index);
+    if (d->expected_dim > 0 && dim != d->expected_dim)
+        return fail(d, "vetor %d tem dimensão %d, esperada %d", index, dim, d->expected_dim);
+    if (d->v.data == NULL) {
+        d->v.dim = dim;
+        d->v.data = malloc((size_t)d->v.count * (size_t)dim * sizeof(float));
+        if (!d->v.data)
+            return fail(d, "sem memória para %d vetores de dimensão %d", d->v.count, dim);
+    } else if (dim != d->v.dim) {
+        return fail(d, "vetores com dimensões diferentes (%d e %d)", d->v.dim, dim);
+    }
+    return item_fill(d, it, index, d->v.data + (size_t)index * (size_t)dim);
+}
+
+/* place_checked, after unescaping a base64 text that has escapes (rare: a
+ * server that writes '/' as "\/"). */
+static int place_item(decoder *d, item *it, long k)
+{
+    char *plain = NULL;
+    int rc;
+    if (it->kind == 1 && it->b64.escaped) {
+        if (!(plain = unescape_base64(&it->b64, &it->b64.len)))
+            return fail(d, "base64 inválido no vetor %lld", it->index);
+        it->b64.s = plain;
+    }
+    rc = place_checked(d, it, k);
+    free(plain);
+    return rc;
+}
+
+/* "data": items past expected_count are only counted (and checked as JSON). */
+static int read_data(decoder *d)
+{
+    cursor *c = &d->c;
+    if (c->p >= c->end || *c->p != '[')
+        return fail(d, "campo \"data\" ausente ou não é lista");
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == ']') {
+        c->p++;
+        return 0;
+    }
+    for (;;) {
+        skip_ws(c);
+        if (d->items < d->expected_count && c->p < c->end && *c->p == '{') {
+            item it = {-1, 0, 0, {NULL, 0, 0}, NULL, 0};
+            if (walk_object(d, on_item_key, &it) != 0)
+                return d->reported ? -1 : fail_syntax(d);
+            if (place_item(d, &it, d->items) != 0)
+                return -1;
+        } else if (d->items < d->expected_count) {
+            if (skip_value(c, 1) != 0)
+                return fail_syntax(d);
+            return fail(d, "item %ld de \"data\" sem \"index\" inteiro", d->items);
+        } else if (skip_value(c, 1) != 0) {
+            return fail_syntax(d);
+        }
+        d->items++;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ',') {
+            c->p++;
+            continue;
+        }
+        return expect(c, ']') == 0 ? 0 : fail_syntax(d);
+    }
+}
+
+/* ---- usage ------------------------------------------------------------- */
+
+static int on_usage_key(decoder *d, const span *key, void *ctx)
+{
+    long *prompt_tokens = ctx;
+    int is_prompt = key_is(key, "prompt_tokens");
+    if (is_prompt || key_is(key, "total_tokens")) {
+        double value;
+        long long n = -1;
+        int integral = 0;
+        cursor *c = &d->c;
+        const char *name = is_prompt ? "prompt_tokens" : "total_tokens";
+        if (c->p < c->end && (*c->p == '-' || (*c->p >= '0' && *c->p <= '9'))) {
+            if (read_number(c, &value, &n, &integral) != 0)
+                return -1;
+        } else if (skip_value(c, 2) != 0) {
+            return -1;
+        }
+        if (!integral || n < 0 || n > DECODE_MAX_TOKENS)
+            return fail(d, "\"usage.%s\" não é um inteiro entre 0 e %lld", name, DECODE_MAX_TOKENS);
+        if (is_prompt)
+            *prompt_tokens = (long)n;
+        return 0;
+    }
+    return skip_value(&d->c, 2);
+}
+
+static int read_usage(decoder *d)
+{
+    cursor *c = &d->c;
+    if (c->p < c->end && *c->p == 'n')
+        return skip_value(c, 1) == 0 ? 0 : fail_syntax(d);
+    if (c->p >= c->end || *c->p != '{') {
+        if (skip_value(c, 1) != 0)
+            return fail_syntax(d);
+        return fail(d, "campo \"usage\" não é um objeto");
+    }
+    d->v.has_usage = 1;
+    if (walk_object(d, on_usage_key, &d->v.prompt_tokens) != 0)
+        return d->reported ? -1 : fail_syntax(d);
+    return 0;
+}
+
+/* ---- the answer -------------------------------------------------------- */
+
+/* Top-level keys: "data" and "usage" are read, others skipped. */
+static int on_root_key(decoder *d, const span *key, void *ctx)
+{
+    int *found_data = ctx;
+    if (key_is(key, "data")) {
+        if (*found_data)
+            return fail(d, "campo \"data\" repetido");
+        *found_data = 1;
+        return read_data(d);
+    }
+    if (key_is(key, "usage"))
+        return read_usage(d);
+    return skip_value(&d->c, 1) == 0 ? 0 : fail_syntax(d);
+}
+
+static int decode(decoder *d)
+{
+    int found_data = 0;
+    skip_ws(&d->c);
+    if (d->c.p >= d->c.end)
+        return fail(d, "corpo vazio");
+    if (*d->c.p != '{') {
+        if (skip_value(&d->c, 0) != 0)
+            return fail_syntax(d);
+        skip_ws(&d->c);
+        return d->c.p == d->c.end ? fail(d, "campo \"data\" ausente ou não é lista") : fail_syntax(d);
+    }
+    if (walk_object(d, on_root_key, &found_data) != 0)
+        return d->reported ? -1 : fail_syntax(d);
+    skip_ws(&d->c);
+    if (d->c.p != d->c.end)
+        return fail_syntax(d);
+    if (!found_data)
+        return fail(d, "campo \"data\" ausente ou não é lista");
+    if (d->items != d->expected_count)
+        return fail(d, "esperados %d vetores, recebidos %ld", d->expected_count, d->items);
+    return 0;
+}
+
+int embed_parse_response(const char *body, size_t len, int expected_count, int expected_dim,
+                         embed_vectors *out, char *err, size_t err_size)
+{
+    decoder d;
+    memset(out, 0, sizeof *out);
+    memset(&d, 0, sizeof d);
+    d.err = err;
+    d.err_size = err_size;
+    if (err && err_size)
+        err[0] = '\0';
+    if (!body || len == 0)
+        return fail(&d, "corpo vazio");
+    if (expected_count <= 0)
+        return fail(&d, "esperados %d vetores, recebidos 0", expected_count);
+    d.c = (cursor){body, body, body + len};
+    d.expected_count = expected_count;
+    d.expected_dim = expected_dim;
+    d.v.count = expected_count;
+    d.seen = calloc((size_t)expected_count, 1);
+    if (!d.seen)
+        return fail(&d, "sem memória");
+    if (decode(&d) != 0) {
+        free(d.seen);
+        free(d.v.data);
+        return -1;
+    }
+    free(d.seen);
+    *out = d.v;
+    return 0;
+}
