@@ -92,6 +92,21 @@ M.migrations = {
             primary key (run_id, entity_type, last_key))]],
       }
     end },
+  { version = 4, description = "tokens cobrados pelo provedor por execução, modelo e tipo (calibração das estimativas)",
+    sql = function()
+      return {
+        [[create table if not exists ragops_token_usage (
+            run_id bigint not null references ragops_runs(id) on delete cascade,
+            model text not null,
+            entity_type text not null,
+            chunks bigint not null default 0,
+            bytes bigint not null default 0,
+            chars bigint not null default 0,
+            tokens bigint not null default 0,
+            updated_at timestamptz not null default now(),
+            primary key (run_id, model, entity_type))]],
+      }
+    end },
 }
 
 local function embedding_type(storage, dim)

@@ -252,13 +252,26 @@ local function write_documents(store, step, conn, unit)
   return written, pruned, refreshed
 end
 
--- Dead letters recorded, and those of entities now indexed resolved.
+-- Tokens billed against bytes and characters sent, per run, model and
+-- entity type (the dry-run's calibration).
+M.USAGE_SQL = [[
+  insert into ragops_token_usage as u (run_id, model, entity_type, chunks, bytes, chars, tokens)
+  values ($1, $2, $3, $4, $5, $6, $7)
+  on conflict (run_id, model, entity_type) do update set
+    chunks = u.chunks + excluded.chunks, bytes = u.bytes + excluded.bytes,
+    chars = u.chars + excluded.chars, tokens = u.tokens + excluded.tokens, updated_at = now()]]
+
+-- Dead letters recorded, those of entities now indexed resolved, usage.
 local function write_failures(step, unit)
   if unit.failures and #unit.failures > 0 then
     step(M.FAILURE_SQL, unit.run_id, unit.entity_type, unpack(failure_arrays(unit.failures)))
   end
   if unit.resolved_ids and #unit.resolved_ids > 0 then
     step(M.RESOLVE_SQL, unit.run_id, unit.entity_type, unit.resolved_ids)
+  end
+  local u = unit.usage
+  if u and unit.run_id then
+    step(M.USAGE_SQL, unit.run_id, u.model, unit.entity_type, u.chunks, u.bytes, u.chars, u.tokens)
   end
 end
 

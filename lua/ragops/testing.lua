@@ -274,6 +274,7 @@ end
 
 -- opts = { dim = 8, sched = scheduler (needed for latency_ms),
 --          latency_ms = n | function(texts, call_no) -> n,
+--          tokens = function(texts) -> n (usage.prompt_tokens; default bytes/4),
 --          fail = function(texts, call_no) -> nil | { status, class, retry_after_ms, message, kind } }
 -- embedder.calls[i] = { texts = {...}, ok = bool, failure = tbl|nil, started_at, finished_at }
 -- embedder.active / embedder.peak: concurrent calls now / at most.
@@ -317,7 +318,8 @@ function M.embedder(opts)
       vectors[i] = M.vector(text, self.dim)
       chars = chars + #text
     end
-    return M.vecbatch(vectors, math.ceil(chars / 4)), nil, { status = 200 }
+    local tokens = opts.tokens and opts.tokens(texts) or math.ceil(chars / 4)
+    return M.vecbatch(vectors, tokens), nil, { status = 200 }
   end
   -- Every text sent in successful calls, in call order.
   function e:embedded_texts()
@@ -503,6 +505,12 @@ function FakeStore:write_unit(unit)
     self:resolve_failures(unit.run_id, unit.entity_type, unit.resolved_ids)
   end
   record.failures = copy(unit.failures or {})
+  record.usage = copy(unit.usage)
+  if unit.usage then
+    local u = self.usage[unit.entity_type] or { chunks = 0, bytes = 0, chars = 0, tokens = 0 }
+    for _, k in ipairs({ "chunks", "bytes", "chars", "tokens" }) do u[k] = u[k] + unit.usage[k] end
+    self.usage[unit.entity_type] = u
+  end
   -- Like store_pg: the stored checkpoint only moves forward; units
   -- committed past it are kept apart (store.ahead[entity_type][last_key]).
   if unit.run_id and unit.checkpoint then
@@ -646,6 +654,7 @@ function M.store(opts)
     docs = {},                 -- doc_key -> document
     writes = {}, checkpoints = {}, failures = {}, open_failures = {}, resolved = {},
     runs = {}, deletions = {}, fetches = {}, ahead = {},
+    usage = {},                -- entity_type -> { chunks, bytes, chars, tokens } billed
   }, FakeStore)
   st.fail_write = opts.fail_write
   for _, d in ipairs(opts.documents or {}) do st:put(d) end
@@ -700,7 +709,8 @@ end
 --          scheduler, checkpoint, model ("fake-model"), run_id (1),
 --          range = { after, upto } (a scale-out work unit's key range),
 --          progress_every_ms, fail_write,
---          stop_after_ms = n (stops the run like a signal at that fake time) }
+--          stop_after_ms = n (stops the run like a signal at that fake time),
+--          budget_usd, price_per_1m_tokens (the spend budget and the model's price) }
 -- Returns result = { stats, store, embedder, log (lines), clock (fake ms elapsed), plan, alerts }.
 function M.run(plan_or_path, opts)
   opts = opts or {}
@@ -744,7 +754,7 @@ function M.run(plan_or_path, opts)
     sched = s, store = store, embedder = embedder, hash = M.hash,
     model = opts.model or "fake-model", dim = embedder.dim, log = log, run_id = run_id,
     checkpoint = opts.checkpoint, alerts = alerts or nil, progress_every_ms = opts.progress_every_ms,
-    range = opts.range,
+    range = opts.range, budget_usd = opts.budget_usd, price_per_1m_tokens = opts.price_per_1m_tokens,
   }
   local started = s.now()
   local stats = s.run(function()

@@ -17,7 +17,7 @@ H.each_storage(function(storage)
       H.load_sources(url, N_VERSES, N_FORTUNES)
       local code, out, err = H.ragops(url, "migrate")
       assert.are.equal(0, code, err)
-      assert.matches("versão 3", out)
+      assert.matches("versão %d+", out)
       assert.are.equal(storage == "vector" and "vector(1536)" or "real[]", H.column_type(url))
     end)
 

@@ -8,13 +8,17 @@
 --   ctx.plan, ctx.env, ctx.sched, ctx.store, ctx.log   the run's parts
 --   ctx.stats       totals (COUNTER_KEYS) + per_entity_type + missing_entities
 --   ctx.aborted     nil, or { code, reason } once the run is stopping
---   ctx.spent       { requests = n }: embedding requests of every attempt
+--   ctx.spent       { requests = n, tokens = n }: embedding requests of every
+--                   attempt, and tokens the provider billed, in this process
+--   ctx.tokens_before tokens billed before this process (a resumed run)
 local report = require "ragops.report"
 
 local M = {}
 
 M.COUNTER_KEYS = { "processed", "succeeded", "failed", "skipped", "embedded",
-                   "deleted", "chunks", "tokens", "requests", "retries", "refreshed" }
+                   "deleted", "chunks", "tokens", "requests", "retries", "refreshed",
+                   -- what was sent for embedding (calibration of token estimates):
+                   "bytes", "chars", "bytes_sq" }
 
 function M.new_counters()
   local c = {}
@@ -39,6 +43,7 @@ function M.context(plan, env)
     stats = M.new_counters(), aborted = nil,
     spent = env.spent or { requests = 0 }, started = env.sched.now(),
   }, Context)
+  ctx.spent.tokens = ctx.spent.tokens or 0
   ctx.stats.per_entity_type, ctx.stats.missing_entities = {}, {}
   for entity_type, cp in pairs(env.checkpoint or {}) do
     if type(cp) == "table" then
@@ -46,6 +51,7 @@ function M.context(plan, env)
       for _, unit in ipairs(cp.ahead or {}) do ctx:merge(entity_type, unit.stats) end
     end
   end
+  ctx.tokens_before = ctx.stats.tokens
   return ctx
 end
 
@@ -66,17 +72,19 @@ end
 
 -- Stops the run: readers stop reading, workers drop their units, except
 -- for an alert abort (code 3): units already taken finish and commit, so
--- what was paid for is kept and a resume starts past it.
-function Context:abort(code, reason)
+-- what was paid for is kept and a resume starts past it. halt: stop the
+-- units in progress too, whatever the code (the budget: nothing more may
+-- be sent).
+function Context:abort(code, reason, halt)
   if not self.aborted then
-    self.aborted = { code = code, reason = reason }
+    self.aborted = { code = code, reason = reason, halt = halt or nil }
     self.log.error("execução interrompida: %s", reason)
   end
 end
 
 -- True when work in progress must stop now (any abort but an alert's).
 function Context:halted()
-  return self.aborted ~= nil and self.aborted.code ~= 3
+  return self.aborted ~= nil and (self.aborted.code ~= 3 or self.aborted.halt == true)
 end
 
 function Context:count_metric(name, labels, n)
@@ -106,16 +114,25 @@ function Context:account_unit(entity_type, delta, rows)
   for _ = 1, delta.failed do self:observe({ kind = "document", ok = false }) end
 end
 
+-- US$ billed so far by the run (all processes), or nil without a price.
+function Context:spend_usd()
+  local price = self.env.price_per_1m_tokens
+  if not price then return nil end
+  return (self.tokens_before + self.spent.tokens) * price / 1e6
+end
+
 -- One pt-BR progress line (the engine calls it on a timer, so it also
 -- shows while every worker waits on a slow request).
 function Context:progress()
   local fmt = report
   local st = self.stats
   local elapsed = (self.sched.now() - self.started) / 1000
-  self.log.info("progresso: %s processados, %s gravados, %s inalterados, %s falhas, %s novas tentativas (%s docs/s)",
+  local spend = self:spend_usd()
+  self.log.info("progresso: %s processados, %s gravados, %s inalterados, %s falhas, %s novas tentativas (%s docs/s)%s",
     fmt.format_count(st.processed), fmt.format_count(st.succeeded), fmt.format_count(st.skipped),
     fmt.format_count(st.failed), fmt.format_count(st.retries),
-    fmt.format_number(elapsed > 0 and st.processed / elapsed or 0, 1))
+    fmt.format_number(elapsed > 0 and st.processed / elapsed or 0, 1),
+    spend and (", gasto US$ " .. fmt.format_number(spend, 4)) or "")
 end
 
 -- The run's final stats (the runner's return value).

@@ -6,6 +6,7 @@
 -- through. Hands on { parts = { { items, batch = vecbatch } }, failed =
 -- { { items, err, info, attempts } } } and adds requests, retries and tokens
 -- to the unit's delta. A configuration the provider rejects stops the run.
+local report = require "ragops.report"
 local retry = require "ragops.retry"
 
 local M = {}
@@ -61,6 +62,42 @@ local function abort_on_configuration(ctx, err, info)
   return false
 end
 
+-- UTF-8 characters of text (bytes that do not continue a sequence).
+local function utf8_length(text)
+  local _, continuation = text:gsub("[\128-\191]", "")
+  return #text - continuation
+end
+
+-- What a successful batch sent and cost, in the unit's delta (the tokens
+-- the provider billed against the bytes and characters sent calibrate the
+-- dry-run's estimates; see ragops.dryrun).
+local function account_batch(ctx, texts, batch, delta)
+  local tokens = batch:tokens()
+  delta.tokens = delta.tokens + tokens
+  ctx.spent.tokens = ctx.spent.tokens + tokens
+  for _, t in ipairs(texts) do
+    delta.bytes = delta.bytes + #t
+    delta.chars = delta.chars + utf8_length(t)
+    delta.bytes_sq = delta.bytes_sq + #t * #t
+  end
+  ctx:count_metric("ragops_embed_tokens_total", nil, tokens)
+end
+
+-- The budget (env.budget_usd) would be passed by this call: stop the run
+-- (code 3) before sending it. The call's cost is estimated at bytes/4.
+local function over_budget(ctx, estimated_tokens)
+  local budget, spent = ctx.env.budget_usd, ctx:spend_usd()
+  if not budget or not spent then return false end
+  local next_cost = estimated_tokens * ctx.env.price_per_1m_tokens / 1e6
+  if spent + next_cost <= budget then return false end
+  local fmt = report
+  ctx:abort(3, ("orçamento de US$ %s atingido: gasto US$ %s, restante US$ %s; o próximo lote custaria cerca de "
+    .. "US$ %s. O checkpoint foi mantido: rode o mesmo comando com um --budget-usd maior para continuar")
+    :format(fmt.format_number(budget, 4), fmt.format_number(spent, 4),
+      fmt.format_number(math.max(budget - spent, 0), 4), fmt.format_number(next_cost, 4)), true)
+  return true
+end
+
 local function split_halves(items)
   local mid, left, right = math.floor(#items / 2), {}, {}
   for i, it in ipairs(items) do
@@ -81,6 +118,7 @@ local function embed_slice(ctx, items, delta)
     texts[i] = it.text
     estimated_tokens = estimated_tokens + math.ceil(#it.text / 4)
   end
+  if over_budget(ctx, estimated_tokens) then return {}, {} end
   local batch, err, info, attempts = retry.call(ctx.plan.retry, ctx.sched, function()
     if ctx:halted() then return nil, "interrompido", { class = "cancelled" } end
     return call_provider(ctx, texts, estimated_tokens, delta)
@@ -90,8 +128,7 @@ local function embed_slice(ctx, items, delta)
     log_retry(ctx, attempt, delay, e, i)
   end)
   if batch then
-    delta.tokens = delta.tokens + batch:tokens()
-    ctx:count_metric("ragops_embed_tokens_total", nil, batch:tokens())
+    account_batch(ctx, texts, batch, delta)
     return { { items = items, batch = batch } }, {}
   end
   info = info or {}

@@ -128,7 +128,15 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
   for _, e in ipairs(decision.entities) do delta.chunks = delta.chunks + #e.chunks end
   return { entity_type = entity_type, run_id = ctx.env.run_id, parts = doc_parts,
            chunk_counts = prune, refresh = decision.refresh, failures = decision.failures,
-           resolved_ids = resolved }
+           resolved_ids = resolved, usage = M.usage(ctx, delta) }
+end
+
+-- What the provider billed for this unit against what was sent, for the
+-- token calibration (ragops_token_usage); nil when it reported no usage.
+function M.usage(ctx, delta)
+  if delta.tokens <= 0 or delta.bytes <= 0 then return nil end
+  return { model = ctx.env.model, chunks = delta.embedded, bytes = delta.bytes, chars = delta.chars,
+           tokens = delta.tokens }
 end
 
 -- Writes the unit with its progress. Returns the completed delta, or nil
