@@ -107,6 +107,6 @@ int luaopen_ragops_core(lua_State *L);  /* bridge.c: spawn, suspend, wake, sleep
 int luaopen_ragops_pg(lua_State *L);    /* pg_lua.c */
 int luaopen_ragops_http(lua_State *L);  /* http_lua.c */
 int luaopen_ragops_embed(lua_State *L); /* embed_lua.c */
-int luaopen_ragops_vecsearch(lua_State *L); /* vecsearch.c */
+int luaopen_ragops_vecsearch(lua_State *L); /* vecsearch_lua.c */
 
 #endif
