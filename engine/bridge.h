@@ -85,6 +85,15 @@ int rg_async_pending(const rg_async *op);
 /* Pushes nil, "interrompido" and returns 2 (for push functions). */
 int rg_push_interrupted(lua_State *L);
 
+/* Creates the metatable name (once per state): methods become its __index,
+ * then the metamethods ({"__gc", f}, {"__tostring", g}, ...). Leaves the
+ * stack as it was. */
+void rg_register_class(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods);
+
+/* Optional field of the options table at index: pushes it and returns 1, or
+ * returns 0 with nothing pushed when it is nil. */
+int rg_opt_field(lua_State *L, int index, const char *field);
+
 /* The main Lua state (owner of the registry). */
 lua_State *rg_main_state(void);
 

@@ -131,16 +131,13 @@ int luaopen_ragops_vecsearch(lua_State *L)
         {"vector_literal", vecsearch_vector_literal},
         {NULL, NULL},
     };
+    static const luaL_Reg metamethods[] = {
+        {"__gc", vecsearch_gc},
+        {NULL, NULL},
+    };
     /* The vecbatch metatable lives in ragops.core; make sure it exists. */
     rg_vecbatch_register(L);
-    if (luaL_newmetatable(L, VECSEARCH_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, vecsearch_gc);
-        lua_setfield(L, -2, "__gc");
-    }
-    lua_pop(L, 1);
+    rg_register_class(L, VECSEARCH_MT, methods, metamethods);
     lua_newtable(L);
     luaL_register(L, NULL, functions);
     return 1;
