@@ -88,6 +88,26 @@ int rg_push_interrupted(lua_State *L)
     return 2;
 }
 
+void rg_register_class(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods)
+{
+    if (luaL_newmetatable(L, name)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+        luaL_register(L, NULL, metamethods);
+    }
+    lua_pop(L, 1);
+}
+
+int rg_opt_field(lua_State *L, int index, const char *field)
+{
+    lua_getfield(L, index, field);
+    if (!lua_isnil(L, -1))
+        return 1;
+    lua_pop(L, 1);
+    return 0;
+}
+
 int rg_async_suspend(lua_State *L, rg_async *op, rg_push_fn push, rg_cancel_fn cancel)
 {
     lua_pushthread(L);
@@ -567,6 +587,14 @@ static int unprotected_error(lua_State *L)
 
 lua_State *rg_bridge_open(const char *lua_dir)
 {
+    static const luaL_Reg modules[] = {
+        {"ragops.core", luaopen_ragops_core},
+        {"ragops.pg", luaopen_ragops_pg},
+        {"ragops.http", luaopen_ragops_http},
+        {"ragops.embed", luaopen_ragops_embed},
+        {"ragops.vecsearch", luaopen_ragops_vecsearch},
+        {NULL, NULL},
+    };
     heap.in_use = 0;
     heap.limit = 0;
     lua_State *L = lua_newstate(heap_alloc, NULL);
@@ -590,16 +618,10 @@ lua_State *rg_bridge_open(const char *lua_dir)
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua", lua_dir, lua_dir);
     lua_setfield(L, -2, "path");
     lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_ragops_core);
-    lua_setfield(L, -2, "ragops.core");
-    lua_pushcfunction(L, luaopen_ragops_pg);
-    lua_setfield(L, -2, "ragops.pg");
-    lua_pushcfunction(L, luaopen_ragops_http);
-    lua_setfield(L, -2, "ragops.http");
-    lua_pushcfunction(L, luaopen_ragops_embed);
-    lua_setfield(L, -2, "ragops.embed");
-    lua_pushcfunction(L, luaopen_ragops_vecsearch);
-    lua_setfield(L, -2, "ragops.vecsearch");
+    for (const luaL_Reg *module = modules; module->name != NULL; module++) {
+        lua_pushcfunction(L, module->func);
+        lua_setfield(L, -2, module->name);
+    }
     lua_pop(L, 2);
     return L;
 }

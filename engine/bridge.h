@@ -85,6 +85,15 @@ int rg_async_pending(const rg_async *op);
 /* Pushes nil, "interrompido" and returns 2 (for push functions). */
 int rg_push_interrupted(lua_State *L);
 
+/* Creates the metatable name (once per state): methods become its __index,
+ * then the metamethods ({"__gc", f}, {"__tostring", g}, ...). Leaves the
+ * stack as it was. */
+void rg_register_class(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods);
+
+/* Optional field of the options table at index: pushes it and returns 1, or
+ * returns 0 with nothing pushed when it is nil. */
+int rg_opt_field(lua_State *L, int index, const char *field);
+
 /* The main Lua state (owner of the registry). */
 lua_State *rg_main_state(void);
 
@@ -107,6 +116,6 @@ int luaopen_ragops_core(lua_State *L);  /* bridge.c: spawn, suspend, wake, sleep
 int luaopen_ragops_pg(lua_State *L);    /* pg_lua.c */
 int luaopen_ragops_http(lua_State *L);  /* http_lua.c */
 int luaopen_ragops_embed(lua_State *L); /* embed_lua.c */
-int luaopen_ragops_vecsearch(lua_State *L); /* vecsearch.c */
+int luaopen_ragops_vecsearch(lua_State *L); /* vecsearch_lua.c */
 
 #endif

@@ -448,11 +448,8 @@ static int embed_client_tostring(lua_State *L)
 static int embed_opt_int(lua_State *L, const char *field, int fallback)
 {
     lua_Number v;
-    lua_getfield(L, 1, field);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
+    if (!rg_opt_field(L, 1, field))
         return fallback;
-    }
     v = lua_tonumber(L, -1);
     if (!lua_isnumber(L, -1) || v < 1 || v > 1e9 || v != (lua_Number)(long)v)
         return luaL_argerror(L, 1, lua_pushfstring(L, "\"%s\" deve ser um inteiro positivo", field));
@@ -464,11 +461,8 @@ static int embed_opt_int(lua_State *L, const char *field, int fallback)
 static long embed_opt_ms(lua_State *L, const char *field, long fallback)
 {
     lua_Number v;
-    lua_getfield(L, 1, field);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
+    if (!rg_opt_field(L, 1, field))
         return fallback;
-    }
     v = lua_tonumber(L, -1);
     if (!lua_isnumber(L, -1) || !(v > 0) || v > 1e9)
         return luaL_argerror(L, 1, lua_pushfstring(L, "\"%s\" deve ser um número positivo (até 1e9 ms)", field));
@@ -566,21 +560,17 @@ int luaopen_ragops_embed(lua_State *L)
         {"close", embed_client_close},
         {NULL, NULL},
     };
+    static const luaL_Reg metamethods[] = {
+        {"__gc", embed_client_close},
+        {"__tostring", embed_client_tostring},
+        {NULL, NULL},
+    };
     static const luaL_Reg functions[] = {
         {"client", embed_new_client},
         {NULL, NULL},
     };
     rg_vecbatch_register(L); /* batches get their metatable even without ragops.core */
-    if (luaL_newmetatable(L, EMBED_CLIENT_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, embed_client_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, embed_client_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    rg_register_class(L, EMBED_CLIENT_MT, methods, metamethods);
     lua_newtable(L);
     luaL_register(L, NULL, functions);
     return 1;

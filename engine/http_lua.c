@@ -109,11 +109,8 @@ static void http_lua_done(http_request *req, const http_response *resp, void *da
 static long http_opt_ms(lua_State *L, const char *field, long fallback)
 {
     long v;
-    lua_getfield(L, 1, field);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
+    if (!rg_opt_field(L, 1, field))
         return fallback;
-    }
     if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) < 0)
         luaL_error(L, "http.request: \"%s\" deve ser um número não negativo", field);
     v = (long)lua_tonumber(L, -1);

@@ -2,14 +2,8 @@
  * pg.c: one asynchronous PostgreSQL connection (libpq non-blocking API)
  * driven by a uv_poll on PQsocket(). See pg.h for the contract.
  *
- * libpq resolves host NAMES with a blocking getaddrinfo inside
- * PQconnectStart. To keep the loop thread free, the conninfo is parsed first
- * (PQconninfoParse); every host entry that is a name is resolved with
- * uv_getaddrinfo (libuv threadpool) and libpq is then started with
- * PQconnectStartParams and hostaddr=<numeric addresses>, keeping host= so TLS
- * verification, pgpass and messages still use the name. A name with several
- * addresses becomes several host entries (host=n,n hostaddr=a1,a2), so libpq
- * still tries each address in turn, as it does for names it resolves itself.
+ * Host names are resolved first, off the loop thread (pg_resolve.c), so
+ * libpq never runs a blocking getaddrinfo.
  *
  * State machine:
  *   RESOLVING --names resolved--> CONNECTING (skipped when nothing to resolve)
@@ -19,19 +13,14 @@
  *   any failure of the link --> FAILED; pg_conn_close --> CLOSED (freed later)
  */
 #include "pg.h"
+#include "pg_resolve.h"
 
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 /* Size of each PQputCopyData call. */
 #define PG_COPY_CHUNK (64 * 1024)
-/* Addresses kept per resolved name (each becomes one libpq host entry). */
-#define PG_MAX_ADDRS_PER_NAME 8
-/* Host entries accepted in one conninfo before giving the list to libpq as is. */
-#define PG_MAX_HOSTS 64
 
 typedef enum pg_state {
     PG_STATE_RESOLVING,  /* waiting for uv_getaddrinfo on the host names */
@@ -43,27 +32,6 @@ typedef enum pg_state {
     PG_STATE_FAILED,     /* connect failed or connection lost */
     PG_STATE_CLOSED      /* pg_conn_close called; waiting for handles */
 } pg_state;
-
-/* One entry of the conninfo's host list. */
-typedef struct pg_host {
-    uv_getaddrinfo_t req;       /* pending lookup (only when is_name) */
-    struct pg_conn *owner;      /* connection this entry belongs to */
-    char *name;                 /* host entry as written ("" = libpq default) */
-    char *port;                 /* its own port when the port list has one per host, else NULL */
-    int is_name;                /* 1 when the entry is a DNS name to resolve */
-    int pending;                /* 1 while req has not called back */
-    int status;                 /* 0 or the libuv error of the lookup */
-    struct addrinfo *addrs;     /* lookup result, freed with uv_freeaddrinfo */
-} pg_host;
-
-/* What is needed to start libpq once the names are resolved. */
-typedef struct pg_resolve {
-    PQconninfoOption *opts;     /* the parsed conninfo (PQconninfoParse) */
-    pg_host *hosts;             /* host entries, in conninfo order */
-    int nhosts;                 /* entries in hosts */
-    int per_host_ports;         /* 1 when the port list has one port per host */
-    int pending;                /* lookups that have not called back yet */
-} pg_resolve;
 
 struct pg_conn {
     uv_loop_t *loop;            /* loop driving this connection */
@@ -124,29 +92,14 @@ static void set_error(pg_conn *c, const char *prefix, const char *detail, const 
     snprintf(c->sqlstate, sizeof c->sqlstate, "%s", sqlstate ? sqlstate : "");
 }
 
-static void resolve_free(pg_resolve *r)
-{
-    if (r == NULL)
-        return;
-    for (int i = 0; r->hosts != NULL && i < r->nhosts; i++) {
-        free(r->hosts[i].name);
-        free(r->hosts[i].port);
-        if (r->hosts[i].addrs != NULL)
-            uv_freeaddrinfo(r->hosts[i].addrs);
-    }
-    free(r->hosts);
-    PQconninfoFree(r->opts);
-    free(r);
-}
-
 /* Frees c once closed, its handles closed and no lookup can call back. */
 static void maybe_free(pg_conn *c)
 {
     if (c->state != PG_STATE_CLOSED || c->open_handles != 0)
         return;
-    if (c->resolve != NULL && c->resolve->pending != 0)
+    if (c->resolve != NULL && pg_resolve_pending(c->resolve) != 0)
         return;
-    resolve_free(c->resolve);
+    pg_resolve_free(c->resolve);
     free(c);
 }
 
@@ -261,317 +214,29 @@ static void connect_step(pg_conn *c)
 
 /* ---- host name resolution ---------------------------------------------- */
 
-/* Growable string for the host/hostaddr/port lists. */
-typedef struct pg_list {
-    char *data;  /* NUL-terminated text, NULL until the first append */
-    size_t len;  /* bytes used, without the NUL */
-    size_t cap;  /* bytes allocated */
-    int count;   /* items appended */
-    int oom;     /* 1 once an allocation failed */
-} pg_list;
-
-/* Appends item to the comma-separated list l. */
-static void list_add(pg_list *l, const char *item)
+/* The last lookup called back: forget a closed connection, or start libpq
+ * with the numeric addresses (fails when no host entry is left). */
+static void on_names_resolved(void *data)
 {
-    size_t n = strlen(item), need = l->len + n + 2;
-    if (l->oom)
-        return;
-    if (need > l->cap) {
-        size_t cap = l->cap ? l->cap : 64;
-        char *p;
-        while (cap < need)
-            cap *= 2;
-        p = realloc(l->data, cap);
-        if (p == NULL) {
-            l->oom = 1;
-            return;
-        }
-        l->data = p;
-        l->cap = cap;
-    }
-    if (l->count > 0)
-        l->data[l->len++] = ',';
-    memcpy(l->data + l->len, item, n);
-    l->len += n;
-    l->data[l->len] = '\0';
-    l->count++;
-}
-
-static const char *opt_value(const PQconninfoOption *opts, const char *keyword)
-{
-    for (const PQconninfoOption *o = opts; o->keyword != NULL; o++)
-        if (strcmp(o->keyword, keyword) == 0)
-            return o->val;
-    return NULL;
-}
-
-/* Items in a comma-separated list (libpq's host/port syntax). */
-static int list_count(const char *list)
-{
-    int n = 1;
-    for (const char *p = list; *p != '\0'; p++)
-        n += *p == ',';
-    return n;
-}
-
-/* malloc'd copy of the index-th item of a comma-separated list. */
-static char *list_item(const char *list, int index)
-{
-    const char *start = list, *end;
-    char *out;
-    for (int i = 0; i < index; i++)
-        start = strchr(start, ',') + 1;
-    end = strchr(start, ',');
-    if (end == NULL)
-        end = start + strlen(start);
-    out = malloc((size_t)(end - start) + 1);
-    if (out != NULL) {
-        memcpy(out, start, (size_t)(end - start));
-        out[end - start] = '\0';
-    }
-    return out;
-}
-
-/* 1 when a host entry is a DNS name: not empty (libpq's default), not a
- * unix-socket directory ('/' or '@' first, as libpq decides), not a numeric
- * IPv4 address nor an IPv6 literal (the only entries with ':'). */
-static int host_is_name(const char *host)
-{
-    unsigned char addr[16];
-    if (host[0] == '\0' || host[0] == '/' || host[0] == '@')
-        return 0;
-    if (strchr(host, ':') != NULL)
-        return 0;
-    return uv_inet_pton(AF_INET, host, addr) != 0;
-}
-
-/*
- * Decides whether conninfo names hosts that libpq would resolve itself
- * (blocking). *out is the plan when so, NULL when libpq can start directly:
- * hostaddr given, only addresses/sockets, host taken from a service file, or a
- * conninfo libpq will reject anyway (it then reports the error itself).
- * Returns -1 only when memory is short.
- */
-static int resolve_plan(const char *conninfo, pg_resolve **out)
-{
-    pg_resolve *r = calloc(1, sizeof *r);
-    const char *host, *hostaddr, *port;
-    char *errmsg = NULL;
-    int any_name = 0, nports;
-    *out = NULL;
-    if (r == NULL)
-        goto fail;
-    r->opts = PQconninfoParse(conninfo, &errmsg);
-    if (r->opts == NULL) {
-        PQfreemem(errmsg);
-        goto direct;
-    }
-    /* The same environment fallbacks libpq applies to absent options. */
-    hostaddr = opt_value(r->opts, "hostaddr");
-    if (hostaddr == NULL)
-        hostaddr = getenv("PGHOSTADDR");
-    if (hostaddr != NULL && hostaddr[0] != '\0')
-        goto direct;
-    host = opt_value(r->opts, "host");
-    if (host == NULL) {
-        if (opt_value(r->opts, "service") != NULL || getenv("PGSERVICE") != NULL)
-            goto direct;
-        host = getenv("PGHOST");
-    }
-    if (host == NULL || host[0] == '\0')
-        goto direct;
-    port = opt_value(r->opts, "port");
-    if (port == NULL)
-        port = getenv("PGPORT");
-    r->nhosts = list_count(host);
-    nports = port != NULL && port[0] != '\0' ? list_count(port) : 0;
-    if (r->nhosts > PG_MAX_HOSTS || (nports > 1 && nports != r->nhosts))
-        goto direct;
-    r->per_host_ports = nports > 1;
-    r->hosts = calloc((size_t)r->nhosts, sizeof *r->hosts);
-    if (r->hosts == NULL)
-        goto fail;
-    for (int i = 0; i < r->nhosts; i++) {
-        pg_host *h = &r->hosts[i];
-        h->name = list_item(host, i);
-        if (h->name == NULL)
-            goto fail;
-        if (r->per_host_ports && (h->port = list_item(port, i)) == NULL)
-            goto fail;
-        h->is_name = host_is_name(h->name);
-        any_name |= h->is_name;
-    }
-    if (!any_name)
-        goto direct;
-    *out = r;
-    return 0;
-
-direct:
-    resolve_free(r);
-    return 0;
-
-fail:
-    resolve_free(r);
-    return -1;
-}
-
-static void resolve_finish(pg_conn *c);
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    pg_host *h = req->data;
-    pg_conn *c = h->owner;
-    h->pending = 0;
-    h->status = status;
-    h->addrs = res;
-    c->resolve->pending--;
+    pg_conn *c = data;
+    pg_resolve *r = c->resolve;
+    char prefix[512];
+    const char *detail = NULL;
     if (c->state == PG_STATE_CLOSED) {
         maybe_free(c);
         return;
     }
-    if (c->resolve->pending == 0)
-        resolve_finish(c);
-}
-
-/* Starts one uv_getaddrinfo per name. When none could start, the outcome is
- * delivered from the loop through the defer timer. */
-static void resolve_start(pg_conn *c)
-{
-    pg_resolve *r = c->resolve;
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC; /* what libpq asks for */
-    hints.ai_socktype = SOCK_STREAM;
-    for (int i = 0; i < r->nhosts; i++) {
-        pg_host *h = &r->hosts[i];
-        int rc;
-        if (!h->is_name)
-            continue;
-        h->owner = c;
-        h->req.data = h;
-        rc = uv_getaddrinfo(c->loop, &h->req, on_resolved, h->name, NULL, &hints);
-        if (rc != 0) {
-            h->status = rc;
-            continue;
-        }
-        h->pending = 1;
-        r->pending++;
-    }
-    if (r->pending == 0)
-        uv_timer_start(&c->defer, on_defer, 0, 0);
-}
-
-/* Adds the entries for h to the host/hostaddr/port lists: one per distinct
- * address of a resolved name, one (empty hostaddr) for any other entry.
- * Returns how many entries were added. */
-static int add_host_entries(const pg_resolve *r, const pg_host *h, pg_list *hosts,
-                             pg_list *addrs, pg_list *ports)
-{
-    char seen[PG_MAX_ADDRS_PER_NAME][NI_MAXHOST];
-    int nseen = 0;
-    if (!h->is_name) {
-        list_add(hosts, h->name);
-        list_add(addrs, "");
-        if (r->per_host_ports)
-            list_add(ports, h->port);
-        return 1;
-    }
-    for (const struct addrinfo *ai = h->addrs; ai != NULL && nseen < PG_MAX_ADDRS_PER_NAME;
-         ai = ai->ai_next) {
-        int dup = 0;
-        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
-            continue;
-        /* Numeric formatting only: no lookup happens here. */
-        if (getnameinfo(ai->ai_addr, ai->ai_addrlen, seen[nseen], sizeof seen[nseen], NULL, 0,
-                        NI_NUMERICHOST) != 0)
-            continue;
-        for (int k = 0; k < nseen && !dup; k++)
-            dup = strcmp(seen[k], seen[nseen]) == 0;
-        if (dup)
-            continue;
-        list_add(hosts, h->name);
-        list_add(addrs, seen[nseen]);
-        if (r->per_host_ports)
-            list_add(ports, h->port);
-        nseen++;
-    }
-    return nseen;
-}
-
-/* Every lookup called back: start libpq with the numeric addresses, or fail
- * when no host entry is left. Runs from a loop callback. */
-static void resolve_finish(pg_conn *c)
-{
-    pg_resolve *r = c->resolve;
-    pg_list hosts = {0}, addrs = {0}, ports = {0};
-    const char **keywords = NULL, **values = NULL;
-    const pg_host *failed = NULL; /* first name that gave no address */
-    int failed_status = 0;        /* its libuv error */
-    size_t nopts = 0, k = 0;
-    char prefix[512];
-
-    for (int i = 0; i < r->nhosts; i++) {
-        const pg_host *h = &r->hosts[i];
-        int status = h->status != 0 ? h->status : UV_EAI_NONAME;
-        /* As libpq does with a name it cannot resolve: skip to the next. */
-        if ((h->is_name && h->status != 0) || add_host_entries(r, h, &hosts, &addrs, &ports) == 0) {
-            if (failed == NULL) {
-                failed = h;
-                failed_status = status;
-            }
-        }
-    }
-    if (hosts.oom || addrs.oom || ports.oom)
-        goto oom;
-    if (hosts.count == 0) {
-        snprintf(prefix, sizeof prefix, "falha ao resolver o host do PostgreSQL \"%s\"",
-                 failed ? failed->name : "");
-        c->state = PG_STATE_FAILED;
-        set_error(c, prefix, uv_strerror(failed_status ? failed_status : UV_EAI_NONAME),
-                  PG_SQLSTATE_CONNECTION_FAILURE);
-        goto report;
-    }
-    for (const PQconninfoOption *o = r->opts; o->keyword != NULL; o++)
-        nopts++;
-    keywords = calloc(nopts + 4, sizeof *keywords);
-    values = calloc(nopts + 4, sizeof *values);
-    if (keywords == NULL || values == NULL)
-        goto oom;
-    for (const PQconninfoOption *o = r->opts; o->keyword != NULL; o++) {
-        if (o->val == NULL || strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "hostaddr") == 0 ||
-            (r->per_host_ports && strcmp(o->keyword, "port") == 0))
-            continue;
-        keywords[k] = o->keyword;
-        values[k++] = o->val;
-    }
-    keywords[k] = "host";
-    values[k++] = hosts.data;
-    keywords[k] = "hostaddr";
-    values[k++] = addrs.data;
-    if (r->per_host_ports) {
-        keywords[k] = "port";
-        values[k++] = ports.data;
-    }
-    c->conn = PQconnectStartParams(keywords, values, 0);
     c->resolve = NULL;
-    resolve_free(r);
+    if (pg_resolve_connect(r, &c->conn, prefix, sizeof prefix, &detail) != 0) {
+        pg_resolve_free(r);
+        c->state = PG_STATE_FAILED;
+        set_error(c, prefix, detail, PG_SQLSTATE_CONNECTION_FAILURE);
+        connect_done(c, c->err);
+        return;
+    }
+    pg_resolve_free(r);
     c->state = PG_STATE_CONNECTING;
     connect_begin(c);
-    goto done;
-
-oom:
-    c->state = PG_STATE_FAILED;
-    set_error(c, "falha ao conectar ao PostgreSQL", "memória insuficiente", PG_SQLSTATE_CONNECTION_FAILURE);
-report:
-    c->resolve = NULL;
-    resolve_free(r);
-    connect_done(c, c->err);
-done:
-    free(keywords);
-    free(values);
-    free(hosts.data);
-    free(addrs.data);
-    free(ports.data);
 }
 
 static void on_defer(uv_timer_t *timer)
@@ -579,8 +244,8 @@ static void on_defer(uv_timer_t *timer)
     pg_conn *c = timer->data;
     if (c->state == PG_STATE_FAILED)
         connect_done(c, c->err);
-    else if (c->state == PG_STATE_RESOLVING && c->resolve != NULL && c->resolve->pending == 0)
-        resolve_finish(c);
+    else if (c->state == PG_STATE_RESOLVING && c->resolve != NULL && pg_resolve_pending(c->resolve) == 0)
+        on_names_resolved(c);
 }
 
 /* libpq has been started (c->conn, or NULL when memory was short): report an
@@ -616,7 +281,7 @@ pg_conn *pg_conn_start(uv_loop_t *loop, const char *conninfo, pg_connect_cb cb, 
     c->poll_fd = -1;
     c->connect_cb = cb;
     c->cb_data = data;
-    if (resolve_plan(conninfo, &plan) != 0)
+    if (pg_resolve_plan(conninfo, &plan) != 0)
         goto fail;
     if (plan == NULL) {
         /* Nothing to resolve: libpq will not look a name up. */
@@ -630,7 +295,9 @@ pg_conn *pg_conn_start(uv_loop_t *loop, const char *conninfo, pg_connect_cb cb, 
     if (plan != NULL) {
         c->state = PG_STATE_RESOLVING;
         c->resolve = plan;
-        resolve_start(c);
+        /* When no lookup could start, the outcome comes from the loop. */
+        if (pg_resolve_start(plan, loop, on_names_resolved, c) == 0)
+            uv_timer_start(&c->defer, on_defer, 0, 0);
         return c;
     }
     c->state = PG_STATE_CONNECTING;
@@ -678,18 +345,40 @@ static void op_fail(pg_conn *c, const char *prefix)
     op_finish(c, c->err, c->sqlstate);
 }
 
-/* PQputCopyData/PQputCopyEnd returned -1. With the link still up, libpq has
- * left COPY mode (the server reported an error): go read the results, where
- * that error is. Returns 1 when the caller should continue pumping. */
-static int copy_put_failed(pg_conn *c)
+/* PQflush: 0 all sent, 1 wait until the socket is writable, -1 failed (the
+ * operation has then ended with prefix). */
+static int flush_or_fail(pg_conn *c, const char *prefix)
 {
+    int rc = PQflush(c->conn);
+    if (rc < 0)
+        op_fail(c, prefix);
+    return rc;
+}
+
+/* What op_pump does after PQputCopyData/PQputCopyEnd. */
+typedef enum copy_put_next {
+    COPY_PUT_ACCEPTED, /* libpq took the data (or the end) */
+    COPY_PUT_WAIT,     /* libpq's buffer is full: wait until writable */
+    COPY_PUT_READ,     /* libpq left COPY mode: pump again, reading results */
+    COPY_PUT_ENDED     /* the link failed: the operation has ended */
+} copy_put_next;
+
+/* Interprets rc of PQputCopyData/PQputCopyEnd. On -1 with the link still up,
+ * libpq has left COPY mode (the server reported an error): go read the
+ * results, where that error is. */
+static copy_put_next copy_put_outcome(pg_conn *c, int rc)
+{
+    if (rc > 0)
+        return COPY_PUT_ACCEPTED;
+    if (rc == 0)
+        return COPY_PUT_WAIT;
     if (PQstatus(c->conn) == CONNECTION_BAD) {
         op_fail(c, "falha no COPY");
-        return 0;
+        return COPY_PUT_ENDED;
     }
     c->state = PG_STATE_READING;
     c->need_flush = 0;
-    return 1;
+    return COPY_PUT_READ;
 }
 
 /* The server's primary message only: DETAIL and CONTEXT may quote the row
@@ -747,6 +436,7 @@ static void keep_result(pg_conn *c, PGresult *res)
  * then waits on the socket. readable: the socket reported input. */
 static void op_pump(pg_conn *c, int readable)
 {
+    copy_put_next next;
     int rc;
     if (readable && !PQconsumeInput(c->conn)) {
         op_fail(c, "falha ao ler resposta do PostgreSQL");
@@ -754,49 +444,42 @@ static void op_pump(pg_conn *c, int readable)
     }
     for (;;) {
         if (c->state == PG_STATE_COPY_DATA) {
-            rc = PQflush(c->conn);
-            if (rc < 0) {
-                op_fail(c, "falha no COPY");
+            rc = flush_or_fail(c, "falha no COPY");
+            if (rc < 0)
                 return;
-            }
             if (rc == 1)
                 goto wait_write;
             if (c->copy_off < c->copy_len) {
                 size_t n = c->copy_len - c->copy_off;
                 if (n > PG_COPY_CHUNK)
                     n = PG_COPY_CHUNK;
-                rc = PQputCopyData(c->conn, c->copy_buf + c->copy_off, (int)n);
-                if (rc < 0) {
-                    if (!copy_put_failed(c))
-                        return;
-                    continue;
-                }
-                if (rc == 0)
+                next = copy_put_outcome(c, PQputCopyData(c->conn, c->copy_buf + c->copy_off, (int)n));
+                if (next == COPY_PUT_ENDED)
+                    return;
+                if (next == COPY_PUT_WAIT)
                     goto wait_write;
-                c->copy_off += n;
+                if (next == COPY_PUT_ACCEPTED)
+                    c->copy_off += n;
                 continue;
             }
             c->state = PG_STATE_COPY_END;
         }
         if (c->state == PG_STATE_COPY_END) {
-            rc = PQputCopyEnd(c->conn, NULL);
-            if (rc < 0) {
-                if (!copy_put_failed(c))
-                    return;
-                continue;
-            }
-            if (rc == 0)
+            next = copy_put_outcome(c, PQputCopyEnd(c->conn, NULL));
+            if (next == COPY_PUT_ENDED)
+                return;
+            if (next == COPY_PUT_WAIT)
                 goto wait_write;
+            if (next == COPY_PUT_READ)
+                continue;
             c->state = PG_STATE_READING;
             c->need_flush = 1;
         }
         /* PG_STATE_READING */
         if (c->need_flush) {
-            rc = PQflush(c->conn);
-            if (rc < 0) {
-                op_fail(c, "falha ao enviar comando ao PostgreSQL");
+            rc = flush_or_fail(c, "falha ao enviar comando ao PostgreSQL");
+            if (rc < 0)
                 return;
-            }
             if (rc == 1)
                 goto wait_write;
             c->need_flush = 0;
@@ -959,9 +642,8 @@ void pg_conn_close(pg_conn *c)
     PQclear(c->result);
     c->result = NULL;
     /* Lookups still running call back later (maybe_free waits for them). */
-    for (int i = 0; c->resolve != NULL && i < c->resolve->nhosts; i++)
-        if (c->resolve->hosts[i].pending)
-            uv_cancel((uv_req_t *)&c->resolve->hosts[i].req);
+    if (c->resolve != NULL)
+        pg_resolve_cancel(c->resolve);
     /* Stop polling the fd before libpq closes it. */
     drop_poll(c);
     PQfinish(c->conn);

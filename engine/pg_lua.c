@@ -575,21 +575,17 @@ int luaopen_ragops_pg(lua_State *L)
         {"close", lpg_close},   {"is_ok", lpg_is_ok},
         {NULL, NULL},
     };
+    static const luaL_Reg metamethods[] = {
+        {"__gc", lpg_gc},
+        {"__tostring", lpg_tostring},
+        {NULL, NULL},
+    };
     static const luaL_Reg funcs[] = {
         {"connect", lpg_connect},
         {"quote_ident", lpg_quote_ident},
         {NULL, NULL},
     };
-    if (luaL_newmetatable(L, LPG_CONN_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, lpg_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, lpg_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    rg_register_class(L, LPG_CONN_MT, methods, metamethods);
     lua_newtable(L);
     luaL_register(L, NULL, funcs);
     return 1;

@@ -3,6 +3,7 @@
  * (producer), the COPY writer (consumer) and fakes/tests (core.vecbatch).
  */
 #include "vecbatch.h"
+#include "bridge.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -106,14 +107,10 @@ void rg_vecbatch_register(lua_State *L)
         {"tokens", vecbatch_tokens}, {"vector", vecbatch_vector},
         {"cosine", vecbatch_cosine}, {NULL, NULL},
     };
-    if (luaL_newmetatable(L, RG_VECBATCH_MT)) {
-        lua_newtable(L);
-        luaL_register(L, NULL, methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, vecbatch_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, vecbatch_count);
-        lua_setfield(L, -2, "__len");
-    }
-    lua_pop(L, 1);
+    static const luaL_Reg metamethods[] = {
+        {"__gc", vecbatch_gc},
+        {"__len", vecbatch_count},
+        {NULL, NULL},
+    };
+    rg_register_class(L, RG_VECBATCH_MT, methods, metamethods);
 }

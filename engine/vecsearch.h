@@ -2,7 +2,7 @@
  * vecsearch.h: exact (brute-force) top-k cosine search of a few query vectors
  * over a stream of stored embeddings, for `ragops validate` on real[] storage
  * (no pgvector index to ask). Pure C; the Lua module ragops.vecsearch in
- * vecsearch.c wraps it.
+ * vecsearch_lua.c wraps it.
  */
 #ifndef RAGOPS_VECSEARCH_H
 #define RAGOPS_VECSEARCH_H

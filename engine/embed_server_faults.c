@@ -1,0 +1,137 @@
+/*
+ * embed_server_faults.c: fault injection of the embed-server: the seeded
+ * PRNG (splitmix64), the --reject-pattern / --hang-pattern regexes and the
+ * choice of the fault that answers a valid request (hang, timeout, 429, 5xx,
+ * permanent 400, malformed 200, bad usage).
+ */
+#include "embed_server_internal.h"
+
+#include <stdlib.h>
+
+int es_compile_pattern(regex_t *re, const char *pattern, const char *flag, char **err)
+{
+    int rc = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB);
+    char detail[256];
+    if (rc == 0)
+        return 0;
+    regerror(rc, re, detail, sizeof detail);
+    es_set_err(err, es_format_alloc("%s inválido: %s", flag, detail));
+    return -1;
+}
+
+int es_faults_init(es_faults *faults, const embed_server_opts *opts, char **err)
+{
+    faults->fail_rate = opts->fail_rate;
+    faults->rate_429 = opts->rate_429;
+    faults->retry_after_s = opts->retry_after_s;
+    faults->timeout_rate = opts->timeout_rate;
+    faults->malformed_rate = opts->malformed_rate;
+    faults->bad_usage_rate = opts->bad_usage_rate;
+    faults->rng_state = opts->seed;
+    if (opts->reject_pattern) {
+        if (es_compile_pattern(&faults->reject_re, opts->reject_pattern, "--reject-pattern", err) != 0)
+            return -1;
+        faults->has_reject_re = 1;
+    }
+    if (opts->hang_pattern) {
+        if (es_compile_pattern(&faults->hang_re, opts->hang_pattern, "--hang-pattern", err) != 0)
+            return -1;
+        faults->has_hang_re = 1;
+    }
+    return 0;
+}
+
+void es_faults_free(es_faults *faults)
+{
+    if (faults->has_reject_re)
+        regfree(&faults->reject_re);
+    if (faults->has_hang_re)
+        regfree(&faults->hang_re);
+    faults->has_reject_re = 0;
+    faults->has_hang_re = 0;
+}
+
+/* splitmix64: returns a double uniform in [0, 1). */
+static double es_random_unit(es_faults *faults)
+{
+    uint64_t z = (faults->rng_state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Draws only when rate > 0, so the sequence depends only on enabled faults. */
+static int es_random_hit(es_faults *faults, double rate)
+{
+    if (rate <= 0.0)
+        return 0;
+    return es_random_unit(faults) < rate;
+}
+
+/* Index of the first input matching re, or -1. */
+static long es_first_match(const regex_t *re, json_t *inputs)
+{
+    for (size_t i = 0; i < json_array_size(inputs); i++)
+        if (regexec(re, json_string_value(json_array_get(inputs, i)), 0, NULL, 0) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* The faults that replace the answer: hang, timeout, 429, 5xx, reject.
+ * Returns 1 when one applies (see es_faults_inject). */
+static int es_fault_answer(embed_server *server, json_t *inputs, es_response **resp, int *never_answer)
+{
+    es_faults *faults = &server->faults;
+    if ((faults->has_hang_re && es_first_match(&faults->hang_re, inputs) >= 0) ||
+        es_random_hit(faults, faults->timeout_rate)) {
+        server->stats.timeouts++;
+        *never_answer = 1;
+        return 1;
+    }
+    if (es_random_hit(faults, faults->rate_429)) {
+        server->stats.rate_limited++;
+        *resp = es_response_error(429, "requests", "rate_limit_exceeded",
+                                  "limite de requisições excedido (simulado); tente novamente em %d s",
+                                  faults->retry_after_s);
+        if (*resp)
+            (*resp)->retry_after_s = faults->retry_after_s;
+        return 1;
+    }
+    if (es_random_hit(faults, faults->fail_rate)) {
+        static const int codes[] = {500, 502, 503};
+        int status = codes[(int)(es_random_unit(faults) * 3) % 3];
+        server->stats.errors_5xx++;
+        *resp = es_response_error(status, "server_error", NULL, "falha simulada do servidor de embeddings (HTTP %d)",
+                                  status);
+        return 1;
+    }
+    long rejected = faults->has_reject_re ? es_first_match(&faults->reject_re, inputs) : -1;
+    if (rejected >= 0) {
+        server->stats.rejected++;
+        *resp = es_response_error(400, "invalid_request_error", NULL,
+                                  "entrada rejeitada: a entrada %ld corresponde ao padrão de rejeição", rejected);
+        return 1;
+    }
+    return 0;
+}
+
+int es_faults_inject(embed_server *server, json_t *inputs, size_t dim, es_response **resp, int *never_answer,
+                     es_malformed *malformed)
+{
+    es_faults *faults = &server->faults;
+    *resp = NULL;
+    *malformed = ES_VALID;
+    if (es_fault_answer(server, inputs, resp, never_answer))
+        return 1;
+    if (es_random_hit(faults, faults->malformed_rate)) {
+        server->stats.malformed++;
+        *malformed = (es_malformed)(1 + (int)(es_random_unit(faults) * 3) % 3);
+        if (*malformed == ES_SHORT_VECTORS && dim == 1)
+            *malformed = ES_EXTRA_VECTOR;
+    } else if (es_random_hit(faults, faults->bad_usage_rate)) {
+        server->stats.malformed++;
+        *malformed = ES_BAD_USAGE;
+    }
+    return 0;
+}

@@ -1,0 +1,210 @@
+/*
+ * embed_server_format.c: the body of a 200 answer to POST /v1/embeddings:
+ * feature-hashed vectors written as JSON floats (9 significant digits, so a
+ * float round-trips) or as base64 of little-endian float32, plus usage, and
+ * the deliberately broken variants of --malformed-rate / --bad-usage-rate.
+ */
+#include "embed_server_internal.h"
+#include "featurehash.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double es_pow10_table[] = {
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+/*
+ * Writes value with 9 significant digits (enough to round-trip a float) into
+ * out (>= 32 bytes); returns the length. Much faster than snprintf("%.9g").
+ */
+static size_t es_format_float(char *out, float value)
+{
+    if (value == 0.0f || !isfinite(value)) {
+        out[0] = '0';
+        return 1;
+    }
+    double magnitude = fabs((double)value);
+    int exp10 = (int)floor(log10(magnitude));
+    int scale = 8 - exp10;
+    if (scale < 0 || scale > 22 || exp10 < -14)
+        return (size_t)snprintf(out, 32, "%.9g", (double)value);
+    uint64_t mantissa = (uint64_t)llround(magnitude * es_pow10_table[scale]);
+    if (mantissa >= 1000000000ULL) {
+        exp10++;
+        scale--;
+        mantissa = (uint64_t)llround(magnitude * es_pow10_table[scale]);
+    } else if (mantissa < 100000000ULL && scale < 22) {
+        exp10--;
+        scale++;
+        mantissa = (uint64_t)llround(magnitude * es_pow10_table[scale]);
+    }
+    char digits[10];
+    for (int i = 8; i >= 0; i--) {
+        digits[i] = (char)('0' + mantissa % 10);
+        mantissa /= 10;
+    }
+    int ndigits = 9;
+    while (ndigits > 1 && digits[ndigits - 1] == '0')
+        ndigits--;
+
+    char *p = out;
+    if (value < 0)
+        *p++ = '-';
+    if (exp10 < 0 && exp10 >= -5) {
+        *p++ = '0';
+        *p++ = '.';
+        for (int i = 0; i < -exp10 - 1; i++)
+            *p++ = '0';
+        memcpy(p, digits, (size_t)ndigits);
+        p += ndigits;
+    } else if (exp10 >= 0 && exp10 < 9) {
+        for (int i = 0; i <= exp10; i++)
+            *p++ = i < ndigits ? digits[i] : '0';
+        if (ndigits > exp10 + 1) {
+            *p++ = '.';
+            memcpy(p, digits + exp10 + 1, (size_t)(ndigits - exp10 - 1));
+            p += ndigits - exp10 - 1;
+        }
+    } else {
+        *p++ = digits[0];
+        if (ndigits > 1) {
+            *p++ = '.';
+            memcpy(p, digits + 1, (size_t)(ndigits - 1));
+            p += ndigits - 1;
+        }
+        p += sprintf(p, "e%c%02d", exp10 < 0 ? '-' : '+', abs(exp10));
+    }
+    return (size_t)(p - out);
+}
+
+/* Appends the base64 of the little-endian float32 bytes of vec. */
+static int es_append_base64_floats(es_buf *buf, const float *vec, size_t dim)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t nbytes = dim * 4;
+    if (es_buf_reserve(buf, (nbytes + 2) / 3 * 4 + 1) != 0)
+        return -1;
+    char *p = buf->data + buf->len;
+    uint32_t carry = 0; /* pending bytes, big-endian inside the group */
+    int carried = 0;    /* number of pending bytes (0..2) */
+    for (size_t i = 0; i < dim; i++) {
+        uint32_t bits;
+        memcpy(&bits, &vec[i], sizeof bits);
+        for (int b = 0; b < 4; b++) {
+            carry = (carry << 8) | ((bits >> (8 * b)) & 0xFFu);
+            if (++carried == 3) {
+                *p++ = alphabet[(carry >> 18) & 63];
+                *p++ = alphabet[(carry >> 12) & 63];
+                *p++ = alphabet[(carry >> 6) & 63];
+                *p++ = alphabet[carry & 63];
+                carry = 0;
+                carried = 0;
+            }
+        }
+    }
+    if (carried == 1) {
+        carry <<= 16;
+        *p++ = alphabet[(carry >> 18) & 63];
+        *p++ = alphabet[(carry >> 12) & 63];
+        *p++ = '=';
+        *p++ = '=';
+    } else if (carried == 2) {
+        carry <<= 8;
+        *p++ = alphabet[(carry >> 18) & 63];
+        *p++ = alphabet[(carry >> 12) & 63];
+        *p++ = alphabet[(carry >> 6) & 63];
+        *p++ = '=';
+    }
+    buf->len = (size_t)(p - buf->data);
+    buf->data[buf->len] = '\0';
+    return 0;
+}
+
+/* Appends vec (dim floats) as a JSON array of numbers. */
+static int es_append_float_array(es_buf *buf, const float *vec, size_t dim)
+{
+    if (es_buf_reserve(buf, dim * 17 + 8) != 0)
+        return -1;
+    char *p = buf->data + buf->len;
+    *p++ = '[';
+    for (size_t k = 0; k < dim; k++) {
+        if (k)
+            *p++ = ',';
+        p += es_format_float(p, vec[k]);
+    }
+    *p++ = ']';
+    buf->len = (size_t)(p - buf->data);
+    buf->data[buf->len] = '\0';
+    return 0;
+}
+
+/* Appends one {"object":"embedding",...} entry of the data array. */
+static int es_append_entry(es_buf *out, size_t index, const float *vec, size_t dim, int base64)
+{
+    if (es_buf_appendf(out, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", index ? "," : "",
+                       index) != 0)
+        return -1;
+    if (base64) {
+        if (es_buf_append(out, "\"", 1) != 0 || es_append_base64_floats(out, vec, dim) != 0)
+            return -1;
+        return es_buf_append(out, "\"}", 2);
+    }
+    if (es_append_float_array(out, vec, dim) != 0)
+        return -1;
+    return es_buf_append(out, "}", 1);
+}
+
+/* The model name as a JSON string (malloc'd), NULL when out of memory. */
+static char *es_json_quote(const char *text)
+{
+    json_t *str = json_string(text);
+    char *quoted = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+    json_decref(str);
+    return quoted;
+}
+
+es_response *es_build_embeddings(json_t *inputs, const char *model, size_t dim, int base64,
+                                 es_malformed malformed)
+{
+    es_buf out = {0};
+    size_t count = json_array_size(inputs);
+    uint64_t tokens = 0;
+    float *vec = malloc(dim * sizeof(float));
+    char *model_json = es_json_quote(model);
+
+    if (vec == NULL || model_json == NULL)
+        goto fail;
+    if (es_buf_appendf(&out, "{\"object\":\"list\",\"data\":[") != 0)
+        goto fail;
+    size_t entries = malformed == ES_EXTRA_VECTOR ? count + 1 : count;
+    size_t emitted_dim = malformed == ES_SHORT_VECTORS ? dim - 1 : dim;
+    for (size_t i = 0; i < entries; i++) {
+        json_t *item = json_array_get(inputs, i < count ? i : count - 1);
+        size_t len = json_string_length(item);
+        if (i < count)
+            tokens += (len + 3) / 4;
+        featurehash_embed(json_string_value(item), len, vec, dim);
+        if (es_append_entry(&out, i, vec, emitted_dim, base64) != 0)
+            goto fail;
+    }
+    if (es_buf_appendf(&out, "],\"model\":%s,\"usage\":{\"prompt_tokens\":%lld,\"total_tokens\":%llu}}",
+                       model_json, malformed == ES_BAD_USAGE ? -1LL : (long long)tokens,
+                       (unsigned long long)tokens) != 0)
+        goto fail;
+    if (malformed == ES_TRUNCATED)
+        out.len = out.len / 2; /* truncated JSON */
+    free(vec);
+    free(model_json);
+    return es_response_new(200, "application/json", out.data, out.len);
+
+fail:
+    free(out.data);
+    free(vec);
+    free(model_json);
+    return NULL;
+}
