@@ -1,0 +1,173 @@
+-- ragops.status: what ran, what is running and how far the index is behind
+-- the source, read from the database (`ragops status`). Each part is one
+-- function over a query function q(sql, ...) -> rows | nil, err:
+--   runs(q, limit)              recent runs, who holds them, last heartbeat
+--   coverage(q, table, sources) per entity type: indexed vs source rows, lag
+--   failures(q)                 open dead letters by entity type and class
+--   indexes(q, table)           vector indexes: method, options, size, valid
+-- collect() gathers them into one table with stable English keys (the
+-- --json output); format() renders it as pt-BR text.
+local report = require "ragops.report"
+local sqlname = require "ragops.sqlname"
+
+local M = {}
+
+-- A run whose heartbeat is older than this is not considered alive.
+M.STALE_HEARTBEAT_S = 30
+
+local function quote_ident(name) return '"' .. tostring(name):gsub('"', '""') .. '"' end
+
+function M.runs(q, limit)
+  return q([[
+    select id, plan, params::text as params, status, dry_run,
+           to_char(started_at, 'YYYY-MM-DD"T"HH24:MI:SSOF') as started_at,
+           to_char(finished_at, 'YYYY-MM-DD"T"HH24:MI:SSOF') as finished_at,
+           to_char(heartbeat_at, 'YYYY-MM-DD"T"HH24:MI:SSOF') as heartbeat_at,
+           extract(epoch from (coalesce(finished_at, now()) - started_at))::float8 as duration_s,
+           extract(epoch from (now() - heartbeat_at))::float8 as heartbeat_age_s,
+           owner, requests_spent,
+           coalesce((report ->> 'processed')::bigint, 0) as processed,
+           coalesce((report ->> 'embedded')::bigint, 0) as embedded,
+           coalesce((report ->> 'failed')::bigint, 0) as failed,
+           coalesce((report ->> 'skipped')::bigint, 0) as skipped
+      from ragops_runs order by id desc limit $1]], limit or 10)
+end
+
+-- Coverage and lag of one source: entities in the source and in the index,
+-- and the age of the oldest source change not yet indexed (sources with
+-- updated_at only). One anti-join over the source: its cost grows with the
+-- source (an index on the source's key helps).
+local function source_coverage(q, target, source)
+  local key = "src." .. quote_ident(source.key)
+  local rows, err = q(([[
+    select (select count(*) from (%s) as src) as source_rows,
+           (select count(distinct entity_id) from %s where entity_type = $1) as indexed]])
+    :format(source.sql, target), source.entity_type)
+  if not rows then return nil, err end
+  local out = { entity_type = source.entity_type, source_rows = rows[1].source_rows,
+                indexed = rows[1].indexed }
+  out.coverage = out.source_rows > 0 and math.min(out.indexed / out.source_rows, 1) or 1
+  if source.updated_at then
+    local col = "src." .. quote_ident(source.updated_at)
+    local lag, lerr = q(([[
+      select extract(epoch from (now() - min(%s)))::float8 as lag_s, count(*) as pending
+        from (%s) as src
+        left join %s d on d.entity_type = $1 and d.entity_id = %s::text and d.chunk_index = 0
+       where d.entity_id is null or d.source_updated_at < %s]]):format(col, source.sql, target, key, col),
+      source.entity_type)
+    if not lag then return nil, lerr end
+    out.lag_s = lag[1].pending > 0 and math.max(lag[1].lag_s or 0, 0) or 0
+    out.pending = lag[1].pending
+  end
+  return out
+end
+
+function M.coverage(q, table_name, sources)
+  local target = sqlname.quote_table(table_name)
+  local out = {}
+  for _, source in ipairs(sources) do
+    local c, err = source_coverage(q, target, source)
+    if not c then return nil, err end
+    out[#out + 1] = c
+  end
+  return out
+end
+
+function M.failures(q)
+  return q([[select entity_type, error_class, count(*) as open
+               from ragops_failures where resolved_at is null
+              group by 1, 2 order by 1, 2]])
+end
+
+function M.indexes(q, table_name)
+  return q([[
+    select c.relname as name, am.amname as method, i.indisvalid as valid,
+           pg_relation_size(c.oid) as size_bytes,
+           coalesce(array_to_string(c.reloptions, ', '), '') as options
+      from pg_index i
+      join pg_class c on c.oid = i.indexrelid
+      join pg_am am on am.oid = c.relam
+     where i.indrelid = to_regclass($1) and am.amname in ('ivfflat', 'hnsw')
+     order by c.relname]], sqlname.quote_table(table_name))
+end
+
+-- Everything `ragops status` shows. Returns the table or nil, err.
+function M.collect(q, table_name, sources)
+  local out = {}
+  local parts = {
+    { "runs", function() return M.runs(q, 10) end },
+    { "coverage", function() return M.coverage(q, table_name, sources) end },
+    { "open_failures", function() return M.failures(q) end },
+    { "indexes", function() return M.indexes(q, table_name) end },
+  }
+  for _, part in ipairs(parts) do
+    local rows, err = part[2]()
+    if not rows then return nil, ("falha ao ler %s: %s"):format(part[1], tostring(err)) end
+    out[part[1]] = rows
+  end
+  for _, run in ipairs(out.runs) do
+    run.alive = run.status == "running" and run.heartbeat_age_s ~= nil
+      and run.heartbeat_age_s < M.STALE_HEARTBEAT_S
+  end
+  return out
+end
+
+local count, number = report.format_count, report.format_number
+
+local function format_duration(seconds)
+  seconds = math.floor(seconds or 0)
+  if seconds < 60 then return seconds .. " s" end
+  if seconds < 3600 then return ("%d min %02d s"):format(seconds / 60, seconds % 60) end
+  return ("%d h %02d min"):format(seconds / 3600, seconds % 3600 / 60)
+end
+
+local function run_state(run)
+  if run.status ~= "running" then return run.status end
+  if run.alive then
+    return ("em andamento (processo %s, heartbeat há %s)"):format(tostring(run.owner or "compartilhado"),
+      format_duration(run.heartbeat_age_s))
+  end
+  return "running sem heartbeat recente (processo morto? o mesmo comando retoma)"
+end
+
+local function format_runs(lines, runs)
+  lines[#lines + 1] = "Execuções recentes:"
+  if #runs == 0 then lines[#lines + 1] = "  nenhuma" end
+  for _, r in ipairs(runs) do
+    lines[#lines + 1] = ("  #%d %s%s: %s; início %s, duração %s; %s processados, %s gerados, %s falhas, %s pedidos"):format(
+      r.id, r.plan, r.dry_run and " (simulação)" or "", run_state(r), r.started_at or "-",
+      format_duration(r.duration_s), count(r.processed), count(r.embedded), count(r.failed),
+      count(r.requests_spent or 0))
+    if r.params ~= "{}" then lines[#lines + 1] = "      parâmetros: " .. r.params end
+  end
+end
+
+local function format_coverage(lines, coverage)
+  lines[#lines + 1] = "Cobertura e atraso por tipo de entidade:"
+  for _, c in ipairs(coverage) do
+    lines[#lines + 1] = ("  %s: %s de %s entidades indexadas (%s%%)%s"):format(c.entity_type,
+      count(c.indexed), count(c.source_rows), number(c.coverage * 100, 1),
+      c.lag_s and ("; %s pendente(s), mudança mais antiga não indexada há %s"):format(count(c.pending),
+        format_duration(c.lag_s)) or "")
+  end
+end
+
+function M.format(st)
+  local lines = {}
+  format_runs(lines, st.runs)
+  format_coverage(lines, st.coverage)
+  lines[#lines + 1] = "Falhas em aberto:"
+  if #st.open_failures == 0 then lines[#lines + 1] = "  nenhuma" end
+  for _, f in ipairs(st.open_failures) do
+    lines[#lines + 1] = ("  %s / %s: %s"):format(f.entity_type, f.error_class, count(f.open))
+  end
+  lines[#lines + 1] = "Índices vetoriais:"
+  if #st.indexes == 0 then lines[#lines + 1] = "  nenhum" end
+  for _, i in ipairs(st.indexes) do
+    lines[#lines + 1] = ("  %s: %s (%s), %s MiB, %s"):format(i.name, i.method, i.options ~= "" and i.options or "padrão",
+      number(i.size_bytes / 1048576, 1), i.valid and "válido" or "INVALID (remova com DROP INDEX CONCURRENTLY)")
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+return M
