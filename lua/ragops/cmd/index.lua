@@ -91,15 +91,55 @@ local CREATE_FLAGS = {
   ["alter-dim"] = "bool", opclass = "string", name = "string", ["dry-run"] = "bool", quiet = "bool",
 }
 
-local function create(args, cli)
-  local a = cli.parse(args, CREATE_FLAGS)
+-- The start of create and status: flags parsed (no positional argument),
+-- the defaults of plans/create_index.lua and the configuration. Returns
+-- opts, defaults, cfg or nil, exit code (the error already printed).
+local function prelude(args, cli, flags)
+  local a = cli.parse(args, flags)
   if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
   local opts = a.options
   log.quiet = opts.quiet or false
   local defaults, derr = index.load_defaults(cli.home_path(index.DEFAULTS_PLAN))
-  if not defaults then return fail(exit.usage, "%s", derr) end
+  if not defaults then return nil, fail(exit.usage, "%s", derr) end
   local cfg, code = load_context(opts)
-  if not cfg then return code end
+  if not cfg then return nil, code end
+  return opts, defaults, cfg
+end
+
+-- `index create --dry-run`: prints the SQL, checked against the database
+-- when conn is there (warnings on stderr). Returns the exit code.
+local function print_create_plan(conn, cerr, spec, defaults, table_name)
+  local info, notes = nil, {}
+  if conn then
+    info = index.inspect(conn, table_name)
+    conn:close()
+  else
+    notes[#notes + 1] = "aviso: " .. cerr .. "; o SQL abaixo não foi conferido com o banco"
+  end
+  if info and not info.column then
+    notes[#notes + 1] = ("aviso: a tabela %s não existe ou não tem a coluna embedding; execute `ragops "
+      .. "migrate` antes"):format(table_name)
+  elseif info then
+    local problem = index.storage_problem(info, spec)
+    if problem then notes[#notes + 1] = "aviso: este SQL falharia agora: " .. problem end
+  end
+  local sql = index.create_sql(spec, table_name, info and info.column)
+  local footer = { "depois, nas sessões de consulta: " .. index.session_setting(spec.method, defaults) .. ";" }
+  if spec.method == "ivfflat" then
+    local range = defaults.probes_range or { 10, 20 }
+    footer[1] = footer[1] .. (" (runbook: %d–%d)"):format(range[1], range[2])
+  end
+  if sql.alter then
+    footer[#footer + 1] = "atenção: o ALTER TABLE reescreve a tabela sob bloqueio exclusivo (leituras e escritas param)"
+  end
+  print_sql(sql.statements, "simulação (--dry-run): SQL que seria executado; nada foi executado", footer)
+  for _, note in ipairs(notes) do io.stderr:write("ragops: ", note, "\n") end
+  return exit.ok
+end
+
+local function create(args, cli)
+  local opts, defaults, cfg = prelude(args, cli, CREATE_FLAGS)
+  if not opts then return defaults end
   local table_name = cfg.database.table
   local spec, verr = index.validate_create(opts, defaults, table_name)
   if not spec then cli.usage_error("%s", verr) end
@@ -109,34 +149,7 @@ local function create(args, cli)
   end
   local conn, cerr = backends.connect(cfg)
 
-  if spec.dry_run then
-    local info, notes = nil, {}
-    if conn then
-      info = index.inspect(conn, table_name)
-      conn:close()
-    else
-      notes[#notes + 1] = "aviso: " .. cerr .. "; o SQL abaixo não foi conferido com o banco"
-    end
-    if info and not info.column then
-      notes[#notes + 1] = ("aviso: a tabela %s não existe ou não tem a coluna embedding; execute `ragops "
-        .. "migrate` antes"):format(table_name)
-    elseif info then
-      local problem = index.storage_problem(info, spec)
-      if problem then notes[#notes + 1] = "aviso: este SQL falharia agora: " .. problem end
-    end
-    local sql = index.create_sql(spec, table_name, info and info.column)
-    local footer = { "depois, nas sessões de consulta: " .. index.session_setting(spec.method, defaults) .. ";" }
-    if spec.method == "ivfflat" then
-      local range = defaults.probes_range or { 10, 20 }
-      footer[1] = footer[1] .. (" (runbook: %d–%d)"):format(range[1], range[2])
-    end
-    if sql.alter then
-      footer[#footer + 1] = "atenção: o ALTER TABLE reescreve a tabela sob bloqueio exclusivo (leituras e escritas param)"
-    end
-    print_sql(sql.statements, "simulação (--dry-run): SQL que seria executado; nada foi executado", footer)
-    for _, note in ipairs(notes) do io.stderr:write("ragops: ", note, "\n") end
-    return exit.ok
-  end
+  if spec.dry_run then return print_create_plan(conn, cerr, spec, defaults, table_name) end
 
   if not conn then return fail(exit.unreachable, "%s", cerr) end
   local finish = closing(conn)
@@ -245,14 +258,8 @@ local function drop(args, cli)
 end
 
 local function status(args, cli)
-  local a = cli.parse(args, { config = "string", quiet = "bool" })
-  if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
-  local opts = a.options
-  log.quiet = opts.quiet or false
-  local defaults, derr = index.load_defaults(cli.home_path(index.DEFAULTS_PLAN))
-  if not defaults then return fail(exit.usage, "%s", derr) end
-  local cfg, code = load_context(opts)
-  if not cfg then return code end
+  local opts, defaults, cfg = prelude(args, cli, { config = "string", quiet = "bool" })
+  if not opts then return defaults end
   local table_name = cfg.database.table
   local conn, cerr = backends.connect(cfg)
   if not conn then return fail(exit.unreachable, "%s", cerr) end
