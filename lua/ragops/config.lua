@@ -24,7 +24,9 @@ local function sandbox_defaults()
   return out
 end
 
--- Fresh copy of the defaults (nil-valued keys are listed in KEYS below).
+-- Fresh copy of the defaults: their one definition (config.example.lua
+-- shows the same values, checked by tests/lua/config_spec.lua; nil-valued
+-- keys are listed in KEYS below).
 function M.defaults()
   return {
     database = { url = "postgresql://localhost/ragops", pool_size = 8, table = "rag_documents", storage = "auto" },
@@ -63,6 +65,7 @@ local KEYS = {
   log = { "progress_every_s" },
   sandbox = sandbox.KEYS,
 }
+M.KEYS = KEYS
 
 -- Accepted ranges of the sandbox limits.
 local SANDBOX_RANGES = {

@@ -9,8 +9,19 @@
 -- Volume comes from SQL count(*) per source; when a source has more rows
 -- than MAX_SCAN_ROWS, only that many are read through the plan (keyset
 -- order) and the figures are extrapolated (estimate.sampled = true).
+local backends = require "ragops.backends"
 local config = require "ragops.config"
+local core = require "ragops.core"
+local exit = require "ragops.exit"
 local log = require "ragops.log"
+local migrate = require "ragops.migrate"
+local params_mod = require "ragops.params"
+local pg = require "ragops.pg"
+local report = require "ragops.report"
+local runner = require "ragops.runner"
+local sched = require "ragops.sched"
+local sqlname = require "ragops.sqlname"
+local store_pg = require "ragops.store_pg"
 
 local M = {}
 
@@ -42,7 +53,7 @@ M.estimator = estimator
 -- A "pool" over one connection: callers take turns (the runner's workers
 -- are coroutines sharing the single read-only session).
 local function single_connection_pool(conn, s)
-  local sem = require("ragops.sched").semaphore(s, 1)
+  local sem = sched.semaphore(s, 1)
   return {
     with = function(_, fn)
       sem:acquire()
@@ -95,62 +106,45 @@ function M.build_estimate(stats, totals, scanned, batches, plan, cfg)
   return est
 end
 
-function M.run(p, cfg, opts, params)
-  local EXIT = require("ragops.engine").EXIT
-  local engine = require "ragops.engine"
-  local pg = require "ragops.pg"
-  local sched = require "ragops.sched"
-  local store_pg = require "ragops.store_pg"
-  local runner = require "ragops.runner"
-  local s = sched.real()
+-- Opens the read-only session (read-only by PostgreSQL itself). Returns
+-- conn or nil, exit code, err.
+local function open_read_only(cfg)
+  local conn, cerr = backends.connect(cfg)
+  if not conn then return nil, exit.unreachable, cerr end
+  for _, sql in ipairs({ "set client_min_messages = warning", "set default_transaction_read_only = on",
+                         "begin transaction isolation level repeatable read read only" }) do
+    local rows, err = conn:query(sql)
+    if not rows then
+      conn:close()
+      return nil, exit.unreachable, "não foi possível abrir a sessão somente leitura: " .. tostring(err)
+    end
+  end
+  return conn
+end
 
-  local conn, cerr = engine.connect(cfg)
-  if not conn then
-    io.stderr:write("ragops: " .. cerr .. "\n")
-    return EXIT.unreachable
-  end
-  local function q(sql, ...)
-    local rows, err, state = conn:query(sql, ...)
-    if not rows then error({ err = err, state = state }, 0) end
-    return rows
-  end
-  local ok, setup_err = pcall(function()
-    q("set client_min_messages = warning")
-    q("set default_transaction_read_only = on")
-    q("begin transaction isolation level repeatable read read only")
-  end)
-  if not ok then
-    conn:close()
-    io.stderr:write("ragops: não foi possível abrir a sessão somente leitura: " .. tostring(setup_err.err) .. "\n")
-    return EXIT.unreachable
-  end
-
-  local coltype = require("ragops.migrate").embedding_column(conn, cfg.database.table)
-  local date_ok, date_err = engine.check_date_range(conn, p.scope)
-  if not date_ok then
-    conn:close()
-    io.stderr:write("ragops: " .. date_err .. "\n")
-    return EXIT.usage
-  end
-
+-- The storage replacement over the read-only session: reads go to the real
+-- store, writes become counts in `tally` ({ scanned, totals, batches } per
+-- entity type, write_attempt = the first write PostgreSQL refused).
+local function dry_store(conn, s, cfg, coltype, tally)
   local pool = single_connection_pool(conn, s)
-  local real = store_pg.new { pool = pool, table = cfg.database.table,
-                              embedding_type = coltype or "real[]",
+  local real = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype or "real[]",
                               model = cfg.provider.model, dim = cfg.provider.dim }
-  local target = require("ragops.sqlname").quote_table(cfg.database.table)
-  local write_attempt
-  local scanned, totals, batches = {}, {}, {}
+  local target = sqlname.quote_table(cfg.database.table)
+  local scanned, batches = tally.scanned, tally.batches
   local dry = {}
 
-  local function note_state(err, state)
-    if state == M.READ_ONLY_VIOLATION and not write_attempt then write_attempt = err end
+  local function count(sql, ...)
+    if not coltype then return 0 end
+    local rows, err, state = store_pg.query(pool, sql, ...)
+    if not rows then tally:note_state(err, state); return nil, err, state end
+    return rows[1].n
   end
 
   function dry:fetch_page(source, scope, after_key, limit, upto_key)
     local t = source.entity_type
     if (scanned[t] or 0) >= M.MAX_SCAN_ROWS then return {} end
     local rows, err, state = real:fetch_page(source, scope, after_key, limit, upto_key)
-    if not rows then note_state(err, state); return nil, err, state end
+    if not rows then tally:note_state(err, state); return nil, err, state end
     scanned[t] = (scanned[t] or 0) + #rows
     return rows
   end
@@ -158,13 +152,6 @@ function M.run(p, cfg, opts, params)
   function dry:existing_hashes(entity_type, ids)
     if not coltype then return {} end
     return real:existing_hashes(entity_type, ids)
-  end
-
-  local function count(sql, ...)
-    if not coltype then return 0 end
-    local rows, err, state = store_pg.query(pool, sql, ...)
-    if not rows then note_state(err, state); return nil, err, state end
-    return rows[1].n
   end
 
   function dry:write_unit(unit)
@@ -197,40 +184,42 @@ function M.run(p, cfg, opts, params)
       :format(target), entity_type, ids)
   end
 
+  return dry
+end
 
-  -- Volume per source with one count(*) each (filters pushed down).
+-- What a dry run counts: rows read per type, SQL totals per type, batches
+-- per type, and the first write PostgreSQL refused (the plan tried to write).
+local function new_tally()
+  local tally = { scanned = {}, totals = {}, batches = {}, write_attempt = nil }
+  function tally:note_state(err, state)
+    if state == M.READ_ONLY_VIOLATION and not self.write_attempt then self.write_attempt = err end
+  end
+  return tally
+end
+
+-- Volume per source with one count(*) each (filters pushed down) into
+-- tally.totals. Returns true or nil, exit code, err.
+local function count_sources(conn, p, tally)
   for _, source in ipairs(runner.selected_sources(p)) do
     local sql, sql_params = store_pg.source_query(source, p.scope, nil, nil, "count(*) as n")
     local rows, err, state = conn:query(sql, unpack(sql_params))
     if not rows then
-      note_state(err, state)
-      conn:close()
-      if write_attempt then
-        io.stderr:write(("ragops: simulação: o plano tentou gravar no banco ao ler a fonte %q: %s\n")
-          :format(source.entity_type, tostring(write_attempt)))
-        return EXIT.usage
+      tally:note_state(err, state)
+      if tally.write_attempt then
+        return nil, exit.usage, ("simulação: o plano tentou gravar no banco ao ler a fonte %q: %s")
+          :format(source.entity_type, tostring(tally.write_attempt))
       end
-      io.stderr:write(("ragops: falha ao contar a fonte %q: %s\n"):format(source.entity_type, tostring(err)))
-      return EXIT.unreachable
+      return nil, exit.unreachable, ("falha ao contar a fonte %q: %s"):format(source.entity_type, tostring(err))
     end
-    totals[source.entity_type] = rows[1].n
+    tally.totals[source.entity_type] = rows[1].n
   end
+  return true
+end
 
-  log.info("simulação (dry-run) do plano %q: sessão somente leitura, sem chamadas de embedding", p.name)
-  local env = {
-    sched = s, store = dry, embedder = estimator(cfg.provider.dim), log = log, run_id = nil,
-    model = cfg.provider.model, dim = cfg.provider.dim, hash = require("ragops.core").hash,
-  }
-  local stats = runner.run(p, env)
-  conn:query("rollback")
-  conn:close()
-
-  if write_attempt then
-    io.stderr:write(("ragops: simulação: o plano tentou gravar no banco, o que é proibido em --dry-run: %s\n")
-      :format(tostring(write_attempt)))
-    return EXIT.usage
-  end
-  local code = EXIT.ok
+-- The dry run's report: the runner's counters become what *would* happen
+-- (nothing was written) and the estimate. Returns the exit code.
+local function finish(p, cfg, opts, stats, tally)
+  local code = exit.ok
   if stats.aborted then
     code = stats.aborted.code
     stats.abort_reason = stats.aborted.reason
@@ -238,14 +227,40 @@ function M.run(p, cfg, opts, params)
   stats.aborted = nil
   stats.plan = p.name
   stats.dry_run = true
-  stats.limits = engine.limits(p, cfg)
-  stats.status = code == EXIT.ok and "dry_run" or "aborted"
-  stats.estimate = M.build_estimate(stats, totals, scanned, batches, p, cfg)
-  -- Nothing was written: the runner's counters are what *would* happen.
+  stats.limits = params_mod.limits(p, cfg)
+  stats.status = code == exit.ok and "dry_run" or "aborted"
+  stats.estimate = M.build_estimate(stats, tally.totals, tally.scanned, tally.batches, p, cfg)
   stats.would = { embedded = stats.embedded, deleted = stats.deleted, succeeded = stats.succeeded }
   stats.embedded, stats.deleted, stats.succeeded = 0, 0, 0
   for _, c in pairs(stats.per_entity_type) do c.embedded, c.deleted, c.succeeded = 0, 0, 0 end
-  return engine.print_report(stats, opts, code)
+  return report.emit(stats, opts, code)
+end
+
+-- Simulates loaded plan p under cfg. Returns the exit code.
+function M.run(p, cfg, opts)
+  local conn, ocode, oerr = open_read_only(cfg)
+  if not conn then return exit.fail(ocode, "%s", oerr) end
+  local coltype = migrate.embedding_column(conn, cfg.database.table)
+  local date_ok, date_err = backends.check_date_range(conn, p.scope)
+  if not date_ok then conn:close(); return exit.fail(exit.usage, "%s", date_err) end
+  local s, tally = sched.real(), new_tally()
+  local dry = dry_store(conn, s, cfg, coltype, tally)
+  local counted, ccode, cerr = count_sources(conn, p, tally)
+  if not counted then conn:close(); return exit.fail(ccode, "%s", cerr) end
+
+  log.info("simulação (dry-run) do plano %q: sessão somente leitura, sem chamadas de embedding", p.name)
+  local env = {
+    sched = s, store = dry, embedder = estimator(cfg.provider.dim), log = log, run_id = nil,
+    model = cfg.provider.model, dim = cfg.provider.dim, hash = core.hash,
+  }
+  local stats = runner.run(p, env)
+  conn:query("rollback")
+  conn:close()
+  if tally.write_attempt then
+    return exit.fail(exit.usage, "simulação: o plano tentou gravar no banco, o que é proibido em --dry-run: %s",
+      tostring(tally.write_attempt))
+  end
+  return finish(p, cfg, opts, stats, tally)
 end
 
 return M

@@ -1,5 +1,6 @@
--- ragops.index: `ragops index create|drop|status`, the pgvector index on the
--- target table (IVFFlat or HNSW), following pgvector's documented behaviour:
+-- ragops.index: the library of `ragops index create|drop|status` (the command
+-- itself is ragops.cmd.index): the pgvector index on the target table
+-- (IVFFlat or HNSW), following pgvector's documented behaviour:
 --   CREATE INDEX [CONCURRENTLY] name ON t USING ivfflat (embedding vector_cosine_ops) WITH (lists = N)
 --   CREATE INDEX ... USING hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64)
 --   SET maintenance_work_mem = '2GB' before the build (session setting);
@@ -12,11 +13,14 @@
 -- `--dry-run` work; everything else exits 2 with an explanation. A signal
 -- during `create` cancels the running statement on the server and says what
 -- was left (an INVALID index and its DROP, or nothing); exit 130.
-local log = require "ragops.log"
+local exit = require "ragops.exit"
+local migrate = require "ragops.migrate"
+local pg = require "ragops.pg"
+local plan_mod = require "ragops.plan"
 
 local M = {}
 
-local EXIT = { ok = 0, usage = 2, unreachable = 4, interrupted = 130 }
+local EXIT = exit
 M.EXIT = EXIT
 
 -- pgvector limits (v0.5+ README and source: ivfflat.c, hnsw.h).
@@ -36,11 +40,13 @@ M.METHODS = { ivfflat = true, hnsw = true }
 -- HNSW needs pgvector 0.5.0 or newer.
 M.HNSW_MIN_VERSION = { 0, 5, 0 }
 
-local EMBEDDING_COLUMN = "embedding"
+M.EMBEDDING_COLUMN = "embedding"
+-- The plan with the defaults, under RAGOPS_HOME.
+M.DEFAULTS_PLAN = "plans/create_index.lua"
 
--- Overridable for unit tests (ragops.pg is a C module).
+-- Overridable for unit tests.
 function M.quote_ident(name)
-  return require("ragops.pg").quote_ident(name)
+  return pg.quote_ident(name)
 end
 
 -- The target table, "table" or "schema.table", each part quoted.
@@ -95,11 +101,11 @@ end
 function M.default_name(table_name, method)
   -- The index lives in the table's schema: name it after the relation only.
   local relation = table_name:match("%.([^%.]+)$") or table_name
-  return ("%s_%s_%s"):format(relation, EMBEDDING_COLUMN, method or "ivfflat")
+  return ("%s_%s_%s"):format(relation, M.EMBEDDING_COLUMN, method or "ivfflat")
 end
 
 -- Checks an index name given by the operator. Returns name or nil, err.
-local function check_name(name)
+function M.check_name(name)
   if type(name) ~= "string" or name == "" or #name > 63 or name:find("%z") then
     return nil, ("--name espera um nome de índice de 1 a 63 bytes, recebi %q"):format(tostring(name))
   end
@@ -200,7 +206,7 @@ function M.validate_create(opts, defaults, table_name)
   end
 
   if opts.name ~= nil then
-    local name, err = check_name(opts.name)
+    local name, err = M.check_name(opts.name)
     if not name then return nil, err end
     spec.name = name
   else
@@ -219,7 +225,7 @@ end
 -- Returns { alter = sql|nil, statements = { sql, ... }, create = sql }.
 function M.create_sql(spec, table_name, column_type)
   local q = M.quote_ident
-  local target, column = M.quote_table(table_name), q(EMBEDDING_COLUMN)
+  local target, column = M.quote_table(table_name), q(M.EMBEDDING_COLUMN)
   local vector_type = ("vector(%d)"):format(spec.dim)
   local out = { statements = {} }
   local function add(sql) out.statements[#out.statements + 1] = sql; return sql end
@@ -306,7 +312,7 @@ end
 -- Loads the plan with the defaults (plans/create_index.lua). Returns the
 -- defaults table or nil, err.
 function M.load_defaults(path)
-  local p, err = require("ragops.plan").load(path)
+  local p, err = plan_mod.load(path)
   if not p then return nil, err end
   if type(p.run) ~= "function" then
     return nil, ("plano %s: esperado run = function(ctx) que devolve os parâmetros do índice"):format(path)
@@ -324,7 +330,7 @@ end
 ---------------------------------------------------------------------------
 
 -- Maps a failed query to an exit code: lost connection -> 4, else 2.
-local function code_for(sqlstate)
+function M.code_for(sqlstate)
   if sqlstate and (sqlstate:sub(1, 2) == "08" or sqlstate:sub(1, 3) == "57P") then return EXIT.unreachable end
   if not sqlstate then return EXIT.unreachable end
   return EXIT.usage
@@ -333,7 +339,7 @@ end
 -- Reads what `index` needs to know about the target. Returns info
 -- { column, extension, available } or nil, err, sqlstate.
 function M.inspect(conn, table_name)
-  local column, err, state = require("ragops.migrate").embedding_column(conn, table_name)
+  local column, err, state = migrate.embedding_column(conn, table_name)
   if err then return nil, err, state end
   local ext, eerr, estate = conn:query([[
     select (select extversion from pg_extension where extname = 'vector') as installed,
@@ -343,7 +349,7 @@ function M.inspect(conn, table_name)
 end
 
 -- Vector indexes (ivfflat/hnsw) on the target table.
-local function vector_indexes(conn, table_name)
+function M.vector_indexes(conn, table_name)
   return conn:query([[
     select c.relname as name, am.amname as method, i.indisvalid as valid,
            pg_get_indexdef(c.oid) as definition,
@@ -358,7 +364,7 @@ end
 -- The relation named `name` in the target table's schema, if any:
 -- { table_name = owning table or nil, method = access method or nil, kind,
 --   on_target, valid = pg_index.indisvalid or nil }.
-local function find_relation(conn, table_name, name)
+function M.find_relation(conn, table_name, name)
   local rows, err, state = conn:query([[
     select c.relkind::text as kind, am.amname as method, t.relname as table_name,
            i.indrelid = to_regclass($2) as on_target, i.indisvalid as valid
@@ -375,332 +381,14 @@ end
 
 -- Inspects the target table; returns info, or nil, exit code and a pt-BR
 -- message when the catalog cannot be read or the table is not migrated.
-local function inspect_target(conn, table_name)
+function M.inspect_target(conn, table_name)
   local info, ierr, istate = M.inspect(conn, table_name)
-  if not info then return nil, code_for(istate), "falha ao inspecionar a tabela: " .. tostring(ierr) end
+  if not info then return nil, M.code_for(istate), "falha ao inspecionar a tabela: " .. tostring(ierr) end
   if not info.column then
     return nil, EXIT.usage, ("a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes")
       :format(table_name)
   end
   return info
-end
-
-local function fail(code, fmt, ...)
-  io.stderr:write("ragops: " .. fmt:format(...) .. "\n")
-  return code
-end
-
--- finish(rc[, fmt, ...]) for a command holding conn: closes it, prints the
--- pt-BR error when given, and returns the exit code.
-local function closing(conn)
-  return function(rc, fmt, ...)
-    conn:close()
-    if fmt then return fail(rc, fmt, ...) end
-    return rc
-  end
-end
-
-local function load_context(opts)
-  local cfg, err = require("ragops.config").load(opts.config, os.getenv)
-  if not cfg then return nil, fail(EXIT.usage, "%s", err) end
-  return cfg
-end
-
-local function plan_path()
-  return (RAGOPS_HOME or ".") .. "/plans/create_index.lua"
-end
-
-local function print_sql(statements, heading, footer)
-  local out = { "-- " .. heading }
-  for _, sql in ipairs(statements) do out[#out + 1] = sql .. ";" end
-  for _, line in ipairs(footer or {}) do out[#out + 1] = "-- " .. line end
-  io.stdout:write(table.concat(out, "\n"), "\n")
-end
-
--- pt-BR sentence on what a failed or cancelled build left of index `name`.
-local function leftover(conn, table_name, name)
-  local rel, err = find_relation(conn, table_name, name)
-  if rel == nil then
-    return ("não foi possível conferir o que ficou do índice %s (%s); veja `ragops index status`")
-      :format(name, tostring(err))
-  end
-  if not rel then return "nenhum índice ficou para trás" end
-  if rel.valid == false then
-    return ("o índice %s ficou INVALID (não serve às consultas, mas pesa nas escritas); remova com: %s; "
-      .. "(ou `ragops index drop --name %s`)"):format(name, M.drop_sql(name), name)
-  end
-  return ("o índice %s ficou criado e válido"):format(name)
-end
-
--- Until the build ends, the first SIGINT/SIGTERM sets interrupt.signal and
--- cancels the statement `conn` is running, from a second session
--- (pg_cancel_backend); a second signal exits at once (ragops.core).
--- Returns interrupt.
-local function cancel_on_signal(conn, cfg)
-  local interrupt = {}
-  local rows = conn:query("select pg_backend_pid() as pid")
-  local pid = rows and rows[1] and rows[1].pid
-  require("ragops.core").trap_signals(function(name)
-    interrupt.signal = name
-    log.warn("sinal %s recebido: cancelando o comando em andamento no servidor; um segundo sinal encerra na hora",
-      name)
-    local other, cerr = require("ragops.engine").connect(cfg)
-    if not other or not pid then
-      return log.error("não foi possível cancelar no servidor: %s", tostring(cerr or "sessão desconhecida"))
-    end
-    local cancelled, err = other:query("select pg_cancel_backend($1)", pid)
-    other:close()
-    if not cancelled then log.error("não foi possível cancelar no servidor: %s", tostring(err)) end
-  end)
-  return interrupt
-end
-
--- Runs the statements one by one, stopping before the next one once
--- interrupt.signal is set; returns true or nil, err, sqlstate, sql.
-local function run_statements(conn, statements, interrupt)
-  for _, sql in ipairs(statements) do
-    if interrupt.signal then return nil, "interrompido", nil, sql end
-    log.info("executando: %s", sql)
-    local rows, err, state = conn:query(sql)
-    if not rows then return nil, err, state, sql end
-  end
-  return true
-end
-
-local CREATE_FLAGS = {
-  config = "string", lists = "string", dim = "string", method = "string", m = "string",
-  ["ef-construction"] = "string", ["maintenance-work-mem"] = "string", concurrently = "bool",
-  ["alter-dim"] = "bool", opclass = "string", name = "string", ["dry-run"] = "bool", quiet = "bool",
-}
-
-local function create(args, cli)
-  local a = cli.parse(args, CREATE_FLAGS)
-  if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
-  local opts = a.options
-  log.quiet = opts.quiet or false
-  local defaults, derr = M.load_defaults(plan_path())
-  if not defaults then return fail(EXIT.usage, "%s", derr) end
-  local cfg, code = load_context(opts)
-  if not cfg then return code end
-  local table_name = cfg.database.table
-  local spec, verr = M.validate_create(opts, defaults, table_name)
-  if not spec then cli.usage_error("%s", verr) end
-  if spec.dim ~= cfg.provider.dim then
-    cli.usage_error("--dim %d difere de provider.dim = %d na configuração: o índice e os embeddings gravados "
-      .. "precisam ter a mesma dimensão", spec.dim, cfg.provider.dim)
-  end
-  local engine = require "ragops.engine"
-  local conn, cerr = engine.connect(cfg)
-
-  if spec.dry_run then
-    local info, notes = nil, {}
-    if conn then
-      info = M.inspect(conn, table_name)
-      conn:close()
-    else
-      notes[#notes + 1] = "aviso: " .. cerr .. "; o SQL abaixo não foi conferido com o banco"
-    end
-    if info and not info.column then
-      notes[#notes + 1] = ("aviso: a tabela %s não existe ou não tem a coluna embedding; execute `ragops "
-        .. "migrate` antes"):format(table_name)
-    elseif info then
-      local problem = M.storage_problem(info, spec)
-      if problem then notes[#notes + 1] = "aviso: este SQL falharia agora: " .. problem end
-    end
-    local sql = M.create_sql(spec, table_name, info and info.column)
-    local footer = { "depois, nas sessões de consulta: " .. M.session_setting(spec.method, defaults) .. ";" }
-    if spec.method == "ivfflat" then
-      local range = defaults.probes_range or { 10, 20 }
-      footer[1] = footer[1] .. (" (runbook: %d–%d)"):format(range[1], range[2])
-    end
-    if sql.alter then
-      footer[#footer + 1] = "atenção: o ALTER TABLE reescreve a tabela sob bloqueio exclusivo (leituras e escritas param)"
-    end
-    print_sql(sql.statements, "simulação (--dry-run): SQL que seria executado; nada foi executado", footer)
-    for _, note in ipairs(notes) do io.stderr:write("ragops: ", note, "\n") end
-    return EXIT.ok
-  end
-
-  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
-  local finish = closing(conn)
-  local info, icode, imsg = inspect_target(conn, table_name)
-  if not info then return finish(icode, "%s", imsg) end
-  local problem = M.storage_problem(info, spec)
-  if problem then return finish(EXIT.usage, "%s", problem) end
-
-  local existing, ferr, fstate = find_relation(conn, table_name, spec.name)
-  if existing == nil then return finish(code_for(fstate), "falha ao consultar o catálogo: %s", tostring(ferr)) end
-  if existing then
-    return finish(EXIT.usage, "já existe uma relação chamada %q; escolha outro --name ou remova o índice com "
-      .. "`ragops index drop --name %s` (rollback do runbook)", spec.name, spec.name)
-  end
-
-  local sql = M.create_sql(spec, table_name, info.column)
-  if sql.alter then
-    -- Friendly pre-check; the ALTER itself also fails on another dimension.
-    local count_sql = info.column == "real[]"
-      and "select count(*) as n from %s where %s is not null and coalesce(array_length(%s, 1), 0) <> $1"
-      or "select count(*) as n from %s where %s is not null and vector_dims(%s) <> $1"
-    local col = M.quote_ident(EMBEDDING_COLUMN)
-    local rows, cerr2, cstate = conn:query(count_sql:format(M.quote_table(table_name), col, col), spec.dim)
-    if not rows then return finish(code_for(cstate), "falha ao conferir as dimensões: %s", tostring(cerr2)) end
-    if rows[1].n > 0 then
-      return finish(EXIT.usage, "--alter-dim recusado: %d linha(s) têm embedding com dimensão diferente de %d; "
-        .. "reindexe-as (ragops reindex --overwrite) ou apague-as antes de mudar a coluna", rows[1].n, spec.dim)
-    end
-    log.warn("--alter-dim: a coluna embedding (%s) vai virar vector(%d); a tabela é reescrita sob bloqueio "
-      .. "exclusivo", tostring(info.column), spec.dim)
-  elseif spec.alter_dim then
-    log.info("--alter-dim: a coluna já é vector(%d); nada a alterar", spec.dim)
-  end
-  if spec.method == "ivfflat" then
-    local rows = conn:query(("select count(*) as n from (select 1 from %s where %s is not null limit $1) s")
-      :format(M.quote_table(table_name), M.quote_ident(EMBEDDING_COLUMN)), spec.lists)
-    if rows and rows[1].n < spec.lists then
-      log.warn("a tabela tem menos linhas com embedding (%d) que listas (%d): o IVFFlat treina as listas com os "
-        .. "dados existentes e a recall fica ruim; crie-o depois do backfill (runbook, seção 5)", rows[1].n, spec.lists)
-    end
-  end
-
-  log.info("criando o índice %s (%s, %s%s) em %s; acompanhe em outra sessão com: select phase, blocks_done, "
-    .. "blocks_total, tuples_done, tuples_total from pg_stat_progress_create_index",
-    spec.name, spec.method, M.OPCLASSES[spec.opclass], spec.concurrently and ", CONCURRENTLY" or "", table_name)
-  local started = os.time()
-  local interrupt = cancel_on_signal(conn, cfg)
-  local ok, err, state, failed_sql = run_statements(conn, sql.statements, interrupt)
-  if interrupt.signal then
-    return finish(EXIT.interrupted, "interrompido por %s: o comando em andamento foi cancelado no servidor; %s",
-      interrupt.signal, leftover(conn, table_name, spec.name))
-  end
-  if not ok then
-    local hint = ""
-    if spec.concurrently and failed_sql == sql.create then hint = "; " .. leftover(conn, table_name, spec.name) end
-    return finish(code_for(state), "falhou: %s: %s%s", failed_sql, tostring(err), hint)
-  end
-  io.stdout:write(("índice %s criado em %s (%s, %s) em %d s\n"):format(spec.name, table_name, spec.method,
-    M.OPCLASSES[spec.opclass], os.time() - started))
-  io.stdout:write(("nas sessões de consulta, use: %s; (operador %s)\n")
-    :format(M.session_setting(spec.method, defaults), M.OPERATORS[spec.opclass]))
-  return finish(EXIT.ok)
-end
-
-local function drop(args, cli)
-  local a = cli.parse(args, { config = "string", name = "string", method = "string",
-                              ["dry-run"] = "bool", quiet = "bool" })
-  if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
-  local opts = a.options
-  log.quiet = opts.quiet or false
-  if opts.method and not M.METHODS[opts.method] then
-    cli.usage_error("--method deve ser ivfflat ou hnsw, recebi %q", opts.method)
-  end
-  local cfg, code = load_context(opts)
-  if not cfg then return code end
-  local table_name = cfg.database.table
-  local name = opts.name or M.default_name(table_name, opts.method or "ivfflat")
-  local _, nerr = check_name(name)
-  if nerr then cli.usage_error("%s", nerr) end
-  local sql = M.drop_sql(name)
-  if opts["dry-run"] then
-    print_sql({ sql }, "simulação (--dry-run): SQL que seria executado; nada foi executado")
-    return EXIT.ok
-  end
-  local conn, cerr = require("ragops.engine").connect(cfg)
-  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
-  local finish = closing(conn)
-  local info, ierr, istate = M.inspect(conn, table_name)
-  if not info then return finish(code_for(istate), "falha ao inspecionar a tabela: %s", tostring(ierr)) end
-  if not info.extension then return finish(EXIT.usage, "%s", M.storage_problem(info, nil)) end
-  local rel, ferr, fstate = find_relation(conn, table_name, name)
-  if rel == nil then return finish(code_for(fstate), "falha ao consultar o catálogo: %s", tostring(ferr)) end
-  if not rel then
-    io.stdout:write(("o índice %s não existe; nada a fazer\n"):format(name))
-    return finish(EXIT.ok)
-  end
-  if rel.on_target ~= true or (rel.method ~= "ivfflat" and rel.method ~= "hnsw") then
-    return finish(EXIT.usage, "%q não é um índice vetorial (ivfflat/hnsw) da tabela %s; nada foi removido",
-      name, table_name)
-  end
-  log.info("executando: %s", sql)
-  local rows, err, state = conn:query(sql)
-  if not rows then return finish(code_for(state), "falhou: %s: %s", sql, tostring(err)) end
-  io.stdout:write(("índice %s removido\n"):format(name))
-  return finish(EXIT.ok)
-end
-
-local function status(args, cli)
-  local a = cli.parse(args, { config = "string", quiet = "bool" })
-  if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
-  local opts = a.options
-  log.quiet = opts.quiet or false
-  local defaults, derr = M.load_defaults(plan_path())
-  if not defaults then return fail(EXIT.usage, "%s", derr) end
-  local cfg, code = load_context(opts)
-  if not cfg then return code end
-  local table_name = cfg.database.table
-  local conn, cerr = require("ragops.engine").connect(cfg)
-  if not conn then return fail(EXIT.unreachable, "%s", cerr) end
-  local finish = closing(conn)
-  local info, icode, imsg = inspect_target(conn, table_name)
-  if not info then return finish(icode, "%s", imsg) end
-  local lines = {}
-  local function say(fmt, ...) lines[#lines + 1] = fmt:format(...) end
-  say("tabela: %s (coluna embedding: %s)", table_name, info.column)
-  if info.extension then
-    say("pgvector: instalado (extensão vector %s)", info.extension)
-  elseif info.available then
-    say("pgvector: disponível no servidor, mas não criado neste banco (CREATE EXTENSION vector)")
-  else
-    say("pgvector: não instalado (extensão \"vector\" ausente no servidor)")
-  end
-  local problem = M.storage_problem(info, nil)
-  if problem then say("índice vetorial indisponível: %s", problem) end
-
-  local indexes, xerr, xstate = vector_indexes(conn, table_name)
-  if not indexes then return finish(code_for(xstate), "falha ao listar os índices: %s", tostring(xerr)) end
-  if #indexes == 0 then
-    say("índices vetoriais: nenhum")
-  else
-    say("índices vetoriais:")
-    for _, idx in ipairs(indexes) do
-      say("  %s (%s, %s%s): %s", idx.name, idx.method, idx.size, idx.valid and "" or ", INVALID: remova com "
-        .. "`ragops index drop --name " .. idx.name .. "`", idx.definition)
-    end
-  end
-  local progress = conn:query([[
-    select phase, blocks_done, blocks_total, tuples_done, tuples_total
-      from pg_stat_progress_create_index where relid = to_regclass($1)]], M.quote_table(table_name))
-  for _, p in ipairs(progress or {}) do
-    say("construção em andamento: fase %q, blocos %s/%s, tuplas %s/%s", tostring(p.phase),
-      tostring(p.blocks_done), tostring(p.blocks_total), tostring(p.tuples_done), tostring(p.tuples_total))
-  end
-
-  local counted = conn:query(("select count(*) as n from %s where %s is not null")
-    :format(M.quote_table(table_name), M.quote_ident(EMBEDDING_COLUMN)))
-  local rows = counted and counted[1].n or 0
-  local lists_by_profile = type(defaults.lists) == "table" and defaults.lists or {}
-  local range = defaults.probes_range or { 10, 20 }
-  say("recomendado (plans/create_index.lua): %s %s, lists %s (desenvolvimento) / %s (produção), "
-    .. "probes %s (runbook: %d–%d)", tostring(defaults.method), tostring(defaults.opclass),
-    tostring(lists_by_profile.dev), tostring(lists_by_profile.prod), tostring(defaults.probes), range[1], range[2])
-  local lists, probes = M.recommend(rows)
-  say("pela contagem atual (%d linha(s) com embedding), o pgvector sugere lists ≈ %d e probes ≈ %d", rows, lists, probes)
-  say("nas sessões de consulta: %s; (hnsw: %s;)", M.session_setting("ivfflat", defaults),
-    M.session_setting("hnsw", defaults))
-  io.stdout:write(table.concat(lines, "\n"), "\n")
-  return finish(EXIT.ok)
-end
-
-local USAGE = "uso: ragops index create --lists N --dim N [--method ivfflat|hnsw] [--m 16] [--ef-construction 64] "
-  .. "[--maintenance-work-mem 2GB] [--concurrently] [--alter-dim] [--opclass cosine|l2|ip] [--name NOME] "
-  .. "[--dry-run] [--config ARQUIVO] | ragops index drop [--name NOME] [--method M] [--dry-run] | ragops index status"
-
--- Entry point from ragops.cli: returns the exit code.
-function M.main(args, cli)
-  local sub = table.remove(args, 1)
-  if sub == "create" then return create(args, cli) end
-  if sub == "drop" then return drop(args, cli) end
-  if sub == "status" then return status(args, cli) end
-  cli.usage_error("%s", USAGE)
 end
 
 return M

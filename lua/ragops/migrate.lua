@@ -1,6 +1,9 @@
 -- ragops.migrate: creates and upgrades rag_documents and the engine's own
 -- tables. Migrations are numbered, applied in order inside one transaction
 -- under an advisory lock, and recorded in ragops_schema_version.
+local pg = require "ragops.pg"
+local sqlname = require "ragops.sqlname"
+
 local M = {}
 
 local LOCK_KEY = 7265676 -- advisory lock id for "ragops migrate"
@@ -150,12 +153,11 @@ end
 -- Applies pending migrations on conn. Returns { applied = {versions}, current = n }
 -- or nil, err, kind ("usage" when retrying cannot help, else "unreachable").
 function M.run(conn, cfg)
-  local pg = require "ragops.pg"
   local target = cfg.database.table
   local ctx = {
-    table = require("ragops.sqlname").quote_table(target),
+    table = sqlname.quote_table(target),
     index_name = function(suffix)
-      return pg.quote_ident(require("ragops.sqlname").relation(target) .. "_" .. suffix)
+      return pg.quote_ident(sqlname.relation(target) .. "_" .. suffix)
     end,
   }
   local function q(sql, ...)
@@ -220,7 +222,7 @@ function M.embedding_column(conn, table_name)
     select format_type(a.atttypid, a.atttypmod) as type
       from pg_attribute a
      where a.attrelid = to_regclass($1) and a.attname = 'embedding' and not a.attisdropped]],
-    require("ragops.sqlname").quote_table(table_name))
+    sqlname.quote_table(table_name))
   if not rows then return nil, err end
   if #rows == 0 then return nil end
   return rows[1].type

@@ -1,7 +1,10 @@
 -- ragops.report: the end-of-run report, as pt-BR text for the operator
--- (report.format) and as JSON with stable English keys (report.json).
+-- (report.format) and as JSON with stable English keys (report.json), and
+-- its delivery (report.emit: stdout, --report-json written atomically).
 
 local cjson = require "cjson"
+local exit = require "ragops.exit"
+local log = require "ragops.log"
 
 local M = {}
 
@@ -123,7 +126,7 @@ local function header(stats)
   return title
 end
 
--- pt-BR summary of the operating limits (engine.limits): first log line of
+-- pt-BR summary of the operating limits (params.limits): first log line of
 -- a run and the "limites:" line of the report.
 function M.format_limits(limits)
   local timeout = number_or_zero(limits.timeout_s)
@@ -273,6 +276,39 @@ end
 -- JSON string for --report-json.
 function M.json(stats)
   return json.encode(M.to_table(stats))
+end
+
+-- Writes text to path atomically (temp file + rename).
+function M.write_file_atomic(path, text)
+  local tmp = path .. ".tmp"
+  local f, err = io.open(tmp, "w")
+  if not f then return nil, err end
+  f:write(text)
+  f:close()
+  local ok, rename_err = os.rename(tmp, path)
+  if not ok then return nil, rename_err end
+  return true
+end
+
+-- Writes text to the --report-json file path; on failure logs it and turns
+-- exit code 0 into 2. Returns the exit code.
+function M.write_json_file(path, text, code)
+  local ok, werr = M.write_file_atomic(path, text .. "\n")
+  if ok then return code end
+  log.error("não foi possível gravar o relatório em %s: %s", path, tostring(werr))
+  if code == exit.ok then return exit.usage end
+  return code
+end
+
+-- Prints the pt-BR report, writes --report-json (by the engine, never the
+-- plan) and returns the exit code (2 when the report file cannot be written).
+function M.emit(stats, opts, code, json_text)
+  io.stdout:write(M.format(stats), "\n")
+  if opts["report-json"] then
+    code = M.write_json_file(opts["report-json"], json_text or M.json(stats), code)
+  end
+  if stats.abort_reason then log.error("%s", stats.abort_reason) end
+  return code
 end
 
 return M

@@ -721,7 +721,7 @@ function M.run(plan_or_path, opts)
     -- Same loading as `ragops run`: filter params (entity_type, entity_id,
     -- since, until, mode) become the plan's scope, exactly as the CLI does.
     local err
-    p, err = require("ragops.engine").load_plan(plan_or_path, opts.params)
+    p, err = require("ragops.params").load_plan(plan_or_path, opts.params)
     if not p then error(err, 2) end
   elseif not plan_mod.is_plan(plan_or_path) then
     error("testing.run: esperado um plano validado ou o caminho de um arquivo de plano", 2)

@@ -1,4 +1,5 @@
--- ragops.validate: `ragops validate GOLDEN.lua`, semantic quality of the
+-- ragops.validate: the library of `ragops validate GOLDEN.lua` (the command
+-- itself is ragops.cmd.validate), semantic quality of the
 -- index measured against a golden query set: each query is embedded with the
 -- configured provider, its top-k chunks are retrieved (pgvector `<=>` with
 -- ivfflat.probes, or an exact cosine scan in C over real[]), hits are
@@ -6,12 +7,14 @@
 -- the thresholds. Exit codes: 0 aprovado; 1 qualidade abaixo do limite;
 -- 2 uso ou arquivo golden inválido; 4 banco ou provedor inalcançável.
 --
--- Pure parts (golden validation, metrics, SQL text, formatting) need no C
+-- Pure parts (golden validation, metrics, SQL text, formatting) call no C
 -- module and are unit-tested in tests/lua/validate_spec.lua.
 local cjson = require "cjson"
 local plan_mod = require "ragops.plan"
-local sandbox = require "ragops.sandbox"
 local report = require "ragops.report"
+local retry = require "ragops.retry"
+local sandbox = require "ragops.sandbox"
+local vecsearch = require "ragops.vecsearch"
 
 local M = {}
 
@@ -456,60 +459,12 @@ function M.json(result)
 end
 
 ---------------------------------------------------------------------------
--- Command line
+-- Database and provider side (runs inside the CLI coroutine)
 ---------------------------------------------------------------------------
-
-local FLAGS = {
-  config = "string", k = "string", ["min-recall"] = "string", ["min-mrr"] = "string",
-  ["min-hit-rate"] = "string", probes = "string", ["ef-search"] = "string",
-  ["report-json"] = "string", quiet = "bool",
-}
-
--- Turns parsed flags into options, raising usage errors through cli.
-function M.options(parsed, cli)
-  local o = parsed.options
-  local out = { config = o.config, report_json = o["report-json"], quiet = o.quiet or false }
-  local function integer(flag, low, high)
-    local v = o[flag]
-    if v == nil then return nil end
-    local n = tonumber(v)
-    if not is_integer(n) or n < low or n > high then
-      cli.usage_error("--%s espera um inteiro entre %d e %d, recebi %q", flag, low, high, v)
-    end
-    return n
-  end
-  local function fraction(flag)
-    local v = o[flag]
-    if v == nil then return nil end
-    local n = tonumber(v)
-    if not n or n ~= n or n < 0 or n > 1 then
-      cli.usage_error("--%s espera um número entre 0 e 1 (ex.: 0.8), recebi %q", flag, v)
-    end
-    return n
-  end
-  out.k = integer("k", 1, M.MAX_K)
-  out.probes = integer("probes", 1, 100000) or M.DEFAULTS.probes
-  out.ef_search = integer("ef-search", 1, 100000)
-  out.min_recall = fraction("min-recall")
-  out.min_mrr = fraction("min-mrr")
-  out.min_hit_rate = fraction("min-hit-rate")
-  if #parsed.positional > 1 then
-    cli.usage_error("uso: ragops validate [GOLDEN.lua] [--k K] [--min-recall R] [--min-mrr M] "
-      .. "[--probes N] [--report-json ARQUIVO]")
-  end
-  out.golden = parsed.positional[1]
-  return out
-end
-
-local function fail(code, fmt, ...)
-  io.stderr:write("ragops: " .. fmt:format(...) .. "\n")
-  return code
-end
 
 -- Embeds the golden queries; returns a list of { batch, first } (first =
 -- index of the batch's first query) or nil, err.
-local function embed_queries(client, queries, sleep, log)
-  local retry = require "ragops.retry"
+function M.embed_queries(client, queries, sleep, log)
   local out = {}
   local per = M.DEFAULTS.queries_per_request
   for first = 1, #queries, per do
@@ -529,8 +484,7 @@ end
 
 -- Exact search on real[]: one keyset scan, every row scored in C against
 -- every query. Returns hits per query (best first) and rows scanned, or nil, err.
-local function search_real(conn, quoted_table, batches, k, nqueries)
-  local vecsearch = require "ragops.vecsearch"
+function M.search_real(conn, quoted_table, batches, k, nqueries)
   local searchers = {}
   for i, b in ipairs(batches) do searchers[i] = vecsearch.new(b.batch, k) end
   local types, ids, chunks = {}, {}, {}
@@ -568,8 +522,7 @@ local function search_real(conn, quoted_table, batches, k, nqueries)
 end
 
 -- pgvector search: one indexed query per golden query.
-local function search_pgvector(conn, quoted_table, batches, k, opts)
-  local vecsearch = require "ragops.vecsearch"
+function M.search_pgvector(conn, quoted_table, batches, k, opts)
   for _, setting in ipairs(M.pgvector_settings(opts.probes, opts.ef_search)) do
     local rows, err = conn:query(setting[1], setting[2])
     if not rows then return nil, err end
@@ -592,7 +545,7 @@ local function search_pgvector(conn, quoted_table, batches, k, opts)
 end
 
 -- Expected entities absent from the table: missing[i][j] = true.
-local function find_missing(conn, quoted_table, queries)
+function M.find_missing(conn, quoted_table, queries)
   local types, ids, seen = {}, {}, {}
   for _, q in ipairs(queries) do
     for _, e in ipairs(q.expect) do
@@ -616,109 +569,6 @@ local function find_missing(conn, quoted_table, queries)
     end
   end
   return missing, count
-end
-
--- `ragops validate [GOLDEN.lua] [flags]`; returns the exit code.
-function M.main(args, cli)
-  local opts = M.options(cli.parse(args, FLAGS), cli)
-  local log = require "ragops.log"
-  local config = require "ragops.config"
-  local engine = require "ragops.engine"
-  local core = require "ragops.core"
-  log.quiet = opts.quiet
-  local started = core.now()
-
-  local cfg, cerr = config.load(opts.config, os.getenv)
-  if not cfg then return fail(M.EXIT.usage, "%s", cerr) end
-  local golden_path = opts.golden or ((RAGOPS_HOME or ".") .. "/" .. M.DEFAULT_GOLDEN)
-  local golden, gerr = M.load_golden(golden_path)
-  if not golden then return fail(M.EXIT.usage, "%s", gerr) end
-  local k = opts.k or golden.k or M.DEFAULTS.k
-  local thresholds = {
-    min_recall = opts.min_recall or golden.min_recall,
-    min_mrr = opts.min_mrr or golden.min_mrr,
-    min_hit_rate = opts.min_hit_rate or golden.min_hit_rate,
-  }
-
-  local conn, client
-  local function finish(code, fmt, ...)
-    if conn then conn:close() end
-    if client then client:close() end
-    if fmt then return fail(code, fmt, ...) end
-    return code
-  end
-
-  local connect_err
-  conn, connect_err = engine.connect(cfg)
-  if not conn then return finish(M.EXIT.unreachable, "%s", connect_err) end
-  local coltype, terr, tcode = engine.check_target(conn, cfg)
-  if not coltype then return finish(tcode, "%s", terr) end
-  local storage = coltype:match("^vector") and "vector" or "real[]"
-  local quoted_table = require("ragops.sqlname").quote_table(cfg.database.table)
-
-  local models = conn:query(("select embedding_model, count(*) as n from %s group by 1 order by 2 desc")
-    :format(quoted_table))
-  if models then
-    for _, row in ipairs(models) do
-      if row.embedding_model ~= cfg.provider.model then
-        log.warn("%s documento(s) foram indexados com o modelo %q, mas as consultas usam %q: "
-          .. "as similaridades não são comparáveis", report.format_count(tonumber(row.n)),
-          tostring(row.embedding_model), cfg.provider.model)
-      end
-    end
-  end
-
-  local embed = require "ragops.embed"
-  client = embed.client {
-    url = cfg.provider.url, model = cfg.provider.model, dimensions = cfg.provider.dimensions,
-    expected_dim = cfg.provider.dim, api_key = cfg.provider.api_key,
-    timeout_ms = cfg.provider.timeout_s * 1000, encoding = cfg.provider.encoding,
-  }
-  log.info("gerando embeddings de %d consulta(s) com o modelo %s", #golden.queries, cfg.provider.model)
-  local batches, eerr = embed_queries(client, golden.queries, core.sleep, log)
-  if not batches then
-    return finish(M.EXIT.unreachable, "não foi possível gerar os embeddings das consultas: %s", tostring(eerr))
-  end
-
-  local hits, rows, serr
-  if storage == "vector" then
-    log.info("buscando top-%d com pgvector (ivfflat.probes = %d)", k, opts.probes)
-    hits, serr = search_pgvector(conn, quoted_table, batches, k, opts)
-  else
-    log.info("coluna embedding é real[] (sem pgvector): busca exata por similaridade de cosseno")
-    hits, rows = search_real(conn, quoted_table, batches, k, #golden.queries)
-    if not hits then serr = rows end
-  end
-  if not hits then return finish(M.EXIT.unreachable, "falha na busca vetorial: %s", tostring(serr)) end
-  local missing, missing_count = find_missing(conn, quoted_table, golden.queries)
-  if not missing then return finish(M.EXIT.unreachable, "falha ao consultar a tabela: %s", tostring(missing_count)) end
-  finish(nil)
-  conn, client = nil, nil
-
-  local scores = {}
-  for i, q in ipairs(golden.queries) do scores[i] = M.score_query(q, hits[i]) end
-  local summary = M.summarise(scores, k, thresholds)
-  local result = {
-    golden = golden, k = k, storage = storage, rows = rows, model = cfg.provider.model,
-    storage_label = storage == "vector"
-      and ("pgvector (%s, ivfflat.probes = %d)"):format(coltype, opts.probes)
-      or ("busca exata em real[] (%s vetores)"):format(report.format_count(rows or 0)),
-    scores = scores, summary = summary, thresholds = thresholds, missing = missing,
-    missing_count = missing_count, elapsed_s = (core.now() - started) / 1000,
-  }
-  io.stdout:write(M.format(result), "\n")
-  local code = summary.passed and M.EXIT.ok or M.EXIT.below_threshold
-  if opts.report_json then
-    local ok, werr = engine.write_file_atomic(opts.report_json, M.json(result) .. "\n")
-    if not ok then
-      log.error("não foi possível gravar o relatório em %s: %s", opts.report_json, tostring(werr))
-      if code == M.EXIT.ok then code = M.EXIT.usage end
-    end
-  end
-  if not summary.passed then
-    log.error("qualidade abaixo do limite: %s", table.concat(summary.violations, "; "))
-  end
-  return code
 end
 
 return M

@@ -5,6 +5,7 @@
 --     the options of that command's --help;
 --   * every example in README.md and docs/*.md (code blocks and inline
 --     `ragops ...` spans) uses only options the command's --help lists.
+require "tests.lua.c_stubs"
 
 local cli = require "ragops.cli"
 local help = require "ragops.cmd.help"
@@ -49,9 +50,9 @@ local function parser_specs()
   local specs = {}
   for name, spec in pairs(cli.FLAGS) do specs[name] = spec end
   for _, sub in ipairs({ "create", "drop", "status" }) do
-    specs["index " .. sub] = captured_spec("ragops.index", { sub })
+    specs["index " .. sub] = captured_spec("ragops.cmd.index", { sub })
   end
-  specs.validate = captured_spec("ragops.validate", {})
+  specs.validate = captured_spec("ragops.cmd.validate", {})
   return specs
 end
 

@@ -2,8 +2,9 @@
 -- filters, --set keys, operating limits (--batch-size, --limit ...), the
 -- sanity-run limit in the runner and the "limites" part of the report.
 
+require "tests.lua.c_stubs"
 local cli = require "ragops.cli"
-local engine = require "ragops.engine"
+local params_mod = require "ragops.params"
 local plan = require "ragops.plan"
 local report = require "ragops.report"
 local testing = require "ragops.testing"
@@ -42,17 +43,17 @@ describe("filtros vazios", function()
     { entity_type = "," },
   }) do
     it("recusa " .. cjson.encode(params), function()
-      local overrides, err = engine.scope_overrides(params)
+      local overrides, err = params_mod.scope_overrides(params)
       assert.is_nil(overrides)
       assert.matches("vazio", err)
-      local p, lerr = engine.load_plan(REINDEX, params)
+      local p, lerr = params_mod.load_plan(REINDEX, params)
       assert.is_nil(p)
       assert.matches("^%-%-entity%-[a-z]+ vazio", lerr)
     end)
   end
 
   it("um filtro com valores continua valendo", function()
-    local overrides = engine.scope_overrides({ entity_type = "verse, fortune", entity_id = "1,,2" })
+    local overrides = params_mod.scope_overrides({ entity_type = "verse, fortune", entity_id = "1,,2" })
     assert.same({ "verse", "fortune" }, overrides.scope.entity_types)
     assert.same({ "1", "2" }, overrides.scope.entity_ids)
   end)
@@ -60,7 +61,7 @@ end)
 
 describe("--set: chaves válidas", function()
   it("recusa chave desconhecida listando as válidas", function()
-    local p, err = engine.load_plan(BACKFILL, { nonsense = "1" })
+    local p, err = params_mod.load_plan(BACKFILL, { nonsense = "1" })
     assert.is_nil(p)
     assert.matches("--set nonsense: chave desconhecida", err, 1, true)
     for _, key in ipairs({ "entity_type", "entity_id", "since", "until", "mode", "batch.size",
@@ -70,7 +71,7 @@ describe("--set: chaves válidas", function()
   end)
 
   it("recusa uma chave pontuada que não é limite de operação", function()
-    local p, err = engine.load_plan(BACKFILL, { ["batch.foo"] = "1" })
+    local p, err = params_mod.load_plan(BACKFILL, { ["batch.foo"] = "1" })
     assert.is_nil(p)
     assert.matches("--set batch.foo: chave desconhecida", err, 1, true)
   end)
@@ -80,10 +81,10 @@ describe("--set: chaves válidas", function()
 local s = source "item" { sql = "select 1", key = "id", document = function(r) return { content = "x" } end }
 return plan { name = "p", sources = { s }, batch = { size = tonumber(params.tamanho) or 10 } }
 ]])
-    local p, run_params = engine.load_plan(path, { tamanho = "7" })
+    local p, run_params = params_mod.load_plan(path, { tamanho = "7" })
     assert.equal(7, p.batch.size)
     assert.same({ tamanho = "7" }, run_params)
-    local _, err = engine.load_plan(path, { tamanhoo = "7" })
+    local _, err = params_mod.load_plan(path, { tamanhoo = "7" })
     assert.matches("chaves válidas: .*tamanho", err)
     os.remove(path)
   end)
@@ -103,14 +104,14 @@ return plan { name = "base", sources = { s } }
     f = assert(io.open(path, "w"))
     f:write('local b = import "base.lua"\nreturn plan { name = "derivado", sources = b.sources }\n')
     f:close()
-    assert.truthy(engine.load_plan(path, { prefixo = "a" }))
+    assert.truthy(params_mod.load_plan(path, { prefixo = "a" }))
     os.execute("rm -rf " .. dir)
   end)
 end)
 
 describe("limites de operação", function()
   it("--set batch.in_flight vence o literal do plano", function()
-    local p = assert(engine.load_plan(BACKFILL, { ["batch.in_flight"] = "8", ["batch.size"] = "16",
+    local p = assert(params_mod.load_plan(BACKFILL, { ["batch.in_flight"] = "8", ["batch.size"] = "16",
                                                   ["retry.attempts"] = "2", ["retry.timeout_s"] = "1.5" }))
     assert.equal(8, p.batch.in_flight)
     assert.equal(16, p.batch.size)
@@ -131,7 +132,7 @@ describe("limites de operação", function()
       { { limit = "dez" }, 'chave "limit": valor "dez" inválido' },
     }
     for _, case in ipairs(cases) do
-      local p, err = engine.load_plan(BACKFILL, case[1])
+      local p, err = params_mod.load_plan(BACKFILL, case[1])
       assert.is_nil(p)
       assert.matches(case[2], err, 1, true)
       assert.matches("(linha de comando)", err, 1, true)
@@ -139,11 +140,11 @@ describe("limites de operação", function()
   end)
 
   it("limit desliga delete_missing e faz parte da identidade da execução; batch.* não", function()
-    local p, run_params = engine.load_plan(BACKFILL, { limit = "100", ["batch.size"] = "8" })
+    local p, run_params = params_mod.load_plan(BACKFILL, { limit = "100", ["batch.size"] = "8" })
     assert.equal(100, p.limit)
     assert.is_false(p.delete_missing)
     assert.same({ limit = "100" }, run_params)
-    local unlimited = assert(engine.load_plan(BACKFILL, {}))
+    local unlimited = assert(params_mod.load_plan(BACKFILL, {}))
     assert.is_nil(unlimited.limit)
     assert.is_true(unlimited.delete_missing)
   end)
@@ -211,9 +212,9 @@ describe("relatório: limites", function()
     assert.same({ batch_size = 16, in_flight = 2, max_retries = 5, timeout_s = 60, limit = cjson.null }, t.limits)
   end)
 
-  it("engine.limits lê o plano efetivo", function()
-    local p = assert(engine.load_plan(BACKFILL, { limit = "3", ["batch.in_flight"] = "7" }))
-    assert.same({ batch_size = 64, in_flight = 7, limit = 3, max_retries = 5, timeout_s = 60 }, engine.limits(p, require("ragops.config").defaults()))
+  it("params.limits lê o plano efetivo", function()
+    local p = assert(params_mod.load_plan(BACKFILL, { limit = "3", ["batch.in_flight"] = "7" }))
+    assert.same({ batch_size = 64, in_flight = 7, limit = 3, max_retries = 5, timeout_s = 60 }, params_mod.limits(p, require("ragops.config").defaults()))
   end)
 end)
 

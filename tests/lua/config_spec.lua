@@ -57,6 +57,62 @@ describe("config.load", function()
     assert.same(defaults, cfg)
   end)
 
+  -- config.defaults() is the one definition; the example shows it. Every
+  -- key and value of the example is a default, and every default key
+  -- (nil-valued ones as `key = nil`) appears in the example.
+  describe("config.example.lua mostra os padrões", function()
+    local EXAMPLE = "config.example.lua"
+    local function example_text()
+      local handle = assert(io.open(EXAMPLE, "rb"))
+      local text = handle:read("*a")
+      handle:close()
+      return text
+    end
+    local function example_table()
+      local chunk = assert(loadstring(example_text(), "=" .. EXAMPLE))
+      setfenv(chunk, { env = function() return nil end })
+      return chunk()
+    end
+    local function at(t, path)
+      for part in path:gmatch("[^%.]+") do
+        if type(t) ~= "table" then return nil end
+        t = t[part]
+      end
+      return t
+    end
+    -- { "path" = value } of every leaf of t (tables recursed).
+    local function leaves(t, prefix, out)
+      out = out or {}
+      for key, value in pairs(t) do
+        local path = prefix and (prefix .. "." .. key) or key
+        if type(value) == "table" then leaves(value, path, out) else out[path] = value end
+      end
+      return out
+    end
+
+    it("cada chave e valor do exemplo é o padrão", function()
+      local defaults = config.defaults()
+      for path, value in pairs(leaves(example_table())) do
+        assert.are.equal(at(defaults, path), value, "config.example.lua: " .. path)
+      end
+    end)
+
+    it("cada chave padrão aparece no exemplo", function()
+      local defaults, example, text = config.defaults(), example_table(), example_text()
+      for section, keys in pairs(config.KEYS) do
+        for _, key in ipairs(keys) do
+          local path = section == "" and key or (section .. "." .. key)
+          if config.KEYS[path] then -- a section: its keys are checked one by one
+          elseif at(defaults, path) ~= nil then
+            assert.are.same(at(defaults, path), at(example, path), "config.example.lua: " .. path)
+          else
+            assert.truthy(text:find("\n%s*" .. key .. " = nil"), "config.example.lua sem " .. path .. " = nil")
+          end
+        end
+      end
+    end)
+  end)
+
   it("documents every key in config.example.lua", function()
     local handle = assert(io.open("config.example.lua", "rb"))
     local text = handle:read("*a")

@@ -1,5 +1,7 @@
 -- dryrun_spec.lua: the estimate arithmetic of --dry-run (pure functions):
 -- extrapolation of sampled sources, cost, duration under limits.
+require "tests.lua.c_stubs"
+
 local dryrun = require "ragops.dryrun"
 
 local function cfg(over)

@@ -2,6 +2,8 @@
 -- limits, pt-BR errors), SQL generation for both methods, every opclass,
 -- CONCURRENTLY, --alter-dim and maintenance_work_mem; storage diagnostics
 -- (real[] / missing extension); the defaults in plans/create_index.lua.
+require "tests.lua.c_stubs"
+
 local index = require "ragops.index"
 
 -- ragops.pg is a C module; its quote_ident always double-quotes and doubles
@@ -253,8 +255,11 @@ end)
 -- connection that answers the catalog queries like a pgvector database and
 -- records every statement sent.
 describe("ragops index com um banco pgvector simulado", function()
+  local backends = require "ragops.backends"
   local cli = require "ragops.cli"
+  local core = require "ragops.core"
   local log = require "ragops.log"
+  local real_connect = backends.connect
   local conn, state, out, err
 
   local function fake_conn()
@@ -317,11 +322,12 @@ describe("ragops index com um banco pgvector simulado", function()
     return list
   end
 
+  after_each(function() backends.connect = real_connect end)
+
   before_each(function()
     _G.RAGOPS_HOME = here .. "/../.."
-    package.loaded["ragops.pg"] = { quote_ident = index.quote_ident }
-    package.loaded["ragops.engine"] = { connect = function() return conn end }
-    package.loaded["ragops.core"] = { trap_signals = function() end }
+    backends.connect = function() return conn end
+    core.trap_signals = function() end
     state = { column = "vector(1536)", extension = "0.7.0", rows = 5000 }
     conn = fake_conn()
   end)

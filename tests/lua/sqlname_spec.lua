@@ -1,4 +1,6 @@
 -- sqlname_spec.lua: the target table may be "table" or "schema.table".
+require "tests.lua.c_stubs"
+
 local sqlname = require "ragops.sqlname"
 local index = require "ragops.index"
 

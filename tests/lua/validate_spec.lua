@@ -3,6 +3,7 @@
 -- file/line/key errors, the sandboxed loader, the pgvector SQL text, flag
 -- parsing and the reports. The search itself is covered by
 -- tests/integration/validate_spec.lua and tests/c/test_vecsearch.c.
+require "tests.lua.c_stubs"
 
 local cjson = require "cjson"
 local validate = require "ragops.validate"
@@ -256,10 +257,11 @@ describe("SQL do pgvector", function()
   end)
 end)
 
-describe("validate.options", function()
+describe("cmd.validate.options", function()
   local cli = require "ragops.cli"
+  local cmd_validate = require "ragops.cmd.validate"
   local function opts(...)
-    return validate.options(cli.parse({ ... }, {
+    return cmd_validate.options(cli.parse({ ... }, {
       config = "string", k = "string", ["min-recall"] = "string", ["min-mrr"] = "string",
       ["min-hit-rate"] = "string", probes = "string", ["ef-search"] = "string",
       ["report-json"] = "string", quiet = "bool" }), cli)

@@ -1,5 +1,7 @@
 -- create_index_spec.lua: plans/create_index.lua carries the runbook's index
 -- defaults, read by `ragops index create` (no database needed).
+require "tests.lua.c_stubs"
+
 local index = require "ragops.index"
 
 local here = debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$") or "."

@@ -1,5 +1,7 @@
 -- validate_quality_spec.lua: the versioned quality gate and its golden set
 -- load in the sandbox and are well formed (no database needed).
+require "tests.lua.c_stubs"
+
 local validate = require "ragops.validate"
 
 local here = debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$") or "."

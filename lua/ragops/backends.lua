@@ -1,0 +1,82 @@
+-- ragops.backends: the engine's two dependencies as the commands open them:
+-- a PostgreSQL session (with the checks that `ragops migrate` ran and that
+-- the target matches the configuration) and the embedding client. Errors
+-- are pt-BR, without secrets (URLs redacted, keys never shown).
+local config = require "ragops.config"
+local embed = require "ragops.embed"
+local exit = require "ragops.exit"
+local messages = require "ragops.messages"
+local migrate = require "ragops.migrate"
+local pg = require "ragops.pg"
+
+local M = {}
+
+-- "não foi possível conectar ..." for a failed connection to cfg's database.
+function M.connect_error(cfg, err)
+  return ("não foi possível conectar ao PostgreSQL em %s: %s")
+    :format(config.redact_url(cfg.database.url), messages.translate(err))
+end
+
+-- Connects one session or returns nil, pt-BR message without secrets.
+function M.connect(cfg)
+  local conn, err = pg.connect(cfg.database.url)
+  if not conn then return nil, M.connect_error(cfg, err) end
+  return conn
+end
+
+-- Checks that `ragops migrate` has created the engine's tables (at the
+-- latest version). Returns true or nil, err, exit code.
+function M.check_schema(conn)
+  local version, err = migrate.schema_version(conn)
+  if not version then return nil, ("falha ao ler o esquema do ragops: %s"):format(tostring(err)), exit.unreachable end
+  if version == 0 then
+    return nil, "as tabelas do ragops não existem neste banco; execute `ragops migrate` antes", exit.usage
+  end
+  if version < migrate.latest_version() then
+    return nil, ("as tabelas do ragops estão na versão %d, mas esta versão do ragops precisa da %d; "
+      .. "execute `ragops migrate` antes"):format(version, migrate.latest_version()), exit.usage
+  end
+  return true
+end
+
+-- Checks that the target table exists and matches the configured dimension.
+-- Returns the embedding column type or nil, err, exit code.
+function M.check_target(conn, cfg)
+  local schema_ok, serr, scode = M.check_schema(conn)
+  if not schema_ok then return nil, serr, scode end
+  local coltype, err = migrate.embedding_column(conn, cfg.database.table)
+  if err then return nil, err, exit.unreachable end
+  if not coltype then
+    return nil, ("a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes")
+      :format(cfg.database.table), exit.usage
+  end
+  local dim = tonumber(coltype:match("^vector%((%d+)%)$"))
+  if dim and dim ~= cfg.provider.dim then
+    return nil, ("a coluna embedding é %s, mas provider.dim = %d; ajuste a configuração ou recrie o índice")
+      :format(coltype, cfg.provider.dim), exit.usage
+  end
+  return coltype
+end
+
+-- Checks since < until in the database (its time zone applies to dates
+-- without zone). Returns true or nil, err.
+function M.check_date_range(conn, scope)
+  if not scope or not scope.since or not scope["until"] then return true end
+  local rows, err = conn:query("select $1::timestamptz < $2::timestamptz as ok", scope.since, scope["until"])
+  if not rows then return nil, "intervalo de datas inválido: " .. tostring(err) end
+  if not rows[1].ok then
+    return nil, ("--since (%s) deve ser anterior a --until (%s)"):format(scope.since, scope["until"])
+  end
+  return true
+end
+
+-- The embedding client of cfg.provider, requests timing out after timeout_s.
+function M.embed_client(cfg, timeout_s)
+  return embed.client {
+    url = cfg.provider.url, model = cfg.provider.model, dimensions = cfg.provider.dimensions,
+    expected_dim = cfg.provider.dim, api_key = cfg.provider.api_key,
+    timeout_ms = timeout_s * 1000, encoding = cfg.provider.encoding,
+  }
+end
+
+return M

@@ -1,0 +1,41 @@
+-- ragops.cmd.migrate: `ragops migrate`, creates or upgrades the engine's
+-- tables (ragops.migrate) and says what it did, in pt-BR.
+local backends = require "ragops.backends"
+local config = require "ragops.config"
+local exit = require "ragops.exit"
+local log = require "ragops.log"
+local migrate = require "ragops.migrate"
+
+local M = {}
+
+M.FLAGS = { config = "string", quiet = "bool" }
+
+-- What the migration did, as one line for stdout.
+local function summary(result, cfg)
+  if #result.applied == 0 then
+    return ("esquema já está atualizado (versão %d)\n"):format(result.current)
+  end
+  return ("migrações aplicadas: %s; esquema na versão %d; coluna embedding: %s\n")
+    :format(table.concat(result.applied, ", "), result.current,
+      result.storage == "vector" and ("vector(%d) (pgvector)"):format(cfg.provider.dim)
+        or "real[] (sem pgvector: sem índice IVFFlat/HNSW)")
+end
+
+-- `ragops migrate [--config F] [--quiet]`; returns the exit code.
+function M.main(args, cli)
+  local a = cli.parse(args, M.FLAGS)
+  if #a.positional > 0 then cli.usage_error("migrate não aceita argumentos: %s", a.positional[1]) end
+  local opts = a.options
+  log.quiet = opts.quiet or false
+  local cfg, err = config.load(opts.config, os.getenv)
+  if not cfg then return exit.fail(exit.usage, "%s", err) end
+  local conn, cerr = backends.connect(cfg)
+  if not conn then return exit.fail(exit.unreachable, "%s", cerr) end
+  local result, merr, kind = migrate.run(conn, cfg)
+  conn:close()
+  if not result then return exit.fail(exit[kind] or exit.unreachable, "migração falhou: %s", tostring(merr)) end
+  io.stdout:write(summary(result, cfg))
+  return exit.ok
+end
+
+return M

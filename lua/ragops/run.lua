@@ -1,0 +1,320 @@
+-- ragops.run: the wiring of a run (run, backfill, reindex, failures retry):
+-- configuration, plan, PostgreSQL pool, storage, embedding client, alerts,
+-- rate limiter, metrics, signals, progress timer, runner (or scale-out work
+-- units), the run record's finish and the report. `--dry-run` goes to
+-- ragops.dryrun, which uses the same lower pieces (backends, params, report).
+-- Returns exit codes (ragops.exit).
+local alerts_mod = require "ragops.alerts"
+local backends = require "ragops.backends"
+local cjson = require "cjson"
+local config = require "ragops.config"
+local core = require "ragops.core"
+local dryrun = require "ragops.dryrun"
+local exit = require "ragops.exit"
+local http = require "ragops.http"
+local log = require "ragops.log"
+local metrics_mod = require "ragops.metrics"
+local params_mod = require "ragops.params"
+local pool_mod = require "ragops.pool"
+local ratelimit = require "ragops.ratelimit"
+local report = require "ragops.report"
+local runner = require "ragops.runner"
+local sched = require "ragops.sched"
+local store_pg = require "ragops.store_pg"
+local workunits = require "ragops.workunits"
+
+local M = {}
+
+local fail = exit.fail
+
+-- Signals (one process, one command): the first SIGINT/SIGTERM marks the
+-- process interrupted and stops the run in progress, if any (stop_run); every
+-- command that loops over runs checks `received` before the next one. The
+-- bridge exits at once on a second signal.
+local signals = {
+  trapped = false,  -- core.trap_signals was installed
+  received = nil,   -- name of the first signal ("SIGINT" | "SIGTERM")
+  stop_run = nil,   -- function(name) stopping the run in progress
+}
+
+function M.trap_signals()
+  if signals.trapped then return end
+  signals.trapped = true
+  core.trap_signals(function(name)
+    signals.received = name
+    log.warn("sinal %s recebido: interrompendo esperas e chamadas em andamento, descartando o lote "
+      .. "em andamento e gravando o relatório (código 130); um segundo sinal encerra na hora", name)
+    if signals.stop_run then signals.stop_run(name) else core.cancel_all() end
+  end)
+end
+
+-- The first signal received by this process, or nil.
+function M.signal_received()
+  return signals.received
+end
+
+-- Option checks that need the loaded plan. Returns true or nil, err.
+local function check_options(p, opts)
+  if opts["scale-out"] then
+    if opts["dry-run"] then return nil, "--scale-out não combina com --dry-run" end
+    if p.limit then return nil, "--scale-out não combina com --limit (a execução de sanidade é de um processo só)" end
+    if p.scope and p.scope.entity_ids then
+      return nil, "--scale-out não combina com --entity-id (poucas entidades não se dividem entre processos)"
+    end
+  end
+  if opts["lease-s"] and not (tonumber(opts["lease-s"]) and tonumber(opts["lease-s"]) >= 1) then
+    return nil, ("--lease-s espera um número de segundos >= 1, recebi %q"):format(opts["lease-s"])
+  end
+  if #p.sources == 0 then
+    return nil, ("o plano %q não tem fontes para indexar; planos de operação como "
+      .. "plans/create_index.lua são lidos por `ragops index create`, não por `ragops run`"):format(p.name)
+  end
+  return true
+end
+
+-- Opens the pool and checks the target and the date range on one session.
+-- Returns pool, embedding column type or nil, exit code, err.
+local function open_target(cfg, p, s)
+  local pool = pool_mod.new {
+    conninfo = cfg.database.url, sched = s, on_connect = store_pg.prepare_connection,
+    size = math.max(cfg.database.pool_size, p.batch.in_flight + 2), log = log,
+  }
+  local conn, cerr = pool:acquire()
+  if not conn then return nil, exit.unreachable, backends.connect_error(cfg, cerr) end
+  local coltype, terr, code = backends.check_target(conn, cfg)
+  if coltype then
+    local ok, derr = backends.check_date_range(conn, p.scope)
+    if not ok then coltype, terr, code = nil, derr, exit.usage end
+  end
+  pool:release(conn)
+  if not coltype then pool:close(); return nil, code, terr end
+  return pool, coltype
+end
+
+-- Registers (or resumes, or joins) the run. Returns the run record
+-- { id, checkpoint, resumed } or nil, exit code, err.
+local function start_run(store, p, params, opts)
+  local run_id, checkpoint_or_err, resumed_or_code = store:start_run(p.name,
+    cjson.encode(params or {}), false, opts.resume, opts["scale-out"], core.process_id())
+  if not run_id then
+    if resumed_or_code == "busy" then return nil, exit.usage, checkpoint_or_err end
+    return nil, exit.unreachable, "falha ao registrar a execução: " .. tostring(checkpoint_or_err)
+  end
+  if resumed_or_code and opts["scale-out"] then
+    log.info("participando da execução %d do plano %q (scale-out)", run_id, p.name)
+  elseif resumed_or_code then
+    log.info("retomando a execução %d do plano %q a partir do checkpoint", run_id, p.name)
+  end
+  return { id = run_id, checkpoint = checkpoint_or_err, resumed = resumed_or_code }
+end
+
+-- The alert webhook sender for cfg.alerts.webhook_url (nil when unset); its
+-- errors never show the URL (it is a secret).
+local function webhook_sender(cfg)
+  local url = cfg.alerts.webhook_url
+  if not url then return nil end
+  return function(payload)
+    local resp, herr = http.request { method = "POST", url = url,
+      headers = { ["Content-Type"] = "application/json" }, body = cjson.encode(payload), timeout_ms = 5000 }
+    if not resp then
+      local text = tostring(herr)
+      local at = text:find(url, 1, true)
+      if at then text = text:sub(1, at - 1) .. config.redact_webhook(url) .. text:sub(at + #url) end
+      return nil, text
+    end
+    if resp.status >= 300 then return nil, ("HTTP %d"):format(resp.status) end
+    return true
+  end
+end
+
+-- The metrics registry and its writer to cfg.metrics.file (a no-op without).
+local function new_metrics(cfg)
+  local metrics = metrics_mod.new()
+  local file = cfg.metrics.file
+  local function write_metrics()
+    if not file then return end
+    local ok, merr = metrics:write_file(file)
+    if not ok then log.warn("não foi possível gravar as métricas em %s: %s", file, tostring(merr)) end
+  end
+  return metrics, write_metrics
+end
+
+-- The runner's env: every part a run needs, built from cfg and the plan.
+-- Also returns the parts wiring closes at the end (pool, client, limiter,
+-- alerts, write_metrics).
+local function build_env(p, cfg, s, pool, coltype)
+  local client = backends.embed_client(cfg, params_mod.limits(p, cfg).timeout_s)
+  local store = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype,
+                               model = cfg.provider.model, dim = cfg.provider.dim }
+  local metrics, write_metrics = new_metrics(cfg)
+  local alerts = alerts_mod.new {
+    config = p.alerts, now = s.now, sleep = s.sleep, spawn = s.spawn, log = log,
+    metrics = metrics, webhook = webhook_sender(cfg), plan = p.name,
+  }
+  local rl = cfg.provider.rate_limits or {}
+  local limiter = ratelimit.new {
+    sched = s, requests_per_min = rl.requests_per_min, tokens_per_min = rl.tokens_per_min,
+    max_concurrency = rl.max_concurrency, log = log,
+  }
+  local env = {
+    sched = s, store = store, embedder = client, log = log, model = cfg.provider.model,
+    dim = cfg.provider.dim, hash = core.hash, alerts = alerts, limiter = limiter, metrics = metrics,
+    spent = { requests = 0 },
+  }
+  return env, { pool = pool, client = client, write_metrics = write_metrics }
+end
+
+-- Starts the run's background work: the lease keeper of the run record,
+-- the signal hook, the metrics file writer and the progress timer. Returns
+-- the state the end of the run reads ({ running, interrupted }).
+local function start(env, cfg, parts)
+  local s, state = env.sched, { running = true, interrupted = false }
+  env.store:keep_run { sched = s, spent = function() return env.spent.requests end,
+    on_lost = function(reason) if env.stop then env.stop(exit.unreachable, reason) end end }
+  -- Stops this run: alerts stop pausing, the runner stops taking work, and
+  -- every wait (backoff, pause between rounds, query, embedding call) ends now.
+  signals.stop_run = function(name)
+    state.interrupted = true
+    env.alerts:stop()
+    if env.stop then env.stop(exit.interrupted, "interrompido pelo operador (" .. name .. ")") end
+    s.stop()
+  end
+  if signals.received then signals.stop_run(signals.received) end
+  if cfg.metrics.file then
+    s.spawn(function()
+      while state.running do
+        parts.write_metrics()
+        s.sleep(10000)
+      end
+    end)
+  end
+  -- Progress on a timer: it shows while every worker waits on the provider.
+  s.spawn(function()
+    local every = cfg.log.progress_every_s * 1000
+    while state.running do
+      s.sleep(every)
+      if state.running and env.progress then env.progress() end
+    end
+  end)
+  return state
+end
+
+-- Runs the plan through the runner (or the scale-out work units) under
+-- xpcall; an internal error becomes an aborted run with exit code 2.
+-- Returns stats, run totals (scale-out, when this process finished the run).
+local function execute(p, env, opts, pool)
+  local ok, stats, run_totals = xpcall(function()
+    if opts["scale-out"] then
+      return workunits.run(p, env, {
+        pool = pool, run_id = env.run_id, owner = core.process_id(), lease_s = tonumber(opts["lease-s"]),
+      })
+    end
+    return runner.run(p, env)
+  end, debug.traceback)
+  if ok then return stats, run_totals end
+  log.error("erro interno durante a execução %d: %s", env.run_id, tostring(stats))
+  local failed = { aborted = { code = exit.usage, reason = "erro interno: " .. tostring(stats):match("^[^\n]*") } }
+  for _, k in ipairs(runner.COUNTER_KEYS) do failed[k] = 0 end
+  failed.per_entity_type = {}
+  return failed
+end
+
+-- The exit code and the run record's status of a finished run; moves the
+-- abort reason into stats.abort_reason.
+local function outcome(stats, state)
+  local code, status = exit.ok, "done"
+  if state.interrupted then
+    code, status = exit.interrupted, "interrupted"
+    stats.abort_reason = "interrompido pelo operador (" .. signals.received .. ")"
+  elseif stats.aborted then
+    code = stats.aborted.code
+    status = code == exit.usage and "failed" or "aborted"
+    stats.abort_reason = stats.aborted.reason
+  elseif stats.failed > 0 then
+    code, status = exit.dead_letters, "done_with_failures"
+  end
+  stats.aborted = nil
+  stats.status = status
+  return code, status
+end
+
+-- Writes the run record's end. A scale-out process records the totals only
+-- when it finished the run (this process's share is in its report); one
+-- that stops early leaves the run open: its unit's lease expires and the
+-- other processes (or a re-run) take it over. Returns the exit code.
+local function record_finish(store, stats, run_totals, code, status, opts)
+  if not opts["scale-out"] then
+    stats.requests_spent = store:finish_run(stats.run_id, status, report.json(stats))
+    return code
+  end
+  stats.scale_out = { finished_run = run_totals ~= nil, run_totals = run_totals }
+  local run_status
+  if run_totals then
+    run_status = run_totals.failed > 0 and "done_with_failures" or "done"
+    run_totals.plan, run_totals.run_id, run_totals.status = stats.plan, stats.run_id, run_status
+    if code == exit.ok and run_totals.failed > 0 then code = exit.dead_letters end
+  end
+  stats.requests_spent = store:finish_run(stats.run_id, run_status, report.json(run_totals or stats))
+  return code
+end
+
+-- Ends the run: report fields, the run record, the closing of the pool and
+-- the client, the final metrics. Returns the exit code.
+local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
+  stats.plan, stats.run_id, stats.dry_run, stats.resumed = p.name, run.id, false, run.resumed or nil
+  stats.rate_limit = env.limiter:stats()
+  stats.limits = params_mod.limits(p, cfg)
+  local code, status = outcome(stats, state)
+  code = record_finish(env.store, stats, run_totals, code, status, opts)
+  parts.pool:close()
+  parts.client:close()
+  env.metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(0)
+  env.metrics:gauge("ragops_last_run_timestamp_seconds", nil, { plan = p.name, status = status }):set(os.time())
+  parts.write_metrics()
+  return report.emit(stats, opts, code, report.json(stats))
+end
+
+-- Runs loaded plan p for real (not --dry-run). Returns the exit code.
+local function run_loaded(p, cfg, opts, params)
+  local s = sched.real()
+  local pool, code, err = open_target(cfg, p, s)
+  if not pool then return fail(code, "%s", err) end
+  local env, parts = build_env(p, cfg, s, pool, code)
+  local run, rcode, rerr = start_run(env.store, p, params, opts)
+  if not run then pool:close(); parts.client:close(); return fail(rcode, "%s", rerr) end
+  env.run_id, env.checkpoint = run.id, run.checkpoint
+  log.info("execução %d do plano %q iniciada (modelo %s, dim %d, %s)",
+    run.id, p.name, cfg.provider.model, cfg.provider.dim, report.format_limits(params_mod.limits(p, cfg)))
+  env.metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(1)
+  local state = start(env, cfg, parts)
+  local stats, run_totals = execute(p, env, opts, pool)
+  signals.stop_run = nil
+  state.running = false
+  return finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
+end
+
+-- Loads the config and the plan, checks the options and runs it (or
+-- simulates it with --dry-run). Returns the exit code.
+local function run_file(path, opts, params)
+  log.quiet = opts.quiet or false
+  local cfg, err = config.load(opts.config, os.getenv)
+  if not cfg then return fail(exit.usage, "%s", err) end
+  local p, loaded = params_mod.load_plan(path, params)
+  if not p then return fail(exit.usage, "%s", loaded) end
+  params = loaded -- the run's identity (without batch.* and retry.*)
+  local ok, oerr = check_options(p, opts)
+  if not ok then return fail(exit.usage, "%s", oerr) end
+  if opts["dry-run"] then return dryrun.run(p, cfg, opts) end
+  return run_loaded(p, cfg, opts, params)
+end
+
+-- Runs the plan file at path (the backfill/reindex/run commands); once a
+-- signal arrived the exit code is 130 whatever step it interrupted.
+function M.plan_file(path, opts, params)
+  M.trap_signals()
+  local code = run_file(path, opts, params)
+  if signals.received then return exit.interrupted end
+  return code
+end
+
+return M
