@@ -185,17 +185,26 @@ static int read_number(cursor *c, double *value, long long *integer, int *integr
 
 static int skip_value(cursor *c, int depth);
 
+/* Steps into the array or object at the cursor; 1 when it is empty (and
+ * already closed), 0 otherwise. */
+static int enter(cursor *c, char close)
+{
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == close) {
+        c->p++;
+        return 1;
+    }
+    return 0;
+}
+
 /* Skips an array or object at the cursor (on '[' or '{'). */
 static int skip_container(cursor *c, int depth)
 {
     char close = *c->p == '[' ? ']' : '}';
     int object = close == '}';
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == close) {
-        c->p++;
+    if (enter(c, close))
         return 0;
-    }
     for (;;) {
         if (object) {
             span key;
@@ -253,13 +262,11 @@ static int key_is(const span *key, const char *name)
 static int walk_object(decoder *d, int (*on_key)(decoder *, const span *, void *), void *ctx)
 {
     cursor *c = &d->c;
-    if (expect(c, '{') != 0)
-        return -1;
     skip_ws(c);
-    if (c->p < c->end && *c->p == '}') {
-        c->p++;
+    if (c->p >= c->end || *c->p != '{')
+        return -1;
+    if (enter(c, '}'))
         return 0;
-    }
     for (;;) {
         span key;
         skip_ws(c);
@@ -374,13 +381,9 @@ static char *unescape_base64(const span *s, size_t *len)
 static int count_array(cursor *c, int *count)
 {
     int n = 0;
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == ']') {
-        c->p++;
-        *count = 0;
+    *count = 0;
+    if (enter(c, ']'))
         return 0;
-    }
     for (;;) {
         if (skip_value(c, 1) != 0)
             return -1;
@@ -525,12 +528,8 @@ static int read_data(decoder *d)
     cursor *c = &d->c;
     if (c->p >= c->end || *c->p != '[')
         return fail(d, "campo \"data\" ausente ou não é lista");
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == ']') {
-        c->p++;
+    if (enter(c, ']'))
         return 0;
-    }
     for (;;) {
         skip_ws(c);
         if (d->items < d->expected_count && c->p < c->end && *c->p == '{') {

@@ -6,6 +6,7 @@ local cmd_failures = require "ragops.cmd.failures"
 local cmd_index = require "ragops.cmd.index"
 local cmd_migrate = require "ragops.cmd.migrate"
 local cmd_run = require "ragops.cmd.run"
+local cmd_status = require "ragops.cmd.status"
 local cmd_validate = require "ragops.cmd.validate"
 local exit = require "ragops.exit"
 local help = require "ragops.cmd.help"
@@ -73,6 +74,7 @@ local commands = {
   failures = cmd_failures.main,
   index = cmd_index.main,
   validate = cmd_validate.main,
+  status = cmd_status.main,
 }
 
 -- Flags of each command with options of its own (cli_help_spec checks that
@@ -81,6 +83,7 @@ M.FLAGS = {
   migrate = cmd_migrate.FLAGS,
   run = cmd_run.FLAGS, backfill = cmd_run.FLAGS, reindex = cmd_run.FLAGS,
   ["failures list"] = cmd_failures.FLAGS.list, ["failures retry"] = cmd_failures.FLAGS.retry,
+  status = cmd_status.FLAGS,
 }
 
 -- A path inside the installation (RAGOPS_HOME, set by engine/main.c).

@@ -1,12 +1,14 @@
 -- ragops.status: what ran, what is running and how far the index is behind
 -- the source, read from the database (`ragops status`). Each part is one
--- function over a query function q(sql, ...) -> rows | nil, err:
---   runs(q, limit)              recent runs, who holds them, last heartbeat
---   coverage(q, table, sources) per entity type: indexed vs source rows, lag
---   failures(q)                 open dead letters by entity type and class
---   indexes(q, table)           vector indexes: method, options, size, valid
+-- function over a connection-like object (conn:query(sql, ...) -> rows | nil, err):
+--   runs(conn, limit)              recent runs, who holds them, last heartbeat
+--   coverage(conn, table, sources) per entity type: indexed vs source rows, lag
+--   failures(conn)                 open dead letters by entity type and class
+--   indexes(conn, table)        vector indexes: method, definition, size, valid
 -- collect() gathers them into one table with stable English keys (the
 -- --json output); format() renders it as pt-BR text.
+local cjson = require "cjson"
+local index = require "ragops.index"
 local report = require "ragops.report"
 local sqlname = require "ragops.sqlname"
 
@@ -15,10 +17,10 @@ local M = {}
 -- A run whose heartbeat is older than this is not considered alive.
 M.STALE_HEARTBEAT_S = 30
 
-local function quote_ident(name) return '"' .. tostring(name):gsub('"', '""') .. '"' end
+local quote_ident = index.quote_ident
 
-function M.runs(q, limit)
-  return q([[
+function M.runs(conn, limit)
+  return conn:query([[
     select id, plan, params::text as params, status, dry_run,
            to_char(started_at, 'YYYY-MM-DD"T"HH24:MI:SSOF') as started_at,
            to_char(finished_at, 'YYYY-MM-DD"T"HH24:MI:SSOF') as finished_at,
@@ -37,9 +39,9 @@ end
 -- and the age of the oldest source change not yet indexed (sources with
 -- updated_at only). One anti-join over the source: its cost grows with the
 -- source (an index on the source's key helps).
-local function source_coverage(q, target, source)
+local function source_coverage(conn, target, source)
   local key = "src." .. quote_ident(source.key)
-  local rows, err = q(([[
+  local rows, err = conn:query(([[
     select (select count(*) from (%s) as src) as source_rows,
            (select count(distinct entity_id) from %s where entity_type = $1) as indexed]])
     :format(source.sql, target), source.entity_type)
@@ -49,7 +51,7 @@ local function source_coverage(q, target, source)
   out.coverage = out.source_rows > 0 and math.min(out.indexed / out.source_rows, 1) or 1
   if source.updated_at then
     local col = "src." .. quote_ident(source.updated_at)
-    local lag, lerr = q(([[
+    local lag, lerr = conn:query(([[
       select extract(epoch from (now() - min(%s)))::float8 as lag_s, count(*) as pending
         from (%s) as src
         left join %s d on d.entity_type = $1 and d.entity_id = %s::text and d.chunk_index = 0
@@ -62,54 +64,61 @@ local function source_coverage(q, target, source)
   return out
 end
 
-function M.coverage(q, table_name, sources)
+function M.coverage(conn, table_name, sources)
   local target = sqlname.quote_table(table_name)
   local out = {}
   for _, source in ipairs(sources) do
-    local c, err = source_coverage(q, target, source)
+    local c, err = source_coverage(conn, target, source)
     if not c then return nil, err end
     out[#out + 1] = c
   end
   return out
 end
 
-function M.failures(q)
-  return q([[select entity_type, error_class, count(*) as open
+function M.failures(conn)
+  return conn:query([[select entity_type, error_class, count(*) as open
                from ragops_failures where resolved_at is null
               group by 1, 2 order by 1, 2]])
 end
 
-function M.indexes(q, table_name)
-  return q([[
-    select c.relname as name, am.amname as method, i.indisvalid as valid,
-           pg_relation_size(c.oid) as size_bytes,
-           coalesce(array_to_string(c.reloptions, ', '), '') as options
-      from pg_index i
-      join pg_class c on c.oid = i.indexrelid
-      join pg_am am on am.oid = c.relam
-     where i.indrelid = to_regclass($1) and am.amname in ('ivfflat', 'hnsw')
-     order by c.relname]], sqlname.quote_table(table_name))
+M.indexes = index.vector_indexes
+
+-- Rows as a plain array (query results also carry fields such as
+-- `affected`, which would turn the JSON list into an object).
+local function plain_rows(rows)
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = r end
+  return out
 end
 
 -- Everything `ragops status` shows. Returns the table or nil, err.
-function M.collect(q, table_name, sources)
+function M.collect(conn, table_name, sources)
   local out = {}
   local parts = {
-    { "runs", function() return M.runs(q, 10) end },
-    { "coverage", function() return M.coverage(q, table_name, sources) end },
-    { "open_failures", function() return M.failures(q) end },
-    { "indexes", function() return M.indexes(q, table_name) end },
+    { "runs", function() return M.runs(conn, 10) end },
+    { "coverage", function() return M.coverage(conn, table_name, sources) end },
+    { "open_failures", function() return M.failures(conn) end },
+    { "indexes", function() return M.indexes(conn, table_name) end },
   }
   for _, part in ipairs(parts) do
     local rows, err = part[2]()
     if not rows then return nil, ("falha ao ler %s: %s"):format(part[1], tostring(err)) end
-    out[part[1]] = rows
+    out[part[1]] = plain_rows(rows)
   end
   for _, run in ipairs(out.runs) do
     run.alive = run.status == "running" and run.heartbeat_age_s ~= nil
       and run.heartbeat_age_s < M.STALE_HEARTBEAT_S
   end
   return out
+end
+
+-- The --json output. lua-cjson writes an empty table as {}: the four lists
+-- are written as [] when empty, so their type never changes.
+local EMPTY = "\0ragops-empty-list\0"
+function M.json(st)
+  local copy = {}
+  for k, v in pairs(st) do copy[k] = (type(v) == "table" and next(v) == nil) and EMPTY or v end
+  return (cjson.encode(copy):gsub('"\\u0000ragops%-empty%-list\\u0000"', "[]"))
 end
 
 local count, number = report.format_count, report.format_number
@@ -164,8 +173,8 @@ function M.format(st)
   lines[#lines + 1] = "Índices vetoriais:"
   if #st.indexes == 0 then lines[#lines + 1] = "  nenhum" end
   for _, i in ipairs(st.indexes) do
-    lines[#lines + 1] = ("  %s: %s (%s), %s MiB, %s"):format(i.name, i.method, i.options ~= "" and i.options or "padrão",
-      number(i.size_bytes / 1048576, 1), i.valid and "válido" or "INVALID (remova com DROP INDEX CONCURRENTLY)")
+    lines[#lines + 1] = ("  %s: %s, %s, %s\n      %s"):format(i.name, i.method, i.size,
+      i.valid and "válido" or "INVALID (remova com DROP INDEX CONCURRENTLY)", i.definition)
   end
   return table.concat(lines, "\n") .. "\n"
 end

@@ -53,6 +53,7 @@ Uso:
   ragops failures retry [filtros]             reprocessa as falhas em aberto
   ragops index create|drop|status [opções]    índice vetorial (pgvector)
   ragops validate [GOLDEN.lua] [opções]       recall@k e MRR contra um conjunto de consultas
+  ragops status [--json]                      execuções, cobertura, atraso, falhas e índices
   ragops embed-server [--port P] [--dim D]    servidor local de embeddings (veja --help)
   ragops help [COMANDO] | --help              esta ajuda, ou a de um comando
   ragops version                              versão
@@ -66,6 +67,16 @@ Códigos de saída: 0 concluído; 1 concluído com falhas na fila; 2 uso/plano i
 ]=]
 
 M.TEXT = {
+  status = "Uso: ragops status [opções]\n\n"
+    .. "Mostra as execuções recentes (plano, parâmetros, estado, totais, duração, quem está\n"
+    .. "rodando e desde quando, último heartbeat), a cobertura e o atraso por tipo de entidade\n"
+    .. "(documentos indexados x linhas da fonte; idade da mudança mais antiga ainda não\n"
+    .. "indexada), as falhas em aberto por classe de erro e os índices vetoriais.\n\n"
+    .. "Opções:\n"
+    .. "  --json                 saída em JSON (chaves estáveis em inglês)\n"
+    .. "  --plan PLANO.lua       fontes para medir a cobertura (padrão: plans/backfill.lua)\n"
+    .. "  --config ARQUIVO       configuração (formato de config.example.lua)\n",
+
   migrate = "Uso: ragops migrate [opções]\n\n"
     .. "Cria ou atualiza a tabela de documentos e as tabelas do motor (execuções, fila de\n"
     .. "falhas, unidades de trabalho). Idempotente; os outros comandos exigem que ele rode antes.\n\n"
