@@ -56,6 +56,11 @@ return {
       ["text-embedding-3-large"] = 0.13,
       ["ragops-hash-1536"] = 0,
     },
+    -- Tokens por byte de texto, por modelo: a estimativa de tokens do --dry-run
+    -- quando ainda não há calibração (a calibração vem do que o provedor cobrou
+    -- nas execuções anteriores do mesmo modelo e tipo de entidade). Sem entrada
+    -- para o modelo, vale a heurística bytes/4. Ex.: ["text-embedding-3-small"] = 0.27,
+    tokens_per_byte = {},
     -- Limites de uso do provedor; o motor espaça as requisições para respeitá-los.
     rate_limits = {
       -- Requisições por minuto permitidas pelo provedor (nil = sem limite).

@@ -44,6 +44,7 @@ function M.defaults()
         ["text-embedding-3-large"] = 0.13,
         ["ragops-hash-1536"] = 0,
       },
+      tokens_per_byte = {},
       rate_limits = { requests_per_min = nil, tokens_per_min = nil, max_concurrency = 8 },
     },
     metrics = { file = nil },
@@ -58,7 +59,7 @@ local KEYS = {
   [""] = { "database", "provider", "metrics", "alerts", "log", "sandbox" },
   database = { "url", "pool_size", "table", "storage" },
   provider = { "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
-               "expected_latency_ms", "price_per_1m_tokens", "rate_limits" },
+               "expected_latency_ms", "price_per_1m_tokens", "tokens_per_byte", "rate_limits" },
   ["provider.rate_limits"] = { "requests_per_min", "tokens_per_min", "max_concurrency" },
   metrics = { "file" },
   alerts = { "webhook_url" },
@@ -281,6 +282,15 @@ local function validate(cfg, checker)
       checker.bad(path, price, "um preço em US$ maior ou igual a 0")
     end
   end
+  if type(provider.tokens_per_byte) ~= "table" then
+    checker.bad("provider.tokens_per_byte", provider.tokens_per_byte,
+      'uma tabela { ["modelo"] = tokens por byte de texto }')
+  end
+  for model, ratio in pairs(provider.tokens_per_byte) do
+    if type(model) ~= "string" or type(ratio) ~= "number" or ratio ~= ratio or ratio <= 0 or ratio > 10 then
+      checker.bad("provider.tokens_per_byte." .. tostring(model), ratio, "um número maior que 0 e até 10")
+    end
+  end
   local limits = provider.rate_limits
   checker.only_keys(limits, "provider.rate_limits")
   check_positive(checker, "provider.rate_limits.requests_per_min", limits.requests_per_min, true)
@@ -308,8 +318,9 @@ local function merge(defaults, user, checker)
       if section == "provider" and key == "rate_limits" then
         checker.only_keys(value, "provider.rate_limits")
         for limit, amount in pairs(value) do cfg.provider.rate_limits[limit] = amount end
-      elseif section == "provider" and key == "price_per_1m_tokens" and type(value) == "table" then
-        for model, price in pairs(value) do cfg.provider.price_per_1m_tokens[model] = price end
+      elseif section == "provider" and (key == "price_per_1m_tokens" or key == "tokens_per_byte")
+          and type(value) == "table" then
+        for model, v in pairs(value) do cfg.provider[key][model] = v end
       else
         cfg[section][key] = value
       end

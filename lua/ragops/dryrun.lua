@@ -75,8 +75,44 @@ function M.estimate_duration_s(requests, tokens, plan, cfg)
   return math.max(by_latency, by_requests, by_tokens)
 end
 
--- Builds the estimate from runner stats and the SQL counts per source.
-function M.build_estimate(stats, totals, scanned, batches, plan, cfg)
+-- The tokens-per-byte ratio for an entity type, and what it is based on:
+-- the provider's bill in the most recent run of the same model and type
+-- (calib[entity_type] = { run_id, documents, bytes, tokens }), else the
+-- model's default ratio (provider.tokens_per_byte), else bytes/4.
+function M.token_basis(entity_type, calib, cfg)
+  local c = calib and calib[entity_type]
+  if c and c.bytes > 0 and c.tokens > 0 then
+    return { kind = "calibrated", ratio = c.tokens / c.bytes, run_id = c.run_id, documents = c.documents,
+             text = ("calibrado pela execução %d, %s documentos"):format(c.run_id, report.format_count(c.documents)) }
+  end
+  local default = (cfg.provider.tokens_per_byte or {})[cfg.provider.model]
+  if default then
+    return { kind = "model_default", ratio = default,
+             text = ("razão padrão do modelo %s (provider.tokens_per_byte = %s)"):format(cfg.provider.model,
+               report.format_number(default, 3)) }
+  end
+  return { kind = "bytes_per_4", ratio = 0.25, text = "heurística bytes/4" }
+end
+
+-- Tokens of one entity type (c: the runner's counters over what was read,
+-- factor: total/read) with the basis, and when sampled the ±2σ interval of
+-- the sum (chunks treated as a sample of the source's chunks).
+local function estimate_tokens_of(c, factor, basis)
+  local tokens = (c.bytes or 0) > 0 and c.bytes * basis.ratio or c.tokens
+  local out = { tokens = math.floor(tokens * factor + 0.5) }
+  local n = c.embedded or 0
+  if factor > 1 and n > 1 and (c.bytes or 0) > 0 then
+    local mean = c.bytes / n
+    local variance = math.max((c.bytes_sq or 0) / n - mean * mean, 0) * n / (n - 1)
+    local half = 2 * factor * math.sqrt(n * variance) * basis.ratio * math.sqrt(math.max(1 - 1 / factor, 0))
+    out.low, out.high = math.max(math.floor(out.tokens - half), 0), math.ceil(out.tokens + half)
+  end
+  return out
+end
+
+-- Builds the estimate from runner stats and the SQL counts per source;
+-- calib: the token calibration per entity type (see token_basis).
+function M.build_estimate(stats, totals, scanned, batches, plan, cfg, calib)
   local price = config.price_per_1m(cfg)
   local est = { documents = 0, chunks = 0, tokens = 0, requests = 0, batches = 0,
                 skipped_unchanged = 0, deletions = 0, per_entity_type = {}, sampled = false,
@@ -86,8 +122,12 @@ function M.build_estimate(stats, totals, scanned, batches, plan, cfg)
     local factor = 1
     if seen > 0 and total > seen then factor = total / seen; est.sampled = true end
     local function scaled(v) return math.floor(v * factor + 0.5) end
+    local basis = M.token_basis(entity_type, calib, cfg)
+    local tok = estimate_tokens_of(c, factor, basis)
     local item = {
-      documents = total, chunks = scaled(c.chunks), tokens = scaled(c.tokens),
+      documents = total, chunks = scaled(c.chunks), tokens = tok.tokens,
+      tokens_low = tok.low, tokens_high = tok.high, token_basis = basis.kind, token_basis_text = basis.text,
+      token_basis_run_id = basis.run_id,
       requests = scaled(c.requests), batches = scaled(batches[entity_type] or 0),
       skipped_unchanged = scaled(c.skipped), would_embed = scaled(c.embedded),
       deletions = c.deleted,
@@ -98,7 +138,13 @@ function M.build_estimate(stats, totals, scanned, batches, plan, cfg)
       est[k] = est[k] + item[k]
     end
   end
+  local low, high = 0, 0
+  for _, item in pairs(est.per_entity_type) do
+    low, high = low + (item.tokens_low or item.tokens), high + (item.tokens_high or item.tokens)
+  end
+  if est.sampled then est.tokens_low, est.tokens_high = low, high end
   est.cost_usd = price and est.tokens / 1e6 * price or 0
+  if price and est.sampled then est.cost_usd_low, est.cost_usd_high = low / 1e6 * price, high / 1e6 * price end
   if not price then
     est.cost_note = ("sem preço configurado para o modelo %q em provider.price_per_1m_tokens"):format(cfg.provider.model)
   end
@@ -216,6 +262,27 @@ local function count_sources(conn, p, tally)
   return true
 end
 
+-- The provider's bill in the most recent run of this model, per entity
+-- type (ragops_token_usage; none before `ragops migrate` created it).
+local function read_calibration(conn, model)
+  local exists = conn:query("select to_regclass('ragops_token_usage') is not null as ok")
+  if not exists or not exists[1].ok then return {} end
+  local rows = conn:query([[
+    select distinct on (entity_type) entity_type, run_id, documents, bytes, tokens
+      from ragops_token_usage where model = $1 and tokens > 0 and bytes > 0
+     order by entity_type, run_id desc]], model) or {}
+  local out = {}
+  for _, r in ipairs(rows) do out[r.entity_type] = r end
+  return out
+end
+
+-- An estimate over the budget is refused like the run would be (code 3).
+local function over_budget(p, stats)
+  if not p.budget or stats.estimate.cost_usd <= p.budget.usd then return nil end
+  return ("a estimativa de custo (%s) passa do orçamento de %s: aumente --budget-usd ou reduza o recorte")
+    :format(report.format_usd(stats.estimate.cost_usd), report.format_usd(p.budget.usd))
+end
+
 -- The dry run's report: the runner's counters become what *would* happen
 -- (nothing was written) and the estimate. Returns the exit code.
 local function finish(p, cfg, opts, stats, tally)
@@ -229,7 +296,11 @@ local function finish(p, cfg, opts, stats, tally)
   stats.dry_run = true
   stats.limits = params_mod.limits(p, cfg)
   stats.status = code == exit.ok and "dry_run" or "aborted"
-  stats.estimate = M.build_estimate(stats, tally.totals, tally.scanned, tally.batches, p, cfg)
+  stats.estimate = M.build_estimate(stats, tally.totals, tally.scanned, tally.batches, p, cfg, tally.calibration)
+  local budget_err = over_budget(p, stats)
+  if budget_err and code == exit.ok then
+    code, stats.abort_reason, stats.status = exit.alert, budget_err, "aborted"
+  end
   stats.would = { embedded = stats.embedded, deleted = stats.deleted, succeeded = stats.succeeded }
   stats.embedded, stats.deleted, stats.succeeded = 0, 0, 0
   for _, c in pairs(stats.per_entity_type) do c.embedded, c.deleted, c.succeeded = 0, 0, 0 end
@@ -247,6 +318,7 @@ function M.run(p, cfg, opts)
   local dry = dry_store(conn, s, cfg, coltype, tally)
   local counted, ccode, cerr = count_sources(conn, p, tally)
   if not counted then conn:close(); return exit.fail(ccode, "%s", cerr) end
+  tally.calibration = read_calibration(conn, cfg.provider.model)
 
   log.info("simulação (dry-run) do plano %q: sessão somente leitura, sem chamadas de embedding", p.name)
   local env = {

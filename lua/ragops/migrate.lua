@@ -102,6 +102,7 @@ M.migrations = {
             run_id bigint not null references ragops_runs(id) on delete cascade,
             model text not null,
             entity_type text not null,
+            documents bigint not null default 0,
             chunks bigint not null default 0,
             bytes bigint not null default 0,
             chars bigint not null default 0,

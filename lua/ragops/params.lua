@@ -118,7 +118,8 @@ end
 function M.limits(p, cfg)
   return { batch_size = p.batch.size, in_flight = p.batch.in_flight, limit = p.limit,
            max_retries = p.retry.attempts,
-           timeout_s = p.retry.timeout_s or (cfg and cfg.provider.timeout_s) }
+           timeout_s = p.retry.timeout_s or (cfg and cfg.provider.timeout_s),
+           budget_usd = p.budget and p.budget.usd }
 end
 
 return M

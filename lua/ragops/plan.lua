@@ -307,7 +307,7 @@ end
 ---------------------------------------------------------------------------
 
 local PLAN_KEYS = { "name", "description", "sources", "batch", "chunking", "retry", "alerts",
-                    "scope", "mode", "delete_missing", "limit", "run" }
+                    "scope", "mode", "delete_missing", "limit", "budget", "run" }
 local ACTIONS = { "warn", "pause", "abort" }
 
 local function validate_batch(ctx, spec)
@@ -338,6 +338,15 @@ local function validate_chunking(ctx, spec)
   end
   out.overlap = overlap
   return out
+end
+
+-- budget = { usd = N }: the run stops (exit 3) before the provider's bill
+-- (usage x price) would pass N. Optional.
+local function validate_budget(ctx, spec)
+  if spec == nil then return nil end
+  ctx:table("budget", spec)
+  ctx:only_keys(spec, { "usd" }, "budget")
+  return { usd = ctx:number("budget.usd", spec.usd, 0, nil, true) }
 end
 
 local function validate_retry(ctx, spec)
@@ -513,6 +522,7 @@ local function validate_plan(ctx, spec)
   out.chunking = validate_chunking(ctx, spec.chunking)
   out.retry = validate_retry(ctx, spec.retry)
   out.alerts = validate_alerts(ctx, spec.alerts)
+  out.budget = validate_budget(ctx, spec.budget)
   out.scope = validate_scope(ctx, spec.scope, out.sources)
   out.mode = spec.mode == nil and M.DEFAULTS.mode or ctx:enum("mode", spec.mode, { "only_missing", "overwrite" })
   if spec.limit ~= nil then
@@ -661,6 +671,7 @@ M.LIMITS = {
   { key = "limit", flag = "limit" },
   { key = "retry.attempts", flag = "max-retries" },
   { key = "retry.timeout_s", flag = "timeout" },
+  { key = "budget.usd", flag = "budget-usd" },
 }
 
 -- Plan overrides (for plan.with) from limits = { ["batch.size"] = "8", ... }
@@ -674,7 +685,7 @@ function M.limit_overrides(p, limits)
       value = tonumber(value) or value
       local section, field = item.key:match("^([%w_]+)%.([%w_]+)$")
       if section then
-        out[section] = out[section] or copy_table(p[section])
+        out[section] = out[section] or copy_table(p[section] or {})
         out[section][field] = value
       else
         out[item.key] = value

@@ -135,6 +135,16 @@ function M.format_limits(limits)
     limits.limit and string.format("no máximo %s entidade(s) por fonte", M.format_count(limits.limit))
       or "sem limite de entidades",
     M.format_count(limits.max_retries), M.format_number(timeout, timeout % 1 == 0 and 0 or 2))
+    .. (limits.budget_usd and (", orçamento de " .. M.format_usd(limits.budget_usd)) or "")
+end
+
+-- What the run cost: { spent_usd, budget_usd, left_usd } (nil without a
+-- price), from the tokens the provider billed (stats.tokens) x the price.
+function M.spend(stats, price_per_1m, budget_usd)
+  if not price_per_1m then return nil end
+  local spent = number_or_zero(stats.tokens) * price_per_1m / 1e6
+  return { spent_usd = spent, budget_usd = budget_usd,
+           left_usd = budget_usd and math.max(budget_usd - spent, 0) or nil }
 end
 
 local function estimate_lines(estimate, lines)
@@ -142,11 +152,15 @@ local function estimate_lines(estimate, lines)
   local rows = {
     { "documentos:", M.format_count(estimate.documents) },
     { "trechos (chunks):", M.format_count(estimate.chunks) },
-    { "tokens:", M.format_count(estimate.tokens) },
+    { "tokens:", M.format_count(estimate.tokens) .. (estimate.tokens_low and
+        ("  (intervalo ±2σ da amostra: %s a %s)"):format(M.format_count(estimate.tokens_low),
+          M.format_count(estimate.tokens_high)) or "") },
     { "requisições de embedding:", M.format_count(estimate.requests) },
     { "lotes:", M.format_count(estimate.batches) },
     { "ignorados (inalterados):", M.format_count(estimate.skipped_unchanged) },
     { "custo estimado:", M.format_usd(number_or_zero(estimate.cost_usd))
+        .. (estimate.cost_usd_low and ("  (%s a %s)"):format(M.format_usd(estimate.cost_usd_low),
+          M.format_usd(estimate.cost_usd_high)) or "")
         .. (estimate.cost_note and ("  (" .. tostring(estimate.cost_note) .. ")") or "") },
     { "duração estimada:", M.format_duration(number_or_zero(estimate.duration_s)) },
   }
@@ -156,9 +170,11 @@ local function estimate_lines(estimate, lines)
     lines[#lines + 1] = "    Por tipo de entidade:"
     for _, entity_type in ipairs(sorted_keys(per_type)) do
       local item = per_type[entity_type]
-      lines[#lines + 1] = string.format("      %s: %s documentos, %s trechos, %s tokens",
+      lines[#lines + 1] = string.format("      %s: %s documentos, %s trechos, %s tokens%s%s",
         tostring(entity_type), M.format_count(item.documents), M.format_count(item.chunks),
-        M.format_count(item.tokens))
+        M.format_count(item.tokens),
+        item.tokens_low and (" (%s a %s)"):format(M.format_count(item.tokens_low), M.format_count(item.tokens_high)) or "",
+        item.token_basis_text and (" — tokens: " .. tostring(item.token_basis_text)) or "")
     end
   end
 end
@@ -200,6 +216,12 @@ function M.format(stats)
   end
   if stats.requests_spent ~= nil and stats.requests_spent ~= stats.requests then
     rows[#rows + 1] = { "requisições gastas (todas as tentativas):", M.format_count(stats.requests_spent) }
+  end
+  local spend = stats.spend
+  if type(spend) == "table" and not stats.dry_run then
+    rows[#rows + 1] = { "gasto:", M.format_usd(number_or_zero(spend.spent_usd))
+      .. (spend.budget_usd and ("  (orçamento " .. M.format_usd(spend.budget_usd) .. ", restante "
+        .. M.format_usd(number_or_zero(spend.left_usd)) .. ")") or "") }
   end
   rows[#rows + 1] = { "tempo decorrido:", elapsed }
   if type(stats.limits) == "table" then rows[#rows + 1] = { "limites:", M.format_limits(stats.limits) } end

@@ -160,6 +160,8 @@ local function build_env(p, cfg, s, pool, coltype)
     sched = s, store = store, embedder = client, log = log, model = cfg.provider.model,
     dim = cfg.provider.dim, hash = core.hash, alerts = alerts, limiter = limiter, metrics = metrics,
     spent = { requests = 0 },
+    -- The spend budget (stages.embed stops before it would be passed).
+    budget_usd = p.budget and p.budget.usd, price_per_1m_tokens = config.price_per_1m(cfg),
   }
   return env, { pool = pool, client = client, write_metrics = write_metrics }
 end
@@ -264,6 +266,7 @@ local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
   stats.plan, stats.run_id, stats.dry_run, stats.resumed = p.name, run.id, false, run.resumed or nil
   stats.rate_limit = env.limiter:stats()
   stats.limits = params_mod.limits(p, cfg)
+  stats.spend = report.spend(stats, env.price_per_1m_tokens, env.budget_usd)
   local code, status = outcome(stats, state)
   code = record_finish(env.store, stats, run_totals, code, status, opts)
   parts.pool:close()
@@ -304,6 +307,10 @@ local function run_file(path, opts, params)
   params = loaded -- the run's identity (without batch.* and retry.*)
   local ok, oerr = check_options(p, opts)
   if not ok then return fail(exit.usage, "%s", oerr) end
+  if p.budget and not config.price_per_1m(cfg) then
+    return fail(exit.usage, "um orçamento (--budget-usd ou budget.usd no plano) exige o preço do modelo %q "
+      .. "em provider.price_per_1m_tokens", cfg.provider.model)
+  end
   if opts["dry-run"] then return dryrun.run(p, cfg, opts) end
   return run_loaded(p, cfg, opts, params)
 end

@@ -255,10 +255,10 @@ end
 -- Tokens billed against bytes and characters sent, per run, model and
 -- entity type (the dry-run's calibration).
 M.USAGE_SQL = [[
-  insert into ragops_token_usage as u (run_id, model, entity_type, chunks, bytes, chars, tokens)
-  values ($1, $2, $3, $4, $5, $6, $7)
+  insert into ragops_token_usage as u (run_id, model, entity_type, documents, chunks, bytes, chars, tokens)
+  values ($1, $2, $3, $4, $5, $6, $7, $8)
   on conflict (run_id, model, entity_type) do update set
-    chunks = u.chunks + excluded.chunks, bytes = u.bytes + excluded.bytes,
+    documents = u.documents + excluded.documents, chunks = u.chunks + excluded.chunks, bytes = u.bytes + excluded.bytes,
     chars = u.chars + excluded.chars, tokens = u.tokens + excluded.tokens, updated_at = now()]]
 
 -- Dead letters recorded, those of entities now indexed resolved, usage.
@@ -271,7 +271,7 @@ local function write_failures(step, unit)
   end
   local u = unit.usage
   if u and unit.run_id then
-    step(M.USAGE_SQL, unit.run_id, u.model, unit.entity_type, u.chunks, u.bytes, u.chars, u.tokens)
+    step(M.USAGE_SQL, unit.run_id, u.model, unit.entity_type, u.documents, u.chunks, u.bytes, u.chars, u.tokens)
   end
 end
 

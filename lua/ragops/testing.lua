@@ -507,8 +507,8 @@ function FakeStore:write_unit(unit)
   record.failures = copy(unit.failures or {})
   record.usage = copy(unit.usage)
   if unit.usage then
-    local u = self.usage[unit.entity_type] or { chunks = 0, bytes = 0, chars = 0, tokens = 0 }
-    for _, k in ipairs({ "chunks", "bytes", "chars", "tokens" }) do u[k] = u[k] + unit.usage[k] end
+    local u = self.usage[unit.entity_type] or { documents = 0, chunks = 0, bytes = 0, chars = 0, tokens = 0 }
+    for _, k in ipairs({ "documents", "chunks", "bytes", "chars", "tokens" }) do u[k] = u[k] + unit.usage[k] end
     self.usage[unit.entity_type] = u
   end
   -- Like store_pg: the stored checkpoint only moves forward; units

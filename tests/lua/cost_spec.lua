@@ -30,9 +30,9 @@ end
 describe("custo", function()
   it("registra tokens cobrados contra bytes e caracteres enviados, na gravação da unidade", function()
     local r = testing.run(make_plan(), { sources = { item = rows(6) }, embedder = { tokens = per_word } })
-    assert.are.same({ chunks = 6, bytes = 66, chars = 54, tokens = 12 }, r.store.usage.item)
+    assert.are.same({ documents = 6, chunks = 6, bytes = 66, chars = 54, tokens = 12 }, r.store.usage.item)
     for _, w in ipairs(r.store.writes) do
-      assert.are.same({ model = "fake-model", chunks = 2, bytes = 22, chars = 18, tokens = 4 }, w.usage)
+      assert.are.same({ model = "fake-model", documents = 2, chunks = 2, bytes = 22, chars = 18, tokens = 4 }, w.usage)
     end
     assert.are.equal(66, r.stats.bytes)
     assert.are.equal(54, r.stats.per_entity_type.item.chars)

@@ -78,3 +78,57 @@ describe("ragops.dryrun", function()
       cfg({ rate_limits = { max_concurrency = 2 } })), 1e-9)
   end)
 end)
+
+describe("dry-run: calibração dos tokens", function()
+  local dryrun = require "ragops.dryrun"
+  local plan_mod = require "ragops.plan"
+  local plan = plan_mod.new { name = "p", sources = { plan_mod.source "verse" {
+    sql = "select 1 as id", key = "id", document = function() return { content = "x" } end } } }
+  local function cfg(provider)
+    local c = require("ragops.config").defaults()
+    for k, v in pairs(provider or {}) do c.provider[k] = v end
+    c.provider.model = "text-embedding-3-small"
+    return c
+  end
+  local function stats(c)
+    c.skipped, c.deleted = c.skipped or 0, c.deleted or 0
+    local st = { per_entity_type = { verse = c } }
+    for k, v in pairs(c) do st[k] = v end
+    return st
+  end
+
+  it("usa a razão tokens/byte cobrada na execução mais recente do mesmo modelo e tipo", function()
+    local est = dryrun.build_estimate(stats({ processed = 10, chunks = 10, embedded = 10, tokens = 250,
+      bytes = 1000, bytes_sq = 100000, requests = 1 }), { verse = 10 }, { verse = 10 }, { verse = 1 }, plan, cfg(),
+      { verse = { run_id = 12, documents = 31102, bytes = 4000, tokens = 1200 } })
+    local item = est.per_entity_type.verse
+    assert.are.equal(300, item.tokens) -- 1000 bytes x 0.3
+    assert.are.equal("calibrated", item.token_basis)
+    assert.are.equal("calibrado pela execução 12, 31.102 documentos", item.token_basis_text)
+    assert.are.equal(300, est.tokens)
+  end)
+
+  it("sem calibração: razão padrão do modelo, depois bytes/4", function()
+    local s = stats({ processed = 1, chunks = 1, embedded = 1, tokens = 25, bytes = 100, bytes_sq = 10000, requests = 1 })
+    local est = dryrun.build_estimate(s, {}, {}, {}, plan, cfg({ tokens_per_byte = { ["text-embedding-3-small"] = 0.5 } }), {})
+    assert.are.equal(50, est.tokens)
+    assert.are.equal("model_default", est.per_entity_type.verse.token_basis)
+    est = dryrun.build_estimate(s, {}, {}, {}, plan, cfg(), {})
+    assert.are.equal(25, est.tokens)
+    assert.are.equal("heurística bytes/4", est.per_entity_type.verse.token_basis_text)
+  end)
+
+  it("amostra: informa o intervalo de ±2σ em vez de um número só", function()
+    -- 100 chunks read of 1000 rows: sizes 50 and 150 bytes alternating (mean 100, sd ~50).
+    local est = dryrun.build_estimate(stats({ processed = 100, chunks = 100, embedded = 100, tokens = 2500,
+      bytes = 10000, bytes_sq = 50 * 50 * 50 + 150 * 150 * 50, requests = 2 }), { verse = 1000 }, { verse = 100 },
+      { verse = 2 }, plan, cfg(), {})
+    assert.is_true(est.sampled)
+    assert.are.equal(25000, est.tokens)
+    assert.is_true(est.tokens_low < 25000 and est.tokens_high > 25000)
+    -- half-width = 2 x 10 x sqrt(100 x var) x 0.25 x sqrt(0.9) with var = 2500 x 100/99
+    local half = 2 * 10 * math.sqrt(100 * 2500 * 100 / 99) * 0.25 * math.sqrt(0.9)
+    assert.are.near(25000 - half, est.tokens_low, 1)
+    assert.is_not_nil(est.cost_usd_low)
+  end)
+end)

@@ -135,8 +135,8 @@ end
 -- token calibration (ragops_token_usage); nil when it reported no usage.
 function M.usage(ctx, delta)
   if delta.tokens <= 0 or delta.bytes <= 0 then return nil end
-  return { model = ctx.env.model, chunks = delta.embedded, bytes = delta.bytes, chars = delta.chars,
-           tokens = delta.tokens }
+  return { model = ctx.env.model, documents = delta.succeeded, chunks = delta.embedded,
+           bytes = delta.bytes, chars = delta.chars, tokens = delta.tokens }
 end
 
 -- Writes the unit with its progress. Returns the completed delta, or nil
