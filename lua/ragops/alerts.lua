@@ -270,7 +270,8 @@ function Alerts:_breach(rule, value)
   self.fired[#self.fired + 1] = ("%s; ação: %s"):format(reason, rule.action)
   if rule.action == "abort" then self.log.error("%s", line) else self.log.warn("%s", line) end
   if self.metrics then
-    self.metrics:counter("ragops_alerts_total", nil, { alert = rule.name, action = rule.action }):inc()
+    self.metrics:counter("ragops_alerts_total", nil,
+      { alert = rule.name, action = rule.action, plan = self.plan }):inc()
   end
   self:_notify({ alerta = rule.name, estado = "disparado", valor = value, limite = rule.cfg.above,
                  acao = rule.action, plano = self.plan, ts = self.wall(), mensagem = reason })

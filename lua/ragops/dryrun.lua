@@ -223,7 +223,11 @@ local function dry_store(conn, s, cfg, coltype, tally)
   end
 
   function dry:present_keys(source, ids) return real:present_keys(source, ids) end
-  function dry:duplicate_key(source, scope) return real:duplicate_key(source, scope) end
+  function dry:key_census(source, scope) return real:key_census(source, scope) end
+  function dry:indexed_entities(entity_type)
+    if not coltype then return 0 end
+    return real:indexed_entities(entity_type)
+  end
 
   function dry:delete_entities(_, entity_type, ids)
     return count(("select count(*) as n from %s where entity_type = $1 and entity_id = any($2::text[])")

@@ -36,6 +36,7 @@
 local account = require "ragops.stages.account"
 local decide = require "ragops.stages.decide"
 local embed = require "ragops.stages.embed"
+local instruments = require "ragops.stages.instruments"
 local read = require "ragops.stages.read"
 local sched = require "ragops.sched"
 local write = require "ragops.stages.write"
@@ -78,7 +79,7 @@ local function process_unit(ctx, unit, tracker)
   end
   local decision = decide.decide(ctx, entities, failures, existing)
   delta.skipped = decision.skipped
-  local parts, failed_groups = embed.embed_items(ctx, decision.items, delta)
+  local parts, failed_groups = embed.embed_items(ctx, decision.items, delta, entity_type)
   local function keep_spend() ctx:merge(entity_type, { requests = delta.requests, retries = delta.retries, tokens = delta.tokens }) end
   if ctx:halted() then keep_spend(); return end
   local payload = write.payload(ctx, unit, decision, parts, failed_groups, delta)
@@ -140,6 +141,8 @@ local function delete_gone(ctx, source)
     ctx.log.info("%d documento(s) de %s removido(s): entidades ausentes da fonte", n, source.entity_type)
   end
   ctx:merge(source.entity_type, { deleted = n })
+  local indexed = ctx.store:indexed_entities(source.entity_type)
+  if indexed then instruments.coverage(ctx, source.entity_type, indexed) end
 end
 
 local function run_source(ctx, source)
@@ -163,18 +166,20 @@ local function run_source(ctx, source)
   if complete and not ctx.aborted and not env.range then delete_gone(ctx, source) end
 end
 
--- Stops with exit 2 before anything is written when a selected source has
--- a key that is not unique (keyset pagination would skip rows).
+-- One pass over the keys of every selected source before anything is
+-- written: stops with exit 2 when a key is not unique (keyset pagination
+-- would skip rows), and records how many rows each source holds.
 function M.check_unique_keys(ctx)
   for _, source in ipairs(M.selected_sources(ctx.plan)) do
-    local dup, err = ctx.store:duplicate_key(source, ctx.plan.scope)
-    if dup == nil then ctx:abort(4, "falha ao verificar a unicidade das chaves: " .. tostring(err)); return end
-    if dup then
+    local census, err = ctx.store:key_census(source, ctx.plan.scope)
+    if not census then ctx:abort(4, "falha ao verificar a unicidade das chaves: " .. tostring(err)); return end
+    if census.duplicate then
       ctx:abort(2, ("a chave %q da fonte %q não é única (o valor %s aparece mais de uma vez); "
         .. "a paginação por chave perderia linhas: use uma chave única (ou uma combinação única em uma coluna)")
-        :format(source.key, source.entity_type, dup))
+        :format(source.key, source.entity_type, census.duplicate))
       return
     end
+    instruments.source_rows(ctx, source.entity_type, census.rows)
   end
 end
 

@@ -44,12 +44,14 @@ function M.source_query(source, scope, after_key, limit, select_list, upto_key)
 end
 
 
--- Keys that appear more than once among the rows the scope selects: keyset
--- pagination would skip rows silently. Returns sql, params.
-function M.duplicate_key_query(source, scope)
+-- One pass over the keys the scope selects: how many rows, and one key that
+-- appears more than once (keyset pagination would skip rows silently).
+-- Returns sql, params.
+function M.key_census_query(source, scope)
   local key = "src." .. pg.quote_ident(source.key)
   local inner, params = M.source_query(source, scope, nil, nil, key .. " as k")
-  return ("select k::text as k from (%s) as t group by k having count(*) > 1 limit 1"):format(inner), params
+  return ([[select coalesce(sum(n), 0)::bigint as rows, min(k::text) filter (where n > 1) as duplicate
+              from (select k, count(*) as n from (%s) as t group by k) as g]]):format(inner), params
 end
 
 local function add_late_counters(stats, pruned, refreshed)
@@ -159,6 +161,7 @@ local function document_sql(target, cast)
       delete from %s d where d.entity_type = $1
          and not exists (select 1 from (%%s) as src where src.%%s::text = d.entity_id)]]):format(target),
     delete_entities = ("delete from %s where entity_type = $1 and entity_id = any($2::text[])"):format(target),
+    indexed = ("select count(*) as n from %s where entity_type = $1 and chunk_index = 0"):format(target),
   }
 end
 
@@ -262,17 +265,20 @@ M.USAGE_SQL = [[
     chars = u.chars + excluded.chars, tokens = u.tokens + excluded.tokens, updated_at = now()]]
 
 -- Dead letters recorded, those of entities now indexed resolved, usage.
+-- Returns the number of dead letters resolved.
 local function write_failures(step, unit)
+  local resolved = 0
   if unit.failures and #unit.failures > 0 then
     step(M.FAILURE_SQL, unit.run_id, unit.entity_type, unpack(failure_arrays(unit.failures)))
   end
   if unit.resolved_ids and #unit.resolved_ids > 0 then
-    step(M.RESOLVE_SQL, unit.run_id, unit.entity_type, unit.resolved_ids)
+    resolved = step(M.RESOLVE_SQL, unit.run_id, unit.entity_type, unit.resolved_ids).affected
   end
   local u = unit.usage
   if u and unit.run_id then
     step(M.USAGE_SQL, unit.run_id, u.model, unit.entity_type, u.documents, u.chunks, u.bytes, u.chars, u.tokens)
   end
+  return resolved
 end
 
 -- unit = { entity_type, run_id,
@@ -289,9 +295,9 @@ function Store:write_unit(unit)
   local result, err, state = self:transaction(function(step, conn)
     if unit.run_id then self:check_owner(step, unit.run_id, spent) end
     local written, pruned, refreshed = write_documents(self, step, conn, unit)
-    write_failures(step, unit)
+    local resolved = write_failures(step, unit)
     if unit.run_id then M.record_progress(step, unit, pruned, refreshed) end
-    return { written = written, pruned = pruned, refreshed = refreshed }
+    return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
   end)
   if not result then self:unreserve_spent(spent) end
   return result, err, state
@@ -311,13 +317,20 @@ function Store:present_keys(source, ids)
   return present
 end
 
--- One key that appears more than once among the rows the scope selects,
--- false when keys are unique, or nil, err, sqlstate.
-function Store:duplicate_key(source, scope)
-  local sql, params = M.duplicate_key_query(source, scope)
+-- { rows = rows the scope selects, duplicate = a key that appears more
+-- than once or nil }, or nil, err, sqlstate.
+function Store:key_census(source, scope)
+  local sql, params = M.key_census_query(source, scope)
   local rows, err, state = self:query(sql, unpack(params))
   if not rows then return nil, err, state end
-  return rows[1] and rows[1].k or false
+  return { rows = rows[1].rows, duplicate = rows[1].duplicate }
+end
+
+-- Entities of entity_type with a document in the index.
+function Store:indexed_entities(entity_type)
+  local rows, err, state = self:query(self.sql.indexed, entity_type)
+  if not rows then return nil, err, state end
+  return rows[1].n
 end
 
 -- Deletes every document of entity_type whose entity is no longer in the

@@ -563,15 +563,24 @@ function FakeStore:present_keys(source, ids)
   return present
 end
 
--- Like store_pg: a key that appears twice among the rows the scope selects.
-function FakeStore:duplicate_key(source, scope)
-  local seen = {}
-  for _, row in ipairs(self:fetch_page(source, scope, nil, nil)) do
+-- Like store_pg: rows the scope selects, and a key that appears twice.
+function FakeStore:key_census(source, scope)
+  local seen, rows, duplicate = {}, self:fetch_page(source, scope, nil, nil), nil
+  for _, row in ipairs(rows) do
     local k = key_text(row[source.key])
-    if seen[k] then return k end
+    if seen[k] and not duplicate then duplicate = k end
     seen[k] = true
   end
-  return false
+  return { rows = #rows, duplicate = duplicate }
+end
+
+-- Like store_pg: entities of entity_type with a document (chunk 0).
+function FakeStore:indexed_entities(entity_type)
+  local n = 0
+  for _, d in pairs(self.docs) do
+    if d.entity_type == entity_type and d.chunk_index == 0 then n = n + 1 end
+  end
+  return n
 end
 
 -- The checkpoint a resumed run gets (like store_pg.start_run): the stored
@@ -710,7 +719,8 @@ end
 --          range = { after, upto } (a scale-out work unit's key range),
 --          progress_every_ms, fail_write,
 --          stop_after_ms = n (stops the run like a signal at that fake time),
---          budget_usd, price_per_1m_tokens (the spend budget and the model's price) }
+--          budget_usd, price_per_1m_tokens (the spend budget and the model's price),
+--          metrics = a ragops.metrics registry (the run's Prometheus metrics) }
 -- Returns result = { stats, store, embedder, log (lines), clock (fake ms elapsed), plan, alerts }.
 function M.run(plan_or_path, opts)
   opts = opts or {}
@@ -755,6 +765,7 @@ function M.run(plan_or_path, opts)
     model = opts.model or "fake-model", dim = embedder.dim, log = log, run_id = run_id,
     checkpoint = opts.checkpoint, alerts = alerts or nil, progress_every_ms = opts.progress_every_ms,
     range = opts.range, budget_usd = opts.budget_usd, price_per_1m_tokens = opts.price_per_1m_tokens,
+    metrics = opts.metrics,
   }
   local started = s.now()
   local stats = s.run(function()

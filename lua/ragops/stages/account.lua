@@ -11,6 +11,7 @@
 --   ctx.spent       { requests = n, tokens = n }: embedding requests of every
 --                   attempt, and tokens the provider billed, in this process
 --   ctx.tokens_before tokens billed before this process (a resumed run)
+local instruments = require "ragops.stages.instruments"
 local report = require "ragops.report"
 
 local M = {}
@@ -87,11 +88,6 @@ function Context:halted()
   return self.aborted ~= nil and (self.aborted.code ~= 3 or self.aborted.halt == true)
 end
 
-function Context:count_metric(name, labels, n)
-  local metrics = self.env.metrics
-  if metrics and n ~= 0 then metrics:counter(name, nil, labels):inc(n) end
-end
-
 -- Feeds one event to the alerts; an "abort" answer stops the run (code 3).
 function Context:observe(event)
   local alerts = self.env.alerts
@@ -104,12 +100,7 @@ end
 -- Books a committed unit: totals, metrics, alert events.
 function Context:account_unit(entity_type, delta, rows)
   self:merge(entity_type, delta)
-  local labels = function(result) return { entity_type = entity_type, result = result } end
-  self:count_metric("ragops_documents_total", labels("embedded"), delta.succeeded)
-  self:count_metric("ragops_documents_total", labels("skipped"), delta.skipped)
-  self:count_metric("ragops_documents_total", labels("failed"), delta.failed)
-  self:count_metric("ragops_documents_total", labels("deleted"), delta.deleted)
-  self:count_metric("ragops_dead_letters_total", { entity_type = entity_type }, delta.failed)
+  instruments.unit_committed(self, entity_type, delta)
   for _ = 1, rows - delta.failed do self:observe({ kind = "document", ok = true }) end
   for _ = 1, delta.failed do self:observe({ kind = "document", ok = false }) end
 end
@@ -124,6 +115,7 @@ end
 -- One pt-BR progress line (the engine calls it on a timer, so it also
 -- shows while every worker waits on a slow request).
 function Context:progress()
+  instruments.refresh(self)
   local fmt = report
   local st = self.stats
   local elapsed = (self.sched.now() - self.started) / 1000

@@ -6,6 +6,7 @@
 -- through. Hands on { parts = { { items, batch = vecbatch } }, failed =
 -- { { items, err, info, attempts } } } and adds requests, retries and tokens
 -- to the unit's delta. A configuration the provider rejects stops the run.
+local instruments = require "ragops.stages.instruments"
 local report = require "ragops.report"
 local retry = require "ragops.retry"
 
@@ -29,8 +30,7 @@ local function call_provider(ctx, texts, estimated_tokens, delta)
     end
     limiter:release({ status = status, ok = b ~= nil })
   end
-  ctx:count_metric("ragops_embed_requests_total", { status = tostring(status) }, 1)
-  if env.metrics then env.metrics:histogram("ragops_embed_latency_seconds"):observe(latency / 1000) end
+  instruments.embed_call(ctx, status, latency / 1000, b ~= nil, i and i.class)
   ctx:observe({ kind = "embed", ok = b ~= nil, status = status, latency_ms = latency, class = i and i.class })
   return b, e, i
 end
@@ -71,7 +71,7 @@ end
 -- What a successful batch sent and cost, in the unit's delta (the tokens
 -- the provider billed against the bytes and characters sent calibrate the
 -- dry-run's estimates; see ragops.dryrun).
-local function account_batch(ctx, texts, batch, delta)
+local function account_batch(ctx, texts, batch, delta, entity_type)
   local tokens = batch:tokens()
   delta.tokens = delta.tokens + tokens
   ctx.spent.tokens = ctx.spent.tokens + tokens
@@ -80,7 +80,7 @@ local function account_batch(ctx, texts, batch, delta)
     delta.chars = delta.chars + utf8_length(t)
     delta.bytes_sq = delta.bytes_sq + #t * #t
   end
-  ctx:count_metric("ragops_embed_tokens_total", nil, tokens)
+  instruments.batch_embedded(ctx, entity_type, tokens)
 end
 
 -- The budget (env.budget_usd) would be passed by this call: stop the run
@@ -112,7 +112,7 @@ local function append(into, list)
 end
 
 -- Embeds one slice; returns parts, failed groups.
-local function embed_slice(ctx, items, delta)
+local function embed_slice(ctx, items, delta, entity_type)
   local texts, estimated_tokens = {}, 0
   for i, it in ipairs(items) do
     texts[i] = it.text
@@ -124,19 +124,19 @@ local function embed_slice(ctx, items, delta)
     return call_provider(ctx, texts, estimated_tokens, delta)
   end, function(attempt, delay, e, i)
     delta.retries = delta.retries + 1
-    ctx:count_metric("ragops_retries_total", nil, 1)
+    instruments.count(ctx, "ragops_retries_total", nil, 1)
     log_retry(ctx, attempt, delay, e, i)
   end)
   if batch then
-    account_batch(ctx, texts, batch, delta)
+    account_batch(ctx, texts, batch, delta, entity_type)
     return { { items = items, batch = batch } }, {}
   end
   info = info or {}
   if info.class == "cancelled" or abort_on_configuration(ctx, err, info) then return {}, {} end
   if info.class == "permanent" and #items > 1 then
     local left, right = split_halves(items)
-    local p1, f1 = embed_slice(ctx, left, delta)
-    local p2, f2 = embed_slice(ctx, right, delta)
+    local p1, f1 = embed_slice(ctx, left, delta, entity_type)
+    local p2, f2 = embed_slice(ctx, right, delta, entity_type)
     return append(p1, p2), append(f1, f2)
   end
   if info.kind == "connection" and ctx.stats.embedded == 0 and delta.embedded == 0 then
@@ -146,14 +146,14 @@ local function embed_slice(ctx, items, delta)
 end
 
 -- Embeds every item in slices of batch.size. Returns parts, failed groups.
-function M.embed_items(ctx, items, delta)
+function M.embed_items(ctx, items, delta, entity_type)
   local parts, failed = {}, {}
   local size = ctx.plan.batch.size
   for first = 1, #items, size do
     if ctx:halted() then break end
     local slice = {}
     for i = first, math.min(first + size - 1, #items) do slice[#slice + 1] = items[i] end
-    local p, f = embed_slice(ctx, slice, delta)
+    local p, f = embed_slice(ctx, slice, delta, entity_type)
     append(parts, p)
     append(failed, f)
   end

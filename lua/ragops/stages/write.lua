@@ -11,6 +11,7 @@
 -- checkpoint that never skips an uncommitted unit (the last key of the
 -- longest committed prefix) and which committed units lie past it.
 local account = require "ragops.stages.account"
+local instruments = require "ragops.stages.instruments"
 
 local M = {}
 
@@ -151,7 +152,9 @@ function M.write(ctx, unit, payload, delta, tracker)
                         last_key = unit.last_key, stats = account.add_counters({}, delta) }
     end
   end
+  local started = ctx.sched.now()
   local result, err, state = ctx.store:write_unit(payload)
+  instruments.observe(ctx, "ragops_write_duration_seconds", nil, (ctx.sched.now() - started) / 1000)
   if not result then
     ctx:abort(4, "não foi possível gravar no PostgreSQL: " .. tostring(err)
       .. (state and (" [SQLSTATE " .. state .. "]") or ""))
@@ -159,6 +162,7 @@ function M.write(ctx, unit, payload, delta, tracker)
   end
   delta.deleted = result.pruned
   delta.refreshed = result.refreshed or 0
+  delta.resolved = result.resolved
   if tracker then tracker:committed(unit, delta, payload.ahead ~= nil, checkpoint.covered) end
   for _, f in ipairs(payload.failures) do
     ctx.log.warn("falha permanente em %s %s: %s", f.entity_type, f.entity_id, f.message)
