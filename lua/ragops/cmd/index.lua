@@ -7,6 +7,7 @@ local core = require "ragops.core"
 local exit = require "ragops.exit"
 local index = require "ragops.index"
 local log = require "ragops.log"
+local metrics_mod = require "ragops.metrics"
 
 local M = {}
 
@@ -20,6 +21,18 @@ local function closing(conn)
     if fmt then return fail(rc, fmt, ...) end
     return rc
   end
+end
+
+-- `inprogress_index_builds` (the seed runbook's name), in the metrics
+-- textfile (metrics.file) while the build runs: 1 during it, 0 after.
+local function index_builds_gauge(cfg, value)
+  local file = cfg.metrics.file
+  if not file then return end
+  local registry = metrics_mod.new()
+  registry:gauge("inprogress_index_builds", "Construções de índice vetorial em andamento (ragops index create).")
+    :set(value)
+  local ok, err = registry:write_file(file)
+  if not ok then log.warn("não foi possível gravar as métricas em %s: %s", file, tostring(err)) end
 end
 
 local function load_context(opts)
@@ -197,7 +210,9 @@ local function create(args, cli)
     spec.name, spec.method, index.OPCLASSES[spec.opclass], spec.concurrently and ", CONCURRENTLY" or "", table_name)
   local started = os.time()
   local interrupt = cancel_on_signal(conn, cfg)
+  index_builds_gauge(cfg, 1)
   local ok, err, state, failed_sql = run_statements(conn, sql.statements, interrupt)
+  index_builds_gauge(cfg, 0)
   if interrupt.signal then
     return finish(exit.interrupted, "interrompido por %s: o comando em andamento foi cancelado no servidor; %s",
       interrupt.signal, leftover(conn, table_name, spec.name))

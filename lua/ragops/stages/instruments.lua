@@ -29,6 +29,8 @@ M.METRICS = {
   ragops_source_rows = { "gauge", "Linhas da fonte no recorte da execução, por tipo de entidade." },
   ragops_indexed_entities = { "gauge", "Entidades com documento no índice, por tipo (fim de um backfill completo)." },
   ragops_coverage_ratio = { "gauge", "Entidades indexadas / linhas da fonte, por tipo (fim de um backfill completo)." },
+  ragops_sync_queue_depth = { "gauge", "Mudanças da fonte na fila de sincronização, por tipo de entidade." },
+  ragops_sync_lag_seconds = { "gauge", "Idade da mudança mais antiga da fonte ainda não indexada, em segundos, por tipo." },
 }
 
 local function labels_of(ctx, extra)
