@@ -71,6 +71,7 @@ local RUN_FLAGS = {
   quiet = "bool", resume = "bool", ["scale-out"] = "bool", ["lease-s"] = "string",
   ["entity-type"] = "string", ["entity-id"] = "string", since = "string", ["until"] = "string",
   ["only-missing"] = "bool", overwrite = "bool",
+  ["metrics-listen"] = "string", ["metrics-push"] = "string", -- issue 10
 }
 for _, item in ipairs(plan_mod.LIMITS) do RUN_FLAGS[item.flag] = "string" end
 

@@ -5,6 +5,7 @@ local cjson = require "cjson"
 local config = require "ragops.config"
 local log = require "ragops.log"
 local messages = require "ragops.messages"
+local metrics_endpoint = require "ragops.metrics_endpoint"
 local migrate = require "ragops.migrate"
 local plan_mod = require "ragops.plan"
 local report = require "ragops.report"
@@ -282,6 +283,8 @@ function run_plan(path, opts, params)
   log.quiet = opts.quiet or false
   local cfg, err = load_config(opts)
   if not cfg then return fail(EXIT.usage, "%s", err) end
+  local metrics_settings, mserr = metrics_endpoint.settings(cfg.metrics, opts) -- issue 10
+  if not metrics_settings then return fail(EXIT.usage, "%s", mserr) end
   local p, loaded = M.load_plan(path, params)
   if not p then return fail(EXIT.usage, "%s", loaded) end
   params = loaded -- the run's identity (without batch.* and retry.*)
@@ -357,6 +360,8 @@ function run_plan(path, opts, params)
     if not ok then log.warn("não foi possível gravar as métricas em %s: %s", metrics_file, tostring(merr)) end
   end
   metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(1)
+  local endpoint = metrics_endpoint.start_run(metrics_settings, metrics, log, -- issue 10
+    function() return not signals.received, signals.received and "execução interrompida\n" or nil end)
 
   local webhook
   if cfg.alerts.webhook_url then
@@ -486,6 +491,7 @@ function run_plan(path, opts, params)
   metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(0)
   metrics:gauge("ragops_last_run_timestamp_seconds", nil, { plan = p.name, status = status }):set(os.time())
   write_metrics()
+  metrics_endpoint.finish_run(endpoint, metrics_settings, metrics, p.name, log) -- issue 10
 
   return M.print_report(stats, opts, code, json)
 end
