@@ -289,3 +289,28 @@ describe("ragops.pushgateway", function()
     assert.has_error(function() pushgateway.push(m, "http://h", {}) end)
   end)
 end)
+
+describe("configuração metrics.listen / metrics.push_url", function()
+  local config = require "ragops.config"
+  local function load(text)
+    local path = os.tmpname() .. "_config.lua"
+    local f = assert(io.open(path, "w"))
+    f:write(text)
+    f:close()
+    local cfg, err = config.load(path, function() return nil end)
+    os.remove(path)
+    return cfg, err
+  end
+
+  it("aceita endereço e URL válidos e recusa os inválidos com a chave no erro", function()
+    local cfg = assert(load('return { metrics = { listen = ":9464", push_url = "http://127.0.0.1:9091" } }'))
+    assert.are.equal(":9464", cfg.metrics.listen)
+    assert.are.equal("http://127.0.0.1:9091", cfg.metrics.push_url)
+    local none, err = load('return { metrics = { listen = "exemplo.com:9464" } }')
+    assert.is_nil(none)
+    assert.truthy(err:find("metrics.listen", 1, true), err)
+    none, err = load('return { metrics = { push_url = "pushgateway:9091" } }')
+    assert.is_nil(none)
+    assert.truthy(err:find("metrics.push_url", 1, true), err)
+  end)
+end)
