@@ -58,6 +58,7 @@ cleanup() {
   fi
   if [[ -n "$PUSHGATEWAY_PID" ]]; then
     kill "$PUSHGATEWAY_PID" >/dev/null 2>&1
+    wait "$PUSHGATEWAY_PID" 2>/dev/null # it writes its state file on the way out
   fi
   if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
     rm -rf "$WORK_DIR"
