@@ -76,6 +76,12 @@ return {
     -- Arquivo de métricas no formato textfile do Prometheus (node_exporter).
     -- nil = não gravar métricas em arquivo.
     file = nil,
+    -- Endpoint GET /metrics e /healthz durante cada execução ("127.0.0.1:9464",
+    -- "[::1]:9464", ":9464" = 127.0.0.1). nil = desligado. --metrics-listen vale sobre este.
+    listen = nil,
+    -- Pushgateway que recebe os valores finais de cada execução
+    -- ("http://127.0.0.1:9091"). nil = não enviar. --metrics-push vale sobre este.
+    push_url = nil,
   },
 
   log = {

@@ -593,6 +593,7 @@ lua_State *rg_bridge_open(const char *lua_dir)
         {"ragops.http", luaopen_ragops_http},
         {"ragops.embed", luaopen_ragops_embed},
         {"ragops.vecsearch", luaopen_ragops_vecsearch},
+        {"ragops.httpd", luaopen_ragops_httpd},
         {NULL, NULL},
     };
     heap.in_use = 0;

@@ -99,7 +99,7 @@ lua_State *rg_main_state(void);
 
 /* Creates the Lua state, opens the standard libraries, registers the C
  * modules in package.preload (ragops.core, ragops.pg, ragops.http,
- * ragops.embed) and sets package.path to lua_dir. Returns NULL on failure. */
+ * ragops.embed, ragops.vecsearch, ragops.httpd) and sets package.path to lua_dir. Returns NULL on failure. */
 lua_State *rg_bridge_open(const char *lua_dir);
 
 /* Runs fn (on top of L's stack) with the given string arguments in a new
@@ -117,5 +117,6 @@ int luaopen_ragops_pg(lua_State *L);    /* pg_lua.c */
 int luaopen_ragops_http(lua_State *L);  /* http_lua.c */
 int luaopen_ragops_embed(lua_State *L); /* embed_lua.c */
 int luaopen_ragops_vecsearch(lua_State *L); /* vecsearch_lua.c */
+int luaopen_ragops_httpd(lua_State *L);  /* httpd_lua.c */
 
 #endif

@@ -5,7 +5,7 @@
  *   embed_server.c         lifecycle: options, start (bind/listen), stop, stats
  *   embed_server_cli.c     the `ragops embed-server` command line
  *   embed_server_net.c     connections: accept, read, write, request pipeline
- *   embed_server_http.c    HTTP/1.1 messages: request heads, responses
+ *   embed_server_http.c    HTTP/1.1 responses (request heads: http_parse.c)
  *   embed_server_routes.c  routes and validation of POST /v1/embeddings
  *   embed_server_faults.c  fault injection (PRNG, patterns, which fault)
  *   embed_server_format.c  the body of a 200 answer (JSON floats or base64)
@@ -15,6 +15,7 @@
 #define RAGOPS_EMBED_SERVER_INTERNAL_H
 
 #include "embed_server.h"
+#include "http_parse.h"
 
 #include <jansson.h>
 #include <regex.h>
@@ -34,18 +35,6 @@ typedef struct es_buf {
     size_t len; /* bytes used */
     size_t cap; /* bytes allocated */
 } es_buf;
-
-/* One parsed request head (request line + the headers we care about). */
-typedef struct es_request {
-    char method[16];       /* e.g. "POST" */
-    char *path;            /* target without query string (malloc'd) */
-    char *authorization;   /* Authorization header value or NULL (malloc'd) */
-    size_t head_len;       /* bytes of request line + headers + blank line */
-    size_t content_length; /* body bytes announced */
-    int keep_alive;        /* 1 if the connection stays open after the answer */
-    int expect_continue;   /* 1 if the client sent Expect: 100-continue */
-    int chunked;           /* 1 if Transfer-Encoding was present (unsupported) */
-} es_request;
 
 /* An answer waiting to be written (held while the latency timer runs). */
 typedef struct es_response {
@@ -116,12 +105,6 @@ void es_server_close_conns(embed_server *server);
 
 /* ---- embed_server_http.c ---- */
 
-/* Frees req's strings and zeroes it. */
-void es_request_reset(es_request *req);
-
-/* Parses head[0..head_len) into req. Returns 0 or -1 (malformed). */
-int es_parse_head(const char *head, size_t head_len, es_request *req);
-
 /* Takes ownership of body (malloc'd). Returns NULL when out of memory. */
 es_response *es_response_new(int status, const char *content_type, char *body, size_t body_len);
 
@@ -144,7 +127,7 @@ char *es_response_head(const es_response *resp);
 
 /* Answers one complete request. NULL means out of memory, or never answer
  * when *never_answer is set; *delayed: hold the answer for --latency-ms. */
-es_response *es_dispatch(embed_server *server, const es_request *req, const char *body, size_t body_len,
+es_response *es_dispatch(embed_server *server, const http_head *req, const char *body, size_t body_len,
                          int *never_answer, int *delayed);
 
 /* Counts a 4xx caused by the client and builds its OpenAI-style error. */

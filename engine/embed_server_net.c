@@ -4,7 +4,6 @@
  * pipelining, partial reads, Expect: 100-continue, answers held for
  * --latency-ms or never sent) and writing answers.
  */
-#define _GNU_SOURCE /* memmem */
 #include "embed_server_internal.h"
 
 #include <stdlib.h>
@@ -21,7 +20,7 @@ struct es_conn {
     es_buf in;                /* received bytes */
     size_t in_start;          /* offset of the first unconsumed byte in in */
     int have_head;            /* 1 when req holds the head of the next request */
-    es_request req;           /* head of the request being received */
+    http_head req;            /* head of the request being received */
     int continue_sent;        /* 1 when "100 Continue" was sent for req */
     int busy;                 /* 1 while an answer is pending (delay or timeout) */
     es_response *pending;     /* answer waiting for delay_timer */
@@ -186,19 +185,14 @@ static void es_conn_on_delay(uv_timer_t *timer)
  * filled, 0 when more bytes are needed or the connection failed. */
 static int es_conn_take_head(es_conn *conn, const char *data, size_t avail)
 {
-    const char *head_end = avail >= 4 ? memmem(data, avail, "\r\n\r\n", 4) : NULL;
-    if (head_end == NULL) {
-        if (avail > ES_MAX_HEAD)
-            es_conn_fail(conn, 431, "cabeçalhos da requisição grandes demais");
-        return 0;
-    }
-    size_t head_len = (size_t)(head_end - data) + 4;
-    if (head_len > ES_MAX_HEAD) {
+    size_t head_len = 0;
+    http_head_state state = http_head_find(data, avail, ES_MAX_HEAD, &head_len);
+    if (state == HTTP_HEAD_TOO_LARGE)
         es_conn_fail(conn, 431, "cabeçalhos da requisição grandes demais");
+    if (state != HTTP_HEAD_COMPLETE)
         return 0;
-    }
-    es_request_reset(&conn->req);
-    if (es_parse_head(data, head_len, &conn->req) != 0) {
+    http_head_reset(&conn->req);
+    if (http_head_parse(data, head_len, &conn->req) != 0) {
         es_conn_fail(conn, 400, "requisição HTTP malformada");
         return 0;
     }
@@ -236,7 +230,7 @@ static int es_conn_answer(es_conn *conn, const char *data, size_t total)
     int keep_alive = conn->req.keep_alive;
     conn->in_start += total;
     conn->have_head = 0;
-    es_request_reset(&conn->req);
+    http_head_reset(&conn->req);
     if (never_answer) {
         conn->busy = 1; /* hold the connection: nothing else is answered */
         return -1;

@@ -43,7 +43,7 @@ static es_response *es_route_stats(embed_server *server)
 }
 
 /* With --api-key: "Authorization: Bearer KEY" or 401. Returns 0 when allowed. */
-static int es_check_api_key(embed_server *server, const es_request *head, es_response **resp)
+static int es_check_api_key(embed_server *server, const http_head *head, es_response **resp)
 {
     if (server->api_key == NULL)
         return 0;
@@ -152,7 +152,7 @@ static int es_read_options(embed_server *server, es_embed_request *out, es_respo
 
 /* Returns the answer, or NULL with *never_answer = 1 for an injected timeout.
  * NULL with *never_answer = 0 means out of memory. */
-static es_response *es_route_embeddings(embed_server *server, const es_request *head, const char *body,
+static es_response *es_route_embeddings(embed_server *server, const http_head *head, const char *body,
                                         size_t body_len, int *never_answer)
 {
     es_embed_request req = {0};
@@ -177,7 +177,7 @@ done:
     return resp;
 }
 
-es_response *es_dispatch(embed_server *server, const es_request *req, const char *body, size_t body_len,
+es_response *es_dispatch(embed_server *server, const http_head *req, const char *body, size_t body_len,
                          int *never_answer, int *delayed)
 {
     int is_get = strcmp(req->method, "GET") == 0;

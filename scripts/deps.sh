@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/deps.sh: installs the Debian 12 packages ragops needs (build, runtime,
-# tests, demo data). Only missing packages are installed; apt-get update runs only
-# when something is missing. Without root, it only checks and fails listing what is missing.
+# tests, demo data; prometheus and prometheus-pushgateway for the metrics specs, which
+# run those binaries themselves on loopback ports, never as services). Only missing
+# packages are installed; apt-get update runs only when something is missing. Without root, it only checks and fails listing what is missing.
 set -euo pipefail
 
 PACKAGES=(
@@ -12,6 +13,7 @@ PACKAGES=(
   postgresql-15 postgresql-client-15
   bible-kjv fortunes-br
   ca-certificates curl
+  prometheus prometheus-pushgateway
 )
 
 is_installed() {

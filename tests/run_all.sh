@@ -2,7 +2,9 @@
 # tests/run_all.sh: the whole test suite (make test, .ci/run).
 #
 # 1. scripts/deps.sh; ASan/UBSan build into build-test/;
-# 2. throwaway PostgreSQL (--fast) in a mktemp dir and an embed-server, on free ports;
+# 2. throwaway PostgreSQL (--fast) in a mktemp dir, an embed-server and a Prometheus
+#    Pushgateway (RAGOPS_TEST_PUSHGATEWAY_URL; the Debian service is never started), on
+#    free loopback ports;
 #    pgvector from ../shared/pgvector/install.sh when there and root (scripts/pg.sh
 #    pgvector): the storage-aware integration specs then run on "real[]" and "vector"
 #    (RAGOPS_TEST_STORAGES), otherwise on "real[]" only, with one line saying why;
@@ -26,6 +28,7 @@ STAGE_PROBLEMS=()
 WORK_DIR=""
 PG_DIR=""
 EMBED_PID=""
+PUSHGATEWAY_PID=""
 SERVICES_UP=0
 # Storages the integration specs run on, and the file where tests/integration/helper.lua
 # appends one line (the storage) per test run under H.each_storage.
@@ -53,6 +56,10 @@ cleanup() {
   if [[ -n "$PG_DIR" ]]; then
     scripts/pg.sh stop "$PG_DIR" >/dev/null 2>&1
   fi
+  if [[ -n "$PUSHGATEWAY_PID" ]]; then
+    kill "$PUSHGATEWAY_PID" >/dev/null 2>&1
+    wait "$PUSHGATEWAY_PID" 2>/dev/null # it writes its state file on the way out
+  fi
   if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
     rm -rf "$WORK_DIR"
   fi
@@ -79,6 +86,29 @@ pick_free_port() {
     fi
   done
   return 1
+}
+
+# Starts prometheus-pushgateway on 127.0.0.1:$1 (state in $WORK_DIR, not /var/lib) and
+# exports RAGOPS_TEST_PUSHGATEWAY_URL once it answers; without it, one line says why.
+start_pushgateway() {
+  local port="$1" attempt
+  if ! command -v prometheus-pushgateway >/dev/null 2>&1; then
+    note "prometheus-pushgateway ausente: o spec do Pushgateway vai falhar (rode scripts/deps.sh)"
+    return 0
+  fi
+  prometheus-pushgateway --web.listen-address="127.0.0.1:$port" \
+    --persistence.file="$WORK_DIR/pushgateway.data" >"$WORK_DIR/pushgateway.log" 2>&1 &
+  PUSHGATEWAY_PID=$!
+  for ((attempt = 0; attempt < 100; attempt++)); do
+    if curl -fsS "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1; then
+      export RAGOPS_TEST_PUSHGATEWAY_URL="http://127.0.0.1:$port"
+      note "RAGOPS_TEST_PUSHGATEWAY_URL=$RAGOPS_TEST_PUSHGATEWAY_URL"
+      return 0
+    fi
+    sleep 0.1
+  done
+  tail -n 5 "$WORK_DIR/pushgateway.log"
+  note "o Pushgateway não respondeu em 10 s"
 }
 
 # Installs/detects pgvector on the test server and sets RAGOPS_TEST_STORAGES.
@@ -202,6 +232,7 @@ if [[ $BUILD_OK -eq 1 ]]; then
       export RAGOPS_TEST_PGDATA="$PG_DIR" RAGOPS_TEST_PGPORT="$PG_PORT"
       note "DATABASE_URL=$DATABASE_URL"
       note "RAGOPS_EMBED_URL=$RAGOPS_EMBED_URL"
+      start_pushgateway "$(pick_free_port "$PG_PORT" "$EMBED_PORT")"
       choose_storages
     else
       stage_crashed "não foi possível subir o PostgreSQL ou o embed-server"

@@ -4,6 +4,7 @@
 -- limits to ragops.sandbox, and renders it safely for logs (passwords and
 -- API keys redacted).
 
+local metrics_endpoint = require "ragops.metrics_endpoint"
 local plan = require "ragops.plan"
 local sandbox = require "ragops.sandbox"
 
@@ -47,7 +48,7 @@ function M.defaults()
       tokens_per_byte = {},
       rate_limits = { requests_per_min = nil, tokens_per_min = nil, max_concurrency = 8 },
     },
-    metrics = { file = nil },
+    metrics = { file = nil, listen = nil, push_url = nil },
     alerts = { webhook_url = nil },
     log = { progress_every_s = 5 },
     sandbox = sandbox_defaults(),
@@ -61,7 +62,7 @@ local KEYS = {
   provider = { "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
                "expected_latency_ms", "price_per_1m_tokens", "tokens_per_byte", "rate_limits" },
   ["provider.rate_limits"] = { "requests_per_min", "tokens_per_min", "max_concurrency" },
-  metrics = { "file" },
+  metrics = { "file", "listen", "push_url" },
   alerts = { "webhook_url" },
   log = { "progress_every_s" },
   sandbox = sandbox.KEYS,
@@ -299,6 +300,10 @@ local function validate(cfg, checker)
 
   checker.only_keys(cfg.metrics, "metrics")
   check_string(checker, "metrics.file", cfg.metrics.file, true, "o caminho do arquivo de métricas Prometheus (textfile)")
+  if cfg.metrics.listen ~= nil and not metrics_endpoint.parse_listen(cfg.metrics.listen) then
+    checker.bad("metrics.listen", cfg.metrics.listen, '"ENDEREÇO:PORTA", "[::1]:PORTA" ou ":PORTA" (IP, não nome)')
+  end
+  check_http_url(checker, "metrics.push_url", cfg.metrics.push_url, true)
   checker.only_keys(cfg.alerts, "alerts")
   check_http_url(checker, "alerts.webhook_url", cfg.alerts.webhook_url, true)
   checker.only_keys(cfg.sandbox, "sandbox")

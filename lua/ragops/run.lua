@@ -13,6 +13,7 @@ local dryrun = require "ragops.dryrun"
 local exit = require "ragops.exit"
 local http = require "ragops.http"
 local log = require "ragops.log"
+local metrics_endpoint = require "ragops.metrics_endpoint"
 local metrics_mod = require "ragops.metrics"
 local params_mod = require "ragops.params"
 local pool_mod = require "ragops.pool"
@@ -274,21 +275,28 @@ local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
   env.metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(0)
   env.metrics:gauge("ragops_last_run_timestamp_seconds", nil, { plan = p.name, status = status }):set(os.time())
   parts.write_metrics()
+  metrics_endpoint.finish_run(parts.endpoint, parts.metrics_settings, env.metrics, p.name, log)
   return report.emit(stats, opts, code, report.json(stats))
 end
 
 -- Runs loaded plan p for real (not --dry-run). Returns the exit code.
 local function run_loaded(p, cfg, opts, params)
+  local metrics_settings, mserr = metrics_endpoint.settings(cfg.metrics, opts)
+  if not metrics_settings then return fail(exit.usage, "%s", mserr) end
   local s = sched.real()
   local pool, code, err = open_target(cfg, p, s)
   if not pool then return fail(code, "%s", err) end
   local env, parts = build_env(p, cfg, s, pool, code)
+  parts.metrics_settings = metrics_settings
   local run, rcode, rerr = start_run(env.store, p, params, opts)
   if not run then pool:close(); parts.client:close(); return fail(rcode, "%s", rerr) end
   env.run_id, env.checkpoint = run.id, run.checkpoint
   log.info("execução %d do plano %q iniciada (modelo %s, dim %d, %s)",
     run.id, p.name, cfg.provider.model, cfg.provider.dim, report.format_limits(params_mod.limits(p, cfg)))
   env.metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(1)
+  -- The Prometheus endpoint lives as long as the run (a busy port: a warning).
+  parts.endpoint = metrics_endpoint.start_run(parts.metrics_settings, env.metrics, log,
+    function() return not signals.received, signals.received and "execução interrompida\n" or nil end)
   local state = start(env, cfg, parts)
   local stats, run_totals = execute(p, env, opts, pool)
   signals.stop_run = nil

@@ -1,5 +1,9 @@
 -- metrics_spec.lua: the Prometheus registry (rendering, escaping, histogram
--- buckets, misuse errors) and the atomic textfile write.
+-- buckets, misuse errors), the atomic textfile write, and the transports:
+-- the endpoint's routes and listen address (ragops.metrics_endpoint, with a
+-- fake httpd) and the Pushgateway push (ragops.pushgateway, with a fake
+-- request). The real server and gateway are in
+-- tests/integration/metrics_endpoint_spec.lua.
 
 local metrics = require "ragops.metrics"
 
@@ -172,5 +176,141 @@ describe("ragops.metrics", function()
       assert.is_nil(ok)
       assert.truthy(err:find("não foi possível gravar o arquivo de métricas", 1, true))
     end)
+  end)
+end)
+
+describe("ragops.metrics_endpoint", function()
+  local endpoint = require "ragops.metrics_endpoint"
+
+  it("parses ADDR:PORT, [IPv6]:PORT and :PORT (loopback)", function()
+    assert.are.same({ "127.0.0.1", 9464 }, { endpoint.parse_listen(":9464") })
+    assert.are.same({ "127.0.0.1", 80 }, { endpoint.parse_listen("localhost:80") })
+    assert.are.same({ "0.0.0.0", 9464 }, { endpoint.parse_listen("0.0.0.0:9464") })
+    assert.are.same({ "::1", 9464 }, { endpoint.parse_listen("[::1]:9464") })
+    for _, bad in ipairs({ "9464", "127.0.0.1", "127.0.0.1:0", ":70000", "exemplo.com:9464",
+                           "::1:9464", "[::1]", "127.0.0.1:abc" }) do
+      local host, err = endpoint.parse_listen(bad)
+      assert.is_nil(host, bad)
+      assert.truthy(err:find("escuta", 1, true), err)
+    end
+  end)
+
+  it("routes /metrics, /healthz and 404", function()
+    local m = metrics.new()
+    m:counter("ragops_documents_total", nil, { entity_type = "verse", result = "embedded" }):inc(2)
+    local healthy = true
+    local handle = endpoint.handler(m, function() return healthy, not healthy and "parado\n" or nil end)
+    local status, ctype, body = handle("/metrics")
+    assert.are.equal(200, status)
+    assert.are.equal("text/plain; version=0.0.4; charset=utf-8", ctype)
+    assert.are.equal(m:render(), body)
+    assert.are.same({ 200, "text/plain; charset=utf-8", "ok\n" }, { handle("/healthz") })
+    healthy = false
+    assert.are.same({ 503, "text/plain; charset=utf-8", "parado\n" }, { handle("/healthz") })
+    assert.are.equal(404, (handle("/")))
+    assert.are.equal(404, (handle("/metrics/")))
+  end)
+
+  it("start listens on the parsed address and close closes the server", function()
+    local calls = {}
+    local fake = { listen = function(host, port, handler)
+      calls[#calls + 1] = { host, port, type(handler) }
+      return { port = function() return port end, close = function() calls.closed = true end }
+    end }
+    local ep = assert(endpoint.start { listen = "[::1]:9100", registry = metrics.new(), httpd = fake })
+    assert.are.same({ "::1", 9100, "function" }, calls[1])
+    assert.are.equal("[::1]:9100", ep.address)
+    ep.close()
+    assert.is_true(calls.closed)
+    local none, err = endpoint.start { listen = "9100", registry = metrics.new(), httpd = fake }
+    assert.is_nil(none)
+    assert.truthy(err:find("inválido", 1, true))
+  end)
+
+  it("settings: flags over config, bad values are usage errors without the URL", function()
+    local s = assert(endpoint.settings({ listen = ":1", push_url = "http://a:9091" }, { ["metrics-listen"] = ":2" }))
+    assert.are.same({ listen = ":2", push_url = "http://a:9091" }, s)
+    assert.are.same({}, assert(endpoint.settings({}, {})))
+    local none, err = endpoint.settings({}, { ["metrics-listen"] = "nada" })
+    assert.is_nil(none)
+    assert.truthy(err:find("--metrics-listen", 1, true))
+    none, err = endpoint.settings({}, { ["metrics-push"] = "ftp://user:segredo@h/" })
+    assert.is_nil(none)
+    assert.is_nil(err:find("segredo", 1, true))
+  end)
+
+  it("finish_run closes the endpoint and pushes; a failed push is only a warning", function()
+    local warned, closed, sent = {}, false, nil
+    local log = { info = function() end, warn = function(fmt, ...) warned[#warned + 1] = fmt:format(...) end }
+    local request = function(req) sent = req; return nil, "conexão recusada" end
+    endpoint.finish_run({ close = function() closed = true end }, { push_url = "http://pg:9091" },
+      metrics.new(), "backfill", log, { request = request })
+    assert.is_true(closed)
+    assert.are.equal("PUT", sent.method)
+    assert.truthy(sent.url:find("^http://pg:9091/metrics/job/ragops/instance"))
+    assert.truthy(sent.url:find("/plan/backfill$"))
+    assert.truthy(warned[1]:find("conexão recusada", 1, true))
+  end)
+end)
+
+describe("ragops.pushgateway", function()
+  local pushgateway = require "ragops.pushgateway"
+
+  it("encodes label values the Pushgateway way (plain or @base64, URL-safe)", function()
+    assert.are.equal("job/ragops", pushgateway.segment("job", "ragops"))
+    assert.are.equal("instance/host-1.example", pushgateway.segment("instance", "host-1.example"))
+    assert.are.equal("path@base64/L3Zhci90bXA=", pushgateway.segment("path", "/var/tmp"))
+    assert.are.equal("x@base64/=", pushgateway.segment("x", ""))
+    assert.are.equal("x@base64/Pz8-", pushgateway.segment("x", "??>"))
+    assert.are.equal("x@base64/w6k=", pushgateway.segment("x", "é"))
+  end)
+
+  it("puts job first, then instance, then the other labels by name", function()
+    assert.are.equal("http://h:9091/metrics/job/ragops/instance/n1/a/1/plan/backfill",
+      pushgateway.group_url("http://h:9091/", { plan = "backfill", a = 1, instance = "n1", job = "ragops" }))
+  end)
+
+  it("PUTs the rendered registry and reports refusals in pt-BR", function()
+    local m = metrics.new()
+    m:gauge("ragops_run_in_progress", nil, { plan = "backfill" }):set(0)
+    local sent
+    local ok = pushgateway.push(m, "http://h:9091", { job = "ragops", instance = "n1" },
+      { request = function(req) sent = req; return { status = 200, body = "" } end })
+    assert.is_true(ok)
+    assert.are.equal("PUT", sent.method)
+    assert.are.equal("http://h:9091/metrics/job/ragops/instance/n1", sent.url)
+    assert.are.equal(m:render(), sent.body)
+    assert.truthy(sent.headers["Content-Type"]:find("version=0.0.4", 1, true))
+    local none, err = pushgateway.push(m, "http://u:senha@h:9091", { job = "ragops" },
+      { request = function() return { status = 400, body = "pushed metrics are invalid\nmais" } end })
+    assert.is_nil(none)
+    assert.are.equal("o Pushgateway recusou as métricas: HTTP 400 pushed metrics are invalid", err)
+    assert.has_error(function() pushgateway.push(m, "h:9091", { job = "x" }) end)
+    assert.has_error(function() pushgateway.push(m, "http://h", {}) end)
+  end)
+end)
+
+describe("configuração metrics.listen / metrics.push_url", function()
+  local config = require "ragops.config"
+  local function load(text)
+    local path = os.tmpname() .. "_config.lua"
+    local f = assert(io.open(path, "w"))
+    f:write(text)
+    f:close()
+    local cfg, err = config.load(path, function() return nil end)
+    os.remove(path)
+    return cfg, err
+  end
+
+  it("aceita endereço e URL válidos e recusa os inválidos com a chave no erro", function()
+    local cfg = assert(load('return { metrics = { listen = ":9464", push_url = "http://127.0.0.1:9091" } }'))
+    assert.are.equal(":9464", cfg.metrics.listen)
+    assert.are.equal("http://127.0.0.1:9091", cfg.metrics.push_url)
+    local none, err = load('return { metrics = { listen = "exemplo.com:9464" } }')
+    assert.is_nil(none)
+    assert.truthy(err:find("metrics.listen", 1, true), err)
+    none, err = load('return { metrics = { push_url = "pushgateway:9091" } }')
+    assert.is_nil(none)
+    assert.truthy(err:find("metrics.push_url", 1, true), err)
   end)
 end)

@@ -21,6 +21,11 @@ Opções de execução:
   --scale-out            vários processos com o mesmo comando dividem o trabalho em
                          unidades (FOR UPDATE SKIP LOCKED sob lease)
   --lease-s N            duração do lease de uma unidade, em segundos (padrão 60)
+  --metrics-listen ENDEREÇO:PORTA
+                         serve GET /metrics e /healthz durante a execução (:PORTA = 127.0.0.1;
+                         = metrics.listen)
+  --metrics-push URL     envia os valores finais ao Pushgateway (job=ragops, instance=máquina;
+                         = metrics.push_url)
   --quiet                só erros no log do operador
 
 Limites de operação (valem sobre os do plano; mesmas regras de validação):
