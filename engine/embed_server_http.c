@@ -19,6 +19,7 @@ void es_request_reset(es_request *req)
 {
     free(req->path);
     free(req->authorization);
+    free(req->request_id);
     memset(req, 0, sizeof *req);
 }
 
@@ -116,6 +117,11 @@ static int es_parse_header(const char *name, size_t name_len, const char *value,
         free(req->authorization);
         req->authorization = strndup(value, value_len);
         if (req->authorization == NULL)
+            return -1;
+    } else if (es_header_is(name, name_len, "X-Request-Id")) {
+        free(req->request_id);
+        req->request_id = strndup(value, value_len);
+        if (req->request_id == NULL)
             return -1;
     }
     return 0;
@@ -222,9 +228,12 @@ static const char *es_status_text(int status)
 char *es_response_head(const es_response *resp)
 {
     char retry_header[64] = "";
+    char id_header[64] = "";
     if (resp->retry_after_s > 0)
         snprintf(retry_header, sizeof retry_header, "Retry-After: %d\r\n", resp->retry_after_s);
-    return es_format_alloc("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
+    if (resp->request_id[0])
+        snprintf(id_header, sizeof id_header, "x-request-id: %s\r\n", resp->request_id);
+    return es_format_alloc("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
                            resp->status, es_status_text(resp->status), resp->content_type, resp->body_len,
-                           retry_header, resp->close_after ? "Connection: close\r\n" : "");
+                           retry_header, id_header, resp->close_after ? "Connection: close\r\n" : "");
 }
