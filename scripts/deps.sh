@@ -12,6 +12,7 @@ PACKAGES=(
   postgresql-15 postgresql-client-15
   bible-kjv fortunes-br
   ca-certificates curl
+  chromium  # tests: the --report-html page rendered headless (observability_spec)
 )
 
 is_installed() {

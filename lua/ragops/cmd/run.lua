@@ -12,6 +12,7 @@ M.FLAGS = {
   quiet = "bool", resume = "bool", ["scale-out"] = "bool", ["lease-s"] = "string",
   ["entity-type"] = "string", ["entity-id"] = "string", since = "string", ["until"] = "string",
   ["only-missing"] = "bool", overwrite = "bool",
+  ["log-format"] = "string", ["report-html"] = "string", ["estimate-json"] = "string",
 }
 for _, item in ipairs(plan_mod.LIMITS) do M.FLAGS[item.flag] = "string" end
 
