@@ -139,6 +139,9 @@ local function section(title, body)
   return ("<section><h2>%s</h2>%s</section>\n"):format(esc(title), body)
 end
 
+local STATUS_PTBR = { done = "concluída", done_with_failures = "concluída com itens na fila de falhas",
+                      aborted = "abortada", interrupted = "interrompida", failed = "falhou" }
+
 local function totals(stats)
   local rows = {
     { "processados", fmt.format_count(stats.processed) }, { "sucesso", fmt.format_count(stats.succeeded) },
@@ -149,7 +152,7 @@ local function totals(stats)
     { "tempo decorrido", fmt.format_duration(num(stats.elapsed_s)) },
     { "vazão", fmt.format_number(report.throughput(stats) or 0, 1) .. " documentos/s" },
   }
-  if stats.status then table.insert(rows, 1, { "situação", stats.status }) end
+  if stats.status then table.insert(rows, 1, { "situação", STATUS_PTBR[stats.status] or stats.status }) end
   if stats.abort_reason then table.insert(rows, 2, { "motivo da interrupção", stats.abort_reason }) end
   return section("Totais", table_html({ "indicador", "valor" }, rows))
 end
@@ -163,9 +166,11 @@ end
 
 local function latency(stats)
   local items, lat = {}, stats.embed_latency
+  local previous = "0 ms"
   for _, b in ipairs(lat and lat.buckets or {}) do
-    local label = b.le == "+Inf" and "acima" or ("até " .. fmt.format_number(tonumber(b.le) * 1000, 0) .. " ms")
-    items[#items + 1] = { label, b.count }
+    local bound = b.le ~= "+Inf" and (fmt.format_number(tonumber(b.le) * 1000, 0) .. " ms")
+    items[#items + 1] = { bound and ("até " .. bound) or ("acima de " .. previous), b.count }
+    previous = bound or previous
   end
   local mean = lat and num(lat.count) > 0 and ("<p>média: %s ms em %s requisições</p>"):format(
     esc(fmt.format_number(num(lat.sum) / lat.count * 1000, 1)), esc(fmt.format_count(lat.count))) or ""
