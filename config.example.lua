@@ -85,9 +85,14 @@ return {
   },
 
   log = {
-    -- Intervalo, em segundos, da linha de progresso no log do operador
+    -- Intervalo, em segundos, do progresso: num terminal, uma linha
+    -- redesenhada no lugar; sem terminal, uma linha de log a cada intervalo
     -- (aparece também enquanto todos os workers esperam o provedor).
     progress_every_s = 5,
+    -- Formato do log do operador: "text" (linhas legíveis) ou "json" (uma
+    -- linha JSON por evento: ts, level, msg, run_id, plan, request_id...).
+    -- A opção --log-format da linha de comando tem precedência.
+    format = "text",
   },
 
   alerts = {

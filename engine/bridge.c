@@ -426,6 +426,16 @@ static int core_process_id(lua_State *L)
     return 1;
 }
 
+/* core.isatty(fd) -> true when fd (0, 1, 2) is a terminal: the progress
+ * line is redrawn in place only there. */
+static int core_isatty(lua_State *L)
+{
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, fd >= 0 && fd <= 2, 1, "esperado 0, 1 ou 2");
+    lua_pushboolean(L, uv_guess_handle((uv_file)fd) == UV_TTY);
+    return 1;
+}
+
 /* core.hash(s, ...) -> 32 hex chars: XXH3-128 over the arguments, each
  * length-prefixed so ("ab","c") and ("a","bc") differ. */
 static int core_hash(lua_State *L)
@@ -566,7 +576,7 @@ int luaopen_ragops_core(lua_State *L)
         {"now", core_now},           {"wallclock", core_wallclock},
         {"hash", core_hash},         {"vecbatch", core_vecbatch},
         {"trap_signals", core_trap_signals}, {"process_id", core_process_id},
-        {"cancel_all", core_cancel_all},
+        {"cancel_all", core_cancel_all},    {"isatty", core_isatty},
         {"heap_limit", core_heap_limit},
         {NULL, NULL},
     };

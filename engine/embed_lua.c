@@ -4,6 +4,10 @@
  * answers and returns an rg_vecbatch (vectors stay in C), or nil, a pt-BR
  * message and an info table whose "class" drives the Lua retry policy.
  * A 400 rejecting base64 switches this client to "float" and retries once.
+ * Every HTTP request carries an X-Request-Id unique in the process
+ * ("rg-<8 hex>-<n>"); info.request_id is it, info.provider_request_id the
+ * provider's own x-request-id answer (nil when absent), and both end the
+ * message of a failure so a support ticket can quote them.
  */
 #include "bridge.h"
 #include "embed.h"
@@ -12,6 +16,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +25,7 @@
 #define EMBED_DEFAULT_TIMEOUT_MS 60000L
 #define EMBED_CONNECT_TIMEOUT_MS 10000L
 #define EMBED_MAX_PROVIDER_MESSAGE 300
+#define EMBED_REQUEST_ID_SIZE 40
 
 /* Settings shared by a client and its calls in flight (reference counted,
  * so closing or collecting the client never frees what a call still uses). */
@@ -51,6 +57,8 @@ typedef struct embed_call {
     embed_encoding encoding; /* encoding of the request in flight */
     int fell_back;           /* 1 once retried with "float" */
     uint64_t started_ns;     /* uv_hrtime() when embed was called */
+    char request_id[EMBED_REQUEST_ID_SIZE];           /* X-Request-Id of the request in flight */
+    char provider_request_id[HTTP_MAX_REQUEST_ID + 1]; /* the provider's x-request-id, "" when absent */
 } embed_call;
 
 static void embed_conf_release(embed_conf *conf)
@@ -80,6 +88,23 @@ static void embed_call_free(embed_call *call)
     free(call->lens);
     embed_conf_release(call->conf);
     free(call);
+}
+
+/* ---------- request ids ---------- */
+
+/* Writes a new request id into out: "rg-" + 8 hex fixed per process (so
+ * processes of a scale-out run differ) + "-" + a counter. */
+static void embed_next_request_id(char *out, size_t size)
+{
+    static uint32_t prefix;
+    static unsigned long long counter;
+    if (prefix == 0) {
+        uint64_t z = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ULL;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        prefix = (uint32_t)(z ^ (z >> 31)) | 1u;
+    }
+    snprintf(out, size, "rg-%08x-%llu", (unsigned)prefix, ++counter);
 }
 
 /* ---------- messages ---------- */
@@ -139,7 +164,22 @@ typedef struct embed_result {
     embed_kind kind;        /* failure kind */
     long retry_after_ms;    /* -1 when absent */
     double latency_ms;      /* since client:embed was called */
+    const char *request_id;          /* X-Request-Id sent, or NULL (never sent) */
+    const char *provider_request_id; /* the provider's x-request-id, or NULL */
 } embed_result;
+
+/* Sets info.request_id and info.provider_request_id (table on top). */
+static void embed_set_request_ids(lua_State *L, const embed_result *r)
+{
+    if (r->request_id) {
+        lua_pushstring(L, r->request_id);
+        lua_setfield(L, -2, "request_id");
+    }
+    if (r->provider_request_id) {
+        lua_pushstring(L, r->provider_request_id);
+        lua_setfield(L, -2, "provider_request_id");
+    }
+}
 
 static int embed_build_success(lua_State *L, embed_result *r)
 {
@@ -148,11 +188,12 @@ static int embed_build_success(lua_State *L, embed_result *r)
            (size_t)r->vectors->count * (size_t)r->vectors->dim * sizeof(float));
     batch->tokens = r->vectors->prompt_tokens;
     lua_pushnil(L);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 4);
     lua_pushinteger(L, r->status);
     lua_setfield(L, -2, "status");
     lua_pushnumber(L, r->latency_ms);
     lua_setfield(L, -2, "latency_ms");
+    embed_set_request_ids(L, r);
     return 3;
 }
 
@@ -160,7 +201,7 @@ static int embed_build_failure(lua_State *L, embed_result *r)
 {
     lua_pushnil(L);
     lua_pushstring(L, r->message);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 7);
     lua_pushinteger(L, r->status);
     lua_setfield(L, -2, "status");
     lua_pushstring(L, embed_class_name(r->cls));
@@ -173,6 +214,7 @@ static int embed_build_failure(lua_State *L, embed_result *r)
     }
     lua_pushnumber(L, r->latency_ms);
     lua_setfield(L, -2, "latency_ms");
+    embed_set_request_ids(L, r);
     return 3;
 }
 
@@ -210,7 +252,8 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
  * -1 with a pt-BR reason in err. */
 static int embed_call_start(embed_call *call, char *err, size_t err_size)
 {
-    const char *headers[4];
+    const char *headers[5];
+    char id_header[EMBED_REQUEST_ID_SIZE + sizeof "X-Request-Id: "];
     int nh = 0;
     http_request_opts opts;
     size_t len = 0;
@@ -224,6 +267,9 @@ static int embed_call_start(embed_call *call, char *err, size_t err_size)
     headers[nh++] = "Accept: application/json";
     if (call->conf->auth_header)
         headers[nh++] = call->conf->auth_header;
+    embed_next_request_id(call->request_id, sizeof call->request_id);
+    snprintf(id_header, sizeof id_header, "X-Request-Id: %s", call->request_id);
+    headers[nh++] = id_header;
     headers[nh] = NULL;
     memset(&opts, 0, sizeof opts);
     opts.method = "POST";
@@ -245,10 +291,19 @@ static int embed_call_start(embed_call *call, char *err, size_t err_size)
 }
 
 /* Resumes the call's coroutine with the outcome (r->vectors set on
- * success) and frees the call. */
+ * success; a failure's message gets the request ids) and frees the call. */
 static void embed_call_finish(embed_call *call, embed_result *r)
 {
+    char message[1400];
     r->latency_ms = (double)(uv_hrtime() - call->started_ns) / 1e6;
+    r->request_id = call->request_id;
+    r->provider_request_id = call->provider_request_id[0] ? call->provider_request_id : NULL;
+    if (!r->vectors) {
+        snprintf(message, sizeof message, "%s (pedido %s%s%s)", r->message, r->request_id,
+                 r->provider_request_id ? ", id no provedor " : "",
+                 r->provider_request_id ? r->provider_request_id : "");
+        r->message = message;
+    }
     rg_async_complete(&call->async, r);
     embed_call_free(call);
 }
@@ -266,6 +321,8 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
     memset(&r, 0, sizeof r);
     r.status = resp->status;
     r.retry_after_ms = resp->retry_after_ms;
+    snprintf(call->provider_request_id, sizeof call->provider_request_id, "%s",
+             resp->request_id ? resp->request_id : "");
     r.message = message;
     r.cls = embed_classify(resp->curl_code, resp->status, NULL, NULL, &r.kind);
 

@@ -44,6 +44,7 @@ typedef struct es_response {
     size_t body_len;          /* body bytes */
     int retry_after_s;        /* > 0: send a Retry-After header */
     int close_after;          /* 1: close the connection after writing */
+    char request_id[32];      /* "es-<n>" sent as x-request-id, "" for none */
 } es_response;
 
 /* Fault-injection settings and state (embed_server_faults.c). */
@@ -85,6 +86,7 @@ struct embed_server {
     int max_inputs;           /* see embed_server_opts */
     es_faults faults;         /* fault injection */
     embed_server_stats stats; /* counters for /stats */
+    uint64_t last_request_id; /* n of the last "es-<n>" given (never reset) */
     es_conn *conns;           /* open connections (doubly linked) */
     int open_handles;         /* listener + connections not yet freed */
     int stopping;             /* 1 after embed_server_stop */

@@ -2,10 +2,13 @@
  * embed_server_routes.c: the routes of the embed-server (POST
  * /v1/embeddings, GET /stats, POST /stats/reset, GET /health, 404 for the
  * rest) and the validation of an embeddings request, with OpenAI-style
- * errors in pt-BR.
+ * errors in pt-BR. Each embeddings answer has its own x-request-id
+ * ("es-<n>"); failed ones are logged on stderr with the client's
+ * X-Request-Id, so a request is findable on both sides.
  */
 #include "embed_server_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -177,6 +180,39 @@ done:
     return resp;
 }
 
+/* Copies the client's X-Request-Id into out (size bytes): printable ASCII
+ * only, "-" when absent, so a hostile value cannot forge log lines. */
+static void es_clean_request_id(const char *id, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *p = id ? id : ""; *p && n + 1 < size; p++)
+        if (*p > ' ' && *p < 127)
+            out[n++] = *p;
+    if (n == 0)
+        out[n++] = '-';
+    out[n] = '\0';
+}
+
+/* Gives resp (NULL: never answered) its id and logs a failed request with
+ * the client's X-Request-Id (one line; successes are not logged). */
+static void es_tag_embeddings_answer(embed_server *server, const http_head *req, es_response *resp)
+{
+    char theirs[65];
+    char ours[32];
+    snprintf(ours, sizeof ours, "es-%llu", (unsigned long long)++server->last_request_id);
+    if (resp)
+        snprintf(resp->request_id, sizeof resp->request_id, "%s", ours);
+    if (resp && resp->status < 400)
+        return;
+    es_clean_request_id(req->request_id, theirs, sizeof theirs);
+    if (resp)
+        fprintf(stderr, "embed-server: POST /v1/embeddings X-Request-Id %s -> HTTP %d (x-request-id %s)\n", theirs,
+                resp->status, ours);
+    else
+        fprintf(stderr, "embed-server: POST /v1/embeddings X-Request-Id %s -> sem resposta (falha injetada)\n",
+                theirs);
+}
+
 es_response *es_dispatch(embed_server *server, const http_head *req, const char *body, size_t body_len,
                          int *never_answer, int *delayed)
 {
@@ -185,7 +221,10 @@ es_response *es_dispatch(embed_server *server, const http_head *req, const char 
 
     if (is_post && strcmp(req->path, "/v1/embeddings") == 0) {
         *delayed = server->latency_ms > 0;
-        return es_route_embeddings(server, req, body, body_len, never_answer);
+        es_response *resp = es_route_embeddings(server, req, body, body_len, never_answer);
+        if (resp || *never_answer)
+            es_tag_embeddings_answer(server, req, resp);
+        return resp;
     }
     if (is_get && strcmp(req->path, "/health") == 0) {
         char *ok = strdup("ok");

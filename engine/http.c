@@ -53,6 +53,7 @@ struct http_request {
     uint64_t started_ns;           /* uv_hrtime() at start, for latency */
     int delivering;                /* 1 while cb runs: cancel becomes a no-op */
     char error[CURL_ERROR_SIZE];   /* curl's error text (English; not shown to people) */
+    char request_id[HTTP_MAX_REQUEST_ID + 1]; /* the response's x-request-id, cleaned (see http_response) */
     http_request *prev;            /* previous in hc->requests */
     http_request *next;            /* next in hc->requests */
 };
@@ -122,6 +123,22 @@ static void http_request_free(http_request *req)
     free(req);
 }
 
+/* Copies the x-request-id header of the response into req->request_id,
+ * keeping printable ASCII only (it reaches logs and the failures table).
+ * Returns req->request_id, or NULL when the header is absent or empty. */
+static const char *http_capture_request_id(http_request *req)
+{
+    struct curl_header *header = NULL;
+    size_t n = 0;
+    if (curl_easy_header(req->easy, "x-request-id", 0, CURLH_HEADER, -1, &header) != CURLHE_OK || !header)
+        return NULL;
+    for (const char *p = header->value; *p && n < HTTP_MAX_REQUEST_ID; p++)
+        if (*p > ' ' && *p < 127)
+            req->request_id[n++] = *p;
+    req->request_id[n] = '\0';
+    return n > 0 ? req->request_id : NULL;
+}
+
 /* Removes req from the client and curl, delivers the result, frees req. */
 static void http_request_finish(http_request *req, CURLcode code, int aborted)
 {
@@ -142,6 +159,7 @@ static void http_request_finish(http_request *req, CURLcode code, int aborted)
     if (curl_easy_header(req->easy, "Retry-After", 0, CURLH_HEADER, -1, &retry_header) == CURLHE_OK &&
         retry_header)
         resp.retry_after_ms = http_parse_retry_after(retry_header->value);
+    resp.request_id = http_capture_request_id(req);
     resp.body = req->resp ? req->resp : "";
     resp.body_len = req->resp_len;
     resp.latency_ms = (double)(uv_hrtime() - req->started_ns) / 1e6;

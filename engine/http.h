@@ -11,6 +11,9 @@
 #include <curl/curl.h>
 #include <uv.h>
 
+/* Longest x-request-id kept from a response (longer values are cut). */
+#define HTTP_MAX_REQUEST_ID 127
+
 typedef struct http_client http_client;
 typedef struct http_request http_request;
 
@@ -35,6 +38,8 @@ typedef struct http_response {
     double latency_ms;    /* time from start to completion */
     long new_connections; /* connections opened for this request (0 = reused a cached one) */
     int aborted;          /* 1 when delivered by http_client_close: the owner is shutting down */
+    const char *request_id; /* the provider's x-request-id header (printable ASCII, at most
+                               HTTP_MAX_REQUEST_ID bytes), or NULL when absent */
 } http_response;
 
 /* Completion callback: called exactly once per request unless the request was

@@ -1,7 +1,8 @@
 /*
  * http_parse.c: HTTP/1.1 request heads for the engine's servers (see
  * http_parse.h): the end of the head, the request line, Content-Length,
- * Transfer-Encoding, Connection, Expect and Authorization, reason phrases.
+ * Transfer-Encoding, Connection, Expect, Authorization and X-Request-Id,
+ * reason phrases.
  */
 #define _GNU_SOURCE /* strndup, memmem */
 #include "http_parse.h"
@@ -23,6 +24,7 @@ void http_head_reset(http_head *req)
 {
     free(req->path);
     free(req->authorization);
+    free(req->request_id);
     memset(req, 0, sizeof *req);
 }
 
@@ -120,6 +122,11 @@ static int parse_header(const char *name, size_t name_len, const char *value, si
         free(req->authorization);
         req->authorization = strndup(value, value_len);
         if (req->authorization == NULL)
+            return -1;
+    } else if (header_is(name, name_len, "X-Request-Id")) {
+        free(req->request_id);
+        req->request_id = strndup(value, value_len);
+        if (req->request_id == NULL)
             return -1;
     }
     return 0;

@@ -14,6 +14,7 @@ typedef struct http_head {
     char method[16];       /* e.g. "POST" */
     char *path;            /* target without query string (malloc'd) */
     char *authorization;   /* Authorization header value or NULL (malloc'd) */
+    char *request_id;      /* X-Request-Id header value or NULL (malloc'd) */
     size_t head_len;       /* bytes of request line + headers + blank line */
     size_t content_length; /* body bytes announced */
     int keep_alive;        /* 1 if the connection stays open after the answer */

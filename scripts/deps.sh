@@ -14,6 +14,7 @@ PACKAGES=(
   bible-kjv fortunes-br
   ca-certificates curl
   prometheus prometheus-pushgateway
+  chromium  # tests: the --report-html page rendered headless (observability_spec)
 )
 
 is_installed() {

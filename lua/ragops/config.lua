@@ -50,7 +50,7 @@ function M.defaults()
     },
     metrics = { file = nil, listen = nil, push_url = nil },
     alerts = { webhook_url = nil },
-    log = { progress_every_s = 5 },
+    log = { progress_every_s = 5, format = "text" },
     sandbox = sandbox_defaults(),
   }
 end
@@ -64,7 +64,7 @@ local KEYS = {
   ["provider.rate_limits"] = { "requests_per_min", "tokens_per_min", "max_concurrency" },
   metrics = { "file", "listen", "push_url" },
   alerts = { "webhook_url" },
-  log = { "progress_every_s" },
+  log = { "progress_every_s", "format" },
   sandbox = sandbox.KEYS,
 }
 M.KEYS = KEYS
@@ -270,6 +270,9 @@ local function validate(cfg, checker)
   check_positive(checker, "provider.expected_latency_ms", provider.expected_latency_ms, false)
   checker.only_keys(cfg.log, "log")
   check_positive(checker, "log.progress_every_s", cfg.log.progress_every_s, false)
+  if cfg.log.format ~= "text" and cfg.log.format ~= "json" then
+    checker.bad("log.format", cfg.log.format, 'um destes: "text", "json"')
+  end
   if type(provider.price_per_1m_tokens) ~= "table" then
     checker.bad("provider.price_per_1m_tokens", provider.price_per_1m_tokens,
       'uma tabela { ["modelo"] = preço em US$ por 1 milhão de tokens }')

@@ -18,6 +18,7 @@ local migrate = require "ragops.migrate"
 local params_mod = require "ragops.params"
 local pg = require "ragops.pg"
 local report = require "ragops.report"
+local report_html = require "ragops.report_html"
 local runner = require "ragops.runner"
 local sched = require "ragops.sched"
 local sqlname = require "ragops.sqlname"
@@ -308,7 +309,7 @@ local function finish(p, cfg, opts, stats, tally)
   stats.would = { embedded = stats.embedded, deleted = stats.deleted, succeeded = stats.succeeded }
   stats.embedded, stats.deleted, stats.succeeded = 0, 0, 0
   for _, c in pairs(stats.per_entity_type) do c.embedded, c.deleted, c.succeeded = 0, 0, 0 end
-  return report.emit(stats, opts, code)
+  return report_html.emit(stats, opts, report.emit(stats, opts, code))
 end
 
 -- Simulates loaded plan p under cfg. Returns the exit code.
@@ -324,6 +325,7 @@ function M.run(p, cfg, opts)
   if not counted then conn:close(); return exit.fail(ccode, "%s", cerr) end
   tally.calibration = read_calibration(conn, cfg.provider.model)
 
+  log.context { plan = p.name, dry_run = true }
   log.info("simulação (dry-run) do plano %q: sessão somente leitura, sem chamadas de embedding", p.name)
   local env = {
     sched = s, store = dry, embedder = estimator(cfg.provider.dim), log = log, run_id = nil,

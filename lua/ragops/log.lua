@@ -1,17 +1,67 @@
--- ragops.log: operator log lines (pt-BR) on stderr, with a timestamp and a
--- level. Secrets never reach here: callers pass redacted values.
-local M = { quiet = false, sink = io.stderr }
+-- ragops.log: operator log lines (pt-BR) on stderr, as text
+-- ("[data hora] NÍVEL mensagem") or as JSON lines (M.format = "json":
+-- { ts, level, msg, ...context, ...fields }). The wiring sets the run's
+-- context once (log.context{ run_id =, plan = }); a call adds its own
+-- fields with log.event(level, fields, fmt, ...) (entity_type, batch,
+-- request_id, counts). A text line shows only the message, so the message
+-- must say by itself what matters. Secrets never reach here: callers pass
+-- redacted values.
+local cjson = require "cjson"
+
+local M = {
+  quiet = false,     -- only errors are written
+  sink = io.stderr,  -- where lines go (anything with :write)
+  format = "text",   -- "text" | "json"
+  fields = {},       -- context of every JSON line (log.context)
+}
+
+M.FORMATS = { text = true, json = true }
 
 local LEVELS = { debug = "DEPURAÇÃO", info = "INFO", warn = "AVISO", error = "ERRO" }
+local RESERVED = { ts = true, level = true, msg = true }
 
-function M.write(level, fmt, ...)
-  if M.quiet and level ~= "error" then return end
-  local msg = select("#", ...) > 0 and fmt:format(...) or fmt
-  M.sink:write(("[%s] %s %s\n"):format(os.date("%Y-%m-%d %H:%M:%S"), LEVELS[level] or level, msg))
+-- Private cjson instance so options do not leak to other modules.
+local json = cjson.new()
+
+-- Replaces the context every JSON line carries (nil clears it).
+function M.context(fields)
+  M.fields = fields or {}
 end
 
-function M.info(fmt, ...) M.write("info", fmt, ...) end
-function M.warn(fmt, ...) M.write("warn", fmt, ...) end
-function M.error(fmt, ...) M.write("error", fmt, ...) end
+-- Copies the loggable fields of from into into: strings, booleans and
+-- finite numbers; reserved keys (ts, level, msg) are never overwritten.
+local function copy_fields(into, from)
+  for key, value in pairs(from or {}) do
+    local kind = type(value)
+    local finite = kind == "number" and value == value and value ~= math.huge and value ~= -math.huge
+    if type(key) == "string" and not RESERVED[key] and (kind == "string" or kind == "boolean" or finite) then
+      into[key] = value
+    end
+  end
+end
+
+local function json_line(level, fields, msg)
+  local line = { ts = os.date("!%Y-%m-%dT%H:%M:%SZ"), level = level, msg = msg }
+  copy_fields(line, M.fields)
+  copy_fields(line, fields)
+  return json.encode(line)
+end
+
+-- Writes one line at level with extra fields (JSON only) and the pt-BR
+-- message fmt:format(...).
+function M.event(level, fields, fmt, ...)
+  if M.quiet and level ~= "error" then return end
+  local msg = select("#", ...) > 0 and fmt:format(...) or fmt
+  if M.format == "json" then
+    M.sink:write(json_line(level, fields, msg), "\n")
+  else
+    M.sink:write(("[%s] %s %s\n"):format(os.date("%Y-%m-%d %H:%M:%S"), LEVELS[level] or level, msg))
+  end
+end
+
+function M.write(level, fmt, ...) M.event(level, nil, fmt, ...) end
+function M.info(fmt, ...) M.event("info", nil, fmt, ...) end
+function M.warn(fmt, ...) M.event("warn", nil, fmt, ...) end
+function M.error(fmt, ...) M.event("error", nil, fmt, ...) end
 
 return M

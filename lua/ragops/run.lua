@@ -1,9 +1,10 @@
 -- ragops.run: the wiring of a run (run, backfill, reindex, failures retry):
 -- configuration, plan, PostgreSQL pool, storage, embedding client, alerts,
--- rate limiter, metrics, signals, progress timer, runner (or scale-out work
--- units), the run record's finish and the report. `--dry-run` goes to
--- ragops.dryrun, which uses the same lower pieces (backends, params, report).
--- Returns exit codes (ragops.exit).
+-- rate limiter, metrics, signals, log format and context, progress timer
+-- (ragops.progress), runner (or scale-out work units), the run record's
+-- finish and the reports (text, --report-json, --report-html). `--dry-run`
+-- goes to ragops.dryrun, which uses the same lower pieces (backends,
+-- params, report). Returns exit codes (ragops.exit).
 local alerts_mod = require "ragops.alerts"
 local backends = require "ragops.backends"
 local cjson = require "cjson"
@@ -17,8 +18,10 @@ local metrics_endpoint = require "ragops.metrics_endpoint"
 local metrics_mod = require "ragops.metrics"
 local params_mod = require "ragops.params"
 local pool_mod = require "ragops.pool"
+local progress = require "ragops.progress"
 local ratelimit = require "ragops.ratelimit"
 local report = require "ragops.report"
+local report_html = require "ragops.report_html"
 local runner = require "ragops.runner"
 local sched = require "ragops.sched"
 local store_pg = require "ragops.store_pg"
@@ -192,11 +195,12 @@ local function start(env, cfg, parts)
     end)
   end
   -- Progress on a timer: it shows while every worker waits on the provider.
+  state.progress = progress.new { log = log, tty = not log.quiet and core.isatty(2) }
   s.spawn(function()
     local every = cfg.log.progress_every_s * 1000
     while state.running do
       s.sleep(every)
-      if state.running and env.progress then env.progress() end
+      if state.running and env.progress_snapshot then state.progress.tick(env.progress_snapshot()) end
     end
   end)
   return state
@@ -261,6 +265,21 @@ local function record_finish(store, stats, run_totals, code, status, opts)
   return code
 end
 
+-- Adds what the HTML report draws to stats: the progress series, the
+-- embedding latency and requests per status (from the metrics), the
+-- run's open dead letters per error class (one query) and the estimate of
+-- the dry-run given with --estimate-json.
+local function observability_fields(env, state, stats, opts)
+  state.progress.finish(env.progress_snapshot and env.progress_snapshot())
+  stats.series = state.progress.series
+  stats.embed_latency, stats.requests_by_status = report_html.from_metrics(env.metrics:render())
+  local rows = env.store:query([[select error_class, count(*) as n from ragops_failures
+    where run_id = $1 and resolved_at is null group by error_class order by error_class]], stats.run_id)
+  stats.failures_by_class = {}
+  for _, r in ipairs(rows or {}) do stats.failures_by_class[r.error_class] = tonumber(r.n) end
+  if opts["estimate-json"] then stats.previous_estimate = report_html.read_estimate(opts["estimate-json"], log) end
+end
+
 -- Ends the run: report fields, the run record, the closing of the pool and
 -- the client, the final metrics. Returns the exit code.
 local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
@@ -269,6 +288,7 @@ local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
   stats.limits = params_mod.limits(p, cfg)
   stats.spend = report.spend(stats, env.price_per_1m_tokens, env.budget_usd)
   local code, status = outcome(stats, state)
+  observability_fields(env, state, stats, opts)
   code = record_finish(env.store, stats, run_totals, code, status, opts)
   parts.pool:close()
   parts.client:close()
@@ -276,7 +296,8 @@ local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
   env.metrics:gauge("ragops_last_run_timestamp_seconds", nil, { plan = p.name, status = status }):set(os.time())
   parts.write_metrics()
   metrics_endpoint.finish_run(parts.endpoint, parts.metrics_settings, env.metrics, p.name, log)
-  return report.emit(stats, opts, code, report.json(stats))
+  code = report.emit(stats, opts, code, report.json(stats))
+  return report_html.emit(stats, opts, code)
 end
 
 -- Runs loaded plan p for real (not --dry-run). Returns the exit code.
@@ -291,6 +312,7 @@ local function run_loaded(p, cfg, opts, params)
   local run, rcode, rerr = start_run(env.store, p, params, opts)
   if not run then pool:close(); parts.client:close(); return fail(rcode, "%s", rerr) end
   env.run_id, env.checkpoint = run.id, run.checkpoint
+  log.context { run_id = run.id, plan = p.name }
   log.info("execução %d do plano %q iniciada (modelo %s, dim %d, %s)",
     run.id, p.name, cfg.provider.model, cfg.provider.dim, report.format_limits(params_mod.limits(p, cfg)))
   env.metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(1)
@@ -310,6 +332,11 @@ local function run_file(path, opts, params)
   log.quiet = opts.quiet or false
   local cfg, err = config.load(opts.config, os.getenv)
   if not cfg then return fail(exit.usage, "%s", err) end
+  local format = opts["log-format"] or cfg.log.format
+  if not log.FORMATS[format] then
+    return fail(exit.usage, "--log-format espera text ou json, recebi %q", format)
+  end
+  log.format = format
   local p, loaded = params_mod.load_plan(path, params)
   if not p then return fail(exit.usage, "%s", loaded) end
   params = loaded -- the run's identity (without batch.* and retry.*)

@@ -6,6 +6,7 @@
 #include "test_assert.h"
 
 #include <lualib.h>
+#include <unistd.h>
 
 /* Runs a Lua chunk as the main coroutine; returns its exit status. */
 static int run_chunk(const char *code)
@@ -43,6 +44,17 @@ int main(void)
         "for i = 1, 3 do core.spawn(function(x) log[#log+1] = x; if x == 3 then core.wake(main, 'fim') end end, i) end\n"
         "local v = core.suspend()\n"
         "return (v == 'fim' and table.concat(log, ',') == '1,2,3') and 0 or 1"), 0);
+
+    /* core.isatty agrees with isatty(3) on each standard fd; others raise. */
+    {
+        char code[512];
+        snprintf(code, sizeof code,
+                 "local core = require 'ragops.core'\n"
+                 "local ok = pcall(core.isatty, 7)\n"
+                 "return (not ok and core.isatty(0) == %s and core.isatty(2) == %s) and 0 or 1",
+                 isatty(0) ? "true" : "false", isatty(2) ? "true" : "false");
+        ASSERT_INT_EQ(run_chunk(code), 0);
+    }
 
     /* Waking a coroutine that is not suspended is a Lua error (misuse). */
     ASSERT_INT_EQ(run_chunk(

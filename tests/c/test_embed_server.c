@@ -676,6 +676,11 @@ static void test_errors(uv_loop_t *loop)
         {"{\"input\":\"x\"}", auth, 400, NULL},
         {"{\"model\":\"outro\",\"input\":\"x\"}", auth, 404, "model_not_found"},
     };
+    /* every embeddings answer, error or not, has an x-request-id of its own */
+    exchange(&c, loop, port, "POST", "/v1/embeddings", cases[0].body, "X-Request-Id: rg-teste-1\r\n", 2000);
+    ASSERT_INT_EQ(c.responses[0].status, 401);
+    ASSERT(strcasestr(c.responses[0].head, "\r\nx-request-id: es-") != NULL);
+    client_free(&c);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         exchange(&c, loop, port, "POST", "/v1/embeddings", cases[i].body, cases[i].headers, 2000);
         ASSERT_INT_EQ(c.nresponses, 1);

@@ -32,6 +32,7 @@ typedef struct outcome {
     int aborted;          /* copied from the response */
     char *body;           /* copy of the response body */
     size_t body_len;      /* bytes in body */
+    char request_id[HTTP_MAX_REQUEST_ID + 1]; /* copied from the response, "" when NULL */
 } outcome;
 
 static void record_cb(http_request *req, const http_response *resp, void *data)
@@ -43,6 +44,7 @@ static void record_cb(http_request *req, const http_response *resp, void *data)
     o->retry_after_ms = resp->retry_after_ms;
     o->new_connections = resp->new_connections;
     o->aborted = resp->aborted;
+    snprintf(o->request_id, sizeof o->request_id, "%s", resp->request_id ? resp->request_id : "");
     free(o->body);
     o->body = malloc(resp->body_len + 1);
     ASSERT(o->body != NULL);
@@ -161,6 +163,36 @@ static void test_embeddings_both_encodings(void)
     free(of.body);
     finish_loop(&loop, hc);
     ASSERT(server_requests() >= before + 2);
+}
+
+/* The embed-server answers each embeddings request with its own
+ * x-request-id ("es-<n>"); the client hands it over, and NULL without one. */
+static void test_provider_request_id(void)
+{
+    const char *texts[] = {"pedido com id"};
+    uv_loop_t loop;
+    http_client *hc;
+    outcome a = {0}, b = {0}, st = {0};
+    http_request_opts opts = {0};
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    post_embeddings(hc, texts, 1, EMBED_ENCODING_BASE64, &a);
+    post_embeddings(hc, texts, 1, EMBED_ENCODING_BASE64, &b);
+    opts.url = stats_url;
+    opts.timeout_ms = 5000;
+    ASSERT(http_request_start(hc, &opts, record_cb, &st) != NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(a.status, 200);
+    ASSERT_INT_EQ(st.status, 200);
+    ASSERT(strncmp(a.request_id, "es-", 3) == 0);
+    ASSERT(strncmp(b.request_id, "es-", 3) == 0);
+    ASSERT(strcmp(a.request_id, b.request_id) != 0);
+    ASSERT_STR_EQ(st.request_id, ""); /* GET /stats has none */
+    free(a.body);
+    free(b.body);
+    free(st.body);
+    finish_loop(&loop, hc);
 }
 
 static void test_concurrent_and_keepalive(void)
@@ -551,6 +583,7 @@ int main(void)
 
     test_bad_input_and_retry_after();
     test_embeddings_both_encodings();
+    test_provider_request_id();
     test_concurrent_and_keepalive();
     test_timeout();
     test_connection_refused();

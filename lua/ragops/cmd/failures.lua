@@ -23,7 +23,7 @@ end
 -- Flags of each subcommand (the help lists them all: cli_help_spec).
 M.FLAGS = {
   list = with_flags({ all = "bool" }),
-  retry = with_flags({ overwrite = "bool", ["report-json"] = "string" }),
+  retry = with_flags({ overwrite = "bool", ["report-json"] = "string", ["log-format"] = "string" }),
 }
 
 -- Loads the config and reads the failures selected by opts.

@@ -15,6 +15,11 @@ Opções de execução:
   --set chave=valor      parâmetro do plano ou limite de operação (pode repetir); chaves
                          desconhecidas são recusadas com a lista das válidas
   --report-json ARQUIVO  grava o relatório final em JSON
+  --report-html ARQUIVO  grava o relatório numa página HTML autocontida (gráficos, falhas
+                         por causa; no dry-run, a estimativa por tipo de entidade)
+  --estimate-json ARQUIVO  o --report-json de um dry-run anterior: o relatório HTML compara
+                         a estimativa com o real
+  --log-format F         text (padrão) ou json: uma linha JSON por evento (= log.format)
   --dry-run              simulação: nada é gravado, nenhum embedding é pedido
   --resume               exige retomar a execução interrompida do mesmo plano e parâmetros
                          (sem a opção, a retomada também acontece quando houver uma)
@@ -112,7 +117,8 @@ M.TEXT = {
     .. "  --id N[,N2]            só essas falhas (ids da listagem)\n"
     .. "  --overwrite            reembeda mesmo o que já está em dia (por padrão, o que tem o\n"
     .. "                         mesmo hash é só marcado como resolvido)\n"
-    .. "  --report-json ARQUIVO  grava o relatório de cada execução em JSON (a última sobrescreve)\n",
+    .. "  --report-json ARQUIVO  grava o relatório de cada execução em JSON (a última sobrescreve)\n"
+    .. "  --log-format F         text (padrão) ou json: uma linha JSON por evento (= log.format)\n",
 
   index = "Uso: ragops index create|drop|status [opções]\n\n"
     .. "  ragops index create     cria o índice vetorial (veja ragops index create --help)\n"

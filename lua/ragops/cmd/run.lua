@@ -13,6 +13,7 @@ M.FLAGS = {
   ["entity-type"] = "string", ["entity-id"] = "string", since = "string", ["until"] = "string",
   ["only-missing"] = "bool", overwrite = "bool",
   ["metrics-listen"] = "string", ["metrics-push"] = "string",
+  ["log-format"] = "string", ["report-html"] = "string", ["estimate-json"] = "string",
 }
 for _, item in ipairs(plan_mod.LIMITS) do M.FLAGS[item.flag] = "string" end
 

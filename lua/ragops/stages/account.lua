@@ -138,4 +138,15 @@ function Context:finish()
   return st
 end
 
+-- ---- progress snapshot (added by the observability work, issue 10) ----
+-- The numbers the progress renderer (ragops.progress) and the report's
+-- series read: ctx.total is the rows to process when known (nil today).
+function Context:snapshot()
+  local st = self.stats
+  local limiter = self.env.limiter and self.env.limiter:stats() or {}
+  return { processed = st.processed, total = self.total, succeeded = st.succeeded, skipped = st.skipped,
+           failed = st.failed, retries = st.retries, elapsed_s = (self.sched.now() - self.started) / 1000,
+           concurrency = limiter.concurrency, in_flight = limiter.in_flight, spend_usd = self:spend_usd() }
+end
+
 return M

@@ -1,0 +1,99 @@
+-- report_html_spec.lua: ragops.report_html: a self-contained pt-BR page
+-- (no external reference, no script), every outside text escaped, the
+-- sections of a run and of a dry-run, and the numbers read from the
+-- metrics text (latency per bucket, requests per status).
+local report_html = require "ragops.report_html"
+
+local METRICS = table.concat({
+  '# TYPE ragops_embed_latency_seconds histogram',
+  'ragops_embed_latency_seconds_bucket{le="0.05"} 2',
+  'ragops_embed_latency_seconds_bucket{le="0.1"} 5',
+  'ragops_embed_latency_seconds_bucket{le="+Inf"} 6',
+  'ragops_embed_latency_seconds_sum 0.6',
+  'ragops_embed_latency_seconds_count 6',
+  'ragops_embed_requests_total{status="200"} 5',
+  'ragops_embed_requests_total{status="429"} 1',
+}, "\n")
+
+local function run_stats()
+  local latency, by_status = report_html.from_metrics(METRICS)
+  return {
+    plan = 'x<script>alert("p")</script>', run_id = 3, status = "done_with_failures",
+    processed = 100, succeeded = 90, failed = 4, skipped = 6, embedded = 90, deleted = 0, retries = 2,
+    tokens = 1000, requests = 6, elapsed_s = 10, abort_reason = "<b>motivo</b>",
+    series = { { t = 0, processed = 0 }, { t = 5, processed = 40 }, { t = 10, processed = 100 } },
+    embed_latency = latency, requests_by_status = by_status,
+    failures_by_class = { permanent = 4 },
+    previous_estimate = { documents = 80, tokens = 1250, requests = 5, duration_s = 8, plan = "backfill" },
+  }
+end
+
+describe("ragops.report_html", function()
+  it("lê do texto das métricas a latência por faixa (não acumulada) e as requisições por status", function()
+    local latency, by_status = report_html.from_metrics(METRICS)
+    assert.are.same({ 2, 3, 1 }, { latency.buckets[1].count, latency.buckets[2].count, latency.buckets[3].count })
+    assert.are.equal("+Inf", latency.buckets[3].le)
+    assert.are.equal(6, latency.count)
+    assert.are.same({ ["200"] = 5, ["429"] = 1 }, by_status)
+    assert.is_nil((report_html.from_metrics("")))
+  end)
+
+  it("página autocontida em pt-BR, sem script nem recurso externo, com textos escapados", function()
+    local html = report_html.render(run_stats())
+    assert.matches('^<!DOCTYPE html>\n<html lang="pt%-BR">', html)
+    assert.is_nil(html:find("<script", 1, true))
+    assert.is_nil(html:find("http://", 1, true))
+    assert.is_nil(html:find("https://", 1, true))
+    assert.is_nil(html:find("<b>", 1, true))
+    assert.truthy(html:find("x&lt;script&gt;alert(&quot;p&quot;)&lt;/script&gt;", 1, true))
+    assert.truthy(html:find("&lt;b&gt;motivo&lt;/b&gt;", 1, true))
+  end)
+
+  it("execução: totais, vazão, latência, causas e estimativa x real, com gráficos SVG", function()
+    local html = report_html.render(run_stats())
+    for _, title in ipairs({ "Totais", "Vazão ao longo do tempo", "Latência das requisições de embedding",
+                             "Novas tentativas e falhas por causa", "Estimativa x real" }) do
+      assert.truthy(html:find("<h2>" .. title, 1, true), title)
+    end
+    local _, svgs = html:gsub("<svg ", "")
+    assert.are.equal(4, svgs)                 -- throughput, latency, statuses, classes
+    assert.truthy(html:find("<polyline", 1, true))
+    assert.truthy(html:find("HTTP 429", 1, true))
+    assert.truthy(html:find(">permanent<", 1, true))
+    assert.truthy(html:find("25,0%", 1, true))  -- 100 documents against 80 estimated
+  end)
+
+  it("dry-run: a estimativa por tipo de entidade, sem as seções de execução", function()
+    local html = report_html.render({ plan = "backfill", dry_run = true, estimate = {
+      cost_usd = 0.5, duration_s = 12, per_entity_type = {
+        verse = { documents = 10, chunks = 12, tokens = 300, requests = 1, would_embed = 10 },
+        ["<t>"] = { documents = 2, chunks = 2, tokens = 20, requests = 1, would_embed = 2 } } } })
+    assert.truthy(html:find("Estimativa por tipo de entidade", 1, true))
+    assert.truthy(html:find(">verse<", 1, true))
+    assert.truthy(html:find(">&lt;t&gt;<", 1, true))
+    assert.is_nil(html:find("Vazão ao longo do tempo", 1, true))
+    assert.truthy(html:find("<svg ", 1, true))
+  end)
+
+  it("sem dados: avisa em vez de desenhar", function()
+    local html = report_html.render({ plan = "p", processed = 0, series = { { t = 0, processed = 0 } } })
+    assert.truthy(html:find("poucos pontos para um gráfico", 1, true))
+    assert.truthy(html:find("sem dados", 1, true))
+  end)
+
+  it("emit grava o arquivo; uma falha de gravação vira código 2", function()
+    local log, errors = require "ragops.log", {}
+    local sink = log.sink
+    log.sink = { write = function(_, text) errors[#errors + 1] = text end }
+    local path = os.tmpname()
+    assert.are.equal(0, report_html.emit(run_stats(), { ["report-html"] = path }, 0))
+    local f = assert(io.open(path)); local text = f:read("*a"); f:close(); os.remove(path)
+    assert.matches("</html>\n$", text)
+    assert.are.equal(2, report_html.emit(run_stats(), { ["report-html"] = "/nao/existe/r.html" }, 0))
+    assert.are.equal(1, report_html.emit(run_stats(), { ["report-html"] = "/nao/existe/r.html" }, 1))
+    assert.are.equal(0, report_html.emit(run_stats(), {}, 0))
+    log.sink = sink
+    assert.are.equal(2, #errors)
+    assert.matches("não foi possível gravar o relatório HTML", errors[1])
+  end)
+end)
