@@ -26,7 +26,8 @@ function M.query(conn, opts)
     select id, run_id, entity_type, entity_id, chunk_index, error_class, http_status, message,
            attempts, to_char(first_seen, 'YYYY-MM-DD HH24:MI:SS') as first_seen,
            to_char(last_seen, 'YYYY-MM-DD HH24:MI:SS') as last_seen,
-           to_char(resolved_at, 'YYYY-MM-DD HH24:MI:SS') as resolved_at, resolved_run_id
+           to_char(resolved_at, 'YYYY-MM-DD HH24:MI:SS') as resolved_at, resolved_run_id,
+           request_id, provider_request_id
       from ragops_failures where %s order by id limit 10000]]):format(where), unpack(params))
 end
 
@@ -52,6 +53,10 @@ function M.format(rows, opts)
         r.http_status and ("  HTTP " .. r.http_status) or "", r.attempts, tostring(r.run_id or "-"))
     out[#out + 1] = ("     primeira vez: %s  última vez: %s%s\n"):format(r.first_seen, r.last_seen,
       r.resolved_at and ("  resolvida em: " .. r.resolved_at .. " (execução " .. tostring(r.resolved_run_id) .. ")") or "")
+    if r.request_id then
+      out[#out + 1] = ("     pedido: %s%s\n"):format(r.request_id,
+        r.provider_request_id and ("  id no provedor: " .. r.provider_request_id) or "")
+    end
     out[#out + 1] = "     " .. msg .. "\n"
   end
   return table.concat(out)

@@ -111,6 +111,13 @@ M.migrations = {
             primary key (run_id, model, entity_type))]],
       }
     end },
+  { version = 5, description = "ids do pedido e do provedor em cada item da fila de falhas",
+    sql = function()
+      return {
+        [[alter table ragops_failures add column if not exists request_id text,
+            add column if not exists provider_request_id text]],
+      }
+    end },
 }
 
 local function embedding_type(storage, dim)

@@ -167,15 +167,16 @@ end
 
 M.FAILURE_SQL = [[
   insert into ragops_failures as f (run_id, entity_type, entity_id, chunk_index, error_class,
-                                    http_status, message, attempts)
+                                    http_status, message, attempts, request_id, provider_request_id)
   select $1, $2, x.entity_id, nullif(x.chunk_index, -1), x.error_class, nullif(x.http_status, 0),
-         x.message, x.attempts
-    from unnest($3::text[], $4::int[], $5::text[], $6::int[], $7::text[], $8::int[])
-         as x(entity_id, chunk_index, error_class, http_status, message, attempts)
+         x.message, x.attempts, nullif(x.request_id, ''), nullif(x.provider_request_id, '')
+    from unnest($3::text[], $4::int[], $5::text[], $6::int[], $7::text[], $8::int[], $9::text[], $10::text[])
+         as x(entity_id, chunk_index, error_class, http_status, message, attempts, request_id, provider_request_id)
   on conflict (entity_type, entity_id) where resolved_at is null do update set
     run_id = excluded.run_id, chunk_index = excluded.chunk_index,
     error_class = excluded.error_class, http_status = excluded.http_status,
     message = excluded.message, attempts = f.attempts + excluded.attempts,
+    request_id = excluded.request_id, provider_request_id = excluded.provider_request_id,
     last_seen = now()]]
 
 M.RESOLVE_SQL = [[
@@ -184,10 +185,11 @@ M.RESOLVE_SQL = [[
 
 -- Dead letters of one entity type, as the parallel arrays of FAILURE_SQL.
 local function failure_arrays(failures)
-  local a = { {}, {}, {}, {}, {}, {} }
+  local a = { {}, {}, {}, {}, {}, {}, {}, {} }
   for i, f in ipairs(failures) do
     a[1][i], a[2][i], a[3][i] = f.entity_id, f.chunk_index or -1, f.error_class
     a[4][i], a[5][i], a[6][i] = f.http_status or 0, f.message, f.attempts or 1
+    a[7][i], a[8][i] = f.request_id or "", f.provider_request_id or ""
   end
   return a
 end

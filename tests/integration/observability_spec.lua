@@ -94,10 +94,13 @@ describe("observabilidade", function()
     assert.is_truthy(message:find(ours, 1, true) and message:find(theirs, 1, true), message)
   end)
 
-  pending("ragops_failures guarda request_id e provider_request_id em colunas (migração do líder)", function()
+  it("ragops_failures guarda request_id e provider_request_id em colunas", function()
     local row = H.psql(url, "select request_id, provider_request_id from ragops_failures where entity_id = '7'")[1]
     assert.matches("^rg%-", row[1])
     assert.matches("^es%-", row[2])
+    local code, listing = H.ragops(url, "failures list")
+    assert.are.equal(0, code)
+    assert.matches("pedido: rg%-[%x]+%-%d+  id no provedor: es%-%d+", listing)
   end)
 
   it("nenhuma saída de uma execução completa contém a chave de API ou a senha do banco", function()

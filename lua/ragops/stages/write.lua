@@ -79,7 +79,9 @@ local function dead_letters(entity_type, decision, failed_groups)
           entity_type = entity_type, entity_id = it.entity.id, chunk_index = it.chunk.index,
           error_class = g.info.class or "transient",
           http_status = g.info.status ~= 0 and g.info.status or nil,
-          message = tostring(g.err), attempts = g.attempts }
+          message = tostring(g.err), attempts = g.attempts,
+          -- for a support ticket: our X-Request-Id and the provider's own id
+          request_id = g.info.request_id, provider_request_id = g.info.provider_request_id }
       end
     end
   end
