@@ -60,3 +60,18 @@ describe("kit de operações (docs/ops)", function()
     assert.is_true(ok == 0 or ok == true, "promtool recusou as regras (rode-o em docs/ops para ver)")
   end)
 end)
+
+describe("docs/alertas-e-metricas.md", function()
+  it("lista cada métrica exportada, e só elas", function()
+    local doc = read("docs/alertas-e-metricas.md")
+    local listed = {}
+    for name in doc:gmatch("\n| `([%w_]+)` | ") do listed[name] = true end
+    local known = exported()
+    for name in pairs(known) do assert.is_true(listed[name] == true, "métrica sem documentação: " .. name) end
+    for name in pairs(listed) do
+      if name:match("^ragops_") or name == "inprogress_index_builds" then
+        assert.is_true(known[name] == true, "métrica documentada que não existe: " .. name)
+      end
+    end
+  end)
+end)
