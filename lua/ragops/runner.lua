@@ -31,9 +31,8 @@
 --              keys in (after, upto] of the plan's single source, without
 --              checkpoints or end-of-source deletions (a scale-out work unit),
 -- }
--- The runner sets env.stop(code, reason) (signals), env.progress() (the
--- engine's progress timer) and env.progress_snapshot() (ctx:snapshot(),
--- for ragops.progress).
+-- The runner sets env.stop(code, reason) (signals) and env.progress_snapshot()
+-- (ctx:snapshot(), drawn by ragops.progress on the wiring's timer).
 local account = require "ragops.stages.account"
 local decide = require "ragops.stages.decide"
 local embed = require "ragops.stages.embed"
@@ -187,7 +186,6 @@ end
 function M.run(plan, env)
   local ctx = account.context(plan, env)
   env.stop = function(code, reason) ctx:abort(code, reason) end
-  env.progress = function() ctx:progress() end
   env.progress_snapshot = function() return ctx:snapshot() end
   if not env.range then M.check_unique_keys(ctx) end
   for _, source in ipairs(M.selected_sources(plan)) do

@@ -1,7 +1,7 @@
 -- ragops.stages.account: the last stage of a unit, and the run's books.
 -- Receives the counters of a committed unit (a delta) and adds them to the
 -- run's totals, per entity type; feeds the alerts (document outcomes, embed
--- calls), the metrics and the progress line. Also the run's stop switch:
+-- calls), the metrics and the progress snapshot (ragops.progress draws it). Also the run's stop switch:
 -- ctx:abort(code, reason) is how any stage ends the run.
 --
 -- The run context (ctx) it builds is what every stage receives:
@@ -12,7 +12,6 @@
 --                   attempt, and tokens the provider billed, in this process
 --   ctx.tokens_before tokens billed before this process (a resumed run)
 local instruments = require "ragops.stages.instruments"
-local report = require "ragops.report"
 
 local M = {}
 
@@ -112,21 +111,6 @@ function Context:spend_usd()
   return (self.tokens_before + self.spent.tokens) * price / 1e6
 end
 
--- One pt-BR progress line (the engine calls it on a timer, so it also
--- shows while every worker waits on a slow request).
-function Context:progress()
-  instruments.refresh(self)
-  local fmt = report
-  local st = self.stats
-  local elapsed = (self.sched.now() - self.started) / 1000
-  local spend = self:spend_usd()
-  self.log.info("progresso: %s processados, %s gravados, %s inalterados, %s falhas, %s novas tentativas (%s docs/s)%s",
-    fmt.format_count(st.processed), fmt.format_count(st.succeeded), fmt.format_count(st.skipped),
-    fmt.format_count(st.failed), fmt.format_count(st.retries),
-    fmt.format_number(elapsed > 0 and st.processed / elapsed or 0, 1),
-    spend and (", gasto US$ " .. fmt.format_number(spend, 4)) or "")
-end
-
 -- The run's final stats (the runner's return value).
 function Context:finish()
   local st = self.stats
@@ -142,6 +126,7 @@ end
 -- The numbers the progress renderer (ragops.progress) and the report's
 -- series read: ctx.total is the rows to process when known (nil today).
 function Context:snapshot()
+  instruments.refresh(self)
   local st = self.stats
   local limiter = self.env.limiter and self.env.limiter:stats() or {}
   return { processed = st.processed, total = self.total, succeeded = st.succeeded, skipped = st.skipped,

@@ -98,6 +98,8 @@ end
 function M.source_rows(ctx, entity_type, rows)
   ctx.source_rows = ctx.source_rows or {}
   ctx.source_rows[entity_type] = rows
+  ctx.total = 0 -- rows of the whole run (the progress line's done/total and ETA)
+  for _, n in pairs(ctx.source_rows) do ctx.total = ctx.total + n end
   M.set(ctx, "ragops_source_rows", { entity_type = entity_type }, rows)
   M.refresh(ctx)
 end
