@@ -232,6 +232,17 @@ local function check_http_url(checker, path, value, optional)
   end
 end
 
+-- A { ["model"] = number } table: a table, text keys, numbers that pass ok.
+local function check_model_map(checker, path, map, what, ok, expected)
+  if type(map) ~= "table" then checker.bad(path, map, what); return end
+  for model, value in pairs(map) do
+    if type(model) ~= "string" then checker.bad(path, model, "nomes de modelo (texto) como chaves") end
+    if type(value) ~= "number" or value ~= value or not ok(value) then
+      checker.bad(path .. "." .. tostring(model), value, expected)
+    end
+  end
+end
+
 local function validate(cfg, checker)
   checker.only_keys(cfg, "")
   local db = cfg.database
@@ -273,28 +284,12 @@ local function validate(cfg, checker)
   if cfg.log.format ~= "text" and cfg.log.format ~= "json" then
     checker.bad("log.format", cfg.log.format, 'um destes: "text", "json"')
   end
-  if type(provider.price_per_1m_tokens) ~= "table" then
-    checker.bad("provider.price_per_1m_tokens", provider.price_per_1m_tokens,
-      'uma tabela { ["modelo"] = preço em US$ por 1 milhão de tokens }')
-  end
-  for model, price in pairs(provider.price_per_1m_tokens) do
-    local path = "provider.price_per_1m_tokens." .. tostring(model)
-    if type(model) ~= "string" then
-      checker.bad("provider.price_per_1m_tokens", model, "nomes de modelo (texto) como chaves")
-    end
-    if type(price) ~= "number" or price ~= price or price < 0 or price == math.huge then
-      checker.bad(path, price, "um preço em US$ maior ou igual a 0")
-    end
-  end
-  if type(provider.tokens_per_byte) ~= "table" then
-    checker.bad("provider.tokens_per_byte", provider.tokens_per_byte,
-      'uma tabela { ["modelo"] = tokens por byte de texto }')
-  end
-  for model, ratio in pairs(provider.tokens_per_byte) do
-    if type(model) ~= "string" or type(ratio) ~= "number" or ratio ~= ratio or ratio <= 0 or ratio > 10 then
-      checker.bad("provider.tokens_per_byte." .. tostring(model), ratio, "um número maior que 0 e até 10")
-    end
-  end
+  check_model_map(checker, "provider.price_per_1m_tokens", provider.price_per_1m_tokens,
+    'uma tabela { ["modelo"] = preço em US$ por 1 milhão de tokens }',
+    function(v) return v >= 0 and v ~= math.huge end, "um preço em US$ maior ou igual a 0")
+  check_model_map(checker, "provider.tokens_per_byte", provider.tokens_per_byte,
+    'uma tabela { ["modelo"] = tokens por byte de texto }',
+    function(v) return v > 0 and v <= 10 end, "um número maior que 0 e até 10")
   local limits = provider.rate_limits
   checker.only_keys(limits, "provider.rate_limits")
   check_positive(checker, "provider.rate_limits.requests_per_min", limits.requests_per_min, true)

@@ -16,31 +16,43 @@
 -- raises a Lua error; write_file failures return nil, err.
 local M = {}
 
--- Help texts (pt-BR) of the metrics the engine exports.
-M.HELP = {
-  ragops_documents_total = "Entidades processadas, por tipo de entidade e resultado (embedded, skipped, failed, deleted).",
-  ragops_embed_requests_total = "Requisições de embedding ao provedor, por status HTTP (0 = sem resposta).",
-  ragops_embed_latency_seconds = "Latência das requisições de embedding, em segundos.",
-  ragops_embed_tokens_total = "Tokens enviados ao provedor de embeddings.",
-  ragops_retries_total = "Novas tentativas de requisições de embedding após falha temporária.",
-  ragops_dead_letters_total = "Itens enviados à fila de falhas (dead-letter).",
-  ragops_alerts_total = "Alertas disparados, por alerta e ação.",
-  ragops_run_in_progress = "1 enquanto uma execução de plano está em andamento, 0 caso contrário.",
-  ragops_last_run_timestamp_seconds = "Horário (Unix, segundos) do fim da última execução de plano.",
+-- The metrics the engine exports: name -> { type, pt-BR help }. The stages
+-- feed most of them (ragops.stages.instruments); the run wiring, the alerts
+-- and `index create` the others. docs/alertas-e-metricas.md lists them all
+-- (tests/lua/ops_spec.lua checks it, and the docs/ops dashboard and rules).
+M.ENGINE = {
+  ragops_documents_total = { "counter", "Documentos por resultado: embedded, skipped e failed contam entidades; refreshed (metadados atualizados sem novo embedding) e deleted contam linhas do índice." },
+  ragops_units_total = { "counter", "Unidades de trabalho (páginas da fonte) gravadas." },
+  ragops_batches_total = { "counter", "Lotes de embedding bem-sucedidos (um pedido ao provedor cada)." },
+  ragops_embed_requests_total = { "counter", "Pedidos de embedding ao provedor, por status HTTP (0 = sem resposta)." },
+  ragops_embed_errors_total = { "counter", "Pedidos de embedding que falharam, por classe (transient, permanent, fatal)." },
+  ragops_retries_total = { "counter", "Novas tentativas de pedidos de embedding depois de uma falha temporária." },
+  ragops_dead_letters_total = { "counter", "Itens enviados à fila de falhas (dead letters)." },
+  ragops_dead_letters_resolved_total = { "counter", "Itens da fila de falhas resolvidos (a entidade foi indexada)." },
+  ragops_embed_tokens_total = { "counter", "Tokens cobrados pelo provedor (usage.prompt_tokens)." },
+  ragops_embed_cost_usd_total = { "counter", "Custo estimado em US$ (tokens cobrados x provider.price_per_1m_tokens)." },
+  ragops_ratelimit_wait_seconds_total = { "counter", "Tempo esperado no limitador de taxa antes de enviar pedidos, em segundos." },
+  ragops_embed_latency_seconds = { "histogram", "Latência dos pedidos de embedding, em segundos." },
+  ragops_write_duration_seconds = { "histogram", "Duração da gravação de uma unidade no PostgreSQL (uma transação), em segundos." },
+  ragops_rows_pending = { "gauge", "Linhas da fonte ainda não processadas nesta execução." },
+  ragops_progress_ratio = { "gauge", "Fração das linhas da execução já processadas (0 a 1)." },
+  ragops_embed_concurrency = { "gauge", "Pedidos de embedding em paralelo permitidos agora pelo limitador (AIMD)." },
+  ragops_last_progress_timestamp_seconds = { "gauge", "Horário (Unix) da última unidade gravada." },
+  ragops_source_rows = { "gauge", "Linhas da fonte no recorte da execução, por tipo de entidade." },
+  ragops_indexed_entities = { "gauge", "Entidades com documento no índice, por tipo (fim de um backfill completo)." },
+  ragops_coverage_ratio = { "gauge", "Entidades indexadas / linhas da fonte, por tipo (fim de um backfill completo)." },
+  ragops_sync_queue_depth = { "gauge", "Mudanças da fonte na fila de sincronização, por tipo de entidade." },
+  ragops_sync_lag_seconds = { "gauge", "Idade da mudança mais antiga da fonte ainda não indexada, em segundos, por tipo." },
+  ragops_alerts_total = { "counter", "Alertas disparados, por alerta e ação." },
+  ragops_run_in_progress = { "gauge", "1 enquanto uma execução de plano está em andamento, 0 caso contrário." },
+  ragops_last_run_timestamp_seconds = { "gauge", "Horário (Unix, segundos) do fim da última execução de plano." },
+  inprogress_index_builds = { "gauge", "Construções de índice vetorial em andamento (ragops index create)." },
 }
 
--- Types of the engine metrics (used to check the engine's own usage).
-M.TYPES = {
-  ragops_documents_total = "counter",
-  ragops_embed_requests_total = "counter",
-  ragops_embed_latency_seconds = "histogram",
-  ragops_embed_tokens_total = "counter",
-  ragops_retries_total = "counter",
-  ragops_dead_letters_total = "counter",
-  ragops_alerts_total = "counter",
-  ragops_run_in_progress = "gauge",
-  ragops_last_run_timestamp_seconds = "gauge",
-}
+-- Help texts and types of the engine metrics (a registration without its
+-- own help uses these; another type for an engine name is refused).
+M.HELP, M.TYPES = {}, {}
+for name, spec in pairs(M.ENGINE) do M.TYPES[name], M.HELP[name] = spec[1], spec[2] end
 
 -- Default histogram buckets (seconds), suited to HTTP latencies.
 M.DEFAULT_BUCKETS = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 }

@@ -29,8 +29,7 @@ local function index_builds_gauge(cfg, value)
   local file = cfg.metrics.file
   if not file then return end
   local registry = metrics_mod.new()
-  registry:gauge("inprogress_index_builds", "Construções de índice vetorial em andamento (ragops index create).")
-    :set(value)
+  registry:gauge("inprogress_index_builds"):set(value)
   local ok, err = registry:write_file(file)
   if not ok then log.warn("não foi possível gravar as métricas em %s: %s", file, tostring(err)) end
 end

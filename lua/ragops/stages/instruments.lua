@@ -5,33 +5,12 @@
 -- `plan` label; `entity_type`, `status`, `class`, `outcome` are the only
 -- other labels (bounded: no run id, no entity id). The list, with meaning
 -- and PromQL examples, is in docs/alertas-e-metricas.md.
+local metrics = require "ragops.metrics"
+
 local M = {}
 
--- name -> { type, pt-BR help }.
-M.METRICS = {
-  ragops_documents_total = { "counter", "Documentos por resultado: embedded, skipped e failed contam entidades; refreshed (metadados atualizados sem novo embedding) e deleted contam linhas do índice." },
-  ragops_units_total = { "counter", "Unidades de trabalho (páginas da fonte) gravadas." },
-  ragops_batches_total = { "counter", "Lotes de embedding bem-sucedidos (um pedido ao provedor cada)." },
-  ragops_embed_requests_total = { "counter", "Pedidos de embedding ao provedor, por status HTTP (0 = sem resposta)." },
-  ragops_embed_errors_total = { "counter", "Pedidos de embedding que falharam, por classe (transient, permanent, fatal)." },
-  ragops_retries_total = { "counter", "Novas tentativas de pedidos de embedding depois de uma falha temporária." },
-  ragops_dead_letters_total = { "counter", "Itens enviados à fila de falhas (dead letters)." },
-  ragops_dead_letters_resolved_total = { "counter", "Itens da fila de falhas resolvidos (a entidade foi indexada)." },
-  ragops_embed_tokens_total = { "counter", "Tokens cobrados pelo provedor (usage.prompt_tokens)." },
-  ragops_embed_cost_usd_total = { "counter", "Custo estimado em US$ (tokens cobrados x provider.price_per_1m_tokens)." },
-  ragops_ratelimit_wait_seconds_total = { "counter", "Tempo esperado no limitador de taxa antes de enviar pedidos, em segundos." },
-  ragops_embed_latency_seconds = { "histogram", "Latência dos pedidos de embedding, em segundos." },
-  ragops_write_duration_seconds = { "histogram", "Duração da gravação de uma unidade no PostgreSQL (uma transação), em segundos." },
-  ragops_rows_pending = { "gauge", "Linhas da fonte ainda não processadas nesta execução." },
-  ragops_progress_ratio = { "gauge", "Fração das linhas da execução já processadas (0 a 1)." },
-  ragops_embed_concurrency = { "gauge", "Pedidos de embedding em paralelo permitidos agora pelo limitador (AIMD)." },
-  ragops_last_progress_timestamp_seconds = { "gauge", "Horário (Unix) da última unidade gravada." },
-  ragops_source_rows = { "gauge", "Linhas da fonte no recorte da execução, por tipo de entidade." },
-  ragops_indexed_entities = { "gauge", "Entidades com documento no índice, por tipo (fim de um backfill completo)." },
-  ragops_coverage_ratio = { "gauge", "Entidades indexadas / linhas da fonte, por tipo (fim de um backfill completo)." },
-  ragops_sync_queue_depth = { "gauge", "Mudanças da fonte na fila de sincronização, por tipo de entidade." },
-  ragops_sync_lag_seconds = { "gauge", "Idade da mudança mais antiga da fonte ainda não indexada, em segundos, por tipo." },
-}
+-- name -> { type, pt-BR help }: the engine's metrics (ragops.metrics).
+M.METRICS = metrics.ENGINE
 
 local function labels_of(ctx, extra)
   local out = { plan = ctx.plan.name }
