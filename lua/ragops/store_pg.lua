@@ -295,10 +295,14 @@ end
 function Store:write_unit(unit)
   local spent = unit.run_id and self:reserve_spent() or 0
   local result, err, state = self:transaction(function(step, conn)
-    if unit.run_id then self:check_owner(step, unit.run_id, spent) end
     local written, pruned, refreshed = write_documents(self, step, conn, unit)
     local resolved = write_failures(step, unit)
-    if unit.run_id then M.record_progress(step, unit, pruned, refreshed) end
+    -- The run's row last: its lock serialises the units' commits, so it is
+    -- held only for these two statements, not for the whole transaction.
+    if unit.run_id then
+      self:check_owner(step, unit.run_id, spent)
+      M.record_progress(step, unit, pruned, refreshed)
+    end
     return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
   end)
   if not result then self:unreserve_spent(spent) end
