@@ -67,8 +67,10 @@ return {
       requests_per_min = nil,
       -- Tokens por minuto permitidos pelo provedor (nil = sem limite).
       tokens_per_min = nil,
-      -- Máximo de requisições de embedding em paralelo (1 a 256).
-      max_concurrency = 8,
+      -- Máximo de requisições de embedding em paralelo que o provedor aceita (1 a 256;
+      -- nil = sem limite: vale o batch.in_flight do plano). Abaixo do in_flight, a
+      -- primeira linha do log e o relatório dizem o valor efetivo e o motivo.
+      max_concurrency = nil,
     },
   },
 

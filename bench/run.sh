@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
 # bench/run.sh: the project benchmark (make bench). Builds Release, starts its
-# own throwaway PostgreSQL (fsync off) and embed-servers on free ports, loads
-# the demo data and measures ragops runs, printing a pt-BR table:
+# own throwaway PostgreSQL (fsync off) and embed-servers (--dense, dim 1536) on
+# free ports, generates BENCH_DOCS synthetic documents of ~290 characters
+# (default 100,000) and measures, on pgvector's vector(1536) when available and
+# on real[], in one run:
 #
-#   1. cold backfill of the 33,608 demo documents, provider at 0 ms
-#   2. re-run with nothing changed (the skip path)
-#   3. cold backfill with the provider at 50 ms, batch.in_flight = 1, 4, 16
-#   4. scale: cold backfill of N synthetic rows (RAGOPS_BENCH_SCALE_ROWS,
-#      default 300000; 0 skips it), provider at 0 ms
+#   1. the limit: binary COPY of the same rows (exported from the table the
+#      backfill filled) into the same, empty table (psql \copy from a file);
+#   2. cold backfill at 0 ms: docs/s, ratio to (1), the engine's CPU time per
+#      document (user + system of the ragops process, GNU time);
+#   3. provider at 200 ms, batch 64, in_flight 8, 16, 32, 64 (BENCH_LAT_DOCS,
+#      default 20,000, on the first storage): ratio to min(in_flight x 64 / 0.2 s,
+#      rate of 2);
+#   4. the seed team's loop (bench/seed_loop.lua: one request of 64 at a time,
+#      sleep 0.2 s, row-by-row upserts; BENCH_SEED_DOCS, default 640) as the
+#      baseline of (3), with the speed-up over it;
+#   5. re-run with nothing changed: ratio to the read limit (binary COPY out of
+#      the source columns the plan selects plus the target's keys and hashes),
+#      and 0 embedding requests;
+#   6. peak RSS of every run (BENCH_DOCS=1000000 is the big run for it).
 #
-# pgvector is used when installed (scripts/pg.sh pgvector runs
-# ../shared/pgvector/install.sh when there and root); the summary says which
-# storage the embedding column had.
-# Every run is checked (exit code 0, processed/embedded/skipped counts); the
-# script exits 1 if any check fails. Everything it starts is stopped on exit.
-# Bounded in time: each run has a timeout (RAGOPS_BENCH_RUN_TIMEOUT_S, default
-# 180 s, never past the budget + 60 s) and the optional scale step is skipped
-# when the total budget (RAGOPS_BENCH_BUDGET_S, default 540 s) is short.
-# Peak RSS comes from GNU time -v (package `time`, installed when root), or
-# from polling /proc/PID/status VmHWM (forced by RAGOPS_BENCH_NO_GNU_TIME=1).
+# One table on stdout and the same figures as JSON in BENCH_JSON (default
+# bench/resultado.json). Every run is checked (exit code 0; processed,
+# embedded, skipped; 0 requests on the re-run): exit 1 if any check fails.
+# Each run has a timeout (RAGOPS_BENCH_RUN_TIMEOUT_S, default 600 s). Peak RSS
+# and CPU come from GNU time -v (package `time`, installed when root).
 # RAGOPS_BENCH_KEEP=1 keeps the work folder (logs, reports) after a failure.
 set -euo pipefail
 
@@ -27,21 +33,24 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 BIN="$ROOT/build/ragops"
-DEMO_DOCS=33608
-SCALE_ROWS="${RAGOPS_BENCH_SCALE_ROWS:-300000}"
-BUDGET_S="${RAGOPS_BENCH_BUDGET_S:-540}"
-RUN_TIMEOUT_S="${RAGOPS_BENCH_RUN_TIMEOUT_S:-180}"
-LATENCY_MS=50
-IN_FLIGHT_LEVELS=(1 4 16)
+DOCS="${BENCH_DOCS:-100000}"
+LAT_DOCS="${BENCH_LAT_DOCS:-20000}"
+SEED_DOCS="${BENCH_SEED_DOCS:-640}"
+JSON_OUT="${BENCH_JSON:-$ROOT/bench/resultado.json}"
+RUN_TIMEOUT_S="${RAGOPS_BENCH_RUN_TIMEOUT_S:-600}"
+LATENCY_MS=200
+IN_FLIGHT_LEVELS=(8 16 32 64)
 DB_NAME="ragops_bench"
 
 die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
 step() { printf '\n==> %s\n' "$*" >&2; }
 note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
-[[ "$SCALE_ROWS" =~ ^[0-9]+$ ]] || die "RAGOPS_BENCH_SCALE_ROWS deve ser um inteiro (recebi: $SCALE_ROWS)"
-[[ "$BUDGET_S" =~ ^[0-9]+$ ]] || die "RAGOPS_BENCH_BUDGET_S deve ser um inteiro (recebi: $BUDGET_S)"
-[[ "$RUN_TIMEOUT_S" =~ ^[0-9]+$ ]] || die "RAGOPS_BENCH_RUN_TIMEOUT_S deve ser um inteiro (recebi: $RUN_TIMEOUT_S)"
+for var in DOCS LAT_DOCS SEED_DOCS RUN_TIMEOUT_S; do
+  [[ "${!var}" =~ ^[1-9][0-9]*$ ]] || die "$var deve ser um inteiro positivo (recebi: ${!var})"
+done
+((LAT_DOCS > DOCS)) && LAT_DOCS=$DOCS
+((SEED_DOCS > DOCS)) && SEED_DOCS=$DOCS
 for tool in cmake psql curl luajit timeout; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool não encontrado (rode scripts/deps.sh)"
 done
@@ -148,53 +157,59 @@ ensure_time() {
   note "GNU time indisponível; o pico de memória será lido de /proc/PID/status (VmHWM)"
 }
 
-# Results, one entry per measured run (parallel arrays, index = run number).
-R_LABEL=(); R_DOCS=(); R_WALL=(); R_RATE=(); R_RSS=(); R_REQ=(); R_STATUS=()
+sqlu() { local url="$1"; shift; psql -X -q -tA -v ON_ERROR_STOP=1 -d "$url" "$@"; }
+
+TIME_BIN=""
+ensure_time() {
+  if [[ -x /usr/bin/time ]] && /usr/bin/time -v true >/dev/null 2>&1; then
+    TIME_BIN=/usr/bin/time; return
+  fi
+  if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    note "instalando o pacote time (GNU time) para medir CPU e pico de memória"
+    if DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >/dev/null 2>&1 \
+        && /usr/bin/time -v true >/dev/null 2>&1; then
+      TIME_BIN=/usr/bin/time; return
+    fi
+  fi
+  die "GNU time (/usr/bin/time) indisponível: instale o pacote time"
+}
+
+# Results: one TSV line per figure, printed as a table and written as JSON.
+RESULTS=""
 FAILURES=0
+add_result() { # scenario storage docs wall_s docs_s ratio bound cpu_us rss_mib requests status
+  local IFS=$'\t'
+  RESULTS+="$*"$'\n'
+}
 
-fmt_mib() { awk -v kb="$1" 'BEGIN { if (kb == "") print "?"; else printf "%.1f", kb / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a != "") printf "%.2f", a / b; else print "" }'; }
+rate_of() { awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "" }'; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
-# measure LABEL PLAN EMBED_PORT EXPECT  (EXPECT: cold:N | skip:N)
-# Runs `ragops run PLAN` against the embed-server on EMBED_PORT with a timeout,
-# records wall time, peak RSS, embed requests, and checks the report.
+# Last measured run (set by measure).
+M_WALL=""; M_RATE=""; M_CPU_US=""; M_RSS=""; M_REQ=""; M_STATUS=""; M_DOCS=""
+
+# measure LABEL URL CONFIG PLAN EMBED_PORT EXPECT  (EXPECT: cold:N | skip:N)
+# Runs `ragops run PLAN` under GNU time with a timeout; sets M_*; checks the report.
 measure() {
-  local label="$1" plan="$2" embed_port="$3" expect="$4"
-  local tag="run${#R_LABEL[@]}"
+  local label="$1" url="$2" config="$3" plan="$4" embed_port="$5" expect="$6"
+  local tag="run$((RUN_SEQ++))"
   local report="$WORK/$tag.json" timefile="$WORK/$tag.time" errlog="$WORK/$tag.err"
-  local rc=0 rss="" t0 t1 limit
-  # Hard bound: never run past the total budget plus one minute of slack.
-  limit=$((BUDGET_S + 60 - SECONDS))
-  ((limit > RUN_TIMEOUT_S)) && limit=$RUN_TIMEOUT_S
-  ((limit < 30)) && limit=30
+  local rc=0 t0 t1 problem="" processed="" embedded="" skipped=""
   step "$label"
   stats_reset "$embed_port" || die "não foi possível zerar as estatísticas do embed-server (porta $embed_port)"
-  export RAGOPS_EMBED_URL="http://127.0.0.1:$embed_port/v1"
   t0=$EPOCHREALTIME
-  if [[ -n "$TIME_BIN" ]]; then
-    "$TIME_BIN" -v -o "$timefile" timeout -k 10 "$limit" \
-      "$BIN" run "$plan" --quiet --report-json "$report" >"$WORK/$tag.out" 2>"$errlog" || rc=$?
-    t1=$EPOCHREALTIME
-    rss="$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$timefile" 2>/dev/null || true)"
-  else
-    timeout -k 10 "$limit" "$BIN" run "$plan" --quiet --report-json "$report" \
-      >"$WORK/$tag.out" 2>"$errlog" &
-    local pid=$! child="" hwm
-    while kill -0 "$pid" 2>/dev/null; do
-      [[ -z "$child" ]] && child="$(pgrep -P "$pid" 2>/dev/null | head -n 1 || true)"
-      if [[ -n "$child" ]]; then
-        hwm="$(awk '/^VmHWM:/ { print $2 }' "/proc/$child/status" 2>/dev/null || true)"
-        [[ -n "$hwm" ]] && rss="$hwm"
-      fi
-      sleep 0.05
-    done
-    wait "$pid" || rc=$?
-    t1=$EPOCHREALTIME
-  fi
-  local wall requests processed="" embedded="" skipped="" status="ok" problem=""
-  wall="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
-  requests="$(stats_requests "$embed_port" || echo "?")"
+  DATABASE_URL="$url" RAGOPS_EMBED_URL="http://127.0.0.1:$embed_port/v1" \
+    "$TIME_BIN" -v -o "$timefile" timeout -k 10 "$RUN_TIMEOUT_S" \
+    "$BIN" run "$plan" --config "$config" --quiet --report-json "$report" >"$WORK/$tag.out" 2>"$errlog" || rc=$?
+  t1=$EPOCHREALTIME
+  M_WALL="$(elapsed "$t0" "$t1")"
+  M_REQ="$(stats_requests "$embed_port" || echo "?")"
+  M_RSS="$(awk -F': ' '/Maximum resident set size/ { printf "%.1f", $2 / 1024 }' "$timefile" 2>/dev/null || true)"
+  local cpu_s
+  cpu_s="$(awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.3f", s }' "$timefile" 2>/dev/null || true)"
   if [[ $rc -ne 0 ]]; then
-    problem="código de saída $rc$([[ $rc -eq 124 ]] && printf ' (tempo limite de %ss)' "$limit")"
+    problem="código de saída $rc$([[ $rc -eq 124 ]] && printf ' (tempo limite de %ss)' "$RUN_TIMEOUT_S")"
   elif [[ ! -s "$report" ]]; then
     problem="relatório JSON não foi gravado"
   else
@@ -206,44 +221,94 @@ measure() {
       problem="processados $processed, esperados $n"
     elif [[ "$kind" == cold && "$embedded" != "$n" ]]; then
       problem="embeddings gravados $embedded, esperados $n"
-    elif [[ "$kind" == skip && ( "$skipped" != "$n" || "$requests" != 0 ) ]]; then
-      problem="inalterados $skipped (esperados $n), pedidos ao provedor $requests (esperado 0)"
+    elif [[ "$kind" == skip && ( "$skipped" != "$n" || "$M_REQ" != 0 ) ]]; then
+      problem="inalterados $skipped (esperados $n), pedidos ao provedor $M_REQ (esperado 0)"
     fi
   fi
+  M_STATUS="ok"
   if [[ -n "$problem" ]]; then
-    status="FALHOU"
+    M_STATUS="FALHOU"
     FAILURES=$((FAILURES + 1))
     note "$label: $problem; últimas linhas do log:"
     tail -n 15 "$errlog" >&2 2>/dev/null || true
   fi
-  local docs="${processed:-0}" rate
-  rate="$(awk -v n="$docs" -v s="$wall" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "?" }')"
-  R_LABEL+=("$label"); R_DOCS+=("$docs"); R_WALL+=("$wall"); R_RATE+=("$rate")
-  R_RSS+=("$(fmt_mib "$rss")"); R_REQ+=("$requests"); R_STATUS+=("$status")
-  note "$label: ${docs} docs em ${wall} s (${rate} docs/s), pico de RSS $(fmt_mib "$rss") MiB, ${requests} pedidos de embedding [$status]"
+  M_DOCS="${processed:-0}"
+  M_RATE="$(rate_of "$M_DOCS" "$M_WALL")"
+  M_CPU_US="$(awk -v c="$cpu_s" -v n="$M_DOCS" 'BEGIN { if (n > 0 && c != "") printf "%.1f", c * 1e6 / n }')"
+  note "$label: $M_DOCS docs em $M_WALL s ($M_RATE docs/s), CPU do ragops $M_CPU_US µs/doc, RSS $M_RSS MiB, $M_REQ pedidos [$M_STATUS]"
+}
+RUN_SEQ=0
+
+# Plan over bench_docs with batch = { size = 64, in_flight = N } and an optional limit.
+write_plan() {
+  local in_flight="$1" out="$WORK/plan_$1.lua"
+  cat > "$out" <<LUA
+-- Plano do benchmark: documentos sintéticos gerados por bench/run.sh.
+local docs = source "doc" {
+  sql = [[select id, corpo, updated_at from bench_docs]],
+  key = "id",
+  updated_at = "updated_at",
+  document = function(row) return { content = row.corpo, metadata = { origem = "bench" } } end,
 }
 
-# Copy of plans/backfill.lua with another batch = { ... } line.
-plan_with_in_flight() {
-  local n="$1" out="$WORK/backfill_in_flight_$1.lua"
-  sed -E "s/batch = \{ size = [0-9]+, in_flight = [0-9]+ \}/batch = { size = 64, in_flight = $n }/" \
-    plans/backfill.lua > "$out"
-  grep -q "batch = { size = 64, in_flight = $n }" "$out" \
-    || die "não consegui ajustar batch.in_flight em uma cópia de plans/backfill.lua (a linha batch = { ... } mudou?)"
+return plan {
+  name = "bench",
+  sources = { docs },
+  batch = { size = 64, in_flight = $in_flight },
+  chunking = { max_chars = 2000, overlap = 200 },
+  retry = { attempts = 5, base_ms = 500, max_ms = 30000, timeout_s = 60 },
+}
+LUA
   printf '%s\n' "$out"
 }
 
-truncate_documents() { sql -c "truncate rag_documents"; }
+# Configuration selecting the storage; no provider concurrency limit.
+write_config() {
+  local storage="$1" out="$WORK/config_${1//[^a-z]/}.lua"
+  printf 'return { database = { storage = "%s", pool_size = 8 } }\n' "$storage" > "$out"
+  printf '%s\n' "$out"
+}
 
-# The scenario goes last: its accents would break byte-counted column widths.
-print_table() {
-  local i
-  printf '\n%7s %9s %9s %9s %9s %-9s %s\n' "docs" "tempo(s)" "docs/s" "RSS(MiB)" "pedidos" "resultado" "cenário"
-  printf '%s\n' "$(printf '%.0s-' {1..100})"
-  for i in "${!R_LABEL[@]}"; do
-    printf '%7s %9s %9s %9s %9s %-9s %s\n' "${R_DOCS[$i]}" "${R_WALL[$i]}" "${R_RATE[$i]}" \
-      "${R_RSS[$i]}" "${R_REQ[$i]}" "${R_STATUS[$i]}" "${R_LABEL[$i]}"
-  done
+DOC_COLS="entity_type, entity_id, chunk_index, content, content_hash, metadata, embedding, embedding_model, source_updated_at"
+
+# copy_limit URL: seconds of a binary COPY of the rows now in rag_documents
+# into the same, emptied table (the rows are exported to a file first).
+copy_limit() {
+  local url="$1" file="$WORK/rows.bin" t0 t1
+  sqlu "$url" -c "\\copy (select $DOC_COLS from rag_documents) to '$file' with (format binary)"
+  sqlu "$url" -c "truncate rag_documents" -c "checkpoint"
+  t0=$EPOCHREALTIME
+  sqlu "$url" -c "\\copy rag_documents ($DOC_COLS) from '$file' with (format binary)"
+  t1=$EPOCHREALTIME
+  rm -f "$file"
+  elapsed "$t0" "$t1"
+}
+
+# read_limit URL: seconds of a binary COPY out of what a re-run reads: the
+# source columns the plan selects and the target's keys and hashes.
+read_limit() {
+  local url="$1" t0 t1
+  t0=$EPOCHREALTIME
+  sqlu "$url" -c "\\copy (select id, corpo, updated_at from bench_docs order by id) to '/dev/null' with (format binary)"
+  sqlu "$url" -c "\\copy (select entity_type, entity_id, chunk_index, content_hash from rag_documents) to '/dev/null' with (format binary)"
+  t1=$EPOCHREALTIME
+  elapsed "$t0" "$t1"
+}
+
+# Source rows of ~290 characters (words, numbers and hex, like a short record).
+load_docs() {
+  sqlu "$1" -v rows="$DOCS" <<'SQL'
+set client_min_messages = warning;
+create table bench_docs (id bigint primary key, corpo text not null, updated_at timestamptz not null);
+insert into bench_docs (id, corpo, updated_at)
+select g, 'Registro ' || g || ' do acervo de carga: ' || md5(g::text) || ' relatado em '
+         || (g % 28 + 1) || '/' || (g % 12 + 1) || ' sobre o assunto ' || md5((g * 31)::text)
+         || ', com observações ' || md5((g * 17)::text) || ' e referência cruzada '
+         || md5((g * 7)::text) || ' para consulta (cópia ' || substr(md5((g * 3)::text), 1, 20) || ').',
+       timestamptz '2024-01-01 00:00:00+00' + (g % 366) * interval '1 day'
+  from generate_series(1, :rows) as g;
+analyze bench_docs;
+SQL
 }
 
 # ---------------------------------------------------------------------------
@@ -264,109 +329,125 @@ EMBED_PORT_LAT="$(pick_port)"
 
 step "PostgreSQL descartável (fsync desligado) na porta $PG_PORT"
 scripts/pg.sh start --fast "$PG_DIR" "$PG_PORT" "$DB_NAME"
-DATABASE_URL="$(scripts/pg.sh url "$PG_PORT" "$DB_NAME")"
-export DATABASE_URL
-PGVECTOR_NOTE=""
-if ! PGVECTOR_NOTE="$(scripts/pg.sh pgvector "$PG_PORT" 2>&1 >/dev/null)"; then
-  PGVECTOR_NOTE="${PGVECTOR_NOTE##*pgvector ausente: }"
-  note "sem pgvector: $PGVECTOR_NOTE"
+ADMIN_URL="$(scripts/pg.sh url "$PG_PORT" "$DB_NAME")"
+STORAGES=("real[]")
+if PGVECTOR_NOTE="$(scripts/pg.sh pgvector "$PG_PORT" 2>&1 >/dev/null)"; then
+  STORAGES=("vector" "real[]")
 else
-  PGVECTOR_NOTE=""
+  note "sem pgvector (${PGVECTOR_NOTE##*pgvector ausente: }): só real[]"
 fi
 
-step "embed-servers: porta $EMBED_PORT_0 (0 ms) e porta $EMBED_PORT_LAT (${LATENCY_MS} ms)"
+step "embed-servers --dense: porta $EMBED_PORT_0 (0 ms) e porta $EMBED_PORT_LAT (${LATENCY_MS} ms)"
 EMBED_PIDS+=("$WORK/embed0.pid")
-RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$WORK/embed0.pid" "$EMBED_PORT_0" --dim 1536 >/dev/null
+RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$WORK/embed0.pid" "$EMBED_PORT_0" --dim 1536 --dense >/dev/null
 EMBED_PIDS+=("$WORK/embed_lat.pid")
-RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$WORK/embed_lat.pid" "$EMBED_PORT_LAT" --dim 1536 \
+RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$WORK/embed_lat.pid" "$EMBED_PORT_LAT" --dim 1536 --dense \
   --latency-ms "$LATENCY_MS" >/dev/null
 
-step "dados de demonstração"
-scripts/demo_data.sh "$DATABASE_URL" >/dev/null
-
-step "ragops migrate"
-"$BIN" migrate --quiet >/dev/null
-STORAGE="$(sql -c "select format_type(atttypid, atttypmod) from pg_attribute
-  where attrelid = 'rag_documents'::regclass and attname = 'embedding'")"
-if [[ "$STORAGE" == vector* ]]; then
-  STORAGE="$STORAGE (pgvector $(sql -c "select extversion from pg_extension where extname = 'vector'"))"
-else
-  STORAGE="$STORAGE (sem pgvector: ${PGVECTOR_NOTE:-extensão não criada})"
-fi
-note "armazenamento: $STORAGE"
+PLAN_COLD="$(write_plan 8)"
+declare -A URL_OF CONFIG_OF COLD_RATE
+for storage in "${STORAGES[@]}"; do
+  name="${DB_NAME}_${storage//[^a-z]/}"
+  sqlu "$ADMIN_URL" -c "create database $name"
+  URL_OF[$storage]="$(scripts/pg.sh url "$PG_PORT" "$name")"
+  CONFIG_OF[$storage]="$(write_config "$storage")"
+  step "$DOCS documentos sintéticos e ragops migrate ($storage)"
+  load_docs "${URL_OF[$storage]}"
+  DATABASE_URL="${URL_OF[$storage]}" "$BIN" migrate --config "${CONFIG_OF[$storage]}" --quiet >/dev/null
+done
+AVG_CHARS="$(sqlu "${URL_OF[${STORAGES[0]}]}" -c "select round(avg(length(corpo))) from bench_docs")"
+note "armazenamentos: ${STORAGES[*]}; $DOCS documentos de $AVG_CHARS caracteres em média"
 
 # ---------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------
-truncate_documents
-measure "1. backfill frio, provedor 0 ms" plans/backfill.lua "$EMBED_PORT_0" "cold:$DEMO_DOCS"
-measure "2. reexecução, nada mudou" plans/backfill.lua "$EMBED_PORT_0" "skip:$DEMO_DOCS"
-
-for n in "${IN_FLIGHT_LEVELS[@]}"; do
-  plan="$(plan_with_in_flight "$n")"
-  truncate_documents
-  measure "3. backfill frio, ${LATENCY_MS} ms, in_flight=$n" "$plan" "$EMBED_PORT_LAT" "cold:$DEMO_DOCS"
+for storage in "${STORAGES[@]}"; do
+  url="${URL_OF[$storage]}" config="${CONFIG_OF[$storage]}"
+  measure "2. backfill frio, 0 ms ($storage)" "$url" "$config" "$PLAN_COLD" "$EMBED_PORT_0" "cold:$DOCS"
+  read -r cold_wall cold_rate cold_cpu cold_rss cold_req cold_status \
+    <<< "$M_WALL $M_RATE $M_CPU_US $M_RSS $M_REQ $M_STATUS"
+  COLD_RATE[$storage]="$cold_rate"
+  step "1. limite: COPY binário das mesmas linhas na mesma tabela ($storage)"
+  limit_s="$(copy_limit "$url")"
+  limit_rate="$(rate_of "$DOCS" "$limit_s")"
+  add_result "1. limite: COPY binário" "$storage" "$DOCS" "$limit_s" "$limit_rate" "" "" "" "" "" "ok"
+  add_result "2. backfill frio, 0 ms" "$storage" "$DOCS" "$cold_wall" "$cold_rate" \
+    "$(ratio "$cold_rate" "$limit_rate")" "$limit_rate" "$cold_cpu" "$cold_rss" "$cold_req" "$cold_status"
+  measure "5. reexecução, nada mudou ($storage)" "$url" "$config" "$PLAN_COLD" "$EMBED_PORT_0" "skip:$DOCS"
+  read_s="$(read_limit "$url")"
+  read_rate="$(rate_of "$DOCS" "$read_s")"
+  add_result "5. limite de leitura: COPY binário para fora" "$storage" "$DOCS" "$read_s" "$read_rate" "" "" "" "" "" "ok"
+  add_result "5. reexecução, nada mudou" "$storage" "$M_DOCS" "$M_WALL" "$M_RATE" \
+    "$(ratio "$M_RATE" "$read_rate")" "$read_rate" "$M_CPU_US" "$M_RSS" "$M_REQ" "$M_STATUS"
 done
 
-SCALE_NOTE=""
-if [[ "$SCALE_ROWS" -gt 0 ]]; then
-  # A cold run at 0 ms does several thousand docs/s; keep a wide margin.
-  needed=$((SCALE_ROWS / 2000 + 30))
-  if ((SECONDS + needed > BUDGET_S)); then
-    SCALE_NOTE="escala pulada: restam $((BUDGET_S - SECONDS)) s do orçamento de ${BUDGET_S} s (estimado: ${needed} s)"
-    note "$SCALE_NOTE"
-  else
-    step "gerando $SCALE_ROWS linhas sintéticas (generate_series)"
-    sql -v rows="$SCALE_ROWS" <<'SQL'
-set client_min_messages = warning;
-drop table if exists bench_synthetic;
-create table bench_synthetic (id bigint primary key, titulo text not null, corpo text not null,
-                              updated_at timestamptz not null);
-insert into bench_synthetic (id, titulo, corpo, updated_at)
-select g, 'Registro sintético ' || g,
-       'Texto de carga número ' || g || ': ' || md5(g::text) || ' ' || md5((g * 31)::text)
-         || ' ' || md5((g * 17)::text),
-       timestamptz '2024-01-01 00:00:00+00' + (g % 366) * interval '1 day'
-  from generate_series(1, :rows) as g;
-analyze bench_synthetic;
-SQL
-    cat > "$WORK/escala.lua" <<'LUA'
--- Plano de carga do benchmark: linhas sintéticas geradas por bench/run.sh.
-local linhas = source "sintetico" {
-  sql = [[select id, titulo, corpo, updated_at from bench_synthetic]],
-  key = "id",
-  updated_at = "updated_at",
-  document = function(row)
-    return { content = row.titulo .. "\n" .. row.corpo, metadata = { origem = "bench" } }
-  end,
-}
+# 3 and 4 on the first storage, over the first LAT_DOCS documents.
+storage="${STORAGES[0]}" url="${URL_OF[${STORAGES[0]}]}" config="${CONFIG_OF[${STORAGES[0]}]}"
+sqlu "$url" -c "create table bench_docs_all as table bench_docs" \
+  -c "delete from bench_docs where id > $LAT_DOCS"
+for n in "${IN_FLIGHT_LEVELS[@]}"; do
+  sqlu "$url" -c "truncate rag_documents"
+  measure "3. provedor a ${LATENCY_MS} ms, in_flight $n ($storage)" "$url" "$config" "$(write_plan "$n")" \
+    "$EMBED_PORT_LAT" "cold:$LAT_DOCS"
+  bound="$(awk -v n="$n" -v ms="$LATENCY_MS" -v c="${COLD_RATE[$storage]}" \
+    'BEGIN { b = n * 64 / (ms / 1000); if (c != "" && c < b) b = c; printf "%.0f", b }')"
+  add_result "3. provedor ${LATENCY_MS} ms, lotes de 64, in_flight $n" "$storage" "$M_DOCS" "$M_WALL" "$M_RATE" \
+    "$(ratio "$M_RATE" "$bound")" "$bound" "$M_CPU_US" "$M_RSS" "$M_REQ" "$M_STATUS"
+  eval "LAT_RATE_$n=\$M_RATE"
+done
 
-return plan {
-  name = "bench_escala",
-  sources = { linhas },
-  batch = { size = 64, in_flight = 4 },
-  chunking = { max_chars = 2000, overlap = 200 },
-  retry = { attempts = 5, base_ms = 500, max_ms = 30000, timeout_s = 60 },
-}
-LUA
-    truncate_documents
-    measure "4. escala: backfill frio, 0 ms" "$WORK/escala.lua" "$EMBED_PORT_0" "cold:$SCALE_ROWS"
-  fi
+step "4. laço sequencial da equipe (64 por pedido, sleep 0,2 s, upsert linha a linha): $SEED_DOCS documentos"
+sqlu "$url" -c "truncate rag_documents"
+seed_status="ok"
+t0=$EPOCHREALTIME
+if ! luajit bench/seed_loop.lua "$url" "http://127.0.0.1:$EMBED_PORT_LAT/v1" "$SEED_DOCS" "$storage" 2>"$WORK/seed.err"; then
+  seed_status="FALHOU"; FAILURES=$((FAILURES + 1)); tail -n 5 "$WORK/seed.err" >&2
 fi
+t1=$EPOCHREALTIME
+seed_wall="$(elapsed "$t0" "$t1")"
+seed_rows="$(sqlu "$url" -c "select count(*) from rag_documents")"
+[[ "$seed_rows" == "$SEED_DOCS" ]] || { seed_status="FALHOU"; FAILURES=$((FAILURES + 1)); }
+seed_rate="$(awk -v n="$seed_rows" -v s="$seed_wall" 'BEGIN { printf "%.1f", n / s }')"
+add_result "4. laço sequencial da equipe (linha de base)" "$storage" "$seed_rows" "$seed_wall" "$seed_rate" \
+  "" "" "" "" "" "$seed_status"
+for n in "${IN_FLIGHT_LEVELS[@]}"; do
+  r="LAT_RATE_$n"
+  add_result "4. ganho sobre a linha de base, in_flight $n" "$storage" "" "" "${!r}" "$(ratio "${!r}" "$seed_rate")" \
+    "$seed_rate" "" "" "" "ok"
+done
 
 # ---------------------------------------------------------------------------
-# Summary
+# Summary: one table, the same figures as JSON.
 # ---------------------------------------------------------------------------
-printf '\n==> resumo do benchmark (%s, %s núcleos, %s)\n' "$(date '+%Y-%m-%d %H:%M')" "$(nproc)" \
-  "$(uname -srm)"
-printf 'PostgreSQL 15 local com fsync desligado; embed-server local (dim 1536); lotes de 64;\n'
-printf 'armazenamento da coluna embedding: %s;\n' "$STORAGE"
-printf 'tempo = relógio de parede do processo ragops (inclui iniciar e conectar);\n'
-printf 'docs/s = documentos processados / tempo; RSS = pico de memória residente do ragops;\n'
-printf 'pedidos = POST /v1/embeddings recebidos pelo embed-server.\n'
-print_table
-[[ -n "$SCALE_NOTE" ]] && printf '\n%s\n' "$SCALE_NOTE"
-printf '\nduração total do benchmark: %d s\n' "$SECONDS"
+printf '\n==> resumo do benchmark (%s, %s núcleos, %s)\n' "$(date '+%Y-%m-%d %H:%M')" "$(nproc)" "$(uname -srm)"
+printf 'PostgreSQL 15 local com fsync desligado; embed-server --dense local (dim 1536); lotes de 64;\n'
+printf '%s documentos de %s caracteres em média; razão = docs/s ÷ referência (limite ou teto);\n' "$DOCS" "$AVG_CHARS"
+printf 'CPU = tempo de CPU (usuário + sistema) do processo ragops por documento; RSS = pico do ragops.\n\n'
+printf '%s' "$RESULTS" | awk -F'\t' '
+  BEGIN { printf "%-8s %8s %9s %9s %7s %9s %8s %8s %7s %-7s %s\n", "armaz.", "docs", "tempo(s)", "docs/s",
+          "razão", "refer.", "CPU µs", "RSS MiB", "pedidos", "status", "cenário" }
+  { printf "%-8s %8s %9s %9s %7s %9s %8s %8s %7s %-7s %s\n", $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $1 }'
+printf '%s' "$RESULTS" > "$WORK/results.tsv"
+luajit - "$WORK/results.tsv" "$JSON_OUT" "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$(nproc)" "$DOCS" "$AVG_CHARS" \
+  "$LATENCY_MS" <<'LUA'
+local cjson = require "cjson"
+local keys = { "scenario", "storage", "docs", "wall_s", "docs_per_s", "ratio", "reference_docs_per_s",
+               "cpu_us_per_doc", "peak_rss_mib", "embed_requests", "status" }
+local rows = {}
+for line in io.lines(arg[1]) do
+  local row, i = {}, 0
+  for field in (line .. "\t"):gmatch("([^\t]*)\t") do
+    i = i + 1
+    row[keys[i]] = tonumber(field) or (field ~= "" and field or nil)
+  end
+  rows[#rows + 1] = row
+end
+local out = assert(io.open(arg[2], "w"))
+out:write(cjson.encode({ date = arg[3], cores = tonumber(arg[4]), docs = tonumber(arg[5]),
+                         avg_chars = tonumber(arg[6]), latency_ms = tonumber(arg[7]), results = rows }), "\n")
+out:close()
+LUA
+printf '\nJSON: %s\nduração total do benchmark: %d s\n' "$JSON_OUT" "$SECONDS"
 if [[ $FAILURES -gt 0 ]]; then
   printf '%d medição(ões) falharam; veja as mensagens acima.\n' "$FAILURES"
   exit 1

@@ -176,3 +176,86 @@ int copy_field_float4_array(copy_buf *b, const float *values, int n)
     }
     return 0;
 }
+
+uint16_t copy_float_to_half(float f)
+{
+    uint32_t x, abs, sign, mant, h, rem, halfway;
+    int shift;
+    memcpy(&x, &f, sizeof x);
+    sign = (x >> 16) & 0x8000u;
+    abs = x & 0x7FFFFFFFu;
+    if (abs > 0x7F800000u) /* NaN: keep it quiet and its top payload bits */
+        return (uint16_t)(sign | 0x7E00u | ((abs >> 13) & 0x3FFu));
+    if (abs >= 0x477FF000u) /* >= 65520 rounds past the largest half: infinity */
+        return (uint16_t)(sign | 0x7C00u);
+    if (abs >= 0x38800000u) { /* normal half: rebias the exponent, round 13 bits */
+        h = (abs - 0x38000000u) >> 13;
+        rem = abs & 0x1FFFu;
+        if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
+            h++;
+        return (uint16_t)(sign | h);
+    }
+    if (abs < 0x33000000u) /* below 2^-25: rounds to zero */
+        return (uint16_t)sign;
+    /* Subnormal half: mantissa (with its implicit bit) shifted into 2^-24 units. */
+    mant = (abs & 0x7FFFFFu) | 0x800000u;
+    shift = 126 - (int)(abs >> 23);
+    h = mant >> shift;
+    rem = mant & ((1u << shift) - 1u);
+    halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (h & 1u)))
+        h++;
+    return (uint16_t)(sign | h);
+}
+
+/* Field header shared by vector and halfvec: length, int16 dim, int16 unused. */
+static int put_pgvector_header(copy_buf *b, int n, size_t elem_size)
+{
+    size_t body;
+    if (n < 1 || n > COPY_VECTOR_MAX_DIM) {
+        b->failed = 1;
+        return -1;
+    }
+    body = 4 + (size_t)n * elem_size;
+    if (reserve(b, 4 + body) != 0)
+        return -1;
+    put_u32(b, (uint32_t)body);
+    put_u16(b, (uint16_t)n);
+    put_u16(b, 0);
+    return 0;
+}
+
+int copy_field_vector(copy_buf *b, const float *values, int n)
+{
+    unsigned char *out;
+    if (put_pgvector_header(b, n, 4) != 0)
+        return -1;
+    out = (unsigned char *)b->data + b->len;
+    for (int i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &values[i], sizeof bits);
+        out[0] = (unsigned char)(bits >> 24);
+        out[1] = (unsigned char)(bits >> 16);
+        out[2] = (unsigned char)(bits >> 8);
+        out[3] = (unsigned char)bits;
+        out += 4;
+    }
+    b->len += (size_t)n * 4;
+    return 0;
+}
+
+int copy_field_halfvec(copy_buf *b, const float *values, int n)
+{
+    unsigned char *out;
+    if (put_pgvector_header(b, n, 2) != 0)
+        return -1;
+    out = (unsigned char *)b->data + b->len;
+    for (int i = 0; i < n; i++) {
+        uint16_t bits = copy_float_to_half(values[i]);
+        out[0] = (unsigned char)(bits >> 8);
+        out[1] = (unsigned char)bits;
+        out += 2;
+    }
+    b->len += (size_t)n * 2;
+    return 0;
+}

@@ -17,6 +17,9 @@
 
 /* Element type OID of real[] (float4). */
 #define COPY_FLOAT4_OID 700
+/* Largest dimension pgvector's vector and halfvec accept (VECTOR_MAX_DIM,
+ * HALFVEC_MAX_DIM). */
+#define COPY_VECTOR_MAX_DIM 16000
 
 /* A growable byte buffer holding one binary COPY stream. */
 typedef struct copy_buf {
@@ -50,5 +53,16 @@ int copy_field_int4(copy_buf *b, int32_t v);
 /* real[] field: one-dimensional, no NULLs, lower bound 1, n float4 elements
  * (n == 0 encodes the empty array '{}'). */
 int copy_field_float4_array(copy_buf *b, const float *values, int n);
+/* pgvector `vector` field (vector_recv): int16 dim, int16 0, dim float4
+ * big-endian; 1 <= n <= 16000. */
+int copy_field_vector(copy_buf *b, const float *values, int n);
+/* pgvector `halfvec` field (halfvec_recv): int16 dim, int16 0, dim IEEE
+ * half-precision big-endian, each float rounded to nearest even as pgvector's
+ * own text input does; 1 <= n <= 16000. */
+int copy_field_halfvec(copy_buf *b, const float *values, int n);
+
+/* The IEEE 754 half-precision bits of f, rounded to nearest even (overflow
+ * gives infinity, which the server rejects). */
+uint16_t copy_float_to_half(float f);
 
 #endif

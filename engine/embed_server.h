@@ -28,6 +28,7 @@ typedef struct embed_server_opts {
     uint64_t seed;              /* seed of the fault-injection PRNG (default 42) */
     const char *api_key;        /* when set, require "Authorization: Bearer KEY" (default NULL) */
     int max_inputs;             /* maximum inputs per request (default 2048) */
+    int dense;                  /* 1: every component non-zero (featurehash_embed_dense) (default 0) */
 } embed_server_opts;
 
 /* Counters served by GET /stats and zeroed by POST /stats/reset. */

@@ -35,6 +35,7 @@ static const char es_usage[] =
     "  --seed N             semente da aleatoriedade das falhas (padrão 42)\n"
     "  --api-key CHAVE      exige o cabeçalho Authorization: Bearer CHAVE (senão 401)\n"
     "  --max-inputs N       máximo de entradas por requisição (padrão 2048; acima => 400)\n"
+    "  --dense              vetores densos (todo componente diferente de zero, como os de um modelo real)\n"
     "  --help               mostra esta ajuda\n"
     "\n"
     "Rotas: POST /v1/embeddings, GET /stats, POST /stats/reset, GET /health.\n"
@@ -81,7 +82,8 @@ typedef enum es_option_kind {
     ES_OPT_NONEMPTY, /* a non-empty text */
     ES_OPT_INT,      /* an integer in [min, max] */
     ES_OPT_RATE,     /* a probability in [0, 1] */
-    ES_OPT_SEED      /* an unsigned 64-bit integer */
+    ES_OPT_SEED,     /* an unsigned 64-bit integer */
+    ES_OPT_FLAG      /* no value: sets the int field to 1 */
 } es_option_kind;
 
 /* One --flag of the command line. */
@@ -112,6 +114,7 @@ static const es_option es_options[] = {
     ES_OPT("--seed", ES_OPT_SEED, seed, 0, 0),
     ES_OPT("--api-key", ES_OPT_NONEMPTY, api_key, 0, 0),
     ES_OPT("--max-inputs", ES_OPT_INT, max_inputs, 1, 1000000),
+    ES_OPT("--dense", ES_OPT_FLAG, dense, 0, 0),
 };
 
 static const es_option *es_find_option(const char *name)
@@ -143,6 +146,9 @@ static int es_set_option(const es_option *option, const char *value, embed_serve
         return es_parse_rate(value, (double *)(void *)field);
     case ES_OPT_SEED:
         return es_parse_seed(value, (uint64_t *)(void *)field);
+    case ES_OPT_FLAG:
+        *(int *)(void *)field = 1;
+        return 0;
     }
     return -1;
 }
@@ -175,8 +181,14 @@ static int es_parse_option(int argc, char **argv, int *i, embed_server_opts *opt
         fprintf(stderr, "embed-server: opção desconhecida '%s' (veja --help)\n", name);
         return 2;
     }
+    if (option->kind == ES_OPT_FLAG && eq) {
+        fprintf(stderr, "embed-server: a opção %s não aceita valor\n", name);
+        return 2;
+    }
     if (eq) {
         value = eq + 1;
+    } else if (option->kind == ES_OPT_FLAG) {
+        value = "";
     } else if (*i + 1 < argc) {
         value = argv[++*i];
     } else {

@@ -192,7 +192,7 @@ static char *es_json_quote(const char *text)
 }
 
 es_response *es_build_embeddings(json_t *inputs, const char *model, size_t dim, int base64,
-                                 es_malformed malformed)
+                                 int dense, es_malformed malformed)
 {
     es_buf out = {0};
     size_t count = json_array_size(inputs);
@@ -211,7 +211,7 @@ es_response *es_build_embeddings(json_t *inputs, const char *model, size_t dim, 
         size_t len = json_string_length(item);
         if (i < count)
             tokens += es_count_tokens(json_string_value(item), len);
-        featurehash_embed(json_string_value(item), len, vec, dim);
+        (dense ? featurehash_embed_dense : featurehash_embed)(json_string_value(item), len, vec, dim);
         if (es_append_entry(&out, i, vec, emitted_dim, base64) != 0)
             goto fail;
     }

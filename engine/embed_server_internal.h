@@ -84,6 +84,7 @@ struct embed_server {
     char *api_key;            /* copy of opts.api_key or NULL */
     int latency_ms;           /* see embed_server_opts */
     int max_inputs;           /* see embed_server_opts */
+    int dense;                /* see embed_server_opts */
     es_faults faults;         /* fault injection */
     embed_server_stats stats; /* counters for /stats */
     uint64_t last_request_id; /* n of the last "es-<n>" given (never reset) */
@@ -161,7 +162,7 @@ int es_faults_inject(embed_server *server, json_t *inputs, size_t dim, es_respon
 
 /* The 200 answer to inputs (an array of strings), NULL when out of memory. */
 es_response *es_build_embeddings(json_t *inputs, const char *model, size_t dim, int base64,
-                                 es_malformed malformed);
+                                 int dense, es_malformed malformed);
 
 /* ---- embed_server_buf.c ---- */
 

@@ -172,7 +172,7 @@ static es_response *es_route_embeddings(embed_server *server, const http_head *h
         server->stats.ok++;
         server->stats.inputs += json_array_size(req.inputs);
     }
-    resp = es_build_embeddings(req.inputs, req.model, req.dim, req.base64, malformed);
+    resp = es_build_embeddings(req.inputs, req.model, req.dim, req.base64, server->dense, malformed);
 
 done:
     json_decref(req.inputs);

@@ -14,6 +14,8 @@
 #define FEATUREHASH_SEED_GRAM 0x7261676f70734731ULL  /* "ragopsG1" */
 #define FEATUREHASH_WEIGHT_WORD 1.0f
 #define FEATUREHASH_WEIGHT_GRAM 0.5f
+#define FEATUREHASH_SEED_DENSE 0x7261676f70734431ULL /* "ragopsD1" */
+#define FEATUREHASH_DENSE_SHARE 0.2                  /* norm of the dense term */
 #define FEATUREHASH_STACK_TEXT 4096
 
 /* True for bytes that belong to a word: ASCII alphanumerics and UTF-8 bytes. */
@@ -52,6 +54,47 @@ static void featurehash_add_word(float *out, size_t dim, const unsigned char *wo
     }
 }
 
+/* Scales out to unit L2 norm; the zero vector becomes e_0. */
+static void featurehash_normalise(float *out, size_t dim)
+{
+    double sum_sq = 0.0;
+    for (size_t i = 0; i < dim; i++)
+        sum_sq += (double)out[i] * (double)out[i];
+    if (sum_sq == 0.0) {
+        out[0] = 1.0f;
+        return;
+    }
+    double inv_norm = 1.0 / sqrt(sum_sq);
+    for (size_t i = 0; i < dim; i++)
+        out[i] = (float)((double)out[i] * inv_norm);
+}
+
+/* splitmix64: the next value of the dense term's deterministic sequence. */
+static uint64_t featurehash_next(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+int featurehash_embed_dense(const char *text, size_t len, float *out, size_t dim)
+{
+    if (featurehash_embed(text, len, out, dim) != 0)
+        return -1;
+    uint64_t state = XXH3_64bits_withSeed(text, len, FEATUREHASH_SEED_DENSE);
+    double scale = FEATUREHASH_DENSE_SHARE / sqrt((double)dim);
+    for (size_t i = 0; i < dim; i++) {
+        uint64_t r = featurehash_next(&state);
+        /* Magnitude in [0.5, 1) x scale: never zero, never cancelling the sparse part. */
+        double magnitude = (0.5 + (double)(r >> 11) / 18014398509481984.0) * scale; /* / 2^54 */
+        int negative = out[i] != 0.0f ? out[i] < 0.0f : (int)(r & 1);
+        out[i] += (float)(negative ? -magnitude : magnitude);
+    }
+    featurehash_normalise(out, dim);
+    return 0;
+}
+
 int featurehash_embed(const char *text, size_t len, float *out, size_t dim)
 {
     unsigned char stack_lower[FEATUREHASH_STACK_TEXT];
@@ -84,16 +127,7 @@ int featurehash_embed(const char *text, size_t len, float *out, size_t dim)
             featurehash_add_word(out, dim, lower + word_start, pos - word_start);
     }
 
-    double sum_sq = 0.0;
-    for (size_t i = 0; i < dim; i++)
-        sum_sq += (double)out[i] * (double)out[i];
-    if (sum_sq == 0.0) {
-        out[0] = 1.0f;
-    } else {
-        double inv_norm = 1.0 / sqrt(sum_sq);
-        for (size_t i = 0; i < dim; i++)
-            out[i] = (float)((double)out[i] * inv_norm);
-    }
+    featurehash_normalise(out, dim);
     rc = 0;
 
 fail:

@@ -24,6 +24,14 @@
  */
 int featurehash_embed(const char *text, size_t len, float *out, size_t dim);
 
+/*
+ * Like featurehash_embed, with every component non-zero, as a real model's
+ * vectors are: a deterministic dense term (from a hash of the text, about a
+ * fifth of the norm, same sign as the sparse component where there is one)
+ * is added before normalising, so lexical neighbours stay near each other.
+ */
+int featurehash_embed_dense(const char *text, size_t len, float *out, size_t dim);
+
 /* Cosine similarity of two vectors of length dim (0 if either is zero). */
 double featurehash_cosine(const float *a, const float *b, size_t dim);
 

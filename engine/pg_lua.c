@@ -6,7 +6,9 @@
  *
  *   pg.connect(conninfo) -> conn | nil, err
  *   conn:query(sql, ...) -> rows | nil, err, sqlstate
- *   conn:copy_documents(staging, docs, vecbatch) -> n | nil, err, sqlstate
+ *   conn:copy_documents(staging, docs, vecbatch [, format]) -> n | nil, err, sqlstate
+ *     format of the embedding column: "real[]" (default), "vector" or "halfvec"
+ *     (pgvector's binary input)
  *   conn:close(), conn:is_ok(), pg.quote_ident(s)
  *
  * Ownership: the userdata owns the pg_conn. While an operation is pending the
@@ -455,15 +457,23 @@ static void copy_doc_text(lua_State *L, lpg_conn *lc, int doc, const char *name,
     copy_field_text_len(&lc->copy, s, len);
 }
 
+/* Encoders of the embedding column, by conn:copy_documents's format name. */
+typedef int (*copy_vector_fn)(copy_buf *b, const float *values, int n);
+static const char *const vector_format_names[] = {"real[]", "vector", "halfvec", NULL};
+static const copy_vector_fn vector_format_encoders[] = {copy_field_float4_array, copy_field_vector,
+                                                        copy_field_halfvec};
+
 static int lpg_copy_documents(lua_State *L)
 {
     lpg_conn *lc = check_conn(L);
     rg_vecbatch *vb;
     int ndocs, rc;
     const char *sql;
+    copy_vector_fn encode_vector;
     luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
     vb = rg_vecbatch_check(L, 4);
+    encode_vector = vector_format_encoders[luaL_checkoption(L, 5, "real[]", vector_format_names)];
     if (lc->pg == NULL)
         return push_closed(L);
     if (rg_async_pending(&lc->async))
@@ -509,7 +519,7 @@ static int lpg_copy_documents(lua_State *L)
         copy_doc_text(L, lc, doc, "metadata", 0, i);
         copy_doc_text(L, lc, doc, "embedding_model", 1, i);
         copy_doc_text(L, lc, doc, "source_updated_at", 0, i);
-        copy_field_float4_array(&lc->copy, rg_vecbatch_row(vb, vec - 1), vb->dim);
+        encode_vector(&lc->copy, rg_vecbatch_row(vb, vec - 1), vb->dim);
         lua_pop(L, 1);
     }
     if (copy_end(&lc->copy) != 0) {

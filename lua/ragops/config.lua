@@ -46,7 +46,7 @@ function M.defaults()
         ["ragops-hash-1536"] = 0,
       },
       tokens_per_byte = {},
-      rate_limits = { requests_per_min = nil, tokens_per_min = nil, max_concurrency = 8 },
+      rate_limits = { requests_per_min = nil, tokens_per_min = nil, max_concurrency = nil },
     },
     metrics = { file = nil, listen = nil, push_url = nil },
     alerts = { webhook_url = nil },
@@ -294,7 +294,9 @@ local function validate(cfg, checker)
   checker.only_keys(limits, "provider.rate_limits")
   check_positive(checker, "provider.rate_limits.requests_per_min", limits.requests_per_min, true)
   check_positive(checker, "provider.rate_limits.tokens_per_min", limits.tokens_per_min, true)
-  check_integer(checker, "provider.rate_limits.max_concurrency", limits.max_concurrency, 1, 256)
+  if limits.max_concurrency ~= nil then
+    check_integer(checker, "provider.rate_limits.max_concurrency", limits.max_concurrency, 1, 256)
+  end
 
   checker.only_keys(cfg.metrics, "metrics")
   check_string(checker, "metrics.file", cfg.metrics.file, true, "o caminho do arquivo de métricas Prometheus (textfile)")
@@ -417,10 +419,10 @@ function M.describe(cfg)
   local price = M.price_per_1m(cfg)
   lines[#lines + 1] = price and string.format("preço: US$ %s por 1 milhão de tokens", format_price(price))
     or string.format('preço: desconhecido para o modelo "%s" (custo estimado não disponível)', provider.model)
-  lines[#lines + 1] = string.format("limites: requisições/min: %s; tokens/min: %s; requisições simultâneas: até %d",
+  lines[#lines + 1] = string.format("limites: requisições/min: %s; tokens/min: %s; requisições simultâneas: %s",
     limits.requests_per_min and tostring(limits.requests_per_min) or "sem limite",
     limits.tokens_per_min and tostring(limits.tokens_per_min) or "sem limite",
-    limits.max_concurrency)
+    limits.max_concurrency and ("até " .. limits.max_concurrency) or "as do plano (batch.in_flight)")
   lines[#lines + 1] = "métricas: " .. (cfg.metrics.file and ("arquivo " .. cfg.metrics.file) or "desativadas")
   lines[#lines + 1] = "alertas: " .. (cfg.alerts.webhook_url and ("webhook " .. M.redact_webhook(cfg.alerts.webhook_url))
     or "sem webhook (só no log)")

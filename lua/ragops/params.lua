@@ -3,6 +3,7 @@
 -- turned into the plan's scope, operating limits into batch.*/retry.*.
 -- Pure Lua (plans' unit specs load plans through it via ragops.testing).
 local plan_mod = require "ragops.plan"
+local ratelimit = require "ragops.ratelimit"
 
 local M = {}
 
@@ -114,9 +115,12 @@ end
 
 -- The effective operating limits of plan p under cfg (first log line and
 -- report): the plan's (or the flags') values, and the request timeout
--- (plan/--timeout over provider.timeout_s).
+-- (plan/--timeout over provider.timeout_s). in_flight is the effective
+-- concurrency; in_flight_note says why when a provider limit capped it.
 function M.limits(p, cfg)
-  return { batch_size = p.batch.size, in_flight = p.batch.in_flight, limit = p.limit,
+  local rl = cfg and cfg.provider.rate_limits or {}
+  local in_flight, note = ratelimit.effective_concurrency(p.batch.in_flight, rl.max_concurrency)
+  return { batch_size = p.batch.size, in_flight = in_flight, in_flight_note = note, limit = p.limit,
            max_retries = p.retry.attempts,
            timeout_s = p.retry.timeout_s or (cfg and cfg.provider.timeout_s),
            budget_usd = p.budget and p.budget.usd }

@@ -73,9 +73,23 @@ local function check_limit(opts, key, integer)
   end
 end
 
+-- The concurrency a run really gets: the plan's in_flight, capped by the
+-- provider's max_concurrency when that is lower. Returns the effective
+-- value and, when capped, the pt-BR reason (first log line and report).
+function M.effective_concurrency(in_flight, max_concurrency)
+  if max_concurrency and max_concurrency < in_flight then
+    return max_concurrency, ("o plano pede %d; limitado por provider.rate_limits.max_concurrency = %d")
+      :format(in_flight, max_concurrency)
+  end
+  return in_flight, nil
+end
+
 -- opts = { sched = scheduler (now/sleep/suspend/wake), requests_per_min,
---          tokens_per_min, max_concurrency (8), min_concurrency (1),
+--          tokens_per_min, max_concurrency (default: in_flight, else 8),
+--          in_flight (the plan's workers), min_concurrency (1),
 --          cooldown_ms (2000), log = ragops.log-like (optional) }
+-- Without a provider max_concurrency the AIMD window's ceiling is the
+-- plan's in_flight: it only shrinks (429/503) and grows back to it.
 function M.new(opts)
   if type(opts) ~= "table" then
     error("ratelimit.new: esperada uma tabela de opções", 2)
@@ -89,7 +103,8 @@ function M.new(opts)
   check_limit(opts, "tokens_per_min", false)
   check_limit(opts, "max_concurrency", true)
   check_limit(opts, "min_concurrency", true)
-  local max_c = opts.max_concurrency or M.DEFAULT_MAX_CONCURRENCY
+  check_limit(opts, "in_flight", true)
+  local max_c = opts.max_concurrency or opts.in_flight or M.DEFAULT_MAX_CONCURRENCY
   local min_c = opts.min_concurrency or M.DEFAULT_MIN_CONCURRENCY
   if min_c > max_c then
     error(("ratelimit.new: min_concurrency (%d) maior que max_concurrency (%d)")

@@ -130,8 +130,9 @@ end
 -- a run and the "limites:" line of the report.
 function M.format_limits(limits)
   local timeout = number_or_zero(limits.timeout_s)
-  return string.format("lotes de %s, %s em paralelo, %s, %s tentativa(s) por pedido, tempo limite de %s s",
+  return string.format("lotes de %s, %s em paralelo%s, %s, %s tentativa(s) por pedido, tempo limite de %s s",
     M.format_count(limits.batch_size), M.format_count(limits.in_flight),
+    limits.in_flight_note and (" (" .. limits.in_flight_note .. ")") or "",
     limits.limit and string.format("no máximo %s entidade(s) por fonte", M.format_count(limits.limit))
       or "sem limite de entidades",
     M.format_count(limits.max_retries), M.format_number(timeout, timeout % 1 == 0 and 0 or 2))

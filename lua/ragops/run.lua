@@ -158,7 +158,7 @@ local function build_env(p, cfg, s, pool, coltype)
   local rl = cfg.provider.rate_limits or {}
   local limiter = ratelimit.new {
     sched = s, requests_per_min = rl.requests_per_min, tokens_per_min = rl.tokens_per_min,
-    max_concurrency = rl.max_concurrency, log = log,
+    max_concurrency = rl.max_concurrency, in_flight = p.batch.in_flight, log = log,
   }
   local env = {
     sched = s, store = store, embedder = client, log = log, model = cfg.provider.model,

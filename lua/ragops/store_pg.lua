@@ -88,14 +88,45 @@ function M.record_progress(step, unit, pruned, refreshed)
   end
 end
 
--- Session setup for every pooled connection: the staging table.
-function M.prepare_connection(conn)
+-- Staging tables, one per embedding format (conn:copy_documents's format):
+-- the vectors arrive in the target type's own binary input and are stored
+-- uncompressed (real[] would otherwise go through pglz on every row), so
+-- the upsert copies them without a cast.
+local STAGING_BY_FORMAT = {
+  ["real[]"] = { table = STAGING, type = "real[]" },
+  vector = { table = STAGING .. "_vector", type = "vector" },
+  halfvec = { table = STAGING .. "_halfvec", type = "halfvec" },
+}
+
+-- The COPY format of an embedding column type ("vector(1536)" -> "vector").
+function M.embedding_format(coltype)
+  local base = tostring(coltype):match("^[%w_]+")
+  if base == "vector" or base == "halfvec" then return base end
+  return "real[]"
+end
+
+local function create_staging(conn, staging)
   local rows, err = conn:query(([[
     create temp table if not exists %s (
       entity_type text, entity_id text, chunk_index int4, content text, content_hash text,
-      metadata text, embedding_model text, source_updated_at text, embedding real[])
-    on commit delete rows]]):format(STAGING))
+      metadata text, embedding_model text, source_updated_at text, embedding %s)
+    on commit delete rows]]):format(staging.table, staging.type))
   if not rows then return nil, err end
+  return conn:query(("alter table %s alter column embedding set storage external"):format(staging.table))
+end
+
+-- Session setup for every pooled connection: the staging tables (the
+-- pgvector ones only where the extension's types exist).
+function M.prepare_connection(conn)
+  local types, err = conn:query("select to_regtype('vector') is not null as vector, "
+    .. "to_regtype('halfvec') is not null as halfvec")
+  if not types then return nil, err end
+  for format, staging in pairs(STAGING_BY_FORMAT) do
+    if format == "real[]" or types[1][format] then
+      local ok, cerr = create_staging(conn, staging)
+      if not ok then return nil, cerr end
+    end
+  end
   return true
 end
 
@@ -127,20 +158,21 @@ function M.transaction(conn, fn)
   error(res, 0)
 end
 
--- SQL of the documents table, built once per store (target is quoted).
-local function document_sql(target, cast)
+-- SQL of the documents table, built once per store (target is quoted;
+-- staging is the STAGING_BY_FORMAT entry of the target's embedding type).
+local function document_sql(target, staging)
   return {
     upsert = ([[
       insert into %s as d (entity_type, entity_id, chunk_index, content, content_hash, metadata,
                            embedding, embedding_model, source_updated_at, indexed_at)
       select entity_type, entity_id, chunk_index, content, content_hash, metadata::jsonb,
-             embedding%s, embedding_model, source_updated_at::timestamptz, now()
+             embedding, embedding_model, source_updated_at::timestamptz, now()
         from %s
       on conflict (entity_type, entity_id, chunk_index) do update set
         content = excluded.content, content_hash = excluded.content_hash,
         metadata = excluded.metadata, embedding = excluded.embedding,
         embedding_model = excluded.embedding_model,
-        source_updated_at = excluded.source_updated_at, indexed_at = now()]]):format(target, cast, STAGING),
+        source_updated_at = excluded.source_updated_at, indexed_at = now()]]):format(target, staging.table),
     prune = ([[
       delete from %s d using unnest($2::text[], $3::int[]) as x(entity_id, n)
        where d.entity_type = $1 and d.entity_id = x.entity_id and d.chunk_index >= x.n]]):format(target),
@@ -199,12 +231,14 @@ local Store = {}
 Store.__index = Store
 M.Store = Store
 
--- opts: { pool = ragops.pool, table = "rag_documents", embedding_type = "real[]"|"vector(N)",
+-- opts: { pool = ragops.pool, table = "rag_documents",
+--         embedding_type = "real[]"|"vector(N)"|"halfvec(N)",
 --         model = "...", dim = N }
 function M.new(opts)
   local target = sqlname.quote_table(opts.table)
-  local cast = opts.embedding_type:match("^vector") and "::vector" or ""
-  return setmetatable({ pool = opts.pool, sql = document_sql(target, cast) }, Store)
+  local format = M.embedding_format(opts.embedding_type)
+  return setmetatable({ pool = opts.pool, format = format,
+                        sql = document_sql(target, STAGING_BY_FORMAT[format]) }, Store)
 end
 
 -- One query on a pooled connection (under the database retry policy).
@@ -240,7 +274,8 @@ local function write_documents(store, step, conn, unit)
   local written, pruned, refreshed = 0, 0, 0
   for _, part in ipairs(unit.parts) do
     if #part.docs > 0 then
-      local n, err, state = conn:copy_documents(STAGING, part.docs, part.batch)
+      local n, err, state = conn:copy_documents(STAGING_BY_FORMAT[store.format].table, part.docs,
+                                                part.batch, store.format)
       if not n then error({ err = err, state = state }, 0) end
     end
   end

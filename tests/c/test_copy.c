@@ -5,6 +5,7 @@
 #include "copy.h"
 #include "test_assert.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -86,6 +87,66 @@ static void test_float_array(void)
     copy_buf_free(&b);
 }
 
+static void test_vector_field(void)
+{
+    copy_buf b;
+    const float v[2] = {1.0f, -2.5f};
+    copy_buf_init(&b);
+    ASSERT_INT_EQ(copy_field_vector(&b, v, 2), 0);
+    ASSERT_INT_EQ(b.len, 4 + 4 + 2 * 4);
+    ASSERT_INT_EQ(be32(b.data), 4 + 2 * 4); /* field length */
+    ASSERT_INT_EQ(be16(b.data + 4), 2);     /* dim */
+    ASSERT_INT_EQ(be16(b.data + 6), 0);     /* unused */
+    ASSERT_INT_EQ(be32(b.data + 8), 0x3F800000u);
+    ASSERT_INT_EQ(be32(b.data + 12), 0xC0200000u);
+    /* pgvector accepts 1..16000 dimensions: anything else fails, and sticks. */
+    ASSERT_INT_EQ(copy_field_vector(&b, v, 0), -1);
+    ASSERT_INT_EQ(copy_field_vector(&b, v, 2), -1);
+    copy_buf_free(&b);
+    copy_buf_init(&b);
+    ASSERT_INT_EQ(copy_field_halfvec(&b, v, 16001), -1);
+    copy_buf_free(&b);
+}
+
+static void test_halfvec_field(void)
+{
+    copy_buf b;
+    const float v[3] = {1.0f, -2.0f, 0.1f};
+    copy_buf_init(&b);
+    ASSERT_INT_EQ(copy_field_halfvec(&b, v, 3), 0);
+    ASSERT_INT_EQ(b.len, 4 + 4 + 3 * 2);
+    ASSERT_INT_EQ(be32(b.data), 4 + 3 * 2);
+    ASSERT_INT_EQ(be16(b.data + 4), 3);
+    ASSERT_INT_EQ(be16(b.data + 6), 0);
+    ASSERT_INT_EQ(be16(b.data + 8), 0x3C00);
+    ASSERT_INT_EQ(be16(b.data + 10), 0xC000);
+    ASSERT_INT_EQ(be16(b.data + 12), 0x2E66); /* 0.1 rounds down to 0.0999756 */
+    copy_buf_free(&b);
+}
+
+/* Rounding to half precision: nearest, ties to even, at every boundary. */
+static void test_float_to_half(void)
+{
+    ASSERT_INT_EQ(copy_float_to_half(0.0f), 0x0000);
+    ASSERT_INT_EQ(copy_float_to_half(-0.0f), 0x8000);
+    ASSERT_INT_EQ(copy_float_to_half(1.0f / 3.0f), 0x3555);
+    ASSERT_INT_EQ(copy_float_to_half(65504.0f), 0x7BFF);    /* largest half */
+    ASSERT_INT_EQ(copy_float_to_half(65519.0f), 0x7BFF);    /* below the tie */
+    ASSERT_INT_EQ(copy_float_to_half(65520.0f), 0x7C00);    /* tie to even: infinity */
+    ASSERT_INT_EQ(copy_float_to_half(1.0f + 1.0f / 2048), 0x3C00); /* tie, even stays */
+    ASSERT_INT_EQ(copy_float_to_half(1.0f + 3.0f / 2048), 0x3C02); /* tie, odd goes up */
+    ASSERT_INT_EQ(copy_float_to_half(ldexpf(1.0f, -14)), 0x0400);  /* smallest normal */
+    ASSERT_INT_EQ(copy_float_to_half(ldexpf(1.0f, -24)), 0x0001);  /* smallest subnormal */
+    ASSERT_INT_EQ(copy_float_to_half(ldexpf(1.0f, -25)), 0x0000);  /* tie to even: zero */
+    ASSERT_INT_EQ(copy_float_to_half(ldexpf(1.5f, -25)), 0x0001);
+    ASSERT_INT_EQ(copy_float_to_half(ldexpf(3.0f, -25)), 0x0002);  /* 1.5 units: tie, up to even */
+    ASSERT_INT_EQ(copy_float_to_half(-ldexpf(1.0f, -14) + ldexpf(1.0f, -26)), 0x8400);
+    ASSERT_INT_EQ(copy_float_to_half(ldexpf(1.0f, -30)), 0x0000);
+    ASSERT_INT_EQ(copy_float_to_half(INFINITY), 0x7C00);
+    ASSERT_INT_EQ(copy_float_to_half(-INFINITY), 0xFC00);
+    ASSERT(copy_float_to_half(NAN) > 0x7C00 && copy_float_to_half(NAN) < 0x8000);
+}
+
 static void test_growth_and_sticky_failure(void)
 {
     copy_buf b;
@@ -121,6 +182,9 @@ int main(void)
     test_header_and_trailer();
     test_scalar_fields();
     test_float_array();
+    test_vector_field();
+    test_halfvec_field();
+    test_float_to_half();
     test_growth_and_sticky_failure();
     printf("test_copy: ok\n");
     return 0;

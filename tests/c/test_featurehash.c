@@ -129,6 +129,39 @@ static void test_long_text(void)
     free(text);
 }
 
+/* Zero components of the vector of text (dense or not). */
+static int zeros_of(const char *text, int dense, float *vec)
+{
+    int zeros = 0;
+    if (dense)
+        ASSERT_INT_EQ(featurehash_embed_dense(text, strlen(text), vec, DIM), 0);
+    else
+        ASSERT_INT_EQ(featurehash_embed(text, strlen(text), vec, DIM), 0);
+    for (size_t i = 0; i < DIM; i++)
+        zeros += vec[i] == 0.0f;
+    return zeros;
+}
+
+/* --dense: every component non-zero, unit norm, deterministic, and lexical
+ * neighbours still nearer than unrelated texts. */
+static void test_dense(void)
+{
+    static float a[DIM], b[DIM], c[DIM], sparse[DIM];
+    const char *base = "And God said, Let there be light: and there was light.";
+    const char *near = "And God said: let there be light, and there was light everywhere.";
+    const char *far = "Quem com ferro fere, com ferro será ferido.";
+    ASSERT(zeros_of(base, 0, sparse) > DIM / 2);
+    ASSERT_INT_EQ(zeros_of(base, 1, a), 0);
+    ASSERT_INT_EQ(zeros_of("", 1, c), 0);
+    ASSERT_NEAR(norm_of(a, DIM), 1.0, 1e-5);
+    ASSERT_INT_EQ(zeros_of(base, 1, b), 0);
+    ASSERT(memcmp(a, b, sizeof a) == 0);
+    ASSERT(featurehash_cosine(a, sparse, DIM) > 0.95);
+    ASSERT_INT_EQ(zeros_of(near, 1, b), 0);
+    ASSERT_INT_EQ(zeros_of(far, 1, c), 0);
+    ASSERT(featurehash_cosine(a, b, DIM) > featurehash_cosine(a, c, DIM) + 0.5);
+}
+
 int main(void)
 {
     test_determinism();
@@ -138,5 +171,6 @@ int main(void)
     test_dimensions();
     test_empty_text();
     test_long_text();
+    test_dense();
     return 0;
 }

@@ -296,6 +296,77 @@ static void test_copy_round_trip(void)
     uv_run(&loop, UV_RUN_DEFAULT);
 }
 
+/* The floats of v as pgvector's text input, "[a,b,...]", each exact (%.9g). */
+static void vector_literal(char *out, size_t outlen, const float *v, int n)
+{
+    size_t used = 0;
+    for (int i = 0; i < n; i++)
+        used += (size_t)snprintf(out + used, outlen - used, "%c%.9g", i ? ',' : '[', (double)v[i]);
+    snprintf(out + used, outlen - used, "]");
+}
+
+/* Binary vector/halfvec fields land as the same values pgvector's own text
+ * input gives for the same floats (`select embedding::text`). */
+static void test_pgvector_round_trip(void)
+{
+    pg_conn *c = connect_ok();
+    outcome o = {0};
+    copy_buf b;
+    static float big[1536];
+    static char literal[1536 * 20];
+    const float edge[9] = {0.1f, -1.0f / 3.0f, 65504.0f, 1e-7f, -6.1e-5f, 1.0f + 1.0f / 2048, 3.0e-8f, 0.0f, 2.5f};
+    const char *params[1] = {literal};
+
+    run_query(c, &o, "select count(*) from pg_available_extensions where name = 'vector'", 0, NULL);
+    ASSERT_INT_EQ(o.failed, 0);
+    if (strcmp(PQgetvalue(o.copy, 0, 0), "0") == 0) {
+        fprintf(stderr, "test_pg: pgvector ausente neste servidor; ida e volta de vector/halfvec não testada\n");
+        outcome_reset(&o);
+        pg_conn_close(c);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        return;
+    }
+    exec_ok(c, "create extension if not exists vector");
+    for (int i = 0; i < 1536; i++)
+        big[i] = sinf((float)i * 0.37f) / (float)(1 + i % 7);
+    exec_ok(c, "create temp table vt (id int4, v vector, h halfvec)");
+    copy_buf_init(&b);
+    ASSERT_INT_EQ(copy_begin(&b), 0);
+    ASSERT_INT_EQ(copy_tuple_begin(&b, 3), 0);
+    ASSERT_INT_EQ(copy_field_int4(&b, 1), 0);
+    ASSERT_INT_EQ(copy_field_vector(&b, edge, 9), 0);
+    ASSERT_INT_EQ(copy_field_halfvec(&b, edge, 9), 0);
+    ASSERT_INT_EQ(copy_tuple_begin(&b, 3), 0);
+    ASSERT_INT_EQ(copy_field_int4(&b, 2), 0);
+    ASSERT_INT_EQ(copy_field_vector(&b, big, 1536), 0);
+    ASSERT_INT_EQ(copy_field_halfvec(&b, big, 1536), 0);
+    ASSERT_INT_EQ(copy_end(&b), 0);
+    outcome_reset(&o);
+    ASSERT_INT_EQ(pg_conn_copy_in(c, "copy vt (id, v, h) from stdin (format binary)", b.data, b.len, on_result, &o),
+                  PG_OK);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (o.failed)
+        fprintf(stderr, "copy: %s\n", o.err);
+    ASSERT_INT_EQ(o.failed, 0);
+    ASSERT_STR_EQ(o.cmdtuples, "2");
+    for (int id = 1; id <= 2; id++) {
+        vector_literal(literal, sizeof literal, id == 1 ? edge : big, id == 1 ? 9 : 1536);
+        run_query(c, &o, id == 1 ? "select v::text, $1::vector::text, h::text, $1::halfvec::text from vt where id = 1"
+                                 : "select v::text, $1::vector::text, h::text, $1::halfvec::text from vt where id = 2",
+                  1, params);
+        ASSERT_INT_EQ(o.failed, 0);
+        ASSERT_INT_EQ(PQntuples(o.copy), 1);
+        ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), PQgetvalue(o.copy, 0, 1));
+        ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 2), PQgetvalue(o.copy, 0, 3));
+    }
+    run_query(c, &o, "select h::text from vt where id = 1", 0, NULL);
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), "[0.099975586,-0.33325195,65504,1.1920929e-07,-6.097555e-05,1,5.9604645e-08,0,2.5]");
+    copy_buf_free(&b);
+    outcome_reset(&o);
+    pg_conn_close(c);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
 static void test_two_connections_concurrently(void)
 {
     pg_conn *a = connect_ok(), *b = connect_ok();
@@ -737,6 +808,7 @@ int main(void)
     test_connect_failure();
     test_params_and_errors();
     test_copy_round_trip();
+    test_pgvector_round_trip();
     test_two_connections_concurrently();
     test_close_while_pending();
     test_connection_loss();

@@ -537,3 +537,45 @@ describe("ratelimit: integração com retry.call como no runner", function()
     assert.is_true(embedder.peak <= 4)
   end)
 end)
+
+-- One concurrency knob: batch.in_flight, capped only by a provider limit,
+-- and never silently (issue 11: max_concurrency = 8 capped in_flight 16 while
+-- the log said "16 em paralelo").
+describe("ratelimit: concorrência efetiva", function()
+  local params = require "ragops.params"
+  local report = require "ragops.report"
+
+  local function plan_with(in_flight)
+    return { batch = { size = 64, in_flight = in_flight }, retry = { attempts = 5, timeout_s = 60 } }
+  end
+  local function cfg_with(max_concurrency)
+    return { provider = { timeout_s = 60, rate_limits = { max_concurrency = max_concurrency } } }
+  end
+
+  it("um limite do provedor abaixo do in_flight vira o valor efetivo, com o motivo", function()
+    local limits = params.limits(plan_with(16), cfg_with(8))
+    assert.are.equal(8, limits.in_flight)
+    assert.matches("o plano pede 16; limitado por provider.rate_limits.max_concurrency = 8",
+      limits.in_flight_note, 1, true)
+    assert.matches("8 em paralelo (o plano pede 16; limitado por provider.rate_limits.max_concurrency = 8)",
+      report.format_limits(limits), 1, true)
+  end)
+
+  it("sem limite do provedor (ou com um limite folgado) vale o in_flight do plano", function()
+    for _, cfg in ipairs { cfg_with(nil), cfg_with(64) } do
+      local limits = params.limits(plan_with(32), cfg)
+      assert.are.equal(32, limits.in_flight)
+      assert.is_nil(limits.in_flight_note)
+      assert.matches("32 em paralelo, ", report.format_limits(limits), 1, true)
+    end
+  end)
+
+  it("sem max_concurrency a janela AIMD começa no in_flight e não passa dele", function()
+    local s = counted_sched()
+    local lim = ratelimit.new { sched = s, in_flight = 32 }
+    assert.are.equal(32, lim.window)
+    assert.are.equal(32, lim.max_concurrency)
+    local capped = ratelimit.new { sched = s, in_flight = 32, max_concurrency = 8 }
+    assert.are.equal(8, capped.window)
+  end)
+end)
