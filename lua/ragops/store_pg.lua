@@ -10,6 +10,7 @@ local cjson = require "cjson"
 local pg = require "ragops.pg"
 local sqlname = require "ragops.sqlname"
 local store_runs = require "ragops.store_runs"
+local sync_queue = require "ragops.sync_queue"
 
 local M = {}
 
@@ -287,7 +288,8 @@ end
 --          refresh = { entity_ids, chunk_indexes, metadata, updated_at },
 --          failures = { dead letters }, resolved_ids = { entity ids now indexed },
 --          checkpoint = { seq, after, stats, covered = { last keys }, includes_unit },
---          ahead = nil | { first_key, after_key, last_key, stats } (committed past the prefix) }
+--          ahead = nil | { first_key, after_key, last_key, stats } (committed past the prefix),
+--          sync = nil | { change_ids, run_id, delete_ids, watermark } (ragops.sync_queue.write) }
 -- Everything in one transaction, with the owner's fence and the requests
 -- spent (ragops.store_runs). Returns { written, pruned, refreshed } or nil, err, sqlstate.
 function Store:write_unit(unit)
@@ -296,6 +298,7 @@ function Store:write_unit(unit)
     if unit.run_id then self:check_owner(step, unit.run_id, spent) end
     local written, pruned, refreshed = write_documents(self, step, conn, unit)
     local resolved = write_failures(step, unit)
+    pruned = pruned + sync_queue.write(step, self, unit)
     if unit.run_id then M.record_progress(step, unit, pruned, refreshed) end
     return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
   end)

@@ -29,6 +29,8 @@ M.METRICS = {
   ragops_source_rows = { "gauge", "Linhas da fonte no recorte da execução, por tipo de entidade." },
   ragops_indexed_entities = { "gauge", "Entidades com documento no índice, por tipo (fim de um backfill completo)." },
   ragops_coverage_ratio = { "gauge", "Entidades indexadas / linhas da fonte, por tipo (fim de um backfill completo)." },
+  ragops_sync_queue_depth = { "gauge", "Mudanças pendentes na fila do ragops sync (estratégia trigger), por tipo de entidade." },
+  ragops_sync_lag_seconds = { "gauge", "Idade da mudança pendente mais antiga na fila do ragops sync, em segundos, por tipo." },
 }
 
 local function labels_of(ctx, extra)
@@ -126,6 +128,15 @@ function M.coverage(ctx, entity_type, indexed)
   local rows = (ctx.source_rows or {})[entity_type]
   M.set(ctx, "ragops_indexed_entities", { entity_type = entity_type }, indexed)
   if rows then M.set(ctx, "ragops_coverage_ratio", { entity_type = entity_type }, rows > 0 and indexed / rows or 1) end
+end
+
+-- The sync queue's depth and lag per entity type (ragops.sync_queue.depth).
+function M.sync_queue(ctx, entity_types, depth)
+  for _, entity_type in ipairs(entity_types) do
+    local d = depth[entity_type] or { depth = 0, lag_s = 0 }
+    M.set(ctx, "ragops_sync_queue_depth", { entity_type = entity_type }, d.depth)
+    M.set(ctx, "ragops_sync_lag_seconds", { entity_type = entity_type }, d.lag_s)
+  end
 end
 
 return M
