@@ -163,7 +163,8 @@ local function start_follower(store, p, params, opts)
   return { id = run_id, follower = follower }
 end
 
--- Checks that the trigger sources have their queue. Returns true or nil, err.
+-- Checks that the trigger sources have their queue. Returns true, uses the
+-- queue, or nil, err, exit code.
 local function check_installed(store, sources, p)
   for _, source in ipairs(sources) do
     if source.sync.strategy == "trigger" then
@@ -173,10 +174,10 @@ local function check_installed(store, sources, p)
         return nil, ("a fila de mudanças não está instalada: rode `ragops sync install` com o plano %q antes"):format(p.name),
           exit.usage
       end
-      return true
+      return true, true
     end
   end
-  return true
+  return true, false
 end
 
 -- Runs the follower under xpcall (an internal error ends it with code 2).
@@ -191,18 +192,30 @@ local function execute(ctx, sources, how, opts, cfg)
   return ctx:finish()
 end
 
+-- The queue checked, the follower registered and the claims its earlier
+-- process left freed. Returns the follower or nil, exit code, err.
+local function register(store, p, sources, params, opts)
+  local ok, queued, code = check_installed(store, sources, p)
+  if not ok then return nil, code, queued end
+  local follower, rcode, rerr = start_follower(store, p, params, opts)
+  if not follower then return nil, rcode, rerr end
+  if queued then
+    local _, cerr = sync_queue.release_claims(store, follower.id)
+    if cerr then store:finish_run(follower.id, nil); return nil, exit.unreachable, cerr end
+  end
+  return follower
+end
+
 local function sync_loaded(p, cfg, sources, opts, params)
   local w = run.wiring
   local s = sched.real()
   local pool, code, err = w.open_target(cfg, p, s)
   if not pool then return fail(code, "%s", err) end
   local env, parts = w.build_env(p, cfg, s, pool, code)
-  local ok, ierr, icode = check_installed(env.store, sources, p)
-  local follower, rcode, rerr
-  if ok then follower, rcode, rerr = start_follower(env.store, p, params, opts) end
+  local follower, rcode, rerr = register(env.store, p, sources, params, opts)
   if not follower then
     pool:close(); parts.client:close()
-    return fail(icode or rcode, "%s", ierr or rerr)
+    return fail(rcode, "%s", rerr)
   end
   env.run_id = follower.id
   log.info("seguidor %q (execução %d) do plano %q iniciado%s", follower.follower, follower.id, p.name,

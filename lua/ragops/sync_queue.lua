@@ -226,6 +226,14 @@ function M.claim(store, entity_type, limit, run_id, run_lock_class)
   end)
 end
 
+-- Frees the claims an earlier process of this follower's run left (it was
+-- killed): the run's lock is now ours, so they would look held forever.
+function M.release_claims(store, run_id)
+  local rows, err = store:query("update ragops_sync.changes set claimed_by = null where claimed_by = $1", run_id)
+  if not rows then return nil, err end
+  return rows.affected
+end
+
 -- Pending changes per entity type: { [entity_type] = { depth, lag_s } }
 -- (lag: age of the oldest change), or {} when the queue is not installed.
 function M.depth(query)
