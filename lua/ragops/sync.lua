@@ -136,6 +136,7 @@ local function follow(ctx, sources, how, url)
   local every = wait_ms(sources)
   while conn and not ctx:halted() do
     apply_once(ctx, sources, how)
+    if ctx:halted() then break end
     local note, err = conn:wait_notification(every)
     if note == nil and not ctx:halted() then
       ctx.log.warn("conexão de LISTEN perdida (%s); reconectando e drenando a fila", tostring(err))

@@ -190,10 +190,12 @@ end
 -- Claims the changes of up to `limit` entities of entity_type, oldest first
 -- (looking at a window of the oldest free changes, so a claim costs the
 -- same whatever the backlog), for the follower whose run is run_id. A change
--- is free when unclaimed or claimed by a follower whose run lock is gone (it
--- died: its session and advisory lock went with it); an entity with a change
--- held by a live follower is skipped, so one entity is never in two units at
--- once. All free changes of a chosen entity are claimed together
+-- is free when unclaimed or claimed by another follower whose run lock is
+-- gone (it died: its session and advisory lock went with it); this
+-- follower's own claims are its units in flight (release_claims frees those
+-- of an earlier process of the same run), held even while a restart of
+-- PostgreSQL has dropped its lock. An entity with a change held by a live
+-- follower is skipped, so one entity is never in two units at once. All free changes of a chosen entity are claimed together
 -- (coalescing). Claims are serialised per entity type (one short transaction
 -- each, FOR UPDATE SKIP LOCKED inside).
 M.CLAIM_SQL = [[
@@ -202,17 +204,19 @@ M.CLAIM_SQL = [[
      where l.locktype = 'advisory' and l.granted and l.classid::bigint = $4 and l.objsubid = 2),
   free as (
     select q.id, q.entity_key from ragops_sync.changes q
-     where q.entity_type = $1 and (q.claimed_by is null or q.claimed_by not in (select run_id from alive))
+     where q.entity_type = $1
+       and (q.claimed_by is null or (q.claimed_by <> $3 and q.claimed_by not in (select run_id from alive)))
      order by q.id limit $2 * 4),
   chosen as (
     select f.entity_key from free f
      where not exists (select 1 from ragops_sync.changes h
                         where h.entity_type = $1 and h.entity_key = f.entity_key
-                          and h.claimed_by in (select run_id from alive))
+                          and (h.claimed_by = $3 or h.claimed_by in (select run_id from alive)))
      group by f.entity_key order by min(f.id) limit $2),
   locked as (
     select q.id from ragops_sync.changes q join chosen c on c.entity_key = q.entity_key
-     where q.entity_type = $1 and (q.claimed_by is null or q.claimed_by not in (select run_id from alive))
+     where q.entity_type = $1
+       and (q.claimed_by is null or (q.claimed_by <> $3 and q.claimed_by not in (select run_id from alive)))
      for update of q skip locked)
   update ragops_sync.changes q set claimed_by = $3
     from locked where q.id = locked.id
