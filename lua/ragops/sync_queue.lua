@@ -29,6 +29,10 @@ local SCHEMA_SQL = {
       claimed_by bigint)]],
   "create index if not exists changes_by_entity on ragops_sync.changes (entity_type, entity_key)",
   "create index if not exists changes_by_type on ragops_sync.changes (entity_type, id)",
+  -- The claimed changes (a few units' worth): "is this entity held?" without
+  -- a scan of the whole backlog.
+  [[create index if not exists changes_claimed on ragops_sync.changes (entity_type, entity_key)
+      where claimed_by is not null]],
   [[create table if not exists ragops_sync.installed (
       plan text not null,
       entity_type text not null,
@@ -163,6 +167,7 @@ end
 -- Returns { removed = n } or nil, err.
 function M.uninstall(store, plan_name)
   return store:transaction(function(step)
+    step("set local client_min_messages = warning") -- no NOTICE for the cascade
     if not step("select to_regclass('ragops_sync.installed') is not null as ok")[1].ok then
       return { removed = 0 }
     end
@@ -210,7 +215,7 @@ M.CLAIM_SQL = [[
   chosen as (
     select f.entity_key from free f
      where not exists (select 1 from ragops_sync.changes h
-                        where h.entity_type = $1 and h.entity_key = f.entity_key
+                        where h.entity_type = $1 and h.entity_key = f.entity_key and h.claimed_by is not null
                           and (h.claimed_by = $3 or h.claimed_by in (select run_id from alive)))
      group by f.entity_key order by min(f.id) limit $2),
   locked as (
@@ -228,6 +233,16 @@ function M.claim(store, entity_type, limit, run_id, run_lock_class)
     step("select pg_advisory_xact_lock($1, hashtext($2))", CLAIM_LOCK_CLASS, entity_type)
     return step(M.CLAIM_SQL, entity_type, limit, run_id, run_lock_class)
   end)
+end
+
+-- The source rows of the given keys (text), by key only: the parameter is
+-- left untyped so PostgreSQL reads it as an array of the key column's own
+-- type and can use the source's index on the key (a key::text comparison
+-- would scan the whole source for every unit). Returns rows or nil, err.
+function M.rows_by_key(store, source, keys)
+  local key = "src." .. pg.quote_ident(source.key)
+  return store:query(("select src.* from (%s) as src where %s = any($1) order by %s")
+    :format(source.sql, key, key), keys)
 end
 
 -- Frees the claims an earlier process of this follower's run left (it was

@@ -31,7 +31,7 @@ end
 -- The unit of one claim: source rows of the keys, the rest deletions.
 local function queue_unit(ctx, source, seq, changes, run_id)
   local keys, ids = M.coalesce(changes)
-  local rows, err = ctx.store:fetch_page(source, { entity_ids = keys }, nil, #keys)
+  local rows, err = sync_queue.rows_by_key(ctx.store, source, keys)
   if not rows then return nil, err end
   local present, delete_ids = {}, {}
   for _, row in ipairs(rows) do present[key_text(row[source.key])] = true end
