@@ -157,7 +157,8 @@ local function start_follower(store, p, params, opts)
     core.process_id())
   if not run_id then
     if code == "busy" then
-      return nil, exit.usage, tostring(err) .. "; para outro seguidor neste host use --follower NOME"
+      return nil, exit.usage, ("o seguidor %q do plano %q já está rodando em outro processo; "
+        .. "para mais um seguidor use --follower NOME"):format(follower, p.name)
     end
     return nil, exit.unreachable, "falha ao registrar o seguidor: " .. tostring(err)
   end

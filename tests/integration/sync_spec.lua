@@ -225,6 +225,10 @@ describe("ragops sync", function()
     assert.is_true(wait_until(function()
       return H.scalar(url, "select count(*) from ragops_runs where plan = 'sync:sinc' and status = 'running' and heartbeat_at is not null") == 2
     end, 30))
+    -- a third one with a name already following is refused
+    local code, _, err = H.ragops(url, "sync " .. H.q(plan) .. " --follower a")
+    assert.are.equal(2, code)
+    assert.matches('o seguidor "a" do plano "sinc" já está rodando', err)
     local inputs = embed_inputs()
     for i = 0, 3 do
       H.psql(url, ("update verses set text = text || ' v2' where id > %d and id <= %d"):format(i * 500, (i + 1) * 500))
@@ -289,6 +293,33 @@ describe("ragops sync", function()
     end, 60))
     assert.are.equal(130, stop(job))
     assert.matches("LISTEN", H.read_all(job.err))
+  end)
+
+  it("estratégia watermark com --follow: atualizações, inserções e, na próxima anti-junção, remoções", function()
+    local wplan = H.plan_file(plan_text({ name = "marca_follow",
+      verse_sync = [[{ strategy = "watermark", overlap_s = 1, deletes_every_s = 0.5, poll_s = 0.2 }]],
+      fortune_sync = [[{ strategy = "watermark", overlap_s = 1, deletes_every_s = 0.5, poll_s = 0.2 }]] }))
+    local url = synced_db("ragops_it_sync_wm_follow", wplan)
+    local job = H.ragops_background(url, "sync " .. H.q(wplan) .. " --follow --follower w")
+    assert.is_true(wait_until(function()
+      return H.scalar(url, "select count(*) from ragops_sync_watermarks where plan = 'marca_follow'") == 2
+    end, 30))
+    local before = hashes(url)
+    local inputs = embed_inputs()
+    H.psql(url, [[begin;
+      update verses set text = text || ' (revisado)', updated_at = now() + interval '1 day' where id <= 100;
+      delete from fortunes where id in (3, 4, 5);
+      insert into verses values (9001, 'Gen', 9, 1, 'Um versículo novo', now() + interval '1 day'),
+                                (9002, 'Exo', 9, 2, 'Outro novo', now() + interval '1 day');
+      commit]])
+    local expected = { "fortune:3", "fortune:4", "fortune:5", "verse:9001", "verse:9002" }
+    for i = 1, 100 do expected[#expected + 1] = "verse:" .. i end
+    table.sort(expected)
+    assert.is_true(wait_until(function() return #changed(before, hashes(url)) == #expected end, 30))
+    assert.are.equal(130, stop(job))
+    os.remove(wplan)
+    assert.are.same(expected, changed(before, hashes(url)))
+    assert.are.equal(102, embed_inputs() - inputs)
   end)
 
   it("estratégia watermark: aplica o que mudou desde a marca d'água e remove pela anti-junção", function()
