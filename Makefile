@@ -22,6 +22,7 @@ test:
 bench: build
 	@if [ -f bench/run.sh ]; then bash bench/run.sh; \
 	else echo "bench/run.sh ainda não existe; nada a medir"; fi
+	@if [ "$${RAGOPS_BENCH_SYNC:-1}" != 0 ]; then bash bench/sync.sh; fi
 
 clean:
 	-@if [ -d build ]; then scripts/demo.sh stop; fi

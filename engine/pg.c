@@ -10,6 +10,7 @@
  *   CONNECTING --PQconnectPoll OK--> IDLE --query/copy--> READING --> IDLE
  *                                          copy: READING --COPY_IN--> COPY_DATA
  *                                                --> COPY_END --> READING
+ *   IDLE --wait_notify--> WAITING --notification, timeout--> IDLE
  *   any failure of the link --> FAILED; pg_conn_close --> CLOSED (freed later)
  */
 #include "pg.h"
@@ -29,6 +30,7 @@ typedef enum pg_state {
     PG_STATE_READING,    /* command sent: flushing output, collecting results */
     PG_STATE_COPY_DATA,  /* in COPY IN: streaming the caller's buffer */
     PG_STATE_COPY_END,   /* in COPY IN: PQputCopyEnd not yet accepted */
+    PG_STATE_WAITING,    /* waiting for a NOTIFY (socket watched for input) */
     PG_STATE_FAILED,     /* connect failed or connection lost */
     PG_STATE_CLOSED      /* pg_conn_close called; waiting for handles */
 } pg_state;
@@ -40,10 +42,13 @@ struct pg_conn {
     pg_state state;             /* where the state machine is */
     uv_poll_t *poll;            /* poll on the current PQsocket, NULL if none */
     int poll_fd;                /* fd that poll watches (-1 when none) */
-    uv_timer_t defer;           /* delivers an immediate connect failure from the loop */
+    uv_timer_t defer;           /* delivers an immediate connect failure from the loop;
+                                   the timeout (or a buffered note) of a notification wait */
     int open_handles;           /* handles not yet closed; free when 0 after close */
     pg_connect_cb connect_cb;   /* pending connect callback, NULL when none */
     pg_result_cb result_cb;     /* pending query/COPY callback, NULL when none */
+    pg_notify_cb notify_cb;     /* pending notification wait callback, NULL when none */
+    PGnotify *note_ready;       /* note libpq had buffered when the wait began, delivered from the loop */
     void *cb_data;              /* user data of the pending callback */
     int need_flush;             /* 1 while PQflush has not returned 0 yet */
     int is_copy;                /* 1 when the pending operation is a COPY IN */
@@ -56,6 +61,7 @@ struct pg_conn {
 };
 
 static void on_poll(uv_poll_t *handle, int status, int events);
+static int notify_pump(pg_conn *c, int from_timer);
 static void on_defer(uv_timer_t *timer);
 static void connect_begin(pg_conn *c);
 
@@ -242,7 +248,9 @@ static void on_names_resolved(void *data)
 static void on_defer(uv_timer_t *timer)
 {
     pg_conn *c = timer->data;
-    if (c->state == PG_STATE_FAILED)
+    if (c->state == PG_STATE_WAITING)
+        notify_pump(c, 1);
+    else if (c->state == PG_STATE_FAILED)
         connect_done(c, c->err);
     else if (c->state == PG_STATE_RESOLVING && c->resolve != NULL && pg_resolve_pending(c->resolve) == 0)
         on_names_resolved(c);
@@ -538,6 +546,10 @@ static void on_poll(uv_poll_t *handle, int status, int events)
     pg_conn *c = handle->data;
     if (handle != c->poll)
         return; /* a poll being replaced */
+    if (c->state == PG_STATE_WAITING) {
+        notify_pump(c, 0);
+        return;
+    }
     if (c->state == PG_STATE_CONNECTING) {
         /* libuv reports POLLERR (e.g. connection refused) as UV_EBADF; libpq
          * reads the socket error itself and explains it better. */
@@ -553,15 +565,15 @@ static void on_poll(uv_poll_t *handle, int status, int events)
     op_pump(c, status < 0 || (events & UV_READABLE));
 }
 
-/* Common checks and send for query and COPY. */
-static int op_start(pg_conn *c, const char *sql, int nparams, const char *const *values,
-                    pg_result_cb cb, void *data)
+/* May an operation start on c now? PG_OK, or the code with the error set. */
+static int check_ready(pg_conn *c)
 {
     if (c->state == PG_STATE_CLOSED) {
         set_error(c, "conexão fechada", NULL, PG_SQLSTATE_NO_CONNECTION);
         return PG_ERR_CLOSED;
     }
-    if (c->connect_cb != NULL || c->result_cb != NULL || c->state == PG_STATE_CONNECTING ||
+    if (c->connect_cb != NULL || c->result_cb != NULL || c->notify_cb != NULL ||
+        c->state == PG_STATE_CONNECTING ||
         c->state == PG_STATE_RESOLVING) {
         set_error(c, "conexão ocupada", NULL, "55000");
         return PG_ERR_BUSY;
@@ -570,6 +582,16 @@ static int op_start(pg_conn *c, const char *sql, int nparams, const char *const 
         set_error(c, "conexão com o PostgreSQL indisponível", NULL, PG_SQLSTATE_CONNECTION_FAILURE);
         return PG_ERR_CLOSED;
     }
+    return PG_OK;
+}
+
+/* Common checks and send for query and COPY. */
+static int op_start(pg_conn *c, const char *sql, int nparams, const char *const *values,
+                    pg_result_cb cb, void *data)
+{
+    int rc = check_ready(c);
+    if (rc != PG_OK)
+        return rc;
     /* Without parameters use the simple protocol, which accepts several
      * statements (migration scripts); with parameters the extended one. */
     if (!(nparams == 0 ? PQsendQuery(c->conn, sql)
@@ -613,7 +635,7 @@ int pg_conn_copy_in(pg_conn *c, const char *sql, const char *buf, size_t len,
                     pg_result_cb cb, void *data)
 {
     int rc;
-    if (c->result_cb != NULL || c->connect_cb != NULL)
+    if (c->result_cb != NULL || c->connect_cb != NULL || c->notify_cb != NULL)
         return op_start(c, sql, 0, NULL, cb, data); /* reports busy */
     c->is_copy = 1;
     c->copy_buf = buf;
@@ -628,6 +650,73 @@ int pg_conn_copy_in(pg_conn *c, const char *sql, const char *buf, size_t len,
     return rc;
 }
 
+/* ---- notifications ---------------------------------------------------- */
+
+/* Ends the wait: the note (or err, or neither: timeout) goes to the callback. */
+static void notify_finish(pg_conn *c, PGnotify *note, const char *err)
+{
+    pg_notify_cb cb = c->notify_cb;
+    void *data = c->cb_data;
+    c->notify_cb = NULL;
+    c->cb_data = NULL;
+    uv_timer_stop(&c->defer);
+    if (c->state == PG_STATE_WAITING)
+        c->state = PG_STATE_IDLE;
+    unwatch(c);
+    if (cb != NULL)
+        cb(c, note, err, data);
+    PQfreemem(note);
+}
+
+/* Reads what the socket holds and ends the wait with the first
+ * notification or a lost link; called on input and when the timer fires
+ * (from_timer: then, with nothing received, the timeout has passed).
+ * Returns 1 when the wait ended. */
+static int notify_pump(pg_conn *c, int from_timer)
+{
+    PGnotify *note = c->note_ready;
+    c->note_ready = NULL;
+    if (note == NULL && (!PQconsumeInput(c->conn) || PQstatus(c->conn) == CONNECTION_BAD)) {
+        c->state = PG_STATE_FAILED;
+        set_error(c, "conexão com o PostgreSQL perdida", PQerrorMessage(c->conn),
+                  PG_SQLSTATE_CONNECTION_FAILURE);
+        notify_finish(c, NULL, c->err);
+        return 1;
+    }
+    if (note == NULL)
+        note = PQnotifies(c->conn);
+    if (note == NULL && !from_timer)
+        return 0;
+    notify_finish(c, note, NULL);
+    return 1;
+}
+
+int pg_conn_wait_notify(pg_conn *c, uint64_t timeout_ms, pg_notify_cb cb, void *data)
+{
+    int rc = check_ready(c);
+    if (rc != PG_OK)
+        return rc;
+    if (watch(c, UV_READABLE) != 0) {
+        c->state = PG_STATE_FAILED;
+        set_error(c, "conexão com o PostgreSQL perdida", "falha ao observar o socket",
+                  PG_SQLSTATE_CONNECTION_FAILURE);
+        return PG_ERR_SEND;
+    }
+    c->notify_cb = cb;
+    c->cb_data = data;
+    c->state = PG_STATE_WAITING;
+    c->err[0] = '\0';
+    c->sqlstate[0] = '\0';
+    /* A note libpq buffered during an earlier query is delivered from the
+     * loop at once (never from here); otherwise the timer is the timeout. */
+    c->note_ready = PQnotifies(c->conn);
+    if (c->note_ready != NULL)
+        uv_timer_start(&c->defer, on_defer, 0, 0);
+    else if (timeout_ms > 0)
+        uv_timer_start(&c->defer, on_defer, timeout_ms, 0);
+    return PG_OK;
+}
+
 /* ---- close and accessors ------------------------------------------------ */
 
 void pg_conn_close(pg_conn *c)
@@ -637,8 +726,11 @@ void pg_conn_close(pg_conn *c)
     c->state = PG_STATE_CLOSED;
     c->connect_cb = NULL;
     c->result_cb = NULL;
+    c->notify_cb = NULL;
     c->cb_data = NULL;
     c->copy_buf = NULL;
+    PQfreemem(c->note_ready);
+    c->note_ready = NULL;
     PQclear(c->result);
     c->result = NULL;
     /* Lookups still running call back later (maybe_free waits for them). */
@@ -663,7 +755,7 @@ int pg_conn_is_ok(const pg_conn *c)
 
 int pg_conn_is_busy(const pg_conn *c)
 {
-    return c != NULL && (c->connect_cb != NULL || c->result_cb != NULL);
+    return c != NULL && (c->connect_cb != NULL || c->result_cb != NULL || c->notify_cb != NULL);
 }
 
 const char *pg_conn_error(const pg_conn *c)

@@ -25,6 +25,7 @@
 #define RAGOPS_PG_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <libpq-fe.h>
 #include <uv.h>
 
@@ -57,6 +58,15 @@ typedef void (*pg_connect_cb)(pg_conn *c, const char *err, void *data);
 typedef void (*pg_result_cb)(pg_conn *c, PGresult *res, const char *err,
                              const char *sqlstate, void *data);
 
+/*
+ * Wait for a notification finished: note is the first one received (err
+ * NULL), or note and err are both NULL (the timeout passed), or err is a
+ * pt-BR message with SQLSTATE 08006 in pg_conn_sqlstate (the connection was
+ * lost). note belongs to the connection and is freed when the callback
+ * returns. The callback may start the next operation or close the connection.
+ */
+typedef void (*pg_notify_cb)(pg_conn *c, const PGnotify *note, const char *err, void *data);
+
 /* Starts connecting; cb is called once from the loop. NULL only when memory
  * is short. */
 pg_conn *pg_conn_start(uv_loop_t *loop, const char *conninfo, pg_connect_cb cb, void *data);
@@ -72,6 +82,13 @@ int pg_conn_query(pg_conn *c, const char *sql, int nparams, const char *const *v
 int pg_conn_copy_in(pg_conn *c, const char *sql, const char *buf, size_t len,
                     pg_result_cb cb, void *data);
 
+/* Waits, without polling the server, for a NOTIFY on a channel this session
+ * LISTENs to: the socket is watched for input and the callback is called on
+ * the first notification (also one libpq already buffered during an earlier
+ * query), after timeout_ms (0: no timeout) or when the link is lost. Counts
+ * as the pending operation (a query meanwhile is PG_ERR_BUSY). */
+int pg_conn_wait_notify(pg_conn *c, uint64_t timeout_ms, pg_notify_cb cb, void *data);
+
 /* Closes the connection (idempotent per pointer: call it exactly once). A
  * pending callback is never called afterwards. */
 void pg_conn_close(pg_conn *c);
@@ -79,7 +96,7 @@ void pg_conn_close(pg_conn *c);
 /* 1 when connected and not lost; 0 while connecting, after a failure or loss. */
 int pg_conn_is_ok(const pg_conn *c);
 
-/* 1 while a connect, query or COPY is pending. */
+/* 1 while a connect, query, COPY or notification wait is pending. */
 int pg_conn_is_busy(const pg_conn *c);
 
 /* Last error message (pt-BR) recorded on c, "" if none. */

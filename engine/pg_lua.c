@@ -9,6 +9,8 @@
  *   conn:copy_documents(staging, docs, vecbatch [, format]) -> n | nil, err, sqlstate
  *     format of the embedding column: "real[]" (default), "vector" or "halfvec"
  *     (pgvector's binary input)
+ *   conn:wait_notification([timeout_ms]) -> { channel, payload, pid }
+ *        | false (timeout) | nil, err, sqlstate (connection lost, interrupted)
  *   conn:close(), conn:is_ok(), pg.quote_ident(s)
  *
  * Ownership: the userdata owns the pg_conn. While an operation is pending the
@@ -62,6 +64,7 @@ typedef struct lpg_outcome {
     PGresult *res;        /* query/COPY result; NULL on failure */
     const char *err;      /* pt-BR message; NULL on success */
     const char *sqlstate; /* SQLSTATE of err ("" when unknown) */
+    const PGnotify *note; /* wait_notification: the notification; NULL on timeout or failure */
 } lpg_outcome;
 
 /* ---- helpers -------------------------------------------------------- */
@@ -308,7 +311,7 @@ static void lpg_cancel(rg_async *op)
 static void on_connect(pg_conn *c, const char *err, void *data)
 {
     lpg_conn *lc = data;
-    lpg_outcome outcome = {lc->self_ref, NULL, err, ""};
+    lpg_outcome outcome = {lc->self_ref, NULL, err, "", NULL};
     lc->self_ref = LUA_NOREF;
     if (err != NULL) {
         pg_conn_close(c);
@@ -367,7 +370,7 @@ static int push_copied(lua_State *L, void *arg)
 static void on_result(pg_conn *c, PGresult *res, const char *err, const char *sqlstate, void *data)
 {
     lpg_conn *lc = data;
-    lpg_outcome outcome = {LUA_NOREF, res, err, sqlstate ? sqlstate : ""};
+    lpg_outcome outcome = {LUA_NOREF, res, err, sqlstate ? sqlstate : "", NULL};
     int self_ref = lc->self_ref;
     lc->self_ref = LUA_NOREF; /* the coroutine may pin lc again for its next call */
     copy_buf_free(&lc->copy);
@@ -533,13 +536,62 @@ static int lpg_copy_documents(lua_State *L)
     return park_or_fail(L, lc, rc, push_copied);
 }
 
+/* ---- conn:wait_notification --------------------------------------- */
+
+/* Results of conn:wait_notification: { channel, payload, pid }, false
+ * (timeout), or nil, err, sqlstate. */
+static int push_notified(lua_State *L, void *arg)
+{
+    lpg_outcome *outcome = arg;
+    if (outcome == NULL || outcome->err != NULL)
+        return push_failure(L, outcome);
+    if (outcome->note == NULL) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, outcome->note->relname);
+    lua_setfield(L, -2, "channel");
+    lua_pushstring(L, outcome->note->extra ? outcome->note->extra : "");
+    lua_setfield(L, -2, "payload");
+    lua_pushnumber(L, outcome->note->be_pid);
+    lua_setfield(L, -2, "pid");
+    return 1;
+}
+
+static void on_notify(pg_conn *c, const PGnotify *note, const char *err, void *data)
+{
+    lpg_conn *lc = data;
+    lpg_outcome outcome = {LUA_NOREF, NULL, err, err ? pg_conn_sqlstate(c) : "", note};
+    int self_ref = lc->self_ref;
+    lc->self_ref = LUA_NOREF;
+    rg_async_complete(&lc->async, &outcome);
+    luaL_unref(rg_main_state(), LUA_REGISTRYINDEX, self_ref);
+}
+
+/* conn:wait_notification([timeout_ms]): parks until a NOTIFY on a channel
+ * the session LISTENs to, the timeout (nil or 0: none) or a lost link. */
+static int lpg_wait_notification(lua_State *L)
+{
+    lpg_conn *lc = check_conn(L);
+    lua_Number timeout = luaL_optnumber(L, 2, 0);
+    luaL_argcheck(L, timeout >= 0 && timeout < 1e12, 2, "timeout_ms deve ser um número >= 0");
+    if (lc->pg == NULL)
+        return push_closed(L);
+    if (rg_async_pending(&lc->async))
+        return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
+    rg_check_coroutine(L, "conn:wait_notification");
+    return park_or_fail(L, lc, pg_conn_wait_notify(lc->pg, (uint64_t)ceil(timeout), on_notify, lc),
+                        push_notified);
+}
+
 /* ---- close, gc, is_ok ----------------------------------------------- */
 
 /* conn:close(): a coroutine waiting on this connection gets nil,
  * "conexão fechada" on the next loop pass. */
 static int lpg_close(lua_State *L)
 {
-    static const lpg_outcome closed = {LUA_NOREF, NULL, LPG_CLOSED_MSG, PG_SQLSTATE_NO_CONNECTION};
+    static const lpg_outcome closed = {LUA_NOREF, NULL, LPG_CLOSED_MSG, PG_SQLSTATE_NO_CONNECTION, NULL};
     lpg_conn *lc = check_conn(L);
     if (rg_async_pending(&lc->async))
         rg_async_cancel(&lc->async, (void *)&closed);
@@ -583,6 +635,7 @@ int luaopen_ragops_pg(lua_State *L)
     static const luaL_Reg methods[] = {
         {"query", lpg_query},   {"copy_documents", lpg_copy_documents},
         {"close", lpg_close},   {"is_ok", lpg_is_ok},
+        {"wait_notification", lpg_wait_notification},
         {NULL, NULL},
     };
     static const luaL_Reg metamethods[] = {

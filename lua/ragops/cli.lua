@@ -7,6 +7,7 @@ local cmd_index = require "ragops.cmd.index"
 local cmd_migrate = require "ragops.cmd.migrate"
 local cmd_run = require "ragops.cmd.run"
 local cmd_status = require "ragops.cmd.status"
+local cmd_sync = require "ragops.cmd.sync"
 local cmd_validate = require "ragops.cmd.validate"
 local exit = require "ragops.exit"
 local help = require "ragops.cmd.help"
@@ -75,6 +76,7 @@ local commands = {
   index = cmd_index.main,
   validate = cmd_validate.main,
   status = cmd_status.main,
+  sync = cmd_sync.main,
 }
 
 -- Flags of each command with options of its own (cli_help_spec checks that
@@ -84,6 +86,7 @@ M.FLAGS = {
   run = cmd_run.FLAGS, backfill = cmd_run.FLAGS, reindex = cmd_run.FLAGS,
   ["failures list"] = cmd_failures.FLAGS.list, ["failures retry"] = cmd_failures.FLAGS.retry,
   status = cmd_status.FLAGS,
+  sync = cmd_sync.FLAGS, ["sync install"] = cmd_sync.INSTALL_FLAGS, ["sync uninstall"] = cmd_sync.INSTALL_FLAGS,
 }
 
 -- A path inside the installation (RAGOPS_HOME, set by engine/main.c).

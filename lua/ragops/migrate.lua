@@ -118,6 +118,18 @@ M.migrations = {
             add column if not exists provider_request_id text]],
       }
     end },
+  { version = 6, description = "marcas d'água do ragops sync por plano e tipo (estratégia watermark)",
+    sql = function()
+      return {
+        [[create table if not exists ragops_sync_watermarks (
+            plan text not null,
+            entity_type text not null,
+            watermark timestamptz not null,
+            deletes_checked_at timestamptz,
+            updated_at timestamptz not null default now(),
+            primary key (plan, entity_type))]],
+      }
+    end },
 }
 
 local function embedding_type(storage, dim)

@@ -6,6 +6,7 @@
 -- and `import`. It must return the value built by `plan { ... }`.
 
 local sandbox = require "ragops.sandbox"
+local sync_plan = require "ragops.sync_plan"
 
 local M = {}
 
@@ -252,7 +253,7 @@ end
 -- source "type" { ... }
 ---------------------------------------------------------------------------
 
-local SOURCE_KEYS = { "sql", "key", "updated_at", "document", "count_sql", "description" }
+local SOURCE_KEYS = { "sql", "key", "updated_at", "document", "count_sql", "description", "sync" }
 
 local function validate_source(ctx, entity_type, spec)
   ctx:table("source", spec, 'uma tabela: source "' .. entity_type .. '" { sql = ..., key = ..., document = ... }')
@@ -274,6 +275,7 @@ local function validate_source(ctx, entity_type, spec)
   if spec.description ~= nil then
     source.description = ctx:string("description", spec.description, "um texto")
   end
+  if spec.sync ~= nil then source.sync = sync_plan.validate(ctx, spec.sync, source) end
   setmetatable(source, SOURCE_MT)
   validated_sources[source] = true
   return source

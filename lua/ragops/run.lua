@@ -359,4 +359,11 @@ function M.plan_file(path, opts, params)
   return code
 end
 
+-- The pieces of a run's wiring that ragops.sync (a follower is a run with
+-- another reader) uses as they are.
+M.wiring = { open_target = open_target, build_env = build_env, start = start, finish = finish }
+
+-- Forgets the run in progress for the signal handler (the run has ended).
+function M.run_ended() signals.stop_run = nil end
+
 return M

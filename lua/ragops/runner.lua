@@ -145,22 +145,31 @@ local function delete_gone(ctx, source)
   if indexed then instruments.coverage(ctx, source.entity_type, indexed) end
 end
 
+-- Takes the units produce(emit) hands on through `workers` workers
+-- (batch.in_flight by default) and waits for them; returns produce's result.
+-- The read stage feeds it here; ragops.stages.changes feeds it for sync.
+function M.process_units(ctx, tracker, produce, workers)
+  local queue = sched.queue(ctx.sched, ctx.plan.batch.in_flight)
+  local group = sched.group(ctx.sched)
+  for _ = 1, workers or ctx.plan.batch.in_flight do group:spawn(worker, ctx, queue, tracker) end
+  local result = produce(function(unit) queue:push(unit) end)
+  queue:close()
+  group:wait()
+  return result
+end
+
 local function run_source(ctx, source)
-  local plan, env = ctx.plan, ctx.env
+  local env = ctx.env
   ctx:counters_for(source.entity_type)
   local cp = (env.checkpoint or {})[source.entity_type] or {}
   local tracker = not env.range and write.tracker(cp) or nil
-  local queue = sched.queue(ctx.sched, plan.batch.in_flight)
-  local group = sched.group(ctx.sched)
-  for _ = 1, plan.batch.in_flight do group:spawn(worker, ctx, queue, tracker) end
   if cp.after then
     ctx.log.info("retomando %s a partir da chave %s (checkpoint)", source.entity_type, cp.after)
   end
-  local complete = read.read_source(ctx, source, env.range and {} or cp, { range = env.range },
-    function(unit) queue:push(unit) end,
-    function(unit, stats) tracker:committed(unit, stats, true) end)
-  queue:close()
-  group:wait()
+  local complete = M.process_units(ctx, tracker, function(emit)
+    return read.read_source(ctx, source, env.range and {} or cp, { range = env.range }, emit,
+      function(unit, stats) tracker:committed(unit, stats, true) end)
+  end)
   -- A work unit's range is not the whole source: deletions belong to the
   -- run as a whole (see ragops.workunits).
   if complete and not ctx.aborted and not env.range then delete_gone(ctx, source) end
@@ -183,10 +192,16 @@ function M.check_unique_keys(ctx)
   end
 end
 
-function M.run(plan, env)
+-- The run's context, with env.stop and env.progress wired to it.
+function M.context(plan, env)
   local ctx = account.context(plan, env)
   env.stop = function(code, reason) ctx:abort(code, reason) end
   env.progress_snapshot = function() return ctx:snapshot() end
+  return ctx
+end
+
+function M.run(plan, env)
+  local ctx = M.context(plan, env)
   if not env.range then M.check_unique_keys(ctx) end
   for _, source in ipairs(M.selected_sources(plan)) do
     if ctx.aborted then break end

@@ -5,12 +5,14 @@
 --   coverage(conn, table, sources) per entity type: indexed vs source rows, lag
 --   failures(conn)                 open dead letters by entity type and class
 --   indexes(conn, table)        vector indexes: method, definition, size, valid
+--   sync_queue(conn)               ragops sync's change queue: depth and lag per entity type
 -- collect() gathers them into one table with stable English keys (the
 -- --json output); format() renders it as pt-BR text.
 local cjson = require "cjson"
 local index = require "ragops.index"
 local report = require "ragops.report"
 local sqlname = require "ragops.sqlname"
+local sync_queue = require "ragops.sync_queue"
 
 local M = {}
 
@@ -83,6 +85,19 @@ end
 
 M.indexes = index.vector_indexes
 
+-- The trigger strategy's queue: { { entity_type, depth, lag_s } } (empty
+-- when `ragops sync install` never ran).
+function M.sync_queue(conn)
+  local depth, err = sync_queue.depth(function(sql, ...) return conn:query(sql, ...) end)
+  if not depth then return nil, err end
+  local out = {}
+  for entity_type, d in pairs(depth) do
+    out[#out + 1] = { entity_type = entity_type, depth = d.depth, lag_s = d.lag_s }
+  end
+  table.sort(out, function(a, b) return a.entity_type < b.entity_type end)
+  return out
+end
+
 -- Rows as a plain array (query results also carry fields such as
 -- `affected`, which would turn the JSON list into an object).
 local function plain_rows(rows)
@@ -99,6 +114,7 @@ function M.collect(conn, table_name, sources)
     { "coverage", function() return M.coverage(conn, table_name, sources) end },
     { "open_failures", function() return M.failures(conn) end },
     { "indexes", function() return M.indexes(conn, table_name) end },
+    { "sync_queue", function() return M.sync_queue(conn) end },
   }
   for _, part in ipairs(parts) do
     local rows, err = part[2]()
@@ -112,7 +128,7 @@ function M.collect(conn, table_name, sources)
   return out
 end
 
--- The --json output. lua-cjson writes an empty table as {}: the four lists
+-- The --json output. lua-cjson writes an empty table as {}: the lists
 -- are written as [] when empty, so their type never changes.
 local EMPTY = "\0ragops-empty-list\0"
 function M.json(st)
@@ -175,6 +191,11 @@ function M.format(st)
   for _, i in ipairs(st.indexes) do
     lines[#lines + 1] = ("  %s: %s, %s, %s\n      %s"):format(i.name, i.method, i.size,
       i.valid and "válido" or "INVALID (remova com DROP INDEX CONCURRENTLY)", i.definition)
+  end
+  if #st.sync_queue > 0 then lines[#lines + 1] = "Fila do ragops sync (mudanças pendentes):" end
+  for _, q in ipairs(st.sync_queue) do
+    lines[#lines + 1] = ("  %s: %s pendente(s), a mais antiga há %s"):format(q.entity_type, count(q.depth),
+      format_duration(q.lag_s))
   end
   return table.concat(lines, "\n") .. "\n"
 end

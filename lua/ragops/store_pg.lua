@@ -10,6 +10,7 @@ local cjson = require "cjson"
 local pg = require "ragops.pg"
 local sqlname = require "ragops.sqlname"
 local store_runs = require "ragops.store_runs"
+local sync_queue = require "ragops.sync_queue"
 
 local M = {}
 
@@ -324,7 +325,8 @@ end
 --          refresh = { entity_ids, chunk_indexes, metadata, updated_at },
 --          failures = { dead letters }, resolved_ids = { entity ids now indexed },
 --          checkpoint = { seq, after, stats, covered = { last keys }, includes_unit },
---          ahead = nil | { first_key, after_key, last_key, stats } (committed past the prefix) }
+--          ahead = nil | { first_key, after_key, last_key, stats } (committed past the prefix),
+--          sync = nil | { change_ids, run_id, delete_ids, watermark } (ragops.sync_queue.write) }
 -- Everything in one transaction, with the owner's fence and the requests
 -- spent (ragops.store_runs). Returns { written, pruned, refreshed } or nil, err, sqlstate.
 function Store:write_unit(unit)
@@ -332,6 +334,7 @@ function Store:write_unit(unit)
   local result, err, state = self:transaction(function(step, conn)
     local written, pruned, refreshed = write_documents(self, step, conn, unit)
     local resolved = write_failures(step, unit)
+    pruned = pruned + sync_queue.write(step, self, unit)
     -- The run's row last: its lock serialises the units' commits, so it is
     -- held only for these two statements, not for the whole transaction.
     if unit.run_id then

@@ -464,6 +464,98 @@ static void test_connection_loss(void)
     outcome_reset(&o);
 }
 
+/* ---- LISTEN / NOTIFY ---------------------------------------------------- */
+
+/* What one notification wait saw. */
+typedef struct notified {
+    int called;        /* times the callback ran */
+    int timed_out;     /* 1 when neither a note nor an error came */
+    char channel[64];  /* channel of the note */
+    char payload[64];  /* payload of the note */
+    char err[1024];    /* pt-BR error on a lost link */
+    char sqlstate[6];  /* SQLSTATE of err */
+} notified;
+
+static void on_notified(pg_conn *c, const PGnotify *note, const char *err, void *data)
+{
+    notified *n = data;
+    n->called++;
+    if (err != NULL) {
+        snprintf(n->err, sizeof n->err, "%s", err);
+        snprintf(n->sqlstate, sizeof n->sqlstate, "%s", pg_conn_sqlstate(c));
+    } else if (note == NULL) {
+        n->timed_out = 1;
+    } else {
+        snprintf(n->channel, sizeof n->channel, "%s", note->relname);
+        snprintf(n->payload, sizeof n->payload, "%s", note->extra);
+    }
+}
+
+/* Sends a NOTIFY from a timer while the listener waits on the loop. */
+static void notify_from_timer(uv_timer_t *t)
+{
+    static outcome o;
+    outcome_reset(&o);
+    ASSERT_INT_EQ(pg_conn_query(t->data, "notify ragops_t, 'olá'", 0, NULL, on_result, &o), PG_OK);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void wait_notified(pg_conn *c, notified *n, uint64_t timeout_ms)
+{
+    memset(n, 0, sizeof *n);
+    ASSERT_INT_EQ(pg_conn_wait_notify(c, timeout_ms, on_notified, n), PG_OK);
+    ASSERT_INT_EQ(n->called, 0); /* never synchronous */
+    ASSERT(pg_conn_is_busy(c));
+}
+
+static void test_notifications(void)
+{
+    pg_conn *listener = connect_ok(), *sender = connect_ok();
+    notified n;
+    outcome o = {0};
+    uv_timer_t t;
+    char pid[32];
+    const char *values[1] = {pid};
+    exec_ok(listener, "listen ragops_t");
+    /* Nothing arrives: the timeout ends the wait, the connection stays usable. */
+    wait_notified(listener, &n, 50);
+    ASSERT_INT_EQ(pg_conn_query(listener, "select 1", 0, NULL, on_result, &o), PG_ERR_BUSY);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(n.called, 1);
+    ASSERT_INT_EQ(n.timed_out, 1);
+    exec_ok(listener, "select 1");
+    /* A NOTIFY sent while waiting (no timeout) wakes the wait. */
+    wait_notified(listener, &n, 0);
+    uv_timer_init(&loop, &t);
+    t.data = sender;
+    uv_timer_start(&t, notify_from_timer, 30, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(n.called, 1);
+    ASSERT_INT_EQ(n.timed_out, 0);
+    ASSERT_STR_EQ(n.channel, "ragops_t");
+    ASSERT_STR_EQ(n.payload, "olá");
+    /* A note libpq buffered during a query is delivered at once. */
+    exec_ok(sender, "notify ragops_t, 'antes'");
+    exec_ok(listener, "select pg_sleep(0.05)");
+    wait_notified(listener, &n, 5000);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_STR_EQ(n.payload, "antes");
+    /* The link lost while waiting: an error with class 08. */
+    snprintf(pid, sizeof pid, "%d", PQbackendPID(pg_conn_raw(listener)));
+    wait_notified(listener, &n, 0);
+    run_query(sender, &o, "select pg_terminate_backend($1::int)", 1, values);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    ASSERT_INT_EQ(n.called, 1);
+    ASSERT_STR_EQ(n.sqlstate, "08006");
+    ASSERT(strstr(n.err, "perdida") != NULL);
+    ASSERT(!pg_conn_is_ok(listener));
+    ASSERT_INT_EQ(pg_conn_wait_notify(listener, 10, on_notified, &n), PG_ERR_CLOSED);
+    outcome_reset(&o);
+    pg_conn_close(listener);
+    pg_conn_close(sender);
+    uv_run(&loop, UV_RUN_DEFAULT);
+}
+
 /* ---- host names resolved off the loop thread ---------------------------- */
 
 /* Appends " key='value'" (libpq quoting) to out. */
@@ -775,6 +867,22 @@ static const char lua_chunk[] =
     "assert(lr == nil and ls:sub(1, 2) == '08', tostring(le) .. ' ' .. tostring(ls))\n"
     "assert(not victim:is_ok())\n"
     "killer:close()\n"
+    "-- wait_notification: a note, a timeout (false), an interruption\n"
+    "local lis = assert(pg.connect(url))\n"
+    "local snd = assert(pg.connect(url))\n"
+    "assert(lis:query('listen ragops_lua'))\n"
+    "assert(lis:wait_notification(20) == false)\n"
+    "core.spawn(function() core.sleep(20); assert(snd:query([[select pg_notify('ragops_lua', 'x1')]])) end)\n"
+    "local note = assert(lis:wait_notification())\n"
+    "assert(note.channel == 'ragops_lua' and note.payload == 'x1' and note.pid > 0, note.payload)\n"
+    "assert(not pcall(lis.wait_notification, lis, -1))\n"
+    "local waited = {}\n"
+    "core.spawn(function() waited.r, waited.e, waited.s = lis:wait_notification() end)\n"
+    "core.sleep(20)\n"
+    "assert(core.cancel_all() >= 1)\n"
+    "core.sleep(10)\n"
+    "assert(waited.r == nil and waited.e == 'interrompido' and waited.s == '57014', tostring(waited.e))\n"
+    "snd:close()\n"
     "-- left open on purpose: __gc must close it\n"
     "local _ = assert(pg.connect(url))\n"
     "return 0\n";
@@ -812,6 +920,7 @@ int main(void)
     test_two_connections_concurrently();
     test_close_while_pending();
     test_connection_loss();
+    test_notifications();
     test_resolve_localhost();
     test_resolve_failure();
     test_close_during_resolution();

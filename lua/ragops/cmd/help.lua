@@ -66,6 +66,8 @@ Uso:
   ragops index create|drop|status [opções]    índice vetorial (pgvector)
   ragops validate [GOLDEN.lua] [opções]       recall@k e MRR contra um conjunto de consultas
   ragops status [--json]                      execuções, cobertura, atraso, falhas e índices
+  ragops sync [PLANO.lua] [--follow]          aplica as mudanças da origem (watermark ou fila)
+  ragops sync install|uninstall PLANO.lua     gatilhos e fila de mudanças da estratégia trigger
   ragops embed-server [--port P] [--dim D]    servidor local de embeddings (veja --help)
   ragops help [COMANDO] | --help              esta ajuda, ou a de um comando
   ragops version                              versão
@@ -79,6 +81,30 @@ Códigos de saída: 0 concluído; 1 concluído com falhas na fila; 2 uso/plano i
 ]=]
 
 M.TEXT = {
+  sync = "Uso: ragops sync [PLANO.lua] [opções]\n"
+    .. "     ragops sync install|uninstall PLANO.lua\n\n"
+    .. "Aplica as mudanças da origem desde a última sincronização (padrão: plans/sync.lua), com\n"
+    .. "o mesmo plano, a mesma idempotência, fila de falhas, alertas e métricas de um backfill.\n"
+    .. "Cada fonte escolhe a estratégia no plano (sync = { strategy = ... }): \"trigger\" (fila\n"
+    .. "alimentada por gatilhos; exata, inclusive remoções; exige `ragops sync install`) ou\n"
+    .. "\"watermark\" (updated_at; nenhum DDL na origem). Veja docs/sincronizacao.md.\n\n"
+    .. "Opções:\n" .. COMMON
+    .. "  --follow               continua rodando e aplica as mudanças quando chegam (LISTEN),\n"
+    .. "                         até SIGINT/SIGTERM\n"
+    .. "  --follower NOME        nome deste seguidor em ragops_runs (padrão: o nome do host)\n"
+    .. "  --set chave=valor      parâmetro do plano (pode repetir)\n"
+    .. "  --report-json ARQUIVO  grava o relatório final em JSON\n",
+  ["sync install"] = "Uso: ragops sync install PLANO.lua [opções]\n\n"
+    .. "Cria, no esquema ragops_sync, a fila de mudanças e os gatilhos AFTER INSERT/UPDATE/DELETE\n"
+    .. "nas tabelas que o plano nomeia (sync.table e sync.related). Instalar de novo o mesmo plano\n"
+    .. "não muda nada; um plano que pede outros gatilhos é recusado com a explicação.\n\n"
+    .. "Opções:\n"
+    .. "  --config ARQUIVO       configuração (formato de config.example.lua)\n",
+  ["sync uninstall"] = "Uso: ragops sync uninstall PLANO.lua [opções]\n\n"
+    .. "Remove exatamente o que o `ragops sync install` do plano criou (o esquema ragops_sync\n"
+    .. "sai junto com o último plano instalado).\n\n"
+    .. "Opções:\n"
+    .. "  --config ARQUIVO       configuração (formato de config.example.lua)\n",
   status = "Uso: ragops status [opções]\n\n"
     .. "Mostra as execuções recentes (plano, parâmetros, estado, totais, duração, quem está\n"
     .. "rodando e desde quando, último heartbeat), a cobertura e o atraso por tipo de entidade\n"
@@ -160,7 +186,7 @@ M.TEXT = {
 }
 
 -- Commands whose first argument is a subcommand with its own help.
-local SUBCOMMANDS = { failures = true, index = true }
+local SUBCOMMANDS = { failures = true, index = true, sync = true }
 
 -- The help text for `ragops name args...` (the general help when name has
 -- none), formatted with the version.

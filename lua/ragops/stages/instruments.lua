@@ -111,4 +111,13 @@ function M.coverage(ctx, entity_type, indexed)
   if rows then M.set(ctx, "ragops_coverage_ratio", { entity_type = entity_type }, rows > 0 and indexed / rows or 1) end
 end
 
+-- The sync queue's depth and lag per entity type (ragops.sync_queue.depth).
+function M.sync_queue(ctx, entity_types, depth)
+  for _, entity_type in ipairs(entity_types) do
+    local d = depth[entity_type] or { depth = 0, lag_s = 0 }
+    M.set(ctx, "ragops_sync_queue_depth", { entity_type = entity_type }, d.depth)
+    M.set(ctx, "ragops_sync_lag_seconds", { entity_type = entity_type }, d.lag_s)
+  end
+end
+
 return M

@@ -131,7 +131,7 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
   for _, e in ipairs(decision.entities) do delta.chunks = delta.chunks + #e.chunks end
   return { entity_type = entity_type, run_id = ctx.env.run_id, parts = doc_parts,
            chunk_counts = prune, refresh = decision.refresh, failures = decision.failures,
-           resolved_ids = resolved, usage = M.usage(ctx, delta) }
+           resolved_ids = resolved, usage = M.usage(ctx, delta), sync = unit.sync }
 end
 
 -- What the provider billed for this unit against what was sent, for the
