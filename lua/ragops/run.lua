@@ -186,6 +186,9 @@ local function start(env, cfg, parts)
     s.stop()
   end
   if signals.received then signals.stop_run(signals.received) end
+  -- The Prometheus endpoint lives as long as the run (a busy port: a warning).
+  parts.endpoint = metrics_endpoint.start_run(parts.metrics_settings, env.metrics, log,
+    function() return not signals.received, signals.received and "execução interrompida\n" or nil end)
   if cfg.metrics.file then
     s.spawn(function()
       while state.running do
@@ -316,9 +319,6 @@ local function run_loaded(p, cfg, opts, params)
   log.info("execução %d do plano %q iniciada (modelo %s, dim %d, %s)",
     run.id, p.name, cfg.provider.model, cfg.provider.dim, report.format_limits(params_mod.limits(p, cfg)))
   env.metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(1)
-  -- The Prometheus endpoint lives as long as the run (a busy port: a warning).
-  parts.endpoint = metrics_endpoint.start_run(parts.metrics_settings, env.metrics, log,
-    function() return not signals.received, signals.received and "execução interrompida\n" or nil end)
   local state = start(env, cfg, parts)
   local stats, run_totals = execute(p, env, opts, pool)
   signals.stop_run = nil

@@ -17,6 +17,7 @@ local core = require "ragops.core"
 local exit = require "ragops.exit"
 local instruments = require "ragops.stages.instruments"
 local log = require "ragops.log"
+local metrics_endpoint = require "ragops.metrics_endpoint"
 local params_mod = require "ragops.params"
 local pg = require "ragops.pg"
 local run = require "ragops.run"
@@ -210,10 +211,13 @@ end
 
 local function sync_loaded(p, cfg, sources, opts, params)
   local w = run.wiring
+  local metrics_settings, mserr = metrics_endpoint.settings(cfg.metrics, opts)
+  if not metrics_settings then return fail(exit.usage, "%s", mserr) end
   local s = sched.real()
   local pool, code, err = w.open_target(cfg, p, s)
   if not pool then return fail(code, "%s", err) end
   local env, parts = w.build_env(p, cfg, s, pool, code)
+  parts.metrics_settings = metrics_settings
   local follower, rcode, rerr = register(env.store, p, sources, params, opts)
   if not follower then
     pool:close(); parts.client:close()

@@ -323,4 +323,13 @@ end
 
 function H.sleep(s) H.sh("sleep " .. s) end
 
+-- A free loopback TCP port (nothing answers on it now).
+function H.free_port()
+  for _ = 1, 200 do
+    local port = 56000 + math.random(0, 999)
+    if H.sh(("bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null"):format(port)) ~= 0 then return port end
+  end
+  error("nenhuma porta livre em 56000-56999")
+end
+
 return H

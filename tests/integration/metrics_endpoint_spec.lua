@@ -18,14 +18,7 @@ local PLAN = [[
   return plan { name = "metricas", sources = { verses },
     batch = { size = 4, in_flight = 1 }, retry = { attempts = 3, base_ms = 10, max_ms = 50, timeout_s = 10 } }]]
 
--- A free loopback TCP port (nothing answers on it now).
-local function free_port()
-  for _ = 1, 200 do
-    local port = 56000 + math.random(0, 999)
-    if H.sh(("bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null"):format(port)) ~= 0 then return port end
-  end
-  error("nenhuma porta livre em 56000-56999")
-end
+local free_port = H.free_port
 
 local function curl(url, extra)
   return H.sh(("curl -sS --max-time 10 %s %s"):format(extra or "", H.q(url)))

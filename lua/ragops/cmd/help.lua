@@ -92,6 +92,9 @@ M.TEXT = {
     .. "  --follow               continua rodando e aplica as mudanças quando chegam (LISTEN),\n"
     .. "                         até SIGINT/SIGTERM\n"
     .. "  --follower NOME        nome deste seguidor em ragops_runs (padrão: o nome do host)\n"
+    .. "  --metrics-listen ENDEREÇO:PORTA\n"
+    .. "                         serve GET /metrics e /healthz enquanto segue (fila e atraso por tipo)\n"
+    .. "  --metrics-push URL     envia os valores finais ao Pushgateway\n"
     .. "  --set chave=valor      parâmetro do plano (pode repetir)\n"
     .. "  --report-json ARQUIVO  grava o relatório final em JSON\n",
   ["sync install"] = "Uso: ragops sync install PLANO.lua [opções]\n\n"

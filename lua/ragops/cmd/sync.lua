@@ -18,6 +18,7 @@ local M = {}
 M.FLAGS = {
   config = "string", set = "list", ["report-json"] = "string", quiet = "bool",
   follow = "bool", follower = "string",
+  ["metrics-listen"] = "string", ["metrics-push"] = "string",
 }
 M.INSTALL_FLAGS = { config = "string" }
 
