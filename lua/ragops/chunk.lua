@@ -136,6 +136,9 @@ function M.split_ranges(text, max_chars, overlap)
     error("chunk.split: overlap deve ser um inteiro entre 0 e max_chars - 1", 2)
   end
   if not text:find("%S") then return {} end
+  -- Fast path (most documents): no more bytes than max_chars means no more
+  -- code points either, so the text is one chunk (no per-character table).
+  if #text <= max_chars then return { { text = text, first = 1, last = #text } } end
   local chars, count, offsets = code_points(text)
   if count <= max_chars then return { { text = text, first = 1, last = #text } } end
 
