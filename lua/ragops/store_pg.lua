@@ -65,15 +65,21 @@ end
 -- units it now covers leave ragops_run_units, and a unit committed past the
 -- prefix is recorded there, so a resume skips it and counts it once.
 -- pruned/refreshed are this unit's, known only now.
-function M.record_progress(step, unit, pruned, refreshed)
+-- The checkpoint's update is also the owner's fence (see store_runs
+-- check_owner): one statement on the run's row, which matches only while
+-- this process owns the run, and records the requests spent.
+function M.record_progress(step, unit, pruned, refreshed, owner_token, spent)
   local cp = unit.checkpoint
-  if not cp then return end
   if cp.includes_unit then add_late_counters(cp.stats, pruned, refreshed) end
-  step([[update ragops_runs
-            set checkpoint = jsonb_set(checkpoint, array[$2::text], $3::jsonb), updated_at = now()
-          where id = $1 and coalesce((checkpoint -> $2::text ->> 'seq')::bigint, 0) < $4]],
-       unit.run_id, unit.entity_type, cjson.encode({ seq = cp.seq, after = cp.after, stats = cp.stats }),
-       cp.seq)
+  local rows = step([[
+    update ragops_runs
+       set checkpoint = case when coalesce((checkpoint -> $2::text ->> 'seq')::bigint, 0) < $4
+                             then jsonb_set(checkpoint, array[$2::text], $3::jsonb) else checkpoint end,
+           requests_spent = requests_spent + $6, updated_at = now()
+     where id = $1 and owner is not distinct from $5]],
+    unit.run_id, unit.entity_type, cjson.encode({ seq = cp.seq, after = cp.after, stats = cp.stats }),
+    cp.seq, owner_token, spent)
+  if rows.affected ~= 1 then error({ err = store_runs.FENCED, state = "RGFEN" }, 0) end
   if cp.covered and #cp.covered > 0 then
     step([[delete from ragops_run_units where run_id = $1 and entity_type = $2
              and last_key = any($3::text[])]], unit.run_id, unit.entity_type, cp.covered)
@@ -336,10 +342,11 @@ function Store:write_unit(unit)
     local resolved = write_failures(step, unit)
     pruned = pruned + sync_queue.write(step, self, unit)
     -- The run's row last: its lock serialises the units' commits, so it is
-    -- held only for these two statements, not for the whole transaction.
-    if unit.run_id then
+    -- held only for its last statements, not for the whole transaction.
+    if unit.run_id and unit.checkpoint then
+      M.record_progress(step, unit, pruned, refreshed, self.owner_token, spent)
+    elseif unit.run_id then
       self:check_owner(step, unit.run_id, spent)
-      M.record_progress(step, unit, pruned, refreshed)
     end
     return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
   end)
