@@ -8,6 +8,8 @@ local verses = source "verse" {
   sql = [[select id, book, chapter, verse, text, updated_at from verses]],
   key = "id",
   updated_at = "updated_at",
+  -- Para `ragops sync` (plans/sync.lua): mudanças pela fila de gatilhos.
+  sync = { strategy = "trigger", table = "verses", key_column = "id" },
   document = function(row)
     return {
       content = row.text,
@@ -21,6 +23,7 @@ local fortunes = source "fortune" {
   sql = [[select id, text, updated_at from fortunes]],
   key = "id",
   updated_at = "updated_at",
+  sync = { strategy = "trigger", table = "fortunes", key_column = "id" },
   document = function(row)
     return { content = row.text, metadata = { colecao = "fortunes-br" } }
   end,
