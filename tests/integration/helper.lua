@@ -323,8 +323,15 @@ end
 
 function H.sleep(s) H.sh("sleep " .. s) end
 
--- A free loopback TCP port (nothing answers on it now).
+-- A free loopback TCP port (nothing answers on it now). Seeded once per
+-- process: busted does not seed math.random, and the same "random" port in
+-- every run would collide with anything a previous run left listening.
+local seeded = false
 function H.free_port()
+  if not seeded then
+    math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+    seeded = true
+  end
   for _ = 1, 200 do
     local port = 56000 + math.random(0, 999)
     if H.sh(("bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null"):format(port)) ~= 0 then return port end

@@ -172,8 +172,9 @@ describe("ragops sync", function()
     assert.are.same(expected, changed(before, after))
     assert.are.equal(102, embed_inputs() - inputs)
     -- the follower's endpoint exports the queue depth and lag per entity type
-    local _, metrics = H.sh(("curl -sS --max-time 10 http://127.0.0.1:%d/metrics"):format(port))
-    assert.matches('ragops_sync_queue_depth{entity_type="verse",plan="sinc"} 0', metrics, 1, true)
+    local _, metrics, curl_err = H.sh(("curl -sS --max-time 10 http://127.0.0.1:%d/metrics"):format(port))
+    assert.matches('ragops_sync_queue_depth{entity_type="verse",plan="sinc"} 0', metrics, 1, true,
+      curl_err .. "\n" .. H.read_all(job.err))
     assert.matches('ragops_sync_lag_seconds{entity_type="verse",plan="sinc"}', metrics, 1, true)
     assert.are.equal(130, stop(job))
     -- the index is what a backfill of the final source gives: nothing left to do
