@@ -112,38 +112,57 @@ function Runs:ahead_units(run_id)
   return out
 end
 
--- One heartbeat on the lock connection: true, or nil, "lost" (owner
--- changed) or nil, err (connection).
-function Runs:beat()
-  local spent = self:reserve_spent()
-  local rows, err = self.lock_conn:query([[
-    update ragops_runs set heartbeat_at = now(), requests_spent = requests_spent + $3
-     where id = $1 and owner is not distinct from $2 returning id]],
-    self.locked_run, self.owner_token, spent)
-  if not rows then self:unreserve_spent(spent); return nil, err end
-  if #rows == 0 then return nil, "lost" end
-  return true
+local HEARTBEAT_SQL = [[
+  update ragops_runs set heartbeat_at = now(), requests_spent = requests_spent + $3
+   where id = $1 and owner is not distinct from $2 returning id]]
+
+-- The heartbeat statement on conn: true, "lost" (the owner changed) or
+-- nil, err, sqlstate.
+function Runs:heartbeat_on(conn, spent)
+  local rows, err, state = conn:query(HEARTBEAT_SQL, self.locked_run, self.owner_token, spent)
+  if not rows then return nil, err, state end
+  return #rows > 0 or "lost"
 end
 
--- Takes the lock again on a new connection after the old one was lost.
-function Runs:retake_lock()
+-- The lock's session was lost: takes the lock again on a new session and
+-- beats there, both under the database retry policy (a session killed
+-- between the two is retried whole). Returns true, "lost", "taken"
+-- (another process holds the lock) or nil, err.
+function Runs:beat_on_new_session(spent)
   self.pool:discard(self.lock_conn)
-  local conn, ok = self.pool:hold(function(c)
+  self.lock_conn = nil
+  local conn, answer, err = self.pool:hold(function(c)
     local r, e, state = c:query(("select %s($1, $2) as ok"):format(lock_fn(self.lock_shared)),
       M.RUN_LOCK_CLASS, self.locked_run)
     if not r then return nil, e, state end
-    return r[1].ok
+    if not r[1].ok then return "taken" end
+    return self:heartbeat_on(c, spent)
   end)
-  if not conn then return nil, "não foi possível reconectar ao PostgreSQL: " .. tostring(ok) end
+  if not conn then return nil, answer end
+  -- finish_run ran while this waited: the new session must not outlive it.
+  if not self.keeping then self.pool:discard(conn); return "taken" end
   self.lock_conn = conn
-  if not ok then return nil, "outro processo tomou a execução enquanto a conexão estava perdida" end
-  return true
+  return answer, err
+end
+
+-- One heartbeat, with the requests spent since the last one: true, or
+-- nil, reason (the run is lost to this process).
+function Runs:beat()
+  local spent = self:reserve_spent()
+  local answer, err = self:heartbeat_on(self.lock_conn, spent)
+  if answer == nil then answer, err = self:beat_on_new_session(spent) end
+  if answer == true then return true end
+  self:unreserve_spent(spent)
+  if answer == "lost" then return nil, "outro processo assumiu esta execução (o dono registrado mudou)" end
+  if answer == "taken" then return nil, "outro processo tomou a execução enquanto a conexão estava perdida" end
+  return nil, "não foi possível reconectar ao PostgreSQL: " .. tostring(err)
 end
 
 -- Keeps the run held while it works: every HEARTBEAT_MS a heartbeat (with
 -- the requests spent since the last one, spent() -> total so far); when the
--- lock connection is lost, the lock is taken again on a new one; if another
--- process holds it, or took the run over, on_lost(reason) is called.
+-- lock's session is lost, the lock is taken again on a new one; if another
+-- process holds it, took the run over, or PostgreSQL stays unreachable past
+-- the retry policy, on_lost(reason) is called.
 -- opts = { sched, spent = function, on_lost = function(reason) }.
 function Runs:keep_run(opts)
   local s = opts.sched
@@ -152,16 +171,11 @@ function Runs:keep_run(opts)
     while self.keeping do
       s.sleep(M.HEARTBEAT_MS)
       if not self.keeping then break end
-      local ok, err = self:beat()
+      local ok, reason = self:beat()
       if not self.keeping then break end
-      if not ok and err ~= "lost" then
-        ok, err = self:retake_lock()
-        if ok then ok, err = self:beat() end
-      end
       if not ok then
         self.keeping = false
-        opts.on_lost(err == "lost" and "outro processo assumiu esta execução (o dono registrado mudou)"
-          or tostring(err))
+        opts.on_lost(reason)
       end
     end
   end)
