@@ -577,3 +577,22 @@ describe("ragops index com um banco pgvector simulado", function()
     assert.matches("probes 10 %(runbook: 10–20%)", out.text)
   end)
 end)
+
+-- validate.pgvector_sql is the retrieval query `ragops validate` measures:
+-- its parameter must have the column's type, or a halfvec index is not used.
+describe("SQL de busca do validate por tipo de coluna", function()
+  local validate = require "ragops.validate"
+
+  it("halfvec: o parâmetro vira $1::halfvec nos dois usos; vector continua o padrão", function()
+    assert.are.equal('select entity_type, entity_id, chunk_index, 1 - (embedding <=> $1::halfvec) as score'
+      .. ' from "rag_documents" where embedding is not null order by embedding <=> $1::halfvec limit $2',
+      validate.pgvector_sql('"rag_documents"', "halfvec"))
+    assert.are.equal(validate.pgvector_sql('"t"'), validate.pgvector_sql('"t"', "vector"))
+    assert.matches("<=> %$1::vector limit", validate.pgvector_sql('"t"', "vector"))
+  end)
+
+  it("outro tipo é erro de uso", function()
+    assert.has_error(function() validate.pgvector_sql('"t"', "real[]") end,
+      'validate.pgvector_sql: column_type deve ser "vector" ou "halfvec", recebi "real[]"')
+  end)
+end)
