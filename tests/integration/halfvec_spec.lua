@@ -2,7 +2,7 @@
 -- when the test server has the extension: migrate creates halfvec(3072),
 -- backfill (a second embed-server at --dim 3072) writes it, a re-run embeds
 -- nothing, reindex rewrites it, `index create --method hnsw` builds the
--- index, validate passes through it; and the refusals: a vector(3072) index,
+-- index, validate passes through it, sync applies changes; and the refusals: a vector(3072) index,
 -- --alter-dim conversions that work (vector, real[] -> halfvec) and those that
 -- cannot (vector(3072) as the target, rows of another dimension).
 local H = require "tests.integration.helper"
@@ -133,6 +133,32 @@ H.each_storage(function()
         H.sleep(0.1)
       end
       assert.is_true(scans >= 4, "o índice hnsw não foi usado: " .. tostring(scans) .. " varreduras")
+    end)
+
+    it("sync (marca d'água) aplica mudanças na tabela halfvec com o índice hnsw no lugar", function()
+      local plan = H.plan_file([[
+local function doc(r) return { content = r.text } end
+local every = { strategy = "watermark", overlap_s = 1, deletes_every_s = 0.001 }
+return plan { name = "sinc_halfvec",
+  sources = {
+    source "verse" { sql = "select id, text, updated_at from verses", key = "id", updated_at = "updated_at",
+                     document = doc, sync = every },
+    source "fortune" { sql = "select id, text, updated_at from fortunes", key = "id", updated_at = "updated_at",
+                       document = doc, sync = every },
+  },
+  batch = { size = 64, in_flight = 4 },
+  retry = { attempts = 5, base_ms = 20, max_ms = 200, timeout_s = 30 } }]])
+      local code, _, err = ragops("sync " .. H.q(plan) .. " --quiet --config " .. H.q(cfg))
+      assert.are.equal(0, code, err)
+      H.psql(url, "update verses set text = text || ' revisto', updated_at = now() + interval '1 day' where id <= 5")
+      local report
+      code, _, err, report = ragops("sync " .. H.q(plan) .. " --quiet --config " .. H.q(cfg), { report = true })
+      os.remove(plan)
+      assert.are.equal(0, code, err)
+      assert.are.equal(5, report.embedded)
+      assert.are.equal(5, H.scalar(url, "select count(*) from rag_documents where entity_type = 'verse' "
+        .. "and content like '% revisto' and vector_dims(embedding) = 3072"))
+      assert.are.equal("halfvec(3072)", H.column_type(url))
     end)
   end)
 
