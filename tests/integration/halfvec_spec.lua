@@ -215,6 +215,15 @@ return plan { name = "sinc_halfvec",
       assert.are.equal(0, code, err)
     end)
 
+    it('database.storage = "auto" com provider.dim = 3072: migrate cria halfvec(3072), não vector', function()
+      url = H.fresh_db("ragops_it_halfvec_auto")
+      H.load_sources(url, 10, 2)
+      local code, out, err = ragops("migrate --config " .. cfg_for("auto", "rag_documents"))
+      assert.are.equal(0, code, err)
+      assert.matches("coluna embedding: halfvec%(3072%) %(pgvector%)", out)
+      assert.are.equal("halfvec(3072)", H.column_type(url))
+    end)
+
     it("real[] -> halfvec(3072) com --alter-dim; linhas de outra dimensão recusam a conversão", function()
       -- ragops migrate creates the target table only on a new schema: a database of its own.
       url = H.fresh_db("ragops_it_halfvec_real")
