@@ -20,8 +20,11 @@ return {
     pool_size = 8,
     -- Tabela de destino dos documentos (pode ter esquema: "public.rag_documents").
     table = "rag_documents",
-    -- Tipo da coluna embedding: "auto" (detecta pela tabela), "vector"
-    -- (extensão pgvector) ou "real[]" (sem pgvector; sem índice IVFFlat/HNSW).
+    -- Tipo da coluna embedding: "auto" (detecta pela tabela; numa tabela nova,
+    -- vector até 2000 dimensões e halfvec acima), "vector" (extensão pgvector,
+    -- índice até 2000 dimensões), "halfvec" (pgvector em meia precisão, índice
+    -- até 4000 dimensões, metade do tamanho: o de 3072 dimensões) ou "real[]"
+    -- (sem pgvector; sem índice IVFFlat/HNSW).
     storage = "auto",
   },
 

@@ -50,7 +50,7 @@ function M.check_target(conn, cfg)
     return nil, ("a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes")
       :format(cfg.database.table), exit.usage
   end
-  local dim = tonumber(coltype:match("^vector%((%d+)%)$"))
+  local _, dim = migrate.parse_column(coltype)
   if dim and dim ~= cfg.provider.dim then
     return nil, ("a coluna embedding é %s, mas provider.dim = %d; ajuste a configuração ou recrie o índice")
       :format(coltype, cfg.provider.dim), exit.usage

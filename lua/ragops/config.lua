@@ -69,6 +69,10 @@ local KEYS = {
 }
 M.KEYS = KEYS
 
+-- Accepted database.storage values: "auto" detects the column (ragops.migrate
+-- picks one for a new table), the others name the embedding column's type.
+local STORAGES = { auto = true, ["real[]"] = true, vector = true, halfvec = true }
+
 -- Accepted ranges of the sandbox limits.
 local SANDBOX_RANGES = {
   load_ms = { 10, 600000 }, load_memory_mb = { 1, 65536 }, hook_ms = { 1, 60000 },
@@ -253,8 +257,8 @@ local function validate(cfg, checker)
   if type(db.table) ~= "string" or not (db.table:match("^[%a_][%w_]*$") or db.table:match("^[%a_][%w_]*%.[%a_][%w_]*$")) then
     checker.bad("database.table", db.table, 'um nome de tabela simples, opcionalmente com esquema ("rag_documents" ou "public.rag_documents")')
   end
-  if db.storage ~= "auto" and db.storage ~= "real[]" and db.storage ~= "vector" then
-    checker.bad("database.storage", db.storage, 'um destes: "auto", "real[]", "vector"')
+  if not STORAGES[db.storage] then
+    checker.bad("database.storage", db.storage, 'um destes: "auto", "real[]", "vector", "halfvec"')
   end
 
   local provider = cfg.provider

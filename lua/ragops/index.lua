@@ -1,8 +1,9 @@
 -- ragops.index: the library of `ragops index create|drop|status` (the command
 -- itself is ragops.cmd.index): the pgvector index on the target table
--- (IVFFlat or HNSW), following pgvector's documented behaviour:
+-- (IVFFlat or HNSW) over a vector(N) or halfvec(N) column, following
+-- pgvector's documented behaviour:
 --   CREATE INDEX [CONCURRENTLY] name ON t USING ivfflat (embedding vector_cosine_ops) WITH (lists = N)
---   CREATE INDEX ... USING hnsw (embedding vector_l2_ops) WITH (m = 16, ef_construction = 64)
+--   CREATE INDEX ... USING hnsw (embedding halfvec_l2_ops) WITH (m = 16, ef_construction = 64)
 --   SET maintenance_work_mem = '2GB' before the build (session setting);
 --   ivfflat.probes / hnsw.ef_search are query-session settings, only advised here.
 -- Defaults come from plans/create_index.lua; flags override them.
@@ -28,17 +29,19 @@ M.LIMITS = {
   lists = { 1, 32768 },          -- ivfflat WITH (lists)
   m = { 2, 100 },                -- hnsw WITH (m)
   ef_construction = { 4, 1000 }, -- hnsw WITH (ef_construction), and >= 2 * m
-  dim = { 1, 16000 },            -- vector(N) column
-  index_dim = 2000,              -- ivfflat/hnsw on vector
-  halfvec_index_dim = 4000,      -- ivfflat/hnsw on halfvec (not used by ragops)
+  dim = { 1, 16000 },            -- vector(N) / halfvec(N) column
+  index_dim = migrate.INDEX_DIM, -- ivfflat/hnsw: vector up to 2000, halfvec up to 4000
   memory_kb = { 1024, 2147483647 }, -- maintenance_work_mem (PostgreSQL)
 }
 
-M.OPCLASSES = { cosine = "vector_cosine_ops", l2 = "vector_l2_ops", ip = "vector_ip_ops" }
+-- Operator class suffixes; the column type is the prefix (vector_cosine_ops,
+-- halfvec_cosine_ops, ...: M.opclass_name).
+M.OPCLASSES = { cosine = "cosine_ops", l2 = "l2_ops", ip = "ip_ops" }
 M.OPERATORS = { cosine = "<=>", l2 = "<->", ip = "<#>" }
 M.METHODS = { ivfflat = true, hnsw = true }
--- HNSW needs pgvector 0.5.0 or newer.
+-- HNSW needs pgvector 0.5.0 or newer; halfvec, 0.7.0.
 M.HNSW_MIN_VERSION = { 0, 5, 0 }
+M.HALFVEC_MIN_VERSION = { 0, 7, 0 }
 
 M.EMBEDDING_COLUMN = "embedding"
 -- The plan with the defaults, under RAGOPS_HOME.
@@ -123,24 +126,62 @@ function M.recommend(rows)
   return lists, probes
 end
 
-local function dim_limit_message(dim)
-  return ("--dim %d passa do limite do pgvector para índices: ivfflat e hnsw indexam colunas vector de até %d "
-    .. "dimensões (halfvec vai até %d, que o ragops não usa). Reduza a dimensão dos embeddings "
-    .. "(provider.dimensions, por exemplo text-embedding-3-large com dimensions = 1536) ou consulte sem índice "
-    .. "(busca exata)"):format(dim, M.LIMITS.index_dim, M.LIMITS.halfvec_index_dim)
+-- Why an index of column type `kind` cannot take `dim` dimensions.
+local function dim_limit_message(kind, dim)
+  local limits = M.LIMITS.index_dim
+  if kind == "vector" then
+    return ("--dim %d passa do limite do pgvector para índices em colunas vector: ivfflat e hnsw indexam vector "
+      .. "de até %d dimensões. Use database.storage = \"halfvec\" (meia precisão: índices até %d dimensões, "
+      .. "metade do tamanho em disco) e converta a coluna com `ragops index create --alter-dim` ou crie uma tabela "
+      .. "nova com `ragops migrate`; veja docs/indice-vetorial.md"):format(dim, limits.vector, limits.halfvec)
+  end
+  return ("--dim %d passa do limite do pgvector para índices: nem halfvec (o tipo de maior alcance) indexa mais de "
+    .. "%d dimensões. Reduza a dimensão dos embeddings (provider.dimensions, por exemplo text-embedding-3-large "
+    .. "com dimensions = 3072) ou consulte sem índice (busca exata)"):format(dim, limits.halfvec)
+end
+
+-- The operator class of an index of column type `kind` ("vector" or
+-- "halfvec") for opclass "cosine" | "l2" | "ip".
+function M.opclass_name(kind, opclass)
+  return ("%s_%s"):format(kind, M.OPCLASSES[opclass])
+end
+
+-- For `index status`: what the column type means for indexing ("" for
+-- types without an index).
+function M.type_note(column)
+  local base = migrate.parse_column(column)
+  if base == "halfvec" then
+    return ("; halfvec: meia precisão, índices até %d dimensões"):format(M.LIMITS.index_dim.halfvec)
+  elseif base == "vector" then
+    return ("; índices até %d dimensões, acima use halfvec"):format(M.LIMITS.index_dim.vector)
+  end
+  return ""
+end
+
+-- The pgvector type the index is built on, "vector" or "halfvec": the
+-- column's own; with --alter-dim (or a column that is not pgvector's, or
+-- unknown: nil) the one database.storage names, "auto" deciding by
+-- ragops.migrate.auto_type.
+function M.index_type(spec, column)
+  local base = migrate.parse_column(column)
+  if not spec.alter_dim and (base == "vector" or base == "halfvec") then return base end
+  if spec.storage == "vector" or spec.storage == "halfvec" then return spec.storage end
+  return migrate.auto_type(spec.dim, base)
 end
 
 -- Validates `index create` options (flag strings, as parsed by ragops.cli)
 -- against the plan defaults. Returns a spec:
 --   { method, opclass, lists, m, ef_construction, dim, maintenance_work_mem,
---     concurrently, alter_dim, name, dry_run }
--- or nil, pt-BR error. table_name gives the default index name.
-function M.validate_create(opts, defaults, table_name)
+--     concurrently, alter_dim, name, dry_run, storage }
+-- or nil, pt-BR error. table_name gives the default index name; storage is
+-- database.storage (default "auto"), for M.index_type.
+function M.validate_create(opts, defaults, table_name, storage)
   defaults = defaults or {}
   local spec = {
     concurrently = opts.concurrently == true,
     alter_dim = opts["alter-dim"] == true,
     dry_run = opts["dry-run"] == true,
+    storage = storage or "auto",
   }
   spec.method = opts.method or defaults.method or "ivfflat"
   if not M.METHODS[spec.method] then
@@ -160,7 +201,7 @@ function M.validate_create(opts, defaults, table_name)
     return nil, ("--dim deve ser um inteiro entre %d e %d (limite do tipo vector do pgvector), recebi %q")
       :format(L.dim[1], L.dim[2], tostring(opts.dim))
   end
-  if spec.dim > L.index_dim then return nil, dim_limit_message(spec.dim) end
+  if spec.dim > L.index_dim.halfvec then return nil, dim_limit_message("halfvec", spec.dim) end
 
   if spec.method == "ivfflat" then
     if opts.m ~= nil or opts["ef-construction"] ~= nil then
@@ -220,14 +261,17 @@ end
 
 -- The SQL of `index create`, one statement per entry, in order.
 -- column_type: the current embedding column type ("real[]", "vector(N)",
--- "vector") or nil when unknown; the ALTER is emitted when spec.alter_dim is
--- set and the column is not already vector(spec.dim).
--- Returns { alter = sql|nil, statements = { sql, ... }, create = sql }.
+-- "halfvec(N)", "vector") or nil when unknown; the ALTER is emitted when
+-- spec.alter_dim is set and the column is not already of the index's type
+-- (M.index_type) with spec.dim dimensions.
+-- Returns { alter = sql|nil, statements = { sql, ... }, create = sql,
+--           opclass = operator class used }.
 function M.create_sql(spec, table_name, column_type)
   local q = M.quote_ident
   local target, column = M.quote_table(table_name), q(M.EMBEDDING_COLUMN)
-  local vector_type = ("vector(%d)"):format(spec.dim)
-  local out = { statements = {} }
+  local kind = M.index_type(spec, column_type)
+  local vector_type = ("%s(%d)"):format(kind, spec.dim)
+  local out = { statements = {}, opclass = M.opclass_name(kind, spec.opclass) }
   local function add(sql) out.statements[#out.statements + 1] = sql; return sql end
   if spec.alter_dim and column_type ~= vector_type then
     out.alter = add(("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::%s")
@@ -244,7 +288,7 @@ function M.create_sql(spec, table_name, column_type)
   end
   out.create = add(("CREATE INDEX %s%s ON %s USING %s (%s %s) WITH (%s)")
     :format(spec.concurrently and "CONCURRENTLY " or "", q(spec.name), target, spec.method, column,
-      M.OPCLASSES[spec.opclass], with))
+      out.opclass, with))
   if spec.maintenance_work_mem then add("RESET maintenance_work_mem") end
   return out
 end
@@ -263,50 +307,80 @@ function M.session_setting(method, defaults)
   return ("SET ivfflat.probes = %d"):format(tonumber(defaults.probes) or 10)
 end
 
+-- What pgvector cannot do for an index of column type `kind` with spec:
+-- the dimension limit of the type, halfvec before 0.7.0, hnsw before 0.5.0.
+-- Returns nil or a pt-BR message.
+local function type_problem(extension, kind, spec)
+  if spec.dim > M.LIMITS.index_dim[kind] then return dim_limit_message(kind, spec.dim) end
+  if kind == "halfvec" and not M.version_at_least(extension, M.HALFVEC_MIN_VERSION) then
+    return ("o tipo halfvec exige pgvector 0.7.0 ou mais novo; este banco tem a versão %s (atualize com ALTER "
+      .. "EXTENSION vector UPDATE)"):format(extension)
+  end
+  if spec.method == "hnsw" and not M.version_at_least(extension, M.HNSW_MIN_VERSION) then
+    return ("o índice hnsw exige pgvector 0.5.0 ou mais novo; este banco tem a versão %s (use --method ivfflat "
+      .. "ou atualize com ALTER EXTENSION vector UPDATE)"):format(extension)
+  end
+  return nil
+end
+
+-- Explains why the column itself cannot take an index (without
+-- --alter-dim): real[], a pgvector type without fixed dimension, another
+-- type, or another dimension than spec's. Returns nil or a pt-BR message.
+local function column_problem(info, spec)
+  local column = info.column
+  local base, have = migrate.parse_column(column)
+  local dim = spec and spec.dim
+  if base == "real[]" then
+    return ("a extensão vector %s está instalada, mas a coluna embedding é real[] (armazenamento sem pgvector, "
+      .. "database.storage = \"real[]\"): o índice exige uma coluna vector(N) ou halfvec(N). Converta com "
+      .. "--alter-dim (ALTER TABLE ... TYPE vector(%s), ou halfvec com database.storage = \"halfvec\"; reescreve "
+      .. "a tabela) ou migre para uma tabela nova com database.storage = \"vector\" ou \"halfvec\"; veja "
+      .. "docs/indice-vetorial.md"):format(info.extension, dim and tostring(dim) or "N")
+  end
+  if (base == "vector" or base == "halfvec") and not have then
+    return ("a coluna embedding é %s sem dimensão fixa e o pgvector só indexa %s(N): use --alter-dim para fixar "
+      .. "a dimensão"):format(base, base)
+  end
+  if base ~= "vector" and base ~= "halfvec" then
+    return ("a coluna embedding é %s; o ragops só cria índices em colunas vector(N) ou halfvec(N)")
+      :format(tostring(column))
+  end
+  if spec and have ~= dim then
+    return ("a coluna embedding é %s, mas --dim é %d: use --dim %d ou --alter-dim para mudar a coluna (só "
+      .. "funciona se nenhuma linha tiver outra dimensão)"):format(column, dim, have)
+  end
+  return nil
+end
+
 -- Explains why an index cannot be built on this storage. info:
 --   { column = type text, extension = version|nil, available = bool }
--- spec: the validated create spec (nil for drop). Returns nil when fine, or
--- a pt-BR message.
+-- spec: the validated create spec (nil for drop and status). Returns nil
+-- when fine, or a pt-BR message.
 function M.storage_problem(info, spec)
-  local column = info.column
   local how = "Para migrar: instale o pgvector no servidor PostgreSQL (pacote postgresql-NN-pgvector ou "
     .. "compilado do código-fonte), crie a extensão com CREATE EXTENSION vector, defina database.storage = "
-    .. "\"vector\" e rode `ragops migrate` numa tabela nova (database.table), ou converta a coluna atual com "
-    .. "`ragops index create --alter-dim` (ALTER TABLE ... TYPE vector(N)). Veja docs/indice-vetorial.md"
+    .. "\"vector\" (ou \"halfvec\" acima de 2000 dimensões) e rode `ragops migrate` numa tabela nova "
+    .. "(database.table), ou converta a coluna atual com `ragops index create --alter-dim` (ALTER TABLE ... TYPE "
+    .. "vector(N)). Veja docs/indice-vetorial.md"
   if not info.extension then
     local where = info.available
       and "o pgvector está disponível no servidor, mas a extensão \"vector\" não foi criada neste banco"
       or "a extensão pgvector (\"vector\") não está instalada neste servidor PostgreSQL"
     return ("índices ivfflat/hnsw só existem com pgvector: a coluna embedding é %s e %s. %s")
-      :format(tostring(column), where, how)
+      :format(tostring(info.column), where, how)
   end
-  local dim = spec and spec.dim
-  if column == "real[]" then
-    if spec and spec.alter_dim then return nil end
-    return ("a extensão vector %s está instalada, mas a coluna embedding é real[] (armazenamento sem pgvector, "
-      .. "database.storage = \"real[]\"): o índice exige uma coluna vector(N). Converta com --alter-dim "
-      .. "(ALTER TABLE ... TYPE vector(%s), reescreve a tabela) ou migre para uma tabela nova com "
-      .. "database.storage = \"vector\"; veja docs/indice-vetorial.md")
-      :format(info.extension, dim and tostring(dim) or "N")
+  local kind = spec and M.index_type(spec, info.column)
+  if spec and spec.alter_dim then
+    local base = migrate.parse_column(info.column)
+    if base ~= "real[]" and base ~= "vector" and base ~= "halfvec" then
+      return ("--alter-dim recusado: a coluna embedding é %s, e o ragops só converte colunas real[], vector e "
+        .. "halfvec para %s(%d)"):format(tostring(info.column), kind, spec.dim)
+    end
+    return type_problem(info.extension, kind, spec)
   end
-  if column == "vector" then
-    if spec and spec.alter_dim then return nil end
-    return "a coluna embedding é vector sem dimensão fixa e o pgvector só indexa vector(N): use --alter-dim "
-      .. "para fixar a dimensão"
-  end
-  local have = tonumber(tostring(column):match("^vector%((%d+)%)$"))
-  if not have then
-    return ("a coluna embedding é %s; o ragops só cria índices em colunas vector(N)"):format(tostring(column))
-  end
-  if spec and have ~= dim and not spec.alter_dim then
-    return ("a coluna embedding é vector(%d), mas --dim é %d: use --dim %d ou --alter-dim para mudar a "
-      .. "coluna (só funciona se nenhuma linha tiver outra dimensão)"):format(have, dim, have)
-  end
-  if spec and spec.method == "hnsw" and not M.version_at_least(info.extension, M.HNSW_MIN_VERSION) then
-    return ("o índice hnsw exige pgvector 0.5.0 ou mais novo; este banco tem a versão %s (use --method ivfflat "
-      .. "ou atualize com ALTER EXTENSION vector UPDATE)"):format(info.extension)
-  end
-  return nil
+  local problem = column_problem(info, spec)
+  if problem or not spec then return problem end
+  return type_problem(info.extension, kind, spec)
 end
 
 -- Loads the plan with the defaults (plans/create_index.lua). Returns the

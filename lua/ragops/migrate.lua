@@ -9,7 +9,7 @@ local M = {}
 local LOCK_KEY = 7265676 -- advisory lock id for "ragops migrate"
 
 -- The migrations. Each is a function(ctx) returning a list of SQL statements;
--- ctx = { table = quoted target table, embedding_type = "real[]" | "vector(N)" }.
+-- ctx = { table = quoted target table, embedding_type = "real[]" | "vector(N)" | "halfvec(N)" }.
 M.migrations = {
   { version = 1, description = "tabela de documentos, execuções e falhas",
     sql = function(ctx)
@@ -132,8 +132,27 @@ M.migrations = {
     end },
 }
 
+-- Most dimensions pgvector indexes (ivfflat/hnsw) per column type.
+M.INDEX_DIM = { vector = 2000, halfvec = 4000 }
+
+-- Splits an embedding column type: "halfvec(3072)" -> "halfvec", 3072;
+-- "vector" -> "vector", nil; "real[]" -> "real[]", nil; nil -> nil.
+function M.parse_column(coltype)
+  if coltype == nil then return nil end
+  local base, dim = tostring(coltype):match("^(%a+)%((%d+)%)$")
+  if base then return base, tonumber(dim) end
+  return tostring(coltype), nil
+end
+
+-- The pgvector type for "auto": halfvec when the column already is one or
+-- when dim passes what an index on vector takes; vector otherwise.
+function M.auto_type(dim, current_base)
+  if current_base == "halfvec" or dim > M.INDEX_DIM.vector then return "halfvec" end
+  return "vector"
+end
+
 local function embedding_type(storage, dim)
-  if storage == "vector" then return ("vector(%d)"):format(dim) end
+  if storage == "vector" or storage == "halfvec" then return ("%s(%d)"):format(storage, dim) end
   return "real[]"
 end
 
@@ -143,16 +162,18 @@ local function usage_error(message)
   error(setmetatable({ message = message }, { __tostring = function(e) return e.message end }), 0)
 end
 
--- "auto" picks vector when the server offers the pgvector extension, else
--- real[]; "vector" requires it; "real[]" never uses it.
-local function resolve_storage(q, configured)
+-- "auto" picks pgvector when the server offers the extension (halfvec above
+-- vector's index limit, M.auto_type), else real[]; "vector" and "halfvec"
+-- require it; "real[]" never uses it.
+local function resolve_storage(q, configured, dim)
   if configured == "real[]" then return "real[]" end
   local available = #q([[select 1 from pg_available_extensions where name = 'vector']]) > 0
-  if configured == "vector" and not available then
-    usage_error("a extensão pgvector (vector) não está instalada neste servidor PostgreSQL; "
-      .. "use database.storage = \"real[]\" ou instale o pgvector")
+  if configured ~= "auto" and not available then
+    usage_error(("a extensão pgvector (vector) não está instalada neste servidor PostgreSQL, e database.storage "
+      .. "= \"%s\" precisa dela; use database.storage = \"real[]\" ou instale o pgvector"):format(configured))
   end
-  return available and "vector" or "real[]"
+  if not available then return "real[]" end
+  return configured == "auto" and M.auto_type(dim) or configured
 end
 
 -- CREATE EXTENSION IF NOT EXISTS vector. A role that may not create it gets
@@ -186,13 +207,13 @@ function M.run(conn, cfg)
     return rows
   end
   local ok, result = pcall(function()
-    local storage = resolve_storage(q, cfg.database.storage)
+    local storage = resolve_storage(q, cfg.database.storage, cfg.provider.dim)
     ctx.embedding_type = embedding_type(storage, cfg.provider.dim)
     q("set client_min_messages = warning")
     q("begin")
     local who = q("select current_user as role, current_database() as db")[1]
     q("select pg_advisory_xact_lock($1)", LOCK_KEY)
-    if storage == "vector" then create_extension(conn, who) end
+    if storage ~= "real[]" then create_extension(conn, who) end
     q([[create table if not exists ragops_schema_version (
           version int primary key, description text not null,
           applied_at timestamptz not null default now())]])
@@ -209,7 +230,7 @@ function M.run(conn, cfg)
       end
     end
     q("commit")
-    return { applied = applied, current = current, storage = storage }
+    return { applied = applied, current = current, storage = storage, embedding_type = ctx.embedding_type }
   end)
   if not ok then
     if conn:is_ok() then conn:query("rollback") end
@@ -236,7 +257,7 @@ function M.schema_version(conn)
 end
 
 -- Describes the embedding column of the target table: "real[]", "vector(N)",
--- or nil when the table does not exist.
+-- "halfvec(N)", or nil when the table does not exist.
 function M.embedding_column(conn, table_name)
   local rows, err = conn:query([[
     select format_type(a.atttypid, a.atttypmod) as type

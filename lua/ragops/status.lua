@@ -6,10 +6,12 @@
 --   failures(conn)                 open dead letters by entity type and class
 --   indexes(conn, table)        vector indexes: method, definition, size, valid
 --   sync_queue(conn)               ragops sync's change queue: depth and lag per entity type
+--   storage                        the embedding column's type ("halfvec(3072)", "real[]")
 -- collect() gathers them into one table with stable English keys (the
 -- --json output); format() renders it as pt-BR text.
 local cjson = require "cjson"
 local index = require "ragops.index"
+local migrate = require "ragops.migrate"
 local report = require "ragops.report"
 local sqlname = require "ragops.sqlname"
 local sync_queue = require "ragops.sync_queue"
@@ -121,6 +123,9 @@ function M.collect(conn, table_name, sources)
     if not rows then return nil, ("falha ao ler %s: %s"):format(part[1], tostring(err)) end
     out[part[1]] = plain_rows(rows)
   end
+  local column, cerr = migrate.embedding_column(conn, table_name)
+  if cerr then return nil, ("falha ao ler storage: %s"):format(tostring(cerr)) end
+  out.storage = column
   for _, run in ipairs(out.runs) do
     run.alive = run.status == "running" and run.heartbeat_age_s ~= nil
       and run.heartbeat_age_s < M.STALE_HEARTBEAT_S
@@ -186,6 +191,8 @@ function M.format(st)
   for _, f in ipairs(st.open_failures) do
     lines[#lines + 1] = ("  %s / %s: %s"):format(f.entity_type, f.error_class, count(f.open))
   end
+  lines[#lines + 1] = ("Armazenamento: coluna embedding %s%s"):format(tostring(st.storage or "ausente"),
+    index.type_note(st.storage))
   lines[#lines + 1] = "Índices vetoriais:"
   if #st.indexes == 0 then lines[#lines + 1] = "  nenhum" end
   for _, i in ipairs(st.indexes) do

@@ -314,9 +314,18 @@ end
 ---------------------------------------------------------------------------
 
 -- Top-k by cosine distance; $1 = query vector text "[...]", $2 = k.
-function M.pgvector_sql(quoted_table)
-  return ("select entity_type, entity_id, chunk_index, 1 - (embedding <=> $1::vector) as score"
-    .. " from %s where embedding is not null order by embedding <=> $1::vector limit $2"):format(quoted_table)
+-- The query parameter is cast to the column's own type (column_type
+-- "vector", the default, or "halfvec"): a vector parameter against a
+-- halfvec column would cast the column instead, and no index would serve.
+function M.pgvector_sql(quoted_table, column_type)
+  column_type = column_type or "vector"
+  if column_type ~= "vector" and column_type ~= "halfvec" then
+    error(("validate.pgvector_sql: column_type deve ser \"vector\" ou \"halfvec\", recebi %q")
+      :format(tostring(column_type)), 2)
+  end
+  return ("select entity_type, entity_id, chunk_index, 1 - (embedding <=> $1::%s) as score"
+    .. " from %s where embedding is not null order by embedding <=> $1::%s limit $2")
+    :format(column_type, quoted_table, column_type)
 end
 
 -- Session settings before the pgvector queries: { sql, param } pairs
@@ -527,7 +536,7 @@ function M.search_pgvector(conn, quoted_table, batches, k, opts)
     local rows, err = conn:query(setting[1], setting[2])
     if not rows then return nil, err end
   end
-  local sql = M.pgvector_sql(quoted_table)
+  local sql = M.pgvector_sql(quoted_table, opts.column_type)
   local hits = {}
   for _, b in ipairs(batches) do
     for j = 1, b.batch:count() do

@@ -82,7 +82,7 @@ H.each_storage(function()
     it("flags inválidas: código 2 com mensagem em pt-BR, antes de tocar no banco", function()
       local cases = {
         { "index create --lists 0 --dim 1536", "entre 1 e 32768" },
-        { "index create --lists 64 --dim 3072", "até 2000 dimensões" },
+        { "index create --lists 64 --dim 4001", "nem halfvec %(o tipo de maior alcance%) indexa mais de 4000" },
         { "index create --lists 64 --dim 1536 --maintenance-work-mem 2XB", "64MB, 2GB ou 4GB" },
         { "index create --method hnsw --m 40 --dim 1536", "pelo menos 2 × %-%-m" },
         { "index create --dim 1536", "%-%-lists é obrigatório" },

@@ -155,6 +155,15 @@ return {
     assert.equal(1.005, cfg.provider.timeout_s)
   end)
 
+  it("accepts every storage, halfvec included (3072 dimensions indexable)", function()
+    for _, storage in ipairs({ "auto", "real[]", "vector", "halfvec" }) do
+      local cfg, err = config.load(config_file(("return { database = { storage = %q }, provider = { dim = 3072 } }")
+        :format(storage)), NO_ENV)
+      assert.is_nil(err)
+      assert.equal(storage, cfg.database.storage)
+    end
+  end)
+
   it("applies environment overrides over the file", function()
     local path = config_file([[return { database = { url = "postgresql://arquivo/db" } }]])
     local cfg = assert(config.load(path, env_of {
@@ -195,7 +204,7 @@ return {
   local cases = {
     { "database = { pool_size = 0 }", 'chave "database.pool_size": valor 0 inválido; esperado um inteiro entre 1 e 256' },
     { "database = { table = 'rag; drop' }", 'chave "database.table": valor "rag; drop" inválido' },
-    { "database = { storage = 'halfvec' }", 'chave "database.storage": valor "halfvec" inválido; esperado um destes: "auto", "real%[%]", "vector"' },
+    { "database = { storage = 'halfvek' }", 'chave "database.storage": valor "halfvek" inválido; esperado um destes: "auto", "real%[%]", "vector", "halfvec"' },
     { "database = { pol_size = 2 }", 'chave "database.pol_size" desconhecida' },
     { "provider = { url = 'localhost:8080' }", 'chave "provider.url": valor "localhost:8080" inválido; esperado uma URL http:// ou https://' },
     { "provider = { dim = 'muitas' }", 'chave "provider.dim": valor "muitas" inválido' },

@@ -110,6 +110,53 @@ describe("SQL de criação", function()
     assert.is_nil(sql_of({ dim = "1536", lists = "64" }, "real[]").alter)
   end)
 
+  it("halfvec(N): cada opclass vira a classe halfvec_*_ops do pgvector", function()
+    for short, full in pairs({ cosine = "halfvec_cosine_ops", l2 = "halfvec_l2_ops", ip = "halfvec_ip_ops" }) do
+      for _, method in ipairs({ "ivfflat", "hnsw" }) do
+        local opts = { dim = "3072", opclass = short, method = method }
+        if method == "ivfflat" then opts.lists = "64" end
+        local sql = sql_of(opts, "halfvec(3072)")
+        assert.matches("USING " .. method .. " %(\"embedding\" " .. full .. "%)", sql.create)
+        assert.are.equal(full, sql.opclass)
+        assert.is_nil(sql.alter)
+      end
+    end
+  end)
+
+  it("o tipo do índice: o da coluna; com --alter-dim ou coluna desconhecida, o de database.storage", function()
+    local function kind(opts, storage, column)
+      return index.index_type(assert(index.validate_create(opts, {}, "rag_documents", storage)), column)
+    end
+    local h = { dim = "3072", method = "hnsw" }
+    assert.are.equal("halfvec", kind(h, "vector", "halfvec(3072)"))
+    assert.are.equal("vector", kind(h, "halfvec", "vector(3072)"))
+    -- "auto" on a new or real[] column: halfvec above 2000 dimensions, vector up to it.
+    assert.are.equal("halfvec", kind(h, "auto", nil))
+    assert.are.equal("vector", kind({ dim = "2000", method = "hnsw" }, "auto", "real[]"))
+    assert.are.equal("halfvec", kind({ dim = "1536", method = "hnsw", ["alter-dim"] = true }, "auto", "halfvec(768)"))
+    assert.are.equal("halfvec", kind({ dim = "1536", method = "hnsw", ["alter-dim"] = true }, "halfvec", "vector(1536)"))
+    assert.are.equal("vector", kind({ dim = "1536", method = "hnsw", ["alter-dim"] = true }, "vector", "halfvec(1536)"))
+  end)
+
+  it("--alter-dim para halfvec(D): de real[], vector(N) e vector; nada quando já é halfvec(D)", function()
+    local alter = 'ALTER TABLE "rag_documents" ALTER COLUMN "embedding" TYPE halfvec(3072) '
+      .. 'USING "embedding"::halfvec(3072)'
+    local spec = assert(index.validate_create({ dim = "3072", method = "hnsw", ["alter-dim"] = true }, {},
+      "rag_documents", "halfvec"))
+    for _, column in ipairs({ "real[]", "vector(3072)", "vector", "halfvec(1536)" }) do
+      local sql = index.create_sql(spec, "rag_documents", column)
+      assert.are.equal(alter, sql.alter, column)
+      assert.are.equal(alter, sql.statements[1])
+      assert.matches("halfvec_cosine_ops", sql.create)
+    end
+    assert.is_nil(index.create_sql(spec, "rag_documents", "halfvec(3072)").alter)
+    -- And back to vector(D) when storage says so.
+    local back = assert(index.validate_create({ dim = "1536", lists = "64", ["alter-dim"] = true }, {},
+      "rag_documents", "vector"))
+    assert.are.equal('ALTER TABLE "rag_documents" ALTER COLUMN "embedding" TYPE vector(1536) '
+      .. 'USING "embedding"::vector(1536)', index.create_sql(back, "rag_documents", "halfvec(1536)").alter)
+  end)
+
   it("o nome da tabela é sempre citado como identificador", function()
     local spec = assert(index.validate_create({ dim = "8", lists = "1" }, {}, 'docs"; drop table x; --'))
     local sql = index.create_sql(spec, 'docs"; drop table x; --', "vector(8)")
@@ -135,16 +182,18 @@ describe("validação das flags", function()
     return err
   end
 
-  it("--dim obrigatório, 1..16000 e no máximo 2000 para índice", function()
+  it("--dim obrigatório, 1..16000 e no máximo 4000 para índice (o limite do halfvec)", function()
     rejects({ lists = "64" }, "%-%-dim é obrigatório")
     rejects({ dim = "0", lists = "64" }, "entre 1 e 16000")
     rejects({ dim = "16001", lists = "64" }, "entre 1 e 16000")
     rejects({ dim = "abc", lists = "64" }, "entre 1 e 16000")
     rejects({ dim = "-5", lists = "64" }, "entre 1 e 16000")
-    local err = rejects({ dim = "3072", lists = "64" }, "até 2000 dimensões")
-    assert.matches("halfvec", err)
-    assert.is_truthy(create({ dim = "2000", lists = "64" }))
-    rejects({ dim = "2001", method = "hnsw" }, "até 2000 dimensões")
+    -- 2000 < dim <= 4000 depends on the column type: storage_problem decides.
+    assert.is_truthy(create({ dim = "3072", lists = "64" }))
+    assert.is_truthy(create({ dim = "4000", method = "hnsw" }))
+    local err = rejects({ dim = "4001", method = "hnsw" }, "nem halfvec")
+    assert.matches("4000 dimensões", err)
+    assert.matches("provider%.dimensions", err)
   end)
 
   it("--lists obrigatório para ivfflat, 1..32768, proibido em hnsw", function()
@@ -238,6 +287,56 @@ describe("diagnóstico do armazenamento", function()
     assert.matches("0%.5%.0", index.storage_problem({ column = "vector(1536)", extension = "0.4.4" }, hnsw))
     assert.is_nil(index.storage_problem({ column = "vector(1536)", extension = "0.5.0" }, hnsw))
     assert.is_nil(index.storage_problem({ column = "vector(1536)", extension = "0.10.1" }, hnsw))
+  end)
+end)
+
+describe("diagnóstico do armazenamento com halfvec", function()
+  local function spec_of(opts, storage)
+    opts.method = opts.method or "hnsw"
+    return assert(index.validate_create(opts, {}, "rag_documents", storage))
+  end
+  local V = "0.8.6"
+
+  it("vector(3072) sem --alter-dim: recusado, apontando database.storage = \"halfvec\"", function()
+    local msg = index.storage_problem({ column = "vector(3072)", extension = V }, spec_of({ dim = "3072" }))
+    assert.matches("até 2000 dimensões", msg)
+    assert.matches('database.storage = "halfvec"', msg, 1, true)
+    assert.matches("%-%-alter%-dim", msg)
+    assert.is_nil(msg:find("Reduza", 1, true))
+  end)
+
+  it("halfvec(3072) passa; 4000 é o teto; pgvector antes de 0.7.0 não tem halfvec", function()
+    assert.is_nil(index.storage_problem({ column = "halfvec(3072)", extension = V }, spec_of({ dim = "3072" })))
+    assert.is_nil(index.storage_problem({ column = "halfvec(4000)", extension = V }, spec_of({ dim = "4000" })))
+    assert.matches("halfvec%(3072%), mas %-%-dim é 1536",
+      index.storage_problem({ column = "halfvec(3072)", extension = V }, spec_of({ dim = "1536" })))
+    assert.matches("0%.7%.0", index.storage_problem({ column = "halfvec(3072)", extension = "0.6.2" },
+      spec_of({ dim = "3072" })))
+    assert.matches("halfvec sem dimensão fixa", index.storage_problem({ column = "halfvec", extension = V },
+      spec_of({ dim = "3072" })))
+    assert.is_nil(index.storage_problem({ column = "halfvec(3072)", extension = V }, nil))
+  end)
+
+  it("--alter-dim: recusa o que não dá (vector acima de 2000, tipo estranho, halfvec sem 0.7.0)", function()
+    local to_vector = spec_of({ dim = "3072", ["alter-dim"] = true }, "vector")
+    local msg = index.storage_problem({ column = "real[]", extension = V }, to_vector)
+    assert.matches('database.storage = "halfvec"', msg, 1, true)
+    msg = index.storage_problem({ column = "halfvec(3072)", extension = V }, to_vector)
+    assert.matches("até 2000 dimensões", msg)
+    local to_half = spec_of({ dim = "3072", ["alter-dim"] = true }, "halfvec")
+    for _, column in ipairs({ "real[]", "vector(3072)", "vector(1536)", "vector", "halfvec(1536)" }) do
+      assert.is_nil(index.storage_problem({ column = column, extension = V }, to_half), column)
+    end
+    msg = index.storage_problem({ column = "double precision[]", extension = V }, to_half)
+    assert.matches("%-%-alter%-dim recusado: a coluna embedding é double precision%[%]", msg)
+    assert.matches("halfvec%(3072%)", msg)
+    assert.matches("0%.7%.0", index.storage_problem({ column = "real[]", extension = "0.6.0" }, to_half))
+  end)
+
+  it("status descreve o tipo da coluna", function()
+    assert.matches("meia precisão, índices até 4000", index.type_note("halfvec(3072)"))
+    assert.matches("até 2000 dimensões, acima use halfvec", index.type_note("vector(1536)"))
+    assert.are.equal("", index.type_note("real[]"))
   end)
 end)
 
@@ -421,6 +520,50 @@ describe("ragops index com um banco pgvector simulado", function()
     assert.are.same({ 'DROP INDEX CONCURRENTLY IF EXISTS "rag_documents_embedding_hnsw"' }, ddl())
   end)
 
+  describe("com database.storage = \"halfvec\" e provider.dim = 3072", function()
+    local cfg_path
+    before_each(function()
+      cfg_path = os.tmpname()
+      local f = assert(io.open(cfg_path, "w"))
+      f:write('return { database = { storage = "halfvec" }, provider = { dim = 3072 } }')
+      f:close()
+      state.column = "halfvec(3072)"
+      state.extension = "0.8.6"
+    end)
+    after_each(function() os.remove(cfg_path) end)
+
+    it("hnsw em halfvec(3072): halfvec_cosine_ops, sem ALTER", function()
+      assert.are.equal(0, ragops("index", "create", "--method", "hnsw", "--dim", "3072", "--config", cfg_path),
+        err.text)
+      assert.are.same({ 'CREATE INDEX "rag_documents_embedding_hnsw" ON "rag_documents" USING hnsw '
+        .. '("embedding" halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)' }, ddl())
+      assert.matches("criado em rag_documents %(hnsw, halfvec_cosine_ops%)", out.text)
+    end)
+
+    it("--alter-dim de vector(3072): ALTER para halfvec(3072) conferindo as dimensões", function()
+      state.column = "vector(3072)"
+      assert.are.equal(2, ragops("index", "create", "--method", "hnsw", "--dim", "3072", "--config", cfg_path))
+      assert.matches('database.storage = "halfvec"', err.text, 1, true)
+      assert.are.same({}, ddl())
+      conn = fake_conn()
+      assert.are.equal(0, ragops("index", "create", "--method", "hnsw", "--dim", "3072", "--alter-dim",
+        "--config", cfg_path), err.text)
+      local sent = ddl()
+      assert.are.equal('ALTER TABLE "rag_documents" ALTER COLUMN "embedding" TYPE halfvec(3072) '
+        .. 'USING "embedding"::halfvec(3072)', sent[1])
+      assert.matches("halfvec_cosine_ops", sent[2])
+      assert.matches("vai virar halfvec%(3072%)", err.text)
+      local checked = false
+      for _, sql in ipairs(conn.sent) do checked = checked or sql:find("vector_dims", 1, true) ~= nil end
+      assert.is_true(checked)
+    end)
+
+    it("status mostra o tipo halfvec e o seu limite", function()
+      assert.are.equal(0, ragops("index", "status", "--config", cfg_path))
+      assert.matches("coluna embedding: halfvec%(3072%); halfvec: meia precisão, índices até 4000 dimensões", out.text)
+    end)
+  end)
+
   it("status lista os índices, marca INVALID e recomenda probes", function()
     state.rows = 4000000
     state.indexes = {
@@ -432,5 +575,24 @@ describe("ragops index com um banco pgvector simulado", function()
     assert.matches("rag_documents_embedding_ivfflat %(ivfflat, 1 GB, INVALID", out.text)
     assert.matches("lists ≈ 2000 e probes ≈ 45", out.text)
     assert.matches("probes 10 %(runbook: 10–20%)", out.text)
+  end)
+end)
+
+-- validate.pgvector_sql is the retrieval query `ragops validate` measures:
+-- its parameter must have the column's type, or a halfvec index is not used.
+describe("SQL de busca do validate por tipo de coluna", function()
+  local validate = require "ragops.validate"
+
+  it("halfvec: o parâmetro vira $1::halfvec nos dois usos; vector continua o padrão", function()
+    assert.are.equal('select entity_type, entity_id, chunk_index, 1 - (embedding <=> $1::halfvec) as score'
+      .. ' from "rag_documents" where embedding is not null order by embedding <=> $1::halfvec limit $2',
+      validate.pgvector_sql('"rag_documents"', "halfvec"))
+    assert.are.equal(validate.pgvector_sql('"t"'), validate.pgvector_sql('"t"', "vector"))
+    assert.matches("<=> %$1::vector limit", validate.pgvector_sql('"t"', "vector"))
+  end)
+
+  it("outro tipo é erro de uso", function()
+    assert.has_error(function() validate.pgvector_sql('"t"', "real[]") end,
+      'validate.pgvector_sql: column_type deve ser "vector" ou "halfvec", recebi "real[]"')
   end)
 end)

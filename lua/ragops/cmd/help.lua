@@ -162,7 +162,7 @@ M.TEXT = {
     .. "  --ef-construction N    HNSW: tamanho da lista na construção\n"
     .. "  --maintenance-work-mem TAM   memória da sessão de criação (ex.: 2GB)\n"
     .. "  --concurrently         CREATE INDEX CONCURRENTLY (não bloqueia escritas)\n"
-    .. "  --alter-dim            converte a coluna real[] para vector(N) antes\n"
+    .. "  --alter-dim            converte a coluna para vector(N) ou halfvec(N) antes\n"
     .. "  --opclass C            cosine (padrão), l2 ou ip\n"
     .. "  --name NOME            nome do índice\n"
     .. "  --dry-run              só mostra o SQL; nada é executado\n",

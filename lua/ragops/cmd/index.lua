@@ -153,7 +153,7 @@ local function create(args, cli)
   local opts, defaults, cfg = prelude(args, cli, CREATE_FLAGS)
   if not opts then return defaults end
   local table_name = cfg.database.table
-  local spec, verr = index.validate_create(opts, defaults, table_name)
+  local spec, verr = index.validate_create(opts, defaults, table_name, cfg.database.storage)
   if not spec then cli.usage_error("%s", verr) end
   if spec.dim ~= cfg.provider.dim then
     cli.usage_error("--dim %d difere de provider.dim = %d na configuração: o índice e os embeddings gravados "
@@ -178,6 +178,7 @@ local function create(args, cli)
   end
 
   local sql = index.create_sql(spec, table_name, info.column)
+  local target_type = ("%s(%d)"):format(index.index_type(spec, info.column), spec.dim)
   if sql.alter then
     -- Friendly pre-check; the ALTER itself also fails on another dimension.
     local count_sql = info.column == "real[]"
@@ -190,10 +191,10 @@ local function create(args, cli)
       return finish(exit.usage, "--alter-dim recusado: %d linha(s) têm embedding com dimensão diferente de %d; "
         .. "reindexe-as (ragops reindex --overwrite) ou apague-as antes de mudar a coluna", rows[1].n, spec.dim)
     end
-    log.warn("--alter-dim: a coluna embedding (%s) vai virar vector(%d); a tabela é reescrita sob bloqueio "
-      .. "exclusivo", tostring(info.column), spec.dim)
+    log.warn("--alter-dim: a coluna embedding (%s) vai virar %s; a tabela é reescrita sob bloqueio "
+      .. "exclusivo", tostring(info.column), target_type)
   elseif spec.alter_dim then
-    log.info("--alter-dim: a coluna já é vector(%d); nada a alterar", spec.dim)
+    log.info("--alter-dim: a coluna já é %s; nada a alterar", target_type)
   end
   if spec.method == "ivfflat" then
     local rows = conn:query(("select count(*) as n from (select 1 from %s where %s is not null limit $1) s")
@@ -206,7 +207,7 @@ local function create(args, cli)
 
   log.info("criando o índice %s (%s, %s%s) em %s; acompanhe em outra sessão com: select phase, blocks_done, "
     .. "blocks_total, tuples_done, tuples_total from pg_stat_progress_create_index",
-    spec.name, spec.method, index.OPCLASSES[spec.opclass], spec.concurrently and ", CONCURRENTLY" or "", table_name)
+    spec.name, spec.method, sql.opclass, spec.concurrently and ", CONCURRENTLY" or "", table_name)
   local started = os.time()
   local interrupt = cancel_on_signal(conn, cfg)
   index_builds_gauge(cfg, 1)
@@ -222,7 +223,7 @@ local function create(args, cli)
     return finish(index.code_for(state), "falhou: %s: %s%s", failed_sql, tostring(err), hint)
   end
   io.stdout:write(("índice %s criado em %s (%s, %s) em %d s\n"):format(spec.name, table_name, spec.method,
-    index.OPCLASSES[spec.opclass], os.time() - started))
+    sql.opclass, os.time() - started))
   io.stdout:write(("nas sessões de consulta, use: %s; (operador %s)\n")
     :format(index.session_setting(spec.method, defaults), index.OPERATORS[spec.opclass]))
   return finish(exit.ok)
@@ -282,7 +283,7 @@ local function status(args, cli)
   if not info then return finish(icode, "%s", imsg) end
   local lines = {}
   local function say(fmt, ...) lines[#lines + 1] = fmt:format(...) end
-  say("tabela: %s (coluna embedding: %s)", table_name, info.column)
+  say("tabela: %s (coluna embedding: %s%s)", table_name, info.column, index.type_note(info.column))
   if info.extension then
     say("pgvector: instalado (extensão vector %s)", info.extension)
   elseif info.available then

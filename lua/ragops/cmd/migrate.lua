@@ -11,14 +11,14 @@ local M = {}
 M.FLAGS = { config = "string", quiet = "bool" }
 
 -- What the migration did, as one line for stdout.
-local function summary(result, cfg)
+local function summary(result)
   if #result.applied == 0 then
     return ("esquema já está atualizado (versão %d)\n"):format(result.current)
   end
   return ("migrações aplicadas: %s; esquema na versão %d; coluna embedding: %s\n")
     :format(table.concat(result.applied, ", "), result.current,
-      result.storage == "vector" and ("vector(%d) (pgvector)"):format(cfg.provider.dim)
-        or "real[] (sem pgvector: sem índice IVFFlat/HNSW)")
+      result.storage == "real[]" and "real[] (sem pgvector: sem índice IVFFlat/HNSW)"
+        or ("%s (pgvector)"):format(result.embedding_type))
 end
 
 -- `ragops migrate [--config F] [--quiet]`; returns the exit code.
@@ -34,7 +34,7 @@ function M.main(args, cli)
   local result, merr, kind = migrate.run(conn, cfg)
   conn:close()
   if not result then return exit.fail(exit[kind] or exit.unreachable, "migração falhou: %s", tostring(merr)) end
-  io.stdout:write(summary(result, cfg))
+  io.stdout:write(summary(result))
   return exit.ok
 end
 

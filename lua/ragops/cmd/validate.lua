@@ -9,6 +9,7 @@ local log = require "ragops.log"
 local plan_mod = require "ragops.plan"
 local report = require "ragops.report"
 local sqlname = require "ragops.sqlname"
+local store_pg = require "ragops.store_pg"
 local validate = require "ragops.validate"
 
 local M = {}
@@ -75,7 +76,7 @@ local function search(conn, client, quoted_table, storage, golden, k, opts, mode
   local batches, eerr = validate.embed_queries(client, golden.queries, core.sleep, log)
   if not batches then return nil, "não foi possível gerar os embeddings das consultas: " .. tostring(eerr) end
   local hits, rows, serr
-  if storage == "vector" then
+  if storage ~= "real[]" then
     log.info("buscando top-%d com pgvector (ivfflat.probes = %d)", k, opts.probes)
     hits, serr = validate.search_pgvector(conn, quoted_table, batches, k, opts)
   else
@@ -96,7 +97,8 @@ local function measure(cfg, golden, k, opts)
   if not conn then return nil, validate.EXIT.unreachable, connect_err end
   local coltype, terr, tcode = backends.check_target(conn, cfg)
   if not coltype then conn:close(); return nil, tcode, terr end
-  local storage = coltype:match("^vector") and "vector" or "real[]"
+  local storage = store_pg.embedding_format(coltype)
+  opts.column_type = storage
   local quoted_table = sqlname.quote_table(cfg.database.table)
   warn_other_models(conn, quoted_table, cfg.provider.model)
   local client = backends.embed_client(cfg, cfg.provider.timeout_s)
@@ -131,7 +133,7 @@ function M.main(args, cli)
   local summary = validate.summarise(scores, k, thresholds)
   local result = {
     golden = golden, k = k, storage = found.storage, rows = found.rows, model = cfg.provider.model,
-    storage_label = found.storage == "vector"
+    storage_label = found.storage ~= "real[]"
       and ("pgvector (%s, ivfflat.probes = %d)"):format(coltype, opts.probes)
       or ("busca exata em real[] (%s vetores)"):format(report.format_count(found.rows or 0)),
     scores = scores, summary = summary, thresholds = thresholds, missing = found.missing,
