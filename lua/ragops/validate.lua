@@ -701,8 +701,9 @@ function M.format_sweep(sweep)
     lines[#lines + 1] = ("recomendação: nenhum valor testado chega a recall do índice ≥ %s; teste valores maiores "
       .. "ou recrie o índice com mais listas/conexões"):format(target)
   end
-  lines[#lines + 1] = "atenção: o recall do índice varia entre construções do mesmo índice (no demo, IVFFlat com "
-    .. "probes = 10 deu 0,696 e 0,786 em duas construções); repita a varredura depois de recriar o índice"
+  lines[#lines + 1] = "atenção: o resultado de um índice aproximado varia entre construções do mesmo índice (no demo, "
+    .. "IVFFlat com probes = 10 deu recall@10 de 0,696 e 0,786 em duas construções); repita a varredura depois de "
+    .. "recriar o índice"
   return table.concat(lines, "\n")
 end
 

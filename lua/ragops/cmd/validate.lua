@@ -316,7 +316,8 @@ function M.main(args, cli)
   local result, err, code = (opts.sweep and M.sweep or M.measure)(cfg, golden, k, opts)
   if not result then return exit.fail(code, "%s", err) end
   result.elapsed_s = (core.now() - started) / 1000
-  io.stdout:write(validate.format(result), result.sweep and validate.format_sweep(result.sweep) or "", "\n")
+  io.stdout:write(validate.format(result), "\n")
+  if result.sweep then io.stdout:write(validate.format_sweep(result.sweep), "\n") end
   local summary = result.summary
   local passed = summary.passed and (not result.sweep or result.sweep.recommended ~= nil)
   code = passed and validate.EXIT.ok or validate.EXIT.below_threshold
