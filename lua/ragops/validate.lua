@@ -490,11 +490,17 @@ function M.index_recall(ann, exact)
   return n > 0 and total / n or nil
 end
 
+-- Did the planner scan the index for every query of a sweep row? If not,
+-- (part of) the row is exact search and says nothing about the index.
+local function index_used_by_all(row)
+  return row.total > 0 and row.used == row.total
+end
+
 -- The smallest value of a sweep (rows in ascending value) whose index
--- recall meets target, or nil.
+-- recall meets target with the index used by every query, or nil.
 function M.recommend(rows, target)
   for _, row in ipairs(rows) do
-    if row.index_recall and row.index_recall + EPS >= target then return row.value end
+    if index_used_by_all(row) and row.index_recall and row.index_recall + EPS >= target then return row.value end
   end
   return nil
 end
@@ -693,13 +699,20 @@ function M.format_sweep(sweep)
     for i, cell in ipairs(row) do cells[i] = pad(cell, widths[i]) end
     lines[#lines + 1] = ("  " .. table.concat(cells, "  ")):gsub("%s+$", "")
   end
+  for _, r in ipairs(sweep.rows) do
+    if not index_used_by_all(r) then
+      lines[#lines + 1] = ("atenção: com %s = %s o planejador não usou o índice em %d de %d consultas (varredura "
+        .. "sequencial): essa linha mede busca exata e fica fora da recomendação"):format(sweep.setting,
+        tostring(r.value), r.total - r.used, r.total)
+    end
+  end
   local target = report.format_number(sweep.target_recall, 2)
   if sweep.recommended then
     lines[#lines + 1] = ("recomendação: %s = %s, o menor valor com recall do índice ≥ %s")
       :format(sweep.setting, tostring(sweep.recommended), target)
   else
-    lines[#lines + 1] = ("recomendação: nenhum valor testado chega a recall do índice ≥ %s; teste valores maiores "
-      .. "ou recrie o índice com mais listas/conexões"):format(target)
+    lines[#lines + 1] = ("recomendação: nenhum valor testado chega a recall do índice ≥ %s com o índice em uso; "
+      .. "teste valores maiores ou recrie o índice com mais listas/conexões"):format(target)
   end
   lines[#lines + 1] = "atenção: o resultado de um índice aproximado varia entre construções do mesmo índice (no demo, "
     .. "IVFFlat com probes = 10 deu recall@10 de 0,696 e 0,786 em duas construções); repita a varredura depois de "

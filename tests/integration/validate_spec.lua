@@ -295,13 +295,32 @@ H.each_storage(function(storage)
             -- the recommendation is the first row meeting the target
             local first
             for _, row in ipairs(sweep.rows) do
-              if not first and row.index_recall >= 0.5 then first = row.value end
+              if not first and row.index_recall >= 0.5 and row.index_used_queries == row.explained_queries then
+                first = row.value
+              end
             end
             assert.are.equal(first, sweep.recommended ~= cjson.null and sweep.recommended or nil)
             if first then
               assert.matches(("recomendação: hnsw%%.ef_search = %d, o menor valor"):format(first), out)
               assert.are.equal(first, report.plan.setting_value)
             end
+          end)
+
+          it("varredura em que o planejador não usa o índice: nada recomendado (a busca foi exata), código 1", function()
+            local path = golden_file(5, exact_queries())
+            planner("set enable_indexscan = off")
+            local code, out, err, report = H.ragops(url, "validate " .. H.q(path) .. " --ef-search 20,40", { report = true })
+            planner("reset enable_indexscan")
+            os.remove(path)
+            assert.are.equal(1, code, err .. out)
+            assert.are.equal(cjson.null, report.sweep.recommended)
+            for _, row in ipairs(report.sweep.rows) do
+              assert.are.equal(0, row.index_used_queries)
+              assert.are.equal(1, row.index_recall) -- varredura sequencial = busca exata
+            end
+            assert.matches("com hnsw%.ef_search = 20 o planejador não usou o índice em 5 de 5 consultas", out)
+            assert.matches("nenhum valor testado chega a recall do índice ≥ 0,95 com o índice em uso", out)
+            assert.matches("varredura: nenhum valor de hnsw%.ef_search", err)
           end)
 
           it("flag do outro tipo de índice ou tabela sem o índice: erro de uso (código 2)", function()

@@ -524,13 +524,23 @@ describe("varredura de probes/ef_search", function()
     assert.is_nil(validate.index_recall({ {} }, { {} }))
   end)
 
+  local function row(value, index_recall, used)
+    return { value = value, index_recall = index_recall, used = used or 28, total = 28 }
+  end
+
   it("recomenda o menor valor que atinge o recall alvo", function()
-    local rows = { { value = 1, index_recall = 0.6 }, { value = 5, index_recall = 0.9 },
-                   { value = 10, index_recall = 0.95 }, { value = 20, index_recall = 0.99 } }
+    local rows = { row(1, 0.6), row(5, 0.9), row(10, 0.95), row(20, 0.99) }
     assert.are.equal(10, validate.recommend(rows, 0.95))
     assert.are.equal(20, validate.recommend(rows, 0.99))
     assert.are.equal(1, validate.recommend(rows, 0.5))
     assert.is_nil(validate.recommend(rows, 1))
+  end)
+
+  it("não recomenda um valor em que o planejador não usou o índice (o recall 1 ali é de busca exata)", function()
+    -- visto no demo: HNSW com ef_search = 100 em varredura sequencial nas 28 consultas
+    local rows = { row(20, 0.864), row(40, 0.939), row(100, 1, 0), row(200, 0.982) }
+    assert.are.equal(200, validate.recommend(rows, 0.95))
+    assert.is_nil(validate.recommend({ row(20, 0.9), row(40, 1, 27) }, 0.95))
   end)
 
   it("recusa real[], índice do outro tipo e tabela sem índice", function()
@@ -558,7 +568,11 @@ describe("varredura de probes/ef_search", function()
     assert.matches("\n  busca exata%s+1,000%s+0,860", text)
     assert.matches("recomendação: hnsw%.ef_search = 40, o menor valor com recall do índice ≥ 0,95", text)
     assert.matches("0,696 e 0,786", text)
+    assert.is_nil(text:find("o planejador não usou", 1, true))
     sweep.recommended = nil
-    assert.matches("nenhum valor testado chega a recall do índice ≥ 0,95", validate.format_sweep(sweep))
+    sweep.rows[2].used = 0
+    text = validate.format_sweep(sweep)
+    assert.matches("nenhum valor testado chega a recall do índice ≥ 0,95 com o índice em uso", text)
+    assert.matches("atenção: com hnsw%.ef_search = 40 o planejador não usou o índice em 5 de 5 consultas", text)
   end)
 end)
