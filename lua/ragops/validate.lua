@@ -174,7 +174,7 @@ function M.check_golden(value, path, text)
     end
     out.k = value.k
   end
-  for _, key in ipairs({ "min_recall", "min_mrr", "min_ndcg", "min_hit_rate" }) do
+  for _, key in ipairs(M.THRESHOLD_KEYS) do
     out[key] = check_fraction(c, c.where(nil, key), key, value[key])
   end
   out.slo = check_slo(c, value.slo)
@@ -325,6 +325,19 @@ end
 
 local EPS = 1e-9
 
+-- The metrics a threshold may limit: golden/threshold key, summary field,
+-- pt-BR name.
+local function limited_metrics(k)
+  return {
+    { key = "min_recall", field = "recall", name = ("recall@%d"):format(k) },
+    { key = "min_mrr", field = "mrr", name = "MRR" },
+    { key = "min_ndcg", field = "ndcg", name = ("nDCG@%d"):format(k) },
+    { key = "min_hit_rate", field = "hit_rate", name = "taxa de acerto" },
+  }
+end
+M.THRESHOLD_KEYS = {}
+for i, metric in ipairs(limited_metrics(1)) do M.THRESHOLD_KEYS[i] = metric.key end
+
 -- Averages per-query scores and checks thresholds. thresholds: { min_recall,
 -- min_mrr, min_ndcg, min_hit_rate } (nil = not checked). Returns { recall,
 -- mrr, ndcg, hit_rate, passed, violations = { pt-BR text, ... } }.
@@ -341,17 +354,11 @@ function M.summarise(scores, k, thresholds)
   local out = { recall = mean("recall"), mrr = mean("reciprocal_rank"), ndcg = mean("ndcg"),
                 hit_rate = mean("hit"), violations = {} }
   thresholds = thresholds or {}
-  local checks = {
-    { "min_recall", out.recall, ("recall@%d"):format(k) },
-    { "min_mrr", out.mrr, "MRR" },
-    { "min_ndcg", out.ndcg, ("nDCG@%d"):format(k) },
-    { "min_hit_rate", out.hit_rate, "taxa de acerto" },
-  }
-  for _, check in ipairs(checks) do
-    local limit = thresholds[check[1]]
-    if limit and check[2] + EPS < limit then
-      out.violations[#out.violations + 1] = ("%s %s < %s"):format(check[3],
-        report.format_number(check[2], 3), report.format_number(limit, 3))
+  for _, metric in ipairs(limited_metrics(k)) do
+    local limit, value = thresholds[metric.key], out[metric.field]
+    if limit and value + EPS < limit then
+      out.violations[#out.violations + 1] = ("%s %s < %s"):format(metric.name,
+        report.format_number(value, 3), report.format_number(limit, 3))
     end
   end
   out.passed = #out.violations == 0
@@ -596,7 +603,6 @@ end
 
 local function ms(value) return report.format_number(value, 1) .. " ms" end
 
-
 -- Latency and SLO lines of a summary.
 local function latency_lines(result, lines)
   local lat, slo = result.summary.latency_ms, result.summary.slo
@@ -620,10 +626,9 @@ end
 
 local function limit_lines(result, lines)
   local limits, t, k = {}, result.thresholds, result.k
-  local named = { { "min_recall", ("recall@%d"):format(k) }, { "min_mrr", "MRR" },
-                  { "min_ndcg", ("nDCG@%d"):format(k) }, { "min_hit_rate", "taxa de acerto" } }
-  for _, item in ipairs(named) do
-    if t[item[1]] then limits[#limits + 1] = ("%s ≥ %s"):format(item[2], report.format_number(t[item[1]], 3)) end
+  for _, metric in ipairs(limited_metrics(k)) do
+    local limit = t[metric.key]
+    if limit then limits[#limits + 1] = ("%s ≥ %s"):format(metric.name, report.format_number(limit, 3)) end
   end
   if #limits > 0 then
     lines[#lines + 1] = "limites: " .. table.concat(limits, ", ")

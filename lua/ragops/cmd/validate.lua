@@ -172,7 +172,7 @@ end
 -- One pgvector search with settings { probes, ef_search }: EXPLAIN first
 -- (it also loads pgvector and warms the catalog), then each query timed.
 -- Returns { hits, latencies, plan } or nil, err.
-local function search_pgvector(target, batches, k, settings)
+local function timed_pgvector_search(target, batches, k, settings)
   local conn = target.conn
   local ok, err = validate.apply_settings(conn, validate.pgvector_settings(settings.probes, settings.ef_search))
   if not ok then return nil, err end
@@ -188,7 +188,7 @@ end
 
 -- Exact search over real[]: one scan for every query, so each query is
 -- charged the whole scan. Returns { hits, latencies, plan } or nil, err.
-local function search_real(target, batches, k, nqueries)
+local function timed_real_search(target, batches, k, nqueries)
   local started = core.now()
   local hits, rows = validate.search_real(target.conn, target.quoted_table, batches, k, nqueries)
   if not hits then return nil, rows end
@@ -216,7 +216,7 @@ end
 -- Thresholds: the flags' (opts.min_*) over the golden file's.
 local function thresholds_of(golden, opts)
   local out = {}
-  for _, key in ipairs({ "min_recall", "min_mrr", "min_ndcg", "min_hit_rate" }) do
+  for _, key in ipairs(validate.THRESHOLD_KEYS) do
     out[key] = opts[key] or golden[key]
   end
   return out
@@ -244,11 +244,11 @@ function M.measure(cfg, golden, k, opts)
     local found, serr
     if target.column_type then
       log.info("buscando top-%d com pgvector, uma consulta por vez", k)
-      found, serr = search_pgvector(target, prepared.batches, k,
+      found, serr = timed_pgvector_search(target, prepared.batches, k,
         { probes = opts.probes or validate.DEFAULTS.probes, ef_search = opts.ef_search })
     else
       log.info("coluna embedding é real[] (sem pgvector): busca exata por similaridade de cosseno")
-      found, serr = search_real(target, prepared.batches, k, #golden.queries)
+      found, serr = timed_real_search(target, prepared.batches, k, #golden.queries)
     end
     if not found then return nil, "falha na busca vetorial: " .. tostring(serr), validate.EXIT.unreachable end
     local result = scored(golden, k, thresholds_of(golden, opts), prepared, found)
@@ -263,7 +263,7 @@ local function sweep_row(target, prepared, golden, k, opts, value, exact)
   local sweep = opts.sweep
   local settings = { probes = sweep.method == "ivfflat" and value or opts.probes,
                      ef_search = sweep.method == "hnsw" and value or opts.ef_search }
-  local found, err = search_pgvector(target, prepared.batches, k, settings)
+  local found, err = timed_pgvector_search(target, prepared.batches, k, settings)
   if not found then return nil, err end
   local result = scored(golden, k, thresholds_of(golden, opts), prepared, found)
   local sum = result.summary
