@@ -1,7 +1,8 @@
 -- validate_spec.lua: the pure parts of `ragops validate`: metrics (entity
--- dedupe, recall@k, MRR, hit rate, thresholds), golden file validation with
--- file/line/key errors, the sandboxed loader, the pgvector SQL text, flag
--- parsing and the reports. The search itself is covered by
+-- dedupe, recall@k, MRR, nDCG@k, hit rate, thresholds, latency percentiles
+-- and the SLO), golden file validation with file/line/key errors, the
+-- sandboxed loader, the pgvector SQL text, EXPLAIN reading, the sweep (index
+-- recall, recommendation, refusals), flag parsing and the reports. The search itself is covered by
 -- tests/integration/validate_spec.lua and tests/c/test_vecsearch.c.
 require "tests.lua.c_stubs"
 
@@ -80,7 +81,7 @@ describe("validate.summarise", function()
 
   it("faz a média por consulta", function()
     local sum = validate.summarise(scores, 10, {})
-    assert.are.equal(0.625, sum.recall_at_k)
+    assert.are.equal(0.625, sum.recall)
     assert.are.equal(0.4375, sum.mrr)
     assert.are.equal(0.75, sum.hit_rate)
     assert.is_true(sum.passed)
@@ -105,7 +106,8 @@ describe("validate.summarise", function()
 
   it("sem consultas: tudo 0", function()
     local sum = validate.summarise({}, 10, { min_recall = 0.1 })
-    assert.are.equal(0, sum.recall_at_k)
+    assert.are.equal(0, sum.recall)
+    assert.are.equal(0, sum.ndcg)
     assert.is_false(sum.passed)
   end)
 end)
@@ -263,8 +265,8 @@ describe("cmd.validate.options", function()
   local function opts(...)
     return cmd_validate.options(cli.parse({ ... }, {
       config = "string", k = "string", ["min-recall"] = "string", ["min-mrr"] = "string",
-      ["min-hit-rate"] = "string", probes = "string", ["ef-search"] = "string",
-      ["report-json"] = "string", quiet = "bool" }), cli)
+      ["min-ndcg"] = "string", ["min-hit-rate"] = "string", probes = "string", ["ef-search"] = "string",
+      ["target-recall"] = "string", ["report-json"] = "string", quiet = "bool" }), cli)
   end
   local function usage(...)
     local ok, err = pcall(opts, ...)
@@ -289,6 +291,32 @@ describe("cmd.validate.options", function()
     assert.matches("%-%-probes espera um inteiro", usage("--probes", "muitos"))
     assert.matches("^uso: ragops validate", usage("a.lua", "b.lua"))
   end)
+
+  it("uma lista de valores em --probes ou --ef-search pede a varredura", function()
+    local o = opts("--probes", "1,5,10,20,40")
+    assert.are.same({ 1, 5, 10, 20, 40 }, o.sweep.values)
+    assert.are.equal("ivfflat", o.sweep.method)
+    assert.are.equal("ivfflat.probes", o.sweep.setting)
+    assert.are.equal(10, o.probes)
+    assert.are.equal(0.95, o.target_recall)
+    o = opts("--ef-search", "200,20,40,20", "--target-recall", "0.9")
+    assert.are.same({ 20, 40, 200 }, o.sweep.values)
+    assert.are.equal("hnsw", o.sweep.method)
+    assert.are.equal(0.9, o.target_recall)
+    o = opts("--probes", "4", "--ef-search", "80")
+    assert.is_nil(o.sweep)
+    assert.are.equal(4, o.probes)
+    assert.are.equal(80, o.ef_search)
+  end)
+
+  it("recusa listas inválidas, duas varreduras juntas e --target-recall sem varredura", function()
+    assert.matches("%-%-probes espera um inteiro entre 1 e 100000 ou uma lista", usage("--probes", "1,x"))
+    assert.matches("%-%-ef%-search espera um inteiro", usage("--ef-search", "20,,40"))
+    assert.matches("varra um ajuste por vez", usage("--probes", "1,5", "--ef-search", "20,40"))
+    assert.matches("%-%-target%-recall só vale numa varredura", usage("--target-recall", "0.9"))
+    assert.matches("%-%-target%-recall espera um número entre 0 e 1", usage("--probes", "1,5", "--target-recall", "95"))
+    assert.matches("%-%-min%-ndcg espera um número entre 0 e 1", usage("--min-ndcg", "2"))
+  end)
 end)
 
 describe("relatórios", function()
@@ -300,10 +328,12 @@ describe("relatórios", function()
     validate.score_query(golden.queries[1], { hit("verse", "3", 0, 0.91) }),
     validate.score_query(golden.queries[2], {}),
   }
-  local function result(thresholds)
-    return { golden = golden, k = 10, storage = "real[]", rows = 2, model = "m", scores = scores,
-             summary = validate.summarise(scores, 10, thresholds), thresholds = thresholds,
-             missing = { [2] = { [2] = true } }, missing_count = 1, elapsed_s = 1.5 }
+  local function result(thresholds, latencies, slo)
+    local summary = validate.summarise(scores, 10, thresholds)
+    validate.apply_slo(summary, validate.percentiles(latencies or { 3, 5 }), slo or { p95_ms = 250, enforce = false })
+    return { golden = golden, k = 10, plan = { storage = "real[]", column = "real[]", rows = 2 }, model = "m",
+             scores = scores, summary = summary, thresholds = thresholds, latencies = latencies or { 3, 5 },
+             latency_basis = "per_query", missing = { [2] = { [2] = true } }, missing_count = 1, elapsed_s = 1.5 }
   end
 
   it("texto em pt-BR com posição, melhor resultado, métricas e veredito", function()
@@ -313,7 +343,10 @@ describe("relatórios", function()
     assert.matches("verse 3 %(0,910%)", text)
     assert.matches("%-,ausente", text)
     assert.matches("%(nenhum resultado%)", text)
-    assert.matches("recall@10: 0,500   MRR: 0,500   taxa de acerto: 0,500", text)
+    assert.matches("recall@10: 0,500   MRR: 0,500   nDCG@10: 0,500   taxa de acerto: 0,500", text)
+    assert.matches("busca: busca exata em C %(real%[%], 2 vetores; sem pgvector%)", text)
+    assert.matches("latência da busca: p50 3,0 ms   p95 5,0 ms   p99 5,0 ms   %(cada consulta sozinha", text)
+    assert.matches("SLO: p95 ≤ 250 ms: atendido", text)
     assert.matches("resultado: REPROVADO %(recall@10 0,500 < 0,900%)", text)
     assert.matches("1 entidade%(s%) esperada%(s%) não existem", text)
     assert.matches("resultado: aprovado", validate.format(result({})))
@@ -331,6 +364,15 @@ describe("relatórios", function()
     assert.are.equal(1, doc.per_query[1].ranks[1])
     assert.are.equal(cjson.null, doc.per_query[2].ranks[1])
     assert.is_true(doc.per_query[2].expect[2].missing)
+    assert.are.equal(0.5, doc.ndcg)
+    assert.are.equal(1, doc.per_query[1].ndcg)
+    assert.are.same({ p50 = 3, p95 = 5, p99 = 5, max = 5, queries = 2 }, doc.latency_ms)
+    assert.are.equal(5, doc.per_query[2].latency_ms)
+    assert.are.same({ p95_ms = 250, enforce = false, met = true }, doc.slo)
+    assert.are.equal("real[]", doc.storage)
+    assert.are.equal("busca exata em C (real[], 2 vetores; sem pgvector)", doc.plan.description)
+    assert.are.equal(cjson.null, doc.plan.index)
+    assert.is_nil(doc.sweep)
     local raw = validate.json(result({}))
     assert.matches('"violations":%[%]', raw)
     assert.matches('"top":%[%]', raw)
@@ -340,5 +382,197 @@ describe("relatórios", function()
     local text, len = validate.clip("ação ação ação", 6)
     assert.are.equal("ação …", text)
     assert.are.equal(6, len)
+  end)
+end)
+
+describe("validate.ndcg (relevância binária, ideal sobre min(#esperadas, k))", function()
+  local function log2(x) return math.log(x) / math.log(2) end
+
+  it("casos calculados à mão", function()
+    assert.are.equal(1, validate.ndcg({ 1 }, 10))
+    assert.are.equal(0.5, validate.ndcg({ 3 }, 10)) -- 1/log2(4)
+    -- duas esperadas nas posições 1 e 3: (1 + 1/2) / (1 + 1/log2(3))
+    assert.is_true(math.abs(validate.ndcg({ 1, 3 }, 10) - 1.5 / (1 + 1 / log2(3))) < 1e-12)
+    assert.is_true(math.abs(validate.ndcg({ 1, 3 }, 10) - 0.919720) < 1e-6)
+    -- três esperadas, k = 2: o ideal só tem 2 posições; uma achada na 2ª
+    assert.is_true(math.abs(validate.ndcg({ false, 2, false }, 2) - 0.386853) < 1e-6)
+    assert.are.equal(0, validate.ndcg({ false, false }, 10))
+    assert.are.equal(0, validate.ndcg({ 5 }, 3)) -- além do k não conta
+  end)
+
+  it("score_query calcula o nDCG pelas posições entre entidades distintas", function()
+    local hits = { hit("verse", "1"), hit("verse", "1", 1), hit("verse", "2"), hit("verse", "3") }
+    local s = validate.score_query(query("4", "3"), hits, 4)
+    assert.are.same({ false, 3 }, s.ranks)
+    assert.is_true(math.abs(s.ndcg - 0.5 / (1 + 1 / log2(3))) < 1e-12)
+    assert.are.equal(1, validate.score_query(query("1"), hits, 4).ndcg)
+  end)
+
+  it("summarise faz a média e reprova abaixo de min_ndcg", function()
+    local sum = validate.summarise({ { ndcg = 1 }, { ndcg = 0.5 } }, 5, { min_ndcg = 0.8 })
+    assert.are.equal(0.75, sum.ndcg)
+    assert.are.same({ "nDCG@5 0,750 < 0,800" }, sum.violations)
+  end)
+end)
+
+describe("validate.percentiles e o SLO", function()
+  it("percentil pelo método do posto mais próximo", function()
+    local samples = {}
+    for i = 100, 1, -1 do samples[#samples + 1] = i end
+    assert.are.same({ p50 = 50, p95 = 95, p99 = 99, max = 100, n = 100 }, validate.percentiles(samples))
+    local twenty = {}
+    for i = 1, 20 do twenty[i] = i end
+    assert.are.equal(19, validate.percentiles(twenty).p95)
+    assert.are.same({ p50 = 3, p95 = 5, p99 = 5, max = 5, n = 3 }, validate.percentiles({ 5, 1, 3 }))
+    assert.are.equal(7, validate.percentiles({ 7 }).p99)
+    assert.is_nil(validate.percentiles({}))
+  end)
+
+  it("p95 acima do SLO é relatado; só reprova com enforce = true", function()
+    local lat = validate.percentiles({ 100, 300 })
+    local sum = validate.apply_slo(validate.summarise({}, 10, {}), lat, { p95_ms = 250, enforce = false })
+    assert.is_true(sum.passed)
+    assert.is_false(sum.slo.met)
+    assert.are.same({}, sum.violations)
+    sum = validate.apply_slo(validate.summarise({}, 10, {}), lat, { p95_ms = 250, enforce = true })
+    assert.is_false(sum.passed)
+    assert.are.same({ "latência p95 300,0 ms > SLO 250 ms" }, sum.violations)
+    sum = validate.apply_slo(validate.summarise({}, 10, {}), validate.percentiles({ 250 }), { p95_ms = 250, enforce = true })
+    assert.is_true(sum.passed)
+    assert.is_true(sum.slo.met)
+  end)
+
+  it("o golden pode trocar o SLO, validado como as outras chaves", function()
+    local function golden(slo)
+      return { slo = slo, queries = { { query = "luz", expect = { { entity_type = "verse", entity_id = 3 } } } } }
+    end
+    assert.are.same({ p95_ms = 250, enforce = false }, validate.check_golden(golden(nil), "g.lua").slo)
+    assert.are.same({ p95_ms = 80, enforce = true }, validate.check_golden(golden({ p95_ms = 80, enforce = true }), "g.lua").slo)
+    assert.matches('chave "slo%.p95": desconhecida; chaves válidas: p95_ms, enforce',
+      error_of(validate.check_golden, golden({ p95 = 80 }), "g.lua"))
+    assert.matches('chave "slo%.p95_ms": valor 0 inválido', error_of(validate.check_golden, golden({ p95_ms = 0 }), "g.lua"))
+    assert.matches('chave "slo%.enforce": valor "sim" inválido; esperado true ou false',
+      error_of(validate.check_golden, golden({ enforce = "sim" }), "g.lua"))
+    assert.matches('chave "slo": valor 250 inválido', error_of(validate.check_golden, golden(250), "g.lua"))
+  end)
+
+  it("relatório: SLO não atendido sem enforce diz que não reprova; com k ≠ 10 lembra o top_k do SLO", function()
+    local golden = { file = "g.lua", queries = { { query = "a", expect = { { entity_type = "verse", entity_id = "1" } } } } }
+    local scores = { validate.score_query(golden.queries[1], { hit("verse", "1") }, 5) }
+    local summary = validate.apply_slo(validate.summarise(scores, 5, {}), validate.percentiles({ 400 }),
+      { p95_ms = 250, enforce = false })
+    local text = validate.format({ golden = golden, k = 5, plan = { storage = "vector", column = "vector(8)" },
+      model = "m", scores = scores, summary = summary, thresholds = {} })
+    assert.matches("SLO: p95 ≤ 250 ms %(definido para top_k = 10%): NÃO atendido %(p95 400,0 ms%); não reprova", text)
+    assert.matches("resultado: aprovado", text)
+  end)
+end)
+
+describe("plano da busca: cabeçalho e EXPLAIN", function()
+  local base = { storage = "vector", column = "vector(1536)" }
+  local function with(fields)
+    local plan = {}
+    for k, v in pairs(base) do plan[k] = v end
+    for k, v in pairs(fields) do plan[k] = v end
+    return plan
+  end
+
+  it("mostra o ajuste que vale para o índice, ou busca exata", function()
+    local hnsw = validate.plan_label(with({ index = { name = "ix_h", method = "hnsw" },
+      setting = { name = "hnsw.ef_search", value = "40" } }))
+    assert.are.equal("pgvector (vector(1536)), índice ix_h (hnsw, hnsw.ef_search = 40)", hnsw)
+    local ivf = validate.plan_label(with({ index = { name = "ix_i", method = "ivfflat" },
+      setting = { name = "ivfflat.probes", value = "10" } }))
+    assert.are.equal("pgvector (vector(1536)), índice ix_i (ivfflat, ivfflat.probes = 10)", ivf)
+    assert.are.equal("pgvector (vector(1536)), busca exata (sem índice)", validate.plan_label(with({})))
+    assert.are.equal("busca exata em C (real[], 33.608 vetores; sem pgvector)",
+      validate.plan_label({ storage = "real[]", column = "real[]", rows = 33608 }))
+  end)
+
+  it("diz se o índice foi usado pelo EXPLAIN", function()
+    local ix = { name = "ix_h", method = "hnsw" }
+    assert.matches("^plano: índice usado %(EXPLAIN, 5 de 5", validate.plan_usage(with({ index = ix, used = 5, total = 5 })))
+    local unused = validate.plan_usage(with({ index = ix, used = 0, total = 5 }))
+    assert.matches("^plano: índice não usado", unused)
+    assert.matches("busca exata, não do hnsw", unused)
+    assert.matches("usado em 2 de 5 consultas", validate.plan_usage(with({ index = ix, used = 2, total = 5 })))
+    assert.is_nil(validate.plan_usage(with({ used = 0, total = 5 })))
+  end)
+
+  it("lê o índice do plano em JSON do EXPLAIN", function()
+    local index_scan = [[ [{"Plan": {"Node Type": "Limit", "Plans": [{"Node Type": "Index Scan",
+      "Index Name": "rag_documents_embedding_hnsw", "Relation Name": "rag_documents"}]}}] ]]
+    assert.are.equal("rag_documents_embedding_hnsw", validate.plan_index(index_scan))
+    local seq = [[ [{"Plan": {"Node Type": "Limit", "Plans": [{"Node Type": "Sort",
+      "Plans": [{"Node Type": "Seq Scan", "Relation Name": "rag_documents"}]}]}}] ]]
+    assert.is_false(validate.plan_index(seq))
+    assert.is_nil(validate.plan_index("não é json"))
+    assert.matches("^explain %(format json%) select ", validate.explain_sql('"t"', "vector"))
+  end)
+end)
+
+describe("varredura de probes/ef_search", function()
+  local function h(id, score) return { entity_type = "verse", entity_id = id, chunk_index = 0, score = score } end
+
+  it("recall do índice contra a busca exata, por chunk, com empate no corte", function()
+    local exact = { { h("a", 0.9), h("b", 0.8), h("c", 0.7) } }
+    assert.are.equal(2 / 3, validate.index_recall({ { h("a", 0.9), h("c", 0.7), h("z", 0.5) } }, exact))
+    -- "d" está à mesma distância que o 3º exato: conta como acerto
+    assert.are.equal(1, validate.index_recall({ { h("a", 0.9), h("b", 0.8), h("d", 0.7) } }, exact))
+    -- consultas sem resultado exato não entram na média
+    assert.are.equal(0.5, validate.index_recall({ { h("a", 0.9) }, {} }, { { h("a", 0.9), h("b", 0.8) }, {} }))
+    assert.is_nil(validate.index_recall({ {} }, { {} }))
+  end)
+
+  local function row(value, index_recall, used)
+    return { value = value, index_recall = index_recall, used = used or 28, total = 28 }
+  end
+
+  it("recomenda o menor valor que atinge o recall alvo", function()
+    local rows = { row(1, 0.6), row(5, 0.9), row(10, 0.95), row(20, 0.99) }
+    assert.are.equal(10, validate.recommend(rows, 0.95))
+    assert.are.equal(20, validate.recommend(rows, 0.99))
+    assert.are.equal(1, validate.recommend(rows, 0.5))
+    assert.is_nil(validate.recommend(rows, 1))
+  end)
+
+  it("não recomenda um valor em que o planejador não usou o índice (o recall 1 ali é de busca exata)", function()
+    -- visto no demo: HNSW com ef_search = 100 em varredura sequencial nas 28 consultas
+    local rows = { row(20, 0.864), row(40, 0.939), row(100, 1, 0), row(200, 0.982) }
+    assert.are.equal(200, validate.recommend(rows, 0.95))
+    assert.is_nil(validate.recommend({ row(20, 0.9), row(40, 1, 27) }, 0.95))
+  end)
+
+  it("recusa real[], índice do outro tipo e tabela sem índice", function()
+    local probes = { flag = "--probes", method = "ivfflat" }
+    local ef = { flag = "--ef-search", method = "hnsw" }
+    local real = validate.sweep_problem("real[]", {}, probes, "rag_documents")
+    assert.matches("a coluna embedding de rag_documents é real%[%]: sem a extensão vector não há índice", real)
+    local ivf = { { name = "ix_i", method = "ivfflat" } }
+    assert.matches("%-%-ef%-search é ajuste de índice hnsw, mas o índice de rag_documents é ivfflat %(ix_i%): use %-%-probes",
+      validate.sweep_problem("vector", ivf, ef, "rag_documents"))
+    assert.matches("não tem índice vetorial", validate.sweep_problem("vector", {}, ef, "rag_documents"))
+    assert.is_nil(validate.sweep_problem("vector", ivf, probes, "rag_documents"))
+    assert.is_nil(validate.sweep_problem("halfvec", { { name = "ix_h", method = "hnsw" } }, ef, "t"))
+  end)
+
+  it("tabela com uma linha por valor, a busca exata de referência, a recomendação e o aviso das construções", function()
+    local lat = { p50 = 1.5, p95 = 2.4, p99 = 3 }
+    local sweep = { setting = "hnsw.ef_search", target_recall = 0.95, recommended = 40, k = 10,
+      rows = { { value = 20, index_recall = 0.9, recall = 0.8, ndcg = 0.7, latency_ms = lat, used = 5, total = 5 },
+               { value = 40, index_recall = 0.97, recall = 0.85, ndcg = 0.75, latency_ms = lat, used = 5, total = 5 } },
+      exact = { recall = 0.86, ndcg = 0.76, latency_ms = lat } }
+    local text = validate.format_sweep(sweep)
+    assert.matches("\n  20%s+0,900%s+0,800%s+0,700%s+1,5 ms%s+2,4 ms%s+5 de 5", text)
+    assert.matches("\n  40%s+0,970", text)
+    assert.matches("\n  busca exata%s+1,000%s+0,860", text)
+    assert.matches("recomendação: hnsw%.ef_search = 40, o menor valor com recall do índice ≥ 0,95", text)
+    assert.matches("0,696 e 0,786", text)
+    assert.is_nil(text:find("o planejador não usou", 1, true))
+    sweep.recommended = nil
+    sweep.rows[2].used = 0
+    text = validate.format_sweep(sweep)
+    assert.matches("nenhum valor testado chega a recall do índice ≥ 0,95 com o índice em uso", text)
+    assert.matches("atenção: com hnsw%.ef_search = 40 o planejador não usou o índice em 5 de 5 consultas", text)
   end)
 end)

@@ -176,15 +176,25 @@ M.TEXT = {
     .. COMMON,
 
   validate = "Uso: ragops validate [GOLDEN.lua] [opções]\n\n"
-    .. "Mede recall@k, MRR e taxa de acerto contra um conjunto de consultas com respostas\n"
-    .. "esperadas (padrão: plans/validate_quality.lua); código 1 abaixo do limite.\n\nOpções:\n"
+    .. "Mede recall@k, MRR, nDCG@k, taxa de acerto e a latência da busca (p50/p95/p99, cada\n"
+    .. "consulta sozinha, sem o embedding) contra um conjunto de consultas com respostas esperadas\n"
+    .. "(padrão: plans/validate_quality.lua) e o SLO (p95 ≤ 250 ms; slo = { p95_ms, enforce } no\n"
+    .. "golden). Diz o plano usado: o índice e o ajuste dele (ivfflat.probes ou hnsw.ef_search),\n"
+    .. "se o EXPLAIN mostra o índice em uso, ou busca exata. Código 1 abaixo do limite.\n\n"
+    .. "Varredura: uma lista em --probes (IVFFlat) ou --ef-search (HNSW) mede, para cada valor, o\n"
+    .. "recall do índice contra a busca exata, o recall@k do golden e a latência, e recomenda o\n"
+    .. "menor valor com recall do índice ≥ --target-recall (código 1 se nenhum chega lá). O recall\n"
+    .. "do índice varia entre construções: repita a varredura depois de recriar o índice.\n\nOpções:\n"
     .. COMMON
     .. "  --k K                  tamanho do top-k\n"
     .. "  --min-recall R         recall@k mínimo (0 a 1)\n"
     .. "  --min-mrr M            MRR mínimo (0 a 1)\n"
+    .. "  --min-ndcg N           nDCG@k mínimo (0 a 1)\n"
     .. "  --min-hit-rate H       taxa de acerto mínima (0 a 1)\n"
-    .. "  --probes N             ivfflat.probes da sessão\n"
-    .. "  --ef-search N          hnsw.ef_search da sessão\n"
+    .. "  --probes N|LISTA       ivfflat.probes da sessão (padrão 10); uma lista (1,5,10,20,40) varre\n"
+    .. "  --ef-search N|LISTA    hnsw.ef_search da sessão (padrão: o do servidor); uma lista\n"
+    .. "                         (20,40,100,200) varre\n"
+    .. "  --target-recall R      recall do índice que a varredura recomenda (padrão 0.95)\n"
     .. "  --report-json ARQUIVO  grava o relatório em JSON\n",
 }
 
