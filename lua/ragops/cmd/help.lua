@@ -64,7 +64,7 @@ Uso:
   ragops failures list [filtros]              fila de falhas (em aberto; --all = histórico)
   ragops failures retry [filtros]             reprocessa as falhas em aberto
   ragops index create|drop|status [opções]    índice vetorial (pgvector)
-  ragops validate [GOLDEN.lua] [opções]       recall@k e MRR contra um conjunto de consultas
+  ragops validate [GOLDEN.lua] [opções]       recall@k, MRR, nDCG@k e latência da busca (p95)
   ragops status [--json]                      execuções, cobertura, atraso, falhas e índices
   ragops sync [PLANO.lua] [--follow]          aplica as mudanças da origem (watermark ou fila)
   ragops sync install|uninstall PLANO.lua     gatilhos e fila de mudanças da estratégia trigger
