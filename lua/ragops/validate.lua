@@ -50,7 +50,7 @@ end
 -- Golden file: loading and validation
 ---------------------------------------------------------------------------
 
-local ROOT_KEYS = { "name", "description", "k", "min_recall", "min_mrr", "min_hit_rate", "queries" }
+local ROOT_KEYS = { "name", "description", "k", "min_recall", "min_mrr", "min_hit_rate", "queries", "compare" }
 local QUERY_KEYS = { "query", "expect", "note" }
 local EXPECT_KEYS = { "entity_type", "entity_id" }
 local QUERY_LINE = "%f[%w_]query%s*="
@@ -131,7 +131,7 @@ function M.check_golden(value, path, text)
   local nqueries = type(value.queries) == "table" and #value.queries or nil
   local c = new_checker(path, text, nqueries)
   c.only_keys(value, ROOT_KEYS, nil, c.where(nil, nil))
-  local out = { name = value.name, description = value.description }
+  local out = { name = value.name, description = value.description, compare = value.compare } -- compare: ragops.model
   if value.name ~= nil and (type(value.name) ~= "string" or value.name == "") then
     c.fail(c.where(nil, "name"), "name", ("valor %s inválido; esperado um texto não vazio"):format(show(value.name)))
   end

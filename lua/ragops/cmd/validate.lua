@@ -108,6 +108,8 @@ local function measure(cfg, golden, k, opts)
   return found, coltype
 end
 
+M.measure = measure -- `ragops model compare` measures live and shadow with it
+
 -- `ragops validate [GOLDEN.lua] [flags]`; returns the exit code.
 function M.main(args, cli)
   local opts = M.options(cli.parse(args, M.FLAGS), cli)
