@@ -35,6 +35,19 @@ local function start_reader(url)
   return { log = log, stop = stop }
 end
 
+-- Holds the advisory lock (key1, key2) from a psql session in the
+-- background (for 10 s at most) until release() terminates it.
+local function hold_lock(url, key1, key2)
+  os.execute(("psql -X -q -d %s -c %s >/dev/null 2>&1 &"):format(H.q(url),
+    H.q(("select pg_advisory_lock(%s, %s), pg_sleep(10)"):format(key1, key2))))
+  local held = ("from pg_locks where locktype = 'advisory' and granted and classid = %d"):format(key1)
+  for _ = 1, 200 do
+    if H.scalar(url, "select count(*) " .. held) > 0 then break end
+    H.sleep(0.05)
+  end
+  return function() H.psql(url, "select pg_terminate_backend(pid) " .. held) end
+end
+
 -- Stops the reader; returns its answers (lines).
 local function stop_reader(reader)
   local f = io.open(reader.stop, "w"); f:close()
@@ -135,28 +148,32 @@ H.each_storage(function(storage)
       assert.are.equal(1, report.live.summary.mrr or report.live.summary.recall_at_k)
       assert.matches("resultado: aprovado", out)
 
-      -- A source change applied to the live table only: the shadow is stale.
-      H.psql(url, "update verses set text = 'And the new word came', updated_at = now() where id = 5")
+      -- Source changes applied to the live table only (as the sync does): the
+      -- shadow is stale; the catch-up pass applies the change and the deletion.
+      H.psql(url, [[update verses set text = 'And the new word came', updated_at = now() where id = 5;
+                    delete from verses where id = 6]])
       code, _, err = ragops("backfill --quiet")
       assert.are.equal(0, code, err)
       refused("model switch", "desatualizada em 1 entidade")
       _, _, _, rep = ragops("backfill --target shadow --quiet", { report = true })
       assert.are.equal(1, rep.embedded, "a passada de alcance só regera o que mudou")
+      assert.are.equal(1, rep.deleted)
+      assert.are.equal(0, H.scalar(url, "select count(*) from rag_documents__shadow where entity_id = '6' "
+        .. "and entity_type = 'verse'"))
       code, out, err = ragops("model compare " .. H.q(golden))
       assert.are.equal(0, code, out .. err)
 
       -- Another model command holds the lock: the switch is refused.
-      os.execute(("psql -X -q -d %s -c %s >/dev/null 2>&1 &"):format(H.q(url),
-        H.q("select pg_advisory_lock(7265680, hashtext('rag_documents')), pg_sleep(4)")))
-      for _ = 1, 100 do
-        if H.scalar(url, "select count(*) from pg_locks where locktype = 'advisory' and classid = 7265680") > 0 then
-          break
-        end
-        H.sleep(0.05)
-      end
+      local release = hold_lock(url, 7265680, "hashtext('rag_documents')")
       refused("model switch", "outro comando `ragops model` está em andamento")
-      H.psql(url, [[select pg_terminate_backend(pid) from pg_locks where locktype = 'advisory'
-                     and classid = 7265680]])
+      release()
+      -- A run in progress on the live table (a sync follower): refused too.
+      local run_id = H.scalar(url, [[insert into ragops_runs (plan, status) values ('sync', 'running')
+                                      returning id]])
+      release = hold_lock(url, 7265677, run_id)
+      refused("model switch", "1 execução%(ões%) em andamento na tabela atual")
+      release()
+      H.psql(url, "update ragops_runs set status = 'interrupted' where id = " .. run_id)
 
       local reader = start_reader(url)
       H.sleep(0.3)
@@ -208,6 +225,16 @@ H.each_storage(function(storage)
       assert.are.equal(0, code, out .. err)
       assert.are.equal(0, H.scalar(url, "select count(*) from pg_class where relname = 'rag_documents__previous'"))
       refused("model drop-previous", "não há tabela anterior")
+
+      -- --force skips the gates (an empty shadow here), in the log and the record.
+      code, out, err = ragops(("model prepare --model %s --dim 1536 --config %s"):format(LIVE_MODEL, H.q(new_cfg)))
+      assert.are.equal(0, code, out .. err)
+      refused("model switch --config " .. H.q(new_cfg), "não cobre")
+      code, out, err = ragops("model switch --force --config " .. H.q(new_cfg))
+      assert.are.equal(0, code, out .. err)
+      assert.matches("troca forçada %(%-%-force%) na tabela rag_documents, apesar de: a sombra não cobre", err)
+      assert.are.equal("t", H.scalar(url, [[select forced from ragops_model_targets
+                                             where live_table = 'rag_documents' and role = 'live']]))
       os.remove(golden)
     end)
   end)
