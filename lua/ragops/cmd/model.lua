@@ -190,8 +190,8 @@ local function compare(args, cli)
   if not positional[1] then cli.usage_error("uso: ragops model compare GOLDEN.lua [--k K] [--report-json ARQUIVO]") end
   local golden, thresholds = load_golden(positional[1])
   if not golden then return fail(exit.usage, "%s", thresholds) end
-  local k = tonumber(opts.k) or golden.k or validate.DEFAULTS.k
-  if not plan_mod.is_integer(k) or k < 1 or k > validate.MAX_K then
+  local k = opts.k and tonumber(opts.k) or golden.k or validate.DEFAULTS.k
+  if opts.k and not tonumber(opts.k) or not plan_mod.is_integer(k) or k < 1 or k > validate.MAX_K then
     cli.usage_error("--k espera um inteiro entre 1 e %d, recebi %q", validate.MAX_K, tostring(opts.k))
   end
   local cfg, conn = open(opts)
@@ -199,7 +199,8 @@ local function compare(args, cli)
   local rows = record(conn, cfg)
   if not rows then conn:close(); return exit.unreachable end
   if not rows.shadow then conn:close(); return fail(exit.usage, "%s", no_shadow(cfg)) end
-  local started = model.q(conn, "select now()::text as at")[1].at
+  local now, nerr = conn:query("select now()::text as at")
+  if not now then conn:close(); return fail(exit.unreachable, "falha ao ler o relógio do banco: %s", tostring(nerr)) end
   local sides = { live = { cfg = cfg }, shadow = { cfg = model.target_cfg(cfg, rows.shadow) } }
   for _, name in ipairs({ "live", "shadow" }) do
     local found, err, code = measure(sides[name].cfg, golden, k)
@@ -210,7 +211,7 @@ local function compare(args, cli)
   local json = compare_json(k, thresholds, sides, result)
   local saved, serr = conn:query([[update ragops_model_targets set compare_passed = $2, compare_at = $3::timestamptz,
       compare_report = $4::jsonb where live_table = $1 and role = 'shadow']], cfg.database.table, result.passed,
-    started, json)
+    now[1].at, json)
   conn:close()
   if not saved then return fail(exit.unreachable, "falha ao registrar a comparação: %s", tostring(serr)) end
   io.stdout:write(model.format_compare(result, ("%s (%s)"):format(cfg.database.table, cfg.provider.model),
