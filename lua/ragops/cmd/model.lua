@@ -99,6 +99,9 @@ local function prepare_spec(opts, sets, cli)
     end
     provider[PROVIDER_SETS[key]] = value
   end
+  if provider.url and not provider.url:match("^https?://[^/]") then
+    cli.usage_error("--set provider.url espera um endereço http:// ou https://, recebi %q", config.redact_url(provider.url))
+  end
   return { model = opts.model, dim = dim, storage = storage, provider = provider }
 end
 
