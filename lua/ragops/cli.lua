@@ -5,6 +5,7 @@
 local cmd_failures = require "ragops.cmd.failures"
 local cmd_index = require "ragops.cmd.index"
 local cmd_migrate = require "ragops.cmd.migrate"
+local cmd_model = require "ragops.cmd.model"
 local cmd_run = require "ragops.cmd.run"
 local cmd_status = require "ragops.cmd.status"
 local cmd_sync = require "ragops.cmd.sync"
@@ -77,6 +78,7 @@ local commands = {
   validate = cmd_validate.main,
   status = cmd_status.main,
   sync = cmd_sync.main,
+  model = cmd_model.main,
 }
 
 -- Flags of each command with options of its own (cli_help_spec checks that
@@ -88,6 +90,7 @@ M.FLAGS = {
   status = cmd_status.FLAGS,
   sync = cmd_sync.FLAGS, ["sync install"] = cmd_sync.INSTALL_FLAGS, ["sync uninstall"] = cmd_sync.INSTALL_FLAGS,
 }
+for sub, flags in pairs(cmd_model.FLAGS) do M.FLAGS["model " .. sub] = flags end
 
 -- A path inside the installation (RAGOPS_HOME, set by engine/main.c).
 function M.home_path(rel)

@@ -8,12 +8,10 @@ local M = {}
 
 local LOCK_KEY = 7265676 -- advisory lock id for "ragops migrate"
 
--- The migrations. Each is a function(ctx) returning a list of SQL statements;
--- ctx = { table = quoted target table, embedding_type = "real[]" | "vector(N)" | "halfvec(N)" }.
-M.migrations = {
-  { version = 1, description = "tabela de documentos, execuções e falhas",
-    sql = function(ctx)
-      return {
+-- The target table's statements (migration 1, and `ragops model prepare`
+-- for the shadow table); ctx as in M.migrations.
+function M.target_statements(ctx)
+  return {
         ([[create table if not exists %s (
              id bigserial primary key,
              entity_type text not null,
@@ -29,6 +27,16 @@ M.migrations = {
              unique (entity_type, entity_id, chunk_index))]]):format(ctx.table, ctx.embedding_type),
         ([[create index if not exists %s on %s (entity_type, source_updated_at)]])
           :format(ctx.index_name("type_updated"), ctx.table),
+  }
+end
+
+-- The migrations. Each is a function(ctx) returning a list of SQL statements;
+-- ctx = { table = quoted target table, embedding_type = "real[]" | "vector(N)" | "halfvec(N)" }.
+M.migrations = {
+  { version = 1, description = "tabela de documentos, execuções e falhas",
+    sql = function(ctx)
+      local out = M.target_statements(ctx)
+      for _, stmt in ipairs({
         [[create table if not exists ragops_runs (
             id bigserial primary key,
             plan text not null,
@@ -56,7 +64,8 @@ M.migrations = {
             resolved_run_id bigint)]],
         [[create unique index if not exists ragops_failures_open
             on ragops_failures (entity_type, entity_id) where resolved_at is null]],
-      }
+      }) do out[#out + 1] = stmt end
+      return out
     end },
   { version = 2, description = "unidades de trabalho para rodar vários processos (--scale-out)",
     sql = function()
@@ -130,6 +139,37 @@ M.migrations = {
             primary key (plan, entity_type))]],
       }
     end },
+  { version = 7, description = "alvos da troca de modelo azul/verde (atual, sombra, anterior) por tabela",
+    sql = function()
+      return {
+        -- live_table: the configured target name the retrieval API queries.
+        -- role: 'live' (that name), 'shadow' (<name>__shadow, being filled),
+        --   'previous' (<name>__previous, kept for rollback).
+        -- model, dim, storage: the target's embedding model, dimension and
+        --   column type ("vector(256)", "real[]").
+        -- provider: provider settings the runs on this target override
+        --   (e.g. {"url": ...}), from `model prepare --set provider.url=...`.
+        -- prepared_at: when `model prepare` created it (or the record saw it).
+        -- switched_at, forced: the last time it became live, and whether that
+        --   switch skipped the gates (--force).
+        -- compare_passed, compare_at, compare_report: the last `model compare`
+        --   of this target as shadow: verdict, when it started, the report.
+        [[create table if not exists ragops_model_targets (
+            live_table text not null,
+            role text not null check (role in ('live', 'shadow', 'previous')),
+            model text not null,
+            dim int not null,
+            storage text not null,
+            provider jsonb not null default '{}',
+            prepared_at timestamptz not null default now(),
+            switched_at timestamptz,
+            forced boolean not null default false,
+            compare_passed boolean,
+            compare_at timestamptz,
+            compare_report jsonb,
+            primary key (live_table, role))]],
+      }
+    end },
 }
 
 -- Most dimensions pgvector indexes (ivfflat/hnsw) per column type.
@@ -155,6 +195,7 @@ local function embedding_type(storage, dim)
   if storage == "vector" or storage == "halfvec" then return ("%s(%d)"):format(storage, dim) end
   return "real[]"
 end
+M.embedding_type = embedding_type
 
 -- A problem that retrying cannot fix (configuration or privileges): run()
 -- returns it with kind "usage" (exit 2) instead of "unreachable".
@@ -193,14 +234,19 @@ end
 
 -- Applies pending migrations on conn. Returns { applied = {versions}, current = n }
 -- or nil, err, kind ("usage" when retrying cannot help, else "unreachable").
-function M.run(conn, cfg)
-  local target = cfg.database.table
-  local ctx = {
+-- The ctx of the target statements for table `target` (embedding_type set
+-- by the caller).
+function M.target_context(target)
+  return {
     table = sqlname.quote_table(target),
     index_name = function(suffix)
       return pg.quote_ident(sqlname.relation(target) .. "_" .. suffix)
     end,
   }
+end
+
+function M.run(conn, cfg)
+  local ctx = M.target_context(cfg.database.table)
   local function q(sql, ...)
     local rows, err = conn:query(sql, ...)
     if not rows then error(err, 0) end

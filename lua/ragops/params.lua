@@ -18,9 +18,10 @@ local function split_list(text)
 end
 M.split_list = split_list
 
--- Params the engine itself reads (the filters of backfill/reindex) and the
+-- Params the engine itself reads (the filters of backfill/reindex, and the
+-- target: "shadow" runs on the model change's shadow, ragops.model) and the
 -- operating limits; with the keys the plan reads, the valid --set keys.
-M.FILTER_KEYS = { "entity_type", "entity_id", "since", "until", "mode" }
+M.FILTER_KEYS = { "entity_type", "entity_id", "since", "until", "mode", "target" }
 local FILTER_FLAGS = { entity_type = "--entity-type", entity_id = "--entity-id" }
 
 -- A filter list that selects nothing is a usage error, not "no filter" (an

@@ -16,6 +16,7 @@ local http = require "ragops.http"
 local log = require "ragops.log"
 local metrics_endpoint = require "ragops.metrics_endpoint"
 local metrics_mod = require "ragops.metrics"
+local model = require "ragops.model"
 local params_mod = require "ragops.params"
 local pool_mod = require "ragops.pool"
 local progress = require "ragops.progress"
@@ -76,8 +77,9 @@ local function check_options(p, opts)
   return true
 end
 
--- Opens the pool and checks the target and the date range on one session.
--- Returns pool, embedding column type or nil, exit code, err.
+-- Opens the pool and checks the target (its model too: ragops.model) and
+-- the date range on one session. Returns pool, embedding column type or nil,
+-- exit code, err.
 local function open_target(cfg, p, s)
   local pool = pool_mod.new {
     conninfo = cfg.database.url, sched = s, on_connect = store_pg.prepare_connection,
@@ -86,6 +88,10 @@ local function open_target(cfg, p, s)
   local conn, cerr = pool:acquire()
   if not conn then return nil, exit.unreachable, backends.connect_error(cfg, cerr) end
   local coltype, terr, code = backends.check_target(conn, cfg)
+  if coltype then
+    local ok, merr, mcode = model.check_table_model(conn, cfg, p.mode)
+    if not ok then coltype, terr, code = nil, merr, mcode end
+  end
   if coltype then
     local ok, derr = backends.check_date_range(conn, p.scope)
     if not ok then coltype, terr, code = nil, derr, exit.usage end
@@ -337,6 +343,10 @@ local function run_file(path, opts, params)
     return fail(exit.usage, "--log-format espera text ou json, recebi %q", format)
   end
   log.format = format
+  local tcfg, terr, tcode = model.target_config(cfg, params.target)
+  if not tcfg then return fail(tcode, "%s", terr) end
+  -- "live" (the default) leaves the run's identity as without --target.
+  cfg, params.target = tcfg, model.parse_target(params.target)
   local p, loaded = params_mod.load_plan(path, params)
   if not p then return fail(exit.usage, "%s", loaded) end
   params = loaded -- the run's identity (without batch.* and retry.*)

@@ -56,7 +56,7 @@ end
 ---------------------------------------------------------------------------
 
 local ROOT_KEYS = { "name", "description", "k", "min_recall", "min_mrr", "min_ndcg", "min_hit_rate", "slo",
-                    "queries" }
+                    "queries", "compare" }
 local SLO_KEYS = { "p95_ms", "enforce" }
 M.MAX_SLO_MS = 600000
 local QUERY_KEYS = { "query", "expect", "note" }
@@ -163,7 +163,7 @@ function M.check_golden(value, path, text)
   local nqueries = type(value.queries) == "table" and #value.queries or nil
   local c = new_checker(path, text, nqueries)
   c.only_keys(value, ROOT_KEYS, nil, c.where(nil, nil))
-  local out = { name = value.name, description = value.description }
+  local out = { name = value.name, description = value.description, compare = value.compare } -- compare: ragops.model
   if value.name ~= nil and (type(value.name) ~= "string" or value.name == "") then
     c.fail(c.where(nil, "name"), "name", ("valor %s inválido; esperado um texto não vazio"):format(show(value.name)))
   end

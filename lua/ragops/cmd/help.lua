@@ -8,6 +8,11 @@ local COMMON = [[
   --quiet                só erros no log do operador
 ]]
 
+-- The --target option of the index commands.
+local TARGET = [[
+  --target live|shadow   shadow: a sombra da troca de modelo (ragops model prepare)
+]]
+
 -- Options shared by run, backfill and reindex (cli.RUN_FLAGS).
 local RUN_OPTIONS = [[
 Opções de execução:
@@ -31,6 +36,8 @@ Opções de execução:
                          = metrics.listen)
   --metrics-push URL     envia os valores finais ao Pushgateway (job=ragops, instance=máquina;
                          = metrics.push_url)
+  --target live|shadow   shadow: grava na sombra da troca de modelo (ragops model prepare),
+                         com o modelo, a dimensão e o provedor registrados (= --set target=shadow)
   --quiet                só erros no log do operador
 
 Limites de operação (valem sobre os do plano; mesmas regras de validação):
@@ -65,6 +72,8 @@ Uso:
   ragops failures retry [filtros]             reprocessa as falhas em aberto
   ragops index create|drop|status [opções]    índice vetorial (pgvector)
   ragops validate [GOLDEN.lua] [opções]       recall@k, MRR, nDCG@k e latência da busca (p95)
+  ragops model prepare|compare|switch|rollback|drop-previous|drop-shadow|status
+                                              troca de modelo azul/verde (sombra, comparação, troca)
   ragops status [--json]                      execuções, cobertura, atraso, falhas e índices
   ragops sync [PLANO.lua] [--follow]          aplica as mudanças da origem (watermark ou fila)
   ragops sync install|uninstall PLANO.lua     gatilhos e fila de mudanças da estratégia trigger
@@ -165,15 +174,17 @@ M.TEXT = {
     .. "  --alter-dim            converte a coluna para vector(N) ou halfvec(N) antes\n"
     .. "  --opclass C            cosine (padrão), l2 ou ip\n"
     .. "  --name NOME            nome do índice\n"
-    .. "  --dry-run              só mostra o SQL; nada é executado\n",
+    .. "  --dry-run              só mostra o SQL; nada é executado\n"
+    .. TARGET,
   ["index drop"] = "Uso: ragops index drop [opções]\n\n"
     .. "Remove o índice vetorial (DROP INDEX CONCURRENTLY).\n\nOpções:\n" .. COMMON
     .. "  --name NOME            nome do índice (padrão: o do método)\n"
     .. "  --method M             ivfflat (padrão) ou hnsw, para o nome padrão\n"
-    .. "  --dry-run              só mostra o SQL; nada é executado\n",
+    .. "  --dry-run              só mostra o SQL; nada é executado\n"
+    .. TARGET,
   ["index status"] = "Uso: ragops index status [opções]\n\n"
     .. "Mostra a coluna embedding, a extensão, os índices e os probes recomendados.\n\nOpções:\n"
-    .. COMMON,
+    .. COMMON .. TARGET,
 
   validate = "Uso: ragops validate [GOLDEN.lua] [opções]\n\n"
     .. "Mede recall@k, MRR, nDCG@k, taxa de acerto e a latência da busca (p50/p95/p99, cada\n"
@@ -196,10 +207,52 @@ M.TEXT = {
     .. "                         (20,40,100,200) varre\n"
     .. "  --target-recall R      recall do índice que a varredura recomenda (padrão 0.95)\n"
     .. "  --report-json ARQUIVO  grava o relatório em JSON\n",
+
+  model = "Uso: ragops model prepare|compare|switch|rollback|drop-previous|drop-shadow|status [opções]\n\n"
+    .. "Troca de modelo azul/verde (docs/troca-de-modelo.md): a sombra <tabela>__shadow se enche\n"
+    .. "com o modelo novo enquanto a API lê a tabela atual; a troca é um rename numa transação.\n\n"
+    .. "  ragops model prepare        cria e registra a sombra (modelo, dimensão, armazenamento)\n"
+    .. "  ragops model compare        recall@k, MRR, nDCG@k e latência: atual x sombra\n"
+    .. "  ragops model switch         a sombra vira a tabela atual (portões: cobertura, frescor, comparação)\n"
+    .. "  ragops model rollback       volta à tabela anterior enquanto ela for guardada\n"
+    .. "  ragops model drop-previous  remove a tabela anterior (libera o disco)\n"
+    .. "  ragops model drop-shadow    descarta a sombra\n"
+    .. "  ragops model status         atual, sombra e anterior: modelos, dimensões, cobertura\n",
+  ["model prepare"] = "Uso: ragops model prepare --model MODELO --dim N [opções]\n\n"
+    .. "Cria a sombra <tabela>__shadow (mesma definição da tabela atual, com o tipo da coluna\n"
+    .. "embedding do modelo novo) e a registra; a API não a vê. Encha-a com o backfill na\n"
+    .. "sombra (alvo shadow: veja a ajuda de ragops backfill).\n\nOpções:\n" .. COMMON
+    .. "  --model MODELO         o modelo novo (provider.model das execuções na sombra)\n"
+    .. "  --dim N                a dimensão do modelo novo\n"
+    .. "  --storage S            real[], vector ou halfvec (padrão: o da tabela atual)\n"
+    .. "  --set chave=valor      provedor da sombra: provider.url=URL, provider.encoding=E\n",
+  ["model compare"] = "Uso: ragops model compare GOLDEN.lua [opções]\n\n"
+    .. "Mede o golden na tabela atual e na sombra, lado a lado com a diferença, e registra o\n"
+    .. "resultado; código 1 quando a sombra é pior que os limites de compare do golden\n"
+    .. "(max_recall_drop, max_mrr_drop, max_ndcg_drop, max_p95_ms).\n\nOpções:\n" .. COMMON
+    .. "  --k K                  tamanho do top-k (padrão: o k do golden)\n"
+    .. "  --report-json ARQUIVO  grava a comparação em JSON\n",
+  ["model switch"] = "Uso: ragops model switch [opções]\n\n"
+    .. "Troca numa transação: a tabela atual vira <tabela>__previous e a sombra ganha o nome\n"
+    .. "da atual (índices junto). Recusa (código 2) sem sombra, com entidades da atual faltando\n"
+    .. "ou desatualizadas na sombra, sem comparação aprovada depois da última gravação da\n"
+    .. "sombra, com execuções em andamento na tabela atual ou com outro comando model rodando.\n\nOpções:\n"
+    .. COMMON
+    .. "  --force                troca mesmo sem cobertura ou comparação aprovada (fica no log e no registro)\n",
+  ["model rollback"] = "Uso: ragops model rollback [opções]\n\n"
+    .. "Volta à tabela anterior (renomeia de volta, numa transação); o modelo que estava em uso\n"
+    .. "fica como sombra.\n\nOpções:\n" .. COMMON,
+  ["model drop-previous"] = "Uso: ragops model drop-previous [opções]\n\n"
+    .. "Remove a tabela anterior (fim da janela de rollback).\n\nOpções:\n" .. COMMON,
+  ["model drop-shadow"] = "Uso: ragops model drop-shadow [opções]\n\n"
+    .. "Descarta a sombra e o seu registro.\n\nOpções:\n" .. COMMON,
+  ["model status"] = "Uso: ragops model status [opções]\n\n"
+    .. "Tabelas atual, sombra e anterior: modelo, dimensão, coluna, entidades, cobertura da\n"
+    .. "sombra e a última comparação.\n\nOpções:\n" .. COMMON,
 }
 
 -- Commands whose first argument is a subcommand with its own help.
-local SUBCOMMANDS = { failures = true, index = true, sync = true }
+local SUBCOMMANDS = { failures = true, index = true, model = true, sync = true }
 
 -- The help text for `ragops name args...` (the general help when name has
 -- none), formatted with the version.

@@ -8,6 +8,7 @@ local exit = require "ragops.exit"
 local index = require "ragops.index"
 local log = require "ragops.log"
 local metrics_mod = require "ragops.metrics"
+local model = require "ragops.model"
 
 local M = {}
 
@@ -34,10 +35,13 @@ local function index_builds_gauge(cfg, value)
   if not ok then log.warn("não foi possível gravar as métricas em %s: %s", file, tostring(err)) end
 end
 
+-- The configuration, of the shadow's table with --target shadow.
 local function load_context(opts)
   local cfg, err = config.load(opts.config, os.getenv)
   if not cfg then return nil, fail(exit.usage, "%s", err) end
-  return cfg
+  local tcfg, terr, tcode = model.target_config(cfg, opts.target)
+  if not tcfg then return nil, fail(tcode, "%s", terr) end
+  return tcfg
 end
 
 local function print_sql(statements, heading, footer)
@@ -101,6 +105,7 @@ local CREATE_FLAGS = {
   config = "string", lists = "string", dim = "string", method = "string", m = "string",
   ["ef-construction"] = "string", ["maintenance-work-mem"] = "string", concurrently = "bool",
   ["alter-dim"] = "bool", opclass = "string", name = "string", ["dry-run"] = "bool", quiet = "bool",
+  target = "string",
 }
 
 -- The start of create and status: flags parsed (no positional argument),
@@ -231,7 +236,7 @@ end
 
 local function drop(args, cli)
   local a = cli.parse(args, { config = "string", name = "string", method = "string",
-                              ["dry-run"] = "bool", quiet = "bool" })
+                              ["dry-run"] = "bool", quiet = "bool", target = "string" })
   if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
   local opts = a.options
   log.quiet = opts.quiet or false
@@ -273,7 +278,7 @@ local function drop(args, cli)
 end
 
 local function status(args, cli)
-  local opts, defaults, cfg = prelude(args, cli, { config = "string", quiet = "bool" })
+  local opts, defaults, cfg = prelude(args, cli, { config = "string", quiet = "bool", target = "string" })
   if not opts then return defaults end
   local table_name = cfg.database.table
   local conn, cerr = backends.connect(cfg)

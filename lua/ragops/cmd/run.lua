@@ -13,7 +13,7 @@ M.FLAGS = {
   ["entity-type"] = "string", ["entity-id"] = "string", since = "string", ["until"] = "string",
   ["only-missing"] = "bool", overwrite = "bool",
   ["metrics-listen"] = "string", ["metrics-push"] = "string",
-  ["log-format"] = "string", ["report-html"] = "string", ["estimate-json"] = "string",
+  ["log-format"] = "string", ["report-html"] = "string", ["estimate-json"] = "string", target = "string",
 }
 for _, item in ipairs(plan_mod.LIMITS) do M.FLAGS[item.flag] = "string" end
 
@@ -21,7 +21,7 @@ for _, item in ipairs(plan_mod.LIMITS) do M.FLAGS[item.flag] = "string" end
 -- keys --set takes; a flag wins over --set).
 local function plan_params(opts, sets, cli)
   local map = { ["entity-type"] = "entity_type", ["entity-id"] = "entity_id",
-                since = "since", ["until"] = "until" }
+                since = "since", ["until"] = "until", target = "target" }
   for _, item in ipairs(plan_mod.LIMITS) do map[item.flag] = item.key end
   for flag, key in pairs(map) do
     if opts[flag] then sets[key] = opts[flag] end

@@ -1,0 +1,422 @@
+-- ragops.cmd.model: `ragops model prepare | compare | switch | rollback |
+-- drop-previous | drop-shadow | status` for the operator: flags, the
+-- transactions (ragops.model holds the record, the gates and the renames),
+-- the pt-BR output and --report-json. Exit codes: 0 done; 1 compare
+-- reproved; 2 refusal or usage; 4 PostgreSQL or the provider unreachable.
+local backends = require "ragops.backends"
+local cjson = require "cjson"
+local cmd_validate = require "ragops.cmd.validate"
+local config = require "ragops.config"
+local exit = require "ragops.exit"
+local log = require "ragops.log"
+local migrate = require "ragops.migrate"
+local model = require "ragops.model"
+local plan_mod = require "ragops.plan"
+local report = require "ragops.report"
+local sqlname = require "ragops.sqlname"
+local validate = require "ragops.validate"
+
+local M = {}
+
+local fail = exit.fail
+
+-- Flags of each subcommand (the help lists them all: cli_help_spec).
+M.FLAGS = {
+  prepare = { config = "string", model = "string", dim = "string", storage = "string", set = "list", quiet = "bool" },
+  compare = { config = "string", k = "string", ["report-json"] = "string", quiet = "bool" },
+  switch = { config = "string", force = "bool", quiet = "bool" },
+  rollback = { config = "string", quiet = "bool" },
+  ["drop-previous"] = { config = "string", quiet = "bool" },
+  ["drop-shadow"] = { config = "string", quiet = "bool" },
+  status = { config = "string", quiet = "bool" },
+}
+
+-- Provider settings `model prepare --set` records for the shadow's runs.
+local PROVIDER_SETS = { ["provider.url"] = "url", ["provider.encoding"] = "encoding" }
+
+local KIND_CODE = { usage = exit.usage, unreachable = exit.unreachable }
+
+-- The configuration and one session checked for the engine's tables. Returns
+-- cfg, conn or nil, exit code (the error already printed).
+local function open(opts)
+  log.quiet = opts.quiet or false
+  local cfg, cerr = config.load(opts.config, os.getenv)
+  if not cfg then return nil, fail(exit.usage, "%s", cerr) end
+  local conn, err = backends.connect(cfg)
+  if not conn then return nil, fail(exit.unreachable, "%s", err) end
+  local ok, serr, scode = backends.check_schema(conn)
+  if not ok then conn:close(); return nil, fail(scode, "%s", serr) end
+  return cfg, conn
+end
+
+-- The record of cfg's live table, or nil, exit code (printed).
+local function record(conn, cfg)
+  local ok, rows = pcall(model.read, conn, cfg.database.table)
+  if not ok then return nil, fail(exit.unreachable, "falha ao ler ragops_model_targets: %s", tostring(rows.message)) end
+  return rows
+end
+
+local function no_shadow(cfg) return model.no_shadow(cfg.database.table) end
+
+-- Parses the subcommand's flags (no positional argument unless `positional`).
+local function parse(args, cli, sub, positional)
+  local a = cli.parse(args, M.FLAGS[sub])
+  if #a.positional > (positional or 0) then cli.usage_error("argumento inesperado: %s", a.positional[#a.positional]) end
+  return a.options, a.positional, a.sets
+end
+
+-- Runs body inside model.transaction and prints its refusal; returns true or
+-- nil, exit code.
+local function locked(conn, cfg, body)
+  local ok, err, kind = model.transaction(conn, cfg.database.table, body)
+  if ok then return true end
+  return nil, fail(KIND_CODE[kind], "%s", err)
+end
+
+local function refuse(message)
+  error({ message = message, kind = "usage" }, 0)
+end
+
+---------------------------------------------------------------------------
+-- prepare
+---------------------------------------------------------------------------
+
+-- The shadow's model, dim, storage and provider from the flags.
+local function prepare_spec(opts, sets, cli)
+  if not opts.model or opts.model == "" then cli.usage_error("--model é obrigatório (o modelo novo)") end
+  local dim = tonumber(opts.dim)
+  if not plan_mod.is_integer(dim) or dim < 1 or dim > 16000 then
+    cli.usage_error("--dim espera um inteiro entre 1 e 16000, recebi %q", tostring(opts.dim))
+  end
+  local storage = opts.storage
+  if storage and storage ~= "real[]" and migrate.embedding_type(storage, dim):match("^[%w_]+") ~= storage then
+    cli.usage_error("--storage espera real[], vector ou halfvec (o que esta versão cria), recebi %q", storage)
+  end
+  local provider = {}
+  for key, value in pairs(sets) do
+    if not PROVIDER_SETS[key] then
+      cli.usage_error("--set %s: chave desconhecida para `model prepare`; chaves válidas: provider.encoding, provider.url", key)
+    end
+    provider[PROVIDER_SETS[key]] = value
+  end
+  if provider.url and not provider.url:match("^https?://[^/]") then
+    cli.usage_error("--set provider.url espera um endereço http:// ou https://, recebi %q", config.redact_url(provider.url))
+  end
+  return { model = opts.model, dim = dim, storage = storage, provider = provider }
+end
+
+-- The shadow's storage without --storage: the live table's, except that a
+-- pgvector table gets halfvec when dim passes what an index on vector takes
+-- (migrate.auto_type: a 3072-d model stays indexable).
+local function default_storage(live_type, dim)
+  local live = model.storage_of(live_type)
+  if live == "real[]" then return live end
+  return migrate.auto_type(dim, live)
+end
+
+-- Creates the shadow table and records it (live row refreshed from cfg).
+local function create_shadow(conn, cfg, spec, live_type)
+  local live = cfg.database.table
+  local shadow = model.table_for(live, "shadow")
+  if model.read(conn, live).shadow or model.exists(conn, shadow) then
+    refuse(("já existe uma sombra para a tabela %s (%s); troque com `ragops model switch` ou descarte com "
+      .. "`ragops model drop-shadow`"):format(live, shadow))
+  end
+  local ctx = migrate.target_context(shadow)
+  ctx.embedding_type = migrate.embedding_type(spec.storage or default_storage(live_type, spec.dim), spec.dim)
+  model.q(conn, "set local client_min_messages = warning")
+  for _, stmt in ipairs(migrate.target_statements(ctx)) do model.q(conn, stmt) end
+  model.q(conn, [[insert into ragops_model_targets (live_table, role, model, dim, storage)
+      values ($1, 'live', $2, $3, $4)
+      on conflict (live_table, role) do update set model = excluded.model, dim = excluded.dim,
+        storage = excluded.storage]], live, cfg.provider.model, cfg.provider.dim, live_type)
+  model.q(conn, [[insert into ragops_model_targets (live_table, role, model, dim, storage, provider)
+      values ($1, 'shadow', $2, $3, $4, $5::jsonb)]], live, spec.model, spec.dim, ctx.embedding_type,
+    next(spec.provider) and cjson.encode(spec.provider) or "{}")
+  return shadow, ctx.embedding_type
+end
+
+local function prepare(args, cli)
+  local opts, _, sets = parse(args, cli, "prepare")
+  local spec = prepare_spec(opts, sets, cli)
+  local cfg, conn = open(opts)
+  if not cfg then return conn end
+  local live_type = migrate.embedding_column(conn, cfg.database.table)
+  if not live_type then
+    conn:close()
+    return fail(exit.usage, "a tabela %q não existe; execute `ragops migrate` antes", cfg.database.table)
+  end
+  local shadow, shadow_type
+  local ok, code = locked(conn, cfg, function() shadow, shadow_type = create_shadow(conn, cfg, spec, live_type) end)
+  conn:close()
+  if not ok then return code end
+  log.info("sombra %s preparada para o modelo %s (dim %d, %s)", shadow, spec.model, spec.dim, shadow_type)
+  io.stdout:write(("sombra %s criada (modelo %s, dim %d, coluna %s); a API continua lendo %s.\n"
+    .. "próximos passos: ragops backfill --target shadow --dry-run; ragops backfill --target shadow; "
+    .. "ragops index create --target shadow ...; ragops model compare GOLDEN.lua; ragops model switch\n")
+    :format(shadow, spec.model, spec.dim, shadow_type, cfg.database.table))
+  return exit.ok
+end
+
+---------------------------------------------------------------------------
+-- compare
+---------------------------------------------------------------------------
+
+-- ragops.cmd.validate's measure, whichever shape it has: returns a result
+-- with .summary or nil, err, code. (Today it returns the hits and
+-- nil, code, err; the measure being added returns the summary.)
+local function measure(cfg, golden, k)
+  local result, a, b = cmd_validate.measure(cfg, golden, k, { probes = validate.DEFAULTS.probes })
+  if not result then
+    if type(a) == "number" then return nil, b, a end
+    return nil, a, b
+  end
+  if result.summary then return result end
+  local scores = {}
+  for i, query in ipairs(golden.queries) do scores[i] = validate.score_query(query, result.hits[i]) end
+  result.summary = validate.summarise(scores, k, {})
+  return result
+end
+
+-- The golden set and its `compare` thresholds, or nil, pt-BR err.
+local function load_golden(path)
+  local golden, err = validate.load_golden(path)
+  if not golden then return nil, err end
+  local ok, thresholds = pcall(model.check_compare, golden.compare, function(key, message)
+    error(("golden %s: chave \"%s\": %s"):format(path, key, message), 0)
+  end)
+  if not ok then return nil, tostring(thresholds) end
+  return golden, thresholds
+end
+
+-- The compare's JSON document (report and record).
+local function compare_json(k, thresholds, sides, result)
+  local function side(s) return { table = s.cfg.database.table, model = s.cfg.provider.model,
+                                   dim = s.cfg.provider.dim, summary = s.summary } end
+  return cjson.encode({ k = k, thresholds = thresholds, live = side(sides.live), shadow = side(sides.shadow),
+    metrics = result.rows, violations = result.violations, passed = result.passed })
+end
+
+local function compare(args, cli)
+  local opts, positional = parse(args, cli, "compare", 1)
+  if not positional[1] then cli.usage_error("uso: ragops model compare GOLDEN.lua [--k K] [--report-json ARQUIVO]") end
+  local golden, thresholds = load_golden(positional[1])
+  if not golden then return fail(exit.usage, "%s", thresholds) end
+  local k = opts.k and tonumber(opts.k) or golden.k or validate.DEFAULTS.k
+  if opts.k and not tonumber(opts.k) or not plan_mod.is_integer(k) or k < 1 or k > validate.MAX_K then
+    cli.usage_error("--k espera um inteiro entre 1 e %d, recebi %q", validate.MAX_K, tostring(opts.k))
+  end
+  local cfg, conn = open(opts)
+  if not cfg then return conn end
+  local rows = record(conn, cfg)
+  if not rows then conn:close(); return exit.unreachable end
+  if not rows.shadow then conn:close(); return fail(exit.usage, "%s", no_shadow(cfg)) end
+  local now, nerr = conn:query("select now()::text as at")
+  if not now then conn:close(); return fail(exit.unreachable, "falha ao ler o relógio do banco: %s", tostring(nerr)) end
+  local sides = { live = { cfg = cfg }, shadow = { cfg = model.target_cfg(cfg, rows.shadow) } }
+  for _, name in ipairs({ "live", "shadow" }) do
+    local found, err, code = measure(sides[name].cfg, golden, k)
+    if not found then conn:close(); return fail(code or exit.unreachable, "%s", tostring(err)) end
+    sides[name].summary = found.summary
+  end
+  local result = model.compare(sides.live.summary, sides.shadow.summary, thresholds)
+  local json = compare_json(k, thresholds, sides, result)
+  local saved, serr = conn:query([[update ragops_model_targets set compare_passed = $2, compare_at = $3::timestamptz,
+      compare_report = $4::jsonb where live_table = $1 and role = 'shadow']], cfg.database.table, result.passed,
+    now[1].at, json)
+  conn:close()
+  if not saved then return fail(exit.unreachable, "falha ao registrar a comparação: %s", tostring(serr)) end
+  io.stdout:write(model.format_compare(result, ("%s (%s)"):format(cfg.database.table, cfg.provider.model),
+    ("%s (%s)"):format(sides.shadow.cfg.database.table, sides.shadow.cfg.provider.model)), "\n")
+  local code = result.passed and exit.ok or exit.dead_letters
+  if opts["report-json"] then code = report.write_json_file(opts["report-json"], json, code) end
+  if not result.passed then log.error("sombra reprovada: %s", table.concat(result.violations, "; ")) end
+  return code
+end
+
+---------------------------------------------------------------------------
+-- switch, rollback, drops
+---------------------------------------------------------------------------
+
+-- The config change the operator must make for the new live target row.
+local function config_hint(row)
+  local url = row.provider and row.provider.url
+  return ("ajuste a configuração para o modelo que a tabela serve agora: provider.model = %q, provider.dim = %d%s; "
+    .. "até lá `ragops backfill` nesta tabela é recusado (misturaria dois modelos)")
+    :format(row.model, row.dim, url and (", provider.url = " .. config.redact_url(url)) or "")
+end
+
+-- Refuses while runs write to the live table: a sync follower or backfill
+-- started with the old model would go on writing into the renamed table.
+local function refuse_live_runs(conn, what)
+  local n = model.live_runs(conn)
+  if n > 0 then
+    refuse(("%s recusado: %d execução(ões) em andamento na tabela atual (ragops sync --follow, backfill...); "
+      .. "pare-as antes (depois da troca, elas gravariam o modelo antigo na tabela nova) e reinicie-as com a "
+      .. "configuração nova depois; nada foi alterado"):format(what, n))
+  end
+end
+
+-- The gates of the switch (inside its transaction, writes to both tables
+-- blocked): refuses unless forced.
+local function check_gates(conn, cfg, rows, force)
+  local live, shadow = cfg.database.table, model.table_for(cfg.database.table, "shadow")
+  model.q(conn, ("lock table %s, %s in share mode"):format(sqlname.quote_table(live), sqlname.quote_table(shadow)))
+  refuse_live_runs(conn, "troca")
+  local refusal = model.switch_refusal(model.coverage(conn, live, shadow), rows.shadow,
+    model.written_since(conn, shadow, rows.shadow.compare_at))
+  if refusal and not force then refuse("troca recusada: " .. refusal .. "; nada foi alterado") end
+  if refusal then log.warn("troca forçada (--force) na tabela %s, apesar de: %s", live, refusal) end
+end
+
+local function switch(args, cli)
+  local opts = parse(args, cli, "switch")
+  local cfg, conn = open(opts)
+  if not cfg then return conn end
+  local live, rows = cfg.database.table, nil
+  local ok, code = locked(conn, cfg, function()
+    rows = model.read(conn, live)
+    if not rows.shadow then refuse("troca recusada: " .. no_shadow(cfg)) end
+    if rows.previous or model.exists(conn, model.table_for(live, "previous")) then
+      refuse(("troca recusada: a tabela anterior %s ainda existe; remova-a com `ragops model drop-previous` "
+        .. "(ou volte a ela com `ragops model rollback`)"):format(model.table_for(live, "previous")))
+    end
+    model.q(conn, "set local lock_timeout = '" .. model.LOCK_TIMEOUT .. "'")
+    check_gates(conn, cfg, rows, opts.force)
+    model.rename(conn, live, model.table_for(live, "previous"))
+    model.rename(conn, model.table_for(live, "shadow"), live)
+    model.move_role(conn, live, "live", "previous")
+    model.move_role(conn, live, "shadow", "live")
+    model.q(conn, [[update ragops_model_targets set switched_at = now(), forced = $2
+                     where live_table = $1 and role = 'live']], live, opts.force or false)
+  end)
+  conn:close()
+  if not ok then return code end
+  log.info("troca de modelo: %s agora serve %s (dim %d); a anterior (%s) ficou em %s%s", live, rows.shadow.model,
+    rows.shadow.dim, rows.live and rows.live.model or cfg.provider.model, model.table_for(live, "previous"),
+    opts.force and " (forçada com --force)" or "")
+  io.stdout:write(("troca concluída: %s agora serve o modelo %s (dim %d); a tabela anterior ficou em %s "
+    .. "(`ragops model rollback` volta a ela; `ragops model drop-previous` libera o disco).\n%s\n")
+    :format(live, rows.shadow.model, rows.shadow.dim, model.table_for(live, "previous"), config_hint(rows.shadow)))
+  return exit.ok
+end
+
+local function rollback(args, cli)
+  local opts = parse(args, cli, "rollback")
+  local cfg, conn = open(opts)
+  if not cfg then return conn end
+  local live, rows = cfg.database.table, nil
+  local ok, code = locked(conn, cfg, function()
+    rows = model.read(conn, live)
+    if not rows.previous or not rows.live then
+      refuse(("rollback recusado: não há tabela anterior guardada para %s (nenhuma troca, ou ela já foi removida "
+        .. "com drop-previous)"):format(live))
+    end
+    if rows.shadow or model.exists(conn, model.table_for(live, "shadow")) then
+      refuse(("rollback recusado: já existe uma sombra (%s); descarte-a com `ragops model drop-shadow` antes")
+        :format(model.table_for(live, "shadow")))
+    end
+    model.q(conn, "set local lock_timeout = '" .. model.LOCK_TIMEOUT .. "'")
+    refuse_live_runs(conn, "rollback")
+    model.rename(conn, live, model.table_for(live, "shadow"))
+    model.rename(conn, model.table_for(live, "previous"), live)
+    model.move_role(conn, live, "live", "shadow")
+    model.move_role(conn, live, "previous", "live")
+  end)
+  conn:close()
+  if not ok then return code end
+  log.info("rollback da troca de modelo: %s volta a servir %s; %s ficou como sombra em %s", live,
+    rows.previous.model, rows.live.model, model.table_for(live, "shadow"))
+  io.stdout:write(("rollback concluído: %s volta a servir o modelo %s (dim %d); o modelo %s ficou como sombra "
+    .. "em %s (`ragops model switch` troca de novo).\n%s\n"):format(live, rows.previous.model, rows.previous.dim,
+    rows.live.model, model.table_for(live, "shadow"), config_hint(rows.previous)))
+  return exit.ok
+end
+
+-- `drop-previous` / `drop-shadow`: drops the role's table and its record.
+local function dropper(role, sub, label)
+  return function(args, cli)
+    local opts = parse(args, cli, sub)
+    local cfg, conn = open(opts)
+    if not cfg then return conn end
+    local name = model.table_for(cfg.database.table, role)
+    local ok, code = locked(conn, cfg, function()
+      if not model.read(conn, cfg.database.table)[role] then
+        refuse(("%s recusado: não há tabela %s registrada para %s; nada foi removido"):format(sub, label,
+          cfg.database.table))
+      end
+      model.q(conn, "set local client_min_messages = warning")
+      model.q(conn, ("drop table if exists %s"):format(sqlname.quote_table(name)))
+      model.q(conn, "delete from ragops_model_targets where live_table = $1 and role = $2", cfg.database.table, role)
+    end)
+    conn:close()
+    if not ok then return code end
+    log.info("tabela %s %s removida", label, name)
+    io.stdout:write(("tabela %s %s removida (o espaço em disco foi liberado)\n"):format(label, name))
+    return exit.ok
+  end
+end
+
+---------------------------------------------------------------------------
+-- status
+---------------------------------------------------------------------------
+
+local ROLE_LABEL = { live = "atual", shadow = "sombra", previous = "anterior" }
+
+-- One line per role present (table, model, dim, column, entities) and the
+-- shadow's coverage and last compare.
+local function status_lines(conn, cfg, rows)
+  local live = cfg.database.table
+  local lines = { ("troca de modelo da tabela %s:"):format(live) }
+  for _, role in ipairs({ "live", "shadow", "previous" }) do
+    local row, name = rows[role], model.table_for(live, role)
+    if row and model.exists(conn, name) then
+      local n = model.q(conn, ("select count(distinct (entity_type, entity_id)) as n from %s")
+        :format(sqlname.quote_table(name)))[1].n
+      lines[#lines + 1] = ("  %-8s %s: modelo %s, dim %d, coluna %s, %s entidade(s)"):format(ROLE_LABEL[role], name,
+        row.model, row.dim, row.storage, report.format_count(n))
+    end
+  end
+  if rows.shadow and model.exists(conn, model.table_for(live, "shadow")) then
+    local c = model.coverage(conn, live, model.table_for(live, "shadow"))
+    lines[#lines + 1] = ("  cobertura da sombra: faltam %s e %s desatualizada(s) de %s entidade(s) da atual")
+      :format(report.format_count(c.missing), report.format_count(c.stale), report.format_count(c.entities))
+    local verdict = rows.shadow.compare_passed == nil and "nunca comparada"
+      or (rows.shadow.compare_passed and "aprovada" or "reprovada") .. " em " .. rows.shadow.compare_at
+    lines[#lines + 1] = "  última comparação: " .. verdict
+  end
+  if not rows.shadow and not rows.previous then lines[#lines + 1] = "  nenhuma sombra nem tabela anterior" end
+  return lines
+end
+
+local function status(args, cli)
+  local opts = parse(args, cli, "status")
+  local cfg, conn = open(opts)
+  if not cfg then return conn end
+  local rows = record(conn, cfg)
+  if not rows then conn:close(); return exit.unreachable end
+  local ok, lines = pcall(status_lines, conn, cfg, rows)
+  conn:close()
+  if not ok then return fail(exit.unreachable, "falha ao ler as tabelas: %s", tostring(lines.message or lines)) end
+  io.stdout:write(table.concat(lines, "\n"), "\n")
+  return exit.ok
+end
+
+local SUBCOMMANDS = {
+  prepare = prepare, compare = compare, switch = switch, rollback = rollback, status = status,
+  ["drop-previous"] = dropper("previous", "drop-previous", "anterior"),
+  ["drop-shadow"] = dropper("shadow", "drop-shadow", "sombra"),
+}
+
+-- Entry point from ragops.cli: returns the exit code.
+function M.main(args, cli)
+  local sub = table.remove(args, 1)
+  local command = SUBCOMMANDS[sub]
+  if not command then
+    cli.usage_error("uso: ragops model prepare|compare|switch|rollback|drop-previous|drop-shadow|status [opções] "
+      .. "(veja ragops model --help)")
+  end
+  return command(args, cli)
+end
+
+return M
