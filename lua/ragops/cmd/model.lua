@@ -162,20 +162,10 @@ end
 -- compare
 ---------------------------------------------------------------------------
 
--- ragops.cmd.validate's measure, whichever shape it has: returns a result
--- with .summary or nil, err, code. (Today it returns the hits and
--- nil, code, err; the measure being added returns the summary.)
+-- One side measured by ragops.cmd.validate (result.summary: recall, mrr,
+-- ndcg, hit_rate, latency_ms) or nil, err, code.
 local function measure(cfg, golden, k)
-  local result, a, b = cmd_validate.measure(cfg, golden, k, { probes = validate.DEFAULTS.probes })
-  if not result then
-    if type(a) == "number" then return nil, b, a end
-    return nil, a, b
-  end
-  if result.summary then return result end
-  local scores = {}
-  for i, query in ipairs(golden.queries) do scores[i] = validate.score_query(query, result.hits[i]) end
-  result.summary = validate.summarise(scores, k, {})
-  return result
+  return cmd_validate.measure(cfg, golden, k, { probes = validate.DEFAULTS.probes })
 end
 
 -- The golden set and its `compare` thresholds, or nil, pt-BR err.

@@ -303,7 +303,6 @@ function M.sweep(cfg, golden, k, opts)
   end)
 end
 
-M.measure = measure -- `ragops model compare` measures live and shadow with it
 
 -- `ragops validate [GOLDEN.lua] [flags]`; returns the exit code.
 function M.main(args, cli)
