@@ -76,10 +76,16 @@ function M.target_cfg(cfg, row)
   return out
 end
 
+-- The gates of `model compare` where the golden sets none: the shadow may
+-- lose at most 0.02 of recall@k, MRR and nDCG@k, and its p95 must meet the
+-- runbook's SLO (250 ms at top_k = 10). A switch is never gated on nothing.
+M.COMPARE_DEFAULTS = { max_recall_drop = 0.02, max_mrr_drop = 0.02, max_ndcg_drop = 0.02, max_p95_ms = 250 }
+
 -- Checks the golden file's `compare` table. fail(key, message) raises.
--- Returns the thresholds (a copy) or {} when absent.
+-- Returns the thresholds: the golden's, and COMPARE_DEFAULTS for the keys
+-- it leaves out.
 function M.check_compare(value, fail)
-  if value == nil then return {} end
+  if value == nil then value = {} end
   if type(value) ~= "table" then fail("compare", "esperada uma tabela { max_recall_drop = 0.02, ... }") end
   local allowed = {}
   for _, key in ipairs(M.COMPARE_KEYS) do allowed[key] = true end
@@ -96,6 +102,7 @@ function M.check_compare(value, fail)
       fail("compare." .. key, ("valor %s inválido; esperado um número entre 0 e %s")
         :format(tostring(v), key == "max_p95_ms" and "infinito (milissegundos)" or "1"))
     end
+    if v == nil then v = M.COMPARE_DEFAULTS[key] end
     out[key] = v
   end
   return out

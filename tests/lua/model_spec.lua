@@ -48,7 +48,14 @@ describe("ragops.model: limites de compare do golden", function()
     local ok, out = check({ max_recall_drop = 0.02, max_mrr_drop = 0, max_ndcg_drop = 1, max_p95_ms = 250 })
     assert.is_true(ok)
     assert.are.same({ max_recall_drop = 0.02, max_mrr_drop = 0, max_ndcg_drop = 1, max_p95_ms = 250 }, out)
-    assert.are.same({}, select(2, check(nil)))
+    assert.are.same(model.COMPARE_DEFAULTS, select(2, check(nil)))
+  end)
+
+  it("sem a chave compare (ou sem um limite), vale o padrão: a troca nunca fica sem portão", function()
+    assert.are.same({ max_recall_drop = 0.02, max_mrr_drop = 0.02, max_ndcg_drop = 0.02, max_p95_ms = 250 },
+                    select(2, check(nil)))
+    local _, out = check({ max_recall_drop = 0.1 })
+    assert.are.same({ max_recall_drop = 0.1, max_mrr_drop = 0.02, max_ndcg_drop = 0.02, max_p95_ms = 250 }, out)
   end)
 
   it("recusa chave desconhecida, valor fora da faixa e não-tabela, nomeando a chave", function()
