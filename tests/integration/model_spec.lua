@@ -97,6 +97,7 @@ H.each_storage(function(storage)
       local golden = golden_file(url, { 3 }, "{ max_recall_drop = 0.02 }")
       refused("model compare " .. H.q(golden), "não há sombra preparada")
       refused("model compare " .. H.q(golden) .. " --k x", "%-%-k espera um inteiro")
+      refused("model compare " .. H.q(golden) .. " --ef-search 0", "%-%-ef%-search espera um inteiro entre 1 e 1000")
       os.remove(golden)
       golden = golden_file(url, { 3 }, "{ max_recal_drop = 0.02 }")
       refused("model compare " .. H.q(golden), 'chave "compare%.max_recal_drop": desconhecida; chaves válidas')
@@ -157,6 +158,10 @@ H.each_storage(function(storage)
       assert.is_true(report.passed)
       assert.are.equal(1, report.live.summary.mrr or report.live.summary.recall_at_k)
       assert.matches("resultado: aprovado", out)
+      -- Each side's search plan is shown (real[]: the exact scan in C).
+      assert.matches("busca na atual: ", out, 1, true)
+      assert.matches("busca na sombra: ", out, 1, true)
+      assert.is_table(report.shadow.plan)
 
       -- Source changes applied to the live table only (as the sync does): the
       -- shadow is stale; the catch-up pass applies the change and the deletion.

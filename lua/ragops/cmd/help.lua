@@ -229,8 +229,11 @@ M.TEXT = {
   ["model compare"] = "Uso: ragops model compare GOLDEN.lua [opções]\n\n"
     .. "Mede o golden na tabela atual e na sombra, lado a lado com a diferença, e registra o\n"
     .. "resultado; código 1 quando a sombra é pior que os limites de compare do golden\n"
-    .. "(max_recall_drop, max_mrr_drop, max_ndcg_drop, max_p95_ms).\n\nOpções:\n" .. COMMON
+    .. "(max_recall_drop, max_mrr_drop, max_ndcg_drop, max_p95_ms; sem eles, 0,02 e 250 ms).\n"
+    .. "Mostra o plano de cada lado (índice usado ou busca exata, pelo EXPLAIN).\n\nOpções:\n" .. COMMON
     .. "  --k K                  tamanho do top-k (padrão: o k do golden)\n"
+    .. "  --probes N             ivfflat.probes das duas buscas (o que a API usa; padrão 10)\n"
+    .. "  --ef-search N          hnsw.ef_search das duas buscas (o que a API usa; padrão 40)\n"
     .. "  --report-json ARQUIVO  grava a comparação em JSON\n",
   ["model switch"] = "Uso: ragops model switch [opções]\n\n"
     .. "Troca numa transação: a tabela atual vira <tabela>__previous e a sombra ganha o nome\n"

@@ -23,7 +23,8 @@ local fail = exit.fail
 -- Flags of each subcommand (the help lists them all: cli_help_spec).
 M.FLAGS = {
   prepare = { config = "string", model = "string", dim = "string", storage = "string", set = "list", quiet = "bool" },
-  compare = { config = "string", k = "string", ["report-json"] = "string", quiet = "bool" },
+  compare = { config = "string", k = "string", ["report-json"] = "string", probes = "string",
+              ["ef-search"] = "string", quiet = "bool" },
   switch = { config = "string", force = "bool", quiet = "bool" },
   rollback = { config = "string", quiet = "bool" },
   ["drop-previous"] = { config = "string", quiet = "bool" },
@@ -163,9 +164,41 @@ end
 ---------------------------------------------------------------------------
 
 -- One side measured by ragops.cmd.validate (result.summary: recall, mrr,
--- ndcg, hit_rate, latency_ms) or nil, err, code.
-local function measure(cfg, golden, k)
-  return cmd_validate.measure(cfg, golden, k, { probes = validate.DEFAULTS.probes })
+-- ndcg, hit_rate, latency_ms; result.plan) or nil, err, code. settings:
+-- { probes, ef_search } of the sessions, as the retrieval API sets them.
+local function measure(cfg, golden, k, settings)
+  return cmd_validate.measure(cfg, golden, k,
+    { probes = settings.probes or validate.DEFAULTS.probes, ef_search = settings.ef_search })
+end
+
+-- --probes / --ef-search of compare: one integer each (the API's setting).
+local function search_settings(opts, cli)
+  local out = {}
+  for flag, spec in pairs({ probes = { "probes", 32768 }, ["ef-search"] = { "ef_search", 1000 } }) do
+    local v = opts[flag]
+    if v ~= nil then
+      local n = tonumber(v)
+      if not plan_mod.is_integer(n) or n < 1 or n > spec[2] then
+        cli.usage_error("--%s espera um inteiro entre 1 e %d (o ajuste que a API usa), recebi %q", flag, spec[2], v)
+      end
+      out[spec[1]] = n
+    end
+  end
+  return out
+end
+
+-- "busca na atual: ...; plano: índice usado ..." for one side.
+local function plan_lines(sides)
+  local out = {}
+  for _, name in ipairs({ "live", "shadow" }) do
+    local plan = sides[name].plan
+    if plan then
+      local usage = validate.plan_usage(plan)
+      out[#out + 1] = ("busca na %s: %s%s"):format(name == "live" and "atual" or "sombra",
+        validate.plan_label(plan), usage and ("; " .. usage) or "")
+    end
+  end
+  return table.concat(out, "\n")
 end
 
 -- The golden set and its `compare` thresholds, or nil, pt-BR err.
@@ -182,14 +215,17 @@ end
 -- The compare's JSON document (report and record).
 local function compare_json(k, thresholds, sides, result)
   local function side(s) return { table = s.cfg.database.table, model = s.cfg.provider.model,
-                                   dim = s.cfg.provider.dim, summary = s.summary } end
+                                   dim = s.cfg.provider.dim, summary = s.summary, plan = s.plan } end
   return cjson.encode({ k = k, thresholds = thresholds, live = side(sides.live), shadow = side(sides.shadow),
     metrics = result.rows, violations = result.violations, passed = result.passed })
 end
 
 local function compare(args, cli)
   local opts, positional = parse(args, cli, "compare", 1)
-  if not positional[1] then cli.usage_error("uso: ragops model compare GOLDEN.lua [--k K] [--report-json ARQUIVO]") end
+  if not positional[1] then
+    cli.usage_error("uso: ragops model compare GOLDEN.lua [--k K] [--probes N] [--ef-search N] [--report-json ARQUIVO]")
+  end
+  local settings = search_settings(opts, cli)
   local golden, thresholds = load_golden(positional[1])
   if not golden then return fail(exit.usage, "%s", thresholds) end
   local k = opts.k and tonumber(opts.k) or golden.k or validate.DEFAULTS.k
@@ -205,9 +241,9 @@ local function compare(args, cli)
   if not now then conn:close(); return fail(exit.unreachable, "falha ao ler o relógio do banco: %s", tostring(nerr)) end
   local sides = { live = { cfg = cfg }, shadow = { cfg = model.target_cfg(cfg, rows.shadow) } }
   for _, name in ipairs({ "live", "shadow" }) do
-    local found, err, code = measure(sides[name].cfg, golden, k)
+    local found, err, code = measure(sides[name].cfg, golden, k, settings)
     if not found then conn:close(); return fail(code or exit.unreachable, "%s", tostring(err)) end
-    sides[name].summary = found.summary
+    sides[name].summary, sides[name].plan = found.summary, found.plan
   end
   local result = model.compare(sides.live.summary, sides.shadow.summary, thresholds)
   local json = compare_json(k, thresholds, sides, result)
@@ -218,6 +254,8 @@ local function compare(args, cli)
   if not saved then return fail(exit.unreachable, "falha ao registrar a comparação: %s", tostring(serr)) end
   io.stdout:write(model.format_compare(result, ("%s (%s)"):format(cfg.database.table, cfg.provider.model),
     ("%s (%s)"):format(sides.shadow.cfg.database.table, sides.shadow.cfg.provider.model)), "\n")
+  local plans = plan_lines(sides)
+  if plans ~= "" then io.stdout:write(plans, "\n") end
   local code = result.passed and exit.ok or exit.dead_letters
   if opts["report-json"] then code = report.write_json_file(opts["report-json"], json, code) end
   if not result.passed then log.error("sombra reprovada: %s", table.concat(result.violations, "; ")) end
