@@ -266,8 +266,12 @@ end
 -- switch, rollback, drops
 ---------------------------------------------------------------------------
 
--- The config change the operator must make for the new live target row.
-local function config_hint(row)
+-- The config change the operator must make for the new live target row,
+-- or a confirmation when cfg already names its model and dimension.
+local function config_hint(cfg, row)
+  if cfg.provider.model == row.model and cfg.provider.dim == row.dim then
+    return ("a configuração já usa esse modelo (provider.model = %q, provider.dim = %d)"):format(row.model, row.dim)
+  end
   local url = row.provider and row.provider.url
   return ("ajuste a configuração para o modelo que a tabela serve agora: provider.model = %q, provider.dim = %d%s; "
     .. "até lá `ragops backfill` nesta tabela é recusado (misturaria dois modelos)")
@@ -325,7 +329,7 @@ local function switch(args, cli)
     opts.force and " (forçada com --force)" or "")
   io.stdout:write(("troca concluída: %s agora serve o modelo %s (dim %d); a tabela anterior ficou em %s "
     .. "(`ragops model rollback` volta a ela; `ragops model drop-previous` libera o disco).\n%s\n")
-    :format(live, rows.shadow.model, rows.shadow.dim, model.table_for(live, "previous"), config_hint(rows.shadow)))
+    :format(live, rows.shadow.model, rows.shadow.dim, model.table_for(live, "previous"), config_hint(cfg, rows.shadow)))
   return exit.ok
 end
 
@@ -357,7 +361,7 @@ local function rollback(args, cli)
     rows.previous.model, rows.live.model, model.table_for(live, "shadow"))
   io.stdout:write(("rollback concluído: %s volta a servir o modelo %s (dim %d); o modelo %s ficou como sombra "
     .. "em %s (`ragops model switch` troca de novo).\n%s\n"):format(live, rows.previous.model, rows.previous.dim,
-    rows.live.model, model.table_for(live, "shadow"), config_hint(rows.previous)))
+    rows.live.model, model.table_for(live, "shadow"), config_hint(cfg, rows.previous)))
   return exit.ok
 end
 
