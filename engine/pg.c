@@ -58,6 +58,9 @@ struct pg_conn {
     PGresult *result;           /* result kept for the callback (last, or first error) */
     char err[1024];             /* last pt-BR error message */
     char sqlstate[6];           /* SQLSTATE of the last error */
+    pg_notice notices[PG_NOTICES_MAX]; /* server notices not yet taken, oldest first */
+    int notice_count;           /* entries used in notices */
+    int notices_dropped;        /* notices that arrived with notices full */
 };
 
 static void on_poll(uv_poll_t *handle, int status, int events);
@@ -90,11 +93,14 @@ static void fold_message(char *out, size_t outlen, const char *msg)
 static void set_error(pg_conn *c, const char *prefix, const char *detail, const char *sqlstate)
 {
     char folded[768];
+    int len;
     fold_message(folded, sizeof folded, detail);
     if (folded[0] != '\0')
-        snprintf(c->err, sizeof c->err, "%s: %s", prefix, folded);
+        len = snprintf(c->err, sizeof c->err, "%s: %s", prefix, folded);
     else
-        snprintf(c->err, sizeof c->err, "%s", prefix);
+        len = snprintf(c->err, sizeof c->err, "%s", prefix);
+    if (len >= (int)sizeof c->err) /* a long message is cut, still one line */
+        c->err[sizeof c->err - 1] = '\0';
     snprintf(c->sqlstate, sizeof c->sqlstate, "%s", sqlstate ? sqlstate : "");
 }
 
@@ -256,11 +262,32 @@ static void on_defer(uv_timer_t *timer)
         on_names_resolved(c);
 }
 
+/* libpq's notice receiver: keeps the notice on c (bounded) instead of
+ * printing it; the caller decides what the operator sees, in pt-BR. */
+static void on_notice(void *arg, const PGresult *res)
+{
+    pg_conn *c = arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    pg_notice *n;
+    if (c->notice_count >= PG_NOTICES_MAX) {
+        c->notices_dropped++;
+        return;
+    }
+    n = &c->notices[c->notice_count++];
+    snprintf(n->severity, sizeof n->severity, "%s", severity ? severity : "NOTICE");
+    snprintf(n->sqlstate, sizeof n->sqlstate, "%s", sqlstate ? sqlstate : "");
+    fold_message(n->message, sizeof n->message, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+    fold_message(n->hint, sizeof n->hint, PQresultErrorField(res, PG_DIAG_MESSAGE_HINT));
+}
+
 /* libpq has been started (c->conn, or NULL when memory was short): report an
  * immediate failure from the loop, or wait for the socket. */
 static void connect_begin(pg_conn *c)
 {
     int rc;
+    if (c->conn != NULL)
+        PQsetNoticeReceiver(c->conn, on_notice, c);
     if (c->conn == NULL || PQstatus(c->conn) == CONNECTION_BAD) {
         c->state = PG_STATE_FAILED;
         set_error(c, "falha ao conectar ao PostgreSQL",
@@ -761,6 +788,27 @@ int pg_conn_is_busy(const pg_conn *c)
 const char *pg_conn_error(const pg_conn *c)
 {
     return c ? c->err : "";
+}
+
+int pg_conn_notice_count(const pg_conn *c)
+{
+    return c->notice_count;
+}
+
+const pg_notice *pg_conn_notice(const pg_conn *c, int i)
+{
+    return i >= 0 && i < c->notice_count ? &c->notices[i] : NULL;
+}
+
+int pg_conn_notices_dropped(const pg_conn *c)
+{
+    return c->notices_dropped;
+}
+
+void pg_conn_clear_notices(pg_conn *c)
+{
+    c->notice_count = 0;
+    c->notices_dropped = 0;
 }
 
 const char *pg_conn_sqlstate(const pg_conn *c)

@@ -105,6 +105,31 @@ const char *pg_conn_error(const pg_conn *c);
 /* SQLSTATE of the last error recorded on c, "" if none. */
 const char *pg_conn_sqlstate(const pg_conn *c);
 
+/* Most server notices (NOTICE, WARNING, ...) a connection keeps until they
+ * are taken; later ones are counted as dropped. libpq's default processor,
+ * which prints them to stderr in the server's language, is never used. */
+#define PG_NOTICES_MAX 8
+
+/* One server notice, truncated to fit. */
+typedef struct pg_notice {
+    char severity[16]; /* non-localized severity: NOTICE, WARNING, INFO, ... */
+    char sqlstate[6];  /* its SQLSTATE ("" when the server sent none) */
+    char message[384]; /* primary message, on one line */
+    char hint[256];    /* hint, on one line ("" when none) */
+} pg_notice;
+
+/* Notices kept since the last pg_conn_clear_notices (0..PG_NOTICES_MAX). */
+int pg_conn_notice_count(const pg_conn *c);
+
+/* Notice i (0-based, oldest first), or NULL when out of range. */
+const pg_notice *pg_conn_notice(const pg_conn *c, int i);
+
+/* Notices that arrived while PG_NOTICES_MAX were kept (not stored). */
+int pg_conn_notices_dropped(const pg_conn *c);
+
+/* Forgets the kept notices and the dropped count. */
+void pg_conn_clear_notices(pg_conn *c);
+
 /* The underlying PGconn (escaping helpers, tests). NULL once closed. */
 PGconn *pg_conn_raw(pg_conn *c);
 

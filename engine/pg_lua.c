@@ -616,6 +616,33 @@ static int lpg_is_ok(lua_State *L)
     return 1;
 }
 
+/* conn:notices() -> { { severity, sqlstate, message, hint }, ... }, dropped:
+ * the server notices received since the last call (oldest first, at most
+ * PG_NOTICES_MAX; dropped counts the ones past that), then forgets them. */
+static int lpg_notices(lua_State *L)
+{
+    lpg_conn *lc = check_conn(L);
+    int n = lc->pg != NULL ? pg_conn_notice_count(lc->pg) : 0;
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        const pg_notice *note = pg_conn_notice(lc->pg, i);
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, note->severity);
+        lua_setfield(L, -2, "severity");
+        lua_pushstring(L, note->sqlstate);
+        lua_setfield(L, -2, "sqlstate");
+        lua_pushstring(L, note->message);
+        lua_setfield(L, -2, "message");
+        lua_pushstring(L, note->hint);
+        lua_setfield(L, -2, "hint");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushinteger(L, lc->pg != NULL ? pg_conn_notices_dropped(lc->pg) : 0);
+    if (lc->pg != NULL)
+        pg_conn_clear_notices(lc->pg);
+    return 2;
+}
+
 static int lpg_tostring(lua_State *L)
 {
     lpg_conn *lc = check_conn(L);
@@ -636,6 +663,7 @@ int luaopen_ragops_pg(lua_State *L)
         {"query", lpg_query},   {"copy_documents", lpg_copy_documents},
         {"close", lpg_close},   {"is_ok", lpg_is_ok},
         {"wait_notification", lpg_wait_notification},
+        {"notices", lpg_notices},
         {NULL, NULL},
     };
     static const luaL_Reg metamethods[] = {

@@ -399,6 +399,24 @@ function M.load_defaults(path)
   return defaults
 end
 
+-- A server notice ({ severity, sqlstate, message, hint } from
+-- conn:notices()) as a pt-BR line for the operator: pgvector's known build
+-- notices translated with what to do, anything else wrapped as it came.
+function M.describe_notice(n)
+  local tuples = n.message:match("^hnsw graph no longer fits into maintenance_work_mem after (%d+) tuples")
+  if tuples then
+    return ("o grafo HNSW deixou de caber em maintenance_work_mem depois de %s vetores: o resto da construção "
+      .. "fica bem mais lento; recrie com --maintenance-work-mem maior (ex.: 2GB)"):format(tuples)
+  end
+  if n.message:match("^ivfflat index created with little data") then
+    return "o pgvector avisa que o índice IVFFlat foi criado com poucos dados: as listas ficam ruins e o recall "
+      .. "baixo; recrie o índice depois do backfill"
+  end
+  local hint = n.hint ~= "" and (" (dica do servidor: " .. n.hint .. ")") or ""
+  return ("aviso do PostgreSQL (%s%s): %s%s"):format(n.severity, n.sqlstate ~= "" and (" " .. n.sqlstate) or "",
+    n.message, hint)
+end
+
 ---------------------------------------------------------------------------
 -- Database side (runs inside the CLI coroutine).
 ---------------------------------------------------------------------------

@@ -62,10 +62,23 @@ H.each_storage(function()
       assert.is_nil(index_row("rag_documents_embedding_hnsw"))
     end)
 
+    it("HNSW com maintenance_work_mem pequena: o aviso do pgvector sai em pt-BR, não no inglês do servidor", function()
+      -- 220 vectors of 1536 floats (~1.4 MB) do not fit in 1MB: pgvector sends a NOTICE.
+      local code, _, err = H.ragops(url, ("index create --method hnsw --m 4 --ef-construction 8 --dim %d "
+        .. "--maintenance-work-mem 1MB --name idx_grafo_grande"):format(DIM))
+      assert.are.equal(0, code, err)
+      assert.matches("o grafo HNSW deixou de caber em maintenance_work_mem depois de %d+ vetores", err)
+      assert.is_nil(err:find("NOTICE", 1, true), err)
+      assert.is_nil(err:find("Increase maintenance_work_mem", 1, true), err)
+      code, _, err = H.ragops(url, "index drop --name idx_grafo_grande")
+      assert.are.equal(0, code, err)
+    end)
+
     it("IVFFlat --concurrently com mais listas que linhas: avisa e cria", function()
       local code, _, err = H.ragops(url, ("index create --lists 300 --dim %d --concurrently --name idx_poucas"):format(DIM))
       assert.are.equal(0, code, err)
       assert.matches("menos linhas com embedding %(%d+%) que listas %(300%)", err)
+      assert.is_nil(err:find("NOTICE", 1, true), err)
       assert.are.same({ "ivfflat", "t" }, index_row("idx_poucas"))
       code, _, err = H.ragops(url, "index drop --name idx_poucas")
       assert.are.equal(0, code, err)

@@ -389,6 +389,12 @@ describe("ragops index com um banco pgvector simulado", function()
     end
     function c:close() self.closed = true end
     function c:is_ok() return true end
+    -- Notices the server "sent" since the last call (state.notices, once).
+    function c:notices()
+      local notes = state.notices or {}
+      state.notices = nil
+      return notes, 0
+    end
     return c
   end
 
@@ -594,5 +600,27 @@ describe("SQL de busca do validate por tipo de coluna", function()
   it("outro tipo é erro de uso", function()
     assert.has_error(function() validate.pgvector_sql('"t"', "real[]") end,
       'validate.pgvector_sql: column_type deve ser "vector" ou "halfvec", recebi "real[]"')
+  end)
+end)
+
+describe("index.describe_notice: avisos do servidor em pt-BR", function()
+  local index = require "ragops.index"
+
+  it("o grafo HNSW que não cabe em maintenance_work_mem vira uma orientação", function()
+    local line = index.describe_notice({ severity = "NOTICE", sqlstate = "00000",
+      message = "hnsw graph no longer fits into maintenance_work_mem after 152 tuples",
+      hint = "Increase maintenance_work_mem to speed up builds." })
+    assert.are.equal("o grafo HNSW deixou de caber em maintenance_work_mem depois de 152 vetores: o resto da "
+      .. "construção fica bem mais lento; recrie com --maintenance-work-mem maior (ex.: 2GB)", line)
+  end)
+
+  it("IVFFlat com poucos dados, e qualquer outro aviso embrulhado com severidade e dica", function()
+    assert.matches("^o pgvector avisa que o índice IVFFlat foi criado com poucos dados",
+      index.describe_notice({ severity = "NOTICE", sqlstate = "00000",
+        message = "ivfflat index created with little data", hint = "Drop the index until the table has more data." }))
+    assert.are.equal("aviso do PostgreSQL (WARNING 01000): algo (dica do servidor: faça x)",
+      index.describe_notice({ severity = "WARNING", sqlstate = "01000", message = "algo", hint = "faça x" }))
+    assert.are.equal("aviso do PostgreSQL (NOTICE): outro",
+      index.describe_notice({ severity = "NOTICE", sqlstate = "", message = "outro", hint = "" }))
   end)
 end)

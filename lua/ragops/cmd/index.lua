@@ -89,6 +89,14 @@ local function cancel_on_signal(conn, cfg)
   return interrupt
 end
 
+-- Logs the server's notices of the last statement in pt-BR (libpq no
+-- longer prints them to stderr in the server's language).
+local function log_notices(conn)
+  local notes, dropped = conn:notices()
+  for _, n in ipairs(notes) do log.warn("%s", index.describe_notice(n)) end
+  if dropped > 0 then log.warn("mais %d aviso(s) do PostgreSQL omitidos", dropped) end
+end
+
 -- Runs the statements one by one, stopping before the next one once
 -- interrupt.signal is set; returns true or nil, err, sqlstate, sql.
 local function run_statements(conn, statements, interrupt)
@@ -96,6 +104,7 @@ local function run_statements(conn, statements, interrupt)
     if interrupt.signal then return nil, "interrompido", nil, sql end
     log.info("executando: %s", sql)
     local rows, err, state = conn:query(sql)
+    log_notices(conn)
     if not rows then return nil, err, state, sql end
   end
   return true
