@@ -203,6 +203,31 @@ static void put_row(copy_buf *b, const char *id, int chunk, const float *v, int 
     ASSERT_INT_EQ(copy_field_float4_array(b, v, n), 0);
 }
 
+/* Server notices are kept on the connection (bounded), not printed by libpq. */
+static void test_notices_kept_not_printed(void)
+{
+    pg_conn *c = connect_ok();
+    ASSERT_INT_EQ(pg_conn_notice_count(c), 0);
+    exec_ok(c, "do $$ begin raise notice 'aviso % de teste', 1 using hint = 'uma dica'; end $$");
+    ASSERT_INT_EQ(pg_conn_notice_count(c), 1);
+    ASSERT_STR_EQ(pg_conn_notice(c, 0)->severity, "NOTICE");
+    ASSERT_STR_EQ(pg_conn_notice(c, 0)->sqlstate, "00000");
+    ASSERT_STR_EQ(pg_conn_notice(c, 0)->message, "aviso 1 de teste");
+    ASSERT_STR_EQ(pg_conn_notice(c, 0)->hint, "uma dica");
+    ASSERT(pg_conn_notice(c, 1) == NULL);
+    pg_conn_clear_notices(c);
+    /* More than PG_NOTICES_MAX: the first ones are kept, the rest counted. */
+    exec_ok(c, "do $$ begin for i in 1..11 loop raise warning 'w%', i; end loop; end $$");
+    ASSERT_INT_EQ(pg_conn_notice_count(c), PG_NOTICES_MAX);
+    ASSERT_INT_EQ(pg_conn_notices_dropped(c), 11 - PG_NOTICES_MAX);
+    ASSERT_STR_EQ(pg_conn_notice(c, 0)->severity, "WARNING");
+    ASSERT_STR_EQ(pg_conn_notice(c, 0)->message, "w1");
+    pg_conn_clear_notices(c);
+    ASSERT_INT_EQ(pg_conn_notice_count(c), 0);
+    ASSERT_INT_EQ(pg_conn_notices_dropped(c), 0);
+    pg_conn_close(c);
+}
+
 static void test_copy_round_trip(void)
 {
     pg_conn *c = connect_ok();
@@ -915,6 +940,7 @@ int main(void)
     ASSERT_INT_EQ(uv_loop_init(&loop), 0);
     test_connect_failure();
     test_params_and_errors();
+    test_notices_kept_not_printed();
     test_copy_round_trip();
     test_pgvector_round_trip();
     test_two_connections_concurrently();
