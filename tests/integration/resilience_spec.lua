@@ -194,7 +194,13 @@ describe("resiliência operacional", function()
     local plan = fault_plan()
     local report_path = os.tmpname()
     local job = H.ragops_background(url, "run " .. H.q(plan) .. " --report-json " .. report_path, { env = { RAGOPS_EMBED_URL = server.url } })
-    H.sleep(0.5)
+    -- The signal goes once the run is under way (a loaded machine may take
+    -- longer than a fixed pause to start it), with a batch in flight.
+    for _ = 1, 500 do
+      if H.scalar(url, "select count(*) from ragops_runs where status = 'running'") > 0 then break end
+      H.sleep(0.02)
+    end
+    H.sleep(0.3)
     H.sh("kill -TERM " .. job.pid)
     local code = H.exit_code(job)
     H.stop_embed_server(server)
