@@ -73,11 +73,13 @@ port_in_use() {
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Free TCP port in 55500..55999 not in the list of already chosen ones ($@).
+# Free TCP port in 30000..32499 (below Linux's ephemeral range, where --port 0
+# servers and outgoing connections take theirs) not in the list of already
+# chosen ones ($@).
 pick_free_port() {
   local attempt port taken
   for ((attempt = 0; attempt < 100; attempt++)); do
-    port=$((55500 + RANDOM % 500))
+    port=$((30000 + RANDOM % 2500))
     taken=0
     for chosen in "$@"; do [[ "$chosen" == "$port" ]] && taken=1; done
     if [[ $taken -eq 0 ]] && ! port_in_use "$port"; then
@@ -216,7 +218,7 @@ if [[ $BUILD_OK -eq 1 ]]; then
   PG_PORT="$(pick_free_port)" || PG_PORT=""
   EMBED_PORT="$(pick_free_port "$PG_PORT")" || EMBED_PORT=""
   if [[ -z "$PG_PORT" || -z "$EMBED_PORT" ]]; then
-    stage_crashed "nenhuma porta livre em 55500-55999"
+    stage_crashed "nenhuma porta livre em 30000-32499"
   else
     PG_DIR="$WORK_DIR/pg"
     EMBED_PID="$WORK_DIR/embed.pid"

@@ -332,11 +332,13 @@ function H.free_port()
     math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
     seeded = true
   end
+  -- Below Linux's ephemeral range (32768-60999): a server started with
+  -- --port 0, or any outgoing connection, never takes a port from here.
   for _ = 1, 200 do
-    local port = 56000 + math.random(0, 999)
+    local port = 20000 + math.random(0, 9999)
     if H.sh(("bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null"):format(port)) ~= 0 then return port end
   end
-  error("nenhuma porta livre em 56000-56999")
+  error("nenhuma porta livre em 20000-29999")
 end
 
 return H
