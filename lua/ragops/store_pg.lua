@@ -7,6 +7,7 @@
 -- The same interface is implemented in memory by ragops.testing, so the
 -- runner can be tested without a database.
 local cjson = require "cjson"
+local key_text = require("ragops.stages.decide").key_text
 local pg = require "ragops.pg"
 local sqlname = require "ragops.sqlname"
 local store_runs = require "ragops.store_runs"
@@ -44,6 +45,34 @@ function M.source_query(source, scope, after_key, limit, select_list, upto_key)
   return sql, params
 end
 
+
+-- Columns the page query adds to each source row (removed before the row
+-- reaches the plan): what the target holds for the row's entity.
+local STORED_COL, OPEN_FAILURE_COL = "__ragops_stored", "__ragops_open_failure"
+
+-- The page of M.source_query with, per row, the entity's stored chunks as
+-- one JSON array of [chunk_index, content_hash, metadata, same_updated_at]
+-- (same_updated_at: the stored source_updated_at equals the row's) and
+-- whether it has an open dead letter: the re-run's read and decide in one
+-- round trip. target is quoted. Returns sql, params.
+function M.page_query(source, scope, after_key, limit, upto_key, target)
+  local inner, params = M.source_query(source, scope, after_key, limit, nil, upto_key)
+  params[#params + 1] = source.entity_type
+  local entity_type, key = "$" .. #params, "p." .. pg.quote_ident(source.key)
+  local updated = source.updated_at
+    and ("nullif(p.%s::text, '')::timestamptz"):format(pg.quote_ident(source.updated_at)) or "null::timestamptz"
+  return ([[
+    select p.*, s.stored as %s,
+           exists (select 1 from ragops_failures f where f.resolved_at is null
+                      and f.entity_type = %s and f.entity_id = %s::text) as %s
+      from (%s) as p
+      left join lateral (
+        select json_agg(json_build_array(d.chunk_index, d.content_hash, d.metadata,
+                                         d.source_updated_at is not distinct from %s))::text as stored
+          from %s d where d.entity_type = %s and d.entity_id = %s::text) as s on true
+     order by %s]]):format(STORED_COL, entity_type, key, OPEN_FAILURE_COL, inner, updated, target,
+                           entity_type, key, key), params
+end
 
 -- One pass over the keys the scope selects: how many rows, and one key that
 -- appears more than once (keyset pagination would skip rows silently).
@@ -244,7 +273,7 @@ M.Store = Store
 function M.new(opts)
   local target = sqlname.quote_table(opts.table)
   local format = M.embedding_format(opts.embedding_type)
-  return setmetatable({ pool = opts.pool, format = format,
+  return setmetatable({ pool = opts.pool, format = format, target = target,
                         sql = document_sql(target, STAGING_BY_FORMAT[format]) }, Store)
 end
 
@@ -259,6 +288,31 @@ end
 function Store:fetch_page(source, scope, after_key, limit, upto_key)
   local sql, params = M.source_query(source, scope, after_key, limit, nil, upto_key)
   return self:query(sql, unpack(params))
+end
+
+-- The page with what the target holds for each row's entity, in one query
+-- (M.page_query). Returns rows, existing (the shape of existing_hashes, each
+-- entity also with metadata = { [chunk_index] = decoded }, same_updated_at =
+-- { [chunk_index] = bool } and open_failure; entities with neither
+-- documents nor an open dead letter are absent), or nil, err, sqlstate.
+function Store:fetch_page_existing(source, scope, after_key, limit, upto_key)
+  local sql, params = M.page_query(source, scope, after_key, limit, upto_key, self.target)
+  local rows, err, state = self:query(sql, unpack(params))
+  if not rows then return nil, err, state end
+  local existing = {}
+  for _, r in ipairs(rows) do
+    local stored, open_failure = r[STORED_COL], r[OPEN_FAILURE_COL]
+    r[STORED_COL], r[OPEN_FAILURE_COL] = nil, nil
+    if stored or open_failure then
+      local e = { count = 0, hashes = {}, metadata = {}, same_updated_at = {}, open_failure = open_failure }
+      for _, c in ipairs(stored and cjson.decode(stored) or {}) do
+        e.count = e.count + 1
+        e.hashes[c[1]], e.metadata[c[1]], e.same_updated_at[c[1]] = c[2], c[3], c[4]
+      end
+      existing[key_text(r[source.key])] = e
+    end
+  end
+  return rows, existing
 end
 
 -- Returns { [entity_id] = { count = n, hashes = { [chunk_index] = hash } } }.

@@ -341,18 +341,9 @@ local function compare_keys(a, b)
   return tostring(a) < tostring(b)
 end
 
--- Deep equality of two decoded JSON values (jsonb compares by value too).
-local function deep_equal(a, b)
-  if type(a) ~= type(b) then return false end
-  if type(a) ~= "table" then return a == b end
-  for k, v in pairs(a) do if not deep_equal(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
-
 -- A stored (decoded) metadata table against the runner's JSON text.
 local function same_json(stored, text)
-  return deep_equal(stored, cjson.decode(text))
+  return require("ragops.stages.decide").same_json(stored, cjson.decode(text))
 end
 
 local function doc_key(entity_type, entity_id, chunk_index)
