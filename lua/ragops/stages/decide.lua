@@ -12,7 +12,8 @@
 --   { entities, failures (dead letters of document()/metadata),
 --     items = { { text, chunk, entity } to embed }, changed = { [id] = { entity, failed } },
 --     refresh = { entity_ids, chunk_indexes, metadata, updated_at },
---     prune = { entity_ids, counts }, unchanged_ids, skipped }
+--     prune = { entity_ids, counts }, unchanged_ids, skipped,
+--     all_new (no entity has anything stored: COPY straight into the target) }
 local cjson = require "cjson"
 local chunk = require "ragops.chunk"
 local sandbox = require "ragops.sandbox"
@@ -69,13 +70,30 @@ local function build_entity(ctx, source, row)
 end
 
 -- Turns the rows of a unit into entities with chunks and hashes.
+-- (e.updated_us: updated_at in µs, when the store read it with the page).
 function M.build_entities(ctx, unit)
   local entities, failures = {}, {}
   for _, row in ipairs(unit.rows) do
     local e, failure = build_entity(ctx, unit.source, row)
-    if e then entities[#entities + 1] = e else failures[#failures + 1] = failure end
+    if e then
+      e.updated_us = unit.updated_us and unit.updated_us[e.id] or nil
+      entities[#entities + 1] = e
+    else
+      failures[#failures + 1] = failure
+    end
   end
   return entities, failures
+end
+
+-- True when no entity has anything stored (known: the store said so for
+-- every entity) and each one's updated_at has its µs form: the unit's
+-- documents can be copied straight into the target.
+local function all_new(entities, existing, known)
+  if not known or #entities == 0 then return false end
+  for _, e in ipairs(entities) do
+    if existing[e.id] or (e.updated_at ~= nil and e.updated_us == nil) then return false end
+  end
+  return true
 end
 
 -- Chunks of e that need an embedding (all of them in overwrite mode).
@@ -130,7 +148,8 @@ end
 function M.decide(ctx, entities, failures, existing, known)
   local d = { entities = entities, failures = failures, items = {}, changed = {},
               refresh = { entity_ids = {}, chunk_indexes = {}, metadata = {}, updated_at = {} },
-              prune = { entity_ids = {}, counts = {} }, unchanged_ids = {}, skipped = 0 }
+              prune = { entity_ids = {}, counts = {} }, unchanged_ids = {}, skipped = 0,
+              all_new = all_new(entities, existing, known) }
   local mode = ctx.plan.mode
   local decoded = {} -- metadata text -> decoded, once per unit
   for _, e in ipairs(entities) do

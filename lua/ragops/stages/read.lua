@@ -3,7 +3,8 @@
 -- checkpoint, PAGE_UNITS units per query, and hands each batch.size rows on
 -- as a unit of work:
 --   { seq, source, rows, first_key, after_key (exclusive lower bound), last_key,
---     existing (stored hashes of its entities, when the store read them with the page) }
+--     existing, updated_us (stored hashes of its entities and their updated_at
+--     in µs, when the store read them with the page) }
 -- Units that an interrupted process committed past its checkpoint (the
 -- checkpoint's `ahead` list) are not read again: the page is cut where one
 -- begins and the reader jumps past it, handing the committed unit to
@@ -37,18 +38,19 @@ local function cut_at_committed(rows, key, by_after, by_first)
   end
 end
 
--- A page of source, with the stored hashes of its entities when the store
--- reads both at once (ragops.store_pg): rows, existing|nil, or nil, err.
+-- A page of source, with the stored hashes of its entities and their
+-- updated_at in µs when the store reads them at once (ragops.store_pg):
+-- rows, existing|nil, updated_us|nil, or nil, err.
 local function fetch(store, source, scope, after, limit, upto)
   if store.fetch_page_existing then return store:fetch_page_existing(source, scope, after, limit, upto) end
   return store:fetch_page(source, scope, after, limit, upto)
 end
 
 -- The unit of rows[first..last] (the keys after `after`).
-local function unit_of(source, seq, after, rows, first, last, existing)
+local function unit_of(source, seq, after, rows, first, last)
   local part = {}
   for i = first, last do part[#part + 1] = rows[i] end
-  return { seq = seq, source = source, rows = part, after_key = after, existing = existing,
+  return { seq = seq, source = source, rows = part, after_key = after,
            first_key = key_text(part[1][source.key]), last_key = key_text(part[#part][source.key]) }
 end
 
@@ -78,7 +80,7 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
       jump(waiting)
     else
       local page = math.min(size * M.PAGE_UNITS, left or math.huge)
-      local rows, existing = fetch(store, source, plan.scope, after, page, range and range.upto)
+      local rows, existing, updated_us = fetch(store, source, plan.scope, after, page, range and range.upto)
       if not rows then
         local err = existing
         ctx:abort(4, ("falha ao ler a fonte %q: %s"):format(source.entity_type, tostring(err)))
@@ -90,7 +92,8 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
       for first = 1, #rows, size do
         if ctx.aborted then return false end
         seq = seq + 1
-        local unit = unit_of(source, seq, after, rows, first, math.min(first + size - 1, #rows), existing)
+        local unit = unit_of(source, seq, after, rows, first, math.min(first + size - 1, #rows))
+        unit.existing, unit.updated_us = existing, updated_us
         after = unit.last_key
         emit(unit)
       end

@@ -132,7 +132,8 @@ local function document_parts(ctx, entity_type, decision, parts)
         docs[#docs + 1] = { entity_type = entity_type, entity_id = it.entity.id,
           chunk_index = it.chunk.index, content = it.chunk.content,
           content_hash = it.chunk.hash, metadata = it.chunk.metadata,
-          embedding_model = ctx.env.model, source_updated_at = it.entity.updated_at, vec = i }
+          embedding_model = ctx.env.model, source_updated_at = it.entity.updated_at,
+          source_updated_us = it.entity.updated_us, vec = i }
       end
     end
     if #docs > 0 then
@@ -166,7 +167,8 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
   for _, e in ipairs(decision.entities) do delta.chunks = delta.chunks + #e.chunks end
   return { entity_type = entity_type, run_id = ctx.env.run_id, parts = doc_parts,
            chunk_counts = prune, refresh = decision.refresh, failures = decision.failures,
-           resolved_ids = resolved, usage = M.usage(ctx, delta), sync = unit.sync }
+           resolved_ids = resolved, usage = M.usage(ctx, delta), sync = unit.sync,
+           into_target = decision.all_new }
 end
 
 -- What the provider billed for this unit against what was sent, for the
