@@ -85,7 +85,10 @@ local function process_unit(ctx, unit, tracker)
   local function keep_spend() ctx:merge(entity_type, { requests = delta.requests, retries = delta.retries, tokens = delta.tokens }) end
   if ctx:halted() then keep_spend(); return end
   local payload = write.payload(ctx, unit, decision, parts, failed_groups, delta)
-  if not write.write(ctx, unit, payload, delta, tracker) then keep_spend(); return end
+  local written = write.write(ctx, unit, payload, delta, tracker)
+  -- The vectors live outside the Lua heap: freed now, not when collected.
+  for _, part in ipairs(parts) do if part.batch then part.batch:release() end end
+  if not written then keep_spend(); return end
   ctx:account_unit(entity_type, delta, #unit.rows)
 end
 

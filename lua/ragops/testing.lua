@@ -260,6 +260,7 @@ function M.vecbatch(vectors, tokens)
   function methods.count() return count end
   function methods.dim() return dim end
   function methods.tokens() return tokens or 0 end
+  function methods.release() count, vectors = 0, {} end
   function methods.vector(_, i)
     if type(i) ~= "number" or i < 1 or i > count or i ~= math.floor(i) then
       error("vecbatch:vector: índice de vetor fora do intervalo: " .. tostring(i), 2)
