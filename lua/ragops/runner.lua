@@ -86,8 +86,11 @@ local function process_unit(ctx, unit, tracker)
   if ctx:halted() then keep_spend(); return end
   local payload = write.payload(ctx, unit, decision, parts, failed_groups, delta)
   local written = write.write(ctx, unit, payload, delta, tracker)
-  -- The vectors live outside the Lua heap: freed now, not when collected.
-  for _, part in ipairs(parts) do if part.batch then part.batch:release() end end
+  -- The vectors live outside the Lua heap: freed now, not when collected
+  -- (a dry run's batch-shaped stand-ins hold none).
+  for _, part in ipairs(parts) do
+    if part.batch and part.batch.release then part.batch:release() end
+  end
   if not written then keep_spend(); return end
   ctx:account_unit(entity_type, delta, #unit.rows)
 end
