@@ -149,6 +149,37 @@ int copy_field_int4(copy_buf *b, int32_t v)
     return 0;
 }
 
+/* Microseconds between the Unix epoch and PostgreSQL's (2000-01-01 UTC). */
+#define PG_EPOCH_UNIX_US INT64_C(946684800000000)
+
+int copy_field_jsonb(copy_buf *b, const char *json, size_t len)
+{
+    static const unsigned char jsonb_version = 1;
+    if (json == NULL)
+        return copy_field_null(b);
+    if (len > INT32_MAX - 1) {
+        b->failed = 1;
+        return -1;
+    }
+    if (reserve(b, 5 + len) != 0)
+        return -1;
+    put_u32(b, (uint32_t)(len + 1));
+    put_raw(b, &jsonb_version, 1);
+    put_raw(b, json, len);
+    return 0;
+}
+
+int copy_field_timestamptz(copy_buf *b, int64_t unix_us)
+{
+    uint64_t v = (uint64_t)(unix_us - PG_EPOCH_UNIX_US);
+    if (reserve(b, 12) != 0)
+        return -1;
+    put_u32(b, 8);
+    put_u32(b, (uint32_t)(v >> 32));
+    put_u32(b, (uint32_t)v);
+    return 0;
+}
+
 int copy_field_float4_array(copy_buf *b, const float *values, int n)
 {
     size_t body;

@@ -1,7 +1,7 @@
 /*
  * copy.h: encoder for PostgreSQL's binary COPY format (PGCOPY), the hot path
  * that carries embedding vectors from C float arrays to the staging table
- * without turning them into text or Lua values.
+ * (or straight into the target) without turning them into text or Lua values.
  *
  * Usage: copy_buf_init, copy_begin, then per row copy_tuple_begin(n) and n
  * copy_field_* calls, then copy_end; send data/len with COPY ... FROM STDIN
@@ -50,6 +50,12 @@ int copy_field_text(copy_buf *b, const char *s);
 int copy_field_text_len(copy_buf *b, const char *s, size_t len);
 /* int4 field (big-endian). */
 int copy_field_int4(copy_buf *b, int32_t v);
+/* jsonb field (jsonb_recv): version byte 1, then the JSON text of len bytes;
+ * NULL -> SQL NULL. */
+int copy_field_jsonb(copy_buf *b, const char *json, size_t len);
+/* timestamptz field (timestamptz_recv): int64 microseconds since
+ * 2000-01-01 00:00:00 UTC, from microseconds since the Unix epoch. */
+int copy_field_timestamptz(copy_buf *b, int64_t unix_us);
 /* real[] field: one-dimensional, no NULLs, lower bound 1, n float4 elements
  * (n == 0 encodes the empty array '{}'). */
 int copy_field_float4_array(copy_buf *b, const float *values, int n);

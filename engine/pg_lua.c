@@ -6,9 +6,11 @@
  *
  *   pg.connect(conninfo) -> conn | nil, err
  *   conn:query(sql, ...) -> rows | nil, err, sqlstate
- *   conn:copy_documents(staging, docs, vecbatch [, format]) -> n | nil, err, sqlstate
+ *   conn:copy_documents(staging, docs, vecbatch [, format [, into_target]]) -> n | nil, err, sqlstate
  *     format of the embedding column: "real[]" (default), "vector" or "halfvec"
- *     (pgvector's binary input)
+ *     (pgvector's binary input); into_target: `staging` is the documents
+ *     table itself, already quoted, and metadata/source_updated_at go in its
+ *     own types (jsonb, and timestamptz from docs[i].source_updated_us)
  *   conn:wait_notification([timeout_ms]) -> { channel, payload, pid }
  *        | false (timeout) | nil, err, sqlstate (connection lost, interrupted)
  *   conn:close(), conn:is_ok(), pg.quote_ident(s)
@@ -460,6 +462,30 @@ static void copy_doc_text(lua_State *L, lpg_conn *lc, int doc, const char *name,
     copy_field_text_len(&lc->copy, s, len);
 }
 
+/* Appends docs[i].metadata as a jsonb field (the target's own type). */
+static void copy_doc_jsonb(lua_State *L, lpg_conn *lc, int doc, int i)
+{
+    size_t len = 0;
+    const char *s = doc_text(L, doc, "metadata", 0, i, &len);
+    copy_field_jsonb(&lc->copy, s, len);
+}
+
+/* Appends docs[i].source_updated_us (microseconds since the Unix epoch, an
+ * integer, or absent: NULL) as a timestamptz field. */
+static void copy_doc_timestamptz(lua_State *L, lpg_conn *lc, int doc, int i)
+{
+    lua_Number us;
+    lua_getfield(L, doc, "source_updated_us");
+    us = lua_tonumber(L, -1);
+    if (lua_isnil(L, -1))
+        copy_field_null(&lc->copy);
+    else if (lua_type(L, -1) != LUA_TNUMBER || us != floor(us) || fabs(us) > 9007199254740992.0)
+        luaL_error(L, "docs[%d].source_updated_us deve ser um inteiro (microssegundos)", i);
+    else
+        copy_field_timestamptz(&lc->copy, (int64_t)us);
+    lua_pop(L, 1);
+}
+
 /* Encoders of the embedding column, by conn:copy_documents's format name. */
 typedef int (*copy_vector_fn)(copy_buf *b, const float *values, int n);
 static const char *const vector_format_names[] = {"real[]", "vector", "halfvec", NULL};
@@ -473,16 +499,21 @@ static int lpg_copy_documents(lua_State *L)
     int ndocs, rc;
     const char *sql;
     copy_vector_fn encode_vector;
+    int into_target;
     luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
     vb = rg_vecbatch_check(L, 4);
     encode_vector = vector_format_encoders[luaL_checkoption(L, 5, "real[]", vector_format_names)];
+    into_target = lua_toboolean(L, 6);
     if (lc->pg == NULL)
         return push_closed(L);
     if (rg_async_pending(&lc->async))
         return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
     rg_check_coroutine(L, "conn:copy_documents");
-    push_quoted_ident(L, 2);
+    if (into_target)
+        lua_pushvalue(L, 2);
+    else
+        push_quoted_ident(L, 2);
     sql = lua_pushfstring(L,
                           "COPY %s (entity_type, entity_id, chunk_index, content, content_hash, metadata, "
                           "embedding_model, source_updated_at, embedding) FROM STDIN (FORMAT binary)",
@@ -519,9 +550,15 @@ static int lpg_copy_documents(lua_State *L)
         copy_field_int4(&lc->copy, (int32_t)chunk);
         copy_doc_text(L, lc, doc, "content", 1, i);
         copy_doc_text(L, lc, doc, "content_hash", 1, i);
-        copy_doc_text(L, lc, doc, "metadata", 0, i);
+        if (into_target)
+            copy_doc_jsonb(L, lc, doc, i);
+        else
+            copy_doc_text(L, lc, doc, "metadata", 0, i);
         copy_doc_text(L, lc, doc, "embedding_model", 1, i);
-        copy_doc_text(L, lc, doc, "source_updated_at", 0, i);
+        if (into_target)
+            copy_doc_timestamptz(L, lc, doc, i);
+        else
+            copy_doc_text(L, lc, doc, "source_updated_at", 0, i);
         encode_vector(&lc->copy, rg_vecbatch_row(vb, vec - 1), vb->dim);
         lua_pop(L, 1);
     }

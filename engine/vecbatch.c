@@ -37,6 +37,8 @@ rg_vecbatch *rg_vecbatch_check(lua_State *L, int idx)
     return luaL_checkudata(L, idx, RG_VECBATCH_MT);
 }
 
+/* __gc, and b:release(): frees the floats now (they live outside the Lua
+ * heap, so the collector does not feel them); the batch is then empty. */
 static int vecbatch_gc(lua_State *L)
 {
     rg_vecbatch *b = rg_vecbatch_check(L, 1);
@@ -105,7 +107,8 @@ void rg_vecbatch_register(lua_State *L)
     static const luaL_Reg methods[] = {
         {"count", vecbatch_count},   {"dim", vecbatch_dim},
         {"tokens", vecbatch_tokens}, {"vector", vecbatch_vector},
-        {"cosine", vecbatch_cosine}, {NULL, NULL},
+        {"cosine", vecbatch_cosine}, {"release", vecbatch_gc},
+        {NULL, NULL},
     };
     static const luaL_Reg metamethods[] = {
         {"__gc", vecbatch_gc},

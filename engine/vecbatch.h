@@ -15,7 +15,7 @@ typedef struct rg_vecbatch {
     int count;   /* number of vectors */
     int dim;     /* floats per vector */
     long tokens; /* prompt tokens the provider reported (0 if unknown) */
-    float *data; /* count * dim floats, row-major; owned, freed by __gc */
+    float *data; /* count * dim floats, row-major; owned, freed by __gc or b:release() */
 } rg_vecbatch;
 
 /* Pushes a new zero-filled batch userdata onto L and returns it; raises a

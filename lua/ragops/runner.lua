@@ -60,30 +60,38 @@ function M.selected_sources(plan)
   return out
 end
 
+-- The stored hashes of entities, for a unit read without them (sync, or a
+-- store without fetch_page_existing); nil after stopping the run.
+local function stored_hashes(ctx, entity_type, entities)
+  local ids = {}
+  for i, e in ipairs(entities) do ids[i] = e.id end
+  if #ids == 0 then return {} end
+  local existing, err = ctx.store:existing_hashes(entity_type, ids)
+  if not existing then ctx:abort(4, "falha ao consultar documentos existentes: " .. tostring(err)) end
+  return existing
+end
+
 -- decide -> embed -> write -> account for one unit.
 local function process_unit(ctx, unit, tracker)
   local entity_type = unit.source.entity_type
   local delta = account.new_counters()
   delta.processed = #unit.rows
   local entities, failures = decide.build_entities(ctx, unit)
-  local ids = {}
-  for i, e in ipairs(entities) do ids[i] = e.id end
-  local existing = {}
-  if #ids > 0 then
-    local err
-    existing, err = ctx.store:existing_hashes(entity_type, ids)
-    if not existing then
-      ctx:abort(4, "falha ao consultar documentos existentes: " .. tostring(err))
-      return
-    end
-  end
-  local decision = decide.decide(ctx, entities, failures, existing)
+  local existing = unit.existing or stored_hashes(ctx, entity_type, entities)
+  if not existing then return end
+  local decision = decide.decide(ctx, entities, failures, existing, unit.existing ~= nil)
   delta.skipped = decision.skipped
   local parts, failed_groups = embed.embed_items(ctx, decision.items, delta, entity_type)
   local function keep_spend() ctx:merge(entity_type, { requests = delta.requests, retries = delta.retries, tokens = delta.tokens }) end
   if ctx:halted() then keep_spend(); return end
   local payload = write.payload(ctx, unit, decision, parts, failed_groups, delta)
-  if not write.write(ctx, unit, payload, delta, tracker) then keep_spend(); return end
+  local written = write.write(ctx, unit, payload, delta, tracker)
+  -- The vectors live outside the Lua heap: freed now, not when collected
+  -- (a dry run's batch-shaped stand-ins hold none).
+  for _, part in ipairs(parts) do
+    if part.batch and part.batch.release then part.batch:release() end
+  end
+  if not written then keep_spend(); return end
   ctx:account_unit(entity_type, delta, #unit.rows)
 end
 
@@ -162,7 +170,7 @@ local function run_source(ctx, source)
   local env = ctx.env
   ctx:counters_for(source.entity_type)
   local cp = (env.checkpoint or {})[source.entity_type] or {}
-  local tracker = not env.range and write.tracker(cp) or nil
+  local tracker = not env.range and write.tracker(cp, ctx.sched.now()) or nil
   if cp.after then
     ctx.log.info("retomando %s a partir da chave %s (checkpoint)", source.entity_type, cp.after)
   end
@@ -170,6 +178,7 @@ local function run_source(ctx, source)
     return read.read_source(ctx, source, env.range and {} or cp, { range = env.range }, emit,
       function(unit, stats) tracker:committed(unit, stats, true) end)
   end)
+  write.flush(ctx, source.entity_type, tracker, true)
   -- A work unit's range is not the whole source: deletions belong to the
   -- run as a whole (see ragops.workunits).
   if complete and not ctx.aborted and not env.range then delete_gone(ctx, source) end

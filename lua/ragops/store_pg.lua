@@ -1,12 +1,14 @@
 -- ragops.store_pg: the runner's storage backend on PostgreSQL. It reads the
 -- plan's sources page by page (keyset pagination, filters pushed down as
--- parameters), looks up stored hashes, writes a unit of work (binary COPY
--- into a staging table + one upsert + stale-chunk delete + checkpoint, in
+-- parameters, with the stored hashes of each page in the same query), writes
+-- a unit of work (binary COPY into a staging table + one upsert, or straight
+-- into the target when every key is new; stale-chunk delete; checkpoint; in
 -- one transaction), records failures and run bookkeeping.
 --
 -- The same interface is implemented in memory by ragops.testing, so the
 -- runner can be tested without a database.
 local cjson = require "cjson"
+local key_text = require("ragops.stages.decide").key_text
 local pg = require "ragops.pg"
 local sqlname = require "ragops.sqlname"
 local store_runs = require "ragops.store_runs"
@@ -15,6 +17,7 @@ local sync_queue = require "ragops.sync_queue"
 local M = {}
 
 local STAGING = "ragops_staging"
+local UNIQUE_VIOLATION = "23505"
 
 
 -- Builds "select ... from (<source sql>) src where <filters>" with numbered
@@ -44,6 +47,39 @@ function M.source_query(source, scope, after_key, limit, select_list, upto_key)
   return sql, params
 end
 
+
+-- Columns the page query adds to each source row (removed before the row
+-- reaches the plan): what the target holds for the row's entity.
+local STORED_COL, OPEN_FAILURE_COL = "__ragops_stored", "__ragops_open_failure"
+local UPDATED_US_COL = "__ragops_updated_us"
+
+-- The page of M.source_query with, per row, the entity's stored chunks as
+-- one JSON array of [chunk_index, content_hash, metadata, same_updated_at]
+-- (same_updated_at: the stored source_updated_at equals the row's) and
+-- whether it has an open dead letter: the re-run's read and decide in one
+-- round trip. Also the row's updated_at in microseconds since the Unix
+-- epoch (null when null or infinite), for a COPY straight into the target.
+-- target is quoted. Returns sql, params.
+function M.page_query(source, scope, after_key, limit, upto_key, target)
+  local inner, params = M.source_query(source, scope, after_key, limit, nil, upto_key)
+  params[#params + 1] = source.entity_type
+  local entity_type, key = "$" .. #params, "p." .. pg.quote_ident(source.key)
+  local updated = source.updated_at
+    and ("nullif(p.%s::text, '')::timestamptz"):format(pg.quote_ident(source.updated_at)) or "null::timestamptz"
+  return ([[
+    select p.*, s.stored as %s,
+           exists (select 1 from ragops_failures f where f.resolved_at is null
+                      and f.entity_type = %s and f.entity_id = %s::text) as %s,
+           case when isfinite(%s) then (extract(epoch from %s) * 1000000)::int8 end as %s
+      from (%s) as p
+      left join lateral (
+        select json_agg(json_build_array(d.chunk_index, d.content_hash, d.metadata,
+                                         d.source_updated_at is not distinct from %s))::text as stored
+          from %s d where d.entity_type = %s and d.entity_id = %s::text) as s on true
+     order by %s]]):format(STORED_COL, entity_type, key, OPEN_FAILURE_COL, updated, updated, UPDATED_US_COL,
+                           inner, updated, target,
+                           entity_type, key, key), params
+end
 
 -- One pass over the keys the scope selects: how many rows, and one key that
 -- appears more than once (keyset pagination would skip rows silently).
@@ -244,7 +280,7 @@ M.Store = Store
 function M.new(opts)
   local target = sqlname.quote_table(opts.table)
   local format = M.embedding_format(opts.embedding_type)
-  return setmetatable({ pool = opts.pool, format = format,
+  return setmetatable({ pool = opts.pool, format = format, target = target,
                         sql = document_sql(target, STAGING_BY_FORMAT[format]) }, Store)
 end
 
@@ -261,6 +297,34 @@ function Store:fetch_page(source, scope, after_key, limit, upto_key)
   return self:query(sql, unpack(params))
 end
 
+-- The page with what the target holds for each row's entity, in one query
+-- (M.page_query). Returns rows, existing (the shape of existing_hashes, each
+-- entity also with metadata = { [chunk_index] = decoded }, same_updated_at =
+-- { [chunk_index] = bool } and open_failure; entities with neither
+-- documents nor an open dead letter are absent), updated_us ({ [entity_id]
+-- = updated_at in µs since the Unix epoch }, see M.page_query), or nil,
+-- err, sqlstate.
+function Store:fetch_page_existing(source, scope, after_key, limit, upto_key)
+  local sql, params = M.page_query(source, scope, after_key, limit, upto_key, self.target)
+  local rows, err, state = self:query(sql, unpack(params))
+  if not rows then return nil, err, state end
+  local existing, updated_us = {}, {}
+  for _, r in ipairs(rows) do
+    local stored, open_failure = r[STORED_COL], r[OPEN_FAILURE_COL]
+    updated_us[key_text(r[source.key])] = r[UPDATED_US_COL]
+    r[STORED_COL], r[OPEN_FAILURE_COL], r[UPDATED_US_COL] = nil, nil, nil
+    if stored or open_failure then
+      local e = { count = 0, hashes = {}, metadata = {}, same_updated_at = {}, open_failure = open_failure }
+      for _, c in ipairs(stored and cjson.decode(stored) or {}) do
+        e.count = e.count + 1
+        e.hashes[c[1]], e.metadata[c[1]], e.same_updated_at[c[1]] = c[2], c[3], c[4]
+      end
+      existing[key_text(r[source.key])] = e
+    end
+  end
+  return rows, existing, updated_us
+end
+
 -- Returns { [entity_id] = { count = n, hashes = { [chunk_index] = hash } } }.
 function Store:existing_hashes(entity_type, entity_ids)
   local rows, err = self:query(self.sql.existing, entity_type, entity_ids)
@@ -275,18 +339,20 @@ function Store:existing_hashes(entity_type, entity_ids)
   return out
 end
 
--- The documents of a unit: COPY into staging, one upsert, stale chunks
--- pruned, unchanged ones refreshed. Returns written, pruned, refreshed.
+-- The documents of a unit: COPY into staging and one upsert (or, when
+-- every key is new, COPY straight into the target), stale chunks pruned,
+-- unchanged ones refreshed. Returns written, pruned, refreshed.
 local function write_documents(store, step, conn, unit)
   local written, pruned, refreshed = 0, 0, 0
+  local into = unit.into_target and store.target or STAGING_BY_FORMAT[store.format].table
   for _, part in ipairs(unit.parts) do
     if #part.docs > 0 then
-      local n, err, state = conn:copy_documents(STAGING_BY_FORMAT[store.format].table, part.docs,
-                                                part.batch, store.format)
+      local n, err, state = conn:copy_documents(into, part.docs, part.batch, store.format, unit.into_target)
       if not n then error({ err = err, state = state }, 0) end
+      written = written + n
     end
   end
-  if #unit.parts > 0 then written = step(store.sql.upsert).affected end
+  if #unit.parts > 0 and not unit.into_target then written = step(store.sql.upsert).affected end
   local counts = unit.chunk_counts
   if #counts.entity_ids > 0 then
     pruned = step(store.sql.prune, unit.entity_type, counts.entity_ids, counts.counts).affected
@@ -331,6 +397,8 @@ end
 --          refresh = { entity_ids, chunk_indexes, metadata, updated_at },
 --          failures = { dead letters }, resolved_ids = { entity ids now indexed },
 --          checkpoint = { seq, after, stats, covered = { last keys }, includes_unit },
+--          into_target = every key is new: COPY straight into the target (docs
+--                        with source_updated_us), no staging and no upsert,
 --          ahead = nil | { first_key, after_key, last_key, stats } (committed past the prefix),
 --          sync = nil | { change_ids, run_id, delete_ids, watermark } (ragops.sync_queue.write) }
 -- Everything in one transaction, with the owner's fence and the requests
@@ -351,6 +419,11 @@ function Store:write_unit(unit)
     return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
   end)
   if not result then self:unreserve_spent(spent) end
+  -- Keys read as new that another process wrote since: the upsert instead.
+  if not result and state == UNIQUE_VIOLATION and unit.into_target then
+    unit.into_target = false
+    return self:write_unit(unit)
+  end
   return result, err, state
 end
 

@@ -260,6 +260,7 @@ function M.vecbatch(vectors, tokens)
   function methods.count() return count end
   function methods.dim() return dim end
   function methods.tokens() return tokens or 0 end
+  function methods.release() count, vectors = 0, {} end
   function methods.vector(_, i)
     if type(i) ~= "number" or i < 1 or i > count or i ~= math.floor(i) then
       error("vecbatch:vector: índice de vetor fora do intervalo: " .. tostring(i), 2)
@@ -341,18 +342,9 @@ local function compare_keys(a, b)
   return tostring(a) < tostring(b)
 end
 
--- Deep equality of two decoded JSON values (jsonb compares by value too).
-local function deep_equal(a, b)
-  if type(a) ~= type(b) then return false end
-  if type(a) ~= "table" then return a == b end
-  for k, v in pairs(a) do if not deep_equal(v, b[k]) then return false end end
-  for k in pairs(b) do if a[k] == nil then return false end end
-  return true
-end
-
 -- A stored (decoded) metadata table against the runner's JSON text.
 local function same_json(stored, text)
-  return deep_equal(stored, cjson.decode(text))
+  return require("ragops.stages.decide").same_json(stored, cjson.decode(text))
 end
 
 local function doc_key(entity_type, entity_id, chunk_index)

@@ -55,6 +55,29 @@ static void test_scalar_fields(void)
     copy_buf_free(&b);
 }
 
+/* jsonb: version 1 + text; timestamptz: int64 µs since 2000-01-01 UTC. */
+static void test_jsonb_and_timestamptz(void)
+{
+    copy_buf b;
+    copy_buf_init(&b);
+    ASSERT_INT_EQ(copy_field_jsonb(&b, "{\"a\":1}", 7), 0);
+    ASSERT_INT_EQ(copy_field_jsonb(&b, NULL, 0), 0);
+    /* 2024-01-01 00:00:00 UTC = 1704067200 s after the Unix epoch */
+    ASSERT_INT_EQ(copy_field_timestamptz(&b, INT64_C(1704067200000000) + 5), 0);
+    ASSERT_INT_EQ(copy_field_timestamptz(&b, 0), 0);
+    ASSERT_INT_EQ(b.len, (4 + 8) + 4 + (4 + 8) + (4 + 8));
+    ASSERT_INT_EQ(be32(b.data), 8);
+    ASSERT_INT_EQ((unsigned char)b.data[4], 1);
+    ASSERT(memcmp(b.data + 5, "{\"a\":1}", 7) == 0);
+    ASSERT_INT_EQ(be32(b.data + 12), 0xFFFFFFFFu);
+    ASSERT_INT_EQ(be32(b.data + 16), 8);
+    /* (1704067200 - 946684800) s = 757382400 s = 757382400000005 µs */
+    ASSERT_INT_EQ(((uint64_t)be32(b.data + 20) << 32) | be32(b.data + 24), UINT64_C(757382400000005));
+    ASSERT_INT_EQ(be32(b.data + 28), 8);
+    ASSERT_INT_EQ(((uint64_t)be32(b.data + 32) << 32) | be32(b.data + 36), (uint64_t)-INT64_C(946684800000000));
+    copy_buf_free(&b);
+}
+
 static void test_float_array(void)
 {
     copy_buf b;
@@ -181,6 +204,7 @@ int main(void)
 {
     test_header_and_trailer();
     test_scalar_fields();
+    test_jsonb_and_timestamptz();
     test_float_array();
     test_vector_field();
     test_halfvec_field();

@@ -3,12 +3,17 @@
 -- into an entity with chunks and content hashes (the plan's document(),
 -- under pcall), and decides per entity: skip (unchanged; metadata and
 -- source_updated_at refreshed in place), embed (new or changed chunks), and
--- prune (stored chunks past the entity's new chunk count). Hands on a
+-- prune (stored chunks past the entity's new chunk count). With what the
+-- store read with the page (store_pg fetch_page_existing: stored metadata,
+-- source_updated_at and open dead letters), an unchanged chunk is refreshed
+-- only where it differs and an unchanged entity resolved only when it has
+-- an open dead letter, so an unchanged unit has nothing to write. Hands on a
 -- `decision` for the embed and write stages:
 --   { entities, failures (dead letters of document()/metadata),
 --     items = { { text, chunk, entity } to embed }, changed = { [id] = { entity, failed } },
 --     refresh = { entity_ids, chunk_indexes, metadata, updated_at },
---     prune = { entity_ids, counts }, unchanged_ids, skipped }
+--     prune = { entity_ids, counts }, unchanged_ids, skipped,
+--     all_new (no entity has anything stored: COPY straight into the target) }
 local cjson = require "cjson"
 local chunk = require "ragops.chunk"
 local sandbox = require "ragops.sandbox"
@@ -65,13 +70,30 @@ local function build_entity(ctx, source, row)
 end
 
 -- Turns the rows of a unit into entities with chunks and hashes.
+-- (e.updated_us: updated_at in µs, when the store read it with the page).
 function M.build_entities(ctx, unit)
   local entities, failures = {}, {}
   for _, row in ipairs(unit.rows) do
     local e, failure = build_entity(ctx, unit.source, row)
-    if e then entities[#entities + 1] = e else failures[#failures + 1] = failure end
+    if e then
+      e.updated_us = unit.updated_us and unit.updated_us[e.id] or nil
+      entities[#entities + 1] = e
+    else
+      failures[#failures + 1] = failure
+    end
   end
   return entities, failures
+end
+
+-- True when no entity has anything stored (known: the store said so for
+-- every entity) and each one's updated_at has its µs form: the unit's
+-- documents can be copied straight into the target.
+local function all_new(entities, existing, known)
+  if not known or #entities == 0 then return false end
+  for _, e in ipairs(entities) do
+    if existing[e.id] or (e.updated_at ~= nil and e.updated_us == nil) then return false end
+  end
+  return true
 end
 
 -- Chunks of e that need an embedding (all of them in overwrite mode).
@@ -83,26 +105,59 @@ local function chunks_to_embed(mode, e, old)
   return out
 end
 
--- Decides per entity against existing = { [id] = { count, hashes } }.
-function M.decide(ctx, entities, failures, existing)
+-- Deep equality of two decoded JSON values (jsonb compares by value too).
+function M.same_json(a, b)
+  if type(a) ~= type(b) then return false end
+  if type(a) ~= "table" then return a == b end
+  for k, v in pairs(a) do if not M.same_json(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
+-- True when the stored chunk c of old may differ in metadata or
+-- source_updated_at (always, when the store did not say what it holds).
+local function needs_refresh(old, c, decoded)
+  if not (old and old.metadata) then return true end
+  if not old.same_updated_at[c.index] then return true end
+  decoded[c.metadata] = decoded[c.metadata] or cjson.decode(c.metadata)
+  return not M.same_json(old.metadata[c.index], decoded[c.metadata])
+end
+
+-- An unchanged entity: chunks to refresh in place, and the entity among
+-- those whose dead letters are resolved unless the store says it has none.
+local function keep_unchanged(d, e, old, known, decoded)
+  d.skipped = d.skipped + 1
+  if not known or (old and old.open_failure) then d.unchanged_ids[#d.unchanged_ids + 1] = e.id end
+  local r = d.refresh
+  for _, c in ipairs(e.chunks) do
+    if needs_refresh(old, c, decoded) then
+      r.entity_ids[#r.entity_ids + 1] = e.id
+      r.chunk_indexes[#r.chunk_indexes + 1] = c.index
+      r.metadata[#r.metadata + 1] = c.metadata
+      r.updated_at[#r.updated_at + 1] = e.updated_at or ""
+    end
+  end
+end
+
+-- Decides per entity against existing = { [id] = { count, hashes } }; known:
+-- existing comes from ragops.store_pg fetch_page_existing (with metadata,
+-- same_updated_at and open_failure, and every entity with an open dead
+-- letter present), so unchanged chunks that match are not refreshed and
+-- unchanged entities without a dead letter are not resolved.
+-- unchanged_ids: the unchanged entities whose dead letters are resolved.
+function M.decide(ctx, entities, failures, existing, known)
   local d = { entities = entities, failures = failures, items = {}, changed = {},
               refresh = { entity_ids = {}, chunk_indexes = {}, metadata = {}, updated_at = {} },
-              prune = { entity_ids = {}, counts = {} }, unchanged_ids = {}, skipped = 0 }
+              prune = { entity_ids = {}, counts = {} }, unchanged_ids = {}, skipped = 0,
+              all_new = all_new(entities, existing, known) }
   local mode = ctx.plan.mode
+  local decoded = {} -- metadata text -> decoded, once per unit
   for _, e in ipairs(entities) do
     local old = existing[e.id]
     local to_embed = chunks_to_embed(mode, e, old)
     local dirty = mode == "overwrite" or #to_embed > 0 or (old and old.count or 0) ~= #e.chunks
     if not dirty then
-      d.skipped = d.skipped + 1
-      d.unchanged_ids[#d.unchanged_ids + 1] = e.id
-      local r = d.refresh
-      for _, c in ipairs(e.chunks) do
-        r.entity_ids[#r.entity_ids + 1] = e.id
-        r.chunk_indexes[#r.chunk_indexes + 1] = c.index
-        r.metadata[#r.metadata + 1] = c.metadata
-        r.updated_at[#r.updated_at + 1] = e.updated_at or ""
-      end
+      keep_unchanged(d, e, old, known, decoded)
     else
       d.changed[e.id] = { entity = e, failed = false }
       for _, c in ipairs(to_embed) do d.items[#d.items + 1] = { text = c.content, chunk = c, entity = e } end

@@ -1,7 +1,10 @@
 -- ragops.stages.read: the first stage. Pages through one source in key
 -- order (keyset pagination, filters pushed down by the store) from the
--- checkpoint, and hands each page on as a unit of work:
---   { seq, source, rows, first_key, after_key (exclusive lower bound), last_key }
+-- checkpoint, PAGE_UNITS units per query, and hands each batch.size rows on
+-- as a unit of work:
+--   { seq, source, rows, first_key, after_key (exclusive lower bound), last_key,
+--     existing, updated_us (stored hashes of its entities and their updated_at
+--     in µs, when the store read them with the page) }
 -- Units that an interrupted process committed past its checkpoint (the
 -- checkpoint's `ahead` list) are not read again: the page is cut where one
 -- begins and the reader jumps past it, handing the committed unit to
@@ -10,6 +13,10 @@ local decide = require "ragops.stages.decide"
 
 local M = {}
 local key_text = decide.key_text
+
+-- Units of batch.size rows read per query: one round trip (and one plan
+-- of the page query) for several units.
+M.PAGE_UNITS = 8
 
 -- Index of committed units by the key before them and by their first key.
 local function index_ahead(ahead)
@@ -29,6 +36,22 @@ local function cut_at_committed(rows, key, by_after, by_first)
     if by_first[k] then return i - 1, by_first[k] end
     if by_after[k] then return i, by_after[k] end
   end
+end
+
+-- A page of source, with the stored hashes of its entities and their
+-- updated_at in µs when the store reads them at once (ragops.store_pg):
+-- rows, existing|nil, updated_us|nil, or nil, err.
+local function fetch(store, source, scope, after, limit, upto)
+  if store.fetch_page_existing then return store:fetch_page_existing(source, scope, after, limit, upto) end
+  return store:fetch_page(source, scope, after, limit, upto)
+end
+
+-- The unit of rows[first..last] (the keys after `after`).
+local function unit_of(source, seq, after, rows, first, last)
+  local part = {}
+  for i = first, last do part[#part + 1] = rows[i] end
+  return { seq = seq, source = source, rows = part, after_key = after,
+           first_key = key_text(part[1][source.key]), last_key = key_text(part[#part][source.key]) }
 end
 
 -- Reads source from cp (checkpoint) and calls emit(unit) for each page and
@@ -56,20 +79,21 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
     if waiting then
       jump(waiting)
     else
-      local page = math.min(size, left or size)
-      local rows, err = store:fetch_page(source, plan.scope, after, page, range and range.upto)
+      local page = math.min(size * M.PAGE_UNITS, left or math.huge)
+      local rows, existing, updated_us = fetch(store, source, plan.scope, after, page, range and range.upto)
       if not rows then
+        local err = existing
         ctx:abort(4, ("falha ao ler a fonte %q: %s"):format(source.entity_type, tostring(err)))
         return nil
       end
       if #rows == 0 then return true end
       local keep, committed = cut_at_committed(rows, source.key, by_after, by_first)
       if keep then for i = #rows, keep + 1, -1 do rows[i] = nil end end
-      if #rows > 0 then
+      for first = 1, #rows, size do
+        if ctx.aborted then return false end
         seq = seq + 1
-        local unit = { seq = seq, source = source, rows = rows, after_key = after,
-                       first_key = key_text(rows[1][source.key]),
-                       last_key = key_text(rows[#rows][source.key]) }
+        local unit = unit_of(source, seq, after, rows, first, math.min(first + size - 1, #rows))
+        unit.existing, unit.updated_us = existing, updated_us
         after = unit.last_key
         emit(unit)
       end

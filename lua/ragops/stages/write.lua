@@ -4,6 +4,8 @@
 -- refreshed, dead letters recorded, dead letters of entities now indexed
 -- resolved, and the run's progress (checkpoint + units committed past it).
 -- A crash between any two of these is impossible: they commit together.
+-- A unit with nothing to write opens no transaction: its progress goes
+-- with a later one (see FLUSH_UNITS).
 -- Hands on the unit's delta with deleted/refreshed filled in, or nil after
 -- stopping the run (the database retry policy lives in ragops.pool).
 --
@@ -15,18 +17,54 @@ local instruments = require "ragops.stages.instruments"
 
 local M = {}
 
+-- A unit with nothing to write commits nothing: the committed prefix it
+-- extends is recorded with the next unit that writes, or on its own once
+-- FLUSH_UNITS units or FLUSH_MS went unrecorded, and at the end of the
+-- source. A kill -9 redoes at most those units, which wrote nothing.
+M.FLUSH_UNITS = 64
+M.FLUSH_MS = 1000
+
 local Tracker = {}
 Tracker.__index = Tracker
 
--- cp = stored checkpoint of the source: { seq, after, stats, ahead }.
-function M.tracker(cp)
+-- cp = stored checkpoint of the source: { seq, after, stats, ahead };
+-- now = the scheduler's clock (ms).
+function M.tracker(cp, now)
   cp = cp or {}
   return setmetatable({
     seq = cp.seq or 0, after = cp.after, next = (cp.seq or 0) + 1,
     stats = account.add_counters(account.new_counters(), cp.stats or {}),
     done = {},   -- seq -> { key, delta, has_row } committed past the prefix
     rows = {},   -- last key -> seq of units with a ragops_run_units row
+    recorded = cp.seq or 0, -- seq of the last checkpoint stored
+    recorded_at = now or 0, -- when it was stored (ms)
+    flushing = false, -- a flush of the prefix is in flight
   }, Tracker)
+end
+
+-- The units with rows that a checkpoint through seq covers (last keys).
+function Tracker:covered_through(seq)
+  local covered = {}
+  for last_key, s in pairs(self.rows) do
+    if s <= seq then covered[#covered + 1] = last_key end
+  end
+  return covered
+end
+
+-- Notes that a checkpoint through seq was stored at now.
+function Tracker:recorded_through(seq, now)
+  if seq > self.recorded then self.recorded, self.recorded_at = seq, now end
+end
+
+-- The committed prefix to record on its own, when it is due (see
+-- FLUSH_UNITS; force: whenever something is unrecorded), or nil.
+function Tracker:due(now, force)
+  if self.flushing or self.seq <= self.recorded then return nil end
+  if not force and self.seq - self.recorded < M.FLUSH_UNITS and now - self.recorded_at < M.FLUSH_MS then
+    return nil
+  end
+  return { seq = self.seq, after = self.after, stats = account.add_counters({}, self.stats),
+           covered = self:covered_through(self.seq), includes_unit = false }
 end
 
 -- The checkpoint to write with unit's transaction, assuming it commits:
@@ -45,11 +83,8 @@ function Tracker:candidate(unit, delta)
     account.add_counters(prefix, d.delta)
     n = n + 1
   end
-  local covered = {}
-  for last_key, s in pairs(self.rows) do
-    if s <= seq then covered[#covered + 1] = last_key end
-  end
-  return { seq = seq, after = key, stats = prefix, covered = covered, includes_unit = includes_unit }
+  return { seq = seq, after = key, stats = prefix, covered = self:covered_through(seq),
+           includes_unit = includes_unit }
 end
 
 -- Records that unit committed with delta; has_row: it has a
@@ -97,7 +132,8 @@ local function document_parts(ctx, entity_type, decision, parts)
         docs[#docs + 1] = { entity_type = entity_type, entity_id = it.entity.id,
           chunk_index = it.chunk.index, content = it.chunk.content,
           content_hash = it.chunk.hash, metadata = it.chunk.metadata,
-          embedding_model = ctx.env.model, source_updated_at = it.entity.updated_at, vec = i }
+          embedding_model = ctx.env.model, source_updated_at = it.entity.updated_at,
+          source_updated_us = it.entity.updated_us, vec = i }
       end
     end
     if #docs > 0 then
@@ -131,7 +167,8 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
   for _, e in ipairs(decision.entities) do delta.chunks = delta.chunks + #e.chunks end
   return { entity_type = entity_type, run_id = ctx.env.run_id, parts = doc_parts,
            chunk_counts = prune, refresh = decision.refresh, failures = decision.failures,
-           resolved_ids = resolved, usage = M.usage(ctx, delta), sync = unit.sync }
+           resolved_ids = resolved, usage = M.usage(ctx, delta), sync = unit.sync,
+           into_target = decision.all_new }
 end
 
 -- What the provider billed for this unit against what was sent, for the
@@ -142,9 +179,55 @@ function M.usage(ctx, delta)
            bytes = delta.bytes, chars = delta.chars, tokens = delta.tokens }
 end
 
--- Writes the unit with its progress. Returns the completed delta, or nil
--- after stopping the run.
+-- True when the payload changes nothing: no documents, stale chunks,
+-- refreshes, dead letters, resolutions, usage or sync bookkeeping.
+local function changes_nothing(p)
+  return #p.parts == 0 and #p.chunk_counts.entity_ids == 0 and #p.refresh.entity_ids == 0
+    and #p.failures == 0 and #p.resolved_ids == 0 and p.usage == nil and p.sync == nil
+end
+
+-- An empty payload of the run's entity type (only the progress to record).
+local function empty_payload(ctx, entity_type, checkpoint)
+  return { entity_type = entity_type, run_id = ctx.env.run_id, parts = {},
+           chunk_counts = { entity_ids = {}, counts = {} }, refresh = { entity_ids = {} },
+           failures = {}, resolved_ids = {}, checkpoint = checkpoint }
+end
+
+-- Stores the committed prefix on its own when it is due (Tracker:due);
+-- force: at the end of the source. Returns true, or nil after stopping
+-- the run (or after a failure when it was stopping already).
+function M.flush(ctx, entity_type, tracker, force)
+  if not (tracker and ctx.env.run_id) then return true end
+  local checkpoint = tracker:due(ctx.sched.now(), force)
+  if not checkpoint then return true end
+  tracker.flushing = true
+  local result, err, state = ctx.store:write_unit(empty_payload(ctx, entity_type, checkpoint))
+  tracker.flushing = false
+  if not result then
+    if not ctx.aborted then
+      ctx:abort(4, "não foi possível gravar o progresso no PostgreSQL: " .. tostring(err)
+        .. (state and (" [SQLSTATE " .. state .. "]") or ""))
+    end
+    return nil
+  end
+  for _, k in ipairs(checkpoint.covered) do tracker.rows[k] = nil end
+  tracker:recorded_through(checkpoint.seq, ctx.sched.now())
+  return true
+end
+
+-- A unit that changes nothing: committed in memory only (its progress is
+-- flushed later, see FLUSH_UNITS). Returns the delta, or nil after stopping.
+local function skip_write(ctx, unit, delta, tracker)
+  delta.deleted, delta.refreshed, delta.resolved = 0, 0, 0
+  if tracker then tracker:committed(unit, delta, false) end
+  if not M.flush(ctx, unit.source.entity_type, tracker) then return nil end
+  return delta
+end
+
+-- Writes the unit with its progress (nothing, when it changes nothing).
+-- Returns the completed delta, or nil after stopping the run.
 function M.write(ctx, unit, payload, delta, tracker)
+  if changes_nothing(payload) then return skip_write(ctx, unit, delta, tracker) end
   local checkpoint
   if tracker then
     checkpoint = tracker:candidate(unit, delta)
@@ -165,7 +248,10 @@ function M.write(ctx, unit, payload, delta, tracker)
   delta.deleted = result.pruned
   delta.refreshed = result.refreshed or 0
   delta.resolved = result.resolved
-  if tracker then tracker:committed(unit, delta, payload.ahead ~= nil, checkpoint.covered) end
+  if tracker then
+    tracker:committed(unit, delta, payload.ahead ~= nil, checkpoint.covered)
+    if ctx.env.run_id then tracker:recorded_through(checkpoint.seq, ctx.sched.now()) end
+  end
   for _, f in ipairs(payload.failures) do
     ctx.log.warn("falha permanente em %s %s: %s", f.entity_type, f.entity_id, f.message)
   end
