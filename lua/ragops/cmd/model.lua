@@ -301,6 +301,17 @@ local function check_gates(conn, cfg, rows, force)
   if refusal then log.warn("troca forçada (--force) na tabela %s, apesar de: %s", live, refusal) end
 end
 
+-- In the caller's transaction: the live table becomes role `outgoing`
+-- and the table of role `incoming` takes the live name (tables and
+-- records together). switch: shadow in, live -> previous; rollback:
+-- previous in, live -> shadow.
+local function bring_in(conn, live, incoming, outgoing)
+  model.rename(conn, live, model.table_for(live, outgoing))
+  model.rename(conn, model.table_for(live, incoming), live)
+  model.move_role(conn, live, "live", outgoing)
+  model.move_role(conn, live, incoming, "live")
+end
+
 local function switch(args, cli)
   local opts = parse(args, cli, "switch")
   local cfg, conn = open(opts)
@@ -315,10 +326,7 @@ local function switch(args, cli)
     end
     model.q(conn, "set local lock_timeout = '" .. model.LOCK_TIMEOUT .. "'")
     check_gates(conn, cfg, rows, opts.force)
-    model.rename(conn, live, model.table_for(live, "previous"))
-    model.rename(conn, model.table_for(live, "shadow"), live)
-    model.move_role(conn, live, "live", "previous")
-    model.move_role(conn, live, "shadow", "live")
+    bring_in(conn, live, "shadow", "previous")
     model.q(conn, [[update ragops_model_targets set switched_at = now(), forced = $2
                      where live_table = $1 and role = 'live']], live, opts.force or false)
   end)
@@ -350,10 +358,7 @@ local function rollback(args, cli)
     end
     model.q(conn, "set local lock_timeout = '" .. model.LOCK_TIMEOUT .. "'")
     refuse_live_runs(conn, "rollback")
-    model.rename(conn, live, model.table_for(live, "shadow"))
-    model.rename(conn, model.table_for(live, "previous"), live)
-    model.move_role(conn, live, "live", "shadow")
-    model.move_role(conn, live, "previous", "live")
+    bring_in(conn, live, "previous", "shadow")
   end)
   conn:close()
   if not ok then return code end
