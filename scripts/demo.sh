@@ -78,7 +78,7 @@ demo_run() {
     when format_type(atttypid, atttypmod) like 'vector%' then ' (pgvector '
       || (select extversion from pg_extension where extname = 'vector') || ')' else '' end
     from pg_attribute where attrelid = 'rag_documents'::regclass and attname = 'embedding'")"
-  if [[ "$storage" != vector* ]]; then storage+=" (sem pgvector${pgvector_note:+: $pgvector_note})"; fi
+  if [[ "$storage" != vector* && "$storage" != halfvec* ]]; then storage+=" (sem pgvector${pgvector_note:+: $pgvector_note})"; fi
 
   step "ragops run plans/backfill.lua"
   rc=0

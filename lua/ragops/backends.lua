@@ -52,8 +52,9 @@ function M.check_target(conn, cfg)
   end
   local _, dim = migrate.parse_column(coltype)
   if dim and dim ~= cfg.provider.dim then
-    return nil, ("a coluna embedding é %s, mas provider.dim = %d; ajuste a configuração ou recrie o índice")
-      :format(coltype, cfg.provider.dim), exit.usage
+    return nil, ("a coluna embedding é %s, mas provider.dim = %d; ajuste provider.dim e provider.model ao que "
+      .. "a tabela guarda (depois de uma troca de modelo, `ragops model status` mostra qual é) ou converta a "
+      .. "coluna com `ragops index create --alter-dim`"):format(coltype, cfg.provider.dim), exit.usage
   end
   return coltype
 end

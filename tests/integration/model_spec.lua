@@ -230,6 +230,7 @@ H.each_storage(function(storage)
 
       -- The old configuration would mix two models: refused; the new one runs.
       refused("backfill", storage == "vector" and "provider.dim = 1536" or "misturaria dois modelos")
+      if storage == "vector" then refused("backfill", "`ragops model status` mostra qual é") end
       code, _, err = H.ragops(url, "backfill --quiet --config " .. H.q(new_cfg),
         { env = { RAGOPS_EMBED_URL = server.url } })
       assert.are.equal(0, code, err)
