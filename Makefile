@@ -4,7 +4,7 @@
 BUILD_DIR ?= build
 JOBS ?= 2
 
-.PHONY: build demo demo-stop test bench clean
+.PHONY: build demo demo-model demo-stop test bench clean
 
 build:
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release
@@ -12,6 +12,9 @@ build:
 
 demo:
 	scripts/demo.sh
+
+demo-model:
+	scripts/demo_model.sh
 
 demo-stop:
 	scripts/demo.sh stop

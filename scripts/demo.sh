@@ -75,7 +75,7 @@ demo_run() {
 
   local storage
   storage="$(psql -X -q -tA -d "$DATABASE_URL" -c "select format_type(atttypid, atttypmod) || case
-    when format_type(atttypid, atttypmod) like 'vector%' then ' (pgvector '
+    when format_type(atttypid, atttypmod) ~ '^(vector|halfvec)' then ' (pgvector '
       || (select extversion from pg_extension where extname = 'vector') || ')' else '' end
     from pg_attribute where attrelid = 'rag_documents'::regclass and attname = 'embedding'")"
   if [[ "$storage" != vector* && "$storage" != halfvec* ]]; then storage+=" (sem pgvector${pgvector_note:+: $pgvector_note})"; fi
