@@ -12,6 +12,7 @@ local cmd_sync = require "ragops.cmd.sync"
 local cmd_validate = require "ragops.cmd.validate"
 local exit = require "ragops.exit"
 local help = require "ragops.cmd.help"
+local plan_mod = require "ragops.plan"
 
 local M = {}
 
@@ -142,4 +143,16 @@ function M.main(...)
 end
 
 M.usage_error = usage_error
+
+-- The value of --flag in options (M.parse's) as an integer in [low, high],
+-- or nil when the flag is absent; anything else is a usage error.
+function M.integer_option(options, flag, low, high)
+  local v = options[flag]
+  if v == nil then return nil end
+  local n = tonumber(v)
+  if not plan_mod.is_integer(n) or n < low or n > high then
+    usage_error("--%s espera um inteiro entre %d e %d, recebi %q", flag, low, high, v)
+  end
+  return n
+end
 return M

@@ -11,7 +11,6 @@ local exit = require "ragops.exit"
 local log = require "ragops.log"
 local migrate = require "ragops.migrate"
 local model = require "ragops.model"
-local plan_mod = require "ragops.plan"
 local report = require "ragops.report"
 local sqlname = require "ragops.sqlname"
 local validate = require "ragops.validate"
@@ -85,10 +84,8 @@ end
 -- The shadow's model, dim, storage and provider from the flags.
 local function prepare_spec(opts, sets, cli)
   if not opts.model or opts.model == "" then cli.usage_error("--model é obrigatório (o modelo novo)") end
-  local dim = tonumber(opts.dim)
-  if not plan_mod.is_integer(dim) or dim < 1 or dim > 16000 then
-    cli.usage_error("--dim espera um inteiro entre 1 e 16000, recebi %q", tostring(opts.dim))
-  end
+  if opts.dim == nil then cli.usage_error("--dim é obrigatório (a dimensão do modelo novo)") end
+  local dim = cli.integer_option(opts, "dim", 1, 16000)
   local storage = opts.storage
   if storage and storage ~= "real[]" and migrate.embedding_type(storage, dim):match("^[%w_]+") ~= storage then
     cli.usage_error("--storage espera real[], vector ou halfvec (o que esta versão cria), recebi %q", storage)
@@ -173,18 +170,8 @@ end
 
 -- --probes / --ef-search of compare: one integer each (the API's setting).
 local function search_settings(opts, cli)
-  local out = {}
-  for flag, spec in pairs({ probes = { "probes", 32768 }, ["ef-search"] = { "ef_search", 1000 } }) do
-    local v = opts[flag]
-    if v ~= nil then
-      local n = tonumber(v)
-      if not plan_mod.is_integer(n) or n < 1 or n > spec[2] then
-        cli.usage_error("--%s espera um inteiro entre 1 e %d (o ajuste que a API usa), recebi %q", flag, spec[2], v)
-      end
-      out[spec[1]] = n
-    end
-  end
-  return out
+  return { probes = cli.integer_option(opts, "probes", 1, 32768),
+           ef_search = cli.integer_option(opts, "ef-search", 1, 1000) }
 end
 
 -- "busca na atual: ...; plano: índice usado ..." for one side.
@@ -228,10 +215,7 @@ local function compare(args, cli)
   local settings = search_settings(opts, cli)
   local golden, thresholds = load_golden(positional[1])
   if not golden then return fail(exit.usage, "%s", thresholds) end
-  local k = opts.k and tonumber(opts.k) or golden.k or validate.DEFAULTS.k
-  if opts.k and not tonumber(opts.k) or not plan_mod.is_integer(k) or k < 1 or k > validate.MAX_K then
-    cli.usage_error("--k espera um inteiro entre 1 e %d, recebi %q", validate.MAX_K, tostring(opts.k))
-  end
+  local k = cli.integer_option(opts, "k", 1, validate.MAX_K) or golden.k or validate.DEFAULTS.k
   local cfg, conn = open(opts)
   if not cfg then return conn end
   local rows = record(conn, cfg)

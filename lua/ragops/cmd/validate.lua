@@ -61,15 +61,6 @@ end
 function M.options(parsed, cli)
   local o = parsed.options
   local out = { config = o.config, report_json = o["report-json"], quiet = o.quiet or false }
-  local function integer(flag, low, high)
-    local v = o[flag]
-    if v == nil then return nil end
-    local n = tonumber(v)
-    if not plan_mod.is_integer(n) or n < low or n > high then
-      cli.usage_error("--%s espera um inteiro entre %d e %d, recebi %q", flag, low, high, v)
-    end
-    return n
-  end
   local function fraction(flag)
     local v = o[flag]
     if v == nil then return nil end
@@ -79,7 +70,7 @@ function M.options(parsed, cli)
     end
     return n
   end
-  out.k = integer("k", 1, validate.MAX_K)
+  out.k = cli.integer_option(o, "k", 1, validate.MAX_K)
   local probes, ef_search = setting_list(cli, o, "probes"), setting_list(cli, o, "ef-search")
   out.sweep = sweep_of(cli, probes, ef_search)
   out.probes = probes and #probes == 1 and probes[1] or validate.DEFAULTS.probes
