@@ -38,7 +38,10 @@ function Runs:check_owner(step, run_id, spent)
   if rows.affected ~= 1 then error({ err = M.FENCED, state = "RGFEN" }, 0) end
 end
 
-local function lock_fn(shared) return shared and "pg_try_advisory_lock_shared" or "pg_try_advisory_lock" end
+-- The statement that tries the run's lock ($1 class, $2 run id): `ok`.
+local function lock_sql(shared)
+  return ("select %s($1, $2) as ok"):format(shared and "pg_try_advisory_lock_shared" or "pg_try_advisory_lock")
+end
 
 -- In the claim transaction: the run to resume, or a new one, locked.
 local function claim(q, plan_name, params_json, dry_run, must_resume, shared, token)
@@ -58,7 +61,7 @@ local function claim(q, plan_name, params_json, dry_run, must_resume, shared, to
     run = q([[insert into ragops_runs (plan, params, dry_run) values ($1, $2::jsonb, $3)
               returning id, checkpoint::text as checkpoint]], plan_name, params_json, dry_run)[1]
   end
-  if not q(("select %s($1, $2) as ok"):format(lock_fn(shared)), M.RUN_LOCK_CLASS, run.id)[1].ok then
+  if not q(lock_sql(shared), M.RUN_LOCK_CLASS, run.id)[1].ok then
     error({ busy = ("a execução %d do plano %q está em andamento em outro processo%s")
             :format(run.id, plan_name, shared and " sem --scale-out" or
               " (para dividir o trabalho entre processos, rode todos com --scale-out)") }, 0)
@@ -132,8 +135,7 @@ function Runs:beat_on_new_session(spent)
   self.pool:discard(self.lock_conn)
   self.lock_conn = nil
   local conn, answer, err = self.pool:hold(function(c)
-    local r, e, state = c:query(("select %s($1, $2) as ok"):format(lock_fn(self.lock_shared)),
-      M.RUN_LOCK_CLASS, self.locked_run)
+    local r, e, state = c:query(lock_sql(self.lock_shared), M.RUN_LOCK_CLASS, self.locked_run)
     if not r then return nil, e, state end
     if not r[1].ok then return "taken" end
     return self:heartbeat_on(c, spent)
