@@ -93,14 +93,12 @@ static void fold_message(char *out, size_t outlen, const char *msg)
 static void set_error(pg_conn *c, const char *prefix, const char *detail, const char *sqlstate)
 {
     char folded[768];
-    int len;
     fold_message(folded, sizeof folded, detail);
+    /* prefix is a short pt-BR literal: 254 + ": " + 767 + NUL fit in err. */
     if (folded[0] != '\0')
-        len = snprintf(c->err, sizeof c->err, "%s: %s", prefix, folded);
+        snprintf(c->err, sizeof c->err, "%.254s: %s", prefix, folded);
     else
-        len = snprintf(c->err, sizeof c->err, "%s", prefix);
-    if (len >= (int)sizeof c->err) /* a long message is cut, still one line */
-        c->err[sizeof c->err - 1] = '\0';
+        snprintf(c->err, sizeof c->err, "%.254s", prefix);
     snprintf(c->sqlstate, sizeof c->sqlstate, "%s", sqlstate ? sqlstate : "");
 }
 
