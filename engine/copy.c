@@ -6,6 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* bits in network (big-endian) byte order, as a value to store with memcpy. */
+static inline uint32_t to_big_endian32(uint32_t bits)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap32(bits);
+#else
+    return bits;
+#endif
+}
+
 static const char copy_signature[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0'};
 
 void copy_buf_init(copy_buf *b)
@@ -20,6 +30,16 @@ void copy_buf_free(copy_buf *b)
 {
     free(b->data);
     copy_buf_init(b);
+}
+
+void copy_buf_reset(copy_buf *b)
+{
+    if (b->cap > COPY_BUF_KEEP_MAX) {
+        copy_buf_free(b);
+        return;
+    }
+    b->len = 0;
+    b->failed = 0;
 }
 
 /* Makes room for extra more bytes. */
@@ -52,6 +72,11 @@ static int reserve(copy_buf *b, size_t extra)
 fail:
     b->failed = 1;
     return -1;
+}
+
+int copy_buf_reserve(copy_buf *b, size_t extra)
+{
+    return reserve(b, extra);
 }
 
 /* Appends without checks; callers reserved the room. */
@@ -199,12 +224,17 @@ int copy_field_float4_array(copy_buf *b, const float *values, int n)
         return 0;
     put_u32(b, (uint32_t)n); /* dimension length */
     put_u32(b, 1);           /* lower bound */
+    /* Per element: int32 length 4, then the big-endian float4. */
+    unsigned char *out = (unsigned char *)b->data + b->len;
+    const uint32_t length4 = to_big_endian32(4);
     for (int i = 0; i < n; i++) {
         uint32_t bits;
         memcpy(&bits, &values[i], sizeof bits);
-        put_u32(b, 4);
-        put_u32(b, bits);
+        bits = to_big_endian32(bits);
+        memcpy(out + 8 * (size_t)i, &length4, sizeof length4);
+        memcpy(out + 8 * (size_t)i + 4, &bits, sizeof bits);
     }
+    b->len += (size_t)n * 8;
     return 0;
 }
 
@@ -262,14 +292,12 @@ int copy_field_vector(copy_buf *b, const float *values, int n)
     if (put_pgvector_header(b, n, 4) != 0)
         return -1;
     out = (unsigned char *)b->data + b->len;
+    /* Big-endian float4s: one load, byte swap and store each (vectorised). */
     for (int i = 0; i < n; i++) {
         uint32_t bits;
         memcpy(&bits, &values[i], sizeof bits);
-        out[0] = (unsigned char)(bits >> 24);
-        out[1] = (unsigned char)(bits >> 16);
-        out[2] = (unsigned char)(bits >> 8);
-        out[3] = (unsigned char)bits;
-        out += 4;
+        bits = to_big_endian32(bits);
+        memcpy(out + 4 * (size_t)i, &bits, sizeof bits);
     }
     b->len += (size_t)n * 4;
     return 0;

@@ -5,7 +5,7 @@
  *
  * Usage: copy_buf_init, copy_begin, then per row copy_tuple_begin(n) and n
  * copy_field_* calls, then copy_end; send data/len with COPY ... FROM STDIN
- * (FORMAT binary); copy_buf_free. Every function returns 0, or -1 when memory
+ * (FORMAT binary); copy_buf_reset for the next stream, copy_buf_free at the end. Every function returns 0, or -1 when memory
  * is short or a length does not fit the format; a failure is sticky (later
  * calls return -1 too), so checking the result of copy_end is enough.
  */
@@ -31,6 +31,16 @@ typedef struct copy_buf {
 
 void copy_buf_init(copy_buf *b);
 void copy_buf_free(copy_buf *b);
+/* Empties b for the next stream, keeping its memory (up to
+ * COPY_BUF_KEEP_MAX bytes; a larger buffer is freed): a unit's stream is
+ * ~400 KB, and growing it from nothing each time cost a chain of reallocs
+ * and page faults. */
+void copy_buf_reset(copy_buf *b);
+/* Makes room for extra more bytes in one step (a size hint). 0 or -1. */
+int copy_buf_reserve(copy_buf *b, size_t extra);
+
+/* Capacity copy_buf_reset keeps between streams. */
+#define COPY_BUF_KEEP_MAX ((size_t)4 << 20)
 
 /* Header: signature "PGCOPY\n\377\r\n\0", int32 flags 0, int32 extension 0. */
 int copy_begin(copy_buf *b);

@@ -375,7 +375,7 @@ static void on_result(pg_conn *c, PGresult *res, const char *err, const char *sq
     lpg_outcome outcome = {LUA_NOREF, res, err, sqlstate ? sqlstate : "", NULL};
     int self_ref = lc->self_ref;
     lc->self_ref = LUA_NOREF; /* the coroutine may pin lc again for its next call */
-    copy_buf_free(&lc->copy);
+    copy_buf_reset(&lc->copy);
     rg_async_complete(&lc->async, &outcome);
     luaL_unref(rg_main_state(), LUA_REGISTRYINDEX, self_ref);
 }
@@ -386,7 +386,7 @@ static int park_or_fail(lua_State *L, lpg_conn *lc, int rc, rg_push_fn push)
     if (rc == PG_ERR_BUSY)
         return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
     if (rc != PG_OK) {
-        copy_buf_free(&lc->copy);
+        copy_buf_reset(&lc->copy);
         lua_pushnil(L);
         lua_pushstring(L, pg_conn_error(lc->pg));
         lua_pushstring(L, pg_conn_sqlstate(lc->pg));
@@ -519,7 +519,9 @@ static int lpg_copy_documents(lua_State *L)
                           "embedding_model, source_updated_at, embedding) FROM STDIN (FORMAT binary)",
                           lua_tostring(L, -1));
     ndocs = (int)lua_objlen(L, 3);
-    copy_buf_free(&lc->copy);
+    copy_buf_reset(&lc->copy);
+    /* The vectors dominate the stream: reserve them and ~1 KB of text per row at once. */
+    copy_buf_reserve(&lc->copy, (size_t)ndocs * ((size_t)vb->dim * 4 + 1024));
     copy_begin(&lc->copy);
     for (int i = 1; i <= ndocs; i++) {
         int doc, vec;

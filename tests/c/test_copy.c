@@ -170,6 +170,44 @@ static void test_float_to_half(void)
     ASSERT(copy_float_to_half(NAN) > 0x7C00 && copy_float_to_half(NAN) < 0x8000);
 }
 
+/* copy_buf_reset: the next stream starts empty and clean (even after a
+ * failure) in the same memory, byte for byte like a fresh buffer; past
+ * COPY_BUF_KEEP_MAX the memory is given back. */
+static void test_reset_reuses_memory(void)
+{
+    static float row[1536];
+    copy_buf fresh, reused;
+    for (int i = 0; i < 1536; i++)
+        row[i] = (float)i - 3.25f;
+    copy_buf_init(&fresh);
+    copy_buf_init(&reused);
+    ASSERT_INT_EQ(copy_buf_reserve(&reused, 500000), 0);
+    char *memory = reused.data;
+    ASSERT_INT_EQ(copy_field_int4(&reused, 7), 0);
+    ASSERT_INT_EQ(copy_tuple_begin(&reused, -1), -1); /* a failed stream */
+    copy_buf_reset(&reused);
+    ASSERT_INT_EQ(reused.len, 0);
+    ASSERT_INT_EQ(reused.failed, 0);
+    ASSERT(reused.data == memory);
+    copy_buf *both[2] = {&fresh, &reused};
+    for (int k = 0; k < 2; k++) {
+        ASSERT_INT_EQ(copy_begin(both[k]), 0);
+        ASSERT_INT_EQ(copy_tuple_begin(both[k], 2), 0);
+        ASSERT_INT_EQ(copy_field_vector(both[k], row, 1536), 0);
+        ASSERT_INT_EQ(copy_field_float4_array(both[k], row, 1536), 0);
+        ASSERT_INT_EQ(copy_end(both[k]), 0);
+    }
+    ASSERT_INT_EQ(reused.len, fresh.len);
+    ASSERT(memcmp(reused.data, fresh.data, fresh.len) == 0);
+    ASSERT(reused.data == memory);
+    ASSERT_INT_EQ(copy_buf_reserve(&reused, COPY_BUF_KEEP_MAX + 1), 0);
+    copy_buf_reset(&reused);
+    ASSERT(reused.data == NULL);
+    ASSERT_INT_EQ(reused.cap, 0);
+    copy_buf_free(&fresh);
+    copy_buf_free(&reused);
+}
+
 static void test_growth_and_sticky_failure(void)
 {
     copy_buf b;
@@ -202,6 +240,7 @@ static void test_growth_and_sticky_failure(void)
 
 int main(void)
 {
+    test_reset_reuses_memory();
     test_header_and_trailer();
     test_scalar_fields();
     test_jsonb_and_timestamptz();

@@ -7,6 +7,7 @@
 #include "test_assert.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdint.h>
 
 /* Standard base64 of little-endian float32 values (test-side encoder). */
@@ -477,6 +478,52 @@ static void test_display_url(void)
     ASSERT_STR_EQ(out, "http://");
 }
 
+/* A 1536-dim base64 vector (the fast quad loop, then the tail): every
+ * value exact, and a bad character, a control byte or a non-finite value is
+ * found wherever it sits (first quad, middle, last quad, last value). */
+static void test_long_base64_paths(void)
+{
+    enum { DIM = 1536 };
+    static float values[DIM];
+    char err[256];
+    embed_vectors v;
+    for (int i = 0; i < DIM; i++)
+        values[i] = (float)(i - 700) / 37.0f;
+    char *enc = encode_floats(values, DIM);
+    size_t n = strlen(enc), cap = n + 128;
+    char *body = malloc(cap);
+    ASSERT(body != NULL);
+    snprintf(body, cap, "{\"data\":[{\"index\":0,\"embedding\":\"%s\"}]}", enc);
+    ASSERT_INT_EQ(parse(body, 1, DIM, &v, err), 0);
+    for (int i = 0; i < DIM; i++)
+        ASSERT(v.data[i] == values[i]);
+    embed_vectors_free(&v);
+    const size_t at[] = {0, 3, n / 2, n - 5, n - 3};
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        char *q = strstr(body, enc) + at[k];
+        char saved = *q;
+        *q = '*';
+        expect_malformed(body, 1, DIM, "base64 inválido");
+        *q = '\x01'; /* a raw control byte is not valid JSON at all */
+        expect_malformed(body, 1, DIM, "JSON inválido");
+        *q = saved;
+    }
+    const int bad[] = {0, 700, DIM - 1};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        char want[64];
+        float saved = values[bad[k]];
+        values[bad[k]] = (k % 2) ? INFINITY : NAN;
+        char *e2 = encode_floats(values, DIM);
+        snprintf(body, cap, "{\"data\":[{\"index\":0,\"embedding\":\"%s\"}]}", e2);
+        snprintf(want, sizeof want, "valor %d do vetor 0 não é finito", bad[k]);
+        expect_malformed(body, 1, DIM, want);
+        free(e2);
+        values[bad[k]] = saved;
+    }
+    free(body);
+    free(enc);
+}
+
 int main(void)
 {
     test_build_request();
@@ -487,6 +534,7 @@ int main(void)
     test_decoder_shapes();
     test_decoder_matches_jansson();
     test_base64_decoder();
+    test_long_base64_paths();
     test_utf8_sanitize();
     test_error_bodies();
     test_classification();
