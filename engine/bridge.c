@@ -535,8 +535,10 @@ static int core_trap_signals(lua_State *L)
 
 /* Bytes held by the Lua state and the cap the sandbox sets around plan code. */
 static struct {
-    size_t in_use; /* bytes currently allocated through heap_alloc */
-    size_t limit;  /* growth past this many bytes is refused; 0 = no cap */
+    size_t in_use;     /* bytes currently allocated through heap_alloc */
+    size_t limit;      /* growth past this many bytes is refused; 0 = no cap */
+    lua_Alloc base;    /* allocator heap_alloc delegates to: LuaJIT's own */
+    void *base_ud;     /* its userdata */
 } heap;
 
 /* lua_Alloc that counts bytes and refuses growth past heap.limit (LuaJIT
@@ -545,13 +547,13 @@ static void *heap_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
 {
     (void)ud;
     if (new_size == 0) {
-        free(ptr);
+        heap.base(heap.base_ud, ptr, old_size, 0);
         heap.in_use -= old_size;
         return NULL;
     }
     if (heap.limit != 0 && new_size > old_size && heap.in_use - old_size + new_size > heap.limit)
         return NULL;
-    void *grown = realloc(ptr, new_size);
+    void *grown = heap.base(heap.base_ud, ptr, old_size, new_size);
     if (grown != NULL)
         heap.in_use = heap.in_use - old_size + new_size;
     return grown;
@@ -608,9 +610,14 @@ lua_State *rg_bridge_open(const char *lua_dir)
     };
     heap.in_use = 0;
     heap.limit = 0;
-    lua_State *L = lua_newstate(heap_alloc, NULL);
+    /* LuaJIT's own allocator (tuned for its small objects: the libc's and
+     * mimalloc's were 5-19% of the engine's CPU), wrapped to count bytes. */
+    lua_State *L = luaL_newstate();
     if (L == NULL)
         return NULL;
+    heap.base = lua_getallocf(L, &heap.base_ud);
+    heap.in_use = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    lua_setallocf(L, heap_alloc, NULL);
     lua_atpanic(L, unprotected_error);
     luaL_openlibs(L);
     memset(&bridge, 0, sizeof bridge);

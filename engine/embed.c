@@ -1,6 +1,6 @@
 /*
  * embed.c: OpenAI-compatible embeddings wire format, without I/O: request
- * body (jansson), UTF-8 sanitising, base64, error body messages and the
+ * body, UTF-8 sanitising, base64, error body messages and the
  * failure classification used by the Lua retry loop. The answer's vectors
  * are parsed by embed_decode.c (the hot path).
  */
@@ -15,13 +15,63 @@
 #include <stdlib.h>
 #include <string.h>
 
+static size_t embed_utf8_seq(const unsigned char *s, size_t left);
+
+/* Writes s (len bytes) as a JSON string, quotes included, at out, which has
+ * room for 6 * len + 2 bytes; returns the bytes written, or 0 when s is not
+ * valid UTF-8. Escapes what JSON requires (quote, backslash, control
+ * bytes), like jansson's compact output. */
+static size_t put_json_string(char *out, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    char *o = out;
+    *o++ = '"';
+    for (size_t i = 0; i < len;) {
+        unsigned char c = u[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+            *o++ = (char)c;
+            i++;
+            continue;
+        }
+        if (c >= 0x80) {
+            size_t n = embed_utf8_seq(u + i, len - i);
+            if (n == 0)
+                return 0;
+            memcpy(o, u + i, n);
+            o += n;
+            i += n;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        default:
+            memcpy(o, "u00", 3);
+            o[3] = hex[c >> 4];
+            o[4] = hex[c & 15];
+            o += 5;
+        }
+        i++;
+    }
+    *o++ = '"';
+    return (size_t)(o - out);
+}
+
+/* The request body, written directly: jansson's tree and json_dumps were
+ * ~5% of the engine's CPU in a cold backfill (64 texts per request). */
 char *embed_build_request(const char *model, const char *const *texts, const size_t *lens,
                           int count, embed_encoding encoding, int dimensions,
                           size_t *out_len, char *err, size_t err_size)
 {
-    json_t *root = NULL;
-    json_t *input = NULL;
-    char *body = NULL;
+    size_t cap, model_len, n;
+    char *body = NULL, *o;
 
     if (err && err_size)
         err[0] = '\0';
@@ -29,52 +79,52 @@ char *embed_build_request(const char *model, const char *const *texts, const siz
         snprintf(err, err_size, "requisição de embeddings sem modelo ou sem textos");
         goto fail;
     }
-    root = json_object();
-    input = json_array();
-    if (!root || !input)
-        goto oom;
+    model_len = strlen(model);
+    cap = 128 + 6 * model_len;
     for (int i = 0; i < count; i++) {
         size_t len = lens ? lens[i] : strlen(texts[i]);
-        json_t *s = json_stringn(texts[i], len);
-        if (!s) {
+        if (len > (SIZE_MAX - cap) / 7)
+            goto oom;
+        cap += 6 * len + 3;
+    }
+    body = malloc(cap);
+    if (!body)
+        goto oom;
+    o = body;
+    memcpy(o, "{\"model\":", 9);
+    o += 9;
+    n = put_json_string(o, model, model_len);
+    if (n == 0) {
+        snprintf(err, err_size, "nome do modelo não é UTF-8 válido");
+        goto fail;
+    }
+    o += n;
+    memcpy(o, ",\"input\":[", 10);
+    o += 10;
+    for (int i = 0; i < count; i++) {
+        size_t len = lens ? lens[i] : strlen(texts[i]);
+        if (i > 0)
+            *o++ = ',';
+        n = put_json_string(o, texts[i], len);
+        if (n == 0) {
             snprintf(err, err_size, "texto %d do lote não é UTF-8 válido", i + 1);
             goto fail;
         }
-        if (json_array_append_new(input, s) != 0)
-            goto oom;
+        o += n;
     }
-    {
-        json_t *m = json_string(model);
-        if (!m) {
-            snprintf(err, err_size, "nome do modelo não é UTF-8 válido");
-            goto fail;
-        }
-        if (json_object_set_new(root, "model", m) != 0)
-            goto oom;
-    }
-    if (json_object_set_new(root, "input", input) != 0) {
-        input = NULL; /* set_new consumed it even on failure */
-        goto oom;
-    }
-    input = NULL;
-    if (json_object_set_new(root, "encoding_format",
-                            json_string(encoding == EMBED_ENCODING_FLOAT ? "float" : "base64")) != 0)
-        goto oom;
-    if (dimensions > 0 && json_object_set_new(root, "dimensions", json_integer(dimensions)) != 0)
-        goto oom;
-    body = json_dumps(root, JSON_COMPACT);
-    if (!body)
-        goto oom;
+    o += sprintf(o, "],\"encoding_format\":\"%s\"", encoding == EMBED_ENCODING_FLOAT ? "float" : "base64");
+    if (dimensions > 0)
+        o += sprintf(o, ",\"dimensions\":%d", dimensions);
+    *o++ = '}';
+    *o = '\0';
     if (out_len)
-        *out_len = strlen(body);
-    json_decref(root);
+        *out_len = (size_t)(o - body);
     return body;
 
 oom:
     snprintf(err, err_size, "sem memória para montar a requisição de embeddings");
 fail:
-    json_decref(input);
-    json_decref(root);
+    free(body);
     return NULL;
 }
 

@@ -79,6 +79,27 @@ static void test_build_request(void)
     json_decref(root);
     free(body);
 
+    /* escapes: quote, backslash, named and numbered control bytes, multibyte UTF-8 */
+    {
+        const char *odd[] = {"a\"b\\c\n\t\r\b\f\x01\x1f/é€😀\x7f"};
+        body = embed_build_request("m\"x", odd, NULL, 1, EMBED_ENCODING_BASE64, 3, &len, err, sizeof err);
+        ASSERT(body != NULL);
+        ASSERT_INT_EQ(len, strlen(body));
+        root = json_loads(body, 0, NULL);
+        ASSERT(root != NULL);
+        ASSERT_STR_EQ(json_string_value(json_object_get(root, "model")), "m\"x");
+        ASSERT_STR_EQ(json_string_value(json_array_get(json_object_get(root, "input"), 0)), odd[0]);
+        ASSERT_INT_EQ(json_integer_value(json_object_get(root, "dimensions")), 3);
+        ASSERT(strstr(body, "\\u0001") != NULL && strstr(body, "\\n") != NULL);
+        json_decref(root);
+        free(body);
+        const char *cut[] = {"ok", "\xe2\x82"}; /* truncated sequence */
+        ASSERT(embed_build_request("m", cut, NULL, 2, EMBED_ENCODING_BASE64, 0, &len, err, sizeof err) == NULL);
+        ASSERT(strstr(err, "texto 2") != NULL);
+        ASSERT(embed_build_request("\xc3", texts, NULL, 1, EMBED_ENCODING_BASE64, 0, &len, err, sizeof err) == NULL);
+        ASSERT(strstr(err, "modelo") != NULL);
+    }
+
     /* invalid UTF-8 is refused with a pt-BR reason naming the text */
     {
         const char *bad[] = {"ok", "\xff\xfe"};
