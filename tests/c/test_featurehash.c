@@ -157,6 +157,15 @@ static void test_dense(void)
     ASSERT_INT_EQ(zeros_of(base, 1, b), 0);
     ASSERT(memcmp(a, b, sizeof a) == 0);
     ASSERT(featurehash_cosine(a, sparse, DIM) > 0.95);
+    /* the dense term never flips a sparse component, and both signs occur elsewhere */
+    int positive = 0, negative = 0;
+    for (size_t i = 0; i < DIM; i++) {
+        if (sparse[i] != 0.0f)
+            ASSERT((a[i] < 0.0f) == (sparse[i] < 0.0f));
+        else
+            a[i] < 0.0f ? negative++ : positive++;
+    }
+    ASSERT(positive > DIM / 8 && negative > DIM / 8);
     ASSERT_INT_EQ(zeros_of(near, 1, b), 0);
     ASSERT_INT_EQ(zeros_of(far, 1, c), 0);
     ASSERT(featurehash_cosine(a, b, DIM) > featurehash_cosine(a, c, DIM) + 0.5);
