@@ -104,31 +104,37 @@ end
 -- The checkpoint's update is also the owner's fence (see store_runs
 -- check_owner): one statement on the run's row, which matches only while
 -- this process owns the run, and records the requests spent.
-function M.record_progress(step, unit, pruned, refreshed, owner_token, spent)
-  local cp = unit.checkpoint
-  if cp.includes_unit then add_late_counters(cp.stats, pruned, refreshed) end
-  local rows = step([[
+-- One statement (one round trip, one plan): the run's row, the covered
+-- units deleted and the unit ahead recorded, as data-modifying CTEs.
+M.PROGRESS_SQL = [[
+  with progress as (
     update ragops_runs
        set checkpoint = case when coalesce((checkpoint -> $2::text ->> 'seq')::bigint, 0) < $4
                              then jsonb_set(checkpoint, array[$2::text], $3::jsonb) else checkpoint end,
            requests_spent = requests_spent + $6, updated_at = now()
-     where id = $1 and owner is not distinct from $5]],
-    unit.run_id, unit.entity_type, cjson.encode({ seq = cp.seq, after = cp.after, stats = cp.stats }),
-    cp.seq, owner_token, spent)
-  if rows.affected ~= 1 then error({ err = store_runs.FENCED, state = "RGFEN" }, 0) end
-  if cp.covered and #cp.covered > 0 then
-    step([[delete from ragops_run_units where run_id = $1 and entity_type = $2
-             and last_key = any($3::text[])]], unit.run_id, unit.entity_type, cp.covered)
-  end
+     where id = $1 and owner is not distinct from $5
+    returning id),
+  covered as (
+    delete from ragops_run_units
+     where run_id = $1 and entity_type = $2::text and last_key = any($7::text[])),
+  ahead as (
+    insert into ragops_run_units (run_id, entity_type, first_key, after_key, last_key, stats)
+    select $1, $2::text, $8::text, $9::text, $10::text, $11::jsonb where $10::text is not null
+    on conflict (run_id, entity_type, last_key) do update set stats = excluded.stats)
+  select count(*)::int as owned from progress]]
+
+function M.record_progress(step, unit, pruned, refreshed, owner_token, spent)
+  local cp = unit.checkpoint
+  if cp.includes_unit then add_late_counters(cp.stats, pruned, refreshed) end
+  local covered = cp.covered and #cp.covered > 0 and cp.covered or nil
   local ahead = unit.ahead
-  if ahead then
-    add_late_counters(ahead.stats, pruned, refreshed)
-    step([[insert into ragops_run_units (run_id, entity_type, first_key, after_key, last_key, stats)
-           values ($1, $2, $3, $4, $5, $6::jsonb)
-           on conflict (run_id, entity_type, last_key) do update set stats = excluded.stats]],
-         unit.run_id, unit.entity_type, ahead.first_key, ahead.after_key, ahead.last_key,
-         cjson.encode(ahead.stats))
-  end
+  if ahead then add_late_counters(ahead.stats, pruned, refreshed) end
+  local rows = step(M.PROGRESS_SQL,
+    unit.run_id, unit.entity_type, cjson.encode({ seq = cp.seq, after = cp.after, stats = cp.stats }),
+    cp.seq, owner_token, spent, covered,
+    ahead and ahead.first_key, ahead and ahead.after_key, ahead and ahead.last_key,
+    ahead and cjson.encode(ahead.stats))
+  if rows[1].owned ~= 1 then error({ err = store_runs.FENCED, state = "RGFEN" }, 0) end
 end
 
 -- Staging tables, one per embedding format (conn:copy_documents's format):

@@ -497,6 +497,7 @@ function FakeStore:write_unit(unit)
     self:resolve_failures(unit.run_id, unit.entity_type, unit.resolved_ids)
   end
   record.failures = copy(unit.failures or {})
+  record.resolved_ids = copy(unit.resolved_ids or {})
   record.usage = copy(unit.usage)
   if unit.usage then
     local u = self.usage[unit.entity_type] or { documents = 0, chunks = 0, bytes = 0, chars = 0, tokens = 0 }

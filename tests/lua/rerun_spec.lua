@@ -143,6 +143,22 @@ describe("reexecução sobre dados inalterados", function()
     assert.are.equal(2, #store.writes) -- the unit of id 5, and the final progress
   end)
 
+  it("entidade alterada: a falha aberta é resolvida; sem falha aberta (o destino disse), nada a resolver", function()
+    local store = indexed_store(20)
+    store:record_failures(1, { { entity_type = "item", entity_id = "5", error_class = "transient", message = "x" } })
+    store.sources.item[5].text = "texto novo 5"
+    store.sources.item[9].text = "texto novo 9"
+    store.writes = {}
+    local r = testing.run(make_plan(), { store = store })
+    assert.are.equal(2, r.stats.embedded)
+    assert.is_nil(store.open_failures.item["5"])
+    local resolved = {}
+    for _, w in ipairs(data_writes(store)) do
+      for _, id in ipairs(w.resolved_ids) do resolved[#resolved + 1] = id end
+    end
+    assert.are.same({ "5" }, resolved)
+  end)
+
   it("uma unidade que grava leva o checkpoint das unidades sem gravação antes dela", function()
     local store = indexed_store(20)
     store.sources.item[9].text = "texto novo"

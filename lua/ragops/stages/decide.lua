@@ -159,7 +159,10 @@ function M.decide(ctx, entities, failures, existing, known)
     if not dirty then
       keep_unchanged(d, e, old, known, decoded)
     else
-      d.changed[e.id] = { entity = e, failed = false }
+      -- may_have_failure: its open dead letters are resolved once it is
+      -- indexed (unknown when the store did not say).
+      d.changed[e.id] = { entity = e, failed = false,
+                          may_have_failure = not known or (old ~= nil and old.open_failure == true) }
       for _, c in ipairs(to_embed) do d.items[#d.items + 1] = { text = c.content, chunk = c, entity = e } end
       if old and old.count > #e.chunks then
         d.prune.entity_ids[#d.prune.entity_ids + 1] = e.id

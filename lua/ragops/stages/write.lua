@@ -156,12 +156,17 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
       prune.counts[#prune.counts + 1] = decision.prune.counts[i]
     end
   end
-  local resolved = {}
+  -- Entities now indexed whose dead letters may be open (the store says
+  -- which have one): resolved in the same transaction.
+  local resolved, succeeded = {}, 0
   for _, id in ipairs(decision.unchanged_ids) do resolved[#resolved + 1] = id end
   for id, c in pairs(decision.changed) do
-    if not c.failed then resolved[#resolved + 1] = id end
+    if not c.failed then
+      succeeded = succeeded + 1
+      if c.may_have_failure ~= false then resolved[#resolved + 1] = id end
+    end
   end
-  delta.succeeded = #resolved - #decision.unchanged_ids
+  delta.succeeded = succeeded
   delta.embedded = embedded
   delta.failed = #decision.failures
   for _, e in ipairs(decision.entities) do delta.chunks = delta.chunks + #e.chunks end
