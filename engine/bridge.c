@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack (core.hash) */
 #include <xxhash.h>
 
 /* One coroutine waiting on the ready queue. */
@@ -437,27 +438,42 @@ static int core_isatty(lua_State *L)
 }
 
 /* core.hash(s, ...) -> 32 hex chars: XXH3-128 over the arguments, each
- * length-prefixed so ("ab","c") and ("a","bc") differ. */
+ * length-prefixed so ("ab","c") and ("a","bc") differ. Once per chunk: the
+ * state lives on the stack and the hex is written by hand (no malloc, no
+ * snprintf). */
 static int core_hash(lua_State *L)
 {
+    static const char digits[] = "0123456789abcdef";
     int n = lua_gettop(L);
-    XXH3_state_t *state = XXH3_createState();
-    if (state == NULL)
-        return luaL_error(L, "memória insuficiente");
-    XXH3_128bits_reset(state);
+    XXH3_state_t state;
+    XXH3_INITSTATE(&state);
+    XXH3_128bits_reset(&state);
     for (int i = 1; i <= n; i++) {
         size_t len;
         const char *s = luaL_checklstring(L, i, &len);
         unsigned long long len64 = len;
-        XXH3_128bits_update(state, &len64, sizeof len64);
-        XXH3_128bits_update(state, s, len);
+        XXH3_128bits_update(&state, &len64, sizeof len64);
+        XXH3_128bits_update(&state, s, len);
     }
-    XXH128_hash_t h = XXH3_128bits_digest(state);
-    XXH3_freeState(state);
-    char hex[33];
-    snprintf(hex, sizeof hex, "%016llx%016llx", (unsigned long long)h.high64,
-             (unsigned long long)h.low64);
+    XXH128_hash_t h = XXH3_128bits_digest(&state);
+    char hex[32];
+    for (int k = 0; k < 16; k++) {
+        hex[15 - k] = digits[(h.high64 >> (4 * k)) & 15];
+        hex[31 - k] = digits[(h.low64 >> (4 * k)) & 15];
+    }
     lua_pushlstring(L, hex, 32);
+    return 1;
+}
+
+/* core.utf8_length(s) -> characters of s (bytes that do not continue a
+ * UTF-8 sequence); per text sent, for the token calibration. */
+static int core_utf8_length(lua_State *L)
+{
+    size_t len, continuation = 0;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    for (size_t i = 0; i < len; i++)
+        continuation += (s[i] & 0xC0) == 0x80;
+    lua_pushnumber(L, (lua_Number)(len - continuation));
     return 1;
 }
 
@@ -579,7 +595,7 @@ int luaopen_ragops_core(lua_State *L)
         {"hash", core_hash},         {"vecbatch", core_vecbatch},
         {"trap_signals", core_trap_signals}, {"process_id", core_process_id},
         {"cancel_all", core_cancel_all},    {"isatty", core_isatty},
-        {"heap_limit", core_heap_limit},
+        {"heap_limit", core_heap_limit},  {"utf8_length", core_utf8_length},
         {NULL, NULL},
     };
     rg_vecbatch_register(L);

@@ -96,6 +96,10 @@ int main(void)
         "local h = core.hash('ab', 'c')\n"
         "assert(#h == 32 and h:match('^%x+$'))\n"
         "assert(h == core.hash('ab', 'c'))\n"
+        /* pinned: stored content_hash values must survive any rewrite of core.hash */
+        "assert(h == 'f2eda2708bcfd51cc05c0ee4c9f60440', h)\n"
+        "assert(core.hash('', 'olá') == 'c9dcc3c019c644b9ea33dff644b9a440')\n"
+        "assert(core.utf8_length('olá, 😀') == 6 and core.utf8_length('') == 0)\n"
         "return (h ~= core.hash('a', 'bc')) and 0 or 1"), 0);
 
     /* vecbatch: count, dim, vector, cosine; bad index is an error. */
