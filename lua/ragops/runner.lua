@@ -7,8 +7,11 @@
 --   write (stages.write)   one transaction: documents, dead letters, checkpoint
 --   account (stages.account) counters, alerts, metrics, progress
 --
--- One reader per source feeds `batch.in_flight` workers; each worker takes a
--- unit through decide -> embed -> write -> account. After the source is read
+-- One reader per source feeds `batch.in_flight` embedding workers; each
+-- takes a unit through decide -> embed and hands it to the writers (at most
+-- M.WRITERS), which take it through write -> account: a worker's next
+-- request leaves while its last unit is being written (a single worker
+-- writes its units itself, in order). After the source is read
 -- to its end, entities the scope asked for and the source no longer has are
 -- deleted (asking the source by key, never from memory). Everything the
 -- runner touches comes in through `env`, so the same code runs against
@@ -71,34 +74,57 @@ local function stored_hashes(ctx, entity_type, entities)
   return existing
 end
 
--- decide -> embed -> write -> account for one unit.
-local function process_unit(ctx, unit, tracker)
+-- decide -> embed for one unit: the job for a writer, or nil (nothing to
+-- write after stopping; what it spent is kept).
+local function embed_unit(ctx, unit)
   local entity_type = unit.source.entity_type
   local delta = account.new_counters()
   delta.processed = #unit.rows
   local entities, failures = decide.build_entities(ctx, unit)
   local existing = unit.existing or stored_hashes(ctx, entity_type, entities)
-  if not existing then return end
+  if not existing then return nil end
   local decision = decide.decide(ctx, entities, failures, existing, unit.existing ~= nil)
   delta.skipped = decision.skipped
   local parts, failed_groups = embed.embed_items(ctx, decision.items, delta, entity_type)
-  local function keep_spend() ctx:merge(entity_type, { requests = delta.requests, retries = delta.retries, tokens = delta.tokens }) end
-  if ctx:halted() then keep_spend(); return end
-  local payload = write.payload(ctx, unit, decision, parts, failed_groups, delta)
+  return { unit = unit, decision = decision, parts = parts, failed_groups = failed_groups, delta = delta }
+end
+
+-- What a unit spent on the provider, kept when it does not commit.
+local function keep_spend(ctx, job)
+  local d = job.delta
+  ctx:merge(job.unit.source.entity_type, { requests = d.requests, retries = d.retries, tokens = d.tokens })
+end
+
+-- write -> account for one embedded unit.
+local function write_job(ctx, job, tracker)
+  local unit, delta = job.unit, job.delta
+  if ctx:halted() then return keep_spend(ctx, job) end
+  local payload = write.payload(ctx, unit, job.decision, job.parts, job.failed_groups, delta)
   local written = write.write(ctx, unit, payload, delta, tracker)
   -- The vectors live outside the Lua heap: freed now, not when collected
   -- (a dry run's batch-shaped stand-ins hold none).
-  for _, part in ipairs(parts) do
+  for _, part in ipairs(job.parts) do
     if part.batch and part.batch.release then part.batch:release() end
   end
-  if not written then keep_spend(); return end
-  ctx:account_unit(entity_type, delta, #unit.rows)
+  if not written then return keep_spend(ctx, job) end
+  ctx:account_unit(unit.source.entity_type, delta, #unit.rows)
 end
 
--- A worker: takes units until the queue closes. Any error raised while
--- processing one ends the run cleanly (code 2, "erro interno") instead of
--- leaving the reader blocked on a queue nobody drains.
-local function worker(ctx, queue, tracker)
+-- Runs fn(ctx, x, ...) so that an error ends the run cleanly (code 2,
+-- "erro interno") instead of leaving a stage blocked on a queue nobody drains.
+local function guarded(ctx, what, entity_type, fn, ...)
+  local ok, err = xpcall(fn, debug.traceback, ctx, ...)
+  if ok then return err end
+  ctx.log.error("erro interno ao %s um lote de %s: %s", what, entity_type, tostring(err))
+  ctx:abort(2, ("erro interno ao %s um lote de %s: %s"):format(what, entity_type, tostring(err):match("^[^\n]*")))
+  return nil
+end
+
+-- An embedding worker: takes units until the queue closes, decides and
+-- embeds each, and hands it to the writers, so its next request leaves
+-- while the last unit is being written. Without writers (a single worker,
+-- where units must see the writes of the ones before) it writes itself.
+local function embed_worker(ctx, queue, to_write, tracker)
   while true do
     local unit = queue:pop()
     if not unit then return end
@@ -108,15 +134,24 @@ local function worker(ctx, queue, tracker)
     end
     -- An alert abort lets units already taken finish; others stop now.
     if not ctx:halted() then
-      local ok, err = xpcall(process_unit, debug.traceback, ctx, unit, tracker)
-      if not ok then
-        ctx.log.error("erro interno ao processar um lote de %s: %s", unit.source.entity_type, tostring(err))
-        ctx:abort(2, "erro interno ao processar um lote de " .. unit.source.entity_type .. ": "
-          .. tostring(err):match("^[^\n]*"))
-      end
+      local job = guarded(ctx, "processar", unit.source.entity_type, embed_unit, unit)
+      if job and to_write then to_write:push(job)
+      elseif job then guarded(ctx, "gravar", unit.source.entity_type, write_job, job, tracker) end
     end
   end
 end
+
+-- A writer: writes the embedded units until its queue closes.
+local function writer(ctx, to_write, tracker)
+  while true do
+    local job = to_write:pop()
+    if not job then return end
+    guarded(ctx, "gravar", job.unit.source.entity_type, write_job, job, tracker)
+  end
+end
+
+-- Writers per run: more would only wait for the pool's connections.
+M.WRITERS = 8
 
 -- Entities the scope asked for by id that the source no longer has (asked
 -- by key only, whatever the other filters): their documents are removed.
@@ -157,12 +192,20 @@ end
 -- (batch.in_flight by default) and waits for them; returns produce's result.
 -- The read stage feeds it here; ragops.stages.changes feeds it for sync.
 function M.process_units(ctx, tracker, produce, workers)
+  workers = workers or ctx.plan.batch.in_flight
+  local writers = workers > 1 and math.min(workers, M.WRITERS) or 0
   local queue = sched.queue(ctx.sched, ctx.plan.batch.in_flight)
-  local group = sched.group(ctx.sched)
-  for _ = 1, workers or ctx.plan.batch.in_flight do group:spawn(worker, ctx, queue, tracker) end
+  -- One embedded unit waits for a free writer, at most: a kill -9 redoes
+  -- at most workers + writers + 1 units (embedding, waiting, writing).
+  local to_write = writers > 0 and sched.queue(ctx.sched, 1) or nil
+  local embedding, writing = sched.group(ctx.sched), sched.group(ctx.sched)
+  for _ = 1, workers do embedding:spawn(embed_worker, ctx, queue, to_write, tracker) end
+  for _ = 1, writers do writing:spawn(writer, ctx, to_write, tracker) end
   local result = produce(function(unit) queue:push(unit) end)
   queue:close()
-  group:wait()
+  embedding:wait()
+  if to_write then to_write:close() end
+  writing:wait()
   return result
 end
 
