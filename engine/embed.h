@@ -63,6 +63,19 @@ int embed_parse_response(const char *body, size_t len, int expected_count, int e
 /* Frees out->data and zeroes out. */
 void embed_vectors_free(embed_vectors *out);
 
+/* The same parse while the body arrives, without keeping it: each item of
+ * "data" is decoded into its row as soon as it is complete, so an answer
+ * of ~0.5 MB needs ~10 KB besides the vectors (at in_flight 64 the bodies
+ * were ~34 MB of the peak RSS). new: NULL when memory is short. feed:
+ * 0, or -1 once the answer is known to be malformed (later bytes are
+ * ignored). finish: as embed_parse_response (the same checks and
+ * reasons, without the line and column of a syntax error). */
+typedef struct embed_stream embed_stream;
+embed_stream *embed_stream_new(int expected_count, int expected_dim);
+int embed_stream_feed(embed_stream *s, const char *bytes, size_t n);
+int embed_stream_finish(embed_stream *s, embed_vectors *out, char *err, size_t err_size);
+void embed_stream_free(embed_stream *s);
+
 /* Extracts the message of an error body ({"error":{"message":...}},
  * {"error":"..."} or {"message":...}). Returns a malloc'd string or NULL;
  * *code (when code is not NULL) receives a malloc'd copy of a string

@@ -55,6 +55,7 @@ typedef struct decoder {
     unsigned char *seen; /* seen[index] = 1 once a vector was placed */
     long items;          /* items of "data" found */
     int reported;        /* a reason was written (not a plain syntax error) */
+    int streamed;        /* fed by embed_stream: each '#' in "data" is an item already decoded */
     char *err;           /* pt-BR reason on failure */
     size_t err_size;     /* size of err */
 } decoder;
@@ -76,6 +77,8 @@ static int fail(decoder *d, const char *fmt, ...)
 static int fail_syntax(decoder *d)
 {
     int line = 1, column = 1;
+    if (d->streamed) /* the body is gone: no position to point at */
+        return fail(d, "JSON inválido");
     for (const char *q = d->c.start; q < d->c.p && q < d->c.end; q++) {
         if (*q == '\n') {
             line++;
@@ -610,8 +613,12 @@ static int read_data(decoder *d)
     if (enter(c, ']'))
         return 0;
     for (;;) {
+        int counted = 0; /* an object item the stream decoded (and counted) already */
         skip_ws(c);
-        if (d->items < d->expected_count && c->p < c->end && *c->p == '{') {
+        if (d->streamed && c->p < c->end && *c->p == '#') {
+            c->p++;
+            counted = 1;
+        } else if (d->items < d->expected_count && c->p < c->end && *c->p == '{') {
             item it = {-1, 0, 0, {NULL, 0, 0}, NULL, 0};
             if (walk_object(d, on_item_key, &it) != 0)
                 return d->reported ? -1 : fail_syntax(d);
@@ -624,7 +631,8 @@ static int read_data(decoder *d)
         } else if (skip_value(c, 1) != 0) {
             return fail_syntax(d);
         }
-        d->items++;
+        if (!counted)
+            d->items++;
         skip_ws(c);
         if (c->p < c->end && *c->p == ',') {
             c->p++;
@@ -747,4 +755,254 @@ int embed_parse_response(const char *body, size_t len, int expected_count, int e
     free(d.seen);
     *out = d.v;
     return 0;
+}
+
+/* ---- streaming: the answer decoded while it arrives -------------------- */
+
+/* A growable byte buffer of the stream. */
+typedef struct stream_buf {
+    char *data; /* bytes (owned) */
+    size_t len; /* bytes used */
+    size_t cap; /* bytes allocated */
+} stream_buf;
+
+static int stream_buf_append(stream_buf *b, const char *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *grown = realloc(b->data, cap);
+        if (!grown)
+            return -1;
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* The structure of the body is followed byte by byte outside strings
+ * (strings are jumped with memchr); each object item of the root's "data"
+ * array is collected alone and decoded into its row as soon as it closes,
+ * and the rest of the body (small) is kept with a '#' in place of each item
+ * and parsed at the end by decode(), which checks everything else. */
+struct embed_stream {
+    decoder d;        /* item decoding state: seen, vectors, items, first failure */
+    char err[512];    /* d.err: pt-BR reason of the first failure */
+    int failed;       /* a failure was found: later bytes are ignored */
+    int depth;        /* nesting outside strings: 1 inside the root object */
+    int in_string;    /* inside a string */
+    int escape;       /* the previous byte of the string was a backslash */
+    int expect_key;   /* at depth 1, the next string is a key */
+    int in_key;       /* reading a root key */
+    char key[5];      /* its first bytes */
+    size_t key_len;   /* its length so far */
+    int key_escaped;  /* it had an escape */
+    int key_is_data;  /* the current root key is exactly "data" */
+    int in_data;      /* inside the array value of root key "data" */
+    int in_item;      /* collecting an object item of "data" */
+    int hash_outside; /* a '#' outside strings: not JSON ('#' marks items in rest) */
+    stream_buf item;  /* bytes of the item being collected */
+    stream_buf rest;  /* the body without its object items */
+};
+
+embed_stream *embed_stream_new(int expected_count, int expected_dim)
+{
+    embed_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->d.err = s->err;
+    s->d.err_size = sizeof s->err;
+    s->d.streamed = 1;
+    s->d.expected_count = expected_count;
+    s->d.expected_dim = expected_dim;
+    s->d.v.count = expected_count;
+    s->d.seen = expected_count > 0 ? calloc((size_t)expected_count, 1) : NULL;
+    if (expected_count > 0 && !s->d.seen) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void embed_stream_free(embed_stream *s)
+{
+    if (!s)
+        return;
+    free(s->d.seen);
+    free(s->d.v.data);
+    free(s->item.data);
+    free(s->rest.data);
+    free(s);
+}
+
+static int stream_fail(embed_stream *s, const char *reason)
+{
+    if (!s->d.reported)
+        fail(&s->d, "%s", reason);
+    s->failed = 1;
+    return -1;
+}
+
+/* Decodes the collected item (as read_data does) and forgets its bytes. */
+static int stream_item(embed_stream *s)
+{
+    decoder *d = &s->d;
+    d->c = (cursor){s->item.data, s->item.data, s->item.data + s->item.len};
+    if (d->items < d->expected_count) {
+        item it = {-1, 0, 0, {NULL, 0, 0}, NULL, 0};
+        if (walk_object(d, on_item_key, &it) != 0)
+            return stream_fail(s, "JSON inválido");
+        if (place_item(d, &it, d->items) != 0)
+            return stream_fail(s, "item inválido");
+    } else if (skip_value(&d->c, 1) != 0) {
+        return stream_fail(s, "JSON inválido");
+    }
+    d->items++;
+    s->item.len = 0;
+    return 0;
+}
+
+/* The bytes of a string up to (not including) its end, at p[0..n). */
+static void stream_key_bytes(embed_stream *s, const char *p, size_t n)
+{
+    if (!s->in_key)
+        return;
+    for (size_t k = 0; k < n && s->key_len + k < sizeof s->key; k++)
+        s->key[s->key_len + k] = p[k];
+    s->key_len += n;
+}
+
+/* One byte outside strings at p[i]; moves items between rest and item.
+ * *span is where the bytes not yet copied to their buffer start. */
+static int stream_structure(embed_stream *s, const char *p, size_t i, size_t *span)
+{
+    char ch = p[i];
+    if (s->in_data && s->depth == 2 && !s->in_item && ch != '{' && ch != ',' && ch != ']' && ch != ' ' &&
+        ch != '\n' && ch != '\r' && ch != '\t' && s->d.items < s->d.expected_count) {
+        /* an item of "data" that is not an object, where a vector is due (as read_data says) */
+        fail(&s->d, "item %ld de \"data\" sem \"index\" inteiro", s->d.items);
+        s->failed = 1;
+        return -1;
+    }
+    switch (ch) {
+    case '"':
+        s->in_string = 1;
+        s->in_key = s->depth == 1 && s->expect_key;
+        s->key_len = 0;
+        s->key_escaped = 0;
+        return 0;
+    case '{':
+    case '[':
+        if (ch == '{' && s->in_data && s->depth == 2 && !s->in_item) {
+            if (stream_buf_append(&s->rest, p + *span, i - *span) != 0 || stream_buf_append(&s->rest, "#", 1) != 0)
+                return stream_fail(s, "sem memória");
+            *span = i;
+            s->in_item = 1;
+        } else if (ch == '[' && s->depth == 1 && s->key_is_data) {
+            s->in_data = 1;
+        } else if (ch == '{' && s->depth == 0) {
+            s->expect_key = 1;
+        }
+        s->depth++;
+        return 0;
+    case '}':
+    case ']':
+        s->depth--;
+        if (s->in_item && s->depth == 2) {
+            if (stream_buf_append(&s->item, p + *span, i + 1 - *span) != 0)
+                return stream_fail(s, "sem memória");
+            *span = i + 1;
+            s->in_item = 0;
+            return stream_item(s);
+        }
+        if (s->in_data && s->depth == 1)
+            s->in_data = 0;
+        return 0;
+    case ',':
+        if (s->depth == 1) {
+            s->expect_key = 1;
+            s->key_is_data = 0;
+        }
+        return 0;
+    case ':':
+        if (s->depth == 1)
+            s->expect_key = 0;
+        return 0;
+    case '#':
+        s->hash_outside = 1;
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+int embed_stream_feed(embed_stream *s, const char *p, size_t n)
+{
+    size_t i = 0, span = 0;
+    while (i < n && !s->failed) {
+        if (!s->in_string) {
+            if (stream_structure(s, p, i, &span) != 0)
+                break;
+            i++;
+            continue;
+        }
+        if (s->escape) { /* the escaped byte (a quote does not end the string) */
+            s->escape = 0;
+            stream_key_bytes(s, p + i, 1);
+            i++;
+            continue;
+        }
+        const char *quote = memchr(p + i, '"', n - i);
+        size_t upto = quote ? (size_t)(quote - (p + i)) : n - i;
+        const char *backslash = memchr(p + i, '\\', upto);
+        if (backslash) {
+            stream_key_bytes(s, p + i, (size_t)(backslash - (p + i)));
+            s->key_escaped |= s->in_key;
+            s->escape = 1;
+            i = (size_t)(backslash - p) + 1;
+            continue;
+        }
+        stream_key_bytes(s, p + i, upto);
+        i += upto;
+        if (quote) {
+            s->in_string = 0;
+            if (s->in_key)
+                s->key_is_data = !s->key_escaped && s->key_len == 4 && memcmp(s->key, "data", 4) == 0;
+            s->in_key = 0;
+            i++;
+        }
+    }
+    if (!s->failed &&
+        stream_buf_append(s->in_item ? &s->item : &s->rest, p + span, (i < n ? i : n) - span) != 0)
+        stream_fail(s, "sem memória");
+    return s->failed ? -1 : 0;
+}
+
+int embed_stream_finish(embed_stream *s, embed_vectors *out, char *err, size_t err_size)
+{
+    decoder *d = &s->d;
+    int rc = -1;
+    memset(out, 0, sizeof *out);
+    if (!s->failed && (s->in_item || s->in_string || s->hash_outside))
+        stream_fail(s, "JSON inválido");
+    if (!s->failed) {
+        const char *body = s->rest.data ? s->rest.data : "";
+        d->c = (cursor){body, body, body + s->rest.len};
+        if (d->expected_count <= 0)
+            fail(d, "esperados %d vetores, recebidos 0", d->expected_count);
+        else
+            rc = decode(d);
+    }
+    if (rc == 0) {
+        *out = d->v;
+        d->v.data = NULL;
+    } else if (err && err_size) {
+        snprintf(err, err_size, "%s", s->err);
+    }
+    return rc;
 }

@@ -48,6 +48,9 @@ struct http_request {
     char *resp;                    /* response body being received (NUL-terminated) */
     size_t resp_len;               /* bytes received */
     size_t resp_cap;               /* bytes allocated in resp */
+    void (*on_body)(const char *, size_t, void *); /* streaming sink of a 2xx body, or NULL */
+    void *on_body_data;            /* user pointer for on_body */
+    size_t streamed_len;           /* bytes given to on_body */
     http_done_cb cb;               /* completion callback */
     void *data;                    /* user pointer for cb */
     uint64_t started_ns;           /* uv_hrtime() at start, for latency */
@@ -162,6 +165,7 @@ static void http_request_finish(http_request *req, CURLcode code, int aborted)
     resp.request_id = http_capture_request_id(req);
     resp.body = req->resp ? req->resp : "";
     resp.body_len = req->resp_len;
+    resp.streamed_len = req->streamed_len;
     resp.latency_ms = (double)(uv_hrtime() - req->started_ns) / 1e6;
 
     req->delivering = 1;
@@ -273,6 +277,15 @@ static size_t http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata
 {
     http_request *req = userdata;
     size_t n = size * nmemb;
+    if (req->on_body) {
+        long status = 0;
+        curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200 && status < 300) {
+            req->on_body(ptr, n, req->on_body_data);
+            req->streamed_len += n;
+            return n;
+        }
+    }
     if (req->resp_len + n + 1 > req->resp_cap) {
         size_t cap = req->resp_cap ? req->resp_cap : 4096;
         curl_off_t announced = -1;
@@ -361,6 +374,8 @@ http_request *http_request_start(http_client *hc, const http_request_opts *opts,
     req->hc = hc;
     req->cb = cb;
     req->data = data;
+    req->on_body = opts->on_body;
+    req->on_body_data = opts->on_body_data;
     req->easy = curl_easy_init();
     if (!req->easy)
         goto fail;

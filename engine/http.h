@@ -26,6 +26,11 @@ typedef struct http_request_opts {
     size_t body_len;             /* bytes in body */
     long timeout_ms;             /* whole-transfer limit; <= 0 means none */
     long connect_timeout_ms;     /* connection limit; <= 0 means curl's default */
+    /* When set, the bytes of a 2xx body go to on_body(bytes, n, on_body_data)
+     * as they arrive instead of into resp->body (which stays empty): a
+     * streaming decoder. Other statuses are kept in resp->body as usual. */
+    void (*on_body)(const char *bytes, size_t n, void *on_body_data);
+    void *on_body_data;          /* user pointer for on_body */
 } http_request_opts;
 
 /* What came back; valid only during the done callback. */
@@ -34,6 +39,7 @@ typedef struct http_response {
     long status;          /* HTTP status, 0 when none was received */
     const char *body;     /* response body, NUL-terminated (never NULL) */
     size_t body_len;      /* bytes in body, excluding the terminator */
+    size_t streamed_len;  /* bytes of a 2xx body given to opts.on_body instead */
     long retry_after_ms;  /* Retry-After (seconds or HTTP-date) in ms, -1 if absent */
     double latency_ms;    /* time from start to completion */
     long new_connections; /* connections opened for this request (0 = reused a cached one) */

@@ -32,6 +32,16 @@ rg_vecbatch *rg_vecbatch_push_new(lua_State *L, int count, int dim)
     return b;
 }
 
+rg_vecbatch *rg_vecbatch_push_adopt(lua_State *L, float **data, int count, int dim)
+{
+    rg_vecbatch *b = rg_vecbatch_push_new(L, 0, 0);
+    b->data = *data;
+    *data = NULL;
+    b->count = count;
+    b->dim = dim;
+    return b;
+}
+
 rg_vecbatch *rg_vecbatch_check(lua_State *L, int idx)
 {
     return luaL_checkudata(L, idx, RG_VECBATCH_MT);

@@ -22,6 +22,10 @@ typedef struct rg_vecbatch {
  * Lua error when memory is short. */
 rg_vecbatch *rg_vecbatch_push_new(lua_State *L, int count, int dim);
 
+/* Pushes a batch that takes over *data (count * dim floats from malloc;
+ * *data becomes NULL): no second array and no copy. */
+rg_vecbatch *rg_vecbatch_push_adopt(lua_State *L, float **data, int count, int dim);
+
 /* Returns the batch at idx or raises a Lua type error. */
 rg_vecbatch *rg_vecbatch_check(lua_State *L, int idx);
 

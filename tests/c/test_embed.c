@@ -545,6 +545,102 @@ static void test_long_base64_paths(void)
     free(enc);
 }
 
+/* embed_stream on body, fed in pieces of `piece` bytes (0 = all at once). */
+static int parse_streamed(const char *body, size_t len, int count, int dim, size_t piece, embed_vectors *v,
+                          char *err, size_t err_size)
+{
+    embed_stream *s = embed_stream_new(count, dim);
+    ASSERT(s != NULL);
+    for (size_t at = 0; at < len;) {
+        size_t n = piece == 0 || len - at < piece ? len - at : piece;
+        embed_stream_feed(s, body + at, n);
+        at += n;
+    }
+    int rc = embed_stream_finish(s, v, err, err_size);
+    embed_stream_free(s);
+    return rc;
+}
+
+/* The streaming decoder agrees with the one-shot parse on every body (the
+ * same vectors, usage and failures; on valid JSON the same reasons),
+ * whatever the pieces the body arrives in. */
+static void expect_stream_matches(const char *body, int count, int dim)
+{
+    static const size_t pieces[] = {0, 1, 2, 3, 7, 64, 1000};
+    size_t len = strlen(body);
+    embed_vectors a, b;
+    char ea[256], eb[256];
+    int ra = embed_parse_response(body, len, count, dim, &a, ea, sizeof ea);
+    json_t *root = json_loadb(body, len, 0, NULL);
+    int valid_json = root != NULL; /* a broken body may be refused for another of its faults */
+    json_decref(root);
+    for (size_t k = 0; k < sizeof pieces / sizeof pieces[0]; k++) {
+        int rb = parse_streamed(body, len, count, dim, pieces[k], &b, eb, sizeof eb);
+        if (ra != rb) {
+            fprintf(stderr, "streaming (pedaços de %zu) %s o que a leitura inteira %s: %s\n[%s]\n", pieces[k],
+                    rb == 0 ? "aceitou" : "recusou", ra == 0 ? "aceita" : "recusa", rb == 0 ? ea : eb, body);
+            abort();
+        }
+        if (ra == 0) {
+            ASSERT_INT_EQ(b.count, a.count);
+            ASSERT_INT_EQ(b.dim, a.dim);
+            ASSERT_INT_EQ(b.prompt_tokens, a.prompt_tokens);
+            ASSERT_INT_EQ(b.has_usage, a.has_usage);
+            ASSERT(memcmp(a.data, b.data, (size_t)a.count * (size_t)a.dim * sizeof(float)) == 0);
+            embed_vectors_free(&b);
+        } else if (valid_json && strcmp(ea, eb) != 0) {
+            fprintf(stderr, "razões diferentes: \"%s\" e \"%s\"\n[%s]\n", ea, eb, body);
+            abort();
+        } else if (!strstr(eb, "resposta malformada do provedor: ")) {
+            fprintf(stderr, "razão do streaming sem o prefixo: \"%s\"\n", eb);
+            abort();
+        }
+    }
+    if (ra == 0)
+        embed_vectors_free(&a);
+}
+
+static void test_stream_decoder(void)
+{
+    const float a[3] = {0.125f, -4.0f, 9.5f};
+    char *ea = encode_floats(a, 3);
+    char base[600], body[600];
+    uint32_t seed = 777;
+    snprintf(base, sizeof base,
+             " {\"object\":\"list\",\"data\":[{\"index\":1,\"embedding\":\"%s\"},"
+             "{\"object\":\"embedding\",\"index\":0,\"embedding\":[1.5,2,-3e2],\"x\":{\"y\":[\"]}\\\"\"]}}],"
+             "\"model\":\"m\\\"data\",\"usage\":{\"prompt_tokens\":3,\"total_tokens\":3}}\n", ea);
+    expect_stream_matches(base, 2, 3);
+    /* shapes: usage before data, escaped key, "\/" in base64, extra items, no data, empty, '#' */
+    snprintf(body, sizeof body, "{\"usage\":null,\"data\":[{\"embedding\":\"%s\",\"index\":0}]}", ea);
+    expect_stream_matches(body, 1, 3);
+    expect_stream_matches("{\"d\\u0061ta\":[{\"index\":0,\"embedding\":[1,2,3]}]}", 1, 3);
+    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":\"AAAAQA\\/=\"}]}", 1, 0);
+    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":[1]},{\"index\":1,\"embedding\":[1]}]}", 1, 1);
+    expect_stream_matches("{\"data\":[1,{\"index\":0,\"embedding\":[1]}]}", 2, 1);
+    expect_stream_matches("{\"data\":[#]}", 1, 1);
+    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":[1]}],#\"a\":1}", 1, 1);
+    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":[1]}],\"data\":[]}", 1, 1);
+    expect_stream_matches("{\"data\":[]}", 1, 1);
+    expect_stream_matches("", 1, 1);
+    expect_stream_matches("[1,2]", 1, 1);
+    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":[1]}]", 1, 1);
+    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":\"AAAA", 1, 1);
+    /* random mutations of the base answer */
+    for (int round = 0; round < 4000; round++) {
+        size_t len = strlen(base);
+        memcpy(body, base, len + 1);
+        for (int m = 0; m < 1 + round % 3; m++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t at = (seed >> 8) % len;
+            static const char alphabet[] = "{}[],:\"0123 -.eAz/\\#";
+            body[at] = alphabet[(seed >> 20) % (sizeof alphabet - 1)];
+        }
+        expect_stream_matches(body, 2, 3);
+    }
+    free(ea);
+}
+
 int main(void)
 {
     test_build_request();
@@ -556,6 +652,7 @@ int main(void)
     test_decoder_matches_jansson();
     test_base64_decoder();
     test_long_base64_paths();
+    test_stream_decoder();
     test_utf8_sanitize();
     test_error_bodies();
     test_classification();
