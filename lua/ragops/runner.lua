@@ -85,6 +85,10 @@ local function embed_unit(ctx, unit)
   if not existing then return nil end
   local decision = decide.decide(ctx, entities, failures, existing, unit.existing ~= nil)
   delta.skipped = decision.skipped
+  -- The rows and what the page said of them are decided: not held while
+  -- the unit waits for the provider and the writers (peak memory at a high
+  -- in_flight).
+  unit.row_count, unit.rows, unit.existing, unit.updated_us = #unit.rows, nil, nil, nil
   local parts, failed_groups = embed.embed_items(ctx, decision.items, delta, entity_type)
   return { unit = unit, decision = decision, parts = parts, failed_groups = failed_groups, delta = delta }
 end
@@ -107,7 +111,7 @@ local function write_job(ctx, job, tracker)
     if part.batch and part.batch.release then part.batch:release() end
   end
   if not written then return keep_spend(ctx, job) end
-  ctx:account_unit(unit.source.entity_type, delta, #unit.rows)
+  ctx:account_unit(unit.source.entity_type, delta, unit.row_count)
 end
 
 -- Runs fn(ctx, x, ...) so that an error ends the run cleanly (code 2,
