@@ -614,18 +614,25 @@ static void test_stream_decoder(void)
     /* shapes: usage before data, escaped key, "\/" in base64, extra items, no data, empty, '#' */
     snprintf(body, sizeof body, "{\"usage\":null,\"data\":[{\"embedding\":\"%s\",\"index\":0}]}", ea);
     expect_stream_matches(body, 1, 3);
-    expect_stream_matches("{\"d\\u0061ta\":[{\"index\":0,\"embedding\":[1,2,3]}]}", 1, 3);
-    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":\"AAAAQA\\/=\"}]}", 1, 0);
-    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":[1]},{\"index\":1,\"embedding\":[1]}]}", 1, 1);
-    expect_stream_matches("{\"data\":[1,{\"index\":0,\"embedding\":[1]}]}", 2, 1);
-    expect_stream_matches("{\"data\":[#]}", 1, 1);
-    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":[1]}],#\"a\":1}", 1, 1);
-    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":[1]}],\"data\":[]}", 1, 1);
-    expect_stream_matches("{\"data\":[]}", 1, 1);
-    expect_stream_matches("", 1, 1);
-    expect_stream_matches("[1,2]", 1, 1);
-    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":[1]}]", 1, 1);
-    expect_stream_matches("{\"data\":[{\"index\":0,\"embedding\":\"AAAA", 1, 1);
+    static const struct {
+        const char *body; /* the answer */
+        int count, dim;   /* vectors asked for */
+    } shapes[] = {
+        {"{\"d\\u0061ta\":[{\"index\":0,\"embedding\":[1,2,3]}]}", 1, 3},
+        {"{\"data\":[{\"index\":0,\"embedding\":\"AAAAQA\\/=\"}]}", 1, 0},
+        {"{\"data\":[{\"index\":0,\"embedding\":[1]},{\"index\":1,\"embedding\":[1]}]}", 1, 1},
+        {"{\"data\":[1,{\"index\":0,\"embedding\":[1]}]}", 2, 1},
+        {"{\"data\":[#]}", 1, 1},
+        {"{\"data\":[{\"index\":0,\"embedding\":[1]}],#\"a\":1}", 1, 1},
+        {"{\"data\":[{\"index\":0,\"embedding\":[1]}],\"data\":[]}", 1, 1},
+        {"{\"data\":[]}", 1, 1},
+        {"", 1, 1},
+        {"[1,2]", 1, 1},
+        {"{\"data\":[{\"index\":0,\"embedding\":[1]}]", 1, 1},
+        {"{\"data\":[{\"index\":0,\"embedding\":\"AAAA", 1, 1},
+    };
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++)
+        expect_stream_matches(shapes[k].body, shapes[k].count, shapes[k].dim);
     /* random mutations of the base answer */
     for (int round = 0; round < 4000; round++) {
         size_t len = strlen(base);
