@@ -12,20 +12,6 @@
 #include <limits.h>
 #include <signal.h>
 #include <unistd.h>
-#ifdef RAGOPS_WITH_MIMALLOC
-#include <mimalloc.h>
-#endif
-
-/* mimalloc gives freed pages back to the kernel at once: at in_flight 64
- * the answers' floats come and go in bursts, and keeping their pages
- * committed held ~10 MiB more of peak RSS, at no measurable CPU cost. */
-static void tune_allocator(void)
-{
-#ifdef RAGOPS_WITH_MIMALLOC
-    mi_option_enable(mi_option_page_reset);
-    mi_option_set(mi_option_decommit_delay, 0);
-#endif
-}
 
 /* True when dir/ragops/cli.lua exists. */
 static int lua_dir_usable(const char *dir)
@@ -76,7 +62,6 @@ static int find_home(char *home, size_t size)
 
 int main(int argc, char **argv)
 {
-    tune_allocator();
     /* A closed pipe (ragops ... | head) or a dropped HTTP peer must come back
      * as a write error, not kill the process mid-batch. */
     signal(SIGPIPE, SIG_IGN);
