@@ -156,6 +156,9 @@ end
 
 -- Writers per run: more would only wait for the pool's connections.
 M.WRITERS = 8
+-- Units read ahead of the embedding workers, at most: one page
+-- (read.PAGE_UNITS); more only held rows in memory at a high in_flight.
+M.READ_AHEAD = 8
 
 -- Entities the scope asked for by id that the source no longer has (asked
 -- by key only, whatever the other filters): their documents are removed.
@@ -198,7 +201,7 @@ end
 function M.process_units(ctx, tracker, produce, workers)
   workers = workers or ctx.plan.batch.in_flight
   local writers = workers > 1 and math.min(workers, M.WRITERS) or 0
-  local queue = sched.queue(ctx.sched, ctx.plan.batch.in_flight)
+  local queue = sched.queue(ctx.sched, math.min(ctx.plan.batch.in_flight, M.READ_AHEAD))
   -- One embedded unit waits for a free writer, at most: a kill -9 redoes
   -- at most workers + writers + 1 units (embedding, waiting, writing).
   local to_write = writers > 0 and sched.queue(ctx.sched, 1) or nil
