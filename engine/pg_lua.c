@@ -259,26 +259,34 @@ static void push_rows(lua_State *co, PGresult *res)
 {
     int ntuples = PQntuples(res), nfields = PQnfields(res);
     const char *affected = PQcmdTuples(res);
+    int columns, rows;
     lua_checkstack(co, 8);
+    /* The column names once (each cell's key is a copy of the reference,
+     * not a new lookup of the name in the string table). */
+    lua_createtable(co, nfields, 0);
+    columns = lua_gettop(co);
+    for (int f = 0; f < nfields; f++) {
+        lua_pushstring(co, PQfname(res, f));
+        lua_rawseti(co, columns, f + 1);
+    }
     lua_createtable(co, ntuples, 2);
+    rows = lua_gettop(co);
     for (int r = 0; r < ntuples; r++) {
         lua_createtable(co, 0, nfields);
         for (int f = 0; f < nfields; f++) {
             if (PQgetisnull(res, r, f))
                 continue;
+            lua_rawgeti(co, columns, f + 1);
             push_value(co, res, r, f);
-            lua_setfield(co, -2, PQfname(res, f));
+            lua_rawset(co, -3);
         }
-        lua_rawseti(co, -2, r + 1);
+        lua_rawseti(co, rows, r + 1);
     }
     lua_pushnumber(co, affected[0] ? strtod(affected, NULL) : 0);
-    lua_setfield(co, -2, "affected");
-    lua_createtable(co, nfields, 0);
-    for (int f = 0; f < nfields; f++) {
-        lua_pushstring(co, PQfname(res, f));
-        lua_rawseti(co, -2, f + 1);
-    }
-    lua_setfield(co, -2, "columns");
+    lua_setfield(co, rows, "affected");
+    lua_pushvalue(co, columns);
+    lua_setfield(co, rows, "columns");
+    lua_remove(co, columns);
 }
 
 /* ---- pg.connect ----------------------------------------------------- */
@@ -443,23 +451,33 @@ static const char *doc_text(lua_State *L, int doc, const char *name, int require
     return s;
 }
 
-/* Appends a text field read from the doc at stack index doc. */
+/* Appends a text field read from the doc at stack index doc (one lookup:
+ * a number is written in its text form). */
 static void copy_doc_text(lua_State *L, lpg_conn *lc, int doc, const char *name, int required, int i)
 {
-    size_t len = 0;
-    const char *s;
     lua_getfield(L, doc, name);
-    if (lua_type(L, -1) == LUA_TNUMBER) {
-        /* Convert a copy we hold on the stack while encoding. */
+    switch (lua_type(L, -1)) {
+    case LUA_TSTRING: {
+        size_t len = 0;
+        const char *s = lua_tolstring(L, -1, &len);
+        copy_field_text_len(&lc->copy, s, len);
+        break;
+    }
+    case LUA_TNUMBER: {
         char num[64];
         format_number(num, sizeof num, lua_tonumber(L, -1));
         copy_field_text(&lc->copy, num);
-        lua_pop(L, 1);
-        return;
+        break;
+    }
+    case LUA_TNIL:
+        if (required)
+            luaL_error(L, "docs[%d].%s é obrigatório", i, name);
+        copy_field_text_len(&lc->copy, NULL, 0);
+        break;
+    default:
+        luaL_error(L, "docs[%d].%s deve ser texto (recebido %s)", i, name, luaL_typename(L, -1));
     }
     lua_pop(L, 1);
-    s = doc_text(L, doc, name, required, i, &len);
-    copy_field_text_len(&lc->copy, s, len);
 }
 
 /* Appends docs[i].metadata as a jsonb field (the target's own type). */
