@@ -104,8 +104,13 @@ end
 -- The checkpoint's update is also the owner's fence (see store_runs
 -- check_owner): one statement on the run's row, which matches only while
 -- this process owns the run, and records the requests spent.
--- One statement (one round trip, one plan): the run's row, the covered
--- units deleted and the unit ahead recorded, as data-modifying CTEs.
+-- One statement (one round trip, one plan), the last of the unit's
+-- transaction: the run's row, the covered units deleted, the unit ahead
+-- recorded and the tokens billed added up, as data-modifying CTEs. The
+-- run's row and its usage row are the same for every unit: touched only
+-- here, their locks are held for this statement and the commit (the usage
+-- row, written earlier in the transaction, made the units wait ~15 ms
+-- each for one another).
 M.PROGRESS_SQL = [[
   with progress as (
     update ragops_runs
@@ -120,7 +125,15 @@ M.PROGRESS_SQL = [[
   ahead as (
     insert into ragops_run_units (run_id, entity_type, first_key, after_key, last_key, stats)
     select $1, $2::text, $8::text, $9::text, $10::text, $11::jsonb where $10::text is not null
-    on conflict (run_id, entity_type, last_key) do update set stats = excluded.stats)
+    on conflict (run_id, entity_type, last_key) do update set stats = excluded.stats),
+  usage as (
+    insert into ragops_token_usage as u (run_id, model, entity_type, documents, chunks, bytes, chars, tokens)
+    select $1, $12::text, $2::text, $13::bigint, $14::bigint, $15::bigint, $16::bigint, $17::bigint
+     where $12::text is not null
+    on conflict (run_id, model, entity_type) do update set
+      documents = u.documents + excluded.documents, chunks = u.chunks + excluded.chunks,
+      bytes = u.bytes + excluded.bytes, chars = u.chars + excluded.chars,
+      tokens = u.tokens + excluded.tokens, updated_at = now())
   select count(*)::int as owned from progress]]
 
 function M.record_progress(step, unit, pruned, refreshed, owner_token, spent)
@@ -129,11 +142,13 @@ function M.record_progress(step, unit, pruned, refreshed, owner_token, spent)
   local covered = cp.covered and #cp.covered > 0 and cp.covered or nil
   local ahead = unit.ahead
   if ahead then add_late_counters(ahead.stats, pruned, refreshed) end
+  local u = unit.usage
   local rows = step(M.PROGRESS_SQL,
     unit.run_id, unit.entity_type, cjson.encode({ seq = cp.seq, after = cp.after, stats = cp.stats }),
     cp.seq, owner_token, spent, covered,
     ahead and ahead.first_key, ahead and ahead.after_key, ahead and ahead.last_key,
-    ahead and cjson.encode(ahead.stats))
+    ahead and cjson.encode(ahead.stats),
+    u and u.model, u and u.documents, u and u.chunks, u and u.bytes, u and u.chars, u and u.tokens)
   if rows[1].owned ~= 1 then error({ err = store_runs.FENCED, state = "RGFEN" }, 0) end
 end
 
@@ -380,7 +395,7 @@ M.USAGE_SQL = [[
     documents = u.documents + excluded.documents, chunks = u.chunks + excluded.chunks, bytes = u.bytes + excluded.bytes,
     chars = u.chars + excluded.chars, tokens = u.tokens + excluded.tokens, updated_at = now()]]
 
--- Dead letters recorded, those of entities now indexed resolved, usage.
+-- Dead letters recorded, and those of entities now indexed resolved.
 -- Returns the number of dead letters resolved.
 local function write_failures(step, unit)
   local resolved = 0
@@ -389,10 +404,6 @@ local function write_failures(step, unit)
   end
   if unit.resolved_ids and #unit.resolved_ids > 0 then
     resolved = step(M.RESOLVE_SQL, unit.run_id, unit.entity_type, unit.resolved_ids).affected
-  end
-  local u = unit.usage
-  if u and unit.run_id then
-    step(M.USAGE_SQL, unit.run_id, u.model, unit.entity_type, u.documents, u.chunks, u.bytes, u.chars, u.tokens)
   end
   return resolved
 end
@@ -420,6 +431,10 @@ function Store:write_unit(unit)
     if unit.run_id and unit.checkpoint then
       M.record_progress(step, unit, pruned, refreshed, self.owner_token, spent)
     elseif unit.run_id then
+      local u = unit.usage
+      if u then
+        step(M.USAGE_SQL, unit.run_id, u.model, unit.entity_type, u.documents, u.chunks, u.bytes, u.chars, u.tokens)
+      end
       self:check_owner(step, unit.run_id, spent)
     end
     return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
