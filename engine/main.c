@@ -12,6 +12,9 @@
 #include <limits.h>
 #include <signal.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 /* True when dir/ragops/cli.lua exists. */
 static int lua_dir_usable(const char *dir)
@@ -62,6 +65,13 @@ static int find_home(char *home, size_t size)
 
 int main(int argc, char **argv)
 {
+#ifdef __GLIBC__
+    /* One malloc arena: the loop thread does nearly all the work, and blocks
+     * freed here that other threads (curl's resolver, libuv's pool) had
+     * allocated kept extra arenas growing: at in_flight 64 the peak RSS went
+     * from 61 to 71 MiB between 100,000 and 1,000,000 documents. */
+    mallopt(M_ARENA_MAX, 1);
+#endif
     /* A closed pipe (ragops ... | head) or a dropped HTTP peer must come back
      * as a write error, not kill the process mid-batch. */
     signal(SIGPIPE, SIG_IGN);
