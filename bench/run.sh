@@ -8,7 +8,9 @@
 #   1. the limit: binary COPY of the same rows (exported from the table the
 #      backfill filled) into the same, empty table (psql \copy from a file);
 #   2. cold backfill at 0 ms: docs/s, ratio to (1), the engine's CPU time per
-#      document (user + system of the ragops process, GNU time);
+#      document (user + system of the ragops process, GNU time); (2) and (1)
+#      alternate BENCH_ROUNDS times (default 2) and each rate is the total
+#      over the rounds, as the machine's speed drifts within minutes;
 #   3. provider at 200 ms, batch 64, in_flight 8, 16, 32, 64 (BENCH_LAT_DOCS,
 #      default BENCH_DOCS, on the first storage): ratio to min(in_flight x 64 / 0.2 s,
 #      rate of 2). With few documents the run's fixed costs (start, key census,
@@ -38,6 +40,7 @@ BIN="$ROOT/build/ragops"
 DOCS="${BENCH_DOCS:-100000}"
 LAT_DOCS="${BENCH_LAT_DOCS:-$DOCS}"
 SEED_DOCS="${BENCH_SEED_DOCS:-640}"
+ROUNDS="${BENCH_ROUNDS:-2}"
 JSON_OUT="${BENCH_JSON:-$ROOT/bench/resultado.json}"
 RUN_TIMEOUT_S="${RAGOPS_BENCH_RUN_TIMEOUT_S:-600}"
 LATENCY_MS=200
@@ -48,7 +51,7 @@ die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
 step() { printf '\n==> %s\n' "$*" >&2; }
 note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
-for var in DOCS LAT_DOCS SEED_DOCS RUN_TIMEOUT_S; do
+for var in DOCS LAT_DOCS SEED_DOCS ROUNDS RUN_TIMEOUT_S; do
   [[ "${!var}" =~ ^[1-9][0-9]*$ ]] || die "$var deve ser um inteiro positivo (recebi: ${!var})"
 done
 ((LAT_DOCS > DOCS)) && LAT_DOCS=$DOCS
@@ -365,16 +368,29 @@ note "armazenamentos: ${STORAGES[*]}; $DOCS documentos de $AVG_CHARS caracteres 
 # ---------------------------------------------------------------------------
 for storage in "${STORAGES[@]}"; do
   url="${URL_OF[$storage]}" config="${CONFIG_OF[$storage]}"
-  # The same starting point as the limit's COPY (which follows a checkpoint):
-  # the freshly loaded source vacuumed, nothing left for the checkpointer.
-  sqlu "$url" -c "vacuum analyze bench_docs" -c "checkpoint"
-  measure "2. backfill frio, 0 ms ($storage)" "$url" "$config" "$PLAN_COLD" "$EMBED_PORT_0" "cold:$DOCS"
-  read -r cold_wall cold_rate cold_cpu cold_rss cold_req cold_status \
-    <<< "$M_WALL $M_RATE $M_CPU_US $M_RSS $M_REQ $M_STATUS"
+  # ROUNDS pairs of (cold backfill, limit), each right after the other: the
+  # machine's speed drifts by tens of percent within minutes, so each rate
+  # is the total over the rounds (docs x ROUNDS / summed seconds).
+  cold_sum=0 limit_sum=0 cpu_sum=0 cold_rss=0 cold_status="ok"
+  for ((round = 1; round <= ROUNDS; round++)); do
+    # The same starting point as the limit's COPY (which follows a
+    # checkpoint): an empty target, the source vacuumed, nothing left for
+    # the checkpointer.
+    sqlu "$url" -c "truncate rag_documents" -c "vacuum analyze bench_docs" -c "checkpoint"
+    measure "2. backfill frio, 0 ms ($storage, rodada $round de $ROUNDS)" "$url" "$config" "$PLAN_COLD" \
+      "$EMBED_PORT_0" "cold:$DOCS"
+    [[ "$M_STATUS" == ok ]] || cold_status="$M_STATUS"
+    cold_req="$M_REQ"
+    read -r cold_sum cpu_sum cold_rss <<< "$(awk -v s="$cold_sum" -v w="$M_WALL" -v c="$cpu_sum" -v u="$M_CPU_US" \
+      -v r="$cold_rss" -v m="$M_RSS" 'BEGIN { printf "%.3f %.3f %s", s + w, c + u, (m + 0 > r + 0 ? m : r) }')"
+    step "1. limite: COPY binário das mesmas linhas na mesma tabela ($storage, rodada $round de $ROUNDS)"
+    limit_sum="$(awk -v s="$limit_sum" -v l="$(copy_limit "$url")" 'BEGIN { printf "%.3f", s + l }')"
+  done
+  cold_wall="$(awk -v s="$cold_sum" -v n="$ROUNDS" 'BEGIN { printf "%.3f", s / n }')"
+  limit_s="$(awk -v s="$limit_sum" -v n="$ROUNDS" 'BEGIN { printf "%.3f", s / n }')"
+  cold_rate="$(rate_of "$DOCS" "$cold_wall")" limit_rate="$(rate_of "$DOCS" "$limit_s")"
+  cold_cpu="$(awk -v s="$cpu_sum" -v n="$ROUNDS" 'BEGIN { printf "%.1f", s / n }')"
   COLD_RATE[$storage]="$cold_rate"
-  step "1. limite: COPY binário das mesmas linhas na mesma tabela ($storage)"
-  limit_s="$(copy_limit "$url")"
-  limit_rate="$(rate_of "$DOCS" "$limit_s")"
   add_result "1. limite: COPY binário" "$storage" "$DOCS" "$limit_s" "$limit_rate" "" "" "" "" "" "ok"
   add_result "2. backfill frio, 0 ms" "$storage" "$DOCS" "$cold_wall" "$cold_rate" \
     "$(ratio "$cold_rate" "$limit_rate")" "$limit_rate" "$cold_cpu" "$cold_rss" "$cold_req" "$cold_status"
