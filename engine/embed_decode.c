@@ -6,7 +6,9 @@
  * batch's float array. Validation stays strict: the body is well-formed
  * JSON, counts, index range and duplicates, dimensions, finiteness, usage.
  * A general JSON parser (jansson) spent ~56% of the engine's CPU here on
- * ~0.5 MB answers; see docs/desempenho.md.
+ * ~0.5 MB answers; see docs/desempenho.md. embed_stream (at the end) runs
+ * the same parse while the body arrives, so the body is never kept: each
+ * item of "data" is decoded as soon as it closes.
  */
 #include "embed.h"
 
