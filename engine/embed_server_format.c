@@ -81,44 +81,47 @@ static size_t es_format_float(char *out, float value)
     return (size_t)(p - out);
 }
 
-/* Appends the base64 of the little-endian float32 bytes of vec. */
+/* Byte `at` of the little-endian float32 bytes of vec, whatever the host's order. */
+static unsigned char es_float_byte(const float *vec, size_t at)
+{
+    uint32_t bits;
+    memcpy(&bits, &vec[at / 4], sizeof bits);
+    return (unsigned char)(bits >> (8 * (at % 4)));
+}
+
+/* Appends the base64 of the little-endian float32 bytes of vec: three
+ * bytes to four characters per step (on a little-endian host the floats'
+ * own bytes are read in place; this was a quarter of the server's CPU). */
 static int es_append_base64_floats(es_buf *buf, const float *vec, size_t dim)
 {
     static const char alphabet[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t nbytes = dim * 4;
+    size_t nbytes = dim * 4, i = 0;
     if (es_buf_reserve(buf, (nbytes + 2) / 3 * 4 + 1) != 0)
         return -1;
     char *p = buf->data + buf->len;
-    uint32_t carry = 0; /* pending bytes, big-endian inside the group */
-    int carried = 0;    /* number of pending bytes (0..2) */
-    for (size_t i = 0; i < dim; i++) {
-        uint32_t bits;
-        memcpy(&bits, &vec[i], sizeof bits);
-        for (int b = 0; b < 4; b++) {
-            carry = (carry << 8) | ((bits >> (8 * b)) & 0xFFu);
-            if (++carried == 3) {
-                *p++ = alphabet[(carry >> 18) & 63];
-                *p++ = alphabet[(carry >> 12) & 63];
-                *p++ = alphabet[(carry >> 6) & 63];
-                *p++ = alphabet[carry & 63];
-                carry = 0;
-                carried = 0;
-            }
-        }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const unsigned char *in = (const unsigned char *)vec;
+    for (; i + 3 <= nbytes; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        p[0] = alphabet[v >> 18];
+        p[1] = alphabet[(v >> 12) & 63];
+        p[2] = alphabet[(v >> 6) & 63];
+        p[3] = alphabet[v & 63];
+        p += 4;
     }
-    if (carried == 1) {
-        carry <<= 16;
-        *p++ = alphabet[(carry >> 18) & 63];
-        *p++ = alphabet[(carry >> 12) & 63];
-        *p++ = '=';
-        *p++ = '=';
-    } else if (carried == 2) {
-        carry <<= 8;
-        *p++ = alphabet[(carry >> 18) & 63];
-        *p++ = alphabet[(carry >> 12) & 63];
-        *p++ = alphabet[(carry >> 6) & 63];
-        *p++ = '=';
+#endif
+    for (; i < nbytes; i += 3) {
+        size_t left = nbytes - i;
+        uint32_t v = (uint32_t)es_float_byte(vec, i) << 16;
+        if (left > 1)
+            v |= (uint32_t)es_float_byte(vec, i + 1) << 8;
+        if (left > 2)
+            v |= es_float_byte(vec, i + 2);
+        *p++ = alphabet[v >> 18];
+        *p++ = alphabet[(v >> 12) & 63];
+        *p++ = left > 1 ? alphabet[(v >> 6) & 63] : '=';
+        *p++ = left > 2 ? alphabet[v & 63] : '=';
     }
     buf->len = (size_t)(p - buf->data);
     buf->data[buf->len] = '\0';
