@@ -398,6 +398,7 @@ static void test_float_base64_batch_and_stats(uv_loop_t *loop)
     featurehash_embed("zebra", 5, want16, 16);
     ASSERT(memcmp(got16, want16, sizeof want16) == 0);
     json_decref(small);
+
     client_free(&c);
     exchange(&c, loop, port, "POST", "/v1/embeddings", "{\"model\":\"m\",\"input\":\"zebra\",\"dimensions\":65}", NULL,
              2000);
@@ -424,6 +425,26 @@ static void test_float_base64_batch_and_stats(uv_loop_t *loop)
     exchange(&c, loop, port, "GET", "/v2/whatever", NULL, NULL, 2000);
     ASSERT_INT_EQ(c.responses[0].status, 404);
     client_free(&c);
+    /* base64 whose last group has 1 or 2 bytes (4 x dim bytes: dim 7 -> 28,
+     * dim 5 -> 20), bit for bit, and the padding right. */
+    for (int d = 5; d <= 7; d += 2) {
+        char request[160];
+        float got_d[64], want_d[7];
+        snprintf(request, sizeof request,
+                 "{\"model\":\"m\",\"input\":\"zebra\",\"dimensions\":%d,\"encoding_format\":\"base64\"}", d);
+        exchange(&c, loop, port, "POST", "/v1/embeddings", request, NULL, 2000);
+        ASSERT_INT_EQ(c.responses[0].status, 200);
+        json_t *odd = parse_body(&c.responses[0]);
+        const char *text = json_string_value(json_object_get(json_array_get(json_object_get(odd, "data"), 0), "embedding"));
+        ASSERT(text != NULL);
+        ASSERT_INT_EQ(strlen(text), (size_t)((4 * d + 2) / 3 * 4));
+        ASSERT_STR_EQ(text + strlen(text) - (d == 5 ? 1 : 2), d == 5 ? "=" : "==");
+        ASSERT_INT_EQ(embedding_of(odd, 0, got_d, 64), (size_t)d);
+        featurehash_embed("zebra", 5, want_d, (size_t)d);
+        ASSERT(memcmp(got_d, want_d, (size_t)d * sizeof(float)) == 0);
+        json_decref(odd);
+        client_free(&c);
+    }
     embed_server_stop(server);
 }
 
