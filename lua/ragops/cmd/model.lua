@@ -77,6 +77,19 @@ local function refuse(message)
   error({ message = message, kind = "usage" }, 0)
 end
 
+-- A subcommand that changes the targets: parses its flags, opens a session,
+-- runs body(conn, cfg, opts) under the targets' lock (locked) and closes.
+-- Returns cfg, or nil, exit code (printed).
+local function under_lock(args, cli, sub, body)
+  local opts = parse(args, cli, sub)
+  local cfg, conn = open(opts)
+  if not cfg then return nil, conn end
+  local ok, code = locked(conn, cfg, function() body(conn, cfg, opts) end)
+  conn:close()
+  if not ok then return nil, code end
+  return cfg
+end
+
 ---------------------------------------------------------------------------
 -- prepare
 ---------------------------------------------------------------------------
@@ -297,28 +310,27 @@ local function bring_in(conn, live, incoming, outgoing)
 end
 
 local function switch(args, cli)
-  local opts = parse(args, cli, "switch")
-  local cfg, conn = open(opts)
-  if not cfg then return conn end
-  local live, rows = cfg.database.table, nil
-  local ok, code = locked(conn, cfg, function()
+  local rows, forced
+  local cfg, code = under_lock(args, cli, "switch", function(conn, c, o)
+    forced = o.force
+    local live = c.database.table
     rows = model.read(conn, live)
-    if not rows.shadow then refuse("troca recusada: " .. no_shadow(cfg)) end
+    if not rows.shadow then refuse("troca recusada: " .. no_shadow(c)) end
     if rows.previous or model.exists(conn, model.table_for(live, "previous")) then
       refuse(("troca recusada: a tabela anterior %s ainda existe; remova-a com `ragops model drop-previous` "
         .. "(ou volte a ela com `ragops model rollback`)"):format(model.table_for(live, "previous")))
     end
     model.q(conn, "set local lock_timeout = '" .. model.LOCK_TIMEOUT .. "'")
-    check_gates(conn, cfg, rows, opts.force)
+    check_gates(conn, c, rows, o.force)
     bring_in(conn, live, "shadow", "previous")
     model.q(conn, [[update ragops_model_targets set switched_at = now(), forced = $2
-                     where live_table = $1 and role = 'live']], live, opts.force or false)
+                     where live_table = $1 and role = 'live']], live, o.force or false)
   end)
-  conn:close()
-  if not ok then return code end
+  if not cfg then return code end
+  local live = cfg.database.table
   log.info("troca de modelo: %s agora serve %s (dim %d); a anterior (%s) ficou em %s%s", live, rows.shadow.model,
     rows.shadow.dim, rows.live and rows.live.model or cfg.provider.model, model.table_for(live, "previous"),
-    opts.force and " (forçada com --force)" or "")
+    forced and " (forçada com --force)" or "")
   io.stdout:write(("troca concluída: %s agora serve o modelo %s (dim %d); a tabela anterior ficou em %s "
     .. "(`ragops model rollback` volta a ela; `ragops model drop-previous` libera o disco).\n%s\n")
     :format(live, rows.shadow.model, rows.shadow.dim, model.table_for(live, "previous"), config_hint(cfg, rows.shadow)))
@@ -326,11 +338,9 @@ local function switch(args, cli)
 end
 
 local function rollback(args, cli)
-  local opts = parse(args, cli, "rollback")
-  local cfg, conn = open(opts)
-  if not cfg then return conn end
-  local live, rows = cfg.database.table, nil
-  local ok, code = locked(conn, cfg, function()
+  local rows
+  local cfg, code = under_lock(args, cli, "rollback", function(conn, c)
+    local live = c.database.table
     rows = model.read(conn, live)
     if not rows.previous or not rows.live then
       refuse(("rollback recusado: não há tabela anterior guardada para %s (nenhuma troca, ou ela já foi removida "
@@ -344,8 +354,8 @@ local function rollback(args, cli)
     refuse_live_runs(conn, "rollback")
     bring_in(conn, live, "previous", "shadow")
   end)
-  conn:close()
-  if not ok then return code end
+  if not cfg then return code end
+  local live = cfg.database.table
   log.info("rollback da troca de modelo: %s volta a servir %s; %s ficou como sombra em %s", live,
     rows.previous.model, rows.live.model, model.table_for(live, "shadow"))
   io.stdout:write(("rollback concluído: %s volta a servir o modelo %s (dim %d); o modelo %s ficou como sombra "
@@ -357,21 +367,18 @@ end
 -- `drop-previous` / `drop-shadow`: drops the role's table and its record.
 local function dropper(role, sub, label)
   return function(args, cli)
-    local opts = parse(args, cli, sub)
-    local cfg, conn = open(opts)
-    if not cfg then return conn end
-    local name = model.table_for(cfg.database.table, role)
-    local ok, code = locked(conn, cfg, function()
-      if not model.read(conn, cfg.database.table)[role] then
+    local name
+    local cfg, code = under_lock(args, cli, sub, function(conn, c)
+      name = model.table_for(c.database.table, role)
+      if not model.read(conn, c.database.table)[role] then
         refuse(("%s recusado: não há tabela %s registrada para %s; nada foi removido"):format(sub, label,
-          cfg.database.table))
+          c.database.table))
       end
       model.q(conn, "set local client_min_messages = warning")
       model.q(conn, ("drop table if exists %s"):format(sqlname.quote_table(name)))
-      model.q(conn, "delete from ragops_model_targets where live_table = $1 and role = $2", cfg.database.table, role)
+      model.q(conn, "delete from ragops_model_targets where live_table = $1 and role = $2", c.database.table, role)
     end)
-    conn:close()
-    if not ok then return code end
+    if not cfg then return code end
     log.info("tabela %s %s removida", label, name)
     io.stdout:write(("tabela %s %s removida (o espaço em disco foi liberado)\n"):format(label, name))
     return exit.ok
