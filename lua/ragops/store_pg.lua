@@ -104,6 +104,21 @@ end
 -- The checkpoint's update is also the owner's fence (see store_runs
 -- check_owner): one statement on the run's row, which matches only while
 -- this process owns the run, and records the requests spent.
+-- Tokens billed against bytes and characters sent, per run, model and
+-- entity type (the dry-run's calibration): one unit's usage, from `rows` (a
+-- VALUES or SELECT of the eight columns), added to what the run has.
+local function usage_upsert(rows)
+  return ([[
+  insert into ragops_token_usage as u (run_id, model, entity_type, documents, chunks, bytes, chars, tokens)
+  %s
+  on conflict (run_id, model, entity_type) do update set
+    documents = u.documents + excluded.documents, chunks = u.chunks + excluded.chunks, bytes = u.bytes + excluded.bytes,
+    chars = u.chars + excluded.chars, tokens = u.tokens + excluded.tokens, updated_at = now()]]):format(rows)
+end
+
+-- A unit's usage on its own (a run without checkpoint: a work unit).
+M.USAGE_SQL = usage_upsert("values ($1, $2, $3, $4, $5, $6, $7, $8)")
+
 -- One statement (one round trip, one plan), the last of the unit's
 -- transaction: the run's row, the covered units deleted, the unit ahead
 -- recorded and the tokens billed added up, as data-modifying CTEs. The
@@ -126,14 +141,8 @@ M.PROGRESS_SQL = [[
     insert into ragops_run_units (run_id, entity_type, first_key, after_key, last_key, stats)
     select $1, $2::text, $8::text, $9::text, $10::text, $11::jsonb where $10::text is not null
     on conflict (run_id, entity_type, last_key) do update set stats = excluded.stats),
-  usage as (
-    insert into ragops_token_usage as u (run_id, model, entity_type, documents, chunks, bytes, chars, tokens)
-    select $1, $12::text, $2::text, $13::bigint, $14::bigint, $15::bigint, $16::bigint, $17::bigint
-     where $12::text is not null
-    on conflict (run_id, model, entity_type) do update set
-      documents = u.documents + excluded.documents, chunks = u.chunks + excluded.chunks,
-      bytes = u.bytes + excluded.bytes, chars = u.chars + excluded.chars,
-      tokens = u.tokens + excluded.tokens, updated_at = now())
+  usage as (]] .. usage_upsert([[select $1, $12::text, $2::text, $13::bigint, $14::bigint, $15::bigint,
+                                        $16::bigint, $17::bigint where $12::text is not null]]) .. [[)
   select count(*)::int as owned from progress]]
 
 function M.record_progress(step, unit, pruned, refreshed, owner_token, spent)
@@ -385,15 +394,6 @@ local function write_documents(store, step, conn, unit)
   end
   return written, pruned, refreshed
 end
-
--- Tokens billed against bytes and characters sent, per run, model and
--- entity type (the dry-run's calibration).
-M.USAGE_SQL = [[
-  insert into ragops_token_usage as u (run_id, model, entity_type, documents, chunks, bytes, chars, tokens)
-  values ($1, $2, $3, $4, $5, $6, $7, $8)
-  on conflict (run_id, model, entity_type) do update set
-    documents = u.documents + excluded.documents, chunks = u.chunks + excluded.chunks, bytes = u.bytes + excluded.bytes,
-    chars = u.chars + excluded.chars, tokens = u.tokens + excluded.tokens, updated_at = now()]]
 
 -- Dead letters recorded, and those of entities now indexed resolved.
 -- Returns the number of dead letters resolved.
