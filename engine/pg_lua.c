@@ -434,19 +434,26 @@ static int lpg_query(lua_State *L)
 
 /* Reads the string docs[i].name; NULL when absent and optional; a Lua error
  * when absent and required or not a string. */
-static const char *doc_text(lua_State *L, int doc, const char *name, int required, int i, size_t *len)
+/* The text at the top of the stack, docs[i].name (NULL when nil and not
+ * required); raises a pt-BR error for a missing required field or a
+ * non-text value. The value stays on the stack. */
+static const char *doc_text_top(lua_State *L, const char *name, int required, int i, size_t *len)
 {
-    const char *s;
-    lua_getfield(L, doc, name);
     if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
         if (required)
             luaL_error(L, "docs[%d].%s é obrigatório", i, name);
         return NULL;
     }
     if (lua_type(L, -1) != LUA_TSTRING)
         luaL_error(L, "docs[%d].%s deve ser texto (recebido %s)", i, name, luaL_typename(L, -1));
-    s = lua_tolstring(L, -1, len);
+    return lua_tolstring(L, -1, len);
+}
+
+static const char *doc_text(lua_State *L, int doc, const char *name, int required, int i, size_t *len)
+{
+    const char *s;
+    lua_getfield(L, doc, name);
+    s = doc_text_top(L, name, required, i, len);
     lua_pop(L, 1); /* still referenced by the doc table */
     return s;
 }
@@ -456,26 +463,14 @@ static const char *doc_text(lua_State *L, int doc, const char *name, int require
 static void copy_doc_text(lua_State *L, lpg_conn *lc, int doc, const char *name, int required, int i)
 {
     lua_getfield(L, doc, name);
-    switch (lua_type(L, -1)) {
-    case LUA_TSTRING: {
-        size_t len = 0;
-        const char *s = lua_tolstring(L, -1, &len);
-        copy_field_text_len(&lc->copy, s, len);
-        break;
-    }
-    case LUA_TNUMBER: {
+    if (lua_type(L, -1) == LUA_TNUMBER) {
         char num[64];
         format_number(num, sizeof num, lua_tonumber(L, -1));
         copy_field_text(&lc->copy, num);
-        break;
-    }
-    case LUA_TNIL:
-        if (required)
-            luaL_error(L, "docs[%d].%s é obrigatório", i, name);
-        copy_field_text_len(&lc->copy, NULL, 0);
-        break;
-    default:
-        luaL_error(L, "docs[%d].%s deve ser texto (recebido %s)", i, name, luaL_typename(L, -1));
+    } else {
+        size_t len = 0;
+        const char *s = doc_text_top(L, name, required, i, &len);
+        copy_field_text_len(&lc->copy, s, len);
     }
     lua_pop(L, 1);
 }
