@@ -95,9 +95,8 @@ static void put_u16(copy_buf *b, uint16_t v)
 
 static void put_u32(copy_buf *b, uint32_t v)
 {
-    unsigned char be[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
-                           (unsigned char)(v >> 8), (unsigned char)v};
-    put_raw(b, be, 4);
+    uint32_t be = to_big_endian32(v);
+    put_raw(b, &be, 4);
 }
 
 int copy_begin(copy_buf *b)
