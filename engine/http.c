@@ -50,7 +50,6 @@ struct http_request {
     size_t resp_cap;               /* bytes allocated in resp */
     void (*on_body)(const char *, size_t, void *); /* streaming sink of a 2xx body, or NULL */
     void *on_body_data;            /* user pointer for on_body */
-    size_t streamed_len;           /* bytes given to on_body */
     http_done_cb cb;               /* completion callback */
     void *data;                    /* user pointer for cb */
     uint64_t started_ns;           /* uv_hrtime() at start, for latency */
@@ -165,7 +164,6 @@ static void http_request_finish(http_request *req, CURLcode code, int aborted)
     resp.request_id = http_capture_request_id(req);
     resp.body = req->resp ? req->resp : "";
     resp.body_len = req->resp_len;
-    resp.streamed_len = req->streamed_len;
     resp.latency_ms = (double)(uv_hrtime() - req->started_ns) / 1e6;
 
     req->delivering = 1;
@@ -282,7 +280,6 @@ static size_t http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata
         curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
         if (status >= 200 && status < 300) {
             req->on_body(ptr, n, req->on_body_data);
-            req->streamed_len += n;
             return n;
         }
     }

@@ -39,7 +39,6 @@ typedef struct http_response {
     long status;          /* HTTP status, 0 when none was received */
     const char *body;     /* response body, NUL-terminated (never NULL) */
     size_t body_len;      /* bytes in body, excluding the terminator */
-    size_t streamed_len;  /* bytes of a 2xx body given to opts.on_body instead */
     long retry_after_ms;  /* Retry-After (seconds or HTTP-date) in ms, -1 if absent */
     double latency_ms;    /* time from start to completion */
     long new_connections; /* connections opened for this request (0 = reused a cached one) */
