@@ -163,7 +163,7 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
   for id, c in pairs(decision.changed) do
     if not c.failed then
       succeeded = succeeded + 1
-      if c.may_have_failure ~= false then resolved[#resolved + 1] = id end
+      if c.may_have_failure then resolved[#resolved + 1] = id end
     end
   end
   delta.succeeded = succeeded
