@@ -193,15 +193,19 @@ int copy_field_jsonb(copy_buf *b, const char *json, size_t len)
     return 0;
 }
 
-int copy_field_timestamptz(copy_buf *b, int64_t unix_us)
+int copy_field_int8(copy_buf *b, int64_t v)
 {
-    uint64_t v = (uint64_t)(unix_us - PG_EPOCH_UNIX_US);
     if (reserve(b, 12) != 0)
         return -1;
     put_u32(b, 8);
-    put_u32(b, (uint32_t)(v >> 32));
+    put_u32(b, (uint32_t)((uint64_t)v >> 32));
     put_u32(b, (uint32_t)v);
     return 0;
+}
+
+int copy_field_timestamptz(copy_buf *b, int64_t unix_us)
+{
+    return copy_field_int8(b, (int64_t)((uint64_t)unix_us - (uint64_t)PG_EPOCH_UNIX_US));
 }
 
 int copy_field_float4_array(copy_buf *b, const float *values, int n)

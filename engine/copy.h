@@ -60,6 +60,8 @@ int copy_field_text(copy_buf *b, const char *s);
 int copy_field_text_len(copy_buf *b, const char *s, size_t len);
 /* int4 field (big-endian). */
 int copy_field_int4(copy_buf *b, int32_t v);
+/* int8 field (big-endian). */
+int copy_field_int8(copy_buf *b, int64_t v);
 /* jsonb field (jsonb_recv): version byte 1, then the JSON text of len bytes;
  * NULL -> SQL NULL. */
 int copy_field_jsonb(copy_buf *b, const char *json, size_t len);

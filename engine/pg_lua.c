@@ -6,11 +6,16 @@
  *
  *   pg.connect(conninfo) -> conn | nil, err
  *   conn:query(sql, ...) -> rows | nil, err, sqlstate
+ *   conn:query_page({ seed, key, set }, sql, ...) -> rows (each with its source
+ *     row's fingerprint; those in `set` only their key, see pg_rows.h)
+ *   conn:load_fingerprints(set, sql, ...) -> n, last column-1 value | nil, err, sqlstate
+ *   pg.fpset() -> an empty fingerprint set (fpset.h)
  *   conn:copy_documents(staging, docs, vecbatch [, format [, into_target]]) -> n | nil, err, sqlstate
  *     format of the embedding column: "real[]" (default), "vector" or "halfvec"
  *     (pgvector's binary input); into_target: `staging` is the documents
  *     table itself, already quoted, and metadata/source_updated_at go in its
- *     own types (jsonb, and timestamptz from docs[i].source_updated_us)
+ *     own types (jsonb, and timestamptz from docs[i].source_updated_us);
+ *     docs[i].source_hash: the source row's fingerprint (bigint text) or nil
  *   conn:wait_notification([timeout_ms]) -> { channel, payload, pid }
  *        | false (timeout) | nil, err, sqlstate (connection lost, interrupted)
  *   conn:close(), conn:is_ok(), pg.quote_ident(s)
@@ -26,7 +31,10 @@
 #include "bridge.h"
 #include "copy.h"
 #include "pg.h"
+#include "pg_rows.h"
 #include "vecbatch.h"
+
+#include <xxhash.h>
 
 #include <errno.h>
 #include <math.h>
@@ -37,18 +45,6 @@
 #define LPG_CONN_MT "ragops.pg.conn"
 #define LPG_CLOSED_MSG "conexão fechada"
 
-/* Type OIDs converted to Lua numbers/booleans (pg_type.h values). */
-#define OID_BOOL 16
-#define OID_INT8 20
-#define OID_INT2 21
-#define OID_INT4 23
-#define OID_OID 26
-#define OID_FLOAT4 700
-#define OID_FLOAT8 701
-
-/* Largest magnitude a double holds exactly as an integer (2^53). */
-#define LPG_EXACT_INT 9007199254740992.0
-
 /* SQLSTATE returned by an interrupted operation (query_canceled). */
 #define LPG_SQLSTATE_INTERRUPTED "57014"
 
@@ -58,6 +54,8 @@ typedef struct lpg_conn {
     rg_async async; /* coroutine parked on the pending operation */
     int self_ref;   /* registry ref pinning this userdata while pending */
     copy_buf copy;  /* COPY stream that must outlive the send */
+    int opts_ref;   /* registry ref of what the pending query_page/load_fingerprints
+                       reads its result with (opts table, fpset); LUA_NOREF otherwise */
 } lpg_conn;
 
 /* What a pg.c callback (or close) reports, for the push functions. */
@@ -67,6 +65,7 @@ typedef struct lpg_outcome {
     const char *err;      /* pt-BR message; NULL on success */
     const char *sqlstate; /* SQLSTATE of err ("" when unknown) */
     const PGnotify *note; /* wait_notification: the notification; NULL on timeout or failure */
+    struct lpg_conn *conn; /* query_page/load_fingerprints: the connection (its opts_ref) */
 } lpg_outcome;
 
 /* ---- helpers -------------------------------------------------------- */
@@ -87,6 +86,21 @@ static void unpin_self(lpg_conn *lc)
     if (lc->self_ref != LUA_NOREF && lc->self_ref != LUA_REFNIL)
         luaL_unref(rg_main_state(), LUA_REGISTRYINDEX, lc->self_ref);
     lc->self_ref = LUA_NOREF;
+}
+
+/* Pushes what the pending query reads its result with, and forgets it. */
+static void take_opts(lua_State *L, lpg_conn *lc)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lc->opts_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, lc->opts_ref);
+    lc->opts_ref = LUA_NOREF;
+}
+
+static void drop_opts(lpg_conn *lc)
+{
+    if (lc->opts_ref != LUA_NOREF)
+        luaL_unref(rg_main_state(), LUA_REGISTRYINDEX, lc->opts_ref);
+    lc->opts_ref = LUA_NOREF;
 }
 
 /* Pushes nil, err, sqlstate (an interruption when outcome is NULL). */
@@ -222,73 +236,6 @@ static int push_param(lua_State *L, int arg, int nparam)
     }
 }
 
-/* Pushes one column value converted by type OID. */
-static void push_value(lua_State *co, PGresult *res, int row, int col)
-{
-    const char *v = PQgetvalue(res, row, col);
-    int len = PQgetlength(res, row, col);
-    switch (PQftype(res, col)) {
-    case OID_INT2:
-    case OID_INT4:
-    case OID_OID:
-    case OID_FLOAT4:
-    case OID_FLOAT8:
-        lua_pushnumber(co, strtod(v, NULL));
-        return;
-    case OID_INT8: {
-        long long n;
-        errno = 0;
-        n = strtoll(v, NULL, 10);
-        if (errno == 0 && (double)llabs(n) < LPG_EXACT_INT)
-            lua_pushnumber(co, (lua_Number)n);
-        else
-            lua_pushlstring(co, v, (size_t)len);
-        return;
-    }
-    case OID_BOOL:
-        lua_pushboolean(co, v[0] == 't');
-        return;
-    default:
-        lua_pushlstring(co, v, (size_t)len);
-    }
-}
-
-/* Pushes rows (array of tables keyed by column name) with .affected and
- * .columns onto co. */
-static void push_rows(lua_State *co, PGresult *res)
-{
-    int ntuples = PQntuples(res), nfields = PQnfields(res);
-    const char *affected = PQcmdTuples(res);
-    int columns, rows;
-    lua_checkstack(co, 8);
-    /* The column names once (each cell's key is a copy of the reference,
-     * not a new lookup of the name in the string table). */
-    lua_createtable(co, nfields, 0);
-    columns = lua_gettop(co);
-    for (int f = 0; f < nfields; f++) {
-        lua_pushstring(co, PQfname(res, f));
-        lua_rawseti(co, columns, f + 1);
-    }
-    lua_createtable(co, ntuples, 2);
-    rows = lua_gettop(co);
-    for (int r = 0; r < ntuples; r++) {
-        lua_createtable(co, 0, nfields);
-        for (int f = 0; f < nfields; f++) {
-            if (PQgetisnull(res, r, f))
-                continue;
-            lua_rawgeti(co, columns, f + 1);
-            push_value(co, res, r, f);
-            lua_rawset(co, -3);
-        }
-        lua_rawseti(co, rows, r + 1);
-    }
-    lua_pushnumber(co, affected[0] ? strtod(affected, NULL) : 0);
-    lua_setfield(co, rows, "affected");
-    lua_pushvalue(co, columns);
-    lua_setfield(co, rows, "columns");
-    lua_remove(co, columns);
-}
-
 /* ---- pg.connect ----------------------------------------------------- */
 
 /* Results of pg.connect: the connection, or nil, err (sqlstate when known). */
@@ -310,6 +257,7 @@ static void close_conn(lpg_conn *lc)
         lc->pg = NULL;
     }
     copy_buf_free(&lc->copy);
+    drop_opts(lc);
     unpin_self(lc);
 }
 
@@ -321,7 +269,7 @@ static void lpg_cancel(rg_async *op)
 static void on_connect(pg_conn *c, const char *err, void *data)
 {
     lpg_conn *lc = data;
-    lpg_outcome outcome = {lc->self_ref, NULL, err, "", NULL};
+    lpg_outcome outcome = {lc->self_ref, NULL, err, "", NULL, NULL};
     lc->self_ref = LUA_NOREF;
     if (err != NULL) {
         pg_conn_close(c);
@@ -340,6 +288,7 @@ static int lpg_connect(lua_State *L)
     memset(lc, 0, sizeof *lc);
     rg_async_init(&lc->async);
     lc->self_ref = LUA_NOREF;
+    lc->opts_ref = LUA_NOREF;
     copy_buf_init(&lc->copy);
     luaL_getmetatable(L, LPG_CONN_MT);
     lua_setmetatable(L, -2);
@@ -361,8 +310,65 @@ static int push_queried(lua_State *L, void *arg)
     lpg_outcome *outcome = arg;
     if (outcome == NULL || outcome->err != NULL)
         return push_failure(L, outcome);
-    push_rows(L, outcome->res);
+    lpg_push_rows(L, outcome->res);
     return 1;
+}
+
+/* Results of conn:query_page: rows (see lpg_push_page), or nil, err, sqlstate. */
+static int push_paged(lua_State *L, void *arg)
+{
+    lpg_outcome *outcome = arg;
+    lpg_page_opts opts;
+    lpg_conn *lc;
+    int top = lua_gettop(L);
+    if (outcome == NULL || outcome->err != NULL)
+    {
+        if (outcome != NULL && outcome->conn != NULL)
+            drop_opts(outcome->conn);
+        return push_failure(L, outcome);
+    }
+    lc = outcome->conn;
+    take_opts(L, lc);
+    lua_getfield(L, top + 1, "seed");
+    opts.seed = lua_isstring(L, -1) ? XXH3_64bits(lua_tostring(L, -1), lua_objlen(L, -1)) : 0;
+    lua_getfield(L, top + 1, "key");
+    opts.key = lua_tostring(L, -1);
+    lua_getfield(L, top + 1, "set");
+    opts.set = lua_isuserdata(L, -1) ? rg_fpset_check(L, -1) : NULL;
+    lpg_push_page(L, outcome->res, &opts);
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return 1;
+}
+
+/* Results of conn:load_fingerprints: rows read and the last row's column 1
+ * (text; nil without rows), or nil, err, sqlstate. */
+static int push_loaded(lua_State *L, void *arg)
+{
+    lpg_outcome *outcome = arg;
+    PGresult *res;
+    int n;
+    if (outcome == NULL || outcome->err != NULL)
+    {
+        if (outcome != NULL && outcome->conn != NULL)
+            drop_opts(outcome->conn);
+        return push_failure(L, outcome);
+    }
+    res = outcome->res;
+    take_opts(L, outcome->conn);
+    if (lpg_load_fingerprints(res, rg_fpset_check(L, -1)) != 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "impressões digitais ilegíveis ou memória insuficiente para elas");
+        lua_pushliteral(L, "53200");
+        return 3;
+    }
+    n = PQntuples(res);
+    lua_pushnumber(L, n);
+    if (n > 0 && PQnfields(res) > 1 && !PQgetisnull(res, n - 1, 1))
+        lua_pushstring(L, PQgetvalue(res, n - 1, 1));
+    else
+        lua_pushnil(L);
+    return 2;
 }
 
 /* Results of conn:copy_documents: rows copied, or nil, err, sqlstate. */
@@ -380,7 +386,7 @@ static int push_copied(lua_State *L, void *arg)
 static void on_result(pg_conn *c, PGresult *res, const char *err, const char *sqlstate, void *data)
 {
     lpg_conn *lc = data;
-    lpg_outcome outcome = {LUA_NOREF, res, err, sqlstate ? sqlstate : "", NULL};
+    lpg_outcome outcome = {LUA_NOREF, res, err, sqlstate ? sqlstate : "", NULL, lc};
     int self_ref = lc->self_ref;
     lc->self_ref = LUA_NOREF; /* the coroutine may pin lc again for its next call */
     copy_buf_reset(&lc->copy);
@@ -395,6 +401,7 @@ static int park_or_fail(lua_State *L, lpg_conn *lc, int rc, rg_push_fn push)
         return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
     if (rc != PG_OK) {
         copy_buf_reset(&lc->copy);
+        drop_opts(lc);
         lua_pushnil(L);
         lua_pushstring(L, pg_conn_error(lc->pg));
         lua_pushstring(L, pg_conn_sqlstate(lc->pg));
@@ -404,30 +411,73 @@ static int park_or_fail(lua_State *L, lpg_conn *lc, int rc, rg_push_fn push)
     return rg_async_suspend(L, &lc->async, push, lpg_cancel);
 }
 
-static int lpg_query(lua_State *L)
+/* Sends the query at stack index sql_idx with the parameters after it,
+ * and parks on it (push converts the result). */
+static int send_query(lua_State *L, lpg_conn *lc, int sql_idx, const char *who, rg_push_fn push)
 {
-    lpg_conn *lc = check_conn(L);
-    const char *sql = luaL_checkstring(L, 2);
-    int nparams = lua_gettop(L) - 2;
+    const char *sql = luaL_checkstring(L, sql_idx);
+    int nparams = lua_gettop(L) - sql_idx;
     const char **values;
     int rc;
     if (lc->pg == NULL)
         return push_closed(L);
     if (rg_async_pending(&lc->async))
         return luaL_error(L, "conexão ocupada: outra operação está em andamento nesta conexão");
-    rg_check_coroutine(L, "conn:query");
-    luaL_argcheck(L, nparams <= 65535, 3, "parâmetros demais");
+    rg_check_coroutine(L, who);
+    luaL_argcheck(L, nparams <= 65535, sql_idx + 1, "parâmetros demais");
     luaL_checkstack(L, nparams + 8, "parâmetros demais");
     values = lua_newuserdata(L, sizeof *values * (size_t)(nparams > 0 ? nparams : 1));
     for (int i = 0; i < nparams; i++) {
         /* Each text value stays on the stack (anchored) until sent. */
-        if (push_param(L, 3 + i, i + 1))
+        if (push_param(L, sql_idx + 1 + i, i + 1))
             values[i] = lua_tostring(L, -1);
         else
             values[i] = NULL;
     }
     rc = pg_conn_query(lc->pg, sql, nparams, values, on_result, lc);
-    return park_or_fail(L, lc, rc, push_queried);
+    return park_or_fail(L, lc, rc, push);
+}
+
+static int lpg_query(lua_State *L)
+{
+    return send_query(L, check_conn(L), 2, "conn:query", push_queried);
+}
+
+/* Keeps argument 2 (what the result is read with) for the push function,
+ * when the query can be sent. */
+static void keep_opts(lua_State *L, lpg_conn *lc)
+{
+    if (lc->pg == NULL || rg_async_pending(&lc->async))
+        return;
+    drop_opts(lc);
+    lua_pushvalue(L, 2);
+    lc->opts_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* conn:query_page(opts, sql, ...): opts = { seed = text, key = column
+ * name, set = fpset | nil } (see lpg_push_page). */
+static int lpg_query_page(lua_State *L)
+{
+    lpg_conn *lc = check_conn(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    keep_opts(L, lc);
+    return send_query(L, lc, 3, "conn:query_page", push_paged);
+}
+
+/* conn:load_fingerprints(set, sql, ...): column 0 of the rows into set. */
+static int lpg_load_fingerprints_lua(lua_State *L)
+{
+    lpg_conn *lc = check_conn(L);
+    rg_fpset_check(L, 2);
+    keep_opts(L, lc);
+    return send_query(L, lc, 3, "conn:load_fingerprints", push_loaded);
+}
+
+/* pg.fpset() -> an empty fingerprint set (see fpset.h). */
+static int lpg_fpset(lua_State *L)
+{
+    rg_fpset_push_new(L);
+    return 1;
 }
 
 /* ---- conn:copy_documents -------------------------------------------- */
@@ -499,6 +549,21 @@ static void copy_doc_timestamptz(lua_State *L, lpg_conn *lc, int doc, int i)
     lua_pop(L, 1);
 }
 
+/* Appends docs[i].source_hash (a bigint's decimal text, or absent: NULL)
+ * as an int8 field. */
+static void copy_doc_fingerprint(lua_State *L, lpg_conn *lc, int doc, int i)
+{
+    size_t len = 0;
+    const char *s = doc_text(L, doc, "source_hash", 0, i, &len);
+    uint64_t fp = 0;
+    if (s == NULL)
+        copy_field_null(&lc->copy);
+    else if (rg_fpset_parse(s, &fp) != 0)
+        luaL_error(L, "docs[%d].source_hash deve ser um bigint em texto", i);
+    else
+        copy_field_int8(&lc->copy, (int64_t)fp);
+}
+
 /* Encoders of the embedding column, by conn:copy_documents's format name. */
 typedef int (*copy_vector_fn)(copy_buf *b, const float *values, int n);
 static const char *const vector_format_names[] = {"real[]", "vector", "halfvec", NULL};
@@ -529,7 +594,7 @@ static int lpg_copy_documents(lua_State *L)
         push_quoted_ident(L, 2);
     sql = lua_pushfstring(L,
                           "COPY %s (entity_type, entity_id, chunk_index, content, content_hash, metadata, "
-                          "embedding_model, source_updated_at, embedding) FROM STDIN (FORMAT binary)",
+                          "embedding_model, source_updated_at, source_hash, embedding) FROM STDIN (FORMAT binary)",
                           lua_tostring(L, -1));
     ndocs = (int)lua_objlen(L, 3);
     copy_buf_reset(&lc->copy);
@@ -559,7 +624,7 @@ static int lpg_copy_documents(lua_State *L)
             return luaL_error(L, "docs[%d].metadata deve ser texto JSON (recebido %s)", i, luaL_typename(L, -1));
         lua_pop(L, 1);
 
-        copy_tuple_begin(&lc->copy, 9);
+        copy_tuple_begin(&lc->copy, 10);
         copy_doc_text(L, lc, doc, "entity_type", 1, i);
         copy_doc_text(L, lc, doc, "entity_id", 1, i);
         copy_field_int4(&lc->copy, (int32_t)chunk);
@@ -574,6 +639,7 @@ static int lpg_copy_documents(lua_State *L)
             copy_doc_timestamptz(L, lc, doc, i);
         else
             copy_doc_text(L, lc, doc, "source_updated_at", 0, i);
+        copy_doc_fingerprint(L, lc, doc, i);
         encode_vector(&lc->copy, rg_vecbatch_row(vb, vec - 1), vb->dim);
         lua_pop(L, 1);
     }
@@ -614,7 +680,7 @@ static int push_notified(lua_State *L, void *arg)
 static void on_notify(pg_conn *c, const PGnotify *note, const char *err, void *data)
 {
     lpg_conn *lc = data;
-    lpg_outcome outcome = {LUA_NOREF, NULL, err, err ? pg_conn_sqlstate(c) : "", note};
+    lpg_outcome outcome = {LUA_NOREF, NULL, err, err ? pg_conn_sqlstate(c) : "", note, NULL};
     int self_ref = lc->self_ref;
     lc->self_ref = LUA_NOREF;
     rg_async_complete(&lc->async, &outcome);
@@ -643,7 +709,7 @@ static int lpg_wait_notification(lua_State *L)
  * "conexão fechada" on the next loop pass. */
 static int lpg_close(lua_State *L)
 {
-    static const lpg_outcome closed = {LUA_NOREF, NULL, LPG_CLOSED_MSG, PG_SQLSTATE_NO_CONNECTION, NULL};
+    static const lpg_outcome closed = {LUA_NOREF, NULL, LPG_CLOSED_MSG, PG_SQLSTATE_NO_CONNECTION, NULL, NULL};
     lpg_conn *lc = check_conn(L);
     if (rg_async_pending(&lc->async))
         rg_async_cancel(&lc->async, (void *)&closed);
@@ -713,6 +779,7 @@ int luaopen_ragops_pg(lua_State *L)
 {
     static const luaL_Reg methods[] = {
         {"query", lpg_query},   {"copy_documents", lpg_copy_documents},
+        {"query_page", lpg_query_page}, {"load_fingerprints", lpg_load_fingerprints_lua},
         {"close", lpg_close},   {"is_ok", lpg_is_ok},
         {"wait_notification", lpg_wait_notification},
         {"notices", lpg_notices},
@@ -726,9 +793,11 @@ int luaopen_ragops_pg(lua_State *L)
     static const luaL_Reg funcs[] = {
         {"connect", lpg_connect},
         {"quote_ident", lpg_quote_ident},
+        {"fpset", lpg_fpset},
         {NULL, NULL},
     };
     rg_register_class(L, LPG_CONN_MT, methods, metamethods);
+    rg_fpset_register(L);
     lua_newtable(L);
     luaL_register(L, NULL, funcs);
     return 1;

@@ -23,6 +23,7 @@ function M.target_statements(ctx)
              embedding %s,
              embedding_model text not null,
              source_updated_at timestamptz,
+             source_hash bigint,
              indexed_at timestamptz not null default now(),
              unique (entity_type, entity_id, chunk_index))]]):format(ctx.table, ctx.embedding_type),
         ([[create index if not exists %s on %s (entity_type, source_updated_at)]])
@@ -168,6 +169,27 @@ M.migrations = {
             compare_at timestamptz,
             compare_report jsonb,
             primary key (live_table, role))]],
+      }
+    end },
+  -- source_hash: on chunk 0, the fingerprint of the source row (and plan)
+  -- the entity was indexed from (see ragops.stages.read, the re-run that
+  -- skips unchanged rows without calling document()). Also on the blue/green
+  -- tables `model prepare` already made.
+  { version = 8, description = "impressão digital da linha de origem de cada documento (reexecução rápida)",
+    sql = function(ctx)
+      return {
+        ("alter table %s add column if not exists source_hash bigint"):format(ctx.table),
+        [[do $$
+          declare t regclass;
+          begin
+            for t in select to_regclass(live_table || case role when 'shadow' then '__shadow'
+                                                               when 'previous' then '__previous' end)
+                       from ragops_model_targets where role <> 'live' loop
+              if t is not null then
+                execute format('alter table %s add column if not exists source_hash bigint', t);
+              end if;
+            end loop;
+          end $$]],
       }
     end },
 }

@@ -19,6 +19,9 @@ local validated_sources = setmetatable({}, { __mode = "k" })
 local validated_plans = setmetatable({}, { __mode = "k" })
 -- params keys each loaded plan read (see M.params_read).
 local params_read = setmetatable({}, { __mode = "k" })
+-- Digest of each loaded plan's text and of the plans it imports (see M.digest).
+local text_digest = setmetatable({}, { __mode = "k" })
+local has_core, core = pcall(require, "ragops.core")
 
 M.SOURCE_MT = SOURCE_MT
 M.PLAN_MT = PLAN_MT
@@ -567,6 +570,7 @@ function M.with(p, overrides, where)
   local result = validate_plan(new_context("plano", where or p.file or p.name), spec)
   result.file = p.file
   params_read[result] = params_read[p]
+  text_digest[result] = text_digest[p]
   return result
 end
 
@@ -613,7 +617,7 @@ function M.environment(path, params, text)
   if line then plan_where = path .. ":" .. line end
   env.source = make_source(path)
   env.plan = make_plan(plan_where)
-  local read = {}
+  local read, imports = {}, {}
   env.params = reading_params(params, read)
   -- import "outro.lua": loads a plan file from the same folder (same params,
   -- same sandbox) and returns its validated plan, to reuse its sources.
@@ -632,9 +636,10 @@ function M.environment(path, params, text)
     M.import_depth = M.import_depth - 1
     if not imported then error(err, 0) end
     for key in pairs(M.params_read(imported)) do read[key] = true end
+    imports[#imports + 1] = M.digest(imported) or ""
     return imported
   end
-  return env, read
+  return env, read, imports
 end
 
 -- Loads and validates a plan file. Returns the plan, or nil and a pt-BR
@@ -648,7 +653,7 @@ function M.load(path, params)
   end
   local text, read_err = sandbox.read_file(path, "plano")
   if not text then return nil, read_err end
-  local env, read = M.environment(path, params, text)
+  local env, read, imports = M.environment(path, params, text)
   local result, err = sandbox.run_text(text, path, "plano", env)
   if err then return nil, err end
   if not M.is_plan(result) then
@@ -657,6 +662,7 @@ function M.load(path, params)
   end
   result.file = path
   params_read[result] = read
+  if has_core and type(core) == "table" and core.hash then text_digest[result] = core.hash(text, unpack(imports)) end
   return result
 end
 
@@ -695,6 +701,12 @@ function M.limit_overrides(p, limits)
     end
   end
   return out
+end
+
+-- A digest of the plan file's text and of the plans it imports, or nil
+-- (outside the ragops binary): part of the source rows' fingerprints.
+function M.digest(p)
+  return text_digest[p]
 end
 
 -- The set of params the plan file (and the plans it imports) read while

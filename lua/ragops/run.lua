@@ -18,6 +18,7 @@ local metrics_endpoint = require "ragops.metrics_endpoint"
 local metrics_mod = require "ragops.metrics"
 local model = require "ragops.model"
 local params_mod = require "ragops.params"
+local plan_mod = require "ragops.plan"
 local pool_mod = require "ragops.pool"
 local progress = require "ragops.progress"
 local ratelimit = require "ragops.ratelimit"
@@ -149,10 +150,33 @@ local function new_metrics(cfg)
   return metrics, write_metrics
 end
 
+-- Bumped when what turns a row into documents changes in the engine
+-- (chunking, content hash): every stored fingerprint then stops matching.
+local FINGERPRINT_VERSION = "ragops-fp-1"
+
+-- The seed of the source rows' fingerprints (ragops.stages.read): what,
+-- besides the row, decides its documents: the plan's text (and the plans
+-- it imports), the params it reads, the chunking, the model and the
+-- dimension. nil when the plan has no digest.
+local function fingerprint_seed(p, cfg, params)
+  local digest = plan_mod.digest(p)
+  if not digest then return nil end
+  local keys = {}
+  for key in pairs(plan_mod.params_read(p)) do keys[#keys + 1] = key end
+  table.sort(keys)
+  local parts = { FINGERPRINT_VERSION, digest, cfg.provider.model, tostring(cfg.provider.dim),
+                  tostring(p.chunking.max_chars), tostring(p.chunking.overlap) }
+  for _, key in ipairs(keys) do
+    parts[#parts + 1] = key
+    parts[#parts + 1] = tostring((params or {})[key])
+  end
+  return core.hash(unpack(parts))
+end
+
 -- The runner's env: every part a run needs, built from cfg and the plan.
 -- Also returns the parts wiring closes at the end (pool, client, limiter,
 -- alerts, write_metrics).
-local function build_env(p, cfg, s, pool, coltype)
+local function build_env(p, cfg, s, pool, coltype, params)
   local client = backends.embed_client(cfg, params_mod.limits(p, cfg).timeout_s)
   local store = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype,
                                model = cfg.provider.model, dim = cfg.provider.dim }
@@ -169,7 +193,7 @@ local function build_env(p, cfg, s, pool, coltype)
   local env = {
     sched = s, store = store, embedder = client, log = log, model = cfg.provider.model,
     dim = cfg.provider.dim, hash = core.hash, alerts = alerts, limiter = limiter, metrics = metrics,
-    spent = { requests = 0 },
+    spent = { requests = 0 }, fingerprint = fingerprint_seed(p, cfg, params),
     -- The spend budget (stages.embed stops before it would be passed).
     budget_usd = p.budget and p.budget.usd, price_per_1m_tokens = config.price_per_1m(cfg),
   }
@@ -316,7 +340,7 @@ local function run_loaded(p, cfg, opts, params)
   local s = sched.real()
   local pool, code, err = open_target(cfg, p, s)
   if not pool then return fail(code, "%s", err) end
-  local env, parts = build_env(p, cfg, s, pool, code)
+  local env, parts = build_env(p, cfg, s, pool, code, params)
   parts.metrics_settings = metrics_settings
   local run, rcode, rerr = start_run(env.store, p, params, opts)
   if not run then pool:close(); parts.client:close(); return fail(rcode, "%s", rerr) end

@@ -79,16 +79,17 @@ end
 local function embed_unit(ctx, unit)
   local entity_type = unit.source.entity_type
   local delta = account.new_counters()
-  delta.processed = #unit.rows
+  delta.processed = unit.row_count or #unit.rows
   local entities, failures = decide.build_entities(ctx, unit)
   local existing = unit.existing or stored_hashes(ctx, entity_type, entities)
   if not existing then return nil end
   local decision = decide.decide(ctx, entities, failures, existing, unit.existing ~= nil)
-  delta.skipped = decision.skipped
+  delta.skipped = decision.skipped + (unit.fast_skipped or 0)
   -- The rows and what the page said of them are decided: not held while
   -- the unit waits for the provider and the writers (peak memory at a high
   -- in_flight).
-  unit.row_count, unit.rows, unit.existing, unit.updated_us = #unit.rows, nil, nil, nil
+  unit.row_count = unit.row_count or #unit.rows
+  unit.rows, unit.existing, unit.updated_us, unit.fps = nil, nil, nil, nil
   local parts, failed_groups = embed.embed_items(ctx, decision.items, delta, entity_type)
   return { unit = unit, decision = decision, parts = parts, failed_groups = failed_groups, delta = delta }
 end
@@ -180,18 +181,59 @@ local function delete_missing_ids(ctx, source)
   end
 end
 
+-- A re-run skips, without calling document(), the rows whose fingerprint
+-- (the row and the plan, see ragops.run) the target holds on the entity's
+-- chunk 0: loaded here once per source, into C memory (8 bytes and a mark
+-- per stored entity). Not for a work unit's range (the whole target's
+-- fingerprints for a slice of it) nor in overwrite mode (nothing is
+-- skipped). Returns ctx.fast's entry { seed, set, stored }, or nil.
+local function load_fast(ctx, source)
+  local env = ctx.env
+  if not (env.fingerprint and ctx.store.load_fingerprints) or env.range or ctx.plan.mode == "overwrite" then
+    return nil
+  end
+  local set, err = ctx.store:load_fingerprints(source.entity_type)
+  if not set then
+    ctx:abort(4, "falha ao ler as impressões digitais dos documentos: " .. tostring(err))
+    return nil
+  end
+  local stats = set:stats()
+  ctx.fast = ctx.fast or {}
+  ctx.fast[source.entity_type] = { seed = ctx.fingerprint_seed(source), set = set,
+                                   stored = stats.members + stats.unknown }
+  return ctx.fast[source.entity_type]
+end
+
+-- True when every entity the target held when the source began (a
+-- fingerprint each) matched a row read since: none can be an orphan, and
+-- the anti-join over the whole target is not needed. Deletion never relies
+-- on this; only skipping it does.
+local function all_stored_seen(ctx, source)
+  local fast = ctx.fast and ctx.fast[source.entity_type]
+  if not fast then return false end
+  local stats = fast.set:stats()
+  return stats.unseen == 0 and stats.unknown == 0
+end
+
 -- After a source was read to its end: deletions the scope allows.
 local function delete_gone(ctx, source)
   local scope = ctx.plan.scope or {}
   if scope.entity_ids and #scope.entity_ids > 0 then return delete_missing_ids(ctx, source) end
   if not ctx.plan.delete_missing or scope.since or scope["until"] then return end
-  local n, err = ctx.store:delete_orphans(source)
+  local seen_all = all_stored_seen(ctx, source)
+  local n, err = 0, nil
+  if not seen_all then n, err = ctx.store:delete_orphans(source) end
   if not n then ctx:abort(4, "falha ao remover documentos órfãos: " .. tostring(err)); return end
   if n > 0 then
     ctx.log.info("%d documento(s) de %s removido(s): entidades ausentes da fonte", n, source.entity_type)
   end
   ctx:merge(source.entity_type, { deleted = n })
-  local indexed = ctx.store:indexed_entities(source.entity_type)
+  local c, indexed = ctx:counters_for(source.entity_type), nil
+  if seen_all and c.succeeded == 0 and c.deleted == 0 then
+    indexed = ctx.fast[source.entity_type].set:stats().members -- nothing came or went
+  else
+    indexed = ctx.store:indexed_entities(source.entity_type)
+  end
   if indexed then instruments.coverage(ctx, source.entity_type, indexed) end
 end
 
@@ -219,6 +261,8 @@ end
 local function run_source(ctx, source)
   local env = ctx.env
   ctx:counters_for(source.entity_type)
+  load_fast(ctx, source)
+  if ctx.aborted then return end
   local cp = (env.checkpoint or {})[source.entity_type] or {}
   local tracker = not env.range and write.tracker(cp, ctx.sched.now()) or nil
   if cp.after then
@@ -232,6 +276,7 @@ local function run_source(ctx, source)
   -- A work unit's range is not the whole source: deletions belong to the
   -- run as a whole (see ragops.workunits).
   if complete and not ctx.aborted and not env.range then delete_gone(ctx, source) end
+  if ctx.fast then ctx.fast[source.entity_type] = nil end
 end
 
 -- One pass over the keys of every selected source before anything is
@@ -254,6 +299,10 @@ end
 -- The run's context, with env.stop and env.progress wired to it.
 function M.context(plan, env)
   local ctx = account.context(plan, env)
+  -- The seed of a source's row fingerprints (nil: none are computed).
+  ctx.fingerprint_seed = env.fingerprint and function(source)
+    return env.fingerprint .. "\0" .. source.entity_type
+  end
   env.stop = function(code, reason) ctx:abort(code, reason) end
   env.progress_snapshot = function() return ctx:snapshot() end
   return ctx

@@ -56,6 +56,18 @@ function M.group(s)
   return g
 end
 
+-- fn(...) in a task of its own; :get() waits for it and returns its
+-- results (re-raising its error, like group:wait()).
+function M.future(s, fn, ...)
+  local g, results = M.group(s), { n = 0 }
+  local args, nargs = { ... }, select("#", ...)
+  g:spawn(function()
+    local function pack(...) return { n = select("#", ...), ... } end
+    results = pack(fn(unpack(args, 1, nargs)))
+  end)
+  return { get = function() g:wait(); return unpack(results, 1, results.n) end }
+end
+
 -- A bounded FIFO queue between coroutines. push blocks while full; pop blocks
 -- while empty and returns nil once the queue is closed and drained.
 function M.queue(s, capacity)

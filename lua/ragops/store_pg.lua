@@ -52,6 +52,12 @@ end
 -- reaches the plan): what the target holds for the row's entity.
 local STORED_COL, OPEN_FAILURE_COL = "__ragops_stored", "__ragops_open_failure"
 local UPDATED_US_COL = "__ragops_updated_us"
+-- Set by conn:query_page (engine/pg_rows.h): the row's fingerprint, and the
+-- mark of a row skipped as unchanged (it holds only its key).
+local FP_FIELD = "__ragops_fp"
+M.SAME_FIELD = "__ragops_same"
+-- pg_type oid of timestamptz (conn:query_page's rows.types).
+local TIMESTAMPTZ_OID = 1184
 
 -- The page of M.source_query with, per row, the entity's stored chunks as
 -- one JSON array of [chunk_index, content_hash, metadata, same_updated_at]
@@ -59,26 +65,39 @@ local UPDATED_US_COL = "__ragops_updated_us"
 -- whether it has an open dead letter: the re-run's read and decide in one
 -- round trip. Also the row's updated_at in microseconds since the Unix
 -- epoch (null when null or infinite), for a COPY straight into the target.
--- target is quoted. Returns sql, params.
-function M.page_query(source, scope, after_key, limit, upto_key, target)
+-- target is quoted; without it (nil), the page without what the target
+-- holds (the plain page of a re-run, see Store:fetch_page_existing).
+-- typed: the source's updated_at column is a timestamptz, used as it is
+-- (otherwise through its text, which also turns '' into null: ~1 µs a row).
+-- Returns sql, params.
+function M.page_query(source, scope, after_key, limit, upto_key, target, typed)
   local inner, params = M.source_query(source, scope, after_key, limit, nil, upto_key)
   params[#params + 1] = source.entity_type
   local entity_type, key = "$" .. #params, "p." .. pg.quote_ident(source.key)
-  local updated = source.updated_at
-    and ("nullif(p.%s::text, '')::timestamptz"):format(pg.quote_ident(source.updated_at)) or "null::timestamptz"
-  return ([[
-    select p.*, s.stored as %s,
-           exists (select 1 from ragops_failures f where f.resolved_at is null
-                      and f.entity_type = %s and f.entity_id = %s::text) as %s,
-           case when isfinite(%s) then (extract(epoch from %s) * 1000000)::int8 end as %s
-      from (%s) as p
+  local updated = "null::timestamptz"
+  if source.updated_at and typed then
+    updated = "p." .. pg.quote_ident(source.updated_at)
+  elseif source.updated_at then
+    updated = ("nullif(p.%s::text, '')::timestamptz"):format(pg.quote_ident(source.updated_at))
+  end
+  local stored, join = "", ""
+  if target then
+    stored = ("s.stored as %s,"):format(STORED_COL)
+    join = ([[
       left join lateral (
         select json_agg(json_build_array(d.chunk_index, d.content_hash, d.metadata,
                                          d.source_updated_at is not distinct from %s))::text as stored
-          from %s d where d.entity_type = %s and d.entity_id = %s::text) as s on true
-     order by %s]]):format(STORED_COL, entity_type, key, OPEN_FAILURE_COL, updated, updated, UPDATED_US_COL,
-                           inner, updated, target,
-                           entity_type, key, key), params
+          from %s d where d.entity_type = %s and d.entity_id = %s::text) as s on true]])
+      :format(updated, target, entity_type, key)
+  end
+  return ([[
+    select p.*, %s
+           exists (select 1 from ragops_failures f where f.resolved_at is null
+                      and f.entity_type = %s and f.entity_id = %s::text) as %s,
+           case when isfinite(%s) then (extract(epoch from %s) * 1000000)::int8 end as %s
+      from (%s) as p %s
+     order by %s]]):format(stored, entity_type, key, OPEN_FAILURE_COL, updated, updated, UPDATED_US_COL,
+                           inner, join, key), params
 end
 
 -- One pass over the keys the scope selects: how many rows, and one key that
@@ -182,7 +201,7 @@ local function create_staging(conn, staging)
   local rows, err = conn:query(([[
     create temp table if not exists %s (
       entity_type text, entity_id text, chunk_index int4, content text, content_hash text,
-      metadata text, embedding_model text, source_updated_at text, embedding %s)
+      metadata text, embedding_model text, source_updated_at text, source_hash int8, embedding %s)
     on commit delete rows]]):format(staging.table, staging.type))
   if not rows then return nil, err end
   return conn:query(("alter table %s alter column embedding set storage external"):format(staging.table))
@@ -237,15 +256,34 @@ local function document_sql(target, staging)
   return {
     upsert = ([[
       insert into %s as d (entity_type, entity_id, chunk_index, content, content_hash, metadata,
-                           embedding, embedding_model, source_updated_at, indexed_at)
+                           embedding, embedding_model, source_updated_at, source_hash, indexed_at)
       select entity_type, entity_id, chunk_index, content, content_hash, metadata::jsonb,
-             embedding, embedding_model, source_updated_at::timestamptz, now()
+             embedding, embedding_model, source_updated_at::timestamptz, source_hash, now()
         from %s
       on conflict (entity_type, entity_id, chunk_index) do update set
         content = excluded.content, content_hash = excluded.content_hash,
         metadata = excluded.metadata, embedding = excluded.embedding,
         embedding_model = excluded.embedding_model,
-        source_updated_at = excluded.source_updated_at, indexed_at = now()]]):format(target, staging.table),
+        source_updated_at = excluded.source_updated_at, source_hash = excluded.source_hash,
+        indexed_at = now()]]):format(target, staging.table),
+    -- The source row each entity was indexed from, on its chunk 0, where
+    -- that chunk was not rewritten (see ragops.stages.write fingerprints).
+    fingerprint = ([[
+      update %s d set source_hash = x.fp::int8
+        from unnest($2::text[], $3::text[]) as x(entity_id, fp)
+       where d.entity_type = $1 and d.entity_id = x.entity_id and d.chunk_index = 0
+         and d.source_hash is distinct from x.fp::int8]]):format(target),
+    -- What the target holds for some entities (Store:add_stored).
+    stored = ([[
+      select d.entity_id, json_agg(json_build_array(d.chunk_index, d.content_hash, d.metadata,
+               case when isfinite(d.source_updated_at)
+                    then (extract(epoch from d.source_updated_at) * 1000000)::int8 end))::text as stored
+        from %s d where d.entity_type = $1 and d.entity_id = any($2::text[])
+       group by d.entity_id]]):format(target),
+    -- The fingerprints of the entities stored (chunk 0), by id pages.
+    fingerprints = ([[
+      select source_hash::text as fp, id from %s
+       where entity_type = $1 and chunk_index = 0 and id > $2 order by id limit $3]]):format(target),
     prune = ([[
       delete from %s d using unnest($2::text[], $3::int[]) as x(entity_id, n)
        where d.entity_type = $1 and d.entity_id = x.entity_id and d.chunk_index >= x.n]]):format(target),
@@ -311,7 +349,9 @@ function M.new(opts)
   local target = sqlname.quote_table(opts.table)
   local format = M.embedding_format(opts.embedding_type)
   return setmetatable({ pool = opts.pool, format = format, target = target,
-                        sql = document_sql(target, STAGING_BY_FORMAT[format]) }, Store)
+                        sql = document_sql(target, STAGING_BY_FORMAT[format]),
+                        -- source -> its updated_at column is a timestamptz (M.page_query typed)
+                        typed_updated_at = setmetatable({}, { __mode = "k" }) }, Store)
 end
 
 -- One query on a pooled connection (under the database retry policy).
@@ -332,27 +372,86 @@ end
 -- entity also with metadata = { [chunk_index] = decoded }, same_updated_at =
 -- { [chunk_index] = bool } and open_failure; entities with neither
 -- documents nor an open dead letter are absent), updated_us ({ [entity_id]
--- = updated_at in µs since the Unix epoch }, see M.page_query), or nil,
--- err, sqlstate.
-function Store:fetch_page_existing(source, scope, after_key, limit, upto_key)
-  local sql, params = M.page_query(source, scope, after_key, limit, upto_key, self.target)
-  local rows, err, state = self:query(sql, unpack(params))
+-- = updated_at in µs since the Unix epoch }, see M.page_query), fps
+-- ({ [entity_id] = the source row's fingerprint }, with fp), or nil, err,
+-- sqlstate. fp = nil | { seed = text, set = pg.fpset | nil, plain = bool }:
+-- each row's fingerprint is computed (conn:query_page); rows whose
+-- fingerprint is in `set` come back as { [key], [M.SAME_FIELD] = true }
+-- (unchanged: nothing of them in existing); plain: without what the
+-- target holds (existing then only has open dead letters).
+function Store:fetch_page_existing(source, scope, after_key, limit, upto_key, fp)
+  local sql, params = M.page_query(source, scope, after_key, limit, upto_key,
+                                   not (fp and fp.plain) and self.target or nil, self.typed_updated_at[source])
+  local rows, err, state
+  if fp then
+    local opts = { seed = fp.seed, key = source.key, set = fp.set }
+    rows, err, state = self.pool:with(function(conn) return conn:query_page(opts, sql, unpack(params)) end)
+  else
+    rows, err, state = self:query(sql, unpack(params))
+  end
   if not rows then return nil, err, state end
-  local existing, updated_us = {}, {}
+  if rows.types and source.updated_at then
+    self.typed_updated_at[source] = rows.types[source.updated_at] == TIMESTAMPTZ_OID
+  end
+  local existing, updated_us, fps = {}, {}, {}
   for _, r in ipairs(rows) do
-    local stored, open_failure = r[STORED_COL], r[OPEN_FAILURE_COL]
-    updated_us[key_text(r[source.key])] = r[UPDATED_US_COL]
-    r[STORED_COL], r[OPEN_FAILURE_COL], r[UPDATED_US_COL] = nil, nil, nil
-    if stored or open_failure then
-      local e = { count = 0, hashes = {}, metadata = {}, same_updated_at = {}, open_failure = open_failure }
-      for _, c in ipairs(stored and cjson.decode(stored) or {}) do
-        e.count = e.count + 1
-        e.hashes[c[1]], e.metadata[c[1]], e.same_updated_at[c[1]] = c[2], c[3], c[4]
+    if not r[M.SAME_FIELD] then
+      local id = key_text(r[source.key])
+      local stored, open_failure = r[STORED_COL], r[OPEN_FAILURE_COL]
+      updated_us[id], fps[id] = r[UPDATED_US_COL], r[FP_FIELD]
+      r[STORED_COL], r[OPEN_FAILURE_COL], r[UPDATED_US_COL], r[FP_FIELD] = nil, nil, nil, nil
+      if stored or open_failure then
+        local e = { count = 0, hashes = {}, metadata = {}, same_updated_at = {}, open_failure = open_failure }
+        for _, c in ipairs(stored and cjson.decode(stored) or {}) do
+          e.count = e.count + 1
+          e.hashes[c[1]], e.metadata[c[1]], e.same_updated_at[c[1]] = c[2], c[3], c[4]
+        end
+        existing[id] = e
       end
-      existing[key_text(r[source.key])] = e
     end
   end
-  return rows, existing, updated_us
+  return rows, existing, updated_us, fps
+end
+
+-- What the target holds for the entities `ids` (rows of a plain page that
+-- were not skipped), added to `existing` (the plain page's: open dead
+-- letters) in its shape; same_updated_at compares the stored
+-- source_updated_at with updated_us (a null or infinite one is taken as
+-- moved: the refresh, which only writes what differs, settles it).
+-- Returns true, or nil, err, sqlstate.
+function Store:add_stored(entity_type, ids, existing, updated_us)
+  local rows, err, state = self:query(self.sql.stored, entity_type, ids)
+  if not rows then return nil, err, state end
+  for _, r in ipairs(rows) do
+    local e = existing[r.entity_id] or { open_failure = false }
+    local us = updated_us[r.entity_id]
+    e.count, e.hashes, e.metadata, e.same_updated_at = 0, {}, {}, {}
+    for _, c in ipairs(cjson.decode(r.stored)) do
+      e.count = e.count + 1
+      e.hashes[c[1]], e.metadata[c[1]] = c[2], c[3]
+      e.same_updated_at[c[1]] = us ~= nil and c[4] == us
+    end
+    existing[r.entity_id] = e
+  end
+  return true
+end
+
+-- Rows per query when loading the fingerprints of a target.
+M.FINGERPRINT_PAGE = 100000
+
+-- The fingerprints of the entities of entity_type the target holds (their
+-- chunk 0), in a pg.fpset, read by id pages under the retry policy. Returns
+-- the set, or nil, err, sqlstate.
+function Store:load_fingerprints(entity_type)
+  local set, after = pg.fpset(), 0
+  while true do
+    local n, last, state = self.pool:with(function(conn)
+      return conn:load_fingerprints(set, self.sql.fingerprints, entity_type, after, M.FINGERPRINT_PAGE)
+    end)
+    if not n then return nil, last, state end
+    if n < M.FINGERPRINT_PAGE or not last then return set end
+    after = last
+  end
 end
 
 -- Returns { [entity_id] = { count = n, hashes = { [chunk_index] = hash } } }.
@@ -392,6 +491,8 @@ local function write_documents(store, step, conn, unit)
     refreshed = step(store.sql.refresh, unit.entity_type, r.entity_ids, r.chunk_indexes,
                      r.metadata, r.updated_at).affected
   end
+  local f = unit.fingerprints
+  if f and #f.entity_ids > 0 then step(store.sql.fingerprint, unit.entity_type, f.entity_ids, f.fps) end
   return written, pruned, refreshed
 end
 

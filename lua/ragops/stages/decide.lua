@@ -70,13 +70,15 @@ local function build_entity(ctx, source, row)
 end
 
 -- Turns the rows of a unit into entities with chunks and hashes.
--- (e.updated_us: updated_at in µs, when the store read it with the page).
+-- (e.updated_us: updated_at in µs, and e.fp: the row's fingerprint, when
+-- the store read them with the page).
 function M.build_entities(ctx, unit)
   local entities, failures = {}, {}
   for _, row in ipairs(unit.rows) do
     local e, failure = build_entity(ctx, unit.source, row)
     if e then
       e.updated_us = unit.updated_us and unit.updated_us[e.id] or nil
+      e.fp = unit.fps and unit.fps[e.id] or nil
       entities[#entities + 1] = e
     else
       failures[#failures + 1] = failure

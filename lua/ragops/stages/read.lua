@@ -2,14 +2,20 @@
 -- order (keyset pagination, filters pushed down by the store) from the
 -- checkpoint, PAGE_UNITS units per query, and hands each batch.size rows on
 -- as a unit of work:
---   { seq, source, rows, first_key, after_key (exclusive lower bound), last_key,
---     existing, updated_us (stored hashes of its entities and their updated_at
---     in µs, when the store read them with the page) }
+--   { seq, source, rows, row_count, fast_skipped, first_key,
+--     after_key (exclusive lower bound), last_key,
+--     existing, updated_us, fps (stored hashes of its entities, their
+--     updated_at in µs and their rows' fingerprints, when the store read
+--     them with the page) }
+-- A row whose fingerprint the target holds (the same row, indexed by the
+-- same plan) is counted in row_count and fast_skipped, not in rows: it
+-- never reaches decide.
 -- Units that an interrupted process committed past its checkpoint (the
 -- checkpoint's `ahead` list) are not read again: the page is cut where one
 -- begins and the reader jumps past it, handing the committed unit to
 -- on_committed instead, so a resumed run counts each row once.
 local decide = require "ragops.stages.decide"
+local sched = require "ragops.sched"
 
 local M = {}
 local key_text = decide.key_text
@@ -17,6 +23,9 @@ local key_text = decide.key_text
 -- Units of batch.size rows read per query: one round trip (and one plan
 -- of the page query) for several units.
 M.PAGE_UNITS = 8
+-- In a re-run (the target holds fingerprints of this source), where most
+-- rows are skipped as keys: fewer, larger pages.
+M.FAST_PAGE_UNITS = 32
 
 -- Index of committed units by the key before them and by their first key.
 local function index_ahead(ahead)
@@ -38,35 +47,87 @@ local function cut_at_committed(rows, key, by_after, by_first)
   end
 end
 
--- A page of source, with the stored hashes of its entities and their
--- updated_at in µs when the store reads them at once (ragops.store_pg):
--- rows, existing|nil, updated_us|nil, or nil, err.
-local function fetch(store, source, scope, after, limit, upto)
-  if store.fetch_page_existing then return store:fetch_page_existing(source, scope, after, limit, upto) end
-  return store:fetch_page(source, scope, after, limit, upto)
+-- Set by conn:query_page (engine/pg_rows.h) on a row skipped as unchanged:
+-- it holds only its key.
+M.SAME_FIELD = "__ragops_same"
+
+-- A page of source, with what the store read with it (ragops.store_pg
+-- fetch_page_existing: stored hashes, updated_at in µs, fingerprints):
+-- rows, existing|nil, updated_us|nil, fps|nil, full (the page had `limit`
+-- rows: more may follow), or nil, err. In a re-run with the target's
+-- fingerprints (ctx.fast[entity_type], see ragops.runner) the plain page
+-- comes first, its unchanged rows keys only; where some row is not, and the
+-- target held this entity type when the run began, what the target holds
+-- for those rows' entities is read by id.
+local function fetch(ctx, source, after, limit, upto)
+  local store, scope = ctx.store, ctx.plan.scope
+  if not store.fetch_page_existing then
+    local rows, err = store:fetch_page(source, scope, after, limit, upto)
+    return rows, err, nil, nil, rows and #rows == limit
+  end
+  local fast = ctx.fast and ctx.fast[source.entity_type]
+  if not fast then
+    local seed = ctx.fingerprint_seed and ctx.fingerprint_seed(source)
+    local rows, existing, updated_us, fps = store:fetch_page_existing(source, scope, after, limit, upto,
+      seed and { seed = seed } or nil)
+    return rows, existing, updated_us, fps, rows and #rows == limit
+  end
+  local rows, existing, updated_us, fps = store:fetch_page_existing(source, scope, after, limit, upto,
+    { seed = fast.seed, set = fast.set, plain = true })
+  if not rows then return nil, existing end
+  local full = #rows == limit
+  if #rows == 0 or fast.stored == 0 or rows.skipped == #rows then return rows, existing, updated_us, fps, full end
+  local ids = {}
+  for _, r in ipairs(rows) do
+    if not r[M.SAME_FIELD] then ids[#ids + 1] = key_text(r[source.key]) end
+  end
+  local ok, err = store:add_stored(source.entity_type, ids, existing, updated_us)
+  if not ok then return nil, err end
+  return rows, existing, updated_us, fps, full
 end
 
--- The unit of rows[first..last] (the keys after `after`).
+-- The unit of rows[first..last] (the keys after `after`); rows skipped as
+-- unchanged count in it but are not among its rows.
 local function unit_of(source, seq, after, rows, first, last)
   local part = {}
-  for i = first, last do part[#part + 1] = rows[i] end
-  return { seq = seq, source = source, rows = part, after_key = after,
-           first_key = key_text(part[1][source.key]), last_key = key_text(part[#part][source.key]) }
+  for i = first, last do
+    if not rows[i][M.SAME_FIELD] then part[#part + 1] = rows[i] end
+  end
+  return { seq = seq, source = source, rows = part, after_key = after, row_count = last - first + 1,
+           fast_skipped = last - first + 1 - #part,
+           first_key = key_text(rows[first][source.key]), last_key = key_text(rows[last][source.key]) }
 end
 
 -- Reads source from cp (checkpoint) and calls emit(unit) for each page and
 -- on_committed(unit) for each committed unit jumped over, in key order.
 -- opts = { range = { after, upto } | nil }. Returns true when the source was
 -- read to its end, false when the run stopped, or nil after an error.
+-- While a full page is handed on, the next one is already being read.
 function M.read_source(ctx, source, cp, opts, emit, on_committed)
-  local plan, store = ctx.plan, ctx.store
+  local plan = ctx.plan
   local size = plan.batch.size
   local range = opts.range
+  local upto = range and range.upto
   local after, seq = cp.after, cp.seq or 0
   if range then after = range.after end
   local by_after, by_first = index_ahead(cp.ahead)
+  local fast = ctx.fast ~= nil and ctx.fast[source.entity_type] ~= nil
+  local units = fast and ctx.fast[source.entity_type].stored > 0 and M.FAST_PAGE_UNITS or M.PAGE_UNITS
   -- Rows this run may still read (--limit, counting a resumed prefix; nil: all).
   local left = plan.limit and math.max(plan.limit - ((cp.stats or {}).processed or 0), 0)
+  local ahead -- { after, page, future }: the next page, read while this one is handed on
+  local function page_size(rows_left) return math.min(size * units, rows_left or math.huge) end
+  local function read_page(after_key, page)
+    local a = ahead
+    ahead = nil
+    if a and a.after == after_key and a.page == page then return a.future:get() end
+    if a then a.future:get() end
+    return fetch(ctx, source, after_key, page, upto)
+  end
+  local function done(result)
+    if ahead then ahead.future:get(); ahead = nil end -- its query ends before the run does
+    return result
+  end
   local function jump(a)
     by_after[a.after_key or ""], by_first[a.first_key] = nil, nil
     seq = seq + 1
@@ -79,30 +140,36 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
     if waiting then
       jump(waiting)
     else
-      local page = math.min(size * M.PAGE_UNITS, left or math.huge)
-      local rows, existing, updated_us = fetch(store, source, plan.scope, after, page, range and range.upto)
+      local rows, existing, updated_us, fps, full = read_page(after, page_size(left))
       if not rows then
         local err = existing
         ctx:abort(4, ("falha ao ler a fonte %q: %s"):format(source.entity_type, tostring(err)))
-        return nil
+        return done(nil)
       end
-      if #rows == 0 then return true end
+      if #rows == 0 then return done(true) end
       local keep, committed = cut_at_committed(rows, source.key, by_after, by_first)
       if keep then for i = #rows, keep + 1, -1 do rows[i] = nil end end
+      local next_left, last = left and left - #rows, key_text(rows[#rows][source.key])
+      if full and not keep and not by_after[last] and next_left ~= 0 then
+        local page = page_size(next_left)
+        ahead = { after = last, page = page,
+                  future = sched.future(ctx.sched, fetch, ctx, source, last, page, upto) }
+      end
       for first = 1, #rows, size do
-        if ctx.aborted then return false end
+        if ctx.aborted then return done(false) end
         seq = seq + 1
         local unit = unit_of(source, seq, after, rows, first, math.min(first + size - 1, #rows))
-        unit.existing, unit.updated_us = existing, updated_us
+        unit.existing, unit.updated_us, unit.fps = existing, updated_us, fps
+        unit.fast = fast
         after = unit.last_key
         emit(unit)
       end
-      left = left and left - #rows -- at 0 a sanity run stops, not complete
+      left = next_left -- at 0 a sanity run stops, not complete
       if committed then jump(committed)
-      elseif #rows < page then return true end
+      elseif not full then return done(true) end
     end
   end
-  return false
+  return done(false)
 end
 
 return M

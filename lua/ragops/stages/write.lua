@@ -133,7 +133,8 @@ local function document_parts(ctx, entity_type, decision, parts)
           chunk_index = it.chunk.index, content = it.chunk.content,
           content_hash = it.chunk.hash, metadata = it.chunk.metadata,
           embedding_model = ctx.env.model, source_updated_at = it.entity.updated_at,
-          source_updated_us = it.entity.updated_us, vec = i }
+          source_updated_us = it.entity.updated_us, vec = i,
+          source_hash = it.chunk.index == 0 and it.entity.fp or nil }
       end
     end
     if #docs > 0 then
@@ -142,6 +143,29 @@ local function document_parts(ctx, entity_type, decision, parts)
     end
   end
   return out, embedded
+end
+
+-- The fingerprints to store on chunk 0 of the entities of a unit read in a
+-- fast re-run (ragops.stages.read: each one reached decide because the
+-- target does not hold its row's fingerprint) that end indexed and whose
+-- chunk 0 is not rewritten: { entity_ids, fps }.
+local function fingerprints(unit, decision, doc_parts)
+  local out = { entity_ids = {}, fps = {} }
+  if not unit.fast then return out end
+  local rewritten = {}
+  for _, part in ipairs(doc_parts) do
+    for _, d in ipairs(part.docs) do
+      if d.chunk_index == 0 then rewritten[d.entity_id] = true end
+    end
+  end
+  for _, e in ipairs(decision.entities) do
+    local c = decision.changed[e.id]
+    if e.fp and #e.chunks > 0 and not rewritten[e.id] and not (c and c.failed) then
+      out.entity_ids[#out.entity_ids + 1] = e.id
+      out.fps[#out.fps + 1] = e.fp
+    end
+  end
+  return out
 end
 
 -- The payload of store:write_unit, and the unit's delta filled in.
@@ -173,7 +197,7 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
   return { entity_type = entity_type, run_id = ctx.env.run_id, parts = doc_parts,
            chunk_counts = prune, refresh = decision.refresh, failures = decision.failures,
            resolved_ids = resolved, usage = M.usage(ctx, delta), sync = unit.sync,
-           into_target = decision.all_new }
+           into_target = decision.all_new, fingerprints = fingerprints(unit, decision, doc_parts) }
 end
 
 -- What the provider billed for this unit against what was sent, for the
@@ -185,9 +209,10 @@ function M.usage(ctx, delta)
 end
 
 -- True when the payload changes nothing: no documents, stale chunks,
--- refreshes, dead letters, resolutions, usage or sync bookkeeping.
+-- refreshes, fingerprints, dead letters, resolutions, usage or sync bookkeeping.
 local function changes_nothing(p)
   return #p.parts == 0 and #p.chunk_counts.entity_ids == 0 and #p.refresh.entity_ids == 0
+    and #p.fingerprints.entity_ids == 0
     and #p.failures == 0 and #p.resolved_ids == 0 and p.usage == nil and p.sync == nil
 end
 

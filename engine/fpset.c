@@ -1,0 +1,181 @@
+/*
+ * fpset.c: the fingerprint set of fpset.h (open addressing over uint64
+ * fingerprints, which are already uniform hashes: the low bits index) and
+ * its Lua userdata.
+ */
+#include "fpset.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Grows to twice the slots (at least 1024) and reinserts the members. */
+static int fpset_grow(rg_fpset *s)
+{
+    size_t capacity = s->capacity ? s->capacity * 2 : 1024;
+    uint64_t *slots = calloc(capacity, sizeof *slots);
+    uint8_t *seen = calloc(capacity, 1);
+    if (slots == NULL || seen == NULL)
+        goto fail;
+    for (size_t i = 0; i < s->capacity; i++) {
+        size_t j;
+        if (s->slots[i] == 0)
+            continue;
+        for (j = s->slots[i] & (capacity - 1); slots[j] != 0; j = (j + 1) & (capacity - 1))
+            ;
+        slots[j] = s->slots[i];
+        seen[j] = s->seen[i];
+    }
+    free(s->slots);
+    free(s->seen);
+    s->slots = slots;
+    s->seen = seen;
+    s->capacity = capacity;
+    return 0;
+fail:
+    free(slots);
+    free(seen);
+    return -1;
+}
+
+/* Slot of fp, or of the empty slot where it would go. */
+static size_t fpset_slot(const rg_fpset *s, uint64_t fp)
+{
+    size_t mask = s->capacity - 1, i = fp & mask;
+    while (s->slots[i] != 0 && s->slots[i] != fp)
+        i = (i + 1) & mask;
+    return i;
+}
+
+int rg_fpset_add(rg_fpset *s, uint64_t fp)
+{
+    size_t i;
+    fp = rg_fpset_normal(fp);
+    /* At most half full: short probes. */
+    if ((s->members + 1) * 2 > s->capacity && fpset_grow(s) != 0)
+        return -1;
+    i = fpset_slot(s, fp);
+    if (s->slots[i] == fp)
+        return 0;
+    s->slots[i] = fp;
+    s->members++;
+    s->unseen++;
+    return 0;
+}
+
+int rg_fpset_match(rg_fpset *s, uint64_t fp)
+{
+    size_t i;
+    if (s->members == 0)
+        return 0;
+    fp = rg_fpset_normal(fp);
+    i = fpset_slot(s, fp);
+    if (s->slots[i] != fp)
+        return 0;
+    if (!s->seen[i]) {
+        s->seen[i] = 1;
+        s->unseen--;
+    }
+    return 1;
+}
+
+void rg_fpset_free(rg_fpset *s)
+{
+    free(s->slots);
+    free(s->seen);
+    s->slots = NULL;
+    s->seen = NULL;
+    s->capacity = s->members = s->unseen = s->unknown = 0;
+}
+
+int rg_fpset_parse(const char *text, uint64_t *fp)
+{
+    char *end;
+    long long v;
+    errno = 0;
+    v = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0')
+        return -1;
+    *fp = (uint64_t)v;
+    return 0;
+}
+
+void rg_fpset_format(uint64_t fp, char *out)
+{
+    snprintf(out, 21, "%" PRId64, (int64_t)fp);
+}
+
+/* ---- Lua ------------------------------------------------------------- */
+
+rg_fpset *rg_fpset_push_new(lua_State *L)
+{
+    rg_fpset *s = lua_newuserdata(L, sizeof *s);
+    memset(s, 0, sizeof *s);
+    luaL_getmetatable(L, RG_FPSET_MT);
+    lua_setmetatable(L, -2);
+    return s;
+}
+
+rg_fpset *rg_fpset_check(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, RG_FPSET_MT);
+}
+
+/* The fingerprint in the decimal text at idx, or a Lua error. */
+static uint64_t check_fp(lua_State *L, int idx)
+{
+    uint64_t fp = 0;
+    if (rg_fpset_parse(luaL_checkstring(L, idx), &fp) != 0)
+        luaL_argerror(L, idx, "impressão digital inválida (esperado um bigint em texto)");
+    return fp;
+}
+
+static int fpset_add_lua(lua_State *L)
+{
+    rg_fpset *s = rg_fpset_check(L, 1);
+    if (rg_fpset_add(s, check_fp(L, 2)) != 0)
+        return luaL_error(L, "memória insuficiente para o conjunto de impressões digitais");
+    return 0;
+}
+
+static int fpset_contains_lua(lua_State *L)
+{
+    rg_fpset *s = rg_fpset_check(L, 1);
+    lua_pushboolean(L, rg_fpset_match(s, check_fp(L, 2)));
+    return 1;
+}
+
+static int fpset_stats_lua(lua_State *L)
+{
+    rg_fpset *s = rg_fpset_check(L, 1);
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, (lua_Number)s->members);
+    lua_setfield(L, -2, "members");
+    lua_pushnumber(L, (lua_Number)s->unseen);
+    lua_setfield(L, -2, "unseen");
+    lua_pushnumber(L, (lua_Number)s->unknown);
+    lua_setfield(L, -2, "unknown");
+    return 1;
+}
+
+static int fpset_gc(lua_State *L)
+{
+    rg_fpset_free(rg_fpset_check(L, 1));
+    return 0;
+}
+
+void rg_fpset_register(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"add", fpset_add_lua}, {"contains", fpset_contains_lua}, {"stats", fpset_stats_lua}, {NULL, NULL}};
+    luaL_newmetatable(L, RG_FPSET_MT);
+    lua_pushcfunction(L, fpset_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    luaL_register(L, NULL, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}
