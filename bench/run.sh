@@ -274,7 +274,7 @@ write_config() {
   printf '%s\n' "$out"
 }
 
-DOC_COLS="entity_type, entity_id, chunk_index, content, content_hash, metadata, embedding, embedding_model, source_updated_at"
+DOC_COLS="entity_type, entity_id, chunk_index, content, content_hash, metadata, embedding, embedding_model, source_updated_at, source_hash"
 
 # copy_limit URL: seconds of a binary COPY of the rows now in rag_documents
 # into the same, emptied table (the rows are exported to a file first).

@@ -98,6 +98,16 @@ local function unit_of(source, seq, after, rows, first, last)
            first_key = key_text(rows[first][source.key]), last_key = key_text(rows[last][source.key]) }
 end
 
+-- Where the unit starting at rows[first] ends: batch.size rows, or, from a
+-- row skipped as unchanged, every skipped row that follows it (a unit that
+-- writes nothing: one trip through the stages for the whole run of them).
+local function unit_end(rows, first, size)
+  if not rows[first][M.SAME_FIELD] then return math.min(first + size - 1, #rows) end
+  local last = first
+  while last < #rows and rows[last + 1][M.SAME_FIELD] do last = last + 1 end
+  return last
+end
+
 -- Reads source from cp (checkpoint) and calls emit(unit) for each page and
 -- on_committed(unit) for each committed unit jumped over, in key order.
 -- opts = { range = { after, upto } | nil }. Returns true when the source was
@@ -155,14 +165,17 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
         ahead = { after = last, page = page,
                   future = sched.future(ctx.sched, fetch, ctx, source, last, page, upto) }
       end
-      for first = 1, #rows, size do
+      local first = 1
+      while first <= #rows do
         if ctx.aborted then return done(false) end
         seq = seq + 1
-        local unit = unit_of(source, seq, after, rows, first, math.min(first + size - 1, #rows))
+        local last = unit_end(rows, first, size)
+        local unit = unit_of(source, seq, after, rows, first, last)
         unit.existing, unit.updated_us, unit.fps = existing, updated_us, fps
         unit.fast = fast
         after = unit.last_key
         emit(unit)
+        first = last + 1
       end
       left = next_left -- at 0 a sanity run stops, not complete
       if committed then jump(committed)
