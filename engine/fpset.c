@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Grows to twice the slots (at least 1024) and reinserts the members. */
-static int fpset_grow(rg_fpset *s)
+/* Grows to `capacity` slots (a power of two, more than now) and reinserts
+ * the members. */
+static int fpset_resize(rg_fpset *s, size_t capacity)
 {
-    size_t capacity = s->capacity ? s->capacity * 2 : 1024;
     uint64_t *slots = calloc(capacity, sizeof *slots);
     uint8_t *seen = calloc(capacity, 1);
     if (slots == NULL || seen == NULL)
@@ -50,12 +50,20 @@ static size_t fpset_slot(const rg_fpset *s, uint64_t fp)
     return i;
 }
 
+int rg_fpset_reserve(rg_fpset *s, size_t members)
+{
+    size_t capacity = s->capacity ? s->capacity : 1024;
+    /* At most half full: short probes. */
+    while (members * 2 > capacity)
+        capacity *= 2;
+    return capacity > s->capacity ? fpset_resize(s, capacity) : 0;
+}
+
 int rg_fpset_add(rg_fpset *s, uint64_t fp)
 {
     size_t i;
     fp = rg_fpset_normal(fp);
-    /* At most half full: short probes. */
-    if ((s->members + 1) * 2 > s->capacity && fpset_grow(s) != 0)
+    if (rg_fpset_reserve(s, s->members + 1) != 0)
         return -1;
     i = fpset_slot(s, fp);
     if (s->slots[i] == fp)

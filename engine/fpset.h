@@ -30,6 +30,9 @@ typedef struct rg_fpset {
 /* The fingerprint as stored (never 0: 0 marks an empty slot). */
 static inline uint64_t rg_fpset_normal(uint64_t fp) { return fp != 0 ? fp : 1; }
 
+/* Makes room for `members` members without growing again; 0 or -1 (memory). */
+int rg_fpset_reserve(rg_fpset *s, size_t members);
+
 /* Adds fp (normalised); 0 on success, -1 when memory is short. */
 int rg_fpset_add(rg_fpset *s, uint64_t fp);
 

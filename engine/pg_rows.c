@@ -169,17 +169,13 @@ static int has_open_failure(PGresult *res, int r, const page_layout *lay)
     return f >= 0 && !PQgetisnull(res, r, f) && PQgetvalue(res, r, f)[0] == 't';
 }
 
-/* Pushes the skipped row r: { [key] = value, [LPG_SAME_FIELD] = true }. */
-static void push_skipped(lua_State *co, PGresult *res, int r, const page_layout *lay, int columns)
+/* Pushes the skipped row r: its key value alone (false without a key). */
+static void push_skipped(lua_State *co, PGresult *res, int r, const page_layout *lay)
 {
-    lua_createtable(co, 0, 2);
-    if (lay->key_col >= 0 && !PQgetisnull(res, r, lay->key_col)) {
-        lua_rawgeti(co, columns, lay->key_col + 1);
+    if (lay->key_col >= 0 && !PQgetisnull(res, r, lay->key_col))
         push_value(co, res, r, lay->key_col);
-        lua_rawset(co, -3);
-    }
-    lua_pushboolean(co, 1);
-    lua_setfield(co, -2, LPG_SAME_FIELD);
+    else
+        lua_pushboolean(co, 0);
 }
 
 void lpg_push_page(lua_State *co, PGresult *res, const lpg_page_opts *opts)
@@ -196,7 +192,7 @@ void lpg_push_page(lua_State *co, PGresult *res, const lpg_page_opts *opts)
         /* Matched even with an open failure: the entity is in the source. */
         int same = opts->set != NULL && rg_fpset_match(opts->set, fp);
         if (same && !has_open_failure(res, r, &lay)) {
-            push_skipped(co, res, r, &lay, columns);
+            push_skipped(co, res, r, &lay);
             skipped++;
         } else {
             char text[24];
@@ -221,7 +217,7 @@ void lpg_push_page(lua_State *co, PGresult *res, const lpg_page_opts *opts)
 int lpg_load_fingerprints(PGresult *res, rg_fpset *set)
 {
     int ntuples = PQntuples(res);
-    if (PQnfields(res) < 1)
+    if (PQnfields(res) < 1 || rg_fpset_reserve(set, set->members + (size_t)ntuples) != 0)
         return -1;
     for (int r = 0; r < ntuples; r++) {
         uint64_t fp = 0;

@@ -20,14 +20,12 @@
 #define LPG_OPEN_FAILURE_COL "__ragops_open_failure"
 /* Set on a row that came with its fingerprint (decimal text). */
 #define LPG_FP_FIELD "__ragops_fp"
-/* Set (true) on a skipped row, which holds only its key. */
-#define LPG_SAME_FIELD "__ragops_same"
 
 /* How a page is read: the fingerprint of a row is XXH3-64 over its source
  * columns (names, null flags, lengths, values), seeded by `seed`. */
 typedef struct lpg_page_opts {
     uint64_t seed;  /* XXH3-64 of the plan's fingerprint seed text */
-    const char *key; /* name of the key column (kept on skipped rows) */
+    const char *key; /* name of the key column (what a skipped row is) */
     rg_fpset *set;  /* members are skipped (NULL: nothing is) */
 } lpg_page_opts;
 
@@ -36,8 +34,8 @@ typedef struct lpg_page_opts {
 void lpg_push_rows(lua_State *co, PGresult *res);
 
 /* Pushes the rows of a page: each row with LPG_FP_FIELD, except those
- * whose fingerprint is in opts->set (and that have no open failure):
- * { [key] = value, [LPG_SAME_FIELD] = true }. rows.skipped counts them;
+ * whose fingerprint is in opts->set (and that have no open failure): those
+ * are their key's value alone, not a table. rows.skipped counts them;
  * rows.types maps each column name to its type oid. */
 void lpg_push_page(lua_State *co, PGresult *res, const lpg_page_opts *opts);
 

@@ -83,7 +83,7 @@ end
 -- exit code, err.
 local function open_target(cfg, p, s)
   local pool = pool_mod.new {
-    conninfo = cfg.database.url, sched = s, on_connect = store_pg.prepare_connection,
+    conninfo = cfg.database.url, sched = s,
     size = math.max(cfg.database.pool_size, p.batch.in_flight + 2), log = log,
   }
   local conn, cerr = pool:acquire()

@@ -184,12 +184,14 @@ end
 -- A re-run skips, without calling document(), the rows whose fingerprint
 -- (the row and the plan, see ragops.run) the target holds on the entity's
 -- chunk 0: loaded here once per source, into C memory (8 bytes and a mark
--- per stored entity). Not for a work unit's range (the whole target's
--- fingerprints for a slice of it) nor in overwrite mode (nothing is
--- skipped). Returns ctx.fast's entry { seed, set, stored }, or nil.
+-- per stored entity). Not where loading the whole target's fingerprints
+-- costs more than it saves: a work unit's range, a list of ids, a --limit
+-- sanity run; nor in overwrite mode (nothing is skipped). Returns ctx.fast's
+-- entry { seed, set, stored }, or nil.
 local function load_fast(ctx, source)
-  local env = ctx.env
-  if not (env.fingerprint and ctx.store.load_fingerprints) or env.range or ctx.plan.mode == "overwrite" then
+  local env, plan = ctx.env, ctx.plan
+  if not (env.fingerprint and ctx.store.load_fingerprints) or env.range or plan.mode == "overwrite"
+      or plan.limit or (plan.scope and plan.scope.entity_ids) then
     return nil
   end
   local set, err = ctx.store:load_fingerprints(source.entity_type)
@@ -258,10 +260,11 @@ function M.process_units(ctx, tracker, produce, workers)
   return result
 end
 
-local function run_source(ctx, source)
+-- loading: the future of load_fast for this source, when it started early.
+local function run_source(ctx, source, loading)
   local env = ctx.env
   ctx:counters_for(source.entity_type)
-  load_fast(ctx, source)
+  if loading then loading:get() else load_fast(ctx, source) end
   if ctx.aborted then return end
   local cp = (env.checkpoint or {})[source.entity_type] or {}
   local tracker = not env.range and write.tracker(cp, ctx.sched.now()) or nil
@@ -310,12 +313,16 @@ end
 
 function M.run(plan, env)
   local ctx = M.context(plan, env)
+  local sources = M.selected_sources(plan)
+  -- The first source's fingerprints load while the keys are counted.
+  local loading = sources[1] and sched.future(ctx.sched, load_fast, ctx, sources[1]) or nil
   if not env.range then M.check_unique_keys(ctx) end
-  for _, source in ipairs(M.selected_sources(plan)) do
+  for i, source in ipairs(sources) do
     if ctx.aborted then break end
     ctx.log.info("indexando %q", source.entity_type)
-    run_source(ctx, source)
+    run_source(ctx, source, i == 1 and loading or nil)
   end
+  if loading then loading:get() end -- its query ends before the run does
   return ctx:finish()
 end
 

@@ -52,10 +52,8 @@ end
 -- reaches the plan): what the target holds for the row's entity.
 local STORED_COL, OPEN_FAILURE_COL = "__ragops_stored", "__ragops_open_failure"
 local UPDATED_US_COL = "__ragops_updated_us"
--- Set by conn:query_page (engine/pg_rows.h): the row's fingerprint, and the
--- mark of a row skipped as unchanged (it holds only its key).
+-- Set by conn:query_page (engine/pg_rows.h): the row's fingerprint.
 local FP_FIELD = "__ragops_fp"
-M.SAME_FIELD = "__ragops_same"
 -- pg_type oid of timestamptz (conn:query_page's rows.types).
 local TIMESTAMPTZ_OID = 1184
 
@@ -207,21 +205,22 @@ local function create_staging(conn, staging)
   return conn:query(("alter table %s alter column embedding set storage external"):format(staging.table))
 end
 
--- Session setup for every pooled connection: the staging tables (the
--- pgvector ones only where the extension's types exist).
-function M.prepare_connection(conn)
-  local types, err = conn:query("select to_regtype('vector') is not null as vector, "
-    .. "to_regtype('halfvec') is not null as halfvec")
-  if not types then return nil, err end
-  for format, staging in pairs(STAGING_BY_FORMAT) do
-    if format == "real[]" or types[1][format] then
-      local ok, cerr = create_staging(conn, staging)
-      if not ok then return nil, cerr end
-    end
-  end
+-- Sessions (connections) that have the staging table of a format:
+-- conn -> { [format] = true }. Made on a session's first write through
+-- staging, not when it opens: a re-run or a cold backfill never needs one.
+local staged = setmetatable({}, { __mode = "k" })
+
+-- The staging table of `format` on conn, created once per session (outside
+-- any transaction, so a rollback cannot undo it). Returns true or nil, err.
+local function ensure_staging(conn, format)
+  local have = staged[conn]
+  if have and have[format] then return true end
+  local ok, err, state = create_staging(conn, STAGING_BY_FORMAT[format])
+  if not ok then return nil, err, state end
+  staged[conn] = have or {}
+  staged[conn][format] = true
   return true
 end
-
 
 -- Runs one query on a pooled connection: rows, or nil, err, sqlstate.
 function M.query(pool, sql, ...)
@@ -357,9 +356,17 @@ end
 -- One query on a pooled connection (under the database retry policy).
 function Store:query(sql, ...) return M.query(self.pool, sql, ...) end
 
--- fn(step, conn) in one transaction on a pooled connection, retried whole.
-function Store:transaction(fn)
-  return self.pool:with(function(conn) return M.transaction(conn, fn) end)
+-- fn(step, conn) in one transaction on a pooled connection, retried whole;
+-- before (optional): before(conn) -> true | nil, err, sqlstate, run first
+-- on that connection, outside the transaction.
+function Store:transaction(fn, before)
+  return self.pool:with(function(conn)
+    if before then
+      local ok, err, state = before(conn)
+      if not ok then return nil, err, state end
+    end
+    return M.transaction(conn, fn)
+  end)
 end
 
 function Store:fetch_page(source, scope, after_key, limit, upto_key)
@@ -376,7 +383,7 @@ end
 -- ({ [entity_id] = the source row's fingerprint }, with fp), or nil, err,
 -- sqlstate. fp = nil | { seed = text, set = pg.fpset | nil, plain = bool }:
 -- each row's fingerprint is computed (conn:query_page); rows whose
--- fingerprint is in `set` come back as { [key], [M.SAME_FIELD] = true }
+-- fingerprint is in `set` come back as their key value alone
 -- (unchanged: nothing of them in existing); plain: without what the
 -- target holds (existing then only has open dead letters).
 function Store:fetch_page_existing(source, scope, after_key, limit, upto_key, fp)
@@ -395,7 +402,7 @@ function Store:fetch_page_existing(source, scope, after_key, limit, upto_key, fp
   end
   local existing, updated_us, fps = {}, {}, {}
   for _, r in ipairs(rows) do
-    if not r[M.SAME_FIELD] then
+    if type(r) == "table" then
       local id = key_text(r[source.key])
       local stored, open_failure = r[STORED_COL], r[OPEN_FAILURE_COL]
       updated_us[id], fps[id] = r[UPDATED_US_COL], r[FP_FIELD]
@@ -437,7 +444,7 @@ function Store:add_stored(entity_type, ids, existing, updated_us)
 end
 
 -- Rows per query when loading the fingerprints of a target.
-M.FINGERPRINT_PAGE = 100000
+M.FINGERPRINT_PAGE = 250000
 
 -- The fingerprints of the entities of entity_type the target holds (their
 -- chunk 0), in a pg.fpset, read by id pages under the retry policy. Returns
@@ -523,6 +530,8 @@ end
 -- spent (ragops.store_runs). Returns { written, pruned, refreshed } or nil, err, sqlstate.
 function Store:write_unit(unit)
   local spent = unit.run_id and self:reserve_spent() or 0
+  local staging = not unit.into_target and #unit.parts > 0
+    and function(conn) return ensure_staging(conn, self.format) end or nil
   local result, err, state = self:transaction(function(step, conn)
     local written, pruned, refreshed = write_documents(self, step, conn, unit)
     local resolved = write_failures(step, unit)
@@ -539,7 +548,7 @@ function Store:write_unit(unit)
       self:check_owner(step, unit.run_id, spent)
     end
     return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
-  end)
+  end, staging)
   if not result then self:unreserve_spent(spent) end
   -- Keys read as new that another process wrote since: the upsert instead.
   if not result and state == UNIQUE_VIOLATION and unit.into_target then

@@ -41,22 +41,26 @@ end
 -- returns the number of rows to keep and that unit, or nil.
 local function cut_at_committed(rows, key, by_after, by_first)
   for i, row in ipairs(rows) do
-    local k = key_text(row[key])
+    local k = key_text(M.row_key(row, key))
     if by_first[k] then return i - 1, by_first[k] end
     if by_after[k] then return i, by_after[k] end
   end
 end
 
--- Set by conn:query_page (engine/pg_rows.h) on a row skipped as unchanged:
--- it holds only its key.
-M.SAME_FIELD = "__ragops_same"
+-- The key of a page row: conn:query_page (engine/pg_rows.h) hands a row
+-- skipped as unchanged as its key value alone, not a table.
+function M.row_key(row, key)
+  if type(row) == "table" then return row[key] end
+  return row
+end
+local row_key = M.row_key
 
 -- A page of source, with what the store read with it (ragops.store_pg
 -- fetch_page_existing: stored hashes, updated_at in µs, fingerprints):
 -- rows, existing|nil, updated_us|nil, fps|nil, full (the page had `limit`
 -- rows: more may follow), or nil, err. In a re-run with the target's
 -- fingerprints (ctx.fast[entity_type], see ragops.runner) the plain page
--- comes first, its unchanged rows keys only; where some row is not, and the
+-- comes first, its unchanged rows as their keys alone; where some row is not, and the
 -- target held this entity type when the run began, what the target holds
 -- for those rows' entities is read by id.
 local function fetch(ctx, source, after, limit, upto)
@@ -79,7 +83,7 @@ local function fetch(ctx, source, after, limit, upto)
   if #rows == 0 or fast.stored == 0 or rows.skipped == #rows then return rows, existing, updated_us, fps, full end
   local ids = {}
   for _, r in ipairs(rows) do
-    if not r[M.SAME_FIELD] then ids[#ids + 1] = key_text(r[source.key]) end
+    if type(r) == "table" then ids[#ids + 1] = key_text(r[source.key]) end
   end
   local ok, err = store:add_stored(source.entity_type, ids, existing, updated_us)
   if not ok then return nil, err end
@@ -91,20 +95,21 @@ end
 local function unit_of(source, seq, after, rows, first, last)
   local part = {}
   for i = first, last do
-    if not rows[i][M.SAME_FIELD] then part[#part + 1] = rows[i] end
+    if type(rows[i]) == "table" then part[#part + 1] = rows[i] end
   end
   return { seq = seq, source = source, rows = part, after_key = after, row_count = last - first + 1,
            fast_skipped = last - first + 1 - #part,
-           first_key = key_text(rows[first][source.key]), last_key = key_text(rows[last][source.key]) }
+           first_key = key_text(row_key(rows[first], source.key)),
+           last_key = key_text(row_key(rows[last], source.key)) }
 end
 
 -- Where the unit starting at rows[first] ends: batch.size rows, or, from a
 -- row skipped as unchanged, every skipped row that follows it (a unit that
 -- writes nothing: one trip through the stages for the whole run of them).
 local function unit_end(rows, first, size)
-  if not rows[first][M.SAME_FIELD] then return math.min(first + size - 1, #rows) end
+  if type(rows[first]) == "table" then return math.min(first + size - 1, #rows) end
   local last = first
-  while last < #rows and rows[last + 1][M.SAME_FIELD] do last = last + 1 end
+  while last < #rows and type(rows[last + 1]) ~= "table" do last = last + 1 end
   return last
 end
 
@@ -159,7 +164,7 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
       if #rows == 0 then return done(true) end
       local keep, committed = cut_at_committed(rows, source.key, by_after, by_first)
       if keep then for i = #rows, keep + 1, -1 do rows[i] = nil end end
-      local next_left, last = left and left - #rows, key_text(rows[#rows][source.key])
+      local next_left, last = left and left - #rows, key_text(row_key(rows[#rows], source.key))
       if full and not keep and not by_after[last] and next_left ~= 0 then
         local page = page_size(next_left)
         ahead = { after = last, page = page,
