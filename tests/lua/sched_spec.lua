@@ -230,3 +230,32 @@ describe("ragops.sched sobre o escalonador falso", function()
     assert.are.equal(50, got_at)
   end)
 end)
+
+describe("sched.future", function()
+  it("roda a função numa tarefa própria e get() espera e devolve os resultados", function()
+    local s = testing.scheduler()
+    local order = {}
+    s.run(function()
+      local f = sched.future(s, function(a, b)
+        s.sleep(100)
+        order[#order + 1] = "tarefa"
+        return a + b, nil, "fim"
+      end, 1, 2)
+      order[#order + 1] = "principal"
+      local x, y, z = f:get()
+      assert.are.equal(3, x); assert.is_nil(y); assert.are.equal("fim", z)
+      assert.are.same({ 3, nil, "fim" }, { f:get() })
+    end)
+    assert.are.same({ "principal", "tarefa" }, order)
+  end)
+
+  it("o erro da tarefa reaparece em get()", function()
+    local s = testing.scheduler()
+    local ok, err = s.run(function()
+      local f = sched.future(s, function() error("quebrou") end)
+      return pcall(f.get)
+    end)
+    assert.is_false(ok)
+    assert.matches("quebrou", tostring(err))
+  end)
+end)
