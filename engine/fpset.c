@@ -5,47 +5,42 @@
  */
 #include "fpset.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* A slot holds a fingerprint (63 bits, never 0) and, in its top bit, the
+ * seen mark: one cache line per lookup. */
+#define FPSET_SEEN (UINT64_C(1) << 63)
+
 /* Grows to `capacity` slots (a power of two, more than now) and reinserts
- * the members. */
+ * the members with their marks. */
 static int fpset_resize(rg_fpset *s, size_t capacity)
 {
     uint64_t *slots = calloc(capacity, sizeof *slots);
-    uint8_t *seen = calloc(capacity, 1);
-    if (slots == NULL || seen == NULL)
-        goto fail;
+    if (slots == NULL)
+        return -1;
     for (size_t i = 0; i < s->capacity; i++) {
         size_t j;
         if (s->slots[i] == 0)
             continue;
-        for (j = s->slots[i] & (capacity - 1); slots[j] != 0; j = (j + 1) & (capacity - 1))
+        for (j = (s->slots[i] & ~FPSET_SEEN) & (capacity - 1); slots[j] != 0; j = (j + 1) & (capacity - 1))
             ;
         slots[j] = s->slots[i];
-        seen[j] = s->seen[i];
     }
     free(s->slots);
-    free(s->seen);
     s->slots = slots;
-    s->seen = seen;
     s->capacity = capacity;
     return 0;
-fail:
-    free(slots);
-    free(seen);
-    return -1;
 }
 
-/* Slot of fp, or of the empty slot where it would go. */
+/* Slot of fp (normalised), or of the empty slot where it would go. */
 static size_t fpset_slot(const rg_fpset *s, uint64_t fp)
 {
     size_t mask = s->capacity - 1, i = fp & mask;
-    while (s->slots[i] != 0 && s->slots[i] != fp)
+    while (s->slots[i] != 0 && (s->slots[i] & ~FPSET_SEEN) != fp)
         i = (i + 1) & mask;
     return i;
 }
@@ -66,12 +61,18 @@ int rg_fpset_add(rg_fpset *s, uint64_t fp)
     if (rg_fpset_reserve(s, s->members + 1) != 0)
         return -1;
     i = fpset_slot(s, fp);
-    if (s->slots[i] == fp)
+    if (s->slots[i] != 0)
         return 0;
     s->slots[i] = fp;
     s->members++;
     s->unseen++;
     return 0;
+}
+
+void rg_fpset_prefetch(const rg_fpset *s, uint64_t fp)
+{
+    if (s->capacity > 0)
+        __builtin_prefetch(&s->slots[rg_fpset_normal(fp) & (s->capacity - 1)]);
 }
 
 int rg_fpset_match(rg_fpset *s, uint64_t fp)
@@ -81,10 +82,10 @@ int rg_fpset_match(rg_fpset *s, uint64_t fp)
         return 0;
     fp = rg_fpset_normal(fp);
     i = fpset_slot(s, fp);
-    if (s->slots[i] != fp)
+    if (s->slots[i] == 0)
         return 0;
-    if (!s->seen[i]) {
-        s->seen[i] = 1;
+    if (!(s->slots[i] & FPSET_SEEN)) {
+        s->slots[i] |= FPSET_SEEN;
         s->unseen--;
     }
     return 1;
@@ -93,21 +94,28 @@ int rg_fpset_match(rg_fpset *s, uint64_t fp)
 void rg_fpset_free(rg_fpset *s)
 {
     free(s->slots);
-    free(s->seen);
     s->slots = NULL;
-    s->seen = NULL;
     s->capacity = s->members = s->unseen = s->unknown = 0;
 }
 
 int rg_fpset_parse(const char *text, uint64_t *fp)
 {
-    char *end;
-    long long v;
-    errno = 0;
-    v = strtoll(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0')
+    const char *p = text;
+    uint64_t v = 0, limit = UINT64_C(9223372036854775807);
+    int negative = *p == '-';
+    if (negative) {
+        p++;
+        limit++; /* -2^63 */
+    }
+    if (*p == '\0')
         return -1;
-    *fp = (uint64_t)v;
+    for (; *p != '\0'; p++) {
+        unsigned digit = (unsigned)(*p - '0');
+        if (digit > 9 || v > (limit - digit) / 10)
+            return -1;
+        v = v * 10 + digit;
+    }
+    *fp = negative ? (uint64_t)0 - v : v;
     return 0;
 }
 

@@ -19,22 +19,31 @@
 #define RG_FPSET_MT "ragops.fpset"
 
 typedef struct rg_fpset {
-    uint64_t *slots;   /* open addressing, linear probing; 0 = empty */
-    uint8_t *seen;     /* one byte per slot: 1 once a row matched it */
+    uint64_t *slots;   /* open addressing, linear probing; 0 = empty; the top
+                          bit is the seen mark (a row matched it) */
     size_t capacity;   /* number of slots, a power of two (0 before the first add) */
     size_t members;    /* distinct fingerprints held */
     size_t unseen;     /* members not matched by any row yet */
     size_t unknown;    /* stored entities loaded without a fingerprint */
 } rg_fpset;
 
-/* The fingerprint as stored (never 0: 0 marks an empty slot). */
-static inline uint64_t rg_fpset_normal(uint64_t fp) { return fp != 0 ? fp : 1; }
+/* The fingerprint as stored: 63 bits (the top one is the slot's seen mark),
+ * never 0 (an empty slot). */
+static inline uint64_t rg_fpset_normal(uint64_t fp)
+{
+    fp &= ~(UINT64_C(1) << 63);
+    return fp != 0 ? fp : 1;
+}
 
 /* Makes room for `members` members without growing again; 0 or -1 (memory). */
 int rg_fpset_reserve(rg_fpset *s, size_t members);
 
 /* Adds fp (normalised); 0 on success, -1 when memory is short. */
 int rg_fpset_add(rg_fpset *s, uint64_t fp);
+
+/* Asks the CPU to bring fp's slot into cache (a batch of lookups overlaps
+ * its misses). */
+void rg_fpset_prefetch(const rg_fpset *s, uint64_t fp);
 
 /* 1 when fp is a member (and marks it seen), 0 otherwise. */
 int rg_fpset_match(rg_fpset *s, uint64_t fp);

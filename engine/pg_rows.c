@@ -24,6 +24,9 @@
 /* Largest magnitude a double holds exactly as an integer (2^53). */
 #define LPG_EXACT_INT 9007199254740992.0
 
+/* Rows ahead whose set slot is prefetched while a row is matched. */
+#define LPG_PREFETCH_AHEAD 8
+
 /* Most columns a page may have (PostgreSQL's own limit is 1664). */
 #define LPG_MAX_COLUMNS 1664
 
@@ -162,6 +165,15 @@ static uint64_t row_fingerprint(PGresult *res, int r, const page_layout *lay)
     return rg_fpset_normal(XXH3_64bits_digest(&state));
 }
 
+/* Row r's fingerprint, its slot in set (when there is one) asked for. */
+static uint64_t fingerprint_prefetched(PGresult *res, int r, const page_layout *lay, const rg_fpset *set)
+{
+    uint64_t fp = row_fingerprint(res, r, lay);
+    if (set != NULL)
+        rg_fpset_prefetch(set, fp);
+    return fp;
+}
+
 /* True when row r's open-failure helper column says it has one. */
 static int has_open_failure(PGresult *res, int r, const page_layout *lay)
 {
@@ -187,10 +199,18 @@ void lpg_push_page(lua_State *co, PGresult *res, const lpg_page_opts *opts)
     columns = push_columns(co, res);
     lua_createtable(co, ntuples, 3);
     rows = lua_gettop(co);
+    /* The fingerprints of the next LPG_PREFETCH_AHEAD rows, their slots
+     * already asked for: the lookups' cache misses overlap. */
+    uint64_t ahead[LPG_PREFETCH_AHEAD];
+    for (int r = 0; r < ntuples && r < LPG_PREFETCH_AHEAD; r++)
+        ahead[r] = fingerprint_prefetched(res, r, &lay, opts->set);
     for (int r = 0; r < ntuples; r++) {
-        uint64_t fp = row_fingerprint(res, r, &lay);
+        uint64_t fp = ahead[r % LPG_PREFETCH_AHEAD];
+        int same;
+        if (r + LPG_PREFETCH_AHEAD < ntuples)
+            ahead[r % LPG_PREFETCH_AHEAD] = fingerprint_prefetched(res, r + LPG_PREFETCH_AHEAD, &lay, opts->set);
         /* Matched even with an open failure: the entity is in the source. */
-        int same = opts->set != NULL && rg_fpset_match(opts->set, fp);
+        same = opts->set != NULL && rg_fpset_match(opts->set, fp);
         if (same && !has_open_failure(res, r, &lay)) {
             push_skipped(co, res, r, &lay);
             skipped++;
@@ -219,14 +239,25 @@ int lpg_load_fingerprints(PGresult *res, rg_fpset *set)
     int ntuples = PQntuples(res);
     if (PQnfields(res) < 1 || rg_fpset_reserve(set, set->members + (size_t)ntuples) != 0)
         return -1;
-    for (int r = 0; r < ntuples; r++) {
-        uint64_t fp = 0;
-        if (PQgetisnull(res, r, 0)) {
-            set->unknown++;
-            continue;
+    /* Parsed LPG_PREFETCH_AHEAD rows ahead of the insert, slots asked for. */
+    uint64_t ahead[LPG_PREFETCH_AHEAD];
+    int known[LPG_PREFETCH_AHEAD];
+    for (int r = 0; r < ntuples + LPG_PREFETCH_AHEAD; r++) {
+        int slot = r % LPG_PREFETCH_AHEAD;
+        if (r >= LPG_PREFETCH_AHEAD) {
+            if (!known[slot])
+                set->unknown++;
+            else if (rg_fpset_add(set, ahead[slot]) != 0)
+                return -1;
         }
-        if (rg_fpset_parse(PQgetvalue(res, r, 0), &fp) != 0 || rg_fpset_add(set, fp) != 0)
-            return -1;
+        if (r >= ntuples)
+            continue;
+        known[slot] = !PQgetisnull(res, r, 0);
+        if (known[slot]) {
+            if (rg_fpset_parse(PQgetvalue(res, r, 0), &ahead[slot]) != 0)
+                return -1;
+            rg_fpset_prefetch(set, ahead[slot]);
+        }
     }
     return 0;
 }

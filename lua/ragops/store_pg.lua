@@ -57,45 +57,48 @@ local FP_FIELD = "__ragops_fp"
 -- pg_type oid of timestamptz (conn:query_page's rows.types).
 local TIMESTAMPTZ_OID = 1184
 
--- The page of M.source_query with, per row, the entity's stored chunks as
--- one JSON array of [chunk_index, content_hash, metadata, same_updated_at]
--- (same_updated_at: the stored source_updated_at equals the row's) and
--- whether it has an open dead letter: the re-run's read and decide in one
--- round trip. Also the row's updated_at in microseconds since the Unix
--- epoch (null when null or infinite), for a COPY straight into the target.
--- target is quoted; without it (nil), the page without what the target
--- holds (the plain page of a re-run, see Store:fetch_page_existing).
--- typed: the source's updated_at column is a timestamptz, used as it is
--- (otherwise through its text, which also turns '' into null: ~1 µs a row).
+-- The page of M.source_query with, per row, whether its entity has an open
+-- dead letter and, as the options say:
+--   target = the quoted target: the entity's stored chunks as one JSON array
+--     of [chunk_index, content_hash, metadata, same_updated_at]
+--     (same_updated_at: the stored source_updated_at equals the row's), the
+--     re-run's read and decide in one round trip; without it, the plain page
+--     (a re-run with fingerprints, see Store:fetch_page_existing);
+--   micros = the row's updated_at in microseconds since the Unix epoch (null
+--     when null or infinite), for a COPY straight into the target (numeric
+--     arithmetic in PostgreSQL: ~1.3 µs a row, so only where it can be used);
+--   typed = the source's updated_at column is a timestamptz, used as it is
+--     (otherwise through its text, which also turns '' into null: ~1 µs a row).
 -- Returns sql, params.
-function M.page_query(source, scope, after_key, limit, upto_key, target, typed)
+function M.page_query(source, scope, after_key, limit, upto_key, opts)
   local inner, params = M.source_query(source, scope, after_key, limit, nil, upto_key)
   params[#params + 1] = source.entity_type
   local entity_type, key = "$" .. #params, "p." .. pg.quote_ident(source.key)
   local updated = "null::timestamptz"
-  if source.updated_at and typed then
+  if source.updated_at and opts.typed then
     updated = "p." .. pg.quote_ident(source.updated_at)
   elseif source.updated_at then
     updated = ("nullif(p.%s::text, '')::timestamptz"):format(pg.quote_ident(source.updated_at))
   end
-  local stored, join = "", ""
-  if target then
-    stored = ("s.stored as %s,"):format(STORED_COL)
+  local extra, join = {}, ""
+  if opts.target then
+    extra[#extra + 1] = ", s.stored as " .. STORED_COL
     join = ([[
       left join lateral (
         select json_agg(json_build_array(d.chunk_index, d.content_hash, d.metadata,
                                          d.source_updated_at is not distinct from %s))::text as stored
           from %s d where d.entity_type = %s and d.entity_id = %s::text) as s on true]])
-      :format(updated, target, entity_type, key)
+      :format(updated, opts.target, entity_type, key)
+  end
+  if opts.micros then
+    extra[#extra + 1] = (", case when isfinite(%s) then (extract(epoch from %s) * 1000000)::int8 end as %s")
+      :format(updated, updated, UPDATED_US_COL)
   end
   return ([[
-    select p.*, %s
-           exists (select 1 from ragops_failures f where f.resolved_at is null
-                      and f.entity_type = %s and f.entity_id = %s::text) as %s,
-           case when isfinite(%s) then (extract(epoch from %s) * 1000000)::int8 end as %s
+    select p.*, exists (select 1 from ragops_failures f where f.resolved_at is null
+                           and f.entity_type = %s and f.entity_id = %s::text) as %s%s
       from (%s) as p %s
-     order by %s]]):format(stored, entity_type, key, OPEN_FAILURE_COL, updated, updated, UPDATED_US_COL,
-                           inner, join, key), params
+     order by %s]]):format(entity_type, key, OPEN_FAILURE_COL, table.concat(extra), inner, join, key), params
 end
 
 -- One pass over the keys the scope selects: how many rows, and one key that
@@ -275,9 +278,9 @@ local function document_sql(target, staging)
     -- What the target holds for some entities (Store:add_stored).
     stored = ([[
       select d.entity_id, json_agg(json_build_array(d.chunk_index, d.content_hash, d.metadata,
-               case when isfinite(d.source_updated_at)
-                    then (extract(epoch from d.source_updated_at) * 1000000)::int8 end))::text as stored
-        from %s d where d.entity_type = $1 and d.entity_id = any($2::text[])
+               d.source_updated_at is not distinct from nullif(x.updated_at, '')::timestamptz))::text as stored
+        from unnest($2::text[], $3::text[]) as x(entity_id, updated_at)
+        join %s d on d.entity_type = $1 and d.entity_id = x.entity_id
        group by d.entity_id]]):format(target),
     -- The fingerprints of the entities stored (chunk 0), by id pages.
     fingerprints = ([[
@@ -381,14 +384,17 @@ end
 -- documents nor an open dead letter are absent), updated_us ({ [entity_id]
 -- = updated_at in µs since the Unix epoch }, see M.page_query), fps
 -- ({ [entity_id] = the source row's fingerprint }, with fp), or nil, err,
--- sqlstate. fp = nil | { seed = text, set = pg.fpset | nil, plain = bool }:
+-- sqlstate. fp = nil | { seed = text, set = pg.fpset | nil, plain = nil | "cold" | "rerun" }:
 -- each row's fingerprint is computed (conn:query_page); rows whose
 -- fingerprint is in `set` come back as their key value alone
 -- (unchanged: nothing of them in existing); plain: without what the
--- target holds (existing then only has open dead letters).
+-- target holds (existing then only has open dead letters); "rerun" also
+-- without updated_us (see M.page_query micros).
 function Store:fetch_page_existing(source, scope, after_key, limit, upto_key, fp)
+  local plain = fp and fp.plain
   local sql, params = M.page_query(source, scope, after_key, limit, upto_key,
-                                   not (fp and fp.plain) and self.target or nil, self.typed_updated_at[source])
+    { target = not plain and self.target or nil, typed = self.typed_updated_at[source],
+      micros = not (plain and plain ~= "cold") })
   local rows, err, state
   if fp then
     local opts = { seed = fp.seed, key = source.key, set = fp.set }
@@ -422,21 +428,18 @@ end
 
 -- What the target holds for the entities `ids` (rows of a plain page that
 -- were not skipped), added to `existing` (the plain page's: open dead
--- letters) in its shape; same_updated_at compares the stored
--- source_updated_at with updated_us (a null or infinite one is taken as
--- moved: the refresh, which only writes what differs, settles it).
--- Returns true, or nil, err, sqlstate.
-function Store:add_stored(entity_type, ids, existing, updated_us)
-  local rows, err, state = self:query(self.sql.stored, entity_type, ids)
+-- letters) in its shape. updated_at: each row's updated_at as the page
+-- gave it (text, or "" for none), for same_updated_at, compared as
+-- M.page_query does. Returns true, or nil, err, sqlstate.
+function Store:add_stored(entity_type, ids, existing, updated_at)
+  local rows, err, state = self:query(self.sql.stored, entity_type, ids, updated_at)
   if not rows then return nil, err, state end
   for _, r in ipairs(rows) do
     local e = existing[r.entity_id] or { open_failure = false }
-    local us = updated_us[r.entity_id]
     e.count, e.hashes, e.metadata, e.same_updated_at = 0, {}, {}, {}
     for _, c in ipairs(cjson.decode(r.stored)) do
       e.count = e.count + 1
-      e.hashes[c[1]], e.metadata[c[1]] = c[2], c[3]
-      e.same_updated_at[c[1]] = us ~= nil and c[4] == us
+      e.hashes[c[1]], e.metadata[c[1]], e.same_updated_at[c[1]] = c[2], c[3], c[4]
     end
     existing[r.entity_id] = e
   end

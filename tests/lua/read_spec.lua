@@ -75,7 +75,7 @@ describe("stages.read numa reexecução com impressões digitais", function()
       for _, id in ipairs(a.ids) do asked[#asked + 1] = id end
     end
     assert.are.same({ "70", "71", "250" }, asked)
-    for _, p in ipairs(store.pages) do assert.is_true(p.plain) end
+    for _, p in ipairs(store.pages) do assert.are.equal("rerun", p.plain) end
   end)
 
   it("com o destino vazio no começo (backfill frio) nada é pedido ao destino, em páginas de 8 unidades", function()
@@ -85,6 +85,7 @@ describe("stages.read numa reexecução com impressões digitais", function()
     assert.are.equal(75, #units)
     assert.are.same({}, store.stored_asks)
     assert.are.equal(4 * read.PAGE_UNITS, store.pages[1].limit)
+    assert.are.equal("cold", store.pages[1].plain) -- with updated_at in µs, for the COPY into the target
   end)
 
   it("a página seguinte começa onde a anterior terminou, e a leitura para na primeira incompleta", function()

@@ -62,7 +62,8 @@ local row_key = M.row_key
 -- fingerprints (ctx.fast[entity_type], see ragops.runner) the plain page
 -- comes first, its unchanged rows as their keys alone; where some row is not, and the
 -- target held this entity type when the run began, what the target holds
--- for those rows' entities is read by id.
+-- for those rows' entities is read by id (and the page comes without
+-- updated_at in µs: a re-run's new rows go through the upsert).
 local function fetch(ctx, source, after, limit, upto)
   local store, scope = ctx.store, ctx.plan.scope
   if not store.fetch_page_existing then
@@ -77,15 +78,19 @@ local function fetch(ctx, source, after, limit, upto)
     return rows, existing, updated_us, fps, rows and #rows == limit
   end
   local rows, existing, updated_us, fps = store:fetch_page_existing(source, scope, after, limit, upto,
-    { seed = fast.seed, set = fast.set, plain = true })
+    { seed = fast.seed, set = fast.set, plain = fast.stored == 0 and "cold" or "rerun" })
   if not rows then return nil, existing end
   local full = #rows == limit
   if #rows == 0 or fast.stored == 0 or rows.skipped == #rows then return rows, existing, updated_us, fps, full end
-  local ids = {}
+  local ids, updated_at = {}, {}
   for _, r in ipairs(rows) do
-    if type(r) == "table" then ids[#ids + 1] = key_text(r[source.key]) end
+    if type(r) == "table" then
+      ids[#ids + 1] = key_text(r[source.key])
+      local u = source.updated_at and r[source.updated_at]
+      updated_at[#ids] = u ~= nil and tostring(u) or ""
+    end
   end
-  local ok, err = store:add_stored(source.entity_type, ids, existing, updated_us)
+  local ok, err = store:add_stored(source.entity_type, ids, existing, updated_at)
   if not ok then return nil, err end
   return rows, existing, updated_us, fps, full
 end
