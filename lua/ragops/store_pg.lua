@@ -282,10 +282,11 @@ local function document_sql(target, staging)
         from unnest($2::text[], $3::text[]) as x(entity_id, updated_at)
         join %s d on d.entity_type = $1 and d.entity_id = x.entity_id
        group by d.entity_id]]):format(target),
-    -- The fingerprints of the entities stored (chunk 0), by id pages.
+    -- The fingerprints of the entities stored (chunk 0), by ranges of id.
+    id_bounds = ("select min(id)::text as lo, max(id)::text as hi from %s"):format(target),
     fingerprints = ([[
-      select source_hash::text as fp, id from %s
-       where entity_type = $1 and chunk_index = 0 and id > $2 order by id limit $3]]):format(target),
+      select source_hash::text as fp from %s
+       where entity_type = $1 and chunk_index = 0 and id >= $2 and id < $3]]):format(target),
     prune = ([[
       delete from %s d using unnest($2::text[], $3::int[]) as x(entity_id, n)
        where d.entity_type = $1 and d.entity_id = x.entity_id and d.chunk_index >= x.n]]):format(target),
@@ -446,22 +447,25 @@ function Store:add_stored(entity_type, ids, existing, updated_at)
   return true
 end
 
--- Rows per query when loading the fingerprints of a target.
-M.FINGERPRINT_PAGE = 250000
+-- Ids per query when loading the fingerprints of a target: the rows of one
+-- query (and its result in memory) stay under this.
+M.FINGERPRINT_IDS = 250000
 
 -- The fingerprints of the entities of entity_type the target holds (their
--- chunk 0), in a pg.fpset, read by id pages under the retry policy. Returns
--- the set, or nil, err, sqlstate.
+-- chunk 0), in a pg.fpset, read by ranges of id (each a sequential scan, no
+-- ordering) under the retry policy. Returns the set, or nil, err, sqlstate.
 function Store:load_fingerprints(entity_type)
-  local set, after = pg.fpset(), 0
-  while true do
-    local n, last, state = self.pool:with(function(conn)
-      return conn:load_fingerprints(set, self.sql.fingerprints, entity_type, after, M.FINGERPRINT_PAGE)
+  local bounds, err, state = self:query(self.sql.id_bounds)
+  if not bounds then return nil, err, state end
+  local set, lo, hi = pg.fpset(), tonumber(bounds[1].lo), tonumber(bounds[1].hi)
+  while lo and lo <= hi do
+    local n, lerr, lstate = self.pool:with(function(conn)
+      return conn:load_fingerprints(set, self.sql.fingerprints, entity_type, lo, lo + M.FINGERPRINT_IDS)
     end)
-    if not n then return nil, last, state end
-    if n < M.FINGERPRINT_PAGE or not last then return set end
-    after = last
+    if not n then return nil, lerr, lstate end
+    lo = lo + M.FINGERPRINT_IDS
   end
+  return set
 end
 
 -- Returns { [entity_id] = { count = n, hashes = { [chunk_index] = hash } } }.
