@@ -59,10 +59,10 @@ local row_key = M.row_key
 -- fetch_page_existing: stored hashes, updated_at in µs, fingerprints):
 -- rows, existing|nil, updated_us|nil, fps|nil, full (the page had `limit`
 -- rows: more may follow), or nil, err. In a re-run with the target's
--- fingerprints (ctx.fast[entity_type], see ragops.runner) the plain page
--- comes first, its unchanged rows as their keys alone; where some row is not, and the
--- target held this entity type when the run began, what the target holds
--- for those rows' entities is read by id (and the page comes without
+-- fingerprints (ctx.fast[entity_type], see ragops.runner) the page is
+-- plain, its unchanged rows as their keys alone; where some row is not,
+-- and the target held this entity type when the run began, what the target
+-- holds for those rows' entities is read by id (and the page comes without
 -- updated_at in µs: a re-run's new rows go through the upsert).
 local function fetch(ctx, source, after, limit, upto)
   local store, scope = ctx.store, ctx.plan.scope
@@ -116,6 +116,24 @@ local function unit_end(rows, first, size)
   local last = first
   while last < #rows and type(rows[last + 1]) ~= "table" do last = last + 1 end
   return last
+end
+
+-- Hands the page's rows on as units, in order; page = { seq, after (the
+-- last seq and key before them), fast, existing, updated_us, fps }.
+-- Returns the seq and key of the last unit, or nil when the run stopped.
+local function emit_units(ctx, source, rows, page, emit)
+  local seq, after, first = page.seq, page.after, 1
+  while first <= #rows do
+    if ctx.aborted then return nil end
+    seq = seq + 1
+    local last = unit_end(rows, first, ctx.plan.batch.size)
+    local unit = unit_of(source, seq, after, rows, first, last)
+    unit.existing, unit.updated_us, unit.fps, unit.fast = page.existing, page.updated_us, page.fps, page.fast
+    after = unit.last_key
+    emit(unit)
+    first = last + 1
+  end
+  return seq, after
 end
 
 -- Reads source from cp (checkpoint) and calls emit(unit) for each page and
@@ -175,18 +193,9 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
         ahead = { after = last, page = page,
                   future = sched.future(ctx.sched, fetch, ctx, source, last, page, upto) }
       end
-      local first = 1
-      while first <= #rows do
-        if ctx.aborted then return done(false) end
-        seq = seq + 1
-        local last = unit_end(rows, first, size)
-        local unit = unit_of(source, seq, after, rows, first, last)
-        unit.existing, unit.updated_us, unit.fps = existing, updated_us, fps
-        unit.fast = fast
-        after = unit.last_key
-        emit(unit)
-        first = last + 1
-      end
+      seq, after = emit_units(ctx, source, rows, { seq = seq, after = after, fast = fast, existing = existing,
+                                                   updated_us = updated_us, fps = fps }, emit)
+      if not seq then return done(false) end
       left = next_left -- at 0 a sanity run stops, not complete
       if committed then jump(committed)
       elseif not full then return done(true) end
