@@ -8,7 +8,7 @@
  *   conn:query(sql, ...) -> rows | nil, err, sqlstate
  *   conn:query_page({ seed, key, set }, sql, ...) -> rows (each with its source
  *     row's fingerprint; those in `set` only their key, see pg_rows.h)
- *   conn:load_fingerprints(set, sql, ...) -> n, last column-1 value | nil, err, sqlstate
+ *   conn:load_fingerprints(set, sql, ...) -> rows read | nil, err, sqlstate
  *   pg.fpset() -> an empty fingerprint set (fpset.h)
  *   conn:copy_documents(staging, docs, vecbatch [, format [, into_target]]) -> n | nil, err, sqlstate
  *     format of the embedding column: "real[]" (default), "vector" or "halfvec"
@@ -314,6 +314,15 @@ static int push_queried(lua_State *L, void *arg)
     return 1;
 }
 
+/* nil, err, sqlstate for a query_page/load_fingerprints that failed; what
+ * it would have read the result with is let go. */
+static int push_failure_dropping(lua_State *L, lpg_outcome *outcome)
+{
+    if (outcome != NULL && outcome->conn != NULL)
+        drop_opts(outcome->conn);
+    return push_failure(L, outcome);
+}
+
 /* Results of conn:query_page: rows (see lpg_push_page), or nil, err, sqlstate. */
 static int push_paged(lua_State *L, void *arg)
 {
@@ -322,11 +331,7 @@ static int push_paged(lua_State *L, void *arg)
     lpg_conn *lc;
     int top = lua_gettop(L);
     if (outcome == NULL || outcome->err != NULL)
-    {
-        if (outcome != NULL && outcome->conn != NULL)
-            drop_opts(outcome->conn);
-        return push_failure(L, outcome);
-    }
+        return push_failure_dropping(L, outcome);
     lc = outcome->conn;
     take_opts(L, lc);
     lua_getfield(L, top + 1, "seed");
@@ -341,34 +346,21 @@ static int push_paged(lua_State *L, void *arg)
     return 1;
 }
 
-/* Results of conn:load_fingerprints: rows read and the last row's column 1
- * (text; nil without rows), or nil, err, sqlstate. */
+/* Results of conn:load_fingerprints: the rows read, or nil, err, sqlstate. */
 static int push_loaded(lua_State *L, void *arg)
 {
     lpg_outcome *outcome = arg;
-    PGresult *res;
-    int n;
     if (outcome == NULL || outcome->err != NULL)
-    {
-        if (outcome != NULL && outcome->conn != NULL)
-            drop_opts(outcome->conn);
-        return push_failure(L, outcome);
-    }
-    res = outcome->res;
+        return push_failure_dropping(L, outcome);
     take_opts(L, outcome->conn);
-    if (lpg_load_fingerprints(res, rg_fpset_check(L, -1)) != 0) {
+    if (lpg_load_fingerprints(outcome->res, rg_fpset_check(L, -1)) != 0) {
         lua_pushnil(L);
         lua_pushliteral(L, "impressões digitais ilegíveis ou memória insuficiente para elas");
         lua_pushliteral(L, "53200");
         return 3;
     }
-    n = PQntuples(res);
-    lua_pushnumber(L, n);
-    if (n > 0 && PQnfields(res) > 1 && !PQgetisnull(res, n - 1, 1))
-        lua_pushstring(L, PQgetvalue(res, n - 1, 1));
-    else
-        lua_pushnil(L);
-    return 2;
+    lua_pushnumber(L, PQntuples(outcome->res));
+    return 1;
 }
 
 /* Results of conn:copy_documents: rows copied, or nil, err, sqlstate. */
