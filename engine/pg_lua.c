@@ -36,7 +36,6 @@
 
 #include <xxhash.h>
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

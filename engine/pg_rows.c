@@ -61,7 +61,8 @@ static void push_value(lua_State *co, PGresult *res, int row, int col)
     }
 }
 
-/* Pushes the column names as an array; returns its stack index. */
+/* Pushes the column names as an array (each cell's key is then a copy of
+ * the reference, not a new lookup of the name); returns its stack index. */
 static int push_columns(lua_State *co, PGresult *res)
 {
     int nfields = PQnfields(res);
@@ -102,8 +103,6 @@ void lpg_push_rows(lua_State *co, PGresult *res)
 {
     int ntuples = PQntuples(res), columns, rows;
     lua_checkstack(co, 8);
-    /* The column names once (each cell's key is a copy of the reference,
-     * not a new lookup of the name in the string table). */
     columns = push_columns(co, res);
     lua_createtable(co, ntuples, 2);
     rows = lua_gettop(co);
@@ -156,8 +155,9 @@ static uint64_t row_fingerprint(PGresult *res, int r, const page_layout *lay)
     for (int i = 0; i < lay->nsource; i++) {
         int f = lay->source_cols[i];
         unsigned char head[5];
-        uint32_t len = PQgetisnull(res, r, f) ? 0 : (uint32_t)PQgetlength(res, r, f);
-        head[0] = (unsigned char)PQgetisnull(res, r, f);
+        int null = PQgetisnull(res, r, f);
+        uint32_t len = null ? 0 : (uint32_t)PQgetlength(res, r, f);
+        head[0] = (unsigned char)null;
         memcpy(head + 1, &len, sizeof len);
         XXH3_64bits_update(&state, head, sizeof head);
         XXH3_64bits_update(&state, PQgetvalue(res, r, f), len);

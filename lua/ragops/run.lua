@@ -333,7 +333,6 @@ local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
   return report_html.emit(stats, opts, code)
 end
 
--- Runs loaded plan p for real (not --dry-run). Returns the exit code.
 -- The Lua collector's pause: how far (in % of the heap live after a cycle)
 -- the heap grows before the next one. Many batches in flight keep many
 -- units alive at once; from in_flight 32 on, collecting sooner holds the
@@ -345,6 +344,7 @@ local function tune_gc(in_flight)
   collectgarbage("setpause", in_flight >= 32 and 120 or 200)
 end
 
+-- Runs loaded plan p for real (not --dry-run). Returns the exit code.
 local function run_loaded(p, cfg, opts, params)
   local metrics_settings, mserr = metrics_endpoint.settings(cfg.metrics, opts)
   if not metrics_settings then return fail(exit.usage, "%s", mserr) end

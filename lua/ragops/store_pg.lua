@@ -391,11 +391,22 @@ end
 -- (unchanged: nothing of them in existing); plain: without what the
 -- target holds (existing then only has open dead letters); "rerun" also
 -- without updated_us (see M.page_query micros).
+-- An entity of `existing` from the stored JSON of M.page_query (nil: no
+-- documents) and whether it has an open dead letter.
+local function stored_entity(stored, open_failure)
+  local e = { count = 0, hashes = {}, metadata = {}, same_updated_at = {}, open_failure = open_failure }
+  for _, c in ipairs(stored and cjson.decode(stored) or {}) do
+    e.count = e.count + 1
+    e.hashes[c[1]], e.metadata[c[1]], e.same_updated_at[c[1]] = c[2], c[3], c[4]
+  end
+  return e
+end
+
 function Store:fetch_page_existing(source, scope, after_key, limit, upto_key, fp)
   local plain = fp and fp.plain
   local sql, params = M.page_query(source, scope, after_key, limit, upto_key,
     { target = not plain and self.target or nil, typed = self.typed_updated_at[source],
-      micros = not (plain and plain ~= "cold") })
+      micros = plain ~= "rerun" })
   local rows, err, state
   if fp then
     local opts = { seed = fp.seed, key = source.key, set = fp.set }
@@ -414,14 +425,7 @@ function Store:fetch_page_existing(source, scope, after_key, limit, upto_key, fp
       local stored, open_failure = r[STORED_COL], r[OPEN_FAILURE_COL]
       updated_us[id], fps[id] = r[UPDATED_US_COL], r[FP_FIELD]
       r[STORED_COL], r[OPEN_FAILURE_COL], r[UPDATED_US_COL], r[FP_FIELD] = nil, nil, nil, nil
-      if stored or open_failure then
-        local e = { count = 0, hashes = {}, metadata = {}, same_updated_at = {}, open_failure = open_failure }
-        for _, c in ipairs(stored and cjson.decode(stored) or {}) do
-          e.count = e.count + 1
-          e.hashes[c[1]], e.metadata[c[1]], e.same_updated_at[c[1]] = c[2], c[3], c[4]
-        end
-        existing[id] = e
-      end
+      if stored or open_failure then existing[id] = stored_entity(stored, open_failure) end
     end
   end
   return rows, existing, updated_us, fps
@@ -436,13 +440,8 @@ function Store:add_stored(entity_type, ids, existing, updated_at)
   local rows, err, state = self:query(self.sql.stored, entity_type, ids, updated_at)
   if not rows then return nil, err, state end
   for _, r in ipairs(rows) do
-    local e = existing[r.entity_id] or { open_failure = false }
-    e.count, e.hashes, e.metadata, e.same_updated_at = 0, {}, {}, {}
-    for _, c in ipairs(cjson.decode(r.stored)) do
-      e.count = e.count + 1
-      e.hashes[c[1]], e.metadata[c[1]], e.same_updated_at[c[1]] = c[2], c[3], c[4]
-    end
-    existing[r.entity_id] = e
+    local open = existing[r.entity_id]
+    existing[r.entity_id] = stored_entity(r.stored, open ~= nil and open.open_failure)
   end
   return true
 end
