@@ -103,18 +103,21 @@ trap 'exit 143' TERM
 PICKED_PORTS=" "
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# Prints a free TCP port in 56000-56499 not picked before by this script.
+# Prints a free TCP port in 19000-19499 not picked before by this script:
+# below Linux's ephemeral range (32768-60999), where outgoing connections
+# and --port 0 servers take theirs (a port picked there as free was taken
+# before the embed-server could listen on it).
 pick_port() {
   local i port
   for ((i = 0; i < 200; i++)); do
-    port=$((56000 + RANDOM % 500))
+    port=$((19000 + RANDOM % 500))
     [[ "$PICKED_PORTS" == *" $port "* ]] && continue
     port_in_use "$port" && continue
     PICKED_PORTS+="$port "
     printf '%s\n' "$port"
     return 0
   done
-  die "nenhuma porta livre encontrada entre 56000 e 56499"
+  die "nenhuma porta livre encontrada entre 19000 e 19499"
 }
 
 # json_field FILE KEY -> value of a top-level key of a JSON file ("" if absent).

@@ -52,14 +52,14 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pick_port() {
   local port
   for _ in $(seq 1 200); do
-    port=$((56500 + RANDOM % 500))
+    port=$((19500 + RANDOM % 500))
     [[ "$PICKED_PORTS" == *" $port "* ]] && continue
     port_in_use "$port" && continue
     PICKED_PORTS+="$port "
     printf '%s\n' "$port"
     return 0
   done
-  die "nenhuma porta livre entre 56500 e 56999"
+  die "nenhuma porta livre entre 19500 e 19999 (abaixo da faixa efêmera)"
 }
 
 now_s() { date +%s.%N; }
