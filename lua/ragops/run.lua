@@ -337,11 +337,13 @@ end
 -- the heap grows before the next one. Many batches in flight keep many
 -- units alive at once; from in_flight 32 on, collecting sooner holds the
 -- peak down: at in_flight 64 over 1,000,000 documents the Lua heap peaked at
--- 22 MiB with LuaJIT's 200 and 14 MiB with 120 (peak RSS 67 -> 56 MiB, CPU
--- +9 %, the same docs/s; docs/desempenho.md). Below that the heap is small
--- and the CPU is what bounds a run.
+-- 22 MiB with LuaJIT's 200, 17 MiB with 150 and 14 MiB with 120 (peak RSS
+-- 67, 61 and 56 MiB). 120 cost +15-30 % of CPU, enough to cap in_flight 64
+-- below the cold rate (0.77 of it in one make bench); 150 costs +5-10 %
+-- (docs/desempenho.md). Below 32 the heap is small and the CPU is what
+-- bounds a run.
 local function tune_gc(in_flight)
-  collectgarbage("setpause", in_flight >= 32 and 120 or 200)
+  collectgarbage("setpause", in_flight >= 32 and 150 or 200)
 end
 
 -- Runs loaded plan p for real (not --dry-run). Returns the exit code.
