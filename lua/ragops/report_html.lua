@@ -1,8 +1,9 @@
 -- ragops.report_html: `--report-html ARQUIVO`, the end-of-run report as one
 -- self-contained pt-BR page (inline CSS and SVG, no script, no external
--- asset: it works offline): totals, throughput over time (stats.series),
--- embedding latency distribution (stats.embed_latency), requests per HTTP
--- status and dead letters per error class, the estimate against the actual
+-- asset: it works offline): totals, throughput over time (documents per
+-- second per interval of stats.series), embedding latency distribution
+-- (stats.embed_latency), requests per HTTP status and dead letters per
+-- error class (in pt-BR, ragops.failures), the estimate against the actual
 -- figures (stats.previous_estimate, a dry-run's --report-json given with
 -- --estimate-json) and, for a dry-run, the estimate per entity type. Every
 -- text from outside (plan names, types, messages) is HTML-escaped.
@@ -231,13 +232,15 @@ local function dry_run_estimate(stats)
   for _, t in ipairs(sorted_keys(est.per_entity_type)) do
     local it = est.per_entity_type[t]
     rows[#rows + 1] = { t, fmt.format_count(it.documents), fmt.format_count(it.chunks),
-                        fmt.format_count(it.tokens), fmt.format_count(it.requests), fmt.format_count(it.would_embed) }
+                        fmt.format_count(it.tokens), fmt.format_count(it.requests), fmt.format_count(it.would_embed),
+                        fmt.format_count(it.no_document) }
     items[#items + 1] = { t, it.tokens }
   end
   local summary = ("<p>custo estimado: %s; duração estimada: %s</p>"):format(
     esc(fmt.format_usd(num(est.cost_usd))), esc(fmt.format_duration(num(est.duration_s))))
   return section("Estimativa por tipo de entidade (simulação)", summary
-    .. table_html({ "tipo", "documentos", "trechos", "tokens", "requisições", "a embedar" }, rows)
+    .. table_html({ "tipo", "documentos", "trechos", "tokens", "requisições", "a embedar",
+                    "sem documento por decisão do plano" }, rows)
     .. M.bar_chart("tokens estimados por tipo", items))
 end
 
