@@ -132,7 +132,8 @@ function Context:snapshot()
   local st = self.stats
   local limiter = self.env.limiter and self.env.limiter:stats() or {}
   return { processed = st.processed, total = self.total, succeeded = st.succeeded, skipped = st.skipped,
-           no_document = st.no_document, failed = st.failed, retries = st.retries, elapsed_s = (self.sched.now() - self.started) / 1000,
+           no_document = st.no_document,
+           failed = st.failed, retries = st.retries, elapsed_s = (self.sched.now() - self.started) / 1000,
            concurrency = limiter.concurrency, in_flight = limiter.in_flight, spend_usd = self:spend_usd() }
 end
 

@@ -240,7 +240,9 @@ function M.no_document_markers(ctx, entity_type, d, existing)
   end
   for id, c in pairs(d.changed) do
     local old = existing[id]
-    if not old or old.count == 0 then ids[#ids + 1], updated_at[#updated_at + 1] = id, c.entity.updated_at or "" end
+    if not old or old.count == 0 then
+      ids[#ids + 1], updated_at[#updated_at + 1] = id, c.entity.updated_at or ""
+    end
   end
   local markers, err = markers_of(ctx, entity_type, ids, updated_at)
   if not markers then
