@@ -76,23 +76,42 @@ function M.estimate_duration_s(requests, tokens, plan, cfg)
   return math.max(by_latency, by_requests, by_tokens)
 end
 
+-- The least sample a token calibration is taken from: a provider's bill
+-- over fewer documents AND fewer bytes (a --limit or --entity-id sanity
+-- run) says little about a whole source (docs/limites-e-riscos.md).
+M.CALIBRATION_MIN_DOCUMENTS = 1000
+M.CALIBRATION_MIN_BYTES = 100000
+
+local function calibration_runs(c)
+  if (c.runs or 1) <= 1 then return ("pela execução %d"):format(c.run_id) end
+  return ("pelas %d execuções de %d a %d"):format(c.runs, c.first_run_id, c.run_id)
+end
+
 -- The tokens-per-byte ratio for an entity type, and what it is based on:
--- the provider's bill in the most recent run of the same model and type
--- (calib[entity_type] = { run_id, documents, bytes, tokens }), else the
--- model's default ratio (provider.tokens_per_byte), else bytes/4.
+-- the provider's bill in the most recent runs of the same model and type
+-- (calib[entity_type] = { run_id, first_run_id, runs, documents, bytes,
+-- tokens }, see read_calibration) when their sample reaches the minimum,
+-- else the model's default ratio (provider.tokens_per_byte), else bytes/4.
 function M.token_basis(entity_type, calib, cfg)
   local c = calib and calib[entity_type]
-  if c and c.bytes > 0 and c.tokens > 0 then
+  local usable = c and c.bytes > 0 and c.tokens > 0
+  if usable and (c.documents >= M.CALIBRATION_MIN_DOCUMENTS or c.bytes >= M.CALIBRATION_MIN_BYTES) then
     return { kind = "calibrated", ratio = c.tokens / c.bytes, run_id = c.run_id, documents = c.documents,
-             text = ("calibrado pela execução %d, %s documentos"):format(c.run_id, report.format_count(c.documents)) }
+             bytes = c.bytes,
+             text = ("calibrado %s, %s documentos e %s bytes"):format(calibration_runs(c),
+               report.format_count(c.documents), report.format_count(c.bytes)) }
   end
+  local why = usable and ("; sem calibrar: amostra de %s documento(s) e %s bytes (%s), abaixo do mínimo de %s "
+    .. "documentos ou %s bytes"):format(report.format_count(c.documents), report.format_count(c.bytes),
+      calibration_runs(c), report.format_count(M.CALIBRATION_MIN_DOCUMENTS),
+      report.format_count(M.CALIBRATION_MIN_BYTES)) or ""
   local default = (cfg.provider.tokens_per_byte or {})[cfg.provider.model]
   if default then
     return { kind = "model_default", ratio = default,
              text = ("razão padrão do modelo %s (provider.tokens_per_byte = %s)"):format(cfg.provider.model,
-               report.format_number(default, 3)) }
+               report.format_number(default, 3)) .. why }
   end
-  return { kind = "bytes_per_4", ratio = 0.25, text = "heurística bytes/4" }
+  return { kind = "bytes_per_4", ratio = 0.25, text = "heurística bytes/4" .. why }
 end
 
 -- Tokens of one entity type (c: the runner's counters over what was read,
@@ -116,7 +135,7 @@ end
 function M.build_estimate(stats, totals, scanned, batches, plan, cfg, calib)
   local price = config.price_per_1m(cfg)
   local est = { documents = 0, chunks = 0, tokens = 0, requests = 0, batches = 0,
-                skipped_unchanged = 0, deletions = 0, per_entity_type = {}, sampled = false,
+                skipped_unchanged = 0, no_document = 0, deletions = 0, per_entity_type = {}, sampled = false,
                 price_per_1m_tokens = price }
   for entity_type, c in pairs(stats.per_entity_type) do
     local total, seen = totals[entity_type] or c.processed, scanned[entity_type] or c.processed
@@ -130,12 +149,12 @@ function M.build_estimate(stats, totals, scanned, batches, plan, cfg, calib)
       tokens_low = tok.low, tokens_high = tok.high, token_basis = basis.kind, token_basis_text = basis.text,
       token_basis_run_id = basis.run_id,
       requests = scaled(c.requests), batches = scaled(batches[entity_type] or 0),
-      skipped_unchanged = scaled(c.skipped), would_embed = scaled(c.embedded),
-      deletions = c.deleted,
+      skipped_unchanged = scaled(c.skipped), no_document = scaled(c.no_document or 0),
+      would_embed = scaled(c.embedded), deletions = c.deleted,
     }
     est.per_entity_type[entity_type] = item
     for _, k in ipairs({ "documents", "chunks", "tokens", "requests", "batches",
-                         "skipped_unchanged", "deletions" }) do
+                         "skipped_unchanged", "no_document", "deletions" }) do
       est[k] = est[k] + item[k]
     end
   end
@@ -267,18 +286,39 @@ local function count_sources(conn, p, tally)
   return true
 end
 
--- The provider's bill in the most recent run of this model, per entity
--- type (ragops_token_usage; none before `ragops migrate` created it).
+-- The provider's bill in the most recent runs of this model, per entity
+-- type: the newest runs until their sample reaches the minimum (or all of
+-- them), added up (ragops_token_usage; none before `ragops migrate`
+-- created it). { [entity_type] = { run_id (newest), first_run_id, runs,
+-- documents, bytes, tokens } }.
 local function read_calibration(conn, model)
   local exists = conn:query("select to_regclass('ragops_token_usage') is not null as ok")
   if not exists or not exists[1].ok then return {} end
   local rows = conn:query([[
-    select distinct on (entity_type) entity_type, run_id, documents, bytes, tokens
-      from ragops_token_usage where model = $1 and tokens > 0 and bytes > 0
-     order by entity_type, run_id desc]], model) or {}
+    with u as (
+      select entity_type, run_id, documents, bytes, tokens,
+             coalesce(sum(documents) over w, 0) as documents_before, coalesce(sum(bytes) over w, 0) as bytes_before
+        from ragops_token_usage where model = $1 and tokens > 0 and bytes > 0
+      window w as (partition by entity_type order by run_id desc rows between unbounded preceding and 1 preceding))
+    select entity_type, max(run_id) as run_id, min(run_id) as first_run_id, count(*)::int as runs,
+           sum(documents)::bigint as documents, sum(bytes)::bigint as bytes, sum(tokens)::bigint as tokens
+      from u where documents_before < $2 and bytes_before < $3
+     group by entity_type]], model, M.CALIBRATION_MIN_DOCUMENTS, M.CALIBRATION_MIN_BYTES) or {}
   local out = {}
   for _, r in ipairs(rows) do out[r.entity_type] = r end
   return out
+end
+
+-- A dry run's counters of tokens and requests are what its estimator saw
+-- of the rows it read: the report shows the estimate's instead (one
+-- computation, M.build_estimate: the token basis and the extrapolation).
+local function use_estimate_totals(stats)
+  local est = stats.estimate
+  stats.tokens, stats.requests = est.tokens, est.requests
+  for entity_type, c in pairs(stats.per_entity_type) do
+    local item = est.per_entity_type[entity_type]
+    if item then c.tokens, c.requests = item.tokens, item.requests end
+  end
 end
 
 -- An estimate over the budget is refused like the run would be (code 3).
@@ -302,6 +342,7 @@ local function finish(p, cfg, opts, stats, tally)
   stats.limits = params_mod.limits(p, cfg)
   stats.status = code == exit.ok and "dry_run" or "aborted"
   stats.estimate = M.build_estimate(stats, tally.totals, tally.scanned, tally.batches, p, cfg, tally.calibration)
+  use_estimate_totals(stats)
   local budget_err = over_budget(p, stats)
   if budget_err and code == exit.ok then
     code, stats.abort_reason, stats.status = exit.alert, budget_err, "aborted"

@@ -31,10 +31,12 @@ function M.query(conn, opts)
       from ragops_failures where %s order by id limit 10000]]):format(where), unpack(params))
 end
 
+-- Error class -> pt-BR (also the HTML report's and `ragops status`'s).
 local CLASS_PTBR = { transient = "temporária (tentativas esgotadas)", permanent = "permanente",
                      fatal = "fatal", transform = "erro no document() do plano",
                      time = "document() excedeu o tempo limite (sandbox.hook_ms)",
                      memory = "document() excedeu o limite de memória (sandbox.hook_memory_mb)" }
+M.CLASS_PTBR = CLASS_PTBR
 
 -- pt-BR listing for the operator.
 function M.format(rows, opts)

@@ -21,7 +21,7 @@ local M = {}
 -- and `index create` the others. docs/alertas-e-metricas.md lists them all
 -- (tests/lua/ops_spec.lua checks it, and the docs/ops dashboard and rules).
 M.ENGINE = {
-  ragops_documents_total = { "counter", "Documentos por resultado: embedded, skipped e failed contam entidades; refreshed (metadados atualizados sem novo embedding) e deleted contam linhas do índice." },
+  ragops_documents_total = { "counter", "Documentos por resultado: embedded, skipped, no_document (sem documento por decisão do plano) e failed contam entidades; refreshed (metadados atualizados sem novo embedding) e deleted contam linhas do índice." },
   ragops_units_total = { "counter", "Unidades de trabalho (páginas da fonte) gravadas." },
   ragops_batches_total = { "counter", "Lotes de embedding bem-sucedidos (um pedido ao provedor cada)." },
   ragops_embed_requests_total = { "counter", "Pedidos de embedding ao provedor, por status HTTP (0 = sem resposta)." },
@@ -36,11 +36,12 @@ M.ENGINE = {
   ragops_write_duration_seconds = { "histogram", "Duração da gravação de uma unidade no PostgreSQL (uma transação), em segundos." },
   ragops_rows_pending = { "gauge", "Linhas da fonte ainda não processadas nesta execução." },
   ragops_progress_ratio = { "gauge", "Fração das linhas da execução já processadas (0 a 1)." },
-  ragops_embed_concurrency = { "gauge", "Pedidos de embedding em paralelo permitidos agora pelo limitador (AIMD)." },
+  ragops_embed_concurrency = { "gauge", "Pedidos de embedding em paralelo permitidos agora: a janela do limitador (AIMD) dentro do batch.in_flight do plano." },
   ragops_last_progress_timestamp_seconds = { "gauge", "Horário (Unix) da última unidade gravada." },
   ragops_source_rows = { "gauge", "Linhas da fonte no recorte da execução, por tipo de entidade." },
   ragops_indexed_entities = { "gauge", "Entidades com documento no índice, por tipo (fim de um backfill completo)." },
-  ragops_coverage_ratio = { "gauge", "Entidades indexadas / linhas da fonte, por tipo (fim de um backfill completo)." },
+  ragops_no_document_entities = { "gauge", "Entidades sem documento por decisão do plano (document() devolveu nada), por tipo (fim de um backfill completo)." },
+  ragops_coverage_ratio = { "gauge", "Entidades indexadas / (linhas da fonte - entidades sem documento por decisão do plano), por tipo (fim de um backfill completo)." },
   ragops_sync_queue_depth = { "gauge", "Mudanças da fonte na fila de sincronização, por tipo de entidade." },
   ragops_sync_lag_seconds = { "gauge", "Idade da mudança mais antiga da fonte ainda não indexada, em segundos, por tipo." },
   ragops_alerts_total = { "counter", "Alertas disparados, por alerta e ação." },

@@ -192,6 +192,24 @@ M.migrations = {
           end $$]],
       }
     end },
+  -- One row per entity the plan decided has no document (document()
+  -- returned nil or blank content): written with the unit that decided it,
+  -- removed when the entity gets documents or leaves the source. `ragops
+  -- status` takes them out of coverage's denominator and of the lag.
+  -- source_updated_at: the row's updated_at when decided (a newer row is
+  -- pending again).
+  { version = 9, description = "entidades sem documento por decisão do plano (fora da cobertura e do atraso)",
+    sql = function()
+      return {
+        [[create table if not exists ragops_no_document (
+            entity_type text not null,
+            entity_id text not null,
+            source_updated_at timestamptz,
+            run_id bigint,
+            decided_at timestamptz not null default now(),
+            primary key (entity_type, entity_id))]],
+      }
+    end },
 }
 
 -- Most dimensions pgvector indexes (ivfflat/hnsw) per column type.

@@ -1,6 +1,8 @@
 -- ragops.progress: how a run's progress shows, from the runner's snapshot
--- (env.progress_snapshot(): processed, total?, succeeded, skipped, failed,
--- retries, elapsed_s, concurrency?, in_flight?, spend_usd?). On a terminal,
+-- (env.progress_snapshot(): processed, total?, succeeded, skipped,
+-- no_document?, failed, retries, elapsed_s, concurrency? (the effective
+-- one: the limiter's window within the plan's in_flight), in_flight?,
+-- spend_usd?). On a terminal,
 -- one pt-BR line redrawn in place on stderr (log lines clear it first, the
 -- next tick draws it again); without one, a log line per tick, with the
 -- numbers as fields in JSON logs. Never both. Each tick also samples the
@@ -34,9 +36,11 @@ function M.format(snap)
   local done = f.format_count(snap.processed)
   if snap.total then done = done .. "/" .. f.format_count(snap.total) end
   local eta = M.eta_s(snap)
-  return ("progresso: %s processados, %s gravados, %s inalterados, %s falhas, %s novas tentativas "
+  local no_document = (snap.no_document or 0) > 0
+    and (", " .. f.format_count(snap.no_document) .. " sem documento") or ""
+  return ("progresso: %s processados, %s gravados, %s inalterados%s, %s falhas, %s novas tentativas "
     .. "(%s docs/s%s)%s%s"):format(done, f.format_count(snap.succeeded), f.format_count(snap.skipped),
-    f.format_count(snap.failed), f.format_count(snap.retries), f.format_number(rate(snap), 1),
+    no_document, f.format_count(snap.failed), f.format_count(snap.retries), f.format_number(rate(snap), 1),
     eta and (", faltam cerca de " .. f.format_duration(eta)) or "",
     snap.concurrency and (", concorrência " .. f.format_count(snap.concurrency)) or "",
     snap.spend_usd and (", gasto US$ " .. f.format_number(snap.spend_usd, 4)) or "")
@@ -45,7 +49,7 @@ end
 -- The numbers of a snapshot as log fields (JSON logs).
 function M.fields(snap)
   return { processed = snap.processed, total = snap.total, succeeded = snap.succeeded,
-           skipped = snap.skipped, failed = snap.failed, retries = snap.retries,
+           skipped = snap.skipped, no_document = snap.no_document, failed = snap.failed, retries = snap.retries,
            elapsed_s = snap.elapsed_s, docs_per_s = rate(snap), eta_s = M.eta_s(snap),
            concurrency = snap.concurrency, in_flight = snap.in_flight, spend_usd = snap.spend_usd }
 end

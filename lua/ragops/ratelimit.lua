@@ -122,6 +122,7 @@ function M.new(opts)
     min_concurrency = min_c,         -- floor of the AIMD window
     cooldown_ms = cooldown,          -- minimum gap between two decreases
     window = max_c,                  -- current concurrency window
+    workers = opts.in_flight,        -- the plan's workers (nil: unknown)
     in_flight = 0,                   -- acquisitions not yet released
     successes = 0,                   -- successes since the window last changed
     last_decrease = nil,             -- clock of the last decrease (nil = never)
@@ -263,8 +264,11 @@ function Limiter:pause_until(ms)
   end
 end
 
+-- concurrency: the requests that may really be in flight now, the AIMD
+-- window within the plan's workers (a window of 8 over 4 workers sends 4).
 function Limiter:stats()
-  return { concurrency = self.window, in_flight = self.in_flight,
+  local concurrency = self.workers and math.min(self.window, self.workers) or self.window
+  return { concurrency = concurrency, in_flight = self.in_flight,
            waited_ms = self.waited_ms, throttled = self.throttled,
            queued = self.tail - self.head + 1 }
 end

@@ -13,9 +13,9 @@ local json = cjson.new()
 json.encode_sparse_array(true)
 
 -- Counters every report has (default 0).
-local COUNTERS = { "processed", "succeeded", "failed", "skipped", "embedded", "deleted" }
+local COUNTERS = { "processed", "succeeded", "failed", "skipped", "no_document", "embedded", "deleted" }
 local ESTIMATE_FIELDS = { "documents", "chunks", "tokens", "requests", "batches", "cost_usd", "duration_s",
-                          "skipped_unchanged" }
+                          "skipped_unchanged", "no_document" }
 
 local function finite(value)
   return type(value) == "number" and value == value and value ~= math.huge and value ~= -math.huge
@@ -159,6 +159,7 @@ local function estimate_lines(estimate, lines)
     { "requisições de embedding:", M.format_count(estimate.requests) },
     { "lotes:", M.format_count(estimate.batches) },
     { "ignorados (inalterados):", M.format_count(estimate.skipped_unchanged) },
+    { "sem documento por decisão do plano:", M.format_count(estimate.no_document) },
     { "custo estimado:", M.format_usd(number_or_zero(estimate.cost_usd))
         .. (estimate.cost_usd_low and ("  (%s a %s)"):format(M.format_usd(estimate.cost_usd_low),
           M.format_usd(estimate.cost_usd_high)) or "")
@@ -202,6 +203,9 @@ function M.format(stats)
     { "sucesso:", M.format_count(stats.succeeded) },
     { "falhas:", M.format_count(stats.failed) },
     { "ignorados (inalterados):", M.format_count(stats.skipped) },
+    -- document() gave nothing (empty body, a row the plan excludes): neither
+    -- skipped nor pending; processed = sucesso + falhas + ignorados + this.
+    { "sem documento por decisão do plano:", M.format_count(stats.no_document) },
     { "embeddings gerados:", M.format_count(stats.embedded) },
     { "removidos:", M.format_count(stats.deleted) },
   }
@@ -234,9 +238,10 @@ function M.format(stats)
     for _, entity_type in ipairs(sorted_keys(per_type)) do
       local item = per_type[entity_type]
       lines[#lines + 1] = string.format(
-        "    %s: processados %s, sucesso %s, falhas %s, ignorados %s, removidos %s",
+        "    %s: processados %s, sucesso %s, falhas %s, ignorados %s, sem documento %s, removidos %s",
         tostring(entity_type), M.format_count(item.processed), M.format_count(item.succeeded),
-        M.format_count(item.failed), M.format_count(item.skipped), M.format_count(item.deleted))
+        M.format_count(item.failed), M.format_count(item.skipped), M.format_count(item.no_document),
+        M.format_count(item.deleted))
     end
   end
   if type(stats.alerts) == "table" and #stats.alerts > 0 then

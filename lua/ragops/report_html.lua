@@ -1,13 +1,15 @@
 -- ragops.report_html: `--report-html ARQUIVO`, the end-of-run report as one
 -- self-contained pt-BR page (inline CSS and SVG, no script, no external
--- asset: it works offline): totals, throughput over time (stats.series),
--- embedding latency distribution (stats.embed_latency), requests per HTTP
--- status and dead letters per error class, the estimate against the actual
+-- asset: it works offline): totals, throughput over time (documents per
+-- second per interval of stats.series), embedding latency distribution
+-- (stats.embed_latency), requests per HTTP status and dead letters per
+-- error class (in pt-BR, ragops.failures), the estimate against the actual
 -- figures (stats.previous_estimate, a dry-run's --report-json given with
 -- --estimate-json) and, for a dry-run, the estimate per entity type. Every
 -- text from outside (plan names, types, messages) is HTML-escaped.
 local cjson = require "cjson"
 local exit = require "ragops.exit"
+local failures = require "ragops.failures"
 local log = require "ragops.log"
 local report = require "ragops.report"
 
@@ -37,25 +39,41 @@ end
 -- From the metrics text (Prometheus exposition): the embedding latency
 -- histogram { buckets = { { le, count } } (per bucket, not cumulative),
 -- count, sum } (nil without observations) and the requests per HTTP
--- status { ["200"] = n }.
+-- status { ["200"] = n }. Every series carries labels (plan, at least):
+-- the series of the histogram are added up, bucket by bucket.
 function M.from_metrics(text)
-  local cumulative, latency, by_status = {}, nil, {}
+  local bounds, cumulative, latency, by_status = {}, {}, { count = 0, sum = 0 }, {}
   for line in (text or ""):gmatch("[^\n]+") do
     local le, n = line:match('^ragops_embed_latency_seconds_bucket{.-le="([^"]+)".-} (%S+)')
-    if le then cumulative[#cumulative + 1] = { le = le, total = tonumber(n) or 0 } end
-    local count = line:match("^ragops_embed_latency_seconds_count%s+(%S+)")
-    if count then latency = latency or {}; latency.count = tonumber(count) end
-    local sum = line:match("^ragops_embed_latency_seconds_sum%s+(%S+)")
-    if sum then latency = latency or {}; latency.sum = tonumber(sum) end
+    if le then
+      if not cumulative[le] then bounds[#bounds + 1] = le end
+      cumulative[le] = (cumulative[le] or 0) + (tonumber(n) or 0)
+    end
+    local count = line:match("^ragops_embed_latency_seconds_count[{%s].-(%S+)$")
+    if count then latency.count = latency.count + (tonumber(count) or 0) end
+    local sum = line:match("^ragops_embed_latency_seconds_sum[{%s].-(%S+)$")
+    if sum then latency.sum = latency.sum + (tonumber(sum) or 0) end
     local status, c = line:match('^ragops_embed_requests_total{.-status="([^"]+)".-} (%S+)')
     if status then by_status[status] = (by_status[status] or 0) + (tonumber(c) or 0) end
   end
-  if not latency or num(latency.count) == 0 then return nil, by_status end
+  if latency.count == 0 then return nil, by_status end
   latency.buckets = {}
-  for i, b in ipairs(cumulative) do
-    latency.buckets[i] = { le = b.le, count = b.total - (i > 1 and cumulative[i - 1].total or 0) }
+  for i, le in ipairs(bounds) do
+    latency.buckets[i] = { le = le, count = cumulative[le] - (i > 1 and cumulative[bounds[i - 1]] or 0) }
   end
   return latency, by_status
+end
+
+-- The progress series { { t, processed } } as documents per second over
+-- each interval: { { t, rate } } (intervals without time are skipped).
+function M.rate_points(series)
+  local points = {}
+  for i = 2, #(series or {}) do
+    local a, b = series[i - 1], series[i]
+    local dt = num(b.t) - num(a.t)
+    if dt > 0 then points[#points + 1] = { num(b.t), (num(b.processed) - num(a.processed)) / dt } end
+  end
+  return points
 end
 
 -- The estimate of a dry-run's --report-json file, or nil (a warning says why).
@@ -146,6 +164,7 @@ local function totals(stats)
   local rows = {
     { "processados", fmt.format_count(stats.processed) }, { "sucesso", fmt.format_count(stats.succeeded) },
     { "falhas", fmt.format_count(stats.failed) }, { "ignorados (inalterados)", fmt.format_count(stats.skipped) },
+    { "sem documento por decisão do plano", fmt.format_count(stats.no_document) },
     { "embeddings gerados", fmt.format_count(stats.embedded) }, { "removidos", fmt.format_count(stats.deleted) },
     { "novas tentativas", fmt.format_count(stats.retries) }, { "tokens", fmt.format_count(stats.tokens) },
     { "requisições de embedding", fmt.format_count(stats.requests) },
@@ -158,10 +177,8 @@ local function totals(stats)
 end
 
 local function throughput(stats)
-  local points = {}
-  for i, s in ipairs(stats.series or {}) do points[i] = { num(s.t), num(s.processed) } end
   return section("Vazão ao longo do tempo",
-    M.line_chart("documentos processados ao longo do tempo", points, "segundos", "documentos processados"))
+    M.line_chart("documentos por segundo ao longo do tempo", M.rate_points(stats.series), "segundos", "documentos/s"))
 end
 
 local function latency(stats)
@@ -184,7 +201,7 @@ local function causes(stats)
     status_items[#status_items + 1] = { label, stats.requests_by_status[status] }
   end
   for _, class in ipairs(sorted_keys(stats.failures_by_class)) do
-    class_items[#class_items + 1] = { class, stats.failures_by_class[class] }
+    class_items[#class_items + 1] = { failures.CLASS_PTBR[class] or class, stats.failures_by_class[class] }
   end
   return section("Novas tentativas e falhas por causa", table.concat {
     ("<p>novas tentativas: %s</p>"):format(esc(fmt.format_count(stats.retries))),
@@ -215,13 +232,15 @@ local function dry_run_estimate(stats)
   for _, t in ipairs(sorted_keys(est.per_entity_type)) do
     local it = est.per_entity_type[t]
     rows[#rows + 1] = { t, fmt.format_count(it.documents), fmt.format_count(it.chunks),
-                        fmt.format_count(it.tokens), fmt.format_count(it.requests), fmt.format_count(it.would_embed) }
+                        fmt.format_count(it.tokens), fmt.format_count(it.requests), fmt.format_count(it.would_embed),
+                        fmt.format_count(it.no_document) }
     items[#items + 1] = { t, it.tokens }
   end
   local summary = ("<p>custo estimado: %s; duração estimada: %s</p>"):format(
     esc(fmt.format_usd(num(est.cost_usd))), esc(fmt.format_duration(num(est.duration_s))))
   return section("Estimativa por tipo de entidade (simulação)", summary
-    .. table_html({ "tipo", "documentos", "trechos", "tokens", "requisições", "a embedar" }, rows)
+    .. table_html({ "tipo", "documentos", "trechos", "tokens", "requisições", "a embedar",
+                    "sem documento por decisão do plano" }, rows)
     .. M.bar_chart("tokens estimados por tipo", items))
 end
 

@@ -84,7 +84,9 @@ local function embed_unit(ctx, unit)
   local existing = unit.existing or stored_hashes(ctx, entity_type, entities)
   if not existing then return nil end
   local decision = decide.decide(ctx, entities, failures, existing, unit.existing ~= nil)
+  if not decide.no_document_markers(ctx, entity_type, decision, existing) then return nil end
   delta.skipped = decision.skipped + (unit.fast_skipped or 0)
+  delta.no_document = decision.no_document
   -- The rows and what the page said of them are decided: not held while
   -- the unit waits for the provider and the writers (peak memory at a high
   -- in_flight).
@@ -161,6 +163,21 @@ M.WRITERS = 8
 -- (read.PAGE_UNITS); more only held rows in memory at a high in_flight.
 M.READ_AHEAD = 8
 
+-- Logs, per entity the source does not have, what its removal took away:
+-- stored = { [id] = { count } } as the target held them before it.
+local function log_missing(ctx, entity_type, missing, stored)
+  for _, id in ipairs(missing) do
+    ctx.stats.missing_entities[#ctx.stats.missing_entities + 1] = { entity_type = entity_type, entity_id = id }
+    local n = stored[id] and stored[id].count or 0
+    if n > 0 then
+      ctx.log.info("entidade %s %s não existe mais na fonte; %d documento(s) removido(s)", entity_type, id, n)
+    else
+      ctx.log.info("entidade %s %s não existe na fonte e não tinha documentos no índice; nada removido",
+        entity_type, id)
+    end
+  end
+end
+
 -- Entities the scope asked for by id that the source no longer has (asked
 -- by key only, whatever the other filters): their documents are removed.
 local function delete_missing_ids(ctx, source)
@@ -172,13 +189,13 @@ local function delete_missing_ids(ctx, source)
     if not present[tostring(id)] then missing[#missing + 1] = tostring(id) end
   end
   if #missing == 0 then return end
+  -- What each one has stored, so the log says what was removed from which.
+  local stored, serr = ctx.store:existing_hashes(entity_type, missing)
+  if not stored then ctx:abort(4, "falha ao consultar documentos existentes: " .. tostring(serr)); return end
   local n, derr = ctx.store:delete_entities(ctx.env.run_id, entity_type, missing)
   if not n then ctx:abort(4, "falha ao remover entidades ausentes: " .. tostring(derr)); return end
   ctx:merge(entity_type, { deleted = n })
-  for _, id in ipairs(missing) do
-    ctx.stats.missing_entities[#ctx.stats.missing_entities + 1] = { entity_type = entity_type, entity_id = id }
-    ctx.log.info("entidade %s %s não existe mais na fonte; documento(s) removido(s)", entity_type, id)
-  end
+  log_missing(ctx, entity_type, missing, stored)
 end
 
 -- A re-run skips, without calling document(), the rows whose fingerprint
@@ -217,6 +234,21 @@ local function all_stored_seen(ctx, source)
   return stats.unseen == 0 and stats.unknown == 0
 end
 
+-- The no-document markers of entities gone from the source, deleted along
+-- with their documents (only when the store has markers of the type: the
+-- same anti-join over the source). Returns true, or nil after stopping.
+local function delete_orphan_markers(ctx, source)
+  local store = ctx.store
+  if not store.delete_orphan_markers then return true end
+  local any, err = store:has_no_document(source.entity_type)
+  if any then any, err = store:delete_orphan_markers(source) end
+  if any == nil then
+    ctx:abort(4, "falha ao remover marcas de entidades sem documento ausentes da fonte: " .. tostring(err))
+    return nil
+  end
+  return true
+end
+
 -- After a source was read to its end: deletions the scope allows.
 local function delete_gone(ctx, source)
   local scope = ctx.plan.scope or {}
@@ -230,13 +262,16 @@ local function delete_gone(ctx, source)
     ctx.log.info("%d documento(s) de %s removido(s): entidades ausentes da fonte", n, source.entity_type)
   end
   ctx:merge(source.entity_type, { deleted = n })
+  if not seen_all and not delete_orphan_markers(ctx, source) then return end
   local c, indexed = ctx:counters_for(source.entity_type), nil
   if seen_all and c.succeeded == 0 and c.deleted == 0 then
     indexed = ctx.fast[source.entity_type].set:stats().members -- nothing came or went
   else
     indexed = ctx.store:indexed_entities(source.entity_type)
   end
-  if indexed then instruments.coverage(ctx, source.entity_type, indexed) end
+  -- The run read the whole source: its count of entities without a
+  -- document is the source's (a resumed run's includes its checkpoint's).
+  if indexed then instruments.coverage(ctx, source.entity_type, indexed, c.no_document) end
 end
 
 -- Takes the units produce(emit) hands on through `workers` workers

@@ -2,7 +2,8 @@
 -- the source, read from the database (`ragops status`). Each part is one
 -- function over a connection-like object (conn:query(sql, ...) -> rows | nil, err):
 --   runs(conn, limit)              recent runs, who holds them, last heartbeat
---   coverage(conn, table, sources) per entity type: indexed vs source rows, lag
+--   coverage(conn, table, sources) per entity type: indexed, no document by
+--                                  the plan's decision, pending, vs source rows; lag
 --   failures(conn)                 open dead letters by entity type and class
 --   indexes(conn, table)        vector indexes: method, definition, size, valid
 --   sync_queue(conn)               ragops sync's change queue: depth and lag per entity type
@@ -39,32 +40,43 @@ function M.runs(conn, limit)
       from ragops_runs order by id desc limit $1]], limit or 10)
 end
 
--- Coverage and lag of one source: entities in the source and in the index,
--- and the age of the oldest source change not yet indexed (sources with
--- updated_at only). One anti-join over the source: its cost grows with the
--- source (an index on the source's key helps).
-local function source_coverage(conn, target, source)
+-- Coverage and lag of one source, in one pass over it (an index on the
+-- source's key helps). Each source row is one of: indexed and up to date,
+-- without a document by the plan's decision (a marker in
+-- ragops_no_document as of the row's updated_at, and no document), or
+-- pending (no document and no such marker, or a document older than the
+-- row: stale). So up_to_date + no_document + pending = source_rows.
+-- indexed (up to date or stale) / (source_rows - no_document) is the
+-- coverage; lag_s, the age of the oldest pending change (sources with
+-- updated_at only).
+local function coverage_sql(target, source)
   local key = "src." .. quote_ident(source.key)
-  local rows, err = conn:query(([[
-    select (select count(*) from (%s) as src) as source_rows,
-           (select count(distinct entity_id) from %s where entity_type = $1) as indexed]])
-    :format(source.sql, target), source.entity_type)
+  local col = source.updated_at and ("src." .. quote_ident(source.updated_at))
+  local stale = col and ("d.source_updated_at < " .. col) or "false"
+  local marked = "d.entity_id is null and m.entity_id is not null"
+    .. (col and (" and (" .. col .. " is null or m.source_updated_at >= " .. col .. ")") or "")
+  local lag = col and (", extract(epoch from (now() - min(%s) filter (where not (%s) and (d.entity_id is null or %s))))"
+    .. "::float8 as lag_s"):format(col, marked, stale) or ""
+  return ([[
+    select count(*) as source_rows, count(d.entity_id) as indexed,
+           count(*) filter (where %s) as stale, count(*) filter (where %s) as no_document%s
+      from (%s) as src
+      left join %s d on d.entity_type = $1 and d.entity_id = %s::text and d.chunk_index = 0
+      left join ragops_no_document m on m.entity_type = $1 and m.entity_id = %s::text]])
+    :format(stale, marked, lag, source.sql, target, key, key)
+end
+
+local function source_coverage(conn, target, source)
+  local rows, err = conn:query(coverage_sql(target, source), source.entity_type)
   if not rows then return nil, err end
-  local out = { entity_type = source.entity_type, source_rows = rows[1].source_rows,
-                indexed = rows[1].indexed }
-  out.coverage = out.source_rows > 0 and math.min(out.indexed / out.source_rows, 1) or 1
-  if source.updated_at then
-    local col = "src." .. quote_ident(source.updated_at)
-    local lag, lerr = conn:query(([[
-      select extract(epoch from (now() - min(%s)))::float8 as lag_s, count(*) as pending
-        from (%s) as src
-        left join %s d on d.entity_type = $1 and d.entity_id = %s::text and d.chunk_index = 0
-       where d.entity_id is null or d.source_updated_at < %s]]):format(col, source.sql, target, key, col),
-      source.entity_type)
-    if not lag then return nil, lerr end
-    out.lag_s = lag[1].pending > 0 and math.max(lag[1].lag_s or 0, 0) or 0
-    out.pending = lag[1].pending
-  end
+  local r = rows[1]
+  local out = { entity_type = source.entity_type, source_rows = r.source_rows, indexed = r.indexed,
+                stale = r.stale, no_document = r.no_document }
+  out.up_to_date = out.indexed - out.stale
+  out.pending = out.source_rows - out.up_to_date - out.no_document
+  local owed = out.source_rows - out.no_document
+  out.coverage = owed > 0 and math.min(out.indexed / owed, 1) or 1
+  if source.updated_at then out.lag_s = out.pending > 0 and math.max(r.lag_s or 0, 0) or 0 end
   return out
 end
 
@@ -172,13 +184,18 @@ local function format_runs(lines, runs)
   end
 end
 
+-- "X de Y entidades indexadas" counts the entities owed a document (the
+-- source's rows less those the plan decided have none); the source's rows
+-- then add up as up to date + no document + pending.
 local function format_coverage(lines, coverage)
   lines[#lines + 1] = "Cobertura e atraso por tipo de entidade:"
   for _, c in ipairs(coverage) do
-    lines[#lines + 1] = ("  %s: %s de %s entidades indexadas (%s%%)%s"):format(c.entity_type,
-      count(c.indexed), count(c.source_rows), number(c.coverage * 100, 1),
-      c.lag_s and ("; %s pendente(s), mudança mais antiga não indexada há %s"):format(count(c.pending),
-        format_duration(c.lag_s)) or "")
+    lines[#lines + 1] = ("  %s: %s de %s entidades indexadas (%s%%); na fonte %s = %s em dia + %s sem documento "
+      .. "por decisão do plano + %s pendente(s)%s%s"):format(c.entity_type,
+      count(c.indexed), count(c.source_rows - c.no_document), number(c.coverage * 100, 1),
+      count(c.source_rows), count(c.up_to_date), count(c.no_document), count(c.pending),
+      c.stale > 0 and (" (%s desatualizada(s))"):format(count(c.stale)) or "",
+      c.lag_s and (", mudança mais antiga não indexada há " .. format_duration(c.lag_s)) or "")
   end
 end
 

@@ -329,6 +329,40 @@ M.RESOLVE_SQL = [[
   update ragops_failures set resolved_at = now(), resolved_run_id = $1
    where resolved_at is null and entity_type = $2 and entity_id = any($3::text[])]]
 
+-- The no-document markers (migration 9): set with the row's updated_at,
+-- cleared when the entity gets documents or leaves the source.
+M.NO_DOCUMENT_SQL = {
+  mark = [[
+    insert into ragops_no_document as m (entity_type, entity_id, source_updated_at, run_id)
+    select $1, x.entity_id, nullif(x.updated_at, '')::timestamptz, $4
+      from unnest($2::text[], $3::text[]) as x(entity_id, updated_at)
+    on conflict (entity_type, entity_id) do update set
+      source_updated_at = excluded.source_updated_at, run_id = excluded.run_id, decided_at = now()]],
+  clear = "delete from ragops_no_document where entity_type = $1 and entity_id = any($2::text[])",
+  any = "select exists (select 1 from ragops_no_document where entity_type = $1) as any",
+  -- current: the marker is as of the row's updated_at (compared as the
+  -- refresh of the documents compares it).
+  markers = [[
+    select m.entity_id, m.source_updated_at is not distinct from nullif(x.updated_at, '')::timestamptz as current
+      from unnest($2::text[], $3::text[]) as x(entity_id, updated_at)
+      join ragops_no_document m on m.entity_type = $1 and m.entity_id = x.entity_id]],
+  orphans = [[
+    delete from ragops_no_document m where m.entity_type = $1
+       and not exists (select 1 from (%s) as src where src.%s::text = m.entity_id)]],
+}
+
+-- A unit's markers: set, cleared (entities now indexed, and the source's
+-- deletions of a sync unit).
+local function write_no_document(step, unit)
+  local mark, cleared = unit.no_document, unit.no_document_cleared
+  if mark and #mark.entity_ids > 0 then
+    step(M.NO_DOCUMENT_SQL.mark, unit.entity_type, mark.entity_ids, mark.updated_at, unit.run_id)
+  end
+  if cleared and #cleared > 0 then step(M.NO_DOCUMENT_SQL.clear, unit.entity_type, cleared) end
+  local gone = unit.sync and unit.sync.delete_ids
+  if gone and #gone > 0 then step(M.NO_DOCUMENT_SQL.clear, unit.entity_type, gone) end
+end
+
 -- Dead letters of one entity type, as the parallel arrays of FAILURE_SQL.
 local function failure_arrays(failures)
   local a = { {}, {}, {}, {}, {}, {}, {}, {} }
@@ -531,7 +565,9 @@ end
 --          into_target = every key is new: COPY straight into the target (docs
 --                        with source_updated_us), no staging and no upsert,
 --          ahead = nil | { first_key, after_key, last_key, stats } (committed past the prefix),
---          sync = nil | { change_ids, run_id, delete_ids, watermark } (ragops.sync_queue.write) }
+--          sync = nil | { change_ids, run_id, delete_ids, watermark } (ragops.sync_queue.write),
+--          no_document = nil | { entity_ids, updated_at } (markers to set),
+--          no_document_cleared = nil | { entity ids } (markers to clear) }
 -- Everything in one transaction, with the owner's fence and the requests
 -- spent (ragops.store_runs). Returns { written, pruned, refreshed } or nil, err, sqlstate.
 function Store:write_unit(unit)
@@ -541,6 +577,7 @@ function Store:write_unit(unit)
   local result, err, state = self:transaction(function(step, conn)
     local written, pruned, refreshed = write_documents(self, step, conn, unit)
     local resolved = write_failures(step, unit)
+    write_no_document(step, unit)
     pruned = pruned + sync_queue.write(step, self, unit)
     -- The run's row last: its lock serialises the units' commits, so it is
     -- held only for its last statements, not for the whole transaction.
@@ -594,6 +631,32 @@ function Store:indexed_entities(entity_type)
   return rows[1].n
 end
 
+-- Whether entity_type has no-document markers: true/false, or nil, err, sqlstate.
+function Store:has_no_document(entity_type)
+  local rows, err, state = self:query(M.NO_DOCUMENT_SQL.any, entity_type)
+  if not rows then return nil, err, state end
+  return rows[1].any
+end
+
+-- The markers of the entities `ids` (updated_at: each row's, "" for none):
+-- { [id] = true (as of that updated_at) | false (older) }, or nil, err, sqlstate.
+function Store:no_document_markers(entity_type, ids, updated_at)
+  local rows, err, state = self:query(M.NO_DOCUMENT_SQL.markers, entity_type, ids, updated_at)
+  if not rows then return nil, err, state end
+  local out = {}
+  for _, r in ipairs(rows) do out[r.entity_id] = r.current end
+  return out
+end
+
+-- Deletes the markers of entity_type whose entity is no longer in the
+-- source (full backfill). Returns the number of markers deleted.
+function Store:delete_orphan_markers(source)
+  local rows, err, state = self:query(M.NO_DOCUMENT_SQL.orphans:format(source.sql, pg.quote_ident(source.key)),
+    source.entity_type)
+  if not rows then return nil, err, state end
+  return rows.affected
+end
+
 -- Deletes every document of entity_type whose entity is no longer in the
 -- source (full backfill). Returns the number of rows deleted.
 function Store:delete_orphans(source)
@@ -603,12 +666,14 @@ function Store:delete_orphans(source)
   return rows.affected
 end
 
--- Deletes every document of the given entities and resolves their open
--- dead letters, in one transaction. Returns rows deleted.
+-- Deletes every document of the given entities, resolves their open
+-- dead letters and clears their no-document markers, in one transaction.
+-- Returns rows deleted.
 function Store:delete_entities(run_id, entity_type, entity_ids)
   return self:transaction(function(step)
     local n = step(self.sql.delete_entities, entity_type, entity_ids).affected
     step(M.RESOLVE_SQL, run_id, entity_type, entity_ids)
+    step(M.NO_DOCUMENT_SQL.clear, entity_type, entity_ids)
     return n
   end)
 end

@@ -356,7 +356,8 @@ end
 --          fail_write = function(unit, call_no) -> nil | err, sqlstate }
 -- Recorded: store.writes (every write_unit: entity_type, checkpoint, docs, pruned),
 -- store.checkpoints[entity_type], store.failures (every dead letter),
--- store.open_failures[entity_type][id], store.resolved, store.runs, store.deletions.
+-- store.open_failures[entity_type][id], store.resolved, store.runs, store.deletions,
+-- store.no_document[entity_type][id] (entities without a document by the plan's decision).
 local FakeStore = {}
 FakeStore.__index = FakeStore
 
@@ -496,6 +497,7 @@ function FakeStore:write_unit(unit)
   if unit.resolved_ids and #unit.resolved_ids > 0 then
     self:resolve_failures(unit.run_id, unit.entity_type, unit.resolved_ids)
   end
+  self:write_no_document(unit, record)
   record.failures = copy(unit.failures or {})
   record.resolved_ids = copy(unit.resolved_ids or {})
   record.usage = copy(unit.usage)
@@ -525,6 +527,50 @@ function FakeStore:write_unit(unit)
     end
   end
   return { written = written, pruned = pruned, refreshed = refreshed }
+end
+
+-- Like store_pg: the no-document markers of a unit (store.no_document
+-- [entity_type][id] = { updated_at, run_id }), set and cleared; recorded
+-- in the write's record (no_document, no_document_cleared).
+function FakeStore:write_no_document(unit, record)
+  local by_type = self.no_document[unit.entity_type] or {}
+  self.no_document[unit.entity_type] = by_type
+  local mark = unit.no_document or { entity_ids = {}, updated_at = {} }
+  for i, id in ipairs(mark.entity_ids) do
+    by_type[id] = { updated_at = mark.updated_at[i] ~= "" and mark.updated_at[i] or nil, run_id = unit.run_id }
+  end
+  for _, id in ipairs(unit.no_document_cleared or {}) do by_type[id] = nil end
+  for _, id in ipairs(unit.sync and unit.sync.delete_ids or {}) do by_type[id] = nil end
+  record.no_document = copy(mark)
+  record.no_document_cleared = copy(unit.no_document_cleared or {})
+end
+
+-- Like store_pg: whether entity_type has markers.
+function FakeStore:has_no_document(entity_type)
+  return next(self.no_document[entity_type] or {}) ~= nil
+end
+
+-- Like store_pg: { [id] = the marker is as of updated_at[i] } for ids with one.
+function FakeStore:no_document_markers(entity_type, ids, updated_at)
+  local out, by_type = {}, self.no_document[entity_type] or {}
+  for i, id in ipairs(ids) do
+    local m = by_type[id]
+    if m then out[id] = m.updated_at == (updated_at[i] ~= "" and updated_at[i] or nil) end
+  end
+  return out
+end
+
+-- Like store_pg: markers of entities gone from the source deleted.
+function FakeStore:delete_orphan_markers(source)
+  local present, n = {}, 0
+  for _, row in ipairs(self.sources[source.entity_type] or {}) do
+    if row[source.key] ~= nil then present[key_text(row[source.key])] = true end
+  end
+  local by_type = self.no_document[source.entity_type] or {}
+  for id in pairs(by_type) do
+    if not present[id] then by_type[id] = nil; n = n + 1 end
+  end
+  return n
 end
 
 function FakeStore:delete_where(pred)
@@ -596,6 +642,7 @@ function FakeStore:delete_entities(run_id, entity_type, entity_ids)
   local want = {}
   for _, id in ipairs(entity_ids) do want[id] = true end
   local n = self:delete_where(function(d) return d.entity_type == entity_type and want[d.entity_id] end)
+  for id in pairs(want) do (self.no_document[entity_type] or {})[id] = nil end
   self.deletions[#self.deletions + 1] = { kind = "entities", entity_type = entity_type,
                                           entity_ids = copy(entity_ids), count = n }
   return n
@@ -657,6 +704,7 @@ function M.store(opts)
     writes = {}, checkpoints = {}, failures = {}, open_failures = {}, resolved = {},
     runs = {}, deletions = {}, fetches = {}, ahead = {},
     usage = {},                -- entity_type -> { chunks, bytes, chars, tokens } billed
+    no_document = {},          -- entity_type -> { [id] = { updated_at, run_id } } (no document by decision)
   }, FakeStore)
   st.fail_write = opts.fail_write
   for _, d in ipairs(opts.documents or {}) do st:put(d) end

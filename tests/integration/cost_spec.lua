@@ -15,7 +15,9 @@ describe("custo: calibração e orçamento", function()
   teardown(function() os.remove(cfg) end)
 
   it("depois de uma execução real, a estimativa por tipo fica a até 3% do que o provedor cobra", function()
-    local url = H.migrated_db("ragops_it_cost_calib", 300, 60)
+    -- Each type past the calibration's minimum sample (1,000 verses; the
+    -- fortunes, over 100,000 bytes).
+    local url = H.migrated_db("ragops_it_cost_calib", 1000, 200)
     local args = " --config " .. H.q(cfg)
     -- Before any real run: bytes/4, more than 3% away from the provider's count.
     local _, _, _, before = H.ragops(url, "backfill --dry-run" .. args, { report = true })

@@ -144,17 +144,30 @@ describe("observabilidade", function()
     end
     fresh()
     local dir = os.tmpname(); os.remove(dir); H.sh("mkdir -p " .. H.q(dir))
+    -- A provider slow enough for several progress samples (the throughput chart's points).
+    local slow = H.start_embed_server("--reject-pattern 'verse 7 of' --latency-ms 60")
+    local cfg = H.plan_file("return { log = { progress_every_s = 0.05 } }")
     local code, _, err = H.ragops(url, ("backfill --dry-run --report-json %s"):format(H.q(dir .. "/dry.json")))
     assert.are.equal(0, code, err)
-    code, _, err = H.ragops(url, ("run %s --estimate-json %s --report-html %s"):format(H.q(plan),
-      H.q(dir .. "/dry.json"), H.q(dir .. "/r.html")), { env = { RAGOPS_EMBED_URL = server.url } })
+    code, _, err = H.ragops(url, ("run %s --config %s --estimate-json %s --report-html %s"):format(H.q(plan),
+      H.q(cfg), H.q(dir .. "/dry.json"), H.q(dir .. "/r.html")), { env = { RAGOPS_EMBED_URL = slow.url } })
+    H.stop_embed_server(slow); os.remove(cfg)
     assert.are.equal(1, code, err)
     local dcode, dom = headless(dir .. "/r.html", "--dump-dom")
     assert.are.equal(0, dcode)
     for _, text in ipairs({ "Totais", "Vazão ao longo do tempo", "Latência das requisições de embedding",
-                            "Novas tentativas e falhas por causa", "Estimativa x real", "permanent", "HTTP 400" }) do
+                            "Novas tentativas e falhas por causa", "Estimativa x real", "HTTP 400" }) do
       assert.is_truthy(dom:find(text, 1, true), "faltou no DOM: " .. text)
     end
+    -- What the page says (issue 19, point 7): the latency chart has data, the
+    -- failure class is in pt-BR, the throughput axis is a rate.
+    assert.is_nil(dom:find("latência por faixa: sem dados", 1, true), "gráfico de latência sem dados:\n" .. dom)
+    assert.matches("média: [%d.,]+ ms em [%d.]+ requisições", dom)
+    assert.matches('aria%-label="latência por faixa".-até %d+ ms', dom)
+    assert.is_truthy(dom:find(">permanente<", 1, true), "classe de falha em pt-BR:\n" .. dom)
+    assert.is_nil(dom:find(">permanent<", 1, true), "classe de falha em inglês:\n" .. dom)
+    assert.matches("documentos/s: até [%d.]+,%d", dom)
+    assert.is_nil(dom:find("documentos processados: até", 1, true), "o eixo da vazão é o acumulado:\n" .. dom)
     local scode = headless(dir .. "/r.html", ("--screenshot=%s --window-size=1024,1400"):format(H.q(dir .. "/r.png")))
     assert.are.equal(0, scode)
     local png = H.read_all(dir .. "/r.png")

@@ -104,7 +104,7 @@ describe("dry-run: calibração dos tokens", function()
     local item = est.per_entity_type.verse
     assert.are.equal(300, item.tokens) -- 1000 bytes x 0.3
     assert.are.equal("calibrated", item.token_basis)
-    assert.are.equal("calibrado pela execução 12, 31.102 documentos", item.token_basis_text)
+    assert.are.equal("calibrado pela execução 12, 31.102 documentos e 4.000 bytes", item.token_basis_text)
     assert.are.equal(300, est.tokens)
   end)
 

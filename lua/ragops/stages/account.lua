@@ -17,6 +17,8 @@ local M = {}
 
 M.COUNTER_KEYS = { "processed", "succeeded", "failed", "skipped", "embedded",
                    "deleted", "chunks", "tokens", "requests", "retries", "refreshed",
+                   -- entities the plan's document() gave no document (not pending):
+                   "no_document",
                    -- what was sent for embedding (calibration of token estimates):
                    "bytes", "chars", "bytes_sq" }
 
@@ -130,6 +132,7 @@ function Context:snapshot()
   local st = self.stats
   local limiter = self.env.limiter and self.env.limiter:stats() or {}
   return { processed = st.processed, total = self.total, succeeded = st.succeeded, skipped = st.skipped,
+           no_document = st.no_document,
            failed = st.failed, retries = st.retries, elapsed_s = (self.sched.now() - self.started) / 1000,
            concurrency = limiter.concurrency, in_flight = limiter.in_flight, spend_usd = self:spend_usd() }
 end

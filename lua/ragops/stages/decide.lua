@@ -13,6 +13,8 @@
 --     items = { { text, chunk, entity } to embed }, changed = { [id] = { entity, failed } },
 --     refresh = { entity_ids, chunk_indexes, metadata, updated_at },
 --     prune = { entity_ids, counts }, unchanged_ids, skipped,
+--     no_document (entities document() gave no content: counted apart, their
+--       stored chunks pruned, see M.no_document_markers),
 --     all_new (no entity has anything stored: COPY straight into the target) }
 local cjson = require "cjson"
 local chunk = require "ragops.chunk"
@@ -141,6 +143,19 @@ local function keep_unchanged(d, e, old, known, decoded)
   end
 end
 
+-- An entity the plan gave no document (document() returned nil or blank
+-- content): not skipped, not indexed, counted apart; what it had stored is
+-- pruned and its dead letters resolved (the plan decided, nothing failed).
+local function keep_no_document(d, e, old, known)
+  d.no_document = d.no_document + 1
+  d.no_document_entities[#d.no_document_entities + 1] = e
+  if not known or (old and old.open_failure) then d.unchanged_ids[#d.unchanged_ids + 1] = e.id end
+  if old and old.count > 0 then
+    d.prune.entity_ids[#d.prune.entity_ids + 1] = e.id
+    d.prune.counts[#d.prune.counts + 1] = 0
+  end
+end
+
 -- Decides per entity against existing = { [id] = { count, hashes } }; known:
 -- existing comes from ragops.store_pg fetch_page_existing (with metadata,
 -- same_updated_at and open_failure, and every entity with an open dead
@@ -151,6 +166,7 @@ function M.decide(ctx, entities, failures, existing, known)
   local d = { entities = entities, failures = failures, items = {}, changed = {},
               refresh = { entity_ids = {}, chunk_indexes = {}, metadata = {}, updated_at = {} },
               prune = { entity_ids = {}, counts = {} }, unchanged_ids = {}, skipped = 0,
+              no_document = 0, no_document_entities = {},
               all_new = all_new(entities, existing, known) }
   local mode = ctx.plan.mode
   local decoded = {} -- metadata text -> decoded, once per unit
@@ -158,7 +174,9 @@ function M.decide(ctx, entities, failures, existing, known)
     local old = existing[e.id]
     local to_embed = chunks_to_embed(mode, e, old)
     local dirty = mode == "overwrite" or #to_embed > 0 or (old and old.count or 0) ~= #e.chunks
-    if not dirty then
+    if #e.chunks == 0 then
+      keep_no_document(d, e, old, known)
+    elseif not dirty then
       keep_unchanged(d, e, old, known, decoded)
     else
       -- may_have_failure: its open dead letters are resolved once it is
@@ -173,6 +191,79 @@ function M.decide(ctx, entities, failures, existing, known)
     end
   end
   return d
+end
+
+-- ---- no-document markers (ragops_no_document) ----
+-- What the store holds for entity_type's markers: ctx.no_document_state[t]
+-- = { stored = the store had markers of t when the run first asked,
+--     marked = { [id] = updated_at text } marked by this run since }. While
+-- the store had none, the run's own marks are all there is to ask (a cold
+-- backfill sends no query); a marker another process adds meanwhile next
+-- to a document is harmless: a document wins (ragops.status).
+local function marker_state(ctx, entity_type)
+  ctx.no_document_state = ctx.no_document_state or {}
+  local state = ctx.no_document_state[entity_type]
+  if state then return state end
+  local any, err = ctx.store:has_no_document(entity_type)
+  if any == nil then return nil, err end
+  -- Another worker may have asked while this one waited.
+  state = ctx.no_document_state[entity_type] or { stored = any, marked = {} }
+  ctx.no_document_state[entity_type] = state
+  return state
+end
+
+-- { [id] = true (marker as of the row's updated_at) | false (older) } for
+-- ids, or nil, err.
+local function markers_of(ctx, entity_type, ids, updated_at)
+  if #ids == 0 or not ctx.store.no_document_markers then return {} end
+  local state, err = marker_state(ctx, entity_type)
+  if not state then return nil, err end
+  if state.stored then return ctx.store:no_document_markers(entity_type, ids, updated_at) end
+  local out = {}
+  for i, id in ipairs(ids) do
+    local m = state.marked[id]
+    if m ~= nil then out[id] = m == updated_at[i] end
+  end
+  return out
+end
+
+-- The markers the unit's write sets and clears, in d.mark = { entity_ids,
+-- updated_at } (entities without a document whose marker is absent or
+-- older than the row) and d.unmark (entities that now get documents and
+-- had a marker): only those with nothing stored can have one. A store
+-- without markers (a dry run's) gets every no-document entity marked.
+-- Returns true, or nil after stopping the run.
+function M.no_document_markers(ctx, entity_type, d, existing)
+  local ids, updated_at = {}, {}
+  for _, e in ipairs(d.no_document_entities) do
+    ids[#ids + 1], updated_at[#updated_at + 1] = e.id, e.updated_at or ""
+  end
+  for id, c in pairs(d.changed) do
+    local old = existing[id]
+    if not old or old.count == 0 then
+      ids[#ids + 1], updated_at[#updated_at + 1] = id, c.entity.updated_at or ""
+    end
+  end
+  local markers, err = markers_of(ctx, entity_type, ids, updated_at)
+  if not markers then
+    ctx:abort(4, "falha ao consultar as entidades sem documento: " .. tostring(err))
+    return nil
+  end
+  local state = ctx.no_document_state and ctx.no_document_state[entity_type]
+  d.mark, d.unmark = { entity_ids = {}, updated_at = {} }, {}
+  for i = 1, #d.no_document_entities do
+    if markers[ids[i]] ~= true then
+      d.mark.entity_ids[#d.mark.entity_ids + 1], d.mark.updated_at[#d.mark.updated_at + 1] = ids[i], updated_at[i]
+      if state and not state.stored then state.marked[ids[i]] = updated_at[i] end
+    end
+  end
+  for i = #d.no_document_entities + 1, #ids do
+    if markers[ids[i]] ~= nil then
+      d.unmark[#d.unmark + 1] = ids[i]
+      if state then state.marked[ids[i]] = nil end
+    end
+  end
+  return true
 end
 
 return M

@@ -48,6 +48,7 @@ function M.unit_committed(ctx, entity_type, delta)
   end
   docs("embedded", delta.succeeded)
   docs("skipped", delta.skipped)
+  docs("no_document", delta.no_document or 0)
   docs("refreshed", delta.refreshed or 0)
   docs("failed", delta.failed)
   docs("deleted", delta.deleted)
@@ -104,11 +105,18 @@ function M.refresh(ctx)
   end
 end
 
--- After a full backfill of a source: how much of it the index covers.
-function M.coverage(ctx, entity_type, indexed)
-  local rows = (ctx.source_rows or {})[entity_type]
-  M.set(ctx, "ragops_indexed_entities", { entity_type = entity_type }, indexed)
-  if rows then M.set(ctx, "ragops_coverage_ratio", { entity_type = entity_type }, rows > 0 and indexed / rows or 1) end
+-- After a full backfill of a source: how much of it the index covers. The
+-- entities the plan decided have no document (no_document) are not owed a
+-- document: out of the denominator (rows - no_document).
+function M.coverage(ctx, entity_type, indexed, no_document)
+  local rows, labels = (ctx.source_rows or {})[entity_type], { entity_type = entity_type }
+  no_document = no_document or 0
+  M.set(ctx, "ragops_indexed_entities", labels, indexed)
+  M.set(ctx, "ragops_no_document_entities", labels, no_document)
+  if rows then
+    local owed = rows - no_document
+    M.set(ctx, "ragops_coverage_ratio", labels, owed > 0 and math.min(indexed / owed, 1) or 1)
+  end
 end
 
 -- The sync queue's depth and lag per entity type (ragops.sync_queue.depth).

@@ -175,7 +175,8 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
   local doc_parts, embedded = document_parts(ctx, entity_type, decision, parts)
   local prune = { entity_ids = {}, counts = {} }
   for i, id in ipairs(decision.prune.entity_ids) do
-    if not decision.changed[id].failed then
+    local c = decision.changed[id] -- nil: an entity without a document
+    if not (c and c.failed) then
       prune.entity_ids[#prune.entity_ids + 1] = id
       prune.counts[#prune.counts + 1] = decision.prune.counts[i]
     end
@@ -197,7 +198,10 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
   return { entity_type = entity_type, run_id = ctx.env.run_id, parts = doc_parts,
            chunk_counts = prune, refresh = decision.refresh, failures = decision.failures,
            resolved_ids = resolved, usage = M.usage(ctx, delta), sync = unit.sync,
-           into_target = decision.all_new, fingerprints = fingerprints(unit, decision, doc_parts) }
+           into_target = decision.all_new, fingerprints = fingerprints(unit, decision, doc_parts),
+           -- entities without a document marked, and those now indexed unmarked
+           -- (stages.decide no_document_markers)
+           no_document = decision.mark, no_document_cleared = decision.unmark }
 end
 
 -- What the provider billed for this unit against what was sent, for the
@@ -214,6 +218,7 @@ local function changes_nothing(p)
   return #p.parts == 0 and #p.chunk_counts.entity_ids == 0 and #p.refresh.entity_ids == 0
     and #p.fingerprints.entity_ids == 0
     and #p.failures == 0 and #p.resolved_ids == 0 and p.usage == nil and p.sync == nil
+    and #((p.no_document or {}).entity_ids or {}) == 0 and #(p.no_document_cleared or {}) == 0
 end
 
 -- An empty payload of the run's entity type (only the progress to record).
