@@ -13,7 +13,9 @@
 -- `decision` for the embed and write stages:
 --   { entities, failures (dead letters of document()/metadata),
 --     items = { { text, chunk, entity } to embed }, changed = { [id] = { entity, failed } },
---     refresh = { entity_ids, chunk_indexes, metadata, updated_at },
+--     refresh = { entity_ids, chunk_indexes, metadata, updated_at, fps },
+--     refit = { [id] = true: refreshed, but not its chunk 0 (its fingerprint
+--               is set apart, see ragops.stages.write fingerprints) },
 --     prune = { entity_ids, counts }, unchanged_ids, skipped,
 --     all_new (no entity has anything stored: COPY straight into the target) }
 local cjson = require "cjson"
@@ -246,20 +248,43 @@ local function needs_refresh(old, c, decoded)
   return not M.same_json(old.metadata[c.index], decoded[c.metadata])
 end
 
+-- Queues for an update in place the chunks of e that keep their content
+-- (all but those in `embedding`, a set of chunk indexes) and whose stored
+-- metadata or source_updated_at may differ. Each carries the row's
+-- fingerprint (e.fp, "" for none: cleared), which the store puts on chunk 0
+-- when it updates it: a document written from a row holds that row's
+-- fingerprint. When chunk 0 is not among them, e goes to d.refit (its
+-- fingerprint is set apart, see ragops.stages.write fingerprints).
+local function refresh_chunks(d, e, old, decoded, embedding)
+  local r, listed, first = d.refresh, false, false
+  for _, c in ipairs(e.chunks) do
+    if not (embedding and embedding[c.index]) and needs_refresh(old, c, decoded) then
+      r.entity_ids[#r.entity_ids + 1] = e.id
+      r.chunk_indexes[#r.chunk_indexes + 1] = c.index
+      r.metadata[#r.metadata + 1] = c.metadata
+      r.updated_at[#r.updated_at + 1] = e.updated_at or ""
+      r.fps[#r.fps + 1] = e.fp or ""
+      listed, first = true, first or c.index == 0
+    end
+  end
+  if listed and not first then d.refit[e.id] = true end
+end
+
 -- An unchanged entity: chunks to refresh in place, and the entity among
 -- those whose dead letters are resolved unless the store says it has none.
 local function keep_unchanged(d, e, old, known, decoded)
   d.skipped = d.skipped + 1
   if not known or (old and old.open_failure) then d.unchanged_ids[#d.unchanged_ids + 1] = e.id end
-  local r = d.refresh
-  for _, c in ipairs(e.chunks) do
-    if needs_refresh(old, c, decoded) then
-      r.entity_ids[#r.entity_ids + 1] = e.id
-      r.chunk_indexes[#r.chunk_indexes + 1] = c.index
-      r.metadata[#r.metadata + 1] = c.metadata
-      r.updated_at[#r.updated_at + 1] = e.updated_at or ""
-    end
-  end
+  refresh_chunks(d, e, old, decoded)
+end
+
+-- A changed entity that was stored: the chunks it keeps (same content) get
+-- the entity's metadata and source_updated_at too.
+local function refresh_kept(d, e, old, to_embed, decoded)
+  if not old or #to_embed == #e.chunks then return end
+  local embedding = {}
+  for _, c in ipairs(to_embed) do embedding[c.index] = true end
+  refresh_chunks(d, e, old, decoded, embedding)
 end
 
 -- Decides per entity against existing = { [id] = { count, hashes } }; known:
@@ -270,8 +295,8 @@ end
 -- unchanged_ids: the unchanged entities whose dead letters are resolved.
 function M.decide(ctx, entities, failures, existing, known)
   local d = { entities = entities, failures = failures, items = {}, changed = {},
-              refresh = { entity_ids = {}, chunk_indexes = {}, metadata = {}, updated_at = {} },
-              prune = { entity_ids = {}, counts = {} }, unchanged_ids = {}, skipped = 0,
+              refresh = { entity_ids = {}, chunk_indexes = {}, metadata = {}, updated_at = {}, fps = {} },
+              refit = {}, prune = { entity_ids = {}, counts = {} }, unchanged_ids = {}, skipped = 0,
               all_new = all_new(entities, existing, known) }
   local mode = ctx.plan.mode
   local decoded = {} -- metadata text -> decoded, once per unit
@@ -287,6 +312,7 @@ function M.decide(ctx, entities, failures, existing, known)
       d.changed[e.id] = { entity = e, failed = false,
                           may_have_failure = not known or (old ~= nil and old.open_failure == true) }
       for _, c in ipairs(to_embed) do d.items[#d.items + 1] = { text = c.content, chunk = c, entity = e } end
+      refresh_kept(d, e, old, to_embed, decoded)
       if old and old.count > #e.chunks then
         d.prune.entity_ids[#d.prune.entity_ids + 1] = e.id
         d.prune.counts[#d.prune.counts + 1] = #e.chunks
