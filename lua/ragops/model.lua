@@ -316,8 +316,8 @@ end
 -- table serves, per entity: missing (in the live table only), deleted (in
 -- the previous table only) and changed (a chunk whose content, metadata or
 -- source_updated_at differs, or that only one side has). The embeddings are
--- not compared (each table has its own model). Returns { entities (the
--- previous table's), missing, deleted, changed, behind = their sum }.
+-- not compared (each table has its own model). Returns { missing, deleted,
+-- changed, behind = their sum }.
 function M.drift(conn, live, previous)
   local row = q(conn, ([[
     with j as (
@@ -328,15 +328,13 @@ function M.drift(conn, live, previous)
         from %s l full join %s p
           on p.entity_type = l.entity_type and p.entity_id = l.entity_id and p.chunk_index = l.chunk_index),
     e as (select bool_and(live_only) as missing, bool_and(previous_only) as deleted,
-                 bool_or(differs) as differs, bool_or(not live_only) as in_previous
+                 bool_or(differs) as differs
             from j group by entity_type, entity_id)
-    select count(*) filter (where in_previous) as entities,
-           count(*) filter (where missing) as missing,
+    select count(*) filter (where missing) as missing,
            count(*) filter (where deleted) as deleted,
            count(*) filter (where differs and not missing and not deleted) as changed
       from e]]):format(sqlname.quote_table(live), sqlname.quote_table(previous)))[1]
-  local d = { entities = tonumber(row.entities), missing = tonumber(row.missing), deleted = tonumber(row.deleted),
-              changed = tonumber(row.changed) }
+  local d = { missing = tonumber(row.missing), deleted = tonumber(row.deleted), changed = tonumber(row.changed) }
   d.behind = d.missing + d.deleted + d.changed
   return d
 end
@@ -345,7 +343,7 @@ end
 -- misses (M.drift), in pt-BR, or nil when it is in step.
 function M.describe_drift(drift, switched_at)
   if drift.behind == 0 then return nil end
-  return ("%d entidade(s) da tabela atual diferem da anterior desde a troca%s (%d nova(s) na atual, %d "
+  return ("%d entidade(s) diferem entre a atual e a anterior desde a troca%s (%d nova(s) na atual, %d "
     .. "apagada(s) da atual, %d com conteúdo, metadados ou data diferentes)"):format(drift.behind,
     switched_at and (" de " .. switched_at:gsub("%.%d+", "")) or "", drift.missing, drift.deleted, drift.changed)
 end

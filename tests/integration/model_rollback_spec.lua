@@ -65,7 +65,7 @@ H.each_storage(function()
       assert.are.equal(NEW_MODEL, model_of("rag_documents"))
 
       out = ok(as_new("model status"))
-      assert.matches("anterior em dia com a atual: não: 4 entidade%(s%) da tabela atual diferem da anterior desde "
+      assert.matches("anterior em dia com a atual: não: 4 entidade%(s%) diferem entre a atual e a anterior desde "
         .. "a troca de %d%d%d%d%-%d%d%-%d%d", out)
       assert.matches("(1 nova(s) na atual, 1 apagada(s) da atual, 2 com conteúdo, metadados ou data diferentes)",
         out, 1, true)
@@ -108,7 +108,7 @@ H.each_storage(function()
       ok(as_new("backfill --quiet"))
       local code, _, err = as_new("model rollback")
       assert.are.equal(2, code, err)
-      assert.matches("1 entidade(s) da tabela atual diferem da anterior", err, 1, true)
+      assert.matches("1 entidade(s) diferem entre a atual e a anterior", err, 1, true)
       local _, ferr = ok(as_new("model rollback --force"))
       assert.matches("rollback forçado (--force) na tabela rag_documents, apesar de: a tabela anterior", ferr, 1, true)
       assert.are.equal(LIVE_MODEL, model_of("rag_documents"))
