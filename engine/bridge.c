@@ -1,7 +1,7 @@
 /*
  * bridge.c: the Lua state, the coroutine scheduler and the `ragops.core`
- * module (spawn, suspend, wake, sleep, clocks, content hash, signals, heap
- * cap for the plan sandbox).
+ * module (spawn, suspend, wake, sleep, clocks, content hash, UTF-8 checks,
+ * signals, heap cap for the plan sandbox).
  *
  * Every coroutine is resumed from a libuv callback, never from another
  * coroutine: spawn, wake and cancellations put the coroutine on a ready
@@ -14,6 +14,7 @@
 
 #include <lualib.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -477,6 +478,68 @@ static int core_utf8_length(lua_State *L)
     return 1;
 }
 
+/* Length of the valid UTF-8 sequence at s (at most left bytes; what
+ * PostgreSQL accepts: no overlong forms, surrogates or code points past
+ * U+10FFFF), or 0. */
+static size_t utf8_sequence(const unsigned char *s, size_t left)
+{
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (left < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* core.utf8_check(s) -> true | false, kind ("nul" | "invalid_utf8"),
+ * position (1-based byte): whether s is text PostgreSQL stores (valid
+ * UTF-8, no NUL byte). Per document, before anything is embedded. */
+static int core_utf8_check(lua_State *L)
+{
+    size_t len, i = 0;
+    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
+    while (i < len) {
+        if (s[i] >= 0x80) {
+            size_t n = utf8_sequence(s + i, len - i);
+            if (n == 0)
+                break;
+            i += n;
+        } else if (s[i] == 0) {
+            break;
+        } else {
+            i++;
+        }
+    }
+    if (i == len) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushboolean(L, 0);
+    lua_pushstring(L, s[i] == 0 ? "nul" : "invalid_utf8");
+    lua_pushnumber(L, (lua_Number)(i + 1));
+    return 3;
+}
+
 /* core.vecbatch(vectors) -> batch: builds a vecbatch from Lua arrays of
  * numbers (fake embedders, tests). All vectors must have the same length. */
 static int core_vecbatch(lua_State *L)
@@ -596,6 +659,7 @@ int luaopen_ragops_core(lua_State *L)
         {"trap_signals", core_trap_signals}, {"process_id", core_process_id},
         {"cancel_all", core_cancel_all},    {"isatty", core_isatty},
         {"heap_limit", core_heap_limit},  {"utf8_length", core_utf8_length},
+        {"utf8_check", core_utf8_check},
         {NULL, NULL},
     };
     rg_vecbatch_register(L);

@@ -35,7 +35,8 @@ end
 local CLASS_PTBR = { transient = "temporária (tentativas esgotadas)", permanent = "permanente",
                      fatal = "fatal", transform = "erro no document() do plano",
                      time = "document() excedeu o tempo limite (sandbox.hook_ms)",
-                     memory = "document() excedeu o limite de memória (sandbox.hook_memory_mb)" }
+                     memory = "document() excedeu o limite de memória (sandbox.hook_memory_mb)",
+                     invalid_document = "documento inválido (conteúdo, metadados ou chave)" }
 M.CLASS_PTBR = CLASS_PTBR
 
 -- pt-BR listing for the operator.

@@ -1,9 +1,10 @@
 -- ragops.model: the engine side of the blue/green model change. The three
 -- targets of a live table (live, shadow, previous) and their names, the
 -- record in ragops_model_targets (one row per role, migration 7), the cfg of
--- a target (--target shadow), the switch's gates (coverage, freshness, last
--- compare), the compare's thresholds and differences, and the renames that
--- switch and roll back in one transaction. SQL is parameterised or
+-- a target (--target shadow | previous), the switch's gates (coverage,
+-- freshness, last compare), what the previous table missed since the switch
+-- (the rollback's gate), the compare's thresholds and differences, and the
+-- renames that switch and roll back in one transaction. SQL is parameterised or
 -- identifier-quoted; errors are pt-BR. The commands are ragops.cmd.model.
 local exit = require "ragops.exit"
 local sqlname = require "ragops.sqlname"
@@ -44,12 +45,20 @@ function M.no_shadow(live)
     .. "--dim N`"):format(live)
 end
 
+-- The refusal of a command that needs the previous table.
+function M.no_previous(live)
+  return ("não há tabela anterior guardada para %s (nenhuma troca, ou ela já foi removida com drop-previous)")
+    :format(live)
+end
+
 -- "--target" value: nil or "live" -> nil (the live table), "shadow" ->
--- "shadow". Returns target or nil, err.
+-- "shadow", "previous" -> "previous" (the rollback target, to catch it up).
+-- Returns target or nil, err.
 function M.parse_target(value)
   if value == nil or value == "live" then return nil end
-  if value == "shadow" then return "shadow" end
-  return nil, ("--target espera live ou shadow, recebi %q"):format(tostring(value))
+  if value == "shadow" or value == "previous" then return value end
+  return nil, ("--target espera live ou shadow (ou previous: a tabela anterior, depois de `ragops model switch`), "
+    .. "recebi %q"):format(tostring(value))
 end
 
 local function copy(t)
@@ -303,7 +312,56 @@ function M.coverage(conn, live, shadow)
   return { entities = tonumber(row.entities), missing = tonumber(row.missing), stale = tonumber(row.stale) }
 end
 
--- Runs in progress on the live table (not --target shadow), the sync
+-- What the previous table (the rollback target) misses of what the live
+-- table serves, per entity: missing (in the live table only), deleted (in
+-- the previous table only) and changed (a chunk whose content, metadata or
+-- source_updated_at differs, or that only one side has). The embeddings are
+-- not compared (each table has its own model). Returns { missing, deleted,
+-- changed, behind = their sum }.
+function M.drift(conn, live, previous)
+  local row = q(conn, ([[
+    with j as (
+      select coalesce(l.entity_type, p.entity_type) as entity_type, coalesce(l.entity_id, p.entity_id) as entity_id,
+             p.entity_id is null as live_only, l.entity_id is null as previous_only,
+             (l.content is distinct from p.content or l.metadata is distinct from p.metadata
+              or l.source_updated_at is distinct from p.source_updated_at) as differs
+        from %s l full join %s p
+          on p.entity_type = l.entity_type and p.entity_id = l.entity_id and p.chunk_index = l.chunk_index),
+    e as (select bool_and(live_only) as missing, bool_and(previous_only) as deleted,
+                 bool_or(differs) as differs
+            from j group by entity_type, entity_id)
+    select count(*) filter (where missing) as missing,
+           count(*) filter (where deleted) as deleted,
+           count(*) filter (where differs and not missing and not deleted) as changed
+      from e]]):format(sqlname.quote_table(live), sqlname.quote_table(previous)))[1]
+  local d = { missing = tonumber(row.missing), deleted = tonumber(row.deleted), changed = tonumber(row.changed) }
+  d.behind = d.missing + d.deleted + d.changed
+  return d
+end
+
+-- "N entidade(s) ... desde a troca de <when>": what the previous table
+-- misses (M.drift), in pt-BR, or nil when it is in step.
+function M.describe_drift(drift, switched_at)
+  if drift.behind == 0 then return nil end
+  return ("%d entidade(s) diferem entre a atual e a anterior desde a troca%s (%d nova(s) na atual, %d "
+    .. "apagada(s) da atual, %d com conteúdo, metadados ou data diferentes)"):format(drift.behind,
+    switched_at and (" de " .. switched_at:gsub("%.%d+", "")) or "", drift.missing, drift.deleted, drift.changed)
+end
+
+-- Why a rollback may not run, from what the previous table misses (M.drift),
+-- or nil when it is in step. Pure.
+function M.rollback_refusal(drift, switched_at, previous)
+  local what = M.describe_drift(drift, switched_at)
+  if not what then return nil end
+  return ("a tabela anterior %s não acompanhou as mudanças gravadas na atual: %s; voltar a ela agora "
+    .. "serviria documentos desatualizados, sem aviso. Alcance-a com `ragops backfill --target previous` "
+    .. "(com o modelo anterior: gera embeddings só do que mudou e remove o que sumiu da origem) e tente de "
+    .. "novo; se a atual também está atrás da origem (um seguidor parado com fila), rode antes `ragops sync`"
+    .. " nela"):format(previous, what)
+end
+
+-- Runs in progress on the live table (not --target shadow; those on the
+-- previous table count too: a rollback must not rename it under them), the sync
 -- followers included: they hold their run's advisory lock (store_runs).
 function M.live_runs(conn)
   return tonumber(q(conn, [[select count(*) as n from ragops_runs r
@@ -324,9 +382,9 @@ function M.move_role(conn, live, from, to)
   q(conn, "update ragops_model_targets set role = $3 where live_table = $1 and role = $2", live, from, to)
 end
 
--- cfg for --target `value` ("shadow"; nil or "live": the live table) of
--- cfg's table, the shadow's from its record. Returns cfg or nil, pt-BR err,
--- exit code.
+-- cfg for --target `value` ("shadow" or "previous"; nil or "live": the live
+-- table) of cfg's table, the target's from its record. Returns cfg or nil,
+-- pt-BR err, exit code.
 function M.target_config(cfg, value)
   local target, terr = M.parse_target(value)
   if terr then return nil, terr, exit.usage end
@@ -339,8 +397,11 @@ function M.target_config(cfg, value)
   local rok, rows = pcall(M.read, conn, cfg.database.table)
   conn:close()
   if not rok then return nil, "falha ao ler ragops_model_targets: " .. tostring(rows.message), exit.unreachable end
-  if not rows.shadow then return nil, "--target shadow: " .. M.no_shadow(cfg.database.table), exit.usage end
-  return M.target_cfg(cfg, rows.shadow)
+  if not rows[target] then
+    local missing = target == "shadow" and M.no_shadow(cfg.database.table) or M.no_previous(cfg.database.table)
+    return nil, ("--target %s: %s"):format(target, missing), exit.usage
+  end
+  return M.target_cfg(cfg, rows[target])
 end
 
 -- Refuses a run that would mix two models in cfg's table (one the

@@ -329,7 +329,7 @@ end
 local function validate_chunking(ctx, spec)
   local chunking = spec or {}
   ctx:table("chunking", chunking)
-  ctx:only_keys(chunking, { "max_chars", "overlap" }, "chunking")
+  ctx:only_keys(chunking, { "max_chars", "overlap", "max_content_bytes" }, "chunking")
   local out = {}
   local max_chars = chunking.max_chars == nil and M.DEFAULTS.chunking.max_chars or chunking.max_chars
   out.max_chars = ctx:integer("chunking.max_chars", max_chars, 100, 1000000)
@@ -342,6 +342,11 @@ local function validate_chunking(ctx, spec)
       string.format("um inteiro entre 0 e %d (menor que chunking.max_chars)", out.max_chars - 1))
   end
   out.overlap = overlap
+  -- The largest content of one document (absent: the decide stage's
+  -- default, 1 MiB); past it, a dead letter and no request.
+  if chunking.max_content_bytes ~= nil then
+    out.max_content_bytes = ctx:integer("chunking.max_content_bytes", chunking.max_content_bytes, 1, 256 * 1024 * 1024)
+  end
   return out
 end
 

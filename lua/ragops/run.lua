@@ -166,6 +166,9 @@ local function fingerprint_seed(p, cfg, params)
   table.sort(keys)
   local parts = { FINGERPRINT_VERSION, digest, cfg.provider.model, tostring(cfg.provider.dim),
                   tostring(p.chunking.max_chars), tostring(p.chunking.overlap) }
+  -- A plan's own content cap decides which rows have documents too (the
+  -- default one keeps the fingerprints stored before it existed).
+  if p.chunking.max_content_bytes then parts[#parts + 1] = "max_content_bytes=" .. p.chunking.max_content_bytes end
   for _, key in ipairs(keys) do
     parts[#parts + 1] = key
     parts[#parts + 1] = tostring((params or {})[key])

@@ -268,13 +268,14 @@ local function document_sql(target, staging)
         embedding_model = excluded.embedding_model,
         source_updated_at = excluded.source_updated_at, source_hash = excluded.source_hash,
         indexed_at = now()]]):format(target, staging.table),
-    -- The source row each entity was indexed from, on its chunk 0, where
-    -- that chunk was not rewritten (see ragops.stages.write fingerprints).
+    -- The source row each entity was indexed from ('': none, cleared), on
+    -- its chunk 0, where that chunk was not rewritten (see
+    -- ragops.stages.write fingerprints).
     fingerprint = ([[
-      update %s d set source_hash = x.fp::int8
+      update %s d set source_hash = nullif(x.fp, '')::int8
         from unnest($2::text[], $3::text[]) as x(entity_id, fp)
        where d.entity_type = $1 and d.entity_id = x.entity_id and d.chunk_index = 0
-         and d.source_hash is distinct from x.fp::int8]]):format(target),
+         and d.source_hash is distinct from nullif(x.fp, '')::int8]]):format(target),
     -- What the target holds for some entities (Store:add_stored).
     stored = ([[
       select d.entity_id, json_agg(json_build_array(d.chunk_index, d.content_hash, d.metadata,
@@ -291,12 +292,15 @@ local function document_sql(target, staging)
       delete from %s d using unnest($2::text[], $3::int[]) as x(entity_id, n)
        where d.entity_type = $1 and d.entity_id = x.entity_id and d.chunk_index >= x.n]]):format(target),
     -- Unchanged content whose metadata or source_updated_at moved: updated in
-    -- place, without a new embedding (indexed_at stays: nothing was re-embedded).
+    -- place, without a new embedding (indexed_at stays: nothing was re-embedded);
+    -- chunk 0 takes the fingerprint of the row it now reflects ('': none).
     refresh = ([[
       update %s d set metadata = x.metadata::jsonb,
-                      source_updated_at = nullif(x.updated_at, '')::timestamptz
-        from unnest($2::text[], $3::int[], $4::text[], $5::text[])
-             as x(entity_id, chunk_index, metadata, updated_at)
+                      source_updated_at = nullif(x.updated_at, '')::timestamptz,
+                      source_hash = case when d.chunk_index = 0 then nullif(x.fp, '')::int8
+                                         else d.source_hash end
+        from unnest($2::text[], $3::int[], $4::text[], $5::text[], $6::text[])
+             as x(entity_id, chunk_index, metadata, updated_at, fp)
        where d.entity_type = $1 and d.entity_id = x.entity_id and d.chunk_index = x.chunk_index
          and (d.metadata is distinct from x.metadata::jsonb
               or d.source_updated_at is distinct from nullif(x.updated_at, '')::timestamptz)]]):format(target),
@@ -536,7 +540,7 @@ local function write_documents(store, step, conn, unit)
   local r = unit.refresh
   if r and #r.entity_ids > 0 then
     refreshed = step(store.sql.refresh, unit.entity_type, r.entity_ids, r.chunk_indexes,
-                     r.metadata, r.updated_at).affected
+                     r.metadata, r.updated_at, r.fps).affected
   end
   local f = unit.fingerprints
   if f and #f.entity_ids > 0 then step(store.sql.fingerprint, unit.entity_type, f.entity_ids, f.fps) end
@@ -559,7 +563,8 @@ end
 -- unit = { entity_type, run_id,
 --          parts = { { docs = {...}, batch = vecbatch }, ... },
 --          chunk_counts = { entity_ids = {...}, counts = {...} },
---          refresh = { entity_ids, chunk_indexes, metadata, updated_at },
+--          refresh = { entity_ids, chunk_indexes, metadata, updated_at, fps },
+--          fingerprints = { entity_ids, fps } (chunk 0's source_hash; "": none),
 --          failures = { dead letters }, resolved_ids = { entity ids now indexed },
 --          checkpoint = { seq, after, stats, covered = { last keys }, includes_unit },
 --          into_target = every key is new: COPY straight into the target (docs

@@ -10,7 +10,8 @@ local COMMON = [[
 
 -- The --target option of the index commands.
 local TARGET = [[
-  --target live|shadow   shadow: a sombra da troca de modelo (ragops model prepare)
+  --target live|shadow   shadow: a sombra da troca de modelo (ragops model prepare);
+                         previous: a tabela anterior, depois de ragops model switch
 ]]
 
 -- Options shared by run, backfill and reindex (cli.RUN_FLAGS).
@@ -37,7 +38,8 @@ Opções de execução:
   --metrics-push URL     envia os valores finais ao Pushgateway (job=ragops, instance=máquina;
                          = metrics.push_url)
   --target live|shadow   shadow: grava na sombra da troca de modelo (ragops model prepare),
-                         com o modelo, a dimensão e o provedor registrados (= --set target=shadow)
+                         com o modelo, a dimensão e o provedor registrados (= --set target=shadow);
+                         previous: alcança a tabela anterior (o alvo do rollback) com o modelo dela
   --quiet                só erros no log do operador
 
 Limites de operação (valem sobre os do plano; mesmas regras de validação):
@@ -244,14 +246,17 @@ M.TEXT = {
     .. "  --force                troca mesmo sem cobertura ou comparação aprovada (fica no log e no registro)\n",
   ["model rollback"] = "Uso: ragops model rollback [opções]\n\n"
     .. "Volta à tabela anterior (renomeia de volta, numa transação); o modelo que estava em uso\n"
-    .. "fica como sombra.\n\nOpções:\n" .. COMMON,
+    .. "fica como sombra. Recusa (código 2) quando a anterior não tem o que a atual serve (mudanças\n"
+    .. "gravadas na atual depois da troca): alcance-a antes com um backfill no alvo previous.\n\nOpções:\n"
+    .. COMMON
+    .. "  --force                volta mesmo com a anterior desatualizada (fica no log do operador)\n",
   ["model drop-previous"] = "Uso: ragops model drop-previous [opções]\n\n"
     .. "Remove a tabela anterior (fim da janela de rollback).\n\nOpções:\n" .. COMMON,
   ["model drop-shadow"] = "Uso: ragops model drop-shadow [opções]\n\n"
     .. "Descarta a sombra e o seu registro.\n\nOpções:\n" .. COMMON,
   ["model status"] = "Uso: ragops model status [opções]\n\n"
     .. "Tabelas atual, sombra e anterior: modelo, dimensão, coluna, entidades, cobertura da\n"
-    .. "sombra e a última comparação.\n\nOpções:\n" .. COMMON,
+    .. "sombra, a última comparação e se a anterior está em dia com a atual.\n\nOpções:\n" .. COMMON,
 }
 
 -- Commands whose first argument is a subcommand with its own help.

@@ -25,7 +25,7 @@ M.FLAGS = {
   compare = { config = "string", k = "string", ["report-json"] = "string", probes = "string",
               ["ef-search"] = "string", quiet = "bool" },
   switch = { config = "string", force = "bool", quiet = "bool" },
-  rollback = { config = "string", quiet = "bool" },
+  rollback = { config = "string", force = "bool", quiet = "bool" },
   ["drop-previous"] = { config = "string", quiet = "bool" },
   ["drop-shadow"] = { config = "string", quiet = "bool" },
   status = { config = "string", quiet = "bool" },
@@ -309,6 +309,19 @@ local function bring_in(conn, live, incoming, outgoing)
   model.move_role(conn, live, incoming, "live")
 end
 
+-- The provider settings of the outgoing live row, from cfg when cfg names
+-- its model (the configuration in use until the switch): after the switch
+-- the operator points cfg at the new model, and `--target previous` (the
+-- catch-up before a rollback) must still reach the previous model's server.
+local function keep_live_provider(conn, cfg, rows)
+  local row = rows.live
+  if not row or row.provider.url or cfg.provider.model ~= row.model then return end
+  local provider = {}
+  for _, field in pairs(PROVIDER_SETS) do provider[field] = cfg.provider[field] end
+  model.q(conn, [[update ragops_model_targets set provider = provider || $2::jsonb
+                   where live_table = $1 and role = 'live']], cfg.database.table, cjson.encode(provider))
+end
+
 local function switch(args, cli)
   local rows, forced
   local cfg, code = under_lock(args, cli, "switch", function(conn, c, o)
@@ -322,6 +335,7 @@ local function switch(args, cli)
     end
     model.q(conn, "set local lock_timeout = '" .. model.LOCK_TIMEOUT .. "'")
     check_gates(conn, c, rows, o.force)
+    keep_live_provider(conn, c, rows)
     bring_in(conn, live, "shadow", "previous")
     model.q(conn, [[update ragops_model_targets set switched_at = now(), forced = $2
                      where live_table = $1 and role = 'live']], live, o.force or false)
@@ -337,9 +351,24 @@ local function switch(args, cli)
   return exit.ok
 end
 
+-- The rollback's gate (inside its transaction, writes to both tables
+-- blocked): the previous table must serve what the live one does (it is
+-- not written while it waits: M.drift says what it missed); refuses
+-- unless forced.
+local function check_previous(conn, cfg, rows, force)
+  local live, previous = cfg.database.table, model.table_for(cfg.database.table, "previous")
+  model.q(conn, ("lock table %s, %s in share mode"):format(sqlname.quote_table(live), sqlname.quote_table(previous)))
+  refuse_live_runs(conn, "rollback")
+  local refusal = model.rollback_refusal(model.drift(conn, live, previous), rows.live.switched_at, previous)
+  if refusal and not force then
+    refuse("rollback recusado: " .. refusal .. "; ou use --force para voltar mesmo assim; nada foi alterado")
+  end
+  if refusal then log.warn("rollback forçado (--force) na tabela %s, apesar de: %s", live, refusal) end
+end
+
 local function rollback(args, cli)
   local rows
-  local cfg, code = under_lock(args, cli, "rollback", function(conn, c)
+  local cfg, code = under_lock(args, cli, "rollback", function(conn, c, o)
     local live = c.database.table
     rows = model.read(conn, live)
     if not rows.previous or not rows.live then
@@ -351,7 +380,7 @@ local function rollback(args, cli)
         :format(model.table_for(live, "shadow")))
     end
     model.q(conn, "set local lock_timeout = '" .. model.LOCK_TIMEOUT .. "'")
-    refuse_live_runs(conn, "rollback")
+    check_previous(conn, c, rows, o.force)
     bring_in(conn, live, "previous", "shadow")
   end)
   if not cfg then return code end
@@ -404,6 +433,13 @@ local function status_lines(conn, cfg, rows)
       lines[#lines + 1] = ("  %-8s %s: modelo %s, dim %d, coluna %s, %s entidade(s)"):format(ROLE_LABEL[role], name,
         row.model, row.dim, row.storage, report.format_count(n))
     end
+  end
+  local previous = model.table_for(live, "previous")
+  if rows.previous and rows.live and model.exists(conn, previous) then
+    local what = model.describe_drift(model.drift(conn, live, previous), rows.live.switched_at)
+    lines[#lines + 1] = "  anterior em dia com a atual: " .. (what and ("não: " .. what
+      .. "; um rollback é recusado até `ragops backfill --target previous` alcançá-la")
+      or "sim (o rollback serve o que a atual serve)")
   end
   if rows.shadow and model.exists(conn, model.table_for(live, "shadow")) then
     local c = model.coverage(conn, live, model.table_for(live, "shadow"))

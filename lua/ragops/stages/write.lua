@@ -145,25 +145,48 @@ local function document_parts(ctx, entity_type, decision, parts)
   return out, embedded
 end
 
--- The fingerprints to store on chunk 0 of the entities of a unit read in a
--- fast re-run (ragops.stages.read: each one reached decide because the
--- target does not hold its row's fingerprint) that end indexed and whose
--- chunk 0 is not rewritten: { entity_ids, fps }.
+-- The fingerprints to store on chunk 0 of the entities of a unit that end
+-- indexed and whose chunk 0 is not rewritten (the COPY and the upsert carry
+-- it) nor refreshed (the refresh carries it): { entity_ids, fps ("": none) }.
+-- Every write of a document keeps its fingerprint true (the fingerprint of
+-- the row it was written from, or none), or a re-run would skip a row whose
+-- document no longer matches it. So: an entity read in a fast re-run
+-- (ragops.stages.read: it reached decide because the target does not hold
+-- its row's fingerprint), a changed one (chunks re-embedded or pruned), and
+-- one refreshed past its chunk 0 (decision.refit).
 local function fingerprints(unit, decision, doc_parts)
   local out = { entity_ids = {}, fps = {} }
-  if not unit.fast then return out end
   local rewritten = {}
   for _, part in ipairs(doc_parts) do
     for _, d in ipairs(part.docs) do
       if d.chunk_index == 0 then rewritten[d.entity_id] = true end
     end
   end
+  local refit = decision.refit or {}
   for _, e in ipairs(decision.entities) do
     local c = decision.changed[e.id]
-    if e.fp and #e.chunks > 0 and not rewritten[e.id] and not (c and c.failed) then
+    local written = c ~= nil or refit[e.id] or (unit.fast and e.fp ~= nil)
+    if written and #e.chunks > 0 and not rewritten[e.id] and not (c and c.failed) then
       out.entity_ids[#out.entity_ids + 1] = e.id
-      out.fps[#out.fps + 1] = e.fp
+      out.fps[#out.fps + 1] = e.fp or ""
     end
+  end
+  return out
+end
+
+-- The decision's refreshes without those of entities that failed (an
+-- entity with a failed chunk is not written, not even in part).
+local function refreshes(decision)
+  local r = decision.refresh
+  local keep = {}
+  for i, id in ipairs(r.entity_ids) do
+    local c = decision.changed[id]
+    if not (c and c.failed) then keep[#keep + 1] = i end
+  end
+  if #keep == #r.entity_ids then return r end
+  local out = { entity_ids = {}, chunk_indexes = {}, metadata = {}, updated_at = {}, fps = {} }
+  for _, i in ipairs(keep) do
+    for field, list in pairs(out) do list[#list + 1] = r[field][i] end
   end
   return out
 end
@@ -196,7 +219,7 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
   delta.failed = #decision.failures
   for _, e in ipairs(decision.entities) do delta.chunks = delta.chunks + #e.chunks end
   return { entity_type = entity_type, run_id = ctx.env.run_id, parts = doc_parts,
-           chunk_counts = prune, refresh = decision.refresh, failures = decision.failures,
+           chunk_counts = prune, refresh = refreshes(decision), failures = decision.failures,
            resolved_ids = resolved, usage = M.usage(ctx, delta), sync = unit.sync,
            into_target = decision.all_new, fingerprints = fingerprints(unit, decision, doc_parts),
            -- entities without a document marked, and those now indexed unmarked
