@@ -156,7 +156,8 @@ function Pool:backoff(ms)
   local me, entry = coroutine.running(), {}
   self.backing_off[entry] = me
   self.s.spawn(function()
-    self.s.sleep(ms)
+    -- A signal (s.stop) cuts the pending sleeps short, not one begun after it.
+    if not (self.s.stopped and self.s.stopped()) then self.s.sleep(ms) end
     if self.backing_off[entry] then
       self.backing_off[entry] = nil
       self.s.wake(me)
