@@ -5,22 +5,41 @@
 -- runs fn(conn) and, when fn answers a connection loss, a shutdown or a
 -- serialization conflict (or no connection can be opened), runs it again on
 -- a fresh connection after a backoff: every database operation of a run goes
--- through it, so no new query can forget the policy.
+-- through it, so no new query can forget the policy. Once the run ends
+-- (wind_down), what is left makes a single attempt and waits for nothing.
 local retry = require "ragops.retry"
 
 local M = {}
 
--- Retry policy for PostgreSQL (connection loss, restart): independent of the
--- plan's provider policy, sized for a restart that takes tens of seconds
--- (expected total wait ~40 s before giving up).
-M.DB_RETRY = { attempts = 12, base_ms = 250, max_ms = 10000 }
+-- Retry policy for PostgreSQL (connection loss, restart, sessions
+-- terminated): independent of the plan's provider policy, sized for a
+-- restart that takes tens of seconds. An operation is retried for
+-- WINDOW_MS from its first failure, whatever the jitter: waits of
+-- 125-250 ms, 250-500 ms, 0.5-1 s, 1-2 s, 2-4 s, then 2.5-5 s each (equal
+-- jitter: processes do not retry in lockstep, none waits less than half),
+-- the last one cut to end with the window, and one last attempt there.
+-- Total wait before giving up: 45 s, least, expected and worst alike
+-- (retry.total_wait_ms), plus the attempts themselves: an outage shorter
+-- than 45 s never aborts a run. (With full jitter and 12 attempts the
+-- wait was 0-65.75 s, 32.9 s expected for one operation, and the first of
+-- the ~10 operations retrying at once gave up after ~15-20 s.)
+M.WINDOW_MS = 45000
+M.DB_RETRY = { base_ms = 250, max_ms = 5000, jitter = "equal", window_ms = M.WINDOW_MS }
 
--- SQLSTATEs worth running an operation again for: connection loss (08),
--- shutdown/crash recovery (57P01-57P03), serialization and deadlock.
-function M.retryable_sqlstate(state)
+-- SQLSTATE of a connection that could not be opened or was lost.
+M.CONNECTION_LOST = "08006"
+
+-- The session is gone: connection loss (08) or shutdown/crash recovery
+-- (57P01-57P03, e.g. pg_terminate_backend or a restart).
+function M.session_lost(state)
   if not state then return false end
-  return state:sub(1, 2) == "08" or state == "57P01" or state == "57P02"
-      or state == "57P03" or state == "40001" or state == "40P01"
+  return state:sub(1, 2) == "08" or state == "57P01" or state == "57P02" or state == "57P03"
+end
+
+-- SQLSTATEs worth running an operation again for: the session lost (see
+-- session_lost), serialization and deadlock.
+function M.retryable_sqlstate(state)
+  return M.session_lost(state) or state == "40001" or state == "40P01"
 end
 
 local Pool = {}
@@ -28,7 +47,8 @@ Pool.__index = Pool
 
 -- opts: { conninfo = "...", size = 8, sched = <scheduler>, pg = <ragops.pg>,
 --         on_connect = function(conn) -> ok, err (session setup, optional),
---         retry = policy (default M.DB_RETRY), log = ragops.log-like (optional) }
+--         retry = policy (default M.DB_RETRY), log = ragops.log-like (optional),
+--         random = function() -> [0,1) (the backoff's jitter; tests) }
 function M.new(opts)
   return setmetatable({
     idle = {},          -- connections ready for use
@@ -36,6 +56,8 @@ function M.new(opts)
     size = opts.size or 8, waiters = {}, closed = false,
     policy = opts.retry or M.DB_RETRY, opts = opts,
     pg = opts.pg or require "ragops.pg", s = opts.sched,
+    winding = false,    -- wind_down() was called: one attempt, no waits
+    backing_off = {},   -- { co = coroutine } -> true: waiting a backoff
   }, Pool)
 end
 
@@ -94,18 +116,77 @@ function Pool:discard(conn)
   self:wake_next_waiter()
 end
 
+-- Closes the idle connections: after one session was lost (a restart,
+-- pg_terminate_backend of the database's sessions) they are most likely
+-- lost too, and each would cost an attempt and a backoff to find out.
+function Pool:drop_idle()
+  local idle = self.idle
+  self.idle = {}
+  for _, c in ipairs(idle) do
+    c:close()
+    self.open = self.open - 1
+  end
+  for _ = 1, #idle do self:wake_next_waiter() end
+end
+
 -- Runs fn(conn) once with a pooled connection; returns { fn's results }
 -- ({ nil, err, "08006" } when no connection could be had). With keep, a
 -- success leaves the connection out of the pool, as results.conn. Errors
--- raised by fn release the connection and propagate.
+-- raised by fn release the connection and propagate. A failure that
+-- carries no SQLSTATE on a connection that is no longer usable is a lost
+-- session (08006), whatever path lost the SQLSTATE on the way.
 function Pool:run_once(fn, keep)
   local conn, err = self:acquire()
-  if not conn then return { nil, err, "08006" } end
+  if not conn then return { nil, err, M.CONNECTION_LOST } end
   local packed = { pcall(fn, conn) }
   if not packed[1] then self:release(conn); error(packed[2], 0) end
   local results = { unpack(packed, 2, table.maxn(packed)) }
+  if results[1] == nil and (results[3] == nil or results[3] == "") and not conn:is_ok() then
+    results[3] = M.CONNECTION_LOST
+  end
   if keep and results[1] ~= nil then results.conn = conn else self:release(conn) end
+  if results[1] == nil and M.session_lost(results[3]) then self:drop_idle() end
   return results
+end
+
+-- Waits ms before the next attempt (retry.call's sleep); wind_down() ends
+-- the wait at once. Returns true, and true again when it was cut short.
+function Pool:backoff(ms)
+  if self.winding then return true, true end
+  local me, entry = coroutine.running(), {}
+  self.backing_off[entry] = me
+  self.s.spawn(function()
+    -- A signal (s.stop) cuts the pending sleeps short, not one begun after it.
+    if not (self.s.stopped and self.s.stopped()) then self.s.sleep(ms) end
+    if self.backing_off[entry] then
+      self.backing_off[entry] = nil
+      self.s.wake(me)
+    end
+  end)
+  self.s.suspend()
+  return true, self.winding or nil
+end
+
+-- The run is ending (aborted): from now on every operation makes a single
+-- attempt, and those waiting a backoff stop waiting (they give up with
+-- their last error), so a process whose database is gone exits at once
+-- instead of retrying each remaining operation in turn.
+function Pool:wind_down()
+  self.winding = true
+  local waiting = self.backing_off
+  self.backing_off = {}
+  for _, co in pairs(waiting) do self.s.wake(co) end
+end
+
+-- The operator's line before a retry of the database policy.
+local function log_retry(log, policy, attempt, delay, e)
+  if not log then return end
+  if policy.window_ms then
+    log.warn("falha no PostgreSQL (%s); tentativa %d, a próxima em %d ms (desiste %d s depois da primeira falha)",
+      tostring(e), attempt, delay, math.floor(policy.window_ms / 1000))
+  else
+    log.warn("falha no PostgreSQL (%s); tentativa %d de %d em %d ms", tostring(e), attempt, policy.attempts, delay)
+  end
 end
 
 -- Runs fn(conn) under the database retry policy: fn returns result or
@@ -113,23 +194,22 @@ end
 -- connection (fn must be safe to repeat: one transaction, or a read).
 -- Returns { results } or { nil, err, sqlstate } once the policy gives up.
 function Pool:run_with_retry(fn, keep)
-  -- After a signal the run only records how it ended: one attempt, no waits.
-  if self.s.stopped and self.s.stopped() then return self:run_once(fn, keep) end
+  local s = self.s
+  local function ending() return self.winding or (s.stopped ~= nil and s.stopped()) end
+  -- After a signal or an abort the run only records how it ended: one attempt, no waits.
+  if ending() then return self:run_once(fn, keep) end
   local failed
-  local log = self.opts.log
-  local results = retry.call(self.policy, self.s, function()
+  local waits = { sleep = function(ms) return self:backoff(ms) end, stopped = ending, now = s.now }
+  local results = retry.call(self.policy, waits, function()
     local r = self:run_once(fn, keep)
     if r[1] ~= nil then return r end
     failed = r
     local class = M.retryable_sqlstate(r[3]) and not self.closed and "transient" or "fatal"
     return nil, r[2], { class = class }
   end, function(attempt, delay, e)
-    if log then
-      log.warn("falha no PostgreSQL (%s); tentativa %d de %d em %d ms", tostring(e), attempt,
-        self.policy.attempts, delay)
-    end
-  end)
-  return results or failed or { nil, "interrompido" }
+    log_retry(self.opts.log, self.policy, attempt, delay, e)
+  end, self.opts.random)
+  return results or failed or { nil, retry.INTERRUPTED }
 end
 
 -- fn(conn) -> result | nil, err, sqlstate, under the retry policy.

@@ -78,16 +78,9 @@ local function check_options(p, opts)
   return true
 end
 
--- Opens the pool and checks the target (its model too: ragops.model) and
--- the date range on one session. Returns pool, embedding column type or nil,
--- exit code, err.
-local function open_target(cfg, p, s)
-  local pool = pool_mod.new {
-    conninfo = cfg.database.url, sched = s,
-    size = math.max(cfg.database.pool_size, p.batch.in_flight + 2), log = log,
-  }
-  local conn, cerr = pool:acquire()
-  if not conn then return nil, exit.unreachable, backends.connect_error(cfg, cerr) end
+-- The target's checks on conn: { coltype } or { err, code } (a refusal);
+-- nil, err when the session was lost on the way (ragops.pool retries it).
+local function check_target(conn, cfg, p)
   local coltype, terr, code = backends.check_target(conn, cfg)
   if coltype then
     local ok, merr, mcode = model.check_table_model(conn, cfg, p.mode)
@@ -97,9 +90,27 @@ local function open_target(cfg, p, s)
     local ok, derr = backends.check_date_range(conn, p.scope)
     if not ok then coltype, terr, code = nil, derr, exit.usage end
   end
+  if coltype then return { coltype = coltype } end
+  if not conn:is_ok() then return nil, terr end
+  return { err = terr, code = code }
+end
+
+-- Opens the pool and checks the target (its model too: ragops.model) and
+-- the date range, under the database retry policy (a database that cannot
+-- be reached at all at the start fails at once). Returns pool, embedding
+-- column type or nil, exit code, err.
+local function open_target(cfg, p, s)
+  local pool = pool_mod.new {
+    conninfo = cfg.database.url, sched = s,
+    size = math.max(cfg.database.pool_size, p.batch.in_flight + 2), log = log,
+  }
+  local conn, cerr = pool:acquire()
+  if not conn then return nil, exit.unreachable, backends.connect_error(cfg, cerr) end
   pool:release(conn)
-  if not coltype then pool:close(); return nil, code, terr end
-  return pool, coltype
+  local checked, err = pool:with(function(c) return check_target(c, cfg, p) end)
+  if not checked then checked = { err = backends.connect_error(cfg, err), code = exit.unreachable } end
+  if not checked.coltype then pool:close(); return nil, checked.code, checked.err end
+  return pool, checked.coltype
 end
 
 -- Registers (or resumes, or joins) the run. Returns the run record
@@ -323,6 +334,10 @@ local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
   stats.rate_limit = env.limiter:stats()
   stats.limits = params_mod.limits(p, cfg)
   stats.spend = report.spend(stats, env.price_per_1m_tokens, env.budget_usd)
+  -- Stopped by a dependency that gave up (or an internal error): the run's
+  -- record gets a single attempt, no waits (ragops.pool wind_down).
+  local aborted = stats.aborted
+  if aborted and (aborted.code ~= exit.alert or aborted.halt) then parts.pool:wind_down() end
   local code, status = outcome(stats, state)
   observability_fields(env, state, stats, opts)
   code = record_finish(env.store, stats, run_totals, code, status, opts)

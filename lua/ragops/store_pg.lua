@@ -199,12 +199,14 @@ function M.embedding_format(coltype)
 end
 
 local function create_staging(conn, staging)
-  local rows, err = conn:query(([[
+  local rows, err, state = conn:query(([[
     create temp table if not exists %s (
       entity_type text, entity_id text, chunk_index int4, content text, content_hash text,
       metadata text, embedding_model text, source_updated_at text, source_hash int8, embedding %s)
     on commit delete rows]]):format(staging.table, staging.type))
-  if not rows then return nil, err end
+  -- The SQLSTATE goes on: without it a session terminated before the
+  -- unit's first write through staging was not retried (exit 4).
+  if not rows then return nil, err, state end
   return conn:query(("alter table %s alter column embedding set storage external"):format(staging.table))
 end
 
@@ -397,6 +399,9 @@ end
 
 -- One query on a pooled connection (under the database retry policy).
 function Store:query(sql, ...) return M.query(self.pool, sql, ...) end
+
+-- The run is ending: what is left makes a single attempt (ragops.pool wind_down).
+function Store:wind_down() self.pool:wind_down() end
 
 -- fn(step, conn) in one transaction on a pooled connection, retried whole;
 -- before (optional): before(conn) -> true | nil, err, sqlstate, run first
@@ -597,7 +602,7 @@ function Store:write_unit(unit)
     end
     return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
   end, staging)
-  if not result then self:unreserve_spent(spent) end
+  if not result and spent > 0 then self:unreserve_spent(spent) end
   -- Keys read as new that another process wrote since: the upsert instead.
   if not result and state == UNIQUE_VIOLATION and unit.into_target then
     unit.into_target = false

@@ -147,6 +147,37 @@ describe("resiliência operacional", function()
     assert.are.same(clean_digest, table_digest(url))
   end)
 
+  it("PostgreSQL fora por 25 s no meio da execução: as operações esperam a janela, reconectam e terminam com 0", function()
+    -- Issue 19 item 15: 20-25 s of outage used to end in exit 4 ~15 s after
+    -- the stop (the first of the operations retrying at once to run out of
+    -- its 12 attempts); the policy now retries each one for 45 s.
+    local pgdata, pgport = os.getenv("RAGOPS_TEST_PGDATA"), os.getenv("RAGOPS_TEST_PGPORT")
+    assert.is_not_nil(pgdata, "RAGOPS_TEST_PGDATA ausente (rode com tests/run_all.sh)")
+    local url = H.migrated_db("ragops_it_pgoutage", N_VERSES, N_FORTUNES)
+    local server = H.start_embed_server("--latency-ms 250")
+    local plan = fault_plan()
+    local job = H.ragops_background(url, "run " .. H.q(plan), { env = { RAGOPS_EMBED_URL = server.url } })
+    -- The outage begins once something was written, with most of the run ahead.
+    for _ = 1, 600 do
+      if H.scalar(url, "select count(*) from rag_documents") > 0 or not H.alive(job.pid) then break end
+      H.sleep(0.05)
+    end
+    assert.is_true(H.alive(job.pid), "a execução terminou antes da queda")
+    assert.are.equal(0, (H.sh(("cd %s && scripts/pg.sh stop %s"):format(H.q(H.source_dir), H.q(pgdata)))))
+    H.sleep(25)
+    local start_code, _, start_err = H.sh(("cd %s && scripts/pg.sh start --fast %s %s ragops_test"):format(
+      H.q(H.source_dir), H.q(pgdata), pgport))
+    assert.are.equal(0, start_code, start_err)
+    local code = H.exit_code(job)
+    local err = H.read_all(job.err)
+    H.stop_embed_server(server)
+    os.remove(plan)
+    assert.are.equal(0, code, err)
+    assert.matches("falha no PostgreSQL %(", err) -- the operator saw the operations waiting
+    assert.is_true(no_duplicates(url))
+    assert.are.same(clean_digest, table_digest(url))
+  end)
+
   it("violação da taxa de falhas com abort: código 3, checkpoint mantido, nova execução retoma", function()
     local url = H.migrated_db("ragops_it_abort", N_VERSES, N_FORTUNES)
     local server = H.start_embed_server("--reject-pattern 'verse (4[0-9]|5[0-9]) of'")

@@ -7,7 +7,9 @@ local exit = require "ragops.exit"
 local failures = require "ragops.failures"
 local log = require "ragops.log"
 local params_mod = require "ragops.params"
+local pool_mod = require "ragops.pool"
 local run = require "ragops.run"
+local sched = require "ragops.sched"
 
 local M = {}
 
@@ -31,16 +33,27 @@ M.FLAGS = {
 local function read_failures(opts)
   local cfg, err = config.load(opts.config, os.getenv)
   if not cfg then return nil, exit.fail(exit.usage, "%s", err) end
-  local conn, cerr = backends.connect(cfg)
-  if not conn then return nil, exit.fail(exit.unreachable, "%s", cerr) end
-  local schema_ok, serr, scode = backends.check_schema(conn)
-  if not schema_ok then conn:close(); return nil, exit.fail(scode, "%s", serr) end
-  local rows, qerr = failures.query(conn, opts)
-  conn:close()
-  if not rows then
+  -- Under the database retry policy (ragops.pool), like every run's reads.
+  local pool = pool_mod.new { conninfo = cfg.database.url, sched = sched.real(), size = 1, log = log }
+  local conn, cerr = pool:acquire()
+  if not conn then return nil, exit.fail(exit.unreachable, "%s", backends.connect_error(cfg, cerr)) end
+  pool:release(conn)
+  local read, qerr = pool:with(function(c)
+    local schema_ok, serr, scode = backends.check_schema(c)
+    if not schema_ok then
+      if not c:is_ok() then return nil, serr end -- the session was lost: retried
+      return { err = serr, code = scode }
+    end
+    local rows, ferr, fstate = failures.query(c, opts)
+    if not rows then return nil, ferr, fstate end
+    return { rows = rows }
+  end)
+  pool:close()
+  if read and read.err then return nil, exit.fail(read.code, "%s", read.err) end
+  if not read then
     return nil, exit.fail(exit.unreachable, "falha ao consultar a fila de falhas: %s", tostring(qerr))
   end
-  return rows
+  return read.rows
 end
 
 -- `ragops failures list`

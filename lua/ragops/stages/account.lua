@@ -81,6 +81,9 @@ function Context:abort(code, reason, halt)
   if not self.aborted then
     self.aborted = { code = code, reason = reason, halt = halt or nil }
     self.log.error("execução interrompida: %s", reason)
+    -- The database retries end with the run: what is left (units in
+    -- flight, the run's record) makes a single attempt.
+    if self:halted() and self.store and self.store.wind_down then self.store:wind_down() end
   end
 end
 
