@@ -863,8 +863,9 @@ static int watchdog_start(void)
 
 /* core.watchdog(ms, message [, status]): arms the watchdog for the call
  * about to run (ms of CPU time of this thread; message ends with a newline
- * and is written as is; status defaults to 2). core.watchdog(0) disarms.
- * Returns true, or false when the thread could not start (no watchdog). */
+ * and is written as is, nil keeps the previous one; status defaults to 2).
+ * core.watchdog(0) disarms. Returns true, or false when the thread could
+ * not start (no watchdog). */
 static int core_watchdog(lua_State *L)
 {
     lua_Number ms = luaL_checknumber(L, 1);
@@ -876,8 +877,8 @@ static int core_watchdog(lua_State *L)
         lua_pushboolean(L, 1);
         return 1;
     }
-    size_t len;
-    const char *message = luaL_checklstring(L, 2, &len);
+    size_t len = 0;
+    const char *message = lua_isnil(L, 2) ? NULL : luaL_checklstring(L, 2, &len);
     int status = (int)luaL_optinteger(L, 3, 2);
     luaL_argcheck(L, len < sizeof watchdog.message, 2, "mensagem longa demais");
     if (watchdog_start() != 0) {
@@ -885,7 +886,8 @@ static int core_watchdog(lua_State *L)
         return 1;
     }
     pthread_mutex_lock(&watchdog.lock);
-    memcpy(watchdog.message, message, len + 1);
+    if (message != NULL)
+        memcpy(watchdog.message, message, len + 1);
     watchdog.status = status;
     watchdog.generation++;
     watchdog.limit_ns = (uint64_t)(ms * 1e6);

@@ -66,6 +66,7 @@ local deadline           -- os.clock() value past which the call breaks the budg
 local heap_ceiling_kb    -- collectgarbage("count") past which it breaks (no core)
 local breach_class       -- "time" | "memory" once the running call broke its budget
 local breach_message     -- pt-BR message for that breach
+local armed_text         -- the message the watchdog holds (core.watchdog)
 
 ---------------------------------------------------------------------------
 -- Configuration
@@ -374,7 +375,11 @@ function M.call(budget, fn, ...)
   active_budget, active_fn, breach_class = budget, fn, nil
   deadline = clock() + budget.ms / 1000
   run_cap_refused() -- notes a refusal engine code left unread
-  if watchdog then watchdog(M.watchdog_ms(budget), watchdog_text(budget, fn), M.WATCHDOG_EXIT) end
+  if watchdog then
+    local text = watchdog_text(budget, fn)
+    watchdog(M.watchdog_ms(budget), text ~= armed_text and text or nil, M.WATCHDOG_EXIT)
+    armed_text = text
+  end
   if heap_limit then
     heap_ceiling_kb = nil
     heap_limit(heap_limit(0) + budget.bytes)
