@@ -794,18 +794,23 @@ static void cstack_guard(lua_State *L, const char *lib, const char *name, lua_CF
  * backtracks exponentially) never reaches the sandbox's count hook. A
  * thread checks the CPU time of the loop thread while a sandboxed call is
  * armed (core.watchdog) and, past the armed limit, writes the armed pt-BR
- * message and ends the process with the armed exit status. */
+ * message and ends the process with the armed exit status. After a second
+ * without an armed call it waits on a condition until the next arm (an
+ * idle follower does not wake it). */
 static struct {
     pthread_mutex_t lock;       /* guards the fields below */
+    pthread_cond_t wake;        /* signalled by an arm while the thread waits */
     int started;                /* the thread runs */
+    int waiting;                /* the thread waits on wake */
     clockid_t cpu_clock;        /* CPU clock of the loop thread */
     unsigned long generation;   /* bumped by every arm */
     uint64_t limit_ns;          /* CPU time allowed to the armed call; 0 = disarmed */
     int status;                 /* exit status when it fires */
     char message[768];          /* written to stderr when it fires */
-} watchdog = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 2, ""};
+} watchdog = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, 0, 2, ""};
 
 #define WATCHDOG_PERIOD_NS 50000000L /* 50 ms between checks */
+#define WATCHDOG_IDLE_CHECKS 20      /* checks without an armed call before waiting */
 
 static uint64_t clock_ns(clockid_t clock)
 {
@@ -821,21 +826,32 @@ static void *watchdog_main(void *arg)
 {
     unsigned long seen = 0;
     uint64_t start = 0;
+    int idle = 0;
     const struct timespec period = {0, WATCHDOG_PERIOD_NS};
     (void)arg;
+    pthread_mutex_lock(&watchdog.lock);
     for (;;) {
+        watchdog.waiting = idle >= WATCHDOG_IDLE_CHECKS;
+        while (watchdog.waiting && watchdog.limit_ns == 0)
+            pthread_cond_wait(&watchdog.wake, &watchdog.lock);
+        watchdog.waiting = 0;
+        pthread_mutex_unlock(&watchdog.lock);
         nanosleep(&period, NULL);
         pthread_mutex_lock(&watchdog.lock);
-        uint64_t limit = watchdog.limit_ns, now = clock_ns(watchdog.cpu_clock);
-        if (limit != 0 && watchdog.generation != seen) {
+        if (watchdog.limit_ns == 0) {
+            idle++;
+            continue;
+        }
+        idle = 0;
+        uint64_t now = clock_ns(watchdog.cpu_clock);
+        if (watchdog.generation != seen) {
             seen = watchdog.generation;
             start = now;
-        } else if (limit != 0 && now - start > limit) {
+        } else if (now - start > watchdog.limit_ns) {
             ssize_t ignored = write(STDERR_FILENO, watchdog.message, strlen(watchdog.message));
             (void)ignored;
             _exit(watchdog.status);
         }
-        pthread_mutex_unlock(&watchdog.lock);
     }
     return NULL;
 }
@@ -891,6 +907,8 @@ static int core_watchdog(lua_State *L)
     watchdog.status = status;
     watchdog.generation++;
     watchdog.limit_ns = (uint64_t)(ms * 1e6);
+    if (watchdog.waiting)
+        pthread_cond_signal(&watchdog.wake);
     pthread_mutex_unlock(&watchdog.lock);
     lua_pushboolean(L, 1);
     return 1;
