@@ -114,5 +114,6 @@ return {
     hook_ms = 100,         -- tempo de CPU de uma chamada de document() (falha "time")
     hook_memory_mb = 16,   -- memória de uma chamada de document() (falha "memory")
     max_breaches = 10,     -- chamadas estouradas antes de abortar a execução (código 2)
+    memory_mb = 1024,      -- memória do Lua do processo inteiro, durante toda a execução
   },
 }

@@ -610,17 +610,19 @@ static int check_ready(pg_conn *c)
     return PG_OK;
 }
 
-/* Common checks and send for query and COPY. */
+/* Common checks and send for query and COPY. A query always goes through
+ * the extended protocol, even without parameters: the server then refuses
+ * several statements in one string (42601), so SQL written in a plan and
+ * wrapped by the engine stays one statement. Only the engine's own COPY
+ * statement uses the simple protocol (copy). */
 static int op_start(pg_conn *c, const char *sql, int nparams, const char *const *values,
-                    pg_result_cb cb, void *data)
+                    pg_result_cb cb, void *data, int copy)
 {
     int rc = check_ready(c);
     if (rc != PG_OK)
         return rc;
-    /* Without parameters use the simple protocol, which accepts several
-     * statements (migration scripts); with parameters the extended one. */
-    if (!(nparams == 0 ? PQsendQuery(c->conn, sql)
-                       : PQsendQueryParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0))) {
+    if (!(copy ? PQsendQuery(c->conn, sql)
+               : PQsendQueryParams(c->conn, sql, nparams, NULL, values, NULL, NULL, 0))) {
         if (PQstatus(c->conn) == CONNECTION_BAD) {
             c->state = PG_STATE_FAILED;
             set_error(c, "conexão com o PostgreSQL perdida", PQerrorMessage(c->conn),
@@ -653,7 +655,7 @@ int pg_conn_query(pg_conn *c, const char *sql, int nparams, const char *const *v
                   pg_result_cb cb, void *data)
 {
     c->is_copy = 0;
-    return op_start(c, sql, nparams, values, cb, data);
+    return op_start(c, sql, nparams, values, cb, data, 0);
 }
 
 int pg_conn_copy_in(pg_conn *c, const char *sql, const char *buf, size_t len,
@@ -661,12 +663,12 @@ int pg_conn_copy_in(pg_conn *c, const char *sql, const char *buf, size_t len,
 {
     int rc;
     if (c->result_cb != NULL || c->connect_cb != NULL || c->notify_cb != NULL)
-        return op_start(c, sql, 0, NULL, cb, data); /* reports busy */
+        return op_start(c, sql, 0, NULL, cb, data, 1); /* reports busy */
     c->is_copy = 1;
     c->copy_buf = buf;
     c->copy_len = len;
     c->copy_off = 0;
-    rc = op_start(c, sql, 0, NULL, cb, data);
+    rc = op_start(c, sql, 0, NULL, cb, data, 1);
     if (rc != PG_OK) {
         c->is_copy = 0;
         c->copy_buf = NULL;

@@ -71,9 +71,9 @@ typedef void (*pg_notify_cb)(pg_conn *c, const PGnotify *note, const char *err, 
  * is short. */
 pg_conn *pg_conn_start(uv_loop_t *loop, const char *conninfo, pg_connect_cb cb, void *data);
 
-/* Sends sql with nparams text parameters (values[i] NULL = SQL NULL). With
- * nparams == 0 the simple protocol is used, so sql may hold several
- * statements (the last result, or the first error, is reported). */
+/* Sends sql with nparams text parameters (values[i] NULL = SQL NULL),
+ * always through the extended protocol (also with nparams == 0): sql is ONE
+ * statement; several are refused by the server with SQLSTATE 42601. */
 int pg_conn_query(pg_conn *c, const char *sql, int nparams, const char *const *values,
                   pg_result_cb cb, void *data);
 

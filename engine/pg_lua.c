@@ -5,7 +5,8 @@
  * callback converts the outcome and resumes it.
  *
  *   pg.connect(conninfo) -> conn | nil, err
- *   conn:query(sql, ...) -> rows | nil, err, sqlstate
+ *   conn:query(sql, ...) -> rows | nil, err, sqlstate  (sql is one statement:
+ *     always the extended protocol, so stacked statements are refused, 42601)
  *   conn:query_page({ seed, key, set }, sql, ...) -> rows (each with its source
  *     row's fingerprint; those in `set` only their key, see pg_rows.h)
  *   conn:load_fingerprints(set, sql, ...) -> rows read | nil, err, sqlstate

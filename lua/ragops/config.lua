@@ -76,7 +76,7 @@ local STORAGES = { auto = true, ["real[]"] = true, vector = true, halfvec = true
 -- Accepted ranges of the sandbox limits.
 local SANDBOX_RANGES = {
   load_ms = { 10, 600000 }, load_memory_mb = { 1, 65536 }, hook_ms = { 1, 60000 },
-  hook_memory_mb = { 1, 65536 }, max_breaches = { 1, 1000000 },
+  hook_memory_mb = { 1, 65536 }, max_breaches = { 1, 1000000 }, memory_mb = { 64, 1048576 },
 }
 
 -- Keys whose values are secrets or may embed secrets.

@@ -1,8 +1,10 @@
 -- ragops.dryrun: `--dry-run`. Runs the same plan through the same runner,
 -- but in a sandbox that cannot write anywhere:
 --   * one PostgreSQL session, read-only by PostgreSQL itself
---     (default_transaction_read_only + BEGIN READ ONLY, repeatable read), so
---     even a plan's own SQL cannot write;
+--     (default_transaction_read_only + BEGIN READ ONLY, repeatable read,
+--     checked before any plan SQL runs), so even a plan's own SQL cannot
+--     write: every query is one statement (extended protocol), so plan SQL
+--     can neither end that transaction nor open a writable one;
 --   * the embedding client is replaced by an estimator (tokens ~ bytes / 4);
 --     no request leaves the process;
 --   * writes become counts: what would be embedded, pruned and deleted.
@@ -172,17 +174,21 @@ function M.build_estimate(stats, totals, scanned, batches, plan, cfg, calib)
   return est
 end
 
--- Opens the read-only session (read-only by PostgreSQL itself). Returns
--- conn or nil, exit code, err.
+-- Opens the read-only session (read-only by PostgreSQL itself): one
+-- read-only transaction for the whole simulation, in a session whose
+-- default is read-only too, confirmed by the server before going on.
+-- Returns conn or nil, exit code, err.
 local function open_read_only(cfg)
   local conn, cerr = backends.connect(cfg)
   if not conn then return nil, exit.unreachable, cerr end
   for _, sql in ipairs({ "set client_min_messages = warning", "set default_transaction_read_only = on",
-                         "begin transaction isolation level repeatable read read only" }) do
+                         "begin transaction isolation level repeatable read read only",
+                         "select current_setting('transaction_read_only') = 'on' as read_only" }) do
     local rows, err = conn:query(sql)
-    if not rows then
+    if not rows or (rows[1] and rows[1].read_only == false) then
       conn:close()
-      return nil, exit.unreachable, "não foi possível abrir a sessão somente leitura: " .. tostring(err)
+      return nil, exit.unreachable, "não foi possível abrir a sessão somente leitura: "
+        .. tostring(err or "o servidor não confirmou a transação somente leitura")
     end
   end
   return conn

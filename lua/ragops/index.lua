@@ -18,6 +18,7 @@ local exit = require "ragops.exit"
 local migrate = require "ragops.migrate"
 local pg = require "ragops.pg"
 local plan_mod = require "ragops.plan"
+local sandbox = require "ragops.sandbox"
 
 local M = {}
 
@@ -391,10 +392,12 @@ function M.load_defaults(path)
   if type(p.run) ~= "function" then
     return nil, ("plano %s: esperado run = function(ctx) que devolve os parâmetros do índice"):format(path)
   end
-  local ok, defaults = pcall(p.run, {})
-  if not ok or type(defaults) ~= "table" then
-    return nil, ("plano %s: run() deve devolver uma tabela com os parâmetros do índice (%s)")
-      :format(path, tostring(defaults))
+  -- run() is plan code: it runs under the same budget as loading a plan.
+  local ok, defaults = sandbox.call(sandbox.load_budget("plano"), p.run, {})
+  if not ok then return nil, ("%s (em run(), que devolve os parâmetros do índice)"):format(defaults) end
+  if type(defaults) ~= "table" then
+    return nil, ("plano %s: run() deve devolver uma tabela com os parâmetros do índice (devolveu %s)")
+      :format(path, plan_mod.show_value(defaults))
   end
   return defaults
 end

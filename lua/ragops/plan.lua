@@ -253,6 +253,110 @@ local function caller_where(level, fallback)
 end
 
 ---------------------------------------------------------------------------
+-- SQL of a source: one statement
+---------------------------------------------------------------------------
+
+-- Index just past the string literal opening at i ('...', with '' inside;
+-- backslash escapes too in E'...'), or #sql + 1 when it never closes.
+local function skip_string(sql, i, backslash)
+  local j = i + 1
+  while true do
+    local at = sql:find(backslash and "['\\]" or "'", j)
+    if not at then return #sql + 1 end
+    if sql:sub(at, at) == "\\" then
+      j = at + 2
+    elseif sql:sub(at + 1, at + 1) == "'" then
+      j = at + 2
+    else
+      return at + 1
+    end
+  end
+end
+
+-- Index just past the quoted identifier opening at i ("...", "" inside).
+local function skip_quoted(sql, i)
+  local j = i + 1
+  while true do
+    local at = sql:find('"', j, true)
+    if not at then return #sql + 1 end
+    if sql:sub(at + 1, at + 1) ~= '"' then return at + 1 end
+    j = at + 2
+  end
+end
+
+-- Index just past the (nested) block comment opening at i.
+local function skip_block_comment(sql, i)
+  local depth, j = 0, i
+  while j <= #sql do
+    local two = sql:sub(j, j + 1)
+    if two == "/*" then
+      depth, j = depth + 1, j + 2
+    elseif two == "*/" then
+      depth, j = depth - 1, j + 2
+      if depth == 0 then return j end
+    else
+      j = j + 1
+    end
+  end
+  return #sql + 1
+end
+
+-- Index just past the token starting with "$" at i: a dollar-quoted string
+-- ($$...$$, $tag$...$tag$) or a parameter ($1).
+local function skip_dollar(sql, i)
+  local tag = sql:match("^%$[%a_\128-\255][%w_\128-\255]*%$", i) or sql:match("^%$%$", i)
+  if not tag then return i + 1 end
+  local close = sql:find(tag, i + #tag, true)
+  return close and close + #tag or #sql + 1
+end
+
+-- Position of the first ";" of sql outside string literals, quoted
+-- identifiers, dollar quotes and comments (PostgreSQL's lexical rules), or
+-- nil. What this cannot read (an unclosed quote) is left to the server,
+-- which refuses several statements anyway (extended protocol).
+function M.statement_separator(sql)
+  local i, n = 1, #sql
+  while i <= n do
+    local c = sql:sub(i, i)
+    if c == ";" then
+      return i
+    elseif c == "'" then
+      i = skip_string(sql, i, false)
+    elseif c == '"' then
+      i = skip_quoted(sql, i)
+    elseif c == "$" then
+      i = skip_dollar(sql, i)
+    elseif c == "-" and sql:sub(i + 1, i + 1) == "-" then
+      i = (sql:find("\n", i, true) or n) + 1
+    elseif c == "/" and sql:sub(i + 1, i + 1) == "*" then
+      i = skip_block_comment(sql, i)
+    elseif c:match("[%a_\128-\255]") then
+      -- A word ("$" inside it is not a dollar quote); E'...' takes escapes.
+      local after = sql:find("[^%w_$\128-\255]", i) or n + 1
+      local word = sql:sub(i, after - 1)
+      if (word == "E" or word == "e") and sql:sub(after, after) == "'" then
+        i = skip_string(sql, after, true)
+      else
+        i = after
+      end
+    else
+      i = i + 1
+    end
+  end
+  return nil
+end
+
+-- Refuses SQL that is not one statement (the engine runs it as a subquery).
+local function check_one_statement(ctx, path, sql)
+  local at = M.statement_separator(sql)
+  if not at then return sql end
+  local trailing = not sql:find("%S", at + 1)
+  ctx:fail(string.format('chave "%s": a consulta deve ser um único comando SELECT, sem ";" (há um ";" fora de '
+    .. 'textos e comentários no caractere %d%s); o ragops a usa como subconsulta', path, at,
+    trailing and ": tire o \";\" do fim" or ", e comandos empilhados nunca são executados"))
+end
+
+---------------------------------------------------------------------------
 -- source "type" { ... }
 ---------------------------------------------------------------------------
 
@@ -263,7 +367,7 @@ local function validate_source(ctx, entity_type, spec)
   ctx.subject = 'fonte "' .. entity_type .. '"'
   ctx:only_keys(spec, SOURCE_KEYS, nil)
   local source = { entity_type = entity_type }
-  source.sql = ctx:string("sql", spec.sql, "um texto com a consulta SQL")
+  source.sql = check_one_statement(ctx, "sql", ctx:string("sql", spec.sql, "um texto com a consulta SQL"))
   source.key = ctx:identifier("key", spec.key)
   if spec.updated_at ~= nil then
     source.updated_at = ctx:identifier("updated_at", spec.updated_at)
@@ -273,7 +377,8 @@ local function validate_source(ctx, entity_type, spec)
   end
   source.document = spec.document
   if spec.count_sql ~= nil then
-    source.count_sql = ctx:string("count_sql", spec.count_sql, "um texto com a consulta SQL de contagem")
+    source.count_sql = check_one_statement(ctx, "count_sql",
+      ctx:string("count_sql", spec.count_sql, "um texto com a consulta SQL de contagem"))
   end
   if spec.description ~= nil then
     source.description = ctx:string("description", spec.description, "um texto")
@@ -647,6 +752,33 @@ function M.environment(path, params, text)
   return env, read, imports
 end
 
+-- A fresh copy of validated source `source`, validated again.
+local function revalidated_source(path, source)
+  local spec = {}
+  for key, value in pairs(source) do
+    if key ~= "entity_type" then spec[key] = value end
+  end
+  return validate_source(new_context("plano", path), source.entity_type, spec)
+end
+
+-- The plan the engine runs: a fresh copy of the object the plan file
+-- returned (and of its sources), validated again. The file's code keeps
+-- references to what plan{} and source{} gave it and may change them
+-- before returning (refused here) or from document() during the run (it
+-- then changes objects the engine no longer reads). Raises ctx errors.
+local function revalidated(path, result)
+  local spec = {}
+  for key, value in pairs(result) do spec[key] = value end
+  if type(spec.sources) == "table" and getmetatable(spec.sources) == nil then
+    local sources = {}
+    for key, source in pairs(spec.sources) do
+      sources[key] = M.is_source(source) and revalidated_source(path, source) or source
+    end
+    spec.sources = sources
+  end
+  return validate_plan(new_context("plano", path), spec)
+end
+
 -- Loads and validates a plan file. Returns the plan, or nil and a pt-BR
 -- message naming the file (and line when known).
 function M.load(path, params)
@@ -665,6 +797,12 @@ function M.load(path, params)
     return nil, string.format("plano %s: o arquivo deve terminar com return plan { ... } (retornou valor %s)",
       path, show(result))
   end
+  local valid, fresh = pcall(revalidated, path, result)
+  if not valid then
+    return nil, string.format("%s (o plano foi alterado depois de plan { ... } ou source { ... }: "
+      .. "defina os valores dentro deles)", tostring(fresh))
+  end
+  result = fresh
   result.file = path
   params_read[result] = read
   if has_core and type(core) == "table" and core.hash then text_digest[result] = core.hash(text, unpack(imports)) end

@@ -41,6 +41,7 @@ local decide = require "ragops.stages.decide"
 local embed = require "ragops.stages.embed"
 local instruments = require "ragops.stages.instruments"
 local read = require "ragops.stages.read"
+local sandbox = require "ragops.sandbox"
 local sched = require "ragops.sched"
 local write = require "ragops.stages.write"
 
@@ -119,9 +120,18 @@ end
 
 -- Runs fn(ctx, x, ...) so that an error ends the run cleanly (code 2,
 -- "erro interno") instead of leaving a stage blocked on a queue nobody drains.
+-- The Lua heap reaching the run's cap (sandbox.memory_mb) ends it the same
+-- way, with that said in pt-BR.
 local function guarded(ctx, what, entity_type, fn, ...)
   local ok, err = xpcall(fn, debug.traceback, ctx, ...)
   if ok then return err end
+  local out_of_memory = sandbox.run_memory_message()
+  if out_of_memory then
+    local reason = ("%s (ao %s um lote de %s)"):format(out_of_memory, what, entity_type)
+    ctx.log.error("%s", reason)
+    ctx:abort(2, reason)
+    return nil
+  end
   ctx.log.error("erro interno ao %s um lote de %s: %s", what, entity_type, tostring(err))
   ctx:abort(2, ("erro interno ao %s um lote de %s: %s"):format(what, entity_type, tostring(err):match("^[^\n]*")))
   return nil

@@ -9,8 +9,9 @@
 --   sandbox.call(budget, fn, ...)          -> true, results... | false, message, class
 --   sandbox.load_budget(what)              -> budget for loading one file
 --   sandbox.hook_budget()                  -> budget for the calls of one run's hooks
---   sandbox.breach_limit_reached(budget)   -> pt-BR message once too many hook calls broke it
+--   sandbox.breach_limit_reached(budget)   -> pt-BR message once too many hook calls broke it (or the run's cap)
 --   sandbox.configure(limits)              -> process-wide limits (config key `sandbox`)
+--   sandbox.run_memory_message()           -> pt-BR message once the whole-run heap cap refused memory
 --
 -- class is "error" (the code raised an error), "time" or "memory" (it broke
 -- the budget). Messages are pt-BR and name the file and line, without a
@@ -19,7 +20,12 @@
 -- always fires). Memory is the growth of the Lua heap: exact in the ragops
 -- binary (the bridge's allocator refuses allocations past the cap, see
 -- core.heap_limit), approximate under plain LuaJIT (busted), where the hook
--- compares collectgarbage("count") to the cap.
+-- compares collectgarbage("count") to the cap. In the binary the whole Lua
+-- heap of the process is also capped for the whole run (memory_mb,
+-- core.heap_run_limit), and a watchdog thread (core.watchdog) ends the
+-- process when a call stays inside one C function (a pattern that
+-- backtracks exponentially) past watchdog_ms(budget) of CPU time: the hook
+-- never runs there.
 
 local messages = require "ragops.messages"
 
@@ -32,8 +38,12 @@ M.DEFAULTS = {
   hook_ms = 100,         -- CPU time of one call of document() (or another hook)
   hook_memory_mb = 16,   -- heap growth allowed in one hook call
   max_breaches = 10,     -- hook calls over budget before the run aborts
+  memory_mb = 1024,      -- the whole Lua heap of the process, for the whole run
 }
-M.KEYS = { "load_ms", "load_memory_mb", "hook_ms", "hook_memory_mb", "max_breaches" }
+M.KEYS = { "load_ms", "load_memory_mb", "hook_ms", "hook_memory_mb", "max_breaches", "memory_mb" }
+
+-- Exit status of the process when the watchdog ends it (a plan error).
+M.WATCHDOG_EXIT = 2
 
 -- VM instructions between two budget checks.
 local CHECK_EVERY = 1000
@@ -43,7 +53,11 @@ for key, value in pairs(M.DEFAULTS) do limits[key] = value end
 
 local has_core, core = pcall(require, "ragops.core")
 local heap_limit = has_core and core.heap_limit or nil
+local heap_run_limit = has_core and core.heap_run_limit or nil
+local heap_refused = has_core and core.heap_refused or nil
+local watchdog = has_core and core.watchdog or nil
 local clock = os.clock
+local MiB = 1048576
 
 -- State of the call being enforced (one at a time: hooks are global in LuaJIT).
 local active_budget      -- budget of the running call, nil when none
@@ -52,16 +66,52 @@ local deadline           -- os.clock() value past which the call breaks the budg
 local heap_ceiling_kb    -- collectgarbage("count") past which it breaks (no core)
 local breach_class       -- "time" | "memory" once the running call broke its budget
 local breach_message     -- pt-BR message for that breach
+local armed_text         -- the message the watchdog holds (core.watchdog)
 
 ---------------------------------------------------------------------------
 -- Configuration
 ---------------------------------------------------------------------------
 
--- Replaces the process-wide limits with `values` over the defaults.
--- Values are validated by ragops.config.
+-- Replaces the process-wide limits with `values` over the defaults (and
+-- caps the process's Lua heap at memory_mb). Values are validated by
+-- ragops.config.
 function M.configure(values)
   for key, value in pairs(M.DEFAULTS) do limits[key] = value end
   for key, value in pairs(values or {}) do limits[key] = value end
+  if heap_run_limit then heap_run_limit(limits.memory_mb * MiB) end
+end
+if heap_run_limit then heap_run_limit(limits.memory_mb * MiB) end
+
+-- CPU time after which the watchdog ends a call stuck in C: twice the
+-- budget plus one second (the count hook stops Lua code at the budget).
+function M.watchdog_ms(budget)
+  return 2 * budget.ms + 1000
+end
+
+-- Headroom added once to the run's heap cap when it is reached, so that
+-- the engine can stop the run cleanly (checkpoint, report).
+M.SHUTDOWN_RESERVE_MB = 64
+local run_cap_reached = false -- the run's heap cap refused an allocation
+
+-- True when the run's cap refused an allocation since the last look; the
+-- first time, lifts the cap by the shutdown reserve.
+local function run_cap_refused()
+  if not (heap_refused and heap_refused() == "run") then return false end
+  if not run_cap_reached then
+    run_cap_reached = true
+    heap_run_limit((limits.memory_mb + M.SHUTDOWN_RESERVE_MB) * MiB)
+  end
+  return true
+end
+
+-- pt-BR message once the whole-run heap cap refused an allocation, else
+-- nil. For engine code that ran out of memory: the run must stop (code 2).
+function M.run_memory_message()
+  if run_cap_refused() or run_cap_reached then
+    return string.format("a memória do Lua do processo chegou ao limite de %d MiB (sandbox.memory_mb); "
+      .. "um plano que guarda dados entre chamadas de document() ou devolve textos enormes pode causar isso: "
+      .. "corrija o plano ou aumente sandbox.memory_mb na configuração", limits.memory_mb)
+  end
 end
 
 function M.limits()
@@ -89,12 +139,16 @@ function M.hook_budget()
 end
 
 -- pt-BR reason to abort the run once more than max_breaches hook calls broke
--- the budget, else nil.
+-- the budget, or once the run's heap cap was reached, else nil.
 function M.breach_limit_reached(budget)
+  if budget.max_breaches and run_cap_reached then
+    return M.run_memory_message() .. (budget.last_breach and (" (a última chamada: " .. budget.last_breach .. ")") or "")
+  end
   if budget.max_breaches and budget.breaches >= budget.max_breaches then
     return string.format("%d chamadas de função do plano excederam o limite de tempo ou de memória "
-      .. "(sandbox.max_breaches = %d); corrija o plano ou ajuste os limites em sandbox = { ... } da configuração",
-      budget.breaches, budget.max_breaches)
+      .. "(sandbox.max_breaches = %d); corrija o plano ou ajuste os limites em sandbox = { ... } da configuração"
+      .. "%s", budget.breaches, budget.max_breaches,
+      budget.last_breach and (" (a última: " .. budget.last_breach .. ")") or "")
   end
 end
 
@@ -157,21 +211,33 @@ end
 local BREACH_TEXT = {
   time = "excedeu o tempo limite de %d ms (%s)",
   memory = "excedeu o limite de memória de %d MiB (%s)",
+  run_memory = "excedeu o limite de memória do processo inteiro, %d MiB (%s)",
 }
 
--- pt-BR message for a breach of `budget` at `site` ("path:line" or nil).
-local function breach_text(budget, class, site)
-  local amount = class == "time" and budget.ms or math.floor(budget.bytes / 1048576)
-  return string.format("%s%s: " .. BREACH_TEXT[class], budget.what, site and (" " .. site) or "",
-    amount, budget.keys[class])
+-- pt-BR message for a breach of `budget` at `site` ("path:line" or nil);
+-- text is a BREACH_TEXT key (the class, or run_memory for the run's cap).
+local function breach_text(budget, text, site)
+  local amount, key
+  if text == "run_memory" then
+    amount, key = limits.memory_mb, "sandbox.memory_mb"
+  else
+    amount, key = text == "time" and budget.ms or math.floor(budget.bytes / MiB), budget.keys[text]
+  end
+  return string.format("%s%s: " .. BREACH_TEXT[text], budget.what, site and (" " .. site) or "", amount, key)
+end
+
+-- BREACH_TEXT key of a refused allocation: which cap refused it.
+local function memory_text()
+  if run_cap_refused() then return "run_memory" end
+  return "memory"
 end
 
 -- Marks the running call as over budget; the message names the code site
 -- of the first Lua function at `level` (1 = the caller of breach) or above.
-local function breach(class, level)
+local function breach(class, level, text)
   if heap_limit then heap_limit(0) end
   breach_class = class
-  breach_message = breach_text(active_budget, class, code_site(level + 2, active_fn))
+  breach_message = breach_text(active_budget, text or class, code_site(level + 2, active_fn))
 end
 
 -- Count hook: breaks the call once it passes its deadline or heap ceiling,
@@ -209,7 +275,7 @@ end
 -- pcall/xpcall for sandboxed code: a budget breach cannot be caught.
 local function rethrow_breach(ok, ...)
   if not ok and active_budget then
-    if not breach_class and is_memory_error((...)) then breach("memory", 2) end
+    if not breach_class and is_memory_error((...)) then breach("memory", 2, memory_text()) end
     if breach_class then error(breach_message, 0) end
   end
   return ok, ...
@@ -257,8 +323,9 @@ end
 -- Shapes the results of a call: true, results... or false, message, class.
 local function outcome(budget, fn, class, ok, ...)
   if ok then return true, ... end
-  if class ~= "error" then budget.breaches = budget.breaches + 1 end
-  return false, describe(budget, file_of(fn), (...)), class
+  local message = describe(budget, file_of(fn), (...))
+  if class ~= "error" then budget.breaches, budget.last_breach = budget.breaches + 1, message end
+  return false, message, class
 end
 
 -- Results of a call nested in another: the outer call keeps the breach.
@@ -270,15 +337,34 @@ end
 -- refused allocation unwinds without calling the message handler (LuaJIT
 -- skips it for memory errors), so it is recognised here.
 local function finish(budget, fn, previous_hook, previous_mask, previous_count, ok, ...)
+  if watchdog then watchdog(0) end
   debug.sethook(previous_hook, previous_mask, previous_count)
   if heap_limit then heap_limit(0) end
   local class = breach_class or "error"
   active_budget, active_fn, breach_class, breach_message = nil, nil, nil, nil
   if not ok and class == "error" and is_memory_error((...)) then
-    budget.breaches = budget.breaches + 1
-    return false, breach_text(budget, "memory", file_of(fn)), "memory"
+    local message = breach_text(budget, memory_text(), file_of(fn))
+    budget.breaches, budget.last_breach = budget.breaches + 1, message
+    return false, message, "memory"
   end
   return outcome(budget, fn, class, ok, ...)
+end
+
+-- The watchdog's message for calls of fn under budget (kept per budget).
+local function watchdog_text(budget, fn)
+  budget.watchdog_texts = budget.watchdog_texts or setmetatable({}, { __mode = "k" })
+  local text = budget.watchdog_texts[fn]
+  if not text then
+    local file = file_of(fn)
+    text = string.format("ragops: %s%s: o código ficou %d ms de CPU sem voltar de uma função C (provavelmente "
+      .. "um padrão de string.find, string.match, string.gmatch ou string.gsub com retrocesso exponencial); "
+      .. "o vigia do sandbox encerrou o processo com código %d (limite: 2 x %s + 1000 ms). %s\n",
+      budget.what, file and (" " .. file) or "", M.watchdog_ms(budget), M.WATCHDOG_EXIT, budget.keys.time,
+      budget.max_breaches and "O lote em andamento não foi gravado; corrija o plano e rode de novo (a execução "
+        .. "é retomada do último lote gravado)" or "Nada foi gravado; corrija o arquivo")
+    budget.watchdog_texts[fn] = text
+  end
+  return text
 end
 
 -- Runs fn(...) under `budget`. Returns true, results... or false, message,
@@ -288,6 +374,12 @@ function M.call(budget, fn, ...)
   if active_budget then return nested_outcome(budget, fn, xpcall(fn, on_error, ...)) end
   active_budget, active_fn, breach_class = budget, fn, nil
   deadline = clock() + budget.ms / 1000
+  run_cap_refused() -- notes a refusal engine code left unread
+  if watchdog then
+    local text = watchdog_text(budget, fn)
+    watchdog(M.watchdog_ms(budget), text ~= armed_text and text or nil, M.WATCHDOG_EXIT)
+    armed_text = text
+  end
   if heap_limit then
     heap_ceiling_kb = nil
     heap_limit(heap_limit(0) + budget.bytes)

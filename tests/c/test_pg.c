@@ -170,12 +170,16 @@ static void test_params_and_errors(void)
     ASSERT(strstr(o.err, "segredo") == NULL);
     ASSERT(strstr(pg_conn_error(c), "segredo") == NULL);
 
-    /* Several statements: the first error wins, the last result otherwise. */
+    /* One statement per query, with or without parameters (extended
+     * protocol): stacked statements are refused and none of them runs. */
     run_query(c, &o, "select 1; select 2 as dois", 0, NULL);
+    ASSERT_INT_EQ(o.failed, 1);
+    ASSERT_STR_EQ(o.sqlstate, "42601");
+    run_query(c, &o, "select 1; create temp table stacked (x int)", 0, NULL);
+    ASSERT_STR_EQ(o.sqlstate, "42601");
+    run_query(c, &o, "select to_regclass('pg_temp.stacked') is null", 0, NULL);
     ASSERT_INT_EQ(o.failed, 0);
-    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), "2");
-    run_query(c, &o, "select 1/0; select 2", 0, NULL);
-    ASSERT_STR_EQ(o.sqlstate, "22012");
+    ASSERT_STR_EQ(PQgetvalue(o.copy, 0, 0), "t");
 
     /* A second operation while one is pending is refused, not queued. */
     outcome_reset(&o);

@@ -5,7 +5,9 @@
 -- document() misbehaves for every row dead-letter their rows with the right
 -- class (and abort after sandbox.max_breaches budget breaches), without
 -- tracebacks in ragops_failures.message. Small limits come from
--- tests/hostile/small_limits.lua, so each case stays short.
+-- tests/hostile/small_limits.lua, so each case stays short. (The document()
+-- cases that end the process, the watchdog and the run's heap cap, are in
+-- tests/integration/sandbox_spec.lua.)
 local H = require "tests.integration.helper"
 
 local HOSTILE = "tests/hostile"
@@ -79,12 +81,25 @@ describe("corpus hostil", function()
     end)
   end
 
+  it("SQL empilhado com --dry-run: código 2 ao carregar, nenhuma tabela criada", function()
+    local path = HOSTILE .. "/plans/sql_stacked.lua"
+    local code, out, err = H.ragops(url, ("run %s --dry-run --config %s"):format(path, LIMITS))
+    assert.are.equal(2, code, err)
+    assert.truthy(err:find("ragops: plano " .. path .. ":3: fonte \"fortune\": chave \"sql\": a consulta deve ser "
+      .. "um único comando SELECT", 1, true), err)
+    assert_ptbr_without_traceback(err)
+    assert.is_nil(out:find("nada foi gravado", 1, true), out)
+    assert.are.equal(0, count(url, "select count(*) from pg_class where relname = 'pwned_dryrun'"))
+    assert_nothing_written()
+  end)
+
   -- document() cases: rows dead-lettered with `class`; `code` is the exit.
   local DOCUMENT_CASES = {
     { "doc_infinite_loop.lua", "time", 2, "excedeu o tempo limite de 50 ms (sandbox.hook_ms)" },
     { "doc_allocates.lua", "memory", 2, "excedeu o limite de memória de 8 MiB (sandbox.hook_memory_mb)" },
     { "doc_errors.lua", "transform", 1, "tentativa de indexar a variável local 'meta' (valor nil)" },
     { "doc_escape.lua", "transform", 1, "os.execute não é permitido em planos" },
+    { "doc_gsub_recursion.lua", "transform", 1, "string.gsub: chamadas aninhadas demais" },
   }
   for _, case in ipairs(DOCUMENT_CASES) do
     local name, class, exit_code, text = case[1], case[2], case[3], case[4]

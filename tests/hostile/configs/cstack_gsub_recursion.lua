@@ -1,0 +1,4 @@
+-- recursão pela função de substituição de string.gsub na configuração
+local function f(s) return (s:gsub(".", f)) end
+f("ab")
+return {}
