@@ -18,6 +18,7 @@ local exit = require "ragops.exit"
 local instruments = require "ragops.stages.instruments"
 local log = require "ragops.log"
 local metrics_endpoint = require "ragops.metrics_endpoint"
+local migrate = require "ragops.migrate"
 local params_mod = require "ragops.params"
 local pg = require "ragops.pg"
 local run = require "ragops.run"
@@ -166,21 +167,17 @@ local function start_follower(store, p, params, opts)
   return { id = run_id, follower = follower }
 end
 
--- Checks that the trigger sources have their queue. Returns true, uses the
--- queue, or nil, err, exit code.
-local function check_installed(store, sources, p)
-  for _, source in ipairs(sources) do
-    if source.sync.strategy == "trigger" then
-      local ok, err = sync_queue.installed(store)
-      if ok == nil then return nil, err, exit.unreachable end
-      if not ok then
-        return nil, ("a fila de mudanças não está instalada: rode `ragops sync install` com o plano %q antes"):format(p.name),
-          exit.usage
-      end
-      return true, true
-    end
-  end
-  return true, false
+-- Checks that the engine's tables (and, for trigger sources, the queue)
+-- are owned by roles this one trusts (ragops.migrate.check_owned) and that
+-- the queue holds the plan's triggers. Returns true, uses the queue, or
+-- nil, err, exit code.
+local function check_installed(store, sources, p, target)
+  local ok, err, kind = migrate.check_engine_owned(function(sql, ...) return store:query(sql, ...) end, target)
+  local queued = false
+  for _, source in ipairs(sources) do queued = queued or source.sync.strategy == "trigger" end
+  if ok and queued then ok, err, kind = sync_queue.check_installed(store, p, core.hash) end
+  if not ok then return nil, err, kind == "usage" and exit.usage or exit.unreachable end
+  return true, queued
 end
 
 -- Runs the follower under xpcall (an internal error ends it with code 2).
@@ -197,8 +194,8 @@ end
 
 -- The queue checked, the follower registered and the claims its earlier
 -- process left freed. Returns the follower or nil, exit code, err.
-local function register(store, p, sources, params, opts)
-  local ok, queued, code = check_installed(store, sources, p)
+local function register(store, p, sources, params, opts, target)
+  local ok, queued, code = check_installed(store, sources, p, target)
   if not ok then return nil, code, queued end
   local follower, rcode, rerr = start_follower(store, p, params, opts)
   if not follower then return nil, rcode, rerr end
@@ -218,7 +215,7 @@ local function sync_loaded(p, cfg, sources, opts, params)
   if not pool then return fail(code, "%s", err) end
   local env, parts = w.build_env(p, cfg, s, pool, code)
   parts.metrics_settings = metrics_settings
-  local follower, rcode, rerr = register(env.store, p, sources, params, opts)
+  local follower, rcode, rerr = register(env.store, p, sources, params, opts, cfg.database.table)
   if not follower then
     pool:close(); parts.client:close()
     return fail(rcode, "%s", rerr)

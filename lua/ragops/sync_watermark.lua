@@ -64,15 +64,24 @@ local function delete_page(step, target, source, after_id)
   return { last = last, deleted = deleted }
 end
 
--- The deletion pass over every page of target (the quoted documents
--- table); records when it ran. Returns the documents deleted or nil, err.
-function M.delete_pass(store, target, plan_name, source)
+-- The anti-join over every page of target (the quoted documents table):
+-- the documents of source's entity type whose entity the source no longer
+-- has are deleted. Returns the documents deleted or nil, err.
+function M.orphan_pass(store, target, source)
   local after, total = "", 0
   repeat
     local page, err = store:transaction(function(step) return delete_page(step, target, source, after) end)
     if not page then return nil, err end
     total, after = total + page.deleted, page.last
   until not after
+  return total
+end
+
+-- The deletion pass (M.orphan_pass); records when it ran. Returns the
+-- documents deleted or nil, err.
+function M.delete_pass(store, target, plan_name, source)
+  local total, perr = M.orphan_pass(store, target, source)
+  if not total then return nil, perr end
   local ok, err = store:query([[insert into ragops_sync_watermarks as w (plan, entity_type, watermark, deletes_checked_at)
                                 values ($1, $2, '-infinity', now())
                                 on conflict (plan, entity_type) do update set deletes_checked_at = now()]],
