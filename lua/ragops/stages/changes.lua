@@ -6,7 +6,9 @@
 --     by key as the runner's present_keys); a TRUNCATE marker is applied
 --     in queue order (apply_marker);
 --   watermark strategy: source rows with updated_at at or after the last
---     committed watermark minus the overlap, in (updated_at, key) order.
+--     committed watermark minus the overlap, in (updated_at, key) order;
+--     first, with sync.soft_delete, the keys marked deleted since then that
+--     the source no longer returns (deletions, the same proof by key).
 -- Each unit carries `sync` (see ragops.sync_queue.write), handled in the
 -- unit's write transaction: claimed changes deleted, watermark advanced.
 local decide = require "ragops.stages.decide"
@@ -107,17 +109,56 @@ function M.drain_queue(ctx, source, opts, emit)
   return total
 end
 
+-- Keys among `keys` (text) that the source no longer returns, asked by
+-- key only. Returns the list or nil, err.
+local function absent_keys(ctx, source, keys)
+  local rows, err = sync_queue.rows_by_key(ctx.store, source, keys)
+  if not rows then return nil, err end
+  local present, gone = {}, {}
+  for _, row in ipairs(rows) do present[key_text(row[source.key])] = true end
+  for _, k in ipairs(keys) do
+    if not present[k] then gone[#gone + 1] = k end
+  end
+  return gone
+end
+
+-- The soft deletes of a pass (sync.soft_delete): units deleting the
+-- documents of rows marked deleted at or after `from` that the source no
+-- longer returns. Returns the last unit's seq, or nil after stopping.
+local function soft_delete_units(ctx, source, from, opts, emit)
+  local after, seq, limit = nil, 0, ctx.plan.batch.size
+  while source.sync.soft_delete and not ctx:halted() do
+    local keys, err = sync_watermark.soft_deleted_page(ctx.store, opts.target, source, from, after, limit)
+    local gone = {}
+    if keys and #keys > 0 then gone, err = absent_keys(ctx, source, keys) end
+    if not keys or not gone then
+      ctx:abort(4, ("falha ao procurar remoções lógicas de %q: %s"):format(source.entity_type, tostring(err)))
+      return nil
+    end
+    if #gone > 0 then
+      seq = seq + 1
+      emit({ seq = seq, source = source, rows = {}, first_key = gone[1], last_key = gone[#gone],
+             sync = { delete_ids = gone, run_id = opts.run_id } })
+    end
+    if #keys < limit then break end
+    after = keys[#keys]
+  end
+  return seq
+end
+
 -- Emits the rows changed since the watermark (minus the overlap) as units,
 -- in (updated_at, key) order; each unit moves the watermark to its last
--- row's updated_at. opts = { plan_name }. Returns the rows read, or nil
--- after stopping the run.
+-- row's updated_at. Soft deletes since then come first. opts = { plan_name,
+-- target, run_id }. Returns the rows read, or nil after stopping the run.
 function M.watermark_pass(ctx, source, opts, emit)
   local from, err = sync_watermark.start(ctx.store, opts.plan_name, source)
   if err then
     ctx:abort(4, ("falha ao ler a marca d'água de %q: %s"):format(source.entity_type, tostring(err)))
     return nil
   end
-  local after, total, seq = nil, 0, 0
+  local seq = soft_delete_units(ctx, source, from, opts, emit)
+  if not seq then return nil end
+  local after, total = nil, 0
   while not ctx:halted() do
     local rows, rerr = sync_watermark.page(ctx.store, source, from, after, ctx.plan.batch.size)
     if not rows then
