@@ -324,16 +324,21 @@ function M.target_context(target)
   }
 end
 
+local NO_TARGET = "ragops_no_target" -- stands for the target in engine_relations(nil)
+
 -- The relations the migrations create (tables and indexes, as their
--- statements name them; the target's quoted), ragops_schema_version first.
+-- statements name them; the target's quoted, left out when target is nil),
+-- ragops_schema_version first.
 function M.engine_relations(target)
-  local ctx = M.target_context(target)
+  local ctx = M.target_context(target or NO_TARGET)
   ctx.embedding_type = "real[]"
   local names, seen = { "ragops_schema_version" }, { ragops_schema_version = true }
   for _, m in ipairs(M.migrations) do
     for _, stmt in ipairs(m.sql(ctx)) do
       for name in stmt:gmatch("create%s+[%a%s]-if%s+not%s+exists%s+([%w_%.\"]+)") do
-        if not seen[name] then seen[name], names[#names + 1] = true, name end
+        if not seen[name] and (target or not name:find(NO_TARGET, 1, true)) then
+          seen[name], names[#names + 1] = true, name
+        end
       end
     end
   end
@@ -354,11 +359,11 @@ M.ENGINE_OBJECTS_SQL = [[
   select 'o esquema', format('%I', n.nspname) || ', onde as tabelas do ragops seriam criadas,', n.nspowner, 'owner'
     from pg_namespace n where $3 and (n.nspname = current_schema() or n.nspname = $2)]]
 
--- Refuses (see check_owned) engine relations, and with `creating` the
--- schemas new ones would go to, of a role the session cannot trust.
--- Returns true or nil, err, kind.
+-- Refuses (see check_owned) engine relations (the target's too, unless
+-- nil), and with `creating` the schemas new ones would go to, of a role the
+-- session cannot trust. Returns true or nil, err, kind.
 function M.check_engine_owned(query, target, creating)
-  local schema = target:match("^([^%.]+)%.[^%.]+$")
+  local schema = target and target:match("^([^%.]+)%.[^%.]+$")
   return M.check_owned(query, M.ENGINE_OBJECTS_SQL, M.engine_relations(target), schema, creating == true)
 end
 

@@ -18,7 +18,6 @@ local exit = require "ragops.exit"
 local instruments = require "ragops.stages.instruments"
 local log = require "ragops.log"
 local metrics_endpoint = require "ragops.metrics_endpoint"
-local migrate = require "ragops.migrate"
 local params_mod = require "ragops.params"
 local pg = require "ragops.pg"
 local run = require "ragops.run"
@@ -167,17 +166,17 @@ local function start_follower(store, p, params, opts)
   return { id = run_id, follower = follower }
 end
 
--- Checks that the engine's tables (and, for trigger sources, the queue)
--- are owned by roles this one trusts (ragops.migrate.check_owned) and that
--- the queue holds the plan's triggers. Returns true, uses the queue, or
--- nil, err, exit code.
-local function check_installed(store, sources, p, target)
-  local ok, err, kind = migrate.check_engine_owned(function(sql, ...) return store:query(sql, ...) end, target)
+-- For trigger sources, checks that the queue is owned by roles this one
+-- trusts (ragops.migrate.check_owned; the engine's tables were checked when
+-- the target was opened) and holds the plan's triggers. Returns true, uses
+-- the queue, or nil, err, exit code.
+local function check_installed(store, sources, p)
   local queued = false
   for _, source in ipairs(sources) do queued = queued or source.sync.strategy == "trigger" end
-  if ok and queued then ok, err, kind = sync_queue.check_installed(store, p, core.hash) end
+  if not queued then return true, false end
+  local ok, err, kind = sync_queue.check_installed(store, p, core.hash)
   if not ok then return nil, err, kind == "usage" and exit.usage or exit.unreachable end
-  return true, queued
+  return true, true
 end
 
 -- Runs the follower under xpcall (an internal error ends it with code 2).
@@ -194,8 +193,8 @@ end
 
 -- The queue checked, the follower registered and the claims its earlier
 -- process left freed. Returns the follower or nil, exit code, err.
-local function register(store, p, sources, params, opts, target)
-  local ok, queued, code = check_installed(store, sources, p, target)
+local function register(store, p, sources, params, opts)
+  local ok, queued, code = check_installed(store, sources, p)
   if not ok then return nil, code, queued end
   local follower, rcode, rerr = start_follower(store, p, params, opts)
   if not follower then return nil, rcode, rerr end
@@ -215,7 +214,7 @@ local function sync_loaded(p, cfg, sources, opts, params)
   if not pool then return fail(code, "%s", err) end
   local env, parts = w.build_env(p, cfg, s, pool, code)
   parts.metrics_settings = metrics_settings
-  local follower, rcode, rerr = register(env.store, p, sources, params, opts, cfg.database.table)
+  local follower, rcode, rerr = register(env.store, p, sources, params, opts)
   if not follower then
     pool:close(); parts.client:close()
     return fail(rcode, "%s", rerr)

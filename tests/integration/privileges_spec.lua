@@ -11,7 +11,8 @@ local H = require "tests.integration.helper"
 
 local SQUATTER, WRITER, LOWPRIV = "ragops_squatter", "ragops_escritor", "ragops_sem_create"
 local DATABASES = { "ragops_it_priv_sync", "ragops_it_priv_migrate", "ragops_it_priv_public",
-                    "ragops_it_priv_writer", "ragops_it_priv_nocreate", "ragops_it_priv_noop" }
+                    "ragops_it_priv_writer", "ragops_it_priv_nocreate", "ragops_it_priv_noop",
+                    "ragops_it_priv_run" }
 
 local function admin() return H.db_url("postgres") end
 
@@ -127,6 +128,20 @@ describe("posse dos objetos e privilégios", function()
     assert.are.equal(2, code, out .. err)
     assert.matches(('a tabela public.ragops_runs pertence ao papel "%s"'):format(SQUATTER), err, 1, true)
     assert.are.equal(0, H.scalar(url, "select count(*) from pg_tables where tablename in ('ragops_schema_version', 'rag_documents')"))
+  end)
+
+  it("run e sync recusam uma ragops_runs que outro papel pôs no esquema \"$user\" depois do migrate", function()
+    local url = migrated("ragops_it_priv_run")
+    H.psql(url, ("grant create on database ragops_it_priv_run to %s"):format(SQUATTER))
+    local victim = H.scalar(url, "select current_user")
+    H.psql(role_url(url, SQUATTER), ("create schema %s; create table %s.ragops_runs (id bigserial primary key, "
+      .. "plan text not null)"):format(victim, victim))
+    for _, args in ipairs({ "run " .. H.q(plan), "sync " .. H.q(plan) }) do
+      local code, out, err = H.ragops(url, args .. " --config " .. H.q(real_config))
+      assert.are.equal(2, code, args .. ": " .. out .. err)
+      assert.matches(('a tabela %s.ragops_runs pertence ao papel "%s"'):format(victim, SQUATTER), err, 1, true)
+    end
+    assert.are.equal(0, H.scalar(url, "select count(*) from rag_documents"))
   end)
 
   it("um papel só com DML na origem escreve e trunca depois do sync install, e a mudança chega ao índice", function()

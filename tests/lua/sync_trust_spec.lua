@@ -113,6 +113,12 @@ describe("relações cujo dono o migrate confere", function()
     end
   end)
 
+  it("sem alvo (comandos que não o conhecem), só as relações ragops_*", function()
+    for _, n in ipairs(migrate.engine_relations(nil)) do
+      assert.matches("^ragops_", n)
+    end
+  end)
+
   it("uma migração nova no fim entra na lista sem mais nada", function()
     table.insert(migrate.migrations, { version = 999, description = "teste", sql = function()
       return { "create table if not exists ragops_nova (id int)" }
