@@ -24,9 +24,12 @@ function M.connect(cfg)
   return conn
 end
 
--- Checks that `ragops migrate` has created the engine's tables (at the
--- latest version). Returns true or nil, err, exit code.
-function M.check_schema(conn)
+-- Checks that the engine's tables (and target, when given) belong to roles
+-- this one trusts (ragops.migrate.check_owned) and that `ragops migrate` has
+-- created them (at the latest version). Returns true or nil, err, exit code.
+function M.check_schema(conn, target)
+  local owned, oerr, okind = migrate.check_engine_owned(function(sql, ...) return conn:query(sql, ...) end, target)
+  if not owned then return nil, oerr, okind == "usage" and exit.usage or exit.unreachable end
   local version, err = migrate.schema_version(conn)
   if not version then return nil, ("falha ao ler o esquema do ragops: %s"):format(tostring(err)), exit.unreachable end
   if version == 0 then
@@ -42,7 +45,7 @@ end
 -- Checks that the target table exists and matches the configured dimension.
 -- Returns the embedding column type or nil, err, exit code.
 function M.check_target(conn, cfg)
-  local schema_ok, serr, scode = M.check_schema(conn)
+  local schema_ok, serr, scode = M.check_schema(conn, cfg.database.table)
   if not schema_ok then return nil, serr, scode end
   local coltype, err = migrate.embedding_column(conn, cfg.database.table)
   if err then return nil, err, exit.unreachable end

@@ -1,6 +1,9 @@
 -- ragops.migrate: creates and upgrades rag_documents and the engine's own
 -- tables. Migrations are numbered, applied in order inside one transaction
--- under an advisory lock, and recorded in ragops_schema_version.
+-- under an advisory lock, and recorded in ragops_schema_version; a current
+-- schema is only read. Also the ownership check of the engine's database
+-- objects (M.check_owned), shared with the sync queue: nothing owned by a
+-- role the session cannot trust is used or adopted.
 local pg = require "ragops.pg"
 local sqlname = require "ragops.sqlname"
 
@@ -243,6 +246,62 @@ local function usage_error(message)
   error(setmetatable({ message = message }, { __tostring = function(e) return e.message end }), 0)
 end
 
+-- Ownership. ragops uses (reads, writes, creates in, alters) an engine
+-- object only when its owner is trusted by the session's role: the role
+-- itself, a superuser, or, for a role that is not superuser, a role whose
+-- privileges it inherits (pg_has_role ... USAGE); pg_database_owner counts
+-- as the database's owner. Anything else could run code with the
+-- privileges of whoever uses it (a trigger, a view's function), so it is
+-- refused, never adopted.
+M.TRUSTED_CTE = [[
+  me as (select oid, rolsuper from pg_roles where rolname = current_user),
+  trusted_base as (
+    select r.oid from pg_roles r, me
+     where r.oid = me.oid or r.rolsuper or (not me.rolsuper and pg_has_role(me.oid, r.oid, 'USAGE'))),
+  trusted as (
+    select oid from trusted_base
+    union all
+    select to_regrole('pg_database_owner') from pg_database d
+     where d.datname = current_database() and to_regrole('pg_database_owner') is not null
+       and d.datdba in (select oid from trusted_base))]]
+
+local function role_name(name)
+  return name == "-" and "todos os papéis (PUBLIC)" or ('o papel "' .. name .. '"')
+end
+
+-- One refused object, in pt-BR.
+local function refusal(r)
+  if r.what == "create" then
+    return ("%s %s dá o privilégio CREATE a %s"):format(r.kind, r.name, role_name(r.owner))
+  elseif r.what == "foreign" then
+    return ("%s %s não foi criado pelo ragops"):format(r.kind, r.name)
+  end
+  return ('%s %s pertence ao papel "%s"'):format(r.kind, r.name, r.owner)
+end
+
+-- Refuses the objects objects_sql lists (rows kind, name, owner oid, what =
+-- "owner" | "create" (a grant of CREATE to owner) | "foreign" (refused
+-- whoever owns it)) that are not trusted. query(sql, ...) -> rows or nil,
+-- err (or raises). Returns true, or nil, pt-BR message, "usage", or nil,
+-- err, "db".
+function M.check_owned(query, objects_sql, ...)
+  local rows, err = query(([[with %s, objs as (%s)
+      select o.kind, o.name, coalesce(pg_get_userbyid(nullif(o.owner, 0)), '-') as owner, o.what,
+             current_user::text as me
+        from objs o
+       where o.what = 'foreign' or o.owner not in (select oid from trusted)
+       order by o.what = 'owner' desc, o.name]]):format(M.TRUSTED_CTE, objects_sql), ...)
+  if not rows then return nil, err, "db" end
+  if #rows == 0 then return true end
+  local list = {}
+  for i = 1, math.min(#rows, 5) do list[i] = refusal(rows[i]) end
+  if #rows > 5 then list[#list + 1] = ("e mais %d objeto(s)"):format(#rows - 5) end
+  return nil, ("%s. O papel desta conexão é %q, e o ragops não adota objetos que não criou: um objeto de outro "
+    .. "papel pode executar código com os privilégios de quem o usa. Confira esses objetos e remova-os ou, se "
+    .. "forem de confiança, passe-os para este papel (ALTER ... OWNER TO %s). Nada foi alterado")
+    :format(table.concat(list, "; "), rows[1].me, pg.quote_ident(rows[1].me)), "usage"
+end
+
 -- "auto" picks pgvector when the server offers the extension (halfvec above
 -- vector's index limit, M.auto_type), else real[]; "vector" and "halfvec"
 -- require it; "real[]" never uses it.
@@ -272,8 +331,6 @@ local function create_extension(conn, who)
   error(err, 0)
 end
 
--- Applies pending migrations on conn. Returns { applied = {versions}, current = n }
--- or nil, err, kind ("usage" when retrying cannot help, else "unreachable").
 -- The ctx of the target statements for table `target` (embedding_type set
 -- by the caller).
 function M.target_context(target)
@@ -285,35 +342,126 @@ function M.target_context(target)
   }
 end
 
+local NO_TARGET = "ragops_no_target" -- stands for the target in engine_relations(nil)
+
+-- The relations the migrations create (tables and indexes, as their
+-- statements name them; the target's quoted, left out when target is nil),
+-- ragops_schema_version first.
+function M.engine_relations(target)
+  local ctx = M.target_context(target or NO_TARGET)
+  ctx.embedding_type = "real[]"
+  local names, seen = { "ragops_schema_version" }, { ragops_schema_version = true }
+  for _, m in ipairs(M.migrations) do
+    for _, stmt in ipairs(m.sql(ctx)) do
+      for name in stmt:gmatch("create%s+[%a%s]-if%s+not%s+exists%s+([%w_%.\"]+)") do
+        if not seen[name] and (target or not name:find(NO_TARGET, 1, true)) then
+          seen[name], names[#names + 1] = true, name
+        end
+      end
+    end
+  end
+  return names
+end
+
+-- For check_owned: the engine's relations that exist ($1, resolved by the
+-- search_path as every statement resolves them) and, when $3 (something
+-- will be created), the schemas new ones would be created in (the first of
+-- the search_path, and the target's, $2).
+M.ENGINE_OBJECTS_SQL = [[
+  select case c.relkind when 'S' then 'a sequência' when 'i' then 'o índice' when 'v' then 'a visão'
+                        else 'a tabela' end as kind,
+         format('%I.%I', n.nspname, c.relname) as name, c.relowner as owner, 'owner' as what
+    from unnest($1::text[]) x(name) join pg_class c on c.oid = to_regclass(x.name)
+    join pg_namespace n on n.oid = c.relnamespace
+  union all
+  select 'o esquema', format('%I', n.nspname) || ', onde as tabelas do ragops seriam criadas,', n.nspowner, 'owner'
+    from pg_namespace n where $3 and (n.nspname = current_schema() or n.nspname = $2)]]
+
+-- Refuses (see check_owned) engine relations (the target's too, unless
+-- nil), and with `creating` the schemas new ones would go to, of a role the
+-- session cannot trust. Returns true or nil, err, kind.
+function M.check_engine_owned(query, target, creating)
+  local schema = target and target:match("^([^%.]+)%.[^%.]+$")
+  return M.check_owned(query, M.ENGINE_OBJECTS_SQL, M.engine_relations(target), schema, creating == true)
+end
+
+-- A 42501 (insufficient_privilege) of statement `sql`, in pt-BR: what the
+-- role could not do, which privilege it misses and the statement that
+-- gives it.
+local function privilege_message(who, sql, err)
+  local stmt = sql:gsub("^%s+", "")
+  local role = pg.quote_ident(who.role)
+  local name = stmt:match("^create%s+[%a%s]-if%s+not%s+exists%s+([%w_%.\"]+)")
+  local action, missing, fix
+  if stmt:match("^alter") or stmt:match("^select") then
+    name = stmt:match("^alter%s+table%s+[%a%s]-([%w_%.\"]+)") or stmt:match("from%s+([%w_%.\"]+)") or "?"
+    local reading = stmt:match("^select") ~= nil
+    action = (reading and "ler a tabela %s" or "alterar a tabela %s"):format(name)
+    missing = reading and ("o privilégio SELECT na tabela %s"):format(name) or "ser dono da tabela (só o dono pode alterá-la)"
+    fix = (reading and "GRANT SELECT ON %s TO %s;" or "ALTER TABLE %s OWNER TO %s;"):format(name, role)
+  else
+    local schema = name and name:match('^"?([^%."]+)"?%.') or who.schema or "public"
+    action = name and ("criar %s"):format(name) or "criar as tabelas do ragops"
+    missing = ("o privilégio CREATE no esquema %s"):format(schema)
+    fix = ("GRANT CREATE ON SCHEMA %s TO %s;"):format(pg.quote_ident(schema), role)
+  end
+  return ("o papel %s não tem permissão para %s no banco %s (%s). Falta %s; peça a um administrador que "
+    .. "rode, conectado a esse banco:\n  %s\nou rode `ragops migrate` com o papel dono das tabelas do ragops. "
+    .. "Nada foi gravado"):format(who.role, action, who.db, tostring(err), missing, fix)
+end
+
+-- The version recorded in ragops_schema_version (0 when absent), read only.
+local function recorded_version(q)
+  if not q("select to_regclass('ragops_schema_version') is not null as present")[1].present then return 0 end
+  return tonumber(q("select coalesce(max(version), 0) as v from ragops_schema_version")[1].v)
+end
+
+-- The migrations after `current`, applied with q. Returns the versions applied.
+local function apply_pending(q, ctx, current)
+  q([[create table if not exists ragops_schema_version (
+        version int primary key, description text not null,
+        applied_at timestamptz not null default now())]])
+  local applied = {}
+  for _, m in ipairs(M.migrations) do
+    if m.version > current then
+      for _, stmt in ipairs(m.sql(ctx)) do q(stmt) end
+      q("insert into ragops_schema_version (version, description) values ($1, $2)", m.version, m.description)
+      applied[#applied + 1] = m.version
+    end
+  end
+  return applied
+end
+
+-- Applies pending migrations on conn, under an advisory lock, after
+-- refusing engine objects the role cannot trust; a current schema is read
+-- only (no CREATE needed). Returns { applied = {versions}, current = n,
+-- storage, embedding_type } or nil, err, kind ("usage" when retrying
+-- cannot help: configuration, ownership, privileges; else "unreachable").
 function M.run(conn, cfg)
   local ctx = M.target_context(cfg.database.table)
+  local who
   local function q(sql, ...)
-    local rows, err = conn:query(sql, ...)
-    if not rows then error(err, 0) end
-    return rows
+    local rows, err, state = conn:query(sql, ...)
+    if rows then return rows end
+    if state == "42501" and who then usage_error(privilege_message(who, sql, err)) end
+    error(err, 0)
   end
   local ok, result = pcall(function()
     local storage = resolve_storage(q, cfg.database.storage, cfg.provider.dim)
     ctx.embedding_type = embedding_type(storage, cfg.provider.dim)
     q("set client_min_messages = warning")
     q("begin")
-    local who = q("select current_user as role, current_database() as db")[1]
+    who = q("select current_user as role, current_database() as db, current_schema() as schema")[1]
     q("select pg_advisory_xact_lock($1)", LOCK_KEY)
-    if storage ~= "real[]" then create_extension(conn, who) end
-    q([[create table if not exists ragops_schema_version (
-          version int primary key, description text not null,
-          applied_at timestamptz not null default now())]])
-    local rows = q("select coalesce(max(version), 0) as v from ragops_schema_version")
-    local current = rows[1].v
-    local applied = {}
-    for _, m in ipairs(M.migrations) do
-      if m.version > current then
-        for _, stmt in ipairs(m.sql(ctx)) do q(stmt) end
-        q("insert into ragops_schema_version (version, description) values ($1, $2)",
-          m.version, m.description)
-        applied[#applied + 1] = m.version
-        current = m.version
-      end
+    local owned, err = M.check_engine_owned(q, cfg.database.table)
+    if not owned then usage_error(err) end
+    local current, applied = recorded_version(q), {}
+    if current < M.latest_version() then
+      owned, err = M.check_engine_owned(q, cfg.database.table, true)
+      if not owned then usage_error(err) end
+      if storage ~= "real[]" then create_extension(conn, who) end
+      applied = apply_pending(q, ctx, current)
+      current = M.latest_version()
     end
     q("commit")
     return { applied = applied, current = current, storage = storage, embedding_type = ctx.embedding_type }

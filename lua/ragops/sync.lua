@@ -166,21 +166,17 @@ local function start_follower(store, p, params, opts)
   return { id = run_id, follower = follower }
 end
 
--- Checks that the trigger sources have their queue. Returns true, uses the
--- queue, or nil, err, exit code.
+-- For trigger sources, checks that the queue is owned by roles this one
+-- trusts (ragops.migrate.check_owned; the engine's tables were checked when
+-- the target was opened) and holds the plan's triggers. Returns true, uses
+-- the queue, or nil, err, exit code.
 local function check_installed(store, sources, p)
-  for _, source in ipairs(sources) do
-    if source.sync.strategy == "trigger" then
-      local ok, err = sync_queue.installed(store)
-      if ok == nil then return nil, err, exit.unreachable end
-      if not ok then
-        return nil, ("a fila de mudanças não está instalada: rode `ragops sync install` com o plano %q antes"):format(p.name),
-          exit.usage
-      end
-      return true, true
-    end
-  end
-  return true, false
+  local queued = false
+  for _, source in ipairs(sources) do queued = queued or source.sync.strategy == "trigger" end
+  if not queued then return true, false end
+  local ok, err, kind = sync_queue.check_installed(store, p, core.hash)
+  if not ok then return nil, err, kind == "usage" and exit.usage or exit.unreachable end
+  return true, true
 end
 
 -- Runs the follower under xpcall (an internal error ends it with code 2).

@@ -1,7 +1,8 @@
 -- ragops.sync_plan: validates the `sync = { ... }` key of a source (how
 -- `ragops sync` finds its changes), with the plan's pt-BR errors. Two
 -- strategies:
---   { strategy = "watermark", overlap_s = 300, deletes_every_s = 600, poll_s = 2 }
+--   { strategy = "watermark", overlap_s = 300, deletes_every_s = 600, poll_s = 2,
+--     soft_delete = { table = "fortunes", column = "deleted" } }
 --   { strategy = "trigger", table = "verses", key_column = "id", drain_every_s = 30,
 --     related = { { table = "books", column = "id",
 --                   entities = "select id from verses where book_id = $1" } } }
@@ -48,8 +49,23 @@ local function validate_related(ctx, list)
   return out
 end
 
+-- The soft-delete declaration of a watermark source: the table whose
+-- `column` marks a row deleted (true, or not null for any other type), read
+-- by key_column and updated_at (default: the source's key and updated_at).
+local function validate_soft_delete(ctx, spec, source)
+  ctx:table("sync.soft_delete", spec, 'uma tabela { table = "artigos", column = "removido" }')
+  ctx:only_keys(spec, { "table", "column", "key_column", "updated_at" }, "sync.soft_delete")
+  return {
+    table = table_name(ctx, "sync.soft_delete.table", spec.table),
+    column = ctx:identifier("sync.soft_delete.column", spec.column),
+    key_column = spec.key_column == nil and source.key or ctx:identifier("sync.soft_delete.key_column", spec.key_column),
+    updated_at = spec.updated_at == nil and source.updated_at
+      or ctx:identifier("sync.soft_delete.updated_at", spec.updated_at),
+  }
+end
+
 local function validate_watermark(ctx, spec, source)
-  ctx:only_keys(spec, { "strategy", "overlap_s", "deletes_every_s", "poll_s" }, "sync")
+  ctx:only_keys(spec, { "strategy", "overlap_s", "deletes_every_s", "poll_s", "soft_delete" }, "sync")
   if not source.updated_at then
     ctx:fail('chave "sync": a estratégia "watermark" exige updated_at na fonte (a coluna com a hora da '
       .. 'última alteração); sem ela, use a estratégia "trigger"')
@@ -61,6 +77,7 @@ local function validate_watermark(ctx, spec, source)
     deletes_every_s = spec.deletes_every_s == nil and d.deletes_every_s
       or ctx:number("sync.deletes_every_s", spec.deletes_every_s, 0, nil, true),
     poll_s = spec.poll_s == nil and d.poll_s or ctx:number("sync.poll_s", spec.poll_s, 0, nil, true),
+    soft_delete = spec.soft_delete ~= nil and validate_soft_delete(ctx, spec.soft_delete, source) or nil,
   }
 end
 

@@ -1,12 +1,19 @@
 -- ragops.sync_queue: the change queue of the trigger strategy, in the
 -- engine's schema ragops_sync (created by `ragops sync install`, not by
 -- migrate). Install creates, for every source with sync.strategy =
--- "trigger", AFTER INSERT/UPDATE/DELETE row triggers on its table (and on
--- each related table) that enqueue (entity_type, key, op) and NOTIFY
--- ragops_sync; ragops_sync.installed records exactly what was created, so
--- uninstall removes exactly that and a second install of the same plan is
--- a no-op. Followers claim changes (see M.CLAIM_SQL) and delete them in the
--- transaction that writes the documents (M.write).
+-- "trigger", AFTER INSERT/UPDATE/DELETE row triggers and an AFTER TRUNCATE
+-- statement trigger on its table (and on each related table) that enqueue
+-- (entity_type, key, op) — a TRUNCATE enqueues a marker, see M.MARKER_SQL
+-- — and NOTIFY ragops_sync; ragops_sync.installed records exactly what was
+-- created, so uninstall removes exactly that and a second install of the
+-- same plan is a no-op. The trigger functions are SECURITY DEFINER, owned
+-- by the installing role, with a fixed search_path: every role that may
+-- write a source fires them without any privilege on ragops_sync, which
+-- grants nothing to anyone. Nothing in the schema is used unless its owner
+-- is trusted (ragops.migrate.check_owned). Followers claim changes (see
+-- M.CLAIM_SQL) and delete them in the transaction that writes the
+-- documents (M.write).
+local migrate = require "ragops.migrate"
 local pg = require "ragops.pg"
 local sqlname = require "ragops.sqlname"
 
@@ -15,16 +22,19 @@ local M = {}
 M.SCHEMA = "ragops_sync"
 M.CHANNEL = "ragops_sync"
 local CLAIM_LOCK_CLASS = 7265679 -- advisory lock class serialising claims per entity type
+local INSTALL_LOCK = { CLAIM_LOCK_CLASS - 1, 0 } -- one install or uninstall at a time
 
 M.INSUFFICIENT_PRIVILEGE = "42501"
 
+-- Run by install once the schema is known to be absent or trusted (the
+-- `if not exists` below never adopts: only trusted roles can create in a
+-- trusted schema that grants CREATE to nobody else).
 local SCHEMA_SQL = {
-  "create schema if not exists ragops_sync",
   [[create table if not exists ragops_sync.changes (
       id bigserial primary key,
       entity_type text not null,
       entity_key text not null,
-      op text not null check (op in ('I', 'U', 'D')),
+      op text not null constraint changes_op_check check (op in ('I', 'U', 'D', 'T', 'R')),
       enqueued_at timestamptz not null default clock_timestamp(),
       claimed_by bigint)]],
   "create index if not exists changes_by_entity on ragops_sync.changes (entity_type, entity_key)",
@@ -33,6 +43,8 @@ local SCHEMA_SQL = {
   -- a scan of the whole backlog.
   [[create index if not exists changes_claimed on ragops_sync.changes (entity_type, entity_key)
       where claimed_by is not null]],
+  -- TRUNCATE markers (M.MARKER_SQL), found without a scan of the backlog.
+  "create index if not exists changes_markers on ragops_sync.changes (entity_type, id) where op in ('T', 'R')",
   [[create table if not exists ragops_sync.installed (
       plan text not null,
       entity_type text not null,
@@ -41,7 +53,38 @@ local SCHEMA_SQL = {
       function_name text not null,
       installed_at timestamptz not null default now(),
       primary key (plan, trigger_name))]],
+  "revoke all on schema ragops_sync from public",
+  "revoke all on all tables in schema ragops_sync from public",
+  "revoke all on all sequences in schema ragops_sync from public",
 }
+
+-- Every object in ragops_sync, for ragops.migrate.check_owned: the schema,
+-- its relations (tables, sequences, indexes...) and functions, grants of
+-- CREATE on it, and triggers on its tables (ragops never creates any).
+M.OBJECTS_SQL = [[
+  select 'o esquema' as kind, n.nspname::text as name, n.nspowner as owner, 'owner' as what
+    from pg_namespace n where n.nspname = 'ragops_sync'
+  union all
+  select 'o esquema', n.nspname::text, a.grantee, 'create'
+    from pg_namespace n, aclexplode(n.nspacl) a
+   where n.nspname = 'ragops_sync' and a.privilege_type = 'CREATE' and a.grantee <> n.nspowner
+  union all
+  select case c.relkind when 'S' then 'a sequência' when 'i' then 'o índice' when 'v' then 'a visão'
+                        else 'a tabela' end, format('%I.%I', n.nspname, c.relname), c.relowner, 'owner'
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'ragops_sync'
+  union all
+  select 'a função', format('%I.%I()', n.nspname, p.proname), p.proowner, 'owner'
+    from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'ragops_sync'
+  union all
+  select 'o gatilho', format('%I em %I.%I', t.tgname, n.nspname, c.relname), c.relowner, 'foreign'
+    from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
+   where n.nspname = 'ragops_sync' and not t.tgisinternal]]
+
+-- Is everything in ragops_sync trusted? Returns true, or nil, err, kind
+-- ("usage": a refused object; "db").
+function M.check_owned(query)
+  return migrate.check_owned(query, M.OBJECTS_SQL)
+end
 
 -- Dollar-quoted SQL literal for text written into a function body.
 local function literal(text)
@@ -63,8 +106,12 @@ local function enqueue_related(entity_type, related, image)
     literal(entity_type))
 end
 
--- The trigger function body for one table: direct (the source's own table,
--- keys of OLD and NEW) or related (entities found by the plan's query).
+local function notify(entity_type)
+  return "  perform pg_catalog.pg_notify('" .. M.CHANNEL .. "', " .. literal(entity_type) .. ");"
+end
+
+-- The row trigger function body for one table: direct (the source's own
+-- table, keys of OLD and NEW) or related (entities found by the plan's query).
 local function function_body(entity_type, spec)
   local old, new
   if spec.related then
@@ -79,13 +126,27 @@ local function function_body(entity_type, spec)
     "begin",
     "  if TG_OP <> 'INSERT' then " .. old .. " end if;",
     "  if TG_OP = 'INSERT' or (TG_OP = 'UPDATE' and " .. changed .. ") then " .. new .. " end if;",
-    "  perform pg_notify('" .. M.CHANNEL .. "', " .. literal(entity_type) .. ");",
+    notify(entity_type),
     "  return null;",
     "end" }, "\n")
 end
 
--- The triggers a plan needs: { entity_type, table, trigger_name, function_name, body },
--- named by a hash of what they do (a plan change gives other names).
+-- The TRUNCATE trigger function body: one marker for the entity type, 'T'
+-- for the source's own table (every entity may be gone), 'R' for a related
+-- table (every entity may have changed).
+local function truncate_body(entity_type, spec)
+  return table.concat({
+    "begin",
+    ("  insert into ragops_sync.changes (entity_type, entity_key, op) values (%s, '', '%s');")
+      :format(literal(entity_type), spec.related and "R" or "T"),
+    notify(entity_type),
+    "  return null;",
+    "end" }, "\n")
+end
+
+-- The triggers a plan needs: { entity_type, table, kind = "row" | "truncate",
+-- related (plan SQL runs in it), trigger_name, function_name, body }, named
+-- by a hash of what they do (a plan change gives other names).
 function M.wanted(plan, hash)
   local out = {}
   for _, source in ipairs(plan.sources) do
@@ -94,10 +155,13 @@ function M.wanted(plan, hash)
       local specs = { { table = sync.table, key_column = sync.key_column } }
       for _, r in ipairs(sync.related) do specs[#specs + 1] = { table = r.table, related = r } end
       for _, spec in ipairs(specs) do
-        local body = function_body(source.entity_type, spec)
-        local id = hash(source.entity_type, spec.table, body):sub(1, 16)
-        out[#out + 1] = { entity_type = source.entity_type, table = spec.table, body = body,
-                          trigger_name = "ragops_sync_" .. id, function_name = "f_" .. id }
+        for _, kind in ipairs({ "row", "truncate" }) do
+          local body = kind == "row" and function_body(source.entity_type, spec) or truncate_body(source.entity_type, spec)
+          local id = hash(source.entity_type, spec.table, body):sub(1, 16)
+          out[#out + 1] = { entity_type = source.entity_type, table = spec.table, kind = kind, body = body,
+                            related = kind == "row" and spec.related ~= nil, source_table = sync.table,
+                            trigger_name = "ragops_sync_" .. id, function_name = "f_" .. id }
+        end
       end
     end
   end
@@ -112,13 +176,60 @@ local function names(list)
   return table.concat(n, ", ")
 end
 
-local function create_trigger(step, t)
+-- The search_path of a trigger function: pg_catalog and pg_temp alone
+-- (every name in the body is qualified), and for a related function, whose
+-- body runs the plan's `entities` query, the schemas of the source and
+-- related tables in between.
+local function search_path(step, t)
+  local parts, seen = { "pg_catalog" }, {}
+  for _, name in ipairs(t.related and { t.source_table, t.table } or {}) do
+    local row = step([[select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                        where c.oid = to_regclass($1)]], sqlname.quote_table(name))[1]
+    if row and not seen[row.nspname] then
+      seen[row.nspname] = true
+      parts[#parts + 1] = pg.quote_ident(row.nspname)
+    end
+  end
+  parts[#parts + 1] = "pg_temp"
+  return table.concat(parts, ", ")
+end
+
+-- The DDL of one trigger function: SECURITY DEFINER (it runs as the
+-- installing role, so a writer needs nothing on ragops_sync) with a fixed
+-- search_path, EXECUTE revoked from PUBLIC.
+function M.function_sql(t, path)
   local fn = "ragops_sync." .. pg.quote_ident(t.function_name)
-  step(("create or replace function %s() returns trigger language plpgsql as %s"):format(fn, literal(t.body)))
-  step(("create trigger %s after insert or update or delete on %s for each row execute function %s()")
-    :format(pg.quote_ident(t.trigger_name), sqlname.quote_table(t.table), fn))
+  return {
+    ("create or replace function %s() returns trigger language plpgsql security definer set search_path = %s as %s")
+      :format(fn, path, literal(t.body)),
+    ("revoke all on function %s() from public"):format(fn),
+  }
+end
+
+local function create_trigger(step, t)
+  for _, sql in ipairs(M.function_sql(t, search_path(step, t))) do step(sql) end
+  local fn = "ragops_sync." .. pg.quote_ident(t.function_name)
+  local event = t.kind == "truncate" and "truncate" or "insert or update or delete"
+  step(("create trigger %s after %s on %s for each %s execute function %s()")
+    :format(pg.quote_ident(t.trigger_name), event, sqlname.quote_table(t.table),
+      t.kind == "truncate" and "statement" or "row", fn))
   step([[insert into ragops_sync.installed (plan, entity_type, source_table, trigger_name, function_name)
          values ($1, $2, $3, $4, $5)]], t.plan, t.entity_type, t.table, t.trigger_name, t.function_name)
+end
+
+-- The queue schema and tables: created when absent, completed when an
+-- earlier ragops created them (the TRUNCATE markers' op values).
+local function ensure_schema(step)
+  if not step("select to_regnamespace('ragops_sync') is not null as ok")[1].ok then
+    step("create schema ragops_sync")
+  end
+  for _, sql in ipairs(SCHEMA_SQL) do step(sql) end
+  local def = step([[select pg_get_constraintdef(oid) as def from pg_constraint
+                      where conrelid = 'ragops_sync.changes'::regclass and conname = 'changes_op_check']])[1]
+  if not (def and def.def:find("'T'", 1, true)) then
+    step([[alter table ragops_sync.changes drop constraint if exists changes_op_check,
+             add constraint changes_op_check check (op in ('I', 'U', 'D', 'T', 'R'))]])
+  end
 end
 
 -- The pt-BR explanation of a refused install (the role may not alter a table).
@@ -127,6 +238,13 @@ local function privilege_error(err)
     .. "); é preciso ser dono das tabelas (ou ter o privilégio TRIGGER nelas e CREATE no banco). "
     .. 'Sem poder alterar a origem, use a estratégia watermark (sync = { strategy = "watermark" }), '
     .. "que só lê a coluna updated_at (veja docs/sincronizacao.md)"
+end
+
+-- The pt-BR explanation of installed triggers that are not the plan's.
+local function changed_error(plan_name, have, wanted)
+  return ("o plano %q mudou desde o `ragops sync install` (ou o ragops foi atualizado): os gatilhos "
+    .. "instalados são %s, e o plano pede %s. Rode `ragops sync uninstall` e depois `ragops sync install` "
+    .. "com este plano"):format(plan_name, have, wanted)
 end
 
 -- Installs the plan's triggers in one transaction. Returns { created = n }
@@ -140,8 +258,10 @@ function M.install(store, plan, hash)
   end
   local result, err, state = store:transaction(function(step)
     step("set local client_min_messages = warning") -- no NOTICE for what already exists
-    for _, sql in ipairs(SCHEMA_SQL) do step(sql) end
-    step("select pg_advisory_xact_lock($1, hashtext($2))", CLAIM_LOCK_CLASS - 1, plan.name)
+    step("select pg_advisory_xact_lock($1, $2)", INSTALL_LOCK[1], INSTALL_LOCK[2])
+    local owned, oerr = M.check_owned(step)
+    if not owned then return { refused = oerr } end
+    ensure_schema(step)
     local have = step("select trigger_name, source_table from ragops_sync.installed where plan = $1", plan.name)
     if #have > 0 then
       if names(have) == names(wanted) then return { created = 0 } end
@@ -154,20 +274,23 @@ function M.install(store, plan, hash)
     if state == M.INSUFFICIENT_PRIVILEGE then return nil, privilege_error(err), "usage" end
     return nil, err, "db"
   end
+  if result.refused then return nil, result.refused, "usage" end
   if result.changed then
-    return nil, ("o plano %q mudou desde o `ragops sync install`: os gatilhos instalados são %s, e o plano "
-      .. "pede %s. Rode `ragops sync uninstall` e depois `ragops sync install` com este plano")
-      :format(plan.name, result.changed, names(wanted)), "usage"
+    return nil, changed_error(plan.name, result.changed, names(wanted)), "usage"
   end
   return result
 end
 
 -- Removes what install created for plan_name (from ragops_sync.installed,
--- whatever the plan says now); the schema goes with the last plan.
--- Returns { removed = n } or nil, err.
+-- whatever the plan says now); the schema goes with the last plan. Nothing
+-- is touched when an object of the schema is not trusted. Returns
+-- { removed = n } or nil, err, kind ("usage" | "db").
 function M.uninstall(store, plan_name)
-  return store:transaction(function(step)
+  local result, err = store:transaction(function(step)
     step("set local client_min_messages = warning") -- no NOTICE for the cascade
+    step("select pg_advisory_xact_lock($1, $2)", INSTALL_LOCK[1], INSTALL_LOCK[2])
+    local owned, oerr = M.check_owned(step)
+    if not owned then return { refused = oerr } end
     if not step("select to_regclass('ragops_sync.installed') is not null as ok")[1].ok then
       return { removed = 0 }
     end
@@ -183,13 +306,35 @@ function M.uninstall(store, plan_name)
     end
     return { removed = #have }
   end)
+  if not result then return nil, err, "db" end
+  if result.refused then return nil, result.refused, "usage" end
+  return result
 end
 
--- Is the queue installed (the schema exists)?
-function M.installed(store)
-  local rows, err = store:query("select to_regclass('ragops_sync.changes') is not null as ok")
-  if not rows then return nil, err end
-  return rows[1].ok
+-- Does the queue hold what install created for plan (the triggers it asks
+-- for now)? Returns true, or nil, err, kind ("usage": not installed, or
+-- installed for another version of the plan; "db").
+function M.check_installed(store, plan, hash)
+  local owned, err, kind = M.check_owned(function(sql, ...) return store:query(sql, ...) end)
+  if not owned then return nil, err, kind end
+  local rows
+  rows, err = store:query("select to_regclass('ragops_sync.installed') is not null as ok")
+  if not rows then return nil, err, "db" end
+  if not rows[1].ok then
+    return nil, ("a fila de mudanças não está instalada: rode `ragops sync install` com o plano %q antes")
+      :format(plan.name), "usage"
+  end
+  rows, err = store:query("select trigger_name, source_table from ragops_sync.installed where plan = $1", plan.name)
+  if not rows then return nil, err, "db" end
+  local wanted = M.wanted(plan, hash)
+  if #rows == 0 then
+    return nil, ("o plano %q não está instalado na fila de mudanças: rode `ragops sync install` com ele antes")
+      :format(plan.name), "usage"
+  end
+  if names(rows) ~= names(wanted) then
+    return nil, changed_error(plan.name, names(rows), names(wanted)), "usage"
+  end
+  return true
 end
 
 -- Claims the changes of up to `limit` entities of entity_type, oldest first
@@ -202,14 +347,16 @@ end
 -- PostgreSQL has dropped its lock. An entity with a change held by a live
 -- follower is skipped, so one entity is never in two units at once. All free changes of a chosen entity are claimed together
 -- (coalescing). Claims are serialised per entity type (one short transaction
--- each, FOR UPDATE SKIP LOCKED inside).
+-- each, FOR UPDATE SKIP LOCKED inside). TRUNCATE markers are never claimed,
+-- and with one pending ($5, its id) only entities with a change queued
+-- before it are chosen (see M.claim).
 M.CLAIM_SQL = [[
   with alive as materialized (
     select l.objid::bigint as run_id from pg_locks l
      where l.locktype = 'advisory' and l.granted and l.classid::bigint = $4 and l.objsubid = 2),
   free as (
     select q.id, q.entity_key from ragops_sync.changes q
-     where q.entity_type = $1
+     where q.entity_type = $1 and q.op in ('I', 'U', 'D') and ($5::bigint is null or q.id < $5)
        and (q.claimed_by is null or (q.claimed_by <> $3 and q.claimed_by not in (select run_id from alive)))
      order by q.id limit $2 * 4),
   chosen as (
@@ -220,18 +367,57 @@ M.CLAIM_SQL = [[
      group by f.entity_key order by min(f.id) limit $2),
   locked as (
     select q.id from ragops_sync.changes q join chosen c on c.entity_key = q.entity_key
-     where q.entity_type = $1
+     where q.entity_type = $1 and q.op in ('I', 'U', 'D')
        and (q.claimed_by is null or (q.claimed_by <> $3 and q.claimed_by not in (select run_id from alive)))
      for update of q skip locked)
   update ragops_sync.changes q set claimed_by = $3
     from locked where q.id = locked.id
   returning q.id, q.entity_key, q.op]]
 
--- Returns the claimed changes { { id, entity_key, op }, ... } or nil, err.
+-- The oldest TRUNCATE marker of an entity type: op 'T' (a TRUNCATE of the
+-- source's table: every entity may be gone) or 'R' (of a related table:
+-- every entity may have changed), entity_key ''.
+M.MARKER_SQL = [[select id, op from ragops_sync.changes where entity_type = $1 and op in ('T', 'R')
+                  order by id limit 1]]
+
+-- Claims changes (M.CLAIM_SQL) queued before the oldest marker, if any.
+-- Returns { changes = { { id, entity_key, op }, ... }, marker = nil | { id, op } }
+-- or nil, err.
 function M.claim(store, entity_type, limit, run_id, run_lock_class)
   return store:transaction(function(step)
     step("select pg_advisory_xact_lock($1, hashtext($2))", CLAIM_LOCK_CLASS, entity_type)
-    return step(M.CLAIM_SQL, entity_type, limit, run_id, run_lock_class)
+    local marker = step(M.MARKER_SQL, entity_type)[1]
+    local claimed = step(M.CLAIM_SQL, entity_type, limit, run_id, run_lock_class, marker and marker.id)
+    return { changes = claimed, marker = marker }
+  end)
+end
+
+-- Are changes queued before the marker still in the queue (free, or in a
+-- unit that has not committed)? Returns true | false, or nil, err.
+function M.pending_before(store, entity_type, marker_id)
+  local rows, err = store:query([[select exists (select 1 from ragops_sync.changes where entity_type = $1
+                                    and id < $2 and op in ('I', 'U', 'D')) as pending]], entity_type, marker_id)
+  if not rows then return nil, err end
+  return rows[1].pending
+end
+
+-- Removes a marker once applied. Returns true or nil, err.
+function M.drop_marker(store, marker_id)
+  local rows, err = store:query("delete from ragops_sync.changes where id = $1", marker_id)
+  if not rows then return nil, err end
+  return true
+end
+
+-- Applies an 'R' marker: one change 'U' for every entity of entity_type
+-- with documents in target (the quoted documents table), and the marker
+-- gone, in one transaction (another follower that applied it first leaves
+-- nothing to do). Returns the entities queued or nil, err.
+function M.expand_marker(store, target, entity_type, marker_id)
+  return store:transaction(function(step)
+    if step("delete from ragops_sync.changes where id = $1", marker_id).affected == 0 then return 0 end
+    return step(([[insert into ragops_sync.changes (entity_type, entity_key, op)
+                   select $1, d.entity_id, 'U' from (select distinct entity_id from %s where entity_type = $1) d]])
+      :format(target), entity_type).affected
   end)
 end
 
@@ -254,10 +440,13 @@ function M.release_claims(store, run_id)
 end
 
 -- Pending changes per entity type: { [entity_type] = { depth, lag_s } }
--- (lag: age of the oldest change), or {} when the queue is not installed.
+-- (lag: age of the oldest change), or {} when the queue is not installed,
+-- or nil, err (also when an object of ragops_sync is not trusted).
 function M.depth(query)
   local present = query("select to_regclass('ragops_sync.changes') is not null as ok")
   if not present or not present[1].ok then return {} end
+  local owned, oerr = M.check_owned(query)
+  if not owned then return nil, oerr end
   local rows, err = query([[select entity_type, count(*)::bigint as depth,
                                    extract(epoch from now() - min(enqueued_at))::float8 as lag_s
                               from ragops_sync.changes group by entity_type order by entity_type]])

@@ -5,8 +5,13 @@
 -- unchanged rows are skipped by hash) in (updated_at, key) order. Deletions
 -- are found by a key-only anti-join between the indexed entities and the
 -- source, page by page of indexed entity ids (never the whole key set in
--- memory), at most every sync.deletes_every_s.
+-- memory), at most every sync.deletes_every_s. Soft deletes
+-- (sync.soft_delete) are seen at every pass: the keys the declared table
+-- marks deleted, changed since the pass's start, that still have documents
+-- (M.soft_deleted_page); the caller deletes those the source no longer
+-- returns.
 local pg = require "ragops.pg"
+local sqlname = require "ragops.sqlname"
 
 local M = {}
 
@@ -39,6 +44,30 @@ function M.page(store, source, from_ts, after, limit)
   return store:query(sql, unpack(params))
 end
 
+-- One page of keys (text, in text order, after `after_key`) of rows the
+-- soft-delete table marks deleted, with updated_at at or after from_ts
+-- (every marked row when nil), that still have a document in target (the
+-- quoted documents table). A mark is true, or not null for a column of any
+-- other type (deleted_at). Returns { key, ... } or nil, err.
+function M.soft_deleted_page(store, target, source, from_ts, after_key, limit)
+  local sd = source.sync.soft_delete
+  local key = "t." .. pg.quote_ident(sd.key_column) .. "::text"
+  local where = { ("coalesce(to_jsonb(t.%s) <> 'false'::jsonb, false)"):format(pg.quote_ident(sd.column)),
+                  key .. " > $2",
+                  ("exists (select 1 from %s d where d.entity_type = $1 and d.entity_id = %s)"):format(target, key) }
+  local params = { source.entity_type, after_key or "", limit }
+  if from_ts then
+    params[4] = from_ts
+    where[#where + 1] = ("t.%s >= $4::timestamptz"):format(pg.quote_ident(sd.updated_at))
+  end
+  local rows, err = store:query(("select %s as k from %s t where %s order by 1 limit $3")
+    :format(key, sqlname.quote_table(sd.table), table.concat(where, " and ")), unpack(params, 1, from_ts and 4 or 3))
+  if not rows then return nil, err end
+  local keys = {}
+  for i, r in ipairs(rows) do keys[i] = r.k end
+  return keys
+end
+
 -- Is a deletion pass due (none yet, or the last one deletes_every_s ago)?
 function M.deletes_due(store, plan_name, source)
   local rows, err = store:query([[select coalesce(deletes_checked_at < now() - make_interval(secs => $3), true) as due
@@ -64,15 +93,24 @@ local function delete_page(step, target, source, after_id)
   return { last = last, deleted = deleted }
 end
 
--- The deletion pass over every page of target (the quoted documents
--- table); records when it ran. Returns the documents deleted or nil, err.
-function M.delete_pass(store, target, plan_name, source)
+-- The anti-join over every page of target (the quoted documents table):
+-- the documents of source's entity type whose entity the source no longer
+-- has are deleted. Returns the documents deleted or nil, err.
+function M.orphan_pass(store, target, source)
   local after, total = "", 0
   repeat
     local page, err = store:transaction(function(step) return delete_page(step, target, source, after) end)
     if not page then return nil, err end
     total, after = total + page.deleted, page.last
   until not after
+  return total
+end
+
+-- The deletion pass (M.orphan_pass); records when it ran. Returns the
+-- documents deleted or nil, err.
+function M.delete_pass(store, target, plan_name, source)
+  local total, perr = M.orphan_pass(store, target, source)
+  if not total then return nil, perr end
   local ok, err = store:query([[insert into ragops_sync_watermarks as w (plan, entity_type, watermark, deletes_checked_at)
                                 values ($1, $2, '-infinity', now())
                                 on conflict (plan, entity_type) do update set deletes_checked_at = now()]],

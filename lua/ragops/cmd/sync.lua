@@ -44,7 +44,7 @@ local function install_cmd(verb, args, cli)
   if not store then return exit.fail(exit.unreachable, "%s", pool) end
   local result, ierr, kind
   if verb == "install" then result, ierr, kind = sync_queue.install(store, p, core.hash)
-  else result, ierr = sync_queue.uninstall(store, p.name) end
+  else result, ierr, kind = sync_queue.uninstall(store, p.name) end
   pool:close()
   if not result then return exit.fail(kind == "usage" and exit.usage or exit.unreachable, "%s", ierr) end
   if verb == "uninstall" then
