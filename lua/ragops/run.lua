@@ -345,10 +345,10 @@ end
 -- units past it), plus what the process did beyond units (deletions,
 -- spend of dropped units): a commit its client gave up on at a signal
 -- counts, units never written do not (ragops.stages.account rebase).
-local function from_committed(env, stats)
+local function from_committed(env, stats, interrupted)
   local booked = stats.booked
   if not booked then return end
-  local committed, err = env.store:committed_totals(stats.run_id)
+  local committed, err = env.store:committed_totals(stats.run_id, interrupted)
   if not committed then
     log.warn("não foi possível ler o que a execução %d gravou: %s", stats.run_id, tostring(err))
     return
@@ -381,7 +381,7 @@ local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts, s
   stats.limits = params_mod.limits(p, cfg)
   local open
   if run.committed then
-    if not opts["scale-out"] then from_committed(env, stats) end
+    if not opts["scale-out"] then from_committed(env, stats, state.interrupted) end
     stats.spend = run_spend(env, run.id, stats.tokens)
     open = not stats.aborted and not state.interrupted and open_failures(env.store, run.id) or nil
   else

@@ -269,22 +269,36 @@ local function add_into(per, entity_type, stats)
   per[entity_type] = into
 end
 
+local COMMITTED_SQL = [[
+  select checkpoint::text as checkpoint,
+         (select json_agg(json_build_array(u.entity_type, u.stats))
+            from ragops_run_units u where u.run_id = r.id)::text as units
+    from ragops_runs r where r.id = $1]]
+
 -- What the run committed, per entity type: the checkpoint's prefix and the
--- units committed past it. The run's row is locked first: a unit
--- transaction whose commit is still running (its client gave up at a
--- signal) holds it to the end, so what it wrote is counted once it is
--- in. Returns { [entity_type] = counters } or nil, err.
-function Runs:committed_totals(run_id)
-  return self:transaction(function(step)
-    local run = step("select checkpoint::text as checkpoint from ragops_runs where id = $1 for update", run_id)[1]
-    local per = {}
-    for entity_type, cp in pairs(run and cjson.decode(run.checkpoint) or {}) do
-      if type(cp) == "table" then add_into(per, entity_type, cp.stats) end
-    end
-    local units = step("select entity_type, stats::text as stats from ragops_run_units where run_id = $1", run_id)
-    for _, u in ipairs(units) do add_into(per, u.entity_type, cjson.decode(u.stats)) end
-    return per
-  end)
+-- units committed past it. settle: first lock the run's row (after a
+-- signal): a unit transaction whose commit is still running (its client
+-- gave up on it) holds that row to the end, so what it wrote is counted
+-- once it is in. Returns { [entity_type] = counters } or nil, err.
+function Runs:committed_totals(run_id, settle)
+  local run, err
+  if settle then
+    run, err = self:transaction(function(step)
+      step("select 1 from ragops_runs where id = $1 for update", run_id)
+      return step(COMMITTED_SQL, run_id)[1]
+    end)
+  else
+    local rows
+    rows, err = self:query(COMMITTED_SQL, run_id)
+    run = rows and rows[1]
+  end
+  if not run then return nil, err end
+  local per = {}
+  for entity_type, cp in pairs(cjson.decode(run.checkpoint)) do
+    if type(cp) == "table" then add_into(per, entity_type, cp.stats) end
+  end
+  for _, u in ipairs(run.units and cjson.decode(run.units) or {}) do add_into(per, u[1], u[2]) end
+  return per
 end
 
 -- Adds the run-record methods to Store (module: ragops.store_pg, for its
