@@ -309,24 +309,24 @@ function Unit:settle_request(upper, tokens)
   query(self.pool, SETTLE_SQL, wu.id, wu.owner, wu.attempt, wu.token, upper, tokens)
 end
 
+local UNBILL_SQL = [[
+  update ragops_work_units w
+     set stats = coalesce(w.stats, '{}')
+                 || jsonb_build_object('billed', coalesce((w.stats ->> 'billed')::bigint, 0) - $4)
+   where w.id = $1 and w.lease_owner = $2 and w.attempts = $3 and w.status = 'pending' returning w.id]]
+
 -- A dropped batch's tokens go to the run's usage and leave `billed`, in one
--- statement; when the unit is lost they are a dead attempt's already.
+-- transaction; when the unit is lost they are a dead attempt's already.
 function Unit:record_dropped(run_id, entity_type, usage)
   local wu = self.work_unit
   if not wu.budget then return self.base:record_dropped(run_id, entity_type, usage) end
-  local rows, err = query(self.pool, [[
-    with w as (update ragops_work_units w
-                  set stats = coalesce(w.stats, '{}')
-                              || jsonb_build_object('billed', coalesce((w.stats ->> 'billed')::bigint, 0) - $5)
-                where w.id = $1 and w.lease_owner = $2 and w.attempts = $3 and w.status = 'pending' returning w.id)
-    insert into ragops_token_usage as u (run_id, model, entity_type, documents, chunks, bytes, chars, tokens)
-    select $4, $6, $7, 0, $8, $9, $10, $5 from w
-    on conflict (run_id, model, entity_type) do update set
-      chunks = u.chunks + excluded.chunks, bytes = u.bytes + excluded.bytes,
-      chars = u.chars + excluded.chars, tokens = u.tokens + excluded.tokens, updated_at = now()]],
-    wu.id, wu.owner, wu.attempt, run_id, usage.tokens, usage.model, entity_type, usage.chunks, usage.bytes,
-    usage.chars)
-  if not rows then return nil, err end
+  local ok, err = in_transaction(self.pool, function(step)
+    if #step(UNBILL_SQL, wu.id, wu.owner, wu.attempt, usage.tokens) == 0 then return true end
+    step(store_pg.USAGE_SQL, run_id, usage.model, entity_type, 0, usage.chunks, usage.bytes, usage.chars,
+      usage.tokens)
+    return true
+  end)
+  if not ok then return nil, err end
   return true
 end
 
