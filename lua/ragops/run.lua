@@ -5,6 +5,7 @@
 -- finish and the reports (text, --report-json, --report-html). `--dry-run`
 -- goes to ragops.dryrun, which uses the same lower pieces (backends,
 -- params, report). Returns exit codes (ragops.exit).
+local account = require "ragops.stages.account"
 local alerts_mod = require "ragops.alerts"
 local backends = require "ragops.backends"
 local cjson = require "cjson"
@@ -113,21 +114,29 @@ local function open_target(cfg, p, s)
   return pool, checked.coltype
 end
 
--- Registers (or resumes, or joins) the run. Returns the run record
--- { id, checkpoint, resumed } or nil, exit code, err.
+-- Registers (or resumes, or joins) the run. A run already split into work
+-- units (--scale-out) goes on through them even without the flag (its
+-- prefix and units are its truth). Returns the run record { id,
+-- checkpoint, resumed, how = the line that says so, logged after the
+-- first one } or nil, exit code, err.
 local function start_run(store, p, params, opts)
-  local run_id, checkpoint_or_err, resumed_or_code = store:start_run(p.name,
+  local run_id, checkpoint_or_err, resumed_or_code, has_units = store:start_run(p.name,
     cjson.encode(params or {}), false, opts.resume, opts["scale-out"], core.process_id())
   if not run_id then
     if resumed_or_code == "busy" then return nil, exit.usage, checkpoint_or_err end
     return nil, exit.unreachable, "falha ao registrar a execução: " .. tostring(checkpoint_or_err)
   end
+  local how
   if resumed_or_code and opts["scale-out"] then
-    log.info("participando da execução %d do plano %q (scale-out)", run_id, p.name)
+    how = ("participando da execução %d do plano %q (scale-out)"):format(run_id, p.name)
+  elseif has_units then
+    opts["scale-out"] = true
+    how = ("retomando a execução %d do plano %q pelas suas unidades de trabalho (ela foi dividida com "
+      .. "--scale-out); este processo segue sozinho"):format(run_id, p.name)
   elseif resumed_or_code then
-    log.info("retomando a execução %d do plano %q a partir do checkpoint", run_id, p.name)
+    how = ("retomando a execução %d do plano %q a partir do checkpoint"):format(run_id, p.name)
   end
-  return { id = run_id, checkpoint = checkpoint_or_err, resumed = resumed_or_code }
+  return { id = run_id, checkpoint = checkpoint_or_err, resumed = resumed_or_code, how = how }
 end
 
 -- The alert webhook sender for cfg.alerts.webhook_url (nil when unset); its
@@ -219,7 +228,8 @@ end
 -- the state the end of the run reads ({ running, interrupted }).
 local function start(env, cfg, parts)
   local s, state = env.sched, { running = true, interrupted = false }
-  env.store:keep_run { sched = s, spent = function() return env.spent.requests end,
+  -- Scale-out processes count their requests on their work units instead.
+  env.store:keep_run { sched = s, spent = not env.scale_out and function() return env.spent.requests end or nil,
     on_lost = function(reason) if env.stop then env.stop(exit.unreachable, reason) end end }
   -- Stops this run: alerts stop pausing, the runner stops taking work, and
   -- every wait (backoff, pause between rounds, query, embedding call) ends now.
@@ -255,9 +265,10 @@ end
 
 -- Runs the plan through the runner (or the scale-out work units) under
 -- xpcall; an internal error becomes an aborted run with exit code 2.
--- Returns stats, run totals (scale-out, when this process finished the run).
+-- Returns stats, run totals and the requests its work units sent
+-- (scale-out, when this process finished the run).
 local function execute(p, env, opts, pool)
-  local ok, stats, run_totals = xpcall(function()
+  local ok, stats, run_totals, sent = xpcall(function()
     if opts["scale-out"] then
       return workunits.run(p, env, {
         pool = pool, run_id = env.run_id, owner = core.process_id(), lease_s = tonumber(opts["lease-s"]),
@@ -265,7 +276,7 @@ local function execute(p, env, opts, pool)
     end
     return runner.run(p, env)
   end, debug.traceback)
-  if ok then return stats, run_totals end
+  if ok then return stats, run_totals, sent end
   log.error("erro interno durante a execução %d: %s", env.run_id, tostring(stats))
   local failed = { aborted = { code = exit.usage, reason = "erro interno: " .. tostring(stats):match("^[^\n]*") } }
   for _, k in ipairs(runner.COUNTER_KEYS) do failed[k] = 0 end
@@ -274,8 +285,10 @@ local function execute(p, env, opts, pool)
 end
 
 -- The exit code and the run record's status of a finished run; moves the
--- abort reason into stats.abort_reason.
-local function outcome(stats, state)
+-- abort reason into stats.abort_reason. open = the run's open dead letters
+-- (the failures queue is the truth: exit 1 iff the run leaves any; nil
+-- when it could not be read: the run's failure count instead).
+local function outcome(stats, state, open)
   local code, status = exit.ok, "done"
   if state.interrupted then
     code, status = exit.interrupted, "interrupted"
@@ -284,7 +297,7 @@ local function outcome(stats, state)
     code = stats.aborted.code
     status = code == exit.usage and "failed" or "aborted"
     stats.abort_reason = stats.aborted.reason
-  elseif stats.failed > 0 then
+  elseif (open or stats.failed) > 0 then
     code, status = exit.dead_letters, "done_with_failures"
   end
   stats.aborted = nil
@@ -292,24 +305,69 @@ local function outcome(stats, state)
   return code, status
 end
 
--- Writes the run record's end. A scale-out process records the totals only
--- when it finished the run (this process's share is in its report); one
--- that stops early leaves the run open: its unit's lease expires and the
--- other processes (or a re-run) take it over. Returns the exit code.
-local function record_finish(store, stats, run_totals, code, status, opts)
-  if not opts["scale-out"] then
-    stats.requests_spent = store:finish_run(stats.run_id, status, report.json(stats))
+-- The run's open dead letters, or nil when they could not be read.
+local function open_failures(store, run_id)
+  local n, err = store:open_failures(run_id)
+  if not n then
+    log.warn("não foi possível contar as falhas em aberto da execução %d: %s", run_id, tostring(err))
+  end
+  return n
+end
+
+-- The spend of the run from the tokens the database says the provider
+-- billed to it (every process and attempt; tokens when unknown).
+local function run_spend(env, run_id, tokens)
+  if not env.price_per_1m_tokens then return nil end
+  local billed = env.store:run_billed_tokens(run_id)
+  return report.spend({ tokens = billed or tokens }, env.price_per_1m_tokens, env.budget_usd)
+end
+
+-- Writes the run record's end for a scale-out process. The one that
+-- finished the run records the totals (this process's share is in its
+-- report; both have them, in scale_out.run_totals); the others release
+-- it; one that stops early leaves the run open: its units are free for the
+-- other processes (or a re-run). Returns the exit code.
+local function record_scale_out(env, stats, run_totals, sent, code)
+  local store = env.store
+  stats.scale_out = { finished_run = run_totals ~= nil, run_totals = run_totals }
+  if not run_totals then
+    local base = store:finish_run(stats.run_id, nil, nil)
+    local units = workunits.requests_sent(store.pool, stats.run_id)
+    stats.requests_spent = base and units and base + units or nil
     return code
   end
-  stats.scale_out = { finished_run = run_totals ~= nil, run_totals = run_totals }
-  local run_status
-  if run_totals then
-    run_status = run_totals.failed > 0 and "done_with_failures" or "done"
-    run_totals.plan, run_totals.run_id, run_totals.status = stats.plan, stats.run_id, run_status
-    if code == exit.ok and run_totals.failed > 0 then code = exit.dead_letters end
-  end
-  stats.requests_spent = store:finish_run(stats.run_id, run_status, report.json(run_totals or stats))
+  local open = open_failures(store, stats.run_id)
+  local run_status = (open or run_totals.failed) > 0 and "done_with_failures" or "done"
+  run_totals.plan, run_totals.run_id, run_totals.status = stats.plan, stats.run_id, run_status
+  run_totals.dry_run, run_totals.spend = false, stats.spend
+  run_totals.requests_spent = store:finish_run(stats.run_id, run_status, report.json(run_totals), sent)
+  stats.requests_spent = run_totals.requests_spent
+  if code == exit.ok and run_status == "done_with_failures" then code = exit.dead_letters end
   return code
+end
+
+-- Writes the run record's end. Returns the exit code.
+local function record_finish(env, stats, run_totals, sent, code, status, opts)
+  if not opts["scale-out"] then
+    stats.requests_spent = env.store:finish_run(stats.run_id, status, report.json(stats))
+    return code
+  end
+  return record_scale_out(env, stats, run_totals, sent, code)
+end
+
+-- A run's counters from what it committed (the database's checkpoint and
+-- units past it), plus what the process did beyond units (deletions,
+-- spend of dropped units): a commit its client gave up on at a signal
+-- counts, units never written do not (ragops.stages.account rebase).
+local function from_committed(env, stats, interrupted)
+  local booked = stats.booked
+  if not booked then return end
+  local committed, err = env.store:committed_totals(stats.run_id, interrupted)
+  if not committed then
+    log.warn("não foi possível ler o que a execução %d gravou: %s", stats.run_id, tostring(err))
+    return
+  end
+  account.rebase(stats, booked, committed)
 end
 
 -- Adds what the HTML report draws to stats: the progress series, the
@@ -328,19 +386,28 @@ local function observability_fields(env, state, stats, opts)
 end
 
 -- Ends the run: report fields, the run record, the closing of the pool and
--- the client, the final metrics. Returns the exit code.
-local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
+-- the client, the final metrics. A run of the runner (run.committed)
+-- reports what it committed and its exit code follows its open dead
+-- letters. Returns the exit code.
+local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts, sent)
   stats.plan, stats.run_id, stats.dry_run, stats.resumed = p.name, run.id, false, run.resumed or nil
   stats.rate_limit = env.limiter:stats()
   stats.limits = params_mod.limits(p, cfg)
-  stats.spend = report.spend(stats, env.price_per_1m_tokens, env.budget_usd)
   -- Stopped by a dependency that gave up (or an internal error): the run's
   -- record gets a single attempt, no waits (ragops.pool wind_down).
   local aborted = stats.aborted
   if aborted and (aborted.code ~= exit.alert or aborted.halt) then parts.pool:wind_down() end
-  local code, status = outcome(stats, state)
+  local open
+  if run.committed then
+    if not opts["scale-out"] then from_committed(env, stats, state.interrupted) end
+    stats.spend = run_spend(env, run.id, stats.tokens)
+    open = not stats.aborted and not state.interrupted and open_failures(env.store, run.id) or nil
+  else
+    stats.spend = report.spend(stats, env.price_per_1m_tokens, env.budget_usd)
+  end
+  local code, status = outcome(stats, state, open)
   observability_fields(env, state, stats, opts)
-  code = record_finish(env.store, stats, run_totals, code, status, opts)
+  code = record_finish(env, stats, run_totals, sent, code, status, opts)
   parts.pool:close()
   parts.client:close()
   env.metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(0)
@@ -375,17 +442,22 @@ local function run_loaded(p, cfg, opts, params)
   parts.metrics_settings = metrics_settings
   local run, rcode, rerr = start_run(env.store, p, params, opts)
   if not run then pool:close(); parts.client:close(); return fail(rcode, "%s", rerr) end
-  env.run_id, env.checkpoint = run.id, run.checkpoint
+  env.run_id, env.checkpoint, env.scale_out, run.committed = run.id, run.checkpoint, opts["scale-out"], true
+  -- The run's spend so far (earlier processes included): the budget's base.
+  if env.price_per_1m_tokens then env.budget_base = env.store:run_billed_tokens(run.id) end
   log.context { run_id = run.id, plan = p.name }
-  log.info("execução %d do plano %q iniciada (modelo %s, dim %d, %s)",
-    run.id, p.name, cfg.provider.model, cfg.provider.dim, report.format_limits(params_mod.limits(p, cfg)))
+  log.info("execução %d do plano %q iniciada (modelo %s, dim %d, %s)%s",
+    run.id, p.name, cfg.provider.model, cfg.provider.dim, report.format_limits(params_mod.limits(p, cfg)),
+    opts["scale-out"] and "; com --scale-out, concorrência e limites de taxa (max_concurrency, "
+      .. "requests_per_min, tokens_per_min) valem por processo, não para a execução" or "")
+  if run.how then log.info("%s", run.how) end
   env.metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(1)
   tune_gc(params_mod.limits(p, cfg).in_flight)
   local state = start(env, cfg, parts)
-  local stats, run_totals = execute(p, env, opts, pool)
+  local stats, run_totals, sent = execute(p, env, opts, pool)
   signals.stop_run = nil
   state.running = false
-  return finish(p, cfg, env, parts, run, stats, run_totals, state, opts)
+  return finish(p, cfg, env, parts, run, stats, run_totals, state, opts, sent)
 end
 
 -- Loads the config and the plan, checks the options and runs it (or

@@ -30,7 +30,7 @@
 --   limiter  = optional ragops.ratelimit: :acquire(tokens), :release(outcome), :pause_until(ms),
 --   metrics  = optional ragops.metrics registry,
 --   spent    = optional { requests = n }: counts every embedding request,
---   range    = optional { after = key_text|nil, upto = key_text|nil }: process only
+--   range    = optional { after = key_text|nil, upto = key_text|nil, ahead = parts|nil }: process only
 --              keys in (after, upto] of the plan's single source, without
 --              checkpoints or end-of-source deletions (a scale-out work unit),
 -- }
@@ -99,8 +99,7 @@ end
 
 -- What a unit spent on the provider, kept when it does not commit.
 local function keep_spend(ctx, job)
-  local d = job.delta
-  ctx:merge(job.unit.source.entity_type, { requests = d.requests, retries = d.retries, tokens = d.tokens })
+  ctx:spend_dropped(job.unit.source.entity_type, job.delta, job.parts)
 end
 
 -- write -> account for one embedded unit.
@@ -317,8 +316,10 @@ local function run_source(ctx, source, loading)
     ctx.log.info("retomando %s a partir da chave %s (checkpoint)", source.entity_type, cp.after)
   end
   local complete = M.process_units(ctx, tracker, function(emit)
-    return read.read_source(ctx, source, env.range and {} or cp, { range = env.range }, emit,
-      function(unit, stats) tracker:committed(unit, stats, true) end)
+    -- A work unit's range skips the parts an earlier attempt committed
+    -- (range.ahead); they count in the unit's totals, not in this attempt.
+    return read.read_source(ctx, source, env.range and { ahead = env.range.ahead } or cp, { range = env.range },
+      emit, function(unit, stats) if tracker then tracker:committed(unit, stats, true) end end)
   end)
   write.flush(ctx, source.entity_type, tracker, true)
   -- A work unit's range is not the whole source: deletions belong to the

@@ -598,7 +598,7 @@ function Store:write_unit(unit)
       if u then
         step(M.USAGE_SQL, unit.run_id, u.model, unit.entity_type, u.documents, u.chunks, u.bytes, u.chars, u.tokens)
       end
-      self:check_owner(step, unit.run_id, spent)
+      self:check_owner(step, unit.run_id, spent, unit, pruned, refreshed)
     end
     return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
   end, staging)

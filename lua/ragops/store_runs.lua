@@ -1,7 +1,8 @@
 -- ragops.store_runs: the run record on PostgreSQL, as methods of the
 -- store (ragops.store_pg installs them on its Store). It claims or resumes a
 -- run (ragops_runs), keeps it held while the run works (advisory lock +
--- owner token + heartbeat), counts the embedding requests spent, and
+-- owner token + heartbeat), counts the embedding requests and the tokens
+-- spent, reads back what the run committed and its open dead letters, and
 -- records how the run ended. Exclusivity has two parts: a session advisory
 -- lock on a connection held until finish_run (a crashed process loses it
 -- with its session, so a re-run takes over at once), and an owner token in
@@ -32,6 +33,9 @@ function Runs:unreserve_spent(n) self.reported_spent = self.reported_spent - n e
 -- The fence, inside a unit's transaction: fails to match when another
 -- process took the run over. It also records the requests spent since the
 -- last record, so a kill -9 loses at most those of the units in flight.
+-- (A scale-out work unit's store overrides it with the unit's own fence,
+-- which also records the unit's part: ragops.workunits; unit, pruned and
+-- refreshed are for that one.)
 function Runs:check_owner(step, run_id, spent)
   local rows = step([[update ragops_runs set updated_at = now(), requests_spent = requests_spent + $3
                        where id = $1 and owner is not distinct from $2]], run_id, self.owner_token, spent)
@@ -48,7 +52,9 @@ local function claim(q, plan_name, params_json, dry_run, must_resume, shared, to
   -- Claiming is serialised per plan+params, so two processes started at
   -- the same instant cannot both create a run.
   q("select pg_advisory_xact_lock($1, hashtext($2))", M.RUN_LOCK_CLASS - 1, plan_name .. params_json)
-  local rows = q([[select id, checkpoint::text as checkpoint from ragops_runs
+  local rows = q([[select id, checkpoint::text as checkpoint,
+                          exists (select 1 from ragops_work_units w where w.run_id = r.id) as has_units
+                     from ragops_runs r
                     where plan = $1 and params = $2::jsonb and not dry_run
                       and status in ('running', 'interrupted', 'aborted', 'failed')
                     order by id desc limit 1]], plan_name, params_json)
@@ -68,13 +74,16 @@ local function claim(q, plan_name, params_json, dry_run, must_resume, shared, to
   end
   q([[update ragops_runs set status = 'running', owner = $2, heartbeat_at = now(),
              updated_at = now() where id = $1]], run.id, token)
-  return { id = run.id, checkpoint = cjson.decode(run.checkpoint), resumed = rows[1] ~= nil }
+  return { id = run.id, checkpoint = cjson.decode(run.checkpoint), resumed = rows[1] ~= nil,
+           has_units = run.has_units == true }
 end
 
 -- Starts the run record, or resumes the latest unfinished run of the same
 -- plan with the same params (status running/interrupted/aborted/failed: a
 -- crash, a signal, an alert abort or an internal error), and holds it.
--- Returns run_id, checkpoint, resumed  or  nil, err, code ("busy"|"db").
+-- Returns run_id, checkpoint, resumed, has_units (the run was split into
+-- work units by --scale-out: it goes on through them)  or  nil, err, code
+-- ("busy"|"db").
 function Runs:start_run(plan_name, params_json, dry_run, must_resume, shared, owner)
   local token = not shared and owner or nil
   local held, conn, claimed = pcall(self.pool.hold, self.pool, function(c)
@@ -96,7 +105,7 @@ function Runs:start_run(plan_name, params_json, dry_run, must_resume, shared, ow
     checkpoint[entity_type] = checkpoint[entity_type] or {}
     checkpoint[entity_type].ahead = list
   end
-  return claimed.id, checkpoint, claimed.resumed
+  return claimed.id, checkpoint, claimed.resumed, claimed.has_units
 end
 
 -- Units committed past the checkpoint by an interrupted process, per
@@ -185,12 +194,13 @@ end
 
 -- Records the final status and report (status nil: only release the lock,
 -- for a scale-out process that leaves the finishing to another), with the
--- requests spent and not yet recorded. The report gets `requests_spent`:
--- every embedding request of every process and attempt of the run (a
--- resumed run includes the ones before the interruption). Returns that
--- total, or nil (fenced: another process owns the run; nothing recorded),
--- or nil, err.
-function Runs:finish_run(run_id, status, report_json)
+-- requests spent and not yet recorded (plus `extra_requests`: the ones the
+-- work units recorded, given by the scale-out process that finishes the
+-- run). The report gets `requests_spent`: every embedding request of every
+-- process and attempt of the run (a resumed run includes the ones before
+-- the interruption). Returns that total, or nil (fenced: another process
+-- owns the run; nothing recorded), or nil, err.
+function Runs:finish_run(run_id, status, report_json, extra_requests)
   self.keeping = false
   local rows, err = self:query([[
     update ragops_runs set status = coalesce($2, status),
@@ -200,7 +210,7 @@ function Runs:finish_run(run_id, status, report_json)
            finished_at = case when $2::text is null then finished_at else now() end,
            owner = case when $2::text is null then owner else null end, updated_at = now()
      where id = $1 and owner is not distinct from $5 returning requests_spent]],
-    run_id, status, report_json, self:reserve_spent(), self.owner_token)
+    run_id, status, report_json, self:reserve_spent() + (extra_requests or 0), self.owner_token)
   if rows and status and status:match("^done") then
     self:query("delete from ragops_run_units where run_id = $1", run_id)
   end
@@ -212,6 +222,83 @@ function Runs:finish_run(run_id, status, report_json)
   end
   if not rows then return nil, err end
   return rows[1] and rows[1].requests_spent or nil
+end
+
+-- Tokens the provider billed to the run, by every process and attempt:
+-- the units committed and the batches embedded but dropped
+-- (ragops_token_usage), and, in work units, what was billed and not yet
+-- committed plus what a dead process had in flight (counted at its upper
+-- bound: the provider may have billed it). Returns tokens or nil, err.
+function Runs:run_billed_tokens(run_id)
+  local rows, err = self:query([[
+    select (select coalesce(sum(tokens), 0) from ragops_token_usage where run_id = $1)::float8
+         + (select coalesce(sum(coalesce((stats ->> 'billed')::bigint, 0)
+                                 + coalesce((stats ->> 'ghost')::bigint, 0)), 0)
+              from ragops_work_units where run_id = $1)::float8 as tokens]], run_id)
+  if not rows then return nil, err end
+  return tonumber(rows[1].tokens)
+end
+
+-- What the provider billed for a batch embedded and then dropped (the
+-- run stopped before its unit was written): recorded with the run's usage
+-- (documents 0; chunks = the inputs embedded), so the spend of this run,
+-- of its later processes and the calibration count it. usage = { model,
+-- chunks, bytes, chars, tokens }. Returns true or nil, err.
+function Runs:record_dropped(run_id, entity_type, usage)
+  local rows, err = self:query(self.module.USAGE_SQL, run_id, usage.model, entity_type, 0, usage.chunks,
+    usage.bytes, usage.chars, usage.tokens)
+  if not rows then return nil, err end
+  return true
+end
+
+-- Open dead letters of the run (the exit code's truth: 1 iff any).
+-- Returns the count or nil, err.
+function Runs:open_failures(run_id)
+  local rows, err = self:query([[select count(*)::int as n from ragops_failures
+                                  where run_id = $1 and resolved_at is null]], run_id)
+  if not rows then return nil, err end
+  return rows[1].n
+end
+
+-- Adds stats (counters) into per[entity_type].
+local function add_into(per, entity_type, stats)
+  local into = per[entity_type] or {}
+  for k, v in pairs(stats or {}) do
+    if type(v) == "number" then into[k] = (into[k] or 0) + v end
+  end
+  per[entity_type] = into
+end
+
+local COMMITTED_SQL = [[
+  select checkpoint::text as checkpoint,
+         (select json_agg(json_build_array(u.entity_type, u.stats))
+            from ragops_run_units u where u.run_id = r.id)::text as units
+    from ragops_runs r where r.id = $1]]
+
+-- What the run committed, per entity type: the checkpoint's prefix and the
+-- units committed past it. settle: first lock the run's row (after a
+-- signal): a unit transaction whose commit is still running (its client
+-- gave up on it) holds that row to the end, so what it wrote is counted
+-- once it is in. Returns { [entity_type] = counters } or nil, err.
+function Runs:committed_totals(run_id, settle)
+  local run, err
+  if settle then
+    run, err = self:transaction(function(step)
+      step("select 1 from ragops_runs where id = $1 for update", run_id)
+      return step(COMMITTED_SQL, run_id)[1]
+    end)
+  else
+    local rows
+    rows, err = self:query(COMMITTED_SQL, run_id)
+    run = rows and rows[1]
+  end
+  if not run then return nil, err end
+  local per = {}
+  for entity_type, cp in pairs(cjson.decode(run.checkpoint)) do
+    if type(cp) == "table" then add_into(per, entity_type, cp.stats) end
+  end
+  for _, u in ipairs(run.units and cjson.decode(run.units) or {}) do add_into(per, u[1], u[2]) end
+  return per
 end
 
 -- Adds the run-record methods to Store (module: ragops.store_pg, for its

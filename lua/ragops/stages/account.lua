@@ -10,7 +10,12 @@
 --   ctx.aborted     nil, or { code, reason } once the run is stopping
 --   ctx.spent       { requests = n, tokens = n }: embedding requests of every
 --                   attempt, and tokens the provider billed, in this process
---   ctx.tokens_before tokens billed before this process (a resumed run)
+--   ctx.tokens_before tokens billed before this process (a resumed run; the
+--                   run record's count, env.budget_base, when known)
+--   ctx.booked      the part of ctx.stats that is units' counters (the
+--                   resumed prefix and each unit accounted): what is not in
+--                   it (deletions of entities gone, spend of dropped units)
+--                   is added to what the run committed (M.rebase)
 local instruments = require "ragops.stages.instruments"
 
 local M = {}
@@ -47,14 +52,42 @@ function M.context(plan, env)
   }, Context)
   ctx.spent.tokens = ctx.spent.tokens or 0
   ctx.stats.per_entity_type, ctx.stats.missing_entities = {}, {}
+  ctx.booked = { per_entity_type = {} }
   for entity_type, cp in pairs(env.checkpoint or {}) do
     if type(cp) == "table" then
-      if type(cp.stats) == "table" then ctx:merge(entity_type, cp.stats) end
-      for _, unit in ipairs(cp.ahead or {}) do ctx:merge(entity_type, unit.stats) end
+      if type(cp.stats) == "table" then ctx:book(entity_type, cp.stats) end
+      for _, unit in ipairs(cp.ahead or {}) do ctx:book(entity_type, unit.stats) end
     end
   end
   ctx.tokens_before = ctx.stats.tokens
   return ctx
+end
+
+-- Adds delta to the run totals as units' counters (see ctx.booked).
+function Context:book(entity_type, delta)
+  self:merge(entity_type, delta)
+  local per = self.booked.per_entity_type
+  per[entity_type] = M.add_counters(per[entity_type] or M.new_counters(), delta)
+end
+
+-- The totals of a run from what it committed (committed = { [entity_type]
+-- = counters }, read back from the database) plus what stats holds beyond
+-- its booked units' counters. Units this process believes lost (a commit
+-- its client gave up on at a signal) but PostgreSQL committed count; units
+-- it skipped without writing and never recorded do not (a resume redoes
+-- them). Returns stats, changed in place.
+function M.rebase(stats, booked, committed)
+  local per = stats.per_entity_type
+  for entity_type in pairs(committed) do per[entity_type] = per[entity_type] or M.new_counters() end
+  for _, k in ipairs(M.COUNTER_KEYS) do stats[k] = 0 end
+  for entity_type, c in pairs(per) do
+    local b, from_db = booked.per_entity_type[entity_type] or {}, committed[entity_type] or {}
+    for _, k in ipairs(M.COUNTER_KEYS) do
+      c[k] = (from_db[k] or 0) + (c[k] or 0) - (b[k] or 0)
+      stats[k] = stats[k] + c[k]
+    end
+  end
+  return stats
 end
 
 function Context:counters_for(entity_type)
@@ -103,17 +136,35 @@ end
 
 -- Books a committed unit: totals, metrics, alert events.
 function Context:account_unit(entity_type, delta, rows)
-  self:merge(entity_type, delta)
+  self:book(entity_type, delta)
   instruments.unit_committed(self, entity_type, delta)
   for _ = 1, rows - delta.failed do self:observe({ kind = "document", ok = true }) end
   for _ = 1, delta.failed do self:observe({ kind = "document", ok = false }) end
+end
+
+-- What a unit that will not commit spent on the provider (delta; parts:
+-- its embedded batches): kept in the totals, and what the provider billed
+-- for it recorded with the run's usage, so the run's spend (this process's,
+-- a resumed one's, the other scale-out processes') counts it.
+function Context:spend_dropped(entity_type, delta, parts)
+  self:merge(entity_type, { requests = delta.requests, retries = delta.retries, tokens = delta.tokens })
+  local store, run_id = self.store, self.env.run_id
+  if not (run_id and delta.tokens > 0 and store.record_dropped) then return end
+  local inputs = 0
+  for _, part in ipairs(parts or {}) do inputs = inputs + #part.items end
+  local ok, err = store:record_dropped(run_id, entity_type, { model = self.env.model, chunks = inputs,
+    bytes = delta.bytes, chars = delta.chars, tokens = delta.tokens })
+  if not ok then
+    self.log.warn("não foi possível registrar os %d tokens cobrados de um lote descartado: %s", delta.tokens,
+      tostring(err))
+  end
 end
 
 -- US$ billed so far by the run (all processes), or nil without a price.
 function Context:spend_usd()
   local price = self.env.price_per_1m_tokens
   if not price then return nil end
-  return (self.tokens_before + self.spent.tokens) * price / 1e6
+  return ((self.env.budget_base or self.tokens_before) + self.spent.tokens) * price / 1e6
 end
 
 -- The run's final stats (the runner's return value).
@@ -124,7 +175,8 @@ function Context:finish()
   st.aborted = self.aborted
   local alerts = self.env.alerts
   if alerts and alerts.fired and #alerts.fired > 0 then st.alerts = alerts.fired end
-  return st
+  -- Reachable as st.booked (M.rebase) but not a field: not in the reports.
+  return setmetatable(st, { __index = { booked = self.booked } })
 end
 
 -- ---- progress snapshot (added by the observability work, issue 10) ----

@@ -294,6 +294,11 @@ function M.write(ctx, unit, payload, delta, tracker)
       payload.ahead = { first_key = unit.first_key, after_key = unit.after_key,
                         last_key = unit.last_key, stats = account.add_counters({}, delta) }
     end
+  elseif ctx.store.work_unit then
+    -- A scale-out work unit records each part it commits, in the part's
+    -- transaction (ragops.workunits): a takeover skips it, totals count it.
+    payload.part = { first_key = unit.first_key, after_key = unit.after_key,
+                     last_key = unit.last_key, stats = account.add_counters({}, delta) }
   end
   local started = ctx.sched.now()
   local result, err, state = ctx.store:write_unit(payload)
