@@ -7,6 +7,7 @@ local cjson = require "cjson"
 local exit = require "ragops.exit"
 local log = require "ragops.log"
 local safe_file = require "ragops.util.safe_file"
+local scrub = require "ragops.util.scrub"
 
 local M = {}
 
@@ -298,9 +299,10 @@ function M.to_table(stats)
   return out
 end
 
--- JSON string for --report-json.
+-- JSON string for --report-json and the run record (ragops_runs.report),
+-- configured secrets masked (ragops.util.scrub).
 function M.json(stats)
-  return json.encode(M.to_table(stats))
+  return scrub.mask(json.encode(M.to_table(stats)))
 end
 
 -- Replaces path with text (ragops.util.safe_file: O_EXCL temporary in the
@@ -323,9 +325,9 @@ end
 -- Prints the pt-BR report, writes --report-json (by the engine, never the
 -- plan) and returns the exit code (2 when the report file cannot be written).
 function M.emit(stats, opts, code, json_text)
-  io.stdout:write(M.format(stats), "\n")
+  io.stdout:write(scrub.text(M.format(stats)), "\n")
   if opts["report-json"] then
-    code = M.write_json_file(opts["report-json"], json_text or M.json(stats), code)
+    code = M.write_json_file(opts["report-json"], scrub.mask(json_text or M.json(stats)), code)
   end
   if stats.abort_reason then log.error("%s", stats.abort_reason) end
   return code

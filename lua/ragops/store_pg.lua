@@ -10,6 +10,7 @@
 local cjson = require "cjson"
 local key_text = require("ragops.stages.decide").key_text
 local pg = require "ragops.pg"
+local scrub = require "ragops.util.scrub"
 local sqlname = require "ragops.sqlname"
 local store_runs = require "ragops.store_runs"
 local sync_queue = require "ragops.sync_queue"
@@ -329,13 +330,14 @@ M.RESOLVE_SQL = [[
   update ragops_failures set resolved_at = now(), resolved_run_id = $1
    where resolved_at is null and entity_type = $2 and entity_id = any($3::text[])]]
 
--- Dead letters of one entity type, as the parallel arrays of FAILURE_SQL.
+-- Dead letters of one entity type, as the parallel arrays of FAILURE_SQL
+-- (messages and ids through scrub: secrets masked, capped, escaped).
 local function failure_arrays(failures)
   local a = { {}, {}, {}, {}, {}, {}, {}, {} }
   for i, f in ipairs(failures) do
     a[1][i], a[2][i], a[3][i] = f.entity_id, f.chunk_index or -1, f.error_class
-    a[4][i], a[5][i], a[6][i] = f.http_status or 0, f.message, f.attempts or 1
-    a[7][i], a[8][i] = f.request_id or "", f.provider_request_id or ""
+    a[4][i], a[5][i], a[6][i] = f.http_status or 0, scrub.message(f.message), f.attempts or 1
+    a[7][i], a[8][i] = scrub.message(f.request_id or ""), scrub.message(f.provider_request_id or "")
   end
   return a
 end
