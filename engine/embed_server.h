@@ -34,6 +34,8 @@ typedef struct embed_server_opts {
                                     an "embedding" string that grows until the client leaves) (default NULL) */
     int endless_gzip;           /* 1: that endless body goes gzip-encoded, ~1 KiB on the wire per MiB
                                     inflated: a compression bomb (default 0) */
+    int echo_auth;              /* 1: the request's Authorization header comes back as the answer's
+                                    x-request-id, as a provider that echoes the key would (default 0) */
 } embed_server_opts;
 
 /* Counters served by GET /stats and zeroed by POST /stats/reset. */

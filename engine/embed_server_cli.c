@@ -34,6 +34,7 @@ static const char es_usage[] =
     "  --bad-usage-rate F   probabilidade (0..1) de responder 200 com usage.prompt_tokens = -1\n"
     "  --endless-pattern RE regex POSIX estendida: entrada que casar => 200 com corpo que nunca termina\n"
     "  --endless-gzip       esse corpo sem fim vai comprimido com gzip (bomba de compressão)\n"
+    "  --echo-auth          devolve o cabeçalho Authorization no x-request-id (provedor que ecoa a chave)\n"
     "  --seed N             semente da aleatoriedade das falhas (padrão 42)\n"
     "  --api-key CHAVE      exige o cabeçalho Authorization: Bearer CHAVE (senão 401)\n"
     "  --max-inputs N       máximo de entradas por requisição (padrão 2048; acima => 400)\n"
@@ -119,6 +120,7 @@ static const es_option es_options[] = {
     ES_OPT("--dense", ES_OPT_FLAG, dense, 0, 0),
     ES_OPT("--endless-pattern", ES_OPT_TEXT, endless_pattern, 0, 0),
     ES_OPT("--endless-gzip", ES_OPT_FLAG, endless_gzip, 0, 0),
+    ES_OPT("--echo-auth", ES_OPT_FLAG, echo_auth, 0, 0),
 };
 
 static const es_option *es_find_option(const char *name)

@@ -63,7 +63,7 @@ es_response *es_response_error(int status, const char *type, const char *code, c
 char *es_response_head(const es_response *resp)
 {
     char retry_header[64] = "";
-    char id_header[64] = "";
+    char id_header[192] = "";
     if (resp->retry_after_s > 0)
         snprintf(retry_header, sizeof retry_header, "Retry-After: %d\r\n", resp->retry_after_s);
     if (resp->request_id[0])

@@ -47,7 +47,7 @@ typedef struct es_response {
     int close_after;          /* 1: close the connection after writing */
     int endless;              /* 1: body is only the start of a chunked body that never ends */
     int gzip;                 /* 1 (with endless): the body is sent gzip-encoded */
-    char request_id[32];      /* "es-<n>" sent as x-request-id, "" for none */
+    char request_id[160];     /* "es-<n>" (or --echo-auth's echo) sent as x-request-id, "" for none */
 } es_response;
 
 /* Fault-injection settings and state (embed_server_faults.c). */
@@ -91,6 +91,7 @@ struct embed_server {
     int latency_ms;           /* see embed_server_opts */
     int max_inputs;           /* see embed_server_opts */
     int dense;                /* see embed_server_opts */
+    int echo_auth;            /* see embed_server_opts */
     es_faults faults;         /* fault injection */
     embed_server_stats stats; /* counters for /stats */
     uint64_t last_request_id; /* n of the last "es-<n>" given (never reset) */
