@@ -338,9 +338,14 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
     memset(&r, 0, sizeof r);
     r.status = resp->status;
     r.retry_after_ms = resp->retry_after_ms;
-    /* a provider may echo the request's headers (the key) in its id */
-    embed_scrub(resp->request_id ? resp->request_id : "", call->conf->api_key, call->provider_request_id,
-                sizeof call->provider_request_id);
+    snprintf(call->provider_request_id, sizeof call->provider_request_id, "%s",
+             resp->request_id ? resp->request_id : "");
+    if (call->conf->api_key && strstr(call->provider_request_id, call->conf->api_key)) {
+        /* the provider echoed the request's headers (the key) in its id */
+        char id[HTTP_MAX_REQUEST_ID + 1];
+        memcpy(id, call->provider_request_id, sizeof id);
+        embed_scrub(id, call->conf->api_key, call->provider_request_id, sizeof call->provider_request_id);
+    }
     r.message = message;
     r.cls = embed_classify(resp->curl_code, resp->status, NULL, NULL, &r.kind);
 
