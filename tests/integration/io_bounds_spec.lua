@@ -3,7 +3,8 @@
 --   9  a provider's endless 200 (plain or a gzip bomb) stops at the batch's
 --      expected size: exit 4, pt-BR message, no dead letters;
 --   10 output files: a link planted at the old PATH.tmp is never followed, a
---      symlinked or non-regular target (/dev/full) is refused with exit 2,
+--      symlinked or non-regular target (a FIFO, a folder: as /dev/full) is
+--      refused with exit 2,
 --      the metrics textfile likewise, and a failing write is reported;
 --   12 a database password with "?" and "#" never shows in connection errors;
 --   13 an API key echoed in the provider's x-request-id reaches neither the
@@ -109,11 +110,17 @@ describe("entradas e saídas limitadas e seguras", function()
       assert.are.equal("alvo relatorio.html relatorio.json", listing(dir))
     end)
 
-    it("/dev/full: recusado (não é arquivo comum), código 2, o dispositivo continua dispositivo", function()
-      local code, _, err = dry_run("--report-json /dev/full")
-      assert.are.equal(2, code, err)
-      assert.truthy(err:find("não é um arquivo comum", 1, true), err)
-      assert.are.equal(0, (H.sh("test -c /dev/full")))
+    -- A FIFO and a folder stand for /dev/full (same refusal: not a regular
+    -- file), so a regression can never replace a device node of the machine.
+    it("FIFO e pasta no destino: recusados (não são arquivos comuns), código 2, continuam o que eram", function()
+      H.sh(("mkfifo %s/fifo && mkdir %s/pasta"):format(H.q(dir), H.q(dir)))
+      for _, name in ipairs({ "fifo", "pasta" }) do
+        local code, _, err = dry_run("--report-json " .. H.q(dir .. "/" .. name))
+        assert.are.equal(2, code, err)
+        assert.truthy(err:find("não é um arquivo comum", 1, true), err)
+      end
+      assert.are.equal(0, (H.sh(("test -p %s/fifo && test -d %s/pasta"):format(H.q(dir), H.q(dir)))))
+      assert.are.equal("fifo pasta", listing(dir))
     end)
 
     it("metrics.file por link simbólico: aviso, o arquivo apontado intacto", function()
