@@ -282,6 +282,13 @@ char *embed_parse_error_message(const char *body, size_t len, char **code)
     return result;
 }
 
+size_t embed_expected_body_max(int count, int dim)
+{
+    size_t items = count > 0 ? (size_t)count : 1;
+    size_t floats = dim > 0 ? (size_t)dim : EMBED_BODY_UNKNOWN_DIM;
+    return items * (floats * EMBED_BODY_BYTES_PER_FLOAT + EMBED_BODY_BYTES_PER_ITEM) + EMBED_BODY_SLACK_BYTES;
+}
+
 /* Case-insensitive substring test. */
 static int embed_contains_ci(const char *haystack, const char *needle)
 {
@@ -448,6 +455,8 @@ const char *embed_kind_name(embed_kind kind)
         return "connection";
     case EMBED_KIND_MALFORMED:
         return "malformed";
+    case EMBED_KIND_BODY_TOO_LARGE:
+        return "body_too_large";
     }
     return "";
 }

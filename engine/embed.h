@@ -30,8 +30,18 @@ typedef enum embed_kind {
     EMBED_KIND_HTTP,        /* non-2xx HTTP status */
     EMBED_KIND_TIMEOUT,     /* transfer timed out */
     EMBED_KIND_CONNECTION,  /* could not connect / connection broke */
-    EMBED_KIND_MALFORMED    /* 2xx with a body that does not fit the contract */
+    EMBED_KIND_MALFORMED,   /* 2xx with a body that does not fit the contract */
+    EMBED_KIND_BODY_TOO_LARGE /* 2xx body past embed_expected_body_max: transfer stopped (fatal) */
 } embed_kind;
+
+/* Bound of a 2xx embeddings answer: every number as JSON text (a provider
+ * may answer numbers even when base64 was asked, and pretty-printed), an
+ * envelope per item and a fixed slack for "model", "usage" and the rest. */
+#define EMBED_BODY_BYTES_PER_FLOAT 32
+#define EMBED_BODY_BYTES_PER_ITEM 1024
+#define EMBED_BODY_SLACK_BYTES ((size_t)64 * 1024)
+/* The dimension assumed when none is known (the largest provider.dim). */
+#define EMBED_BODY_UNKNOWN_DIM 16000
 
 /* Vectors parsed from a response, row i = input i. */
 typedef struct embed_vectors {
@@ -76,6 +86,11 @@ int embed_stream_feed(embed_stream *s, const char *bytes, size_t n);
 int embed_stream_finish(embed_stream *s, embed_vectors *out, char *err, size_t err_size);
 void embed_stream_free(embed_stream *s);
 
+/* Most bytes a correct 2xx answer to count inputs of dim floats can take
+ * (see EMBED_BODY_BYTES_PER_FLOAT); dim <= 0: EMBED_BODY_UNKNOWN_DIM.
+ * The HTTP client stops a longer answer (an endless or inflating body). */
+size_t embed_expected_body_max(int count, int dim);
+
 /* Extracts the message of an error body ({"error":{"message":...}},
  * {"error":"..."} or {"message":...}). Returns a malloc'd string or NULL;
  * *code (when code is not NULL) receives a malloc'd copy of a string
@@ -109,7 +124,7 @@ int embed_wants_float_fallback(long status, const char *provider_message);
 /* "ok", "transient", "permanent", "fatal". */
 const char *embed_class_name(embed_class cls);
 
-/* "", "http", "timeout", "connection", "malformed". */
+/* "", "http", "timeout", "connection", "malformed", "body_too_large". */
 const char *embed_kind_name(embed_kind kind);
 
 /* Checks s (len bytes) is UTF-8 as JSON encoders accept it (RFC 3629: no

@@ -294,6 +294,7 @@ static int embed_call_start(embed_call *call, char *err, size_t err_size)
     opts.timeout_ms = call->conf->timeout_ms;
     opts.on_body = embed_on_body;
     opts.on_body_data = call->stream;
+    opts.max_body = embed_expected_body_max(call->count, call->conf->expected_dim);
     opts.connect_timeout_ms = EMBED_CONNECT_TIMEOUT_MS < call->conf->timeout_ms ? EMBED_CONNECT_TIMEOUT_MS
                                                                                  : call->conf->timeout_ms;
     req = http_request_start(rg_http_shared_client(rg_main_state()), &opts, embed_on_done, call);
@@ -339,9 +340,26 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
     r.retry_after_ms = resp->retry_after_ms;
     snprintf(call->provider_request_id, sizeof call->provider_request_id, "%s",
              resp->request_id ? resp->request_id : "");
+    if (call->conf->api_key && strstr(call->provider_request_id, call->conf->api_key)) {
+        /* the provider echoed the request's headers (the key) in its id */
+        char id[HTTP_MAX_REQUEST_ID + 1];
+        memcpy(id, call->provider_request_id, sizeof id);
+        embed_scrub(id, call->conf->api_key, call->provider_request_id, sizeof call->provider_request_id);
+    }
     r.message = message;
     r.cls = embed_classify(resp->curl_code, resp->status, NULL, NULL, &r.kind);
 
+    if (resp->body_too_large) {
+        r.cls = EMBED_CLASS_FATAL;
+        r.kind = EMBED_KIND_BODY_TOO_LARGE;
+        snprintf(message, sizeof message,
+                 "a resposta do provedor de embeddings passou de %zu bytes, o máximo esperado para %d "
+                 "entrada(s) de dimensão %d; a transferência foi interrompida (provedor com defeito ou "
+                 "resposta hostil: confira provider.url)",
+                 resp->max_body, call->count, call->conf->expected_dim);
+        embed_call_finish(call, &r);
+        return;
+    }
     if (resp->curl_code != CURLE_OK) {
         if (r.cls == EMBED_CLASS_FATAL)
             embed_fatal_message(call->conf, 0, NULL, NULL, message, sizeof message);

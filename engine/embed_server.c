@@ -64,6 +64,7 @@ static embed_server *es_server_new(uv_loop_t *loop, const embed_server_opts *opt
     server->latency_ms = opts->latency_ms;
     server->max_inputs = opts->max_inputs;
     server->dense = opts->dense;
+    server->echo_auth = opts->echo_auth;
     if (es_faults_init(&server->faults, opts, err) != 0)
         goto fail;
     return server;

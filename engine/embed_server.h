@@ -2,7 +2,8 @@
  * embed_server.h: `ragops embed-server`, a local, deterministic,
  * OpenAI-compatible embedding server (POST /v1/embeddings) on a libuv loop,
  * with fault injection (latency, 429, 5xx, timeouts, hangs on matching
- * inputs, malformed bodies, bad usage, permanent 400s) for tests and the demo.
+ * inputs, malformed bodies, bad usage, permanent 400s, endless or gzip-bomb
+ * bodies) for tests and the demo.
  */
 #ifndef RAGOPS_EMBED_SERVER_H
 #define RAGOPS_EMBED_SERVER_H
@@ -29,6 +30,12 @@ typedef struct embed_server_opts {
     const char *api_key;        /* when set, require "Authorization: Bearer KEY" (default NULL) */
     int max_inputs;             /* maximum inputs per request (default 2048) */
     int dense;                  /* 1: every component non-zero (featurehash_embed_dense) (default 0) */
+    const char *endless_pattern; /* POSIX ERE: any matching input => a 200 whose body never ends (chunked,
+                                    an "embedding" string that grows until the client leaves) (default NULL) */
+    int endless_gzip;           /* 1: that endless body goes gzip-encoded, ~1 KiB on the wire per MiB
+                                    inflated: a compression bomb (default 0) */
+    int echo_auth;              /* 1: the request's Authorization header comes back as the answer's
+                                    x-request-id, as a provider that echoes the key would (default 0) */
 } embed_server_opts;
 
 /* Counters served by GET /stats and zeroed by POST /stats/reset. */
@@ -39,7 +46,8 @@ typedef struct embed_server_stats {
     uint64_t errors_5xx;   /* injected 500/502/503 answers */
     uint64_t rate_limited; /* injected 429 answers */
     uint64_t timeouts;     /* requests accepted and never answered (--timeout-rate, --hang-pattern) */
-    uint64_t malformed;    /* injected malformed 200 answers (--malformed-rate, --bad-usage-rate) */
+    uint64_t malformed;    /* injected malformed 200 answers (--malformed-rate, --bad-usage-rate,
+                              --endless-pattern) */
     uint64_t rejected;     /* 400 answers caused by --reject-pattern */
     uint64_t bad_requests; /* other 4xx answers (invalid JSON, auth, model, limits) */
 } embed_server_stats;

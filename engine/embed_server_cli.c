@@ -32,6 +32,9 @@ static const char es_usage[] =
     "  --reject-pattern RE  regex POSIX estendida: entrada que casar => 400 (erro permanente)\n"
     "  --hang-pattern RE    regex POSIX estendida: requisição com entrada que casar nunca é respondida\n"
     "  --bad-usage-rate F   probabilidade (0..1) de responder 200 com usage.prompt_tokens = -1\n"
+    "  --endless-pattern RE regex POSIX estendida: entrada que casar => 200 com corpo que nunca termina\n"
+    "  --endless-gzip       esse corpo sem fim vai comprimido com gzip (bomba de compressão)\n"
+    "  --echo-auth          devolve o cabeçalho Authorization no x-request-id (provedor que ecoa a chave)\n"
     "  --seed N             semente da aleatoriedade das falhas (padrão 42)\n"
     "  --api-key CHAVE      exige o cabeçalho Authorization: Bearer CHAVE (senão 401)\n"
     "  --max-inputs N       máximo de entradas por requisição (padrão 2048; acima => 400)\n"
@@ -115,6 +118,9 @@ static const es_option es_options[] = {
     ES_OPT("--api-key", ES_OPT_NONEMPTY, api_key, 0, 0),
     ES_OPT("--max-inputs", ES_OPT_INT, max_inputs, 1, 1000000),
     ES_OPT("--dense", ES_OPT_FLAG, dense, 0, 0),
+    ES_OPT("--endless-pattern", ES_OPT_TEXT, endless_pattern, 0, 0),
+    ES_OPT("--endless-gzip", ES_OPT_FLAG, endless_gzip, 0, 0),
+    ES_OPT("--echo-auth", ES_OPT_FLAG, echo_auth, 0, 0),
 };
 
 static const es_option *es_find_option(const char *name)
@@ -208,9 +214,9 @@ static int es_parse_option(int argc, char **argv, int *i, embed_server_opts *opt
  * numeric address. Returns 0 or 2 (usage error, message printed). */
 static int es_check_opts(const embed_server_opts *opts)
 {
-    static const char *const pattern_flags[] = {"--reject-pattern", "--hang-pattern"};
-    const char *patterns[] = {opts->reject_pattern, opts->hang_pattern};
-    for (int k = 0; k < 2; k++) {
+    static const char *const pattern_flags[] = {"--reject-pattern", "--hang-pattern", "--endless-pattern"};
+    const char *patterns[] = {opts->reject_pattern, opts->hang_pattern, opts->endless_pattern};
+    for (int k = 0; k < 3; k++) {
         regex_t probe;
         char *err = NULL;
         if (!patterns[k])

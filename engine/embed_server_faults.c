@@ -1,12 +1,14 @@
 /*
  * embed_server_faults.c: fault injection of the embed-server: the seeded
- * PRNG (splitmix64), the --reject-pattern / --hang-pattern regexes and the
- * choice of the fault that answers a valid request (hang, timeout, 429, 5xx,
- * permanent 400, malformed 200, bad usage).
+ * PRNG (splitmix64), the --reject-pattern / --hang-pattern /
+ * --endless-pattern regexes and the choice of the fault that answers a
+ * valid request (hang, endless body, timeout, 429, 5xx, permanent 400,
+ * malformed 200, bad usage).
  */
 #include "embed_server_internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 int es_compile_pattern(regex_t *re, const char *pattern, const char *flag, char **err)
 {
@@ -38,6 +40,12 @@ int es_faults_init(es_faults *faults, const embed_server_opts *opts, char **err)
             return -1;
         faults->has_hang_re = 1;
     }
+    if (opts->endless_pattern) {
+        if (es_compile_pattern(&faults->endless_re, opts->endless_pattern, "--endless-pattern", err) != 0)
+            return -1;
+        faults->has_endless_re = 1;
+    }
+    faults->endless_gzip = opts->endless_gzip;
     return 0;
 }
 
@@ -47,8 +55,11 @@ void es_faults_free(es_faults *faults)
         regfree(&faults->reject_re);
     if (faults->has_hang_re)
         regfree(&faults->hang_re);
+    if (faults->has_endless_re)
+        regfree(&faults->endless_re);
     faults->has_reject_re = 0;
     faults->has_hang_re = 0;
+    faults->has_endless_re = 0;
 }
 
 /* splitmix64: returns a double uniform in [0, 1). */
@@ -78,13 +89,37 @@ static long es_first_match(const regex_t *re, json_t *inputs)
     return -1;
 }
 
-/* The faults that replace the answer: hang, timeout, 429, 5xx, reject.
- * Returns 1 when one applies (see es_faults_inject). */
+/* The start of the 200 of --endless-pattern: its "embedding" string is
+ * never closed (es_endless_next adds to it until the client leaves). */
+static es_response *es_endless_answer(const es_faults *faults)
+{
+    static const char start[] = "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
+                                "\"embedding\":\"";
+    char *body = strdup(start);
+    es_response *resp = body ? es_response_new(200, "application/json", body, sizeof start - 1) : NULL;
+    if (resp) {
+        resp->endless = 1;
+        resp->gzip = faults->endless_gzip;
+    }
+    return resp;
+}
+
+/* The faults that replace the answer: hang, endless body, timeout, 429,
+ * 5xx, reject. Returns 1 when one applies (see es_faults_inject). */
 static int es_fault_answer(embed_server *server, json_t *inputs, es_response **resp, int *never_answer)
 {
     es_faults *faults = &server->faults;
-    if ((faults->has_hang_re && es_first_match(&faults->hang_re, inputs) >= 0) ||
-        es_random_hit(faults, faults->timeout_rate)) {
+    if (faults->has_hang_re && es_first_match(&faults->hang_re, inputs) >= 0) {
+        server->stats.timeouts++;
+        *never_answer = 1;
+        return 1;
+    }
+    if (faults->has_endless_re && es_first_match(&faults->endless_re, inputs) >= 0) {
+        server->stats.malformed++;
+        *resp = es_endless_answer(faults);
+        return 1;
+    }
+    if (es_random_hit(faults, faults->timeout_rate)) {
         server->stats.timeouts++;
         *never_answer = 1;
         return 1;

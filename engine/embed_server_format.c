@@ -2,7 +2,8 @@
  * embed_server_format.c: the body of a 200 answer to POST /v1/embeddings:
  * feature-hashed vectors written as JSON floats (9 significant digits, so a
  * float round-trips) or as base64 of little-endian float32, plus usage, and
- * the deliberately broken variants of --malformed-rate / --bad-usage-rate.
+ * the deliberately broken variants of --malformed-rate / --bad-usage-rate,
+ * and the chunks of an endless answer (--endless-pattern, --endless-gzip).
  */
 #include "embed_server_internal.h"
 #include "featurehash.h"
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 static const double es_pow10_table[] = {
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
@@ -233,4 +235,87 @@ fail:
     free(vec);
     free(model_json);
     return NULL;
+}
+
+/* ---------- endless answers ---------- */
+
+struct es_endless {
+    char *start;      /* the body's first bytes (sent once), then NULL */
+    size_t start_len; /* bytes in start */
+    char *filler;     /* ES_ENDLESS_CHUNK bytes of 'A': the string that never ends */
+    int gzip;         /* 1: deflate (gzip wrapper) through z */
+    z_stream z;       /* the one deflate stream of the answer */
+    char *out;        /* the framed chunk handed out by es_endless_next */
+    size_t out_cap;   /* bytes allocated in out */
+};
+
+es_endless *es_endless_new(const char *start, size_t start_len, int gzip)
+{
+    es_endless *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return NULL;
+    e->gzip = gzip;
+    e->start = malloc(start_len + 1);
+    e->filler = malloc(ES_ENDLESS_CHUNK);
+    /* a compressed chunk is smaller than its input; framing takes 16 bytes */
+    e->out_cap = (start_len > ES_ENDLESS_CHUNK ? start_len : ES_ENDLESS_CHUNK) + 1024;
+    e->out = malloc(e->out_cap);
+    if (e->start == NULL || e->filler == NULL || e->out == NULL ||
+        (gzip && deflateInit2(&e->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)) {
+        e->gzip = 0; /* nothing to end in z */
+        es_endless_free(e);
+        return NULL;
+    }
+    memcpy(e->start, start, start_len);
+    e->start_len = start_len;
+    memset(e->filler, 'A', ES_ENDLESS_CHUNK);
+    return e;
+}
+
+/* Deflates n bytes of in into dst (room bytes), flushed so that the client
+ * can inflate them at once. Returns the compressed length, 0 on failure. */
+static size_t es_endless_deflate(es_endless *e, const char *in, size_t n, char *dst, size_t room)
+{
+    e->z.next_in = (Bytef *)in;
+    e->z.avail_in = (uInt)n;
+    e->z.next_out = (Bytef *)dst;
+    e->z.avail_out = (uInt)room;
+    if (deflate(&e->z, Z_SYNC_FLUSH) != Z_OK || e->z.avail_in != 0)
+        return 0;
+    return room - e->z.avail_out;
+}
+
+const char *es_endless_next(es_endless *e, size_t *len)
+{
+    const char *in = e->start ? e->start : e->filler;
+    size_t n = e->start ? e->start_len : ES_ENDLESS_CHUNK;
+    char *data = e->out + 16; /* room for the "<hex size>\r\n" prefix */
+    size_t data_len = n;
+    int prefix;
+    if (e->gzip) {
+        data_len = es_endless_deflate(e, in, n, data, e->out_cap - 16 - 2);
+        if (data_len == 0)
+            return NULL;
+    } else {
+        memcpy(data, in, n);
+    }
+    free(e->start);
+    e->start = NULL;
+    prefix = snprintf(e->out, 16, "%zx\r\n", data_len);
+    memmove(e->out + prefix, data, data_len);
+    memcpy(e->out + prefix + data_len, "\r\n", 2);
+    *len = (size_t)prefix + data_len + 2;
+    return e->out;
+}
+
+void es_endless_free(es_endless *e)
+{
+    if (e == NULL)
+        return;
+    if (e->gzip)
+        deflateEnd(&e->z);
+    free(e->start);
+    free(e->filler);
+    free(e->out);
+    free(e);
 }

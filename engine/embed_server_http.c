@@ -63,11 +63,15 @@ es_response *es_response_error(int status, const char *type, const char *code, c
 char *es_response_head(const es_response *resp)
 {
     char retry_header[64] = "";
-    char id_header[64] = "";
+    char id_header[192] = "";
     if (resp->retry_after_s > 0)
         snprintf(retry_header, sizeof retry_header, "Retry-After: %d\r\n", resp->retry_after_s);
     if (resp->request_id[0])
         snprintf(id_header, sizeof id_header, "x-request-id: %s\r\n", resp->request_id);
+    if (resp->endless)
+        return es_format_alloc("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n%s%s\r\n",
+                               resp->status, http_status_text(resp->status), resp->content_type,
+                               resp->gzip ? "Content-Encoding: gzip\r\n" : "", id_header);
     return es_format_alloc("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
                            resp->status, http_status_text(resp->status), resp->content_type, resp->body_len,
                            retry_header, id_header, resp->close_after ? "Connection: close\r\n" : "");

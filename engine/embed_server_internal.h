@@ -28,6 +28,7 @@
 #define ES_MAX_BODY ((size_t)64 * 1024 * 1024)  /* 64 MiB */
 #define ES_READ_CHUNK (64 * 1024)               /* bytes offered to each read */
 #define ES_MAX_DIM 65536                        /* largest --dim accepted */
+#define ES_ENDLESS_CHUNK (1024 * 1024)          /* body bytes per chunk of an endless answer */
 
 /* Growable byte buffer. */
 typedef struct es_buf {
@@ -44,7 +45,9 @@ typedef struct es_response {
     size_t body_len;          /* body bytes */
     int retry_after_s;        /* > 0: send a Retry-After header */
     int close_after;          /* 1: close the connection after writing */
-    char request_id[32];      /* "es-<n>" sent as x-request-id, "" for none */
+    int endless;              /* 1: body is only the start of a chunked body that never ends */
+    int gzip;                 /* 1 (with endless): the body is sent gzip-encoded */
+    char request_id[160];     /* "es-<n>" (or --echo-auth's echo) sent as x-request-id, "" for none */
 } es_response;
 
 /* Fault-injection settings and state (embed_server_faults.c). */
@@ -59,6 +62,9 @@ typedef struct es_faults {
     int has_reject_re;     /* 1 if reject_re is compiled */
     regex_t hang_re;       /* compiled --hang-pattern */
     int has_hang_re;       /* 1 if hang_re is compiled */
+    regex_t endless_re;    /* compiled --endless-pattern */
+    int has_endless_re;    /* 1 if endless_re is compiled */
+    int endless_gzip;      /* see embed_server_opts */
     uint64_t rng_state;    /* splitmix64 state */
 } es_faults;
 
@@ -85,6 +91,7 @@ struct embed_server {
     int latency_ms;           /* see embed_server_opts */
     int max_inputs;           /* see embed_server_opts */
     int dense;                /* see embed_server_opts */
+    int echo_auth;            /* see embed_server_opts */
     es_faults faults;         /* fault injection */
     embed_server_stats stats; /* counters for /stats */
     uint64_t last_request_id; /* n of the last "es-<n>" given (never reset) */
@@ -151,7 +158,8 @@ void es_faults_free(es_faults *faults);
 int es_compile_pattern(regex_t *re, const char *pattern, const char *flag, char **err);
 
 /* Decides the injected fault of a valid request, in this order: hang,
- * timeout, 429, 5xx, reject, malformed, bad usage; counts it in stats.
+ * endless body, timeout, 429, 5xx, reject, malformed, bad usage; counts it
+ * in stats.
  * Returns 1 when the fault is the whole answer: *resp (NULL: never answer
  * when *never_answer is set, else out of memory). Returns 0 when a 200
  * answers, broken as *malformed says. */
@@ -163,6 +171,19 @@ int es_faults_inject(embed_server *server, json_t *inputs, size_t dim, es_respon
 /* The 200 answer to inputs (an array of strings), NULL when out of memory. */
 es_response *es_build_embeddings(json_t *inputs, const char *model, size_t dim, int base64,
                                  int dense, es_malformed malformed);
+
+/* The chunks of an endless answer (--endless-pattern): the first carries
+ * start, each later one ES_ENDLESS_CHUNK more bytes of the "embedding"
+ * string; with gzip, one deflate stream runs across them. NULL when out of
+ * memory. */
+typedef struct es_endless es_endless;
+es_endless *es_endless_new(const char *start, size_t start_len, int gzip);
+
+/* The next chunk, framed for Transfer-Encoding: chunked; valid until the
+ * next call. NULL when out of memory. */
+const char *es_endless_next(es_endless *e, size_t *len);
+
+void es_endless_free(es_endless *e);
 
 /* ---- embed_server_buf.c ---- */
 

@@ -2,7 +2,8 @@
  * embed_server_net.c: the connections of the embed-server on the libuv
  * loop: accepting, reading into a buffer, the request pipeline (keep-alive,
  * pipelining, partial reads, Expect: 100-continue, answers held for
- * --latency-ms or never sent) and writing answers.
+ * --latency-ms or never sent) and writing answers (an endless one written
+ * chunk after chunk until the client leaves).
  */
 #include "embed_server_internal.h"
 
@@ -159,6 +160,68 @@ static void es_conn_send(es_conn *conn, es_response *resp)
         es_conn_finish(conn);
 }
 
+/* One chunk of an endless answer in flight; the next is written when it
+ * is done, until the write fails (the client left) or the connection closes. */
+typedef struct es_endless_write {
+    uv_write_t req;     /* libuv request */
+    es_conn *conn;      /* the connection (valid in the callback: libuv runs it before the close) */
+    es_endless *chunks; /* the chunk generator */
+} es_endless_write;
+
+static void es_endless_on_write(uv_write_t *req, int status);
+
+/* Writes the next chunk; frees w (and closes the connection) on failure. */
+static void es_endless_pump(es_endless_write *w)
+{
+    size_t len = 0;
+    const char *chunk = es_endless_next(w->chunks, &len);
+    uv_buf_t buf = uv_buf_init((char *)chunk, (unsigned int)len);
+    if (chunk == NULL || uv_write(&w->req, (uv_stream_t *)&w->conn->tcp, &buf, 1, es_endless_on_write) != 0) {
+        es_conn_close(w->conn);
+        es_endless_free(w->chunks);
+        free(w);
+    }
+}
+
+static void es_endless_on_write(uv_write_t *req, int status)
+{
+    es_endless_write *w = (es_endless_write *)req;
+    if (status < 0 || w->conn->closing) {
+        es_conn_close(w->conn);
+        es_endless_free(w->chunks);
+        free(w);
+        return;
+    }
+    es_endless_pump(w);
+}
+
+/* Sends the head of resp (consumed), then its body as an endless chunked
+ * stream; the connection answers nothing else. */
+static void es_conn_send_endless(es_conn *conn, es_response *resp)
+{
+    char *head = es_response_head(resp);
+    es_endless_write *w = calloc(1, sizeof *w);
+    if (w)
+        w->chunks = es_endless_new(resp->body, resp->body_len, resp->gzip);
+    es_response_free(resp);
+    if (head == NULL || w == NULL || w->chunks == NULL) {
+        free(head);
+        if (w)
+            es_endless_free(w->chunks);
+        free(w);
+        es_conn_close(conn);
+        return;
+    }
+    w->conn = conn;
+    if (es_conn_write(conn, head, strlen(head), NULL, 0) != 0) {
+        es_endless_free(w->chunks);
+        free(w);
+        es_conn_close(conn);
+        return;
+    }
+    es_endless_pump(w);
+}
+
 /* Answers a protocol error and closes the connection. */
 static void es_conn_fail(es_conn *conn, int status, const char *message)
 {
@@ -233,6 +296,11 @@ static int es_conn_answer(es_conn *conn, const char *data, size_t total)
     http_head_reset(&conn->req);
     if (never_answer) {
         conn->busy = 1; /* hold the connection: nothing else is answered */
+        return -1;
+    }
+    if (resp && resp->endless) {
+        conn->busy = 1;
+        es_conn_send_endless(conn, resp);
         return -1;
     }
     if (resp && !keep_alive)

@@ -202,6 +202,8 @@ static void es_tag_embeddings_answer(embed_server *server, const http_head *req,
     snprintf(ours, sizeof ours, "es-%llu", (unsigned long long)++server->last_request_id);
     if (resp)
         snprintf(resp->request_id, sizeof resp->request_id, "%s", ours);
+    if (resp && server->echo_auth && req->authorization) /* a provider that echoes the key */
+        es_clean_request_id(req->authorization, resp->request_id, sizeof resp->request_id);
     if (resp && resp->status < 400)
         return;
     es_clean_request_id(req->request_id, theirs, sizeof theirs);

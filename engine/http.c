@@ -14,8 +14,6 @@
 #include <string.h>
 #include <time.h>
 
-/* Refuse response bodies larger than this (protects memory). */
-#define HTTP_MAX_BODY_BYTES (256u * 1024u * 1024u)
 /* Idle connections kept in the multi handle's cache. */
 #define HTTP_MAX_CACHED_CONNECTIONS 64L
 
@@ -36,6 +34,7 @@ struct http_client {
     http_request *requests;    /* doubly linked list of pending requests */
     http_socket *sockets;      /* doubly linked list of open socket watchers */
     int pending;               /* number of requests in the list */
+    size_t error_bytes;        /* non-2xx body bytes kept by pending requests (<= HTTP_MAX_ERROR_BODIES) */
     int open_handles;          /* libuv handles whose close callback has not run yet */
     int closing;               /* set by http_client_close; no new work accepted */
 };
@@ -48,6 +47,11 @@ struct http_request {
     char *resp;                    /* response body being received (NUL-terminated) */
     size_t resp_len;               /* bytes received */
     size_t resp_cap;               /* bytes allocated in resp */
+    size_t max_body;               /* most decoded bytes of a 2xx body */
+    size_t received;               /* decoded 2xx body bytes so far (streamed or kept) */
+    size_t error_kept;             /* bytes of resp counted in hc->error_bytes */
+    int too_large;                 /* 1: the 2xx body passed max_body (transfer stopped) */
+    int error_cut;                 /* 1: the non-2xx body was cut (transfer stopped on purpose) */
     void (*on_body)(const char *, size_t, void *); /* streaming sink of a 2xx body, or NULL */
     void *on_body_data;            /* user pointer for on_body */
     http_done_cb cb;               /* completion callback */
@@ -117,6 +121,7 @@ static void http_request_unlink(http_request *req)
 
 static void http_request_free(http_request *req)
 {
+    req->hc->error_bytes -= req->error_kept;
     if (req->easy)
         curl_easy_cleanup(req->easy);
     curl_slist_free_all(req->headers);
@@ -153,8 +158,14 @@ static void http_request_finish(http_request *req, CURLcode code, int aborted)
         curl_multi_remove_handle(hc->multi, req->easy);
 
     memset(&resp, 0, sizeof resp);
+    /* an error body cut on purpose is a complete answer: its status and start */
+    if (code == CURLE_WRITE_ERROR && req->error_cut && !req->too_large)
+        code = CURLE_OK;
     resp.curl_code = code;
     resp.aborted = aborted;
+    resp.body_too_large = req->too_large;
+    resp.body_truncated = req->error_cut;
+    resp.max_body = req->max_body;
     resp.retry_after_ms = -1;
     curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &resp.status);
     curl_easy_getinfo(req->easy, CURLINFO_NUM_CONNECTS, &resp.new_connections);
@@ -271,40 +282,85 @@ static int http_timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+/* Makes room for n more bytes (plus the terminator) in req->resp, never
+ * past limit + 1 bytes. Returns 0, or -1 when memory is short. */
+static int http_reserve(http_request *req, size_t n, size_t limit)
+{
+    size_t cap = req->resp_cap ? req->resp_cap : 4096;
+    curl_off_t announced = -1;
+    char *grown;
+    if (req->resp_len + n + 1 <= req->resp_cap)
+        return 0;
+    /* First bytes: size the buffer from Content-Length at once (a
+     * ~0.5 MB answer grown by doubling from 4 KB copied ~1 MB). */
+    if (req->resp_cap == 0 && curl_easy_getinfo(req->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced) == CURLE_OK &&
+        announced > 0 && (curl_off_t)cap < announced + 1 && (curl_off_t)limit >= announced)
+        cap = (size_t)announced + 1;
+    while (cap < req->resp_len + n + 1)
+        cap *= 2;
+    if (cap > limit + 1)
+        cap = limit + 1;
+    grown = realloc(req->resp, cap);
+    if (!grown)
+        return -1;
+    req->resp = grown;
+    req->resp_cap = cap;
+    return 0;
+}
+
+static void http_append(http_request *req, const char *ptr, size_t n)
+{
+    memcpy(req->resp + req->resp_len, ptr, n);
+    req->resp_len += n;
+    req->resp[req->resp_len] = '\0';
+}
+
+/* A non-2xx body: keeps its first HTTP_MAX_ERROR_BODY bytes (within the
+ * client's HTTP_MAX_ERROR_BODIES) and stops the transfer after them. */
+static size_t http_keep_error_start(http_request *req, const char *ptr, size_t n)
+{
+    http_client *hc = req->hc;
+    size_t room = HTTP_MAX_ERROR_BODY - req->resp_len;
+    size_t shared = HTTP_MAX_ERROR_BODIES - hc->error_bytes;
+    size_t take = n < room ? n : room;
+    if (take > shared)
+        take = shared;
+    if (take > 0) {
+        if (http_reserve(req, take, HTTP_MAX_ERROR_BODY) != 0)
+            return 0; /* CURLE_WRITE_ERROR: out of memory */
+        http_append(req, ptr, take);
+        req->error_kept += take;
+        hc->error_bytes += take;
+    }
+    if (take < n) {
+        req->error_cut = 1;
+        return 0; /* stops the transfer; delivered as a complete answer */
+    }
+    return n;
+}
+
+/* Receives decoded body bytes: a 2xx body is bounded by max_body (streamed
+ * to on_body or kept), any other keeps only its start. */
 static size_t http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     http_request *req = userdata;
     size_t n = size * nmemb;
+    long status = 0;
+    curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status < 200 || status >= 300)
+        return http_keep_error_start(req, ptr, n);
+    if (n > req->max_body - req->received) {
+        req->too_large = 1;
+        return 0; /* CURLE_WRITE_ERROR, flagged as body_too_large */
+    }
+    req->received += n;
     if (req->on_body) {
-        long status = 0;
-        curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &status);
-        if (status >= 200 && status < 300) {
-            req->on_body(ptr, n, req->on_body_data);
-            return n;
-        }
+        req->on_body(ptr, n, req->on_body_data);
+        return n;
     }
-    if (req->resp_len + n + 1 > req->resp_cap) {
-        size_t cap = req->resp_cap ? req->resp_cap : 4096;
-        curl_off_t announced = -1;
-        char *grown;
-        /* First bytes: size the buffer from Content-Length at once (a
-         * ~0.5 MB answer grown by doubling from 4 KB copied ~1 MB). */
-        if (req->resp_cap == 0 && curl_easy_getinfo(req->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced) == CURLE_OK &&
-            announced > 0 && (curl_off_t)cap < announced + 1 && announced < (curl_off_t)HTTP_MAX_BODY_BYTES)
-            cap = (size_t)announced + 1;
-        while (cap < req->resp_len + n + 1)
-            cap *= 2;
-        if (cap > HTTP_MAX_BODY_BYTES)
-            return 0; /* CURLE_WRITE_ERROR */
-        grown = realloc(req->resp, cap);
-        if (!grown)
-            return 0;
-        req->resp = grown;
-        req->resp_cap = cap;
-    }
-    memcpy(req->resp + req->resp_len, ptr, n);
-    req->resp_len += n;
-    req->resp[req->resp_len] = '\0';
+    if (http_reserve(req, n, req->max_body) != 0)
+        return 0;
+    http_append(req, ptr, n);
     return n;
 }
 
@@ -373,6 +429,7 @@ http_request *http_request_start(http_client *hc, const http_request_opts *opts,
     req->data = data;
     req->on_body = opts->on_body;
     req->on_body_data = opts->on_body_data;
+    req->max_body = opts->max_body ? opts->max_body : HTTP_DEFAULT_MAX_BODY;
     req->easy = curl_easy_init();
     if (!req->easy)
         goto fail;
@@ -473,6 +530,11 @@ void http_client_close(http_client *hc)
 int http_client_pending(const http_client *hc)
 {
     return hc ? hc->pending : 0;
+}
+
+size_t http_client_error_bytes(const http_client *hc)
+{
+    return hc ? hc->error_bytes : 0;
 }
 
 const char *http_curl_error_ptbr(CURLcode code)

@@ -13,6 +13,14 @@
 
 /* Longest x-request-id kept from a response (longer values are cut). */
 #define HTTP_MAX_REQUEST_ID 127
+/* Most decoded bytes of a 2xx body when http_request_opts.max_body is 0. */
+#define HTTP_DEFAULT_MAX_BODY ((size_t)16 * 1024 * 1024)
+/* Bytes kept of a non-2xx body: its start carries the message; the rest
+ * is not read (the transfer stops there, see http_response.body_truncated). */
+#define HTTP_MAX_ERROR_BODY ((size_t)64 * 1024)
+/* Non-2xx body bytes one client keeps at once, over all its requests:
+ * beyond it a further error body is delivered empty (truncated). */
+#define HTTP_MAX_ERROR_BODIES ((size_t)8 * 1024 * 1024)
 
 typedef struct http_client http_client;
 typedef struct http_request http_request;
@@ -31,6 +39,11 @@ typedef struct http_request_opts {
      * streaming decoder. Other statuses are kept in resp->body as usual. */
     void (*on_body)(const char *bytes, size_t n, void *on_body_data);
     void *on_body_data;          /* user pointer for on_body */
+    /* Most bytes of a 2xx body, counted after content decoding (gzip,
+     * deflate...: what on_body or resp->body receive), so a compressed
+     * "bomb" is bounded too; 0 means HTTP_DEFAULT_MAX_BODY. Passing it
+     * stops the transfer: resp->body_too_large. */
+    size_t max_body;
 } http_request_opts;
 
 /* What came back; valid only during the done callback. */
@@ -45,6 +58,12 @@ typedef struct http_response {
     int aborted;          /* 1 when delivered by http_client_close: the owner is shutting down */
     const char *request_id; /* the provider's x-request-id header (printable ASCII, at most
                                HTTP_MAX_REQUEST_ID bytes), or NULL when absent */
+    int body_too_large;   /* 1: a 2xx body passed opts.max_body and the transfer was stopped
+                             (curl_code is CURLE_WRITE_ERROR; body holds nothing useful) */
+    size_t max_body;      /* the limit that applied (opts.max_body or its default) */
+    int body_truncated;   /* 1: a non-2xx answer whose body was cut at HTTP_MAX_ERROR_BODY (or
+                             at the client's HTTP_MAX_ERROR_BODIES): status and the body's start
+                             are delivered with curl_code CURLE_OK, the rest was never read */
 } http_response;
 
 /* Completion callback: called exactly once per request unless the request was
@@ -72,6 +91,10 @@ void http_client_close(http_client *hc);
 
 /* Number of requests still pending on hc. */
 int http_client_pending(const http_client *hc);
+
+/* Bytes of non-2xx bodies kept by hc's pending requests (at most
+ * HTTP_MAX_ERROR_BODIES). */
+size_t http_client_error_bytes(const http_client *hc);
 
 /* A pt-BR description of a curl failure (for messages people read). */
 const char *http_curl_error_ptbr(CURLcode code);

@@ -70,7 +70,10 @@ static int http_push_response(lua_State *L, void *arg)
         return rg_push_interrupted(L);
     if (resp->curl_code != CURLE_OK) {
         lua_pushnil(L);
-        if (resp->curl_code == CURLE_OPERATION_TIMEDOUT)
+        if (resp->body_too_large)
+            lua_pushfstring(L, "requisição HTTP: resposta maior que o limite de %d bytes; transferência interrompida",
+                            (int)resp->max_body);
+        else if (resp->curl_code == CURLE_OPERATION_TIMEDOUT)
             lua_pushliteral(L, "requisição HTTP: tempo esgotado");
         else
             lua_pushfstring(L, "requisição HTTP falhou: %s (curl %d)", http_curl_error_ptbr(resp->curl_code),
@@ -106,7 +109,7 @@ static void http_lua_done(http_request *req, const http_response *resp, void *da
 }
 
 /* Reads an optional non-negative integer field of the table at 1. */
-static long http_opt_ms(lua_State *L, const char *field, long fallback)
+static long http_opt_nonneg(lua_State *L, const char *field, long fallback)
 {
     long v;
     if (!rg_opt_field(L, 1, field))
@@ -118,7 +121,8 @@ static long http_opt_ms(lua_State *L, const char *field, long fallback)
     return v;
 }
 
-/* http.request{ method=, url=, headers={name=value}, body=, timeout_ms=, connect_timeout_ms= } */
+/* http.request{ method=, url=, headers={name=value}, body=, timeout_ms=, connect_timeout_ms=,
+ * max_body_bytes= (most bytes of a 2xx answer, default HTTP_DEFAULT_MAX_BODY) } */
 static int http_lua_request(lua_State *L)
 {
     http_request_opts opts;
@@ -144,8 +148,9 @@ static int http_lua_request(lua_State *L)
     if (!lua_isnil(L, -1) && !lua_isstring(L, -1))
         return luaL_argerror(L, 1, "campo \"body\" deve ser texto");
     opts.body = lua_tolstring(L, -1, &opts.body_len);
-    opts.timeout_ms = http_opt_ms(L, "timeout_ms", HTTP_DEFAULT_TIMEOUT_MS);
-    opts.connect_timeout_ms = http_opt_ms(L, "connect_timeout_ms", HTTP_DEFAULT_CONNECT_TIMEOUT_MS);
+    opts.timeout_ms = http_opt_nonneg(L, "timeout_ms", HTTP_DEFAULT_TIMEOUT_MS);
+    opts.connect_timeout_ms = http_opt_nonneg(L, "connect_timeout_ms", HTTP_DEFAULT_CONNECT_TIMEOUT_MS);
+    opts.max_body = (size_t)http_opt_nonneg(L, "max_body_bytes", 0);
 
     lua_getfield(L, 1, "headers");
     if (!lua_isnil(L, -1)) {

@@ -8,7 +8,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config
   libluajit-5.1-dev luajit libuv1-dev libpq-dev libcurl4-openssl-dev
-  libjansson-dev libxxhash-dev
+  libjansson-dev libxxhash-dev zlib1g-dev  # zlib: the embed-server's --endless-gzip
   lua-cjson lua-busted
   postgresql-15 postgresql-client-15
   bible-kjv fortunes-br

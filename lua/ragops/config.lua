@@ -2,11 +2,13 @@
 -- table, run by ragops.sandbox with env() added), fills defaults, applies
 -- environment overrides, validates with pt-BR errors, hands the `sandbox`
 -- limits to ragops.sandbox, and renders it safely for logs (passwords and
--- API keys redacted).
+-- API keys redacted). Loading registers the configured secrets with
+-- ragops.util.scrub, which masks them in every text that leaves the process.
 
 local metrics_endpoint = require "ragops.metrics_endpoint"
 local plan = require "ragops.plan"
 local sandbox = require "ragops.sandbox"
+local scrub = require "ragops.util.scrub"
 
 local M = {}
 
@@ -87,14 +89,14 @@ local URL_KEYS = { ["database.url"] = true, ["provider.url"] = true, ["alerts.we
 -- Redaction
 ---------------------------------------------------------------------------
 
--- Replaces the value of key=value conninfo pairs whose key contains
--- "password" (handles 'quoted values' with \' escapes).
-local function redact_conninfo(text)
-  local out, position = {}, 1
+-- Calls fn(value_start, value_end) for the value of each key=value
+-- conninfo pair whose key contains "password" ('quoted values' with \'
+-- escapes included), in order.
+local function each_conninfo_password(text, fn)
+  local position = 1
   while true do
-    local s, e = text:find("[%w_]*[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]%s*=%s*", position)
-    if not s then break end
-    out[#out + 1] = text:sub(position, e)
+    local _, e = text:find("[%w_]*[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]%s*=%s*", position)
+    if not e then return end
     local value_end
     if text:sub(e + 1, e + 1) == "'" then
       local i = e + 2
@@ -112,16 +114,42 @@ local function redact_conninfo(text)
     else
       value_end = (text:find("%s", e + 1) or (#text + 1)) - 1
     end
-    out[#out + 1] = "***"
+    fn(e + 1, value_end)
     position = value_end + 1
   end
+end
+
+-- Replaces the value of key=value conninfo pairs whose key contains
+-- "password" by "***".
+local function redact_conninfo(text)
+  local out, position = {}, 1
+  each_conninfo_password(text, function(value_start, value_end)
+    out[#out + 1] = text:sub(position, value_start - 1)
+    out[#out + 1] = "***"
+    position = value_end + 1
+  end)
   out[#out + 1] = text:sub(position)
   return table.concat(out)
 end
 
--- Hides passwords in URLs ("postgresql://u:***@h/db"), in URL query
--- parameters (password=, api_key=, key=, token=...) and in key=value
--- conninfo strings ("password=***"). Non-strings are returned unchanged.
+-- The userinfo of the part of a URL after "scheme://": it ends at the
+-- LAST "@" of the URL, since a password may hold "?", "#", "/", ":" or "@"
+-- unencoded (libpq takes "?" and "#" as they are); a stray "@" in a path
+-- or query only hides more. Returns user, password (nil without ":"), the
+-- position of that "@", or nil.
+local function split_userinfo(rest)
+  local at = rest:match(".*()@")
+  if not at then return nil end
+  local userinfo = rest:sub(1, at - 1)
+  local colon = userinfo:find(":", 1, true)
+  if not colon then return userinfo, nil, at end
+  return userinfo:sub(1, colon - 1), userinfo:sub(colon + 1), at
+end
+
+-- Hides passwords in URLs ("postgresql://u:***@h/db", whatever characters
+-- the password holds), in URL query parameters (password=, api_key=, key=,
+-- token=...) and in key=value conninfo strings ("password=***").
+-- Non-strings are returned unchanged.
 function M.redact_url(url)
   if type(url) ~= "string" then return url end
   local scheme_end = url:find("://", 1, true)
@@ -130,19 +158,8 @@ function M.redact_url(url)
   end
   local prefix = url:sub(1, scheme_end + 2)
   local rest = url:sub(scheme_end + 3)
-  -- userinfo ends at the last "@" before the query/fragment.
-  local authority_limit = (rest:find("[?#]") or (#rest + 1)) - 1
-  local at
-  for i = authority_limit, 1, -1 do
-    if rest:sub(i, i) == "@" then at = i break end
-  end
-  if at then
-    local userinfo = rest:sub(1, at - 1)
-    local colon = userinfo:find(":", 1, true)
-    if colon then
-      rest = userinfo:sub(1, colon) .. "***" .. rest:sub(at)
-    end
-  end
+  local user, password, at = split_userinfo(rest)
+  if password then rest = user .. ":***" .. rest:sub(at) end
   -- Secrets passed as query parameters.
   rest = rest:gsub("([?&;][%w_%-]*[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]=)[^&#]*", "%1***")
   rest = rest:gsub("([?&;][%w_%-]*[Kk][Ee][Yy]=)[^&#]*", "%1***")
@@ -159,6 +176,73 @@ function M.redact_webhook(url)
   base = M.redact_url(base)
   if #base < #url then return base .. "/***" end
   return base
+end
+
+---------------------------------------------------------------------------
+-- Secrets
+---------------------------------------------------------------------------
+
+local function percent_decode(text)
+  return (text:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
+-- Standard base64 (what an Authorization: Basic header carries).
+local function base64(text)
+  return (require("ragops.pushgateway").base64url(text):gsub("[-_]", { ["-"] = "+", ["_"] = "/" }))
+end
+
+-- Adds to out the secrets of a database URL, a conninfo string or an HTTP
+-- URL: the password (as written and percent-decoded), the user:password
+-- pair and its base64 (a server may echo Basic credentials), and the
+-- values of query parameters named like password, key, token or secret.
+local function url_secrets(url, out)
+  if type(url) ~= "string" then return end
+  local scheme_end = url:find("://", 1, true)
+  if not scheme_end then
+    each_conninfo_password(url, function(value_start, value_end)
+      local value = url:sub(value_start, value_end)
+      out[#out + 1] = value
+      out[#out + 1] = value:match("^'(.*)'$")
+    end)
+    return
+  end
+  local user, password = split_userinfo(url:sub(scheme_end + 3))
+  if password then
+    for _, pair in ipairs({ { user, password }, { percent_decode(user), percent_decode(password) } }) do
+      out[#out + 1] = pair[2]
+      out[#out + 1] = pair[1] .. ":" .. pair[2]
+      out[#out + 1] = base64(pair[1] .. ":" .. pair[2])
+    end
+  end
+  for name, value in url:gmatch("[?&;]([%w_%-]+)=([^&#]*)") do
+    local lower = name:lower()
+    if lower:find("password", 1, true) or lower:find("key", 1, true) or lower:find("token", 1, true)
+        or lower:find("secret", 1, true) then
+      out[#out + 1] = value
+      out[#out + 1] = percent_decode(value)
+    end
+  end
+end
+
+-- The configured secrets of cfg (a list; short values included: the
+-- masker skips them): the API key, what the database, provider,
+-- Pushgateway and webhook URLs carry, the webhook's path (its secret) and
+-- PGPASSWORD from env_getter.
+function M.secrets(cfg, env_getter)
+  local out = { cfg.provider.api_key }
+  url_secrets(cfg.database.url, out)
+  url_secrets(cfg.provider.url, out)
+  url_secrets(cfg.metrics.push_url, out)
+  local webhook = cfg.alerts.webhook_url
+  url_secrets(webhook, out)
+  if type(webhook) == "string" then
+    out[#out + 1] = webhook:match("^%a[%w+.-]*://[^/?#]+([/?#].+)$")
+    out[#out + 1] = webhook
+  end
+  out[#out + 1] = env_getter and env_getter("PGPASSWORD") or nil
+  local list = {}
+  for _, secret in pairs(out) do list[#list + 1] = secret end
+  return list
 end
 
 ---------------------------------------------------------------------------
@@ -387,6 +471,7 @@ function M.load(path, env_getter)
       end
     end
     validate(cfg, checker)
+    for _, secret in ipairs(M.secrets(cfg, env_getter)) do scrub.register(secret) end
     cfg.file = path
     -- The limits apply to every plan and golden file this process loads next.
     sandbox.configure(cfg.sandbox)
@@ -431,20 +516,8 @@ function M.describe(cfg)
   lines[#lines + 1] = "alertas: " .. (cfg.alerts.webhook_url and ("webhook " .. M.redact_webhook(cfg.alerts.webhook_url))
     or "sem webhook (só no log)")
   -- Defence in depth: a secret must never survive in any line.
-  local secrets = {}
-  if type(provider.api_key) == "string" and #provider.api_key >= 4 then secrets[#secrets + 1] = provider.api_key end
-  local password = type(db.url) == "string" and db.url:match("^%a[%w+.-]*://[^:/@]*:([^@]+)@")
-  if password and #password >= 3 then secrets[#secrets + 1] = password end
-  for i, line in ipairs(lines) do
-    for _, secret in ipairs(secrets) do
-      local s, e = line:find(secret, 1, true)
-      while s do
-        line = line:sub(1, s - 1) .. "***" .. line:sub(e + 1)
-        s, e = line:find(secret, s + 3, true)
-      end
-    end
-    lines[i] = line
-  end
+  for _, secret in ipairs(M.secrets(cfg)) do scrub.register(secret) end
+  for i, line in ipairs(lines) do lines[i] = scrub.mask(line) end
   return lines
 end
 

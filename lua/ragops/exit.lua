@@ -12,9 +12,10 @@ local M = {
   interrupted = 130, -- SIGINT/SIGTERM
 }
 
--- Writes "ragops: <message>" to stderr and returns code.
+-- Writes "ragops: <message>" to stderr (secrets masked, control characters
+-- escaped, at most 64 KiB: ragops.util.scrub) and returns code.
 function M.fail(code, fmt, ...)
-  io.stderr:write("ragops: " .. fmt:format(...) .. "\n")
+  io.stderr:write("ragops: " .. require("ragops.util.scrub").text(fmt:format(...), 65536) .. "\n")
   return code
 end
 

@@ -4,6 +4,8 @@
 -- plans/reprocess_failures.lua, one run per entity type, scoped to the
 -- failed entities. Entities written (or found up to date) by that run have
 -- their failures marked resolved; the rows stay as history.
+local scrub = require "ragops.util.scrub"
+
 local M = {}
 
 local function filters(opts)
@@ -39,6 +41,13 @@ local CLASS_PTBR = { transient = "temporária (tentativas esgotadas)", permanent
                      invalid_document = "documento inválido (conteúdo, metadados ou chave)" }
 M.CLASS_PTBR = CLASS_PTBR
 
+-- A stored value as one line for the listing: secrets masked, control
+-- characters escaped (a key or message cannot forge lines or drive the
+-- terminal), at most max bytes.
+local function field(value, max)
+  return scrub.escape(scrub.cap(scrub.mask(tostring(value)), max or 200))
+end
+
 -- pt-BR listing for the operator.
 function M.format(rows, opts)
   if #rows == 0 then
@@ -47,18 +56,17 @@ function M.format(rows, opts)
   local out = {}
   out[#out + 1] = ("%s: %d\n"):format(opts.all and "falhas (histórico)" or "falhas em aberto", #rows)
   for _, r in ipairs(rows) do
-    local msg = tostring(r.message):gsub("%s+", " ")
-    if #msg > 160 then msg = msg:sub(1, 157) .. "..." end
+    local msg = field(tostring(r.message):gsub("[ \t\r\n]+", " "), 160)
     out[#out + 1] = ("#%d  %s %s%s  classe: %s%s  tentativas: %d  execução: %s\n")
-      :format(r.id, r.entity_type, r.entity_id,
+      :format(r.id, field(r.entity_type), field(r.entity_id),
         r.chunk_index and (" (chunk " .. r.chunk_index .. ")") or "",
-        CLASS_PTBR[r.error_class] or r.error_class,
+        field(CLASS_PTBR[r.error_class] or r.error_class),
         r.http_status and ("  HTTP " .. r.http_status) or "", r.attempts, tostring(r.run_id or "-"))
     out[#out + 1] = ("     primeira vez: %s  última vez: %s%s\n"):format(r.first_seen, r.last_seen,
       r.resolved_at and ("  resolvida em: " .. r.resolved_at .. " (execução " .. tostring(r.resolved_run_id) .. ")") or "")
     if r.request_id then
-      out[#out + 1] = ("     pedido: %s%s\n"):format(r.request_id,
-        r.provider_request_id and ("  id no provedor: " .. r.provider_request_id) or "")
+      out[#out + 1] = ("     pedido: %s%s\n"):format(field(r.request_id),
+        r.provider_request_id and ("  id no provedor: " .. field(r.provider_request_id)) or "")
     end
     out[#out + 1] = "     " .. msg .. "\n"
   end

@@ -294,29 +294,16 @@ function Registry:render()
   return table.concat(out, "\n") .. "\n"
 end
 
--- Writes render() to path..".tmp" and renames it over path, so the textfile
--- collector never reads a half-written file. Returns true or nil, err.
+-- Replaces path with render() through ragops.util.safe_file (a temporary
+-- with O_EXCL in the same directory, fsync, rename), so the textfile
+-- collector never reads a half-written file and a link planted at path is
+-- refused, not followed. Returns true or nil, err.
 function Registry:write_file(path)
   if type(path) ~= "string" or path == "" then
     error("write_file: caminho do arquivo de métricas ausente", 2)
   end
-  local tmp = path .. ".tmp"
-  local text = self:render()
-  local handle, err = io.open(tmp, "wb")
-  if not handle then
-    return nil, ("não foi possível gravar o arquivo de métricas %s: %s"):format(tmp, tostring(err))
-  end
-  local ok, werr = handle:write(text)
-  local closed, cerr = handle:close()
-  if not ok or not closed then
-    os.remove(tmp)
-    return nil, ("não foi possível gravar o arquivo de métricas %s: %s"):format(tmp, tostring(werr or cerr))
-  end
-  local renamed, rerr = os.rename(tmp, path)
-  if not renamed then
-    os.remove(tmp)
-    return nil, ("não foi possível substituir o arquivo de métricas %s: %s"):format(path, tostring(rerr))
-  end
+  local ok, err = require("ragops.util.safe_file").write(path, self:render())
+  if not ok then return nil, ("não foi possível gravar o arquivo de métricas %s: %s"):format(path, err) end
   return true
 end
 

@@ -9,7 +9,10 @@
 -- is replaced as a whole. Values made only of letters, digits and "-._~"
 -- go as they are; any other (empty, "/", spaces, accents) goes with the
 -- Pushgateway's "@base64" form (RFC 4648 URL-safe alphabet). Failures
--- return nil, pt-BR message (without the URL, which may carry credentials).
+-- return nil, pt-BR message (without the URL, which may carry credentials;
+-- what the server answered goes through ragops.util.scrub: configured
+-- secrets, such as echoed Basic credentials, masked; one line of at most
+-- 200 bytes, control characters escaped).
 local M = {}
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -70,12 +73,14 @@ function M.push(registry, url, grouping, opts)
   local resp, err = request { method = "PUT", url = M.group_url(url, grouping),
     headers = { ["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8" },
     body = registry:render(), timeout_ms = opts.timeout_ms or 10000 }
+  local scrub = require "ragops.util.scrub"
   if not resp then
-    return nil, ("falha ao enviar as métricas ao Pushgateway: %s"):format(tostring(err))
+    return nil, ("falha ao enviar as métricas ao Pushgateway: %s"):format(scrub.line(tostring(err)))
   end
   if resp.status < 200 or resp.status >= 300 then
-    local detail = tostring(resp.body or ""):match("^[^\n]*"):sub(1, 200)
-    return nil, ("o Pushgateway recusou as métricas: HTTP %d %s"):format(resp.status, detail)
+    local detail = scrub.mask(tostring(resp.body or "")):match("^[^\n]*")
+    return nil, ("o Pushgateway recusou as métricas: HTTP %d %s"):format(resp.status,
+      scrub.escape(scrub.cap(detail, 200)))
   end
   return true
 end

@@ -1,10 +1,13 @@
 -- ragops.report: the end-of-run report, as pt-BR text for the operator
 -- (report.format) and as JSON with stable English keys (report.json), and
--- its delivery (report.emit: stdout, --report-json written atomically).
+-- its delivery (report.emit: stdout, --report-json written through
+-- ragops.util.safe_file).
 
 local cjson = require "cjson"
 local exit = require "ragops.exit"
 local log = require "ragops.log"
+local safe_file = require "ragops.util.safe_file"
+local scrub = require "ragops.util.scrub"
 
 local M = {}
 
@@ -301,21 +304,17 @@ function M.to_table(stats)
   return out
 end
 
--- JSON string for --report-json.
+-- JSON string for --report-json and the run record (ragops_runs.report),
+-- configured secrets masked (ragops.util.scrub).
 function M.json(stats)
-  return json.encode(M.to_table(stats))
+  return scrub.mask(json.encode(M.to_table(stats)))
 end
 
--- Writes text to path atomically (temp file + rename).
+-- Replaces path with text (ragops.util.safe_file: O_EXCL temporary in the
+-- same directory, fsync, rename; symbolic links and non-regular targets
+-- refused). Returns true or nil, pt-BR reason, kind.
 function M.write_file_atomic(path, text)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "w")
-  if not f then return nil, err end
-  f:write(text)
-  f:close()
-  local ok, rename_err = os.rename(tmp, path)
-  if not ok then return nil, rename_err end
-  return true
+  return safe_file.write(path, text)
 end
 
 -- Writes text to the --report-json file path; on failure logs it and turns
@@ -331,9 +330,9 @@ end
 -- Prints the pt-BR report, writes --report-json (by the engine, never the
 -- plan) and returns the exit code (2 when the report file cannot be written).
 function M.emit(stats, opts, code, json_text)
-  io.stdout:write(M.format(stats), "\n")
+  io.stdout:write(scrub.text(M.format(stats)), "\n")
   if opts["report-json"] then
-    code = M.write_json_file(opts["report-json"], json_text or M.json(stats), code)
+    code = M.write_json_file(opts["report-json"], scrub.mask(json_text or M.json(stats)), code)
   end
   if stats.abort_reason then log.error("%s", stats.abort_reason) end
   return code

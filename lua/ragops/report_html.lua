@@ -276,7 +276,7 @@ end
 function M.emit(stats, opts, code)
   local path = opts["report-html"]
   if not path then return code end
-  local ok, err = report.write_file_atomic(path, M.render(stats))
+  local ok, err = report.write_file_atomic(path, require("ragops.util.scrub").mask(M.render(stats)))
   if ok then return code end
   log.error("não foi possível gravar o relatório HTML em %s: %s", path, tostring(err))
   return code == exit.ok and exit.usage or code

@@ -146,7 +146,8 @@ local function webhook_sender(cfg)
   if not url then return nil end
   return function(payload)
     local resp, herr = http.request { method = "POST", url = url,
-      headers = { ["Content-Type"] = "application/json" }, body = cjson.encode(payload), timeout_ms = 5000 }
+      headers = { ["Content-Type"] = "application/json" }, timeout_ms = 5000,
+      body = require("ragops.util.scrub").mask(cjson.encode(payload)) } -- leaves the process: secrets masked
     if not resp then
       local text = tostring(herr)
       local at = text:find(url, 1, true)

@@ -10,6 +10,7 @@
 local cjson = require "cjson"
 local key_text = require("ragops.stages.decide").key_text
 local pg = require "ragops.pg"
+local scrub = require "ragops.util.scrub"
 local sqlname = require "ragops.sqlname"
 local store_runs = require "ragops.store_runs"
 local sync_queue = require "ragops.sync_queue"
@@ -369,13 +370,14 @@ local function write_no_document(step, unit)
   if gone and #gone > 0 then step(M.NO_DOCUMENT_SQL.clear, unit.entity_type, gone) end
 end
 
--- Dead letters of one entity type, as the parallel arrays of FAILURE_SQL.
+-- Dead letters of one entity type, as the parallel arrays of FAILURE_SQL
+-- (messages and ids through scrub: secrets masked, capped, escaped).
 local function failure_arrays(failures)
   local a = { {}, {}, {}, {}, {}, {}, {}, {} }
   for i, f in ipairs(failures) do
     a[1][i], a[2][i], a[3][i] = f.entity_id, f.chunk_index or -1, f.error_class
-    a[4][i], a[5][i], a[6][i] = f.http_status or 0, f.message, f.attempts or 1
-    a[7][i], a[8][i] = f.request_id or "", f.provider_request_id or ""
+    a[4][i], a[5][i], a[6][i] = f.http_status or 0, scrub.message(f.message), f.attempts or 1
+    a[7][i], a[8][i] = scrub.message(f.request_id or ""), scrub.message(f.provider_request_id or "")
   end
   return a
 end

@@ -4,7 +4,12 @@
  * RAGOPS_EMBED_URL (e.g. http://127.0.0.1:PORT/v1). Covers both embedding
  * encodings, concurrency, keep-alive, timeouts against a peer that never
  * answers, one hung request not holding up the others (in-process server
- * with --hang-pattern), connection refused, cancel and close in flight.
+ * with --hang-pattern), connection refused, cancel and close in flight;
+ * the bounds on bodies: a 2xx body past max_body (endless, gzip bomb from
+ * the in-process server's --endless-pattern/--endless-gzip, or a long
+ * Content-Length from a raw test server) stops with body_too_large, an
+ * error body keeps only its start, and all error bodies of a client stay
+ * under HTTP_MAX_ERROR_BODIES.
  * Every test runs on its own loop and checks that uv_loop_close returns 0.
  */
 #include "embed.h"
@@ -16,6 +21,7 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -564,6 +570,316 @@ static void test_bad_input_and_retry_after(void)
     ASSERT_INT_EQ(http_parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), 0); /* in the past */
 }
 
+
+/* ---------- bounded bodies ---------- */
+
+/* A raw HTTP peer on the test's loop: every connection gets `reply` once
+ * and is then held open (so a body shorter than its Content-Length stalls). */
+typedef struct raw_server {
+    uv_tcp_t tcp;          /* listener */
+    const char *reply;     /* bytes written to each connection */
+    size_t reply_len;      /* bytes in reply */
+    int port;              /* bound port */
+    uv_tcp_t *peers[256];  /* accepted connections */
+    int npeers;            /* how many */
+} raw_server;
+
+static void raw_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    static char sink[65536]; /* the requests are read and dropped */
+    *buf = uv_buf_init(sink, sizeof sink);
+}
+
+static void raw_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    if (nread < 0)
+        uv_read_stop(stream);
+}
+
+static void raw_on_written(uv_write_t *req, int status)
+{
+    free(req);
+}
+
+static void raw_on_connection(uv_stream_t *listener, int status)
+{
+    raw_server *rs = listener->data;
+    uv_tcp_t *peer = calloc(1, sizeof *peer); /* data NULL: freed on close */
+    uv_write_t *write = malloc(sizeof *write);
+    uv_buf_t buf = uv_buf_init((char *)rs->reply, (unsigned int)rs->reply_len);
+    ASSERT(status == 0 && peer != NULL && write != NULL && rs->npeers < 256);
+    ASSERT_INT_EQ(uv_tcp_init(listener->loop, peer), 0);
+    ASSERT_INT_EQ(uv_accept(listener, (uv_stream_t *)peer), 0);
+    rs->peers[rs->npeers++] = peer;
+    ASSERT_INT_EQ(uv_read_start((uv_stream_t *)peer, raw_on_alloc, raw_on_read), 0);
+    ASSERT_INT_EQ(uv_write(write, (uv_stream_t *)peer, &buf, 1, raw_on_written), 0);
+}
+
+static void raw_server_start(uv_loop_t *loop, raw_server *rs, const char *reply, size_t reply_len)
+{
+    struct sockaddr_in addr;
+    int alen = sizeof addr;
+    memset(rs, 0, sizeof *rs);
+    rs->reply = reply;
+    rs->reply_len = reply_len;
+    ASSERT_INT_EQ(uv_tcp_init(loop, &rs->tcp), 0);
+    rs->tcp.data = rs;
+    ASSERT_INT_EQ(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
+    ASSERT_INT_EQ(uv_tcp_bind(&rs->tcp, (const struct sockaddr *)&addr, 0), 0);
+    ASSERT_INT_EQ(uv_listen((uv_stream_t *)&rs->tcp, 256, raw_on_connection), 0);
+    ASSERT_INT_EQ(uv_tcp_getsockname(&rs->tcp, (struct sockaddr *)&addr, &alen), 0);
+    rs->port = ntohs(addr.sin_port);
+}
+
+static void raw_on_closed(uv_handle_t *handle)
+{
+    if (handle->data == NULL)
+        free(handle); /* an accepted peer (the listener has data) */
+}
+
+static void raw_server_stop(raw_server *rs)
+{
+    for (int i = 0; i < rs->npeers; i++)
+        uv_close((uv_handle_t *)rs->peers[i], raw_on_closed);
+    uv_close((uv_handle_t *)&rs->tcp, raw_on_closed);
+}
+
+/* "HTTP/1.1 <status>" with a body of body_len bytes ("xyz..." cycling) of
+ * which only sent bytes are written; malloc'd, its length in *len. */
+static char *raw_reply(int status, size_t body_len, size_t sent, size_t *len)
+{
+    char head[128];
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %d X\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n\r\n",
+                     status, body_len);
+    char *out = malloc((size_t)n + sent);
+    ASSERT(out != NULL);
+    memcpy(out, head, (size_t)n);
+    for (size_t i = 0; i < sent; i++)
+        out[n + i] = "xyz"[i % 3];
+    *len = (size_t)n + sent;
+    return out;
+}
+
+/* One finished request with the bound flags; bytes counts what on_body got. */
+typedef struct bounded {
+    int calls;          /* callbacks run */
+    CURLcode curl_code; /* copied from the response */
+    long status;        /* copied from the response */
+    int too_large;      /* resp->body_too_large */
+    int truncated;      /* resp->body_truncated */
+    size_t body_len;    /* resp->body_len */
+    size_t max_body;    /* resp->max_body */
+    size_t streamed;    /* bytes handed to on_body */
+    char first[32];     /* the first bytes handed to on_body */
+    http_client *close_on_truncated; /* when set: close this client on a truncated answer */
+} bounded;
+
+static void bounded_cb(http_request *req, const http_response *resp, void *data)
+{
+    bounded *b = data;
+    b->calls++;
+    b->curl_code = resp->curl_code;
+    b->status = resp->status;
+    b->too_large = resp->body_too_large;
+    b->truncated = resp->body_truncated;
+    b->body_len = resp->body_len;
+    b->max_body = resp->max_body;
+    ASSERT(strlen(resp->body) <= resp->body_len); /* NUL-terminated within body_len */
+}
+
+static void bounded_on_body(const char *bytes, size_t n, void *data)
+{
+    bounded *b = data;
+    size_t have = strlen(b->first);
+    if (have + 1 < sizeof b->first) {
+        size_t take = n < sizeof b->first - 1 - have ? n : sizeof b->first - 1 - have;
+        memcpy(b->first + have, bytes, take);
+        b->first[have + take] = '\0';
+    }
+    b->streamed += n;
+}
+
+static void test_expected_body_bound(void)
+{
+    /* 64 inputs of 1536 floats: 32 B per number, 1 KiB per item, 64 KiB slack */
+    ASSERT_INT_EQ(embed_expected_body_max(64, 1536), 64 * (1536 * 32 + 1024) + 65536);
+    ASSERT_INT_EQ(embed_expected_body_max(1, 0), 16000 * 32 + 1024 + 65536); /* unknown dim */
+    ASSERT_STR_EQ(embed_kind_name(EMBED_KIND_BODY_TOO_LARGE), "body_too_large");
+    ASSERT_INT_EQ(HTTP_DEFAULT_MAX_BODY, 16 * 1024 * 1024);
+}
+
+/* An endless 2xx body (plain, then gzip: ~1 KiB on the wire per inflated
+ * MiB) is stopped once the decoded bytes pass the batch's bound. */
+static void test_endless_body_stopped(int gzip)
+{
+    uv_loop_t loop;
+    embed_server_opts sopts;
+    embed_server *server;
+    http_client *hc;
+    bounded b;
+    http_request_opts opts = {0};
+    const char *texts[] = {"uma entrada SEM-FIM"};
+    char url[128], err[256];
+    size_t len = 0;
+    char *body = embed_build_request("m", texts, NULL, 1, EMBED_ENCODING_BASE64, 0, &len, err, sizeof err);
+    char *serr = NULL;
+
+    memset(&b, 0, sizeof b);
+    ASSERT(body != NULL);
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    embed_server_opts_init(&sopts);
+    sopts.port = 0;
+    sopts.dim = 8;
+    sopts.endless_pattern = "SEM-FIM";
+    sopts.endless_gzip = gzip;
+    server = embed_server_start(&loop, &sopts, &serr);
+    ASSERT(server != NULL);
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/embeddings", embed_server_port(server));
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    opts.url = url;
+    opts.headers = json_headers;
+    opts.body = body;
+    opts.body_len = len;
+    opts.timeout_ms = 20000;
+    opts.on_body = bounded_on_body;
+    opts.on_body_data = &b;
+    opts.max_body = embed_expected_body_max(1, 8);
+    ASSERT(http_request_start(hc, &opts, bounded_cb, &b) != NULL);
+    free(body);
+    while (b.calls == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_INT_EQ(b.status, 200);
+    ASSERT_INT_EQ(b.curl_code, CURLE_WRITE_ERROR);
+    ASSERT_INT_EQ(b.too_large, 1);
+    ASSERT_INT_EQ(b.max_body, embed_expected_body_max(1, 8));
+    ASSERT(b.streamed > 0 && b.streamed <= b.max_body);
+    ASSERT(strncmp(b.first, "{\"object\":\"list\"", 16) == 0); /* decoded (gzip) bytes */
+    embed_server_stop(server);
+    finish_loop(&loop, hc);
+}
+
+static void start_raw(http_client *hc, int port, size_t max_body, bounded *b)
+{
+    http_request_opts opts = {0};
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
+    opts.url = url;
+    opts.timeout_ms = 20000;
+    opts.max_body = max_body;
+    ASSERT(http_request_start(hc, &opts, bounded_cb, b) != NULL);
+}
+
+/* A kept 2xx body: exactly max_body bytes pass, one byte more stops. */
+static void test_kept_body_bound(void)
+{
+    uv_loop_t loop;
+    raw_server rs;
+    http_client *hc;
+    bounded at = {0}, over = {0};
+    size_t len;
+    char *reply = raw_reply(200, 5000, 5000, &len);
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    raw_server_start(&loop, &rs, reply, len);
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    start_raw(hc, rs.port, 5000, &at);
+    start_raw(hc, rs.port, 4999, &over);
+    while (at.calls == 0 || over.calls == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_INT_EQ(at.curl_code, CURLE_OK);
+    ASSERT_INT_EQ(at.body_len, 5000);
+    ASSERT_INT_EQ(at.too_large, 0);
+    ASSERT_INT_EQ(over.curl_code, CURLE_WRITE_ERROR);
+    ASSERT_INT_EQ(over.too_large, 1);
+    raw_server_stop(&rs);
+    finish_loop(&loop, hc);
+    free(reply);
+}
+
+/* A 500 with a 1 MiB body: its status and first HTTP_MAX_ERROR_BODY bytes
+ * arrive as a complete answer; the rest is never read. */
+static void test_error_body_keeps_start(void)
+{
+    uv_loop_t loop;
+    raw_server rs;
+    http_client *hc;
+    bounded b = {0};
+    size_t len;
+    char *reply = raw_reply(500, 1024 * 1024, 1024 * 1024, &len);
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    raw_server_start(&loop, &rs, reply, len);
+    hc = http_client_new(&loop);
+    ASSERT(hc != NULL);
+    start_raw(hc, rs.port, 0, &b);
+    while (b.calls == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_INT_EQ(b.curl_code, CURLE_OK);
+    ASSERT_INT_EQ(b.status, 500);
+    ASSERT_INT_EQ(b.truncated, 1);
+    ASSERT_INT_EQ(b.body_len, HTTP_MAX_ERROR_BODY);
+    ASSERT_INT_EQ(http_client_error_bytes(hc), 0); /* given back when the request ended */
+    raw_server_stop(&rs);
+    finish_loop(&loop, hc);
+    free(reply);
+}
+
+/* 130 answers of 500 whose bodies stall one byte short of 64 KiB: together
+ * they would keep 8.1 MiB, so some are cut at the client's
+ * HTTP_MAX_ERROR_BODIES, and the kept total never passes it. */
+typedef struct shared_ctx {
+    http_client *hc;     /* the client */
+    bounded b[130];      /* one per request */
+    int cut;             /* answers delivered truncated before 64 KiB - 1 */
+    size_t peak;         /* most error bytes seen kept at once */
+} shared_ctx;
+
+static void shared_cb(http_request *req, const http_response *resp, void *data)
+{
+    shared_ctx *c = data;
+    size_t kept = http_client_error_bytes(c->hc);
+    if (kept > c->peak)
+        c->peak = kept;
+    if (resp->aborted)
+        return;
+    ASSERT_INT_EQ(resp->curl_code, CURLE_OK);
+    ASSERT_INT_EQ(resp->status, 500);
+    ASSERT_INT_EQ(resp->body_truncated, 1);
+    ASSERT(resp->body_len < HTTP_MAX_ERROR_BODY - 1);
+    if (c->cut++ == 0)
+        http_client_close(c->hc); /* the others complete as aborted */
+}
+
+static void test_error_bodies_shared_bound(void)
+{
+    uv_loop_t loop;
+    raw_server rs;
+    static shared_ctx c;
+    size_t len;
+    char *reply = raw_reply(500, HTTP_MAX_ERROR_BODY, HTTP_MAX_ERROR_BODY - 1, &len);
+    memset(&c, 0, sizeof c);
+    ASSERT_INT_EQ(uv_loop_init(&loop), 0);
+    raw_server_start(&loop, &rs, reply, len);
+    c.hc = http_client_new(&loop);
+    ASSERT(c.hc != NULL);
+    for (int i = 0; i < 130; i++) {
+        http_request_opts opts = {0};
+        char url[64];
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/", rs.port);
+        opts.url = url;
+        opts.timeout_ms = 60000;
+        ASSERT(http_request_start(c.hc, &opts, shared_cb, &c) != NULL);
+    }
+    while (c.cut == 0)
+        uv_run(&loop, UV_RUN_ONCE);
+    ASSERT(c.peak <= HTTP_MAX_ERROR_BODIES);
+    ASSERT(c.peak > HTTP_MAX_ERROR_BODIES - HTTP_MAX_ERROR_BODY); /* the cap was what cut */
+    raw_server_stop(&rs);
+    ASSERT_INT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_INT_EQ(uv_loop_close(&loop), 0);
+    free(reply);
+}
+
 int main(void)
 {
     const char *base = getenv("RAGOPS_EMBED_URL");
@@ -576,6 +892,7 @@ int main(void)
     len = strlen(base);
     while (len > 0 && base[len - 1] == '/')
         len--;
+    signal(SIGPIPE, SIG_IGN); /* as ragops' main: the in-process server writes to clients that left */
     snprintf(embeddings_url, sizeof embeddings_url, "%.*s/embeddings", (int)len, base);
     if (len >= 3 && strncmp(base + len - 3, "/v1", 3) == 0)
         len -= 3;
@@ -590,6 +907,12 @@ int main(void)
     test_cancel_and_close();
     test_hung_request_does_not_hold_up_others();
     test_chained_from_callback();
+    test_expected_body_bound();
+    test_endless_body_stopped(0);
+    test_endless_body_stopped(1);
+    test_kept_body_bound();
+    test_error_body_keeps_start();
+    test_error_bodies_shared_bound();
     printf("test_http: ok\n");
     return 0;
 }

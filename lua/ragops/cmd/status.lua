@@ -29,7 +29,8 @@ function M.main(args, cli)
   local st, qerr = status.collect(conn, cfg.database.table, runner.selected_sources(p))
   conn:close()
   if not st then return exit.fail(exit.unreachable, "%s", qerr) end
-  io.stdout:write(opts.json and (status.json(st) .. "\n") or status.format(st))
+  local scrub = require "ragops.util.scrub" -- secrets masked; text: control characters escaped
+  io.stdout:write(opts.json and (scrub.mask(status.json(st)) .. "\n") or scrub.text(status.format(st)))
   return exit.ok
 end
 

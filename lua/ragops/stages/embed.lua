@@ -174,6 +174,10 @@ end
 
 -- The provider's answer says the configuration is wrong: stop the run.
 local function abort_on_configuration(ctx, err, info)
+  if info.kind == "body_too_large" then
+    ctx:abort(4, tostring(err)) -- a broken or hostile provider, not this batch
+    return true
+  end
   if info.class == "fatal" then
     ctx:abort(4, "o provedor de embeddings recusou a configuração: " .. tostring(err))
     return true
