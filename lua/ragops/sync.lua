@@ -189,8 +189,9 @@ local function execute(ctx, sources, how, opts, cfg)
     if opts.follow then follow(ctx, sources, how, cfg.database.url) else apply_once(ctx, sources, how) end
   end, debug.traceback)
   if not ok then
-    log.error("erro interno no ragops sync: %s", tostring(err))
-    ctx:abort(exit.usage, "erro interno: " .. tostring(err):match("^[^\n]*"))
+    -- One ERRO line (the abort's); the traceback, for a bug report, below it.
+    ctx:abort(exit.usage, "erro interno no ragops sync: " .. tostring(err):match("^[^\n]*"))
+    log.event("debug", nil, "%s", tostring(err))
   end
   return ctx:finish()
 end
