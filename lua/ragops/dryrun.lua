@@ -319,6 +319,9 @@ function M.run(p, cfg, opts)
   local coltype = migrate.embedding_column(conn, cfg.database.table)
   local date_ok, date_err = backends.check_date_range(conn, p.scope)
   if not date_ok then conn:close(); return exit.fail(exit.usage, "%s", date_err) end
+  local sql_ok, qcode, qerr = backends.check_sources(function(sql) return conn:query(sql) end, p,
+    runner.selected_sources(p))
+  if not sql_ok then conn:close(); return exit.fail(qcode, "%s", qerr) end
   local s, tally = sched.real(), new_tally()
   local dry = dry_store(conn, s, cfg, coltype, tally)
   local counted, ccode, cerr = count_sources(conn, p, tally)

@@ -262,7 +262,9 @@ local function validate_source(ctx, entity_type, spec)
   ctx:table("source", spec, 'uma tabela: source "' .. entity_type .. '" { sql = ..., key = ..., document = ... }')
   ctx.subject = 'fonte "' .. entity_type .. '"'
   ctx:only_keys(spec, SOURCE_KEYS, nil)
-  local source = { entity_type = entity_type }
+  -- declared_at: "file:line" of the source "..." { } call, for errors
+  -- about its SQL found later (ragops.backends.check_sources).
+  local source = { entity_type = entity_type, declared_at = ctx.where }
   source.sql = ctx:string("sql", spec.sql, "um texto com a consulta SQL")
   source.key = ctx:identifier("key", spec.key)
   if spec.updated_at ~= nil then

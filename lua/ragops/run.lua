@@ -79,8 +79,10 @@ local function check_options(p, opts)
 end
 
 -- Opens the pool and checks the target (its model too: ragops.model) and
--- the date range on one session. Returns pool, embedding column type or nil,
--- exit code, err.
+-- the date range on one session, then the SQL of the plan's selected
+-- sources (ragops.backends.check_sources, under the retry policy): nothing
+-- is recorded before PostgreSQL accepted it. Returns pool, embedding column
+-- type or nil, exit code, err.
 local function open_target(cfg, p, s)
   local pool = pool_mod.new {
     conninfo = cfg.database.url, sched = s,
@@ -98,6 +100,12 @@ local function open_target(cfg, p, s)
     if not ok then coltype, terr, code = nil, derr, exit.usage end
   end
   pool:release(conn)
+  if coltype then
+    local ok, qcode, qerr = backends.check_sources(function(sql)
+      return pool:with(function(c) return c:query(sql) end)
+    end, p, runner.selected_sources(p))
+    if not ok then coltype, code, terr = nil, qcode, qerr end
+  end
   if not coltype then pool:close(); return nil, code, terr end
   return pool, coltype
 end
