@@ -347,13 +347,16 @@ local function validate_chunking(ctx, spec)
   return out
 end
 
+-- The largest budget.usd accepted (finite and bounded: 1e309 is refused).
+M.MAX_BUDGET_USD = 1000000
+
 -- budget = { usd = N }: the run stops (exit 3) before the provider's bill
 -- (usage x price) would pass N. Optional.
 local function validate_budget(ctx, spec)
   if spec == nil then return nil end
   ctx:table("budget", spec)
   ctx:only_keys(spec, { "usd" }, "budget")
-  return { usd = ctx:number("budget.usd", spec.usd, 0, nil, true) }
+  return { usd = ctx:number("budget.usd", spec.usd, 0, M.MAX_BUDGET_USD, true) }
 end
 
 local function validate_retry(ctx, spec)

@@ -105,7 +105,8 @@ M.TEXT = {
     .. "                         serve GET /metrics e /healthz enquanto segue (fila e atraso por tipo)\n"
     .. "  --metrics-push URL     envia os valores finais ao Pushgateway\n"
     .. "  --set chave=valor      parâmetro do plano (pode repetir)\n"
-    .. "  --report-json ARQUIVO  grava o relatório final em JSON\n",
+    .. "  --report-json ARQUIVO  grava o relatório final em JSON\n"
+    .. "  --log-format F         text (padrão) ou json: uma linha JSON por evento (= log.format)\n",
   ["sync install"] = "Uso: ragops sync install PLANO.lua [opções]\n\n"
     .. "Cria, no esquema ragops_sync, a fila de mudanças e os gatilhos AFTER INSERT/UPDATE/DELETE\n"
     .. "nas tabelas que o plano nomeia (sync.table e sync.related). Instalar de novo o mesmo plano\n"
