@@ -305,7 +305,10 @@ local function finish(p, cfg, opts, stats, tally)
   local budget_err = over_budget(p, stats)
   if budget_err and code == exit.ok then
     code, stats.abort_reason, stats.status = exit.alert, budget_err, "aborted"
+    log.error("%s", budget_err)
   end
+  -- Failing documents: not a clean simulation, for a CI gate as for a run (1).
+  if code == exit.ok and stats.failed > 0 then code = exit.dead_letters end
   stats.would = { embedded = stats.embedded, deleted = stats.deleted, succeeded = stats.succeeded }
   stats.embedded, stats.deleted, stats.succeeded = 0, 0, 0
   for _, c in pairs(stats.per_entity_type) do c.embedded, c.deleted, c.succeeded = 0, 0, 0 end
