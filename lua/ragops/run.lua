@@ -269,7 +269,7 @@ local function start(env, cfg, parts)
     end)
   end
   -- Progress on a timer: it shows while every worker waits on the provider.
-  state.progress = progress.new { log = log, tty = not log.quiet and core.isatty(2) }
+  state.progress = progress.new { log = log, tty = not log.quiet and core.isatty(2), follower = parts.follower }
   s.spawn(function()
     local every = cfg.log.progress_every_s * 1000
     while state.running do

@@ -217,7 +217,7 @@ local function sync_loaded(p, cfg, sources, opts, params)
   local pool, code, err = w.open_target(cfg, p, s)
   if not pool then return fail(code, "%s", err) end
   local env, parts = w.build_env(p, cfg, s, pool, code)
-  parts.metrics_settings = metrics_settings
+  parts.metrics_settings, parts.follower = metrics_settings, true
   local follower, rcode, rerr = register(env.store, p, sources, params, opts)
   if not follower then
     pool:close(); parts.client:close()
