@@ -50,7 +50,8 @@ Limites de operação (valem sobre os do plano; mesmas regras de validação):
   --timeout S            tempo limite de cada pedido de embedding, em segundos
                          (= --set retry.timeout_s=S; até 3600)
   --budget-usd N         orçamento em US$ (= --set budget.usd=N): para com código 3 antes de o
-                         gasto (usage x preço) passar de N; a simulação acima dele também sai com 3
+                         gasto (tokens cobrados x preço) passar de N; a simulação acima dele
+                         também sai com 3
 
 Filtros (também como --set entity_type=..., entity_id, since, until, mode):
   --entity-type T[,T2]   tipos de entidade (não pode ser vazio)
