@@ -12,11 +12,13 @@
 #include "bridge.h"
 #include "vecbatch.h"
 
+#include <errno.h>
 #include <lualib.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack (core.hash) */
@@ -437,6 +439,24 @@ static int core_isatty(lua_State *L)
     return 1;
 }
 
+/* core.file_kind(path) -> "file" | "directory" | "other", size in bytes;
+ * or nil, errno text when path cannot be stat'ed. Plan and config files are
+ * checked with it before they are opened (a FIFO would block the open, a
+ * device or a huge file would be read whole). */
+static int core_file_kind(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory" : "other");
+    lua_pushnumber(L, (lua_Number)st.st_size);
+    return 2;
+}
+
 /* core.hash(s, ...) -> 32 hex chars: XXH3-128 over the arguments, each
  * length-prefixed so ("ab","c") and ("a","bc") differ. Once per chunk: the
  * state lives on the stack and the hex is written by hand (no malloc, no
@@ -596,6 +616,7 @@ int luaopen_ragops_core(lua_State *L)
         {"trap_signals", core_trap_signals}, {"process_id", core_process_id},
         {"cancel_all", core_cancel_all},    {"isatty", core_isatty},
         {"heap_limit", core_heap_limit},  {"utf8_length", core_utf8_length},
+        {"file_kind", core_file_kind},
         {NULL, NULL},
     };
     rg_vecbatch_register(L);
