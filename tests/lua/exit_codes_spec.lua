@@ -305,33 +305,34 @@ end)
 describe("progresso de um seguidor ocioso", function()
   local snap = { processed = 10, succeeded = 8, skipped = 2, failed = 0, retries = 0, elapsed_s = 5 }
 
-  it("não repete a linha quando nada mudou", function()
-    local lines = capture_log(function()
-      local p = progress.new { log = log, tty = false }
-      p.tick(snap)
-      p.tick(snap)
-      p.tick(snap)
+  local function ticks(opts, snaps)
+    return capture_log(function()
+      local p = progress.new { log = log, tty = false, follower = opts.follower }
+      for _, s in ipairs(snaps) do p.tick(s) end
     end)
+  end
+
+  it("não repete a linha quando nada mudou", function()
+    local lines = ticks({ follower = true }, { snap, snap, snap })
     assert.are.equal(1, count_matching(lines, "progresso:"), table.concat(lines))
   end)
 
-  it("um seguidor não conta a releitura da sobreposição (inalterados) como mudança", function()
-    local lines = capture_log(function()
-      local p = progress.new { log = log, tty = false, follower = true }
-      p.tick(snap)
-      p.tick({ processed = 16, succeeded = 8, skipped = 8, failed = 0, retries = 0, elapsed_s = 10 })
-      p.tick({ processed = 17, succeeded = 9, skipped = 8, failed = 0, retries = 0, elapsed_s = 15 })
-    end)
+  it("nada a dizer antes da primeira mudança", function()
+    local idle = { processed = 0, succeeded = 0, skipped = 0, failed = 0, retries = 0, elapsed_s = 5 }
+    local lines = ticks({ follower = true }, { idle, idle })
+    assert.are.equal(0, count_matching(lines, "progresso:"), table.concat(lines))
+  end)
+
+  it("a releitura da sobreposição (inalterados) não é mudança; uma gravação é", function()
+    local lines = ticks({ follower = true }, { snap,
+      { processed = 16, succeeded = 8, skipped = 8, failed = 0, retries = 0, elapsed_s = 10 },
+      { processed = 17, succeeded = 9, skipped = 8, failed = 0, retries = 0, elapsed_s = 15 } })
     assert.are.equal(2, count_matching(lines, "progresso:"), table.concat(lines))
   end)
 
-  it("uma execução comum mostra o avanço dos inalterados", function()
-    local lines = capture_log(function()
-      local p = progress.new { log = log, tty = false }
-      p.tick(snap)
-      p.tick({ processed = 16, succeeded = 8, skipped = 8, failed = 0, retries = 0, elapsed_s = 10 })
-    end)
-    assert.are.equal(2, count_matching(lines, "progresso:"), table.concat(lines))
+  it("uma execução comum mantém a linha a cada intervalo (batimento enquanto espera o provedor)", function()
+    local lines = ticks({}, { snap, snap, snap })
+    assert.are.equal(3, count_matching(lines, "progresso:"), table.concat(lines))
   end)
 end)
 
