@@ -191,11 +191,12 @@ end
 
 -- err (ragops.pg's pt-BR-prefixed text with PostgreSQL's message) with its
 -- SQLSTATE and, when known, what it means: "... (SQLSTATE 42P01: tabela
--- ou visão inexistente)".
+-- ou visão inexistente)", else "... [SQLSTATE 08006]".
 function M.postgres(err, state)
   local meaning = M.sqlstate(state)
-  if not meaning then return tostring(err) end
-  return ("%s (SQLSTATE %s: %s)"):format(tostring(err), state, meaning)
+  if meaning then return ("%s (SQLSTATE %s: %s)"):format(tostring(err), state, meaning) end
+  if type(state) == "string" and state ~= "" then return ("%s [SQLSTATE %s]"):format(tostring(err), state) end
+  return tostring(err)
 end
 
 return M

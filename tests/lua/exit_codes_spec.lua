@@ -162,6 +162,33 @@ describe("SQLSTATE e códigos de saída", function()
   end)
 end)
 
+describe("classe 42 no meio da execução (ragops.testing)", function()
+  local testing = require "ragops.testing"
+  local function items(n)
+    local out = {}
+    for i = 1, n do out[i] = { id = i, text = "texto " .. i, updated_at = "2024-01-01" } end
+    return out
+  end
+  local p = plan.new { name = "grava", sources = { plan.source "item" {
+    sql = "select id, text, updated_at from items", key = "id", updated_at = "updated_at",
+    document = function(row) return { content = row.text } end } }, batch = { size = 4, in_flight = 1 } }
+
+  it("gravação recusada por permissão (42501): código 2, com o SQLSTATE e o que conferir", function()
+    local r = testing.run(p, { sources = { item = items(8) },
+      fail_write = function() return 'erro do PostgreSQL: permission denied for table rag_documents', "42501" end })
+    assert.are.equal(exit.usage, r.stats.aborted.code, r.stats.aborted.reason)
+    assert.truthy(r.stats.aborted.reason:find("SQLSTATE 42501: permissão insuficiente", 1, true), r.stats.aborted.reason)
+    assert.truthy(r.stats.aborted.reason:find("confira", 1, true), r.stats.aborted.reason)
+  end)
+
+  it("conexão perdida ao gravar continua 4 (dependência que volta)", function()
+    local r = testing.run(p, { sources = { item = items(8) },
+      fail_write = function() return "conexão com o PostgreSQL perdida", "08006" end })
+    assert.are.equal(exit.unreachable, r.stats.aborted.code, r.stats.aborted.reason)
+    assert.truthy(r.stats.aborted.reason:find("[SQLSTATE 08006]", 1, true), r.stats.aborted.reason)
+  end)
+end)
+
 describe("mensagens do LuaJIT totalmente em pt-BR", function()
   local cases = {
     { "p.lua:4: attempt to concatenate field 'titulo' (a nil value)",
