@@ -74,7 +74,7 @@ function M.check_output_files(opts)
       local probe, err = io.open(path .. ".tmp", "w")
       if not probe then
         return nil, ("--%s %s: não é possível gravar o relatório ali (%s); confira se a pasta existe e aceita "
-          .. "gravação"):format(flag, path, messages.translate(tostring(err):gsub("^.-: ", "")))
+          .. "gravação"):format(flag, path, messages.translate((tostring(err):gsub("^.-: ", ""))))
       end
       probe:close()
       os.remove(path .. ".tmp")
