@@ -52,7 +52,8 @@ describe("SQL do plano recusado pelo PostgreSQL (classe 42) é erro do plano: c�
     it(case[1] .. ": run, --dry-run e sync saem com 2, sem registrar execução", function()
       local plan = verse_plan(case[2], case[3], 'sync = { strategy = "watermark" },')
       finally(function() os.remove(plan) end)
-      for _, args in ipairs({ "run " .. H.q(plan), "run " .. H.q(plan) .. " --dry-run", "sync " .. H.q(plan) }) do
+      for _, args in ipairs({ "run " .. H.q(plan), "run " .. H.q(plan) .. " --dry-run", "sync " .. H.q(plan),
+                              "status --plan " .. H.q(plan) }) do
         local code, _, err = H.ragops(url, args)
         assert.are.equal(2, code, args .. "\n" .. err)
         assert.truthy(err:find('fonte "verse"', 1, true), err)

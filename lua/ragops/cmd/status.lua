@@ -25,7 +25,10 @@ function M.main(args, cli)
   if not conn then return exit.fail(exit.unreachable, "%s", cerr) end
   local ok, serr, scode = backends.check_schema(conn)
   if not ok then conn:close(); return exit.fail(scode, "%s", serr) end
-  local st, qerr = status.collect(conn, cfg.database.table, runner.selected_sources(p))
+  local sources = runner.selected_sources(p)
+  local sql_ok, sql_code, sql_err = backends.check_sources(function(sql) return conn:query(sql) end, p, sources)
+  if not sql_ok then conn:close(); return exit.fail(sql_code, "%s", sql_err) end
+  local st, qerr = status.collect(conn, cfg.database.table, sources)
   conn:close()
   if not st then return exit.fail(exit.unreachable, "%s", qerr) end
   io.stdout:write(opts.json and (status.json(st) .. "\n") or status.format(st))
