@@ -13,6 +13,7 @@
 #include "bridge.h"
 #include "vecbatch.h"
 
+#include <errno.h>
 #include <lualib.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -450,6 +452,24 @@ static int core_isatty(lua_State *L)
     luaL_argcheck(L, fd >= 0 && fd <= 2, 1, "esperado 0, 1 ou 2");
     lua_pushboolean(L, uv_guess_handle((uv_file)fd) == UV_TTY);
     return 1;
+}
+
+/* core.file_kind(path) -> "file" | "directory" | "other", size in bytes;
+ * or nil, errno text when path cannot be stat'ed. Plan and config files are
+ * checked with it before they are opened (a FIFO would block the open, a
+ * device or a huge file would be read whole). */
+static int core_file_kind(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory" : "other");
+    lua_pushnumber(L, (lua_Number)st.st_size);
+    return 2;
 }
 
 /* core.hash(s, ...) -> 32 hex chars: XXH3-128 over the arguments, each
@@ -989,6 +1009,7 @@ int luaopen_ragops_core(lua_State *L)
         {"utf8_check", core_utf8_check},
         {"heap_run_limit", core_heap_run_limit}, {"heap_refused", core_heap_refused},
         {"watchdog", core_watchdog},
+        {"file_kind", core_file_kind},
         {NULL, NULL},
     };
     rg_vecbatch_register(L);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 /* Idle connections kept in the multi handle's cache. */
@@ -58,6 +59,7 @@ struct http_request {
     void *data;                    /* user pointer for cb */
     uint64_t started_ns;           /* uv_hrtime() at start, for latency */
     int delivering;                /* 1 while cb runs: cancel becomes a no-op */
+    int awaited_read;              /* curl waited to read on a socket (TCP was connected) */
     char error[CURL_ERROR_SIZE];   /* curl's error text (English; not shown to people) */
     char request_id[HTTP_MAX_REQUEST_ID + 1]; /* the response's x-request-id, cleaned (see http_response) */
     http_request *prev;            /* previous in hc->requests */
@@ -146,6 +148,24 @@ static const char *http_capture_request_id(http_request *req)
     return n > 0 ? req->request_id : NULL;
 }
 
+/* A timeout of an https:// request whose TCP connection was made (curl
+ * waited to read: the TLS handshake's answer) but which never reached the
+ * transfer (no pretransfer time: the handshake never ended) is, almost
+ * always, a server that does not speak TLS (an https:// URL pointed at an
+ * http server): it is reported as a TLS failure, not as a slow server. */
+static CURLcode http_tls_stall(const http_request *req, CURLcode code)
+{
+    curl_off_t pretransfer = 0;
+    char *scheme = NULL;
+    if (code != CURLE_OPERATION_TIMEDOUT || !req->awaited_read)
+        return code;
+    curl_easy_getinfo(req->easy, CURLINFO_SCHEME, &scheme);
+    curl_easy_getinfo(req->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+    if (scheme != NULL && strcasecmp(scheme, "https") == 0 && pretransfer == 0)
+        return CURLE_SSL_CONNECT_ERROR;
+    return code;
+}
+
 /* Removes req from the client and curl, delivers the result, frees req. */
 static void http_request_finish(http_request *req, CURLcode code, int aborted)
 {
@@ -161,7 +181,7 @@ static void http_request_finish(http_request *req, CURLcode code, int aborted)
     /* an error body cut on purpose is a complete answer: its status and start */
     if (code == CURLE_WRITE_ERROR && req->error_cut && !req->too_large)
         code = CURLE_OK;
-    resp.curl_code = code;
+    resp.curl_code = http_tls_stall(req, code);
     resp.aborted = aborted;
     resp.body_too_large = req->too_large;
     resp.body_truncated = req->error_cut;
@@ -261,8 +281,12 @@ static int http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, v
         hc->sockets = sock;
         curl_multi_assign(hc->multi, fd, sock);
     }
-    if (what & CURL_POLL_IN)
+    if (what & CURL_POLL_IN) {
+        http_request *req = NULL;
         events |= UV_READABLE;
+        if (easy && curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&req) == CURLE_OK && req)
+            req->awaited_read = 1;
+    }
     if (what & CURL_POLL_OUT)
         events |= UV_WRITABLE;
     if (uv_poll_start(&sock->poll, events, http_on_poll) != 0)
@@ -559,7 +583,7 @@ const char *http_curl_error_ptbr(CURLcode code)
     case CURLE_PARTIAL_FILE:
         return "resposta truncada (conexão encerrada antes do fim)";
     case CURLE_SSL_CONNECT_ERROR:
-        return "falha no handshake TLS";
+        return "falha no handshake TLS (a URL é https://: o servidor fala TLS? confira http:// ou https://)";
     case CURLE_PEER_FAILED_VERIFICATION:
         return "certificado TLS do servidor não verificado";
     case CURLE_URL_MALFORMAT:

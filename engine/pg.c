@@ -816,6 +816,36 @@ const char *pg_conn_sqlstate(const pg_conn *c)
     return c ? c->sqlstate : "";
 }
 
+/* sslmode values libpq accepts (PQconninfoParse does not check values). */
+static int sslmode_known(const char *value)
+{
+    static const char *const modes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (strcmp(value, modes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+int pg_conninfo_check(const char *conninfo, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &msg);
+    int rc = 0;
+    if (opts == NULL) {
+        fold_message(err, errlen, msg ? msg : "memória insuficiente");
+        PQfreemem(msg);
+        return -1;
+    }
+    for (const PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (strcmp(o->keyword, "sslmode") == 0 && o->val != NULL && !sslmode_known(o->val)) {
+            snprintf(err, errlen, "invalid sslmode value: \"%.64s\"", o->val);
+            rc = -1;
+        }
+    }
+    PQconninfoFree(opts);
+    return rc;
+}
+
 PGconn *pg_conn_raw(pg_conn *c)
 {
     return c ? c->conn : NULL;

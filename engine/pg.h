@@ -105,6 +105,12 @@ const char *pg_conn_error(const pg_conn *c);
 /* SQLSTATE of the last error recorded on c, "" if none. */
 const char *pg_conn_sqlstate(const pg_conn *c);
 
+/* Checks conninfo without connecting: libpq's own parse (key=value or URI
+ * syntax, known option names) and the sslmode value. Returns 0, or -1 with
+ * libpq's message (English, one line) in err: a configuration error, not a
+ * database that may come back. */
+int pg_conninfo_check(const char *conninfo, char *err, size_t errlen);
+
 /* Most server notices (NOTICE, WARNING, ...) a connection keeps until they
  * are taken; later ones are counted as dropped. libpq's default processor,
  * which prints them to stderr in the server's language, is never used. */

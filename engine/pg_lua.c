@@ -5,6 +5,7 @@
  * callback converts the outcome and resumes it.
  *
  *   pg.connect(conninfo) -> conn | nil, err
+ *   pg.conninfo_error(conninfo) -> nil | libpq's message (checked, not sent)
  *   conn:query(sql, ...) -> rows | nil, err, sqlstate  (sql is one statement:
  *     always the extended protocol, so stacked statements are refused, 42601)
  *   conn:query_page({ seed, key, set }, sql, ...) -> rows (each with its source
@@ -300,6 +301,19 @@ static int lpg_connect(lua_State *L)
     }
     pin_self(L, lc, -1);
     return rg_async_suspend(L, &lc->async, push_connected, lpg_cancel);
+}
+
+/* pg.conninfo_error(conninfo) -> nil when libpq accepts it (syntax, option
+ * names, sslmode), else libpq's message (English: ragops.messages
+ * translates it). Nothing is sent anywhere. */
+static int lpg_conninfo_error(lua_State *L)
+{
+    char err[512];
+    if (pg_conninfo_check(luaL_checkstring(L, 1), err, sizeof err) == 0)
+        lua_pushnil(L);
+    else
+        lua_pushstring(L, err);
+    return 1;
 }
 
 /* ---- conn:query ----------------------------------------------------- */
@@ -784,6 +798,7 @@ int luaopen_ragops_pg(lua_State *L)
     };
     static const luaL_Reg funcs[] = {
         {"connect", lpg_connect},
+        {"conninfo_error", lpg_conninfo_error},
         {"quote_ident", lpg_quote_ident},
         {"fpset", lpg_fpset},
         {NULL, NULL},

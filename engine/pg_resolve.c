@@ -347,6 +347,28 @@ fail:
     return -1;
 }
 
+/* pt-BR for the lookups libuv reports most, with libuv's own text in
+ * parentheses (what to search for); NULL for the others. */
+static const char *lookup_error_ptbr(int status)
+{
+    switch (status) {
+    case UV_EAI_NONAME:
+        return "nome desconhecido no DNS; confira o host da URL (unknown node or service)";
+    case UV_EAI_AGAIN:
+        return "falha temporária na resolução de nomes; o DNS não respondeu (temporary failure)";
+    case UV_EAI_FAIL:
+        return "falha permanente na resolução de nomes (permanent failure)";
+    case UV_EAI_NODATA:
+        return "o nome não tem endereço no DNS (no address)";
+    case UV_EAI_MEMORY:
+        return "memória insuficiente para resolver o nome (out of memory)";
+    case UV_EAI_CANCELED:
+        return "resolução do nome cancelada (request canceled)";
+    default:
+        return NULL;
+    }
+}
+
 int pg_resolve_connect(const pg_resolve *r, PGconn **conn, char *prefix, size_t prefix_size,
                        const char **detail)
 {
@@ -359,9 +381,11 @@ int pg_resolve_connect(const pg_resolve *r, PGconn **conn, char *prefix, size_t 
     if (hosts.oom || addrs.oom || ports.oom)
         goto oom;
     if (hosts.count == 0) {
-        snprintf(prefix, prefix_size, "falha ao resolver o host do PostgreSQL \"%s\"",
-                 failed ? failed->name : "");
-        *detail = uv_strerror(failed_status ? failed_status : UV_EAI_NONAME);
+        int status = failed_status ? failed_status : UV_EAI_NONAME;
+        const char *ptbr = lookup_error_ptbr(status);
+        snprintf(prefix, prefix_size, "falha ao resolver o host do PostgreSQL \"%s\"%s",
+                 failed ? failed->name : "", ptbr ? "" : ": erro na resolução de nomes");
+        *detail = ptbr ? ptbr : uv_strerror(status);
         goto done;
     }
     if (start_libpq(r, &hosts, &addrs, &ports, conn) != 0)

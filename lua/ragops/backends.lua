@@ -1,7 +1,8 @@
 -- ragops.backends: the engine's two dependencies as the commands open them:
--- a PostgreSQL session (with the checks that `ragops migrate` ran and that
--- the target matches the configuration) and the embedding client. Errors
--- are pt-BR, without secrets (URLs redacted, keys never shown).
+-- a PostgreSQL session (with the checks that `ragops migrate` ran, that
+-- the target matches the configuration and that PostgreSQL accepts the
+-- plan's SQL) and the embedding client. Errors are pt-BR, without secrets
+-- (URLs redacted, keys never shown).
 local config = require "ragops.config"
 local embed = require "ragops.embed"
 local exit = require "ragops.exit"
@@ -70,6 +71,42 @@ function M.check_date_range(conn, scope)
   if not rows then return nil, "intervalo de datas inválido: " .. tostring(err) end
   if not rows[1].ok then
     return nil, ("--since (%s) deve ser anterior a --until (%s)"):format(scope.since, scope["until"])
+  end
+  return true
+end
+
+-- The query that checks one source before anything is recorded: its SQL,
+-- key and updated_at, planned and started by PostgreSQL (privileges too)
+-- but returning no row (limit 0: document() and the row functions never run).
+local function source_probe(source)
+  local columns = { "src." .. pg.quote_ident(source.key) }
+  if source.updated_at then columns[2] = "src." .. pg.quote_ident(source.updated_at) end
+  return ("select %s from (%s) as src limit 0"):format(table.concat(columns, ", "), source.sql)
+end
+
+-- pt-BR: PostgreSQL refused the SQL of source (SQLSTATE class 42): which
+-- source, where the plan declares it, PostgreSQL's text and what to check.
+function M.source_sql_error(source, err, state)
+  return ('o SQL da fonte "%s" (plano %s) foi recusado pelo PostgreSQL: %s; confira no plano a consulta '
+    .. "dessa fonte (nomes de tabelas e colunas, key = %q%s, sintaxe) e as permissões do usuário do banco "
+    .. "sobre as tabelas que ela lê"):format(source.entity_type, source.declared_at or "?",
+    messages.postgres(err, state), source.key,
+    source.updated_at and (", updated_at = %q"):format(source.updated_at) or "")
+end
+
+-- Checks the SQL of sources (default: all of p's) against the database
+-- before a run is recorded or a follower starts. query(sql) -> rows | nil,
+-- err, sqlstate (through the retry policy where the caller has a pool).
+-- Returns true, or nil, exit code, err: 2 when PostgreSQL refused the SQL
+-- (class 42), 4 when the database could not answer.
+function M.check_sources(query, p, sources)
+  for _, source in ipairs(sources or p.sources) do
+    local rows, err, state = query(source_probe(source))
+    if not rows then
+      local code = exit.for_sqlstate(state)
+      if code == exit.usage then return nil, code, M.source_sql_error(source, err, state) end
+      return nil, code, ('falha ao conferir o SQL da fonte "%s": %s'):format(source.entity_type, tostring(err))
+    end
   end
   return true
 end

@@ -10,8 +10,10 @@ local cmd_run = require "ragops.cmd.run"
 local cmd_status = require "ragops.cmd.status"
 local cmd_sync = require "ragops.cmd.sync"
 local cmd_validate = require "ragops.cmd.validate"
+local config = require "ragops.config"
 local exit = require "ragops.exit"
 local help = require "ragops.cmd.help"
+local log = require "ragops.log"
 local plan_mod = require "ragops.plan"
 
 local M = {}
@@ -25,7 +27,8 @@ local function usage_error(fmt, ...)
 end
 
 -- Parses argv into { command, positional = {}, options = {}, sets = {} }.
--- spec: { [flag] = "string" | "bool" | "list" }.
+-- spec: { [flag] = "string" | "bool" | "list" }; only a "list" flag (--set,
+-- --entity-id of some commands) may be given more than once.
 function M.parse(args, spec)
   local out = { positional = {}, options = {}, sets = {} }
   local i = 1
@@ -36,6 +39,9 @@ function M.parse(args, spec)
     if name then
       local kind = spec[name]
       if not kind then usage_error("opção desconhecida: --%s (veja a ajuda do comando: --help)", name) end
+      if kind ~= "list" and out.options[name] ~= nil then
+        usage_error("a opção --%s foi informada mais de uma vez; informe-a uma vez só", name)
+      end
       if kind == "bool" then
         if inline then usage_error("a opção --%s não aceita valor", name) end
         out.options[name] = true
@@ -144,12 +150,29 @@ end
 
 M.usage_error = usage_error
 
--- The value of --flag in options (M.parse's) as an integer in [low, high],
--- or nil when the flag is absent; anything else is a usage error.
+-- The one configuration step of every command that reads the
+-- configuration: --quiet, the file (--config) with the environment over it,
+-- and the log format (--log-format over log.format). Returns cfg or nil,
+-- pt-BR message (a usage error: exit code 2).
+function M.load_config(opts)
+  log.quiet = opts.quiet or false
+  local cfg, err = config.load(opts.config, os.getenv)
+  if not cfg then return nil, err end
+  local format = opts["log-format"] or cfg.log.format
+  if not log.FORMATS[format] then
+    return nil, ("--log-format espera text ou json, recebi %q"):format(tostring(format))
+  end
+  log.format = format
+  return cfg
+end
+
+-- The value of --flag in options (M.parse's) as a decimal integer in
+-- [low, high], or nil when the flag is absent; anything else (0x10, 1e3,
+-- 16.0) is a usage error.
 function M.integer_option(options, flag, low, high)
   local v = options[flag]
   if v == nil then return nil end
-  local n = tonumber(v)
+  local n = tostring(v):match("^%-?%d+$") and tonumber(v)
   if not plan_mod.is_integer(n) or n < low or n > high then
     usage_error("--%s espera um inteiro entre %d e %d, recebi %q", flag, low, high, v)
   end

@@ -5,10 +5,13 @@
 -- API keys redacted). Loading registers the configured secrets with
 -- ragops.util.scrub, which masks them in every text that leaves the process.
 
+local messages = require "ragops.messages"
 local metrics_endpoint = require "ragops.metrics_endpoint"
 local plan = require "ragops.plan"
 local sandbox = require "ragops.sandbox"
 local scrub = require "ragops.util.scrub"
+-- libpq's check of database.url, inside the ragops binary (not under busted).
+local has_pg, pg = pcall(require, "ragops.pg")
 
 local M = {}
 
@@ -293,6 +296,33 @@ end
 
 local is_integer = plan.is_integer
 
+-- text without the password of url (its userinfo or a password= pair):
+-- libpq's parse errors may quote a piece of the URL.
+local function without_password(text, url)
+  local secrets = { url:match("^%a[%w+.-]*://[^:/@]*:([^@]+)@") }
+  for value in url:gmatch("[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]%s*=%s*'?([^%s'&]+)") do secrets[#secrets + 1] = value end
+  for _, secret in ipairs(secrets) do
+    local s, e = text:find(secret, 1, true)
+    while s do
+      text = text:sub(1, s - 1) .. "***" .. text:sub(e + 1)
+      s, e = text:find(secret, s + 3, true)
+    end
+  end
+  return text
+end
+
+-- database.url as libpq reads it (syntax, option names, sslmode), without
+-- connecting: a malformed URL is the operator's to fix (exit 2), not a
+-- database that may come back.
+local function check_conninfo(checker, url)
+  if not (has_pg and type(pg) == "table" and type(pg.conninfo_error) == "function") then return end
+  local err = pg.conninfo_error(url)
+  if not err then return end
+  checker.fail("database.url", string.format('chave "database.url": valor %s inválido: %s; esperado uma URL '
+    .. '"postgresql://usuario@host/banco?sslmode=require" ou um texto de conexão "host=... dbname=..."',
+    show("database.url", url), without_password(messages.translate(err), url)))
+end
+
 local function check_integer(checker, path, value, low, high)
   if not is_integer(value) or value < low or value > high then
     checker.bad(path, value, string.format("um inteiro entre %d e %d", low, high))
@@ -308,7 +338,12 @@ end
 
 local function check_string(checker, path, value, optional, expected)
   if value == nil and optional then return end
-  if type(value) ~= "string" or value == "" then
+  if value == "" then
+    -- Said as it is: "(oculto)" would hide that a secret is merely empty.
+    checker.fail(path, string.format('chave "%s": valor vazio; esperado %s%s', path, expected or "um texto não vazio",
+      optional and " (ou omita a chave)" or ""))
+  end
+  if type(value) ~= "string" then
     checker.bad(path, value, expected or "um texto não vazio")
   end
 end
@@ -337,6 +372,7 @@ local function validate(cfg, checker)
   checker.only_keys(db, "database")
   check_string(checker, "database.url", db.url, false,
     'uma URL "postgresql://usuario@host/banco" ou texto de conexão "host=... dbname=..."')
+  check_conninfo(checker, db.url)
   check_integer(checker, "database.pool_size", db.pool_size, 1, 256)
   if type(db.table) ~= "string" or not (db.table:match("^[%a_][%w_]*$") or db.table:match("^[%a_][%w_]*%.[%a_][%w_]*$")) then
     checker.bad("database.table", db.table, 'um nome de tabela simples, opcionalmente com esquema ("rag_documents" ou "public.rag_documents")')

@@ -352,7 +352,10 @@ local function finish(p, cfg, opts, stats, tally)
   local budget_err = over_budget(p, stats)
   if budget_err and code == exit.ok then
     code, stats.abort_reason, stats.status = exit.alert, budget_err, "aborted"
+    log.error("%s", budget_err)
   end
+  -- Failing documents: not a clean simulation, for a CI gate as for a run (1).
+  if code == exit.ok and stats.failed > 0 then code = exit.dead_letters end
   stats.would = { embedded = stats.embedded, deleted = stats.deleted, succeeded = stats.succeeded }
   stats.embedded, stats.deleted, stats.succeeded = 0, 0, 0
   for _, c in pairs(stats.per_entity_type) do c.embedded, c.deleted, c.succeeded = 0, 0, 0 end
@@ -366,6 +369,9 @@ function M.run(p, cfg, opts)
   local coltype = migrate.embedding_column(conn, cfg.database.table)
   local date_ok, date_err = backends.check_date_range(conn, p.scope)
   if not date_ok then conn:close(); return exit.fail(exit.usage, "%s", date_err) end
+  local sql_ok, qcode, qerr = backends.check_sources(function(sql) return conn:query(sql) end, p,
+    runner.selected_sources(p))
+  if not sql_ok then conn:close(); return exit.fail(qcode, "%s", qerr) end
   local s, tally = sched.real(), new_tally()
   local dry = dry_store(conn, s, cfg, coltype, tally)
   local counted, ccode, cerr = count_sources(conn, p, tally)

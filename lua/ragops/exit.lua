@@ -1,8 +1,9 @@
 -- ragops.exit: the process exit codes (one definition for every command)
 -- and the one way a command stops with a pt-BR message on stderr.
---   0 concluído; 1 concluído com itens na fila de falhas; 2 uso ou plano
---   inválido (nada gravado), ou erro interno; 3 abortado por alerta;
---   4 dependência inalcançável; 130 interrompido por sinal.
+--   0 concluído; 1 concluído com itens na fila de falhas (ou simulação com
+--   documentos falhando); 2 uso, plano, SQL do plano, configuração ou URL
+--   inválidos (nada gravado), ou erro interno; 3 abortado por alerta ou
+--   orçamento; 4 dependência inalcançável; 130 interrompido por sinal.
 local M = {
   ok = 0,            -- done
   dead_letters = 1,  -- done, some items went to the failure queue
@@ -11,6 +12,17 @@ local M = {
   unreachable = 4,   -- PostgreSQL or the provider could not be reached
   interrupted = 130, -- SIGINT/SIGTERM
 }
+
+-- The code of a database operation that failed with SQLSTATE state after
+-- the retry policy: class 42 (syntax error or access rule violation: syntax,
+-- undefined table, column or function, insufficient privilege) is the
+-- operator's to fix in the plan's SQL or the grants (2); anything else is a
+-- dependency that may come back (4). The kind travels as the SQLSTATE,
+-- never as message text.
+function M.for_sqlstate(state)
+  if type(state) == "string" and state:sub(1, 2) == "42" then return M.usage end
+  return M.unreachable
+end
 
 -- Writes "ragops: <message>" to stderr (secrets masked, control characters
 -- escaped, at most 64 KiB: ragops.util.scrub) and returns code.

@@ -98,6 +98,12 @@ function M.start_run(settings, registry, log, health)
     return nil
   end
   log.info("métricas Prometheus em http://%s/metrics", ep.address)
+  local host = M.parse_listen(settings.listen)
+  if host == "0.0.0.0" or host == "::" then
+    log.warn("o endpoint de métricas escuta em todas as interfaces (%s): qualquer máquina que alcance esta porta "
+      .. "lê /metrics e /healthz; prefira 127.0.0.1 ou o IP da rede interna (docs/alertas-e-metricas.md)",
+      settings.listen)
+  end
   return ep
 end
 

@@ -94,10 +94,28 @@ local function split_params(params)
   return run_params, limits
 end
 
+-- Operating limits the command line gives as text must be plain decimal
+-- numbers: tonumber would also take 0x10, 1e309, inf and nan. Text that is
+-- no number at all is left to the plan's validator (its own message).
+-- Returns true or nil, err.
+local function check_limit_texts(limits)
+  for _, item in ipairs(plan_mod.LIMITS) do
+    local text = limits[item.key]
+    if type(text) == "string" and tonumber(text) and not text:match("^%-?%d+$")
+        and not text:match("^%-?%d*%.%d+$") then
+      return nil, ("--%s (--set %s): valor %q inválido; esperado um número em decimal (como 64 ou 1.5), "
+        .. "sem 0x, expoente, inf ou nan"):format(item.flag, item.key, text)
+    end
+  end
+  return true
+end
+
 -- Loads the plan and applies the filter params and the operating limits.
 -- Returns plan, run params (what identifies the run) or nil, err.
 function M.load_plan(path, params)
   local run_params, limits = split_params(params or {})
+  local texts_ok, terr = check_limit_texts(limits)
+  if not texts_ok then return nil, terr end
   local p, perr = plan_mod.load(path, run_params)
   if not p then return nil, perr end
   local known, kerr = check_param_keys(p, params or {})

@@ -366,7 +366,9 @@ local function validate_source(ctx, entity_type, spec)
   ctx:table("source", spec, 'uma tabela: source "' .. entity_type .. '" { sql = ..., key = ..., document = ... }')
   ctx.subject = 'fonte "' .. entity_type .. '"'
   ctx:only_keys(spec, SOURCE_KEYS, nil)
-  local source = { entity_type = entity_type }
+  -- declared_at: "file:line" of the source "..." { } call, for errors
+  -- about its SQL found later (ragops.backends.check_sources).
+  local source = { entity_type = entity_type, declared_at = ctx.where }
   source.sql = check_one_statement(ctx, "sql", ctx:string("sql", spec.sql, "um texto com a consulta SQL"))
   source.key = ctx:identifier("key", spec.key)
   if spec.updated_at ~= nil then
@@ -455,13 +457,16 @@ local function validate_chunking(ctx, spec)
   return out
 end
 
+-- The largest budget.usd accepted (finite and bounded: 1e309 is refused).
+M.MAX_BUDGET_USD = 1000000
+
 -- budget = { usd = N }: the run stops (exit 3) before the provider's bill
 -- (usage x price) would pass N. Optional.
 local function validate_budget(ctx, spec)
   if spec == nil then return nil end
   ctx:table("budget", spec)
   ctx:only_keys(spec, { "usd" }, "budget")
-  return { usd = ctx:number("budget.usd", spec.usd, 0, nil, true) }
+  return { usd = ctx:number("budget.usd", spec.usd, 0, M.MAX_BUDGET_USD, true) }
 end
 
 local function validate_retry(ctx, spec)

@@ -66,8 +66,26 @@ function M.sample(series, snap)
   end
 end
 
+-- The counters whose change makes a follower log a new line: what it
+-- wrote, failed or retried (it re-reads the watermark's overlap on every
+-- pass: those rows, counted as skipped, are not news).
+local FOLLOWER_COUNTERS = { "succeeded", "failed", "retries" }
+
+-- True when snap differs from last (nil: nothing logged yet, all zero) in
+-- the follower's counters.
+local function changed(last, snap)
+  last = last or {}
+  for _, key in ipairs(FOLLOWER_COUNTERS) do
+    if (last[key] or 0) ~= (snap[key] or 0) then return true end
+  end
+  return false
+end
+
 -- A renderer: { tick(snap), finish(snap?), series }. opts: log (ragops.log),
--- tty (true: redraw on opts.stream, default io.stderr).
+-- tty (true: redraw on opts.stream, default io.stderr), follower (true: a
+-- `ragops sync`). Without a terminal a run logs every tick (the line is its
+-- heartbeat while every worker waits on the provider); a follower only
+-- when it did something since its last line: idle, it says nothing.
 function M.new(opts)
   local log, stream = opts.log, opts.stream or io.stderr
   local self = { series = { { t = 0, processed = 0, failed = 0, retries = 0 } } }
@@ -81,13 +99,15 @@ function M.new(opts)
     end }
     self.restore = function() log.sink = sink end
   end
+  local last_logged
   function self.tick(snap)
     M.sample(self.series, snap)
     if opts.tty then
       stream:write(CLEAR_LINE, M.format(snap))
       stream:flush()
       drawn = true
-    else
+    elseif not opts.follower or changed(last_logged, snap) then
+      last_logged = snap
       log.event("info", M.fields(snap), "%s", M.format(snap))
     end
   end

@@ -329,12 +329,12 @@ end
 
 -- Prints the pt-BR report, writes --report-json (by the engine, never the
 -- plan) and returns the exit code (2 when the report file cannot be written).
+-- The abort reason is not logged again: the stop logged it once (ctx:abort).
 function M.emit(stats, opts, code, json_text)
   io.stdout:write(scrub.text(M.format(stats)), "\n")
   if opts["report-json"] then
     code = M.write_json_file(opts["report-json"], scrub.mask(json_text or M.json(stats)), code)
   end
-  if stats.abort_reason then log.error("%s", stats.abort_reason) end
   return code
 end
 

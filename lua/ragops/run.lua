@@ -16,6 +16,7 @@ local exit = require "ragops.exit"
 local http = require "ragops.http"
 local log = require "ragops.log"
 local metrics_endpoint = require "ragops.metrics_endpoint"
+local messages = require "ragops.messages"
 local metrics_mod = require "ragops.metrics"
 local model = require "ragops.model"
 local params_mod = require "ragops.params"
@@ -60,8 +61,38 @@ function M.signal_received()
   return signals.received
 end
 
+-- The longest lease of a scale-out work unit (--lease-s), in seconds.
+M.MAX_LEASE_S = 86400
+
+-- Checks, before the run starts, that the report files (--report-json,
+-- --report-html) can be written: their folder exists and takes a file
+-- (the one the atomic write creates next to it, removed at once), and the
+-- path is not a folder. Returns true or nil, err.
+function M.check_output_files(opts)
+  for _, flag in ipairs({ "report-json", "report-html" }) do
+    local path = opts[flag]
+    if path then
+      local probe, err = io.open(path .. ".tmp", "w")
+      if not probe then
+        return nil, ("--%s %s: não é possível gravar o relatório ali (%s); confira se a pasta existe e aceita "
+          .. "gravação"):format(flag, path, messages.translate((tostring(err):gsub("^.-: ", ""))))
+      end
+      probe:close()
+      os.remove(path .. ".tmp")
+      local folder = io.open(path .. "/.", "r") -- opens only when path is a folder
+      if folder then
+        folder:close()
+        return nil, ("--%s %s: é uma pasta; informe o caminho de um arquivo"):format(flag, path)
+      end
+    end
+  end
+  return true
+end
+
 -- Option checks that need the loaded plan. Returns true or nil, err.
 local function check_options(p, opts)
+  local files_ok, ferr = M.check_output_files(opts)
+  if not files_ok then return nil, ferr end
   if opts["scale-out"] then
     if opts["dry-run"] then return nil, "--scale-out não combina com --dry-run" end
     if p.limit then return nil, "--scale-out não combina com --limit (a execução de sanidade é de um processo só)" end
@@ -69,8 +100,10 @@ local function check_options(p, opts)
       return nil, "--scale-out não combina com --entity-id (poucas entidades não se dividem entre processos)"
     end
   end
-  if opts["lease-s"] and not (tonumber(opts["lease-s"]) and tonumber(opts["lease-s"]) >= 1) then
-    return nil, ("--lease-s espera um número de segundos >= 1, recebi %q"):format(opts["lease-s"])
+  local lease = opts["lease-s"]
+  local lease_s = lease and lease:match("^%d+%.?%d*$") and tonumber(lease)
+  if lease and not (lease_s and lease_s >= 1 and lease_s <= M.MAX_LEASE_S) then
+    return nil, ("--lease-s espera um número decimal de segundos entre 1 e %d, recebi %q"):format(M.MAX_LEASE_S, lease)
   end
   if #p.sources == 0 then
     return nil, ("o plano %q não tem fontes para indexar; planos de operação como "
@@ -96,10 +129,12 @@ local function check_target(conn, cfg, p)
   return { err = terr, code = code }
 end
 
--- Opens the pool and checks the target (its model too: ragops.model) and
--- the date range, under the database retry policy (a database that cannot
--- be reached at all at the start fails at once). Returns pool, embedding
--- column type or nil, exit code, err.
+-- Opens the pool and checks the target (its model too: ragops.model), the
+-- date range and then the SQL of the plan's selected sources
+-- (ragops.backends.check_sources), under the database retry policy (a
+-- database that cannot be reached at all at the start fails at once):
+-- nothing is recorded before PostgreSQL accepted it. Returns pool,
+-- embedding column type or nil, exit code, err.
 local function open_target(cfg, p, s)
   local pool = pool_mod.new {
     conninfo = cfg.database.url, sched = s,
@@ -110,6 +145,12 @@ local function open_target(cfg, p, s)
   pool:release(conn)
   local checked, err = pool:with(function(c) return check_target(c, cfg, p) end)
   if not checked then checked = { err = backends.connect_error(cfg, err), code = exit.unreachable } end
+  if checked.coltype then
+    local ok, qcode, qerr = backends.check_sources(function(sql)
+      return pool:with(function(c) return c:query(sql) end)
+    end, p, runner.selected_sources(p))
+    if not ok then checked = { err = qerr, code = qcode } end
+  end
   if not checked.coltype then pool:close(); return nil, checked.code, checked.err end
   return pool, checked.coltype
 end
@@ -253,7 +294,7 @@ local function start(env, cfg, parts)
     end)
   end
   -- Progress on a timer: it shows while every worker waits on the provider.
-  state.progress = progress.new { log = log, tty = not log.quiet and core.isatty(2) }
+  state.progress = progress.new { log = log, tty = not log.quiet and core.isatty(2), follower = parts.follower }
   s.spawn(function()
     local every = cfg.log.progress_every_s * 1000
     while state.running do
@@ -461,17 +502,10 @@ local function run_loaded(p, cfg, opts, params)
   return finish(p, cfg, env, parts, run, stats, run_totals, state, opts, sent)
 end
 
--- Loads the config and the plan, checks the options and runs it (or
--- simulates it with --dry-run). Returns the exit code.
-local function run_file(path, opts, params)
-  log.quiet = opts.quiet or false
-  local cfg, err = config.load(opts.config, os.getenv)
-  if not cfg then return fail(exit.usage, "%s", err) end
-  local format = opts["log-format"] or cfg.log.format
-  if not log.FORMATS[format] then
-    return fail(exit.usage, "--log-format espera text ou json, recebi %q", format)
-  end
-  log.format = format
+-- Loads the plan under cfg (the configuration the command loaded, log
+-- settings applied: ragops.cli.load_config), checks the options and runs it
+-- (or simulates it with --dry-run). Returns the exit code.
+local function run_file(path, opts, params, cfg)
   local tcfg, terr, tcode = model.target_config(cfg, params.target)
   if not tcfg then return fail(tcode, "%s", terr) end
   -- "live" (the default) leaves the run's identity as without --target.
@@ -489,11 +523,11 @@ local function run_file(path, opts, params)
   return run_loaded(p, cfg, opts, params)
 end
 
--- Runs the plan file at path (the backfill/reindex/run commands); once a
--- signal arrived the exit code is 130 whatever step it interrupted.
-function M.plan_file(path, opts, params)
+-- Runs the plan file at path under cfg (the backfill/reindex/run commands);
+-- once a signal arrived the exit code is 130 whatever step it interrupted.
+function M.plan_file(path, opts, params, cfg)
   M.trap_signals()
-  local code = run_file(path, opts, params)
+  local code = run_file(path, opts, params, cfg)
   if signals.received then return exit.interrupted end
   return code
 end

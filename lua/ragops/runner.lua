@@ -70,8 +70,8 @@ local function stored_hashes(ctx, entity_type, entities)
   local ids = {}
   for i, e in ipairs(entities) do ids[i] = e.id end
   if #ids == 0 then return {} end
-  local existing, err = ctx.store:existing_hashes(entity_type, ids)
-  if not existing then ctx:abort(4, "falha ao consultar documentos existentes: " .. tostring(err)) end
+  local existing, err, state = ctx.store:existing_hashes(entity_type, ids)
+  if not existing then ctx:abort_db("falha ao consultar documentos existentes", err, state) end
   return existing
 end
 
@@ -191,18 +191,18 @@ end
 -- by key only, whatever the other filters): their documents are removed.
 local function delete_missing_ids(ctx, source)
   local entity_type, ids = source.entity_type, ctx.plan.scope.entity_ids
-  local present, err = ctx.store:present_keys(source, ids)
-  if not present then ctx:abort(4, "falha ao consultar a fonte por chave: " .. tostring(err)); return end
+  local present, err, state = ctx.store:present_keys(source, ids)
+  if not present then ctx:abort_db("falha ao consultar a fonte por chave", err, state); return end
   local missing = {}
   for _, id in ipairs(ids) do
     if not present[tostring(id)] then missing[#missing + 1] = tostring(id) end
   end
   if #missing == 0 then return end
   -- What each one has stored, so the log says what was removed from which.
-  local stored, serr = ctx.store:existing_hashes(entity_type, missing)
-  if not stored then ctx:abort(4, "falha ao consultar documentos existentes: " .. tostring(serr)); return end
-  local n, derr = ctx.store:delete_entities(ctx.env.run_id, entity_type, missing)
-  if not n then ctx:abort(4, "falha ao remover entidades ausentes: " .. tostring(derr)); return end
+  local stored, serr, sstate = ctx.store:existing_hashes(entity_type, missing)
+  if not stored then ctx:abort_db("falha ao consultar documentos existentes", serr, sstate); return end
+  local n, derr, dstate = ctx.store:delete_entities(ctx.env.run_id, entity_type, missing)
+  if not n then ctx:abort_db("falha ao remover entidades ausentes", derr, dstate); return end
   ctx:merge(entity_type, { deleted = n })
   log_missing(ctx, entity_type, missing, stored)
 end
@@ -220,9 +220,9 @@ local function load_fast(ctx, source)
       or plan.limit or (plan.scope and plan.scope.entity_ids) then
     return nil
   end
-  local set, err = ctx.store:load_fingerprints(source.entity_type)
+  local set, err, state = ctx.store:load_fingerprints(source.entity_type)
   if not set then
-    ctx:abort(4, "falha ao ler as impressões digitais dos documentos: " .. tostring(err))
+    ctx:abort_db("falha ao ler as impressões digitais dos documentos", err, state)
     return nil
   end
   local stats = set:stats()
@@ -264,9 +264,9 @@ local function delete_gone(ctx, source)
   if scope.entity_ids and #scope.entity_ids > 0 then return delete_missing_ids(ctx, source) end
   if not ctx.plan.delete_missing or scope.since or scope["until"] then return end
   local seen_all = all_stored_seen(ctx, source)
-  local n, err = 0, nil
-  if not seen_all then n, err = ctx.store:delete_orphans(source) end
-  if not n then ctx:abort(4, "falha ao remover documentos órfãos: " .. tostring(err)); return end
+  local n, err, state = 0, nil, nil
+  if not seen_all then n, err, state = ctx.store:delete_orphans(source) end
+  if not n then ctx:abort_db("falha ao remover documentos órfãos", err, state); return end
   if n > 0 then
     ctx.log.info("%d documento(s) de %s removido(s): entidades ausentes da fonte", n, source.entity_type)
   end
@@ -333,8 +333,8 @@ end
 -- would skip rows), and records how many rows each source holds.
 function M.check_unique_keys(ctx)
   for _, source in ipairs(M.selected_sources(ctx.plan)) do
-    local census, err = ctx.store:key_census(source, ctx.plan.scope)
-    if not census then ctx:abort(4, "falha ao verificar a unicidade das chaves: " .. tostring(err)); return end
+    local census, err, state = ctx.store:key_census(source, ctx.plan.scope)
+    if not census then ctx:abort_db("falha ao verificar a unicidade das chaves", err, state); return end
     if census.duplicate then
       ctx:abort(2, ("a chave %q da fonte %q não é única (o valor %s aparece mais de uma vez); "
         .. "a paginação por chave perderia linhas: use uma chave única (ou uma combinação única em uma coluna)")

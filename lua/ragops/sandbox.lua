@@ -156,17 +156,55 @@ end
 -- Files and compilation
 ---------------------------------------------------------------------------
 
--- Reads a whole file. Returns its text or nil, "<what> path: ..." in pt-BR.
+-- The largest plan, configuration or golden file read (8 MiB; documented
+-- in docs/limites-e-riscos.md): a bigger one is refused before reading.
+M.MAX_FILE_BYTES = 8 * 1024 * 1024
+
+local function too_big(what, path, size)
+  return string.format("%s %s: arquivo grande demais (%.0f bytes; o limite é %d bytes)", what, path, size,
+    M.MAX_FILE_BYTES)
+end
+
+-- Refuses, before opening, what is not a regular file (a FIFO would block
+-- the open, /dev/zero never ends) or is over the limit. Returns true or
+-- nil, err. Without ragops.core (busted) the bounded read below decides.
+local function check_kind(path, what)
+  if not (has_core and type(core.file_kind) == "function") then return true end
+  local kind, size = core.file_kind(path)
+  if kind == nil then return true end -- io.open says why, in pt-BR
+  if kind ~= "file" then
+    return nil, string.format("%s %s: não é um arquivo comum (%s); esperado um arquivo de texto Lua", what, path,
+      kind == "directory" and "é uma pasta" or "dispositivo, FIFO ou socket")
+  end
+  if size > M.MAX_FILE_BYTES then return nil, too_big(what, path, size) end
+  return true
+end
+
+-- Reads a whole file, at most M.MAX_FILE_BYTES. Returns its text or nil,
+-- "<what> path: ..." in pt-BR.
 function M.read_file(path, what)
+  local ok, kind_err = check_kind(path, what)
+  if not ok then return nil, kind_err end
   local handle, open_err = io.open(path, "rb")
   if not handle then
     local reason = tostring(open_err):gsub("^" .. path:gsub("%p", "%%%0") .. ": ", "")
     return nil, string.format("%s %s: não foi possível abrir o arquivo: %s", what, path, messages.translate(reason))
   end
-  local text, read_err = handle:read("*a")
+  local text, read_err = handle:read(0) -- a folder fails here (EISDIR)
+  if text or not read_err then
+    local size = handle:seek("end")
+    handle:seek("set")
+    if size and size > M.MAX_FILE_BYTES then handle:close(); return nil, too_big(what, path, size) end
+    text, read_err = handle:read(M.MAX_FILE_BYTES + 1)
+  end
   handle:close()
-  if not text then
+  if not text and read_err then
     return nil, string.format("%s %s: não foi possível ler o arquivo: %s", what, path, messages.translate(read_err))
+  end
+  text = text or "" -- read(n) at the end of an empty file
+  if #text > M.MAX_FILE_BYTES then
+    return nil, string.format("%s %s: não é um arquivo comum (lido além do limite de %d bytes)", what, path,
+      M.MAX_FILE_BYTES)
   end
   return text
 end

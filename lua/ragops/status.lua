@@ -163,13 +163,20 @@ local function format_duration(seconds)
   return ("%d h %02d min"):format(seconds / 3600, seconds % 3600 / 60)
 end
 
+-- The run states of ragops_runs as a person reads them (the JSON keeps
+-- the English values).
+local STATES = {
+  done = "concluída", done_with_failures = "concluída com falhas", interrupted = "interrompida",
+  aborted = "abortada", failed = "falhou (erro de uso ou interno)", dry_run = "simulação",
+}
+
 local function run_state(run)
-  if run.status ~= "running" then return run.status end
+  if run.status ~= "running" then return STATES[run.status] or tostring(run.status) end
   if run.alive then
     return ("em andamento (processo %s, heartbeat há %s)"):format(tostring(run.owner or "compartilhado"),
       format_duration(run.heartbeat_age_s))
   end
-  return "running sem heartbeat recente (processo morto? o mesmo comando retoma)"
+  return "em andamento sem heartbeat recente (processo morto? o mesmo comando retoma)"
 end
 
 local function format_runs(lines, runs)

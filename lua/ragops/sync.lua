@@ -12,7 +12,6 @@
 -- every sync.poll_s), until SIGINT/SIGTERM.
 local changes = require "ragops.stages.changes"
 local cjson = require "cjson"
-local config = require "ragops.config"
 local core = require "ragops.core"
 local exit = require "ragops.exit"
 local instruments = require "ragops.stages.instruments"
@@ -45,16 +44,16 @@ function M.sync_sources(p)
   return out
 end
 
--- Loads the config and the plan. Returns cfg, plan, sources or nil, err.
+-- Loads the plan and checks the report files. Returns plan, sources, run
+-- params or nil, err.
 local function load(path, opts, params)
-  log.quiet = opts.quiet or false
-  local cfg, err = config.load(opts.config, os.getenv)
-  if not cfg then return nil, err end
   local p, loaded = params_mod.load_plan(path, params)
   if not p then return nil, loaded end
   local sources, serr = M.sync_sources(p)
   if not sources then return nil, serr end
-  return cfg, p, sources, loaded
+  local files_ok, ferr = run.check_output_files(opts)
+  if not files_ok then return nil, ferr end
+  return p, sources, loaded
 end
 
 -- Applies every source's pending changes once (trigger: the queue until
@@ -185,8 +184,9 @@ local function execute(ctx, sources, how, opts, cfg)
     if opts.follow then follow(ctx, sources, how, cfg.database.url) else apply_once(ctx, sources, how) end
   end, debug.traceback)
   if not ok then
-    log.error("erro interno no ragops sync: %s", tostring(err))
-    ctx:abort(exit.usage, "erro interno: " .. tostring(err):match("^[^\n]*"))
+    -- One ERRO line (the abort's); the traceback, for a bug report, below it.
+    ctx:abort(exit.usage, "erro interno no ragops sync: " .. tostring(err):match("^[^\n]*"))
+    log.event("debug", nil, "%s", tostring(err))
   end
   return ctx:finish()
 end
@@ -213,7 +213,7 @@ local function sync_loaded(p, cfg, sources, opts, params)
   local pool, code, err = w.open_target(cfg, p, s)
   if not pool then return fail(code, "%s", err) end
   local env, parts = w.build_env(p, cfg, s, pool, code)
-  parts.metrics_settings = metrics_settings
+  parts.metrics_settings, parts.follower = metrics_settings, true
   local follower, rcode, rerr = register(env.store, p, sources, params, opts)
   if not follower then
     pool:close(); parts.client:close()
@@ -232,11 +232,12 @@ local function sync_loaded(p, cfg, sources, opts, params)
   return w.finish(p, cfg, env, parts, { id = follower.id }, stats, nil, state, opts)
 end
 
--- `ragops sync [PLANO] [--follow]`. Returns the exit code.
-function M.main(path, opts, params)
+-- `ragops sync [PLANO] [--follow]` under cfg (the configuration the command
+-- loaded, log settings applied: ragops.cli.load_config). Returns the exit code.
+function M.main(path, opts, params, cfg)
   run.trap_signals()
-  local cfg, p, sources, loaded = load(path, opts, params)
-  if not cfg then return fail(exit.usage, "%s", p) end
+  local p, sources, loaded = load(path, opts, params)
+  if not p then return fail(exit.usage, "%s", sources) end
   local code = sync_loaded(p, cfg, sources, opts, loaded)
   if run.signal_received() then return exit.interrupted end
   return code

@@ -26,7 +26,7 @@ describe("messages.translate", function()
     { "attempt to concatenate a nil value", "tentativa de concatenar um valor nil" },
     { "attempt to compare number with nil", "tentativa de comparar number com nil" },
     { "bad argument #1 to 'rep' (number expected, got no value)",
-      "argumento #1 inválido para 'rep' (esperado number, recebido no value)" },
+      "argumento #1 inválido para 'rep' (esperado number, recebido nenhum valor)" },
     { "x.lua:9: stack overflow", "x.lua:9: pilha estourada (recursão profunda demais)" },
     { "not enough memory", "memória insuficiente" },
     { "/tmp/x.lua: No such file or directory",

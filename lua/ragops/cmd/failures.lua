@@ -2,7 +2,6 @@
 -- queue (ragops.failures) for the operator. retry runs
 -- plans/reprocess_failures.lua once per entity type with open failures.
 local backends = require "ragops.backends"
-local config = require "ragops.config"
 local exit = require "ragops.exit"
 local failures = require "ragops.failures"
 local log = require "ragops.log"
@@ -28,11 +27,9 @@ M.FLAGS = {
   retry = with_flags({ overwrite = "bool", ["report-json"] = "string", ["log-format"] = "string" }),
 }
 
--- Loads the config and reads the failures selected by opts.
+-- Reads the failures selected by opts from cfg's database.
 -- Returns rows or nil, exit code (the error already printed).
-local function read_failures(opts)
-  local cfg, err = config.load(opts.config, os.getenv)
-  if not cfg then return nil, exit.fail(exit.usage, "%s", err) end
+local function read_failures(opts, cfg)
   -- Under the database retry policy (ragops.pool), like every run's reads.
   local pool = pool_mod.new { conninfo = cfg.database.url, sched = sched.real(), size = 1, log = log }
   local conn, cerr = pool:acquire()
@@ -57,8 +54,8 @@ local function read_failures(opts)
 end
 
 -- `ragops failures list`
-local function list(opts)
-  local rows, code = read_failures(opts)
+local function list(opts, cfg)
+  local rows, code = read_failures(opts, cfg)
   if not rows then return code end
   io.stdout:write(failures.format(rows, opts))
   return exit.ok
@@ -67,9 +64,9 @@ end
 -- `ragops failures retry`: one scoped run of plans/reprocess_failures.lua per
 -- entity type with open failures. Exit code: the worst of the runs; a signal
 -- stops the loop (the types not started yet keep their failures open).
-local function retry(opts, plan_path)
+local function retry(opts, cfg, plan_path)
   run.trap_signals()
-  local rows, code = read_failures(opts)
+  local rows, code = read_failures(opts, cfg)
   if run.signal_received() then return exit.interrupted end
   if not rows then return code end
   local by_type, types = failures.group(rows)
@@ -88,7 +85,7 @@ local function retry(opts, plan_path)
     log.info("reprocessando %d falha(s) de %q", #ids, entity_type)
     local params = { entity_type = entity_type, entity_id = table.concat(ids, ",") }
     if opts.overwrite then params.mode = "overwrite" end
-    local run_code = run.plan_file(plan_path, opts, params)
+    local run_code = run.plan_file(plan_path, opts, params, cfg)
     if run_code ~= exit.ok and (worst == exit.ok or run_code > worst) then worst = run_code end
   end
   return worst
@@ -116,8 +113,10 @@ function M.main(args, cli)
   local a = cli.parse(args, flags)
   if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
   check_filters(a.options, cli)
-  if sub == "list" then return list(a.options) end
-  return retry(a.options, cli.home_path("plans/reprocess_failures.lua"))
+  local cfg, err = cli.load_config(a.options)
+  if not cfg then return exit.fail(exit.usage, "%s", err) end
+  if sub == "list" then return list(a.options, cfg) end
+  return retry(a.options, cfg, cli.home_path("plans/reprocess_failures.lua"))
 end
 
 return M

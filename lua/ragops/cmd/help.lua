@@ -52,7 +52,8 @@ Limites de operação (valem sobre os do plano; mesmas regras de validação):
   --timeout S            tempo limite de cada pedido de embedding, em segundos
                          (= --set retry.timeout_s=S; até 3600)
   --budget-usd N         orçamento em US$ (= --set budget.usd=N): para com código 3 antes de o
-                         gasto (usage x preço) passar de N; a simulação acima dele também sai com 3
+                         gasto (tokens cobrados x preço) passar de N; a simulação acima dele
+                         também sai com 3
 
 Filtros (também como --set entity_type=..., entity_id, since, until, mode):
   --entity-type T[,T2]   tipos de entidade (não pode ser vazio)
@@ -107,7 +108,8 @@ M.TEXT = {
     .. "                         serve GET /metrics e /healthz enquanto segue (fila e atraso por tipo)\n"
     .. "  --metrics-push URL     envia os valores finais ao Pushgateway\n"
     .. "  --set chave=valor      parâmetro do plano (pode repetir)\n"
-    .. "  --report-json ARQUIVO  grava o relatório final em JSON\n",
+    .. "  --report-json ARQUIVO  grava o relatório final em JSON\n"
+    .. "  --log-format F         text (padrão) ou json: uma linha JSON por evento (= log.format)\n",
   ["sync install"] = "Uso: ragops sync install PLANO.lua [opções]\n\n"
     .. "Cria, no esquema ragops_sync, a fila de mudanças e os gatilhos AFTER INSERT/UPDATE/DELETE\n"
     .. "nas tabelas que o plano nomeia (sync.table e sync.related). Instalar de novo o mesmo plano\n"

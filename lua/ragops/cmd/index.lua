@@ -2,7 +2,6 @@
 -- flags, pt-BR output, the cancel on signal; the SQL, the validation and the
 -- catalog queries are ragops.index.
 local backends = require "ragops.backends"
-local config = require "ragops.config"
 local core = require "ragops.core"
 local exit = require "ragops.exit"
 local index = require "ragops.index"
@@ -36,8 +35,8 @@ local function index_builds_gauge(cfg, value)
 end
 
 -- The configuration, of the shadow's table with --target shadow.
-local function load_context(opts)
-  local cfg, err = config.load(opts.config, os.getenv)
+local function load_context(opts, cli)
+  local cfg, err = cli.load_config(opts)
   if not cfg then return nil, fail(exit.usage, "%s", err) end
   local tcfg, terr, tcode = model.target_config(cfg, opts.target)
   if not tcfg then return nil, fail(tcode, "%s", terr) end
@@ -127,7 +126,7 @@ local function prelude(args, cli, flags)
   log.quiet = opts.quiet or false
   local defaults, derr = index.load_defaults(cli.home_path(index.DEFAULTS_PLAN))
   if not defaults then return nil, fail(exit.usage, "%s", derr) end
-  local cfg, code = load_context(opts)
+  local cfg, code = load_context(opts, cli)
   if not cfg then return nil, code end
   return opts, defaults, cfg
 end
@@ -252,7 +251,7 @@ local function drop(args, cli)
   if opts.method and not index.METHODS[opts.method] then
     cli.usage_error("--method deve ser ivfflat ou hnsw, recebi %q", opts.method)
   end
-  local cfg, code = load_context(opts)
+  local cfg, code = load_context(opts, cli)
   if not cfg then return code end
   local table_name = cfg.database.table
   local name = opts.name or index.default_name(table_name, opts.method or "ivfflat")

@@ -1,9 +1,7 @@
 -- ragops.cmd.migrate: `ragops migrate`, creates or upgrades the engine's
 -- tables (ragops.migrate) and says what it did, in pt-BR.
 local backends = require "ragops.backends"
-local config = require "ragops.config"
 local exit = require "ragops.exit"
-local log = require "ragops.log"
 local migrate = require "ragops.migrate"
 
 local M = {}
@@ -26,8 +24,7 @@ function M.main(args, cli)
   local a = cli.parse(args, M.FLAGS)
   if #a.positional > 0 then cli.usage_error("migrate não aceita argumentos: %s", a.positional[1]) end
   local opts = a.options
-  log.quiet = opts.quiet or false
-  local cfg, err = config.load(opts.config, os.getenv)
+  local cfg, err = cli.load_config(opts)
   if not cfg then return exit.fail(exit.usage, "%s", err) end
   local conn, cerr = backends.connect(cfg)
   if not conn then return exit.fail(exit.unreachable, "%s", cerr) end

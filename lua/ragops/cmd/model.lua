@@ -38,9 +38,8 @@ local KIND_CODE = { usage = exit.usage, unreachable = exit.unreachable }
 
 -- The configuration and one session checked for the engine's tables. Returns
 -- cfg, conn or nil, exit code (the error already printed).
-local function open(opts)
-  log.quiet = opts.quiet or false
-  local cfg, cerr = config.load(opts.config, os.getenv)
+local function open(opts, cli)
+  local cfg, cerr = cli.load_config(opts)
   if not cfg then return nil, fail(exit.usage, "%s", cerr) end
   local conn, err = backends.connect(cfg)
   if not conn then return nil, fail(exit.unreachable, "%s", err) end
@@ -82,7 +81,7 @@ end
 -- Returns cfg, or nil, exit code (printed).
 local function under_lock(args, cli, sub, body)
   local opts = parse(args, cli, sub)
-  local cfg, conn = open(opts)
+  local cfg, conn = open(opts, cli)
   if not cfg then return nil, conn end
   local ok, code = locked(conn, cfg, function() body(conn, cfg, opts) end)
   conn:close()
@@ -150,7 +149,7 @@ end
 local function prepare(args, cli)
   local opts, _, sets = parse(args, cli, "prepare")
   local spec = prepare_spec(opts, sets, cli)
-  local cfg, conn = open(opts)
+  local cfg, conn = open(opts, cli)
   if not cfg then return conn end
   local live_type = migrate.embedding_column(conn, cfg.database.table)
   if not live_type then
@@ -229,7 +228,7 @@ local function compare(args, cli)
   local golden, thresholds = load_golden(positional[1])
   if not golden then return fail(exit.usage, "%s", thresholds) end
   local k = cli.integer_option(opts, "k", 1, validate.MAX_K) or golden.k or validate.DEFAULTS.k
-  local cfg, conn = open(opts)
+  local cfg, conn = open(opts, cli)
   if not cfg then return conn end
   local rows = record(conn, cfg)
   if not rows then conn:close(); return exit.unreachable end
@@ -455,7 +454,7 @@ end
 
 local function status(args, cli)
   local opts = parse(args, cli, "status")
-  local cfg, conn = open(opts)
+  local cfg, conn = open(opts, cli)
   if not cfg then return conn end
   local rows = record(conn, cfg)
   if not rows then conn:close(); return exit.unreachable end

@@ -1,6 +1,7 @@
 -- ragops.cmd.run: `ragops run PLANO.lua`, and its shortcuts `ragops backfill`
 -- and `ragops reindex` (plans/backfill.lua, plans/reindex.lua): the flags
 -- become plan params and ragops.run does the run.
+local exit = require "ragops.exit"
 local plan_mod = require "ragops.plan"
 local run = require "ragops.run"
 
@@ -34,11 +35,19 @@ local function plan_params(opts, sets, cli)
   return sets
 end
 
+-- Runs the plan at path with the parsed arguments a; returns the exit code.
+local function run_plan(path, a, cli)
+  local params = plan_params(a.options, a.sets, cli)
+  local cfg, err = cli.load_config(a.options)
+  if not cfg then return exit.fail(exit.usage, "%s", err) end
+  return run.plan_file(path, a.options, params, cfg)
+end
+
 -- `ragops run PLANO.lua [opções]`; returns the exit code.
 function M.main(args, cli)
   local a = cli.parse(args, M.FLAGS)
   if #a.positional ~= 1 then cli.usage_error("uso: ragops run PLANO.lua [opções]") end
-  return run.plan_file(a.positional[1], a.options, plan_params(a.options, a.sets, cli))
+  return run_plan(a.positional[1], a, cli)
 end
 
 -- The command running plans/<plan_file> (backfill, reindex).
@@ -46,7 +55,7 @@ function M.shortcut(plan_file)
   return function(args, cli)
     local a = cli.parse(args, M.FLAGS)
     if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
-    return run.plan_file(cli.home_path("plans/" .. plan_file), a.options, plan_params(a.options, a.sets, cli))
+    return run_plan(cli.home_path("plans/" .. plan_file), a, cli)
   end
 end
 

@@ -2,7 +2,6 @@
 -- coverage and lag per entity type, open failures and vector indexes
 -- (ragops.status), as pt-BR text or stable English JSON keys.
 local backends = require "ragops.backends"
-local config = require "ragops.config"
 local exit = require "ragops.exit"
 local params = require "ragops.params"
 local runner = require "ragops.runner"
@@ -18,7 +17,7 @@ function M.main(args, cli)
   local a = cli.parse(args, M.FLAGS)
   if #a.positional > 0 then cli.usage_error("status não aceita argumentos: %s", a.positional[1]) end
   local opts = a.options
-  local cfg, err = config.load(opts.config, os.getenv)
+  local cfg, err = cli.load_config(opts)
   if not cfg then return exit.fail(exit.usage, "%s", err) end
   local p, perr = params.load_plan(opts.plan or cli.home_path("plans/backfill.lua"), {})
   if not p then return exit.fail(exit.usage, "%s", perr) end
@@ -26,7 +25,10 @@ function M.main(args, cli)
   if not conn then return exit.fail(exit.unreachable, "%s", cerr) end
   local ok, serr, scode = backends.check_schema(conn)
   if not ok then conn:close(); return exit.fail(scode, "%s", serr) end
-  local st, qerr = status.collect(conn, cfg.database.table, runner.selected_sources(p))
+  local sources = runner.selected_sources(p)
+  local sql_ok, sql_code, sql_err = backends.check_sources(function(sql) return conn:query(sql) end, p, sources)
+  if not sql_ok then conn:close(); return exit.fail(sql_code, "%s", sql_err) end
+  local st, qerr = status.collect(conn, cfg.database.table, sources)
   conn:close()
   if not st then return exit.fail(exit.unreachable, "%s", qerr) end
   local scrub = require "ragops.util.scrub" -- secrets masked; text: control characters escaped

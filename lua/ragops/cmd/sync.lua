@@ -3,7 +3,6 @@
 -- PLANO.lua` (the trigger strategy's triggers and change queue,
 -- ragops.sync_queue).
 local backends = require "ragops.backends"
-local config = require "ragops.config"
 local core = require "ragops.core"
 local exit = require "ragops.exit"
 local params = require "ragops.params"
@@ -17,7 +16,7 @@ local M = {}
 
 M.FLAGS = {
   config = "string", set = "list", ["report-json"] = "string", quiet = "bool",
-  follow = "bool", follower = "string",
+  follow = "bool", follower = "string", ["log-format"] = "string",
   ["metrics-listen"] = "string", ["metrics-push"] = "string",
 }
 M.INSTALL_FLAGS = { config = "string" }
@@ -36,7 +35,7 @@ end
 local function install_cmd(verb, args, cli)
   local a = cli.parse(args, M.INSTALL_FLAGS)
   if #a.positional ~= 1 then cli.usage_error("uso: ragops sync %s PLANO.lua", verb) end
-  local cfg, err = config.load(a.options.config, os.getenv)
+  local cfg, err = cli.load_config(a.options)
   if not cfg then return exit.fail(exit.usage, "%s", err) end
   local p, perr = params.load_plan(a.positional[1], {})
   if not p then return exit.fail(exit.usage, "%s", perr) end
@@ -67,7 +66,9 @@ function M.main(args, cli)
   end
   local a = cli.parse(args, M.FLAGS)
   if #a.positional > 1 then cli.usage_error("uso: ragops sync [PLANO.lua] [--follow]") end
-  return sync.main(a.positional[1] or cli.home_path("plans/sync.lua"), a.options, a.sets)
+  local cfg, err = cli.load_config(a.options)
+  if not cfg then return exit.fail(exit.usage, "%s", err) end
+  return sync.main(a.positional[1] or cli.home_path("plans/sync.lua"), a.options, a.sets, cfg)
 end
 
 return M

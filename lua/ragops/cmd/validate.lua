@@ -5,7 +5,6 @@
 -- measure(cfg, golden, k, opts) for `ragops model compare`. Exit codes:
 -- validate.EXIT.
 local backends = require "ragops.backends"
-local config = require "ragops.config"
 local core = require "ragops.core"
 local exit = require "ragops.exit"
 local index = require "ragops.index"
@@ -298,9 +297,8 @@ end
 -- `ragops validate [GOLDEN.lua] [flags]`; returns the exit code.
 function M.main(args, cli)
   local opts = M.options(cli.parse(args, M.FLAGS), cli)
-  log.quiet = opts.quiet
   local started = core.now()
-  local cfg, cerr = config.load(opts.config, os.getenv)
+  local cfg, cerr = cli.load_config(opts)
   if not cfg then return exit.fail(validate.EXIT.usage, "%s", cerr) end
   local golden, gerr = validate.load_golden(opts.golden or cli.home_path(validate.DEFAULT_GOLDEN))
   if not golden then return exit.fail(validate.EXIT.usage, "%s", gerr) end

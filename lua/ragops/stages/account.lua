@@ -2,7 +2,10 @@
 -- Receives the counters of a committed unit (a delta) and adds them to the
 -- run's totals, per entity type; feeds the alerts (document outcomes, embed
 -- calls), the metrics and the progress snapshot (ragops.progress draws it). Also the run's stop switch:
--- ctx:abort(code, reason) is how any stage ends the run.
+-- ctx:abort(code, reason) is how any stage ends the run (ctx:abort_db after
+-- a database failure: the SQLSTATE chooses the code). The reason is logged
+-- once, here, as the one ERRO line of the stop (a signal: no ERRO, the
+-- handler already warned).
 --
 -- The run context (ctx) it builds is what every stage receives:
 --   ctx.plan, ctx.env, ctx.sched, ctx.store, ctx.log   the run's parts
@@ -16,7 +19,9 @@
 --                   resumed prefix and each unit accounted): what is not in
 --                   it (deletions of entities gone, spend of dropped units)
 --                   is added to what the run committed (M.rebase)
+local exit = require "ragops.exit"
 local instruments = require "ragops.stages.instruments"
+local messages = require "ragops.messages"
 
 local M = {}
 
@@ -113,11 +118,24 @@ end
 function Context:abort(code, reason, halt)
   if not self.aborted then
     self.aborted = { code = code, reason = reason, halt = halt or nil }
-    self.log.error("execução interrompida: %s", reason)
+    if code ~= exit.interrupted then self.log.error("execução interrompida: %s", reason) end
     -- The database retries end with the run: what is left (units in
     -- flight, the run's record) makes a single attempt.
     if self:halted() and self.store and self.store.wind_down then self.store:wind_down() end
   end
+end
+
+-- Stops the run after a database operation that failed for good (what:
+-- what the run was doing, pt-BR): 4, the database may come back; 2 when
+-- PostgreSQL refused the SQL itself (SQLSTATE class 42: the plan's SQL or
+-- the grants are the operator's to fix).
+function Context:abort_db(what, err, state)
+  local code = exit.for_sqlstate(state)
+  local reason = what .. ": " .. messages.postgres(err, state)
+  if code == exit.usage then
+    reason = reason .. "; confira o SQL das fontes do plano e as permissões do usuário do banco"
+  end
+  self:abort(code, reason)
 end
 
 -- True when work in progress must stop now (any abort but an alert's).

@@ -58,7 +58,7 @@ local row_key = M.row_key
 -- A page of source, with what the store read with it (ragops.store_pg
 -- fetch_page_existing: stored hashes, updated_at in µs, fingerprints):
 -- rows, existing|nil, updated_us|nil, fps|nil, full (the page had `limit`
--- rows: more may follow), or nil, err. In a re-run with the target's
+-- rows: more may follow), or nil, err, sqlstate. In a re-run with the target's
 -- fingerprints (ctx.fast[entity_type], see ragops.runner) the page is
 -- plain, its unchanged rows as their keys alone; where some row is not,
 -- and the target held this entity type when the run began, what the target
@@ -67,8 +67,9 @@ local row_key = M.row_key
 local function fetch(ctx, source, after, limit, upto)
   local store, scope = ctx.store, ctx.plan.scope
   if not store.fetch_page_existing then
-    local rows, err = store:fetch_page(source, scope, after, limit, upto)
-    return rows, err, nil, nil, rows and #rows == limit
+    local rows, err, state = store:fetch_page(source, scope, after, limit, upto)
+    if not rows then return nil, err, state end
+    return rows, nil, nil, nil, #rows == limit
   end
   local fast = ctx.fast and ctx.fast[source.entity_type]
   if not fast then
@@ -79,7 +80,7 @@ local function fetch(ctx, source, after, limit, upto)
   end
   local rows, existing, updated_us, fps = store:fetch_page_existing(source, scope, after, limit, upto,
     { seed = fast.seed, set = fast.set, plain = fast.stored == 0 and "cold" or "rerun" })
-  if not rows then return nil, existing end
+  if not rows then return nil, existing, updated_us end
   local full = #rows == limit
   if #rows == 0 or fast.stored == 0 or rows.skipped == #rows then return rows, existing, updated_us, fps, full end
   local ids, updated_at = {}, {}
@@ -90,8 +91,8 @@ local function fetch(ctx, source, after, limit, upto)
       updated_at[#ids] = u ~= nil and tostring(u) or ""
     end
   end
-  local ok, err = store:add_stored(source.entity_type, ids, existing, updated_at)
-  if not ok then return nil, err end
+  local ok, err, state = store:add_stored(source.entity_type, ids, existing, updated_at)
+  if not ok then return nil, err, state end
   return rows, existing, updated_us, fps, full
 end
 
@@ -180,8 +181,8 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
     else
       local rows, existing, updated_us, fps, full = read_page(after, page_size(left))
       if not rows then
-        local err = existing
-        ctx:abort(4, ("falha ao ler a fonte %q: %s"):format(source.entity_type, tostring(err)))
+        local err, state = existing, updated_us
+        ctx:abort_db(("falha ao ler a fonte %q"):format(source.entity_type), err, state)
         return done(nil)
       end
       if #rows == 0 then return done(true) end

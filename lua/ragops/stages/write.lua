@@ -263,8 +263,7 @@ function M.flush(ctx, entity_type, tracker, force)
   tracker.flushing = false
   if not result then
     if not ctx.aborted then
-      ctx:abort(4, "não foi possível gravar o progresso no PostgreSQL: " .. tostring(err)
-        .. (state and (" [SQLSTATE " .. state .. "]") or ""))
+      ctx:abort_db("não foi possível gravar o progresso no PostgreSQL", err, state)
     end
     return nil
   end
@@ -304,8 +303,7 @@ function M.write(ctx, unit, payload, delta, tracker)
   local result, err, state = ctx.store:write_unit(payload)
   instruments.observe(ctx, "ragops_write_duration_seconds", nil, (ctx.sched.now() - started) / 1000)
   if not result then
-    ctx:abort(4, "não foi possível gravar no PostgreSQL: " .. tostring(err)
-      .. (state and (" [SQLSTATE " .. state .. "]") or ""))
+    ctx:abort_db("não foi possível gravar no PostgreSQL", err, state)
     return nil
   end
   delta.deleted = result.pruned
