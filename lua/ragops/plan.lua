@@ -761,9 +761,11 @@ end
 local function revalidated_source(path, source)
   local spec = {}
   for key, value in pairs(source) do
-    if key ~= "entity_type" then spec[key] = value end
+    if key ~= "entity_type" and key ~= "declared_at" then spec[key] = value end
   end
-  return validate_source(new_context("plano", path), source.entity_type, spec)
+  local fresh = validate_source(new_context("plano", path), source.entity_type, spec)
+  fresh.declared_at = source.declared_at
+  return fresh
 end
 
 -- The plan the engine runs: a fresh copy of the object the plan file
