@@ -191,7 +191,9 @@ RAGOPS_TEST_STORAGE_LOG="$WORK_DIR/storages.log"
 : > "$RAGOPS_TEST_STORAGE_LOG"
 
 # Sanitizers: leaks are errors; third-party internals are suppressed in tests/lsan.supp.
-export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1"
+# handle_sigill/handle_abort: a crash by SIGILL or abort() prints its stack on stderr
+# too (ASan leaves SIGILL to the default handler, which dies silently with 132).
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1:handle_sigill=1:handle_abort=1"
 export LSAN_OPTIONS="suppressions=$ROOT/tests/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export RAGOPS_SOURCE_DIR="$ROOT"
