@@ -11,6 +11,7 @@
 -- collect() gathers them into one table with stable English keys (the
 -- --json output); format() renders it as pt-BR text.
 local cjson = require "cjson"
+local failures = require "ragops.failures"
 local index = require "ragops.index"
 local migrate = require "ragops.migrate"
 local report = require "ragops.report"
@@ -213,7 +214,8 @@ function M.format(st)
   lines[#lines + 1] = "Falhas em aberto:"
   if #st.open_failures == 0 then lines[#lines + 1] = "  nenhuma" end
   for _, f in ipairs(st.open_failures) do
-    lines[#lines + 1] = ("  %s / %s: %s"):format(f.entity_type, f.error_class, count(f.open))
+    lines[#lines + 1] = ("  %s / %s: %s"):format(f.entity_type,
+      failures.CLASS_PTBR[f.error_class] or f.error_class, count(f.open))
   end
   lines[#lines + 1] = ("Armazenamento: coluna embedding %s%s"):format(tostring(st.storage or "ausente"),
     index.type_note(st.storage))

@@ -127,6 +127,15 @@ describe("documentos sem documento por decisão do plano (issue 19, ponto 5)", f
       .. "+ 122 sem documento por decisão do plano + 1 pendente(s) (1 desatualizada(s)), "
       .. "mudança mais antiga não indexada há 2 h 00 min", text, 1, true)
   end)
+
+  it("status: a classe das falhas em aberto sai em pt-BR, não o nome interno", function()
+    local text = status.format({ runs = {}, indexes = {}, sync_queue = {}, coverage = {},
+      open_failures = { { entity_type = "verse", error_class = "permanent", open = 3 },
+                        { entity_type = "verse", error_class = "transient", open = 1 } } })
+    assert.matches("verse / permanente: 3", text, 1, true)
+    assert.matches("verse / temporária (tentativas esgotadas): 1", text, 1, true)
+    assert.is_nil(text:find("permanent:", 1, true), text)
+  end)
 end)
 
 describe("relatório HTML (issue 19, ponto 7)", function()
