@@ -128,8 +128,7 @@ function M.main(...)
   end
   local cmd = commands[name]
   if not cmd then
-    io.stderr:write(("ragops: comando desconhecido: %s (veja ragops --help)\n"):format(name))
-    return exit.usage
+    return exit.fail(exit.usage, "comando desconhecido: %s (veja ragops --help)", name)
   end
   if help.asked(argv) and cmd ~= commands.help then
     table.insert(argv, 1, name)
@@ -141,11 +140,9 @@ function M.main(...)
   end)
   if ok then return result end
   if getmetatable(result) == UsageError then
-    io.stderr:write("ragops: " .. result.message .. "\n")
-    return exit.usage
+    return exit.fail(exit.usage, "%s", result.message)
   end
-  io.stderr:write("ragops: erro interno: " .. tostring(result) .. "\n")
-  return exit.usage
+  return exit.fail(exit.usage, "erro interno: %s", tostring(result))
 end
 
 M.usage_error = usage_error

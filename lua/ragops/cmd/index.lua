@@ -8,6 +8,7 @@ local index = require "ragops.index"
 local log = require "ragops.log"
 local metrics_mod = require "ragops.metrics"
 local model = require "ragops.model"
+local scrub = require "ragops.util.scrub"
 
 local M = {}
 
@@ -158,7 +159,7 @@ local function print_create_plan(conn, cerr, spec, defaults, table_name)
     footer[#footer + 1] = "atenção: o ALTER TABLE reescreve a tabela sob bloqueio exclusivo (leituras e escritas param)"
   end
   print_sql(sql.statements, "simulação (--dry-run): SQL que seria executado; nada foi executado", footer)
-  for _, note in ipairs(notes) do io.stderr:write("ragops: ", note, "\n") end
+  for _, note in ipairs(notes) do io.stderr:write("ragops: ", scrub.text(note, 8192), "\n") end
   return exit.ok
 end
 
