@@ -16,7 +16,6 @@ local exit = require "ragops.exit"
 local http = require "ragops.http"
 local log = require "ragops.log"
 local metrics_endpoint = require "ragops.metrics_endpoint"
-local messages = require "ragops.messages"
 local metrics_mod = require "ragops.metrics"
 local model = require "ragops.model"
 local params_mod = require "ragops.params"
@@ -29,6 +28,7 @@ local report_html = require "ragops.report_html"
 local runner = require "ragops.runner"
 local sched = require "ragops.sched"
 local store_pg = require "ragops.store_pg"
+local safe_file = require "ragops.util.safe_file"
 local workunits = require "ragops.workunits"
 
 local M = {}
@@ -65,24 +65,16 @@ end
 M.MAX_LEASE_S = 86400
 
 -- Checks, before the run starts, that the report files (--report-json,
--- --report-html) can be written: their folder exists and takes a file
--- (the one the atomic write creates next to it, removed at once), and the
--- path is not a folder. Returns true or nil, err.
+-- --report-html) can be written the way they will be (ragops.util.safe_file:
+-- a regular file or absent, in a folder that takes a new file), writing
+-- nothing there. Returns true or nil, err.
 function M.check_output_files(opts)
   for _, flag in ipairs({ "report-json", "report-html" }) do
     local path = opts[flag]
     if path then
-      local probe, err = io.open(path .. ".tmp", "w")
-      if not probe then
-        return nil, ("--%s %s: não é possível gravar o relatório ali (%s); confira se a pasta existe e aceita "
-          .. "gravação"):format(flag, path, messages.translate((tostring(err):gsub("^.-: ", ""))))
-      end
-      probe:close()
-      os.remove(path .. ".tmp")
-      local folder = io.open(path .. "/.", "r") -- opens only when path is a folder
-      if folder then
-        folder:close()
-        return nil, ("--%s %s: é uma pasta; informe o caminho de um arquivo"):format(flag, path)
+      local ok, err = safe_file.probe(path)
+      if not ok then
+        return nil, ("--%s %s: não é possível gravar o relatório ali: %s"):format(flag, path, err)
       end
     end
   end

@@ -120,13 +120,16 @@ local function sync_directory(dir)
   end
 end
 
--- Replaces path with text (see the file header). Returns true or nil,
--- pt-BR reason, kind.
-function M.write(path, text)
+local function check_path(path, fn)
   if type(path) ~= "string" or path == "" or path:find("\0", 1, true) then
-    error("safe_file.write: caminho deve ser um texto não vazio", 2)
+    error(("safe_file.%s: caminho deve ser um texto não vazio"):format(fn), 3)
   end
-  if type(text) ~= "string" then error("safe_file.write: o conteúdo deve ser um texto", 2) end
+end
+
+-- The mode the file at path will have: its own when it is a regular file,
+-- 0666 minus the umask when absent. Returns mode or nil, pt-BR reason, kind
+-- (a link, a folder, a device... are refused).
+local function target_mode(path)
   local what, mode = inspect(path)
   if not what then return nil, "não foi possível examinar o destino: " .. mode, "io" end
   if what == "link" then
@@ -140,11 +143,41 @@ function M.write(path, text)
     C.umask(mask)
     mode = bit.band(0x1B6, bit.bnot(mask))
   end
+  return mode
+end
+
+-- A new temporary (O_EXCL) beside path: fd, its name or nil, reason, kind.
+local function create_temporary(path)
   local dir, template = temporary_template(path)
   local name = ffi.new("char[?]", #template + 1, template)
   local fd = C.mkostemp(name, O_CLOEXEC)
   if fd < 0 then return nil, ("falha ao criar o arquivo temporário em %s: %s"):format(dir, system_error()), "io" end
-  local tmp = ffi.string(name)
+  return fd, ffi.string(name)
+end
+
+-- Checks, writing nothing at path, that M.write(path, ...) could run: the
+-- target is a regular file or absent and its folder takes a new file (a
+-- temporary is created and removed). Returns true or nil, reason, kind.
+function M.probe(path)
+  check_path(path, "probe")
+  local mode, reason, kind = target_mode(path)
+  if not mode then return nil, reason, kind end
+  local fd, tmp, tkind = create_temporary(path)
+  if not fd then return nil, tmp, tkind end
+  C.close(fd)
+  C.unlink(tmp)
+  return true
+end
+
+-- Replaces path with text (see the file header). Returns true or nil,
+-- pt-BR reason, kind.
+function M.write(path, text)
+  check_path(path, "write")
+  if type(text) ~= "string" then error("safe_file.write: o conteúdo deve ser um texto", 2) end
+  local mode, mreason, mkind = target_mode(path)
+  if not mode then return nil, mreason, mkind end
+  local fd, tmp, tkind = create_temporary(path)
+  if not fd then return nil, tmp, tkind end
   local ok, reason = fill(fd, text, mode)
   if C.close(fd) ~= 0 and ok then ok, reason = nil, "falha ao fechar: " .. system_error() end
   if ok and C.rename(tmp, path) ~= 0 then ok, reason = nil, "falha ao substituir o destino: " .. system_error() end
