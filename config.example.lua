@@ -1,8 +1,11 @@
 -- config.example.lua: exemplo comentado da configuração do ragops.
 --
 -- Copie para config.lua e ajuste. O arquivo é código Lua (só texto, nunca
--- bytecode) executado num ambiente vazio: não há io, os nem require. A única
--- função disponível é env("NOME"), que lê uma variável de ambiente.
+-- bytecode) executado num ambiente restrito: não há io, require, load, debug
+-- nem acesso a arquivos ou processos. Há as funções básicas (pairs, ipairs,
+-- tonumber, tostring, type, pcall, error...), as tabelas string, math e table,
+-- do os só os.time, os.date e os.clock, e env("NOME"), que lê uma variável de
+-- ambiente.
 --
 -- Variáveis de ambiente sempre têm precedência sobre este arquivo:
 --   DATABASE_URL        -> database.url

@@ -8,6 +8,8 @@
 #                          pgvector is used when installed (scripts/pg.sh pgvector runs
 #                          ../shared/pgvector/install.sh when there and root); the summary
 #                          says which storage the embedding column has.
+#                          Ports: $RAGOPS_DEMO_PG_PORT and $RAGOPS_DEMO_EMBED_PORT (a taken
+#                          port fails with a message naming the variable to change).
 #   scripts/demo.sh stop   stops the embed-server and the cluster.
 set -euo pipefail
 
@@ -44,7 +46,7 @@ demo_run() {
   [[ -x "$BIN" ]] || die "a compilação não gerou $BIN"
 
   step "PostgreSQL privado em build/demo-pg (porta $PG_PORT)"
-  scripts/pg.sh start "$PG_DIR" "$PG_PORT" "$DB_NAME"
+  RAGOPS_PORT_VARIABLE=RAGOPS_DEMO_PG_PORT scripts/pg.sh start "$PG_DIR" "$PG_PORT" "$DB_NAME"
   local database_url pgvector_note=""
   database_url="$(scripts/pg.sh url "$PG_PORT" "$DB_NAME")"
   if ! pgvector_note="$(scripts/pg.sh pgvector "$PG_PORT" 2>&1 >/dev/null)"; then
@@ -56,7 +58,7 @@ demo_run() {
 
   step "servidor de embeddings local (porta $EMBED_PORT, dim $EMBED_DIM)"
   local embed_url
-  embed_url="$(RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$EMBED_PID" "$EMBED_PORT" --dim "$EMBED_DIM")"
+  embed_url="$(RAGOPS_BIN="$BIN" RAGOPS_PORT_VARIABLE=RAGOPS_DEMO_EMBED_PORT scripts/embed_server.sh start "$EMBED_PID" "$EMBED_PORT" --dim "$EMBED_DIM")"
 
   printf 'DATABASE_URL=%s\nRAGOPS_EMBED_URL=%s\n' "$database_url" "$embed_url" > "$ENV_FILE"
   export DATABASE_URL="$database_url"

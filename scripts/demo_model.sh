@@ -12,6 +12,7 @@
 #                           with two models mixed (must be 0 and 0), and exits non-zero when
 #                           a step or the client failed. At the end it rolls back and drops
 #                           the shadow, so `make demo` keeps working with the 1536 model.
+#                           Port of the second server: $RAGOPS_DEMO_MODEL_PORT (default 18082).
 set -euo pipefail
 
 PROG="scripts/demo_model.sh"
@@ -56,7 +57,7 @@ cleanup() {
 trap cleanup EXIT
 
 step "segundo embed-server: o modelo novo ($NEW_MODEL, 3072 dimensões, porta $NEW_PORT)"
-new_url="$(scripts/embed_server.sh start "$NEW_PID" "$NEW_PORT" --dim 3072)"
+new_url="$(RAGOPS_PORT_VARIABLE=RAGOPS_DEMO_MODEL_PORT scripts/embed_server.sh start "$NEW_PID" "$NEW_PORT" --dim 3072)"
 
 rm -f "$STOP_FLAG"
 client &

@@ -18,6 +18,14 @@ START_TIMEOUT_S="${RAGOPS_EMBED_START_TIMEOUT:-30}"
 die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
 note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
+# "; escolha outra porta com VAR=..." when the caller said which variable the port
+# comes from ($RAGOPS_PORT_VARIABLE, e.g. RAGOPS_DEMO_PG_PORT in scripts/demo.sh).
+port_hint() {
+  [[ -n "${RAGOPS_PORT_VARIABLE:-}" ]] || return 0
+  printf '; escolha outra porta com a variável %s (ex.: %s=%d)' \
+    "$RAGOPS_PORT_VARIABLE" "$RAGOPS_PORT_VARIABLE" "$(($1 + 1))"
+}
+
 usage() {
   cat >&2 <<'EOF'
 uso:
@@ -83,7 +91,7 @@ cmd_start() {
     die "o processo $pid de $pidfile não responde em http://127.0.0.1:$port/health; pare-o com: $PROG stop $pidfile"
   fi
   rm -f "$pidfile"
-  port_in_use "$port" && die "a porta $port já está em uso por outro processo"
+  port_in_use "$port" && die "a porta $port já está em uso por outro processo$(port_hint "$port")"
 
   mkdir -p "$(dirname "$pidfile")"
   local log

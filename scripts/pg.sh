@@ -25,6 +25,14 @@ PROG="scripts/pg.sh"
 die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
 note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
+# "; escolha outra porta com VAR=..." when the caller said which variable the port
+# comes from ($RAGOPS_PORT_VARIABLE, e.g. RAGOPS_DEMO_PG_PORT in scripts/demo.sh).
+port_hint() {
+  [[ -n "${RAGOPS_PORT_VARIABLE:-}" ]] || return 0
+  printf '; escolha outra porta com a variável %s (ex.: %s=%d)' \
+    "$RAGOPS_PORT_VARIABLE" "$RAGOPS_PORT_VARIABLE" "$(($1 + 1))"
+}
+
 usage() {
   cat >&2 <<'EOF'
 uso:
@@ -237,7 +245,7 @@ cmd_start() {
   else
     write_config "$datadir" "$port" "$fast"
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      die "a porta $port já está em uso por outro processo"
+      die "a porta $port já está em uso por outro processo$(port_hint "$port")"
     fi
     note "iniciando o PostgreSQL na porta $port$([[ $fast == 1 ]] && printf ' (modo rápido, sem fsync)')"
     if ! as_owner "$bin/pg_ctl" -D "$datadir" -l "$datadir/postgresql.log" -w -t 60 start >/dev/null; then

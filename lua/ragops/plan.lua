@@ -7,6 +7,7 @@
 
 local sandbox = require "ragops.sandbox"
 local sync_plan = require "ragops.sync_plan"
+local schema = require "ragops.plans.schema"
 
 local M = {}
 
@@ -360,7 +361,7 @@ end
 -- source "type" { ... }
 ---------------------------------------------------------------------------
 
-local SOURCE_KEYS = { "sql", "key", "updated_at", "document", "count_sql", "description", "sync" }
+local SOURCE_KEYS = schema.keys("source")
 
 local function validate_source(ctx, entity_type, spec)
   ctx:table("source", spec, 'uma tabela: source "' .. entity_type .. '" { sql = ..., key = ..., document = ... }')
@@ -418,14 +419,13 @@ end
 -- plan { ... }
 ---------------------------------------------------------------------------
 
-local PLAN_KEYS = { "name", "description", "sources", "batch", "chunking", "retry", "alerts",
-                    "scope", "mode", "delete_missing", "limit", "budget", "run" }
+local PLAN_KEYS = schema.keys("plan")
 local ACTIONS = { "warn", "pause", "abort" }
 
 local function validate_batch(ctx, spec)
   local batch = spec or {}
   ctx:table("batch", batch)
-  ctx:only_keys(batch, { "size", "in_flight" }, "batch")
+  ctx:only_keys(batch, schema.keys("batch"), "batch")
   local out = {}
   out.size = ctx:integer("batch.size", batch.size == nil and M.DEFAULTS.batch.size or batch.size, 1, 2048)
   out.in_flight = ctx:integer("batch.in_flight",
@@ -436,7 +436,7 @@ end
 local function validate_chunking(ctx, spec)
   local chunking = spec or {}
   ctx:table("chunking", chunking)
-  ctx:only_keys(chunking, { "max_chars", "overlap", "max_content_bytes" }, "chunking")
+  ctx:only_keys(chunking, schema.keys("chunking"), "chunking")
   local out = {}
   local max_chars = chunking.max_chars == nil and M.DEFAULTS.chunking.max_chars or chunking.max_chars
   out.max_chars = ctx:integer("chunking.max_chars", max_chars, 100, 1000000)
@@ -465,14 +465,14 @@ M.MAX_BUDGET_USD = 1000000
 local function validate_budget(ctx, spec)
   if spec == nil then return nil end
   ctx:table("budget", spec)
-  ctx:only_keys(spec, { "usd" }, "budget")
+  ctx:only_keys(spec, schema.keys("budget"), "budget")
   return { usd = ctx:number("budget.usd", spec.usd, 0, M.MAX_BUDGET_USD, true) }
 end
 
 local function validate_retry(ctx, spec)
   local retry = spec or {}
   ctx:table("retry", retry)
-  ctx:only_keys(retry, { "attempts", "rounds", "base_ms", "max_ms", "timeout_s" }, "retry")
+  ctx:only_keys(retry, schema.keys("retry"), "retry")
   local d = M.DEFAULTS.retry
   local out = {}
   out.attempts = ctx:integer("retry.attempts", retry.attempts == nil and d.attempts or retry.attempts, 0, 100)
@@ -499,7 +499,7 @@ end
 local function validate_alerts(ctx, spec)
   local alerts = spec or {}
   ctx:table("alerts", alerts)
-  ctx:only_keys(alerts, { "failure_rate", "rate_429_per_min", "p95_latency_ms", "pause_ms" }, "alerts")
+  ctx:only_keys(alerts, schema.keys("alerts"), "alerts")
   local out = {}
   if alerts.pause_ms ~= nil then
     -- How long a "pause" waits before letting one probe unit through.
@@ -508,7 +508,7 @@ local function validate_alerts(ctx, spec)
   local d = M.DEFAULTS.failure_rate
   local failure = alerts.failure_rate or {}
   ctx:table("alerts.failure_rate", failure)
-  ctx:only_keys(failure, { "above", "window", "min_samples", "action" }, "alerts.failure_rate")
+  ctx:only_keys(failure, schema.keys("alerts.failure_rate"), "alerts.failure_rate")
   out.failure_rate = {
     above = ctx:number("alerts.failure_rate.above", failure.above == nil and d.above or failure.above, 0, 1),
     window = ctx:integer("alerts.failure_rate.window", failure.window == nil and d.window or failure.window,
@@ -521,7 +521,7 @@ local function validate_alerts(ctx, spec)
   out.failure_rate.min_samples = ctx:integer("alerts.failure_rate.min_samples", min_samples, 0, window)
   if alerts.rate_429_per_min ~= nil then
     local rule = ctx:table("alerts.rate_429_per_min", alerts.rate_429_per_min)
-    ctx:only_keys(rule, { "above", "action" }, "alerts.rate_429_per_min")
+    ctx:only_keys(rule, schema.keys("alerts.rate_429_per_min"), "alerts.rate_429_per_min")
     out.rate_429_per_min = {
       above = ctx:number("alerts.rate_429_per_min.above", rule.above, 0),
       action = validate_action(ctx, "alerts.rate_429_per_min.action", rule.action),
@@ -529,7 +529,7 @@ local function validate_alerts(ctx, spec)
   end
   if alerts.p95_latency_ms ~= nil then
     local rule = ctx:table("alerts.p95_latency_ms", alerts.p95_latency_ms)
-    ctx:only_keys(rule, { "above", "action" }, "alerts.p95_latency_ms")
+    ctx:only_keys(rule, schema.keys("alerts.p95_latency_ms"), "alerts.p95_latency_ms")
     out.p95_latency_ms = {
       above = ctx:number("alerts.p95_latency_ms.above", rule.above, 0, nil, true),
       action = validate_action(ctx, "alerts.p95_latency_ms.action", rule.action),
@@ -559,7 +559,7 @@ end
 local function validate_scope(ctx, spec, sources)
   if spec == nil then return nil end
   ctx:table("scope", spec)
-  ctx:only_keys(spec, { "entity_types", "entity_ids", "since", "until_", "until" }, "scope")
+  ctx:only_keys(spec, schema.keys("scope"), "scope")
   local out = {}
   if spec.entity_types ~= nil then
     out.entity_types = validate_string_list(ctx, "scope.entity_types", spec.entity_types, "tipos de entidade")

@@ -7,6 +7,8 @@
 --     related = { { table = "books", column = "id",
 --                   entities = "select id from verses where book_id = $1" } } }
 -- ctx is ragops.plan's validation context (ctx:bad, ctx:only_keys, ...).
+local schema = require "ragops.plans.schema"
+
 local M = {}
 
 M.DEFAULTS = {
@@ -34,7 +36,7 @@ local function validate_related(ctx, list)
   for i, r in ipairs(list) do
     local path = ("sync.related[%d]"):format(i)
     ctx:table(path, r, "uma tabela { table = ..., column = ..., entities = ... }")
-    ctx:only_keys(r, { "table", "column", "entities" }, path)
+    ctx:only_keys(r, schema.keys("sync.related"), path)
     local entities = ctx:string(path .. ".entities", r.entities,
       'uma consulta SQL que recebe o valor da coluna em $1 e devolve as chaves das entidades afetadas')
     if not entities:find("$1", 1, true) then
@@ -54,7 +56,7 @@ end
 -- by key_column and updated_at (default: the source's key and updated_at).
 local function validate_soft_delete(ctx, spec, source)
   ctx:table("sync.soft_delete", spec, 'uma tabela { table = "artigos", column = "removido" }')
-  ctx:only_keys(spec, { "table", "column", "key_column", "updated_at" }, "sync.soft_delete")
+  ctx:only_keys(spec, schema.keys("sync.soft_delete"), "sync.soft_delete")
   return {
     table = table_name(ctx, "sync.soft_delete.table", spec.table),
     column = ctx:identifier("sync.soft_delete.column", spec.column),
@@ -65,7 +67,7 @@ local function validate_soft_delete(ctx, spec, source)
 end
 
 local function validate_watermark(ctx, spec, source)
-  ctx:only_keys(spec, { "strategy", "overlap_s", "deletes_every_s", "poll_s", "soft_delete" }, "sync")
+  ctx:only_keys(spec, schema.keys("sync.watermark"), "sync")
   if not source.updated_at then
     ctx:fail('chave "sync": a estratégia "watermark" exige updated_at na fonte (a coluna com a hora da '
       .. 'última alteração); sem ela, use a estratégia "trigger"')
@@ -82,7 +84,7 @@ local function validate_watermark(ctx, spec, source)
 end
 
 local function validate_trigger(ctx, spec, source)
-  ctx:only_keys(spec, { "strategy", "table", "key_column", "related", "drain_every_s" }, "sync")
+  ctx:only_keys(spec, schema.keys("sync.trigger"), "sync")
   return {
     strategy = "trigger",
     table = table_name(ctx, "sync.table", spec.table),

@@ -88,8 +88,9 @@ Cada comando tem sua ajuda com todas as opções: ragops COMANDO --help
 (por exemplo: ragops reindex --help, ragops failures retry --help).
 
 Variáveis de ambiente: DATABASE_URL, RAGOPS_EMBED_URL, OPENAI_API_KEY, RAGOPS_EMBED_MODEL.
-Códigos de saída: 0 concluído; 1 concluído com falhas na fila; 2 uso/plano inválido;
-3 abortado por alerta; 4 dependência inalcançável; 130 interrompido por sinal (retomável).
+Códigos de saída: 0 concluído; 1 concluído com falhas na fila (ou simulação com documentos
+falhando); 2 uso/plano inválido; 3 abortado por alerta ou orçamento; 4 dependência
+inalcançável; 130 interrompido por sinal (retomável).
 ]=]
 
 M.TEXT = {
