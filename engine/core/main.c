@@ -1,11 +1,12 @@
 /*
- * main.c: the `ragops` executable. `ragops embed-server ...` runs the local
- * embedding server in C; every other command is dispatched by the Lua CLI
- * (lua/ragops/cli.lua) running in the main coroutine of the bridge.
+ * main.c: the `ragops` executable. `ragops embed-server ...` execs the
+ * local embedding server, its own binary (tools/embed-server); every other
+ * command is dispatched by the Lua CLI (lua/ragops/cli.lua) running in the
+ * main coroutine of the bridge.
  */
 #include "bridge.h"
-#include "embed_server.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,39 @@ static int find_home(char *home, size_t size)
     return -1;
 }
 
+#define EMBED_SERVER_BIN "ragops-embed-server"
+
+/* Replaces the process with ragops-embed-server (next to this binary, else
+ * in the install bin dir), passing argv on (argv[0] is "embed-server").
+ * Returns only on failure: 2, with a pt-BR message. */
+static int exec_embed_server(char **argv)
+{
+    char exe[4096], path[4200];
+    size_t exe_len = sizeof exe;
+    const char *dirs[2] = {NULL, RAGOPS_INSTALL_BINDIR};
+    if (uv_exepath(exe, &exe_len) == 0) {
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            dirs[0] = exe;
+        }
+    }
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+        if (dirs[i] == NULL)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dirs[i], EMBED_SERVER_BIN);
+        if (access(path, X_OK) == 0) {
+            argv[0] = path;
+            execv(path, argv);
+            fprintf(stderr, "ragops: não foi possível executar %s: %s\n", path, strerror(errno));
+            return 2;
+        }
+    }
+    fprintf(stderr, "ragops: o embed-server (%s) não foi encontrado ao lado do ragops nem em %s; "
+                    "compile-o (make build) ou instale-o\n", EMBED_SERVER_BIN, RAGOPS_INSTALL_BINDIR);
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
 #ifdef __GLIBC__
@@ -76,7 +110,7 @@ int main(int argc, char **argv)
      * as a write error, not kill the process mid-batch. */
     signal(SIGPIPE, SIG_IGN);
     if (argc >= 2 && strcmp(argv[1], "embed-server") == 0)
-        return embed_server_main(argc - 1, argv + 1);
+        return exec_embed_server(argv + 1);
 
     char home[8400], lua_dir[8500];
     if (find_home(home, sizeof home) != 0) {

@@ -9,10 +9,10 @@
  * provider's own x-request-id answer (nil when absent), and both end the
  * message of a failure so a support ticket can quote them.
  */
-#include "bridge.h"
+#include "core/bridge.h"
 #include "embed.h"
-#include "http.h"
-#include "vecbatch.h"
+#include "http/http.h"
+#include "core/vecbatch.h"
 
 #include <math.h>
 #include <stdint.h>

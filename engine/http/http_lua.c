@@ -4,7 +4,7 @@
  * Lua state, created lazily on uv_default_loop() and closed by the __gc of a
  * sentinel userdata in the registry, i.e. when the Lua state closes.
  */
-#include "bridge.h"
+#include "core/bridge.h"
 #include "http.h"
 
 #include <stdlib.h>

@@ -5,7 +5,7 @@
  * under lua_pcall with a traceback, on the main state, and must not yield.
  * srv:port(), srv:close() (also by __gc; releases the handler).
  */
-#include "bridge.h"
+#include "core/bridge.h"
 #include "httpd.h"
 
 #include <stdio.h>

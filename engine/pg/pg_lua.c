@@ -30,11 +30,11 @@
  * request is sent). An explicit conn:close() with a coroutine waiting wakes
  * that coroutine on the next loop pass with nil, "conexão fechada", "08003".
  */
-#include "bridge.h"
+#include "core/bridge.h"
 #include "copy.h"
 #include "pg.h"
 #include "pg_rows.h"
-#include "vecbatch.h"
+#include "core/vecbatch.h"
 
 #include <xxhash.h>
 

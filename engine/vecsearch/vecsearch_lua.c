@@ -8,8 +8,8 @@
  *   searcher:rows() -> vectors scored so far
  *   vecsearch.vector_literal(batch, i) -> "[0.1,-0.2,...]" (pgvector input text)
  */
-#include "bridge.h"
-#include "vecbatch.h"
+#include "core/bridge.h"
+#include "core/vecbatch.h"
 #include "vecsearch.h"
 
 #include <lauxlib.h>

@@ -15,7 +15,7 @@
 #define RAGOPS_EMBED_SERVER_INTERNAL_H
 
 #include "embed_server.h"
-#include "http_parse.h"
+#include "http/http_parse.h"
 
 #include <jansson.h>
 #include <regex.h>

@@ -2,7 +2,7 @@
  * test_bridge.c: the coroutine scheduler and the ragops.core module, run
  * through the real bridge (Lua state + libuv loop), one fresh state per case.
  */
-#include "bridge.h"
+#include "core/bridge.h"
 #include "test_assert.h"
 
 #include <lualib.h>

@@ -9,7 +9,7 @@
  * completes the TCP handshake, the client sends its request and waits for an
  * answer that never comes. conn:query needs RAGOPS_TEST_DATABASE_URL.
  */
-#include "bridge.h"
+#include "core/bridge.h"
 #include "test_assert.h"
 
 #include <arpa/inet.h>

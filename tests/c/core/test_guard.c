@@ -5,7 +5,7 @@
  * in one C call, and the second SIGINT/SIGTERM that ends a process whose
  * loop is stuck. The last two run in a forked child.
  */
-#include "bridge.h"
+#include "core/bridge.h"
 #include "test_assert.h"
 
 #include <signal.h>

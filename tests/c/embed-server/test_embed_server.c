@@ -6,8 +6,8 @@
  * the command line, and a clean loop close.
  */
 #define _GNU_SOURCE /* memmem, strcasestr, strndup */
-#include "embed_server.h"
-#include "featurehash.h"
+#include "embed-server/embed_server.h"
+#include "embed-server/featurehash.h"
 #include "test_assert.h"
 
 #include <jansson.h>

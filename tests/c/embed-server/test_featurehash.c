@@ -2,7 +2,7 @@
  * test_featurehash.c: unit tests of the feature-hashing embedding
  * (determinism, unit norm, lexical similarity, dimensions, empty text).
  */
-#include "featurehash.h"
+#include "embed-server/featurehash.h"
 #include "test_assert.h"
 
 #include <math.h>

@@ -3,7 +3,7 @@
  * network: request body, response parsing in both encodings, validation
  * failures, error bodies and failure classification.
  */
-#include "embed.h"
+#include "embed/embed.h"
 #include "test_assert.h"
 
 #include <jansson.h>

@@ -12,9 +12,9 @@
  * under HTTP_MAX_ERROR_BODIES.
  * Every test runs on its own loop and checks that uv_loop_close returns 0.
  */
-#include "embed.h"
-#include "embed_server.h"
-#include "http.h"
+#include "embed/embed.h"
+#include "embed-server/embed_server.h"
+#include "http/http.h"
 #include "test_assert.h"
 
 #include <arpa/inet.h>

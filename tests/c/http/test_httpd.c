@@ -8,7 +8,7 @@
  * clean close of the loop (ASan checks the rest).
  */
 #define _GNU_SOURCE /* memmem */
-#include "httpd.h"
+#include "http/httpd.h"
 #include "test_assert.h"
 
 #include <arpa/inet.h>

@@ -2,7 +2,7 @@
  * test_copy.c: byte-exact checks of the binary COPY encoder (copy.c). The
  * round trip through a real server is in test_pg.c.
  */
-#include "copy.h"
+#include "pg/copy.h"
 #include "test_assert.h"
 
 #include <math.h>

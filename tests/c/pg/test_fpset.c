@@ -3,7 +3,7 @@
  * across growth, duplicates, the seen marks, fingerprint 0, and the bigint
  * text form.
  */
-#include "fpset.h"
+#include "pg/fpset.h"
 #include "test_assert.h"
 
 #include <stdint.h>

@@ -3,9 +3,9 @@
  * encoder (copy.c) against a REAL server, plus the Lua binding ragops.pg
  * when run through the bridge. Needs RAGOPS_TEST_DATABASE_URL.
  */
-#include "bridge.h"
-#include "copy.h"
-#include "pg.h"
+#include "core/bridge.h"
+#include "pg/copy.h"
+#include "pg/pg.h"
 #include "test_assert.h"
 
 #include <math.h>

@@ -4,10 +4,10 @@
  * Lua module ragops.vecsearch on a plain Lua state (no loop needed: the
  * module is synchronous).
  */
-#include "bridge.h"
+#include "core/bridge.h"
 #include "test_assert.h"
-#include "vecbatch.h"
-#include "vecsearch.h"
+#include "core/vecbatch.h"
+#include "vecsearch/vecsearch.h"
 
 #include <lauxlib.h>
 #include <lualib.h>
