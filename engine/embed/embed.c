@@ -457,6 +457,8 @@ const char *embed_kind_name(embed_kind kind)
         return "malformed";
     case EMBED_KIND_BODY_TOO_LARGE:
         return "body_too_large";
+    case EMBED_KIND_DIMENSION:
+        return "dimension";
     }
     return "";
 }

@@ -31,7 +31,8 @@ typedef enum embed_kind {
     EMBED_KIND_TIMEOUT,     /* transfer timed out */
     EMBED_KIND_CONNECTION,  /* could not connect / connection broke */
     EMBED_KIND_MALFORMED,   /* 2xx with a body that does not fit the contract */
-    EMBED_KIND_BODY_TOO_LARGE /* 2xx body past embed_expected_body_max: transfer stopped (fatal) */
+    EMBED_KIND_BODY_TOO_LARGE, /* 2xx body past embed_expected_body_max: transfer stopped (fatal) */
+    EMBED_KIND_DIMENSION    /* 2xx whose vectors are not of the dimension asked for (malformed too) */
 } embed_kind;
 
 /* Bound of a 2xx embeddings answer: every number as JSON text (a provider
@@ -60,30 +61,28 @@ char *embed_build_request(const char *model, const char *const *texts, const siz
                           int count, embed_encoding encoding, int dimensions,
                           size_t *out_len, char *err, size_t err_size);
 
-/* Parses a 2xx body. Vectors are placed by their "index"; the count must be
- * expected_count and each dimension expected_dim (when > 0, otherwise all
- * equal). Base64 strings and number arrays are both accepted whatever was
- * requested. "usage", when present and not null, must be an object whose
- * prompt_tokens/total_tokens (when present) are integers in 0..2^53-1.
- * Returns 0 and fills out, or -1 with err = "resposta malformada do
- * provedor: ..." and out zeroed. */
-int embed_parse_response(const char *body, size_t len, int expected_count, int expected_dim,
-                         embed_vectors *out, char *err, size_t err_size);
-
 /* Frees out->data and zeroes out. */
 void embed_vectors_free(embed_vectors *out);
 
-/* The same parse while the body arrives, without keeping it: each item of
+/* Parses a 2xx body while it arrives, without keeping it: each item of
  * "data" is decoded into its row as soon as it is complete, so an answer
  * of ~0.5 MB needs ~10 KB besides the vectors (at in_flight 64 the bodies
- * were ~34 MB of the peak RSS). new: NULL when memory is short. feed:
- * 0, or -1 once the answer is known to be malformed (later bytes are
- * ignored). finish: as embed_parse_response (the same checks and
- * reasons, without the line and column of a syntax error). */
+ * were ~34 MB of the peak RSS). Vectors are placed by their "index"; the
+ * count must be expected_count and each dimension expected_dim (when > 0,
+ * otherwise all equal). Base64 strings and number arrays are both accepted
+ * whatever was requested. "usage", when present and not null, must be an
+ * object whose prompt_tokens/total_tokens (when present) are integers in
+ * 0..2^53-1. new: NULL when memory is short. feed: 0, or -1 once the answer
+ * is known to be malformed (later bytes are ignored). finish: 0 and fills
+ * out, or -1 with err = "resposta malformada do provedor: ..." and out
+ * zeroed. */
 typedef struct embed_stream embed_stream;
 embed_stream *embed_stream_new(int expected_count, int expected_dim);
 int embed_stream_feed(embed_stream *s, const char *bytes, size_t n);
 int embed_stream_finish(embed_stream *s, embed_vectors *out, char *err, size_t err_size);
+/* After a failed finish: EMBED_KIND_DIMENSION when a vector had another
+ * dimension than expected_dim, else EMBED_KIND_MALFORMED. */
+embed_kind embed_stream_failure_kind(const embed_stream *s);
 void embed_stream_free(embed_stream *s);
 
 /* Most bytes a correct 2xx answer to count inputs of dim floats can take
@@ -124,7 +123,8 @@ int embed_wants_float_fallback(long status, const char *provider_message);
 /* "ok", "transient", "permanent", "fatal". */
 const char *embed_class_name(embed_class cls);
 
-/* "", "http", "timeout", "connection", "malformed", "body_too_large". */
+/* "", "http", "timeout", "connection", "malformed", "body_too_large",
+ * "dimension". */
 const char *embed_kind_name(embed_kind kind);
 
 /* Checks s (len bytes) is UTF-8 as JSON encoders accept it (RFC 3629: no

@@ -57,7 +57,7 @@ typedef struct decoder {
     unsigned char *seen; /* seen[index] = 1 once a vector was placed */
     long items;          /* items of "data" found */
     int reported;        /* a reason was written (not a plain syntax error) */
-    int streamed;        /* fed by embed_stream: each '#' in "data" is an item already decoded */
+    int wrong_dim;       /* the failure is a vector of another dimension than expected_dim */
     char *err;           /* pt-BR reason on failure */
     size_t err_size;     /* size of err */
 } decoder;
@@ -75,21 +75,10 @@ static int fail(decoder *d, const char *fmt, ...)
     return -1;
 }
 
-/* "JSON inválido (linha L, coluna C)" at the cursor. */
+/* A syntax error (the body is gone: no position to point at). */
 static int fail_syntax(decoder *d)
 {
-    int line = 1, column = 1;
-    if (d->streamed) /* the body is gone: no position to point at */
-        return fail(d, "JSON inválido");
-    for (const char *q = d->c.start; q < d->c.p && q < d->c.end; q++) {
-        if (*q == '\n') {
-            line++;
-            column = 1;
-        } else {
-            column++;
-        }
-    }
-    return fail(d, "JSON inválido (linha %d, coluna %d)", line, column);
+    return fail(d, "JSON inválido");
 }
 
 static void skip_ws(cursor *c)
@@ -577,8 +566,10 @@ static int place_checked(decoder *d, const item *it, long k)
         return -1;
     if (dim == 0)
         return fail(d, "vetor %d vazio", index);
-    if (d->expected_dim > 0 && dim != d->expected_dim)
+    if (d->expected_dim > 0 && dim != d->expected_dim) {
+        d->wrong_dim = 1;
         return fail(d, "vetor %d tem dimensão %d, esperada %d", index, dim, d->expected_dim);
+    }
     if (d->v.data == NULL) {
         d->v.dim = dim;
         d->v.data = malloc((size_t)d->v.count * (size_t)dim * sizeof(float));
@@ -617,7 +608,7 @@ static int read_data(decoder *d)
     for (;;) {
         int counted = 0; /* an object item the stream decoded (and counted) already */
         skip_ws(c);
-        if (d->streamed && c->p < c->end && *c->p == '#') {
+        if (c->p < c->end && *c->p == '#') {
             c->p++;
             counted = 1;
         } else if (d->items < d->expected_count && c->p < c->end && *c->p == '{') {
@@ -728,37 +719,6 @@ static int decode(decoder *d)
     return 0;
 }
 
-int embed_parse_response(const char *body, size_t len, int expected_count, int expected_dim,
-                         embed_vectors *out, char *err, size_t err_size)
-{
-    decoder d;
-    memset(out, 0, sizeof *out);
-    memset(&d, 0, sizeof d);
-    d.err = err;
-    d.err_size = err_size;
-    if (err && err_size)
-        err[0] = '\0';
-    if (!body || len == 0)
-        return fail(&d, "corpo vazio");
-    if (expected_count <= 0)
-        return fail(&d, "esperados %d vetores, recebidos 0", expected_count);
-    d.c = (cursor){body, body, body + len};
-    d.expected_count = expected_count;
-    d.expected_dim = expected_dim;
-    d.v.count = expected_count;
-    d.seen = calloc((size_t)expected_count, 1);
-    if (!d.seen)
-        return fail(&d, "sem memória");
-    if (decode(&d) != 0) {
-        free(d.seen);
-        free(d.v.data);
-        return -1;
-    }
-    free(d.seen);
-    *out = d.v;
-    return 0;
-}
-
 /* ---- streaming: the answer decoded while it arrives -------------------- */
 
 /* A growable byte buffer of the stream. */
@@ -819,7 +779,6 @@ embed_stream *embed_stream_new(int expected_count, int expected_dim)
         return NULL;
     s->d.err = s->err;
     s->d.err_size = sizeof s->err;
-    s->d.streamed = 1;
     s->d.expected_count = expected_count;
     s->d.expected_dim = expected_dim;
     s->d.v.count = expected_count;
@@ -1007,4 +966,9 @@ int embed_stream_finish(embed_stream *s, embed_vectors *out, char *err, size_t e
         snprintf(err, err_size, "%s", s->err);
     }
     return rc;
+}
+
+embed_kind embed_stream_failure_kind(const embed_stream *s)
+{
+    return s->d.wrong_dim ? EMBED_KIND_DIMENSION : EMBED_KIND_MALFORMED;
 }

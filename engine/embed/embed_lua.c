@@ -377,7 +377,7 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
         embed_vectors vectors;
         if (embed_stream_finish(call->stream, &vectors, message, sizeof message) != 0) {
             r.cls = EMBED_CLASS_TRANSIENT;
-            r.kind = EMBED_KIND_MALFORMED;
+            r.kind = embed_stream_failure_kind(call->stream);
             embed_call_finish(call, &r);
             return;
         }

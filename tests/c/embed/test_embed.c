@@ -42,9 +42,26 @@ static char *encode_floats(const float *values, int n)
     return out;
 }
 
+/* embed_stream on body, fed in pieces of `piece` bytes (0 = all at once). */
+static int parse_streamed(const char *body, size_t len, int count, int dim, size_t piece, embed_vectors *v,
+                          char *err, size_t err_size)
+{
+    embed_stream *s = embed_stream_new(count, dim);
+    ASSERT(s != NULL);
+    for (size_t at = 0; at < len;) {
+        size_t n = piece == 0 || len - at < piece ? len - at : piece;
+        embed_stream_feed(s, body + at, n);
+        at += n;
+    }
+    int rc = embed_stream_finish(s, v, err, err_size);
+    embed_stream_free(s);
+    return rc;
+}
+
+/* The whole body at once through the decoder the client uses. */
 static int parse(const char *body, int count, int dim, embed_vectors *v, char *err)
 {
-    return embed_parse_response(body, strlen(body), count, dim, v, err, 256);
+    return parse_streamed(body, strlen(body), count, dim, 0, v, err, 256);
 }
 
 static void test_build_request(void)
@@ -296,7 +313,7 @@ static void test_decoder_matches_jansson(void)
             body[at] = alphabet[(seed >> 20) % (sizeof alphabet - 1)];
         }
         root = json_loadb(body, len, 0, &jerr);
-        int rc = embed_parse_response(body, len, 2, 3, &v, err, sizeof err);
+        int rc = parse_streamed(body, len, 2, 3, 0, &v, err, sizeof err);
         if (!root && rc == 0) {
             fprintf(stderr, "decodificador aceitou JSON que o jansson recusa: %s\n", body);
             abort();
@@ -545,32 +562,15 @@ static void test_long_base64_paths(void)
     free(enc);
 }
 
-/* embed_stream on body, fed in pieces of `piece` bytes (0 = all at once). */
-static int parse_streamed(const char *body, size_t len, int count, int dim, size_t piece, embed_vectors *v,
-                          char *err, size_t err_size)
-{
-    embed_stream *s = embed_stream_new(count, dim);
-    ASSERT(s != NULL);
-    for (size_t at = 0; at < len;) {
-        size_t n = piece == 0 || len - at < piece ? len - at : piece;
-        embed_stream_feed(s, body + at, n);
-        at += n;
-    }
-    int rc = embed_stream_finish(s, v, err, err_size);
-    embed_stream_free(s);
-    return rc;
-}
-
-/* The streaming decoder agrees with the one-shot parse on every body (the
- * same vectors, usage and failures; on valid JSON the same reasons),
- * whatever the pieces the body arrives in. */
+/* The decoder gives the same answer (the same vectors, usage and failures;
+ * on valid JSON the same reasons) whatever the pieces the body arrives in. */
 static void expect_stream_matches(const char *body, int count, int dim)
 {
     static const size_t pieces[] = {0, 1, 2, 3, 7, 64, 1000};
     size_t len = strlen(body);
     embed_vectors a, b;
     char ea[256], eb[256];
-    int ra = embed_parse_response(body, len, count, dim, &a, ea, sizeof ea);
+    int ra = parse_streamed(body, len, count, dim, 0, &a, ea, sizeof ea);
     json_t *root = json_loadb(body, len, 0, NULL);
     int valid_json = root != NULL; /* a broken body may be refused for another of its faults */
     json_decref(root);
@@ -648,6 +648,27 @@ static void test_stream_decoder(void)
     free(ea);
 }
 
+/* A vector of another dimension than asked for fails with its own kind
+ * (stages/embed.lua aborts the run on it), any other fault as malformed. */
+static void test_failure_kind(void)
+{
+    static const char wrong_dim[] = "{\"data\":[{\"index\":0,\"embedding\":[1,2]}]}";
+    static const char bad_index[] = "{\"data\":[{\"index\":7,\"embedding\":[1,2,3]}]}";
+    const char *bodies[] = {wrong_dim, bad_index};
+    const embed_kind kinds[] = {EMBED_KIND_DIMENSION, EMBED_KIND_MALFORMED};
+    for (int k = 0; k < 2; k++) {
+        embed_vectors v;
+        char err[256];
+        embed_stream *s = embed_stream_new(1, 3);
+        ASSERT(s != NULL);
+        embed_stream_feed(s, bodies[k], strlen(bodies[k]));
+        ASSERT_INT_EQ(embed_stream_finish(s, &v, err, sizeof err), -1);
+        ASSERT_INT_EQ(embed_stream_failure_kind(s), kinds[k]);
+        embed_stream_free(s);
+    }
+    ASSERT_STR_EQ(embed_kind_name(EMBED_KIND_DIMENSION), "dimension");
+}
+
 int main(void)
 {
     test_build_request();
@@ -657,6 +678,7 @@ int main(void)
     test_parse_usage();
     test_decoder_shapes();
     test_decoder_matches_jansson();
+    test_failure_kind();
     test_base64_decoder();
     test_long_base64_paths();
     test_stream_decoder();

@@ -25,6 +25,19 @@
 #include <time.h>
 #include <unistd.h>
 
+
+/* Decodes a whole 2xx body through the client's streaming decoder. */
+static int parse_whole(const char *body, size_t len, int count, int dim, embed_vectors *out, char *err,
+                       size_t err_size)
+{
+    embed_stream *s = embed_stream_new(count, dim);
+    ASSERT(s != NULL);
+    embed_stream_feed(s, body, len);
+    int rc = embed_stream_finish(s, out, err, err_size);
+    embed_stream_free(s);
+    return rc;
+}
+
 static char embeddings_url[512]; /* RAGOPS_EMBED_URL + "/embeddings" */
 static char stats_url[512];      /* server root + "/stats" */
 
@@ -147,8 +160,8 @@ static void test_embeddings_both_encodings(void)
     ASSERT(strstr(ob.body, "\"embedding\":\"") != NULL); /* really base64 on the wire */
     ASSERT(strstr(of.body, "\"embedding\":[") != NULL);
 
-    ASSERT_INT_EQ(embed_parse_response(ob.body, ob.body_len, 3, 0, &vb, err, sizeof err), 0);
-    ASSERT_INT_EQ(embed_parse_response(of.body, of.body_len, 3, 0, &vf, err, sizeof err), 0);
+    ASSERT_INT_EQ(parse_whole(ob.body, ob.body_len, 3, 0, &vb, err, sizeof err), 0);
+    ASSERT_INT_EQ(parse_whole(of.body, of.body_len, 3, 0, &vf, err, sizeof err), 0);
     ASSERT(vb.dim > 0);
     ASSERT_INT_EQ(vb.dim, vf.dim);
     ASSERT(vb.prompt_tokens > 0);
@@ -224,7 +237,7 @@ static void test_concurrent_and_keepalive(void)
         char err[256];
         ASSERT_INT_EQ(o[i].calls, 1);
         ASSERT_INT_EQ(o[i].status, 200);
-        ASSERT_INT_EQ(embed_parse_response(o[i].body, o[i].body_len, 2, 0, &v, err, sizeof err), 0);
+        ASSERT_INT_EQ(parse_whole(o[i].body, o[i].body_len, 2, 0, &v, err, sizeof err), 0);
         embed_vectors_free(&v);
         connections += o[i].new_connections;
         free(o[i].body);
@@ -415,7 +428,7 @@ static void hang_normal_cb(http_request *req, const http_response *resp, void *d
     char err[256];
     ASSERT_INT_EQ(resp->curl_code, CURLE_OK);
     ASSERT_INT_EQ(resp->status, 200);
-    ASSERT_INT_EQ(embed_parse_response(resp->body, resp->body_len, 1, 0, &v, err, sizeof err), 0);
+    ASSERT_INT_EQ(parse_whole(resp->body, resp->body_len, 1, 0, &v, err, sizeof err), 0);
     embed_vectors_free(&v);
     h->completed++;
     if (h->started < h->wanted) {
