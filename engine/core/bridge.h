@@ -112,11 +112,11 @@ int rg_bridge_run_main(lua_State *L, int argc, char **argv);
 void rg_bridge_close(lua_State *L);
 
 /* Module openers registered by rg_bridge_open; each lives in its own file. */
-int luaopen_ragops_core(lua_State *L);  /* bridge.c: spawn, suspend, wake, sleep, cancel_all, now, hash */
-int luaopen_ragops_pg(lua_State *L);    /* pg_lua.c */
-int luaopen_ragops_http(lua_State *L);  /* http_lua.c */
-int luaopen_ragops_embed(lua_State *L); /* embed_lua.c */
-int luaopen_ragops_vecsearch(lua_State *L); /* vecsearch_lua.c */
-int luaopen_ragops_httpd(lua_State *L);  /* httpd_lua.c */
+int luaopen_ragops_core(lua_State *L);      /* core/core_lua.c (functions listed there) */
+int luaopen_ragops_pg(lua_State *L);        /* pg/pg_lua.c */
+int luaopen_ragops_http(lua_State *L);      /* http/http_lua.c */
+int luaopen_ragops_embed(lua_State *L);     /* embed/embed_lua.c */
+int luaopen_ragops_vecsearch(lua_State *L); /* vecsearch/vecsearch_lua.c */
+int luaopen_ragops_httpd(lua_State *L);     /* http/httpd_lua.c */
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * vecbatch.c: the float-array batch userdata shared by the embedding client
- * (producer), the COPY writer (consumer) and fakes/tests (core.vecbatch).
+ * (producer), the COPY writer (consumer) and the vector search (vecsearch).
  */
 #include "vecbatch.h"
 #include "bridge.h"

@@ -3,10 +3,22 @@
  * through the real bridge (Lua state + libuv loop), one fresh state per case.
  */
 #include "core/bridge.h"
+#include "core/vecbatch.h"
 #include "test_assert.h"
 
 #include <lualib.h>
 #include <unistd.h>
+
+/* Sets the global test_vecbatch to a batch {{3, 4}, {4, 3}, {-3, -4}} built
+ * in C, as the embedding client builds one. */
+static void set_test_vecbatch(lua_State *L)
+{
+    static const float rows[3][2] = {{3, 4}, {4, 3}, {-3, -4}};
+    rg_vecbatch_register(L);
+    rg_vecbatch *b = rg_vecbatch_push_new(L, 3, 2);
+    memcpy(b->data, rows, sizeof rows);
+    lua_setglobal(L, "test_vecbatch");
+}
 
 /* Runs a Lua chunk as the main coroutine; returns its exit status. */
 static int run_chunk(const char *code)
@@ -16,6 +28,7 @@ static int run_chunk(const char *code)
     snprintf(lua_dir, sizeof lua_dir, "%s/lua", src ? src : RAGOPS_SOURCE_DIR);
     lua_State *L = rg_bridge_open(lua_dir);
     ASSERT(L != NULL);
+    set_test_vecbatch(L);
     if (luaL_loadstring(L, code) != 0) {
         fprintf(stderr, "erro de sintaxe: %s\n", lua_tostring(L, -1));
         abort();
@@ -104,8 +117,7 @@ int main(void)
 
     /* vecbatch: count, dim, vector, cosine; bad index is an error. */
     ASSERT_INT_EQ(run_chunk(
-        "local core = require 'ragops.core'\n"
-        "local b = core.vecbatch({{3, 4}, {4, 3}, {-3, -4}})\n"
+        "local b = test_vecbatch\n"
         "assert(#b == 3 and b:dim() == 2 and b:vector(2)[1] == 4)\n"
         "assert(math.abs(b:cosine(1, b, 3) + 1) < 1e-6)\n"
         "assert(math.abs(b:cosine(1, b, 2) - 0.96) < 1e-6)\n"

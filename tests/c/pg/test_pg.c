@@ -4,6 +4,7 @@
  * when run through the bridge. Needs RAGOPS_TEST_DATABASE_URL.
  */
 #include "core/bridge.h"
+#include "core/vecbatch.h"
 #include "pg/copy.h"
 #include "pg/pg.h"
 #include "test_assert.h"
@@ -845,7 +846,7 @@ static const char lua_chunk[] =
     "-- copy_documents\n"
     "assert(conn:query([[create temp table st (entity_type text, entity_id text, chunk_index int4, content text,\n"
     "  content_hash text, metadata text, embedding_model text, source_updated_at text, source_hash int8, embedding real[])]]))\n"
-    "local vb = core.vecbatch({ {0.5, -1.25, 3}, {1e-20, 0, -7} })\n"
+    "local vb = test_vecbatch -- { {0.5, -1.25, 3}, {1e-20, 0, -7} }, built in C\n"
     "local docs = {\n"
     "  { entity_type = 'verse', entity_id = 'Gn 1:1', chunk_index = 0, content = 'No princípio', content_hash = 'h1',\n"
     "    metadata = '{\"livro\":\"Gn\"}', embedding_model = 'm', source_updated_at = '2024-01-01', vec = 2,\n"
@@ -952,6 +953,16 @@ static const char lua_chunk[] =
     "local _ = assert(pg.connect(url))\n"
     "return 0\n";
 
+/* The batch copy_documents writes in the Lua test, as the embedding client
+ * builds one (a C float array). */
+static void push_test_vecbatch(lua_State *L)
+{
+    static const float rows[2][3] = {{0.5f, -1.25f, 3}, {1e-20f, 0, -7}};
+    rg_vecbatch_register(L);
+    rg_vecbatch *vb = rg_vecbatch_push_new(L, 2, 3);
+    memcpy(vb->data, rows, sizeof rows);
+}
+
 static void test_lua_binding(void)
 {
     const char *src = getenv("RAGOPS_SOURCE_DIR");
@@ -962,6 +973,8 @@ static void test_lua_binding(void)
     snprintf(dir, sizeof dir, "%s/lua", src ? src : RAGOPS_SOURCE_DIR);
     L = rg_bridge_open(dir);
     ASSERT(L != NULL);
+    push_test_vecbatch(L);
+    lua_setglobal(L, "test_vecbatch");
     ASSERT_INT_EQ(luaL_loadbuffer(L, lua_chunk, sizeof lua_chunk - 1, "=test_pg_lua"), 0);
     argv[0] = (char *)db_url;
     status = rg_bridge_run_main(L, 1, argv);
