@@ -325,101 +325,120 @@ static void embed_call_finish(embed_call *call, embed_result *r)
     embed_call_free(call);
 }
 
-static void embed_on_done(http_request *req, const http_response *resp, void *data)
+/* Keeps the provider's request id of resp in call, without the API key
+ * when the provider echoed the request's headers in it. */
+static void embed_keep_request_id(embed_call *call, const http_response *resp)
 {
-    embed_call *call = data;
-    embed_result r;
-    char message[1024];
-    char *provider = NULL;
-    char *code = NULL;
-
-    /* resp->aborted (the client closing) ends up here as a connection
-     * failure; nothing waits by then, so finishing only frees the call. */
-    memset(&r, 0, sizeof r);
-    r.status = resp->status;
-    r.retry_after_ms = resp->retry_after_ms;
     snprintf(call->provider_request_id, sizeof call->provider_request_id, "%s",
              resp->request_id ? resp->request_id : "");
     if (call->conf->api_key && strstr(call->provider_request_id, call->conf->api_key)) {
-        /* the provider echoed the request's headers (the key) in its id */
         char id[HTTP_MAX_REQUEST_ID + 1];
         memcpy(id, call->provider_request_id, sizeof id);
         embed_scrub(id, call->conf->api_key, call->provider_request_id, sizeof call->provider_request_id);
     }
-    r.message = message;
-    r.cls = embed_classify(resp->curl_code, resp->status, NULL, NULL, &r.kind);
+}
 
+/* An answer cut short (past the expected size) or a transfer that failed:
+ * fills r's class, kind and message and returns 1; 0 for a whole answer. */
+static int embed_transfer_failed(embed_call *call, const http_response *resp, embed_result *r, char *message,
+                                 size_t size)
+{
     if (resp->body_too_large) {
-        r.cls = EMBED_CLASS_FATAL;
-        r.kind = EMBED_KIND_BODY_TOO_LARGE;
-        snprintf(message, sizeof message,
+        r->cls = EMBED_CLASS_FATAL;
+        r->kind = EMBED_KIND_BODY_TOO_LARGE;
+        snprintf(message, size,
                  "a resposta do provedor de embeddings passou de %zu bytes, o máximo esperado para %d "
                  "entrada(s) de dimensão %d; a transferência foi interrompida (provedor com defeito ou "
                  "resposta hostil: confira provider.url)",
                  resp->max_body, call->count, call->conf->expected_dim);
-        embed_call_finish(call, &r);
-        return;
+        return 1;
     }
-    if (resp->curl_code != CURLE_OK) {
-        if (r.cls == EMBED_CLASS_FATAL)
-            embed_fatal_message(call->conf, 0, NULL, NULL, message, sizeof message);
-        else if (r.kind == EMBED_KIND_TIMEOUT)
-            snprintf(message, sizeof message,
-                     "tempo esgotado aguardando o provedor de embeddings (limite de %ld ms)", call->conf->timeout_ms);
-        else
-            snprintf(message, sizeof message, "falha de conexão com o provedor de embeddings: %s (curl %d)",
-                     http_curl_error_ptbr(resp->curl_code), (int)resp->curl_code);
-        embed_call_finish(call, &r);
-        return;
-    }
+    if (resp->curl_code == CURLE_OK)
+        return 0;
+    if (r->cls == EMBED_CLASS_FATAL)
+        embed_fatal_message(call->conf, 0, NULL, NULL, message, size);
+    else if (r->kind == EMBED_KIND_TIMEOUT)
+        snprintf(message, size, "tempo esgotado aguardando o provedor de embeddings (limite de %ld ms)",
+                 call->conf->timeout_ms);
+    else
+        snprintf(message, size, "falha de conexão com o provedor de embeddings: %s (curl %d)",
+                 http_curl_error_ptbr(resp->curl_code), (int)resp->curl_code);
+    return 1;
+}
 
-    if (r.cls == EMBED_CLASS_OK) {
-        embed_vectors vectors;
-        if (embed_stream_finish(call->stream, &vectors, message, sizeof message) != 0) {
-            r.cls = EMBED_CLASS_TRANSIENT;
-            r.kind = embed_stream_failure_kind(call->stream);
-            embed_call_finish(call, &r);
-            return;
-        }
-        r.vectors = &vectors;
-        embed_call_finish(call, &r);
-        embed_vectors_free(&vectors);
+/* A 2xx answer: the vectors decoded while it arrived, or why not. */
+static void embed_on_vectors(embed_call *call, embed_result *r, char *message, size_t size)
+{
+    embed_vectors vectors;
+    if (embed_stream_finish(call->stream, &vectors, message, size) != 0) {
+        r->cls = EMBED_CLASS_TRANSIENT;
+        r->kind = embed_stream_failure_kind(call->stream);
+        embed_call_finish(call, r);
         return;
     }
+    r->vectors = &vectors;
+    embed_call_finish(call, r);
+    embed_vectors_free(&vectors);
+}
 
-    provider = embed_parse_error_message(resp->body, resp->body_len, &code);
-    r.cls = embed_classify(resp->curl_code, resp->status, provider, code, &r.kind);
+/* A non-2xx answer: classified by status and the provider's message; a
+ * server that refuses base64 is asked again with floats (once). */
+static void embed_on_http_error(embed_call *call, const http_response *resp, embed_result *r, char *message,
+                                size_t size)
+{
+    char *code = NULL;
+    char *provider = embed_parse_error_message(resp->body, resp->body_len, &code);
+    r->cls = embed_classify(resp->curl_code, resp->status, provider, code, &r->kind);
     if (!call->fell_back && call->encoding == EMBED_ENCODING_BASE64 &&
         embed_wants_float_fallback(resp->status, provider)) {
         char err[256];
         call->fell_back = 1;
         call->encoding = EMBED_ENCODING_FLOAT;
         call->conf->encoding = EMBED_ENCODING_FLOAT; /* remembered by this client */
-        if (embed_call_start(call, err, sizeof err) == 0) {
-            free(provider);
-            free(code);
-            return;
-        }
-        r.cls = EMBED_CLASS_TRANSIENT;
-        r.kind = EMBED_KIND_CONNECTION;
-        snprintf(message, sizeof message, "%s", err);
         free(provider);
         free(code);
-        embed_call_finish(call, &r);
+        if (embed_call_start(call, err, sizeof err) == 0)
+            return;
+        r->cls = EMBED_CLASS_TRANSIENT;
+        r->kind = EMBED_KIND_CONNECTION;
+        snprintf(message, size, "%s", err);
+        embed_call_finish(call, r);
         return;
     }
-    if (r.cls == EMBED_CLASS_FATAL) {
-        embed_fatal_message(call->conf, resp->status, provider, code, message, sizeof message);
+    if (r->cls == EMBED_CLASS_FATAL) {
+        embed_fatal_message(call->conf, resp->status, provider, code, message, size);
     } else if (provider) {
         char scrubbed[EMBED_MAX_PROVIDER_MESSAGE + 4];
         embed_scrub(provider, call->conf->api_key, scrubbed, sizeof scrubbed);
-        snprintf(message, sizeof message, "provedor de embeddings respondeu HTTP %ld: %s", resp->status, scrubbed);
+        snprintf(message, size, "provedor de embeddings respondeu HTTP %ld: %s", resp->status, scrubbed);
     } else {
-        snprintf(message, sizeof message, "provedor de embeddings respondeu HTTP %ld", resp->status);
+        snprintf(message, size, "provedor de embeddings respondeu HTTP %ld", resp->status);
     }
     free(provider);
     free(code);
-    embed_call_finish(call, &r);
+    embed_call_finish(call, r);
+}
+
+static void embed_on_done(http_request *req, const http_response *resp, void *data)
+{
+    embed_call *call = data;
+    embed_result r;
+    char message[1024];
+
+    /* resp->aborted (the client closing) ends up here as a connection
+     * failure; nothing waits by then, so finishing only frees the call. */
+    memset(&r, 0, sizeof r);
+    r.status = resp->status;
+    r.retry_after_ms = resp->retry_after_ms;
+    embed_keep_request_id(call, resp);
+    r.message = message;
+    r.cls = embed_classify(resp->curl_code, resp->status, NULL, NULL, &r.kind);
+    if (embed_transfer_failed(call, resp, &r, message, sizeof message))
+        embed_call_finish(call, &r);
+    else if (r.cls == EMBED_CLASS_OK)
+        embed_on_vectors(call, &r, message, sizeof message);
+    else
+        embed_on_http_error(call, resp, &r, message, sizeof message);
 }
 
 /* ---------- Lua API ---------- */

@@ -465,105 +465,125 @@ static void keep_result(pg_conn *c, PGresult *res)
     c->result = res;
 }
 
+/* What a step of op_pump asks for next. */
+typedef enum pump_next {
+    PUMP_STOP,       /* the operation finished or failed: nothing to wait for */
+    PUMP_AGAIN,      /* run the steps again from the top */
+    PUMP_GO_ON,      /* go on to the next step */
+    PUMP_WAIT_READ,  /* wait until the socket is readable */
+    PUMP_WAIT_WRITE  /* wait until the socket is writable (or readable) */
+} pump_next;
+
+/* Sends the rows of a COPY, then its end (PG_STATE_COPY_DATA/COPY_END). */
+static pump_next pump_copy(pg_conn *c)
+{
+    copy_put_next next;
+    if (c->state == PG_STATE_COPY_DATA) {
+        int rc = flush_or_fail(c, "falha no COPY");
+        if (rc < 0)
+            return PUMP_STOP;
+        if (rc == 1)
+            return PUMP_WAIT_WRITE;
+        if (c->copy_off < c->copy_len) {
+            size_t n = c->copy_len - c->copy_off;
+            if (n > PG_COPY_CHUNK)
+                n = PG_COPY_CHUNK;
+            next = copy_put_outcome(c, PQputCopyData(c->conn, c->copy_buf + c->copy_off, (int)n));
+            if (next == COPY_PUT_ENDED)
+                return PUMP_STOP;
+            if (next == COPY_PUT_WAIT)
+                return PUMP_WAIT_WRITE;
+            if (next == COPY_PUT_ACCEPTED)
+                c->copy_off += n;
+            return PUMP_AGAIN;
+        }
+        c->state = PG_STATE_COPY_END;
+    }
+    if (c->state == PG_STATE_COPY_END) {
+        next = copy_put_outcome(c, PQputCopyEnd(c->conn, NULL));
+        if (next == COPY_PUT_ENDED)
+            return PUMP_STOP;
+        if (next == COPY_PUT_WAIT)
+            return PUMP_WAIT_WRITE;
+        if (next == COPY_PUT_READ)
+            return PUMP_AGAIN;
+        c->state = PG_STATE_READING;
+        c->need_flush = 1;
+    }
+    return PUMP_GO_ON;
+}
+
+/* Takes the results libpq has without blocking (PG_STATE_READING): keeps
+ * them, completes the operation after the last, or switches to COPY. */
+static pump_next pump_results(pg_conn *c)
+{
+    while (!PQisBusy(c->conn)) {
+        PGresult *res = PQgetResult(c->conn);
+        ExecStatusType st;
+        if (res == NULL) {
+            op_complete(c);
+            return PUMP_STOP;
+        }
+        st = PQresultStatus(res);
+        if (st == PGRES_COPY_IN) {
+            PQclear(res);
+            if (!c->is_copy) {
+                /* A plain query may not start COPY FROM STDIN. */
+                PQputCopyEnd(c->conn, "COPY FROM STDIN não suportado em query");
+                c->need_flush = 1;
+                break;
+            }
+            c->state = PG_STATE_COPY_DATA;
+            break;
+        }
+        if (st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            PQclear(res);
+            set_error(c, "COPY TO STDOUT não é suportado", NULL, "0A000");
+            c->state = PG_STATE_FAILED;
+            op_finish(c, c->err, c->sqlstate);
+            return PUMP_STOP;
+        }
+        keep_result(c, res);
+    }
+    return c->state == PG_STATE_READING && !c->need_flush ? PUMP_WAIT_READ : PUMP_AGAIN;
+}
+
+/* Flushes the command, then reads its results (PG_STATE_READING). */
+static pump_next pump_read(pg_conn *c)
+{
+    if (c->need_flush) {
+        int rc = flush_or_fail(c, "falha ao enviar comando ao PostgreSQL");
+        if (rc < 0)
+            return PUMP_STOP;
+        if (rc == 1)
+            return PUMP_WAIT_WRITE;
+        c->need_flush = 0;
+    }
+    return pump_results(c);
+}
+
 /* Advances the pending operation as far as libpq allows without blocking,
  * then waits on the socket. readable: the socket reported input. */
 static void op_pump(pg_conn *c, int readable)
 {
-    copy_put_next next;
-    int rc;
+    pump_next next;
     if (readable && !PQconsumeInput(c->conn)) {
         op_fail(c, "falha ao ler resposta do PostgreSQL");
         return;
     }
-    for (;;) {
-        if (c->state == PG_STATE_COPY_DATA) {
-            rc = flush_or_fail(c, "falha no COPY");
-            if (rc < 0)
-                return;
-            if (rc == 1)
-                goto wait_write;
-            if (c->copy_off < c->copy_len) {
-                size_t n = c->copy_len - c->copy_off;
-                if (n > PG_COPY_CHUNK)
-                    n = PG_COPY_CHUNK;
-                next = copy_put_outcome(c, PQputCopyData(c->conn, c->copy_buf + c->copy_off, (int)n));
-                if (next == COPY_PUT_ENDED)
-                    return;
-                if (next == COPY_PUT_WAIT)
-                    goto wait_write;
-                if (next == COPY_PUT_ACCEPTED)
-                    c->copy_off += n;
-                continue;
-            }
-            c->state = PG_STATE_COPY_END;
-        }
-        if (c->state == PG_STATE_COPY_END) {
-            next = copy_put_outcome(c, PQputCopyEnd(c->conn, NULL));
-            if (next == COPY_PUT_ENDED)
-                return;
-            if (next == COPY_PUT_WAIT)
-                goto wait_write;
-            if (next == COPY_PUT_READ)
-                continue;
-            c->state = PG_STATE_READING;
-            c->need_flush = 1;
-        }
-        /* PG_STATE_READING */
-        if (c->need_flush) {
-            rc = flush_or_fail(c, "falha ao enviar comando ao PostgreSQL");
-            if (rc < 0)
-                return;
-            if (rc == 1)
-                goto wait_write;
-            c->need_flush = 0;
-        }
-        while (!PQisBusy(c->conn)) {
-            PGresult *res = PQgetResult(c->conn);
-            ExecStatusType st;
-            if (res == NULL) {
-                op_complete(c);
-                return;
-            }
-            st = PQresultStatus(res);
-            if (st == PGRES_COPY_IN) {
-                PQclear(res);
-                if (!c->is_copy) {
-                    /* A plain query may not start COPY FROM STDIN. */
-                    PQputCopyEnd(c->conn, "COPY FROM STDIN não suportado em query");
-                    c->need_flush = 1;
-                    break;
-                }
-                c->state = PG_STATE_COPY_DATA;
-                break;
-            }
-            if (st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
-                PQclear(res);
-                set_error(c, "COPY TO STDOUT não é suportado", NULL, "0A000");
-                c->state = PG_STATE_FAILED;
-                op_finish(c, c->err, c->sqlstate);
-                return;
-            }
-            keep_result(c, res);
-        }
-        if (c->state == PG_STATE_READING && !c->need_flush)
-            break;
+    do {
+        next = pump_copy(c);
+        if (next == PUMP_GO_ON)
+            next = pump_read(c);
+    } while (next == PUMP_AGAIN);
+    if (next == PUMP_STOP)
+        return;
+    int rc = watch(c, next == PUMP_WAIT_WRITE ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+    if (rc != 0) {
+        c->state = PG_STATE_FAILED;
+        set_error(c, "conexão com o PostgreSQL perdida", uv_strerror(rc), PG_SQLSTATE_CONNECTION_FAILURE);
+        op_finish(c, c->err, c->sqlstate);
     }
-    rc = watch(c, UV_READABLE);
-    if (rc != 0)
-        goto watch_failed;
-    return;
-
-wait_write:
-    rc = watch(c, UV_READABLE | UV_WRITABLE);
-    if (rc != 0)
-        goto watch_failed;
-    return;
-
-watch_failed:
-    c->state = PG_STATE_FAILED;
-    set_error(c, "conexão com o PostgreSQL perdida", uv_strerror(rc),
-              PG_SQLSTATE_CONNECTION_FAILURE);
-    op_finish(c, c->err, c->sqlstate);
 }
 
 static void on_poll(uv_poll_t *handle, int status, int events)

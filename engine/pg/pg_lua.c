@@ -488,8 +488,6 @@ static int lpg_fpset(lua_State *L)
 
 /* ---- conn:copy_documents -------------------------------------------- */
 
-/* Reads the string docs[i].name; NULL when absent and optional; a Lua error
- * when absent and required or not a string. */
 /* The text at the top of the stack, docs[i].name (NULL when nil and not
  * required); raises a pt-BR error for a missing required field or a
  * non-text value. The value stays on the stack. */
@@ -505,6 +503,8 @@ static const char *doc_text_top(lua_State *L, const char *name, int required, in
     return lua_tolstring(L, -1, len);
 }
 
+/* Reads the string docs[i].name; NULL when absent and optional; a Lua error
+ * when absent and required or not a string. */
 static const char *doc_text(lua_State *L, int doc, const char *name, int required, int i, size_t *len)
 {
     const char *s;
@@ -576,6 +576,54 @@ static const char *const vector_format_names[] = {"real[]", "vector", "halfvec",
 static const copy_vector_fn vector_format_encoders[] = {copy_field_float4_array, copy_field_vector,
                                                         copy_field_halfvec};
 
+/* Appends docs[i] (the table at the top of the stack, popped) with its
+ * vector from vb as one tuple of the COPY stream; raises on a bad field
+ * (returns 0 otherwise). */
+static int copy_document(lua_State *L, lpg_conn *lc, rg_vecbatch *vb, int i, int into_target,
+                          copy_vector_fn encode_vector)
+{
+    int doc, vec;
+    lua_Number chunk, vecn;
+    doc = lua_gettop(L);
+    if (!lua_istable(L, doc))
+        return luaL_error(L, "docs[%d] deve ser uma tabela", i);
+    lua_getfield(L, doc, "chunk_index");
+    chunk = lua_tonumber(L, -1);
+    if (lua_type(L, -1) != LUA_TNUMBER || chunk != floor(chunk) || chunk < 0 || chunk > 2147483647.0)
+        return luaL_error(L, "docs[%d].chunk_index deve ser um inteiro >= 0", i);
+    lua_pop(L, 1);
+    lua_getfield(L, doc, "vec");
+    vecn = lua_tonumber(L, -1);
+    if (lua_type(L, -1) != LUA_TNUMBER || vecn != floor(vecn) || vecn < 1 || vecn > vb->count)
+        return luaL_error(L, "docs[%d].vec fora do intervalo 1..%d do lote de vetores", i, vb->count);
+    lua_pop(L, 1);
+    vec = (int)vecn;
+    lua_getfield(L, doc, "metadata");
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        return luaL_error(L, "docs[%d].metadata deve ser texto JSON (recebido %s)", i, luaL_typename(L, -1));
+    lua_pop(L, 1);
+
+    copy_tuple_begin(&lc->copy, 10);
+    copy_doc_text(L, lc, doc, "entity_type", 1, i);
+    copy_doc_text(L, lc, doc, "entity_id", 1, i);
+    copy_field_int4(&lc->copy, (int32_t)chunk);
+    copy_doc_text(L, lc, doc, "content", 1, i);
+    copy_doc_text(L, lc, doc, "content_hash", 1, i);
+    if (into_target)
+        copy_doc_jsonb(L, lc, doc, i);
+    else
+        copy_doc_text(L, lc, doc, "metadata", 0, i);
+    copy_doc_text(L, lc, doc, "embedding_model", 1, i);
+    if (into_target)
+        copy_doc_timestamptz(L, lc, doc, i);
+    else
+        copy_doc_text(L, lc, doc, "source_updated_at", 0, i);
+    copy_doc_fingerprint(L, lc, doc, i);
+    encode_vector(&lc->copy, rg_vecbatch_row(vb, vec - 1), vb->dim);
+    lua_pop(L, 1);
+    return 0;
+}
+
 static int lpg_copy_documents(lua_State *L)
 {
     lpg_conn *lc = check_conn(L);
@@ -608,46 +656,8 @@ static int lpg_copy_documents(lua_State *L)
     copy_buf_reserve(&lc->copy, (size_t)ndocs * ((size_t)vb->dim * 4 + 1024));
     copy_begin(&lc->copy);
     for (int i = 1; i <= ndocs; i++) {
-        int doc, vec;
-        lua_Number chunk, vecn;
         lua_rawgeti(L, 3, i);
-        doc = lua_gettop(L);
-        if (!lua_istable(L, doc))
-            return luaL_error(L, "docs[%d] deve ser uma tabela", i);
-        lua_getfield(L, doc, "chunk_index");
-        chunk = lua_tonumber(L, -1);
-        if (lua_type(L, -1) != LUA_TNUMBER || chunk != floor(chunk) || chunk < 0 || chunk > 2147483647.0)
-            return luaL_error(L, "docs[%d].chunk_index deve ser um inteiro >= 0", i);
-        lua_pop(L, 1);
-        lua_getfield(L, doc, "vec");
-        vecn = lua_tonumber(L, -1);
-        if (lua_type(L, -1) != LUA_TNUMBER || vecn != floor(vecn) || vecn < 1 || vecn > vb->count)
-            return luaL_error(L, "docs[%d].vec fora do intervalo 1..%d do lote de vetores", i, vb->count);
-        lua_pop(L, 1);
-        vec = (int)vecn;
-        lua_getfield(L, doc, "metadata");
-        if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
-            return luaL_error(L, "docs[%d].metadata deve ser texto JSON (recebido %s)", i, luaL_typename(L, -1));
-        lua_pop(L, 1);
-
-        copy_tuple_begin(&lc->copy, 10);
-        copy_doc_text(L, lc, doc, "entity_type", 1, i);
-        copy_doc_text(L, lc, doc, "entity_id", 1, i);
-        copy_field_int4(&lc->copy, (int32_t)chunk);
-        copy_doc_text(L, lc, doc, "content", 1, i);
-        copy_doc_text(L, lc, doc, "content_hash", 1, i);
-        if (into_target)
-            copy_doc_jsonb(L, lc, doc, i);
-        else
-            copy_doc_text(L, lc, doc, "metadata", 0, i);
-        copy_doc_text(L, lc, doc, "embedding_model", 1, i);
-        if (into_target)
-            copy_doc_timestamptz(L, lc, doc, i);
-        else
-            copy_doc_text(L, lc, doc, "source_updated_at", 0, i);
-        copy_doc_fingerprint(L, lc, doc, i);
-        encode_vector(&lc->copy, rg_vecbatch_row(vb, vec - 1), vb->dim);
-        lua_pop(L, 1);
+        copy_document(L, lc, vb, i, into_target, encode_vector);
     }
     if (copy_end(&lc->copy) != 0) {
         copy_buf_free(&lc->copy);
