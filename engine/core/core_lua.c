@@ -5,6 +5,7 @@
  * guards (guards.c) registered with them.
  */
 #include "core_internal.h"
+#include "utf8.h"
 #include "vecbatch.h"
 
 #include <errno.h>
@@ -111,39 +112,6 @@ static int core_utf8_length(lua_State *L)
     return 1;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most left bytes; what
- * PostgreSQL accepts: no overlong forms, surrogates or code points past
- * U+10FFFF), or 0. */
-static size_t utf8_sequence(const unsigned char *s, size_t left)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (left < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
 /* core.utf8_check(s) -> true | false, kind ("nul" | "invalid_utf8"),
  * position (1-based byte): whether s is text PostgreSQL stores (valid
  * UTF-8, no NUL byte). Per document, before anything is embedded. */
@@ -153,7 +121,7 @@ static int core_utf8_check(lua_State *L)
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
     while (i < len) {
         if (s[i] >= 0x80) {
-            size_t n = utf8_sequence(s + i, len - i);
+            size_t n = rg_utf8_sequence(s + i, len - i);
             if (n == 0)
                 break;
             i += n;

@@ -5,6 +5,7 @@
  * are parsed by embed_decode.c (the hot path).
  */
 #include "embed.h"
+#include "core/utf8.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -14,8 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static size_t embed_utf8_seq(const unsigned char *s, size_t left);
 
 /* Writes s (len bytes) as a JSON string, quotes included, at out, which has
  * room for 6 * len + 2 bytes; returns the bytes written, or 0 when s is not
@@ -35,7 +34,7 @@ static size_t put_json_string(char *out, const char *s, size_t len)
             continue;
         }
         if (c >= 0x80) {
-            size_t n = embed_utf8_seq(u + i, len - i);
+            size_t n = rg_utf8_sequence(u + i, len - i);
             if (n == 0)
                 return 0;
             memcpy(o, u + i, n);
@@ -128,39 +127,6 @@ fail:
     return NULL;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most left bytes), or 0. */
-static size_t embed_utf8_seq(const unsigned char *s, size_t left)
-{
-    unsigned char c = s[0];
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (left < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
 char *embed_utf8_sanitize(const char *s, size_t len, size_t *out_len)
 {
     const unsigned char *u = (const unsigned char *)s;
@@ -169,7 +135,7 @@ char *embed_utf8_sanitize(const char *s, size_t len, size_t *out_len)
     char *out;
     *out_len = len;
     while (i < len) {
-        size_t n = embed_utf8_seq(u + i, len - i);
+        size_t n = rg_utf8_sequence(u + i, len - i);
         if (n == 0)
             break;
         i += n;
@@ -182,7 +148,7 @@ char *embed_utf8_sanitize(const char *s, size_t len, size_t *out_len)
         return NULL;
     }
     for (i = 0; i < len;) {
-        size_t n = embed_utf8_seq(u + i, len - i);
+        size_t n = rg_utf8_sequence(u + i, len - i);
         if (n == 0) {
             memcpy(out + o, "\xEF\xBF\xBD", 3);
             o += 3;
