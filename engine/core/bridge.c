@@ -425,8 +425,8 @@ lua_State *rg_bridge_open(const char *lua_dir)
         {"ragops.httpd", luaopen_ragops_httpd},
         {NULL, NULL},
     };
-    /* LuaJIT's own allocator (tuned for its small objects: the libc's and
-     * mimalloc's were 5-19% of the engine's CPU), wrapped to count bytes. */
+    /* LuaJIT's own allocator (tuned for its small objects; the libc's and
+     * mimalloc were slower: docs/desempenho.md), wrapped to count bytes. */
     lua_State *L = luaL_newstate();
     if (L == NULL)
         return NULL;

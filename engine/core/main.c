@@ -102,8 +102,8 @@ int main(int argc, char **argv)
 #ifdef __GLIBC__
     /* One malloc arena: the loop thread does nearly all the work, and blocks
      * freed here that other threads (curl's resolver, libuv's pool) had
-     * allocated kept extra arenas growing: at in_flight 64 the peak RSS went
-     * from 61 to 71 MiB between 100,000 and 1,000,000 documents. */
+     * allocated kept extra arenas growing (measurements: docs/desempenho.md,
+     * "Memória com 1.000.000 de documentos"). */
     mallopt(M_ARENA_MAX, 1);
 #endif
     /* A closed pipe (ragops ... | head) or a dropped HTTP peer must come back
