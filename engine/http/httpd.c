@@ -1,5 +1,5 @@
 /*
- * httpd.c: lifecycle of the metrics HTTP server (see httpd.h): bind and
+ * httpd.c: lifecycle of the HTTP server (see httpd.h): bind and
  * listen with pt-BR errors, accept under the connection bound (the oldest
  * connection is closed to make room, so a scrape always gets in), close.
  */
@@ -45,10 +45,12 @@ static void httpd_fill_defaults(httpd_opts *opts)
 {
     if (opts->max_head == 0)
         opts->max_head = HTTPD_DEFAULT_MAX_HEAD;
-    if (opts->read_timeout_ms <= 0)
+    if (opts->read_timeout_ms <= 0 && opts->read_timeout_ms != HTTPD_TIMEOUT_NONE)
         opts->read_timeout_ms = HTTPD_DEFAULT_READ_TIMEOUT_MS;
-    if (opts->idle_timeout_ms <= 0)
+    if (opts->idle_timeout_ms <= 0 && opts->idle_timeout_ms != HTTPD_TIMEOUT_NONE)
         opts->idle_timeout_ms = HTTPD_DEFAULT_IDLE_TIMEOUT_MS;
+    if (opts->max_queued == 0)
+        opts->max_queued = HTTPD_MAX_QUEUED_BYTES;
     if (opts->max_conns <= 0)
         opts->max_conns = HTTPD_DEFAULT_MAX_CONNS;
     opts->host = NULL;

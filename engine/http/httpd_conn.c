@@ -1,41 +1,18 @@
 /*
- * httpd_conn.c: one connection of the metrics HTTP server (see httpd.h):
- * reads into a buffer of max_head bytes (the memory of a connection is
- * bounded), parses heads with the shared http_parse.c, answers GET/HEAD in
- * order through the handler, writes, and closes on the timers (a head that
- * takes too long, a keep-alive connection left idle).
+ * httpd_conn.c: one connection of the HTTP server (see httpd.h): reads into
+ * a buffer that grows up to one request (head + body bound), parses heads
+ * with the shared http_parse.c, refuses what the server does not take,
+ * hands complete requests in order to the handler or on_request, and
+ * closes on the timers (a request that takes too long, a keep-alive
+ * connection left idle). Writing lives in httpd_answer.c.
  */
-#include "http_parse.h"
 #include "httpd_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* What the connection's timer is waiting for. */
-typedef enum httpd_wait { WAIT_NONE = 0, WAIT_HEAD = 1, WAIT_IDLE = 2 } httpd_wait;
-
-struct httpd_conn {
-    httpd *srv;          /* owning server */
-    uv_tcp_t tcp;        /* the client socket */
-    uv_timer_t timer;    /* read timeout of a head, or keep-alive idle timeout */
-    httpd_wait waiting;  /* what timer is armed for */
-    int open_handles;    /* tcp + timer handles not yet closed */
-    int closing;         /* 1 once uv_close was requested */
-    int finishing;       /* 1 once no more requests are answered (lingering) */
-    uv_shutdown_t shutdown; /* closes after the last answer is flushed */
-    char *in;            /* received bytes (max_head + 1 allocated) */
-    size_t in_len;       /* bytes used in in */
-    httpd_conn *prev;    /* newer connection in srv->conns */
-    httpd_conn *next;    /* older connection in srv->conns */
-};
-
-/* One uv_write in flight with the memory it owns. */
-typedef struct httpd_write {
-    uv_write_t req; /* libuv request */
-    char *head;     /* status line + headers (malloc'd) */
-    char *body;     /* body (malloc'd, may be NULL) */
-} httpd_write;
+#define HTTPD_FIRST_BUFFER (64 * 1024) /* bytes allocated for in at first (at most) */
 
 /* ------------------------------------------------------------------ */
 /* Closing                                                              */
@@ -61,6 +38,8 @@ static void httpd_conn_on_handle_closed(uv_handle_t *handle)
     if (--conn->open_handles > 0)
         return;
     httpd *srv = conn->srv;
+    http_head_reset(&conn->head);
+    free(conn->delayed.body);
     free(conn->in);
     free(conn);
     srv->open_handles--;
@@ -82,173 +61,147 @@ void httpd_conn_close(httpd_conn *conn)
 
 static void httpd_conn_on_timer(uv_timer_t *timer)
 {
-    httpd_conn_close(timer->data);
+    httpd_conn *conn = timer->data;
+    if (conn->waiting == WAIT_ANSWER) {
+        conn->waiting = WAIT_NONE;
+        httpd_conn_send_delayed(conn);
+        return;
+    }
+    httpd_conn_close(conn);
 }
 
-/* Arms the timer for what comes next; a head already being waited for keeps
- * its deadline (a client sending a byte at a time is still closed). */
-static void httpd_conn_wait(httpd_conn *conn, httpd_wait what)
+void httpd_conn_arm(httpd_conn *conn, httpd_wait what, int ms)
 {
-    if (conn->closing || (what == WAIT_HEAD && conn->waiting == WAIT_HEAD))
+    if (conn->closing)
         return;
-    const httpd_opts *opts = &conn->srv->opts;
-    int ms = what == WAIT_HEAD ? opts->read_timeout_ms : opts->idle_timeout_ms;
     conn->waiting = what;
+    if (ms == HTTPD_TIMEOUT_NONE) {
+        uv_timer_stop(&conn->timer);
+        return;
+    }
     if (uv_timer_start(&conn->timer, httpd_conn_on_timer, (uint64_t)ms, 0) != 0)
         httpd_conn_close(conn);
 }
 
-static void httpd_conn_on_shutdown(uv_shutdown_t *req, int status)
+void httpd_conn_wait(httpd_conn *conn, httpd_wait what)
 {
-    if (status != 0)
-        httpd_conn_close(req->data);
-}
-
-/* Sends FIN once the queued answers are flushed and lingers: what the
- * client still sends is read and dropped until it closes or the read
- * timeout fires (closing with unread bytes would reset the connection and
- * could lose the answer). */
-static void httpd_conn_finish(httpd_conn *conn)
-{
-    if (conn->finishing || conn->closing)
-        return;
-    conn->finishing = 1;
-    conn->waiting = WAIT_NONE;
-    httpd_conn_wait(conn, WAIT_HEAD);
-    conn->shutdown.data = conn;
-    if (uv_shutdown(&conn->shutdown, (uv_stream_t *)&conn->tcp, httpd_conn_on_shutdown) != 0)
-        httpd_conn_close(conn);
-}
-
-/* ------------------------------------------------------------------ */
-/* Writing                                                              */
-
-static void httpd_conn_on_write(uv_write_t *req, int status)
-{
-    httpd_write *write = (httpd_write *)req;
-    free(write->head);
-    free(write->body);
-    free(write);
-}
-
-/* Queues head and body (both consumed; body may be NULL). Returns 0 or -1. */
-static int httpd_conn_write(httpd_conn *conn, char *head, char *body, size_t body_len)
-{
-    httpd_write *write = NULL;
-    if (head == NULL || uv_stream_get_write_queue_size((uv_stream_t *)&conn->tcp) > HTTPD_MAX_QUEUED_BYTES)
-        goto fail; /* out of memory, or a client that does not read its answers */
-    write = calloc(1, sizeof *write);
-    if (write == NULL)
-        goto fail;
-    write->head = head;
-    write->body = body;
-    uv_buf_t bufs[2] = {uv_buf_init(head, (unsigned int)strlen(head)), uv_buf_init(body, (unsigned int)body_len)};
-    if (uv_write(&write->req, (uv_stream_t *)&conn->tcp, bufs, body ? 2 : 1, httpd_conn_on_write) != 0)
-        goto fail;
-    return 0;
-
-fail:
-    free(write);
-    free(head);
-    free(body);
-    return -1;
-}
-
-/* Status line and headers (malloc'd), NULL when out of memory. */
-static char *httpd_format_head(const httpd_answer *answer, int close_after)
-{
-    static const char fmt[] = "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n";
-    const char *conn_header = close_after ? "Connection: close\r\n" : "";
-    const char *reason = http_status_text(answer->status);
-    int len = snprintf(NULL, 0, fmt, answer->status, reason, answer->content_type, answer->body_len, conn_header);
-    char *head = malloc((size_t)len + 1);
-    if (head)
-        snprintf(head, (size_t)len + 1, fmt, answer->status, reason, answer->content_type, answer->body_len,
-                 conn_header);
-    return head;
-}
-
-/* Sends answer (its body is consumed); with_body 0 for HEAD. */
-static void httpd_conn_send(httpd_conn *conn, httpd_answer *answer, int with_body, int close_after)
-{
-    char *body = with_body ? answer->body : NULL;
-    if (!with_body)
-        free(answer->body);
-    answer->body = NULL;
-    if (conn->closing || conn->finishing) {
-        free(body);
-        return;
-    }
-    if (httpd_conn_write(conn, httpd_format_head(answer, close_after), body, answer->body_len) != 0)
-        httpd_conn_close(conn);
-    else if (close_after)
-        httpd_conn_finish(conn);
-}
-
-/* Answers a protocol error with a short text and closes. */
-static void httpd_conn_fail(httpd_conn *conn, int status, const char *text)
-{
-    httpd_answer answer = {status, "text/plain; charset=utf-8", strdup(text), strlen(text)};
-    if (answer.body == NULL) {
-        httpd_conn_close(conn);
-        return;
-    }
-    httpd_conn_send(conn, &answer, 1, 1);
+    if (what == WAIT_HEAD && conn->waiting == WAIT_HEAD)
+        return; /* a client sending a byte at a time is still closed */
+    const httpd_opts *opts = &conn->srv->opts;
+    httpd_conn_arm(conn, what, what == WAIT_HEAD ? opts->read_timeout_ms : opts->idle_timeout_ms);
 }
 
 /* ------------------------------------------------------------------ */
 /* Requests                                                             */
 
-/* Asks the handler; a failure becomes a 500. */
+/* Asks the synchronous handler; a failure becomes a 500. */
 static void httpd_conn_dispatch(httpd_conn *conn, const http_head *head)
 {
     static const char internal[] = "erro interno do servidor de métricas\n";
     httpd *srv = conn->srv;
-    httpd_answer answer = {0, "", NULL, 0};
+    httpd_answer answer = {0, "", NULL, 0, "", 0};
     if (srv->opts.handler(srv->opts.handler_data, head->path, &answer) != 0 || answer.status < 100 ||
         answer.status > 599) {
         free(answer.body);
-        answer = (httpd_answer){500, "text/plain; charset=utf-8", strdup(internal), sizeof internal - 1};
+        answer = (httpd_answer){500, "text/plain; charset=utf-8", strdup(internal), sizeof internal - 1, "", 0};
         if (answer.body == NULL)
             answer.body_len = 0;
     }
     httpd_conn_send(conn, &answer, strcmp(head->method, "HEAD") != 0, !head->keep_alive);
 }
 
-/* Answers the complete head at the start of the buffer. Returns 0 to go on. */
-static int httpd_conn_answer(httpd_conn *conn, size_t head_len)
+/* Hands the complete request at the start of the buffer to on_request; a
+ * request it leaves unanswered holds the connection. */
+static void httpd_conn_hand_over(httpd_conn *conn, const http_head *head)
 {
-    http_head head = {0};
-    int rc = http_head_parse(conn->in, head_len, &head);
-    if (rc != 0)
-        httpd_conn_fail(conn, 400, "requisição HTTP malformada\n");
-    else if (head.content_length > 0 || head.chunked)
-        httpd_conn_fail(conn, 400, "requisições com corpo não são aceitas\n");
-    else if (strcmp(head.method, "GET") != 0 && strcmp(head.method, "HEAD") != 0)
-        httpd_conn_fail(conn, 405, "somente GET e HEAD são aceitos\n");
-    else
-        httpd_conn_dispatch(conn, &head);
-    http_head_reset(&head);
-    memmove(conn->in, conn->in + head_len, conn->in_len - head_len);
-    conn->in_len -= head_len;
-    return conn->closing || conn->finishing ? -1 : 0;
+    httpd *srv = conn->srv;
+    httpd_request req = {conn, strcmp(head->method, "HEAD") != 0, !head->keep_alive, 0};
+    srv->opts.on_request(srv->opts.handler_data, &req, head, conn->in + head->head_len, head->content_length);
+    if (!req.answered && !conn->closing)
+        conn->busy = BUSY_HELD;
 }
 
-/* Answers every complete request in the buffer, then arms the timer. */
-static void httpd_conn_process(httpd_conn *conn)
+/* The status and pt-BR text refusing head, or 0 when it is taken. */
+static int httpd_conn_refusal(const httpd_conn *conn, const http_head *head, char *text, size_t size)
 {
+    const httpd_opts *opts = &conn->srv->opts;
+    if (opts->on_request == NULL) {
+        if (head->content_length > 0 || head->chunked)
+            return snprintf(text, size, "requisições com corpo não são aceitas"), 400;
+        if (strcmp(head->method, "GET") != 0 && strcmp(head->method, "HEAD") != 0)
+            return snprintf(text, size, "somente GET e HEAD são aceitos"), 405;
+        return 0;
+    }
+    if (head->chunked)
+        return snprintf(text, size, "Transfer-Encoding não é suportado; envie Content-Length"), 501;
+    if (head->content_length > opts->max_body)
+        return snprintf(text, size, "corpo da requisição maior que o limite de %zu MiB",
+                        opts->max_body / (1024 * 1024)), 413;
+    return 0;
+}
+
+/* Parses the head at the start of the buffer. Returns 1 with conn->head
+ * filled, 0 when more bytes are needed, -1 when the request was refused. */
+static int httpd_conn_take_head(httpd_conn *conn)
+{
+    char text[160];
     size_t head_len = 0;
+    http_head_state state = http_head_find(conn->in, conn->in_len, conn->srv->opts.max_head, &head_len);
+    if (state == HTTP_HEAD_TOO_LARGE) {
+        httpd_conn_fail(conn, 431, "cabeçalhos da requisição grandes demais");
+        return -1;
+    }
+    if (state == HTTP_HEAD_PARTIAL)
+        return 0;
+    http_head_reset(&conn->head);
+    if (http_head_parse(conn->in, head_len, &conn->head) != 0) {
+        httpd_conn_fail(conn, 400, "requisição HTTP malformada");
+        return -1;
+    }
+    int status = httpd_conn_refusal(conn, &conn->head, text, sizeof text);
+    if (status != 0) {
+        httpd_conn_fail(conn, status, text);
+        return -1;
+    }
+    conn->have_head = 1;
+    conn->continue_sent = 0;
+    return 1;
+}
+
+/* Answers the complete request (total bytes) at the start of the buffer
+ * and drops it from the buffer. */
+static void httpd_conn_answer(httpd_conn *conn, size_t total)
+{
+    conn->waiting = WAIT_NONE; /* the next request gets its own deadline */
+    uv_timer_stop(&conn->timer);
+    if (conn->srv->opts.on_request)
+        httpd_conn_hand_over(conn, &conn->head);
+    else
+        httpd_conn_dispatch(conn, &conn->head);
+    http_head_reset(&conn->head);
+    conn->have_head = 0;
+    memmove(conn->in, conn->in + total, conn->in_len - total);
+    conn->in_len -= total;
+}
+
+void httpd_conn_process(httpd_conn *conn)
+{
     for (;;) {
-        http_head_state state = http_head_find(conn->in, conn->in_len, conn->srv->opts.max_head, &head_len);
-        if (state == HTTP_HEAD_TOO_LARGE) {
-            httpd_conn_fail(conn, 431, "cabeçalhos da requisição grandes demais\n");
+        if (conn->busy != BUSY_NONE || conn->closing || conn->finishing)
             return;
+        if (!conn->have_head) {
+            int rc = httpd_conn_take_head(conn);
+            if (rc < 0)
+                return;
+            if (rc == 0)
+                break;
         }
-        if (state == HTTP_HEAD_PARTIAL)
+        size_t total = conn->head.head_len + conn->head.content_length;
+        if (conn->in_len < total) {
+            httpd_conn_send_continue(conn);
             break;
-        conn->waiting = WAIT_NONE; /* the next head gets its own deadline */
-        if (httpd_conn_answer(conn, head_len) != 0)
-            return;
+        }
+        httpd_conn_answer(conn, total);
     }
     httpd_conn_wait(conn, conn->in_len > 0 ? WAIT_HEAD : WAIT_IDLE);
 }
@@ -256,11 +209,29 @@ static void httpd_conn_process(httpd_conn *conn)
 /* ------------------------------------------------------------------ */
 /* Reading and accepting                                                */
 
+/* Bytes the buffer may hold: one request of the largest size taken. */
+static size_t httpd_conn_capacity(const httpd *srv)
+{
+    size_t body = srv->opts.on_request ? srv->opts.max_body : 0;
+    return srv->opts.max_head + body + 1;
+}
+
+/* A full buffer grows (doubling, up to the capacity); a full buffer at the
+ * capacity gets no room, and the read fails (UV_ENOBUFS): the client sent
+ * more than one request can hold while the connection was busy. */
 static void httpd_conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     httpd_conn *conn = handle->data;
-    size_t cap = conn->srv->opts.max_head + 1;
-    *buf = uv_buf_init(conn->in + conn->in_len, (unsigned int)(cap - conn->in_len));
+    size_t cap = httpd_conn_capacity(conn->srv);
+    if (conn->in_len == conn->in_cap && conn->in_cap < cap) {
+        size_t grown = conn->in_cap * 2 < cap ? conn->in_cap * 2 : cap;
+        char *in = realloc(conn->in, grown);
+        if (in != NULL) {
+            conn->in = in;
+            conn->in_cap = grown;
+        }
+    }
+    *buf = uv_buf_init(conn->in + conn->in_len, (unsigned int)(conn->in_cap - conn->in_len));
 }
 
 static void httpd_conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -289,8 +260,10 @@ static void httpd_conn_link(httpd *srv, httpd_conn *conn)
 
 void httpd_conn_accept(httpd *srv)
 {
+    size_t cap = httpd_conn_capacity(srv);
+    size_t first = cap < HTTPD_FIRST_BUFFER ? cap : HTTPD_FIRST_BUFFER;
     httpd_conn *conn = calloc(1, sizeof *conn);
-    char *in = malloc(srv->opts.max_head + 1);
+    char *in = malloc(first);
     if (conn == NULL || in == NULL) {
         free(conn);
         free(in);
@@ -298,6 +271,7 @@ void httpd_conn_accept(httpd *srv)
     }
     conn->srv = srv;
     conn->in = in;
+    conn->in_cap = first;
     uv_tcp_init(srv->loop, &conn->tcp);
     uv_timer_init(srv->loop, &conn->timer);
     conn->tcp.data = conn;

@@ -109,7 +109,7 @@ static int httpd_lua_listen(lua_State *L)
     luaL_argcheck(L, port >= 0 && port <= 65535, 2, "porta fora de 0..65535");
     httpd_opts opts = {host, (int)port, (size_t)httpd_lua_opt_int(L, "max_head"),
                        httpd_lua_opt_int(L, "read_timeout_ms"), httpd_lua_opt_int(L, "idle_timeout_ms"),
-                       httpd_lua_opt_int(L, "max_conns"), httpd_lua_handle, NULL};
+                       httpd_lua_opt_int(L, "max_conns"), httpd_lua_handle, NULL, NULL, 0, 0, NULL};
     httpd_lua_server *server = lua_newuserdata(L, sizeof *server);
     server->srv = NULL;
     server->handler_ref = LUA_NOREF;

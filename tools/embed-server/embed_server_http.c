@@ -1,7 +1,6 @@
 /*
- * embed_server_http.c: the HTTP/1.1 answers of the embed-server
- * (OpenAI-style JSON errors, status line and headers); request heads are
- * parsed by the shared http_parse.c.
+ * embed_server_http.c: the answers of the embed-server (status, body,
+ * OpenAI-style JSON errors); engine/http's httpd writes them.
  */
 #include "embed_server_internal.h"
 
@@ -58,21 +57,4 @@ es_response *es_response_error(int status, const char *type, const char *code, c
     es_response *resp = es_response_verror(status, type, code, fmt, ap);
     va_end(ap);
     return resp;
-}
-
-char *es_response_head(const es_response *resp)
-{
-    char retry_header[64] = "";
-    char id_header[192] = "";
-    if (resp->retry_after_s > 0)
-        snprintf(retry_header, sizeof retry_header, "Retry-After: %d\r\n", resp->retry_after_s);
-    if (resp->request_id[0])
-        snprintf(id_header, sizeof id_header, "x-request-id: %s\r\n", resp->request_id);
-    if (resp->endless)
-        return es_format_alloc("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nTransfer-Encoding: chunked\r\n%s%s\r\n",
-                               resp->status, http_status_text(resp->status), resp->content_type,
-                               resp->gzip ? "Content-Encoding: gzip\r\n" : "", id_header);
-    return es_format_alloc("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
-                           resp->status, http_status_text(resp->status), resp->content_type, resp->body_len,
-                           retry_header, id_header, resp->close_after ? "Connection: close\r\n" : "");
 }

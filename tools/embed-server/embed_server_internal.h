@@ -4,8 +4,8 @@
  *
  *   embed_server.c         lifecycle: options, start (bind/listen), stop, stats
  *   embed_server_cli.c     the `ragops embed-server` command line
- *   embed_server_net.c     connections: accept, read, write, request pipeline
- *   embed_server_http.c    HTTP/1.1 responses (request heads: http_parse.c)
+ *   embed_server_net.c     serving through engine/http's httpd: requests in, answers out
+ *   embed_server_http.c    the answers (OpenAI-style JSON errors)
  *   embed_server_routes.c  routes and validation of POST /v1/embeddings
  *   embed_server_faults.c  fault injection (PRNG, patterns, which fault)
  *   embed_server_format.c  the body of a 200 answer (JSON floats or base64)
@@ -15,7 +15,7 @@
 #define RAGOPS_EMBED_SERVER_INTERNAL_H
 
 #include "embed_server.h"
-#include "http/http_parse.h"
+#include "http/httpd.h"
 
 #include <jansson.h>
 #include <regex.h>
@@ -26,7 +26,6 @@
 
 #define ES_MAX_HEAD (64 * 1024)                 /* request line + headers */
 #define ES_MAX_BODY ((size_t)64 * 1024 * 1024)  /* 64 MiB */
-#define ES_READ_CHUNK (64 * 1024)               /* bytes offered to each read */
 #define ES_MAX_DIM 65536                        /* largest --dim accepted */
 #define ES_ENDLESS_CHUNK (1024 * 1024)          /* body bytes per chunk of an endless answer */
 
@@ -77,15 +76,9 @@ typedef enum es_malformed {
     ES_BAD_USAGE = 4      /* valid vectors, usage.prompt_tokens = -1 */
 } es_malformed;
 
-typedef struct es_conn es_conn;
-
 struct embed_server {
-    uv_loop_t *loop;          /* loop the server runs on */
-    uv_tcp_t listener;        /* listening socket */
-    int listener_open;        /* 1 while listener has to be closed */
-    int port;                 /* bound port */
+    httpd *http;              /* the HTTP server (engine/http) */
     int dim;                  /* default vector dimension */
-    char *host;               /* copy of opts.host */
     char *model;              /* copy of opts.model or NULL */
     char *api_key;            /* copy of opts.api_key or NULL */
     int latency_ms;           /* see embed_server_opts */
@@ -95,23 +88,13 @@ struct embed_server {
     es_faults faults;         /* fault injection */
     embed_server_stats stats; /* counters for /stats */
     uint64_t last_request_id; /* n of the last "es-<n>" given (never reset) */
-    es_conn *conns;           /* open connections (doubly linked) */
-    int open_handles;         /* listener + connections not yet freed */
-    int stopping;             /* 1 after embed_server_stop */
 };
-
-/* ---- embed_server.c ---- */
-
-/* Frees server once it is stopping and every handle is closed. */
-void es_server_maybe_free(embed_server *server);
 
 /* ---- embed_server_net.c ---- */
 
-/* Accepts a connection on the listener (uv_listen callback). */
-void es_server_on_connection(uv_stream_t *listener, int status);
-
-/* Closes every open connection (pending answers are dropped). */
-void es_server_close_conns(embed_server *server);
+/* Starts server->http on loop at opts' host and port. Returns 0, or -1
+ * with the pt-BR message in *err (when err is not NULL). */
+int es_server_listen(embed_server *server, uv_loop_t *loop, const embed_server_opts *opts, char **err);
 
 /* ---- embed_server_http.c ---- */
 
@@ -129,9 +112,6 @@ es_response *es_response_verror(int status, const char *type, const char *code, 
 es_response *es_response_json(int status, json_t *root);
 
 void es_response_free(es_response *resp);
-
-/* Status line and headers of resp (malloc'd), NULL when out of memory. */
-char *es_response_head(const es_response *resp);
 
 /* ---- embed_server_routes.c ---- */
 
