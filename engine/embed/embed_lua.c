@@ -183,6 +183,16 @@ static void embed_set_request_ids(lua_State *L, const embed_result *r)
     }
 }
 
+/* The fields of every info table: status, latency_ms and the request ids. */
+static void embed_set_common(lua_State *L, embed_result *r)
+{
+    lua_pushinteger(L, r->status);
+    lua_setfield(L, -2, "status");
+    lua_pushnumber(L, r->latency_ms);
+    lua_setfield(L, -2, "latency_ms");
+    embed_set_request_ids(L, r);
+}
+
 static int embed_build_success(lua_State *L, embed_result *r)
 {
     /* The decoded floats become the batch's (no copy of ~400 KB per answer). */
@@ -190,11 +200,7 @@ static int embed_build_success(lua_State *L, embed_result *r)
     batch->tokens = r->vectors->prompt_tokens;
     lua_pushnil(L);
     lua_createtable(L, 0, 4);
-    lua_pushinteger(L, r->status);
-    lua_setfield(L, -2, "status");
-    lua_pushnumber(L, r->latency_ms);
-    lua_setfield(L, -2, "latency_ms");
-    embed_set_request_ids(L, r);
+    embed_set_common(L, r);
     return 3;
 }
 
@@ -203,8 +209,7 @@ static int embed_build_failure(lua_State *L, embed_result *r)
     lua_pushnil(L);
     lua_pushstring(L, r->message);
     lua_createtable(L, 0, 7);
-    lua_pushinteger(L, r->status);
-    lua_setfield(L, -2, "status");
+    embed_set_common(L, r);
     lua_pushstring(L, embed_class_name(r->cls));
     lua_setfield(L, -2, "class");
     lua_pushstring(L, embed_kind_name(r->kind));
@@ -213,9 +218,6 @@ static int embed_build_failure(lua_State *L, embed_result *r)
         lua_pushnumber(L, (lua_Number)r->retry_after_ms);
         lua_setfield(L, -2, "retry_after_ms");
     }
-    lua_pushnumber(L, r->latency_ms);
-    lua_setfield(L, -2, "latency_ms");
-    embed_set_request_ids(L, r);
     return 3;
 }
 

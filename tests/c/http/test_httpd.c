@@ -5,7 +5,12 @@
  * plain GET/HEAD, a malformed request line (400 + close), a 1 MiB header
  * (431 + close), a slow client (closed by the read timeout), 200 idle
  * connections (bounded, /metrics still answers), bind errors in pt-BR and a
- * clean close of the loop (ASan checks the rest).
+ * clean close of the loop (ASan checks the rest). A second server answers
+ * through on_request: bodies (echo, Expect: 100-continue, 413 past the
+ * bound, 501 for chunked, errors formatted by on_error), an answer held by
+ * a delay keeps pipelined answers in order, an unanswered request holds the
+ * connection, chunked streams (ended by the stream, or by a client that
+ * leaves).
  */
 #define _GNU_SOURCE /* memmem */
 #include "http/httpd.h"
@@ -16,6 +21,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,14 +32,17 @@
 #define TEST_READ_TIMEOUT_MS 300 /* read timeout of the server under test */
 #define TEST_WAIT_MS 10000       /* longest a socket read waits in the tests */
 #define TEST_MAX_CONNS 64        /* the default bound, checked explicitly */
+#define TEST_MAX_BODY 1024       /* body bound of the on_request server */
 
 /* The server under test and the thread running its loop. */
 typedef struct fixture {
     uv_loop_t loop;    /* the server's loop */
     uv_async_t stop;   /* asks the loop thread to close the server */
     httpd *srv;        /* the server */
+    httpd *app;        /* the server answering through on_request */
     pthread_t thread;  /* runs the loop */
     int handler_calls; /* requests answered by the handler (loop thread) */
+    int streams_freed; /* streams the app server freed (loop thread) */
 } fixture;
 
 static fixture fx;
@@ -62,9 +71,83 @@ static int test_handler(void *data, const char *path, httpd_answer *answer)
     return answer->body ? 0 : -1;
 }
 
+/* A stream of `left` chunks "5\r\nhello\r\n" (-1: endless), then the end. */
+typedef struct test_stream {
+    int left; /* chunks still to give; -1 = never ends */
+} test_stream;
+
+static const char *test_stream_next(void *stream, size_t *len)
+{
+    static const char chunk[] = "5\r\nhello\r\n";
+    test_stream *ts = stream;
+    if (ts->left == 0)
+        return NULL;
+    if (ts->left > 0)
+        ts->left--;
+    *len = sizeof chunk - 1;
+    return chunk;
+}
+
+static void test_stream_free(void *stream)
+{
+    fx.streams_freed++;
+    free(stream);
+}
+
+/* Fills answer with status and a copy of body (len bytes). */
+static void test_answer(httpd_answer *answer, int status, const char *body, size_t len)
+{
+    memset(answer, 0, sizeof *answer);
+    answer->status = status;
+    snprintf(answer->content_type, sizeof answer->content_type, "text/plain");
+    answer->body = malloc(len + 1);
+    ASSERT(answer->body != NULL);
+    memcpy(answer->body, body, len);
+    answer->body_len = len;
+}
+
+/* Routes of the app server: POST /echo (the body back, with a header),
+ * /later (after 100 ms), /now, /never (no answer), /stream (3 chunks),
+ * /endless (chunks until the client leaves). */
+static void test_on_request(void *data, httpd_request *req, const http_head *head, const char *body,
+                            size_t body_len)
+{
+    httpd_answer answer;
+    if (strcmp(head->path, "/never") == 0)
+        return;
+    if (strcmp(head->path, "/stream") == 0 || strcmp(head->path, "/endless") == 0) {
+        test_stream *ts = malloc(sizeof *ts);
+        ASSERT(ts != NULL);
+        ts->left = strcmp(head->path, "/stream") == 0 ? 3 : -1;
+        test_answer(&answer, 200, "", 0);
+        httpd_respond_stream(req, &answer, ts, test_stream_next, test_stream_free);
+        return;
+    }
+    if (strcmp(head->path, "/echo") == 0) {
+        test_answer(&answer, 200, body, body_len);
+        snprintf(answer.extra_headers, sizeof answer.extra_headers, "X-Teste: eco\r\n");
+        httpd_respond(req, &answer);
+    } else if (strcmp(head->path, "/later") == 0) {
+        test_answer(&answer, 200, "tarde", 5);
+        httpd_respond_later(req, &answer, 100);
+    } else {
+        test_answer(&answer, 200, "agora", 5);
+        httpd_respond(req, &answer);
+    }
+}
+
+/* Protocol errors of the app server: "erro <status>: <text>". */
+static void test_on_error(void *data, int status, const char *text, httpd_answer *answer)
+{
+    char body[256];
+    int len = snprintf(body, sizeof body, "erro %d: %s", status, text);
+    test_answer(answer, status, body, (size_t)len);
+}
+
 static void on_stop(uv_async_t *async)
 {
     httpd_close(fx.srv);
+    httpd_close(fx.app);
     uv_close((uv_handle_t *)async, NULL);
 }
 
@@ -84,6 +167,11 @@ static void fixture_start(void)
     fx.srv = httpd_start(&fx.loop, &opts, &err);
     ASSERT(fx.srv != NULL);
     ASSERT(httpd_port(fx.srv) > 0);
+    httpd_opts app = {.host = "127.0.0.1", .port = 0, .read_timeout_ms = HTTPD_TIMEOUT_NONE,
+                      .idle_timeout_ms = HTTPD_TIMEOUT_NONE, .handler_data = &fx, .on_request = test_on_request,
+                      .max_body = TEST_MAX_BODY, .on_error = test_on_error};
+    fx.app = httpd_start(&fx.loop, &app, &err);
+    ASSERT(fx.app != NULL);
     ASSERT_INT_EQ(uv_async_init(&fx.loop, &fx.stop, on_stop), 0);
     ASSERT_INT_EQ(pthread_create(&fx.thread, NULL, loop_thread, NULL), 0);
 }
@@ -360,8 +448,125 @@ static void test_bind_errors(void)
     ASSERT_INT_EQ(uv_loop_close(&loop), 0);
 }
 
+/* One request to the app server on a new connection; returns the answer
+ * and the connection (open) in *fd_out when fd_out is not NULL. */
+static char *app_once(const char *request, size_t len)
+{
+    int fd = connect_to(httpd_port(fx.app));
+    send_all(fd, request, len);
+    char *answer = read_answers(fd, 1);
+    close(fd);
+    return answer;
+}
+
+static void test_app_bodies(void)
+{
+    const char *post = "POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nolá!";
+    char *a = app_once(post, strlen(post));
+    ASSERT(strncmp(a, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    ASSERT(strstr(a, "X-Teste: eco\r\n") != NULL);
+    ASSERT(strstr(a, "\r\n\r\nolá!") != NULL);
+    free(a);
+
+    /* Expect: 100-continue: the interim answer, then the body, then the answer. */
+    int fd = connect_to(httpd_port(fx.app));
+    const char *head = "POST /echo HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
+    send_all(fd, head, strlen(head));
+    char cont[64] = "";
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ASSERT(poll(&p, 1, TEST_WAIT_MS) > 0);
+    ASSERT(recv(fd, cont, sizeof cont - 1, 0) > 0);
+    ASSERT_STR_EQ(cont, "HTTP/1.1 100 Continue\r\n\r\n");
+    send_all(fd, "abc", 3);
+    a = read_answers(fd, 1);
+    ASSERT(strstr(a, "\r\n\r\nabc") != NULL);
+    free(a);
+    close(fd);
+
+    /* Past the body bound, chunked: refused, formatted by on_error, closed. */
+    char big[128];
+    snprintf(big, sizeof big, "POST /echo HTTP/1.1\r\nContent-Length: %d\r\n\r\n", TEST_MAX_BODY + 1);
+    int closed = 0;
+    fd = connect_to(httpd_port(fx.app));
+    send_all(fd, big, strlen(big));
+    a = read_until_close(fd, &closed);
+    ASSERT(closed);
+    ASSERT(strncmp(a, "HTTP/1.1 413 ", 13) == 0);
+    ASSERT(strstr(a, "erro 413: corpo da requisição maior que o limite") != NULL);
+    free(a);
+    close(fd);
+    const char *chunked = "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    fd = connect_to(httpd_port(fx.app));
+    send_all(fd, chunked, strlen(chunked));
+    a = read_until_close(fd, &closed);
+    ASSERT(closed);
+    ASSERT(strncmp(a, "HTTP/1.1 501 ", 13) == 0);
+    ASSERT(strstr(a, "erro 501: Transfer-Encoding não é suportado") != NULL);
+    free(a);
+    close(fd);
+}
+
+static void test_app_delay_and_hold(void)
+{
+    /* /later is held by its delay; /now, pipelined behind it, comes after. */
+    const char *two = "GET /later HTTP/1.1\r\n\r\nGET /now HTTP/1.1\r\n\r\n";
+    int fd = connect_to(httpd_port(fx.app));
+    send_all(fd, two, strlen(two));
+    char *a = read_answers(fd, 2);
+    char *first = strstr(a, "\r\n\r\n");
+    ASSERT(first != NULL && strncmp(first + 4, "tarde", 5) == 0);
+    ASSERT(strstr(first + 4, "\r\n\r\nagora") != NULL);
+    free(a);
+
+    /* The same connection goes on answering after the delay. */
+    send_all(fd, "GET /now HTTP/1.1\r\n\r\n", strlen("GET /now HTTP/1.1\r\n\r\n"));
+    a = read_answers(fd, 1);
+    ASSERT(strstr(a, "\r\n\r\nagora") != NULL);
+    free(a);
+    close(fd);
+
+    /* /never holds the connection: /now behind it is not answered. */
+    fd = connect_to(httpd_port(fx.app));
+    const char *held = "GET /never HTTP/1.1\r\n\r\nGET /now HTTP/1.1\r\n\r\n";
+    send_all(fd, held, strlen(held));
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ASSERT_INT_EQ(poll(&p, 1, 300), 0);
+    close(fd);
+}
+
+static void test_app_streams(void)
+{
+    int closed = 0;
+    int fd = connect_to(httpd_port(fx.app));
+    send_all(fd, "GET /stream HTTP/1.1\r\n\r\n", strlen("GET /stream HTTP/1.1\r\n\r\n"));
+    char *a = read_until_close(fd, &closed);
+    ASSERT(closed); /* the stream ended: the connection closes */
+    ASSERT(strstr(a, "Transfer-Encoding: chunked\r\n") != NULL);
+    ASSERT(strstr(a, "Content-Length") == NULL);
+    char *body = strstr(a, "\r\n\r\n");
+    ASSERT(body != NULL);
+    ASSERT_STR_EQ(body + 4, "5\r\nhello\r\n5\r\nhello\r\n5\r\nhello\r\n");
+    free(a);
+    close(fd);
+
+    /* An endless stream ends when the client leaves. */
+    fd = connect_to(httpd_port(fx.app));
+    send_all(fd, "GET /endless HTTP/1.1\r\n\r\n", strlen("GET /endless HTTP/1.1\r\n\r\n"));
+    char some[4096];
+    size_t got = 0;
+    while (got < 3 * sizeof some) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ASSERT(poll(&p, 1, TEST_WAIT_MS) > 0);
+        ssize_t n = recv(fd, some, sizeof some, 0);
+        ASSERT(n > 0);
+        got += (size_t)n;
+    }
+    close(fd);
+}
+
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* the endless stream writes to a client that left */
     fixture_start();
     test_routes_keepalive_pipelining();
     test_head_and_http10();
@@ -370,6 +575,9 @@ int main(void)
     test_slow_client();
     test_many_idle_connections();
     test_bind_errors();
+    test_app_bodies();
+    test_app_delay_and_hold();
+    test_app_streams();
     /* Close with connections still open (one idle keep-alive, one mid-head). */
     int idle = connect_to(httpd_port(fx.srv));
     int mid = connect_to(httpd_port(fx.srv));
@@ -377,6 +585,7 @@ int main(void)
     char *a = get_once("GET /metrics HTTP/1.1\r\n\r\n");
     free(a);
     fixture_stop();
+    ASSERT_INT_EQ(fx.streams_freed, 2); /* the ended one and the one the client left */
     close(idle);
     close(mid);
     printf("test_httpd: ok\n");
