@@ -1,5 +1,5 @@
 /*
- * test_httpd.c: the metrics HTTP server (engine/httpd.c) on its own loop in
+ * test_httpd.c: the HTTP server (engine/http/httpd.c) on its own loop in
  * a second thread, spoken to with blocking sockets from the test thread:
  * routes, 404, HEAD, keep-alive and pipelining, 405/400 for what is not a
  * plain GET/HEAD, a malformed request line (400 + close), a 1 MiB header
