@@ -182,7 +182,7 @@ local function abort_on_configuration(ctx, err, info)
     ctx:abort(4, "o provedor de embeddings recusou a configuração: " .. tostring(err))
     return true
   end
-  if info.kind == "malformed" and tostring(err):find("tem dimensão", 1, true) then
+  if info.kind == "dimension" then
     -- Every attempt came back with the wrong dimension: a configuration
     -- error (model or provider.dim), not a per-document failure.
     ctx:abort(4, "o provedor devolve vetores de dimensão diferente de provider.dim em todas as tentativas ("

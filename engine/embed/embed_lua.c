@@ -1,0 +1,688 @@
+/*
+ * embed_lua.c: module `ragops.embed`, the OpenAI-compatible embeddings
+ * client seen from Lua. client:embed(texts) yields until the provider
+ * answers and returns an rg_vecbatch (vectors stay in C), or nil, a pt-BR
+ * message and an info table whose "class" drives the Lua retry policy.
+ * A 400 rejecting base64 switches this client to "float" and retries once.
+ * Every HTTP request carries an X-Request-Id unique in the process
+ * ("rg-<8 hex>-<n>"); info.request_id is it, info.provider_request_id the
+ * provider's own x-request-id answer (nil when absent), and both end the
+ * message of a failure so a support ticket can quote them.
+ */
+#include "core/bridge.h"
+#include "embed.h"
+#include "http/http.h"
+#include "core/vecbatch.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EMBED_CLIENT_MT "ragops.embed.client"
+#define EMBED_DEFAULT_TIMEOUT_MS 60000L
+#define EMBED_CONNECT_TIMEOUT_MS 10000L
+#define EMBED_MAX_PROVIDER_MESSAGE 300
+#define EMBED_REQUEST_ID_SIZE 40
+
+/* Settings shared by a client and its calls in flight (reference counted,
+ * so closing or collecting the client never frees what a call still uses). */
+typedef struct embed_conf {
+    int refs;                /* owners: the client userdata + each call in flight */
+    char *url;               /* the endpoint: base URL + "/embeddings" (embed_endpoint_url) */
+    char *model;             /* model name sent in every request */
+    char *auth_header;       /* "Authorization: Bearer ...", or NULL */
+    char *api_key;           /* the key itself, only to scrub it from messages */
+    int dimensions;          /* "dimensions" sent when > 0 */
+    int expected_dim;        /* validation of every vector when > 0 */
+    long timeout_ms;         /* per-request limit */
+    embed_encoding encoding; /* current encoding (may switch to float once) */
+} embed_conf;
+
+/* The Lua userdata. */
+typedef struct embed_client {
+    embed_conf *conf; /* NULL after close */
+} embed_client;
+
+/* One client:embed call in flight. */
+typedef struct embed_call {
+    rg_async async;          /* the coroutine to resume */
+    http_request *req;       /* the request in flight */
+    embed_conf *conf;        /* settings (one reference held) */
+    char **texts;            /* private copies of the inputs (valid UTF-8) */
+    size_t *lens;            /* byte length of each text */
+    int count;               /* number of texts */
+    embed_encoding encoding; /* encoding of the request in flight */
+    int fell_back;           /* 1 once retried with "float" */
+    uint64_t started_ns;     /* uv_hrtime() when embed was called */
+    embed_stream *stream;    /* decodes the 2xx answer of the request in flight as it arrives */
+    char request_id[EMBED_REQUEST_ID_SIZE];           /* X-Request-Id of the request in flight */
+    char provider_request_id[HTTP_MAX_REQUEST_ID + 1]; /* the provider's x-request-id, "" when absent */
+} embed_call;
+
+static void embed_conf_release(embed_conf *conf)
+{
+    if (!conf || --conf->refs > 0)
+        return;
+    free(conf->url);
+    free(conf->model);
+    if (conf->auth_header) {
+        memset(conf->auth_header, 0, strlen(conf->auth_header));
+        free(conf->auth_header);
+    }
+    if (conf->api_key) {
+        memset(conf->api_key, 0, strlen(conf->api_key));
+        free(conf->api_key);
+    }
+    free(conf);
+}
+
+static void embed_call_free(embed_call *call)
+{
+    if (!call)
+        return;
+    for (int i = 0; i < call->count; i++)
+        free(call->texts ? call->texts[i] : NULL);
+    free(call->texts);
+    free(call->lens);
+    embed_stream_free(call->stream);
+    embed_conf_release(call->conf);
+    free(call);
+}
+
+/* ---------- request ids ---------- */
+
+/* Writes a new request id into out: "rg-" + 8 hex fixed per process (so
+ * processes of a scale-out run differ) + "-" + a counter. */
+static void embed_next_request_id(char *out, size_t size)
+{
+    static uint32_t prefix;
+    static unsigned long long counter;
+    if (prefix == 0) {
+        uint64_t z = uv_hrtime() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ULL;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        prefix = (uint32_t)(z ^ (z >> 31)) | 1u;
+    }
+    snprintf(out, size, "rg-%08x-%llu", (unsigned)prefix, ++counter);
+}
+
+/* ---------- messages ---------- */
+
+/* Copies msg into out (size bytes), truncated, with the API key and any
+ * "sk-..." token replaced by "***". */
+static void embed_scrub(const char *msg, const char *api_key, char *out, size_t size)
+{
+    size_t o = 0;
+    size_t keylen = api_key ? strlen(api_key) : 0;
+    const char *p = msg;
+    while (*p && o + 4 < size) {
+        if (keylen >= 4 && strncmp(p, api_key, keylen) == 0) {
+            memcpy(out + o, "***", 3);
+            o += 3;
+            p += keylen;
+        } else if (strncmp(p, "sk-", 3) == 0) {
+            memcpy(out + o, "***", 3);
+            o += 3;
+            while (*p && *p != ' ' && *p != '.' && *p != ',' && *p != '"' && *p != '\'')
+                p++;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* Writes the pt-BR message of an answer saying the configuration is wrong:
+ * the endpoint (without secrets), the status, what the provider said and
+ * which setting to check. status 0: curl refused the URL itself. */
+static void embed_fatal_message(const embed_conf *conf, long status, const char *provider, const char *code,
+                                char *out, size_t size)
+{
+    char url[256];
+    char said[EMBED_MAX_PROVIDER_MESSAGE + 4] = "";
+    const char *hint = embed_fatal_hint(status, provider, code);
+    embed_display_url(conf->url, url, sizeof url);
+    if (provider)
+        embed_scrub(provider, conf->api_key, said, sizeof said);
+    if (status == 0)
+        snprintf(out, size, "URL do provedor de embeddings inválida (%s); %s", url, hint);
+    else if (said[0])
+        snprintf(out, size, "POST %s respondeu HTTP %ld (%s); %s", url, status, said, hint);
+    else
+        snprintf(out, size, "POST %s respondeu HTTP %ld; %s", url, status, hint);
+}
+
+/* ---------- pushing results (run protected on the main state) ---------- */
+
+/* Everything a result builder needs. */
+typedef struct embed_result {
+    embed_vectors *vectors; /* success: the parsed vectors */
+    const char *message;    /* failure: pt-BR message */
+    long status;            /* HTTP status or 0 */
+    embed_class cls;        /* failure class */
+    embed_kind kind;        /* failure kind */
+    long retry_after_ms;    /* -1 when absent */
+    double latency_ms;      /* since client:embed was called */
+    const char *request_id;          /* X-Request-Id sent, or NULL (never sent) */
+    const char *provider_request_id; /* the provider's x-request-id, or NULL */
+} embed_result;
+
+/* Sets info.request_id and info.provider_request_id (table on top). */
+static void embed_set_request_ids(lua_State *L, const embed_result *r)
+{
+    if (r->request_id) {
+        lua_pushstring(L, r->request_id);
+        lua_setfield(L, -2, "request_id");
+    }
+    if (r->provider_request_id) {
+        lua_pushstring(L, r->provider_request_id);
+        lua_setfield(L, -2, "provider_request_id");
+    }
+}
+
+/* The fields of every info table: status, latency_ms and the request ids. */
+static void embed_set_common(lua_State *L, embed_result *r)
+{
+    lua_pushinteger(L, r->status);
+    lua_setfield(L, -2, "status");
+    lua_pushnumber(L, r->latency_ms);
+    lua_setfield(L, -2, "latency_ms");
+    embed_set_request_ids(L, r);
+}
+
+static int embed_build_success(lua_State *L, embed_result *r)
+{
+    /* The decoded floats become the batch's (no copy of ~400 KB per answer). */
+    rg_vecbatch *batch = rg_vecbatch_push_adopt(L, &r->vectors->data, r->vectors->count, r->vectors->dim);
+    batch->tokens = r->vectors->prompt_tokens;
+    lua_pushnil(L);
+    lua_createtable(L, 0, 4);
+    embed_set_common(L, r);
+    return 3;
+}
+
+static int embed_build_failure(lua_State *L, embed_result *r)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, r->message);
+    lua_createtable(L, 0, 7);
+    embed_set_common(L, r);
+    lua_pushstring(L, embed_class_name(r->cls));
+    lua_setfield(L, -2, "class");
+    lua_pushstring(L, embed_kind_name(r->kind));
+    lua_setfield(L, -2, "kind");
+    if (r->retry_after_ms >= 0) {
+        lua_pushnumber(L, (lua_Number)r->retry_after_ms);
+        lua_setfield(L, -2, "retry_after_ms");
+    }
+    return 3;
+}
+
+/* Results of client:embed (see the file header); an interrupted call
+ * returns nil, "interrompido", { class = "cancelled", kind = "cancelled" }. */
+static int embed_push_result(lua_State *L, void *arg)
+{
+    embed_result *r = arg;
+    if (r == NULL) {
+        rg_push_interrupted(L);
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, 0);
+        lua_setfield(L, -2, "status");
+        lua_pushliteral(L, "cancelled");
+        lua_setfield(L, -2, "class");
+        lua_pushliteral(L, "cancelled");
+        lua_setfield(L, -2, "kind");
+        return 3;
+    }
+    return r->vectors ? embed_build_success(L, r) : embed_build_failure(L, r);
+}
+
+static void embed_call_cancel(rg_async *op)
+{
+    embed_call *call = RG_CONTAINER_OF(op, embed_call, async);
+    http_request_cancel(call->req);
+    embed_call_free(call);
+}
+
+/* ---------- requests ---------- */
+
+static void embed_on_done(http_request *req, const http_response *resp, void *data);
+
+/* http on_body: a 2xx answer goes to the call's stream decoder as it arrives. */
+static void embed_on_body(const char *bytes, size_t n, void *stream)
+{
+    embed_stream_feed(stream, bytes, n);
+}
+
+/* Builds the body for call->encoding and starts the request. Returns 0, or
+ * -1 with a pt-BR reason in err. */
+static int embed_call_start(embed_call *call, char *err, size_t err_size)
+{
+    const char *headers[5];
+    char id_header[EMBED_REQUEST_ID_SIZE + sizeof "X-Request-Id: "];
+    int nh = 0;
+    http_request_opts opts;
+    size_t len = 0;
+    char *body = embed_build_request(call->conf->model, (const char *const *)call->texts, call->lens,
+                                     call->count, call->encoding, call->conf->dimensions, &len, err,
+                                     err_size);
+    http_request *req;
+    if (!body)
+        return -1;
+    embed_stream_free(call->stream); /* a float fallback starts a new answer */
+    call->stream = embed_stream_new(call->count, call->conf->expected_dim);
+    if (!call->stream) {
+        free(body);
+        snprintf(err, err_size, "sem memória para a requisição de embeddings");
+        return -1;
+    }
+    headers[nh++] = "Content-Type: application/json";
+    headers[nh++] = "Accept: application/json";
+    if (call->conf->auth_header)
+        headers[nh++] = call->conf->auth_header;
+    embed_next_request_id(call->request_id, sizeof call->request_id);
+    snprintf(id_header, sizeof id_header, "X-Request-Id: %s", call->request_id);
+    headers[nh++] = id_header;
+    headers[nh] = NULL;
+    memset(&opts, 0, sizeof opts);
+    opts.method = "POST";
+    opts.url = call->conf->url;
+    opts.headers = headers;
+    opts.body = body;
+    opts.body_len = len;
+    opts.timeout_ms = call->conf->timeout_ms;
+    opts.on_body = embed_on_body;
+    opts.on_body_data = call->stream;
+    opts.max_body = embed_expected_body_max(call->count, call->conf->expected_dim);
+    opts.connect_timeout_ms = EMBED_CONNECT_TIMEOUT_MS < call->conf->timeout_ms ? EMBED_CONNECT_TIMEOUT_MS
+                                                                                 : call->conf->timeout_ms;
+    req = http_request_start(rg_http_shared_client(rg_main_state()), &opts, embed_on_done, call);
+    free(body);
+    call->req = req;
+    if (!req) {
+        snprintf(err, err_size, "não foi possível iniciar a requisição ao provedor de embeddings");
+        return -1;
+    }
+    return 0;
+}
+
+/* Resumes the call's coroutine with the outcome (r->vectors set on
+ * success; a failure's message gets the request ids) and frees the call. */
+static void embed_call_finish(embed_call *call, embed_result *r)
+{
+    char message[1400];
+    r->latency_ms = (double)(uv_hrtime() - call->started_ns) / 1e6;
+    r->request_id = call->request_id;
+    r->provider_request_id = call->provider_request_id[0] ? call->provider_request_id : NULL;
+    if (!r->vectors) {
+        snprintf(message, sizeof message, "%s (pedido %s%s%s)", r->message, r->request_id,
+                 r->provider_request_id ? ", id no provedor " : "",
+                 r->provider_request_id ? r->provider_request_id : "");
+        r->message = message;
+    }
+    rg_async_complete(&call->async, r);
+    embed_call_free(call);
+}
+
+/* Keeps the provider's request id of resp in call, without the API key
+ * when the provider echoed the request's headers in it. */
+static void embed_keep_request_id(embed_call *call, const http_response *resp)
+{
+    snprintf(call->provider_request_id, sizeof call->provider_request_id, "%s",
+             resp->request_id ? resp->request_id : "");
+    if (call->conf->api_key && strstr(call->provider_request_id, call->conf->api_key)) {
+        char id[HTTP_MAX_REQUEST_ID + 1];
+        memcpy(id, call->provider_request_id, sizeof id);
+        embed_scrub(id, call->conf->api_key, call->provider_request_id, sizeof call->provider_request_id);
+    }
+}
+
+/* An answer cut short (past the expected size) or a transfer that failed:
+ * fills r's class, kind and message and returns 1; 0 for a whole answer. */
+static int embed_transfer_failed(embed_call *call, const http_response *resp, embed_result *r, char *message,
+                                 size_t size)
+{
+    if (resp->body_too_large) {
+        r->cls = EMBED_CLASS_FATAL;
+        r->kind = EMBED_KIND_BODY_TOO_LARGE;
+        snprintf(message, size,
+                 "a resposta do provedor de embeddings passou de %zu bytes, o máximo esperado para %d "
+                 "entrada(s) de dimensão %d; a transferência foi interrompida (provedor com defeito ou "
+                 "resposta hostil: confira provider.url)",
+                 resp->max_body, call->count, call->conf->expected_dim);
+        return 1;
+    }
+    if (resp->curl_code == CURLE_OK)
+        return 0;
+    if (r->cls == EMBED_CLASS_FATAL)
+        embed_fatal_message(call->conf, 0, NULL, NULL, message, size);
+    else if (r->kind == EMBED_KIND_TIMEOUT)
+        snprintf(message, size, "tempo esgotado aguardando o provedor de embeddings (limite de %ld ms)",
+                 call->conf->timeout_ms);
+    else
+        snprintf(message, size, "falha de conexão com o provedor de embeddings: %s (curl %d)",
+                 http_curl_error_ptbr(resp->curl_code), (int)resp->curl_code);
+    return 1;
+}
+
+/* A 2xx answer: the vectors decoded while it arrived, or why not. */
+static void embed_on_vectors(embed_call *call, embed_result *r, char *message, size_t size)
+{
+    embed_vectors vectors;
+    if (embed_stream_finish(call->stream, &vectors, message, size) != 0) {
+        r->cls = EMBED_CLASS_TRANSIENT;
+        r->kind = embed_stream_failure_kind(call->stream);
+        embed_call_finish(call, r);
+        return;
+    }
+    r->vectors = &vectors;
+    embed_call_finish(call, r);
+    embed_vectors_free(&vectors);
+}
+
+/* A non-2xx answer: classified by status and the provider's message; a
+ * server that refuses base64 is asked again with floats (once). */
+static void embed_on_http_error(embed_call *call, const http_response *resp, embed_result *r, char *message,
+                                size_t size)
+{
+    char *code = NULL;
+    char *provider = embed_parse_error_message(resp->body, resp->body_len, &code);
+    r->cls = embed_classify(resp->curl_code, resp->status, provider, code, &r->kind);
+    if (!call->fell_back && call->encoding == EMBED_ENCODING_BASE64 &&
+        embed_wants_float_fallback(resp->status, provider)) {
+        char err[256];
+        call->fell_back = 1;
+        call->encoding = EMBED_ENCODING_FLOAT;
+        call->conf->encoding = EMBED_ENCODING_FLOAT; /* remembered by this client */
+        free(provider);
+        free(code);
+        if (embed_call_start(call, err, sizeof err) == 0)
+            return;
+        r->cls = EMBED_CLASS_TRANSIENT;
+        r->kind = EMBED_KIND_CONNECTION;
+        snprintf(message, size, "%s", err);
+        embed_call_finish(call, r);
+        return;
+    }
+    if (r->cls == EMBED_CLASS_FATAL) {
+        embed_fatal_message(call->conf, resp->status, provider, code, message, size);
+    } else if (provider) {
+        char scrubbed[EMBED_MAX_PROVIDER_MESSAGE + 4];
+        embed_scrub(provider, call->conf->api_key, scrubbed, sizeof scrubbed);
+        snprintf(message, size, "provedor de embeddings respondeu HTTP %ld: %s", resp->status, scrubbed);
+    } else {
+        snprintf(message, size, "provedor de embeddings respondeu HTTP %ld", resp->status);
+    }
+    free(provider);
+    free(code);
+    embed_call_finish(call, r);
+}
+
+static void embed_on_done(http_request *req, const http_response *resp, void *data)
+{
+    embed_call *call = data;
+    embed_result r;
+    char message[1024];
+
+    /* resp->aborted (the client closing) ends up here as a connection
+     * failure; nothing waits by then, so finishing only frees the call. */
+    memset(&r, 0, sizeof r);
+    r.status = resp->status;
+    r.retry_after_ms = resp->retry_after_ms;
+    embed_keep_request_id(call, resp);
+    r.message = message;
+    r.cls = embed_classify(resp->curl_code, resp->status, NULL, NULL, &r.kind);
+    if (embed_transfer_failed(call, resp, &r, message, sizeof message))
+        embed_call_finish(call, &r);
+    else if (r.cls == EMBED_CLASS_OK)
+        embed_on_vectors(call, &r, message, sizeof message);
+    else
+        embed_on_http_error(call, resp, &r, message, sizeof message);
+}
+
+/* ---------- Lua API ---------- */
+
+static embed_client *embed_check_open(lua_State *L)
+{
+    embed_client *c = luaL_checkudata(L, 1, EMBED_CLIENT_MT);
+    if (!c->conf)
+        luaL_error(L, "cliente de embeddings já foi fechado");
+    return c;
+}
+
+/* client:embed(texts) -> batch, nil, info | nil, err, info */
+static int embed_client_embed(lua_State *L)
+{
+    embed_client *c = embed_check_open(L);
+    embed_call *call;
+    int count;
+    char err[256];
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    count = (int)lua_objlen(L, 2);
+    if (count <= 0)
+        return luaL_argerror(L, 2, "lista de textos vazia");
+    for (int i = 1; i <= count; i++) {
+        lua_rawgeti(L, 2, i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return luaL_argerror(L, 2, lua_pushfstring(L, "texto %d não é uma string", i));
+        lua_pop(L, 1);
+    }
+    rg_check_coroutine(L, "client:embed");
+
+    call = calloc(1, sizeof *call);
+    if (!call)
+        return luaL_error(L, "sem memória");
+    rg_async_init(&call->async);
+    call->conf = c->conf;
+    call->conf->refs++;
+    call->encoding = c->conf->encoding;
+    call->started_ns = uv_hrtime();
+    call->texts = calloc((size_t)count, sizeof *call->texts);
+    call->lens = calloc((size_t)count, sizeof *call->lens);
+    if (!call->texts || !call->lens)
+        goto oom;
+    call->count = count;
+    for (int i = 0; i < count; i++) {
+        size_t len;
+        const char *s;
+        char *fixed;
+        lua_rawgeti(L, 2, i + 1);
+        s = lua_tolstring(L, -1, &len);
+        /* invalid UTF-8 (e.g. Latin-1 sources) is sent with U+FFFD instead */
+        fixed = embed_utf8_sanitize(s, len, &call->lens[i]);
+        if (fixed) {
+            call->texts[i] = fixed;
+        } else {
+            if (call->lens[i] != len)
+                goto oom_pop;
+            call->texts[i] = malloc(len + 1);
+            if (!call->texts[i])
+                goto oom_pop;
+            memcpy(call->texts[i], s, len);
+            call->texts[i][len] = '\0';
+        }
+        lua_pop(L, 1);
+    }
+    rg_http_shared_client(L); /* create it here, where a Lua error is allowed */
+    if (embed_call_start(call, err, sizeof err) != 0) {
+        embed_result r;
+        memset(&r, 0, sizeof r);
+        r.message = err;
+        r.cls = EMBED_CLASS_PERMANENT;
+        r.kind = EMBED_KIND_HTTP;
+        r.retry_after_ms = -1;
+        r.latency_ms = (double)(uv_hrtime() - call->started_ns) / 1e6;
+        embed_call_free(call);
+        return embed_build_failure(L, &r);
+    }
+    return rg_async_suspend(L, &call->async, embed_push_result, embed_call_cancel);
+
+oom_pop:
+    lua_pop(L, 1);
+oom:
+    embed_call_free(call);
+    return luaL_error(L, "sem memória para o lote de embeddings");
+}
+
+/* client:encoding() -> "base64" | "float" (after a fallback) */
+static int embed_client_encoding(lua_State *L)
+{
+    embed_client *c = embed_check_open(L);
+    lua_pushstring(L, c->conf->encoding == EMBED_ENCODING_FLOAT ? "float" : "base64");
+    return 1;
+}
+
+/* client:close(): calls in flight finish normally; later calls raise. */
+static int embed_client_close(lua_State *L)
+{
+    embed_client *c = luaL_checkudata(L, 1, EMBED_CLIENT_MT);
+    embed_conf_release(c->conf);
+    c->conf = NULL;
+    return 0;
+}
+
+static int embed_client_tostring(lua_State *L)
+{
+    embed_client *c = luaL_checkudata(L, 1, EMBED_CLIENT_MT);
+    if (c->conf)
+        lua_pushfstring(L, "ragops.embed.client(%s)", c->conf->model);
+    else
+        lua_pushliteral(L, "ragops.embed.client(fechado)");
+    return 1;
+}
+
+/* Optional positive integer field of the options table at 1. */
+static int embed_opt_int(lua_State *L, const char *field, int fallback)
+{
+    lua_Number v;
+    if (!rg_opt_field(L, 1, field))
+        return fallback;
+    v = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || v < 1 || v > 1e9 || v != (lua_Number)(long)v)
+        return luaL_argerror(L, 1, lua_pushfstring(L, "\"%s\" deve ser um inteiro positivo", field));
+    lua_pop(L, 1);
+    return (int)v;
+}
+
+/* Optional positive duration in ms (any number, rounded up to whole ms). */
+static long embed_opt_ms(lua_State *L, const char *field, long fallback)
+{
+    lua_Number v;
+    if (!rg_opt_field(L, 1, field))
+        return fallback;
+    v = lua_tonumber(L, -1);
+    if (!lua_isnumber(L, -1) || !(v > 0) || v > 1e9)
+        return luaL_argerror(L, 1, lua_pushfstring(L, "\"%s\" deve ser um número positivo (até 1e9 ms)", field));
+    lua_pop(L, 1);
+    return (long)ceil(v);
+}
+
+/* Optional string field of the options table at 1 (NULL when absent). */
+static const char *embed_opt_string(lua_State *L, const char *field, int required)
+{
+    const char *s;
+    lua_getfield(L, 1, field);
+    if (lua_isnil(L, -1) && !required) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    if (lua_type(L, -1) != LUA_TSTRING || lua_objlen(L, -1) == 0)
+        luaL_argerror(L, 1, lua_pushfstring(L, "campo \"%s\" deve ser um texto não vazio", field));
+    s = lua_tostring(L, -1);
+    lua_pop(L, 1); /* the string stays referenced by the options table */
+    return s;
+}
+
+static char *embed_strdup(const char *s)
+{
+    char *d;
+    if (!s)
+        return NULL;
+    d = malloc(strlen(s) + 1);
+    if (d)
+        strcpy(d, s);
+    return d;
+}
+
+/* embed.client{ url=, model=, dimensions=, expected_dim=, api_key=, timeout_ms=, encoding= } */
+static int embed_new_client(lua_State *L)
+{
+    const char *url, *model, *api_key, *encoding;
+    int dimensions, expected_dim;
+    long timeout_ms;
+    embed_conf *conf;
+    embed_client *c;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    url = embed_opt_string(L, "url", 1);
+    model = embed_opt_string(L, "model", 1);
+    lua_getfield(L, 1, "api_key");
+    api_key = lua_type(L, -1) == LUA_TSTRING && lua_objlen(L, -1) > 0 ? lua_tostring(L, -1) : NULL;
+    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+        return luaL_argerror(L, 1, "campo \"api_key\" deve ser texto");
+    lua_pop(L, 1);
+    if (api_key && strpbrk(api_key, "\r\n"))
+        return luaL_argerror(L, 1, "campo \"api_key\" contém quebra de linha");
+    encoding = embed_opt_string(L, "encoding", 0);
+    if (encoding && strcmp(encoding, "base64") != 0 && strcmp(encoding, "float") != 0)
+        return luaL_argerror(L, 1, "campo \"encoding\" deve ser \"base64\" ou \"float\"");
+    dimensions = embed_opt_int(L, "dimensions", 0);
+    expected_dim = embed_opt_int(L, "expected_dim", 0);
+    timeout_ms = embed_opt_ms(L, "timeout_ms", EMBED_DEFAULT_TIMEOUT_MS);
+
+    c = lua_newuserdata(L, sizeof *c);
+    c->conf = NULL;
+    luaL_getmetatable(L, EMBED_CLIENT_MT);
+    lua_setmetatable(L, -2);
+
+    conf = calloc(1, sizeof *conf);
+    if (!conf)
+        return luaL_error(L, "sem memória");
+    conf->refs = 1;
+    c->conf = conf; /* from here __gc releases it even if we raise below */
+    conf->url = embed_endpoint_url(url);
+    conf->model = embed_strdup(model);
+    if (!conf->url || !conf->model)
+        return luaL_error(L, "sem memória");
+    if (api_key) {
+        size_t n = strlen(api_key) + sizeof "Authorization: Bearer ";
+        conf->api_key = embed_strdup(api_key);
+        conf->auth_header = malloc(n);
+        if (!conf->api_key || !conf->auth_header)
+            return luaL_error(L, "sem memória");
+        snprintf(conf->auth_header, n, "Authorization: Bearer %s", api_key);
+    }
+    conf->dimensions = dimensions;
+    conf->expected_dim = expected_dim ? expected_dim : dimensions;
+    conf->timeout_ms = timeout_ms;
+    conf->encoding = encoding && strcmp(encoding, "float") == 0 ? EMBED_ENCODING_FLOAT : EMBED_ENCODING_BASE64;
+    return 1;
+}
+
+int luaopen_ragops_embed(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        {"embed", embed_client_embed},
+        {"encoding", embed_client_encoding},
+        {"close", embed_client_close},
+        {NULL, NULL},
+    };
+    static const luaL_Reg metamethods[] = {
+        {"__gc", embed_client_close},
+        {"__tostring", embed_client_tostring},
+        {NULL, NULL},
+    };
+    static const luaL_Reg functions[] = {
+        {"client", embed_new_client},
+        {NULL, NULL},
+    };
+    rg_vecbatch_register(L); /* batches get their metatable even without ragops.core */
+    rg_register_class(L, EMBED_CLIENT_MT, methods, metamethods);
+    lua_newtable(L);
+    luaL_register(L, NULL, functions);
+    return 1;
+}
