@@ -20,7 +20,7 @@ local M = {}
 ---------------------------------------------------------------------------
 
 -- Same entity_id text form as the runner (and so as rag_documents).
-local key_text = require("ragops.runner").key_text
+local key_text = require("ragops.run.runner").key_text
 M.key_text = key_text
 
 local function copy(value)
@@ -344,7 +344,7 @@ end
 
 -- A stored (decoded) metadata table against the runner's JSON text.
 local function same_json(stored, text)
-  return require("ragops.stages.decide").same_json(stored, cjson.decode(text))
+  return require("ragops.run.stages.decide").same_json(stored, cjson.decode(text))
 end
 
 local function doc_key(entity_type, entity_id, chunk_index)
@@ -766,13 +766,13 @@ end
 function M.run(plan_or_path, opts)
   opts = opts or {}
   local plan_mod = require "ragops.plan"
-  local runner = require "ragops.runner"
+  local runner = require "ragops.run.runner"
   local p = plan_or_path
   if type(plan_or_path) == "string" then
     -- Same loading as `ragops run`: filter params (entity_type, entity_id,
     -- since, until, mode) become the plan's scope, exactly as the CLI does.
     local err
-    p, err = require("ragops.params").load_plan(plan_or_path, opts.params)
+    p, err = require("ragops.plan.params").load_plan(plan_or_path, opts.params)
     if not p then error(err, 2) end
   elseif not plan_mod.is_plan(plan_or_path) then
     error("testing.run: esperado um plano validado ou o caminho de um arquivo de plano", 2)
@@ -795,7 +795,7 @@ function M.run(plan_or_path, opts)
   if alerts == true then
     -- The plan's own thresholds, on the fake clock; webhooks are recorded.
     local webhooks = {}
-    alerts = require("ragops.alerts").new {
+    alerts = require("ragops.obs.alerts").new {
       config = p.alerts, now = s.now, sleep = s.sleep, spawn = s.spawn, log = log, plan = p.name,
       webhook = function(payload) webhooks[#webhooks + 1] = payload; return true end,
     }

@@ -1,8 +1,8 @@
 -- alerts_spec.lua: sliding windows, breach/recovery transitions, webhook,
 -- metrics and the pause gate of ragops.alerts, with a fake clock.
 
-local alerts = require "ragops.alerts"
-local metrics = require "ragops.metrics"
+local alerts = require "ragops.obs.alerts"
+local metrics = require "ragops.obs.metrics"
 
 -- A fake clock, a recording log, webhook and sleep.
 local function harness(config, extra)
@@ -48,7 +48,7 @@ local function failure_cfg(above, window, min_samples, action)
   return { failure_rate = { above = above, window = window, min_samples = min_samples, action = action } }
 end
 
-describe("ragops.alerts", function()
+describe("ragops.obs.alerts", function()
   describe("failure_rate", function()
     it("does not trigger below min_samples, then breaches and logs once", function()
       local h = harness(failure_cfg(0.05, 100, 20, "abort"))

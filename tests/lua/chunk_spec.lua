@@ -1,6 +1,6 @@
 -- chunk_spec.lua: chunk.split properties over many generated texts.
 
-local chunk = require "ragops.chunk"
+local chunk = require "ragops.plan.chunk"
 
 -- Strict UTF-8 validity check (no overlongs, no surrogates).
 local function valid_utf8(text)

@@ -8,7 +8,7 @@
 require "tests.lua.c_stubs"
 
 local cli = require "ragops.cli"
-local help = require "ragops.cmd.help"
+local help = require "ragops.cli.commands.help"
 
 local HOME = os.getenv("RAGOPS_SOURCE_DIR") or "."
 
@@ -50,9 +50,9 @@ local function parser_specs()
   local specs = {}
   for name, spec in pairs(cli.FLAGS) do specs[name] = spec end
   for _, sub in ipairs({ "create", "drop", "status" }) do
-    specs["index " .. sub] = captured_spec("ragops.cmd.index", { sub })
+    specs["index " .. sub] = captured_spec("ragops.cli.commands.index", { sub })
   end
-  specs.validate = captured_spec("ragops.cmd.validate", {})
+  specs.validate = captured_spec("ragops.cli.commands.validate", {})
   return specs
 end
 

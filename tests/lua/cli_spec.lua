@@ -4,7 +4,7 @@
 
 require "tests.lua.c_stubs"
 local cli = require "ragops.cli"
-local params_mod = require "ragops.params"
+local params_mod = require "ragops.plan.params"
 local plan = require "ragops.plan"
 local report = require "ragops.report"
 local testing = require "ragops.testing"
@@ -214,7 +214,7 @@ describe("relatório: limites", function()
 
   it("params.limits lê o plano efetivo", function()
     local p = assert(params_mod.load_plan(BACKFILL, { limit = "3", ["batch.in_flight"] = "7" }))
-    assert.same({ batch_size = 64, in_flight = 7, limit = 3, max_retries = 5, timeout_s = 60 }, params_mod.limits(p, require("ragops.config").defaults()))
+    assert.same({ batch_size = 64, in_flight = 7, limit = 3, max_retries = 5, timeout_s = 60 }, params_mod.limits(p, require("ragops.plan.config").defaults()))
   end)
 end)
 

@@ -1,7 +1,7 @@
 -- config_spec.lua: configuration defaults, file loading, env overrides,
 -- validation errors and redaction of secrets.
 
-local config = require "ragops.config"
+local config = require "ragops.plan.config"
 
 local written = {}
 

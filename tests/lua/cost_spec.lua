@@ -63,7 +63,7 @@ describe("custo", function()
 
   it("a linha de progresso mostra o gasto quando há preço", function()
     local r = testing.run(make_plan(), { sources = { item = rows(2) }, price_per_1m_tokens = 1000 })
-    local line = require("ragops.progress").format(r.env.progress_snapshot())
+    local line = require("ragops.obs.progress").format(r.env.progress_snapshot())
     assert.matches("gasto US%$ 0,0", line)
     assert.matches("2/2 processados", line)
   end)
@@ -71,7 +71,7 @@ end)
 
 describe("métricas da execução", function()
   it("documentos por resultado, unidades, lotes, pedidos, tokens, custo e progresso, todos com o plano", function()
-    local metrics = require("ragops.metrics").new()
+    local metrics = require("ragops.obs.metrics").new()
     local r = testing.run(make_plan(), { sources = { item = rows(4) }, embedder = { tokens = per_word,
       fail = function(texts)
         for _, t in ipairs(texts) do if t == "ação 0003" then return { status = 400, class = "permanent" } end end

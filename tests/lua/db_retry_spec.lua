@@ -4,10 +4,10 @@
 -- a run that aborted making single attempts, and the paths that lost the
 -- SQLSTATE of a terminated session (issue 19 item 1).
 require "tests.lua.c_stubs"
-local account = require "ragops.stages.account"
-local pool_mod = require "ragops.pool"
-local retry = require "ragops.retry"
-local store_pg = require "ragops.store_pg"
+local account = require "ragops.run.context"
+local pool_mod = require "ragops.store.pool"
+local retry = require "ragops.provider.retry"
+local store_pg = require "ragops.store.pg"
 local testing = require "ragops.testing"
 
 local function const(x) return function() return x end end
@@ -97,7 +97,7 @@ describe("política de novas tentativas do PostgreSQL", function()
   end)
 
   it("dois processos sorteiam esperas diferentes (math.random semeado uma vez por processo)", function()
-    local script = [[local r = require "ragops.retry"
+    local script = [[local r = require "ragops.provider.retry"
       local out = {}
       for i = 1, 6 do out[i] = r.backoff_ms({ base_ms = 250, max_ms = 10000 }, i) end
       io.write(table.concat(out, ","))]]
@@ -127,7 +127,7 @@ describe("política de novas tentativas do PostgreSQL", function()
       local ctx, store = run_context(s, pool)
       local ended, after = {}, nil
       s.run(function()
-        local g = require("ragops.sched").group(s)
+        local g = require("ragops.util.sched").group(s)
         for i = 1, 3 do
           g:spawn(function()
             local r, err = store:query("select 1")

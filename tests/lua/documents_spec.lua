@@ -8,10 +8,10 @@
 -- refreshed or pruned) carries that row's fingerprint, or none.
 require "tests.lua.c_stubs"
 
-local decide = require "ragops.stages.decide"
+local decide = require "ragops.run.stages.decide"
 local plan = require "ragops.plan"
 local testing = require "ragops.testing"
-local write = require "ragops.stages.write"
+local write = require "ragops.run.stages.write"
 
 local check = decide.lua_utf8_check
 

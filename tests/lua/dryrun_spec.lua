@@ -2,7 +2,7 @@
 -- extrapolation of sampled sources, cost, duration under limits.
 require "tests.lua.c_stubs"
 
-local dryrun = require "ragops.dryrun"
+local dryrun = require "ragops.run.dryrun"
 
 local function cfg(over)
   local c = {
@@ -19,7 +19,7 @@ local function stats(per_type)
   return { per_entity_type = per_type }
 end
 
-describe("ragops.dryrun", function()
+describe("ragops.run.dryrun", function()
   it("estima tokens como bytes/4 arredondado para cima", function()
     assert.are.equal(1, dryrun.estimate_tokens("abc"))
     assert.are.equal(2, dryrun.estimate_tokens("abcde"))
@@ -80,12 +80,12 @@ describe("ragops.dryrun", function()
 end)
 
 describe("dry-run: calibração dos tokens", function()
-  local dryrun = require "ragops.dryrun"
+  local dryrun = require "ragops.run.dryrun"
   local plan_mod = require "ragops.plan"
   local plan = plan_mod.new { name = "p", sources = { plan_mod.source "verse" {
     sql = "select 1 as id", key = "id", document = function() return { content = "x" } end } } }
   local function cfg(provider)
-    local c = require("ragops.config").defaults()
+    local c = require("ragops.plan.config").defaults()
     for k, v in pairs(provider or {}) do c.provider[k] = v end
     c.provider.model = "text-embedding-3-small"
     return c

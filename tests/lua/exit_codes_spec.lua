@@ -7,20 +7,20 @@
 -- the commands' one configuration step, bounded plan/config file reads.
 
 require "tests.lua.c_stubs"
-local account = require "ragops.stages.account"
-local backends = require "ragops.backends"
+local account = require "ragops.run.context"
+local backends = require "ragops.store.backends"
 local cli = require "ragops.cli"
-local config = require "ragops.config"
-local exit = require "ragops.exit"
-local help = require "ragops.cmd.help"
-local log = require "ragops.log"
-local messages = require "ragops.messages"
-local params_mod = require "ragops.params"
+local config = require "ragops.plan.config"
+local exit = require "ragops.util.exit"
+local help = require "ragops.cli.commands.help"
+local log = require "ragops.obs.log"
+local messages = require "ragops.util.messages"
+local params_mod = require "ragops.plan.params"
 local plan = require "ragops.plan"
-local progress = require "ragops.progress"
+local progress = require "ragops.obs.progress"
 local report = require "ragops.report"
-local sandbox = require "ragops.sandbox"
-local status = require "ragops.status"
+local sandbox = require "ragops.plan.sandbox"
+local status = require "ragops.report.status"
 
 local written = {}
 local function temp_file(text, suffix)

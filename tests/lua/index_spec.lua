@@ -4,7 +4,7 @@
 -- (real[] / missing extension); the defaults in plans/create_index.lua.
 require "tests.lua.c_stubs"
 
-local index = require "ragops.index"
+local index = require "ragops.vector.index"
 
 -- ragops.pg is a C module; its quote_ident always double-quotes and doubles
 -- embedded quotes. The same rule, in Lua, for these specs.
@@ -354,10 +354,10 @@ end)
 -- connection that answers the catalog queries like a pgvector database and
 -- records every statement sent.
 describe("ragops index com um banco pgvector simulado", function()
-  local backends = require "ragops.backends"
+  local backends = require "ragops.store.backends"
   local cli = require "ragops.cli"
   local core = require "ragops.core"
-  local log = require "ragops.log"
+  local log = require "ragops.obs.log"
   local real_connect = backends.connect
   local conn, state, out, err
 
@@ -587,7 +587,7 @@ end)
 -- validate.pgvector_sql is the retrieval query `ragops validate` measures:
 -- its parameter must have the column's type, or a halfvec index is not used.
 describe("SQL de busca do validate por tipo de coluna", function()
-  local validate = require "ragops.validate"
+  local validate = require "ragops.vector.validate"
 
   it("halfvec: o parâmetro vira $1::halfvec nos dois usos; vector continua o padrão", function()
     assert.are.equal('select entity_type, entity_id, chunk_index, 1 - (embedding <=> $1::halfvec) as score'
@@ -604,7 +604,7 @@ describe("SQL de busca do validate por tipo de coluna", function()
 end)
 
 describe("index.describe_notice: avisos do servidor em pt-BR", function()
-  local index = require "ragops.index"
+  local index = require "ragops.vector.index"
 
   it("o grafo HNSW que não cabe em maintenance_work_mem vira uma orientação", function()
     local line = index.describe_notice({ severity = "NOTICE", sqlstate = "00000",

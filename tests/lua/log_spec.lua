@@ -2,9 +2,9 @@
 -- ts/level/msg, the run's context and a call's fields, quiet mode, and
 -- fields that cannot be encoded (or would overwrite ts/level/msg) left out.
 local cjson = require "cjson"
-local log = require "ragops.log"
+local log = require "ragops.obs.log"
 
-describe("ragops.log", function()
+describe("ragops.obs.log", function()
   local lines, saved
 
   before_each(function()

@@ -1,7 +1,7 @@
 -- messages_spec.lua: ragops.messages turns the English texts a person may
 -- read (LuaJIT parser/runtime, io.open, libpq) into pt-BR.
 
-local messages = require "ragops.messages"
+local messages = require "ragops.util.messages"
 
 -- Actual LuaJIT parser message for `src`.
 local function parse_error(src)

@@ -5,9 +5,9 @@
 -- request). The real server and gateway are in
 -- tests/integration/metrics_endpoint_spec.lua.
 
-local metrics = require "ragops.metrics"
+local metrics = require "ragops.obs.metrics"
 
-describe("ragops.metrics", function()
+describe("ragops.obs.metrics", function()
   it("renders a small registry exactly, sorted by name and labels", function()
     local m = metrics.new()
     m:gauge("zeta_gauge", "Um medidor."):set(2.5)
@@ -179,8 +179,8 @@ describe("ragops.metrics", function()
   end)
 end)
 
-describe("ragops.metrics_endpoint", function()
-  local endpoint = require "ragops.metrics_endpoint"
+describe("ragops.obs.metrics_endpoint", function()
+  local endpoint = require "ragops.obs.metrics_endpoint"
 
   it("parses ADDR:PORT, [IPv6]:PORT and :PORT (loopback)", function()
     assert.are.same({ "127.0.0.1", 9464 }, { endpoint.parse_listen(":9464") })
@@ -253,8 +253,8 @@ describe("ragops.metrics_endpoint", function()
   end)
 end)
 
-describe("ragops.pushgateway", function()
-  local pushgateway = require "ragops.pushgateway"
+describe("ragops.obs.pushgateway", function()
+  local pushgateway = require "ragops.obs.pushgateway"
 
   it("encodes label values the Pushgateway way (plain or @base64, URL-safe)", function()
     assert.are.equal("job/ragops", pushgateway.segment("job", "ragops"))
@@ -291,7 +291,7 @@ describe("ragops.pushgateway", function()
 end)
 
 describe("configuração metrics.listen / metrics.push_url", function()
-  local config = require "ragops.config"
+  local config = require "ragops.plan.config"
   local function load(text)
     local path = os.tmpname() .. "_config.lua"
     local f = assert(io.open(path, "w"))

@@ -3,7 +3,7 @@
 -- the live x shadow comparison and the switch's refusals.
 require "tests.lua.c_stubs"
 
-local model = require "ragops.model"
+local model = require "ragops.vector.model"
 
 describe("ragops.model: alvos", function()
   it("nomes da sombra e da anterior ao lado da tabela atual (com esquema)", function()

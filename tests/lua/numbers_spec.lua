@@ -6,13 +6,13 @@
 -- entity asked by id that the source does not have.
 require "tests.lua.c_stubs"
 
-local metrics = require "ragops.metrics"
+local metrics = require "ragops.obs.metrics"
 local plan = require "ragops.plan"
-local progress = require "ragops.progress"
-local ratelimit = require "ragops.ratelimit"
+local progress = require "ragops.obs.progress"
+local ratelimit = require "ragops.provider.ratelimit"
 local report = require "ragops.report"
-local report_html = require "ragops.report_html"
-local status = require "ragops.status"
+local report_html = require "ragops.report.html"
+local status = require "ragops.report.status"
 local testing = require "ragops.testing"
 
 -- A plan over "item" rows { id, text, updated_at }: an empty or blank text
@@ -192,8 +192,8 @@ describe("concorrência, estimativa e entidades ausentes (issue 19, ponto 8)", f
   end)
 
   it("uma execução pequena não calibra a estimativa de tokens; a base e a amostra são ditas", function()
-    local dryrun = require "ragops.dryrun"
-    local cfg = require("ragops.config").defaults()
+    local dryrun = require "ragops.run.dryrun"
+    local cfg = require("ragops.plan.config").defaults()
     cfg.provider.model = "m"
     local tiny = dryrun.token_basis("article", { article = { run_id = 5, first_run_id = 5, runs = 1, documents = 1,
                                                              bytes = 300, tokens = 80 } }, cfg)

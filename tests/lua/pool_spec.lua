@@ -2,7 +2,7 @@
 -- waiters are woken when a connect fails (7.11), and pool:with applies the
 -- database retry policy to connection losses (7.7).
 
-local pool_mod = require "ragops.pool"
+local pool_mod = require "ragops.store.pool"
 local testing = require "ragops.testing"
 
 -- A fake ragops.pg: connect() fails while `down` is true; queries answer
@@ -23,7 +23,7 @@ local function fake_pg(s)
   return pg
 end
 
-describe("ragops.pool", function()
+describe("ragops.store.pool", function()
   it("acorda quem espera quando uma conexão falha, em vez de deixá-lo parado para sempre (7.11)", function()
     local s = testing.scheduler()
     local pg = fake_pg(s)
@@ -31,7 +31,7 @@ describe("ragops.pool", function()
     local pool = pool_mod.new { conninfo = "x", size = 1, sched = s, pg = pg }
     local results = {}
     s.run(function()
-      local g = require("ragops.sched").group(s)
+      local g = require("ragops.util.sched").group(s)
       for i = 1, 4 do
         g:spawn(function()
           local c, err = pool:acquire()

@@ -2,8 +2,8 @@
 -- ETA, failures, retries, concurrency), the terminal renderer (redrawn with
 -- \r and an ANSI clear, log lines clear it first, no log line per tick), the
 -- log renderer (a log line per tick, nothing redrawn) and the bounded series.
-local log = require "ragops.log"
-local progress = require "ragops.progress"
+local log = require "ragops.obs.log"
+local progress = require "ragops.obs.progress"
 
 local function buffer()
   local b = { text = "" }
@@ -15,7 +15,7 @@ end
 local SNAP = { processed = 500, total = 1000, succeeded = 480, skipped = 10, failed = 10, retries = 7,
                elapsed_s = 10, concurrency = 4, in_flight = 3 }
 
-describe("ragops.progress", function()
+describe("ragops.obs.progress", function()
   local saved
   before_each(function() saved = { sink = log.sink, format = log.format, quiet = log.quiet } end)
   after_each(function() log.sink, log.format, log.quiet = saved.sink, saved.format, saved.quiet end)

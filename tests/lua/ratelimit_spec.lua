@@ -4,9 +4,9 @@
 -- Retry-After pause for everyone, FIFO order, peak concurrency, no busy loop,
 -- and the acquire/embed/release sequence the runner uses.
 
-local ratelimit = require "ragops.ratelimit"
+local ratelimit = require "ragops.provider.ratelimit"
 local testing = require "ragops.testing"
-local retry = require "ragops.retry"
+local retry = require "ragops.provider.retry"
 
 -- A testing scheduler whose sleep() calls are counted; a runaway number of
 -- sleeps (a limiter spinning on the fake clock) fails the test instead of
@@ -542,7 +542,7 @@ end)
 -- and never silently (issue 11: max_concurrency = 8 capped in_flight 16 while
 -- the log said "16 em paralelo").
 describe("ratelimit: concorrência efetiva", function()
-  local params = require "ragops.params"
+  local params = require "ragops.plan.params"
   local report = require "ragops.report"
 
   local function plan_with(in_flight)

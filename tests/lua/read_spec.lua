@@ -3,7 +3,7 @@
 -- become few units that carry no rows, what the target holds is asked only
 -- for the other rows' entities, and the next page is read while this one
 -- is handed on. The store is a stub over an in-memory source.
-local read = require "ragops.stages.read"
+local read = require "ragops.run.stages.read"
 local testing = require "ragops.testing"
 
 -- A stub store over rows { id, same } (same: the fingerprint matches):

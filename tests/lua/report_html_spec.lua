@@ -2,7 +2,7 @@
 -- (no external reference, no script), every outside text escaped, the
 -- sections of a run and of a dry-run, and the numbers read from the
 -- metrics text (latency per bucket, requests per status).
-local report_html = require "ragops.report_html"
+local report_html = require "ragops.report.html"
 
 local METRICS = table.concat({
   '# TYPE ragops_embed_latency_seconds histogram',
@@ -28,7 +28,7 @@ local function run_stats()
   }
 end
 
-describe("ragops.report_html", function()
+describe("ragops.report.html", function()
   it("lê do texto das métricas a latência por faixa (não acumulada) e as requisições por status", function()
     local latency, by_status = report_html.from_metrics(METRICS)
     assert.are.same({ 2, 3, 1 }, { latency.buckets[1].count, latency.buckets[2].count, latency.buckets[3].count })
@@ -82,7 +82,7 @@ describe("ragops.report_html", function()
   end)
 
   it("emit grava o arquivo; uma falha de gravação vira código 2", function()
-    local log, errors = require "ragops.log", {}
+    local log, errors = require "ragops.obs.log", {}
     local sink = log.sink
     log.sink = { write = function(_, text) errors[#errors + 1] = text end }
     local path = os.tmpname()

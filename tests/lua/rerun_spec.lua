@@ -7,10 +7,10 @@
 -- per query (read.PAGE_UNITS).
 
 local plan = require "ragops.plan"
-local read = require "ragops.stages.read"
+local read = require "ragops.run.stages.read"
 local testing = require "ragops.testing"
-local write = require "ragops.stages.write"
-local key_text = require("ragops.runner").key_text
+local write = require "ragops.run.stages.write"
+local key_text = require("ragops.run.runner").key_text
 
 local function make_plan(batch, document)
   return plan.new {

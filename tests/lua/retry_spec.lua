@@ -1,7 +1,7 @@
 -- retry_spec.lua: ragops.retry backoff bounds (with injected randomness),
 -- Retry-After precedence, and which failures are retried how many times.
 
-local retry = require "ragops.retry"
+local retry = require "ragops.provider.retry"
 
 local POLICY = { attempts = 4, base_ms = 500, max_ms = 30000 }
 

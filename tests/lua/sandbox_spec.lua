@@ -3,7 +3,7 @@
 -- (classes, pt-BR messages with file:line, no traceback), and document()
 -- budgets through ragops.testing (dead letters, then the abort).
 
-local sandbox = require "ragops.sandbox"
+local sandbox = require "ragops.plan.sandbox"
 local testing = require "ragops.testing"
 
 local function write_file(text)
@@ -225,7 +225,7 @@ return plan { name = "hostil", sources = { itens }, batch = { size = 1, in_fligh
 end)
 
 describe("chave sandbox da configuração", function()
-  local config = require "ragops.config"
+  local config = require "ragops.plan.config"
   local function no_env() return nil end
   after_each(function() sandbox.configure(nil) end)
 

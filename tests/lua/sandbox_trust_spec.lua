@@ -7,9 +7,9 @@
 -- runs under the load budget.
 require "tests.lua.c_stubs"
 
-local index = require "ragops.index"
+local index = require "ragops.vector.index"
 local plan = require "ragops.plan"
-local sandbox = require "ragops.sandbox"
+local sandbox = require "ragops.plan.sandbox"
 
 local written = {}
 

@@ -4,11 +4,11 @@
 -- committed, and a work unit's parts counted per attempt.
 
 require "tests.lua.c_stubs"
-local account = require "ragops.stages.account"
-local embed = require "ragops.stages.embed"
+local account = require "ragops.run.context"
+local embed = require "ragops.run.stages.embed"
 local plan = require "ragops.plan"
 local testing = require "ragops.testing"
-local workunits = require "ragops.workunits"
+local workunits = require "ragops.run.workunits"
 
 local function make_plan(size, in_flight)
   return plan.new {

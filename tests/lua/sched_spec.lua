@@ -1,7 +1,7 @@
 -- sched_spec.lua: the fake-clock scheduler of ragops.testing and the sync
 -- primitives of ragops.sched (group, queue, semaphore) running on it.
 
-local sched = require "ragops.sched"
+local sched = require "ragops.util.sched"
 local testing = require "ragops.testing"
 
 describe("testing.scheduler (relógio falso)", function()

@@ -6,7 +6,7 @@
 -- errors, the reports (text, JSON, HTML), exit.fail.
 require "tests.lua.c_stubs"
 local cjson = require "cjson"
-local config = require "ragops.config"
+local config = require "ragops.plan.config"
 local scrub = require "ragops.util.scrub"
 
 local KEY = "sk-SENTINELA-chave-0123456789"
@@ -40,7 +40,7 @@ local function assert_none(text, needles)
 end
 
 local function base64(text)
-  return (require("ragops.pushgateway").base64url(text):gsub("[-_]", { ["-"] = "+", ["_"] = "/" }))
+  return (require("ragops.obs.pushgateway").base64url(text):gsub("[-_]", { ["-"] = "+", ["_"] = "/" }))
 end
 
 before_each(function() scrub.clear() end)
@@ -117,7 +117,7 @@ describe("ragops.util.scrub", function()
 end)
 
 describe("pontos de saída", function()
-  local log = require "ragops.log"
+  local log = require "ragops.obs.log"
   local lines, saved
 
   before_each(function()
@@ -152,7 +152,7 @@ describe("pontos de saída", function()
   end)
 
   it("failures list: chave, linhas forjadas e sequências de terminal neutralizadas", function()
-    local failures = require "ragops.failures"
+    local failures = require "ragops.store.failures"
     local out = failures.format({ {
       id = 1, run_id = 2, entity_type = "verse\27]0;titulo\7", entity_id = "k\n[2026-01-01 00:00:00] INFO falso",
       error_class = "transform", attempts = 1, first_seen = "x", last_seen = "y",
@@ -168,7 +168,7 @@ describe("pontos de saída", function()
     assert(config.load(path, env_of {}))
     os.remove(path)
     local echo = "Authorization: Basic " .. base64("pgw:SEGREDO-pgw") .. "\27[2J"
-    local pushgateway = require "ragops.pushgateway"
+    local pushgateway = require "ragops.obs.pushgateway"
     local registry = { render = function() return "" end }
     local ok, err = pushgateway.push(registry, "http://127.0.0.1:9", { job = "ragops" },
       { request = function() return { status = 401, body = echo } end })
@@ -181,7 +181,7 @@ describe("pontos de saída", function()
 
   it("relatórios: texto escapado, JSON e HTML com a chave mascarada", function()
     local report = require "ragops.report"
-    local report_html = require "ragops.report_html"
+    local report_html = require "ragops.report.html"
     local stats = { plan = "p\27[2J", processed = 1, abort_reason = "eco " .. KEY, aborted = { reason = KEY } }
     assert_none(report.json(stats), { KEY })
     local stdout = io.stdout
@@ -201,7 +201,7 @@ describe("pontos de saída", function()
   end)
 
   it("exit.fail: chave mascarada, sequências escapadas, quebras de linha mantidas", function()
-    local exit = require "ragops.exit"
+    local exit = require "ragops.util.exit"
     local stderr = io.stderr
     local written = {}
     io.stderr = { write = function(_, ...) written[#written + 1] = table.concat({ ... }) end } -- luacheck: ignore

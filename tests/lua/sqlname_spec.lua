@@ -1,10 +1,10 @@
 -- sqlname_spec.lua: the target table may be "table" or "schema.table".
 require "tests.lua.c_stubs"
 
-local sqlname = require "ragops.sqlname"
-local index = require "ragops.index"
+local sqlname = require "ragops.util.sqlname"
+local index = require "ragops.vector.index"
 
-describe("ragops.sqlname", function()
+describe("ragops.util.sqlname", function()
   it("cita tabela simples e tabela com esquema, parte por parte", function()
     assert.are.equal('"rag_documents"', sqlname.quote_table("rag_documents"))
     assert.are.equal('"public"."rag_documents"', sqlname.quote_table("public.rag_documents"))

@@ -6,7 +6,7 @@
 -- transaction, the units of a cold backfill waited ~15 ms each for one
 -- another: 7 s of 2.4 s of run were lock waits).
 require "tests.lua.c_stubs"
-local store_pg = require "ragops.store_pg"
+local store_pg = require "ragops.store.pg"
 
 -- A store whose pool hands a connection that records each statement.
 local function recording_store()

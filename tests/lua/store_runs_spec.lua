@@ -4,8 +4,8 @@
 -- the database retry policy, not end the run (CI failure of the chaos test:
 -- "execução interrompida: conexão com o PostgreSQL perdida").
 
-local pool_mod = require "ragops.pool"
-local store_runs = require "ragops.store_runs"
+local pool_mod = require "ragops.store.pool"
+local store_runs = require "ragops.store.runs"
 local testing = require "ragops.testing"
 
 -- A fake ragops.pg whose sessions answer script[i](sql) for the i-th

@@ -3,9 +3,9 @@
 -- and the triggers a plan asks for (names that change with the plan).
 require "tests.lua.c_stubs"
 
-local changes = require "ragops.stages.changes"
+local changes = require "ragops.sync.changes"
 local plan = require "ragops.plan"
-local sync_queue = require "ragops.sync_queue"
+local sync_queue = require "ragops.sync.queue"
 
 local function source_with(sync, extra)
   local spec = { sql = "select id, text, updated_at from verses", key = "id", updated_at = "updated_at",

@@ -6,9 +6,9 @@
 -- relations whose owner migrate checks.
 require "tests.lua.c_stubs"
 
-local migrate = require "ragops.migrate"
+local migrate = require "ragops.store.migrate"
 local plan = require "ragops.plan"
-local sync_queue = require "ragops.sync_queue"
+local sync_queue = require "ragops.sync.queue"
 
 local function source_with(sync, extra)
   local spec = { sql = "select id, text, updated_at from fortunes where not deleted", key = "id",

@@ -7,7 +7,7 @@
 require "tests.lua.c_stubs"
 
 local cjson = require "cjson"
-local validate = require "ragops.validate"
+local validate = require "ragops.vector.validate"
 
 local function hit(entity_type, entity_id, chunk_index, score)
   return { entity_type = entity_type, entity_id = entity_id, chunk_index = chunk_index or 0, score = score or 0.5 }
@@ -261,7 +261,7 @@ end)
 
 describe("cmd.validate.options", function()
   local cli = require "ragops.cli"
-  local cmd_validate = require "ragops.cmd.validate"
+  local cmd_validate = require "ragops.cli.commands.validate"
   local function opts(...)
     return cmd_validate.options(cli.parse({ ... }, {
       config = "string", k = "string", ["min-recall"] = "string", ["min-mrr"] = "string",

@@ -3,8 +3,8 @@
 -- ragops.model like `ragops model compare` does).
 require "tests.lua.c_stubs"
 
-local validate = require "ragops.validate"
-local model = require "ragops.model"
+local validate = require "ragops.vector.validate"
+local model = require "ragops.vector.model"
 
 local here = debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$") or "."
 local GATE = here .. "/../../plans/model_compare.lua"
