@@ -11,7 +11,7 @@ local index = require "ragops.vector.index"
 index.quote_ident = function(name) return '"' .. name:gsub('"', '""') .. '"' end
 
 local here = debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$") or "."
-local PLAN = here .. "/../../plans/create_index.lua"
+local PLAN = here .. "/../../../plans/create_index.lua"
 
 local function create(opts, defaults)
   return index.validate_create(opts, defaults or {}, "rag_documents")
@@ -430,7 +430,7 @@ describe("ragops index com um banco pgvector simulado", function()
   after_each(function() backends.connect = real_connect end)
 
   before_each(function()
-    _G.RAGOPS_HOME = here .. "/../.."
+    _G.RAGOPS_HOME = here .. "/../../.."
     backends.connect = function() return conn end
     core.trap_signals = function() end
     state = { column = "vector(1536)", extension = "0.7.0", rows = 5000 }
