@@ -11,7 +11,7 @@
 -- Volume comes from SQL count(*) per source; when a source has more rows
 -- than MAX_SCAN_ROWS, only that many are read through the plan (keyset
 -- order) and the figures are extrapolated (estimate.sampled = true).
-local backends = require "ragops.store.backends"
+local store_target = require "ragops.store.target"
 local config = require "ragops.plan.config"
 local core = require "ragops.core"
 local exit = require "ragops.util.exit"
@@ -179,7 +179,7 @@ end
 -- default is read-only too, confirmed by the server before going on.
 -- Returns conn or nil, exit code, err.
 local function open_read_only(cfg)
-  local conn, cerr = backends.connect(cfg)
+  local conn, cerr = store_target.connect(cfg)
   if not conn then return nil, exit.unreachable, cerr end
   for _, sql in ipairs({ "set client_min_messages = warning", "set default_transaction_read_only = on",
                          "begin transaction isolation level repeatable read read only",
@@ -367,9 +367,9 @@ function M.run(p, cfg, opts)
   local conn, ocode, oerr = open_read_only(cfg)
   if not conn then return exit.fail(ocode, "%s", oerr) end
   local coltype = migrate.embedding_column(conn, cfg.database.table)
-  local date_ok, date_err = backends.check_date_range(conn, p.scope)
+  local date_ok, date_err = store_target.check_date_range(conn, p.scope)
   if not date_ok then conn:close(); return exit.fail(exit.usage, "%s", date_err) end
-  local sql_ok, qcode, qerr = backends.check_sources(function(sql) return conn:query(sql) end, p,
+  local sql_ok, qcode, qerr = store_target.check_sources(function(sql) return conn:query(sql) end, p,
     runner.selected_sources(p))
   if not sql_ok then conn:close(); return exit.fail(qcode, "%s", qerr) end
   local s, tally = sched.real(), new_tally()

@@ -3,11 +3,12 @@
 -- rate limiter, metrics, signals, log format and context, progress timer
 -- (ragops.progress), runner (or scale-out work units), the run record's
 -- finish and the reports (text, --report-json, --report-html). `--dry-run`
--- goes to ragops.dryrun, which uses the same lower pieces (backends,
+-- goes to ragops.dryrun, which uses the same lower pieces (store_target,
 -- params, report). Returns exit codes (ragops.exit).
 local account = require "ragops.run.context"
 local alerts_mod = require "ragops.obs.alerts"
-local backends = require "ragops.store.backends"
+local store_target = require "ragops.store.target"
+local provider_client = require "ragops.provider.client"
 local cjson = require "cjson"
 local config = require "ragops.plan.config"
 local core = require "ragops.core"
@@ -115,13 +116,13 @@ end
 -- The target's checks on conn: { coltype } or { err, code } (a refusal);
 -- nil, err when the session was lost on the way (ragops.pool retries it).
 local function check_target(conn, cfg, p)
-  local coltype, terr, code = backends.check_target(conn, cfg)
+  local coltype, terr, code = store_target.check_target(conn, cfg)
   if coltype then
     local ok, merr, mcode = model.check_table_model(conn, cfg, p.mode)
     if not ok then coltype, terr, code = nil, merr, mcode end
   end
   if coltype then
-    local ok, derr = backends.check_date_range(conn, p.scope)
+    local ok, derr = store_target.check_date_range(conn, p.scope)
     if not ok then coltype, terr, code = nil, derr, exit.usage end
   end
   if coltype then return { coltype = coltype } end
@@ -131,7 +132,7 @@ end
 
 -- Opens the pool and checks the target (its model too: ragops.model), the
 -- date range and then the SQL of the plan's selected sources
--- (ragops.backends.check_sources), under the database retry policy (a
+-- (ragops.store_target.check_sources), under the database retry policy (a
 -- database that cannot be reached at all at the start fails at once):
 -- nothing is recorded before PostgreSQL accepted it. Returns pool,
 -- embedding column type or nil, exit code, err.
@@ -141,12 +142,12 @@ local function open_target(cfg, p, s)
     size = math.max(cfg.database.pool_size, p.batch.in_flight + 2), log = log,
   }
   local conn, cerr = pool:acquire()
-  if not conn then return nil, exit.unreachable, backends.connect_error(cfg, cerr) end
+  if not conn then return nil, exit.unreachable, store_target.connect_error(cfg, cerr) end
   pool:release(conn)
   local checked, err = pool:with(function(c) return check_target(c, cfg, p) end)
-  if not checked then checked = { err = backends.connect_error(cfg, err), code = exit.unreachable } end
+  if not checked then checked = { err = store_target.connect_error(cfg, err), code = exit.unreachable } end
   if checked.coltype then
-    local ok, qcode, qerr = backends.check_sources(function(sql)
+    local ok, qcode, qerr = store_target.check_sources(function(sql)
       return pool:with(function(c) return c:query(sql) end)
     end, p, runner.selected_sources(p))
     if not ok then checked = { err = qerr, code = qcode } end
@@ -242,7 +243,7 @@ end
 -- Also returns the parts wiring closes at the end (pool, client, limiter,
 -- alerts, write_metrics).
 local function build_env(p, cfg, s, pool, coltype, params)
-  local client = backends.embed_client(cfg, params_mod.limits(p, cfg).timeout_s)
+  local client = provider_client.new(cfg, params_mod.limits(p, cfg).timeout_s)
   local store = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype,
                                model = cfg.provider.model, dim = cfg.provider.dim }
   local metrics, write_metrics = new_metrics(cfg)

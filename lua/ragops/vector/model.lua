@@ -389,10 +389,10 @@ function M.target_config(cfg, value)
   local target, terr = M.parse_target(value)
   if terr then return nil, terr, exit.usage end
   if not target then return cfg end
-  local backends = require "ragops.store.backends"
-  local conn, err = backends.connect(cfg)
+  local store_target = require "ragops.store.target"
+  local conn, err = store_target.connect(cfg)
   if not conn then return nil, err, exit.unreachable end
-  local ok, serr, scode = backends.check_schema(conn)
+  local ok, serr, scode = store_target.check_schema(conn)
   if not ok then conn:close(); return nil, serr, scode end
   local rok, rows = pcall(M.read, conn, cfg.database.table)
   conn:close()

@@ -8,7 +8,7 @@
 
 require "tests.lua.c_stubs"
 local account = require "ragops.run.context"
-local backends = require "ragops.store.backends"
+local store_target = require "ragops.store.target"
 local cli = require "ragops.cli"
 local config = require "ragops.plan.config"
 local exit = require "ragops.util.exit"
@@ -143,7 +143,7 @@ describe("SQLSTATE e códigos de saída", function()
       seen[#seen + 1] = sql
       return nil, 'erro do PostgreSQL: relation "app_artcle" does not exist', "42P01"
     end
-    local ok, code, err = backends.check_sources(query, p)
+    local ok, code, err = store_target.check_sources(query, p)
     assert.is_nil(ok)
     assert.are.equal(exit.usage, code)
     assert.truthy(err:find('fonte "article"', 1, true), err)
@@ -155,10 +155,10 @@ describe("SQLSTATE e códigos de saída", function()
   end)
 
   it("a conferência devolve 4 quando o banco caiu (não é erro do plano)", function()
-    local ok, code = backends.check_sources(function() return nil, "conexão perdida", "08006" end, p)
+    local ok, code = store_target.check_sources(function() return nil, "conexão perdida", "08006" end, p)
     assert.is_nil(ok)
     assert.are.equal(exit.unreachable, code)
-    assert.is_true(backends.check_sources(function() return {} end, p))
+    assert.is_true(store_target.check_sources(function() return {} end, p))
   end)
 end)
 

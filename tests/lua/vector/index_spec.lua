@@ -354,11 +354,11 @@ end)
 -- connection that answers the catalog queries like a pgvector database and
 -- records every statement sent.
 describe("ragops index com um banco pgvector simulado", function()
-  local backends = require "ragops.store.backends"
+  local store_target = require "ragops.store.target"
   local cli = require "ragops.cli"
   local core = require "ragops.core"
   local log = require "ragops.obs.log"
-  local real_connect = backends.connect
+  local real_connect = store_target.connect
   local conn, state, out, err
 
   local function fake_conn()
@@ -427,11 +427,11 @@ describe("ragops index com um banco pgvector simulado", function()
     return list
   end
 
-  after_each(function() backends.connect = real_connect end)
+  after_each(function() store_target.connect = real_connect end)
 
   before_each(function()
     _G.RAGOPS_HOME = here .. "/../../.."
-    backends.connect = function() return conn end
+    store_target.connect = function() return conn end
     core.trap_signals = function() end
     state = { column = "vector(1536)", extension = "0.7.0", rows = 5000 }
     conn = fake_conn()

@@ -1,7 +1,7 @@
 -- ragops.cmd.failures: `ragops failures list | retry`, the dead-letter
 -- queue (ragops.failures) for the operator. retry runs
 -- plans/reprocess_failures.lua once per entity type with open failures.
-local backends = require "ragops.store.backends"
+local store_target = require "ragops.store.target"
 local exit = require "ragops.util.exit"
 local failures = require "ragops.store.failures"
 local log = require "ragops.obs.log"
@@ -33,10 +33,10 @@ local function read_failures(opts, cfg)
   -- Under the database retry policy (ragops.pool), like every run's reads.
   local pool = pool_mod.new { conninfo = cfg.database.url, sched = sched.real(), size = 1, log = log }
   local conn, cerr = pool:acquire()
-  if not conn then return nil, exit.fail(exit.unreachable, "%s", backends.connect_error(cfg, cerr)) end
+  if not conn then return nil, exit.fail(exit.unreachable, "%s", store_target.connect_error(cfg, cerr)) end
   pool:release(conn)
   local read, qerr = pool:with(function(c)
-    local schema_ok, serr, scode = backends.check_schema(c)
+    local schema_ok, serr, scode = store_target.check_schema(c)
     if not schema_ok then
       if not c:is_ok() then return nil, serr end -- the session was lost: retried
       return { err = serr, code = scode }

@@ -1,7 +1,7 @@
 -- ragops.cmd.index: `ragops index create | drop | status` for the operator:
 -- flags, pt-BR output, the cancel on signal; the SQL, the validation and the
 -- catalog queries are ragops.index.
-local backends = require "ragops.store.backends"
+local store_target = require "ragops.store.target"
 local core = require "ragops.core"
 local exit = require "ragops.util.exit"
 local index = require "ragops.vector.index"
@@ -78,7 +78,7 @@ local function cancel_on_signal(conn, cfg)
     interrupt.signal = name
     log.warn("sinal %s recebido: cancelando o comando em andamento no servidor; um segundo sinal encerra na hora",
       name)
-    local other, cerr = backends.connect(cfg)
+    local other, cerr = store_target.connect(cfg)
     if not other or not pid then
       return log.error("não foi possível cancelar no servidor: %s", tostring(cerr or "sessão desconhecida"))
     end
@@ -173,7 +173,7 @@ local function create(args, cli)
     cli.usage_error("--dim %d difere de provider.dim = %d na configuração: o índice e os embeddings gravados "
       .. "precisam ter a mesma dimensão", spec.dim, cfg.provider.dim)
   end
-  local conn, cerr = backends.connect(cfg)
+  local conn, cerr = store_target.connect(cfg)
 
   if spec.dry_run then return print_create_plan(conn, cerr, spec, defaults, table_name) end
 
@@ -263,7 +263,7 @@ local function drop(args, cli)
     print_sql({ sql }, "simulação (--dry-run): SQL que seria executado; nada foi executado")
     return exit.ok
   end
-  local conn, cerr = backends.connect(cfg)
+  local conn, cerr = store_target.connect(cfg)
   if not conn then return fail(exit.unreachable, "%s", cerr) end
   local finish = closing(conn)
   local info, ierr, istate = index.inspect(conn, table_name)
@@ -290,7 +290,7 @@ local function status(args, cli)
   local opts, defaults, cfg = prelude(args, cli, { config = "string", quiet = "bool", target = "string" })
   if not opts then return defaults end
   local table_name = cfg.database.table
-  local conn, cerr = backends.connect(cfg)
+  local conn, cerr = store_target.connect(cfg)
   if not conn then return fail(exit.unreachable, "%s", cerr) end
   local finish = closing(conn)
   local info, icode, imsg = index.inspect_target(conn, table_name)

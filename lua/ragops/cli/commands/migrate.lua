@@ -1,6 +1,6 @@
 -- ragops.cmd.migrate: `ragops migrate`, creates or upgrades the engine's
 -- tables (ragops.migrate) and says what it did, in pt-BR.
-local backends = require "ragops.store.backends"
+local store_target = require "ragops.store.target"
 local exit = require "ragops.util.exit"
 local migrate = require "ragops.store.migrate"
 
@@ -26,7 +26,7 @@ function M.main(args, cli)
   local opts = a.options
   local cfg, err = cli.load_config(opts)
   if not cfg then return exit.fail(exit.usage, "%s", err) end
-  local conn, cerr = backends.connect(cfg)
+  local conn, cerr = store_target.connect(cfg)
   if not conn then return exit.fail(exit.unreachable, "%s", cerr) end
   local result, merr, kind = migrate.run(conn, cfg)
   conn:close()

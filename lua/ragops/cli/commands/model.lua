@@ -3,7 +3,7 @@
 -- transactions (ragops.model holds the record, the gates and the renames),
 -- the pt-BR output and --report-json. Exit codes: 0 done; 1 compare
 -- reproved; 2 refusal or usage; 4 PostgreSQL or the provider unreachable.
-local backends = require "ragops.store.backends"
+local store_target = require "ragops.store.target"
 local cjson = require "cjson"
 local cmd_validate = require "ragops.cli.commands.validate"
 local config = require "ragops.plan.config"
@@ -41,9 +41,9 @@ local KIND_CODE = { usage = exit.usage, unreachable = exit.unreachable }
 local function open(opts, cli)
   local cfg, cerr = cli.load_config(opts)
   if not cfg then return nil, fail(exit.usage, "%s", cerr) end
-  local conn, err = backends.connect(cfg)
+  local conn, err = store_target.connect(cfg)
   if not conn then return nil, fail(exit.unreachable, "%s", err) end
-  local ok, serr, scode = backends.check_schema(conn)
+  local ok, serr, scode = store_target.check_schema(conn)
   if not ok then conn:close(); return nil, fail(scode, "%s", serr) end
   return cfg, conn
 end

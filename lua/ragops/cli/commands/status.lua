@@ -1,7 +1,7 @@
 -- ragops.cmd.status: `ragops status [--json]`, what ran, what is running,
 -- coverage and lag per entity type, open failures and vector indexes
 -- (ragops.status), as pt-BR text or stable English JSON keys.
-local backends = require "ragops.store.backends"
+local store_target = require "ragops.store.target"
 local exit = require "ragops.util.exit"
 local params = require "ragops.plan.params"
 local runner = require "ragops.run.runner"
@@ -21,12 +21,12 @@ function M.main(args, cli)
   if not cfg then return exit.fail(exit.usage, "%s", err) end
   local p, perr = params.load_plan(opts.plan or cli.home_path("plans/backfill.lua"), {})
   if not p then return exit.fail(exit.usage, "%s", perr) end
-  local conn, cerr = backends.connect(cfg)
+  local conn, cerr = store_target.connect(cfg)
   if not conn then return exit.fail(exit.unreachable, "%s", cerr) end
-  local ok, serr, scode = backends.check_schema(conn)
+  local ok, serr, scode = store_target.check_schema(conn)
   if not ok then conn:close(); return exit.fail(scode, "%s", serr) end
   local sources = runner.selected_sources(p)
-  local sql_ok, sql_code, sql_err = backends.check_sources(function(sql) return conn:query(sql) end, p, sources)
+  local sql_ok, sql_code, sql_err = store_target.check_sources(function(sql) return conn:query(sql) end, p, sources)
   if not sql_ok then conn:close(); return exit.fail(sql_code, "%s", sql_err) end
   local st, qerr = status.collect(conn, cfg.database.table, sources)
   conn:close()

@@ -2,7 +2,7 @@
 -- default plan is plans/sync.lua) and `ragops sync install | uninstall
 -- PLANO.lua` (the trigger strategy's triggers and change queue,
 -- ragops.sync_queue).
-local backends = require "ragops.store.backends"
+local store_target = require "ragops.store.target"
 local core = require "ragops.core"
 local exit = require "ragops.util.exit"
 local params = require "ragops.plan.params"
@@ -26,7 +26,7 @@ M.INSTALL_FLAGS = { config = "string" }
 local function open_store(cfg)
   local pool = pool_mod.new { conninfo = cfg.database.url, sched = sched.real(), size = 1 }
   local conn, err = pool:acquire()
-  if not conn then return nil, backends.connect_error(cfg, err) end
+  if not conn then return nil, store_target.connect_error(cfg, err) end
   pool:release(conn)
   return store_pg.new { pool = pool, table = cfg.database.table, embedding_type = "real[]" }, pool
 end

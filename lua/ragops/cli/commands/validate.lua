@@ -4,7 +4,8 @@
 -- probes/ef_search sweep, the pt-BR report and --report-json. Exports
 -- measure(cfg, golden, k, opts) for `ragops model compare`. Exit codes:
 -- validate.EXIT.
-local backends = require "ragops.store.backends"
+local store_target = require "ragops.store.target"
+local provider_client = require "ragops.provider.client"
 local core = require "ragops.core"
 local exit = require "ragops.util.exit"
 local index = require "ragops.vector.index"
@@ -105,9 +106,9 @@ end
 -- { conn, coltype, column_type ("vector"/"halfvec"/nil), storage,
 -- quoted_table, table_name, indexes (valid ivfflat/hnsw) } or nil, err, code.
 local function open_target(cfg)
-  local conn, connect_err = backends.connect(cfg)
+  local conn, connect_err = store_target.connect(cfg)
   if not conn then return nil, connect_err, validate.EXIT.unreachable end
-  local coltype, terr, tcode = backends.check_target(conn, cfg)
+  local coltype, terr, tcode = store_target.check_target(conn, cfg)
   if not coltype then conn:close(); return nil, terr, tcode end
   local base = coltype:match("^(%a+)")
   local target = { conn = conn, coltype = coltype, table_name = cfg.database.table,
@@ -131,7 +132,7 @@ end
 local function prepare(target, cfg, golden)
   warn_other_models(target.conn, target.quoted_table, cfg.provider.model)
   log.info("gerando embeddings de %d consulta(s) com o modelo %s", #golden.queries, cfg.provider.model)
-  local client = backends.embed_client(cfg, cfg.provider.timeout_s)
+  local client = provider_client.new(cfg, cfg.provider.timeout_s)
   local batches, eerr = validate.embed_queries(client, golden.queries, core.sleep, log)
   client:close()
   if not batches then

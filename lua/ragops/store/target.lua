@@ -1,10 +1,9 @@
--- ragops.backends: the engine's two dependencies as the commands open them:
--- a PostgreSQL session (with the checks that `ragops migrate` ran, that
--- the target matches the configuration and that PostgreSQL accepts the
--- plan's SQL) and the embedding client. Errors are pt-BR, without secrets
--- (URLs redacted, keys never shown).
+-- ragops.store.target: the database as the commands open it: a PostgreSQL
+-- session and the checks before anything is written (that `ragops migrate`
+-- ran, that the target table matches the configuration, that PostgreSQL
+-- accepts the plan's SQL). Errors are pt-BR, without secrets (URLs
+-- redacted). The embedding client is ragops.provider.client.
 local config = require "ragops.plan.config"
-local embed = require "ragops.embed"
 local exit = require "ragops.util.exit"
 local messages = require "ragops.util.messages"
 local migrate = require "ragops.store.migrate"
@@ -109,15 +108,6 @@ function M.check_sources(query, p, sources)
     end
   end
   return true
-end
-
--- The embedding client of cfg.provider, requests timing out after timeout_s.
-function M.embed_client(cfg, timeout_s)
-  return embed.client {
-    url = cfg.provider.url, model = cfg.provider.model, dimensions = cfg.provider.dimensions,
-    expected_dim = cfg.provider.dim, api_key = cfg.provider.api_key,
-    timeout_ms = timeout_s * 1000, encoding = cfg.provider.encoding,
-  }
 end
 
 return M
