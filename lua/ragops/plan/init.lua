@@ -367,7 +367,7 @@ local function validate_source(ctx, entity_type, spec)
   ctx.subject = 'fonte "' .. entity_type .. '"'
   ctx:only_keys(spec, SOURCE_KEYS, nil)
   -- declared_at: "file:line" of the source "..." { } call, for errors
-  -- about its SQL found later (ragops.backends.check_sources).
+  -- about its SQL found later (ragops.store.target.check_sources).
   local source = { entity_type = entity_type, declared_at = ctx.where }
   source.sql = check_one_statement(ctx, "sql", ctx:string("sql", spec.sql, "um texto com a consulta SQL"))
   source.key = ctx:identifier("key", spec.key)
