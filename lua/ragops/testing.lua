@@ -3,11 +3,11 @@
 --
 --   testing.scheduler()   pure-Lua scheduler with a fake clock (spawn, suspend,
 --                         wake, sleep, now, run); sleep() costs no real time
---   testing.store{...}    in-memory store with the same methods as ragops.store_pg
+--   testing.store{...}    in-memory store with the same methods as ragops.store.pg
 --   testing.embedder{...} fake embedder: deterministic vectors, injectable failures
 --                         and latency, records every call
 --   testing.hash(...)     deterministic content hash (FNV-1a, two seeds)
---   testing.run(plan, opts) -> result   runs ragops.runner against the fakes
+--   testing.run(plan, opts) -> result   runs ragops.run.runner against the fakes
 --
 -- See docs/testes-de-planos.md for a guide with examples.
 local bit = require "bit"
@@ -71,7 +71,7 @@ end
 -- Scheduler with a fake clock
 ---------------------------------------------------------------------------
 
--- Returns a scheduler with the shape ragops.sched expects (spawn, suspend,
+-- Returns a scheduler with the shape ragops.util.sched expects (spawn, suspend,
 -- wake, sleep, now, stop, stopped) plus run(fn, ...), which runs fn in a coroutine and
 -- drives every coroutine until none is runnable. sleep(ms) advances the fake
 -- clock to the earliest wake-up time instantly. Coroutines left parked when
@@ -334,7 +334,7 @@ function M.embedder(opts)
 end
 
 ---------------------------------------------------------------------------
--- In-memory store (same interface as ragops.store_pg)
+-- In-memory store (same interface as ragops.store.pg)
 ---------------------------------------------------------------------------
 
 local function compare_keys(a, b)
@@ -717,7 +717,7 @@ end
 
 local LEVEL_NAMES = { debug = "DEPURAÇÃO", info = "INFO", warn = "AVISO", error = "ERRO" }
 
--- A ragops.log-like object that records "NIVEL mensagem" lines.
+-- A ragops.obs.log-like object that records "NIVEL mensagem" lines.
 function M.log()
   local lines = {}
   local log = { lines = lines }
@@ -754,14 +754,14 @@ end
 --          documents = {...}        (pre-existing docs for a new fake store)
 --          store = fake store       (reuse one, e.g. result.store of a previous run)
 --          embedder = { dim, fail, latency_ms } options, or a fake embedder object
---          alerts = true (ragops.alerts built from the plan's thresholds, on the
+--          alerts = true (ragops.obs.alerts built from the plan's thresholds, on the
 --                   fake clock; webhooks recorded in result.alerts.webhooks) or an object,
 --          scheduler, checkpoint, model ("fake-model"), run_id (1),
 --          range = { after, upto } (a scale-out work unit's key range),
 --          progress_every_ms, fail_write,
 --          stop_after_ms = n (stops the run like a signal at that fake time),
 --          budget_usd, price_per_1m_tokens (the spend budget and the model's price),
---          metrics = a ragops.metrics registry (the run's Prometheus metrics) }
+--          metrics = a ragops.obs.metrics registry (the run's Prometheus metrics) }
 -- Returns result = { stats, store, embedder, log (lines), clock (fake ms elapsed), plan, alerts }.
 function M.run(plan_or_path, opts)
   opts = opts or {}

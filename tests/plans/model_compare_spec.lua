@@ -1,6 +1,6 @@
 -- model_compare_spec.lua: the demo's model-change gate loads in the sandbox,
 -- imports the demo's golden set and sets every compare threshold (checked by
--- ragops.model like `ragops model compare` does).
+-- ragops.vector.model like `ragops model compare` does).
 require "tests.lua.c_stubs"
 
 local validate = require "ragops.vector.validate"

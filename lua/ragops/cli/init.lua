@@ -1,7 +1,8 @@
 -- ragops.cli: the command line. Parses arguments (pt-BR help and errors)
--- and dispatches to the commands (ragops.cmd.*, each given this module for
--- parse/usage_error/home_path). Runs inside the main coroutine started by
--- engine/main.c; returns the process exit code (ragops.exit).
+-- and dispatches to the commands (ragops.cli.commands.*, each given this
+-- module for parse/usage_error/home_path; each starts through
+-- ragops.cli.prelude). Runs inside the main coroutine started by
+-- engine/main.c; returns the process exit code (ragops.util.exit).
 local cmd_failures = require "ragops.cli.commands.failures"
 local cmd_index = require "ragops.cli.commands.index"
 local cmd_migrate = require "ragops.cli.commands.migrate"
@@ -10,10 +11,8 @@ local cmd_run = require "ragops.cli.commands.run"
 local cmd_status = require "ragops.cli.commands.status"
 local cmd_sync = require "ragops.cli.commands.sync"
 local cmd_validate = require "ragops.cli.commands.validate"
-local config = require "ragops.plan.config"
 local exit = require "ragops.util.exit"
 local help = require "ragops.cli.commands.help"
-local log = require "ragops.obs.log"
 local plan_mod = require "ragops.plan"
 
 local M = {}
@@ -146,22 +145,6 @@ function M.main(...)
 end
 
 M.usage_error = usage_error
-
--- The one configuration step of every command that reads the
--- configuration: --quiet, the file (--config) with the environment over it,
--- and the log format (--log-format over log.format). Returns cfg or nil,
--- pt-BR message (a usage error: exit code 2).
-function M.load_config(opts)
-  log.quiet = opts.quiet or false
-  local cfg, err = config.load(opts.config, os.getenv)
-  if not cfg then return nil, err end
-  local format = opts["log-format"] or cfg.log.format
-  if not log.FORMATS[format] then
-    return nil, ("--log-format espera text ou json, recebi %q"):format(tostring(format))
-  end
-  log.format = format
-  return cfg
-end
 
 -- The value of --flag in options (M.parse's) as a decimal integer in
 -- [low, high], or nil when the flag is absent; anything else (0x10, 1e3,

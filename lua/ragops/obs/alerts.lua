@@ -1,4 +1,4 @@
--- ragops.alerts: evaluates a plan's alert thresholds over sliding windows of
+-- ragops.obs.alerts: evaluates a plan's alert thresholds over sliding windows of
 -- runner events and turns breaches into a log line, a metric, a webhook call
 -- and an action (warn | pause | abort) for the runner.
 --
@@ -6,8 +6,8 @@
 --     config  = plan.alerts,          -- validated by ragops.plan
 --     now     = function() -> ms,     -- monotonic clock (sched.now)
 --     sleep   = function(ms),         -- required when some action is "pause"
---     log     = ragops.log-like,      -- info/warn/error(fmt, ...)
---     metrics = ragops.metrics registry (optional),
+--     log     = ragops.obs.log-like,      -- info/warn/error(fmt, ...)
+--     metrics = ragops.obs.metrics registry (optional),
 --     webhook = function(payload) -> true | nil, err (optional; may yield),
 --     plan    = plan name for the webhook payload (optional),
 --     pause_ms = 30000,               -- see gate(); also read from config.pause_ms
@@ -21,7 +21,7 @@
 --   a.fired              -- list of pt-BR breach messages, in order (for the
 --                           report's "Alertas disparados": stats.alerts = a.fired)
 --
--- Events (from ragops.runner):
+-- Events (from ragops.run.runner):
 --   { kind = "embed", ok, status, latency_ms, class }  one per embedding call
 --   { kind = "document", ok }                           one per document
 --

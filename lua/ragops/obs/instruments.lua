@@ -1,6 +1,6 @@
--- ragops.stages.instruments: the run's Prometheus metrics, fed by the
--- stages (through ctx, see ragops.stages.account) into env.metrics (a
--- ragops.metrics registry, served by the metrics endpoint, pushed to a
+-- ragops.obs.instruments: the run's Prometheus metrics, fed by the
+-- stages (through ctx, see ragops.run.context) into env.metrics (a
+-- ragops.obs.metrics registry, served by the metrics endpoint, pushed to a
 -- Pushgateway and written to the textfile). Every series carries the
 -- `plan` label; `entity_type`, `status`, `class`, `outcome` are the only
 -- other labels (bounded: no run id, no entity id). The list, with meaning
@@ -9,7 +9,7 @@ local metrics = require "ragops.obs.metrics"
 
 local M = {}
 
--- name -> { type, pt-BR help }: the engine's metrics (ragops.metrics).
+-- name -> { type, pt-BR help }: the engine's metrics (ragops.obs.metrics).
 M.METRICS = metrics.ENGINE
 
 local function labels_of(ctx, extra)
@@ -119,7 +119,7 @@ function M.coverage(ctx, entity_type, indexed, no_document)
   end
 end
 
--- The sync queue's depth and lag per entity type (ragops.sync_queue.depth).
+-- The sync queue's depth and lag per entity type (ragops.sync.queue.depth).
 function M.sync_queue(ctx, entity_types, depth)
   for _, entity_type in ipairs(entity_types) do
     local d = depth[entity_type] or { depth = 0, lag_s = 0 }

@@ -1,4 +1,4 @@
--- ragops.log: operator log lines (pt-BR) on stderr, as text
+-- ragops.obs.log: operator log lines (pt-BR) on stderr, as text
 -- ("[data hora] NÍVEL mensagem") or as JSON lines (M.format = "json":
 -- { ts, level, msg, ...context, ...fields }). The wiring sets the run's
 -- context once (log.context{ run_id =, plan = }); a call adds its own

@@ -1,4 +1,4 @@
--- ragops.metrics: a tiny Prometheus registry (counters, gauges, histograms)
+-- ragops.obs.metrics: a tiny Prometheus registry (counters, gauges, histograms)
 -- rendered in the text exposition format and written atomically to a file
 -- for node_exporter's textfile collector. Pure Lua, no I/O except write_file.
 --
@@ -17,7 +17,7 @@
 local M = {}
 
 -- The metrics the engine exports: name -> { type, pt-BR help }. The stages
--- feed most of them (ragops.stages.instruments); the run wiring, the alerts
+-- feed most of them (ragops.obs.instruments); the run wiring, the alerts
 -- and `index create` the others. docs/alertas-e-metricas.md lists them all
 -- (tests/lua/ops_spec.lua checks it, and the docs/ops dashboard and rules).
 M.ENGINE = {

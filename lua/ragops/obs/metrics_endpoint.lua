@@ -1,9 +1,9 @@
--- ragops.metrics_endpoint: the Prometheus endpoint of a run, served on the
+-- ragops.obs.metrics_endpoint: the Prometheus endpoint of a run, served on the
 -- engine's own loop by ragops.httpd (bounded: see engine/httpd.h).
 --
 --   local ep, err = metrics_endpoint.start {
 --     listen = "127.0.0.1:9464",          -- "ADDR:PORT", "[::1]:PORT", ":PORT" (= loopback)
---     registry = metrics_registry,        -- ragops.metrics registry (has :render())
+--     registry = metrics_registry,        -- ragops.obs.metrics registry (has :render())
 --     health = function() return ok, text end,   -- optional
 --   }
 --   ep:port(); ep:close()

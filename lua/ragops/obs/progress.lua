@@ -1,4 +1,4 @@
--- ragops.progress: how a run's progress shows, from the runner's snapshot
+-- ragops.obs.progress: how a run's progress shows, from the runner's snapshot
 -- (env.progress_snapshot(): processed, total?, succeeded, skipped,
 -- no_document?, failed, retries, elapsed_s, concurrency? (the effective
 -- one: the limiter's window within the plan's in_flight), in_flight?,
@@ -81,7 +81,7 @@ local function changed(last, snap)
   return false
 end
 
--- A renderer: { tick(snap), finish(snap?), series }. opts: log (ragops.log),
+-- A renderer: { tick(snap), finish(snap?), series }. opts: log (ragops.obs.log),
 -- tty (true: redraw on opts.stream, default io.stderr), follower (true: a
 -- `ragops sync`). Without a terminal a run logs every tick (the line is its
 -- heartbeat while every worker waits on the provider); a follower only

@@ -1,4 +1,4 @@
--- ragops.pushgateway: pushes the final values of a metrics registry to a
+-- ragops.obs.pushgateway: pushes the final values of a metrics registry to a
 -- Prometheus Pushgateway, for batch runs that end before a scrape:
 --
 --   local ok, err = pushgateway.push(registry, "http://127.0.0.1:9091",

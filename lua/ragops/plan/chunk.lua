@@ -1,4 +1,4 @@
--- ragops.chunk: splits a document's text into chunks of at most max_chars
+-- ragops.plan.chunk: splits a document's text into chunks of at most max_chars
 -- UTF-8 code points, preferring sentence/line/word boundaries, with a
 -- configurable overlap between consecutive chunks.
 

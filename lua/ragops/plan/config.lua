@@ -1,7 +1,7 @@
--- ragops.config: loads the configuration file (a text Lua chunk returning a
--- table, run by ragops.sandbox with env() added), fills defaults, applies
+-- ragops.plan.config: loads the configuration file (a text Lua chunk returning a
+-- table, run by ragops.plan.sandbox with env() added), fills defaults, applies
 -- environment overrides, validates with pt-BR errors, hands the `sandbox`
--- limits to ragops.sandbox, and renders it safely for logs (passwords and
+-- limits to ragops.plan.sandbox, and renders it safely for logs (passwords and
 -- API keys redacted). Loading registers the configured secrets with
 -- ragops.util.scrub, which masks them in every text that leaves the process.
 
@@ -23,7 +23,7 @@ M.ENV_OVERRIDES = {
   { "RAGOPS_EMBED_MODEL", "provider", "model" },
 }
 
--- Limits of plan/config code (ragops.sandbox), one fresh table per call.
+-- Limits of plan/config code (ragops.plan.sandbox), one fresh table per call.
 local function sandbox_defaults()
   local out = {}
   for key, value in pairs(sandbox.DEFAULTS) do out[key] = value end
@@ -74,7 +74,7 @@ local KEYS = {
 }
 M.KEYS = KEYS
 
--- Accepted database.storage values: "auto" detects the column (ragops.migrate
+-- Accepted database.storage values: "auto" detects the column (ragops.store.migrate
 -- picks one for a new table), the others name the embedding column's type.
 local STORAGES = { auto = true, ["real[]"] = true, vector = true, halfvec = true }
 

@@ -1,7 +1,7 @@
 -- ragops.plan: the plan DSL (source{} / plan{}), its validation with pt-BR
 -- errors that name the plan file, line and key, and the plan loader.
 --
--- A plan file is a text Lua chunk run by ragops.sandbox (time and memory
+-- A plan file is a text Lua chunk run by ragops.plan.sandbox (time and memory
 -- budget) in its restricted environment plus `source`, `plan`, `params`
 -- and `import`. It must return the value built by `plan { ... }`.
 

@@ -1,4 +1,4 @@
--- ragops.params: the params of a run (--set and the filter/limit flags of
+-- ragops.plan.params: the params of a run (--set and the filter/limit flags of
 -- backfill/reindex) applied to a loaded plan: unknown keys refused, filters
 -- turned into the plan's scope, operating limits into batch.*/retry.*.
 -- Pure Lua (plans' unit specs load plans through it via ragops.testing).
@@ -19,7 +19,7 @@ end
 M.split_list = split_list
 
 -- Params the engine itself reads (the filters of backfill/reindex, and the
--- target: "shadow" runs on the model change's shadow, ragops.model) and the
+-- target: "shadow" runs on the model change's shadow, ragops.vector.model) and the
 -- operating limits; with the keys the plan reads, the valid --set keys.
 M.FILTER_KEYS = { "entity_type", "entity_id", "since", "until", "mode", "target" }
 local FILTER_FLAGS = { entity_type = "--entity-type", entity_id = "--entity-id" }

@@ -1,4 +1,4 @@
--- ragops.sandbox: runs untrusted plan, config and golden code. Reads the
+-- ragops.plan.sandbox: runs untrusted plan, config and golden code. Reads the
 -- file, compiles text chunks only (never bytecode), builds the restricted
 -- environment, and runs code under a time and memory budget:
 --
@@ -74,7 +74,7 @@ local armed_text         -- the message the watchdog holds (core.watchdog)
 
 -- Replaces the process-wide limits with `values` over the defaults (and
 -- caps the process's Lua heap at memory_mb). Values are validated by
--- ragops.config.
+-- ragops.plan.config.
 function M.configure(values)
   for key, value in pairs(M.DEFAULTS) do limits[key] = value end
   for key, value in pairs(values or {}) do limits[key] = value end

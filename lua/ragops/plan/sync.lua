@@ -1,4 +1,4 @@
--- ragops.sync_plan: validates the `sync = { ... }` key of a source (how
+-- ragops.plan.sync: validates the `sync = { ... }` key of a source (how
 -- `ragops sync` finds its changes), with the plan's pt-BR errors. Two
 -- strategies:
 --   { strategy = "watermark", overlap_s = 300, deletes_every_s = 600, poll_s = 2,

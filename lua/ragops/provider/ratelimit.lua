@@ -1,4 +1,4 @@
--- ragops.ratelimit: client-side rate limits for calls to the embedding
+-- ragops.provider.ratelimit: client-side rate limits for calls to the embedding
 -- provider. One limiter is shared by every worker coroutine of a run; before
 -- each request a worker calls acquire(tokens) and after it release(outcome).
 --
@@ -87,7 +87,7 @@ end
 -- opts = { sched = scheduler (now/sleep/suspend/wake), requests_per_min,
 --          tokens_per_min, max_concurrency (default: in_flight, else 8),
 --          in_flight (the plan's workers), min_concurrency (1),
---          cooldown_ms (2000), log = ragops.log-like (optional) }
+--          cooldown_ms (2000), log = ragops.obs.log-like (optional) }
 -- Without a provider max_concurrency the AIMD window's ceiling is the
 -- plan's in_flight: it only shrinks (429/503) and grows back to it.
 function M.new(opts)

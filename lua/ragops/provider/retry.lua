@@ -1,6 +1,6 @@
--- ragops.retry: the retry loop under both policies, the embedding
+-- ragops.provider.retry: the retry loop under both policies, the embedding
 -- provider's (the plan's `retry`, counted in attempts) and the database's
--- (ragops.pool, bounded by a window of time). Exponential backoff with
+-- (ragops.store.pool, bounded by a window of time). Exponential backoff with
 -- jitter, capped; Retry-After wins when the provider sends one. Only
 -- failures classified "transient" are retried. Seeds math.random once per
 -- process (see seed_random).
@@ -97,7 +97,7 @@ end
 --   * HTTP 429 does not count as an attempt (up to MAX_RATE_LIMITED_WAITS).
 -- info.class: "transient" | "permanent" | "fatal"; info.retry_after_ms; info.status.
 -- on_retry(attempt, delay_ms, err, info) is called before each wait.
--- waits: the scheduler (ragops.sched shape: sleep, stopped, now) or a bare
+-- waits: the scheduler (ragops.util.sched shape: sleep, stopped, now) or a bare
 -- sleep function. Once the scheduler is stopped (a signal), or a wait is cut
 -- short, it returns at once: nil, "interrompido", { class = "cancelled" }, calls.
 -- Returns result, nil, info, calls  or  nil, err, info, calls.

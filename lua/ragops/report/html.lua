@@ -1,9 +1,9 @@
--- ragops.report_html: `--report-html ARQUIVO`, the end-of-run report as one
+-- ragops.report.html: `--report-html ARQUIVO`, the end-of-run report as one
 -- self-contained pt-BR page (inline CSS and SVG, no script, no external
 -- asset: it works offline): totals, throughput over time (documents per
 -- second per interval of stats.series), embedding latency distribution
 -- (stats.embed_latency), requests per HTTP status and dead letters per
--- error class (in pt-BR, ragops.failures), the estimate against the actual
+-- error class (in pt-BR, ragops.store.failures), the estimate against the actual
 -- figures (stats.previous_estimate, a dry-run's --report-json given with
 -- --estimate-json) and, for a dry-run, the estimate per entity type. Every
 -- text from outside (plan names, types, messages) is HTML-escaped.

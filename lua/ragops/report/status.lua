@@ -1,4 +1,4 @@
--- ragops.status: what ran, what is running and how far the index is behind
+-- ragops.report.status: what ran, what is running and how far the index is behind
 -- the source, read from the database (`ragops status`). Each part is one
 -- function over a connection-like object (conn:query(sql, ...) -> rows | nil, err):
 --   runs(conn, limit)              recent runs, who holds them, last heartbeat

@@ -1,7 +1,7 @@
--- ragops.stages.account: the last stage of a unit, and the run's books.
+-- ragops.run.context: the last stage of a unit, and the run's books.
 -- Receives the counters of a committed unit (a delta) and adds them to the
 -- run's totals, per entity type; feeds the alerts (document outcomes, embed
--- calls), the metrics and the progress snapshot (ragops.progress draws it). Also the run's stop switch:
+-- calls), the metrics and the progress snapshot (ragops.obs.progress draws it). Also the run's stop switch:
 -- ctx:abort(code, reason) is how any stage ends the run (ctx:abort_db after
 -- a database failure: the SQLSTATE chooses the code). The reason is logged
 -- once, here, as the one ERRO line of the stop (a signal: no ERRO, the
@@ -198,7 +198,7 @@ function Context:finish()
 end
 
 -- ---- progress snapshot (added by the observability work, issue 10) ----
--- The numbers the progress renderer (ragops.progress) and the report's
+-- The numbers the progress renderer (ragops.obs.progress) and the report's
 -- series read: ctx.total is the rows to process when known (nil today).
 function Context:snapshot()
   instruments.refresh(self)

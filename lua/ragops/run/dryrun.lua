@@ -1,4 +1,4 @@
--- ragops.dryrun: `--dry-run`. Runs the same plan through the same runner,
+-- ragops.run.dryrun: `--dry-run`. Runs the same plan through the same runner,
 -- but in a sandbox that cannot write anywhere:
 --   * one PostgreSQL session, read-only by PostgreSQL itself
 --     (default_transaction_read_only + BEGIN READ ONLY, repeatable read,

@@ -1,10 +1,10 @@
 -- ragops.run: the wiring of a run (run, backfill, reindex, failures retry):
 -- configuration, plan, PostgreSQL pool, storage, embedding client, alerts,
 -- rate limiter, metrics, signals, log format and context, progress timer
--- (ragops.progress), runner (or scale-out work units), the run record's
+-- (ragops.obs.progress), runner (or scale-out work units), the run record's
 -- finish and the reports (text, --report-json, --report-html). `--dry-run`
--- goes to ragops.dryrun, which uses the same lower pieces (store_target,
--- params, report). Returns exit codes (ragops.exit).
+-- goes to ragops.run.dryrun, which uses the same lower pieces (store_target,
+-- params, report). Returns exit codes (ragops.util.exit).
 local account = require "ragops.run.context"
 local alerts_mod = require "ragops.obs.alerts"
 local store_target = require "ragops.store.target"
@@ -114,7 +114,7 @@ local function check_options(p, opts)
 end
 
 -- The target's checks on conn: { coltype } or { err, code } (a refusal);
--- nil, err when the session was lost on the way (ragops.pool retries it).
+-- nil, err when the session was lost on the way (ragops.store.pool retries it).
 local function check_target(conn, cfg, p)
   local coltype, terr, code = store_target.check_target(conn, cfg)
   if coltype then
@@ -130,7 +130,7 @@ local function check_target(conn, cfg, p)
   return { err = terr, code = code }
 end
 
--- Opens the pool and checks the target (its model too: ragops.model), the
+-- Opens the pool and checks the target (its model too: ragops.vector.model), the
 -- date range and then the SQL of the plan's selected sources
 -- (ragops.store_target.check_sources), under the database retry policy (a
 -- database that cannot be reached at all at the start fails at once):
@@ -217,7 +217,7 @@ end
 -- (chunking, content hash): every stored fingerprint then stops matching.
 local FINGERPRINT_VERSION = "ragops-fp-1"
 
--- The seed of the source rows' fingerprints (ragops.stages.read): what,
+-- The seed of the source rows' fingerprints (ragops.run.stages.read): what,
 -- besides the row, decides its documents: the plan's text (and the plans
 -- it imports), the params it reads, the chunking, the model and the
 -- dimension. nil when the plan has no digest.
@@ -401,7 +401,7 @@ end
 -- A run's counters from what it committed (the database's checkpoint and
 -- units past it), plus what the process did beyond units (deletions,
 -- spend of dropped units): a commit its client gave up on at a signal
--- counts, units never written do not (ragops.stages.account rebase).
+-- counts, units never written do not (ragops.run.context rebase).
 local function from_committed(env, stats, interrupted)
   local booked = stats.booked
   if not booked then return end
@@ -437,7 +437,7 @@ local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts, s
   stats.rate_limit = env.limiter:stats()
   stats.limits = params_mod.limits(p, cfg)
   -- Stopped by a dependency that gave up (or an internal error): the run's
-  -- record gets a single attempt, no waits (ragops.pool wind_down).
+  -- record gets a single attempt, no waits (ragops.store.pool wind_down).
   local aborted = stats.aborted
   if aborted and (aborted.code ~= exit.alert or aborted.halt) then parts.pool:wind_down() end
   local open
@@ -503,17 +503,11 @@ local function run_loaded(p, cfg, opts, params)
   return finish(p, cfg, env, parts, run, stats, run_totals, state, opts, sent)
 end
 
--- Loads the plan under cfg (the configuration the command loaded, log
--- settings applied: ragops.cli.load_config), checks the options and runs it
--- (or simulates it with --dry-run). Returns the exit code.
-local function run_file(path, opts, params, cfg)
-  local tcfg, terr, tcode = model.target_config(cfg, params.target)
-  if not tcfg then return fail(tcode, "%s", terr) end
-  -- "live" (the default) leaves the run's identity as without --target.
-  cfg, params.target = tcfg, model.parse_target(params.target)
-  local p, loaded = params_mod.load_plan(path, params)
-  if not p then return fail(exit.usage, "%s", loaded) end
-  params = loaded -- the run's identity (without batch.* and retry.*)
+-- Runs plan p (loaded by ragops.cli.prelude under cfg, the configuration
+-- of the --target's table, log settings applied; params: the run's
+-- identity, without batch.* and retry.*): checks the options and runs it (or
+-- simulates it with --dry-run). Returns the exit code.
+function M.loaded_plan(p, params, cfg, opts)
   local ok, oerr = check_options(p, opts)
   if not ok then return fail(exit.usage, "%s", oerr) end
   if p.budget and not config.price_per_1m(cfg) then
@@ -522,15 +516,6 @@ local function run_file(path, opts, params, cfg)
   end
   if opts["dry-run"] then return dryrun.run(p, cfg, opts) end
   return run_loaded(p, cfg, opts, params)
-end
-
--- Runs the plan file at path under cfg (the backfill/reindex/run commands);
--- once a signal arrived the exit code is 130 whatever step it interrupted.
-function M.plan_file(path, opts, params, cfg)
-  M.trap_signals()
-  local code = run_file(path, opts, params, cfg)
-  if signals.received then return exit.interrupted end
-  return code
 end
 
 -- The pieces of a run's wiring that ragops.sync (a follower is a run with

@@ -1,5 +1,5 @@
--- ragops.runner: runs a validated plan as a pipeline of named stages over
--- one context (ragops.stages.account builds it):
+-- ragops.run.runner: runs a validated plan as a pipeline of named stages over
+-- one context (ragops.run.context builds it):
 --
 --   read (stages.read)     keyset pages of a source, from the checkpoint
 --   decide (stages.decide) rows -> entities, chunks, hashes; skip/embed/prune
@@ -18,24 +18,24 @@
 -- PostgreSQL + HTTP or against ragops.testing's fakes:
 --
 -- env = {
---   sched    = scheduler (ragops.sched.real() or a fake),
---   store    = storage backend (ragops.store_pg or a fake),
+--   sched    = scheduler (ragops.util.sched.real() or a fake),
+--   store    = storage backend (ragops.store.pg or a fake),
 --   embedder = object with :embed(texts) -> vecbatch | nil, err, info,
 --   hash     = function(content, model, dim) -> string,
 --   model, dim = embedding model and dimension (part of the content hash),
---   log      = ragops.log-like object (info/warn/error),
+--   log      = ragops.obs.log-like object (info/warn/error),
 --   run_id   = id of the run record (nil in tests),
 --   checkpoint = { [entity_type] = { seq, after, stats, ahead } } to resume from,
---   alerts   = optional ragops.alerts: :observe(event) -> action|nil, :gate(stop?),
---   limiter  = optional ragops.ratelimit: :acquire(tokens), :release(outcome), :pause_until(ms),
---   metrics  = optional ragops.metrics registry,
+--   alerts   = optional ragops.obs.alerts: :observe(event) -> action|nil, :gate(stop?),
+--   limiter  = optional ragops.provider.ratelimit: :acquire(tokens), :release(outcome), :pause_until(ms),
+--   metrics  = optional ragops.obs.metrics registry,
 --   spent    = optional { requests = n }: counts every embedding request,
 --   range    = optional { after = key_text|nil, upto = key_text|nil, ahead = parts|nil }: process only
 --              keys in (after, upto] of the plan's single source, without
 --              checkpoints or end-of-source deletions (a scale-out work unit),
 -- }
 -- The runner sets env.stop(code, reason) (signals) and env.progress_snapshot()
--- (ctx:snapshot(), drawn by ragops.progress on the wiring's timer).
+-- (ctx:snapshot(), drawn by ragops.obs.progress on the wiring's timer).
 local account = require "ragops.run.context"
 local decide = require "ragops.run.stages.decide"
 local embed = require "ragops.run.stages.embed"
@@ -285,7 +285,7 @@ end
 
 -- Takes the units produce(emit) hands on through `workers` workers
 -- (batch.in_flight by default) and waits for them; returns produce's result.
--- The read stage feeds it here; ragops.stages.changes feeds it for sync.
+-- The read stage feeds it here; ragops.sync.changes feeds it for sync.
 function M.process_units(ctx, tracker, produce, workers)
   workers = workers or ctx.plan.batch.in_flight
   local writers = workers > 1 and math.min(workers, M.WRITERS) or 0
@@ -323,7 +323,7 @@ local function run_source(ctx, source, loading)
   end)
   write.flush(ctx, source.entity_type, tracker, true)
   -- A work unit's range is not the whole source: deletions belong to the
-  -- run as a whole (see ragops.workunits).
+  -- run as a whole (see ragops.run.workunits).
   if complete and not ctx.aborted and not env.range then delete_gone(ctx, source) end
   if ctx.fast then ctx.fast[source.entity_type] = nil end
 end

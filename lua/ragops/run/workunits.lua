@@ -1,4 +1,4 @@
--- ragops.workunits: scale-out. Several processes run the same plan with the
+-- ragops.run.workunits: scale-out. Several processes run the same plan with the
 -- same parameters and `--scale-out`; they join one run and split its sources
 -- into work units (key ranges of about batch.size x 16 rows), recorded in
 -- ragops_work_units. Each process claims a unit with FOR UPDATE SKIP LOCKED
@@ -283,7 +283,7 @@ function Unit:record_request()
   return true
 end
 
--- The budget's verdict on one request (ragops.stages.embed admission),
+-- The budget's verdict on one request (ragops.run.stages.embed admission),
 -- weighed and reserved in one transaction on the run's row lock, so every
 -- process sees every other's reservations. Returns verdict, spent tokens
 -- ("lost", reason; nil, err).

@@ -1,4 +1,4 @@
--- ragops.failures: the dead-letter queue seen by the operator.
+-- ragops.store.failures: the dead-letter queue seen by the operator.
 -- `ragops failures list` shows open failures (or the whole history with
 -- --all) in pt-BR; `ragops failures retry` reprocesses them through
 -- plans/reprocess_failures.lua, one run per entity type, scoped to the

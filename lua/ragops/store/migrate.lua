@@ -1,4 +1,4 @@
--- ragops.migrate: creates and upgrades rag_documents and the engine's own
+-- ragops.store.migrate: creates and upgrades rag_documents and the engine's own
 -- tables. Migrations are numbered, applied in order inside one transaction
 -- under an advisory lock, and recorded in ragops_schema_version; a current
 -- schema is only read. Also the ownership check of the engine's database
@@ -175,7 +175,7 @@ M.migrations = {
       }
     end },
   -- source_hash: on chunk 0, the fingerprint of the source row (and plan)
-  -- the entity was indexed from (see ragops.stages.read, the re-run that
+  -- the entity was indexed from (see ragops.run.stages.read, the re-run that
   -- skips unchanged rows without calling document()). Also on the blue/green
   -- tables `model prepare` already made.
   { version = 8, description = "impressão digital da linha de origem de cada documento (reexecução rápida)",

@@ -1,4 +1,4 @@
--- ragops.store_pg: the runner's storage backend on PostgreSQL. It reads the
+-- ragops.store.pg: the runner's storage backend on PostgreSQL. It reads the
 -- plan's sources page by page (keyset pagination, filters pushed down as
 -- parameters, with the stored hashes of each page in the same query), writes
 -- a unit of work (binary COPY into a staging table + one upsert, or straight
@@ -273,7 +273,7 @@ local function document_sql(target, staging)
         indexed_at = now()]]):format(target, staging.table),
     -- The source row each entity was indexed from ('': none, cleared), on
     -- its chunk 0, where that chunk was not rewritten (see
-    -- ragops.stages.write fingerprints).
+    -- ragops.run.stages.write fingerprints).
     fingerprint = ([[
       update %s d set source_hash = nullif(x.fp, '')::int8
         from unnest($2::text[], $3::text[]) as x(entity_id, fp)
@@ -382,12 +382,12 @@ local function failure_arrays(failures)
   return a
 end
 
--- The store: documents here, the run record in ragops.store_runs (same object).
+-- The store: documents here, the run record in ragops.store.runs (same object).
 local Store = {}
 Store.__index = Store
 M.Store = Store
 
--- opts: { pool = ragops.pool, table = "rag_documents",
+-- opts: { pool = ragops.store.pool, table = "rag_documents",
 --         embedding_type = "real[]"|"vector(N)"|"halfvec(N)",
 --         model = "...", dim = N }
 function M.new(opts)
@@ -402,7 +402,7 @@ end
 -- One query on a pooled connection (under the database retry policy).
 function Store:query(sql, ...) return M.query(self.pool, sql, ...) end
 
--- The run is ending: what is left makes a single attempt (ragops.pool wind_down).
+-- The run is ending: what is left makes a single attempt (ragops.store.pool wind_down).
 function Store:wind_down() self.pool:wind_down() end
 
 -- fn(step, conn) in one transaction on a pooled connection, retried whole;
@@ -577,11 +577,11 @@ end
 --          into_target = every key is new: COPY straight into the target (docs
 --                        with source_updated_us), no staging and no upsert,
 --          ahead = nil | { first_key, after_key, last_key, stats } (committed past the prefix),
---          sync = nil | { change_ids, run_id, delete_ids, watermark } (ragops.sync_queue.write),
+--          sync = nil | { change_ids, run_id, delete_ids, watermark } (ragops.sync.queue.write),
 --          no_document = nil | { entity_ids, updated_at } (markers to set),
 --          no_document_cleared = nil | { entity ids } (markers to clear) }
 -- Everything in one transaction, with the owner's fence and the requests
--- spent (ragops.store_runs). Returns { written, pruned, refreshed } or nil, err, sqlstate.
+-- spent (ragops.store.runs). Returns { written, pruned, refreshed } or nil, err, sqlstate.
 function Store:write_unit(unit)
   local spent = unit.run_id and self:reserve_spent() or 0
   local staging = not unit.into_target and #unit.parts > 0

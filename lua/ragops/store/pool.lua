@@ -1,4 +1,4 @@
--- ragops.pool: a small pool of PostgreSQL connections shared by the runner's
+-- ragops.store.pool: a small pool of PostgreSQL connections shared by the runner's
 -- coroutines, and the one place where the database retry policy applies.
 -- acquire() parks the caller while every connection is busy; a connection
 -- that was lost is dropped on release and replaced lazily. pool:with(fn)
@@ -47,7 +47,7 @@ Pool.__index = Pool
 
 -- opts: { conninfo = "...", size = 8, sched = <scheduler>, pg = <ragops.pg>,
 --         on_connect = function(conn) -> ok, err (session setup, optional),
---         retry = policy (default M.DB_RETRY), log = ragops.log-like (optional),
+--         retry = policy (default M.DB_RETRY), log = ragops.obs.log-like (optional),
 --         random = function() -> [0,1) (the backoff's jitter; tests) }
 function M.new(opts)
   return setmetatable({

@@ -1,5 +1,5 @@
--- ragops.store_runs: the run record on PostgreSQL, as methods of the
--- store (ragops.store_pg installs them on its Store). It claims or resumes a
+-- ragops.store.runs: the run record on PostgreSQL, as methods of the
+-- store (ragops.store.pg installs them on its Store). It claims or resumes a
 -- run (ragops_runs), keeps it held while the run works (advisory lock +
 -- owner token + heartbeat), counts the embedding requests and the tokens
 -- spent, reads back what the run committed and its open dead letters, and
@@ -34,7 +34,7 @@ function Runs:unreserve_spent(n) self.reported_spent = self.reported_spent - n e
 -- process took the run over. It also records the requests spent since the
 -- last record, so a kill -9 loses at most those of the units in flight.
 -- (A scale-out work unit's store overrides it with the unit's own fence,
--- which also records the unit's part: ragops.workunits; unit, pruned and
+-- which also records the unit's part: ragops.run.workunits; unit, pruned and
 -- refreshed are for that one.)
 function Runs:check_owner(step, run_id, spent)
   local rows = step([[update ragops_runs set updated_at = now(), requests_spent = requests_spent + $3
@@ -301,7 +301,7 @@ function Runs:committed_totals(run_id, settle)
   return per
 end
 
--- Adds the run-record methods to Store (module: ragops.store_pg, for its
+-- Adds the run-record methods to Store (module: ragops.store.pg, for its
 -- transaction helper).
 function M.install(Store, module)
   for name, fn in pairs(Runs) do Store[name] = fn end

@@ -25,7 +25,7 @@ function M.connect(cfg)
 end
 
 -- Checks that the engine's tables (and target, when given) belong to roles
--- this one trusts (ragops.migrate.check_owned) and that `ragops migrate` has
+-- this one trusts (ragops.store.migrate.check_owned) and that `ragops migrate` has
 -- created them (at the latest version). Returns true or nil, err, exit code.
 function M.check_schema(conn, target)
   local owned, oerr, okind = migrate.check_engine_owned(function(sql, ...) return conn:query(sql, ...) end, target)

@@ -1,6 +1,6 @@
--- ragops.stages.changes: the read stage of `ragops sync`. Instead of
+-- ragops.sync.changes: the read stage of `ragops sync`. Instead of
 -- paging a whole source, it hands on units made of the source's CHANGES:
---   trigger strategy: changes claimed from the queue (ragops.sync_queue),
+--   trigger strategy: changes claimed from the queue (ragops.sync.queue),
 --     coalesced by entity; the unit's rows are the source rows of those keys,
 --     and the keys the source no longer has are deletions (the same proof
 --     by key as the runner's present_keys); a TRUNCATE marker is applied
@@ -9,7 +9,7 @@
 --     committed watermark minus the overlap, in (updated_at, key) order;
 --     first, with sync.soft_delete, the keys marked deleted since then that
 --     the source no longer returns (deletions, the same proof by key).
--- Each unit carries `sync` (see ragops.sync_queue.write), handled in the
+-- Each unit carries `sync` (see ragops.sync.queue.write), handled in the
 -- unit's write transaction: claimed changes deleted, watermark advanced.
 local decide = require "ragops.run.stages.decide"
 local sync_queue = require "ragops.sync.queue"
@@ -50,7 +50,7 @@ M.MARKER_WAIT_MS = 100 -- while changes queued before a TRUNCATE marker are in f
 -- Applies a TRUNCATE marker once every change queued before it has
 -- committed (units that read the source before the TRUNCATE must not write
 -- after the deletions), else waits a moment: 'T', the anti-join of the
--- entity type's documents against the source (ragops.sync_watermark), then
+-- entity type's documents against the source (ragops.sync.watermark), then
 -- the marker goes; 'R', every indexed entity queued again. Returns true, or
 -- nil after stopping the run.
 local function apply_marker(ctx, source, marker, opts)

@@ -1,5 +1,5 @@
 -- ragops.sync: `ragops sync [PLANO.lua] [--follow]`. A follower is a run
--- of the plan whose read stage is ragops.stages.changes (the source's
+-- of the plan whose read stage is ragops.sync.changes (the source's
 -- changes, not a full scan), through the same runner workers, stores,
 -- retry, dead letters, alerts and metrics as a backfill (ragops.run's
 -- wiring). It registers in ragops_runs as plan "sync:<plano>" with params
@@ -17,7 +17,6 @@ local exit = require "ragops.util.exit"
 local instruments = require "ragops.obs.instruments"
 local log = require "ragops.obs.log"
 local metrics_endpoint = require "ragops.obs.metrics_endpoint"
-local params_mod = require "ragops.plan.params"
 local pg = require "ragops.pg"
 local run = require "ragops.run"
 local runner = require "ragops.run.runner"
@@ -44,16 +43,14 @@ function M.sync_sources(p)
   return out
 end
 
--- Loads the plan and checks the report files. Returns plan, sources, run
--- params or nil, err.
-local function load(path, opts, params)
-  local p, loaded = params_mod.load_plan(path, params)
-  if not p then return nil, loaded end
+-- The sync sources of p, with the report files checked. Returns sources or
+-- nil, err.
+local function check(p, opts)
   local sources, serr = M.sync_sources(p)
   if not sources then return nil, serr end
   local files_ok, ferr = run.check_output_files(opts)
   if not files_ok then return nil, ferr end
-  return p, sources, loaded
+  return sources
 end
 
 -- Applies every source's pending changes once (trigger: the queue until
@@ -166,7 +163,7 @@ local function start_follower(store, p, params, opts)
 end
 
 -- For trigger sources, checks that the queue is owned by roles this one
--- trusts (ragops.migrate.check_owned; the engine's tables were checked when
+-- trusts (ragops.store.migrate.check_owned; the engine's tables were checked when
 -- the target was opened) and holds the plan's triggers. Returns true, uses
 -- the queue, or nil, err, exit code.
 local function check_installed(store, sources, p)
@@ -232,13 +229,13 @@ local function sync_loaded(p, cfg, sources, opts, params)
   return w.finish(p, cfg, env, parts, { id = follower.id }, stats, nil, state, opts)
 end
 
--- `ragops sync [PLANO] [--follow]` under cfg (the configuration the command
--- loaded, log settings applied: ragops.cli.load_config). Returns the exit code.
-function M.main(path, opts, params, cfg)
-  run.trap_signals()
-  local p, sources, loaded = load(path, opts, params)
-  if not p then return fail(exit.usage, "%s", sources) end
-  local code = sync_loaded(p, cfg, sources, opts, loaded)
+-- `ragops sync [PLANO] [--follow]`: plan p under cfg (both loaded by
+-- ragops.cli.prelude, signals trapped; params: the run's identity).
+-- Returns the exit code.
+function M.main(p, params, opts, cfg)
+  local sources, err = check(p, opts)
+  if not sources then return fail(exit.usage, "%s", err) end
+  local code = sync_loaded(p, cfg, sources, opts, params)
   if run.signal_received() then return exit.interrupted end
   return code
 end

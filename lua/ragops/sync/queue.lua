@@ -1,4 +1,4 @@
--- ragops.sync_queue: the change queue of the trigger strategy, in the
+-- ragops.sync.queue: the change queue of the trigger strategy, in the
 -- engine's schema ragops_sync (created by `ragops sync install`, not by
 -- migrate). Install creates, for every source with sync.strategy =
 -- "trigger", AFTER INSERT/UPDATE/DELETE row triggers and an AFTER TRUNCATE
@@ -10,7 +10,7 @@
 -- by the installing role, with a fixed search_path: every role that may
 -- write a source fires them without any privilege on ragops_sync, which
 -- grants nothing to anyone. Nothing in the schema is used unless its owner
--- is trusted (ragops.migrate.check_owned). Followers claim changes (see
+-- is trusted (ragops.store.migrate.check_owned). Followers claim changes (see
 -- M.CLAIM_SQL) and delete them in the transaction that writes the
 -- documents (M.write).
 local migrate = require "ragops.store.migrate"
@@ -58,7 +58,7 @@ local SCHEMA_SQL = {
   "revoke all on all sequences in schema ragops_sync from public",
 }
 
--- Every object in ragops_sync, for ragops.migrate.check_owned: the schema,
+-- Every object in ragops_sync, for ragops.store.migrate.check_owned: the schema,
 -- its relations (tables, sequences, indexes...) and functions, grants of
 -- CREATE on it, and triggers on its tables (ragops never creates any).
 M.OBJECTS_SQL = [[

@@ -1,4 +1,4 @@
--- ragops.sync_watermark: the watermark strategy's SQL (no DDL on the
+-- ragops.sync.watermark: the watermark strategy's SQL (no DDL on the
 -- source). The watermark (ragops_sync_watermarks, one per plan and entity
 -- type) is the newest updated_at a committed unit covered; a pass reads
 -- from the watermark minus sync.overlap_s (late commits, clock drift:

@@ -1,4 +1,4 @@
--- ragops.exit: the process exit codes (one definition for every command)
+-- ragops.util.exit: the process exit codes (one definition for every command)
 -- and the one way a command stops with a pt-BR message on stderr.
 --   0 concluído; 1 concluído com itens na fila de falhas (ou simulação com
 --   documentos falhando); 2 uso, plano, SQL do plano, configuração ou URL

@@ -1,4 +1,4 @@
--- ragops.messages: translates the English texts a person may read (LuaJIT's
+-- ragops.util.messages: translates the English texts a person may read (LuaJIT's
 -- parser and runtime errors, system errors from io.open, libpq connection
 -- errors) to pt-BR, keeping the original in parentheses where it helps to
 -- search for it. One table, one function: messages.translate(text); and the

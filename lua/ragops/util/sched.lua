@@ -1,4 +1,4 @@
--- ragops.sched: coroutine scheduling seen from Lua.
+-- ragops.util.sched: coroutine scheduling seen from Lua.
 --
 -- Every module that needs concurrency takes a scheduler with this shape:
 --   spawn(fn, ...) -> co       run fn in a new coroutine (next loop pass)
@@ -11,7 +11,7 @@
 --                              pending now returns nil, "interrompido" at once
 --                              (sleeps; on the real loop also queries, HTTP and
 --                              embedding calls); n = how many were cut short
---   stopped() -> bool          stop() was called: retry loops give up (ragops.retry)
+--   stopped() -> bool          stop() was called: retry loops give up (ragops.provider.retry)
 -- sched.real() is backed by the C loop (ragops.core); ragops.testing offers
 -- a pure-Lua one with a fake clock. On top of either, this module builds the
 -- few sync primitives the runner needs: task groups, semaphores and queues.

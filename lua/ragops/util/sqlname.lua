@@ -1,5 +1,5 @@
--- ragops.sqlname: quoting of the target table name, which the config allows
--- as "table" or "schema.table" (validated by ragops.config). Each part is
+-- ragops.util.sqlname: quoting of the target table name, which the config allows
+-- as "table" or "schema.table" (validated by ragops.plan.config). Each part is
 -- quoted as its own identifier, so "public.rag_documents" stays two names.
 local pg_quote -- ragops.pg.quote_ident, loaded lazily (pure-Lua tests have no C)
 

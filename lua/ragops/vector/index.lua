@@ -1,5 +1,5 @@
--- ragops.index: the library of `ragops index create|drop|status` (the command
--- itself is ragops.cmd.index): the pgvector index on the target table
+-- ragops.vector.index: the library of `ragops index create|drop|status` (the command
+-- itself is ragops.cli.commands.index): the pgvector index on the target table
 -- (IVFFlat or HNSW) over a vector(N) or halfvec(N) column, following
 -- pgvector's documented behaviour:
 --   CREATE INDEX [CONCURRENTLY] name ON t USING ivfflat (embedding vector_cosine_ops) WITH (lists = N)
@@ -162,7 +162,7 @@ end
 -- The pgvector type the index is built on, "vector" or "halfvec": the
 -- column's own; with --alter-dim (or a column that is not pgvector's, or
 -- unknown: nil) the one database.storage names, "auto" deciding by
--- ragops.migrate.auto_type.
+-- ragops.store.migrate.auto_type.
 function M.index_type(spec, column)
   local base = migrate.parse_column(column)
   if not spec.alter_dim and (base == "vector" or base == "halfvec") then return base end

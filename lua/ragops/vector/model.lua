@@ -1,11 +1,11 @@
--- ragops.model: the engine side of the blue/green model change. The three
+-- ragops.vector.model: the engine side of the blue/green model change. The three
 -- targets of a live table (live, shadow, previous) and their names, the
 -- record in ragops_model_targets (one row per role, migration 7), the cfg of
 -- a target (--target shadow | previous), the switch's gates (coverage,
 -- freshness, last compare), what the previous table missed since the switch
 -- (the rollback's gate), the compare's thresholds and differences, and the
 -- renames that switch and roll back in one transaction. SQL is parameterised or
--- identifier-quoted; errors are pt-BR. The commands are ragops.cmd.model.
+-- identifier-quoted; errors are pt-BR. The commands are ragops.cli.commands.model.
 local exit = require "ragops.util.exit"
 local sqlname = require "ragops.util.sqlname"
 local store_runs = require "ragops.store.runs"
@@ -141,7 +141,7 @@ local function p95(summary)
   return type(latency) == "table" and type(latency.p95) == "number" and latency.p95 or nil
 end
 
--- Compares the live and shadow summaries (ragops.cmd.validate measure's
+-- Compares the live and shadow summaries (ragops.cli.commands.validate measure's
 -- result.summary; missing metrics are skipped) under thresholds (the golden's
 -- `compare`). Returns { rows = { { label, live, shadow, diff } }, violations,
 -- passed }. Pure.

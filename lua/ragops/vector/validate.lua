@@ -1,5 +1,5 @@
--- ragops.validate: the library of `ragops validate GOLDEN.lua` (the command
--- itself is ragops.cmd.validate), semantic quality of the
+-- ragops.vector.validate: the library of `ragops validate GOLDEN.lua` (the command
+-- itself is ragops.cli.commands.validate), semantic quality of the
 -- index measured against a golden query set: each query is embedded with the
 -- configured provider, its top-k chunks are retrieved (pgvector `<=>`, one
 -- timed query per golden query, the plan checked with EXPLAIN; or an exact
@@ -163,7 +163,7 @@ function M.check_golden(value, path, text)
   local nqueries = type(value.queries) == "table" and #value.queries or nil
   local c = new_checker(path, text, nqueries)
   c.only_keys(value, ROOT_KEYS, nil, c.where(nil, nil))
-  local out = { name = value.name, description = value.description, compare = value.compare } -- compare: ragops.model
+  local out = { name = value.name, description = value.description, compare = value.compare } -- compare: ragops.vector.model
   if value.name ~= nil and (type(value.name) ~= "string" or value.name == "") then
     c.fail(c.where(nil, "name"), "name", ("valor %s inválido; esperado um texto não vazio"):format(show(value.name)))
   end
@@ -235,7 +235,7 @@ function M.check_golden(value, path, text)
   return out
 end
 
--- Runs a golden file (text only, in ragops.sandbox like plans) and returns
+-- Runs a golden file (text only, in ragops.plan.sandbox like plans) and returns
 -- the raw table it returns, or nil, err. `import "outro.lua"` loads a golden
 -- file of the same folder (its raw table, so the importer may adjust thresholds).
 local function run_golden_file(path, depth)

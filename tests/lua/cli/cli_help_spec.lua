@@ -1,4 +1,4 @@
--- cli_help_spec.lua: the help of each command (ragops.cmd.help) lists
+-- cli_help_spec.lua: the help of each command (ragops.cli.commands.help) lists
 -- exactly the options its parser accepts, and the docs match it:
 --   * README.md, section "Linha de comando", is the reference: one
 --     subsection per command ("### `ragops failures list`") listing exactly

@@ -10,6 +10,7 @@ require "tests.lua.c_stubs"
 local account = require "ragops.run.context"
 local store_target = require "ragops.store.target"
 local cli = require "ragops.cli"
+local prelude = require "ragops.cli.prelude"
 local config = require "ragops.plan.config"
 local exit = require "ragops.util.exit"
 local help = require "ragops.cli.commands.help"
@@ -273,10 +274,10 @@ describe("configuração", function()
     assert.is_not_nil(ok)
   end)
 
-  it("cli.load_config aplica log.format e --quiet (o passo de todo comando)", function()
+  it("prelude.config aplica log.format e --quiet (o passo de todo comando)", function()
     local path = temp_file('return { log = { format = "json" } }')
     local saved_format, saved_quiet = log.format, log.quiet
-    local cfg = assert(cli.load_config({ config = path, quiet = true }))
+    local cfg = assert(prelude.config({ config = path, quiet = true }))
     local format, quiet = log.format, log.quiet
     log.format, log.quiet = saved_format, saved_quiet
     assert.are.equal("json", cfg.log.format)
@@ -287,12 +288,17 @@ describe("configuração", function()
   it("--log-format vence log.format; um formato desconhecido é erro de uso", function()
     local path = temp_file('return { log = { format = "json" } }')
     local saved = log.format
-    assert(cli.load_config({ config = path, ["log-format"] = "text" }))
+    assert(prelude.config({ config = path, ["log-format"] = "text" }))
     local format = log.format
-    local cfg, err = cli.load_config({ config = path, ["log-format"] = "xml" })
-    log.format = saved
+    local stderr, printed = io.stderr, {}
+    io.stderr = { write = function(_, ...) printed[#printed + 1] = table.concat({ ... }) end }
+    local ok, cfg, code = pcall(prelude.config, { config = path, ["log-format"] = "xml" })
+    io.stderr, log.format = stderr, saved
+    assert(ok, cfg)
+    local err = table.concat(printed)
     assert.are.equal("text", format)
     assert.is_nil(cfg)
+    assert.are.equal(exit.usage, code)
     assert.truthy(err:find("--log-format", 1, true), err)
   end)
 end)

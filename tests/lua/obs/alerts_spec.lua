@@ -1,5 +1,5 @@
 -- alerts_spec.lua: sliding windows, breach/recovery transitions, webhook,
--- metrics and the pause gate of ragops.alerts, with a fake clock.
+-- metrics and the pause gate of ragops.obs.alerts, with a fake clock.
 
 local alerts = require "ragops.obs.alerts"
 local metrics = require "ragops.obs.metrics"

@@ -1,4 +1,4 @@
--- log_spec.lua: ragops.log in both formats: the text line, JSON lines with
+-- log_spec.lua: ragops.obs.log in both formats: the text line, JSON lines with
 -- ts/level/msg, the run's context and a call's fields, quiet mode, and
 -- fields that cannot be encoded (or would overwrite ts/level/msg) left out.
 local cjson = require "cjson"

@@ -1,7 +1,7 @@
 -- metrics_spec.lua: the Prometheus registry (rendering, escaping, histogram
 -- buckets, misuse errors), the atomic textfile write, and the transports:
--- the endpoint's routes and listen address (ragops.metrics_endpoint, with a
--- fake httpd) and the Pushgateway push (ragops.pushgateway, with a fake
+-- the endpoint's routes and listen address (ragops.obs.metrics_endpoint, with a
+-- fake httpd) and the Pushgateway push (ragops.obs.pushgateway, with a fake
 -- request). The real server and gateway are in
 -- tests/integration/metrics_endpoint_spec.lua.
 

@@ -1,4 +1,4 @@
--- progress_spec.lua: ragops.progress: the pt-BR line (done/total, docs/s,
+-- progress_spec.lua: ragops.obs.progress: the pt-BR line (done/total, docs/s,
 -- ETA, failures, retries, concurrency), the terminal renderer (redrawn with
 -- \r and an ANSI clear, log lines clear it first, no log line per tick), the
 -- log renderer (a log line per tick, nothing redrawn) and the bounded series.

@@ -1,4 +1,4 @@
--- sandbox_spec.lua: ragops.sandbox under plain LuaJIT: text-only loading,
+-- sandbox_spec.lua: ragops.plan.sandbox under plain LuaJIT: text-only loading,
 -- the restricted environment, time and memory budgets of sandbox.call
 -- (classes, pt-BR messages with file:line, no traceback), and document()
 -- budgets through ragops.testing (dead letters, then the abort).

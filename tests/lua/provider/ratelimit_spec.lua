@@ -1,4 +1,4 @@
--- ratelimit_spec.lua: ragops.ratelimit on the fake-clock scheduler of
+-- ratelimit_spec.lua: ragops.provider.ratelimit on the fake-clock scheduler of
 -- ragops.testing: request/token buckets (checked by grant timestamps),
 -- oversize requests, AIMD window (halve on 429 once per cooldown, grow back),
 -- Retry-After pause for everyone, FIFO order, peak concurrency, no busy loop,

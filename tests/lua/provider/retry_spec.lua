@@ -1,4 +1,4 @@
--- retry_spec.lua: ragops.retry backoff bounds (with injected randomness),
+-- retry_spec.lua: ragops.provider.retry backoff bounds (with injected randomness),
 -- Retry-After precedence, and which failures are retried how many times.
 
 local retry = require "ragops.provider.retry"

@@ -1,4 +1,4 @@
--- report_html_spec.lua: ragops.report_html: a self-contained pt-BR page
+-- report_html_spec.lua: ragops.report.html: a self-contained pt-BR page
 -- (no external reference, no script), every outside text escaped, the
 -- sections of a run and of a dry-run, and the numbers read from the
 -- metrics text (latency per bucket, requests per status).
@@ -59,7 +59,7 @@ describe("ragops.report.html", function()
     assert.are.equal(4, svgs)                 -- throughput, latency, statuses, classes
     assert.truthy(html:find("<polyline", 1, true))
     assert.truthy(html:find("HTTP 429", 1, true))
-    assert.truthy(html:find(">permanente<", 1, true)) -- the class in pt-BR (ragops.failures)
+    assert.truthy(html:find(">permanente<", 1, true)) -- the class in pt-BR (ragops.store.failures)
     assert.truthy(html:find("25,0%", 1, true))  -- 100 documents against 80 estimated
   end)
 

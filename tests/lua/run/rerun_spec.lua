@@ -1,5 +1,5 @@
 -- rerun_spec.lua: the re-run over unchanged data (issue 11) with
--- ragops.testing's fakes and a store that, like ragops.store_pg, reads the
+-- ragops.testing's fakes and a store that, like ragops.store.pg, reads the
 -- stored hashes with the page (fetch_page_existing): a unit that changes
 -- nothing opens no write, the committed prefix is recorded in batches
 -- (every write.FLUSH_UNITS units and at the end of the source), a resume
@@ -31,7 +31,7 @@ local function rows(n)
   return out
 end
 
--- Gives a fake store the page query of ragops.store_pg: the rows, and per
+-- Gives a fake store the page query of ragops.store.pg: the rows, and per
 -- entity its stored hashes, metadata, whether source_updated_at matches and
 -- whether it has an open dead letter.
 local function with_page_existing(store)

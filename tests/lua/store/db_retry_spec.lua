@@ -1,4 +1,4 @@
--- db_retry_spec.lua: the database retry policy (ragops.pool + ragops.retry)
+-- db_retry_spec.lua: the database retry policy (ragops.store.pool + ragops.provider.retry)
 -- on the fake scheduler, whose clock only moves when someone waits: the
 -- window an outage may last (issue 19 item 15), the jitter of each process,
 -- a run that aborted making single attempts, and the paths that lost the
@@ -113,7 +113,7 @@ describe("política de novas tentativas do PostgreSQL", function()
   end)
 
   describe("depois do abort (item 15)", function()
-    -- The run's context over a store on the pool, as ragops.runner builds it.
+    -- The run's context over a store on the pool, as ragops.run.runner builds it.
     local function run_context(s, pool)
       local store = store_pg.new { pool = pool, table = "rag_documents", embedding_type = "real[]" }
       return account.context({}, { sched = s, store = store, log = QUIET }), store

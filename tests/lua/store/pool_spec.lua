@@ -1,4 +1,4 @@
--- pool_spec.lua: ragops.pool with a fake ragops.pg on the fake scheduler:
+-- pool_spec.lua: ragops.store.pool with a fake ragops.pg on the fake scheduler:
 -- waiters are woken when a connect fails (7.11), and pool:with applies the
 -- database retry policy to connection losses (7.7).
 

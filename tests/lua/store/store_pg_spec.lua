@@ -1,5 +1,5 @@
 -- store_pg_spec.lua: the statements of one unit's transaction
--- (ragops.store_pg write_unit) on a fake connection. The run's row and its
+-- (ragops.store.pg write_unit) on a fake connection. The run's row and its
 -- token usage row are the same for every unit of a run: they must be
 -- touched once, by the last statement before the commit, so their locks
 -- are held for that statement only (with the usage insert earlier in the
@@ -36,7 +36,7 @@ local function unit(usage)
   }
 end
 
-describe("ragops.store_pg: a transação da unidade", function()
+describe("ragops.store.pg: a transação da unidade", function()
   it("a linha da execução e a do uso de tokens só na última instrução antes do commit", function()
     local store, statements = recording_store()
     local result = assert(store:write_unit(unit({ model = "m", documents = 1, chunks = 1, bytes = 9, chars = 9, tokens = 3 })))

@@ -1,4 +1,4 @@
--- store_runs_spec.lua: the heartbeat that keeps a run held (ragops.store_runs)
+-- store_runs_spec.lua: the heartbeat that keeps a run held (ragops.store.runs)
 -- with a fake ragops.pg behind the real pool, on the fake scheduler. A
 -- session killed right after the lock was taken again must be retried under
 -- the database retry policy, not end the run (CI failure of the chaos test:
@@ -50,7 +50,7 @@ local function held_store(s, script, attempts)
   return store, pg
 end
 
-describe("ragops.store_runs: heartbeat", function()
+describe("ragops.store.runs: heartbeat", function()
   it("uma sessão derrubada logo depois de retomar a trava é refeita pela política do banco (CI da parada 15)", function()
     local s = testing.scheduler()
     local store, pg = held_store(s, { killed, locked, killed, locked, beat_ok })

@@ -1,4 +1,4 @@
--- messages_spec.lua: ragops.messages turns the English texts a person may
+-- messages_spec.lua: ragops.util.messages turns the English texts a person may
 -- read (LuaJIT parser/runtime, io.open, libpq) into pt-BR.
 
 local messages = require "ragops.util.messages"

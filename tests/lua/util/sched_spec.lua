@@ -1,5 +1,5 @@
 -- sched_spec.lua: the fake-clock scheduler of ragops.testing and the sync
--- primitives of ragops.sched (group, queue, semaphore) running on it.
+-- primitives of ragops.util.sched (group, queue, semaphore) running on it.
 
 local sched = require "ragops.util.sched"
 local testing = require "ragops.testing"
@@ -114,7 +114,7 @@ describe("testing.scheduler (relógio falso)", function()
   end)
 end)
 
-describe("ragops.sched sobre o escalonador falso", function()
+describe("ragops.util.sched sobre o escalonador falso", function()
   it("group:wait espera todas as tarefas", function()
     local s = testing.scheduler()
     local done = {}

@@ -1,4 +1,4 @@
--- index_spec.lua: ragops.index without a database: flag validation (pgvector
+-- index_spec.lua: ragops.vector.index without a database: flag validation (pgvector
 -- limits, pt-BR errors), SQL generation for both methods, every opclass,
 -- CONCURRENTLY, --alter-dim and maintenance_work_mem; storage diagnostics
 -- (real[] / missing extension); the defaults in plans/create_index.lua.
@@ -416,7 +416,7 @@ describe("ragops index com um banco pgvector simulado", function()
     return code
   end
 
-  -- Statements sent that are not catalog reads (ragops.index writes DDL in
+  -- Statements sent that are not catalog reads (ragops.vector.index writes DDL in
   -- upper case and its catalog queries in lower case).
   local function ddl()
     local list = {}

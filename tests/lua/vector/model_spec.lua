@@ -1,11 +1,11 @@
 -- model_spec.lua: the pure parts of the blue/green model change
--- (ragops.model): target names and cfg, the golden's compare thresholds,
+-- (ragops.vector.model): target names and cfg, the golden's compare thresholds,
 -- the live x shadow comparison and the switch's refusals.
 require "tests.lua.c_stubs"
 
 local model = require "ragops.vector.model"
 
-describe("ragops.model: alvos", function()
+describe("ragops.vector.model: alvos", function()
   it("nomes da sombra e da anterior ao lado da tabela atual (com esquema)", function()
     assert.are.equal("rag_documents__shadow", model.table_for("rag_documents", "shadow"))
     assert.are.equal("rag.docs__previous", model.table_for("rag.docs", "previous"))
@@ -39,7 +39,7 @@ describe("ragops.model: alvos", function()
   end)
 end)
 
-describe("ragops.model: limites de compare do golden", function()
+describe("ragops.vector.model: limites de compare do golden", function()
   local function check(value)
     return pcall(model.check_compare, value, function(key, message) error(key .. ": " .. message, 0) end)
   end
@@ -74,7 +74,7 @@ describe("ragops.model: limites de compare do golden", function()
   end)
 end)
 
-describe("ragops.model: comparação atual x sombra", function()
+describe("ragops.vector.model: comparação atual x sombra", function()
   local live = { recall_at_k = 0.9, mrr = 0.8, hit_rate = 1, latency_ms = { p50 = 5, p95 = 10, p99 = 20 } }
 
   it("lado a lado com a diferença; aprovada dentro dos limites", function()
@@ -105,7 +105,7 @@ describe("ragops.model: comparação atual x sombra", function()
   end)
 end)
 
-describe("ragops.model: portões da troca", function()
+describe("ragops.vector.model: portões da troca", function()
   local covered = { entities = 10, missing = 0, stale = 0 }
 
   it("cobertura, frescor e comparação, nesta ordem", function()

@@ -1,8 +1,9 @@
--- ragops.cmd.failures: `ragops failures list | retry`, the dead-letter
--- queue (ragops.failures) for the operator. retry runs
+-- ragops.cli.commands.failures: `ragops failures list | retry`, the dead-letter
+-- queue (ragops.store.failures) for the operator. retry runs
 -- plans/reprocess_failures.lua once per entity type with open failures.
 local store_target = require "ragops.store.target"
 local exit = require "ragops.util.exit"
+local prelude = require "ragops.cli.prelude"
 local failures = require "ragops.store.failures"
 local log = require "ragops.obs.log"
 local params_mod = require "ragops.plan.params"
@@ -30,7 +31,7 @@ M.FLAGS = {
 -- Reads the failures selected by opts from cfg's database.
 -- Returns rows or nil, exit code (the error already printed).
 local function read_failures(opts, cfg)
-  -- Under the database retry policy (ragops.pool), like every run's reads.
+  -- Under the database retry policy (ragops.store.pool), like every run's reads.
   local pool = pool_mod.new { conninfo = cfg.database.url, sched = sched.real(), size = 1, log = log }
   local conn, cerr = pool:acquire()
   if not conn then return nil, exit.fail(exit.unreachable, "%s", store_target.connect_error(cfg, cerr)) end
@@ -65,9 +66,9 @@ end
 -- entity type with open failures. Exit code: the worst of the runs; a signal
 -- stops the loop (the types not started yet keep their failures open).
 local function retry(opts, cfg, plan_path)
-  run.trap_signals()
+  prelude.signals()
   local rows, code = read_failures(opts, cfg)
-  if run.signal_received() then return exit.interrupted end
+  if prelude.interrupted() then return exit.interrupted end
   if not rows then return code end
   local by_type, types = failures.group(rows)
   if #types == 0 then
@@ -76,7 +77,7 @@ local function retry(opts, cfg, plan_path)
   end
   local worst = exit.ok
   for i, entity_type in ipairs(types) do
-    if run.signal_received() then
+    if prelude.interrupted() then
       log.warn("interrompido: %d tipo(s) de entidade não reprocessado(s) (%s)", #types - i + 1,
         table.concat(types, ", ", i))
       return exit.interrupted
@@ -85,7 +86,7 @@ local function retry(opts, cfg, plan_path)
     log.info("reprocessando %d falha(s) de %q", #ids, entity_type)
     local params = { entity_type = entity_type, entity_id = table.concat(ids, ",") }
     if opts.overwrite then params.mode = "overwrite" end
-    local run_code = run.plan_file(plan_path, opts, params, cfg)
+    local run_code = prelude.run_plan(plan_path, opts, params, cfg)
     if run_code ~= exit.ok and (worst == exit.ok or run_code > worst) then worst = run_code end
   end
   return worst
@@ -113,8 +114,8 @@ function M.main(args, cli)
   local a = cli.parse(args, flags)
   if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
   check_filters(a.options, cli)
-  local cfg, err = cli.load_config(a.options)
-  if not cfg then return exit.fail(exit.usage, "%s", err) end
+  local cfg, code = prelude.config(a.options)
+  if not cfg then return code end
   if sub == "list" then return list(a.options, cfg) end
   return retry(a.options, cfg, cli.home_path("plans/reprocess_failures.lua"))
 end

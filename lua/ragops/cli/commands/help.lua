@@ -1,4 +1,4 @@
--- ragops.cmd.help: the pt-BR help of every command, in one table (M.TEXT),
+-- ragops.cli.commands.help: the pt-BR help of every command, in one table (M.TEXT),
 -- so `ragops COMANDO --help` and the docs test (tests/lua/cli_help_spec.lua)
 -- read the same text. Keys are the command as typed: "run", "failures list".
 local M = {}

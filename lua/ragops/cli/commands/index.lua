@@ -1,13 +1,13 @@
--- ragops.cmd.index: `ragops index create | drop | status` for the operator:
+-- ragops.cli.commands.index: `ragops index create | drop | status` for the operator:
 -- flags, pt-BR output, the cancel on signal; the SQL, the validation and the
--- catalog queries are ragops.index.
+-- catalog queries are ragops.vector.index.
 local store_target = require "ragops.store.target"
 local core = require "ragops.core"
 local exit = require "ragops.util.exit"
+local prelude = require "ragops.cli.prelude"
 local index = require "ragops.vector.index"
 local log = require "ragops.obs.log"
 local metrics_mod = require "ragops.obs.metrics"
-local model = require "ragops.vector.model"
 local scrub = require "ragops.util.scrub"
 
 local M = {}
@@ -37,11 +37,9 @@ end
 
 -- The configuration, of the shadow's table with --target shadow.
 local function load_context(opts, cli)
-  local cfg, err = cli.load_config(opts)
-  if not cfg then return nil, fail(exit.usage, "%s", err) end
-  local tcfg, terr, tcode = model.target_config(cfg, opts.target)
-  if not tcfg then return nil, fail(tcode, "%s", terr) end
-  return tcfg
+  local start, code = prelude.start(opts, { target = true })
+  if not start then return nil, code end
+  return start.cfg
 end
 
 local function print_sql(statements, heading, footer)
@@ -120,7 +118,7 @@ local CREATE_FLAGS = {
 -- The start of create and status: flags parsed (no positional argument),
 -- the defaults of plans/create_index.lua and the configuration. Returns
 -- opts, defaults, cfg or nil, exit code (the error already printed).
-local function prelude(args, cli, flags)
+local function start_index(args, cli, flags)
   local a = cli.parse(args, flags)
   if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
   local opts = a.options
@@ -164,7 +162,7 @@ local function print_create_plan(conn, cerr, spec, defaults, table_name)
 end
 
 local function create(args, cli)
-  local opts, defaults, cfg = prelude(args, cli, CREATE_FLAGS)
+  local opts, defaults, cfg = start_index(args, cli, CREATE_FLAGS)
   if not opts then return defaults end
   local table_name = cfg.database.table
   local spec, verr = index.validate_create(opts, defaults, table_name, cfg.database.storage)
@@ -287,7 +285,7 @@ local function drop(args, cli)
 end
 
 local function status(args, cli)
-  local opts, defaults, cfg = prelude(args, cli, { config = "string", quiet = "bool", target = "string" })
+  local opts, defaults, cfg = start_index(args, cli, { config = "string", quiet = "bool", target = "string" })
   if not opts then return defaults end
   local table_name = cfg.database.table
   local conn, cerr = store_target.connect(cfg)

@@ -1,8 +1,8 @@
--- ragops.cmd.migrate: `ragops migrate`, creates or upgrades the engine's
--- tables (ragops.migrate) and says what it did, in pt-BR.
-local store_target = require "ragops.store.target"
+-- ragops.cli.commands.migrate: `ragops migrate`, creates or upgrades the engine's
+-- tables (ragops.store.migrate) and says what it did, in pt-BR.
 local exit = require "ragops.util.exit"
 local migrate = require "ragops.store.migrate"
+local prelude = require "ragops.cli.prelude"
 
 local M = {}
 
@@ -24,10 +24,10 @@ function M.main(args, cli)
   local a = cli.parse(args, M.FLAGS)
   if #a.positional > 0 then cli.usage_error("migrate não aceita argumentos: %s", a.positional[1]) end
   local opts = a.options
-  local cfg, err = cli.load_config(opts)
-  if not cfg then return exit.fail(exit.usage, "%s", err) end
-  local conn, cerr = store_target.connect(cfg)
-  if not conn then return exit.fail(exit.unreachable, "%s", cerr) end
+  local cfg, code = prelude.config(opts)
+  if not cfg then return code end
+  local conn, ccode = prelude.session(cfg)
+  if not conn then return ccode end
   local result, merr, kind = migrate.run(conn, cfg)
   conn:close()
   if not result then return exit.fail(exit[kind] or exit.unreachable, "migração falhou: %s", tostring(merr)) end

@@ -1,13 +1,13 @@
--- ragops.cmd.model: `ragops model prepare | compare | switch | rollback |
+-- ragops.cli.commands.model: `ragops model prepare | compare | switch | rollback |
 -- drop-previous | drop-shadow | status` for the operator: flags, the
--- transactions (ragops.model holds the record, the gates and the renames),
+-- transactions (ragops.vector.model holds the record, the gates and the renames),
 -- the pt-BR output and --report-json. Exit codes: 0 done; 1 compare
 -- reproved; 2 refusal or usage; 4 PostgreSQL or the provider unreachable.
-local store_target = require "ragops.store.target"
 local cjson = require "cjson"
 local cmd_validate = require "ragops.cli.commands.validate"
 local config = require "ragops.plan.config"
 local exit = require "ragops.util.exit"
+local prelude = require "ragops.cli.prelude"
 local log = require "ragops.obs.log"
 local migrate = require "ragops.store.migrate"
 local model = require "ragops.vector.model"
@@ -39,12 +39,10 @@ local KIND_CODE = { usage = exit.usage, unreachable = exit.unreachable }
 -- The configuration and one session checked for the engine's tables. Returns
 -- cfg, conn or nil, exit code (the error already printed).
 local function open(opts, cli)
-  local cfg, cerr = cli.load_config(opts)
-  if not cfg then return nil, fail(exit.usage, "%s", cerr) end
-  local conn, err = store_target.connect(cfg)
-  if not conn then return nil, fail(exit.unreachable, "%s", err) end
-  local ok, serr, scode = store_target.check_schema(conn)
-  if not ok then conn:close(); return nil, fail(scode, "%s", serr) end
+  local cfg, code = prelude.config(opts)
+  if not cfg then return nil, code end
+  local conn, ccode = prelude.session(cfg, true)
+  if not conn then return nil, ccode end
   return cfg, conn
 end
 
@@ -172,7 +170,7 @@ end
 -- compare
 ---------------------------------------------------------------------------
 
--- One side measured by ragops.cmd.validate (result.summary: recall, mrr,
+-- One side measured by ragops.cli.commands.validate (result.summary: recall, mrr,
 -- ndcg, hit_rate, latency_ms; result.plan) or nil, err, code. settings:
 -- { probes, ef_search } of the sessions, as the retrieval API sets them.
 local function measure(cfg, golden, k, settings)

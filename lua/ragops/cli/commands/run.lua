@@ -1,9 +1,8 @@
--- ragops.cmd.run: `ragops run PLANO.lua`, and its shortcuts `ragops backfill`
+-- ragops.cli.commands.run: `ragops run PLANO.lua`, and its shortcuts `ragops backfill`
 -- and `ragops reindex` (plans/backfill.lua, plans/reindex.lua): the flags
 -- become plan params and ragops.run does the run.
-local exit = require "ragops.util.exit"
 local plan_mod = require "ragops.plan"
-local run = require "ragops.run"
+local prelude = require "ragops.cli.prelude"
 
 local M = {}
 
@@ -38,9 +37,9 @@ end
 -- Runs the plan at path with the parsed arguments a; returns the exit code.
 local function run_plan(path, a, cli)
   local params = plan_params(a.options, a.sets, cli)
-  local cfg, err = cli.load_config(a.options)
-  if not cfg then return exit.fail(exit.usage, "%s", err) end
-  return run.plan_file(path, a.options, params, cfg)
+  local cfg, code = prelude.config(a.options)
+  if not cfg then return code end
+  return prelude.run_plan(path, a.options, params, cfg)
 end
 
 -- `ragops run PLANO.lua [opções]`; returns the exit code.

@@ -1,9 +1,9 @@
--- ragops.cmd.status: `ragops status [--json]`, what ran, what is running,
+-- ragops.cli.commands.status: `ragops status [--json]`, what ran, what is running,
 -- coverage and lag per entity type, open failures and vector indexes
--- (ragops.status), as pt-BR text or stable English JSON keys.
-local store_target = require "ragops.store.target"
+-- (ragops.report.status), as pt-BR text or stable English JSON keys.
 local exit = require "ragops.util.exit"
-local params = require "ragops.plan.params"
+local prelude = require "ragops.cli.prelude"
+local store_target = require "ragops.store.target"
 local runner = require "ragops.run.runner"
 local status = require "ragops.report.status"
 
@@ -17,14 +17,11 @@ function M.main(args, cli)
   local a = cli.parse(args, M.FLAGS)
   if #a.positional > 0 then cli.usage_error("status não aceita argumentos: %s", a.positional[1]) end
   local opts = a.options
-  local cfg, err = cli.load_config(opts)
-  if not cfg then return exit.fail(exit.usage, "%s", err) end
-  local p, perr = params.load_plan(opts.plan or cli.home_path("plans/backfill.lua"), {})
-  if not p then return exit.fail(exit.usage, "%s", perr) end
-  local conn, cerr = store_target.connect(cfg)
-  if not conn then return exit.fail(exit.unreachable, "%s", cerr) end
-  local ok, serr, scode = store_target.check_schema(conn)
-  if not ok then conn:close(); return exit.fail(scode, "%s", serr) end
+  local start, code = prelude.start(opts, { plan = opts.plan or cli.home_path("plans/backfill.lua") })
+  if not start then return code end
+  local cfg, p = start.cfg, start.plan
+  local conn, ccode = prelude.session(cfg, true)
+  if not conn then return ccode end
   local sources = runner.selected_sources(p)
   local sql_ok, sql_code, sql_err = store_target.check_sources(function(sql) return conn:query(sql) end, p, sources)
   if not sql_ok then conn:close(); return exit.fail(sql_code, "%s", sql_err) end

@@ -1,11 +1,11 @@
--- ragops.cmd.sync: `ragops sync [PLANO.lua] [--follow]` (ragops.sync; the
+-- ragops.cli.commands.sync: `ragops sync [PLANO.lua] [--follow]` (ragops.sync; the
 -- default plan is plans/sync.lua) and `ragops sync install | uninstall
 -- PLANO.lua` (the trigger strategy's triggers and change queue,
--- ragops.sync_queue).
+-- ragops.sync.queue).
 local store_target = require "ragops.store.target"
 local core = require "ragops.core"
 local exit = require "ragops.util.exit"
-local params = require "ragops.plan.params"
+local prelude = require "ragops.cli.prelude"
 local pool_mod = require "ragops.store.pool"
 local sched = require "ragops.util.sched"
 local store_pg = require "ragops.store.pg"
@@ -35,10 +35,9 @@ end
 local function install_cmd(verb, args, cli)
   local a = cli.parse(args, M.INSTALL_FLAGS)
   if #a.positional ~= 1 then cli.usage_error("uso: ragops sync %s PLANO.lua", verb) end
-  local cfg, err = cli.load_config(a.options)
-  if not cfg then return exit.fail(exit.usage, "%s", err) end
-  local p, perr = params.load_plan(a.positional[1], {})
-  if not p then return exit.fail(exit.usage, "%s", perr) end
+  local start, code = prelude.start(a.options, { plan = a.positional[1] })
+  if not start then return code end
+  local cfg, p = start.cfg, start.plan
   local store, pool = open_store(cfg)
   if not store then return exit.fail(exit.unreachable, "%s", pool) end
   local result, ierr, kind
@@ -66,9 +65,10 @@ function M.main(args, cli)
   end
   local a = cli.parse(args, M.FLAGS)
   if #a.positional > 1 then cli.usage_error("uso: ragops sync [PLANO.lua] [--follow]") end
-  local cfg, err = cli.load_config(a.options)
-  if not cfg then return exit.fail(exit.usage, "%s", err) end
-  return sync.main(a.positional[1] or cli.home_path("plans/sync.lua"), a.options, a.sets, cfg)
+  local start, code = prelude.start(a.options,
+    { signals = true, plan = a.positional[1] or cli.home_path("plans/sync.lua"), params = a.sets })
+  if not start then return code end
+  return sync.main(start.plan, start.params, a.options, start.cfg)
 end
 
 return M

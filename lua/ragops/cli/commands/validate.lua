@@ -1,5 +1,5 @@
--- ragops.cmd.validate: `ragops validate [GOLDEN.lua]` for the operator:
--- flags, the golden set's queries embedded and searched (ragops.validate),
+-- ragops.cli.commands.validate: `ragops validate [GOLDEN.lua]` for the operator:
+-- flags, the golden set's queries embedded and searched (ragops.vector.validate),
 -- the plan the search used (index or exact, EXPLAIN, real settings), the
 -- probes/ef_search sweep, the pt-BR report and --report-json. Exports
 -- measure(cfg, golden, k, opts) for `ragops model compare`. Exit codes:
@@ -8,6 +8,7 @@ local store_target = require "ragops.store.target"
 local provider_client = require "ragops.provider.client"
 local core = require "ragops.core"
 local exit = require "ragops.util.exit"
+local prelude = require "ragops.cli.prelude"
 local index = require "ragops.vector.index"
 local log = require "ragops.obs.log"
 local plan_mod = require "ragops.plan"
@@ -189,7 +190,7 @@ local function timed_real_search(target, batches, k, nqueries)
            plan = { storage = "real[]", column = target.coltype, rows = rows } }
 end
 
--- Scores a search against the golden set: the result ragops.validate
+-- Scores a search against the golden set: the result ragops.vector.validate
 -- formats (summary with recall, mrr, ndcg, hit_rate, latency_ms, slo).
 local function scored(golden, k, thresholds, prepared, found)
   local scores = {}
@@ -299,8 +300,8 @@ end
 function M.main(args, cli)
   local opts = M.options(cli.parse(args, M.FLAGS), cli)
   local started = core.now()
-  local cfg, cerr = cli.load_config(opts)
-  if not cfg then return exit.fail(validate.EXIT.usage, "%s", cerr) end
+  local cfg, ccode = prelude.config(opts)
+  if not cfg then return ccode end
   local golden, gerr = validate.load_golden(opts.golden or cli.home_path(validate.DEFAULT_GOLDEN))
   if not golden then return exit.fail(validate.EXIT.usage, "%s", gerr) end
   local k = opts.k or golden.k or validate.DEFAULTS.k

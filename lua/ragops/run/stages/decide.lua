@@ -1,4 +1,4 @@
--- ragops.stages.decide: from rows to decisions. Receives a unit (rows of one
+-- ragops.run.stages.decide: from rows to decisions. Receives a unit (rows of one
 -- page of a source) and the stored hashes of its entities; turns each row
 -- into an entity with chunks and content hashes (the plan's document(),
 -- under pcall), and decides per entity: skip (unchanged; metadata and
@@ -15,7 +15,7 @@
 --     items = { { text, chunk, entity } to embed }, changed = { [id] = { entity, failed } },
 --     refresh = { entity_ids, chunk_indexes, metadata, updated_at, fps },
 --     refit = { [id] = true: refreshed, but not its chunk 0 (its fingerprint
---               is set apart, see ragops.stages.write fingerprints) },
+--               is set apart, see ragops.run.stages.write fingerprints) },
 --     prune = { entity_ids, counts }, unchanged_ids, skipped,
 --     no_document (entities document() gave no content: counted apart, their
 --       stored chunks pruned, see M.no_document_markers),
@@ -256,7 +256,7 @@ end
 -- fingerprint (e.fp, "" for none: cleared), which the store puts on chunk 0
 -- when it updates it: a document written from a row holds that row's
 -- fingerprint. When chunk 0 is not among them, e goes to d.refit (its
--- fingerprint is set apart, see ragops.stages.write fingerprints).
+-- fingerprint is set apart, see ragops.run.stages.write fingerprints).
 local function refresh_chunks(d, e, old, decoded, embedding)
   local r, listed, first = d.refresh, false, false
   for _, c in ipairs(e.chunks) do
@@ -303,7 +303,7 @@ local function keep_no_document(d, e, old, known)
 end
 
 -- Decides per entity against existing = { [id] = { count, hashes } }; known:
--- existing comes from ragops.store_pg fetch_page_existing (with metadata,
+-- existing comes from ragops.store.pg fetch_page_existing (with metadata,
 -- same_updated_at and open_failure, and every entity with an open dead
 -- letter present), so unchanged chunks that match are not refreshed and
 -- unchanged entities without a dead letter are not resolved.
@@ -346,7 +346,7 @@ end
 --     marked = { [id] = updated_at text } marked by this run since }. While
 -- the store had none, the run's own marks are all there is to ask (a cold
 -- backfill sends no query); a marker another process adds meanwhile next
--- to a document is harmless: a document wins (ragops.status).
+-- to a document is harmless: a document wins (ragops.report.status).
 local function marker_state(ctx, entity_type)
   ctx.no_document_state = ctx.no_document_state or {}
   local state = ctx.no_document_state[entity_type]

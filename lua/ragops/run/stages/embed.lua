@@ -1,4 +1,4 @@
--- ragops.stages.embed: from texts to vectors. Receives the decision's items
+-- ragops.run.stages.embed: from texts to vectors. Receives the decision's items
 -- ({ text, chunk, entity }) and embeds them in slices of batch.size through
 -- the limiter and the provider retry policy (the one place provider calls
 -- go through). A batch the provider refuses for good is split in halves
@@ -12,7 +12,7 @@
 -- every process and attempt, read from the database) and the requests in
 -- flight are weighed (M.admission); a request is reserved at an upper bound
 -- of its tokens until its answer says what it cost. In a scale-out work
--- unit (ctx.store.work_unit, ragops.workunits) that is one transaction on
+-- unit (ctx.store.work_unit, ragops.run.workunits) that is one transaction on
 -- the database per request, shared by every process; otherwise the
 -- process holds the run alone and counts from the database's total at
 -- start (env.budget_base) plus what it spent since.
@@ -203,7 +203,7 @@ end
 
 -- What a successful batch sent and cost, in the unit's delta (the tokens
 -- the provider billed against the bytes and characters sent calibrate the
--- dry-run's estimates; see ragops.dryrun).
+-- dry-run's estimates; see ragops.run.dryrun).
 local function account_batch(ctx, texts, batch, delta, entity_type)
   local tokens = batch:tokens()
   delta.tokens = delta.tokens + tokens -- (ctx.spent has them since the answer: settle)

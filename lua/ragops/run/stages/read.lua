@@ -1,4 +1,4 @@
--- ragops.stages.read: the first stage. Pages through one source in key
+-- ragops.run.stages.read: the first stage. Pages through one source in key
 -- order (keyset pagination, filters pushed down by the store) from the
 -- checkpoint, PAGE_UNITS units per query, and hands each batch.size rows on
 -- as a unit of work:
@@ -55,11 +55,11 @@ function M.row_key(row, key)
 end
 local row_key = M.row_key
 
--- A page of source, with what the store read with it (ragops.store_pg
+-- A page of source, with what the store read with it (ragops.store.pg
 -- fetch_page_existing: stored hashes, updated_at in µs, fingerprints):
 -- rows, existing|nil, updated_us|nil, fps|nil, full (the page had `limit`
 -- rows: more may follow), or nil, err, sqlstate. In a re-run with the target's
--- fingerprints (ctx.fast[entity_type], see ragops.runner) the page is
+-- fingerprints (ctx.fast[entity_type], see ragops.run.runner) the page is
 -- plain, its unchanged rows as their keys alone; where some row is not,
 -- and the target held this entity type when the run began, what the target
 -- holds for those rows' entities is read by id (and the page comes without

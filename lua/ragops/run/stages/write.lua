@@ -1,4 +1,4 @@
--- ragops.stages.write: from vectors to rows. Receives a unit, its decision
+-- ragops.run.stages.write: from vectors to rows. Receives a unit, its decision
 -- and the embedded parts, and writes in ONE transaction (store:write_unit):
 -- the documents (COPY + upsert), stale chunks pruned, unchanged documents
 -- refreshed, dead letters recorded, dead letters of entities now indexed
@@ -7,7 +7,7 @@
 -- A unit with nothing to write opens no transaction: its progress goes
 -- with a later one (see FLUSH_UNITS).
 -- Hands on the unit's delta with deleted/refreshed filled in, or nil after
--- stopping the run (the database retry policy lives in ragops.pool).
+-- stopping the run (the database retry policy lives in ragops.store.pool).
 --
 -- The tracker knows which units of a source committed, to compute a
 -- checkpoint that never skips an uncommitted unit (the last key of the
@@ -151,7 +151,7 @@ end
 -- Every write of a document keeps its fingerprint true (the fingerprint of
 -- the row it was written from, or none), or a re-run would skip a row whose
 -- document no longer matches it. So: an entity read in a fast re-run
--- (ragops.stages.read: it reached decide because the target does not hold
+-- (ragops.run.stages.read: it reached decide because the target does not hold
 -- its row's fingerprint), a changed one (chunks re-embedded or pruned), and
 -- one refreshed past its chunk 0 (decision.refit).
 local function fingerprints(unit, decision, doc_parts)
@@ -295,7 +295,7 @@ function M.write(ctx, unit, payload, delta, tracker)
     end
   elseif ctx.store.work_unit then
     -- A scale-out work unit records each part it commits, in the part's
-    -- transaction (ragops.workunits): a takeover skips it, totals count it.
+    -- transaction (ragops.run.workunits): a takeover skips it, totals count it.
     payload.part = { first_key = unit.first_key, after_key = unit.after_key,
                      last_key = unit.last_key, stats = account.add_counters({}, delta) }
   end
