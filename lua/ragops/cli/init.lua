@@ -141,7 +141,7 @@ function M.main(...)
   if getmetatable(result) == UsageError then
     return exit.fail(exit.usage, "%s", result.message)
   end
-  return exit.fail(exit.usage, "erro interno: %s", tostring(result))
+  return exit.fail(exit.internal, "erro interno: %s", tostring(result))
 end
 
 M.usage_error = usage_error

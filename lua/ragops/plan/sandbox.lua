@@ -27,6 +27,7 @@
 -- backtracks exponentially) past watchdog_ms(budget) of CPU time: the hook
 -- never runs there.
 
+local exit = require "ragops.util.exit"
 local messages = require "ragops.util.messages"
 
 local M = {}
@@ -43,7 +44,7 @@ M.DEFAULTS = {
 M.KEYS = { "load_ms", "load_memory_mb", "hook_ms", "hook_memory_mb", "max_breaches", "memory_mb" }
 
 -- Exit status of the process when the watchdog ends it (a plan error).
-M.WATCHDOG_EXIT = 2
+M.WATCHDOG_EXIT = exit.usage
 
 -- VM instructions between two budget checks.
 local CHECK_EVERY = 1000

@@ -140,7 +140,7 @@ end
 
 -- True when work in progress must stop now (any abort but an alert's).
 function Context:halted()
-  return self.aborted ~= nil and (self.aborted.code ~= 3 or self.aborted.halt == true)
+  return self.aborted ~= nil and (self.aborted.code ~= exit.alert or self.aborted.halt == true)
 end
 
 -- Feeds one event to the alerts; an "abort" answer stops the run (code 3).
@@ -148,7 +148,7 @@ function Context:observe(event)
   local alerts = self.env.alerts
   if not alerts then return end
   if alerts:observe(event) == "abort" and not self.aborted then
-    self:abort(3, alerts.last_reason or "limite de alerta excedido")
+    self:abort(exit.alert, alerts.last_reason or "limite de alerta excedido")
   end
 end
 

@@ -321,7 +321,7 @@ local function execute(p, env, opts, pool)
   end, debug.traceback)
   if ok then return stats, run_totals, sent end
   log.error("erro interno durante a execução %d: %s", env.run_id, tostring(stats))
-  local failed = { aborted = { code = exit.usage, reason = "erro interno: " .. tostring(stats):match("^[^\n]*") } }
+  local failed = { aborted = { code = exit.internal, reason = "erro interno: " .. tostring(stats):match("^[^\n]*") } }
   for _, k in ipairs(runner.COUNTER_KEYS) do failed[k] = 0 end
   failed.per_entity_type = {}
   return failed

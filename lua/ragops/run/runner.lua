@@ -39,6 +39,7 @@
 local account = require "ragops.run.context"
 local decide = require "ragops.run.stages.decide"
 local embed = require "ragops.run.stages.embed"
+local exit = require "ragops.util.exit"
 local instruments = require "ragops.obs.instruments"
 local read = require "ragops.run.stages.read"
 local sandbox = require "ragops.plan.sandbox"
@@ -117,7 +118,7 @@ local function write_job(ctx, job, tracker)
   ctx:account_unit(unit.source.entity_type, delta, unit.row_count)
 end
 
--- Runs fn(ctx, x, ...) so that an error ends the run cleanly (code 2,
+-- Runs fn(ctx, x, ...) so that an error ends the run cleanly (exit.internal,
 -- "erro interno") instead of leaving a stage blocked on a queue nobody drains.
 -- The Lua heap reaching the run's cap (sandbox.memory_mb) ends it the same
 -- way, with that said in pt-BR.
@@ -128,11 +129,11 @@ local function guarded(ctx, what, entity_type, fn, ...)
   if out_of_memory then
     local reason = ("%s (ao %s um lote de %s)"):format(out_of_memory, what, entity_type)
     ctx.log.error("%s", reason)
-    ctx:abort(2, reason)
+    ctx:abort(exit.usage, reason)
     return nil
   end
   ctx.log.error("erro interno ao %s um lote de %s: %s", what, entity_type, tostring(err))
-  ctx:abort(2, ("erro interno ao %s um lote de %s: %s"):format(what, entity_type, tostring(err):match("^[^\n]*")))
+  ctx:abort(exit.internal, ("erro interno ao %s um lote de %s: %s"):format(what, entity_type, tostring(err):match("^[^\n]*")))
   return nil
 end
 
@@ -252,7 +253,7 @@ local function delete_orphan_markers(ctx, source)
   local any, err = store:has_no_document(source.entity_type)
   if any then any, err = store:delete_orphan_markers(source) end
   if any == nil then
-    ctx:abort(4, "falha ao remover marcas de entidades sem documento ausentes da fonte: " .. tostring(err))
+    ctx:abort(exit.unreachable, "falha ao remover marcas de entidades sem documento ausentes da fonte: " .. tostring(err))
     return nil
   end
   return true
@@ -336,7 +337,7 @@ function M.check_unique_keys(ctx)
     local census, err, state = ctx.store:key_census(source, ctx.plan.scope)
     if not census then ctx:abort_db("falha ao verificar a unicidade das chaves", err, state); return end
     if census.duplicate then
-      ctx:abort(2, ("a chave %q da fonte %q não é única (o valor %s aparece mais de uma vez); "
+      ctx:abort(exit.usage, ("a chave %q da fonte %q não é única (o valor %s aparece mais de uma vez); "
         .. "a paginação por chave perderia linhas: use uma chave única (ou uma combinação única em uma coluna)")
         :format(source.key, source.entity_type, census.duplicate))
       return

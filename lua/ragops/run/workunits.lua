@@ -24,6 +24,7 @@
 -- totals: the checkpoint's prefix plus every unit's counters.
 local account = require "ragops.run.context"
 local cjson = require "cjson"
+local exit = require "ragops.util.exit"
 local pg = require "ragops.pg"
 local runner = require "ragops.run.runner"
 local store_pg = require "ragops.store.pg"
@@ -444,7 +445,7 @@ local function run_unit(w, unit)
     local ok, cerr = complete_unit(w, unit, wu, st)
     if ok then M.add_stats(w.mine, st); return "done" end
     if ok == nil then
-      st.aborted = { code = 4, reason = "falha ao concluir a unidade de trabalho: " .. tostring(cerr) }
+      st.aborted = { code = exit.unreachable, reason = "falha ao concluir a unidade de trabalho: " .. tostring(cerr) }
     end
     lost = ok == false
   end
@@ -471,7 +472,7 @@ local function work(w)
   local s = w.env.sched
   while not w.stopped do
     local unit, cerr = M.claim(w.pool, w.run_id, w.owner, w.lease_s)
-    if unit == nil then return { code = 4, reason = "falha ao reivindicar unidade de trabalho: " .. tostring(cerr) } end
+    if unit == nil then return { code = exit.unreachable, reason = "falha ao reivindicar unidade de trabalho: " .. tostring(cerr) } end
     if unit then
       local outcome, st = run_unit(w, unit)
       if outcome == "done" then w.units_done = w.units_done + 1
@@ -518,14 +519,14 @@ local function finalize(w)
   if not won or #won == 0 then return nil end
   local totals, sent = run_totals(w)
   if not totals then
-    return nil, nil, { code = 4, reason = "falha ao somar as unidades de trabalho: " .. tostring(sent) }
+    return nil, nil, { code = exit.unreachable, reason = "falha ao somar as unidades de trabalho: " .. tostring(sent) }
   end
   local scope = p.scope or {}
   if not (p.delete_missing and not scope.since and not scope["until"]) then return totals, sent end
   for _, source in ipairs(selected_sources(p)) do
     local deleted, derr = env.store:delete_orphans(source)
     if not deleted then
-      return totals, sent, { code = 4, reason = "falha ao remover documentos órfãos: " .. tostring(derr) }
+      return totals, sent, { code = exit.unreachable, reason = "falha ao remover documentos órfãos: " .. tostring(derr) }
     end
     if deleted > 0 then
       log.info("%d documento(s) de %s removido(s): entidades ausentes da fonte", deleted, source.entity_type)
@@ -565,7 +566,7 @@ function M.run(p, env, opts)
   runner.check_unique_keys(check)
   if check.aborted then return finish(check.aborted) end
   local n, err = M.ensure_units(w.pool, w.run_id, p, env.checkpoint)
-  if not n then return finish({ code = 4, reason = "falha ao criar as unidades de trabalho: " .. tostring(err) }) end
+  if not n then return finish({ code = exit.unreachable, reason = "falha ao criar as unidades de trabalho: " .. tostring(err) }) end
   log.info("scale-out: execução %d dividida em %d unidade(s) de trabalho; este processo é %s (lease de %d s)",
     w.run_id, n, w.owner, w.lease_s)
   local stop = work(w)

@@ -12,6 +12,7 @@
 -- Each unit carries `sync` (see ragops.sync.queue.write), handled in the
 -- unit's write transaction: claimed changes deleted, watermark advanced.
 local decide = require "ragops.run.stages.decide"
+local exit = require "ragops.util.exit"
 local sync_queue = require "ragops.sync.queue"
 local sync_watermark = require "ragops.sync.watermark"
 
@@ -74,7 +75,7 @@ local function apply_marker(ctx, source, marker, opts)
       return true
     end
   end
-  ctx:abort(4, ("falha ao aplicar o TRUNCATE registrado na fila de %q: %s"):format(entity_type, tostring(err)))
+  ctx:abort(exit.unreachable, ("falha ao aplicar o TRUNCATE registrado na fila de %q: %s"):format(entity_type, tostring(err)))
   return nil
 end
 
@@ -88,7 +89,7 @@ function M.drain_queue(ctx, source, opts, emit)
     local claim, err = sync_queue.claim(ctx.store, source.entity_type, ctx.plan.batch.size,
       opts.run_id, opts.run_lock_class)
     if not claim then
-      ctx:abort(4, ("falha ao tomar mudanças da fila de %q: %s"):format(source.entity_type, tostring(err)))
+      ctx:abort(exit.unreachable, ("falha ao tomar mudanças da fila de %q: %s"):format(source.entity_type, tostring(err)))
       return nil
     end
     local changes = claim.changes
@@ -96,7 +97,7 @@ function M.drain_queue(ctx, source, opts, emit)
       total, seq = total + #changes, seq + 1
       local unit, ferr = queue_unit(ctx, source, seq, changes, opts.run_id)
       if not unit then
-        ctx:abort(4, ("falha ao ler a fonte %q: %s"):format(source.entity_type, tostring(ferr)))
+        ctx:abort(exit.unreachable, ("falha ao ler a fonte %q: %s"):format(source.entity_type, tostring(ferr)))
         return nil
       end
       emit(unit)
@@ -132,7 +133,7 @@ local function soft_delete_units(ctx, source, from, opts, emit)
     local gone = {}
     if keys and #keys > 0 then gone, err = absent_keys(ctx, source, keys) end
     if not keys or not gone then
-      ctx:abort(4, ("falha ao procurar remoções lógicas de %q: %s"):format(source.entity_type, tostring(err)))
+      ctx:abort(exit.unreachable, ("falha ao procurar remoções lógicas de %q: %s"):format(source.entity_type, tostring(err)))
       return nil
     end
     if #gone > 0 then
@@ -153,7 +154,7 @@ end
 function M.watermark_pass(ctx, source, opts, emit)
   local from, err = sync_watermark.start(ctx.store, opts.plan_name, source)
   if err then
-    ctx:abort(4, ("falha ao ler a marca d'água de %q: %s"):format(source.entity_type, tostring(err)))
+    ctx:abort(exit.unreachable, ("falha ao ler a marca d'água de %q: %s"):format(source.entity_type, tostring(err)))
     return nil
   end
   local seq = soft_delete_units(ctx, source, from, opts, emit)
@@ -162,7 +163,7 @@ function M.watermark_pass(ctx, source, opts, emit)
   while not ctx:halted() do
     local rows, rerr = sync_watermark.page(ctx.store, source, from, after, ctx.plan.batch.size)
     if not rows then
-      ctx:abort(4, ("falha ao ler a fonte %q: %s"):format(source.entity_type, tostring(rerr)))
+      ctx:abort(exit.unreachable, ("falha ao ler a fonte %q: %s"):format(source.entity_type, tostring(rerr)))
       return nil
     end
     if #rows == 0 then return total end

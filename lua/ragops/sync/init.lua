@@ -84,7 +84,7 @@ function M.deletions(ctx, source, how)
       return
     end
   end
-  if err then ctx:abort(4, ("falha ao procurar remoções de %q: %s"):format(source.entity_type, tostring(err))) end
+  if err then ctx:abort(exit.unreachable, ("falha ao procurar remoções de %q: %s"):format(source.entity_type, tostring(err))) end
 end
 
 -- Queue depth and lag per entity type into the metrics.
@@ -182,7 +182,7 @@ local function execute(ctx, sources, how, opts, cfg)
   end, debug.traceback)
   if not ok then
     -- One ERRO line (the abort's); the traceback, for a bug report, below it.
-    ctx:abort(exit.usage, "erro interno no ragops sync: " .. tostring(err):match("^[^\n]*"))
+    ctx:abort(exit.internal, "erro interno no ragops sync: " .. tostring(err):match("^[^\n]*"))
     log.event("debug", nil, "%s", tostring(err))
   end
   return ctx:finish()

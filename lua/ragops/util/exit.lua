@@ -7,7 +7,11 @@
 local M = {
   ok = 0,            -- done
   dead_letters = 1,  -- done, some items went to the failure queue
-  usage = 2,         -- usage or plan error (nothing written); internal error
+  below_threshold = 1, -- ragops validate / model compare: quality below the thresholds
+  usage = 2,         -- usage or plan error (nothing written)
+  internal = 2,      -- a defect of ragops (a Lua error nothing handled): the
+                     -- operator's to report; same code as usage (DESIGN.md
+                     -- has no code of its own for it; docs/runbook.md)
   alert = 3,         -- aborted by an alert threshold
   unreachable = 4,   -- PostgreSQL or the provider could not be reached
   interrupted = 130, -- SIGINT/SIGTERM

@@ -22,8 +22,6 @@ local sandbox = require "ragops.plan.sandbox"
 
 local M = {}
 
-local EXIT = exit
-M.EXIT = EXIT
 
 -- pgvector limits (v0.5+ README and source: ivfflat.c, hnsw.h).
 M.LIMITS = {
@@ -426,9 +424,9 @@ end
 
 -- Maps a failed query to an exit code: lost connection -> 4, else 2.
 function M.code_for(sqlstate)
-  if sqlstate and (sqlstate:sub(1, 2) == "08" or sqlstate:sub(1, 3) == "57P") then return EXIT.unreachable end
-  if not sqlstate then return EXIT.unreachable end
-  return EXIT.usage
+  if sqlstate and (sqlstate:sub(1, 2) == "08" or sqlstate:sub(1, 3) == "57P") then return exit.unreachable end
+  if not sqlstate then return exit.unreachable end
+  return exit.usage
 end
 
 -- Reads what `index` needs to know about the target. Returns info
@@ -480,7 +478,7 @@ function M.inspect_target(conn, table_name)
   local info, ierr, istate = M.inspect(conn, table_name)
   if not info then return nil, M.code_for(istate), "falha ao inspecionar a tabela: " .. tostring(ierr) end
   if not info.column then
-    return nil, EXIT.usage, ("a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes")
+    return nil, exit.usage, ("a tabela %q não existe ou não tem a coluna embedding; execute `ragops migrate` antes")
       :format(table_name)
   end
   return info

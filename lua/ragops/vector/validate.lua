@@ -21,8 +21,6 @@ local vecsearch = require "ragops.vecsearch"
 
 local M = {}
 
-M.EXIT = { ok = 0, below_threshold = 1, usage = 2, unreachable = 4 }
-
 M.DEFAULTS = {
   k = 10,
   probes = 10,

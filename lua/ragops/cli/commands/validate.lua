@@ -3,7 +3,7 @@
 -- the plan the search used (index or exact, EXPLAIN, real settings), the
 -- probes/ef_search sweep, the pt-BR report and --report-json. Exports
 -- measure(cfg, golden, k, opts) for `ragops model compare`. Exit codes:
--- validate.EXIT.
+-- ragops.util.exit (below_threshold when the quality is below the limits).
 local store_target = require "ragops.store.target"
 local provider_client = require "ragops.provider.client"
 local core = require "ragops.core"
@@ -108,7 +108,7 @@ end
 -- quoted_table, table_name, indexes (valid ivfflat/hnsw) } or nil, err, code.
 local function open_target(cfg)
   local conn, connect_err = store_target.connect(cfg)
-  if not conn then return nil, connect_err, validate.EXIT.unreachable end
+  if not conn then return nil, connect_err, exit.unreachable end
   local coltype, terr, tcode = store_target.check_target(conn, cfg)
   if not coltype then conn:close(); return nil, terr, tcode end
   local base = coltype:match("^(%a+)")
@@ -137,11 +137,11 @@ local function prepare(target, cfg, golden)
   local batches, eerr = validate.embed_queries(client, golden.queries, core.sleep, log)
   client:close()
   if not batches then
-    return nil, "não foi possível gerar os embeddings das consultas: " .. tostring(eerr), validate.EXIT.unreachable
+    return nil, "não foi possível gerar os embeddings das consultas: " .. tostring(eerr), exit.unreachable
   end
   local missing, missing_count = validate.find_missing(target.conn, target.quoted_table, golden.queries)
   if not missing then
-    return nil, "falha ao consultar a tabela: " .. tostring(missing_count), validate.EXIT.unreachable
+    return nil, "falha ao consultar a tabela: " .. tostring(missing_count), exit.unreachable
   end
   return { batches = batches, missing = missing, missing_count = missing_count }
 end
@@ -242,7 +242,7 @@ function M.measure(cfg, golden, k, opts)
       log.info("coluna embedding é real[] (sem pgvector): busca exata por similaridade de cosseno")
       found, serr = timed_real_search(target, prepared.batches, k, #golden.queries)
     end
-    if not found then return nil, "falha na busca vetorial: " .. tostring(serr), validate.EXIT.unreachable end
+    if not found then return nil, "falha na busca vetorial: " .. tostring(serr), exit.unreachable end
     local result = scored(golden, k, thresholds_of(golden, opts), prepared, found)
     result.model = cfg.provider.model
     return result
@@ -271,13 +271,13 @@ end
 function M.sweep(cfg, golden, k, opts)
   return with_target(cfg, function(target)
     local problem = validate.sweep_problem(target.storage, target.indexes, opts.sweep, target.table_name)
-    if problem then return nil, problem, validate.EXIT.usage end
+    if problem then return nil, problem, exit.usage end
     local prepared, perr, pcode = prepare(target, cfg, golden)
     if not prepared then return nil, perr, pcode end
     log.info("busca exata (índices desligados) para a referência da varredura")
     local exact, latencies = validate.search_exact_pgvector(target.conn, target.quoted_table, target.column_type,
       prepared.batches, k, core.now)
-    if not exact then return nil, "falha na busca exata: " .. tostring(latencies), validate.EXIT.unreachable end
+    if not exact then return nil, "falha na busca exata: " .. tostring(latencies), exit.unreachable end
     local reference = scored(golden, k, {}, prepared, { hits = exact, latencies = latencies, plan = {} }).summary
     local sweep = { setting = opts.sweep.setting, target_recall = opts.target_recall, k = k, rows = {},
                     exact = { recall = reference.recall, ndcg = reference.ndcg, latency_ms = reference.latency_ms } }
@@ -285,7 +285,7 @@ function M.sweep(cfg, golden, k, opts)
     for i, value in ipairs(opts.sweep.values) do
       log.info("varredura: %s = %d", sweep.setting, value)
       local row, result = sweep_row(target, prepared, golden, k, opts, value, exact)
-      if not row then return nil, "falha na busca vetorial: " .. tostring(result), validate.EXIT.unreachable end
+      if not row then return nil, "falha na busca vetorial: " .. tostring(result), exit.unreachable end
       sweep.rows[i], results[value] = row, result
     end
     sweep.recommended = validate.recommend(sweep.rows, opts.target_recall)
@@ -303,7 +303,7 @@ function M.main(args, cli)
   local cfg, ccode = prelude.config(opts)
   if not cfg then return ccode end
   local golden, gerr = validate.load_golden(opts.golden or cli.home_path(validate.DEFAULT_GOLDEN))
-  if not golden then return exit.fail(validate.EXIT.usage, "%s", gerr) end
+  if not golden then return exit.fail(exit.usage, "%s", gerr) end
   local k = opts.k or golden.k or validate.DEFAULTS.k
   local result, err, code = (opts.sweep and M.sweep or M.measure)(cfg, golden, k, opts)
   if not result then return exit.fail(code, "%s", err) end
@@ -312,7 +312,7 @@ function M.main(args, cli)
   if result.sweep then io.stdout:write(validate.format_sweep(result.sweep), "\n") end
   local summary = result.summary
   local passed = summary.passed and (not result.sweep or result.sweep.recommended ~= nil)
-  code = passed and validate.EXIT.ok or validate.EXIT.below_threshold
+  code = passed and exit.ok or exit.below_threshold
   if opts.report_json then code = report.write_json_file(opts.report_json, validate.json(result), code) end
   if not summary.passed then
     log.error("qualidade abaixo do limite: %s", table.concat(summary.violations, "; "))

@@ -22,6 +22,7 @@
 --     all_new (no entity has anything stored: COPY straight into the target) }
 local cjson = require "cjson"
 local chunk = require "ragops.plan.chunk"
+local exit = require "ragops.util.exit"
 local sandbox = require "ragops.plan.sandbox"
 
 local M = {}
@@ -177,7 +178,7 @@ local function build_entity(ctx, source, row)
   local ok, doc, class = sandbox.call(ctx.hook_budget, source.document, row)
   if not ok then
     local too_many = sandbox.breach_limit_reached(ctx.hook_budget)
-    if too_many then ctx:abort(2, too_many) end
+    if too_many then ctx:abort(exit.usage, too_many) end
     return nil, transform_failure(source, id, "document() falhou: " .. doc, class ~= "error" and class or nil)
   end
   local e = { id = id, chunks = {} }
@@ -393,7 +394,7 @@ function M.no_document_markers(ctx, entity_type, d, existing)
   end
   local markers, err = markers_of(ctx, entity_type, ids, updated_at)
   if not markers then
-    ctx:abort(4, "falha ao consultar as entidades sem documento: " .. tostring(err))
+    ctx:abort(exit.unreachable, "falha ao consultar as entidades sem documento: " .. tostring(err))
     return nil
   end
   local state = ctx.no_document_state and ctx.no_document_state[entity_type]

@@ -16,6 +16,7 @@
 -- the database per request, shared by every process; otherwise the
 -- process holds the run alone and counts from the database's total at
 -- start (env.budget_base) plus what it spent since.
+local exit = require "ragops.util.exit"
 local instruments = require "ragops.obs.instruments"
 local report = require "ragops.report"
 local retry = require "ragops.provider.retry"
@@ -51,7 +52,7 @@ end
 local function stop_at_budget(ctx, spent_tokens, estimated_tokens)
   local price, budget, fmt = ctx.env.price_per_1m_tokens, ctx.env.budget_usd, report
   local spent, next_cost = spent_tokens * price / 1e6, estimated_tokens * price / 1e6
-  ctx:abort(3, ("orçamento de US$ %s atingido: gasto US$ %s (da execução, todos os processos), restante US$ %s; "
+  ctx:abort(exit.alert, ("orçamento de US$ %s atingido: gasto US$ %s (da execução, todos os processos), restante US$ %s; "
     .. "o próximo lote custaria cerca de US$ %s. O checkpoint foi mantido: rode o mesmo comando com um "
     .. "--budget-usd maior para continuar")
     :format(fmt.format_number(budget, 4), fmt.format_number(spent, 4),
@@ -88,7 +89,7 @@ local function reserve(ctx, est, upper)
     if verdict == "stop" then stop_at_budget(ctx, spent, est); return nil end
     if verdict == nil or verdict == "lost" then
       -- (spent is then the reason: the unit was lost, or the database's error)
-      ctx:abort(4, verdict and tostring(spent)
+      ctx:abort(exit.unreachable, verdict and tostring(spent)
         or ("falha ao consultar o orçamento no PostgreSQL: " .. tostring(spent)))
       return nil
     end
@@ -117,7 +118,7 @@ local function record_request(ctx)
   if not ctx.store.work_unit then return true end
   local ok, err = ctx.store:record_request()
   if ok then return true end
-  ctx:abort(4, ok == nil and ("falha ao registrar o pedido de embedding no PostgreSQL: " .. tostring(err))
+  ctx:abort(exit.unreachable, ok == nil and ("falha ao registrar o pedido de embedding no PostgreSQL: " .. tostring(err))
     or tostring(err))
   return false
 end
@@ -175,17 +176,17 @@ end
 -- The provider's answer says the configuration is wrong: stop the run.
 local function abort_on_configuration(ctx, err, info)
   if info.kind == "body_too_large" then
-    ctx:abort(4, tostring(err)) -- a broken or hostile provider, not this batch
+    ctx:abort(exit.unreachable, tostring(err)) -- a broken or hostile provider, not this batch
     return true
   end
   if info.class == "fatal" then
-    ctx:abort(4, "o provedor de embeddings recusou a configuração: " .. tostring(err))
+    ctx:abort(exit.unreachable, "o provedor de embeddings recusou a configuração: " .. tostring(err))
     return true
   end
   if info.kind == "malformed" and tostring(err):find("tem dimensão", 1, true) then
     -- Every attempt came back with the wrong dimension: a configuration
     -- error (model or provider.dim), not a per-document failure.
-    ctx:abort(4, "o provedor devolve vetores de dimensão diferente de provider.dim em todas as tentativas ("
+    ctx:abort(exit.unreachable, "o provedor devolve vetores de dimensão diferente de provider.dim em todas as tentativas ("
       .. tostring(err) .. "); confira o modelo e provider.dim/dimensions")
     return true
   end
@@ -257,7 +258,7 @@ local function embed_slice(ctx, items, delta, entity_type)
     return append(p1, p2), append(f1, f2)
   end
   if info.kind == "connection" and ctx.stats.embedded == 0 and delta.embedded == 0 then
-    ctx:abort(4, "provedor de embeddings inalcançável: " .. tostring(err))
+    ctx:abort(exit.unreachable, "provedor de embeddings inalcançável: " .. tostring(err))
   end
   return {}, { { items = items, err = err, info = info, attempts = attempts } }
 end
