@@ -232,7 +232,11 @@ local function series(f, labels)
   local s = f.series[key]
   if not s then
     if f.kind == "counter" then
-      s = setmetatable({ labels = key, value = 0 }, Counter)
+      local values = {}
+      for name, value in pairs(labels or {}) do
+        values[name] = type(value) == "number" and format_value(value) or tostring(value)
+      end
+      s = setmetatable({ labels = key, label_values = values, value = 0 }, Counter)
     elseif f.kind == "gauge" then
       s = setmetatable({ labels = key, value = 0 }, Gauge)
     else
@@ -292,6 +296,42 @@ function Registry:render()
   end
   if #out == 0 then return "" end
   return table.concat(out, "\n") .. "\n"
+end
+
+-- The histogram `name` added up over its series, per bucket (not
+-- cumulative): { buckets = { { le = "0.05", count }, ..., { le = "+Inf",
+-- count } }, count, sum }, or nil without observations. The numbers a
+-- report shows, straight from the registry.
+function Registry:histogram_totals(name)
+  local f = self.families[name]
+  if not f or f.kind ~= "histogram" then return nil end
+  local cumulative, out = {}, { count = 0, sum = 0, buckets = {} }
+  for i = 1, #f.buckets do cumulative[i] = 0 end
+  for _, key in ipairs(sorted_keys(f.series)) do
+    local s = f.series[key]
+    for i = 1, #f.buckets do cumulative[i] = cumulative[i] + s.counts[i] end
+    out.count, out.sum = out.count + s.count, out.sum + s.sum
+  end
+  if out.count == 0 then return nil end
+  local previous = 0
+  for i, bound in ipairs(f.buckets) do
+    out.buckets[i] = { le = format_value(bound), count = cumulative[i] - previous }
+    previous = cumulative[i]
+  end
+  out.buckets[#f.buckets + 1] = { le = "+Inf", count = out.count - previous }
+  return out
+end
+
+-- The counter `name` added up per value of its label `label` (series
+-- without it left out): { [value] = n }.
+function Registry:counter_by_label(name, label)
+  local f, out = self.families[name], {}
+  if not f or f.kind ~= "counter" then return out end
+  for _, s in pairs(f.series) do
+    local value = s.label_values[label]
+    if value ~= nil then out[value] = (out[value] or 0) + s.value end
+  end
+  return out
 end
 
 -- Replaces path with render() through ragops.util.safe_file (a temporary

@@ -7,7 +7,7 @@
 -- next tick draws it again); without one, a log line per tick, with the
 -- numbers as fields in JSON logs. Never both. Each tick also samples the
 -- run's throughput over time (the series of the HTML report).
-local report = require "ragops.report"
+local format = require "ragops.util.format"
 
 local M = {}
 
@@ -32,7 +32,7 @@ end
 
 -- The pt-BR progress text (the same on a terminal and in the log).
 function M.format(snap)
-  local f = report
+  local f = format
   local done = f.format_count(snap.processed)
   if snap.total then done = done .. "/" .. f.format_count(snap.total) end
   local eta = M.eta_s(snap)

@@ -36,34 +36,6 @@ end
 
 -- ---------- reading the run's numbers ----------
 
--- From the metrics text (Prometheus exposition): the embedding latency
--- histogram { buckets = { { le, count } } (per bucket, not cumulative),
--- count, sum } (nil without observations) and the requests per HTTP
--- status { ["200"] = n }. Every series carries labels (plan, at least):
--- the series of the histogram are added up, bucket by bucket.
-function M.from_metrics(text)
-  local bounds, cumulative, latency, by_status = {}, {}, { count = 0, sum = 0 }, {}
-  for line in (text or ""):gmatch("[^\n]+") do
-    local le, n = line:match('^ragops_embed_latency_seconds_bucket{.-le="([^"]+)".-} (%S+)')
-    if le then
-      if not cumulative[le] then bounds[#bounds + 1] = le end
-      cumulative[le] = (cumulative[le] or 0) + (tonumber(n) or 0)
-    end
-    local count = line:match("^ragops_embed_latency_seconds_count[{%s].-(%S+)$")
-    if count then latency.count = latency.count + (tonumber(count) or 0) end
-    local sum = line:match("^ragops_embed_latency_seconds_sum[{%s].-(%S+)$")
-    if sum then latency.sum = latency.sum + (tonumber(sum) or 0) end
-    local status, c = line:match('^ragops_embed_requests_total{.-status="([^"]+)".-} (%S+)')
-    if status then by_status[status] = (by_status[status] or 0) + (tonumber(c) or 0) end
-  end
-  if latency.count == 0 then return nil, by_status end
-  latency.buckets = {}
-  for i, le in ipairs(bounds) do
-    latency.buckets[i] = { le = le, count = cumulative[le] - (i > 1 and cumulative[bounds[i - 1]] or 0) }
-  end
-  return latency, by_status
-end
-
 -- The progress series { { t, processed } } as documents per second over
 -- each interval: { { t, rate } } (intervals without time are skipped).
 function M.rate_points(series)

@@ -5,6 +5,7 @@
 
 local cjson = require "cjson"
 local exit = require "ragops.util.exit"
+local format = require "ragops.util.format"
 local log = require "ragops.obs.log"
 local safe_file = require "ragops.util.safe_file"
 local scrub = require "ragops.util.scrub"
@@ -20,67 +21,11 @@ local COUNTERS = { "processed", "succeeded", "failed", "skipped", "no_document",
 local ESTIMATE_FIELDS = { "documents", "chunks", "tokens", "requests", "batches", "cost_usd", "duration_s",
                           "skipped_unchanged", "no_document" }
 
-local function finite(value)
-  return type(value) == "number" and value == value and value ~= math.huge and value ~= -math.huge
-end
+local finite, number_or_zero = format.finite, format.number_or_zero
 
-local function number_or_zero(value)
-  if finite(value) then return value end
-  return 0
-end
-
--- Groups the digits of a non-negative integer string with ".".
-local function group_thousands(digits)
-  local out = digits:reverse():gsub("(%d%d%d)", "%1."):reverse()
-  if out:sub(1, 1) == "." then out = out:sub(2) end
-  return out
-end
-
--- pt-BR number: thousands ".", decimal ",". `decimals` defaults to 0.
-function M.format_number(value, decimals)
-  if not finite(value) then return "-" end
-  decimals = decimals or 0
-  local text = string.format("%." .. decimals .. "f", value)
-  local negative = text:sub(1, 1) == "-"
-  if negative then text = text:sub(2) end
-  local integer, fraction = text:match("^(%d+)%.?(%d*)$")
-  local out = group_thousands(integer)
-  if fraction ~= "" then out = out .. "," .. fraction end
-  if negative and out:find("[1-9]") then out = "-" .. out end
-  return out
-end
-
--- Integer counter in pt-BR ("33.612").
-function M.format_count(value)
-  return M.format_number(math.floor(number_or_zero(value) + 0.5), 0)
-end
-
--- Durations: "12,4 s", "1 min 12,4 s", "2 h 05 min 03 s".
-function M.format_duration(seconds)
-  if not finite(seconds) or seconds < 0 then return "-" end
-  if seconds < 60 then
-    return M.format_number(seconds, 1) .. " s"
-  end
-  if seconds < 3600 then
-    local minutes = math.floor(seconds / 60)
-    local rest = seconds - minutes * 60
-    if rest >= 59.95 then minutes, rest = minutes + 1, 0 end
-    return string.format("%d min %s s", minutes, M.format_number(rest, 1))
-  end
-  local total = math.floor(seconds + 0.5)
-  local hours = math.floor(total / 3600)
-  local minutes = math.floor((total % 3600) / 60)
-  return string.format("%d h %02d min %02d s", hours, minutes, total % 60)
-end
-
--- Money in US$: 2 decimals, 4 when the value is below one cent.
-function M.format_usd(value)
-  if not finite(value) then return "US$ -" end
-  if value ~= 0 and math.abs(value) < 0.01 then
-    return "US$ " .. M.format_number(value, 4)
-  end
-  return "US$ " .. M.format_number(value, 2)
-end
+-- The pt-BR number formats (ragops.util.format), as every report names them.
+M.format_number, M.format_count = format.format_number, format.format_count
+M.format_duration, M.format_usd = format.format_duration, format.format_usd
 
 -- Number of UTF-8 code points (for aligning labels with accents).
 local function text_width(text)

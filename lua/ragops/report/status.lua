@@ -16,7 +16,7 @@ local index = require "ragops.vector.index"
 local migrate = require "ragops.store.migrate"
 local report = require "ragops.report"
 local sqlname = require "ragops.util.sqlname"
-local sync_queue = require "ragops.sync.queue"
+local sync_tables = require "ragops.store.sync_tables"
 
 local M = {}
 
@@ -103,7 +103,7 @@ M.indexes = index.vector_indexes
 -- The trigger strategy's queue: { { entity_type, depth, lag_s } } (empty
 -- when `ragops sync install` never ran).
 function M.sync_queue(conn)
-  local depth, err = sync_queue.depth(function(sql, ...) return conn:query(sql, ...) end)
+  local depth, err = sync_tables.depth(function(sql, ...) return conn:query(sql, ...) end)
   if not depth then return nil, err end
   local out = {}
   for entity_type, d in pairs(depth) do

@@ -420,7 +420,8 @@ end
 local function observability_fields(env, state, stats, opts)
   state.progress.finish(env.progress_snapshot and env.progress_snapshot())
   stats.series = state.progress.series
-  stats.embed_latency, stats.requests_by_status = report_html.from_metrics(env.metrics:render())
+  stats.embed_latency = env.metrics:histogram_totals("ragops_embed_latency_seconds")
+  stats.requests_by_status = env.metrics:counter_by_label("ragops_embed_requests_total", "status")
   local rows = env.store:query([[select error_class, count(*) as n from ragops_failures
     where run_id = $1 and resolved_at is null group by error_class order by error_class]], stats.run_id)
   stats.failures_by_class = {}

@@ -8,12 +8,12 @@
 -- The same interface is implemented in memory by ragops.testing, so the
 -- runner can be tested without a database.
 local cjson = require "cjson"
-local key_text = require("ragops.run.stages.decide").key_text
+local key_text = require("ragops.util.keys").text
 local pg = require "ragops.pg"
 local scrub = require "ragops.util.scrub"
 local sqlname = require "ragops.util.sqlname"
 local store_runs = require "ragops.store.runs"
-local sync_queue = require "ragops.sync.queue"
+local sync_tables = require "ragops.store.sync_tables"
 
 local M = {}
 
@@ -577,7 +577,7 @@ end
 --          into_target = every key is new: COPY straight into the target (docs
 --                        with source_updated_us), no staging and no upsert,
 --          ahead = nil | { first_key, after_key, last_key, stats } (committed past the prefix),
---          sync = nil | { change_ids, run_id, delete_ids, watermark } (ragops.sync.queue.write),
+--          sync = nil | { change_ids, run_id, delete_ids, watermark } (ragops.store.sync_tables.write),
 --          no_document = nil | { entity_ids, updated_at } (markers to set),
 --          no_document_cleared = nil | { entity ids } (markers to clear) }
 -- Everything in one transaction, with the owner's fence and the requests
@@ -590,7 +590,7 @@ function Store:write_unit(unit)
     local written, pruned, refreshed = write_documents(self, step, conn, unit)
     local resolved = write_failures(step, unit)
     write_no_document(step, unit)
-    pruned = pruned + sync_queue.write(step, self, unit)
+    pruned = pruned + sync_tables.write(step, self, unit)
     -- The run's row last: its lock serialises the units' commits, so it is
     -- held only for its last statements, not for the whole transaction.
     if unit.run_id and unit.checkpoint then

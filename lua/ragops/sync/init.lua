@@ -24,6 +24,7 @@ local sched = require "ragops.util.sched"
 local sqlname = require "ragops.util.sqlname"
 local store_runs = require "ragops.store.runs"
 local sync_queue = require "ragops.sync.queue"
+local sync_tables = require "ragops.store.sync_tables"
 local sync_watermark = require "ragops.sync.watermark"
 
 local M = {}
@@ -94,7 +95,7 @@ function M.report_queue(ctx, sources)
     if source.sync.strategy == "trigger" then types[#types + 1] = source.entity_type end
   end
   if #types == 0 then return end
-  local depth = sync_queue.depth(function(sql, ...) return ctx.store:query(sql, ...) end)
+  local depth = sync_tables.depth(function(sql, ...) return ctx.store:query(sql, ...) end)
   if depth then instruments.sync_queue(ctx, types, depth) end
 end
 

@@ -14,7 +14,7 @@
 -- module and are unit-tested in tests/lua/validate_spec.lua.
 local cjson = require "cjson"
 local plan_mod = require "ragops.plan"
-local report = require "ragops.report"
+local format = require "ragops.util.format"
 local retry = require "ragops.provider.retry"
 local sandbox = require "ragops.plan.sandbox"
 local vecsearch = require "ragops.vecsearch"
@@ -356,7 +356,7 @@ function M.summarise(scores, k, thresholds)
     local limit, value = thresholds[metric.key], out[metric.field]
     if limit and value + EPS < limit then
       out.violations[#out.violations + 1] = ("%s %s < %s"):format(metric.name,
-        report.format_number(value, 3), report.format_number(limit, 3))
+        format.format_number(value, 3), format.format_number(limit, 3))
     end
   end
   out.passed = #out.violations == 0
@@ -381,7 +381,7 @@ end
 
 -- A limit as written in the golden file, in pt-BR ("250", "0,5").
 local function limit_text(value)
-  if value % 1 == 0 then return report.format_number(value, 0) end
+  if value % 1 == 0 then return format.format_number(value, 0) end
   return (tostring(value):gsub("%.", ","))
 end
 
@@ -395,7 +395,7 @@ function M.apply_slo(summary, latency, slo)
   summary.slo.met = false
   if slo.enforce then
     summary.violations[#summary.violations + 1] = ("latência p95 %s ms > SLO %s ms")
-      :format(report.format_number(latency.p95, 1), limit_text(slo.p95_ms))
+      :format(format.format_number(latency.p95, 1), limit_text(slo.p95_ms))
     summary.passed = false
   end
   return summary
@@ -565,7 +565,7 @@ local function describe_hit(h)
   if not h then return "(nenhum resultado)" end
   local label = ("%s %s"):format(h.entity_type, h.entity_id)
   if (tonumber(h.chunk_index) or 0) > 0 then label = label .. (" #%d"):format(h.chunk_index) end
-  return ("%s (%s)"):format(label, report.format_number(h.score, 3))
+  return ("%s (%s)"):format(label, format.format_number(h.score, 3))
 end
 
 local function describe_ranks(score, missing)
@@ -587,7 +587,7 @@ end
 -- or nil, setting = { name, value } or nil, used, total (EXPLAIN counts) }.
 function M.plan_label(plan)
   if plan.storage == "real[]" then
-    return ("busca exata em C (real[], %s vetores; sem pgvector)"):format(report.format_count(plan.rows or 0))
+    return ("busca exata em C (real[], %s vetores; sem pgvector)"):format(format.format_count(plan.rows or 0))
   end
   if not plan.index then return ("pgvector (%s), busca exata (sem índice)"):format(plan.column) end
   local setting = plan.setting and (", %s = %s"):format(plan.setting.name, tostring(plan.setting.value)) or ""
@@ -608,7 +608,7 @@ function M.plan_usage(plan)
     :format(plan.used, plan.total)
 end
 
-local function ms(value) return report.format_number(value, 1) .. " ms" end
+local function ms(value) return format.format_number(value, 1) .. " ms" end
 
 -- Latency and SLO lines of a summary.
 local function latency_lines(result, lines)
@@ -635,7 +635,7 @@ local function limit_lines(result, lines)
   local limits, t, k = {}, result.thresholds, result.k
   for _, metric in ipairs(limited_metrics(k)) do
     local limit = t[metric.key]
-    if limit then limits[#limits + 1] = ("%s ≥ %s"):format(metric.name, report.format_number(limit, 3)) end
+    if limit then limits[#limits + 1] = ("%s ≥ %s"):format(metric.name, format.format_number(limit, 3)) end
   end
   if #limits > 0 then
     lines[#lines + 1] = "limites: " .. table.concat(limits, ", ")
@@ -669,8 +669,8 @@ function M.format(result)
   lines[#lines + 1] = ""
   local sum = result.summary
   lines[#lines + 1] = ("recall@%d: %s   MRR: %s   nDCG@%d: %s   taxa de acerto: %s"):format(result.k,
-    report.format_number(sum.recall, 3), report.format_number(sum.mrr, 3), result.k,
-    report.format_number(sum.ndcg, 3), report.format_number(sum.hit_rate, 3))
+    format.format_number(sum.recall, 3), format.format_number(sum.mrr, 3), result.k,
+    format.format_number(sum.ndcg, 3), format.format_number(sum.hit_rate, 3))
   latency_lines(result, lines)
   limit_lines(result, lines)
   if sum.passed then
@@ -682,7 +682,7 @@ function M.format(result)
     lines[#lines + 1] = ("atenção: %d entidade(s) esperada(s) não existem na tabela (posição \"ausente\"); "
       .. "rode o backfill ou corrija o arquivo golden"):format(result.missing_count)
   end
-  lines[#lines + 1] = ("tempo: %s"):format(report.format_duration(result.elapsed_s or 0))
+  lines[#lines + 1] = ("tempo: %s"):format(format.format_duration(result.elapsed_s or 0))
   return table.concat(lines, "\n")
 end
 
@@ -696,11 +696,11 @@ function M.format_sweep(sweep)
                    "p50", "p95", "índice usado" }
   local rows = { header }
   for _, r in ipairs(sweep.rows) do
-    rows[#rows + 1] = { tostring(r.value), report.format_number(r.index_recall, 3), report.format_number(r.recall, 3),
-      report.format_number(r.ndcg, 3), ms(r.latency_ms.p50), ms(r.latency_ms.p95), ("%d de %d"):format(r.used, r.total) }
+    rows[#rows + 1] = { tostring(r.value), format.format_number(r.index_recall, 3), format.format_number(r.recall, 3),
+      format.format_number(r.ndcg, 3), ms(r.latency_ms.p50), ms(r.latency_ms.p95), ("%d de %d"):format(r.used, r.total) }
   end
   local e = sweep.exact
-  rows[#rows + 1] = { "busca exata", "1,000", report.format_number(e.recall, 3), report.format_number(e.ndcg, 3),
+  rows[#rows + 1] = { "busca exata", "1,000", format.format_number(e.recall, 3), format.format_number(e.ndcg, 3),
                       ms(e.latency_ms.p50), ms(e.latency_ms.p95), "-" }
   local widths = {}
   for _, row in ipairs(rows) do
@@ -718,7 +718,7 @@ function M.format_sweep(sweep)
         tostring(r.value), r.total - r.used, r.total)
     end
   end
-  local target = report.format_number(sweep.target_recall, 2)
+  local target = format.format_number(sweep.target_recall, 2)
   if sweep.recommended then
     lines[#lines + 1] = ("recomendação: %s = %s, o menor valor com recall do índice ≥ %s")
       :format(sweep.setting, tostring(sweep.recommended), target)

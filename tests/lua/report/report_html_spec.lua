@@ -1,22 +1,25 @@
 -- report_html_spec.lua: ragops.report.html: a self-contained pt-BR page
 -- (no external reference, no script), every outside text escaped, the
--- sections of a run and of a dry-run, and the numbers read from the
--- metrics text (latency per bucket, requests per status).
+-- sections of a run and of a dry-run, and the numbers it draws read from
+-- the metrics registry (latency per bucket, requests per status).
+local metrics = require "ragops.obs.metrics"
 local report_html = require "ragops.report.html"
 
-local METRICS = table.concat({
-  '# TYPE ragops_embed_latency_seconds histogram',
-  'ragops_embed_latency_seconds_bucket{le="0.05"} 2',
-  'ragops_embed_latency_seconds_bucket{le="0.1"} 5',
-  'ragops_embed_latency_seconds_bucket{le="+Inf"} 6',
-  'ragops_embed_latency_seconds_sum 0.6',
-  'ragops_embed_latency_seconds_count 6',
-  'ragops_embed_requests_total{status="200"} 5',
-  'ragops_embed_requests_total{status="429"} 1',
-}, "\n")
+-- A registry with 6 latencies (2 up to 0.05 s, 3 more up to 0.1 s, 1 over)
+-- and requests per status; returns latency, by_status as the run reads them.
+local function registry_numbers()
+  local registry = metrics.new()
+  local h = registry:histogram("ragops_embed_latency_seconds", nil, { 0.05, 0.1 })
+  for _, v in ipairs({ 0.01, 0.05, 0.06, 0.07, 0.1, 0.26 }) do h:observe(v) end
+  registry:counter("ragops_embed_requests_total", nil, { status = "200" }):inc(5)
+  registry:counter("ragops_embed_requests_total", nil, { status = 429 }):inc(1)
+  registry:counter("ragops_embed_requests_total"):inc(7) -- no status label: left out
+  return registry:histogram_totals("ragops_embed_latency_seconds"),
+    registry:counter_by_label("ragops_embed_requests_total", "status")
+end
 
 local function run_stats()
-  local latency, by_status = report_html.from_metrics(METRICS)
+  local latency, by_status = registry_numbers()
   return {
     plan = 'x<script>alert("p")</script>', run_id = 3, status = "done_with_failures",
     processed = 100, succeeded = 90, failed = 4, skipped = 6, embedded = 90, deleted = 0, retries = 2,
@@ -29,13 +32,15 @@ local function run_stats()
 end
 
 describe("ragops.report.html", function()
-  it("lê do texto das métricas a latência por faixa (não acumulada) e as requisições por status", function()
-    local latency, by_status = report_html.from_metrics(METRICS)
+  it("lê do registro de métricas a latência por faixa (não acumulada) e as requisições por status", function()
+    local latency, by_status = registry_numbers()
     assert.are.same({ 2, 3, 1 }, { latency.buckets[1].count, latency.buckets[2].count, latency.buckets[3].count })
-    assert.are.equal("+Inf", latency.buckets[3].le)
+    assert.are.same({ "0.05", "0.1", "+Inf" }, { latency.buckets[1].le, latency.buckets[2].le, latency.buckets[3].le })
     assert.are.equal(6, latency.count)
+    assert.are.near(0.55, latency.sum, 1e-9)
     assert.are.same({ ["200"] = 5, ["429"] = 1 }, by_status)
-    assert.is_nil((report_html.from_metrics("")))
+    assert.is_nil(metrics.new():histogram_totals("ragops_embed_latency_seconds"))
+    assert.are.same({}, metrics.new():counter_by_label("ragops_embed_requests_total", "status"))
   end)
 
   it("página autocontida em pt-BR, sem script nem recurso externo, com textos escapados", function()

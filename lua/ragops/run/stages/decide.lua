@@ -23,6 +23,7 @@
 local cjson = require "cjson"
 local chunk = require "ragops.plan.chunk"
 local exit = require "ragops.util.exit"
+local keys = require "ragops.util.keys"
 local sandbox = require "ragops.plan.sandbox"
 
 local M = {}
@@ -66,12 +67,7 @@ end
 local has_core, core = pcall(require, "ragops.core")
 local utf8_check = has_core and core.utf8_check or M.lua_utf8_check
 
-function M.key_text(v)
-  if type(v) == "number" and v == math.floor(v) and math.abs(v) < 2^53 then
-    return ("%d"):format(v)
-  end
-  return tostring(v)
-end
+M.key_text = keys.text
 local key_text = M.key_text
 
 -- metadata as JSON text, or nil, pt-BR reason (sparse arrays, NaN, cycles...).

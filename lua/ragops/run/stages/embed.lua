@@ -18,7 +18,7 @@
 -- start (env.budget_base) plus what it spent since.
 local exit = require "ragops.util.exit"
 local instruments = require "ragops.obs.instruments"
-local report = require "ragops.report"
+local format = require "ragops.util.format"
 local retry = require "ragops.provider.retry"
 
 local M = {}
@@ -50,7 +50,7 @@ end
 
 -- The budget was reached: stop the run (code 3), nothing more is sent.
 local function stop_at_budget(ctx, spent_tokens, estimated_tokens)
-  local price, budget, fmt = ctx.env.price_per_1m_tokens, ctx.env.budget_usd, report
+  local price, budget, fmt = ctx.env.price_per_1m_tokens, ctx.env.budget_usd, format
   local spent, next_cost = spent_tokens * price / 1e6, estimated_tokens * price / 1e6
   ctx:abort(exit.alert, ("orçamento de US$ %s atingido: gasto US$ %s (da execução, todos os processos), restante US$ %s; "
     .. "o próximo lote custaria cerca de US$ %s. O checkpoint foi mantido: rode o mesmo comando com um "
