@@ -9,14 +9,9 @@
 #   scripts/embed_server.sh status PIDFILE
 #
 # The binary is $RAGOPS_BIN, or build/ragops at the repository root.
-set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PROG="scripts/embed_server.sh"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 START_TIMEOUT_S="${RAGOPS_EMBED_START_TIMEOUT:-30}"
-
-die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
-note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
 usage() {
   cat >&2 <<'EOF'

@@ -18,12 +18,7 @@
 # runuser, because PostgreSQL refuses to run as root. If that user cannot reach
 # DATADIR (a parent directory without the x bit for it), the cluster lives under
 # /tmp and DATADIR becomes a symlink to it.
-set -euo pipefail
-
-PROG="scripts/pg.sh"
-
-die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
-note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat >&2 <<'EOF'

@@ -41,12 +41,6 @@ local function code_points(text)
 end
 M.code_points = code_points
 
--- Number of code points in `text` (same counting rule as split).
-function M.length(text)
-  local _, count = code_points(text)
-  return count
-end
-
 local WHITESPACE = { [" "] = true, ["\t"] = true, ["\n"] = true, ["\r"] = true, ["\f"] = true, ["\v"] = true }
 local SENTENCE_END = { ["."] = true, ["!"] = true, ["?"] = true, [";"] = true, [":"] = true }
 

@@ -23,8 +23,6 @@ local params_read = setmetatable({}, { __mode = "k" })
 local text_digest = setmetatable({}, { __mode = "k" })
 local has_core, core = pcall(require, "ragops.core")
 
-M.SOURCE_MT = SOURCE_MT
-M.PLAN_MT = PLAN_MT
 
 -- Default values (documented in config.example.lua / docs).
 M.DEFAULTS = {

@@ -197,7 +197,7 @@ function Context:finish()
   return setmetatable(st, { __index = { booked = self.booked } })
 end
 
--- ---- progress snapshot (added by the observability work, issue 10) ----
+-- ---- progress snapshot ----
 -- The numbers the progress renderer (ragops.obs.progress) and the report's
 -- series read: ctx.total is the rows to process when known (nil today).
 function Context:snapshot()

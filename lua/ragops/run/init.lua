@@ -5,7 +5,7 @@
 -- finish and the reports (text, --report-json, --report-html). `--dry-run`
 -- goes to ragops.run.dryrun, which uses the same lower pieces (store_target,
 -- params, report). Returns exit codes (ragops.util.exit).
-local account = require "ragops.run.context"
+local run_context = require "ragops.run.context"
 local alerts_mod = require "ragops.obs.alerts"
 local store_target = require "ragops.store.target"
 local provider_client = require "ragops.provider.client"
@@ -410,7 +410,7 @@ local function from_committed(env, stats, interrupted)
     log.warn("não foi possível ler o que a execução %d gravou: %s", stats.run_id, tostring(err))
     return
   end
-  account.rebase(stats, booked, committed)
+  run_context.rebase(stats, booked, committed)
 end
 
 -- Adds what the HTML report draws to stats: the progress series, the
@@ -463,14 +463,10 @@ local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts, s
 end
 
 -- The Lua collector's pause: how far (in % of the heap live after a cycle)
--- the heap grows before the next one. Many batches in flight keep many
--- units alive at once; from in_flight 32 on, collecting sooner holds the
--- peak down: at in_flight 64 over 1,000,000 documents the Lua heap peaked at
--- 22 MiB with LuaJIT's 200, 17 MiB with 150 and 14 MiB with 120 (peak RSS
--- 67, 61 and 56 MiB). 120 cost +15-30 % of CPU, enough to cap in_flight 64
--- below the cold rate (0.77 of it in one make bench); 150 costs +5-10 %
--- (docs/desempenho.md). Below 32 the heap is small and the CPU is what
--- bounds a run.
+-- the heap grows before the next one. From in_flight 32 on, many units are
+-- alive at once and collecting sooner holds the peak memory down; below it
+-- the CPU is what bounds a run. Why 150 (measurements): docs/desempenho.md,
+-- "Pausa do coletor".
 local function tune_gc(in_flight)
   collectgarbage("setpause", in_flight >= 32 and 150 or 200)
 end

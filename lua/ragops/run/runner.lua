@@ -1,11 +1,11 @@
 -- ragops.run.runner: runs a validated plan as a pipeline of named stages over
 -- one context (ragops.run.context builds it):
 --
---   read (stages.read)     keyset pages of a source, from the checkpoint
---   decide (stages.decide) rows -> entities, chunks, hashes; skip/embed/prune
---   embed (stages.embed)   limiter + provider retry policy + bisection
---   write (stages.write)   one transaction: documents, dead letters, checkpoint
---   account (stages.account) counters, alerts, metrics, progress
+--   read (stages.read)      keyset pages of a source, from the checkpoint
+--   decide (stages.decide)  rows -> entities, chunks, hashes; skip/embed/prune
+--   embed (stages.embed)    limiter + provider retry policy + bisection
+--   write (stages.write)    one transaction: documents, dead letters, checkpoint
+--   account (run.context)   counters, alerts, metrics, progress
 --
 -- One reader per source feeds `batch.in_flight` embedding workers; each
 -- takes a unit through decide -> embed and hands it to the writers (at most
@@ -36,7 +36,7 @@
 -- }
 -- The runner sets env.stop(code, reason) (signals) and env.progress_snapshot()
 -- (ctx:snapshot(), drawn by ragops.obs.progress on the wiring's timer).
-local account = require "ragops.run.context"
+local run_context = require "ragops.run.context"
 local decide = require "ragops.run.stages.decide"
 local embed = require "ragops.run.stages.embed"
 local exit = require "ragops.util.exit"
@@ -49,7 +49,7 @@ local write = require "ragops.run.stages.write"
 local M = {}
 
 M.key_text = decide.key_text
-M.COUNTER_KEYS = account.COUNTER_KEYS
+M.COUNTER_KEYS = run_context.COUNTER_KEYS
 
 -- Sources the plan's scope selects (scope.entity_types), in plan order.
 function M.selected_sources(plan)
@@ -80,14 +80,14 @@ end
 -- write after stopping; what it spent is kept).
 local function embed_unit(ctx, unit)
   local entity_type = unit.source.entity_type
-  local delta = account.new_counters()
+  local delta = run_context.new_counters()
   delta.processed = unit.row_count or #unit.rows
   local entities, failures = decide.build_entities(ctx, unit)
   local existing = unit.existing or stored_hashes(ctx, entity_type, entities)
   if not existing then return nil end
   local decision = decide.decide(ctx, entities, failures, existing, unit.existing ~= nil)
   if not decide.no_document_markers(ctx, entity_type, decision, existing) then return nil end
-  delta.skipped = decision.skipped + (unit.fast_skipped or 0)
+  delta.skipped = decision.skipped + (unit.fingerprint_skipped or 0)
   delta.no_document = decision.no_document
   -- The rows and what the page said of them are decided: not held while
   -- the unit waits for the provider and the writers (peak memory at a high
@@ -213,9 +213,9 @@ end
 -- chunk 0: loaded here once per source, into C memory (8 bytes and a mark
 -- per stored entity). Not where loading the whole target's fingerprints
 -- costs more than it saves: a work unit's range, a list of ids, a --limit
--- sanity run; nor in overwrite mode (nothing is skipped). Returns ctx.fast's
+-- sanity run; nor in overwrite mode (nothing is skipped). Returns ctx.fingerprints's
 -- entry { seed, set, stored }, or nil.
-local function load_fast(ctx, source)
+local function load_fingerprints(ctx, source)
   local env, plan = ctx.env, ctx.plan
   if not (env.fingerprint and ctx.store.load_fingerprints) or env.range or plan.mode == "overwrite"
       or plan.limit or (plan.scope and plan.scope.entity_ids) then
@@ -227,10 +227,10 @@ local function load_fast(ctx, source)
     return nil
   end
   local stats = set:stats()
-  ctx.fast = ctx.fast or {}
-  ctx.fast[source.entity_type] = { seed = ctx.fingerprint_seed(source), set = set,
+  ctx.fingerprints = ctx.fingerprints or {}
+  ctx.fingerprints[source.entity_type] = { seed = ctx.fingerprint_seed(source), set = set,
                                    stored = stats.members + stats.unknown }
-  return ctx.fast[source.entity_type]
+  return ctx.fingerprints[source.entity_type]
 end
 
 -- True when every entity the target held when the source began (a
@@ -238,9 +238,9 @@ end
 -- the anti-join over the whole target is not needed. Deletion never relies
 -- on this; only skipping it does.
 local function all_stored_seen(ctx, source)
-  local fast = ctx.fast and ctx.fast[source.entity_type]
-  if not fast then return false end
-  local stats = fast.set:stats()
+  local fingerprints = ctx.fingerprints and ctx.fingerprints[source.entity_type]
+  if not fingerprints then return false end
+  local stats = fingerprints.set:stats()
   return stats.unseen == 0 and stats.unknown == 0
 end
 
@@ -275,7 +275,7 @@ local function delete_gone(ctx, source)
   if not seen_all and not delete_orphan_markers(ctx, source) then return end
   local c, indexed = ctx:counters_for(source.entity_type), nil
   if seen_all and c.succeeded == 0 and c.deleted == 0 then
-    indexed = ctx.fast[source.entity_type].set:stats().members -- nothing came or went
+    indexed = ctx.fingerprints[source.entity_type].set:stats().members -- nothing came or went
   else
     indexed = ctx.store:indexed_entities(source.entity_type)
   end
@@ -305,11 +305,11 @@ function M.process_units(ctx, tracker, produce, workers)
   return result
 end
 
--- loading: the future of load_fast for this source, when it started early.
+-- loading: the future of load_fingerprints for this source, when it started early.
 local function run_source(ctx, source, loading)
   local env = ctx.env
   ctx:counters_for(source.entity_type)
-  if loading then loading:get() else load_fast(ctx, source) end
+  if loading then loading:get() else load_fingerprints(ctx, source) end
   if ctx.aborted then return end
   local cp = (env.checkpoint or {})[source.entity_type] or {}
   local tracker = not env.range and write.tracker(cp, ctx.sched.now()) or nil
@@ -326,7 +326,7 @@ local function run_source(ctx, source, loading)
   -- A work unit's range is not the whole source: deletions belong to the
   -- run as a whole (see ragops.run.workunits).
   if complete and not ctx.aborted and not env.range then delete_gone(ctx, source) end
-  if ctx.fast then ctx.fast[source.entity_type] = nil end
+  if ctx.fingerprints then ctx.fingerprints[source.entity_type] = nil end
 end
 
 -- One pass over the keys of every selected source before anything is
@@ -348,7 +348,7 @@ end
 
 -- The run's context, with env.stop and env.progress wired to it.
 function M.context(plan, env)
-  local ctx = account.context(plan, env)
+  local ctx = run_context.context(plan, env)
   -- The seed of a source's row fingerprints (nil: none are computed).
   ctx.fingerprint_seed = env.fingerprint and function(source)
     return env.fingerprint .. "\0" .. source.entity_type
@@ -362,7 +362,7 @@ function M.run(plan, env)
   local ctx = M.context(plan, env)
   local sources = M.selected_sources(plan)
   -- The first source's fingerprints load while the keys are counted.
-  local loading = sources[1] and sched.future(ctx.sched, load_fast, ctx, sources[1]) or nil
+  local loading = sources[1] and sched.future(ctx.sched, load_fingerprints, ctx, sources[1]) or nil
   if not env.range then M.check_unique_keys(ctx) end
   for i, source in ipairs(sources) do
     if ctx.aborted then break end

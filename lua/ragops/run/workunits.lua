@@ -22,7 +22,7 @@
 -- The process that sees every unit done finishes the run: it deletes
 -- entities gone from the source (full backfills) and records the run's
 -- totals: the checkpoint's prefix plus every unit's counters.
-local account = require "ragops.run.context"
+local run_context = require "ragops.run.context"
 local cjson = require "cjson"
 local exit = require "ragops.util.exit"
 local pg = require "ragops.pg"
@@ -58,8 +58,8 @@ end
 
 -- Counters of one entity type as unit stats ({ ..., per_entity_type }).
 local function typed(entity_type, counters)
-  local c = account.add_counters(account.new_counters(), counters or {})
-  local out = account.add_counters({}, c)
+  local c = run_context.add_counters(run_context.new_counters(), counters or {})
+  local out = run_context.add_counters({}, c)
   out.per_entity_type = { [entity_type] = c }
   return out
 end
@@ -262,7 +262,7 @@ local Unit = {}
 function Unit:check_owner(step, _, _, payload, pruned, refreshed)
   local wu, part = self.work_unit, payload.part
   -- A copy: the transaction may run again (the database retry policy).
-  local stats = account.add_counters({}, part and part.stats or {})
+  local stats = run_context.add_counters({}, part and part.stats or {})
   stats.deleted, stats.refreshed = stats.deleted + pruned, stats.refreshed + refreshed
   local rows = step(PART_SQL, wu.id, wu.owner, wu.attempt, wu.token,
     cjson.encode({ first_key = part and part.first_key, after_key = part and part.after_key,
@@ -359,9 +359,9 @@ end
 -- Counters of the parts committed (by attempt `only`, or all), per unit's
 -- entity type.
 local function parts_stats(parts, entity_type, only)
-  local c = account.new_counters()
+  local c = run_context.new_counters()
   for _, part in ipairs(parts or {}) do
-    if not only or part.attempt == only then account.add_counters(c, part.stats or {}) end
+    if not only or part.attempt == only then run_context.add_counters(c, part.stats or {}) end
   end
   return typed(entity_type, c)
 end
@@ -372,7 +372,7 @@ end
 local function share_of(pool, unit, st)
   local rows = query(pool, "select (stats -> 'parts')::text as parts from ragops_work_units where id = $1", unit.id)
   local committed = parts_stats(decode(rows and rows[1] and rows[1].parts), unit.entity_type, unit.attempts)
-  local share = { per_entity_type = { [unit.entity_type] = account.new_counters() } }
+  local share = { per_entity_type = { [unit.entity_type] = run_context.new_counters() } }
   local c = share.per_entity_type[unit.entity_type]
   for _, k in ipairs(WORK_KEYS) do share[k] = committed[k]; c[k] = committed[k] end
   for _, k in ipairs(SPEND_KEYS) do share[k] = st[k] or 0; c[k] = st[k] or 0 end
@@ -562,7 +562,7 @@ function M.run(p, env, opts)
     return mine
   end
 
-  local check = account.context(p, env)
+  local check = run_context.context(p, env)
   runner.check_unique_keys(check)
   if check.aborted then return finish(check.aborted) end
   local n, err = M.ensure_units(w.pool, w.run_id, p, env.checkpoint)

@@ -65,10 +65,10 @@ local TIMESTAMPTZ_OID = 1184
 --     (same_updated_at: the stored source_updated_at equals the row's), the
 --     re-run's read and decide in one round trip; without it, the plain page
 --     (a re-run with fingerprints, see Store:fetch_page_existing);
---   micros = the row's updated_at in microseconds since the Unix epoch (null
+--   with_updated_us = the row's updated_at in microseconds since the Unix epoch (null
 --     when null or infinite), for a COPY straight into the target (numeric
 --     arithmetic in PostgreSQL: ~1.3 µs a row, so only where it can be used);
---   typed = the source's updated_at column is a timestamptz, used as it is
+--   updated_at_is_timestamptz = the source's updated_at column is a timestamptz, used as it is
 --     (otherwise through its text, which also turns '' into null: ~1 µs a row).
 -- Returns sql, params.
 function M.page_query(source, scope, after_key, limit, upto_key, opts)
@@ -76,7 +76,7 @@ function M.page_query(source, scope, after_key, limit, upto_key, opts)
   params[#params + 1] = source.entity_type
   local entity_type, key = "$" .. #params, "p." .. pg.quote_ident(source.key)
   local updated = "null::timestamptz"
-  if source.updated_at and opts.typed then
+  if source.updated_at and opts.updated_at_is_timestamptz then
     updated = "p." .. pg.quote_ident(source.updated_at)
   elseif source.updated_at then
     updated = ("nullif(p.%s::text, '')::timestamptz"):format(pg.quote_ident(source.updated_at))
@@ -91,7 +91,7 @@ function M.page_query(source, scope, after_key, limit, upto_key, opts)
           from %s d where d.entity_type = %s and d.entity_id = %s::text) as s on true]])
       :format(updated, opts.target, entity_type, key)
   end
-  if opts.micros then
+  if opts.with_updated_us then
     extra[#extra + 1] = (", case when isfinite(%s) then (extract(epoch from %s) * 1000000)::int8 end as %s")
       :format(updated, updated, UPDATED_US_COL)
   end
@@ -385,7 +385,6 @@ end
 -- The store: documents here, the run record in ragops.store.runs (same object).
 local Store = {}
 Store.__index = Store
-M.Store = Store
 
 -- opts: { pool = ragops.store.pool, table = "rag_documents",
 --         embedding_type = "real[]"|"vector(N)"|"halfvec(N)",
@@ -395,8 +394,8 @@ function M.new(opts)
   local format = M.embedding_format(opts.embedding_type)
   return setmetatable({ pool = opts.pool, format = format, target = target,
                         sql = document_sql(target, STAGING_BY_FORMAT[format]),
-                        -- source -> its updated_at column is a timestamptz (M.page_query typed)
-                        typed_updated_at = setmetatable({}, { __mode = "k" }) }, Store)
+                        -- source -> its updated_at column is a timestamptz (M.page_query updated_at_is_timestamptz)
+                        updated_at_is_timestamptz = setmetatable({}, { __mode = "k" }) }, Store)
 end
 
 -- One query on a pooled connection (under the database retry policy).
@@ -430,12 +429,12 @@ end
 -- documents nor an open dead letter are absent), updated_us ({ [entity_id]
 -- = updated_at in µs since the Unix epoch }, see M.page_query), fps
 -- ({ [entity_id] = the source row's fingerprint }, with fp), or nil, err,
--- sqlstate. fp = nil | { seed = text, set = pg.fpset | nil, plain = nil | "cold" | "rerun" }:
+-- sqlstate. fp = nil | { seed = text, set = pg.fpset | nil, without_stored = bool, target_empty = bool }:
 -- each row's fingerprint is computed (conn:query_page); rows whose
 -- fingerprint is in `set` come back as their key value alone
--- (unchanged: nothing of them in existing); plain: without what the
--- target holds (existing then only has open dead letters); "rerun" also
--- without updated_us (see M.page_query micros).
+-- (unchanged: nothing of them in existing); without_stored: without what
+-- the target holds (existing then only has open dead letters), and also
+-- without updated_us unless target_empty (see M.page_query with_updated_us).
 -- An entity of `existing` from the stored JSON of M.page_query (nil: no
 -- documents) and whether it has an open dead letter.
 local function stored_entity(stored, open_failure)
@@ -448,10 +447,11 @@ local function stored_entity(stored, open_failure)
 end
 
 function Store:fetch_page_existing(source, scope, after_key, limit, upto_key, fp)
-  local plain = fp and fp.plain
+  local without_stored = fp ~= nil and fp.without_stored == true
   local sql, params = M.page_query(source, scope, after_key, limit, upto_key,
-    { target = not plain and self.target or nil, typed = self.typed_updated_at[source],
-      micros = plain ~= "rerun" })
+    { target = not without_stored and self.target or nil,
+      updated_at_is_timestamptz = self.updated_at_is_timestamptz[source],
+      with_updated_us = not without_stored or fp.target_empty == true })
   local rows, err, state
   if fp then
     local opts = { seed = fp.seed, key = source.key, set = fp.set }
@@ -461,7 +461,7 @@ function Store:fetch_page_existing(source, scope, after_key, limit, upto_key, fp
   end
   if not rows then return nil, err, state end
   if rows.types and source.updated_at then
-    self.typed_updated_at[source] = rows.types[source.updated_at] == TIMESTAMPTZ_OID
+    self.updated_at_is_timestamptz[source] = rows.types[source.updated_at] == TIMESTAMPTZ_OID
   end
   local existing, updated_us, fps = {}, {}, {}
   for _, r in ipairs(rows) do

@@ -7,7 +7,7 @@
 -- the commands' one configuration step, bounded plan/config file reads.
 
 require "tests.lua.c_stubs"
-local account = require "ragops.run.context"
+local run_context = require "ragops.run.context"
 local store_target = require "ragops.store.target"
 local cli = require "ragops.cli"
 local prelude = require "ragops.cli.prelude"
@@ -306,7 +306,7 @@ end)
 describe("um erro fatal, uma linha ERRO", function()
   local function context()
     local s = { now = function() return 0 end }
-    return account.context(plan.new { name = "x", sources = { plan.source "t" {
+    return run_context.context(plan.new { name = "x", sources = { plan.source "t" {
       sql = "select 1 as id", key = "id", document = function() return { content = "x" } end } } },
       { sched = s, log = log })
   end

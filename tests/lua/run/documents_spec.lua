@@ -189,7 +189,7 @@ local function decided(docs, existing, opts)
   end
   local ctx = { plan = { mode = "only_missing" }, env = { model = "m", run_id = 1 } }
   local d = decide.decide(ctx, entities, {}, existing, true)
-  return d, write.payload(ctx, { source = { entity_type = "item" }, fast = opts.fast }, d, {},
+  return d, write.payload(ctx, { source = { entity_type = "item" }, fingerprinted = opts.fast }, d, {},
     opts.failed_groups or {}, { chunks = 0, tokens = 0, bytes = 0 })
 end
 

@@ -1,5 +1,5 @@
 -- read_spec.lua: the read stage in a re-run with the target's fingerprints
--- (ctx.fast): rows the store hands as keys alone (skipped as unchanged)
+-- (ctx.fingerprints): rows the store hands as keys alone (skipped as unchanged)
 -- become few units that carry no rows, what the target holds is asked only
 -- for the other rows' entities, and the next page is read while this one
 -- is handed on. The store is a stub over an in-memory source.
@@ -11,7 +11,7 @@ local testing = require "ragops.testing"
 local function stub_store(source_rows)
   local store = { pages = {}, stored_asks = {} }
   function store:fetch_page_existing(_, _, after, limit, _, fp)
-    self.pages[#self.pages + 1] = { after = after, limit = limit, plain = fp and fp.plain }
+    self.pages[#self.pages + 1] = { after = after, limit = limit, without_stored = fp and fp.without_stored, target_empty = fp and fp.target_empty }
     local out, skipped = {}, 0
     for _, r in ipairs(source_rows) do
       if (after == nil or r.id > tonumber(after)) and #out < limit then
@@ -34,7 +34,7 @@ local function read_all(store, n_stored, size)
   local s = testing.scheduler()
   local source = { entity_type = "doc", key = "id" }
   local ctx = { plan = { batch = { size = size } }, store = store, sched = s,
-                fast = { doc = { seed = "x", set = {}, stored = n_stored } } }
+                fingerprints = { doc = { seed = "x", set = {}, stored = n_stored } } }
   local units = {}
   local complete = s.run(function()
     return read.read_source(ctx, source, {}, {}, function(u) units[#units + 1] = u end, function() end)
@@ -57,8 +57,8 @@ describe("stages.read numa reexecução com impressões digitais", function()
     for _, u in ipairs(units) do
       total = total + u.row_count
       shapes[#shapes + 1] = ("%s-%s:%d/%d"):format(u.first_key, u.last_key, #u.rows, u.row_count)
-      assert.are.equal(u.row_count - #u.rows, u.fast_skipped)
-      assert.is_true(u.fast)
+      assert.are.equal(u.row_count - #u.rows, u.fingerprint_skipped)
+      assert.is_true(u.fingerprinted)
     end
     assert.are.equal(300, total)
     -- 1..69 skipped; 70..73 a batch (70 and 71 read, 72 and 73 skipped); 74..249 skipped
@@ -75,7 +75,7 @@ describe("stages.read numa reexecução com impressões digitais", function()
       for _, id in ipairs(a.ids) do asked[#asked + 1] = id end
     end
     assert.are.same({ "70", "71", "250" }, asked)
-    for _, p in ipairs(store.pages) do assert.are.equal("rerun", p.plain) end
+    for _, p in ipairs(store.pages) do assert.are.same({ true, false }, { p.without_stored, p.target_empty }) end
   end)
 
   it("com o destino vazio no começo (backfill frio) nada é pedido ao destino, em páginas de 8 unidades", function()
@@ -85,7 +85,7 @@ describe("stages.read numa reexecução com impressões digitais", function()
     assert.are.equal(75, #units)
     assert.are.same({}, store.stored_asks)
     assert.are.equal(4 * read.PAGE_UNITS, store.pages[1].limit)
-    assert.are.equal("cold", store.pages[1].plain) -- with updated_at in µs, for the COPY into the target
+    assert.are.same({ true, true }, { store.pages[1].without_stored, store.pages[1].target_empty }) -- with updated_at in µs, for the COPY into the target
   end)
 
   it("a página seguinte começa onde a anterior terminou, e a leitura para na primeira incompleta", function()

@@ -4,7 +4,7 @@
 -- committed, and a work unit's parts counted per attempt.
 
 require "tests.lua.c_stubs"
-local account = require "ragops.run.context"
+local run_context = require "ragops.run.context"
 local embed = require "ragops.run.stages.embed"
 local plan = require "ragops.plan"
 local testing = require "ragops.testing"
@@ -84,7 +84,7 @@ describe("totais a partir do que foi gravado", function()
     local booked = { per_entity_type = { verse = { processed = 70, succeeded = 70, tokens = 800, requests = 10 } } }
     -- The database has one unit more than this process saw commit (a signal).
     local committed = { verse = { processed = 74, succeeded = 74, tokens = 850, requests = 11 } }
-    account.rebase(stats, booked, committed)
+    run_context.rebase(stats, booked, committed)
     assert.are.equal(74, stats.processed)
     assert.are.equal(3, stats.deleted)
     assert.are.equal(950, stats.tokens)
@@ -94,7 +94,7 @@ describe("totais a partir do que foi gravado", function()
 
   it("rebase: um tipo só no banco (gravado por um processo anterior) entra nos totais", function()
     local stats = { per_entity_type = {} }
-    account.rebase(stats, { per_entity_type = {} }, { fortune = { processed = 5, failed = 1 } })
+    run_context.rebase(stats, { per_entity_type = {} }, { fortune = { processed = 5, failed = 1 } })
     assert.are.equal(5, stats.processed)
     assert.are.equal(1, stats.failed)
     assert.are.equal(1, stats.per_entity_type.fortune.failed)

@@ -4,7 +4,7 @@
 -- a run that aborted making single attempts, and the paths that lost the
 -- SQLSTATE of a terminated session (issue 19 item 1).
 require "tests.lua.c_stubs"
-local account = require "ragops.run.context"
+local context_mod = require "ragops.run.context"
 local pool_mod = require "ragops.store.pool"
 local retry = require "ragops.provider.retry"
 local store_pg = require "ragops.store.pg"
@@ -116,7 +116,7 @@ describe("política de novas tentativas do PostgreSQL", function()
     -- The run's context over a store on the pool, as ragops.run.runner builds it.
     local function run_context(s, pool)
       local store = store_pg.new { pool = pool, table = "rag_documents", embedding_type = "real[]" }
-      return account.context({}, { sched = s, store = store, log = QUIET }), store
+      return context_mod.context({}, { sched = s, store = store, log = QUIET }), store
     end
 
     it("as operações em espera desistem na hora, e as seguintes tentam uma vez, sem esperar", function()

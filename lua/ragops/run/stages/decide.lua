@@ -209,11 +209,11 @@ function M.build_entities(ctx, unit)
   return entities, failures
 end
 
--- True when no entity has anything stored (known: the store said so for
--- every entity) and each one's updated_at has its µs form: the unit's
+-- True when no entity has anything stored (existing_is_complete: the store said
+-- so for every entity) and each one's updated_at has its µs form: the unit's
 -- documents can be copied straight into the target.
-local function all_new(entities, existing, known)
-  if not known or #entities == 0 then return false end
+local function all_new(entities, existing, existing_is_complete)
+  if not existing_is_complete or #entities == 0 then return false end
   for _, e in ipairs(entities) do
     if existing[e.id] or (e.updated_at ~= nil and e.updated_us == nil) then return false end
   end
@@ -271,9 +271,9 @@ end
 
 -- An unchanged entity: chunks to refresh in place, and the entity among
 -- those whose dead letters are resolved unless the store says it has none.
-local function keep_unchanged(d, e, old, known, decoded)
+local function keep_unchanged(d, e, old, existing_is_complete, decoded)
   d.skipped = d.skipped + 1
-  if not known or (old and old.open_failure) then d.unchanged_ids[#d.unchanged_ids + 1] = e.id end
+  if not existing_is_complete or (old and old.open_failure) then d.unchanged_ids[#d.unchanged_ids + 1] = e.id end
   refresh_chunks(d, e, old, decoded)
 end
 
@@ -289,28 +289,28 @@ end
 -- An entity the plan gave no document (document() returned nil or blank
 -- content): not skipped, not indexed, counted apart; what it had stored is
 -- pruned and its dead letters resolved (the plan decided, nothing failed).
-local function keep_no_document(d, e, old, known)
+local function keep_no_document(d, e, old, existing_is_complete)
   d.no_document = d.no_document + 1
   d.no_document_entities[#d.no_document_entities + 1] = e
-  if not known or (old and old.open_failure) then d.unchanged_ids[#d.unchanged_ids + 1] = e.id end
+  if not existing_is_complete or (old and old.open_failure) then d.unchanged_ids[#d.unchanged_ids + 1] = e.id end
   if old and old.count > 0 then
     d.prune.entity_ids[#d.prune.entity_ids + 1] = e.id
     d.prune.counts[#d.prune.counts + 1] = 0
   end
 end
 
--- Decides per entity against existing = { [id] = { count, hashes } }; known:
--- existing comes from ragops.store.pg fetch_page_existing (with metadata,
+-- Decides per entity against existing = { [id] = { count, hashes } }; existing_is_complete:
+-- existing came from ragops.store.pg fetch_page_existing (with metadata,
 -- same_updated_at and open_failure, and every entity with an open dead
 -- letter present), so unchanged chunks that match are not refreshed and
 -- unchanged entities without a dead letter are not resolved.
 -- unchanged_ids: the unchanged entities whose dead letters are resolved.
-function M.decide(ctx, entities, failures, existing, known)
+function M.decide(ctx, entities, failures, existing, existing_is_complete)
   local d = { entities = entities, failures = failures, items = {}, changed = {},
               refresh = { entity_ids = {}, chunk_indexes = {}, metadata = {}, updated_at = {}, fps = {} },
               refit = {}, prune = { entity_ids = {}, counts = {} }, unchanged_ids = {}, skipped = 0,
               no_document = 0, no_document_entities = {},
-              all_new = all_new(entities, existing, known) }
+              all_new = all_new(entities, existing, existing_is_complete) }
   local mode = ctx.plan.mode
   local decoded = {} -- metadata text -> decoded, once per unit
   for _, e in ipairs(entities) do
@@ -318,14 +318,14 @@ function M.decide(ctx, entities, failures, existing, known)
     local to_embed = chunks_to_embed(mode, e, old)
     local dirty = mode == "overwrite" or #to_embed > 0 or (old and old.count or 0) ~= #e.chunks
     if #e.chunks == 0 then
-      keep_no_document(d, e, old, known)
+      keep_no_document(d, e, old, existing_is_complete)
     elseif not dirty then
-      keep_unchanged(d, e, old, known, decoded)
+      keep_unchanged(d, e, old, existing_is_complete, decoded)
     else
       -- may_have_failure: its open dead letters are resolved once it is
       -- indexed (unknown when the store did not say).
       d.changed[e.id] = { entity = e, failed = false,
-                          may_have_failure = not known or (old ~= nil and old.open_failure == true) }
+                          may_have_failure = not existing_is_complete or (old ~= nil and old.open_failure == true) }
       for _, c in ipairs(to_embed) do d.items[#d.items + 1] = { text = c.content, chunk = c, entity = e } end
       refresh_kept(d, e, old, to_embed, decoded)
       if old and old.count > #e.chunks then

@@ -2,13 +2,13 @@
 -- order (keyset pagination, filters pushed down by the store) from the
 -- checkpoint, PAGE_UNITS units per query, and hands each batch.size rows on
 -- as a unit of work:
---   { seq, source, rows, row_count, fast_skipped, first_key,
+--   { seq, source, rows, row_count, fingerprint_skipped, first_key,
 --     after_key (exclusive lower bound), last_key,
 --     existing, updated_us, fps (stored hashes of its entities, their
 --     updated_at in µs and their rows' fingerprints, when the store read
 --     them with the page) }
 -- A row whose fingerprint the target holds (the same row, indexed by the
--- same plan) is counted in row_count and fast_skipped, not in rows: it
+-- same plan) is counted in row_count and fingerprint_skipped, not in rows: it
 -- never reaches decide.
 -- Units that an interrupted process committed past its checkpoint (the
 -- checkpoint's `ahead` list) are not read again: the page is cut where one
@@ -59,7 +59,7 @@ local row_key = M.row_key
 -- fetch_page_existing: stored hashes, updated_at in µs, fingerprints):
 -- rows, existing|nil, updated_us|nil, fps|nil, full (the page had `limit`
 -- rows: more may follow), or nil, err, sqlstate. In a re-run with the target's
--- fingerprints (ctx.fast[entity_type], see ragops.run.runner) the page is
+-- fingerprints (ctx.fingerprints[entity_type], see ragops.run.runner) the page is
 -- plain, its unchanged rows as their keys alone; where some row is not,
 -- and the target held this entity type when the run began, what the target
 -- holds for those rows' entities is read by id (and the page comes without
@@ -71,18 +71,19 @@ local function fetch(ctx, source, after, limit, upto)
     if not rows then return nil, err, state end
     return rows, nil, nil, nil, #rows == limit
   end
-  local fast = ctx.fast and ctx.fast[source.entity_type]
-  if not fast then
+  local fingerprints = ctx.fingerprints and ctx.fingerprints[source.entity_type]
+  if not fingerprints then
     local seed = ctx.fingerprint_seed and ctx.fingerprint_seed(source)
     local rows, existing, updated_us, fps = store:fetch_page_existing(source, scope, after, limit, upto,
       seed and { seed = seed } or nil)
     return rows, existing, updated_us, fps, rows and #rows == limit
   end
   local rows, existing, updated_us, fps = store:fetch_page_existing(source, scope, after, limit, upto,
-    { seed = fast.seed, set = fast.set, plain = fast.stored == 0 and "cold" or "rerun" })
+    { seed = fingerprints.seed, set = fingerprints.set, without_stored = true,
+      target_empty = fingerprints.stored == 0 })
   if not rows then return nil, existing, updated_us end
   local full = #rows == limit
-  if #rows == 0 or fast.stored == 0 or rows.skipped == #rows then return rows, existing, updated_us, fps, full end
+  if #rows == 0 or fingerprints.stored == 0 or rows.skipped == #rows then return rows, existing, updated_us, fps, full end
   local ids, updated_at = {}, {}
   for _, r in ipairs(rows) do
     if type(r) == "table" then
@@ -104,7 +105,7 @@ local function unit_of(source, seq, after, rows, first, last)
     if type(rows[i]) == "table" then part[#part + 1] = rows[i] end
   end
   return { seq = seq, source = source, rows = part, after_key = after, row_count = last - first + 1,
-           fast_skipped = last - first + 1 - #part,
+           fingerprint_skipped = last - first + 1 - #part,
            first_key = key_text(row_key(rows[first], source.key)),
            last_key = key_text(row_key(rows[last], source.key)) }
 end
@@ -120,7 +121,7 @@ local function unit_end(rows, first, size)
 end
 
 -- Hands the page's rows on as units, in order; page = { seq, after (the
--- last seq and key before them), fast, existing, updated_us, fps }.
+-- last seq and key before them), fingerprinted, existing, updated_us, fps }.
 -- Returns the seq and key of the last unit, or nil when the run stopped.
 local function emit_units(ctx, source, rows, page, emit)
   local seq, after, first = page.seq, page.after, 1
@@ -129,7 +130,8 @@ local function emit_units(ctx, source, rows, page, emit)
     seq = seq + 1
     local last = unit_end(rows, first, ctx.plan.batch.size)
     local unit = unit_of(source, seq, after, rows, first, last)
-    unit.existing, unit.updated_us, unit.fps, unit.fast = page.existing, page.updated_us, page.fps, page.fast
+    unit.existing, unit.updated_us, unit.fps = page.existing, page.updated_us, page.fps
+    unit.fingerprinted = page.fingerprinted
     after = unit.last_key
     emit(unit)
     first = last + 1
@@ -150,8 +152,9 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
   local after, seq = cp.after, cp.seq or 0
   if range then after = range.after end
   local by_after, by_first = index_ahead(cp.ahead)
-  local fast = ctx.fast ~= nil and ctx.fast[source.entity_type] ~= nil
-  local units = fast and ctx.fast[source.entity_type].stored > 0 and M.FAST_PAGE_UNITS or M.PAGE_UNITS
+  local fingerprints = ctx.fingerprints and ctx.fingerprints[source.entity_type]
+  local fingerprinted = fingerprints ~= nil
+  local units = fingerprinted and fingerprints.stored > 0 and M.FAST_PAGE_UNITS or M.PAGE_UNITS
   -- Rows this run may still read (--limit, counting a resumed prefix; nil: all).
   local left = plan.limit and math.max(plan.limit - ((cp.stats or {}).processed or 0), 0)
   local ahead -- { after, page, future }: the next page, read while this one is handed on
@@ -194,8 +197,9 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
         ahead = { after = last, page = page,
                   future = sched.future(ctx.sched, fetch, ctx, source, last, page, upto) }
       end
-      seq, after = emit_units(ctx, source, rows, { seq = seq, after = after, fast = fast, existing = existing,
-                                                   updated_us = updated_us, fps = fps }, emit)
+      local page_info = { seq = seq, after = after, fingerprinted = fingerprinted, existing = existing,
+                          updated_us = updated_us, fps = fps }
+      seq, after = emit_units(ctx, source, rows, page_info, emit)
       if not seq then return done(false) end
       left = next_left -- at 0 a sanity run stops, not complete
       if committed then jump(committed)

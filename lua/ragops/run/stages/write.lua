@@ -12,7 +12,7 @@
 -- The tracker knows which units of a source committed, to compute a
 -- checkpoint that never skips an uncommitted unit (the last key of the
 -- longest committed prefix) and which committed units lie past it.
-local account = require "ragops.run.context"
+local run_context = require "ragops.run.context"
 local instruments = require "ragops.obs.instruments"
 
 local M = {}
@@ -33,7 +33,7 @@ function M.tracker(cp, now)
   cp = cp or {}
   return setmetatable({
     seq = cp.seq or 0, after = cp.after, next = (cp.seq or 0) + 1,
-    stats = account.add_counters(account.new_counters(), cp.stats or {}),
+    stats = run_context.add_counters(run_context.new_counters(), cp.stats or {}),
     done = {},   -- seq -> { key, delta, has_row } committed past the prefix
     rows = {},   -- last key -> seq of units with a ragops_run_units row
     recorded = cp.seq or 0, -- seq of the last checkpoint stored
@@ -63,7 +63,7 @@ function Tracker:due(now, force)
   if not force and self.seq - self.recorded < M.FLUSH_UNITS and now - self.recorded_at < M.FLUSH_MS then
     return nil
   end
-  return { seq = self.seq, after = self.after, stats = account.add_counters({}, self.stats),
+  return { seq = self.seq, after = self.after, stats = run_context.add_counters({}, self.stats),
            covered = self:covered_through(self.seq), includes_unit = false }
 end
 
@@ -72,7 +72,7 @@ end
 --   includes_unit = the unit is in the prefix }.
 function Tracker:candidate(unit, delta)
   local seq, key = self.seq, self.after
-  local prefix = account.add_counters({}, self.stats)
+  local prefix = run_context.add_counters({}, self.stats)
   local n, includes_unit = self.next, false
   while true do
     local d
@@ -80,7 +80,7 @@ function Tracker:candidate(unit, delta)
     else d = self.done[n] end
     if d == nil then break end
     seq, key = n, d.key
-    account.add_counters(prefix, d.delta)
+    run_context.add_counters(prefix, d.delta)
     n = n + 1
   end
   return { seq = seq, after = key, stats = prefix, covered = self:covered_through(seq),
@@ -97,7 +97,7 @@ function Tracker:committed(unit, delta, has_row, covered)
   while self.done[self.next] ~= nil do
     local d = self.done[self.next]
     self.seq, self.after = self.next, d.key
-    account.add_counters(self.stats, d.delta)
+    run_context.add_counters(self.stats, d.delta)
     self.done[self.next] = nil
     self.next = self.next + 1
   end
@@ -165,7 +165,7 @@ local function fingerprints(unit, decision, doc_parts)
   local refit = decision.refit or {}
   for _, e in ipairs(decision.entities) do
     local c = decision.changed[e.id]
-    local written = c ~= nil or refit[e.id] or (unit.fast and e.fp ~= nil)
+    local written = c ~= nil or refit[e.id] or (unit.fingerprinted and e.fp ~= nil)
     if written and #e.chunks > 0 and not rewritten[e.id] and not (c and c.failed) then
       out.entity_ids[#out.entity_ids + 1] = e.id
       out.fps[#out.fps + 1] = e.fp or ""
@@ -291,13 +291,13 @@ function M.write(ctx, unit, payload, delta, tracker)
     payload.checkpoint = checkpoint
     if not checkpoint.includes_unit then
       payload.ahead = { first_key = unit.first_key, after_key = unit.after_key,
-                        last_key = unit.last_key, stats = account.add_counters({}, delta) }
+                        last_key = unit.last_key, stats = run_context.add_counters({}, delta) }
     end
   elseif ctx.store.work_unit then
     -- A scale-out work unit records each part it commits, in the part's
     -- transaction (ragops.run.workunits): a takeover skips it, totals count it.
     payload.part = { first_key = unit.first_key, after_key = unit.after_key,
-                     last_key = unit.last_key, stats = account.add_counters({}, delta) }
+                     last_key = unit.last_key, stats = run_context.add_counters({}, delta) }
   end
   local started = ctx.sched.now()
   local result, err, state = ctx.store:write_unit(payload)
