@@ -7,7 +7,7 @@
 --   testing.embedder{...} fake embedder: deterministic vectors, injectable failures
 --                         and latency, records every call
 --   testing.hash(...)     deterministic content hash (FNV-1a, two seeds)
---   testing.run(plan, opts) -> result   runs ragops.run.runner against the fakes
+--   testing.run(plan, opts) -> result   runs ragops.run.pipeline against the fakes
 --
 -- See docs/testes-de-planos.md for a guide with examples.
 local bit = require "bit"
@@ -20,7 +20,7 @@ local M = {}
 ---------------------------------------------------------------------------
 
 -- Same entity_id text form as the runner (and so as rag_documents).
-local key_text = require("ragops.run.runner").key_text
+local key_text = require("ragops.run.pipeline").key_text
 M.key_text = key_text
 
 local function copy(value)
@@ -766,7 +766,7 @@ end
 function M.run(plan_or_path, opts)
   opts = opts or {}
   local plan_mod = require "ragops.plan"
-  local runner = require "ragops.run.runner"
+  local pipeline = require "ragops.run.pipeline"
   local p = plan_or_path
   if type(plan_or_path) == "string" then
     -- Same loading as `ragops run`: filter params (entity_type, entity_id,
@@ -817,7 +817,7 @@ function M.run(plan_or_path, opts)
         if env.stop then env.stop(130, "interrompido (teste)") end
       end)
     end
-    return runner.run(p, env)
+    return pipeline.run(p, env)
   end)
   return setmetatable({
     stats = stats, store = store, embedder = embedder, log = log.lines,

@@ -21,7 +21,7 @@
 --   a.fired              -- list of pt-BR breach messages, in order (for the
 --                           report's "Alertas disparados": stats.alerts = a.fired)
 --
--- Events (from ragops.run.runner):
+-- Events (from ragops.run.pipeline):
 --   { kind = "embed", ok, status, latency_ms, class }  one per embedding call
 --   { kind = "document", ok }                           one per document
 --

@@ -21,7 +21,7 @@ local params_mod = require "ragops.plan.params"
 local pg = require "ragops.pg"
 local report = require "ragops.report"
 local report_html = require "ragops.report.html"
-local runner = require "ragops.run.runner"
+local pipeline = require "ragops.run.pipeline"
 local sched = require "ragops.util.sched"
 local sqlname = require "ragops.util.sqlname"
 local store_pg = require "ragops.store.pg"
@@ -276,7 +276,7 @@ end
 -- Volume per source with one count(*) each (filters pushed down) into
 -- tally.totals. Returns true or nil, exit code, err.
 local function count_sources(conn, p, tally)
-  for _, source in ipairs(runner.selected_sources(p)) do
+  for _, source in ipairs(pipeline.selected_sources(p)) do
     local sql, sql_params = store_pg.source_query(source, p.scope, nil, nil, "count(*) as n")
     local rows, err, state = conn:query(sql, unpack(sql_params))
     if not rows then
@@ -370,7 +370,7 @@ function M.run(p, cfg, opts)
   local date_ok, date_err = store_target.check_date_range(conn, p.scope)
   if not date_ok then conn:close(); return exit.fail(exit.usage, "%s", date_err) end
   local sql_ok, qcode, qerr = store_target.check_sources(function(sql) return conn:query(sql) end, p,
-    runner.selected_sources(p))
+    pipeline.selected_sources(p))
   if not sql_ok then conn:close(); return exit.fail(qcode, "%s", qerr) end
   local s, tally = sched.real(), new_tally()
   local dry = dry_store(conn, s, cfg, coltype, tally)
@@ -384,7 +384,7 @@ function M.run(p, cfg, opts)
     sched = s, store = dry, embedder = estimator(cfg.provider.dim), log = log, run_id = nil,
     model = cfg.provider.model, dim = cfg.provider.dim, hash = core.hash,
   }
-  local stats = runner.run(p, env)
+  local stats = pipeline.run(p, env)
   conn:query("rollback")
   conn:close()
   if tally.write_attempt then

@@ -27,7 +27,7 @@ local progress = require "ragops.obs.progress"
 local ratelimit = require "ragops.provider.ratelimit"
 local report = require "ragops.report"
 local report_html = require "ragops.report.html"
-local runner = require "ragops.run.runner"
+local pipeline = require "ragops.run.pipeline"
 local sched = require "ragops.util.sched"
 local store_pg = require "ragops.store.pg"
 local workunits = require "ragops.run.workunits"
@@ -149,7 +149,7 @@ local function open_target(cfg, p, s)
   if checked.coltype then
     local ok, qcode, qerr = store_target.check_sources(function(sql)
       return pool:with(function(c) return c:query(sql) end)
-    end, p, runner.selected_sources(p))
+    end, p, pipeline.selected_sources(p))
     if not ok then checked = { err = qerr, code = qcode } end
   end
   if not checked.coltype then pool:close(); return nil, checked.code, checked.err end
@@ -317,12 +317,12 @@ local function execute(p, env, opts, pool)
         pool = pool, run_id = env.run_id, owner = core.process_id(), lease_s = tonumber(opts["lease-s"]),
       })
     end
-    return runner.run(p, env)
+    return pipeline.run(p, env)
   end, debug.traceback)
   if ok then return stats, run_totals, sent end
   log.error("erro interno durante a execução %d: %s", env.run_id, tostring(stats))
   local failed = { aborted = { code = exit.internal, reason = "erro interno: " .. tostring(stats):match("^[^\n]*") } }
-  for _, k in ipairs(runner.COUNTER_KEYS) do failed[k] = 0 end
+  for _, k in ipairs(pipeline.COUNTER_KEYS) do failed[k] = 0 end
   failed.per_entity_type = {}
   return failed
 end

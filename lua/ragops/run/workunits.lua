@@ -26,7 +26,7 @@ local run_context = require "ragops.run.context"
 local cjson = require "cjson"
 local exit = require "ragops.util.exit"
 local pg = require "ragops.pg"
-local runner = require "ragops.run.runner"
+local pipeline = require "ragops.run.pipeline"
 local store_pg = require "ragops.store.pg"
 
 local M = {}
@@ -43,7 +43,7 @@ M.LOST = "a unidade de trabalho mudou de dono (lease expirado) ou a execução n
 local WORK_KEYS = { "processed", "succeeded", "failed", "skipped", "embedded", "deleted", "chunks", "refreshed" }
 local SPEND_KEYS = { "tokens", "requests", "retries", "bytes", "chars", "bytes_sq" }
 
-local selected_sources = runner.selected_sources
+local selected_sources = pipeline.selected_sources
 local query = store_pg.query
 
 -- Runs fn(step) in one transaction on a pooled connection (store_pg.transaction).
@@ -346,11 +346,11 @@ end
 
 -- Adds runner stats b into a (counters and per entity type).
 function M.add_stats(a, b)
-  for _, k in ipairs(runner.COUNTER_KEYS) do a[k] = (a[k] or 0) + (b[k] or 0) end
+  for _, k in ipairs(pipeline.COUNTER_KEYS) do a[k] = (a[k] or 0) + (b[k] or 0) end
   a.per_entity_type = a.per_entity_type or {}
   for t, c in pairs(b.per_entity_type or {}) do
     local into = a.per_entity_type[t] or {}
-    for _, k in ipairs(runner.COUNTER_KEYS) do into[k] = (into[k] or 0) + (c[k] or 0) end
+    for _, k in ipairs(pipeline.COUNTER_KEYS) do into[k] = (into[k] or 0) + (c[k] or 0) end
     a.per_entity_type[t] = into
   end
   return a
@@ -438,7 +438,7 @@ local function run_unit(w, unit)
   w.current = state.env
   env.sched.spawn(keep_lease, w, wu, state)
   local unit_plan = setmetatable({ sources = { w.by_type[unit.entity_type] } }, { __index = w.plan })
-  local st = runner.run(unit_plan, state.env)
+  local st = pipeline.run(unit_plan, state.env)
   state.working, w.current = false, nil
   local lost = state.lost or state.env.store.fenced
   if not lost and not st.aborted then
@@ -563,7 +563,7 @@ function M.run(p, env, opts)
   end
 
   local check = run_context.context(p, env)
-  runner.check_unique_keys(check)
+  pipeline.check_unique_keys(check)
   if check.aborted then return finish(check.aborted) end
   local n, err = M.ensure_units(w.pool, w.run_id, p, env.checkpoint)
   if not n then return finish({ code = exit.unreachable, reason = "falha ao criar as unidades de trabalho: " .. tostring(err) }) end

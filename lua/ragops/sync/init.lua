@@ -19,7 +19,7 @@ local log = require "ragops.obs.log"
 local metrics_endpoint = require "ragops.obs.metrics_endpoint"
 local pg = require "ragops.pg"
 local run = require "ragops.run"
-local runner = require "ragops.run.runner"
+local pipeline = require "ragops.run.pipeline"
 local sched = require "ragops.util.sched"
 local sqlname = require "ragops.util.sqlname"
 local store_runs = require "ragops.store.runs"
@@ -35,7 +35,7 @@ M.RECONNECT_MS = { first = 250, max = 5000 }
 -- The plan's sources with a sync strategy (nil, err when none).
 function M.sync_sources(p)
   local out = {}
-  for _, source in ipairs(runner.selected_sources(p)) do
+  for _, source in ipairs(pipeline.selected_sources(p)) do
     if source.sync then out[#out + 1] = source end
   end
   if #out == 0 then
@@ -61,11 +61,11 @@ local function apply_once(ctx, sources, how)
     if ctx:halted() then return end
     ctx:counters_for(source.entity_type)
     if source.sync.strategy == "trigger" then
-      runner.process_units(ctx, nil, function(emit) return changes.drain_queue(ctx, source, how, emit) end)
+      pipeline.process_units(ctx, nil, function(emit) return changes.drain_queue(ctx, source, how, emit) end)
     else
       -- One worker: units commit in order, so the watermark never passes
       -- a unit that did not commit.
-      runner.process_units(ctx, nil, function(emit) return changes.watermark_pass(ctx, source, how, emit) end, 1)
+      pipeline.process_units(ctx, nil, function(emit) return changes.watermark_pass(ctx, source, how, emit) end, 1)
       M.deletions(ctx, source, how)
     end
   end
@@ -221,7 +221,7 @@ local function sync_loaded(p, cfg, sources, opts, params)
   log.info("seguidor %q (execução %d) do plano %q iniciado%s", follower.follower, follower.id, p.name,
     opts.follow and "; aguardando mudanças (--follow)" or "")
   local state = w.start(env, cfg, parts)
-  local ctx = runner.context(p, env)
+  local ctx = pipeline.context(p, env)
   local how = { run_id = follower.id, run_lock_class = store_runs.RUN_LOCK_CLASS, plan_name = p.name,
                 target = sqlname.quote_table(cfg.database.table) }
   local stats = execute(ctx, sources, how, opts, cfg)

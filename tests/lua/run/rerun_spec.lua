@@ -10,7 +10,7 @@ local plan = require "ragops.plan"
 local read = require "ragops.run.stages.read"
 local testing = require "ragops.testing"
 local write = require "ragops.run.stages.write"
-local key_text = require("ragops.run.runner").key_text
+local key_text = require("ragops.run.pipeline").key_text
 
 local function make_plan(batch, document)
   return plan.new {

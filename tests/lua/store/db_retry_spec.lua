@@ -113,7 +113,7 @@ describe("política de novas tentativas do PostgreSQL", function()
   end)
 
   describe("depois do abort (item 15)", function()
-    -- The run's context over a store on the pool, as ragops.run.runner builds it.
+    -- The run's context over a store on the pool, as ragops.run.pipeline builds it.
     local function run_context(s, pool)
       local store = store_pg.new { pool = pool, table = "rag_documents", embedding_type = "real[]" }
       return context_mod.context({}, { sched = s, store = store, log = QUIET }), store

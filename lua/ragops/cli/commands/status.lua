@@ -4,7 +4,7 @@
 local exit = require "ragops.util.exit"
 local prelude = require "ragops.cli.prelude"
 local store_target = require "ragops.store.target"
-local runner = require "ragops.run.runner"
+local pipeline = require "ragops.run.pipeline"
 local status = require "ragops.report.status"
 
 local M = {}
@@ -22,7 +22,7 @@ function M.main(args, cli)
   local cfg, p = start.cfg, start.plan
   local conn, ccode = prelude.session(cfg, true)
   if not conn then return ccode end
-  local sources = runner.selected_sources(p)
+  local sources = pipeline.selected_sources(p)
   local sql_ok, sql_code, sql_err = store_target.check_sources(function(sql) return conn:query(sql) end, p, sources)
   if not sql_ok then conn:close(); return exit.fail(sql_code, "%s", sql_err) end
   local st, qerr = status.collect(conn, cfg.database.table, sources)

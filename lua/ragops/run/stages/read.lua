@@ -59,7 +59,7 @@ local row_key = M.row_key
 -- fetch_page_existing: stored hashes, updated_at in µs, fingerprints):
 -- rows, existing|nil, updated_us|nil, fps|nil, full (the page had `limit`
 -- rows: more may follow), or nil, err, sqlstate. In a re-run with the target's
--- fingerprints (ctx.fingerprints[entity_type], see ragops.run.runner) the page is
+-- fingerprints (ctx.fingerprints[entity_type], see ragops.run.pipeline) the page is
 -- plain, its unchanged rows as their keys alone; where some row is not,
 -- and the target held this entity type when the run began, what the target
 -- holds for those rows' entities is read by id (and the page comes without

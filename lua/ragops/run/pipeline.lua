@@ -1,4 +1,4 @@
--- ragops.run.runner: runs a validated plan as a pipeline of named stages over
+-- ragops.run.pipeline (the runner): runs a validated plan as a pipeline of named stages over
 -- one context (ragops.run.context builds it):
 --
 --   read (stages.read)      keyset pages of a source, from the checkpoint

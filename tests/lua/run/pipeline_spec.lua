@@ -1,4 +1,4 @@
--- runner_spec.lua: ragops.run.runner driven by ragops.testing's fakes (fake clock,
+-- runner_spec.lua: ragops.run.pipeline driven by ragops.testing's fakes (fake clock,
 -- in-memory store, fake embedder): idempotency, chunks, deletes, batching,
 -- concurrency, retries, bisection, aborts, transform errors, checkpoints.
 
@@ -446,7 +446,7 @@ describe("ragops.testing: loja falsa", function()
   end)
 end)
 
-describe("ragops.run.runner: faixa de chaves (unidade de trabalho do scale-out)", function()
+describe("ragops.run.pipeline: faixa de chaves (unidade de trabalho do scale-out)", function()
   local function plan_for(size)
     return require("ragops.plan").new({ name = "faixa", batch = { size = size, in_flight = 2 },
       sources = { require("ragops.plan").source("item")({ sql = "select 1", key = "id",
