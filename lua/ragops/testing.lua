@@ -128,10 +128,41 @@ local function drive(s, k, main, on_main)
   end
 end
 
+-- The fake clock's half of the scheduler s (state k): sleep, stop, stopped.
+-- current(what) is the running managed coroutine (or a raised error).
+local function add_timers(s, k, current)
+  function s.sleep(ms)
+    if type(ms) ~= "number" or ms ~= ms or ms < 0 then
+      error("sleep: esperado um número de milissegundos >= 0, recebido " .. tostring(ms), 2)
+    end
+    local co = current("sleep")
+    k.timer_order = k.timer_order + 1
+    local t = { at = s.clock + ms, order = k.timer_order, co = co }
+    local pos = #k.timers + 1
+    while pos > 1 and k.timers[pos - 1].at > t.at do pos = pos - 1 end
+    table.insert(k.timers, pos, t)
+    k.parked[co] = "sleep"
+    return coroutine.yield()
+  end
+
+  -- Cuts every pending sleep short (nil, "interrompido"), like a signal.
+  function s.stop()
+    k.stopped = true
+    local cut = k.timers
+    k.timers = {}
+    for _, t in ipairs(cut) do
+      k.parked[t.co] = nil
+      push_ready(k, t.co, pack(nil, "interrompido"))
+    end
+    return #cut
+  end
+
+  function s.stopped() return k.stopped end
+end
+
 function M.scheduler()
   local s = { clock = 0 }
   local k = new_state()
-
 
   local function current(what)
     local co = coroutine.running()
@@ -171,33 +202,7 @@ function M.scheduler()
     push_ready(k, co, pack(...))
   end
 
-  function s.sleep(ms)
-    if type(ms) ~= "number" or ms ~= ms or ms < 0 then
-      error("sleep: esperado um número de milissegundos >= 0, recebido " .. tostring(ms), 2)
-    end
-    local co = current("sleep")
-    k.timer_order = k.timer_order + 1
-    local t = { at = s.clock + ms, order = k.timer_order, co = co }
-    local pos = #k.timers + 1
-    while pos > 1 and k.timers[pos - 1].at > t.at do pos = pos - 1 end
-    table.insert(k.timers, pos, t)
-    k.parked[co] = "sleep"
-    return coroutine.yield()
-  end
-
-  -- Cuts every pending sleep short (nil, "interrompido"), like a signal.
-  function s.stop()
-    k.stopped = true
-    local cut = k.timers
-    k.timers = {}
-    for _, t in ipairs(cut) do
-      k.parked[t.co] = nil
-      push_ready(k, t.co, pack(nil, "interrompido"))
-    end
-    return #cut
-  end
-
-  function s.stopped() return k.stopped end
+  add_timers(s, k, current)
 
   -- Number of coroutines k.parked by suspend() (sleepers excluded).
   function s.parked_count()
@@ -443,18 +448,9 @@ function FakeStore:existing_hashes(entity_type, entity_ids)
   return out
 end
 
-function FakeStore:write_unit(unit)
-  local call_no = #self.writes + 1
-  if self.fail_write then
-    local err, state = self.fail_write(unit, call_no)
-    if err then
-      self.writes[call_no] = { entity_type = unit.entity_type, failed = true, err = err }
-      return nil, err, state
-    end
-  end
-  local record = { entity_type = unit.entity_type, checkpoint = copy(unit.checkpoint),
-                   docs = {}, pruned = 0, run_id = unit.run_id }
-  self.writes[call_no] = record
+-- FakeStore:write_unit's parts: the unit's documents put in the store.
+-- Returns how many.
+local function put_parts(self, unit, record)
   local written = 0
   for _, part in ipairs(unit.parts) do
     for _, d in ipairs(part.docs) do
@@ -469,6 +465,11 @@ function FakeStore:write_unit(unit)
       record.docs[#record.docs + 1] = { entity_id = d.entity_id, chunk_index = d.chunk_index }
     end
   end
+  return written
+end
+
+-- The chunks past each entity's new count removed. Returns how many.
+local function prune_chunks(self, unit)
   local pruned = 0
   local cc = unit.chunk_counts or { entity_ids = {}, counts = {} }
   for i, id in ipairs(cc.entity_ids) do
@@ -479,8 +480,12 @@ function FakeStore:write_unit(unit)
       end
     end
   end
-  record.pruned = pruned
-  -- Like store_pg: unchanged content gets metadata/source_updated_at refreshed.
+  return pruned
+end
+
+-- Like store_pg: unchanged content gets metadata/source_updated_at
+-- refreshed. Returns how many chunks changed.
+local function refresh_unchanged(self, unit)
   local refreshed = 0
   local rf = unit.refresh or { entity_ids = {} }
   for i, id in ipairs(rf.entity_ids) do
@@ -491,6 +496,46 @@ function FakeStore:write_unit(unit)
       refreshed = refreshed + 1
     end
   end
+  return refreshed
+end
+
+-- Like store_pg: the stored checkpoint only moves forward; units
+-- committed past it are kept apart (store.ahead[entity_type][last_key]).
+local function advance_checkpoint(self, unit, pruned, refreshed)
+  local cp = copy(unit.checkpoint)
+  local late = { deleted = pruned, refreshed = refreshed }
+  local function add_late(stats) for k, n in pairs(late) do stats[k] = (stats[k] or 0) + n end end
+  if cp.includes_unit then add_late(cp.stats) end
+  local cur = self.checkpoints[unit.entity_type]
+  if (cur and cur.seq or 0) < cp.seq then
+    self.checkpoints[unit.entity_type] = { seq = cp.seq, after = cp.after, stats = cp.stats }
+  end
+  local ahead = self.ahead[unit.entity_type] or {}
+  self.ahead[unit.entity_type] = ahead
+  for _, k in ipairs(cp.covered or {}) do ahead[k] = nil end
+  if unit.ahead then
+    local a = copy(unit.ahead)
+    add_late(a.stats)
+    ahead[a.last_key] = a
+  end
+end
+
+function FakeStore:write_unit(unit)
+  local call_no = #self.writes + 1
+  if self.fail_write then
+    local err, state = self.fail_write(unit, call_no)
+    if err then
+      self.writes[call_no] = { entity_type = unit.entity_type, failed = true, err = err }
+      return nil, err, state
+    end
+  end
+  local record = { entity_type = unit.entity_type, checkpoint = copy(unit.checkpoint),
+                   docs = {}, pruned = 0, run_id = unit.run_id }
+  self.writes[call_no] = record
+  local written = put_parts(self, unit, record)
+  local pruned = prune_chunks(self, unit)
+  record.pruned = pruned
+  local refreshed = refresh_unchanged(self, unit)
   record.refreshed = refreshed
   -- Like store_pg: dead letters and their resolution in the same write.
   if unit.failures and #unit.failures > 0 then self:record_failures(unit.run_id, unit.failures) end
@@ -506,26 +551,7 @@ function FakeStore:write_unit(unit)
     for _, k in ipairs({ "documents", "chunks", "bytes", "chars", "tokens" }) do u[k] = u[k] + unit.usage[k] end
     self.usage[unit.entity_type] = u
   end
-  -- Like store_pg: the stored checkpoint only moves forward; units
-  -- committed past it are kept apart (store.ahead[entity_type][last_key]).
-  if unit.run_id and unit.checkpoint then
-    local cp = copy(unit.checkpoint)
-    local late = { deleted = pruned, refreshed = refreshed }
-    local function add_late(stats) for k, n in pairs(late) do stats[k] = (stats[k] or 0) + n end end
-    if cp.includes_unit then add_late(cp.stats) end
-    local cur = self.checkpoints[unit.entity_type]
-    if (cur and cur.seq or 0) < cp.seq then
-      self.checkpoints[unit.entity_type] = { seq = cp.seq, after = cp.after, stats = cp.stats }
-    end
-    local ahead = self.ahead[unit.entity_type] or {}
-    self.ahead[unit.entity_type] = ahead
-    for _, k in ipairs(cp.covered or {}) do ahead[k] = nil end
-    if unit.ahead then
-      local a = copy(unit.ahead)
-      add_late(a.stats)
-      ahead[a.last_key] = a
-    end
-  end
+  if unit.run_id and unit.checkpoint then advance_checkpoint(self, unit, pruned, refreshed) end
   return { written = written, pruned = pruned, refreshed = refreshed }
 end
 

@@ -168,6 +168,52 @@ function M.index_type(spec, column)
   return migrate.auto_type(spec.dim, base)
 end
 
+-- --lists of an ivfflat index into spec. Returns true or nil, pt-BR error.
+local function ivfflat_options(spec, opts, defaults)
+  local L = M.LIMITS
+  if opts.m ~= nil or opts["ef-construction"] ~= nil then
+    return nil, "--m e --ef-construction só valem para --method hnsw"
+  end
+  if opts.lists == nil then
+    local lists = type(defaults.lists) == "table" and defaults.lists or {}
+    return nil, ("--lists é obrigatório com --method ivfflat (o runbook usa %s em desenvolvimento e %s em "
+      .. "produção, depois que a tabela estiver populada; veja plans/create_index.lua e `ragops index status`)")
+      :format(tostring(lists.dev or 64), tostring(lists.prod or 2000))
+  end
+  spec.lists = parse_int(opts.lists, L.lists[1], L.lists[2])
+  if not spec.lists then
+    return nil, ("--lists deve ser um inteiro entre %d e %d (limite do pgvector), recebi %q")
+      :format(L.lists[1], L.lists[2], tostring(opts.lists))
+  end
+  return true
+end
+
+-- --m and --ef-construction of an hnsw index into spec. Returns true or
+-- nil, pt-BR error.
+local function hnsw_options(spec, opts, defaults)
+  local L = M.LIMITS
+  if opts.lists ~= nil then
+    return nil, "--lists só vale para --method ivfflat (hnsw usa --m e --ef-construction)"
+  end
+  local m_text = opts.m or defaults.m or 16
+  spec.m = parse_int(m_text, L.m[1], L.m[2])
+  if not spec.m then
+    return nil, ("--m deve ser um inteiro entre %d e %d (limite do pgvector), recebi %q")
+      :format(L.m[1], L.m[2], tostring(m_text))
+  end
+  local ef_text = opts["ef-construction"] or defaults.ef_construction or 64
+  spec.ef_construction = parse_int(ef_text, L.ef_construction[1], L.ef_construction[2])
+  if not spec.ef_construction then
+    return nil, ("--ef-construction deve ser um inteiro entre %d e %d (limite do pgvector), recebi %q")
+      :format(L.ef_construction[1], L.ef_construction[2], tostring(ef_text))
+  end
+  if spec.ef_construction < 2 * spec.m then
+    return nil, ("--ef-construction (%d) deve ser pelo menos 2 × --m (%d × 2 = %d): o pgvector recusa "
+      .. "ef_construction < 2 * m"):format(spec.ef_construction, spec.m, 2 * spec.m)
+  end
+  return true
+end
+
 -- Validates `index create` options (flag strings, as parsed by ragops.cli)
 -- against the plan defaults. Returns a spec:
 --   { method, opclass, lists, m, ef_construction, dim, maintenance_work_mem,
@@ -202,42 +248,8 @@ function M.validate_create(opts, defaults, table_name, storage)
   end
   if spec.dim > L.index_dim.halfvec then return nil, dim_limit_message("halfvec", spec.dim) end
 
-  if spec.method == "ivfflat" then
-    if opts.m ~= nil or opts["ef-construction"] ~= nil then
-      return nil, "--m e --ef-construction só valem para --method hnsw"
-    end
-    if opts.lists == nil then
-      local lists = type(defaults.lists) == "table" and defaults.lists or {}
-      return nil, ("--lists é obrigatório com --method ivfflat (o runbook usa %s em desenvolvimento e %s em "
-        .. "produção, depois que a tabela estiver populada; veja plans/create_index.lua e `ragops index status`)")
-        :format(tostring(lists.dev or 64), tostring(lists.prod or 2000))
-    end
-    spec.lists = parse_int(opts.lists, L.lists[1], L.lists[2])
-    if not spec.lists then
-      return nil, ("--lists deve ser um inteiro entre %d e %d (limite do pgvector), recebi %q")
-        :format(L.lists[1], L.lists[2], tostring(opts.lists))
-    end
-  else
-    if opts.lists ~= nil then
-      return nil, "--lists só vale para --method ivfflat (hnsw usa --m e --ef-construction)"
-    end
-    local m_text = opts.m or defaults.m or 16
-    spec.m = parse_int(m_text, L.m[1], L.m[2])
-    if not spec.m then
-      return nil, ("--m deve ser um inteiro entre %d e %d (limite do pgvector), recebi %q")
-        :format(L.m[1], L.m[2], tostring(m_text))
-    end
-    local ef_text = opts["ef-construction"] or defaults.ef_construction or 64
-    spec.ef_construction = parse_int(ef_text, L.ef_construction[1], L.ef_construction[2])
-    if not spec.ef_construction then
-      return nil, ("--ef-construction deve ser um inteiro entre %d e %d (limite do pgvector), recebi %q")
-        :format(L.ef_construction[1], L.ef_construction[2], tostring(ef_text))
-    end
-    if spec.ef_construction < 2 * spec.m then
-      return nil, ("--ef-construction (%d) deve ser pelo menos 2 × --m (%d × 2 = %d): o pgvector recusa "
-        .. "ef_construction < 2 * m"):format(spec.ef_construction, spec.m, 2 * spec.m)
-    end
-  end
+  local ok, err = (spec.method == "ivfflat" and ivfflat_options or hnsw_options)(spec, opts, defaults)
+  if not ok then return nil, err end
 
   if opts["maintenance-work-mem"] ~= nil then
     local mem, err = M.parse_memory(opts["maintenance-work-mem"])
