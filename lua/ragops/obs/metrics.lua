@@ -263,12 +263,7 @@ function Registry:histogram(name, help, buckets, labels)
   return series(family(self, "histogram", name, help, buckets), labels)
 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
+local sorted_keys = require("ragops.util.tables").sorted_keys
 
 -- Text exposition format, families sorted by name, series by label text.
 function Registry:render()

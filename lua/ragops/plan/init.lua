@@ -691,11 +691,7 @@ end
 -- Sandbox and loader
 ---------------------------------------------------------------------------
 
-local function copy_table(src)
-  local out = {}
-  for key, value in pairs(src) do out[key] = value end
-  return out
-end
+local copy_table = require("ragops.util.tables").shallow_copy
 
 -- The `params` a plan sees: a copy whose reads are recorded in the set
 -- `read`, so the engine knows which --set keys the plan uses. (A proxy:

@@ -273,11 +273,17 @@ function Limiter:stats()
            queued = self.tail - self.head + 1 }
 end
 
--- Estimated tokens of a list of texts (about 4 bytes per token), the figure
--- passed to acquire() before the provider tells the real count.
+-- Estimated tokens of one text (about 4 bytes per token): the one estimate
+-- of the engine (the limiter, the dry-run, the budget's admission).
+function M.estimate_text_tokens(text)
+  return math.ceil(#text / 4)
+end
+
+-- Estimated tokens of a list of texts, the figure passed to acquire()
+-- before the provider tells the real count.
 function M.estimate_tokens(texts)
   local n = 0
-  for _, text in ipairs(texts) do n = n + math.ceil(#text / 4) end
+  for _, text in ipairs(texts) do n = n + M.estimate_text_tokens(text) end
   return n
 end
 

@@ -27,12 +27,7 @@ local esc = M.escape
 
 local function num(v) return tonumber(v) or 0 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t or {}) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  return keys
-end
+local sorted_keys = require("ragops.util.tables").sorted_keys
 
 -- ---------- reading the run's numbers ----------
 

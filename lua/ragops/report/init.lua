@@ -58,12 +58,7 @@ function M.throughput(stats)
   return nil
 end
 
-local function sorted_keys(tbl)
-  local keys = {}
-  for key in pairs(tbl or {}) do keys[#keys + 1] = key end
-  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  return keys
-end
+local sorted_keys = require("ragops.util.tables").sorted_keys
 
 local function header(stats)
   local name = plan_name(stats)

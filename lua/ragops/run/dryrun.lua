@@ -22,6 +22,7 @@ local pg = require "ragops.pg"
 local report = require "ragops.report"
 local report_html = require "ragops.report.html"
 local pipeline = require "ragops.run.pipeline"
+local ratelimit = require "ragops.provider.ratelimit"
 local sched = require "ragops.util.sched"
 local sqlname = require "ragops.util.sqlname"
 local store_pg = require "ragops.store.pg"
@@ -32,9 +33,7 @@ M.MAX_SCAN_ROWS = 200000
 M.READ_ONLY_VIOLATION = "25006"
 
 -- Counts an estimate of tokens the way the provider-side estimate does.
-local function estimate_tokens(text)
-  return math.ceil(#text / 4)
-end
+local estimate_tokens = ratelimit.estimate_text_tokens
 M.estimate_tokens = estimate_tokens
 
 -- Embedder replacement: returns a batch-shaped object, sends nothing.
@@ -243,9 +242,8 @@ local function dry_store(conn, s, cfg, coltype, tally)
   end
 
   function dry:delete_orphans(source)
-    return count(([[select count(*) as n from %s d where d.entity_type = $1
-      and not exists (select 1 from (%s) as src where src.%s::text = d.entity_id)]])
-      :format(target, source.sql, pg.quote_ident(source.key)), source.entity_type)
+    return count(("select count(*) as n from %s d where d.entity_type = $1 and %s")
+      :format(target, store_pg.absent_from_source(source, "d")), source.entity_type)
   end
 
   function dry:present_keys(source, ids) return real:present_keys(source, ids) end

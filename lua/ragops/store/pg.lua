@@ -310,12 +310,18 @@ local function document_sql(target, staging)
     existing = ([[
       select entity_id, chunk_index, content_hash from %s
        where entity_type = $1 and entity_id = any($2::text[])]]):format(target),
-    orphans = ([[
-      delete from %s d where d.entity_type = $1
-         and not exists (select 1 from (%%s) as src where src.%%s::text = d.entity_id)]]):format(target),
+    orphans = ("delete from %s d where d.entity_type = $1 and %%s"):format(target),
     delete_entities = ("delete from %s where entity_type = $1 and entity_id = any($2::text[])"):format(target),
     indexed = ("select count(*) as n from %s where entity_type = $1 and chunk_index = 0"):format(target),
   }
+end
+
+-- The anti-join of every orphan search (backfill, dry-run, the watermark
+-- strategy of ragops sync): source has no row whose key, as text, is
+-- `alias`.entity_id. The proof of absence a deletion needs, in one place.
+function M.absent_from_source(source, alias)
+  return ("not exists (select 1 from (%s) as src where src.%s::text = %s.entity_id)")
+    :format(source.sql, pg.quote_ident(source.key), alias)
 end
 
 M.FAILURE_SQL = [[
@@ -353,9 +359,7 @@ M.NO_DOCUMENT_SQL = {
     select m.entity_id, m.source_updated_at is not distinct from nullif(x.updated_at, '')::timestamptz as current
       from unnest($2::text[], $3::text[]) as x(entity_id, updated_at)
       join ragops_no_document m on m.entity_type = $1 and m.entity_id = x.entity_id]],
-  orphans = [[
-    delete from ragops_no_document m where m.entity_type = $1
-       and not exists (select 1 from (%s) as src where src.%s::text = m.entity_id)]],
+  orphans = "delete from ragops_no_document m where m.entity_type = $1 and %s",
 }
 
 -- A unit's markers: set, cleared (entities now indexed, and the source's
@@ -663,7 +667,7 @@ end
 -- Deletes the markers of entity_type whose entity is no longer in the
 -- source (full backfill). Returns the number of markers deleted.
 function Store:delete_orphan_markers(source)
-  local rows, err, state = self:query(M.NO_DOCUMENT_SQL.orphans:format(source.sql, pg.quote_ident(source.key)),
+  local rows, err, state = self:query(M.NO_DOCUMENT_SQL.orphans:format(M.absent_from_source(source, "m")),
     source.entity_type)
   if not rows then return nil, err, state end
   return rows.affected
@@ -672,7 +676,7 @@ end
 -- Deletes every document of entity_type whose entity is no longer in the
 -- source (full backfill). Returns the number of rows deleted.
 function Store:delete_orphans(source)
-  local rows, err, state = self:query(self.sql.orphans:format(source.sql, pg.quote_ident(source.key)),
+  local rows, err, state = self:query(self.sql.orphans:format(M.absent_from_source(source, "d")),
     source.entity_type)
   if not rows then return nil, err, state end
   return rows.affected

@@ -11,6 +11,7 @@
 -- (M.soft_deleted_page); the caller deletes those the source no longer
 -- returns.
 local pg = require "ragops.pg"
+local store_pg = require "ragops.store.pg"
 local sqlname = require "ragops.util.sqlname"
 
 local M = {}
@@ -81,15 +82,13 @@ end
 -- `after_id` (text order) that the source no longer has are deleted.
 -- Returns { last = last entity id of the page or nil, deleted = n }.
 local function delete_page(step, target, source, after_id)
-  local key = pg.quote_ident(source.key)
   local page = step(([[select max(entity_id) as last from (
       select distinct entity_id from %s where entity_type = $1 and entity_id > $2
        order by entity_id limit $3) as p]]):format(target), source.entity_type, after_id, M.DELETE_PAGE)
   local last = page[1].last
   if not last then return { deleted = 0 } end
-  local deleted = step(([[delete from %s d where d.entity_type = $1 and d.entity_id > $2 and d.entity_id <= $3
-      and not exists (select 1 from (%s) as src where src.%s::text = d.entity_id)]])
-    :format(target, source.sql, key), source.entity_type, after_id, last).affected
+  local deleted = step(("delete from %s d where d.entity_type = $1 and d.entity_id > $2 and d.entity_id <= $3 and %s")
+    :format(target, store_pg.absent_from_source(source, "d")), source.entity_type, after_id, last).affected
   return { last = last, deleted = deleted }
 end
 

@@ -61,11 +61,7 @@ function M.parse_target(value)
     .. "recebi %q"):format(tostring(value))
 end
 
-local function copy(t)
-  local out = {}
-  for k, v in pairs(t) do out[k] = v end
-  return out
-end
+local copy = require("ragops.util.tables").shallow_copy
 
 -- The storage family of a column type: "vector(256)" -> "vector".
 function M.storage_of(coltype)

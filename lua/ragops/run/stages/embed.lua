@@ -19,6 +19,7 @@
 local exit = require "ragops.util.exit"
 local instruments = require "ragops.obs.instruments"
 local format = require "ragops.util.format"
+local ratelimit = require "ragops.provider.ratelimit"
 local retry = require "ragops.provider.retry"
 
 local M = {}
@@ -234,7 +235,7 @@ local function embed_slice(ctx, items, delta, entity_type)
   local texts, estimated_tokens, upper = {}, 0, 0
   for i, it in ipairs(items) do
     texts[i] = it.text
-    estimated_tokens = estimated_tokens + math.ceil(#it.text / 4)
+    estimated_tokens = estimated_tokens + ratelimit.estimate_text_tokens(it.text)
     upper = upper + #it.text + 2 -- every byte a token, and a margin per input
   end
   local batch, err, info, attempts = retry.call(ctx.plan.retry, ctx.sched, function()
