@@ -76,7 +76,6 @@ end
 
 -- Rows of a source the run will read (a count at its start).
 function M.source_rows(ctx, entity_type, rows)
-  ctx.source_rows = ctx.source_rows or {}
   ctx.source_rows[entity_type] = rows
   ctx.total = 0 -- rows of the whole run (the progress line's done/total and ETA)
   for _, n in pairs(ctx.source_rows) do ctx.total = ctx.total + n end
@@ -89,7 +88,7 @@ end
 function M.refresh(ctx)
   if not ctx.env.metrics then return end
   local total, done = 0, 0
-  for entity_type, rows in pairs(ctx.source_rows or {}) do
+  for entity_type, rows in pairs(ctx.source_rows) do
     local processed = ctx:counters_for(entity_type).processed
     M.set(ctx, "ragops_rows_pending", { entity_type = entity_type }, math.max(rows - processed, 0))
     total, done = total + rows, done + math.min(processed, rows)
@@ -100,7 +99,7 @@ function M.refresh(ctx)
     local st = limiter:stats()
     M.set(ctx, "ragops_embed_concurrency", nil, st.concurrency or 0)
     local waited = (st.waited_ms or 0) / 1000
-    M.count(ctx, "ragops_ratelimit_wait_seconds_total", nil, waited - (ctx.waited_reported or 0))
+    M.count(ctx, "ragops_ratelimit_wait_seconds_total", nil, waited - (ctx.waited_reported))
     ctx.waited_reported = waited
   end
 end

@@ -7,21 +7,14 @@
 -- once, here, as the one ERRO line of the stop (a signal: no ERRO, the
 -- handler already warned).
 --
--- The run context (ctx) it builds is what every stage receives:
---   ctx.plan, ctx.env, ctx.sched, ctx.store, ctx.log   the run's parts
---   ctx.stats       totals (COUNTER_KEYS) + per_entity_type + missing_entities
---   ctx.aborted     nil, or { code, reason } once the run is stopping
---   ctx.spent       { requests = n, tokens = n }: embedding requests of every
---                   attempt, and tokens the provider billed, in this process
---   ctx.tokens_before tokens billed before this process (a resumed run; the
---                   run record's count, env.budget_base, when known)
---   ctx.booked      the part of ctx.stats that is units' counters (the
---                   resumed prefix and each unit accounted): what is not in
---                   it (deletions of entities gone, spend of dropped units)
---                   is added to what the run committed (M.rebase)
+-- The run context (ctx) it builds is what every stage receives; every
+-- field is declared, with what it holds, in M.context below (M.FIELDS) and
+-- nowhere else: tests/lua/run/context_spec.lua fails on a module that
+-- assigns a ctx field not declared there.
 local exit = require "ragops.util.exit"
 local instruments = require "ragops.obs.instruments"
 local messages = require "ragops.util.messages"
+local sandbox = require "ragops.plan.sandbox"
 
 local M = {}
 
@@ -47,17 +40,49 @@ end
 local Context = {}
 Context.__index = Context
 
--- A new run context. A resumed run starts from the counters of its
--- checkpointed prefix and of the units committed past it.
+-- Every field of a run context, in the order M.context sets them.
+M.FIELDS = { "plan", "env", "sched", "store", "log", "stats", "booked", "aborted", "spent", "started",
+             "tokens_before", "fingerprint_seed", "fingerprints", "hook_budget", "no_document_state",
+             "source_rows", "total", "waited_reported" }
+
+-- The seed of a source's row fingerprints (see ragops.run.stages.read), or
+-- nil when the run computes none (env.fingerprint unset: dry run, sync).
+local function fingerprint_seed(env)
+  if not env.fingerprint then return nil end
+  return function(source) return env.fingerprint .. "\0" .. source.entity_type end
+end
+
+-- A new run context: every field it will ever have, set here. A resumed
+-- run starts from the counters of its checkpointed prefix and of the units
+-- committed past it.
 function M.context(plan, env)
+  local spent = env.spent or { requests = 0 }
+  spent.tokens = spent.tokens or 0
+  local stats = M.new_counters()
+  stats.per_entity_type, stats.missing_entities = {}, {}
   local ctx = setmetatable({
-    plan = plan, env = env, sched = env.sched, store = env.store, log = env.log,
-    stats = M.new_counters(), aborted = nil,
-    spent = env.spent or { requests = 0 }, started = env.sched.now(),
+    plan = plan, env = env,                 -- the validated plan and what the run is given (ragops.run.pipeline)
+    sched = env.sched, store = env.store,   -- the scheduler; the Store (ragops.store.contract)
+    log = env.log,                          -- ragops.obs.log-like
+    stats = stats,                          -- totals (COUNTER_KEYS) + per_entity_type + missing_entities
+    booked = { per_entity_type = {} },      -- the part of stats that is units' counters (the resumed
+                                            -- prefix and each unit accounted); the rest (deletions of
+                                            -- entities gone, spend of dropped units) is added to what
+                                            -- the run committed (M.rebase)
+    aborted = nil,                          -- nil, or { code, reason, halt } once the run is stopping
+    spent = spent,                          -- { requests, tokens }: embedding requests of every attempt
+                                            -- and tokens the provider billed, in this process
+    started = env.sched.now(),              -- when the run began (ms, the scheduler's clock)
+    tokens_before = 0,                      -- tokens billed before this process (a resumed run's prefix)
+    fingerprint_seed = fingerprint_seed(env), -- function(source) -> seed, or nil: no fingerprints
+    fingerprints = {},                      -- [entity_type] = { seed, set, stored } while a source whose
+                                            -- stored fingerprints were loaded is read (ragops.run.pipeline)
+    hook_budget = sandbox.hook_budget(),    -- the sandbox budget shared by the run's document() calls
+    no_document_state = {},                 -- [entity_type] = { stored, marked } (ragops.run.stages.decide)
+    source_rows = {},                       -- [entity_type] = rows the source holds (obs.instruments)
+    total = nil,                            -- rows of the whole run, once counted (progress and ETA)
+    waited_reported = 0,                    -- limiter wait already counted in the metric (seconds)
   }, Context)
-  ctx.spent.tokens = ctx.spent.tokens or 0
-  ctx.stats.per_entity_type, ctx.stats.missing_entities = {}, {}
-  ctx.booked = { per_entity_type = {} }
   for entity_type, cp in pairs(env.checkpoint or {}) do
     if type(cp) == "table" then
       if type(cp.stats) == "table" then ctx:book(entity_type, cp.stats) end
@@ -121,7 +146,7 @@ function Context:abort(code, reason, halt)
     if code ~= exit.interrupted then self.log.error("execução interrompida: %s", reason) end
     -- The database retries end with the run: what is left (units in
     -- flight, the run's record) makes a single attempt.
-    if self:halted() and self.store and self.store.wind_down then self.store:wind_down() end
+    if self:halted() then self.store:wind_down() end
   end
 end
 
@@ -167,7 +192,7 @@ end
 function Context:spend_dropped(entity_type, delta, parts)
   self:merge(entity_type, { requests = delta.requests, retries = delta.retries, tokens = delta.tokens })
   local store, run_id = self.store, self.env.run_id
-  if not (run_id and delta.tokens > 0 and store.record_dropped) then return end
+  if not (run_id and delta.tokens > 0) then return end
   local inputs = 0
   for _, part in ipairs(parts or {}) do inputs = inputs + #part.items end
   local ok, err = store:record_dropped(run_id, entity_type, { model = self.env.model, chunks = inputs,

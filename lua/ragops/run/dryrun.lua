@@ -193,77 +193,168 @@ local function open_read_only(cfg)
   return conn
 end
 
--- The storage replacement over the read-only session: reads go to the real
--- store, writes become counts in `tally` ({ scanned, totals, batches } per
--- entity type, write_attempt = the first write PostgreSQL refused).
-local function dry_store(conn, s, cfg, coltype, tally)
+-- The Store of a dry run (ragops.store.contract, whole) over the read-only
+-- session: reads go to the real store, writes record what they would do
+-- and write nothing (counts come back; `tally` gets { scanned, totals,
+-- batches } per entity type, write_attempt = the first write PostgreSQL
+-- refused). coltype: the target's embedding column type, nil when the
+-- target does not exist yet (nothing stored: every count is 0).
+local DryStore = {}
+DryStore.__index = DryStore
+
+function M.dry_store(conn, s, cfg, coltype, tally)
   local pool = single_connection_pool(conn, s)
   local real = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype or "real[]",
                               model = cfg.provider.model, dim = cfg.provider.dim }
-  local target = sqlname.quote_table(cfg.database.table)
-  local scanned, batches = tally.scanned, tally.batches
-  local dry = {}
-
-  local function count(sql, ...)
-    if not coltype then return 0 end
-    local rows, err, state = store_pg.query(pool, sql, ...)
-    if not rows then tally:note_state(err, state); return nil, err, state end
-    return rows[1].n
-  end
-
-  function dry:fetch_page(source, scope, after_key, limit, upto_key)
-    local t = source.entity_type
-    if (scanned[t] or 0) >= M.MAX_SCAN_ROWS then return {} end
-    local rows, err, state = real:fetch_page(source, scope, after_key, limit, upto_key)
-    if not rows then tally:note_state(err, state); return nil, err, state end
-    scanned[t] = (scanned[t] or 0) + #rows
-    return rows
-  end
-
-  function dry:existing_hashes(entity_type, ids)
-    if not coltype then return {} end
-    return real:existing_hashes(entity_type, ids)
-  end
-
-  function dry:write_unit(unit)
-    local docs = 0
-    for _, part in ipairs(unit.parts) do docs = docs + #part.docs end
-    if docs > 0 then batches[unit.entity_type] = (batches[unit.entity_type] or 0) + 1 end
-    local pruned = 0
-    if #unit.chunk_counts.entity_ids > 0 then
-      local n, err, state = count(([[select count(*) as n from %s d
-          join unnest($2::text[], $3::int[]) as x(entity_id, n) on d.entity_id = x.entity_id
-         where d.entity_type = $1 and d.chunk_index >= x.n]]):format(target),
-        unit.entity_type, unit.chunk_counts.entity_ids, unit.chunk_counts.counts)
-      if not n then return nil, err, state end
-      pruned = n
-    end
-    return { written = docs, pruned = pruned }
-  end
-
-  function dry:delete_orphans(source)
-    return count(("select count(*) as n from %s d where d.entity_type = $1 and %s")
-      :format(target, store_pg.absent_from_source(source, "d")), source.entity_type)
-  end
-
-  function dry:present_keys(source, ids) return real:present_keys(source, ids) end
-  function dry:key_census(source, scope) return real:key_census(source, scope) end
-  function dry:indexed_entities(entity_type)
-    if not coltype then return 0 end
-    return real:indexed_entities(entity_type)
-  end
-
-  function dry:delete_entities(_, entity_type, ids)
-    return count(("select count(*) as n from %s where entity_type = $1 and entity_id = any($2::text[])")
-      :format(target), entity_type, ids)
-  end
-
-  return dry
+  return setmetatable({ pool = pool, real = real, coltype = coltype, tally = tally, runs = {}, dropped = {},
+                        target = sqlname.quote_table(cfg.database.table) }, DryStore)
 end
+
+-- A count over the target (0 when it does not exist), or nil, err, sqlstate.
+function DryStore:count(sql, ...)
+  if not self.coltype then return 0 end
+  local rows, err, state = store_pg.query(self.pool, sql, ...)
+  if not rows then self.tally:note_state(err, state); return nil, err, state end
+  return rows[1].n
+end
+
+-- ---- reads: the real store's, at most MAX_SCAN_ROWS rows per source ----
+
+function DryStore:fetch_page(source, scope, after_key, limit, upto_key)
+  local t, scanned = source.entity_type, self.tally.scanned
+  if (scanned[t] or 0) >= M.MAX_SCAN_ROWS then return {} end
+  local rows, err, state = self.real:fetch_page(source, scope, after_key, limit, upto_key)
+  if not rows then self.tally:note_state(err, state); return nil, err, state end
+  scanned[t] = (scanned[t] or 0) + #rows
+  return rows
+end
+
+-- The plain page, without what the target holds (existing nil: the runner
+-- asks existing_hashes, which works before the target exists).
+function DryStore:fetch_page_existing(source, scope, after_key, limit, upto_key)
+  local rows, err, state = self:fetch_page(source, scope, after_key, limit, upto_key)
+  if not rows then return nil, err, state end
+  return rows, nil, nil, nil
+end
+
+function DryStore:add_stored(entity_type, ids, existing, updated_at)
+  if not self.coltype then return true end
+  return self.real:add_stored(entity_type, ids, existing, updated_at)
+end
+
+function DryStore:load_fingerprints(entity_type)
+  if not self.coltype then return pg.fpset() end
+  return self.real:load_fingerprints(entity_type)
+end
+
+function DryStore:existing_hashes(entity_type, ids)
+  if not self.coltype then return {} end
+  return self.real:existing_hashes(entity_type, ids)
+end
+
+function DryStore:present_keys(source, ids) return self.real:present_keys(source, ids) end
+function DryStore:key_census(source, scope) return self.real:key_census(source, scope) end
+function DryStore:indexed_entities(entity_type)
+  if not self.coltype then return 0 end
+  return self.real:indexed_entities(entity_type)
+end
+
+-- The markers only decide what a write sets and clears, and a dry run
+-- writes none: it neither reads them (a target migrated before them works)
+-- nor deletes them.
+function DryStore:has_no_document() return false end
+function DryStore:no_document_markers() return {} end
+function DryStore:delete_orphan_markers() return 0 end
+
+-- ---- writes: what would be written, counted ----
+
+function DryStore:write_unit(unit)
+  local docs, batches = 0, self.tally.batches
+  for _, part in ipairs(unit.parts) do docs = docs + #part.docs end
+  if docs > 0 then batches[unit.entity_type] = (batches[unit.entity_type] or 0) + 1 end
+  local pruned = 0
+  if #unit.chunk_counts.entity_ids > 0 then
+    local n, err, state = self:count(([[select count(*) as n from %s d
+        join unnest($2::text[], $3::int[]) as x(entity_id, n) on d.entity_id = x.entity_id
+       where d.entity_type = $1 and d.chunk_index >= x.n]]):format(self.target),
+      unit.entity_type, unit.chunk_counts.entity_ids, unit.chunk_counts.counts)
+    if not n then return nil, err, state end
+    pruned = n
+  end
+  return { written = docs, pruned = pruned }
+end
+
+function DryStore:delete_orphans(source)
+  return self:count(("select count(*) as n from %s d where d.entity_type = $1 and %s")
+    :format(self.target, store_pg.absent_from_source(source, "d")), source.entity_type)
+end
+
+function DryStore:delete_entities(_, entity_type, ids)
+  return self:count(("select count(*) as n from %s where entity_type = $1 and entity_id = any($2::text[])")
+    :format(self.target), entity_type, ids)
+end
+
+-- ---- the run record: a dry run creates none in ragops_runs ----
+
+-- A local record (self.runs), never resumed: run_id, {}, false, false.
+function DryStore:start_run(plan_name, params_json)
+  self.runs[#self.runs + 1] = { plan = plan_name, params = params_json, status = "running" }
+  return #self.runs, {}, false, false
+end
+function DryStore:keep_run() end
+function DryStore:finish_run(run_id, status, report_json)
+  local run = self.runs[run_id]
+  if not run then return nil, "execução " .. tostring(run_id) .. " não encontrada" end
+  if status then run.status, run.report = status, report_json end
+  return 0
+end
+function DryStore:committed_totals() return {} end
+function DryStore:open_failures() return 0 end
+function DryStore:run_billed_tokens() return 0 end
+function DryStore:record_dropped(run_id, entity_type, usage)
+  self.dropped[#self.dropped + 1] = { run_id = run_id, entity_type = entity_type, usage = usage }
+  return true
+end
+
+-- ---- the session: the read-only one ----
+
+function DryStore:query(sql, ...)
+  local rows, err, state = store_pg.query(self.pool, sql, ...)
+  if not rows then self.tally:note_state(err, state) end
+  return rows, err, state
+end
+
+-- fn(step, conn) under a savepoint of the session's read-only transaction
+-- (a begin/commit would end it). Returns fn's result or nil, err, sqlstate.
+function DryStore:transaction(fn)
+  return self.pool:with(function(conn)
+    local function step(sql, ...)
+      local rows, err, state = conn:query(sql, ...)
+      if not rows then error({ err = err, state = state }, 0) end
+      return rows
+    end
+    local ok, res = pcall(function()
+      step("savepoint ragops_dry")
+      local result = fn(step, conn)
+      step("release savepoint ragops_dry")
+      return result
+    end)
+    if ok then return res end
+    conn:query("rollback to savepoint ragops_dry")
+    if type(res) == "table" and res.err then
+      self.tally:note_state(res.err, res.state)
+      return nil, res.err, res.state
+    end
+    error(res, 0)
+  end)
+end
+
+-- One session, no retries: nothing to wind down.
+function DryStore:wind_down() end
 
 -- What a dry run counts: rows read per type, SQL totals per type, batches
 -- per type, and the first write PostgreSQL refused (the plan tried to write).
-local function new_tally()
+function M.new_tally()
   local tally = { scanned = {}, totals = {}, batches = {}, write_attempt = nil }
   function tally:note_state(err, state)
     if state == M.READ_ONLY_VIOLATION and not self.write_attempt then self.write_attempt = err end
@@ -370,8 +461,8 @@ function M.run(p, cfg, opts)
   local sql_ok, qcode, qerr = store_target.check_sources(function(sql) return conn:query(sql) end, p,
     pipeline.selected_sources(p))
   if not sql_ok then conn:close(); return exit.fail(qcode, "%s", qerr) end
-  local s, tally = sched.real(), new_tally()
-  local dry = dry_store(conn, s, cfg, coltype, tally)
+  local s, tally = sched.real(), M.new_tally()
+  local dry = M.dry_store(conn, s, cfg, coltype, tally)
   local counted, ccode, cerr = count_sources(conn, p, tally)
   if not counted then conn:close(); return exit.fail(ccode, "%s", cerr) end
   tally.calibration = read_calibration(conn, cfg.provider.model)

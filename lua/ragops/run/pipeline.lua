@@ -66,7 +66,7 @@ function M.selected_sources(plan)
 end
 
 -- The stored hashes of entities, for a unit read without them (sync, or a
--- store without fetch_page_existing); nil after stopping the run.
+-- page whose store did not read them: the dry run's); nil after stopping the run.
 local function stored_hashes(ctx, entity_type, entities)
   local ids = {}
   for i, e in ipairs(entities) do ids[i] = e.id end
@@ -217,7 +217,7 @@ end
 -- entry { seed, set, stored }, or nil.
 local function load_fingerprints(ctx, source)
   local env, plan = ctx.env, ctx.plan
-  if not (env.fingerprint and ctx.store.load_fingerprints) or env.range or plan.mode == "overwrite"
+  if not env.fingerprint or env.range or plan.mode == "overwrite"
       or plan.limit or (plan.scope and plan.scope.entity_ids) then
     return nil
   end
@@ -227,7 +227,6 @@ local function load_fingerprints(ctx, source)
     return nil
   end
   local stats = set:stats()
-  ctx.fingerprints = ctx.fingerprints or {}
   ctx.fingerprints[source.entity_type] = { seed = ctx.fingerprint_seed(source), set = set,
                                    stored = stats.members + stats.unknown }
   return ctx.fingerprints[source.entity_type]
@@ -238,7 +237,7 @@ end
 -- the anti-join over the whole target is not needed. Deletion never relies
 -- on this; only skipping it does.
 local function all_stored_seen(ctx, source)
-  local fingerprints = ctx.fingerprints and ctx.fingerprints[source.entity_type]
+  local fingerprints = ctx.fingerprints[source.entity_type]
   if not fingerprints then return false end
   local stats = fingerprints.set:stats()
   return stats.unseen == 0 and stats.unknown == 0
@@ -249,7 +248,6 @@ end
 -- same anti-join over the source). Returns true, or nil after stopping.
 local function delete_orphan_markers(ctx, source)
   local store = ctx.store
-  if not store.delete_orphan_markers then return true end
   local any, err = store:has_no_document(source.entity_type)
   if any then any, err = store:delete_orphan_markers(source) end
   if any == nil then
@@ -326,7 +324,7 @@ local function run_source(ctx, source, loading)
   -- A work unit's range is not the whole source: deletions belong to the
   -- run as a whole (see ragops.run.workunits).
   if complete and not ctx.aborted and not env.range then delete_gone(ctx, source) end
-  if ctx.fingerprints then ctx.fingerprints[source.entity_type] = nil end
+  ctx.fingerprints[source.entity_type] = nil
 end
 
 -- One pass over the keys of every selected source before anything is
@@ -349,10 +347,6 @@ end
 -- The run's context, with env.stop and env.progress wired to it.
 function M.context(plan, env)
   local ctx = run_context.context(plan, env)
-  -- The seed of a source's row fingerprints (nil: none are computed).
-  ctx.fingerprint_seed = env.fingerprint and function(source)
-    return env.fingerprint .. "\0" .. source.entity_type
-  end
   env.stop = function(code, reason) ctx:abort(code, reason) end
   env.progress_snapshot = function() return ctx:snapshot() end
   return ctx

@@ -386,9 +386,11 @@ local function failure_arrays(failures)
   return a
 end
 
--- The store: documents here, the run record in ragops.store.runs (same object).
-local Store = {}
+-- The store: documents here, the run record in ragops.store.runs (its
+-- Store, the mixin this one falls back to: ragops.store.contract MIXINS).
+local Store = setmetatable({}, { __index = store_runs.Store })
 Store.__index = Store
+M.Store = Store
 
 -- opts: { pool = ragops.store.pool, table = "rag_documents",
 --         embedding_type = "real[]"|"vector(N)"|"halfvec(N)",
@@ -694,6 +696,6 @@ function Store:delete_entities(run_id, entity_type, entity_ids)
   end)
 end
 
-store_runs.install(Store, M)
+M.FENCED, M.HEARTBEAT_MS = store_runs.FENCED, store_runs.HEARTBEAT_MS
 
 return M

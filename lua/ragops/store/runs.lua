@@ -1,5 +1,6 @@
 -- ragops.store.runs: the run record on PostgreSQL, as methods of the
--- store (ragops.store.pg installs them on its Store). It claims or resumes a
+-- store: M.Store is the run-record half of ragops.store.pg's Store (its
+-- metatable falls back to it; the mixin ragops.store.contract declares). It claims or resumes a
 -- run (ragops_runs), keeps it held while the run works (advisory lock +
 -- owner token + heartbeat), counts the embedding requests and the tokens
 -- spent, reads back what the run committed and its open dead letters, and
@@ -19,16 +20,22 @@ M.RUN_LOCK_CLASS = 7265677 -- advisory lock class for runs (second key: run id)
 M.HEARTBEAT_MS = 2000
 M.FENCED = "outro processo assumiu esta execução (o dono registrado mudou); este processo para"
 
-local Runs = {}
+-- The run-record half of the PostgreSQL store (ragops.store.pg's Store
+-- looks methods up here after its own).
+local Store = {}
+M.Store = Store
+
+-- ragops.store.pg, required when used (it requires this module).
+local function store_pg() return require "ragops.store.pg" end
 
 -- Requests spent and not yet recorded, reserved for one transaction; give
 -- them back with unreserve_spent when it rolls back.
-function Runs:reserve_spent()
+function Store:reserve_spent()
   local n = self.spent_fn and (self.spent_fn() - (self.reported_spent or 0)) or 0
   self.reported_spent = (self.reported_spent or 0) + n
   return n
 end
-function Runs:unreserve_spent(n) self.reported_spent = self.reported_spent - n end
+function Store:unreserve_spent(n) self.reported_spent = self.reported_spent - n end
 
 -- The fence, inside a unit's transaction: fails to match when another
 -- process took the run over. It also records the requests spent since the
@@ -36,7 +43,7 @@ function Runs:unreserve_spent(n) self.reported_spent = self.reported_spent - n e
 -- (A scale-out work unit's store overrides it with the unit's own fence,
 -- which also records the unit's part: ragops.run.workunits; unit, pruned and
 -- refreshed are for that one.)
-function Runs:check_owner(step, run_id, spent)
+function Store:check_owner(step, run_id, spent)
   local rows = step([[update ragops_runs set updated_at = now(), requests_spent = requests_spent + $3
                        where id = $1 and owner is not distinct from $2]], run_id, self.owner_token, spent)
   if rows.affected ~= 1 then error({ err = M.FENCED, state = "RGFEN" }, 0) end
@@ -84,10 +91,10 @@ end
 -- Returns run_id, checkpoint, resumed, has_units (the run was split into
 -- work units by --scale-out: it goes on through them)  or  nil, err, code
 -- ("busy"|"db").
-function Runs:start_run(plan_name, params_json, dry_run, must_resume, shared, owner)
+function Store:start_run(plan_name, params_json, dry_run, must_resume, shared, owner)
   local token = not shared and owner or nil
   local held, conn, claimed = pcall(self.pool.hold, self.pool, function(c)
-    return self.module.transaction(c, function(q)
+    return store_pg().transaction(c, function(q)
       return claim(q, plan_name, params_json, dry_run, must_resume, shared, token)
     end)
   end)
@@ -110,7 +117,7 @@ end
 
 -- Units committed past the checkpoint by an interrupted process, per
 -- entity type: { { first_key, after_key, last_key, stats }, ... }.
-function Runs:ahead_units(run_id)
+function Store:ahead_units(run_id)
   local rows, err = self:query([[select entity_type, first_key, after_key, last_key, stats::text as stats
                                    from ragops_run_units where run_id = $1]], run_id)
   if not rows then return nil, err end
@@ -130,7 +137,7 @@ local HEARTBEAT_SQL = [[
 
 -- The heartbeat statement on conn: true, "lost" (the owner changed) or
 -- nil, err, sqlstate.
-function Runs:heartbeat_on(conn, spent)
+function Store:heartbeat_on(conn, spent)
   local rows, err, state = conn:query(HEARTBEAT_SQL, self.locked_run, self.owner_token, spent)
   if not rows then return nil, err, state end
   return #rows > 0 or "lost"
@@ -140,7 +147,7 @@ end
 -- beats there, both under the database retry policy (a session killed
 -- between the two is retried whole). Returns true, "lost", "taken"
 -- (another process holds the lock) or nil, err.
-function Runs:beat_on_new_session(spent)
+function Store:beat_on_new_session(spent)
   self.pool:discard(self.lock_conn)
   self.lock_conn = nil
   local conn, answer, err = self.pool:hold(function(c)
@@ -158,7 +165,7 @@ end
 
 -- One heartbeat, with the requests spent since the last one: true, or
 -- nil, reason (the run is lost to this process).
-function Runs:beat()
+function Store:beat()
   local spent = self:reserve_spent()
   local answer, err = self:heartbeat_on(self.lock_conn, spent)
   if answer == nil then answer, err = self:beat_on_new_session(spent) end
@@ -175,7 +182,7 @@ end
 -- process holds it, took the run over, or PostgreSQL stays unreachable past
 -- the retry policy, on_lost(reason) is called.
 -- opts = { sched, spent = function, on_lost = function(reason) }.
-function Runs:keep_run(opts)
+function Store:keep_run(opts)
   local s = opts.sched
   self.keeping, self.spent_fn = true, opts.spent
   s.spawn(function()
@@ -200,7 +207,7 @@ end
 -- process and attempt of the run (a resumed run includes the ones before
 -- the interruption). Returns that total, or nil (fenced: another process
 -- owns the run; nothing recorded), or nil, err.
-function Runs:finish_run(run_id, status, report_json, extra_requests)
+function Store:finish_run(run_id, status, report_json, extra_requests)
   self.keeping = false
   local rows, err = self:query([[
     update ragops_runs set status = coalesce($2, status),
@@ -229,7 +236,7 @@ end
 -- (ragops_token_usage), and, in work units, what was billed and not yet
 -- committed plus what a dead process had in flight (counted at its upper
 -- bound: the provider may have billed it). Returns tokens or nil, err.
-function Runs:run_billed_tokens(run_id)
+function Store:run_billed_tokens(run_id)
   local rows, err = self:query([[
     select (select coalesce(sum(tokens), 0) from ragops_token_usage where run_id = $1)::float8
          + (select coalesce(sum(coalesce((stats ->> 'billed')::bigint, 0)
@@ -244,8 +251,8 @@ end
 -- (documents 0; chunks = the inputs embedded), so the spend of this run,
 -- of its later processes and the calibration count it. usage = { model,
 -- chunks, bytes, chars, tokens }. Returns true or nil, err.
-function Runs:record_dropped(run_id, entity_type, usage)
-  local rows, err = self:query(self.module.USAGE_SQL, run_id, usage.model, entity_type, 0, usage.chunks,
+function Store:record_dropped(run_id, entity_type, usage)
+  local rows, err = self:query(store_pg().USAGE_SQL, run_id, usage.model, entity_type, 0, usage.chunks,
     usage.bytes, usage.chars, usage.tokens)
   if not rows then return nil, err end
   return true
@@ -253,7 +260,7 @@ end
 
 -- Open dead letters of the run (the exit code's truth: 1 iff any).
 -- Returns the count or nil, err.
-function Runs:open_failures(run_id)
+function Store:open_failures(run_id)
   local rows, err = self:query([[select count(*)::int as n from ragops_failures
                                   where run_id = $1 and resolved_at is null]], run_id)
   if not rows then return nil, err end
@@ -280,7 +287,7 @@ local COMMITTED_SQL = [[
 -- signal): a unit transaction whose commit is still running (its client
 -- gave up on it) holds that row to the end, so what it wrote is counted
 -- once it is in. Returns { [entity_type] = counters } or nil, err.
-function Runs:committed_totals(run_id, settle)
+function Store:committed_totals(run_id, settle)
   local run, err
   if settle then
     run, err = self:transaction(function(step)
@@ -299,14 +306,6 @@ function Runs:committed_totals(run_id, settle)
   end
   for _, u in ipairs(run.units and cjson.decode(run.units) or {}) do add_into(per, u[1], u[2]) end
   return per
-end
-
--- Adds the run-record methods to Store (module: ragops.store.pg, for its
--- transaction helper).
-function M.install(Store, module)
-  for name, fn in pairs(Runs) do Store[name] = fn end
-  Store.module = module
-  module.FENCED, module.HEARTBEAT_MS = M.FENCED, M.HEARTBEAT_MS
 end
 
 return M

@@ -72,7 +72,7 @@ function M.write(step, store, unit)
   end
   if sync.delete_ids and #sync.delete_ids > 0 then
     deleted = step(store.sql.delete_entities, unit.entity_type, sync.delete_ids).affected
-    step(store.module.RESOLVE_SQL, unit.run_id, unit.entity_type, sync.delete_ids)
+    step(require("ragops.store.pg").RESOLVE_SQL, unit.run_id, unit.entity_type, sync.delete_ids)
   end
   local w = sync.watermark
   if w then

@@ -308,7 +308,7 @@ describe("um erro fatal, uma linha ERRO", function()
     local s = { now = function() return 0 end }
     return run_context.context(plan.new { name = "x", sources = { plan.source "t" {
       sql = "select 1 as id", key = "id", document = function() return { content = "x" } end } } },
-      { sched = s, log = log })
+      { sched = s, log = log, store = require("ragops.testing").store() })
   end
 
   it("o motivo do abort aparece uma vez (não de novo no relatório)", function()

@@ -43,10 +43,8 @@ local function held_store(s, script, attempts)
   local pg = fake_pg(s, script)
   local pool = pool_mod.new { conninfo = "x", size = 4, sched = s, pg = pg,
                               retry = { attempts = attempts or 5, base_ms = 10, max_ms = 20 } }
-  local Store = {}
-  Store.__index = Store
-  store_runs.install(Store, {})
-  local store = setmetatable({ pool = pool, locked_run = 7, owner_token = "dono", keeping = true }, Store)
+  local store = setmetatable({ pool = pool, locked_run = 7, owner_token = "dono", keeping = true },
+                             { __index = store_runs.Store })
   return store, pg
 end
 

@@ -170,7 +170,6 @@ local function build_entity(ctx, source, row)
   -- document() runs under the sandbox's time and memory budget; a breach or
   -- an error dead-letters the row (class time/memory/transform), and past
   -- sandbox.max_breaches budget breaches the run stops (code 2).
-  ctx.hook_budget = ctx.hook_budget or sandbox.hook_budget()
   local ok, doc, class = sandbox.call(ctx.hook_budget, source.document, row)
   if not ok then
     local too_many = sandbox.breach_limit_reached(ctx.hook_budget)
@@ -345,7 +344,6 @@ end
 -- backfill sends no query); a marker another process adds meanwhile next
 -- to a document is harmless: a document wins (ragops.report.status).
 local function marker_state(ctx, entity_type)
-  ctx.no_document_state = ctx.no_document_state or {}
   local state = ctx.no_document_state[entity_type]
   if state then return state end
   local any, err = ctx.store:has_no_document(entity_type)
@@ -359,7 +357,7 @@ end
 -- { [id] = true (marker as of the row's updated_at) | false (older) } for
 -- ids, or nil, err.
 local function markers_of(ctx, entity_type, ids, updated_at)
-  if #ids == 0 or not ctx.store.no_document_markers then return {} end
+  if #ids == 0 then return {} end
   local state, err = marker_state(ctx, entity_type)
   if not state then return nil, err end
   if state.stored then return ctx.store:no_document_markers(entity_type, ids, updated_at) end
@@ -393,7 +391,7 @@ function M.no_document_markers(ctx, entity_type, d, existing)
     ctx:abort(exit.unreachable, "falha ao consultar as entidades sem documento: " .. tostring(err))
     return nil
   end
-  local state = ctx.no_document_state and ctx.no_document_state[entity_type]
+  local state = ctx.no_document_state[entity_type]
   d.mark, d.unmark = { entity_ids = {}, updated_at = {} }, {}
   for i = 1, #d.no_document_entities do
     if markers[ids[i]] ~= true then

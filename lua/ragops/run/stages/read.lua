@@ -55,10 +55,10 @@ function M.row_key(row, key)
 end
 local row_key = M.row_key
 
--- A page of source, with what the store read with it (ragops.store.pg
--- fetch_page_existing: stored hashes, updated_at in µs, fingerprints):
--- rows, existing|nil, updated_us|nil, fps|nil, full (the page had `limit`
--- rows: more may follow), or nil, err, sqlstate. In a re-run with the target's
+-- A page of source, with what the store read with it (Store
+-- fetch_page_existing, ragops.store.contract: stored hashes, updated_at in
+-- µs, fingerprints): rows, existing|nil, updated_us|nil, fps|nil, full (the
+-- page had `limit` rows: more may follow), or nil, err, sqlstate. In a re-run with the target's
 -- fingerprints (ctx.fingerprints[entity_type], see ragops.run.pipeline) the page is
 -- plain, its unchanged rows as their keys alone; where some row is not,
 -- and the target held this entity type when the run began, what the target
@@ -66,12 +66,7 @@ local row_key = M.row_key
 -- updated_at in µs: a re-run's new rows go through the upsert).
 local function fetch(ctx, source, after, limit, upto)
   local store, scope = ctx.store, ctx.plan.scope
-  if not store.fetch_page_existing then
-    local rows, err, state = store:fetch_page(source, scope, after, limit, upto)
-    if not rows then return nil, err, state end
-    return rows, nil, nil, nil, #rows == limit
-  end
-  local fingerprints = ctx.fingerprints and ctx.fingerprints[source.entity_type]
+  local fingerprints = ctx.fingerprints[source.entity_type]
   if not fingerprints then
     local seed = ctx.fingerprint_seed and ctx.fingerprint_seed(source)
     local rows, existing, updated_us, fps = store:fetch_page_existing(source, scope, after, limit, upto,
@@ -152,7 +147,7 @@ function M.read_source(ctx, source, cp, opts, emit, on_committed)
   local after, seq = cp.after, cp.seq or 0
   if range then after = range.after end
   local by_after, by_first = index_ahead(cp.ahead)
-  local fingerprints = ctx.fingerprints and ctx.fingerprints[source.entity_type]
+  local fingerprints = ctx.fingerprints[source.entity_type]
   local fingerprinted = fingerprints ~= nil
   local units = fingerprinted and fingerprints.stored > 0 and M.FAST_PAGE_UNITS or M.PAGE_UNITS
   -- Rows this run may still read (--limit, counting a resumed prefix; nil: all).
