@@ -14,6 +14,7 @@
 -- See docs/testes-de-planos.md for a guide with examples.
 local bit = require "bit"
 local cjson = require "cjson"
+local DOCUMENT_COLUMNS = require("ragops.store.contract").DOCUMENT_COLUMNS
 
 local M = {}
 
@@ -554,18 +555,17 @@ function FakeStore:load_fingerprints(entity_type)
   return set
 end
 
--- FakeStore:write_unit's parts: the unit's documents put in the store.
--- Returns how many.
+-- FakeStore:write_unit's parts: the unit's documents put in the store,
+-- with the columns of rag_documents (ragops.store.contract DOCUMENT_COLUMNS;
+-- the embedding as `vector`). Returns how many.
 local function put_parts(self, unit, record)
   local written = 0
   for _, part in ipairs(unit.parts) do
     for _, d in ipairs(part.docs) do
-      local doc = {
-        entity_type = d.entity_type, entity_id = d.entity_id, chunk_index = d.chunk_index,
-        content = d.content, content_hash = d.content_hash, metadata = d.metadata,
-        embedding_model = d.embedding_model, source_updated_at = d.source_updated_at,
-        vector = part.batch:vector(d.vec), run_id = unit.run_id, source_hash = d.source_hash,
-      }
+      local doc = { vector = part.batch:vector(d.vec), run_id = unit.run_id }
+      for _, c in ipairs(DOCUMENT_COLUMNS) do
+        if c.name ~= "embedding" then doc[c.name] = d[c.name] end
+      end
       self:put(doc)
       written = written + 1
       record.docs[#record.docs + 1] = { entity_id = d.entity_id, chunk_index = d.chunk_index }

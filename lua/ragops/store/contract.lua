@@ -165,6 +165,34 @@ M.EXTRAS = {
   },
 }
 
+-- The columns of a document a write puts in the target, in the order of
+-- the binary COPY (engine/pg_lua.c document_columns, pg.DOCUMENT_COLUMNS,
+-- must list the same: tests/lua/store/contract_spec.lua). The one list of
+-- ragops.store.pg's staging table and upsert, and of the fake's documents.
+--   staging: the column's type in the staging table (nil: the target's
+--            embedding type); cast: how the upsert reads it from staging;
+--   key: part of the unique key (not updated on conflict).
+-- A new column: here, in engine/pg_lua.c (its encoder), and a migration.
+M.DOCUMENT_COLUMNS = {
+  { name = "entity_type", staging = "text", key = true },
+  { name = "entity_id", staging = "text", key = true },
+  { name = "chunk_index", staging = "int4", key = true },
+  { name = "content", staging = "text" },
+  { name = "content_hash", staging = "text" },
+  { name = "metadata", staging = "text", cast = "::jsonb" },
+  { name = "embedding_model", staging = "text" },
+  { name = "source_updated_at", staging = "text", cast = "::timestamptz" },
+  { name = "source_hash", staging = "int8" },
+  { name = "embedding" },
+}
+
+-- The names of M.DOCUMENT_COLUMNS, in order.
+function M.document_column_names()
+  local out = {}
+  for i, c in ipairs(M.DOCUMENT_COLUMNS) do out[i] = c.name end
+  return out
+end
+
 -- The public methods of store: its function fields and those of the
 -- tables its metatable falls back to (__index chains of tables).
 function M.methods_of(store)

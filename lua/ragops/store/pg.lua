@@ -8,6 +8,7 @@
 -- The same interface is implemented in memory by ragops.testing, so the
 -- runner can be tested without a database.
 local cjson = require "cjson"
+local contract = require "ragops.store.contract"
 local key_text = require("ragops.util.keys").text
 local pg = require "ragops.pg"
 local scrub = require "ragops.util.scrub"
@@ -200,11 +201,10 @@ function M.embedding_format(coltype)
 end
 
 local function create_staging(conn, staging)
-  local rows, err, state = conn:query(([[
-    create temp table if not exists %s (
-      entity_type text, entity_id text, chunk_index int4, content text, content_hash text,
-      metadata text, embedding_model text, source_updated_at text, source_hash int8, embedding %s)
-    on commit delete rows]]):format(staging.table, staging.type))
+  local columns = {}
+  for i, c in ipairs(contract.DOCUMENT_COLUMNS) do columns[i] = c.name .. " " .. (c.staging or staging.type) end
+  local rows, err, state = conn:query(("create temp table if not exists %s (%s) on commit delete rows")
+    :format(staging.table, table.concat(columns, ", ")))
   -- The SQLSTATE goes on: without it a session terminated before the
   -- unit's first write through staging was not retried (exit 4).
   if not rows then return nil, err, state end
@@ -255,22 +255,28 @@ function M.transaction(conn, fn)
   error(res, 0)
 end
 
+-- The upsert from staging into target, over contract.DOCUMENT_COLUMNS:
+-- every column but the key's updated on conflict, indexed_at = now().
+local function upsert_sql(target, staging_table)
+  local names, reads, sets = {}, {}, {}
+  for i, c in ipairs(contract.DOCUMENT_COLUMNS) do
+    names[i], reads[i] = c.name, c.name .. (c.cast or "")
+    if not c.key then sets[#sets + 1] = ("%s = excluded.%s"):format(c.name, c.name) end
+  end
+  return ([[
+      insert into %s as d (%s, indexed_at)
+      select %s, now()
+        from %s
+      on conflict (entity_type, entity_id, chunk_index) do update set
+        %s, indexed_at = now()]]):format(target, table.concat(names, ", "), table.concat(reads, ", "),
+    staging_table, table.concat(sets, ", "))
+end
+
 -- SQL of the documents table, built once per store (target is quoted;
 -- staging is the STAGING_BY_FORMAT entry of the target's embedding type).
 local function document_sql(target, staging)
   return {
-    upsert = ([[
-      insert into %s as d (entity_type, entity_id, chunk_index, content, content_hash, metadata,
-                           embedding, embedding_model, source_updated_at, source_hash, indexed_at)
-      select entity_type, entity_id, chunk_index, content, content_hash, metadata::jsonb,
-             embedding, embedding_model, source_updated_at::timestamptz, source_hash, now()
-        from %s
-      on conflict (entity_type, entity_id, chunk_index) do update set
-        content = excluded.content, content_hash = excluded.content_hash,
-        metadata = excluded.metadata, embedding = excluded.embedding,
-        embedding_model = excluded.embedding_model,
-        source_updated_at = excluded.source_updated_at, source_hash = excluded.source_hash,
-        indexed_at = now()]]):format(target, staging.table),
+    upsert = upsert_sql(target, staging.table),
     -- The source row each entity was indexed from ('': none, cleared), on
     -- its chunk 0, where that chunk was not rewritten (see
     -- ragops.run.stages.write fingerprints).
