@@ -364,7 +364,8 @@ end
 --          fail_write = function(unit, call_no) -> nil | err, sqlstate }
 -- Recorded: store.writes (every write_unit: entity_type, checkpoint, docs, pruned),
 -- store.checkpoints[entity_type], store.failures (every dead letter),
--- store.open_failures[entity_type][id], store.resolved, store.runs, store.deletions,
+-- store.open_dead_letters[entity_type][id] (the open ones; store:open_failures(run_id)
+-- is the Store method, their count per run), store.resolved, store.runs, store.deletions,
 -- store.no_document[entity_type][id] (entities without a document by the plan's decision),
 -- store.usage[entity_type], store.billed[run_id] (tokens), store.dropped (record_dropped),
 -- store.kept (keep_run's opts), store.wound_down. Each document keeps source_hash
@@ -502,7 +503,7 @@ local function stored_entity(self, entity_type, id, updated)
       e.same_updated_at[d.chunk_index] = d.source_updated_at == updated
     end
   end
-  e.open_failure = (self.open_failures[entity_type] or {})[id] ~= nil
+  e.open_failure = (self.open_dead_letters[entity_type] or {})[id] ~= nil
   if e.count == 0 and not e.open_failure then return nil end
   return e
 end
@@ -789,8 +790,8 @@ function FakeStore:record_failures(run_id, failures)
     rec.run_id = run_id
     rec.attempts = rec.attempts or 1
     self.failures[#self.failures + 1] = rec
-    local by_type = self.open_failures[f.entity_type]
-    if not by_type then by_type = {}; self.open_failures[f.entity_type] = by_type end
+    local by_type = self.open_dead_letters[f.entity_type]
+    if not by_type then by_type = {}; self.open_dead_letters[f.entity_type] = by_type end
     local open = by_type[f.entity_id]
     if open then
       local attempts = open.attempts + rec.attempts
@@ -805,7 +806,7 @@ end
 
 function FakeStore:resolve_failures(run_id, entity_type, entity_ids)
   local n = 0
-  local by_type = self.open_failures[entity_type] or {}
+  local by_type = self.open_dead_letters[entity_type] or {}
   for _, id in ipairs(entity_ids) do
     if by_type[id] then
       local f = by_type[id]
@@ -888,7 +889,7 @@ end
 -- Like store_runs: the run's open dead letters.
 function FakeStore:open_failures(run_id)
   local n = 0
-  for _, by_type in pairs(self.open_failures) do
+  for _, by_type in pairs(self.open_dead_letters) do
     for _, f in pairs(by_type) do if f.run_id == run_id then n = n + 1 end end
   end
   return n
@@ -930,7 +931,7 @@ function M.store(opts)
   local st = setmetatable({
     sources = opts.sources or {},
     docs = {},                 -- doc_key -> document
-    writes = {}, checkpoints = {}, failures = {}, open_failures = {}, resolved = {},
+    writes = {}, checkpoints = {}, failures = {}, open_dead_letters = {}, resolved = {},
     runs = {}, deletions = {}, fetches = {}, ahead = {},
     usage = {},                -- entity_type -> { chunks, bytes, chars, tokens } billed
     billed = {},               -- run_id -> tokens billed (units written and batches dropped)

@@ -177,7 +177,7 @@ end
 -- read-only transaction for the whole simulation, in a session whose
 -- default is read-only too, confirmed by the server before going on.
 -- Returns conn or nil, exit code, err.
-local function open_read_only(cfg)
+function M.open_read_only(cfg)
   local conn, cerr = store_target.connect(cfg)
   if not conn then return nil, exit.unreachable, cerr end
   for _, sql in ipairs({ "set client_min_messages = warning", "set default_transaction_read_only = on",
@@ -453,7 +453,7 @@ end
 
 -- Simulates loaded plan p under cfg. Returns the exit code.
 function M.run(p, cfg, opts)
-  local conn, ocode, oerr = open_read_only(cfg)
+  local conn, ocode, oerr = M.open_read_only(cfg)
   if not conn then return exit.fail(ocode, "%s", oerr) end
   local coltype = migrate.embedding_column(conn, cfg.database.table)
   local date_ok, date_err = store_target.check_date_range(conn, p.scope)

@@ -216,7 +216,8 @@ function M.check(store, kind)
   local missing, extra = {}, {}
   for _, name in ipairs(M.METHODS) do
     declared[name] = true
-    if not have[name] then missing[#missing + 1] = name end
+    -- As callers see it: a data field of the same name hides the method.
+    if type(store[name]) ~= "function" then missing[#missing + 1] = name end
   end
   for name in pairs(have) do
     if not declared[name] and not (M.EXTRAS[kind] or {})[name] then extra[#extra + 1] = name end

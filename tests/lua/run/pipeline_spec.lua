@@ -394,7 +394,7 @@ return plan { name = "erro", sources = { itens } }
     assert.are.equal(2, r2.stats.succeeded)
     assert.are.equal(2, #r2.store.resolved)
     assert.are.equal(2, r2.store.resolved[1].resolved_run_id)
-    assert.is_nil(next(r2.store.open_failures.item))
+    assert.is_nil(next(r2.store.open_dead_letters.item))
   end)
 end)
 

@@ -44,7 +44,7 @@ local function with_page_existing(store)
       updated_of[ids[i]] = u ~= nil and tostring(u) or nil
     end
     local existing = self:existing_hashes(source.entity_type, ids)
-    local open = self.open_failures[source.entity_type] or {}
+    local open = self.open_dead_letters[source.entity_type] or {}
     for _, id in ipairs(ids) do
       if open[id] and not existing[id] then existing[id] = { count = 0, hashes = {} } end
     end
@@ -137,7 +137,7 @@ describe("reexecução sobre dados inalterados", function()
     store:record_failures(1, { { entity_type = "item", entity_id = "5", error_class = "transient", message = "x" } })
     store.writes = {}
     local r = testing.run(make_plan(), { store = store })
-    assert.is_nil(store.open_failures.item["5"])
+    assert.is_nil(store.open_dead_letters.item["5"])
     assert.are.equal("5", store.resolved[1].entity_id)
     assert.are.equal(20, r.stats.processed)
     assert.are.equal(2, #store.writes) -- the unit of id 5, and the final progress
@@ -151,7 +151,7 @@ describe("reexecução sobre dados inalterados", function()
     store.writes = {}
     local r = testing.run(make_plan(), { store = store })
     assert.are.equal(2, r.stats.embedded)
-    assert.is_nil(store.open_failures.item["5"])
+    assert.is_nil(store.open_dead_letters.item["5"])
     local resolved = {}
     for _, w in ipairs(data_writes(store)) do
       for _, id in ipairs(w.resolved_ids) do resolved[#resolved + 1] = id end

@@ -73,6 +73,11 @@ describe("ragops.store.contract", function()
       { __index = getmetatable(testing.store()).__index }), "fake")
     assert.are.same({}, missing)
     assert.are.same({ "surprise" }, extra)
+    -- A data field named like a method hides it (the fake's open_failures
+    -- table did, until the conformance spec called store:open_failures).
+    missing = contract.check(setmetatable({ open_failures = {} }, { __index = getmetatable(testing.store()).__index }),
+      "fake")
+    assert.are.same({ "open_failures" }, missing)
     missing = contract.check({ fetch_page = function() end }, "fake")
     assert.is_true(#missing == #contract.METHODS - 1, #missing .. " de " .. #contract.METHODS)
   end)
