@@ -19,7 +19,7 @@
 --
 -- env = {
 --   sched    = scheduler (ragops.util.sched.real() or a fake),
---   store    = storage backend (ragops.store.pg or a fake),
+--   store    = a Store (ragops.store.contract: ragops.store.pg, the fake, the dry run's),
 --   embedder = object with :embed(texts) -> vecbatch | nil, err, info,
 --   hash     = function(content, model, dim) -> string,
 --   model, dim = embedding model and dimension (part of the content hash),

@@ -5,8 +5,8 @@
 -- into the target when every key is new; stale-chunk delete; checkpoint; in
 -- one transaction), records failures and run bookkeeping.
 --
--- The same interface is implemented in memory by ragops.testing, so the
--- runner can be tested without a database.
+-- A Store of ragops.store.contract (as are ragops.testing's fake, in memory,
+-- and the dry run's), so the runner can be tested without a database.
 local cjson = require "cjson"
 local contract = require "ragops.store.contract"
 local key_text = require("ragops.util.keys").text
