@@ -653,8 +653,9 @@ function FakeStore:write_unit(unit)
   end
   -- Like store_pg: dead letters and their resolution in the same write.
   if unit.failures and #unit.failures > 0 then self:record_failures(unit.run_id, unit.failures) end
+  local resolved = 0
   if unit.resolved_ids and #unit.resolved_ids > 0 then
-    self:resolve_failures(unit.run_id, unit.entity_type, unit.resolved_ids)
+    resolved = self:resolve_failures(unit.run_id, unit.entity_type, unit.resolved_ids)
   end
   self:write_no_document(unit, record)
   record.failures = copy(unit.failures or {})
@@ -662,7 +663,7 @@ function FakeStore:write_unit(unit)
   record.usage = copy(unit.usage)
   if unit.usage then self:add_usage(unit.run_id, unit.entity_type, unit.usage) end
   if unit.run_id and unit.checkpoint then advance_checkpoint(self, unit, pruned, refreshed) end
-  return { written = written, pruned = pruned, refreshed = refreshed }
+  return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
 end
 
 -- Like store_pg: the no-document markers of a unit (store.no_document

@@ -153,6 +153,8 @@ if describe == nil and RAGOPS_HOME then
       parts = { { docs = { doc("1", 1), doc("2", 2) }, batch = batch(2) } },
       usage = { model = "m", documents = 2, chunks = 2, bytes = 6, chars = 6, tokens = 3 } })))
     eq(2, result.written, "written")
+    eq(0, result.pruned, "pruned")
+    eq(0, result.refreshed, "refreshed")
     local existing = assert(store:existing_hashes("conf", { "1", "2", "3" }))
     eq(writes and "h1" or nil, existing["1"] and existing["1"].hashes[0], "hash de 1")
     eq(nil, existing["3"], "3 não gravado")
@@ -190,7 +192,8 @@ if describe == nil and RAGOPS_HOME then
     eq(writes and 1 or 0, store:open_failures(h.run_id), "open_failures")
     local _, existing = store:fetch_page_existing(SOURCE, {}, nil, 10, nil, nil)
     if writes then eq(true, existing["3"].open_failure, "open_failure na página") end
-    assert(store:write_unit(unit({ resolved_ids = { "3" } })))
+    local result = assert(store:write_unit(unit({ resolved_ids = { "3" } })))
+    eq(writes and 1 or 0, result.resolved, "resolved")
     eq(0, store:open_failures(h.run_id), "resolvida")
   end
   run["sem documento"] = function()

@@ -281,7 +281,7 @@ function DryStore:write_unit(unit)
     if not n then return nil, err, state end
     pruned = n
   end
-  return { written = docs, pruned = pruned }
+  return { written = docs, pruned = pruned, refreshed = 0, resolved = 0 }
 end
 
 function DryStore:delete_orphans(source)
