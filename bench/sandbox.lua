@@ -2,7 +2,7 @@
 -- comparado ao xpcall com traceback de antes. Uso: luajit bench/sandbox.lua
 local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
 package.path = root .. "/lua/?.lua;" .. package.path
-local sandbox = require "ragops.sandbox"
+local sandbox = require "ragops.plan.sandbox"
 local env = sandbox.environment("plano")
 local fn = sandbox.compile([[return function(row)
   return { content = row.text, metadata = { livro = row.book, capitulo = row.chapter } }

@@ -3,7 +3,7 @@
 -- Criar o índice é DDL, não um backfill: não há fontes nem embeddings. Este
 -- plano existe para que os valores de produção fiquem versionados ao lado dos
 -- outros planos e revisados como código. Quem executa é `ragops index create`
--- (lua/ragops/index.lua): ele carrega este arquivo, chama run() e usa a
+-- (lua/ragops/vector/index.lua): ele carrega este arquivo, chama run() e usa a
 -- tabela devolvida como padrão; as flags da linha de comando têm precedência.
 -- Veja docs/indice-vetorial.md.
 --

@@ -11,10 +11,8 @@
 #                          Ports: $RAGOPS_DEMO_PG_PORT and $RAGOPS_DEMO_EMBED_PORT (a taken
 #                          port fails with a message naming the variable to change).
 #   scripts/demo.sh stop   stops the embed-server and the cluster.
-set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PROG="scripts/demo.sh"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 BUILD_DIR="$ROOT/build"
@@ -27,9 +25,6 @@ EMBED_DIM=1536
 ENV_FILE="$BUILD_DIR/demo.env"
 REPORT="$BUILD_DIR/demo-report.json"
 BIN="$BUILD_DIR/ragops"
-
-die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
-step() { printf '\n==> %s\n' "$*" >&2; }
 
 demo_stop() {
   scripts/embed_server.sh stop "$EMBED_PID"

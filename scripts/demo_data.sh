@@ -8,19 +8,13 @@
 # through COPY (CSV, so tabs/backslashes/quotes in the text are safe) into a temp
 # staging table, then one INSERT computes updated_at:
 #   '2024-01-01 00:00:00+00' + (id * 7919 % 366) days + (id % 24) hours
-set -euo pipefail
-
-PROG="scripts/demo_data.sh"
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Expected counts: 31,102 KJV verses; fortunes-br "brasil" has 2,510 strfile
 # records, 4 of which are blank ("%" right after "%"), so 2,506 texts are loaded.
 EXPECTED_VERSES=31102
 EXPECTED_FORTUNES=2506
 FORTUNES_FILE="${RAGOPS_FORTUNES_FILE:-/usr/share/games/fortunes/brasil}"
-
-die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
-note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 
 [[ $# -eq 1 && -n "$1" ]] || { printf 'uso: %s DATABASE_URL\n' "$PROG" >&2; exit 2; }
 DB_URL="$1"
@@ -93,7 +87,7 @@ load_fortunes() {
         select id, text, $UPDATED_AT_SQL from fortunes_stage"
 }
 
-psql_db -f "$SCRIPT_DIR/demo_data.sql" || die "não foi possível criar as tabelas de demonstração (o banco está acessível?)"
+psql_db -f "$ROOT/scripts/demo_data.sql" || die "não foi possível criar as tabelas de demonstração (o banco está acessível?)"
 
 verses_before="$(count_rows verses)"
 fortunes_before="$(count_rows fortunes)"

@@ -13,10 +13,8 @@
 #                           a step or the client failed. At the end it rolls back and drops
 #                           the shadow, so `make demo` keeps working with the 1536 model.
 #                           Port of the second server: $RAGOPS_DEMO_MODEL_PORT (default 18082).
-set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PROG="scripts/demo_model.sh"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 BIN="$ROOT/build/ragops"
@@ -26,9 +24,6 @@ NEW_PORT="${RAGOPS_DEMO_MODEL_PORT:-18082}"
 CLIENT_LOG="$ROOT/build/demo-model-client.log"
 STOP_FLAG="$ROOT/build/demo-model-client.stop"
 NEW_MODEL="ragops-hash-3072"
-
-die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
-step() { printf '\n==> %s\n' "$*" >&2; }
 
 [[ -f "$ENV_FILE" && -x "$BIN" ]] || die "rode \`make demo\` antes (build/demo.env e build/ragops não existem)"
 set -a; . "$ENV_FILE"; set +a

@@ -9,22 +9,9 @@
 #   scripts/embed_server.sh status PIDFILE
 #
 # The binary is $RAGOPS_BIN, or build/ragops at the repository root.
-set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-PROG="scripts/embed_server.sh"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 START_TIMEOUT_S="${RAGOPS_EMBED_START_TIMEOUT:-30}"
-
-die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
-note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-
-# "; escolha outra porta com VAR=..." when the caller said which variable the port
-# comes from ($RAGOPS_PORT_VARIABLE, e.g. RAGOPS_DEMO_PG_PORT in scripts/demo.sh).
-port_hint() {
-  [[ -n "${RAGOPS_PORT_VARIABLE:-}" ]] || return 0
-  printf '; escolha outra porta com a variável %s (ex.: %s=%d)' \
-    "$RAGOPS_PORT_VARIABLE" "$RAGOPS_PORT_VARIABLE" "$(($1 + 1))"
-}
 
 usage() {
   cat >&2 <<'EOF'

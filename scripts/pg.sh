@@ -18,20 +18,7 @@
 # runuser, because PostgreSQL refuses to run as root. If that user cannot reach
 # DATADIR (a parent directory without the x bit for it), the cluster lives under
 # /tmp and DATADIR becomes a symlink to it.
-set -euo pipefail
-
-PROG="scripts/pg.sh"
-
-die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
-note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-
-# "; escolha outra porta com VAR=..." when the caller said which variable the port
-# comes from ($RAGOPS_PORT_VARIABLE, e.g. RAGOPS_DEMO_PG_PORT in scripts/demo.sh).
-port_hint() {
-  [[ -n "${RAGOPS_PORT_VARIABLE:-}" ]] || return 0
-  printf '; escolha outra porta com a variável %s (ex.: %s=%d)' \
-    "$RAGOPS_PORT_VARIABLE" "$RAGOPS_PORT_VARIABLE" "$(($1 + 1))"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat >&2 <<'EOF'

@@ -1,16 +1,16 @@
 -- scripts/plan_reference.lua: prints docs/referencia-de-planos.md, the reference
 -- of every plan key, generated from the schema the validators use
--- (lua/ragops/plans/schema.lua). From the repository root:
+-- (lua/ragops/plan/schema.lua). From the repository root:
 --
 --   LUA_PATH="$PWD/lua/?.lua;;" luajit scripts/plan_reference.lua > docs/referencia-de-planos.md
 --
 -- tests/lua/plan_reference_spec.lua fails when the file differs from this output.
-local schema = require "ragops.plans.schema"
+local schema = require "ragops.plan.schema"
 
 local HEADER = [[
 # Referência dos planos
 
-<!-- Gerado por scripts/plan_reference.lua a partir de lua/ragops/plans/schema.lua; não edite à mão.
+<!-- Gerado por scripts/plan_reference.lua a partir de lua/ragops/plan/schema.lua; não edite à mão.
      Para regenerar: LUA_PATH="$PWD/lua/?.lua;;" luajit scripts/plan_reference.lua > docs/referencia-de-planos.md -->
 
 Todas as chaves que um plano (`plans/*.lua`) aceita, tabela por tabela. A validação usa

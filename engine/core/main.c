@@ -1,7 +1,7 @@
 /*
  * main.c: the `ragops` executable. `ragops embed-server ...` execs the
  * local embedding server, its own binary (tools/embed-server); every other
- * command is dispatched by the Lua CLI (lua/ragops/cli.lua) running in the
+ * command is dispatched by the Lua CLI (lua/ragops/cli/init.lua) running in the
  * main coroutine of the bridge.
  */
 #include "bridge.h"
@@ -17,11 +17,11 @@
 #include <malloc.h>
 #endif
 
-/* True when dir/ragops/cli.lua exists. */
+/* True when dir/ragops/cli/init.lua exists. */
 static int lua_dir_usable(const char *dir)
 {
     char path[8500];
-    snprintf(path, sizeof path, "%s/ragops/cli.lua", dir);
+    snprintf(path, sizeof path, "%s/ragops/cli/init.lua", dir);
     return access(path, R_OK) == 0;
 }
 
@@ -114,7 +114,7 @@ int main(int argc, char **argv)
 
     char home[8400], lua_dir[8500];
     if (find_home(home, sizeof home) != 0) {
-        fprintf(stderr, "ragops: não encontrei o runtime Lua (lua/ragops/cli.lua); "
+        fprintf(stderr, "ragops: não encontrei o runtime Lua (lua/ragops/cli/init.lua); "
                         "defina RAGOPS_HOME com a pasta que contém lua/ e plans/\n");
         return 2;
     }

@@ -21,6 +21,7 @@
  *   conn:wait_notification([timeout_ms]) -> { channel, payload, pid }
  *        | false (timeout) | nil, err, sqlstate (connection lost, interrupted)
  *   conn:close(), conn:is_ok(), pg.quote_ident(s)
+ *   pg.DOCUMENT_COLUMNS: the COPY's columns, in order (document_columns)
  *
  * Ownership: the userdata owns the pg_conn. While an operation is pending the
  * userdata is pinned in the registry. Cancelling a pending operation
@@ -576,6 +577,29 @@ static const char *const vector_format_names[] = {"real[]", "vector", "halfvec",
 static const copy_vector_fn vector_format_encoders[] = {copy_field_float4_array, copy_field_vector,
                                                         copy_field_halfvec};
 
+/* The columns of a document in the COPY's order (the encoders below follow
+ * it). Lua's list is ragops.store.contract DOCUMENT_COLUMNS; this one is
+ * pg.DOCUMENT_COLUMNS, and tests/lua/store/contract_spec.lua and the
+ * conformance spec fail when they disagree. */
+static const char *const document_columns[] = {"entity_type",     "entity_id",         "chunk_index",
+                                               "content",         "content_hash",      "metadata",
+                                               "embedding_model", "source_updated_at", "source_hash",
+                                               "embedding",       NULL};
+#define DOCUMENT_COLUMNS (int)(sizeof(document_columns) / sizeof(document_columns[0]) - 1)
+
+/* Pushes "entity_type, entity_id, ...": the COPY's column list. */
+static void push_document_columns(lua_State *L)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 0; i < DOCUMENT_COLUMNS; i++) {
+        if (i > 0)
+            luaL_addstring(&b, ", ");
+        luaL_addstring(&b, document_columns[i]);
+    }
+    luaL_pushresult(&b);
+}
+
 /* Appends docs[i] (the table at the top of the stack, popped) with its
  * vector from vb as one tuple of the COPY stream; raises on a bad field
  * (returns 0 otherwise). */
@@ -603,7 +627,7 @@ static int copy_document(lua_State *L, lpg_conn *lc, rg_vecbatch *vb, int i, int
         return luaL_error(L, "docs[%d].metadata deve ser texto JSON (recebido %s)", i, luaL_typename(L, -1));
     lua_pop(L, 1);
 
-    copy_tuple_begin(&lc->copy, 10);
+    copy_tuple_begin(&lc->copy, DOCUMENT_COLUMNS);
     copy_doc_text(L, lc, doc, "entity_type", 1, i);
     copy_doc_text(L, lc, doc, "entity_id", 1, i);
     copy_field_int4(&lc->copy, (int32_t)chunk);
@@ -646,10 +670,8 @@ static int lpg_copy_documents(lua_State *L)
         lua_pushvalue(L, 2);
     else
         push_quoted_ident(L, 2);
-    sql = lua_pushfstring(L,
-                          "COPY %s (entity_type, entity_id, chunk_index, content, content_hash, metadata, "
-                          "embedding_model, source_updated_at, source_hash, embedding) FROM STDIN (FORMAT binary)",
-                          lua_tostring(L, -1));
+    push_document_columns(L);
+    sql = lua_pushfstring(L, "COPY %s (%s) FROM STDIN (FORMAT binary)", lua_tostring(L, -2), lua_tostring(L, -1));
     ndocs = (int)lua_objlen(L, 3);
     copy_buf_reset(&lc->copy);
     /* The vectors dominate the stream: reserve them and ~1 KB of text per row at once. */
@@ -817,5 +839,11 @@ int luaopen_ragops_pg(lua_State *L)
     rg_fpset_register(L);
     lua_newtable(L);
     luaL_register(L, NULL, funcs);
+    lua_createtable(L, DOCUMENT_COLUMNS, 0);
+    for (int i = 0; i < DOCUMENT_COLUMNS; i++) {
+        lua_pushstring(L, document_columns[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "DOCUMENT_COLUMNS");
     return 1;
 }

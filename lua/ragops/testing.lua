@@ -3,15 +3,18 @@
 --
 --   testing.scheduler()   pure-Lua scheduler with a fake clock (spawn, suspend,
 --                         wake, sleep, now, run); sleep() costs no real time
---   testing.store{...}    in-memory store with the same methods as ragops.store_pg
+--   testing.store{...}    in-memory store: the whole Store contract
+--                         (ragops.store.contract), the fast path included
+--   testing.fpset()       fingerprint set with pg.fpset's shape
 --   testing.embedder{...} fake embedder: deterministic vectors, injectable failures
 --                         and latency, records every call
 --   testing.hash(...)     deterministic content hash (FNV-1a, two seeds)
---   testing.run(plan, opts) -> result   runs ragops.runner against the fakes
+--   testing.run(plan, opts) -> result   runs ragops.run.pipeline against the fakes
 --
 -- See docs/testes-de-planos.md for a guide with examples.
 local bit = require "bit"
 local cjson = require "cjson"
+local DOCUMENT_COLUMNS = require("ragops.store.contract").DOCUMENT_COLUMNS
 
 local M = {}
 
@@ -20,7 +23,7 @@ local M = {}
 ---------------------------------------------------------------------------
 
 -- Same entity_id text form as the runner (and so as rag_documents).
-local key_text = require("ragops.runner").key_text
+local key_text = require("ragops.run.pipeline").key_text
 M.key_text = key_text
 
 local function copy(value)
@@ -71,7 +74,7 @@ end
 -- Scheduler with a fake clock
 ---------------------------------------------------------------------------
 
--- Returns a scheduler with the shape ragops.sched expects (spawn, suspend,
+-- Returns a scheduler with the shape ragops.util.sched expects (spawn, suspend,
 -- wake, sleep, now, stop, stopped) plus run(fn, ...), which runs fn in a coroutine and
 -- drives every coroutine until none is runnable. sleep(ms) advances the fake
 -- clock to the earliest wake-up time instantly. Coroutines left parked when
@@ -128,10 +131,41 @@ local function drive(s, k, main, on_main)
   end
 end
 
+-- The fake clock's half of the scheduler s (state k): sleep, stop, stopped.
+-- current(what) is the running managed coroutine (or a raised error).
+local function add_timers(s, k, current)
+  function s.sleep(ms)
+    if type(ms) ~= "number" or ms ~= ms or ms < 0 then
+      error("sleep: esperado um número de milissegundos >= 0, recebido " .. tostring(ms), 2)
+    end
+    local co = current("sleep")
+    k.timer_order = k.timer_order + 1
+    local t = { at = s.clock + ms, order = k.timer_order, co = co }
+    local pos = #k.timers + 1
+    while pos > 1 and k.timers[pos - 1].at > t.at do pos = pos - 1 end
+    table.insert(k.timers, pos, t)
+    k.parked[co] = "sleep"
+    return coroutine.yield()
+  end
+
+  -- Cuts every pending sleep short (nil, "interrompido"), like a signal.
+  function s.stop()
+    k.stopped = true
+    local cut = k.timers
+    k.timers = {}
+    for _, t in ipairs(cut) do
+      k.parked[t.co] = nil
+      push_ready(k, t.co, pack(nil, "interrompido"))
+    end
+    return #cut
+  end
+
+  function s.stopped() return k.stopped end
+end
+
 function M.scheduler()
   local s = { clock = 0 }
   local k = new_state()
-
 
   local function current(what)
     local co = coroutine.running()
@@ -171,33 +205,7 @@ function M.scheduler()
     push_ready(k, co, pack(...))
   end
 
-  function s.sleep(ms)
-    if type(ms) ~= "number" or ms ~= ms or ms < 0 then
-      error("sleep: esperado um número de milissegundos >= 0, recebido " .. tostring(ms), 2)
-    end
-    local co = current("sleep")
-    k.timer_order = k.timer_order + 1
-    local t = { at = s.clock + ms, order = k.timer_order, co = co }
-    local pos = #k.timers + 1
-    while pos > 1 and k.timers[pos - 1].at > t.at do pos = pos - 1 end
-    table.insert(k.timers, pos, t)
-    k.parked[co] = "sleep"
-    return coroutine.yield()
-  end
-
-  -- Cuts every pending sleep short (nil, "interrompido"), like a signal.
-  function s.stop()
-    k.stopped = true
-    local cut = k.timers
-    k.timers = {}
-    for _, t in ipairs(cut) do
-      k.parked[t.co] = nil
-      push_ready(k, t.co, pack(nil, "interrompido"))
-    end
-    return #cut
-  end
-
-  function s.stopped() return k.stopped end
+  add_timers(s, k, current)
 
   -- Number of coroutines k.parked by suspend() (sleepers excluded).
   function s.parked_count()
@@ -334,7 +342,7 @@ function M.embedder(opts)
 end
 
 ---------------------------------------------------------------------------
--- In-memory store (same interface as ragops.store_pg)
+-- In-memory store (same interface as ragops.store.pg)
 ---------------------------------------------------------------------------
 
 local function compare_keys(a, b)
@@ -344,7 +352,7 @@ end
 
 -- A stored (decoded) metadata table against the runner's JSON text.
 local function same_json(stored, text)
-  return require("ragops.stages.decide").same_json(stored, cjson.decode(text))
+  return require("ragops.run.stages.decide").same_json(stored, cjson.decode(text))
 end
 
 local function doc_key(entity_type, entity_id, chunk_index)
@@ -356,8 +364,12 @@ end
 --          fail_write = function(unit, call_no) -> nil | err, sqlstate }
 -- Recorded: store.writes (every write_unit: entity_type, checkpoint, docs, pruned),
 -- store.checkpoints[entity_type], store.failures (every dead letter),
--- store.open_failures[entity_type][id], store.resolved, store.runs, store.deletions,
--- store.no_document[entity_type][id] (entities without a document by the plan's decision).
+-- store.open_dead_letters[entity_type][id] (the open ones; store:open_failures(run_id)
+-- is the Store method, their count per run), store.resolved, store.runs, store.deletions,
+-- store.no_document[entity_type][id] (entities without a document by the plan's decision),
+-- store.usage[entity_type], store.billed[run_id] (tokens), store.dropped (record_dropped),
+-- store.kept (keep_run's opts), store.wound_down. Each document keeps source_hash
+-- (its row's fingerprint on chunk 0), as rag_documents does.
 local FakeStore = {}
 FakeStore.__index = FakeStore
 
@@ -443,6 +455,179 @@ function FakeStore:existing_hashes(entity_type, entity_ids)
   return out
 end
 
+---------------------------------------------------------------------------
+-- The fast path (like ragops.store.pg fetch_page_existing, add_stored,
+-- load_fingerprints): a row's fingerprint is testing.hash of the seed and
+-- its columns; the fake writes no COPY straight into the target, so pages
+-- carry no updated_at in µs (decide then never copies into the target).
+---------------------------------------------------------------------------
+
+-- A fingerprint set with fpset's shape (engine/fpset.h): add, contains
+-- (marks the member seen), stats() -> { members, unseen, unknown }.
+function M.fpset()
+  local set = { seen = {}, members = 0, unseen = 0, unknown = 0 }
+  function set:add(fp)
+    if self.seen[fp] == nil then
+      self.seen[fp], self.members, self.unseen = false, self.members + 1, self.unseen + 1
+    end
+  end
+  function set:contains(fp)
+    if self.seen[fp] == nil then return false end
+    if not self.seen[fp] then self.seen[fp], self.unseen = true, self.unseen - 1 end
+    return true
+  end
+  function set:stats() return { members = self.members, unseen = self.unseen, unknown = self.unknown } end
+  return set
+end
+
+-- The fingerprint of a source row under seed: its columns' names and values.
+function M.row_fingerprint(seed, row)
+  local names, parts = {}, { seed }
+  for k in pairs(row) do names[#names + 1] = tostring(k) end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    local v = row[k]
+    parts[#parts + 1] = k .. "=" .. (type(v) == "table" and cjson.encode(v) or tostring(v))
+  end
+  return M.hash(unpack(parts))
+end
+
+-- What the fake holds for an entity, in the shape of existing (nil: nothing
+-- stored and no open dead letter). updated: the row's updated_at text or nil.
+local function stored_entity(self, entity_type, id, updated)
+  local e = { count = 0, hashes = {}, metadata = {}, same_updated_at = {} }
+  for _, d in pairs(self.docs) do
+    if d.entity_type == entity_type and d.entity_id == id then
+      e.count = e.count + 1
+      e.hashes[d.chunk_index], e.metadata[d.chunk_index] = d.content_hash, copy(d.metadata)
+      e.same_updated_at[d.chunk_index] = d.source_updated_at == updated
+    end
+  end
+  e.open_failure = (self.open_dead_letters[entity_type] or {})[id] ~= nil
+  if e.count == 0 and not e.open_failure then return nil end
+  return e
+end
+
+-- Like store_pg: the page with what the target holds for its entities.
+function FakeStore:fetch_page_existing(source, scope, after_key, limit, upto_key, fp)
+  local rows = self:fetch_page(source, scope, after_key, limit, upto_key)
+  local existing, updated_us, fps, skipped = {}, {}, fp and {} or nil, 0
+  local without_stored = fp ~= nil and fp.without_stored == true
+  for i, row in ipairs(rows) do
+    local id = key_text(row[source.key])
+    local u = source.updated_at and row[source.updated_at]
+    local f = fp and M.row_fingerprint(fp.seed, row)
+    if f and fp.set and fp.set:contains(f) then
+      rows[i], skipped = row[source.key], skipped + 1
+    else
+      if fps then fps[id] = f end
+      local e = stored_entity(self, source.entity_type, id, u ~= nil and tostring(u) or nil)
+      if e and without_stored then
+        e = e.open_failure and { count = 0, hashes = {}, metadata = {}, same_updated_at = {}, open_failure = true } or nil
+      end
+      existing[id] = e
+    end
+  end
+  rows.skipped = skipped
+  return rows, existing, updated_us, fps
+end
+
+-- Like store_pg: what the target holds for ids, added to existing.
+function FakeStore:add_stored(entity_type, ids, existing, updated_at)
+  for i, id in ipairs(ids) do
+    local e = stored_entity(self, entity_type, id, updated_at[i] ~= "" and updated_at[i] or nil)
+    if e and e.count > 0 then
+      local open = existing[id]
+      e.open_failure = open ~= nil and open.open_failure
+      existing[id] = e
+    end
+  end
+  return true
+end
+
+-- Like store_pg: the fingerprints of entity_type's stored entities (chunk 0).
+function FakeStore:load_fingerprints(entity_type)
+  local set = M.fpset()
+  for _, d in pairs(self.docs) do
+    if d.entity_type == entity_type and d.chunk_index == 0 then
+      if d.source_hash then set:add(d.source_hash) else set.unknown = set.unknown + 1 end
+    end
+  end
+  return set
+end
+
+-- FakeStore:write_unit's parts: the unit's documents put in the store,
+-- with the columns of rag_documents (ragops.store.contract DOCUMENT_COLUMNS;
+-- the embedding as `vector`). Returns how many.
+local function put_parts(self, unit, record)
+  local written = 0
+  for _, part in ipairs(unit.parts) do
+    for _, d in ipairs(part.docs) do
+      local doc = { vector = part.batch:vector(d.vec), run_id = unit.run_id }
+      for _, c in ipairs(DOCUMENT_COLUMNS) do
+        if c.name ~= "embedding" then doc[c.name] = d[c.name] end
+      end
+      self:put(doc)
+      written = written + 1
+      record.docs[#record.docs + 1] = { entity_id = d.entity_id, chunk_index = d.chunk_index }
+    end
+  end
+  return written
+end
+
+-- The chunks past each entity's new count removed. Returns how many.
+local function prune_chunks(self, unit)
+  local pruned = 0
+  local cc = unit.chunk_counts or { entity_ids = {}, counts = {} }
+  for i, id in ipairs(cc.entity_ids) do
+    for k, d in pairs(self.docs) do
+      if d.entity_type == unit.entity_type and d.entity_id == id and d.chunk_index >= cc.counts[i] then
+        self.docs[k] = nil
+        pruned = pruned + 1
+      end
+    end
+  end
+  return pruned
+end
+
+-- Like store_pg: unchanged content gets metadata/source_updated_at
+-- refreshed. Returns how many chunks changed.
+local function refresh_unchanged(self, unit)
+  local refreshed = 0
+  local rf = unit.refresh or { entity_ids = {} }
+  for i, id in ipairs(rf.entity_ids) do
+    local d = self.docs[doc_key(unit.entity_type, id, rf.chunk_indexes[i])]
+    local updated = rf.updated_at[i] ~= "" and rf.updated_at[i] or nil
+    if d and (not same_json(d.metadata, rf.metadata[i]) or d.source_updated_at ~= updated) then
+      d.metadata, d.source_updated_at = cjson.decode(rf.metadata[i]), updated
+      if d.chunk_index == 0 then d.source_hash = rf.fps and rf.fps[i] ~= "" and rf.fps[i] or nil end
+      refreshed = refreshed + 1
+    end
+  end
+  return refreshed
+end
+
+-- Like store_pg: the stored checkpoint only moves forward; units
+-- committed past it are kept apart (store.ahead[entity_type][last_key]).
+local function advance_checkpoint(self, unit, pruned, refreshed)
+  local cp = copy(unit.checkpoint)
+  local late = { deleted = pruned, refreshed = refreshed }
+  local function add_late(stats) for k, n in pairs(late) do stats[k] = (stats[k] or 0) + n end end
+  if cp.includes_unit then add_late(cp.stats) end
+  local cur = self.checkpoints[unit.entity_type]
+  if (cur and cur.seq or 0) < cp.seq then
+    self.checkpoints[unit.entity_type] = { seq = cp.seq, after = cp.after, stats = cp.stats }
+  end
+  local ahead = self.ahead[unit.entity_type] or {}
+  self.ahead[unit.entity_type] = ahead
+  for _, k in ipairs(cp.covered or {}) do ahead[k] = nil end
+  if unit.ahead then
+    local a = copy(unit.ahead)
+    add_late(a.stats)
+    ahead[a.last_key] = a
+  end
+end
+
 function FakeStore:write_unit(unit)
   local call_no = #self.writes + 1
   if self.fail_write then
@@ -455,78 +640,30 @@ function FakeStore:write_unit(unit)
   local record = { entity_type = unit.entity_type, checkpoint = copy(unit.checkpoint),
                    docs = {}, pruned = 0, run_id = unit.run_id }
   self.writes[call_no] = record
-  local written = 0
-  for _, part in ipairs(unit.parts) do
-    for _, d in ipairs(part.docs) do
-      local doc = {
-        entity_type = d.entity_type, entity_id = d.entity_id, chunk_index = d.chunk_index,
-        content = d.content, content_hash = d.content_hash, metadata = d.metadata,
-        embedding_model = d.embedding_model, source_updated_at = d.source_updated_at,
-        vector = part.batch:vector(d.vec), run_id = unit.run_id,
-      }
-      self:put(doc)
-      written = written + 1
-      record.docs[#record.docs + 1] = { entity_id = d.entity_id, chunk_index = d.chunk_index }
-    end
-  end
-  local pruned = 0
-  local cc = unit.chunk_counts or { entity_ids = {}, counts = {} }
-  for i, id in ipairs(cc.entity_ids) do
-    for k, d in pairs(self.docs) do
-      if d.entity_type == unit.entity_type and d.entity_id == id and d.chunk_index >= cc.counts[i] then
-        self.docs[k] = nil
-        pruned = pruned + 1
-      end
-    end
-  end
+  local written = put_parts(self, unit, record)
+  local pruned = prune_chunks(self, unit)
   record.pruned = pruned
-  -- Like store_pg: unchanged content gets metadata/source_updated_at refreshed.
-  local refreshed = 0
-  local rf = unit.refresh or { entity_ids = {} }
-  for i, id in ipairs(rf.entity_ids) do
-    local d = self.docs[doc_key(unit.entity_type, id, rf.chunk_indexes[i])]
-    local updated = rf.updated_at[i] ~= "" and rf.updated_at[i] or nil
-    if d and (not same_json(d.metadata, rf.metadata[i]) or d.source_updated_at ~= updated) then
-      d.metadata, d.source_updated_at = cjson.decode(rf.metadata[i]), updated
-      refreshed = refreshed + 1
-    end
-  end
+  local refreshed = refresh_unchanged(self, unit)
   record.refreshed = refreshed
+  -- Like store_pg: chunk 0 of entities not rewritten takes its row's fingerprint.
+  local fpu = unit.fingerprints or { entity_ids = {} }
+  for i, id in ipairs(fpu.entity_ids) do
+    local d = self.docs[doc_key(unit.entity_type, id, 0)]
+    if d then d.source_hash = fpu.fps[i] ~= "" and fpu.fps[i] or nil end
+  end
   -- Like store_pg: dead letters and their resolution in the same write.
   if unit.failures and #unit.failures > 0 then self:record_failures(unit.run_id, unit.failures) end
+  local resolved = 0
   if unit.resolved_ids and #unit.resolved_ids > 0 then
-    self:resolve_failures(unit.run_id, unit.entity_type, unit.resolved_ids)
+    resolved = self:resolve_failures(unit.run_id, unit.entity_type, unit.resolved_ids)
   end
   self:write_no_document(unit, record)
   record.failures = copy(unit.failures or {})
   record.resolved_ids = copy(unit.resolved_ids or {})
   record.usage = copy(unit.usage)
-  if unit.usage then
-    local u = self.usage[unit.entity_type] or { documents = 0, chunks = 0, bytes = 0, chars = 0, tokens = 0 }
-    for _, k in ipairs({ "documents", "chunks", "bytes", "chars", "tokens" }) do u[k] = u[k] + unit.usage[k] end
-    self.usage[unit.entity_type] = u
-  end
-  -- Like store_pg: the stored checkpoint only moves forward; units
-  -- committed past it are kept apart (store.ahead[entity_type][last_key]).
-  if unit.run_id and unit.checkpoint then
-    local cp = copy(unit.checkpoint)
-    local late = { deleted = pruned, refreshed = refreshed }
-    local function add_late(stats) for k, n in pairs(late) do stats[k] = (stats[k] or 0) + n end end
-    if cp.includes_unit then add_late(cp.stats) end
-    local cur = self.checkpoints[unit.entity_type]
-    if (cur and cur.seq or 0) < cp.seq then
-      self.checkpoints[unit.entity_type] = { seq = cp.seq, after = cp.after, stats = cp.stats }
-    end
-    local ahead = self.ahead[unit.entity_type] or {}
-    self.ahead[unit.entity_type] = ahead
-    for _, k in ipairs(cp.covered or {}) do ahead[k] = nil end
-    if unit.ahead then
-      local a = copy(unit.ahead)
-      add_late(a.stats)
-      ahead[a.last_key] = a
-    end
-  end
-  return { written = written, pruned = pruned, refreshed = refreshed }
+  if unit.usage then self:add_usage(unit.run_id, unit.entity_type, unit.usage) end
+  if unit.run_id and unit.checkpoint then advance_checkpoint(self, unit, pruned, refreshed) end
+  return { written = written, pruned = pruned, refreshed = refreshed, resolved = resolved }
 end
 
 -- Like store_pg: the no-document markers of a unit (store.no_document
@@ -654,8 +791,8 @@ function FakeStore:record_failures(run_id, failures)
     rec.run_id = run_id
     rec.attempts = rec.attempts or 1
     self.failures[#self.failures + 1] = rec
-    local by_type = self.open_failures[f.entity_type]
-    if not by_type then by_type = {}; self.open_failures[f.entity_type] = by_type end
+    local by_type = self.open_dead_letters[f.entity_type]
+    if not by_type then by_type = {}; self.open_dead_letters[f.entity_type] = by_type end
     local open = by_type[f.entity_id]
     if open then
       local attempts = open.attempts + rec.attempts
@@ -670,7 +807,7 @@ end
 
 function FakeStore:resolve_failures(run_id, entity_type, entity_ids)
   local n = 0
-  local by_type = self.open_failures[entity_type] or {}
+  local by_type = self.open_dead_letters[entity_type] or {}
   for _, id in ipairs(entity_ids) do
     if by_type[id] then
       local f = by_type[id]
@@ -683,27 +820,123 @@ function FakeStore:resolve_failures(run_id, entity_type, entity_ids)
   return n
 end
 
-function FakeStore:start_run(plan_name, params_json, dry_run)
-  local id = #self.runs + 1
-  self.runs[id] = { id = id, plan = plan_name, params = params_json, dry_run = dry_run, status = "running" }
-  return id, {}
+-- Statuses a run can be resumed from (like store_runs: a crash, a signal,
+-- an alert abort, an internal error).
+local RESUMABLE = { running = true, interrupted = true, aborted = true, failed = true }
+
+-- Like store_runs: resumes the latest unfinished run of plan + params (its
+-- checkpoint: resume_checkpoint()), or starts one; a run held (started and
+-- not yet let go) is "busy", as another session's advisory lock is.
+-- Returns run_id, checkpoint, resumed, has_units, or nil, err, "busy".
+function FakeStore:start_run(plan_name, params_json, dry_run, must_resume)
+  local run
+  for i = #self.runs, 1, -1 do
+    local r = self.runs[i]
+    if r.plan == plan_name and r.params == params_json and not r.dry_run and RESUMABLE[r.status] then
+      run = r
+      break
+    end
+  end
+  if run and run.held then
+    return nil, ("a execução %d do plano %q está em andamento em outro processo"):format(run.id, plan_name), "busy"
+  end
+  if not run and must_resume then
+    return nil, ("não há execução interrompida do plano %q com estes parâmetros para retomar"):format(plan_name),
+      "busy"
+  end
+  local resumed = run ~= nil
+  if not run then
+    run = { id = #self.runs + 1, plan = plan_name, params = params_json, dry_run = dry_run, requests_spent = 0 }
+    self.runs[run.id] = run
+  end
+  run.status, run.held = "running", true
+  return run.id, resumed and self:resume_checkpoint() or {}, resumed, false
 end
 
-function FakeStore:finish_run(run_id, status, report_json)
+-- Like store_runs: the run stays held until finish_run (no heartbeat here).
+function FakeStore:keep_run(opts) self.kept = opts end
+
+-- Like store_runs: records status and report (status nil: only lets the
+-- run go) and returns the requests spent, or nil, err for an unknown run.
+function FakeStore:finish_run(run_id, status, report_json, extra_requests)
   local run = self.runs[run_id]
   if not run then return nil, "execução " .. tostring(run_id) .. " não encontrada" end
-  run.status, run.report = status, report_json
+  run.held = false
+  if status then run.status, run.report = status, report_json end
+  run.requests_spent = (run.requests_spent or 0) + (extra_requests or 0)
+  return run.requests_spent
+end
+
+-- Adds the numbers of stats into per[entity_type].
+local function add_into(per, entity_type, stats)
+  local into = per[entity_type] or {}
+  for k, v in pairs(stats or {}) do
+    if type(v) == "number" then into[k] = (into[k] or 0) + v end
+  end
+  per[entity_type] = into
+end
+
+-- Like store_runs: what was committed, per entity type (the checkpoints'
+-- prefixes and the units committed past them).
+function FakeStore:committed_totals()
+  local per = {}
+  for entity_type, cp in pairs(self.checkpoints) do add_into(per, entity_type, cp.stats) end
+  for entity_type, ahead in pairs(self.ahead) do
+    for _, a in pairs(ahead) do add_into(per, entity_type, a.stats) end
+  end
+  return per
+end
+
+-- Like store_runs: the run's open dead letters.
+function FakeStore:open_failures(run_id)
+  local n = 0
+  for _, by_type in pairs(self.open_dead_letters) do
+    for _, f in pairs(by_type) do if f.run_id == run_id then n = n + 1 end end
+  end
+  return n
+end
+
+-- Like store_runs: tokens billed to the run (units written and batches dropped).
+function FakeStore:run_billed_tokens(run_id) return self.billed[run_id] or 0 end
+
+-- Like store_runs: the bill of a batch embedded and dropped, in the usage.
+function FakeStore:record_dropped(run_id, entity_type, usage)
+  self.dropped[#self.dropped + 1] = { run_id = run_id, entity_type = entity_type, usage = copy(usage) }
+  self:add_usage(run_id, entity_type, { documents = 0, chunks = usage.chunks, bytes = usage.bytes,
+                                        chars = usage.chars, tokens = usage.tokens })
   return true
 end
+
+-- Usage per entity type (store.usage) and tokens billed per run (store.billed).
+function FakeStore:add_usage(run_id, entity_type, usage)
+  local u = self.usage[entity_type] or { documents = 0, chunks = 0, bytes = 0, chars = 0, tokens = 0 }
+  for _, k in ipairs({ "documents", "chunks", "bytes", "chars", "tokens" }) do u[k] = u[k] + (usage[k] or 0) end
+  self.usage[entity_type] = u
+  if run_id then self.billed[run_id] = (self.billed[run_id] or 0) + (usage.tokens or 0) end
+end
+
+-- The fake runs no SQL: a caller that needs PostgreSQL (ragops sync, the
+-- run's report of failure classes) is misusing it.
+function FakeStore:query()
+  error("ragops.testing: a store falsa não executa SQL (store:query)", 2)
+end
+function FakeStore:transaction()
+  error("ragops.testing: a store falsa não executa SQL (store:transaction)", 2)
+end
+
+-- The run is ending (store_pg: no more retries); recorded.
+function FakeStore:wind_down() self.wound_down = true end
 
 function M.store(opts)
   opts = opts or {}
   local st = setmetatable({
     sources = opts.sources or {},
     docs = {},                 -- doc_key -> document
-    writes = {}, checkpoints = {}, failures = {}, open_failures = {}, resolved = {},
+    writes = {}, checkpoints = {}, failures = {}, open_dead_letters = {}, resolved = {},
     runs = {}, deletions = {}, fetches = {}, ahead = {},
     usage = {},                -- entity_type -> { chunks, bytes, chars, tokens } billed
+    billed = {},               -- run_id -> tokens billed (units written and batches dropped)
+    dropped = {},              -- every record_dropped: { run_id, entity_type, usage }
     no_document = {},          -- entity_type -> { [id] = { updated_at, run_id } } (no document by decision)
   }, FakeStore)
   st.fail_write = opts.fail_write
@@ -717,7 +950,7 @@ end
 
 local LEVEL_NAMES = { debug = "DEPURAÇÃO", info = "INFO", warn = "AVISO", error = "ERRO" }
 
--- A ragops.log-like object that records "NIVEL mensagem" lines.
+-- A ragops.obs.log-like object that records "NIVEL mensagem" lines.
 function M.log()
   local lines = {}
   local log = { lines = lines }
@@ -754,25 +987,27 @@ end
 --          documents = {...}        (pre-existing docs for a new fake store)
 --          store = fake store       (reuse one, e.g. result.store of a previous run)
 --          embedder = { dim, fail, latency_ms } options, or a fake embedder object
---          alerts = true (ragops.alerts built from the plan's thresholds, on the
+--          alerts = true (ragops.obs.alerts built from the plan's thresholds, on the
 --                   fake clock; webhooks recorded in result.alerts.webhooks) or an object,
 --          scheduler, checkpoint, model ("fake-model"), run_id (1),
 --          range = { after, upto } (a scale-out work unit's key range),
 --          progress_every_ms, fail_write,
 --          stop_after_ms = n (stops the run like a signal at that fake time),
 --          budget_usd, price_per_1m_tokens (the spend budget and the model's price),
---          metrics = a ragops.metrics registry (the run's Prometheus metrics) }
+--          fingerprint = seed (rows' fingerprints, as a real run's env.fingerprint:
+--                        a re-run skips rows the store holds unchanged; nil: none),
+--          metrics = a ragops.obs.metrics registry (the run's Prometheus metrics) }
 -- Returns result = { stats, store, embedder, log (lines), clock (fake ms elapsed), plan, alerts }.
 function M.run(plan_or_path, opts)
   opts = opts or {}
   local plan_mod = require "ragops.plan"
-  local runner = require "ragops.runner"
+  local pipeline = require "ragops.run.pipeline"
   local p = plan_or_path
   if type(plan_or_path) == "string" then
     -- Same loading as `ragops run`: filter params (entity_type, entity_id,
     -- since, until, mode) become the plan's scope, exactly as the CLI does.
     local err
-    p, err = require("ragops.params").load_plan(plan_or_path, opts.params)
+    p, err = require("ragops.plan.params").load_plan(plan_or_path, opts.params)
     if not p then error(err, 2) end
   elseif not plan_mod.is_plan(plan_or_path) then
     error("testing.run: esperado um plano validado ou o caminho de um arquivo de plano", 2)
@@ -795,7 +1030,7 @@ function M.run(plan_or_path, opts)
   if alerts == true then
     -- The plan's own thresholds, on the fake clock; webhooks are recorded.
     local webhooks = {}
-    alerts = require("ragops.alerts").new {
+    alerts = require("ragops.obs.alerts").new {
       config = p.alerts, now = s.now, sleep = s.sleep, spawn = s.spawn, log = log, plan = p.name,
       webhook = function(payload) webhooks[#webhooks + 1] = payload; return true end,
     }
@@ -806,7 +1041,7 @@ function M.run(plan_or_path, opts)
     model = opts.model or "fake-model", dim = embedder.dim, log = log, run_id = run_id,
     checkpoint = opts.checkpoint, alerts = alerts or nil, progress_every_ms = opts.progress_every_ms,
     range = opts.range, budget_usd = opts.budget_usd, price_per_1m_tokens = opts.price_per_1m_tokens,
-    metrics = opts.metrics,
+    metrics = opts.metrics, fingerprint = opts.fingerprint,
   }
   local started = s.now()
   local stats = s.run(function()
@@ -817,7 +1052,7 @@ function M.run(plan_or_path, opts)
         if env.stop then env.stop(130, "interrompido (teste)") end
       end)
     end
-    return runner.run(p, env)
+    return pipeline.run(p, env)
   end)
   return setmetatable({
     stats = stats, store = store, embedder = embedder, log = log.lines,

@@ -153,7 +153,7 @@ end
 describe("fatos da documentação conferidos no código", function()
   it("as tabelas de códigos de saída listam exatamente os de ragops.exit", function()
     local expected = {}
-    for _, code in pairs(require("ragops.exit")) do
+    for _, code in pairs(require("ragops.util.exit")) do
       if type(code) == "number" then expected[#expected + 1] = code end
     end
     table.sort(expected)

@@ -42,7 +42,7 @@ local function assert_ptbr_without_traceback(text)
   end
   assert.is_nil(text:find("traceback", 1, true), text)
   assert.is_nil(text:find("[C]:", 1, true), text)
-  assert.is_nil(text:find("ragops/sandbox.lua", 1, true), text)
+  assert.is_nil(text:find("ragops/plan/sandbox.lua", 1, true), text)
 end
 
 local function count(url, sql) return H.scalar(url, sql) end

@@ -20,7 +20,7 @@ H.each_storage(function(storage)
     end)
 
     it("instala binário, runtime Lua, planos e config de exemplo", function()
-      for _, path in ipairs({ "/bin/ragops", "/share/ragops/lua/ragops/cli.lua",
+      for _, path in ipairs({ "/bin/ragops", "/share/ragops/lua/ragops/cli/init.lua",
                               "/share/ragops/plans/backfill.lua", "/share/ragops/config.example.lua" }) do
         assert.is_not_nil(io.open(prefix .. path, "r"), "faltou " .. path)
       end

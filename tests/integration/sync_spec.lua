@@ -267,7 +267,7 @@ describe("ragops sync", function()
     assert.are.equal(130, stop(job))
     -- at most the units not yet committed at the kill again: in_flight
     -- embedding, one waiting for a writer and min(in_flight, 8) writing
-    -- (ragops.runner process_units), of batch.size each
+    -- (ragops.run.pipeline process_units), of batch.size each
     assert.is_true(spent >= 10000 and spent <= 10000 + (4 + 1 + 4) * 64, "embeddings pedidos: " .. spent)
     assert.are.equal(10000, H.scalar(url, "select count(*) from rag_documents where entity_type = 'verse' and content like '% rajada'"))
     local code, _, err, rep = H.ragops(url, "run " .. H.q(plan), { report = true })

@@ -3,7 +3,7 @@
 -- metrics the engine declares, and the rules pass promtool's own tests.
 
 local cjson = require "cjson"
-local metrics = require "ragops.metrics"
+local metrics = require "ragops.obs.metrics"
 
 local ROOT = os.getenv("RAGOPS_SOURCE_DIR") or "."
 

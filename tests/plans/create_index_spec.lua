@@ -2,7 +2,7 @@
 -- defaults, read by `ragops index create` (no database needed).
 require "tests.lua.c_stubs"
 
-local index = require "ragops.index"
+local index = require "ragops.vector.index"
 
 local here = debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$") or "."
 local PLAN = here .. "/../../plans/create_index.lua"

@@ -1,10 +1,10 @@
 -- model_compare_spec.lua: the demo's model-change gate loads in the sandbox,
 -- imports the demo's golden set and sets every compare threshold (checked by
--- ragops.model like `ragops model compare` does).
+-- ragops.vector.model like `ragops model compare` does).
 require "tests.lua.c_stubs"
 
-local validate = require "ragops.validate"
-local model = require "ragops.model"
+local validate = require "ragops.vector.validate"
+local model = require "ragops.vector.model"
 
 local here = debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$") or "."
 local GATE = here .. "/../../plans/model_compare.lua"

@@ -2,7 +2,7 @@
 -- load in the sandbox and are well formed (no database needed).
 require "tests.lua.c_stubs"
 
-local validate = require "ragops.validate"
+local validate = require "ragops.vector.validate"
 
 local here = debug.getinfo(1, "S").source:sub(2):match("^(.*)/[^/]*$") or "."
 local GATE = here .. "/../../plans/validate_quality.lua"

@@ -1,0 +1,290 @@
+-- ragops.provider.ratelimit: client-side rate limits for calls to the embedding
+-- provider. One limiter is shared by every worker coroutine of a run; before
+-- each request a worker calls acquire(tokens) and after it release(outcome).
+--
+-- Three things gate an acquisition, all of them at once:
+--   * a concurrency window (AIMD): halves on 429/503 (at most once per
+--     cooldown_ms), grows by one after `window` successes, up to
+--     max_concurrency;
+--   * a requests bucket (capacity = requests_per_min, continuous refill);
+--   * a tokens bucket (capacity = tokens_per_min, continuous refill). A request
+--     larger than the whole capacity passes when the bucket is full and leaves
+--     the bucket in debt, so the long-run rate still holds and nothing
+--     deadlocks.
+-- pause_until(ms) (from a provider's Retry-After) holds every new
+-- acquisition until that instant. Waiters are served strictly in FIFO order.
+--
+-- Waiting never spins: only the head of the queue ever waits on time (one
+-- sched.sleep for exactly the missing time); the others are suspended and
+-- woken when they become the head or when a slot frees up.
+local M = {}
+
+M.DEFAULT_MAX_CONCURRENCY = 8
+M.DEFAULT_MIN_CONCURRENCY = 1
+M.DEFAULT_COOLDOWN_MS = 2000
+
+-- Tolerance for float rounding when comparing bucket levels.
+local EPSILON = 1e-9
+
+local Limiter = {}
+Limiter.__index = Limiter
+
+-- A token bucket holding `capacity` units, refilled at capacity/60000 per ms.
+-- nil when there is no limit.
+local function new_bucket(per_min, now)
+  if per_min == nil then return nil end
+  return { capacity = per_min, level = per_min, rate = per_min / 60000, updated = now }
+end
+
+local function refill(bucket, now)
+  if not bucket then return end
+  local elapsed = now - bucket.updated
+  if elapsed > 0 then
+    bucket.level = math.min(bucket.capacity, bucket.level + elapsed * bucket.rate)
+  end
+  bucket.updated = now
+end
+
+-- What the bucket needs before it can grant `amount`: an oversize request
+-- only needs a full bucket.
+local function bucket_need(bucket, amount)
+  return math.min(amount, bucket.capacity)
+end
+
+-- Milliseconds until the bucket can grant `amount` (0 = now).
+local function bucket_wait_ms(bucket, amount)
+  if not bucket then return 0 end
+  local missing = bucket_need(bucket, amount) - bucket.level
+  if missing <= EPSILON then return 0 end
+  return math.max(1, math.ceil(missing / bucket.rate))
+end
+
+local function bucket_take(bucket, amount)
+  if bucket then bucket.level = bucket.level - amount end
+end
+
+local function check_limit(opts, key, integer)
+  local v = opts[key]
+  if v == nil then return end
+  if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge
+      or (integer and v ~= math.floor(v)) then
+    error(("ratelimit.new: %s deve ser um número%s maior que zero, recebido %s")
+      :format(key, integer and " inteiro" or "", tostring(v)), 3)
+  end
+end
+
+-- The concurrency a run really gets: the plan's in_flight, capped by the
+-- provider's max_concurrency when that is lower. Returns the effective
+-- value and, when capped, the pt-BR reason (first log line and report).
+function M.effective_concurrency(in_flight, max_concurrency)
+  if max_concurrency and max_concurrency < in_flight then
+    return max_concurrency, ("o plano pede %d; limitado por provider.rate_limits.max_concurrency = %d")
+      :format(in_flight, max_concurrency)
+  end
+  return in_flight, nil
+end
+
+-- opts = { sched = scheduler (now/sleep/suspend/wake), requests_per_min,
+--          tokens_per_min, max_concurrency (default: in_flight, else 8),
+--          in_flight (the plan's workers), min_concurrency (1),
+--          cooldown_ms (2000), log = ragops.obs.log-like (optional) }
+-- Without a provider max_concurrency the AIMD window's ceiling is the
+-- plan's in_flight: it only shrinks (429/503) and grows back to it.
+function M.new(opts)
+  if type(opts) ~= "table" then
+    error("ratelimit.new: esperada uma tabela de opções", 2)
+  end
+  local s = opts.sched
+  if type(s) ~= "table" or type(s.now) ~= "function" or type(s.sleep) ~= "function"
+      or type(s.suspend) ~= "function" or type(s.wake) ~= "function" then
+    error("ratelimit.new: sched deve ser um escalonador (now, sleep, suspend, wake)", 2)
+  end
+  check_limit(opts, "requests_per_min", false)
+  check_limit(opts, "tokens_per_min", false)
+  check_limit(opts, "max_concurrency", true)
+  check_limit(opts, "min_concurrency", true)
+  check_limit(opts, "in_flight", true)
+  local max_c = opts.max_concurrency or opts.in_flight or M.DEFAULT_MAX_CONCURRENCY
+  local min_c = opts.min_concurrency or M.DEFAULT_MIN_CONCURRENCY
+  if min_c > max_c then
+    error(("ratelimit.new: min_concurrency (%d) maior que max_concurrency (%d)")
+      :format(min_c, max_c), 2)
+  end
+  local cooldown = opts.cooldown_ms or M.DEFAULT_COOLDOWN_MS
+  if type(cooldown) ~= "number" or cooldown ~= cooldown or cooldown < 0 then
+    error("ratelimit.new: cooldown_ms deve ser um número >= 0", 2)
+  end
+  local now = s.now()
+  return setmetatable({
+    sched = s,                       -- scheduler used for now/sleep/suspend/wake
+    log = opts.log,                  -- optional logger (warn/info)
+    max_concurrency = max_c,         -- ceiling of the AIMD window
+    min_concurrency = min_c,         -- floor of the AIMD window
+    cooldown_ms = cooldown,          -- minimum gap between two decreases
+    window = max_c,                  -- current concurrency window
+    workers = opts.in_flight,        -- the plan's workers (nil: unknown)
+    in_flight = 0,                   -- acquisitions not yet released
+    successes = 0,                   -- successes since the window last changed
+    last_decrease = nil,             -- clock of the last decrease (nil = never)
+    paused_until = nil,              -- no grant before this clock (Retry-After)
+    requests = new_bucket(opts.requests_per_min, now), -- requests bucket or nil
+    tokens = new_bucket(opts.tokens_per_min, now),     -- tokens bucket or nil
+    queue = {}, head = 1, tail = 0,  -- FIFO of waiters { co, tokens, state, since }
+    waited_ms = 0,                   -- total time spent waiting in acquire
+    throttled = 0,                   -- acquisitions that had to wait
+  }, Limiter)
+end
+
+-- Milliseconds the head must still wait for time-based gates (pause and
+-- buckets), assuming a concurrency slot is free. 0 = can go now.
+function Limiter:_time_wait(tokens)
+  local now = self.sched.now()
+  refill(self.requests, now)
+  refill(self.tokens, now)
+  local wait = 0
+  if self.paused_until and self.paused_until > now then
+    wait = math.max(wait, math.ceil(self.paused_until - now))
+  end
+  wait = math.max(wait, bucket_wait_ms(self.requests, 1))
+  wait = math.max(wait, bucket_wait_ms(self.tokens, tokens))
+  return wait
+end
+
+function Limiter:_grant(tokens)
+  bucket_take(self.requests, 1)
+  bucket_take(self.tokens, tokens)
+  self.in_flight = self.in_flight + 1
+end
+
+-- Wakes the head of the queue if it is suspended (a sleeping head wakes by
+-- itself and re-checks everything).
+function Limiter:_wake_head()
+  local w = self.queue[self.head]
+  if w and w.state == "suspended" then
+    w.state = "ready"
+    self.sched.wake(w.co)
+  end
+end
+
+-- Waits until a request of `tokens` (estimated) tokens may be sent.
+function Limiter:acquire(tokens)
+  tokens = tokens or 0
+  if type(tokens) ~= "number" or tokens ~= tokens or tokens < 0 or tokens == math.huge then
+    error("acquire: tokens deve ser um número >= 0, recebido " .. tostring(tokens), 2)
+  end
+  local s = self.sched
+  -- Fast path: nobody queued, everything open.
+  if self.head > self.tail and self.in_flight < self.window and self:_time_wait(tokens) == 0 then
+    self:_grant(tokens)
+    return
+  end
+  local me = { co = coroutine.running(), tokens = tokens, state = "ready", since = s.now() }
+  if not me.co then error("acquire: chamada fora de uma corrotina", 2) end
+  self.tail = self.tail + 1
+  self.queue[self.tail] = me
+  self.throttled = self.throttled + 1
+  while true do
+    if self.queue[self.head] ~= me or self.in_flight >= self.window then
+      me.state = "suspended"
+      s.suspend()
+    else
+      local wait = self:_time_wait(tokens)
+      if wait > 0 then
+        me.state = "sleeping"
+        s.sleep(wait)
+        me.state = "ready"
+      else
+        break
+      end
+    end
+  end
+  self.queue[self.head] = nil
+  self.head = self.head + 1
+  self:_grant(tokens)
+  self.waited_ms = self.waited_ms + (s.now() - me.since)
+  -- The next waiter may be able to go right away (or start its own wait).
+  self:_wake_head()
+end
+
+local function is_overload(status)
+  return status == 429 or status == 503
+end
+
+-- Ends an acquisition. outcome = { status = HTTP status or 0, ok = bool };
+-- nil means "no verdict" (the call was abandoned): the slot is freed and the
+-- window does not move.
+function Limiter:release(outcome)
+  if outcome ~= nil and type(outcome) ~= "table" then
+    error("release: outcome deve ser uma tabela { status = n, ok = bool }", 2)
+  end
+  if self.in_flight <= 0 then
+    error("release: chamada sem um acquire correspondente", 2)
+  end
+  self.in_flight = self.in_flight - 1
+  if outcome then
+    local status = tonumber(outcome.status) or 0
+    if is_overload(status) then
+      self.successes = 0
+      local now = self.sched.now()
+      if not self.last_decrease or now - self.last_decrease >= self.cooldown_ms then
+        self.last_decrease = now
+        local new = math.max(self.min_concurrency, math.floor(self.window / 2))
+        if new < self.window then
+          self.window = new
+          if self.log then
+            self.log.warn("limite de concorrência reduzido para %d após %d", new, status)
+          end
+        end
+      end
+    elseif outcome.ok then
+      if self.window < self.max_concurrency then
+        self.successes = self.successes + 1
+        if self.successes >= self.window then
+          self.window = self.window + 1
+          self.successes = 0
+          if self.window == self.max_concurrency and self.log then
+            self.log.info("concorrência restaurada para %d", self.window)
+          end
+        end
+      end
+    end
+  end
+  self:_wake_head()
+end
+
+-- Holds every new acquisition until the scheduler clock reaches `ms`
+-- (absolute, same clock as sched.now()). An earlier instant never shortens
+-- a pause already in force.
+function Limiter:pause_until(ms)
+  if type(ms) ~= "number" or ms ~= ms then
+    error("pause_until: esperado um instante em milissegundos, recebido " .. tostring(ms), 2)
+  end
+  if not self.paused_until or ms > self.paused_until then
+    self.paused_until = ms
+  end
+end
+
+-- concurrency: the requests that may really be in flight now, the AIMD
+-- window within the plan's workers (a window of 8 over 4 workers sends 4).
+function Limiter:stats()
+  local concurrency = self.workers and math.min(self.window, self.workers) or self.window
+  return { concurrency = concurrency, in_flight = self.in_flight,
+           waited_ms = self.waited_ms, throttled = self.throttled,
+           queued = self.tail - self.head + 1 }
+end
+
+-- Estimated tokens of one text (about 4 bytes per token): the one estimate
+-- of the engine (the limiter, the dry-run, the budget's admission).
+function M.estimate_text_tokens(text)
+  return math.ceil(#text / 4)
+end
+
+-- Estimated tokens of a list of texts, the figure passed to acquire()
+-- before the provider tells the real count.
+function M.estimate_tokens(texts)
+  local n = 0
+  for _, text in ipairs(texts) do n = n + M.estimate_text_tokens(text) end
+  return n
+end
+
+return M
