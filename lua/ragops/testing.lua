@@ -867,14 +867,7 @@ function FakeStore:finish_run(run_id, status, report_json, extra_requests)
   return run.requests_spent
 end
 
--- Adds the numbers of stats into per[entity_type].
-local function add_into(per, entity_type, stats)
-  local into = per[entity_type] or {}
-  for k, v in pairs(stats or {}) do
-    if type(v) == "number" then into[k] = (into[k] or 0) + v end
-  end
-  per[entity_type] = into
-end
+local add_into = require("ragops.util.tables").add_numbers_into
 
 -- Like store_runs: what was committed, per entity type (the checkpoints'
 -- prefixes and the units committed past them).

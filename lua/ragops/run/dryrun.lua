@@ -328,24 +328,9 @@ end
 -- (a begin/commit would end it). Returns fn's result or nil, err, sqlstate.
 function DryStore:transaction(fn)
   return self.pool:with(function(conn)
-    local function step(sql, ...)
-      local rows, err, state = conn:query(sql, ...)
-      if not rows then error({ err = err, state = state }, 0) end
-      return rows
-    end
-    local ok, res = pcall(function()
-      step("savepoint ragops_dry")
-      local result = fn(step, conn)
-      step("release savepoint ragops_dry")
-      return result
-    end)
-    if ok then return res end
-    conn:query("rollback to savepoint ragops_dry")
-    if type(res) == "table" and res.err then
-      self.tally:note_state(res.err, res.state)
-      return nil, res.err, res.state
-    end
-    error(res, 0)
+    local res, err, state = store_pg.transaction(conn, fn, store_pg.SAVEPOINT)
+    if err then self.tally:note_state(err, state) end
+    return res, err, state
   end)
 end
 

@@ -234,23 +234,31 @@ function M.query(pool, sql, ...)
   return pool:with(function(conn) return conn:query(sql, unpack(args, 1, n)) end)
 end
 
--- Runs fn(step, conn) between begin and commit on conn; step(sql, ...) runs a
--- query and raises on error. Returns fn's result, or nil, err, sqlstate after
--- a rollback. Errors that are not query errors propagate.
-function M.transaction(conn, fn)
+-- The statements around a transaction: a whole one, or a savepoint inside
+-- a transaction already open (the dry-run's read-only session).
+M.TRANSACTION = { open = "begin", close = "commit", undo = "rollback" }
+M.SAVEPOINT = { open = "savepoint ragops_tx", close = "release savepoint ragops_tx",
+                undo = "rollback to savepoint ragops_tx" }
+
+-- Runs fn(step, conn) between begin and commit on conn (or bracket's
+-- statements); step(sql, ...) runs a query and raises on error. Returns
+-- fn's result, or nil, err, sqlstate after a rollback. Errors that are not
+-- query errors propagate.
+function M.transaction(conn, fn, bracket)
+  bracket = bracket or M.TRANSACTION
   local function step(sql, ...)
     local rows, err, state = conn:query(sql, ...)
     if not rows then error({ err = err, state = state }, 0) end
     return rows
   end
   local ok, res = pcall(function()
-    step("begin")
+    step(bracket.open)
     local result = fn(step, conn)
-    step("commit")
+    step(bracket.close)
     return result
   end)
   if ok then return res end
-  if conn:is_ok() then conn:query("rollback") end
+  if conn:is_ok() then conn:query(bracket.undo) end
   if type(res) == "table" and res.err then return nil, res.err, res.state end
   error(res, 0)
 end

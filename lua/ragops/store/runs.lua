@@ -267,14 +267,7 @@ function Store:open_failures(run_id)
   return rows[1].n
 end
 
--- Adds stats (counters) into per[entity_type].
-local function add_into(per, entity_type, stats)
-  local into = per[entity_type] or {}
-  for k, v in pairs(stats or {}) do
-    if type(v) == "number" then into[k] = (into[k] or 0) + v end
-  end
-  per[entity_type] = into
-end
+local add_into = require("ragops.util.tables").add_numbers_into
 
 local COMMITTED_SQL = [[
   select checkpoint::text as checkpoint,
