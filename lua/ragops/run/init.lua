@@ -17,7 +17,6 @@ local exit = require "ragops.util.exit"
 local http = require "ragops.http"
 local log = require "ragops.obs.log"
 local metrics_endpoint = require "ragops.obs.metrics_endpoint"
-local messages = require "ragops.util.messages"
 local metrics_mod = require "ragops.obs.metrics"
 local model = require "ragops.vector.model"
 local params_mod = require "ragops.plan.params"
@@ -28,6 +27,7 @@ local ratelimit = require "ragops.provider.ratelimit"
 local report = require "ragops.report"
 local report_html = require "ragops.report.html"
 local pipeline = require "ragops.run.pipeline"
+local safe_file = require "ragops.util.safe_file"
 local sched = require "ragops.util.sched"
 local store_pg = require "ragops.store.pg"
 local workunits = require "ragops.run.workunits"
@@ -66,24 +66,18 @@ end
 M.MAX_LEASE_S = 86400
 
 -- Checks, before the run starts, that the report files (--report-json,
--- --report-html) can be written: their folder exists and takes a file
--- (the one the atomic write creates next to it, removed at once), and the
--- path is not a folder. Returns true or nil, err.
+-- --report-html) can be written the way ragops.util.safe_file writes them:
+-- the target is a regular file or absent (not a link, folder, FIFO...) and
+-- its folder takes a new file (probed with O_EXCL: a link planted next to
+-- it is never followed). Returns true or nil, err.
 function M.check_output_files(opts)
   for _, flag in ipairs({ "report-json", "report-html" }) do
     local path = opts[flag]
     if path then
-      local probe, err = io.open(path .. ".tmp", "w")
-      if not probe then
+      local ok, err = safe_file.check_writable(path)
+      if not ok then
         return nil, ("--%s %s: não é possível gravar o relatório ali (%s); confira se a pasta existe e aceita "
-          .. "gravação"):format(flag, path, messages.translate((tostring(err):gsub("^.-: ", ""))))
-      end
-      probe:close()
-      os.remove(path .. ".tmp")
-      local folder = io.open(path .. "/.", "r") -- opens only when path is a folder
-      if folder then
-        folder:close()
-        return nil, ("--%s %s: é uma pasta; informe o caminho de um arquivo"):format(flag, path)
+          .. "gravação"):format(flag, path, err)
       end
     end
   end

@@ -120,6 +120,39 @@ local function sync_directory(dir)
   end
 end
 
+-- The refusal of a target that is not a regular file (what: inspect's
+-- kind), or nil when it may be replaced.
+local function refusal(what)
+  if what == "link" then
+    return "o destino é um link simbólico; por segurança, só arquivos comuns são substituídos "
+      .. "(indique o caminho do arquivo real)"
+  elseif what == "other" then
+    return "o destino não é um arquivo comum (pasta, dispositivo, FIFO ou socket)"
+  end
+end
+
+-- Whether M.write(path, ...) could replace path, without touching it: the
+-- target is a regular file or absent, and its directory takes a new file (a
+-- temporary created with O_EXCL, never through a planted link, and removed
+-- at once). For checks before a run starts. Returns true or nil, pt-BR
+-- reason, kind.
+function M.check_writable(path)
+  if type(path) ~= "string" or path == "" or path:find("\0", 1, true) then
+    error("safe_file.check_writable: caminho deve ser um texto não vazio", 2)
+  end
+  local what, mode = inspect(path)
+  if not what then return nil, "não foi possível examinar o destino: " .. mode, "io" end
+  local refused = refusal(what)
+  if refused then return nil, refused, "not_regular" end
+  local dir, template = temporary_template(path)
+  local name = ffi.new("char[?]", #template + 1, template)
+  local fd = C.mkostemp(name, O_CLOEXEC)
+  if fd < 0 then return nil, ("não foi possível criar um arquivo em %s: %s"):format(dir, system_error()), "io" end
+  C.close(fd)
+  C.unlink(name)
+  return true
+end
+
 -- Replaces path with text (see the file header). Returns true or nil,
 -- pt-BR reason, kind.
 function M.write(path, text)
@@ -129,12 +162,8 @@ function M.write(path, text)
   if type(text) ~= "string" then error("safe_file.write: o conteúdo deve ser um texto", 2) end
   local what, mode = inspect(path)
   if not what then return nil, "não foi possível examinar o destino: " .. mode, "io" end
-  if what == "link" then
-    return nil, "o destino é um link simbólico; por segurança, só arquivos comuns são substituídos "
-      .. "(indique o caminho do arquivo real)", "not_regular"
-  elseif what == "other" then
-    return nil, "o destino não é um arquivo comum (pasta, dispositivo, FIFO ou socket)", "not_regular"
-  end
+  local refused = refusal(what)
+  if refused then return nil, refused, "not_regular" end
   if what == "absent" then
     local mask = C.umask(0x12)
     C.umask(mask)
