@@ -85,9 +85,9 @@ int main(void)
     /* An error escaping the main coroutine gives status 2. */
     ASSERT_INT_EQ(run_chunk("require('ragops.core').sleep(1); error('boom')"), 2);
 
-    /* Queue, group and semaphore from ragops.sched on the real loop. */
+    /* Queue, group and semaphore from ragops.util.sched on the real loop. */
     ASSERT_INT_EQ(run_chunk(
-        "local core, sched = require 'ragops.core', require 'ragops.sched'\n"
+        "local core, sched = require 'ragops.core', require 'ragops.util.sched'\n"
         "local s = sched.real(); local q = sched.queue(s, 2); local g = sched.group(s)\n"
         "local sem = sched.semaphore(s, 2); local inside, peak, got = 0, 0, 0\n"
         "for _ = 1, 4 do g:spawn(function() while true do local x = q:pop(); if not x then return end\n"
@@ -98,7 +98,7 @@ int main(void)
 
     /* A task error is re-raised by group:wait with its traceback. */
     ASSERT_INT_EQ(run_chunk(
-        "local sched = require 'ragops.sched'; local g = sched.group(sched.real())\n"
+        "local sched = require 'ragops.util.sched'; local g = sched.group(sched.real())\n"
         "g:spawn(function() error('falhou aqui') end)\n"
         "local ok, err = pcall(g.wait, g)\n"
         "return (not ok and err:find('falhou aqui') and err:find('traceback')) and 0 or 1"), 0);
