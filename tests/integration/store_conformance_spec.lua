@@ -53,16 +53,25 @@ if describe == nil and RAGOPS_HOME then
       for i, r in ipairs(ROWS) do rows[i] = { id = r.id, body = r.body, u = r.u } end
       return testing.store { sources = { conf = rows } }, testing.vecbatch
     end
-    local core = require "ragops.core"
+    -- The real stores take the engine's own vector batches: embedded by the
+    -- test embed-server through the production client (ragops.embed).
+    local client = require("ragops.embed").client {
+      url = os.getenv("RAGOPS_EMBED_URL"), model = "m", dimensions = dim, expected_dim = dim, timeout_ms = 30000,
+    }
+    local function embedded(n)
+      local texts = {}
+      for i = 1, n do texts[i] = "vetor " .. i end
+      return assert(client:embed(texts))
+    end
     if kind == "pg" then
       local pool = require("ragops.store.pool").new { conninfo = url, sched = s, size = 4 }
       return require("ragops.store.pg").new { pool = pool, table = "rag_documents", embedding_type = coltype,
-                                               model = "m", dim = dim }, core.vecbatch
+                                               model = "m", dim = dim }, embedded
     end
     local dryrun = require "ragops.run.dryrun"
     local cfg = { database = { url = url, table = "rag_documents" }, provider = { model = "m", dim = dim } }
     local conn = assert(dryrun.open_read_only(cfg))
-    return dryrun.dry_store(conn, s, cfg, coltype, dryrun.new_tally()), core.vecbatch
+    return dryrun.dry_store(conn, s, cfg, coltype, dryrun.new_tally()), embedded
   end
 
   local store, vecbatch = open()
@@ -70,6 +79,7 @@ if describe == nil and RAGOPS_HOME then
   local h = { fps = {} }
 
   local function batch(n)
+    if kind ~= "fake" then return vecbatch(n) end
     local vectors = {}
     for i = 1, n do
       vectors[i] = {}
