@@ -12,6 +12,7 @@
 --   RAGOPS_EMBED_URL    -> provider.url
 --   OPENAI_API_KEY      -> provider.api_key   (nunca aparece em logs)
 --   RAGOPS_EMBED_MODEL  -> provider.model
+--   RAGOPS_PLANS        -> plans.dir           (relativo à pasta atual)
 -- Prefira definir senhas e chaves por variável de ambiente, não aqui.
 
 return {
@@ -107,6 +108,20 @@ return {
     -- Webhook (http/https) que recebe um POST JSON quando um alerta dispara.
     -- nil = alertas só no log. O caminho da URL é mascarado nos logs.
     webhook_url = nil,
+  },
+
+  plans = {
+    -- Pasta dos planos do operador (no repositório da aplicação, fora do
+    -- runtime do ragops). Caminho relativo = relativo à pasta DESTE arquivo.
+    -- nil = os planos de exemplo do runtime (plans/ da instalação: a demo).
+    -- Os planos importam os vizinhos desta pasta: import "comum.lua".
+    dir = nil,
+    -- O plano usado quando o comando não recebe --plan: o NOME de um plano da
+    -- pasta ("artigos" = artigos.lua) ou o caminho de um arquivo .lua. nil = o
+    -- único plano da pasta (com mais de um, o comando lista os encontrados e
+    -- pede --plan). Um plano por acervo: backfill, reindex, sync, failures
+    -- retry, status e model usam o mesmo.
+    default = nil,
   },
 
   -- Limites do código dos planos (docs/limites-e-riscos.md). Carregar um plano ou

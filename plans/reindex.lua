@@ -1,4 +1,6 @@
--- plans/reindex.lua: reindexação controlada, com as mesmas fontes do backfill.
+-- plans/reindex.lua: EXEMPLO (`--plan reindex`). Um plano por acervo: `ragops reindex`
+-- roda o plano do acervo (plans/backfill.lua na demo) recortado pelos filtros; este
+-- arquivo só mostra um plano que importa outro e dá outro nome à operação.
 --
 -- O recorte vem dos parâmetros (flags de `ragops reindex` ou --set):
 --   entity_type = "verse,fortune"   tipos de entidade (separados por vírgula)

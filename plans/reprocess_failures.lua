@@ -1,7 +1,9 @@
--- plans/reprocess_failures.lua: reprocessa a fila de falhas (dead letters).
+-- plans/reprocess_failures.lua: EXEMPLO (`ragops run reprocess_failures ...`). Um plano
+-- por acervo: `ragops failures retry` roda o plano do acervo com os ajustes de
+-- operations.failures_retry (mesmos lotes de 16 e 2 em paralelo deste arquivo, por padrão).
 --
--- Usado por `ragops failures retry`, que roda este plano uma vez por tipo de
--- entidade com falhas em aberto, com entity_type e entity_id preenchidos a
+-- `ragops failures retry --plan reprocess_failures` ainda o usa: uma execução por
+-- tipo de entidade com falhas em aberto, com entity_type e entity_id preenchidos a
 -- partir da tabela ragops_failures. As entidades gravadas (ou encontradas já
 -- em dia) têm suas falhas marcadas como resolvidas; o histórico fica.
 local base = import "backfill.lua"

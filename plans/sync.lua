@@ -1,4 +1,6 @@
--- plans/sync.lua: mantém rag_documents em dia com as tabelas do demo
+-- plans/sync.lua: EXEMPLO (`--plan sync`). Um plano por acervo: `ragops sync` roda o
+-- plano do acervo (plans/backfill.lua na demo); este arquivo mantém rag_documents em
+-- dia com as tabelas do demo
 -- (`ragops sync`, `ragops sync --follow`), pela fila de mudanças alimentada
 -- por gatilhos (`ragops sync install` antes). Reaproveita as fontes de
 -- plans/backfill.lua, que já declaram o bloco sync de cada uma. Para uma

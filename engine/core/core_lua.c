@@ -1,6 +1,6 @@
 /*
  * core_lua.c: the `ragops.core` module: clocks, the process id, terminal
- * check, file kind, the content hash and the UTF-8 checks here; the
+ * check, file kind, a folder's entries, the content hash and the UTF-8 checks here; the
  * scheduler's primitives (bridge.c), signals (signals.c) and the sandbox's
  * guards (guards.c) registered with them.
  */
@@ -8,6 +8,7 @@
 #include "utf8.h"
 #include "vecbatch.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -70,6 +71,32 @@ static int core_file_kind(lua_State *L)
     lua_pushstring(L, S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory" : "other");
     lua_pushnumber(L, (lua_Number)st.st_size);
     return 2;
+}
+
+/* core.list_dir(path) -> { name, ... } (unsorted, without "." and ".."),
+ * at most RG_LIST_DIR_MAX entries; or nil, errno text. The plans folder is
+ * listed with it (ragops.plan.locate: the plans found, the only plan). */
+#define RG_LIST_DIR_MAX 4096
+static int core_list_dir(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    DIR *dir = opendir(path);
+    if (dir == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    lua_newtable(L);
+    int n = 0;
+    struct dirent *entry;
+    while (n < RG_LIST_DIR_MAX && (entry = readdir(dir)) != NULL) {
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+            continue;
+        lua_pushstring(L, entry->d_name);
+        lua_rawseti(L, -2, ++n);
+    }
+    closedir(dir);
+    return 1;
 }
 
 /* core.hash(s, ...) -> 32 hex chars: XXH3-128 over the arguments, each
@@ -149,6 +176,7 @@ int luaopen_ragops_core(lua_State *L)
         {"isatty", core_isatty},     {"utf8_length", core_utf8_length},
         {"utf8_check", core_utf8_check},
         {"file_kind", core_file_kind},
+        {"list_dir", core_list_dir},
         {NULL, NULL},
     };
     rg_vecbatch_register(L);

@@ -78,7 +78,7 @@ end
 
 local commands = {
   migrate = cmd_migrate.main,
-  run = cmd_run.main, backfill = cmd_run.shortcut("backfill.lua"), reindex = cmd_run.shortcut("reindex.lua"),
+  run = cmd_run.main, backfill = cmd_run.shortcut("backfill"), reindex = cmd_run.shortcut("reindex"),
   failures = cmd_failures.main,
   index = cmd_index.main,
   validate = cmd_validate.main,

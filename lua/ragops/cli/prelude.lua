@@ -3,11 +3,14 @@
 -- set-up (--quiet, --log-format over log.format) → signals (SIGINT/SIGTERM
 -- stop the run; before the target, which may already query the database)
 -- → target (--target live | shadow | previous: which table) → plan
--- (PLANO.lua with its params). Each step is optional but the order is not;
+-- (--plan NOME|ARQUIVO, else plans.default, else the only plan of the
+-- plans folder: ragops.plan.locate; loaded with its params and tuned for
+-- the command's operation). Each step is optional but the order is not;
 -- a failed step prints its pt-BR error on stderr and returns the exit code.
 -- The commands keep only their options and their output.
 local config = require "ragops.plan.config"
 local exit = require "ragops.util.exit"
+local locate = require "ragops.plan.locate"
 local log = require "ragops.obs.log"
 local model = require "ragops.vector.model"
 local params_mod = require "ragops.plan.params"
@@ -43,16 +46,32 @@ end
 function M.signals() run.trap_signals() end
 function M.interrupted() return run.signal_received() ~= nil end
 
--- The plan at path under params. Returns plan, run params (the run's
--- identity) or nil, exit code (printed).
-function M.plan(path, params)
-  local p, loaded = params_mod.load_plan(path, params or {})
+-- The plan file a command runs: choice (--plan NOME|ARQUIVO, or nil for
+-- plans.default / the only plan of the folder) under cfg. Returns path,
+-- how ("flag", "default", "only", "demo") or nil, exit code (printed).
+function M.locate(choice, cfg)
+  local found, err = locate.resolve(choice, cfg)
+  if not found then return nil, exit.fail(exit.usage, "%s", err) end
+  return found.path, found.how
+end
+
+-- The plan at path (nil: M.locate(choice, cfg)) under params, tuned for
+-- operation (ragops.plan.params.OPERATIONS; nil: as written). Returns plan,
+-- run params (the run's identity) or nil, exit code (printed).
+function M.plan(path, params, operation, choice, cfg)
+  if not path then
+    local code
+    path, code = M.locate(choice, cfg)
+    if not path then return nil, code end
+  end
+  local p, loaded = params_mod.load_plan(path, params or {}, operation)
   if not p then return nil, exit.fail(exit.usage, "%s", loaded) end
   return p, loaded
 end
 
 -- The steps a command asks for, in the one order. want = { signals = true,
--- target = true (the command takes --target), plan = path, params = {} }.
+-- target = true (the command takes --target), plan = path or true (resolve
+-- opts.plan: M.locate), operation = "backfill" | ..., params = {} }.
 -- Returns { cfg, target, plan, params } or nil, exit code (printed; 130 once
 -- a signal arrived).
 function M.start(opts, want)
@@ -67,7 +86,8 @@ function M.start(opts, want)
     out.target = code
   end
   if want.plan then
-    out.plan, out.params = M.plan(want.plan, want.params)
+    local path = want.plan ~= true and want.plan or nil
+    out.plan, out.params = M.plan(path, want.params, want.operation, opts.plan, out.cfg)
     if not out.plan then
       return nil, (want.signals and M.interrupted()) and exit.interrupted or out.params
     end
@@ -87,10 +107,11 @@ function M.session(cfg, schema)
   return conn
 end
 
--- Runs the plan file at path under cfg (run, backfill, reindex, failures
--- retry): signals → target → plan → ragops.run. Once a signal arrived the
--- exit code is 130 whatever step it interrupted.
-function M.run_plan(path, opts, params, cfg)
+-- Runs the plan file at path (nil: the one opts.plan names, M.locate)
+-- under cfg for operation (run: nil; backfill, reindex, failures_retry):
+-- signals → target → plan → ragops.run. Once a signal arrived the exit code
+-- is 130 whatever step it interrupted.
+function M.run_plan(path, opts, params, cfg, operation)
   M.signals()
   local code
   local tcfg, target = M.target(cfg, params.target)
@@ -98,7 +119,7 @@ function M.run_plan(path, opts, params, cfg)
     code = target
   else
     params.target = target -- "live" (the default) leaves the run's identity as without --target
-    local p, loaded = M.plan(path, params)
+    local p, loaded = M.plan(path, params, operation, opts.plan, cfg)
     code = p and run.loaded_plan(p, loaded, tcfg, opts) or loaded
   end
   if M.interrupted() then return exit.interrupted end

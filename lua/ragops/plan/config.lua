@@ -21,6 +21,7 @@ M.ENV_OVERRIDES = {
   { "RAGOPS_EMBED_URL", "provider", "url" },
   { "OPENAI_API_KEY", "provider", "api_key" },
   { "RAGOPS_EMBED_MODEL", "provider", "model" },
+  { "RAGOPS_PLANS", "plans", "dir" },
 }
 
 -- Limits of plan/config code (ragops.plan.sandbox), one fresh table per call.
@@ -56,13 +57,14 @@ function M.defaults()
     metrics = { file = nil, listen = nil, push_url = nil },
     alerts = { webhook_url = nil },
     log = { progress_every_s = 5, format = "text" },
+    plans = { dir = nil, default = nil },
     sandbox = sandbox_defaults(),
   }
 end
 
 -- Allowed keys per section (for unknown-key errors).
 local KEYS = {
-  [""] = { "database", "provider", "metrics", "alerts", "log", "sandbox" },
+  [""] = { "database", "provider", "metrics", "alerts", "log", "plans", "sandbox" },
   database = { "url", "pool_size", "table", "storage" },
   provider = { "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
                "expected_latency_ms", "price_per_1m_tokens", "tokens_per_byte", "rate_limits" },
@@ -70,6 +72,7 @@ local KEYS = {
   metrics = { "file", "listen", "push_url" },
   alerts = { "webhook_url" },
   log = { "progress_every_s", "format" },
+  plans = { "dir", "default" },
   sandbox = sandbox.KEYS,
 }
 M.KEYS = KEYS
@@ -366,6 +369,25 @@ local function check_model_map(checker, path, map, what, ok, expected)
   end
 end
 
+-- The plans section: the operator's plans folder and the default plan
+-- (a NAME of that folder or a FILE; ragops.plan.locate resolves both).
+local function check_plans(checker, plans)
+  checker.only_keys(plans, "plans")
+  check_string(checker, "plans.dir", plans.dir, true, "o caminho da pasta dos planos")
+  check_string(checker, "plans.default", plans.default, true,
+    'o nome de um plano da pasta (como "artigos") ou o caminho de um arquivo .lua')
+end
+
+-- plans.dir relative to the configuration file's folder (RAGOPS_PLANS,
+-- from the environment, stays relative to the working directory).
+local function resolve_plans_dir(cfg, path, origins)
+  local dir = cfg.plans.dir
+  if not dir or origins["plans.dir"] or dir:sub(1, 1) == "/" or not path then return end
+  local folder = path:match("^(.*)/[^/]*$")
+  if folder == "" then folder = "/" end
+  if folder then cfg.plans.dir = folder .. "/" .. dir end
+end
+
 local function validate(cfg, checker)
   checker.only_keys(cfg, "")
   local db = cfg.database
@@ -430,6 +452,7 @@ local function validate(cfg, checker)
   check_http_url(checker, "metrics.push_url", cfg.metrics.push_url, true)
   checker.only_keys(cfg.alerts, "alerts")
   check_http_url(checker, "alerts.webhook_url", cfg.alerts.webhook_url, true)
+  check_plans(checker, cfg.plans)
   checker.only_keys(cfg.sandbox, "sandbox")
   for _, key in ipairs(sandbox.KEYS) do
     local range = SANDBOX_RANGES[key]
@@ -507,6 +530,7 @@ function M.load(path, env_getter)
       end
     end
     validate(cfg, checker)
+    resolve_plans_dir(cfg, path, origins)
     for _, secret in ipairs(M.secrets(cfg, env_getter)) do scrub.register(secret) end
     cfg.file = path
     -- The limits apply to every plan and golden file this process loads next.

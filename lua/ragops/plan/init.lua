@@ -536,6 +536,38 @@ local function validate_alerts(ctx, spec)
   return out
 end
 
+-- operations = { failures_retry = { batch = {...}, retry = {...}, alerts = {...} }, ... }:
+-- each section checked as the plan's own (errors name the operation); kept
+-- as written (ragops.plan.params overlays it on the plan for that operation).
+local function copy_tree(t)
+  if type(t) ~= "table" then return t end
+  local out = {}
+  for k, v in pairs(t) do out[k] = copy_tree(v) end
+  return out
+end
+local OPERATION_SECTIONS = { batch = validate_batch, retry = validate_retry, alerts = validate_alerts }
+local function validate_operations(ctx, spec)
+  if spec == nil then return nil end
+  ctx:table("operations", spec)
+  ctx:only_keys(spec, schema.keys("operations"), "operations")
+  local out = {}
+  for operation, tuning in pairs(spec) do
+    local path = "operations." .. operation
+    ctx:table(path, tuning)
+    ctx:only_keys(tuning, schema.keys("operations.op"), path)
+    ctx.subject = path
+    out[operation] = {}
+    for section, check in pairs(OPERATION_SECTIONS) do
+      if tuning[section] ~= nil then
+        check(ctx, tuning[section])
+        out[operation][section] = copy_tree(tuning[section])
+      end
+    end
+    ctx.subject = nil
+  end
+  return out
+end
+
 local function validate_string_list(ctx, path, list, what)
   ctx:table(path, list, "uma lista de " .. what)
   local out = {}
@@ -642,6 +674,7 @@ local function validate_plan(ctx, spec)
   out.alerts = validate_alerts(ctx, spec.alerts)
   out.budget = validate_budget(ctx, spec.budget)
   out.scope = validate_scope(ctx, spec.scope, out.sources)
+  out.operations = validate_operations(ctx, spec.operations)
   out.mode = spec.mode == nil and M.DEFAULTS.mode or ctx:enum("mode", spec.mode, { "only_missing", "overwrite" })
   if spec.limit ~= nil then
     -- A sanity run over at most `limit` entities per source: it never sees

@@ -4,6 +4,7 @@
 -- Pure Lua (plans' unit specs load plans through it via ragops.testing).
 local plan_mod = require "ragops.plan"
 local ratelimit = require "ragops.provider.ratelimit"
+local copy_table = require("ragops.util.tables").shallow_copy
 
 local M = {}
 
@@ -110,14 +111,55 @@ local function check_limit_texts(limits)
   return true
 end
 
--- Loads the plan and applies the filter params and the operating limits.
--- Returns plan, run params (what identifies the run) or nil, err.
-function M.load_plan(path, params)
+-- The operations one plan serves (plan key `operations`), and the tuning an
+-- operation gets when the plan says nothing: failures retry reprocesses
+-- problem documents, in small batches, and a high failure rate there is
+-- expected (a warning, not an abort).
+M.OPERATIONS = { "backfill", "reindex", "failures_retry", "sync" }
+local function default_tuning(p, operation)
+  if operation ~= "failures_retry" then return {} end
+  return {
+    batch = { size = math.min(p.batch.size, 16), in_flight = math.min(p.batch.in_flight, 2) },
+    alerts = { failure_rate = { above = 1, window = 100, min_samples = 100, action = "warn" } },
+  }
+end
+
+-- Plan overrides (for plan.with) turning plan p into its version for
+-- operation: the defaults, then the plan's operations[operation], each
+-- section overlaid key by key on the plan's own.
+function M.operation_overrides(p, operation)
+  local out = {}
+  local layers = { default_tuning(p, operation), (p.operations or {})[operation] or {} }
+  for _, layer in ipairs(layers) do
+    for section, values in pairs(layer) do
+      out[section] = out[section] or copy_table(p[section] or {})
+      for key, value in pairs(values) do out[section][key] = value end
+    end
+  end
+  return out
+end
+
+-- p for operation (nil: as written). Returns plan or nil, err.
+local function for_operation(p, operation)
+  if not operation then return p end
+  local overrides = M.operation_overrides(p, operation)
+  if next(overrides) == nil then return p end
+  local ok, result = pcall(plan_mod.with, p, overrides, ("%s (operations.%s)"):format(p.file, operation))
+  if not ok then return nil, tostring(result) end
+  return result
+end
+
+-- Loads the plan, tunes it for operation (nil: none; see M.OPERATIONS) and
+-- applies the filter params and the operating limits. Returns plan, run
+-- params (what identifies the run) or nil, err.
+function M.load_plan(path, params, operation)
   local run_params, limits = split_params(params or {})
   local texts_ok, terr = check_limit_texts(limits)
   if not texts_ok then return nil, terr end
-  local p, perr = plan_mod.load(path, run_params)
-  if not p then return nil, perr end
+  local loaded, perr = plan_mod.load(path, run_params)
+  if not loaded then return nil, perr end
+  local p, oerr = for_operation(loaded, operation)
+  if not p then return nil, oerr end
   local known, kerr = check_param_keys(p, params or {})
   if not known then return nil, kerr end
   local overrides, oerr = M.scope_overrides(run_params)

@@ -28,6 +28,7 @@ M.SECTIONS = {
       { "limit", "inteiro (1 a 1.000.000.000)", "—", "no máximo N entidades por fonte: execução de sanidade, que não remove órfãos" },
       { "budget", "tabela", "—", "orçamento em US$ da execução" },
       { "run", "função `function(ctx) ... end`", "—", "plano com lógica própria, no lugar da execução padrão das fontes" },
+      { "operations", "tabela", "veja `operations`", "ajustes opcionais por operação (lotes menores no `failures retry`, ...); o plano vale para todas" },
     } },
   { id = "source", title = "source \"tipo\" { ... }",
     about = "Uma fonte: de onde vêm as linhas de um tipo de entidade e como viram documentos.",
@@ -78,6 +79,23 @@ M.SECTIONS = {
     } },
   { id = "budget", title = "budget", keys = {
       { "usd", "número (> 0 e até 1.000.000)", "obrigatória", "teto de gasto da execução em US$: para com código 3 (= `--budget-usd`)" },
+    } },
+  { id = "operations", title = "operations",
+    about = "Um plano por acervo: `backfill`, `reindex`, `sync` e `failures retry` rodam o mesmo plano. "
+      .. "Cada chave ajusta uma operação; o que ela não diz vem do plano (`batch`, `retry`, `alerts` do nível de cima). "
+      .. "As flags (`--batch-size`, `--in-flight`, ...) valem sobre os dois.",
+    keys = {
+      { "backfill", "tabela", "—", "ajustes do `ragops backfill` (veja `operations.<operação>`)" },
+      { "reindex", "tabela", "—", "ajustes do `ragops reindex`" },
+      { "failures_retry", "tabela", "lotes de no máximo 16, 2 em paralelo; `alerts.failure_rate` só avisa", "ajustes do `ragops failures retry` (documentos problemáticos: a bisseção os isola com menos pedidos)" },
+      { "sync", "tabela", "—", "ajustes do `ragops sync`" },
+    } },
+  { id = "operations.op", title = "operations.<operação>",
+    about = "Cada seção substitui, chave a chave, a do mesmo nome no plano (em `alerts`, cada regra inteira).",
+    keys = {
+      { "batch", "tabela", "o `batch` do plano", "como `batch` (`size`, `in_flight`)" },
+      { "retry", "tabela", "o `retry` do plano", "como `retry`" },
+      { "alerts", "tabela", "o `alerts` do plano", "como `alerts`" },
     } },
   { id = "scope", title = "scope", keys = {
       { "entity_types", "lista de textos", "—", "só esses tipos de entidade (do plano)" },

@@ -195,8 +195,9 @@ end
 -- "X de Y entidades indexadas" counts the entities owed a document (the
 -- source's rows less those the plan decided have none); the source's rows
 -- then add up as up to date + no document + pending.
-local function format_coverage(lines, coverage)
+local function format_coverage(lines, coverage, note)
   lines[#lines + 1] = "Cobertura e atraso por tipo de entidade:"
+  if note then lines[#lines + 1] = "  " .. note end
   for _, c in ipairs(coverage) do
     lines[#lines + 1] = ("  %s: %s de %s entidades indexadas (%s%%); na fonte %s = %s em dia + %s sem documento "
       .. "por decisão do plano + %s pendente(s)%s%s"):format(c.entity_type,
@@ -210,7 +211,7 @@ end
 function M.format(st)
   local lines = {}
   format_runs(lines, st.runs)
-  format_coverage(lines, st.coverage)
+  format_coverage(lines, st.coverage, st.coverage_note)
   lines[#lines + 1] = "Falhas em aberto:"
   if #st.open_failures == 0 then lines[#lines + 1] = "  nenhuma" end
   for _, f in ipairs(st.open_failures) do

@@ -56,6 +56,10 @@ local PROBES = {
   end,
   budget = function() return plan.new({ name = "p", sources = { source({}) }, budget = with_unknown({ usd = 1 }) }) end,
   scope = function() return plan.new({ name = "p", sources = { source({}) }, scope = with_unknown({}) }) end,
+  operations = function() return plan.new({ name = "p", sources = { source({}) }, operations = with_unknown({}) }) end,
+  ["operations.op"] = function()
+    return plan.new({ name = "p", sources = { source({}) }, operations = { failures_retry = with_unknown({}) } })
+  end,
   ["sync.watermark"] = function()
     return source({ updated_at = "updated_at", sync = with_unknown({ strategy = "watermark" }) })
   end,

@@ -1,6 +1,8 @@
 -- ragops.cli.commands.failures: `ragops failures list | retry`, the dead-letter
--- queue (ragops.store.failures) for the operator. retry runs
--- plans/reprocess_failures.lua once per entity type with open failures.
+-- queue (ragops.store.failures) for the operator. retry runs the corpus's
+-- plan (--plan, plans.default, the only plan: ragops.plan.locate) tuned for
+-- the operation (operations.failures_retry), once per entity type of the
+-- plan with open failures, scoped to the failing entity ids.
 local store_target = require "ragops.store.target"
 local exit = require "ragops.util.exit"
 local prelude = require "ragops.cli.prelude"
@@ -25,7 +27,8 @@ end
 -- Flags of each subcommand (the help lists them all: cli_help_spec).
 M.FLAGS = {
   list = with_flags({ all = "bool" }),
-  retry = with_flags({ overwrite = "bool", ["report-json"] = "string", ["log-format"] = "string" }),
+  retry = with_flags({ overwrite = "bool", ["report-json"] = "string", ["log-format"] = "string",
+                       plan = "string" }),
 }
 
 -- Reads the failures selected by opts from cfg's database.
@@ -62,15 +65,36 @@ local function list(opts, cfg)
   return exit.ok
 end
 
--- `ragops failures retry`: one scoped run of plans/reprocess_failures.lua per
--- entity type with open failures. Exit code: the worst of the runs; a signal
--- stops the loop (the types not started yet keep their failures open).
-local function retry(opts, cfg, plan_path)
+-- The entity types of plan p among types; the others (failures of another
+-- corpus's plan in the same database) are left open and said.
+local function plan_types(p, types)
+  local mine, other = {}, {}
+  for _, source in ipairs(p.sources) do mine[source.entity_type] = true end
+  local out = {}
+  for _, t in ipairs(types) do
+    if mine[t] then out[#out + 1] = t else other[#other + 1] = t end
+  end
+  if #other > 0 then
+    log.warn("falhas de tipo(s) de entidade fora do plano %q ficam em aberto: %s (reprocesse com --plan do acervo delas)",
+      p.name, table.concat(other, ", "))
+  end
+  return out
+end
+
+-- `ragops failures retry`: one scoped run of the plan per entity type with
+-- open failures. Exit code: the worst of the runs; a signal stops the loop
+-- (the types not started yet keep their failures open).
+local function retry(opts, cfg)
   prelude.signals()
+  local plan_path, pcode = prelude.locate(opts.plan, cfg)
+  if not plan_path then return pcode end
+  local p, perr = prelude.plan(plan_path, {}, "failures_retry")
+  if not p then return perr end
   local rows, code = read_failures(opts, cfg)
   if prelude.interrupted() then return exit.interrupted end
   if not rows then return code end
   local by_type, types = failures.group(rows)
+  types = plan_types(p, types)
   if #types == 0 then
     io.stdout:write("nenhuma falha em aberto para reprocessar\n")
     return exit.ok
@@ -83,10 +107,10 @@ local function retry(opts, cfg, plan_path)
       return exit.interrupted
     end
     local ids = by_type[entity_type]
-    log.info("reprocessando %d falha(s) de %q", #ids, entity_type)
+    log.info("reprocessando %d falha(s) de %q com o plano %q", #ids, entity_type, p.name)
     local params = { entity_type = entity_type, entity_id = table.concat(ids, ",") }
     if opts.overwrite then params.mode = "overwrite" end
-    local run_code = prelude.run_plan(plan_path, opts, params, cfg)
+    local run_code = prelude.run_plan(plan_path, opts, params, cfg, "failures_retry")
     if run_code ~= exit.ok and (worst == exit.ok or run_code > worst) then worst = run_code end
   end
   return worst
@@ -117,7 +141,7 @@ function M.main(args, cli)
   local cfg, code = prelude.config(a.options)
   if not cfg then return code end
   if sub == "list" then return list(a.options, cfg) end
-  return retry(a.options, cfg, cli.home_path("plans/reprocess_failures.lua"))
+  return retry(a.options, cfg)
 end
 
 return M

@@ -17,6 +17,9 @@ local TARGET = [[
 -- Options shared by run, backfill and reindex (cli.RUN_FLAGS).
 local RUN_OPTIONS = [[
 Opções de execução:
+  --plan NOME|ARQUIVO    o plano do acervo: NOME de um plano da pasta de planos (plans.dir,
+                         RAGOPS_PLANS) ou um arquivo .lua; padrão: plans.default, ou o único
+                         plano da pasta
   --config ARQUIVO       configuração (formato de config.example.lua)
   --set chave=valor      parâmetro do plano ou limite de operação (pode repetir); chaves
                          desconhecidas são recusadas com a lista das válidas
@@ -54,6 +57,10 @@ Limites de operação (valem sobre os do plano; mesmas regras de validação):
   --budget-usd N         orçamento em US$ (= --set budget.usd=N): para com código 3 antes de o
                          gasto (tokens cobrados x preço) passar de N; a simulação acima dele
                          também sai com 3
+  --rpm N                no máximo N pedidos de embedding por minuto nesta execução
+                         (= provider.rate_limits.requests_per_min; espaça os pedidos)
+  --tpm N                no máximo N tokens por minuto nesta execução
+                         (= provider.rate_limits.tokens_per_min)
 
 Filtros (também como --set entity_type=..., entity_id, since, until, mode):
   --entity-type T[,T2]   tipos de entidade (não pode ser vazio)
@@ -68,18 +75,18 @@ ragops %s: backfill e reindexação de dados relacionais em uma tabela pgvector 
 
 Uso:
   ragops migrate                              cria/atualiza as tabelas do motor
-  ragops run PLANO.lua [opções]               executa um plano
-  ragops backfill [opções]                    atalho para plans/backfill.lua
-  ragops reindex [filtros] [opções]           atalho para plans/reindex.lua
+  ragops run [PLANO] [opções]                 executa um plano
+  ragops backfill [--plan P] [opções]         indexa todo o acervo do plano
+  ragops reindex [--plan P] [filtros]         reindexa o recorte (tipo, ids, datas; --overwrite)
   ragops failures list [filtros]              fila de falhas (em aberto; --all = histórico)
-  ragops failures retry [filtros]             reprocessa as falhas em aberto
+  ragops failures retry [--plan P] [filtros]  reprocessa as falhas em aberto com o plano
   ragops index create|drop|status [opções]    índice vetorial (pgvector)
   ragops validate [GOLDEN.lua] [opções]       recall@k, MRR, nDCG@k e latência da busca (p95)
   ragops model prepare|compare|switch|rollback|drop-previous|drop-shadow|status
                                               troca de modelo azul/verde (sombra, comparação, troca)
-  ragops status [--json]                      execuções, cobertura, atraso, falhas e índices
-  ragops sync [PLANO.lua] [--follow]          aplica as mudanças da origem (watermark ou fila)
-  ragops sync install|uninstall PLANO.lua     gatilhos e fila de mudanças da estratégia trigger
+  ragops status [--plan P] [--json]           execuções, cobertura, atraso, falhas e índices
+  ragops sync [--plan P] [--follow]           aplica as mudanças da origem (watermark ou fila)
+  ragops sync install|uninstall [--plan P]    gatilhos e fila de mudanças da estratégia trigger
   ragops embed-server [--port P] [--dim D]    servidor local de embeddings (veja --help)
   ragops help [COMANDO] | --help              esta ajuda, ou a de um comando
   ragops version                              versão
@@ -87,21 +94,28 @@ Uso:
 Cada comando tem sua ajuda com todas as opções: ragops COMANDO --help
 (por exemplo: ragops reindex --help, ragops failures retry --help).
 
-Variáveis de ambiente: DATABASE_URL, RAGOPS_EMBED_URL, OPENAI_API_KEY, RAGOPS_EMBED_MODEL.
+Um plano por acervo: backfill, reindex, sync, failures retry e status usam o mesmo plano,
+escolhido com --plan NOME|ARQUIVO, ou plans.default da configuração, ou o único plano da
+pasta de planos (plans.dir ou RAGOPS_PLANS; sem ela, os exemplos da demo: plans/backfill.lua).
+
+Variáveis de ambiente: DATABASE_URL, RAGOPS_EMBED_URL, OPENAI_API_KEY, RAGOPS_EMBED_MODEL,
+RAGOPS_PLANS.
 Códigos de saída: 0 concluído; 1 concluído com falhas na fila (ou simulação com documentos
 falhando); 2 uso/plano inválido; 3 abortado por alerta ou orçamento; 4 dependência
 inalcançável; 130 interrompido por sinal (retomável).
 ]=]
 
 M.TEXT = {
-  sync = "Uso: ragops sync [PLANO.lua] [opções]\n"
-    .. "     ragops sync install|uninstall PLANO.lua\n\n"
-    .. "Aplica as mudanças da origem desde a última sincronização (padrão: plans/sync.lua), com\n"
+  sync = "Uso: ragops sync [PLANO] [opções]\n"
+    .. "     ragops sync install|uninstall [PLANO]\n\n"
+    .. "Aplica as mudanças da origem desde a última sincronização com o plano do acervo (PLANO ou\n"
+    .. "--plan; padrão: plans.default, ou o único plano da pasta de planos), com\n"
     .. "o mesmo plano, a mesma idempotência, fila de falhas, alertas e métricas de um backfill.\n"
     .. "Cada fonte escolhe a estratégia no plano (sync = { strategy = ... }): \"trigger\" (fila\n"
     .. "alimentada por gatilhos; exata, inclusive remoções; exige `ragops sync install`) ou\n"
     .. "\"watermark\" (updated_at; nenhum DDL na origem). Veja docs/sincronizacao.md.\n\n"
     .. "Opções:\n" .. COMMON
+    .. "  --plan NOME|ARQUIVO    o plano do acervo (o mesmo que o argumento PLANO)\n"
     .. "  --follow               continua rodando e aplica as mudanças quando chegam (LISTEN),\n"
     .. "                         até SIGINT/SIGTERM\n"
     .. "  --follower NOME        nome deste seguidor em ragops_runs (padrão: o nome do host)\n"
@@ -111,16 +125,18 @@ M.TEXT = {
     .. "  --set chave=valor      parâmetro do plano (pode repetir)\n"
     .. "  --report-json ARQUIVO  grava o relatório final em JSON\n"
     .. "  --log-format F         text (padrão) ou json: uma linha JSON por evento (= log.format)\n",
-  ["sync install"] = "Uso: ragops sync install PLANO.lua [opções]\n\n"
+  ["sync install"] = "Uso: ragops sync install [PLANO] [opções]\n\n"
     .. "Cria, no esquema ragops_sync, a fila de mudanças e os gatilhos AFTER INSERT/UPDATE/DELETE\n"
     .. "nas tabelas que o plano nomeia (sync.table e sync.related). Instalar de novo o mesmo plano\n"
     .. "não muda nada; um plano que pede outros gatilhos é recusado com a explicação.\n\n"
     .. "Opções:\n"
+    .. "  --plan NOME|ARQUIVO    o plano do acervo (o mesmo que o argumento PLANO)\n"
     .. "  --config ARQUIVO       configuração (formato de config.example.lua)\n",
-  ["sync uninstall"] = "Uso: ragops sync uninstall PLANO.lua [opções]\n\n"
+  ["sync uninstall"] = "Uso: ragops sync uninstall [PLANO] [opções]\n\n"
     .. "Remove exatamente o que o `ragops sync install` do plano criou (o esquema ragops_sync\n"
     .. "sai junto com o último plano instalado).\n\n"
     .. "Opções:\n"
+    .. "  --plan NOME|ARQUIVO    o plano do acervo (o mesmo que o argumento PLANO)\n"
     .. "  --config ARQUIVO       configuração (formato de config.example.lua)\n",
   status = "Uso: ragops status [opções]\n\n"
     .. "Mostra as execuções recentes (plano, parâmetros, estado, totais, duração, quem está\n"
@@ -129,7 +145,9 @@ M.TEXT = {
     .. "indexada), as falhas em aberto por classe de erro e os índices vetoriais.\n\n"
     .. "Opções:\n"
     .. "  --json                 saída em JSON (chaves estáveis em inglês)\n"
-    .. "  --plan PLANO.lua       fontes para medir a cobertura (padrão: plans/backfill.lua)\n"
+    .. "  --plan NOME|ARQUIVO    o plano cujas fontes medem a cobertura (padrão: plans.default, ou\n"
+    .. "                         o único plano da pasta; sem plano, o resto é mostrado e a\n"
+    .. "                         cobertura diz que precisa de um)\n"
     .. "  --config ARQUIVO       configuração (formato de config.example.lua)\n",
 
   migrate = "Uso: ragops migrate [opções]\n\n"
@@ -137,11 +155,14 @@ M.TEXT = {
     .. "falhas, unidades de trabalho). Idempotente; os outros comandos exigem que ele rode antes.\n\n"
     .. "Opções:\n" .. COMMON,
 
-  run = "Uso: ragops run PLANO.lua [opções]\n\nExecuta um plano.\n\n" .. RUN_OPTIONS,
-  backfill = "Uso: ragops backfill [opções]\n\nAtalho para ragops run plans/backfill.lua: indexa "
-    .. "todo o acervo (o que não mudou é ignorado).\n\n" .. RUN_OPTIONS,
-  reindex = "Uso: ragops reindex [filtros] [opções]\n\nAtalho para ragops run plans/reindex.lua: "
-    .. "reindexação por tipo, entidade ou intervalo de datas.\n\n" .. RUN_OPTIONS,
+  run = "Uso: ragops run PLANO.lua [opções]\n       ragops run NOME | --plan NOME|ARQUIVO [opções]\n\n"
+    .. "Executa um plano como está escrito (sem os ajustes de operations).\n\n" .. RUN_OPTIONS,
+  backfill = "Uso: ragops backfill [opções]\n\nIndexa todo o acervo do plano (--plan; padrão: "
+    .. "plans.default, ou o único plano da pasta de planos); o que não mudou é ignorado.\n"
+    .. "Usa operations.backfill do plano, se houver.\n\n" .. RUN_OPTIONS,
+  reindex = "Uso: ragops reindex [filtros] [opções]\n\nO mesmo plano do backfill, recortado pelos "
+    .. "filtros: tipo, entidade ou intervalo de datas;\n--overwrite reembeda mesmo o que não mudou. "
+    .. "Usa operations.reindex do plano, se houver.\n\n" .. RUN_OPTIONS,
 
   failures = "Uso: ragops failures list|retry [opções]\n\n"
     .. "  ragops failures list    mostra a fila de falhas (veja ragops failures list --help)\n"
@@ -153,8 +174,12 @@ M.TEXT = {
     .. "  --id N[,N2]            só essas falhas (ids da listagem)\n"
     .. "  --all                  o histórico inteiro, inclusive as resolvidas\n",
   ["failures retry"] = "Uso: ragops failures retry [opções]\n\n"
-    .. "Reprocessa as falhas em aberto com plans/reprocess_failures.lua, uma execução por tipo\n"
-    .. "de entidade; sai com o pior código entre elas.\n\nOpções:\n" .. COMMON
+    .. "Reprocessa as falhas em aberto com o plano do acervo (--plan; padrão: plans.default, ou o\n"
+    .. "único plano da pasta), uma execução por tipo de entidade do plano, recortada aos ids que\n"
+    .. "falharam, com os ajustes de operations.failures_retry (padrão: lotes de até 16, 2 em\n"
+    .. "paralelo, alerta de taxa de falhas só avisa); sai com o pior código entre elas. Falhas de\n"
+    .. "tipos fora do plano ficam em aberto (outro acervo).\n\nOpções:\n" .. COMMON
+    .. "  --plan NOME|ARQUIVO    o plano do acervo\n"
     .. "  --entity-type T[,T2]   só esses tipos de entidade\n"
     .. "  --run ID[,ID2]         só as falhas registradas por último por essas execuções\n"
     .. "  --id N[,N2]            só essas falhas (ids da listagem)\n"

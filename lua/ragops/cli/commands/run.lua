@@ -1,6 +1,8 @@
--- ragops.cli.commands.run: `ragops run PLANO.lua`, and its shortcuts `ragops backfill`
--- and `ragops reindex` (plans/backfill.lua, plans/reindex.lua): the flags
--- become plan params and ragops.run does the run.
+-- ragops.cli.commands.run: `ragops run [PLANO]`, `ragops backfill` and `ragops reindex`:
+-- the same plan of the corpus (--plan NOME|ARQUIVO, else plans.default, else
+-- the only plan of the plans folder: ragops.plan.locate) as a full run or
+-- scoped by the filters; the flags become plan params and ragops.run does
+-- the run.
 local plan_mod = require "ragops.plan"
 local prelude = require "ragops.cli.prelude"
 
@@ -14,6 +16,7 @@ M.FLAGS = {
   ["only-missing"] = "bool", overwrite = "bool",
   ["metrics-listen"] = "string", ["metrics-push"] = "string",
   ["log-format"] = "string", ["report-html"] = "string", ["estimate-json"] = "string", target = "string",
+  plan = "string", rpm = "string", tpm = "string",
 }
 for _, item in ipairs(plan_mod.LIMITS) do M.FLAGS[item.flag] = "string" end
 
@@ -34,27 +37,36 @@ local function plan_params(opts, sets, cli)
   return sets
 end
 
--- Runs the plan at path with the parsed arguments a; returns the exit code.
-local function run_plan(path, a, cli)
+-- Runs the plan at path (nil: the one --plan names) with the parsed
+-- arguments a for operation; returns the exit code.
+local function run_plan(path, a, cli, operation)
   local params = plan_params(a.options, a.sets, cli)
   local cfg, code = prelude.config(a.options)
   if not cfg then return code end
-  return prelude.run_plan(path, a.options, params, cfg)
+  -- Pacing (manage.py's --sleep): the provider's limits for this run.
+  local limits = cfg.provider.rate_limits
+  limits.requests_per_min = cli.integer_option(a.options, "rpm", 1, 100000000) or limits.requests_per_min
+  limits.tokens_per_min = cli.integer_option(a.options, "tpm", 1, 1000000000000) or limits.tokens_per_min
+  return prelude.run_plan(path, a.options, params, cfg, operation)
 end
 
--- `ragops run PLANO.lua [opções]`; returns the exit code.
+-- `ragops run [PLANO] [opções]`: PLANO (or --plan) is a NAME of the plans
+-- folder or a FILE; returns the exit code.
 function M.main(args, cli)
   local a = cli.parse(args, M.FLAGS)
-  if #a.positional ~= 1 then cli.usage_error("uso: ragops run PLANO.lua [opções]") end
-  return run_plan(a.positional[1], a, cli)
+  if #a.positional > 1 or (#a.positional == 1 and a.options.plan) then
+    cli.usage_error("uso: ragops run [PLANO | --plan PLANO] [opções]")
+  end
+  a.options.plan = a.positional[1] or a.options.plan
+  return run_plan(nil, a, cli, nil)
 end
 
--- The command running plans/<plan_file> (backfill, reindex).
-function M.shortcut(plan_file)
+-- The command running the corpus's plan for operation (backfill, reindex).
+function M.shortcut(operation)
   return function(args, cli)
     local a = cli.parse(args, M.FLAGS)
-    if #a.positional > 0 then cli.usage_error("argumento inesperado: %s", a.positional[1]) end
-    return run_plan(cli.home_path("plans/" .. plan_file), a, cli)
+    if #a.positional > 0 then cli.usage_error("argumento inesperado: %s (o plano vem de --plan)", a.positional[1]) end
+    return run_plan(nil, a, cli, operation)
   end
 end
 

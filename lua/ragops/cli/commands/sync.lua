@@ -1,7 +1,8 @@
--- ragops.cli.commands.sync: `ragops sync [PLANO.lua] [--follow]` (ragops.sync; the
--- default plan is plans/sync.lua) and `ragops sync install | uninstall
--- PLANO.lua` (the trigger strategy's triggers and change queue,
--- ragops.sync.queue).
+-- ragops.cli.commands.sync: `ragops sync [PLANO] [--follow]` (ragops.sync) and
+-- `ragops sync install | uninstall [PLANO]` (the trigger strategy's triggers
+-- and change queue, ragops.sync.queue). PLANO (positional or --plan) is the
+-- corpus's plan, resolved like every command's (ragops.plan.locate:
+-- plans.default, the only plan of the plans folder).
 local store_target = require "ragops.store.target"
 local core = require "ragops.core"
 local exit = require "ragops.util.exit"
@@ -17,9 +18,15 @@ local M = {}
 M.FLAGS = {
   config = "string", set = "list", ["report-json"] = "string", quiet = "bool",
   follow = "bool", follower = "string", ["log-format"] = "string",
-  ["metrics-listen"] = "string", ["metrics-push"] = "string",
+  ["metrics-listen"] = "string", ["metrics-push"] = "string", plan = "string",
 }
-M.INSTALL_FLAGS = { config = "string" }
+M.INSTALL_FLAGS = { config = "string", plan = "string" }
+
+-- The plan the positional argument or --plan names (nil: the default).
+local function plan_choice(a, cli, usage)
+  if #a.positional > 1 or (#a.positional == 1 and a.options.plan) then cli.usage_error("uso: %s", usage) end
+  a.options.plan = a.positional[1] or a.options.plan
+end
 
 -- A store on its own pool, for install/uninstall. Returns store, pool or
 -- nil, err.
@@ -31,11 +38,11 @@ local function open_store(cfg)
   return store_pg.new { pool = pool, table = cfg.database.table, embedding_type = "real[]" }, pool
 end
 
--- `ragops sync install|uninstall PLANO.lua`. Returns the exit code.
+-- `ragops sync install|uninstall [PLANO]`. Returns the exit code.
 local function install_cmd(verb, args, cli)
   local a = cli.parse(args, M.INSTALL_FLAGS)
-  if #a.positional ~= 1 then cli.usage_error("uso: ragops sync %s PLANO.lua", verb) end
-  local start, code = prelude.start(a.options, { plan = a.positional[1] })
+  plan_choice(a, cli, ("ragops sync %s [PLANO | --plan PLANO]"):format(verb))
+  local start, code = prelude.start(a.options, { plan = true, operation = "sync" })
   if not start then return code end
   local cfg, p = start.cfg, start.plan
   local store, pool = open_store(cfg)
@@ -64,9 +71,8 @@ function M.main(args, cli)
     return install_cmd(verb, args, cli)
   end
   local a = cli.parse(args, M.FLAGS)
-  if #a.positional > 1 then cli.usage_error("uso: ragops sync [PLANO.lua] [--follow]") end
-  local start, code = prelude.start(a.options,
-    { signals = true, plan = a.positional[1] or cli.home_path("plans/sync.lua"), params = a.sets })
+  plan_choice(a, cli, "ragops sync [PLANO | --plan PLANO] [--follow]")
+  local start, code = prelude.start(a.options, { signals = true, plan = true, operation = "sync", params = a.sets })
   if not start then return code end
   return sync.main(start.plan, start.params, a.options, start.cfg)
 end
