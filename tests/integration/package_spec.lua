@@ -196,3 +196,132 @@ describe("unidades systemd e o exemplo da documentação", function()
     assert.are.equal("/etc/ragops/ambiente", got.EnvironmentFile)
   end)
 end)
+
+-- No container runtime here: the examples are read (YAML with lyaml, the
+-- Containerfile line by line) and every ragops command they run is checked
+-- against `ragops help` (command, flags, plan files among the examples).
+describe("exemplos de contêiner, Kubernetes e compose (sem runtime de contêiner)", function()
+  local lyaml = require "lyaml"
+  local cjson = require "cjson"
+  local DIR = H.source_dir .. "/packaging/"
+
+  local function yaml_docs(rel)
+    return lyaml.load(assert(H.read_all(DIR .. rel), rel), { all = true })
+  end
+
+  local help_cache = {}
+  local function help(command)
+    if not help_cache[command] then
+      local code, out, err = H.sh(("%s help %s"):format(H.q(H.bin), command))
+      assert(code == 0, ("ragops help %s: código %s %s"):format(command, tostring(code), err))
+      help_cache[command] = out
+    end
+    return help_cache[command]
+  end
+
+  -- argv after the ragops binary: the command exists, its flags are in its
+  -- help, a plan file is one of the example plans. Returns the --metrics-listen port.
+  local function check_ragops_argv(argv, where)
+    local command = argv[1]
+    local text = help(command)
+    local port
+    for i = 2, #argv do
+      local arg = argv[i]
+      if arg:match("^%-%-") then
+        assert.truthy(text:find(arg, 1, true), ("%s: %s não está em ragops help %s"):format(where, arg, command))
+      end
+      local plan = arg:match("^/etc/ragops/plans/([%w_]+%.lua)$")
+      if plan then
+        assert.is_true(exists(H.source_dir .. "/plans/" .. plan), where .. ": plano sem exemplo: " .. plan)
+      end
+      if argv[i - 1] == "--metrics-listen" then port = arg:match(":(%d+)$") end
+    end
+    return port
+  end
+
+  -- The ragops argv inside a container's command (list, or "sh -c" text).
+  local function ragops_argv(list)
+    local words = {}
+    for _, item in ipairs(list) do
+      for word in tostring(item):gmatch("[^%s;]+") do words[#words + 1] = word end
+    end
+    for i, word in ipairs(words) do
+      if word == "/usr/bin/ragops" or word == "ragops" then
+        local argv = {}
+        for j = i + 1, #words do
+          if words[j]:match("^[c=$]") or words[j] == "[" then break end
+          argv[#argv + 1] = words[j]
+        end
+        return argv
+      end
+    end
+    error("sem ragops no comando: " .. table.concat(words, " "))
+  end
+
+  local function concat(a, b)
+    local out = {}
+    for _, v in ipairs(a or {}) do out[#out + 1] = v end
+    for _, v in ipairs(b or {}) do out[#out + 1] = v end
+    return out
+  end
+
+  it("Containerfile: Debian 12, instala o .deb que o cpack gera, usuário sem root, HEALTHCHECK em /healthz", function()
+    local text = assert(H.read_all(DIR .. "container/Containerfile"))
+    assert.matches("\nFROM debian:12", text)
+    local _, version = H.sh(H.q(H.bin) .. " --version")
+    local _, arch = H.sh("dpkg --print-architecture")
+    local expected = ("ragops_%s_%s.deb"):format(version:match("ragops (%S+)"), arch:match("%S+"))
+    assert.are.equal(expected, text:match("\nARG RAGOPS_DEB=(%S+)"))
+    assert.truthy(text:find("apt-get install -y --no-install-recommends /tmp/${RAGOPS_DEB}", 1, true), text)
+    local user = assert(text:match("\nUSER (%S+)"), "sem USER")
+    assert.are_not.equal("root", user)
+    assert.are_not.equal("0", user)
+    local health_port = text:match("\nHEALTHCHECK.-http://127%.0%.0%.1:(%d+)/healthz")
+    local argv = concat(cjson.decode(text:match("\nENTRYPOINT (%b[])")), cjson.decode(text:match("\nCMD (%b[])")))
+    assert.are.equal("/usr/bin/ragops", table.remove(argv, 1))
+    assert.are.equal(check_ragops_argv(argv, "Containerfile"), health_port)
+    assert.matches("\nEXPOSE " .. health_port, text)
+  end)
+
+  it("Kubernetes: YAML válido, CronJob de backfill, Deployment com sondas em /healthz e anotações do Prometheus", function()
+    local kinds = {}
+    for _, file in ipairs({ "config.yaml", "migrate-job.yaml", "backfill-cronjob.yaml", "sync-deployment.yaml" }) do
+      for _, doc in ipairs(yaml_docs("kubernetes/" .. file)) do
+        kinds[doc.kind] = doc
+        local spec = doc.kind == "CronJob" and doc.spec.jobTemplate.spec.template.spec
+          or (doc.kind == "Job" or doc.kind == "Deployment") and doc.spec.template.spec
+        for _, c in ipairs(spec and spec.containers or {}) do
+          local port = check_ragops_argv(ragops_argv(concat(c.command, c.args)), file)
+          assert.is_false(c.securityContext.allowPrivilegeEscalation, file)
+          if doc.kind == "Deployment" then
+            local ann = doc.spec.template.metadata.annotations
+            assert.are.equal("true", ann["prometheus.io/scrape"])
+            assert.are.equal(port, tostring(ann["prometheus.io/port"]))
+            for _, probe in ipairs({ c.livenessProbe, c.readinessProbe }) do
+              assert.are.equal("/healthz", probe.httpGet.path)
+              assert.are.equal(port, tostring(probe.httpGet.port))
+            end
+          end
+        end
+        if spec then assert.is_true(spec.securityContext.runAsNonRoot, file) end
+      end
+    end
+    for _, kind in ipairs({ "CronJob", "Job", "Deployment", "ConfigMap", "Secret" }) do
+      assert.is_not_nil(kinds[kind], "faltou " .. kind)
+    end
+  end)
+
+  it("compose: db com pgvector, seguidor e backfill avulso com a imagem do Containerfile", function()
+    local compose = yaml_docs("compose/compose.yaml")[1]
+    assert.matches("pgvector", compose.services.db.image)
+    for _, name in ipairs({ "sync", "backfill", "migrate" }) do
+      local service = assert(compose.services[name], "faltou o serviço " .. name)
+      check_ragops_argv(ragops_argv(service.entrypoint), "compose " .. name)
+      assert.are.equal("service_healthy", service.depends_on.db.condition)
+      local dockerfile = DIR .. "compose/" .. service.build.context .. "/" .. service.build.dockerfile
+      assert.is_true(exists(dockerfile), dockerfile)
+      assert.matches("build%-deb$", service.build.context)
+    end
+    assert.truthy(table.concat(compose.services.sync.entrypoint, " "):find("--follow", 1, true))
+  end)
+end)
