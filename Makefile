@@ -4,11 +4,22 @@
 BUILD_DIR ?= build
 JOBS ?= 2
 
-.PHONY: build demo demo-model demo-stop test bench clean
+DEB_DIR ?= build-deb
+
+.PHONY: build deb package demo demo-model demo-stop test bench clean
 
 build:
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD_DIR) -j$(JOBS)
+
+# The Debian package (docs/instalacao.md): Release build in $(DEB_DIR), cpack -G DEB;
+# the .deb lands in $(DEB_DIR)/ (ragops_<version>_<arch>.deb).
+deb:
+	cmake -S . -B $(DEB_DIR) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(DEB_DIR) -j$(JOBS) --target ragops ragops-embed-server
+	cd $(DEB_DIR) && cpack -G DEB
+
+package: deb
 
 demo:
 	scripts/demo.sh
@@ -29,4 +40,4 @@ bench: build
 
 clean:
 	-@if [ -d build ]; then scripts/demo.sh stop; fi
-	rm -rf $(BUILD_DIR) build-test
+	rm -rf $(BUILD_DIR) build-test $(DEB_DIR)

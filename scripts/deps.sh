@@ -15,6 +15,8 @@ PACKAGES=(
   ca-certificates curl
   prometheus prometheus-pushgateway
   chromium  # tests: the --report-html page rendered headless (observability_spec)
+  dpkg-dev file  # make deb: cpack's dpkg-shlibdeps (dpkg-dev) finds ELF files with file
+  systemd lua-yaml  # tests: systemd-analyze verify on the units; the packaging YAML parsed
 )
 
 is_installed() {
