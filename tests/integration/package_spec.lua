@@ -128,13 +128,21 @@ describe("pacote .deb (make deb, dpkg -x)", function()
     assert.truthy(out:find("Uso: ragops embed-server", 1, true), out)
   end)
 
-  it("roda de outra pasta um backfill com o plano do operador fora do repositório", function()
+  it("roda de outra pasta ragops backfill com o plano do operador fora do repositório (plans.default e --plan)", function()
     local url = H.migrated_db("ragops_it_package", 10, 2)
     local plans = work .. "/planos"
     assert(H.sh(("mkdir -p %s %s/cwd"):format(H.q(plans), H.q(work))) == 0)
     write(plans .. "/plano.lua", assert(H.read_all(H.source_dir .. "/plans/backfill.lua")))
-    local code, out, err = H.sh(("cd %s/cwd && env %s %s run %s"):format(H.q(work), H.env(url),
-      H.q(root .. "/usr/bin/ragops"), H.q(plans .. "/plano.lua")))
+    -- plans.dir relative to the configuration's folder, the default plan named there.
+    write(work .. "/config.lua", 'return { plans = { dir = "planos", default = "plano" } }\n')
+    local bin = H.q(root .. "/usr/bin/ragops")
+    local code, out, err = H.sh(("cd %s/cwd && env %s %s backfill --config %s"):format(H.q(work), H.env(url),
+      bin, H.q(work .. "/config.lua")))
+    assert.are.equal(0, code, out .. err)
+    assert.are.equal(12, H.scalar(url, "select count(*) from rag_documents"))
+    -- The same plan named with --plan through RAGOPS_PLANS: nothing changed, nothing sent.
+    code, out, err = H.sh(("cd %s/cwd && env %s RAGOPS_PLANS=%s %s backfill --plan plano"):format(H.q(work),
+      H.env(url), H.q(plans), bin))
     assert.are.equal(0, code, out .. err)
     assert.are.equal(12, H.scalar(url, "select count(*) from rag_documents"))
   end)
@@ -182,7 +190,7 @@ describe("unidades systemd e o exemplo da documentação", function()
     assert.are.equal("strict", sync.ProtectSystem)
     local backfill = settings(H.source_dir .. "/packaging/systemd/ragops-backfill.service")
     assert.are.equal("oneshot", backfill.Type)
-    assert.matches("^/usr/bin/ragops run ", backfill.ExecStart)
+    assert.matches("^/usr/bin/ragops backfill ", backfill.ExecStart)
   end)
 
   it("a unidade de docs/sincronizacao.md usa o binário instalado, sem comentário no fim da linha", function()
