@@ -33,9 +33,15 @@ return {
   },
 
   provider = {
-    -- URL base de um serviço compatível com a API de embeddings da OpenAI
-    -- (POST {url}/embeddings). O padrão é o servidor local `ragops embed-server`.
-    -- Para a OpenAI: "https://api.openai.com/v1".
+    -- Dialeto do provedor: "openai", "azure", "ollama", "tei", "voyage" ou
+    -- "cohere" (docs/provedores.md tem uma configuração de cada um).
+    -- A variável RAGOPS_EMBED_API vale sobre este.
+    api = "openai",
+    -- URL base do provedor. openai: a base da API, e o pedido vai para
+    -- {url}/embeddings (para a OpenAI: "https://api.openai.com/v1"); o padrão
+    -- é o servidor local `ragops embed-server`. azure: o endpoint do recurso
+    -- ("https://NOME.openai.azure.com"); ollama e tei: a raiz do servidor;
+    -- voyage: "https://api.voyageai.com/v1"; cohere: "https://api.cohere.com".
     url = "http://127.0.0.1:8080/v1",
     -- Modelo de embedding enviado na requisição.
     model = "ragops-hash-1536",
@@ -44,7 +50,9 @@ return {
     dimensions = nil,
     -- Dimensão esperada dos vetores (deve bater com a coluna do banco).
     dim = 1536,
-    -- Chave de API. Deixe nil e use a variável OPENAI_API_KEY.
+    -- Chave de API. Deixe nil e use a variável do dialeto: OPENAI_API_KEY,
+    -- AZURE_OPENAI_API_KEY (ou AZURE_OPENAI_AD_TOKEN com azure_auth = "entra"),
+    -- VOYAGE_API_KEY, CO_API_KEY, HF_TOKEN (tei). A variável vale sobre este.
     -- Exemplo lendo de outra variável: api_key = env("MINHA_CHAVE"),
     api_key = nil,
     -- Formato dos vetores na resposta: "base64" (mais compacto) ou "float".
@@ -79,6 +87,35 @@ return {
       -- primeira linha do log e o relatório dizem o valor efetivo e o motivo.
       max_concurrency = nil,
     },
+    -- Limites de tamanho de cada pedido, conferidos antes de enviar; nil = o
+    -- padrão do dialeto e do modelo (docs/provedores.md), ou o que o provedor
+    -- diz (GET /info do TEI).
+    limits = {
+      -- Entradas por pedido (ex.: OpenAI 2048, Cohere 96, TEI max_client_batch_size).
+      max_inputs = nil,
+      -- Tokens estimados por pedido (ex.: OpenAI 300000, pela regra bytes/4 dela).
+      max_request_tokens = nil,
+      -- Tokens estimados por entrada (ex.: OpenAI 8192); acima, fila de falhas.
+      max_input_tokens = nil,
+    },
+    -- Cabeçalhos extras de cada pedido, como { ["OpenAI-Organization"] =
+    -- env("OPENAI_ORG") }. Os valores são segredos: nunca aparecem em logs.
+    headers = {},
+    -- true: entradas acima de max_input_tokens vão mesmo assim e o provedor
+    -- as trunca (com um aviso no log); false: viram falhas sem pedido.
+    truncate = false,
+    -- Arquivo PEM com as autoridades certificadoras aceitas (nil = as do sistema).
+    ca_file = nil,
+    -- Proxy HTTP dos pedidos ("http://proxy:3128"; "" = nenhum). nil = as
+    -- variáveis https_proxy/http_proxy/ALL_PROXY/NO_PROXY, como a libcurl.
+    proxy = nil,
+    -- Só azure: versão da API da rota clássica (ex.: "2024-10-21"); nil = a API v1.
+    api_version = nil,
+    -- Só azure: nome da implantação (deployment); nil = o model.
+    deployment = nil,
+    -- Só azure: "api_key" (cabeçalho api-key) ou "entra" (token do Microsoft
+    -- Entra como Bearer); nil = "api_key".
+    azure_auth = nil,
   },
 
   metrics = {

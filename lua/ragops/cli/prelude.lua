@@ -8,12 +8,15 @@
 -- the command's operation). Each step is optional but the order is not;
 -- a failed step prints its pt-BR error on stderr and returns the exit code.
 -- The commands keep only their options and their output.
+local chunk = require "ragops.plan.chunk"
 local config = require "ragops.plan.config"
+local dialects = require "ragops.provider.dialects"
 local exit = require "ragops.util.exit"
 local locate = require "ragops.plan.locate"
 local log = require "ragops.obs.log"
 local model = require "ragops.vector.model"
 local params_mod = require "ragops.plan.params"
+local provider_client = require "ragops.provider.client"
 local run = require "ragops.run"
 local target_mod = require "ragops.store.target"
 
@@ -66,6 +69,11 @@ function M.plan(path, params, operation, choice, cfg)
   end
   local p, loaded = params_mod.load_plan(path, params or {}, operation)
   if not p then return nil, exit.fail(exit.usage, "%s", loaded) end
+  if cfg then
+    local fits, ferr = chunk.fit(p.chunking, cfg.provider, provider_client.limits(cfg, log.warn),
+      dialects.tokens_per_byte(cfg.provider))
+    if not fits then return nil, exit.fail(exit.usage, "plano %s: %s", path, ferr) end
+  end
   return p, loaded
 end
 

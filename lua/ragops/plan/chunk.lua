@@ -1,6 +1,8 @@
 -- ragops.plan.chunk: splits a document's text into chunks of at most max_chars
 -- UTF-8 code points, preferring sentence/line/word boundaries, with a
--- configurable overlap between consecutive chunks.
+-- configurable overlap between consecutive chunks; and fits a plan's
+-- chunking to the provider (M.fit): sizes in tokens become characters, and
+-- a chunk size the model cannot take is refused before anything runs.
 
 local M = {}
 
@@ -174,6 +176,29 @@ function M.split(text, max_chars, overlap)
   local chunks = {}
   for i, range in ipairs(ranges) do chunks[i] = range.text end
   return chunks
+end
+
+-- Fits chunking (a validated plan's, changed in place) to the provider
+-- (the configuration's section) and its limits (ragops.provider.dialects):
+-- max_tokens/overlap_tokens become max_chars/overlap at the model's tokens
+-- per byte (a character counted as one byte); then a chunk of max_chars
+-- must fit the per-input limit, unless the provider truncates. Returns
+-- true, or nil and the pt-BR reason (the operator's to fix: exit 2).
+function M.fit(chunking, provider, limits, tokens_per_byte)
+  if chunking.max_tokens then
+    chunking.max_chars = math.max(1, math.floor(chunking.max_tokens / tokens_per_byte))
+    chunking.overlap = math.min(math.floor(chunking.overlap_tokens / tokens_per_byte), chunking.max_chars - 1)
+  end
+  local limit = limits.max_input_tokens
+  local estimate = math.ceil(chunking.max_chars * tokens_per_byte)
+  if not limit or limits.truncate or estimate <= limit then return true end
+  local what = chunking.max_tokens and ("chunking.max_tokens = %d"):format(chunking.max_tokens)
+    or ("chunking.max_chars = %d"):format(chunking.max_chars)
+  return nil, ("%s permite trechos de cerca de %d tokens estimados (%s token por byte, um byte por caractere), "
+    .. "acima do limite por entrada do provedor %s com o modelo %s: %d tokens (provider.limits.max_input_tokens). "
+    .. "Use chunking.max_chars até %d ou chunking.max_tokens até %d, ou deixe o provedor truncar "
+    .. "(provider.truncate = true)"):format(what, estimate, tostring(tokens_per_byte):gsub("%.", ","), provider.api,
+      provider.model, limit, math.floor(limit / tokens_per_byte), limit)
 end
 
 return M

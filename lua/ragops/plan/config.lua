@@ -5,6 +5,7 @@
 -- API keys redacted). Loading registers the configured secrets with
 -- ragops.util.scrub, which masks them in every text that leaves the process.
 
+local dialects = require "ragops.provider.dialects"
 local messages = require "ragops.util.messages"
 local metrics_endpoint = require "ragops.obs.metrics_endpoint"
 local plan = require "ragops.plan"
@@ -19,7 +20,7 @@ local M = {}
 M.ENV_OVERRIDES = {
   { "DATABASE_URL", "database", "url" },
   { "RAGOPS_EMBED_URL", "provider", "url" },
-  { "OPENAI_API_KEY", "provider", "api_key" },
+  { "RAGOPS_EMBED_API", "provider", "api" },
   { "RAGOPS_EMBED_MODEL", "provider", "model" },
   { "RAGOPS_PLANS", "plans", "dir" },
 }
@@ -38,6 +39,7 @@ function M.defaults()
   return {
     database = { url = "postgresql://localhost/ragops", pool_size = 8, table = "rag_documents", storage = "auto" },
     provider = {
+      api = "openai",
       url = "http://127.0.0.1:8080/v1",
       model = "ragops-hash-1536",
       dimensions = nil,
@@ -53,6 +55,10 @@ function M.defaults()
       },
       tokens_per_byte = {},
       rate_limits = { requests_per_min = nil, tokens_per_min = nil, max_concurrency = nil },
+      limits = {},
+      headers = {},
+      truncate = false,
+      ca_file = nil, proxy = nil, api_version = nil, deployment = nil, azure_auth = nil,
     },
     metrics = { file = nil, listen = nil, push_url = nil },
     alerts = { webhook_url = nil },
@@ -66,9 +72,11 @@ end
 local KEYS = {
   [""] = { "database", "provider", "metrics", "alerts", "log", "plans", "sandbox" },
   database = { "url", "pool_size", "table", "storage" },
-  provider = { "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
-               "expected_latency_ms", "price_per_1m_tokens", "tokens_per_byte", "rate_limits" },
+  provider = { "api", "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
+               "expected_latency_ms", "price_per_1m_tokens", "tokens_per_byte", "rate_limits", "limits",
+               "headers", "truncate", "ca_file", "proxy", "api_version", "deployment", "azure_auth" },
   ["provider.rate_limits"] = { "requests_per_min", "tokens_per_min", "max_concurrency" },
+  ["provider.limits"] = dialects.LIMIT_KEYS,
   metrics = { "file", "listen", "push_url" },
   alerts = { "webhook_url" },
   log = { "progress_every_s", "format" },
@@ -89,7 +97,8 @@ local SANDBOX_RANGES = {
 
 -- Keys whose values are secrets or may embed secrets.
 local SECRET_KEYS = { ["provider.api_key"] = true }
-local URL_KEYS = { ["database.url"] = true, ["provider.url"] = true, ["alerts.webhook_url"] = true }
+local URL_KEYS = { ["database.url"] = true, ["provider.url"] = true, ["alerts.webhook_url"] = true,
+                   ["provider.proxy"] = true }
 
 ---------------------------------------------------------------------------
 -- Redaction
@@ -236,8 +245,10 @@ end
 -- PGPASSWORD from env_getter.
 function M.secrets(cfg, env_getter)
   local out = { cfg.provider.api_key }
+  for _, value in pairs(cfg.provider.headers or {}) do out[#out + 1] = value end
   url_secrets(cfg.database.url, out)
   url_secrets(cfg.provider.url, out)
+  url_secrets(cfg.provider.proxy, out)
   url_secrets(cfg.metrics.push_url, out)
   local webhook = cfg.alerts.webhook_url
   url_secrets(webhook, out)
@@ -388,6 +399,69 @@ local function resolve_plans_dir(cfg, path, origins)
   if folder then cfg.plans.dir = folder .. "/" .. dir end
 end
 
+-- The header names ragops writes itself (provider.headers may not set them).
+local RESERVED_HEADERS = { ["content-type"] = true, ["content-length"] = true, ["accept"] = true,
+                           ["host"] = true, ["x-request-id"] = true, ["transfer-encoding"] = true }
+
+-- provider.headers: at most 32 "Name" = "value" pairs; values are secrets
+-- (never shown, not even in this error).
+local function check_headers(checker, headers)
+  if type(headers) ~= "table" then checker.bad("provider.headers", headers, 'uma tabela { ["Nome"] = "valor" }') end
+  local count = 0
+  for name, value in pairs(headers) do
+    count = count + 1
+    if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+.^_`|~-]+$") or #name > 256 then
+      checker.bad("provider.headers", name, "nomes de cabeçalho HTTP (letras, dígitos e - _ .)")
+    end
+    if RESERVED_HEADERS[name:lower()] then
+      checker.fail("provider.headers", ('cabeçalho "%s" não pode ser definido: o ragops o escreve'):format(name))
+    end
+    if type(value) ~= "string" or value == "" or value:find("[%z\r\n]") or #value > 8192 then
+      checker.fail("provider.headers." .. name, ('chave "provider.headers.%s": valor (oculto) inválido; esperado '
+        .. "um texto não vazio de até 8192 bytes, sem quebra de linha"):format(name))
+    end
+  end
+  if count > 32 then checker.fail("provider.headers", "chave \"provider.headers\": no máximo 32 cabeçalhos") end
+end
+
+-- The keys that only Azure OpenAI reads.
+local AZURE_ONLY = { "api_version", "deployment", "azure_auth" }
+
+-- The dialect's keys: provider.api, limits, headers, truncate, ca_file,
+-- proxy and Azure's; a dialect that needs a key has one.
+local function check_dialect(checker, provider)
+  local names = table.concat(dialects.NAMES, '", "')
+  if not dialects.get(provider.api) then checker.bad("provider.api", provider.api, 'um destes: "' .. names .. '"') end
+  checker.only_keys(provider.limits, "provider.limits")
+  for _, key in ipairs(dialects.LIMIT_KEYS) do
+    if provider.limits[key] ~= nil then check_integer(checker, "provider.limits." .. key, provider.limits[key], 1, 1e9) end
+  end
+  check_headers(checker, provider.headers)
+  if type(provider.truncate) ~= "boolean" then checker.bad("provider.truncate", provider.truncate, "true ou false") end
+  check_string(checker, "provider.ca_file", provider.ca_file, true, "o caminho de um arquivo de certificados (PEM)")
+  if provider.ca_file and not io.open(provider.ca_file, "r") then
+    checker.fail("provider.ca_file", ('chave "provider.ca_file": não foi possível ler o arquivo %s'):format(provider.ca_file))
+  end
+  if provider.proxy ~= nil and (type(provider.proxy) ~= "string"
+      or not (provider.proxy == "" or provider.proxy:match("^%a[%w+.-]*://[^/%s]+"))) then
+    checker.bad("provider.proxy", provider.proxy, 'uma URL como "http://proxy:3128" (ou "" para não usar proxy)')
+  end
+  for _, key in ipairs(AZURE_ONLY) do
+    if provider[key] ~= nil and provider.api ~= "azure" then
+      checker.fail("provider." .. key, ('chave "provider.%s" só vale com provider.api = "azure"'):format(key))
+    end
+  end
+  check_string(checker, "provider.api_version", provider.api_version, true, 'a versão da API (ex.: "2024-10-21")')
+  check_string(checker, "provider.deployment", provider.deployment, true, "o nome da implantação (deployment)")
+  if provider.azure_auth ~= nil and provider.azure_auth ~= "api_key" and provider.azure_auth ~= "entra" then
+    checker.bad("provider.azure_auth", provider.azure_auth, 'um destes: "api_key", "entra"')
+  end
+  if dialects.get(provider.api).requires_key and not provider.api_key then
+    checker.fail("provider.api_key", ('provider.api = "%s" exige uma credencial: provider.api_key ou a variável %s')
+      :format(provider.api, dialects.key_env(provider)))
+  end
+end
+
 local function validate(cfg, checker)
   checker.only_keys(cfg, "")
   local db = cfg.database
@@ -405,6 +479,7 @@ local function validate(cfg, checker)
 
   local provider = cfg.provider
   checker.only_keys(provider, "provider")
+  check_dialect(checker, provider)
   check_http_url(checker, "provider.url", provider.url, false)
   check_string(checker, "provider.model", provider.model, false, "o nome do modelo de embedding")
   if provider.dimensions ~= nil then
@@ -529,6 +604,13 @@ function M.load(path, env_getter)
         origins[override[2] .. "." .. override[3]] = override[1]
       end
     end
+    -- The credential of the dialect (OPENAI_API_KEY, AZURE_OPENAI_API_KEY...).
+    local key_env = dialects.key_env(cfg.provider)
+    local key = key_env and env_getter(key_env)
+    if type(key) == "string" and key ~= "" then
+      cfg.provider.api_key = key
+      origins["provider.api_key"] = key_env
+    end
     validate(cfg, checker)
     resolve_plans_dir(cfg, path, origins)
     for _, secret in ipairs(M.secrets(cfg, env_getter)) do scrub.register(secret) end
@@ -552,6 +634,21 @@ local function format_price(value)
   return text
 end
 
+-- The dialect, the limits set by the operator and the extra headers (names
+-- only: their values are secrets), in one pt-BR line.
+function M.describe_dialect(provider)
+  local set, names = {}, {}
+  for _, key in ipairs(dialects.LIMIT_KEYS) do
+    if provider.limits[key] then set[#set + 1] = key .. " = " .. provider.limits[key] end
+  end
+  for name in pairs(provider.headers) do names[#names + 1] = name end
+  table.sort(names)
+  return ("dialeto: %s; limites: %s; cabeçalhos extras: %s%s"):format(provider.api,
+    #set > 0 and table.concat(set, ", ") or "os padrões do dialeto",
+    #names > 0 and (table.concat(names, ", ") .. " (valores ocultos)") or "nenhum",
+    provider.truncate and "; entradas longas truncadas pelo provedor" or "")
+end
+
 -- pt-BR lines describing `cfg`, safe to log: no API key, passwords and
 -- webhook paths redacted.
 function M.describe(cfg)
@@ -565,6 +662,7 @@ function M.describe(cfg)
     M.redact_url(provider.url), provider.model, provider.dim,
     provider.dimensions and " (enviada como dimensions)" or "", provider.encoding, tostring(provider.timeout_s))
   lines[#lines + 1] = "chave de API: " .. (provider.api_key and "definida (oculta)" or "não definida")
+  lines[#lines + 1] = M.describe_dialect(provider)
   local price = M.price_per_1m(cfg)
   lines[#lines + 1] = price and string.format("preço: US$ %s por 1 milhão de tokens", format_price(price))
     or string.format('preço: desconhecido para o modelo "%s" (custo estimado não disponível)', provider.model)

@@ -431,22 +431,47 @@ local function validate_batch(ctx, spec)
   return out
 end
 
+-- chunking.max_tokens / overlap_tokens: kept for ragops.plan.chunk.fit,
+-- which turns them into characters with the model's ratio once the
+-- configuration is known; until then, bytes/4 (4 characters a token).
+local function validate_chunk_tokens(ctx, chunking, out)
+  if chunking.max_chars ~= nil or chunking.overlap ~= nil then
+    ctx:bad("chunking.max_tokens", chunking.max_tokens, "chunking.max_tokens sem chunking.max_chars nem chunking.overlap "
+      .. "(um tamanho só: em tokens ou em caracteres)")
+  end
+  out.max_tokens = ctx:integer("chunking.max_tokens", chunking.max_tokens, 25, 250000)
+  local overlap = chunking.overlap_tokens
+  if overlap == nil then overlap = math.floor(out.max_tokens / 10) end
+  if not is_integer(overlap) or overlap < 0 or overlap >= out.max_tokens then
+    ctx:bad("chunking.overlap_tokens", overlap,
+      string.format("um inteiro entre 0 e %d (menor que chunking.max_tokens)", out.max_tokens - 1))
+  end
+  out.overlap_tokens = overlap
+  out.max_chars, out.overlap = out.max_tokens * 4, overlap * 4
+end
+
 local function validate_chunking(ctx, spec)
   local chunking = spec or {}
   ctx:table("chunking", chunking)
   ctx:only_keys(chunking, schema.keys("chunking"), "chunking")
   local out = {}
-  local max_chars = chunking.max_chars == nil and M.DEFAULTS.chunking.max_chars or chunking.max_chars
-  out.max_chars = ctx:integer("chunking.max_chars", max_chars, 100, 1000000)
-  local overlap = chunking.overlap
-  if overlap == nil then
-    overlap = math.min(M.DEFAULTS.chunking.overlap, math.floor(out.max_chars / 10))
+  if chunking.max_tokens ~= nil then
+    validate_chunk_tokens(ctx, chunking, out)
+  elseif chunking.overlap_tokens ~= nil then
+    ctx:bad("chunking.overlap_tokens", chunking.overlap_tokens, "nada sem chunking.max_tokens")
+  else
+    local max_chars = chunking.max_chars == nil and M.DEFAULTS.chunking.max_chars or chunking.max_chars
+    out.max_chars = ctx:integer("chunking.max_chars", max_chars, 100, 1000000)
+    local overlap = chunking.overlap
+    if overlap == nil then
+      overlap = math.min(M.DEFAULTS.chunking.overlap, math.floor(out.max_chars / 10))
+    end
+    if not is_integer(overlap) or overlap < 0 or overlap >= out.max_chars then
+      ctx:bad("chunking.overlap", overlap,
+        string.format("um inteiro entre 0 e %d (menor que chunking.max_chars)", out.max_chars - 1))
+    end
+    out.overlap = overlap
   end
-  if not is_integer(overlap) or overlap < 0 or overlap >= out.max_chars then
-    ctx:bad("chunking.overlap", overlap,
-      string.format("um inteiro entre 0 e %d (menor que chunking.max_chars)", out.max_chars - 1))
-  end
-  out.overlap = overlap
   -- The largest content of one document (absent: the decide stage's
   -- default, 1 MiB); past it, a dead letter and no request.
   if chunking.max_content_bytes ~= nil then

@@ -48,6 +48,8 @@ M.SECTIONS = {
   { id = "chunking", title = "chunking", keys = {
       { "max_chars", "inteiro (100 a 1.000.000)", "2000", "tamanho máximo de um trecho, em caracteres" },
       { "overlap", "inteiro (0 a `max_chars` − 1)", "200 (no máximo `max_chars` / 10)", "caracteres repetidos entre trechos vizinhos" },
+      { "max_tokens", "inteiro (25 a 250.000)", "—", "tamanho máximo de um trecho em tokens estimados (no lugar de `max_chars`: vira caracteres pela razão tokens/byte do modelo, `provider.tokens_per_byte`, ou 0,25)" },
+      { "overlap_tokens", "inteiro (0 a `max_tokens` − 1)", "10% de `max_tokens`", "tokens estimados repetidos entre trechos vizinhos (com `max_tokens`)" },
       { "max_content_bytes", "inteiro (1 a 268.435.456)", "1 MiB", "maior conteúdo de um documento; acima dele, fila de falhas sem pedido ao provedor" },
     } },
   { id = "retry", title = "retry", keys = {

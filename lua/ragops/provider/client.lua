@@ -1,18 +1,90 @@
 -- ragops.provider.client: the embedding client of the configuration's
--- provider (ragops.embed, in C), as every command opens it. The provider
+-- provider, as every command opens it: ragops.embed (in C) speaking the
+-- dialect of provider.api (ragops.provider.dialects), with the provider's
+-- limits (discovered once per process where the provider says them: TEI's
+-- GET /info) and the proxy named in connection errors. The provider
 -- policy (retries, backoff, circuit) is ragops.provider.retry, applied by
 -- the embed stage; the rate limit is ragops.provider.ratelimit.
-local embed = require "ragops.embed"
+local cjson = require "cjson"
+local dialects = require "ragops.provider.dialects"
+local proxy = require "ragops.provider.proxy"
+local has_embed, embed = pcall(require, "ragops.embed")
+local has_http, http = pcall(require, "ragops.http")
 
 local M = {}
 
--- The embedding client of cfg.provider, requests timing out after timeout_s.
-function M.new(cfg, timeout_s)
-  return embed.client {
-    url = cfg.provider.url, model = cfg.provider.model, dimensions = cfg.provider.dimensions,
-    expected_dim = cfg.provider.dim, api_key = cfg.provider.api_key,
-    timeout_ms = timeout_s * 1000, encoding = cfg.provider.encoding,
-  }
+-- Most bytes read of a /info answer.
+M.MAX_INFO_BYTES = 64 * 1024
+local discovered_by_url = {}
+
+-- What the provider says of its limits (TEI's /info), once per process;
+-- nil (with a pt-BR warning through warn) when it does not say.
+local function discover(provider, warn)
+  local dialect = dialects.get(provider.api)
+  if not (dialect.info_url and has_http) then return nil end
+  local url = dialect.info_url(provider)
+  if discovered_by_url[url] ~= nil then return discovered_by_url[url] or nil end
+  local headers = {}
+  for _, line in ipairs(dialect.auth(provider)) do
+    local name, value = line:match("^([^:]+): (.*)$")
+    headers[name] = value
+  end
+  local resp, err = http.request { method = "GET", url = url, headers = headers, timeout_ms = 10000,
+                                   max_body_bytes = M.MAX_INFO_BYTES }
+  local ok, info = false, nil
+  if resp and resp.status == 200 then ok, info = pcall(cjson.decode, resp.body) end
+  if not (ok and type(info) == "table") then
+    if warn then
+      warn(("não foi possível ler os limites do provedor em GET /info (%s); valem os padrões do dialeto %s "
+        .. "ou provider.limits"):format(resp and ("HTTP " .. resp.status) or tostring(err), provider.api))
+    end
+    discovered_by_url[url] = false
+    return nil
+  end
+  discovered_by_url[url] = dialect.limits_from_info(info)
+  return discovered_by_url[url]
+end
+
+-- The limits of cfg's provider (see ragops.provider.dialects.limits).
+function M.limits(cfg, warn)
+  return dialects.limits(cfg.provider, discover(cfg.provider, warn))
+end
+
+-- "provedor openai em URL (via proxy ...)": names the endpoint (without
+-- credentials, query string or fragment) and the proxy.
+function M.describe(cfg)
+  local opts = dialects.client_options(cfg.provider, "document", 1)
+  local via = proxy.describe(opts.endpoint, cfg.provider.proxy)
+  return ("provedor %s em %s%s"):format(cfg.provider.api, proxy.display(opts.endpoint:match("^[^?#]*")),
+    via and (" " .. via) or "")
+end
+
+local Client = {}
+Client.__index = Client
+
+-- Embeds texts: vecbatch, or nil, pt-BR message, info (see ragops.embed);
+-- a connection failure names the proxy the request went through.
+function Client:embed(texts)
+  local batch, err, info = self.embedder:embed(texts)
+  if not batch and info and info.kind == "connection" and self.via then
+    err = tostring(err) .. " (" .. self.via .. ")"
+  end
+  return batch, err, info
+end
+
+function Client:close() self.embedder:close() end
+function Client:encoding() return self.embedder:encoding() end
+
+-- The embedding client of cfg.provider, requests timing out after
+-- timeout_s, embedding for purpose ("document", the default, or "query").
+function M.new(cfg, timeout_s, purpose, warn)
+  assert(has_embed, "ragops.embed indisponível")
+  local opts = dialects.client_options(cfg.provider, purpose, timeout_s)
+  return setmetatable({
+    embedder = embed.client(opts), limits = M.limits(cfg, warn),
+    via = proxy.describe(opts.endpoint, cfg.provider.proxy),
+    tokens_per_byte = dialects.tokens_per_byte(cfg.provider),
+  }, Client)
 end
 
 return M

@@ -21,6 +21,7 @@ local params_mod = require "ragops.plan.params"
 local pg = require "ragops.pg"
 local report = require "ragops.report"
 local report_html = require "ragops.report.html"
+local dialects = require "ragops.provider.dialects"
 local pipeline = require "ragops.run.pipeline"
 local ratelimit = require "ragops.provider.ratelimit"
 local sched = require "ragops.util.sched"
@@ -37,8 +38,10 @@ local estimate_tokens = ratelimit.estimate_text_tokens
 M.estimate_tokens = estimate_tokens
 
 -- Embedder replacement: returns a batch-shaped object, sends nothing.
-local function estimator(dim)
-  local e = { calls = 0 }
+local function estimator(dim, limits, tokens_per_byte)
+  -- The provider's limits form the requests counted (without asking the
+  -- provider: a dry run sends nothing, not even GET /info).
+  local e = { calls = 0, limits = limits, tokens_per_byte = tokens_per_byte }
   function e:embed(texts)
     self.calls = self.calls + 1
     local tokens = 0
@@ -455,7 +458,8 @@ function M.run(p, cfg, opts)
   log.context { plan = p.name, dry_run = true }
   log.info("simulação (dry-run) do plano %q: sessão somente leitura, sem chamadas de embedding", p.name)
   local env = {
-    sched = s, store = dry, embedder = estimator(cfg.provider.dim), log = log, run_id = nil,
+    sched = s, store = dry, embedder = estimator(cfg.provider.dim, dialects.limits(cfg.provider),
+      dialects.tokens_per_byte(cfg.provider)), log = log, run_id = nil,
     model = cfg.provider.model, dim = cfg.provider.dim, hash = core.hash,
   }
   local stats = pipeline.run(p, env)

@@ -235,7 +235,7 @@ end
 -- Also returns the parts wiring closes at the end (pool, client, limiter,
 -- alerts, write_metrics).
 local function build_env(p, cfg, s, pool, coltype, params)
-  local client = provider_client.new(cfg, params_mod.limits(p, cfg).timeout_s)
+  local client = provider_client.new(cfg, params_mod.limits(p, cfg).timeout_s, "document", log.warn)
   local store = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype,
                                model = cfg.provider.model, dim = cfg.provider.dim }
   local metrics, write_metrics = new_metrics(cfg)
@@ -478,8 +478,9 @@ local function run_loaded(p, cfg, opts, params)
   -- The run's spend so far (earlier processes included): the budget's base.
   if env.price_per_1m_tokens then env.budget_base = env.store:run_billed_tokens(run.id) end
   log.context { run_id = run.id, plan = p.name }
-  log.info("execução %d do plano %q iniciada (modelo %s, dim %d, %s)%s",
-    run.id, p.name, cfg.provider.model, cfg.provider.dim, report.format_limits(params_mod.limits(p, cfg)),
+  log.info("execução %d do plano %q iniciada (%s, modelo %s, dim %d, %s)%s",
+    run.id, p.name, provider_client.describe(cfg), cfg.provider.model, cfg.provider.dim,
+    report.format_limits(params_mod.limits(p, cfg)),
     opts["scale-out"] and "; com --scale-out, concorrência e limites de taxa (max_concurrency, "
       .. "requests_per_min, tokens_per_min) valem por processo, não para a execução" or "")
   if run.how then log.info("%s", run.how) end

@@ -38,7 +38,8 @@ local CLASS_PTBR = { transient = "temporária (tentativas esgotadas)", permanent
                      fatal = "fatal", transform = "erro no document() do plano",
                      time = "document() excedeu o tempo limite (sandbox.hook_ms)",
                      memory = "document() excedeu o limite de memória (sandbox.hook_memory_mb)",
-                     invalid_document = "documento inválido (conteúdo, metadados ou chave)" }
+                     invalid_document = "documento inválido (conteúdo, metadados ou chave)",
+                     input_too_long = "entrada longa demais para o modelo (provider.limits.max_input_tokens)" }
 M.CLASS_PTBR = CLASS_PTBR
 
 -- A stored value as one line for the listing: secrets masked, control

@@ -811,7 +811,7 @@ end
 -- index of the batch's first query) or nil, err.
 function M.embed_queries(client, queries, sleep, log)
   local out = {}
-  local per = M.DEFAULTS.queries_per_request
+  local per = math.min(M.DEFAULTS.queries_per_request, client.limits and client.limits.max_inputs or math.huge)
   for first = 1, #queries, per do
     local texts = {}
     for i = first, math.min(#queries, first + per - 1) do texts[#texts + 1] = queries[i].query end

@@ -133,7 +133,7 @@ end
 local function prepare(target, cfg, golden)
   warn_other_models(target.conn, target.quoted_table, cfg.provider.model)
   log.info("gerando embeddings de %d consulta(s) com o modelo %s", #golden.queries, cfg.provider.model)
-  local client = provider_client.new(cfg, cfg.provider.timeout_s)
+  local client = provider_client.new(cfg, cfg.provider.timeout_s, "query", log.warn)
   local batches, eerr = validate.embed_queries(client, golden.queries, core.sleep, log)
   client:close()
   if not batches then

@@ -20,6 +20,7 @@ local exit = require "ragops.util.exit"
 local instruments = require "ragops.obs.instruments"
 local format = require "ragops.util.format"
 local ratelimit = require "ragops.provider.ratelimit"
+local requests = require "ragops.provider.requests"
 local retry = require "ragops.provider.retry"
 
 local M = {}
@@ -264,14 +265,49 @@ local function embed_slice(ctx, items, delta, entity_type)
   return {}, { { items = items, err = err, info = info, attempts = attempts } }
 end
 
--- Embeds every item in slices of batch.size. Returns parts, failed groups.
+-- The limits of an embedder without any (a fake): batch.size alone.
+local NO_LIMITS = {}
+
+local function text_of(item) return item.text end
+
+-- The failed groups of the inputs estimated over the provider's per-input
+-- limit: dead letters named as such, never sent.
+local function too_long_groups(too_long, limits)
+  local out = {}
+  for _, t in ipairs(too_long) do
+    out[#out + 1] = { items = { t.item }, attempts = 0, info = { class = "input_too_long", kind = "input_too_long" },
+      err = ("entrada longa demais para o modelo: cerca de %d tokens estimados, e o limite por entrada é %d "
+        .. "(provider.limits.max_input_tokens); não foi enviada. Diminua chunking.max_chars (ou chunking.max_tokens) "
+        .. "ou deixe o provedor truncar (provider.truncate = true)"):format(t.tokens, limits.max_input_tokens) }
+  end
+  return out
+end
+
+-- With provider.truncate, inputs over the per-input limit go anyway: said
+-- once per run.
+local function warn_truncation(ctx, items, limits, tokens_per_byte)
+  if not (limits.truncate and limits.max_input_tokens) or ctx.env.truncation_warned then return end
+  for _, it in ipairs(items) do
+    if requests.input_tokens(#it.text, tokens_per_byte) > limits.max_input_tokens then
+      ctx.env.truncation_warned = true
+      ctx.log.warn("há entradas com mais de %d tokens estimados (provider.limits.max_input_tokens): o provedor vai "
+        .. "truncá-las (provider.truncate = true), e o vetor representa só o começo do texto", limits.max_input_tokens)
+      return
+    end
+  end
+end
+
+-- Embeds every item in requests within the provider's limits (at most
+-- batch.size inputs each). Returns parts, failed groups.
 function M.embed_items(ctx, items, delta, entity_type)
-  local parts, failed = {}, {}
-  local size = ctx.plan.batch.size
-  for first = 1, #items, size do
+  local embedder = ctx.env.embedder
+  local limits = embedder.limits or NO_LIMITS
+  local tokens_per_byte = embedder.tokens_per_byte or 0.25
+  warn_truncation(ctx, items, limits, tokens_per_byte)
+  local slices, too_long = requests.form(items, text_of, limits, ctx.plan.batch.size, tokens_per_byte)
+  local parts, failed = {}, too_long_groups(too_long, limits)
+  for _, slice in ipairs(slices) do
     if ctx:halted() then break end
-    local slice = {}
-    for i = first, math.min(first + size - 1, #items) do slice[#slice + 1] = items[i] end
     local p, f = embed_slice(ctx, slice, delta, entity_type)
     append(parts, p)
     append(failed, f)
