@@ -6,7 +6,9 @@
 -- (the rollback's gate), the compare's thresholds and differences, and the
 -- renames that switch and roll back in one transaction. SQL is parameterised or
 -- identifier-quoted; errors are pt-BR. The commands are ragops.cli.commands.model.
+local dialects = require "ragops.provider.dialects"
 local exit = require "ragops.util.exit"
+local scrub = require "ragops.util.scrub"
 local sqlname = require "ragops.util.sqlname"
 local store_runs = require "ragops.store.runs"
 
@@ -78,7 +80,21 @@ function M.target_cfg(cfg, row)
   out.database.storage = M.storage_of(row.storage)
   out.provider.model, out.provider.dim, out.provider.dimensions = row.model, row.dim, nil
   for key, value in pairs(row.provider or {}) do out.provider[key] = value end
+  if out.provider.api ~= cfg.provider.api then M.other_dialect(out.provider) end
   return out
+end
+
+-- A target served through another dialect than the configuration's (model
+-- prepare --set provider.api=...): nothing of the configuration's provider
+-- credentials or extras goes to it; its key comes from its own variable
+-- (VOYAGE_API_KEY...), registered as a secret.
+function M.other_dialect(provider, getenv)
+  provider.headers, provider.limits = {}, {}
+  provider.api_version, provider.deployment, provider.azure_auth = nil, nil, nil
+  local name = dialects.key_env(provider)
+  local key = name and (getenv or os.getenv)(name)
+  provider.api_key = key ~= "" and key or nil
+  if provider.api_key then scrub.register(provider.api_key) end
 end
 
 -- The gates of `model compare` where the golden sets none: the shadow may

@@ -6,6 +6,7 @@
 local cjson = require "cjson"
 local cmd_validate = require "ragops.cli.commands.validate"
 local config = require "ragops.plan.config"
+local dialects = require "ragops.provider.dialects"
 local exit = require "ragops.util.exit"
 local prelude = require "ragops.cli.prelude"
 local log = require "ragops.obs.log"
@@ -32,7 +33,7 @@ M.FLAGS = {
 }
 
 -- Provider settings `model prepare --set` records for the shadow's runs.
-local PROVIDER_SETS = { ["provider.url"] = "url", ["provider.encoding"] = "encoding" }
+local PROVIDER_SETS = { ["provider.url"] = "url", ["provider.encoding"] = "encoding", ["provider.api"] = "api" }
 
 local KIND_CODE = { usage = exit.usage, unreachable = exit.unreachable }
 
@@ -103,9 +104,12 @@ local function prepare_spec(opts, sets, cli)
   local provider = {}
   for key, value in pairs(sets) do
     if not PROVIDER_SETS[key] then
-      cli.usage_error("--set %s: chave desconhecida para `model prepare`; chaves válidas: provider.encoding, provider.url", key)
+      cli.usage_error("--set %s: chave desconhecida para `model prepare`; chaves válidas: provider.api, provider.encoding, provider.url", key)
     end
     provider[PROVIDER_SETS[key]] = value
+  end
+  if provider.api and not dialects.get(provider.api) then
+    cli.usage_error("--set provider.api espera um destes: %s; recebi %q", table.concat(dialects.NAMES, ", "), provider.api)
   end
   if provider.url and not provider.url:match("^https?://[^/]") then
     cli.usage_error("--set provider.url espera um endereço http:// ou https://, recebi %q", config.redact_url(provider.url))
@@ -266,10 +270,11 @@ local function config_hint(cfg, row)
   if cfg.provider.model == row.model and cfg.provider.dim == row.dim then
     return ("a configuração já usa esse modelo (provider.model = %q, provider.dim = %d)"):format(row.model, row.dim)
   end
-  local url = row.provider and row.provider.url
-  return ("ajuste a configuração para o modelo que a tabela serve agora: provider.model = %q, provider.dim = %d%s; "
+  local url, api = row.provider and row.provider.url, row.provider and row.provider.api
+  return ("ajuste a configuração para o modelo que a tabela serve agora: provider.model = %q, provider.dim = %d%s%s; "
     .. "até lá `ragops backfill` nesta tabela é recusado (misturaria dois modelos)")
-    :format(row.model, row.dim, url and (", provider.url = " .. config.redact_url(url)) or "")
+    :format(row.model, row.dim, api and (", provider.api = " .. api) or "",
+      url and (", provider.url = " .. config.redact_url(url)) or "")
 end
 
 -- Refuses while runs write to the live table: a sync follower or backfill
