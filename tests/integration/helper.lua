@@ -257,10 +257,10 @@ function H.start_embed_server(flags)
   local pid = p:read("*l")
   p:close()
   for _ = 1, 100 do
-    local line = read_all(log):match("escutando em (http://[%d%.:]+/v1)")
-    if line then
+    local base = read_all(log):match("escutando em (http://[%d%.:]+)")
+    if base then
       H.running[pid] = true
-      return { url = line, pid = pid, base = line:gsub("/v1$", ""), log = log }
+      return { url = base .. "/v1", pid = pid, base = base, log = log }
     end
     H.sh("sleep 0.05")
   end
