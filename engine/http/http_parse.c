@@ -4,7 +4,7 @@
  * string), Content-Length, Transfer-Encoding, Connection, Expect,
  * Authorization, api-key and X-Request-Id, reason phrases.
  */
-#define _GNU_SOURCE /* strndup, memmem */
+#define _GNU_SOURCE /* memmem */
 #include "http_parse.h"
 
 #include <stdlib.h>
@@ -28,6 +28,19 @@ void http_head_reset(http_head *req)
     free(req->api_key);
     free(req->request_id);
     memset(req, 0, sizeof *req);
+}
+
+/* A NUL-terminated copy of the n bytes at p (malloc'd), NULL when out of
+ * memory. Not strndup: the bytes come from a connection's buffer, which
+ * may hold no NUL after them, and strndup may look for one. */
+static char *copy_bytes(const char *p, size_t n)
+{
+    char *copy = malloc(n + 1);
+    if (copy == NULL)
+        return NULL;
+    memcpy(copy, p, n);
+    copy[n] = '\0';
+    return copy;
 }
 
 /* Case-insensitive search of token in a comma-separated header value. */
@@ -65,12 +78,12 @@ static int parse_request_line(const char *head, const char *line_end, http_head 
     size_t target_len = (size_t)(sp2 - target);
     const char *query = memchr(target, '?', target_len);
     if (query) {
-        req->query = strndup(query + 1, (size_t)(sp2 - query - 1));
+        req->query = copy_bytes(query + 1, (size_t)(sp2 - query - 1));
         if (req->query == NULL)
             return -1;
         target_len = (size_t)(query - target);
     }
-    req->path = strndup(target, target_len);
+    req->path = copy_bytes(target, target_len);
     if (req->path == NULL)
         return -1;
     const char *version = sp2 + 1;
@@ -112,7 +125,7 @@ static int header_is(const char *name, size_t name_len, const char *want)
 static int keep_header(char **field, const char *value, size_t value_len)
 {
     free(*field);
-    *field = strndup(value, value_len);
+    *field = copy_bytes(value, value_len);
     return *field ? 0 : -1;
 }
 

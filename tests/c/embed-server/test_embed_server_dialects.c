@@ -2,7 +2,8 @@
  * test_embed_server_dialects.c: the pieces of the embed-server's dialects
  * that are checked best one by one (tests/integration/
  * embed_server_dialects_spec.lua drives every dialect end to end): the
- * request head's query string and api-key header (engine/http's parser),
+ * request head's query string and api-key header (engine/http's parser,
+ * also from bytes that are not NUL-terminated),
  * the tokenizer's cuts for truncation, the dialect table and its defaults,
  * and the options and command line that choose a dialect and its limits.
  */
@@ -10,7 +11,38 @@
 #include "http/http_parse.h"
 #include "test_assert.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+/* Under ASan, string functions must not read past a string's bytes even
+ * when the bytes are not NUL-terminated (tests/run_all.sh sets the same). */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "strict_string_checks=1";
+}
+
+/* A head parsed straight from the bytes of a connection's buffer: no NUL
+ * after them (the buffer is full), so nothing may be copied with strndup,
+ * which reads up to a NUL under ASan's strict checks. */
+static void test_head_without_nul(void)
+{
+    const char *text = "POST /embed?x=1 HTTP/1.1\r\napi-key: k\r\nAuthorization: Bearer t\r\n"
+                       "X-Request-Id: rg-1\r\n\r\n";
+    size_t len = strlen(text);
+    char *bytes = malloc(len);
+    ASSERT(bytes != NULL);
+    memcpy(bytes, text, len);
+    http_head head = {0};
+    ASSERT_INT_EQ(http_head_parse(bytes, len, &head), 0);
+    ASSERT_STR_EQ(head.path, "/embed");
+    ASSERT_STR_EQ(head.query, "x=1");
+    ASSERT_STR_EQ(head.api_key, "k");
+    ASSERT_STR_EQ(head.authorization, "Bearer t");
+    ASSERT_STR_EQ(head.request_id, "rg-1");
+    http_head_reset(&head);
+    free(bytes);
+}
 
 static void test_head_query_and_api_key(void)
 {
@@ -125,6 +157,7 @@ static void test_options(void)
 int main(void)
 {
     test_head_query_and_api_key();
+    test_head_without_nul();
     test_tokenizer_cuts();
     test_dialect_table();
     test_options();
