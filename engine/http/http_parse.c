@@ -1,10 +1,10 @@
 /*
  * http_parse.c: HTTP/1.1 request heads for the engine's servers (see
- * http_parse.h): the end of the head, the request line, Content-Length,
- * Transfer-Encoding, Connection, Expect, Authorization and X-Request-Id,
- * reason phrases.
+ * http_parse.h): the end of the head, the request line (path and query
+ * string), Content-Length, Transfer-Encoding, Connection, Expect,
+ * Authorization, api-key and X-Request-Id, reason phrases.
  */
-#define _GNU_SOURCE /* strndup, memmem */
+#define _GNU_SOURCE /* memmem */
 #include "http_parse.h"
 
 #include <stdlib.h>
@@ -23,9 +23,24 @@ http_head_state http_head_find(const char *data, size_t avail, size_t max_head, 
 void http_head_reset(http_head *req)
 {
     free(req->path);
+    free(req->query);
     free(req->authorization);
+    free(req->api_key);
     free(req->request_id);
     memset(req, 0, sizeof *req);
+}
+
+/* A NUL-terminated copy of the n bytes at p (malloc'd), NULL when out of
+ * memory. Not strndup: the bytes come from a connection's buffer, which
+ * may hold no NUL after them, and strndup may look for one. */
+static char *copy_bytes(const char *p, size_t n)
+{
+    char *copy = malloc(n + 1);
+    if (copy == NULL)
+        return NULL;
+    memcpy(copy, p, n);
+    copy[n] = '\0';
+    return copy;
 }
 
 /* Case-insensitive search of token in a comma-separated header value. */
@@ -62,9 +77,13 @@ static int parse_request_line(const char *head, const char *line_end, http_head 
     const char *target = sp1 + 1;
     size_t target_len = (size_t)(sp2 - target);
     const char *query = memchr(target, '?', target_len);
-    if (query)
+    if (query) {
+        req->query = copy_bytes(query + 1, (size_t)(sp2 - query - 1));
+        if (req->query == NULL)
+            return -1;
         target_len = (size_t)(query - target);
-    req->path = strndup(target, target_len);
+    }
+    req->path = copy_bytes(target, target_len);
     if (req->path == NULL)
         return -1;
     const char *version = sp2 + 1;
@@ -102,6 +121,14 @@ static int header_is(const char *name, size_t name_len, const char *want)
     return name_len == strlen(want) && strncasecmp(name, want, name_len) == 0;
 }
 
+/* Replaces *field with a copy of value. Returns 0 or -1 (out of memory). */
+static int keep_header(char **field, const char *value, size_t value_len)
+{
+    free(*field);
+    *field = copy_bytes(value, value_len);
+    return *field ? 0 : -1;
+}
+
 /* Records one header we care about. Returns 0 or -1 (malformed). */
 static int parse_header(const char *name, size_t name_len, const char *value, size_t value_len,
                            int *saw_length, http_head *req)
@@ -119,15 +146,11 @@ static int parse_header(const char *name, size_t name_len, const char *value, si
         if (header_has_token(value, value_len, "100-continue"))
             req->expect_continue = 1;
     } else if (header_is(name, name_len, "Authorization")) {
-        free(req->authorization);
-        req->authorization = strndup(value, value_len);
-        if (req->authorization == NULL)
-            return -1;
+        return keep_header(&req->authorization, value, value_len);
+    } else if (header_is(name, name_len, "api-key")) {
+        return keep_header(&req->api_key, value, value_len);
     } else if (header_is(name, name_len, "X-Request-Id")) {
-        free(req->request_id);
-        req->request_id = strndup(value, value_len);
-        if (req->request_id == NULL)
-            return -1;
+        return keep_header(&req->request_id, value, value_len);
     }
     return 0;
 }
@@ -171,6 +194,7 @@ const char *http_status_text(int status)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 413: return "Payload Too Large";
+    case 422: return "Unprocessable Entity";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";

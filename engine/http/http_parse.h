@@ -1,8 +1,9 @@
 /*
  * http_parse.h: parsing of HTTP/1.1 request heads, shared by the servers of
  * the engine (the embed-server and the metrics endpoint, httpd.c): finding
- * the end of the head under a size bound, the request line and the headers
- * the servers care about, and the reason phrase of a status code.
+ * the end of the head under a size bound, the request line (path and query
+ * string) and the headers the servers care about, and the reason phrase of a
+ * status code.
  */
 #ifndef RAGOPS_HTTP_PARSE_H
 #define RAGOPS_HTTP_PARSE_H
@@ -13,7 +14,9 @@
 typedef struct http_head {
     char method[16];       /* e.g. "POST" */
     char *path;            /* target without query string (malloc'd) */
+    char *query;           /* query string after '?', or NULL when the target has none (malloc'd) */
     char *authorization;   /* Authorization header value or NULL (malloc'd) */
+    char *api_key;         /* api-key header value (Azure's key header) or NULL (malloc'd) */
     char *request_id;      /* X-Request-Id header value or NULL (malloc'd) */
     size_t head_len;       /* bytes of request line + headers + blank line */
     size_t content_length; /* body bytes announced */

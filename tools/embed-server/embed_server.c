@@ -1,13 +1,130 @@
 /*
  * embed_server.c: the lifecycle of `ragops embed-server` (the public API of
  * embed_server.h): options, start (copy the settings, listen through
- * engine/http's server), the bound port, the counters and stop. The rest of
+ * engine/http's server), the bound port, the counters and stop; and the
+ * serving through that httpd: every request goes to the routes (es_dispatch)
+ * and each answer back to httpd as it should go out: at once, after
+ * --latency-ms, as an endless chunked body (--endless-pattern) or never
+ * (--hang-pattern, --timeout-rate). httpd bounds the head (64 KiB) and the
+ * body (64 MiB) and keeps the order of pipelined requests; its protocol
+ * errors become errors of the dialect counted as bad requests. The rest of
  * the server is split by job (see embed_server_internal.h).
  */
 #include "embed_server_internal.h"
 
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---------- serving through httpd ---------- */
+
+/* Moves resp (freed) into answer: status, type, body and the headers. */
+static void es_to_answer(es_response *resp, httpd_answer *answer)
+{
+    size_t used = 0;
+    memset(answer, 0, sizeof *answer);
+    answer->status = resp->status;
+    snprintf(answer->content_type, sizeof answer->content_type, "%s", resp->content_type);
+    answer->body = resp->body;
+    answer->body_len = resp->body_len;
+    answer->close_after = resp->close_after;
+    resp->body = NULL;
+    char *headers = answer->extra_headers;
+    size_t size = sizeof answer->extra_headers;
+    if (resp->endless && resp->gzip)
+        used += (size_t)snprintf(headers + used, size - used, "Content-Encoding: gzip\r\n");
+    if (!resp->endless && resp->retry_after_s > 0)
+        used += (size_t)snprintf(headers + used, size - used, "Retry-After: %d\r\n", resp->retry_after_s);
+    if (resp->request_id[0])
+        snprintf(headers + used, size - used, "x-request-id: %s\r\n", resp->request_id);
+    es_response_free(resp);
+}
+
+static const char *es_endless_chunk(void *stream, size_t *len)
+{
+    return es_endless_next(stream, len);
+}
+
+static void es_endless_release(void *stream)
+{
+    es_endless_free(stream);
+}
+
+/* Out of memory: a 500 that closes the connection. */
+static void es_respond_no_memory(httpd_request *req)
+{
+    httpd_answer answer = {500, "text/plain; charset=utf-8", NULL, 0, "", 1};
+    httpd_respond(req, &answer);
+}
+
+static void es_on_request(void *data, httpd_request *req, const http_head *head, const char *body,
+                          size_t body_len)
+{
+    embed_server *server = data;
+    int never_answer = 0, delayed = 0;
+    httpd_answer answer;
+    es_response *resp = es_dispatch(server, head, body, body_len, &never_answer, &delayed);
+    if (never_answer)
+        return; /* the connection stays held: nothing else is answered on it */
+    if (resp == NULL) {
+        es_respond_no_memory(req);
+        return;
+    }
+    if (resp->endless) {
+        es_endless *chunks = es_endless_new(resp->body, resp->body_len, resp->gzip);
+        es_to_answer(resp, &answer);
+        if (chunks == NULL) {
+            free(answer.body);
+            es_respond_no_memory(req);
+            return;
+        }
+        httpd_respond_stream(req, &answer, chunks, es_endless_chunk, es_endless_release);
+    } else if (delayed) {
+        es_to_answer(resp, &answer);
+        httpd_respond_later(req, &answer, server->latency_ms);
+    } else {
+        es_to_answer(resp, &answer);
+        httpd_respond(req, &answer);
+    }
+}
+
+/* A protocol error of httpd (431, 400, 413, 501) as an error of the dialect. */
+static void es_on_error(void *data, int status, const char *text, httpd_answer *answer)
+{
+    es_response *resp = es_bad_request(data, status, ES_ERR_INVALID, "%s", text);
+    if (resp != NULL)
+        es_to_answer(resp, answer);
+    answer->close_after = 1;
+}
+
+static int es_server_listen(embed_server *server, uv_loop_t *loop, const embed_server_opts *opts, char **err)
+{
+    const char *host = opts->host ? opts->host : "127.0.0.1";
+    httpd_opts http = {
+        .host = strcmp(host, "localhost") == 0 ? "127.0.0.1" : host,
+        .port = opts->port,
+        .max_head = ES_MAX_HEAD,
+        .read_timeout_ms = HTTPD_TIMEOUT_NONE, /* fault injection holds connections on purpose */
+        .idle_timeout_ms = HTTPD_TIMEOUT_NONE,
+        .max_conns = INT_MAX,
+        .handler_data = server,
+        .on_request = es_on_request,
+        .max_body = ES_MAX_BODY,
+        .max_queued = SIZE_MAX,
+        .on_error = es_on_error,
+    };
+    char *message = NULL;
+    server->http = httpd_start(loop, &http, &message);
+    if (server->http == NULL) {
+        es_set_err(err, message);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------- lifecycle ---------- */
 
 void embed_server_opts_init(embed_server_opts *opts)
 {
@@ -17,7 +134,16 @@ void embed_server_opts_init(embed_server_opts *opts)
     opts->dim = 1536;
     opts->retry_after_s = 1;
     opts->seed = 42;
-    opts->max_inputs = 2048;
+    opts->api = "openai";
+    opts->max_inputs = EMBED_SERVER_DIALECT_DEFAULT;
+    opts->max_input_tokens = EMBED_SERVER_DIALECT_DEFAULT;
+    opts->max_request_tokens = EMBED_SERVER_DIALECT_DEFAULT;
+}
+
+/* value, or fallback when value is EMBED_SERVER_DIALECT_DEFAULT. */
+static int es_limit_or(int value, int fallback)
+{
+    return value == EMBED_SERVER_DIALECT_DEFAULT ? fallback : value;
 }
 
 static char *es_strdup_or_null(const char *text)
@@ -44,9 +170,12 @@ static embed_server *es_server_new(const embed_server_opts *opts, char **err)
     server->api_key = es_strdup_or_null(opts->api_key);
     if ((opts->model && !server->model) || (opts->api_key && !server->api_key))
         goto fail;
+    server->dialect = es_dialect_find(opts->api ? opts->api : "openai");
     server->dim = opts->dim;
     server->latency_ms = opts->latency_ms;
-    server->max_inputs = opts->max_inputs;
+    server->max_inputs = es_limit_or(opts->max_inputs, server->dialect->max_inputs);
+    server->max_input_tokens = es_limit_or(opts->max_input_tokens, server->dialect->max_input_tokens);
+    server->max_request_tokens = es_limit_or(opts->max_request_tokens, server->dialect->max_request_tokens);
     server->dense = opts->dense;
     server->echo_auth = opts->echo_auth;
     if (es_faults_init(&server->faults, opts, err) != 0)
@@ -62,9 +191,16 @@ embed_server *embed_server_start(uv_loop_t *loop, const embed_server_opts *opts,
 {
     if (err)
         *err = NULL;
-    if (opts->dim < 1 || opts->dim > ES_MAX_DIM || opts->port < 0 || opts->port > 65535 || opts->max_inputs < 1) {
-        es_set_err(err, es_format_alloc("opções inválidas: dim deve estar entre 1 e %d, porta entre 0 e 65535",
+    if (opts->dim < 1 || opts->dim > ES_MAX_DIM || opts->port < 0 || opts->port > 65535 ||
+        opts->max_inputs < EMBED_SERVER_DIALECT_DEFAULT || opts->max_input_tokens < EMBED_SERVER_DIALECT_DEFAULT ||
+        opts->max_request_tokens < EMBED_SERVER_DIALECT_DEFAULT) {
+        es_set_err(err, es_format_alloc("opções inválidas: dim deve estar entre 1 e %d, porta entre 0 e 65535, "
+                                        "limites >= 0",
                                         ES_MAX_DIM));
+        return NULL;
+    }
+    if (es_dialect_find(opts->api ? opts->api : "openai") == NULL) {
+        es_set_err(err, es_format_alloc("opções inválidas: api desconhecida (use %s)", es_dialect_names));
         return NULL;
     }
     embed_server *server = es_server_new(opts, err);

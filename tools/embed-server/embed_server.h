@@ -1,15 +1,21 @@
 /*
- * embed_server.h: `ragops embed-server`, a local, deterministic,
- * OpenAI-compatible embedding server (POST /v1/embeddings) on a libuv loop,
- * with fault injection (latency, 429, 5xx, timeouts, hangs on matching
- * inputs, malformed bodies, bad usage, permanent 400s, endless or gzip-bomb
- * bodies) for tests and the demo.
+ * embed_server.h: `ragops embed-server`, a local, deterministic embedding
+ * server on a libuv loop that speaks one provider's dialect (OpenAI by
+ * default; Azure OpenAI, Ollama, TEI, Voyage AI or Cohere), with that
+ * provider's limits and errors, and fault injection (latency, 429, 5xx,
+ * timeouts, hangs on matching inputs, malformed bodies, bad usage,
+ * permanent 400s, endless or gzip-bomb bodies) for tests and the demo. The
+ * vectors are the same whatever the dialect.
  */
 #ifndef RAGOPS_EMBED_SERVER_H
 #define RAGOPS_EMBED_SERVER_H
 
 #include <stdint.h>
 #include <uv.h>
+
+/* A limit left to the dialect's default (max_inputs, max_input_tokens,
+ * max_request_tokens). */
+#define EMBED_SERVER_DIALECT_DEFAULT (-1)
 
 /* Server configuration; fill with embed_server_opts_init, then override. */
 typedef struct embed_server_opts {
@@ -28,7 +34,10 @@ typedef struct embed_server_opts {
     double bad_usage_rate;      /* probability of a 200 with usage.prompt_tokens = -1 (default 0) */
     uint64_t seed;              /* seed of the fault-injection PRNG (default 42) */
     const char *api_key;        /* when set, require "Authorization: Bearer KEY" (default NULL) */
-    int max_inputs;             /* maximum inputs per request (default 2048) */
+    const char *api;            /* dialect: openai, azure, ollama, tei, voyage or cohere (default openai) */
+    int max_inputs;             /* inputs per request, 0 = no cap (default: the dialect's) */
+    int max_input_tokens;       /* tokens per input, 0 = no cap (default: the dialect's) */
+    int max_request_tokens;     /* tokens per request, 0 = no cap (default: the dialect's) */
     int dense;                  /* 1: every component non-zero (featurehash_embed_dense) (default 0) */
     const char *endless_pattern; /* POSIX ERE: any matching input => a 200 whose body never ends (chunked,
                                     an "embedding" string that grows until the client leaves) (default NULL) */
@@ -40,7 +49,7 @@ typedef struct embed_server_opts {
 
 /* Counters served by GET /stats and zeroed by POST /stats/reset. */
 typedef struct embed_server_stats {
-    uint64_t requests;     /* POSTs to /v1/embeddings received */
+    uint64_t requests;     /* POSTs to the dialect's embeddings route received */
     uint64_t inputs;       /* inputs embedded in 200 (valid) answers */
     uint64_t ok;           /* valid 200 answers */
     uint64_t errors_5xx;   /* injected 500/502/503 answers */
@@ -50,6 +59,9 @@ typedef struct embed_server_stats {
                               --endless-pattern) */
     uint64_t rejected;     /* 400 answers caused by --reject-pattern */
     uint64_t bad_requests; /* other 4xx answers (invalid JSON, auth, model, limits) */
+    uint64_t size_errors;  /* of those, the ones over a limit (inputs, tokens per input, per request) */
+    uint64_t max_inputs_seen;   /* most inputs in one embeddings request */
+    char last_input_type[32];   /* input_type of the last Voyage/Cohere request, "" for none */
 } embed_server_stats;
 
 typedef struct embed_server embed_server;

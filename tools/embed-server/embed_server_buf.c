@@ -1,6 +1,7 @@
 /*
  * embed_server_buf.c: growable byte buffers and formatted strings for the
- * embed-server (received bytes, answer bodies, messages).
+ * embed-server (answer bodies, messages), and the answers themselves
+ * (es_response: status, type, body) before engine/http's httpd writes them.
  */
 #include "embed_server_internal.h"
 
@@ -77,4 +78,46 @@ void es_set_err(char **err, char *message)
         *err = message;
     else
         free(message);
+}
+
+/* ---------- answers ---------- */
+
+void es_response_free(es_response *resp)
+{
+    if (resp == NULL)
+        return;
+    free(resp->body);
+    free(resp);
+}
+
+es_response *es_response_new(int status, const char *content_type, char *body, size_t body_len)
+{
+    es_response *resp = calloc(1, sizeof *resp);
+    if (resp == NULL) {
+        free(body);
+        return NULL;
+    }
+    resp->status = status;
+    resp->content_type = content_type;
+    resp->body = body;
+    resp->body_len = body_len;
+    return resp;
+}
+
+es_response *es_response_json(int status, json_t *root)
+{
+    char *body = root ? json_dumps(root, JSON_COMPACT) : NULL;
+    json_decref(root);
+    if (body == NULL)
+        return NULL;
+    return es_response_new(status, "application/json", body, strlen(body));
+}
+
+/* The JSON string of text (malloc'd), NULL when out of memory. */
+char *es_json_quote(const char *text)
+{
+    json_t *str = json_string(text);
+    char *quoted = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+    json_decref(str);
+    return quoted;
 }

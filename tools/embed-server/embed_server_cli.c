@@ -15,14 +15,16 @@
 static const char es_usage[] =
     "Uso: ragops embed-server [opções]\n"
     "\n"
-    "Servidor local de embeddings compatível com a API da OpenAI (POST /v1/embeddings),\n"
-    "determinístico (feature hashing de palavras e trigramas), com injeção de falhas.\n"
+    "Servidor local de embeddings determinístico (feature hashing de palavras e trigramas),\n"
+    "com injeção de falhas, que fala o dialeto de um provedor (--api), com os limites e os\n"
+    "erros dele. Os vetores são os mesmos em qualquer dialeto.\n"
     "\n"
     "Opções:\n"
+    "  --api NOME           dialeto: openai (padrão), azure, ollama, tei, voyage ou cohere\n"
     "  --host H             endereço IP de escuta (padrão 127.0.0.1)\n"
     "  --port P             porta (padrão 8080; 0 = porta livre escolhida pelo sistema)\n"
     "  --dim D              dimensão dos vetores (padrão 1536)\n"
-    "  --model NOME         aceita apenas este modelo (padrão: qualquer nome; outro => 404)\n"
+    "  --model NOME         aceita apenas este modelo (no azure, esta implantação; outro => 404)\n"
     "  --latency-ms N       atraso adicionado a cada requisição, em ms (padrão 0)\n"
     "  --fail-rate F        probabilidade (0..1) de responder 500/502/503\n"
     "  --rate-429 F         probabilidade (0..1) de responder 429 com Retry-After\n"
@@ -31,17 +33,28 @@ static const char es_usage[] =
     "  --malformed-rate F   probabilidade (0..1) de responder 200 com corpo inválido\n"
     "  --reject-pattern RE  regex POSIX estendida: entrada que casar => 400 (erro permanente)\n"
     "  --hang-pattern RE    regex POSIX estendida: requisição com entrada que casar nunca é respondida\n"
-    "  --bad-usage-rate F   probabilidade (0..1) de responder 200 com usage.prompt_tokens = -1\n"
+    "  --bad-usage-rate F   probabilidade (0..1) de responder 200 com a contagem de tokens = -1\n"
     "  --endless-pattern RE regex POSIX estendida: entrada que casar => 200 com corpo que nunca termina\n"
     "  --endless-gzip       esse corpo sem fim vai comprimido com gzip (bomba de compressão)\n"
     "  --echo-auth          devolve o cabeçalho Authorization no x-request-id (provedor que ecoa a chave)\n"
     "  --seed N             semente da aleatoriedade das falhas (padrão 42)\n"
-    "  --api-key CHAVE      exige o cabeçalho Authorization: Bearer CHAVE (senão 401)\n"
-    "  --max-inputs N       máximo de entradas por requisição (padrão 2048; acima => 400)\n"
+    "  --api-key CHAVE      exige Authorization: Bearer CHAVE (no azure, ou api-key: CHAVE), senão 401\n"
+    "  --max-inputs N       máximo de entradas por requisição (0 = sem limite; padrão: o do dialeto)\n"
+    "  --max-input-tokens N máximo de tokens por entrada (0 = sem limite; padrão: o do dialeto)\n"
+    "  --max-request-tokens N máximo de tokens por requisição (0 = sem limite; padrão: o do dialeto)\n"
     "  --dense              vetores densos (todo componente diferente de zero, como os de um modelo real)\n"
     "  --help               mostra esta ajuda\n"
     "\n"
-    "Rotas: POST /v1/embeddings, GET /stats, POST /stats/reset, GET /health.\n"
+    "Dialetos (rota de embeddings; entradas, tokens por entrada, tokens por requisição):\n"
+    "  openai  POST /v1/embeddings                       2048, 8192, 300000 (estimados em bytes/4)\n"
+    "  azure   POST /openai/deployments/{implantação}/embeddings?api-version=...\n"
+    "          ou POST /openai/v1/embeddings             2048, 8192, 300000 (estimados em bytes/4)\n"
+    "  ollama  POST /api/embed                           sem limite, 8192, sem limite\n"
+    "  tei     POST /embed (e GET /info)                 32, 512, sem limite\n"
+    "  voyage  POST /v1/embeddings                       1000, 32000, 320000\n"
+    "  cohere  POST /v2/embed                            96, 512, sem limite\n"
+    "\n"
+    "Outras rotas: GET /stats, POST /stats/reset, GET /health.\n"
     "Encerra de forma limpa com SIGINT/SIGTERM.\n";
 
 static int es_parse_long(const char *text, long min, long max, long *out)
@@ -116,7 +129,10 @@ static const es_option es_options[] = {
     ES_OPT("--bad-usage-rate", ES_OPT_RATE, bad_usage_rate, 0, 0),
     ES_OPT("--seed", ES_OPT_SEED, seed, 0, 0),
     ES_OPT("--api-key", ES_OPT_NONEMPTY, api_key, 0, 0),
-    ES_OPT("--max-inputs", ES_OPT_INT, max_inputs, 1, 1000000),
+    ES_OPT("--max-inputs", ES_OPT_INT, max_inputs, 0, 1000000),
+    ES_OPT("--max-input-tokens", ES_OPT_INT, max_input_tokens, 0, 100000000),
+    ES_OPT("--max-request-tokens", ES_OPT_INT, max_request_tokens, 0, 2000000000),
+    ES_OPT("--api", ES_OPT_NONEMPTY, api, 0, 0),
     ES_OPT("--dense", ES_OPT_FLAG, dense, 0, 0),
     ES_OPT("--endless-pattern", ES_OPT_TEXT, endless_pattern, 0, 0),
     ES_OPT("--endless-gzip", ES_OPT_FLAG, endless_gzip, 0, 0),
@@ -210,10 +226,15 @@ static int es_parse_option(int argc, char **argv, int *i, embed_server_opts *opt
     return 0;
 }
 
-/* Checks what the options cannot say alone: patterns compile, the host is a
- * numeric address. Returns 0 or 2 (usage error, message printed). */
+/* Checks what the options cannot say alone: the dialect exists, patterns
+ * compile, the host is a numeric address. Returns 0 or 2 (usage error,
+ * message printed). */
 static int es_check_opts(const embed_server_opts *opts)
 {
+    if (es_dialect_find(opts->api) == NULL) {
+        fprintf(stderr, "embed-server: --api inválida '%s': use %s\n", opts->api, es_dialect_names);
+        return 2;
+    }
     static const char *const pattern_flags[] = {"--reject-pattern", "--hang-pattern", "--endless-pattern"};
     const char *patterns[] = {opts->reject_pattern, opts->hang_pattern, opts->endless_pattern};
     for (int k = 0; k < 3; k++) {
@@ -297,8 +318,9 @@ int embed_server_main(int argc, char **argv)
     uv_signal_start(&state.sigterm, es_main_on_signal, SIGTERM);
 
     int ipv6 = strchr(opts.host, ':') != NULL;
-    printf("embed-server escutando em http://%s%s%s:%d/v1 (dim=%d)\n", ipv6 ? "[" : "", opts.host,
-           ipv6 ? "]" : "", embed_server_port(state.server), opts.dim);
+    printf("embed-server escutando em http://%s%s%s:%d/v1 (dim=%d%s%s)\n", ipv6 ? "[" : "", opts.host,
+           ipv6 ? "]" : "", embed_server_port(state.server), opts.dim, strcmp(opts.api, "openai") ? ", api=" : "",
+           strcmp(opts.api, "openai") ? opts.api : "");
     fflush(stdout);
 
     uv_run(loop, UV_RUN_DEFAULT);

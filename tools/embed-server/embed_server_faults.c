@@ -1,14 +1,17 @@
 /*
- * embed_server_faults.c: fault injection of the embed-server: the seeded
- * PRNG (splitmix64), the --reject-pattern / --hang-pattern /
- * --endless-pattern regexes and the choice of the fault that answers a
- * valid request (hang, endless body, timeout, 429, 5xx, permanent 400,
- * malformed 200, bad usage).
+ * embed_server_faults.c: fault injection of the embed-server, the same in
+ * every dialect: the seeded PRNG (splitmix64), the --reject-pattern /
+ * --hang-pattern / --endless-pattern regexes, the choice of the fault that
+ * answers a valid request (hang, endless body, timeout, 429, 5xx, permanent
+ * 400, malformed 200, bad usage), with errors in the dialect's shape, and
+ * the chunks of an endless answer (--endless-pattern, --endless-gzip).
  */
 #include "embed_server_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 int es_compile_pattern(regex_t *re, const char *pattern, const char *flag, char **err)
 {
@@ -89,17 +92,17 @@ static long es_first_match(const regex_t *re, json_t *inputs)
     return -1;
 }
 
-/* The start of the 200 of --endless-pattern: its "embedding" string is
- * never closed (es_endless_next adds to it until the client leaves). */
-static es_response *es_endless_answer(const es_faults *faults)
+/* The start of the 200 of --endless-pattern in the dialect's shape: a
+ * string that is never closed (es_endless_next adds to it until the client
+ * leaves). */
+static es_response *es_endless_answer(const embed_server *server)
 {
-    static const char start[] = "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,"
-                                "\"embedding\":\"";
+    const char *start = server->dialect->answer->endless_start;
     char *body = strdup(start);
-    es_response *resp = body ? es_response_new(200, "application/json", body, sizeof start - 1) : NULL;
+    es_response *resp = body ? es_response_new(200, "application/json", body, strlen(start)) : NULL;
     if (resp) {
         resp->endless = 1;
-        resp->gzip = faults->endless_gzip;
+        resp->gzip = server->faults.endless_gzip;
     }
     return resp;
 }
@@ -116,7 +119,7 @@ static int es_fault_answer(embed_server *server, json_t *inputs, es_response **r
     }
     if (faults->has_endless_re && es_first_match(&faults->endless_re, inputs) >= 0) {
         server->stats.malformed++;
-        *resp = es_endless_answer(faults);
+        *resp = es_endless_answer(server);
         return 1;
     }
     if (es_random_hit(faults, faults->timeout_rate)) {
@@ -126,9 +129,8 @@ static int es_fault_answer(embed_server *server, json_t *inputs, es_response **r
     }
     if (es_random_hit(faults, faults->rate_429)) {
         server->stats.rate_limited++;
-        *resp = es_response_error(429, "requests", "rate_limit_exceeded",
-                                  "limite de requisições excedido (simulado); tente novamente em %d s",
-                                  faults->retry_after_s);
+        *resp = es_error(server, 429, ES_ERR_RATE,
+                         "limite de requisições excedido (simulado); tente novamente em %d s", faults->retry_after_s);
         if (*resp)
             (*resp)->retry_after_s = faults->retry_after_s;
         return 1;
@@ -137,15 +139,14 @@ static int es_fault_answer(embed_server *server, json_t *inputs, es_response **r
         static const int codes[] = {500, 502, 503};
         int status = codes[(int)(es_random_unit(faults) * 3) % 3];
         server->stats.errors_5xx++;
-        *resp = es_response_error(status, "server_error", NULL, "falha simulada do servidor de embeddings (HTTP %d)",
-                                  status);
+        *resp = es_error(server, status, ES_ERR_SERVER, "falha simulada do servidor de embeddings (HTTP %d)", status);
         return 1;
     }
     long rejected = faults->has_reject_re ? es_first_match(&faults->reject_re, inputs) : -1;
     if (rejected >= 0) {
         server->stats.rejected++;
-        *resp = es_response_error(400, "invalid_request_error", NULL,
-                                  "entrada rejeitada: a entrada %ld corresponde ao padrão de rejeição", rejected);
+        *resp = es_error(server, server->dialect->body_status, ES_ERR_REJECTED,
+                         "entrada rejeitada: a entrada %ld corresponde ao padrão de rejeição", rejected);
         return 1;
     }
     return 0;
@@ -169,4 +170,87 @@ int es_faults_inject(embed_server *server, json_t *inputs, size_t dim, es_respon
         *malformed = ES_BAD_USAGE;
     }
     return 0;
+}
+
+/* ---------- the chunks of an endless answer ---------- */
+
+struct es_endless {
+    char *start;      /* the body's first bytes (sent once), then NULL */
+    size_t start_len; /* bytes in start */
+    char *filler;     /* ES_ENDLESS_CHUNK bytes of 'A': the string that never ends */
+    int gzip;         /* 1: deflate (gzip wrapper) through z */
+    z_stream z;       /* the one deflate stream of the answer */
+    char *out;        /* the framed chunk handed out by es_endless_next */
+    size_t out_cap;   /* bytes allocated in out */
+};
+
+es_endless *es_endless_new(const char *start, size_t start_len, int gzip)
+{
+    es_endless *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return NULL;
+    e->gzip = gzip;
+    e->start = malloc(start_len + 1);
+    e->filler = malloc(ES_ENDLESS_CHUNK);
+    /* a compressed chunk is smaller than its input; framing takes 16 bytes */
+    e->out_cap = (start_len > ES_ENDLESS_CHUNK ? start_len : ES_ENDLESS_CHUNK) + 1024;
+    e->out = malloc(e->out_cap);
+    if (e->start == NULL || e->filler == NULL || e->out == NULL ||
+        (gzip && deflateInit2(&e->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)) {
+        e->gzip = 0; /* nothing to end in z */
+        es_endless_free(e);
+        return NULL;
+    }
+    memcpy(e->start, start, start_len);
+    e->start_len = start_len;
+    memset(e->filler, 'A', ES_ENDLESS_CHUNK);
+    return e;
+}
+
+/* Deflates n bytes of in into dst (room bytes), flushed so that the client
+ * can inflate them at once. Returns the compressed length, 0 on failure. */
+static size_t es_endless_deflate(es_endless *e, const char *in, size_t n, char *dst, size_t room)
+{
+    e->z.next_in = (Bytef *)in;
+    e->z.avail_in = (uInt)n;
+    e->z.next_out = (Bytef *)dst;
+    e->z.avail_out = (uInt)room;
+    if (deflate(&e->z, Z_SYNC_FLUSH) != Z_OK || e->z.avail_in != 0)
+        return 0;
+    return room - e->z.avail_out;
+}
+
+const char *es_endless_next(es_endless *e, size_t *len)
+{
+    const char *in = e->start ? e->start : e->filler;
+    size_t n = e->start ? e->start_len : ES_ENDLESS_CHUNK;
+    char *data = e->out + 16; /* room for the "<hex size>\r\n" prefix */
+    size_t data_len = n;
+    int prefix;
+    if (e->gzip) {
+        data_len = es_endless_deflate(e, in, n, data, e->out_cap - 16 - 2);
+        if (data_len == 0)
+            return NULL;
+    } else {
+        memcpy(data, in, n);
+    }
+    free(e->start);
+    e->start = NULL;
+    prefix = snprintf(e->out, 16, "%zx\r\n", data_len);
+    memmove(e->out + prefix, data, data_len);
+    memcpy(e->out + prefix + data_len, "\r\n", 2);
+    *len = (size_t)prefix + data_len + 2;
+    return e->out;
+}
+
+void es_endless_free(es_endless *e)
+{
+    if (e == NULL)
+        return;
+    if (e->gzip)
+        deflateEnd(&e->z);
+    free(e->start);
+    free(e->filler);
+    free(e->out);
+    free(e);
 }

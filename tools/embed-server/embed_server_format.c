@@ -1,9 +1,11 @@
 /*
- * embed_server_format.c: the body of a 200 answer to POST /v1/embeddings:
- * feature-hashed vectors written as JSON floats (9 significant digits, so a
- * float round-trips) or as base64 of little-endian float32, plus usage, and
- * the deliberately broken variants of --malformed-rate / --bad-usage-rate,
- * and the chunks of an endless answer (--endless-pattern, --endless-gzip).
+ * embed_server_format.c: what each dialect answers (es_answer_ops): the
+ * body of its errors, and of a 200: feature-hashed vectors written as JSON
+ * floats (9 significant digits, so a float round-trips) or as base64 of
+ * little-endian float32, in the dialect's envelope with its usage, and the
+ * deliberately broken variants of --malformed-rate / --bad-usage-rate. Also
+ * the server's tokenizer (the usage it reports, the limits it checks and
+ * where it cuts a truncated input).
  */
 #include "embed_server_internal.h"
 #include "featurehash.h"
@@ -12,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 static const double es_pow10_table[] = {
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
@@ -148,34 +149,42 @@ static int es_append_float_array(es_buf *buf, const float *vec, size_t dim)
     return 0;
 }
 
-/* Appends one {"object":"embedding",...} entry of the data array. */
-static int es_append_entry(es_buf *out, size_t index, const float *vec, size_t dim, int base64)
+
+/* Appends vector number index: bare or wrapped in {"object":"embedding",
+ * "index":i,"embedding":...}, as JSON floats or a base64 string. */
+static int es_append_vector(es_buf *out, size_t index, const float *vec, size_t dim, int base64, int wrapped)
 {
-    if (es_buf_appendf(out, "%s{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", index ? "," : "",
-                       index) != 0)
+    if (index && es_buf_append(out, ",", 1) != 0)
+        return -1;
+    if (wrapped && es_buf_appendf(out, "{\"object\":\"embedding\",\"index\":%zu,\"embedding\":", index) != 0)
         return -1;
     if (base64) {
-        if (es_buf_append(out, "\"", 1) != 0 || es_append_base64_floats(out, vec, dim) != 0)
+        if (es_buf_append(out, "\"", 1) != 0 || es_append_base64_floats(out, vec, dim) != 0 ||
+            es_buf_append(out, "\"", 1) != 0)
             return -1;
-        return es_buf_append(out, "\"}", 2);
-    }
-    if (es_append_float_array(out, vec, dim) != 0)
+    } else if (es_append_float_array(out, vec, dim) != 0) {
         return -1;
-    return es_buf_append(out, "}", 1);
+    }
+    return wrapped ? es_buf_append(out, "}", 1) : 0;
 }
 
-/* usage.prompt_tokens of one input, by a rule that is not bytes/4 (so the
- * engine's calibration has something to learn): one token per word (a run
- * of letters or digits, UTF-8 multibyte characters counting as letters)
- * and one per punctuation mark (any other visible ASCII character). */
-static uint64_t es_count_tokens(const char *text, size_t len)
+/* ---------- the tokenizer ---------- */
+
+/* 1 when byte c belongs to a word: ASCII letter or digit, or any UTF-8 byte. */
+static int es_word_byte(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || c >= 0x80;
+}
+
+/* A rule that is not bytes/4 (so the engine's calibration has something to
+ * learn): one token per word and one per visible ASCII punctuation mark. */
+uint64_t es_count_tokens(const char *text, size_t len)
 {
     uint64_t tokens = 0;
     int in_word = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)text[i];
-        int word_char = (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') || c >= 0x80;
-        if (word_char) {
+        if (es_word_byte(c)) {
             tokens += !in_word;
             in_word = 1;
             continue;
@@ -187,135 +196,196 @@ static uint64_t es_count_tokens(const char *text, size_t len)
     return tokens;
 }
 
-/* The model name as a JSON string (malloc'd), NULL when out of memory. */
-static char *es_json_quote(const char *text)
+size_t es_token_offset(const char *text, size_t len, uint64_t k)
 {
-    json_t *str = json_string(text);
-    char *quoted = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
-    json_decref(str);
-    return quoted;
-}
-
-es_response *es_build_embeddings(json_t *inputs, const char *model, size_t dim, int base64,
-                                 int dense, es_malformed malformed)
-{
-    es_buf out = {0};
-    size_t count = json_array_size(inputs);
     uint64_t tokens = 0;
-    float *vec = malloc(dim * sizeof(float));
-    char *model_json = es_json_quote(model);
-
-    if (vec == NULL || model_json == NULL)
-        goto fail;
-    if (es_buf_appendf(&out, "{\"object\":\"list\",\"data\":[") != 0)
-        goto fail;
-    size_t entries = malformed == ES_EXTRA_VECTOR ? count + 1 : count;
-    size_t emitted_dim = malformed == ES_SHORT_VECTORS ? dim - 1 : dim;
-    for (size_t i = 0; i < entries; i++) {
-        json_t *item = json_array_get(inputs, i < count ? i : count - 1);
-        size_t len = json_string_length(item);
-        if (i < count)
-            tokens += es_count_tokens(json_string_value(item), len);
-        (dense ? featurehash_embed_dense : featurehash_embed)(json_string_value(item), len, vec, dim);
-        if (es_append_entry(&out, i, vec, emitted_dim, base64) != 0)
-            goto fail;
+    int in_word = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        int word = es_word_byte(c);
+        int starts = word ? !in_word : (c > ' ' && c < 0x7f);
+        in_word = word;
+        if (!starts)
+            continue;
+        if (tokens == k)
+            return i;
+        tokens++;
     }
-    if (es_buf_appendf(&out, "],\"model\":%s,\"usage\":{\"prompt_tokens\":%lld,\"total_tokens\":%llu}}",
-                       model_json, malformed == ES_BAD_USAGE ? -1LL : (long long)tokens,
-                       (unsigned long long)tokens) != 0)
-        goto fail;
-    if (malformed == ES_TRUNCATED)
-        out.len = out.len / 2; /* truncated JSON */
-    free(vec);
-    free(model_json);
-    return es_response_new(200, "application/json", out.data, out.len);
-
-fail:
-    free(out.data);
-    free(vec);
-    free(model_json);
-    return NULL;
+    return len;
 }
 
-/* ---------- endless answers ---------- */
+/* ---------- error bodies ---------- */
 
-struct es_endless {
-    char *start;      /* the body's first bytes (sent once), then NULL */
-    size_t start_len; /* bytes in start */
-    char *filler;     /* ES_ENDLESS_CHUNK bytes of 'A': the string that never ends */
-    int gzip;         /* 1: deflate (gzip wrapper) through z */
-    z_stream z;       /* the one deflate stream of the answer */
-    char *out;        /* the framed chunk handed out by es_endless_next */
-    size_t out_cap;   /* bytes allocated in out */
+/* OpenAI's error.type and error.code of each kind (code NULL: null). */
+static const struct {
+    const char *type; /* error.type */
+    const char *code; /* error.code */
+} es_openai_kinds[] = {
+    [ES_ERR_INVALID] = {"invalid_request_error", NULL},
+    [ES_ERR_AUTH] = {"invalid_request_error", "invalid_api_key"},
+    [ES_ERR_MODEL] = {"invalid_request_error", "model_not_found"},
+    [ES_ERR_ROUTE] = {"invalid_request_error", "not_found"},
+    [ES_ERR_RATE] = {"requests", "rate_limit_exceeded"},
+    [ES_ERR_SERVER] = {"server_error", NULL},
+    [ES_ERR_REJECTED] = {"invalid_request_error", NULL},
+    [ES_ERR_TOO_MANY_INPUTS] = {"invalid_request_error", "too_many_inputs"},
+    [ES_ERR_INPUT_TOKENS] = {"invalid_request_error", "context_length_exceeded"},
+    [ES_ERR_REQUEST_TOKENS] = {"max_tokens_per_request", "max_tokens_per_request"},
 };
 
-es_endless *es_endless_new(const char *start, size_t start_len, int gzip)
+/* {"error":{"message","type","param":null,"code"}} */
+static json_t *es_openai_error(es_error_kind kind, const char *message)
 {
-    es_endless *e = calloc(1, sizeof *e);
-    if (e == NULL)
-        return NULL;
-    e->gzip = gzip;
-    e->start = malloc(start_len + 1);
-    e->filler = malloc(ES_ENDLESS_CHUNK);
-    /* a compressed chunk is smaller than its input; framing takes 16 bytes */
-    e->out_cap = (start_len > ES_ENDLESS_CHUNK ? start_len : ES_ENDLESS_CHUNK) + 1024;
-    e->out = malloc(e->out_cap);
-    if (e->start == NULL || e->filler == NULL || e->out == NULL ||
-        (gzip && deflateInit2(&e->z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)) {
-        e->gzip = 0; /* nothing to end in z */
-        es_endless_free(e);
-        return NULL;
+    return json_pack("{s:{s:s, s:s, s:n, s:s?}}", "error", "message", message, "type", es_openai_kinds[kind].type,
+                     "param", "code", es_openai_kinds[kind].code);
+}
+
+/* {"error": message} */
+static json_t *es_ollama_error(es_error_kind kind, const char *message)
+{
+    (void)kind;
+    return json_pack("{s:s}", "error", message);
+}
+
+/* {"error": message, "error_type": ...} */
+static json_t *es_tei_error(es_error_kind kind, const char *message)
+{
+    static const char *const types[] = {
+        [ES_ERR_INVALID] = "Validation", [ES_ERR_AUTH] = "Unauthorized", [ES_ERR_MODEL] = "NotFound",
+        [ES_ERR_ROUTE] = "NotFound", [ES_ERR_RATE] = "Overloaded", [ES_ERR_SERVER] = "Backend",
+        [ES_ERR_REJECTED] = "Validation", [ES_ERR_TOO_MANY_INPUTS] = "Validation",
+        [ES_ERR_INPUT_TOKENS] = "Validation", [ES_ERR_REQUEST_TOKENS] = "Validation",
+    };
+    return json_pack("{s:s, s:s}", "error", message, "error_type", types[kind]);
+}
+
+/* {"detail": message} */
+static json_t *es_voyage_error(es_error_kind kind, const char *message)
+{
+    (void)kind;
+    return json_pack("{s:s}", "detail", message);
+}
+
+/* {"message": message} */
+static json_t *es_cohere_error(es_error_kind kind, const char *message)
+{
+    (void)kind;
+    return json_pack("{s:s}", "message", message);
+}
+
+/* ---------- 200 envelopes ---------- */
+
+static int es_list_head(es_buf *out, const es_answer_ctx *ctx)
+{
+    (void)ctx;
+    return es_buf_appendf(out, "{\"object\":\"list\",\"data\":[");
+}
+
+static int es_openai_tail(es_buf *out, const es_answer_ctx *ctx)
+{
+    return es_buf_appendf(out, "],\"model\":%s,\"usage\":{\"prompt_tokens\":%lld,\"total_tokens\":%llu}}",
+                          ctx->model_json, ctx->tokens, (unsigned long long)ctx->req->tokens);
+}
+
+static int es_ollama_head(es_buf *out, const es_answer_ctx *ctx)
+{
+    return es_buf_appendf(out, "{\"model\":%s,\"embeddings\":[", ctx->model_json);
+}
+
+/* Durations in ns, made up but deterministic. */
+static int es_ollama_tail(es_buf *out, const es_answer_ctx *ctx)
+{
+    unsigned long long load_ns = 1000000ULL, total_ns = load_ns + 1000ULL * ctx->req->tokens;
+    return es_buf_appendf(out, "],\"total_duration\":%llu,\"load_duration\":%llu,\"prompt_eval_count\":%lld}", total_ns,
+                          load_ns, ctx->tokens);
+}
+
+static int es_tei_head(es_buf *out, const es_answer_ctx *ctx)
+{
+    (void)ctx;
+    return es_buf_append(out, "[", 1);
+}
+
+static int es_tei_tail(es_buf *out, const es_answer_ctx *ctx)
+{
+    (void)ctx;
+    return es_buf_append(out, "]", 1);
+}
+
+static int es_voyage_tail(es_buf *out, const es_answer_ctx *ctx)
+{
+    return es_buf_appendf(out, "],\"model\":%s,\"usage\":{\"total_tokens\":%lld}}", ctx->model_json, ctx->tokens);
+}
+
+static int es_cohere_head(es_buf *out, const es_answer_ctx *ctx)
+{
+    return es_buf_appendf(out, "{\"id\":\"es-%llu\",\"embeddings\":{\"float\":[", ctx->id);
+}
+
+/* The texts come back as sent. */
+static int es_cohere_tail(es_buf *out, const es_answer_ctx *ctx)
+{
+    char *texts = json_dumps(ctx->req->inputs, JSON_COMPACT);
+    int rc = texts ? es_buf_appendf(out,
+                                    "]},\"texts\":%s,\"meta\":{\"api_version\":{\"version\":\"2\"},"
+                                    "\"billed_units\":{\"input_tokens\":%lld}},\"response_type\":\"embeddings_by_type\"}",
+                                    texts, ctx->tokens)
+                   : -1;
+    free(texts);
+    return rc;
+}
+
+#define ES_OPENAI_ENDLESS "{\"object\":\"list\",\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":\""
+
+const es_answer_ops es_answer_openai = {es_openai_error, es_list_head, es_openai_tail, 1, 1, ES_OPENAI_ENDLESS};
+const es_answer_ops es_answer_ollama = {es_ollama_error, es_ollama_head, es_ollama_tail, 0, 1,
+                                        "{\"model\":\"m\",\"embeddings\":[[\""};
+const es_answer_ops es_answer_tei = {es_tei_error, es_tei_head, es_tei_tail, 0, 0, "[[\""};
+const es_answer_ops es_answer_voyage = {es_voyage_error, es_list_head, es_voyage_tail, 1, 1, ES_OPENAI_ENDLESS};
+const es_answer_ops es_answer_cohere = {es_cohere_error, es_cohere_head, es_cohere_tail, 0, 1,
+                                        "{\"id\":\"es\",\"embeddings\":{\"float\":[[\""};
+
+/* ---------- the 200 ---------- */
+
+/* Appends the vectors of req's texts (one more, or one component short,
+ * when malformed says so) into out, computed in vec (req->dim floats). */
+static int es_append_vectors(es_buf *out, const embed_server *server, const es_embed_request *req,
+                             es_malformed malformed, float *vec)
+{
+    size_t count = json_array_size(req->texts);
+    size_t entries = malformed == ES_EXTRA_VECTOR ? count + 1 : count;
+    size_t emitted_dim = malformed == ES_SHORT_VECTORS ? req->dim - 1 : req->dim;
+    int wrapped = server->dialect->answer->wrapped;
+    for (size_t i = 0; i < entries; i++) {
+        json_t *item = json_array_get(req->texts, i < count ? i : count - 1);
+        size_t len = json_string_length(item);
+        (server->dense ? featurehash_embed_dense : featurehash_embed)(json_string_value(item), len, vec, req->dim);
+        if (es_append_vector(out, i, vec, emitted_dim, req->base64, wrapped) != 0)
+            return -1;
     }
-    memcpy(e->start, start, start_len);
-    e->start_len = start_len;
-    memset(e->filler, 'A', ES_ENDLESS_CHUNK);
-    return e;
+    return 0;
 }
 
-/* Deflates n bytes of in into dst (room bytes), flushed so that the client
- * can inflate them at once. Returns the compressed length, 0 on failure. */
-static size_t es_endless_deflate(es_endless *e, const char *in, size_t n, char *dst, size_t room)
+es_response *es_build_embeddings(const embed_server *server, const es_embed_request *req, es_malformed malformed)
 {
-    e->z.next_in = (Bytef *)in;
-    e->z.avail_in = (uInt)n;
-    e->z.next_out = (Bytef *)dst;
-    e->z.avail_out = (uInt)room;
-    if (deflate(&e->z, Z_SYNC_FLUSH) != Z_OK || e->z.avail_in != 0)
-        return 0;
-    return room - e->z.avail_out;
-}
+    const es_answer_ops *ops = server->dialect->answer;
+    es_buf out = {0};
+    if (malformed == ES_BAD_USAGE && !ops->has_usage)
+        malformed = ES_EXTRA_VECTOR; /* nothing to break in a usage it does not have */
+    es_answer_ctx ctx = {req, NULL, malformed == ES_BAD_USAGE ? -1LL : (long long)req->tokens,
+                         (unsigned long long)server->last_request_id + 1};
+    float *vec = malloc(req->dim * sizeof(float));
+    char *model_json = es_json_quote(req->model ? req->model : "");
+    ctx.model_json = model_json;
 
-const char *es_endless_next(es_endless *e, size_t *len)
-{
-    const char *in = e->start ? e->start : e->filler;
-    size_t n = e->start ? e->start_len : ES_ENDLESS_CHUNK;
-    char *data = e->out + 16; /* room for the "<hex size>\r\n" prefix */
-    size_t data_len = n;
-    int prefix;
-    if (e->gzip) {
-        data_len = es_endless_deflate(e, in, n, data, e->out_cap - 16 - 2);
-        if (data_len == 0)
-            return NULL;
-    } else {
-        memcpy(data, in, n);
+    if (vec == NULL || model_json == NULL || ops->head(&out, &ctx) != 0 ||
+        es_append_vectors(&out, server, req, malformed, vec) != 0 || ops->tail(&out, &ctx) != 0) {
+        free(out.data);
+        out.data = NULL;
+    } else if (malformed == ES_TRUNCATED) {
+        out.len = out.len / 2; /* truncated JSON */
     }
-    free(e->start);
-    e->start = NULL;
-    prefix = snprintf(e->out, 16, "%zx\r\n", data_len);
-    memmove(e->out + prefix, data, data_len);
-    memcpy(e->out + prefix + data_len, "\r\n", 2);
-    *len = (size_t)prefix + data_len + 2;
-    return e->out;
-}
-
-void es_endless_free(es_endless *e)
-{
-    if (e == NULL)
-        return;
-    if (e->gzip)
-        deflateEnd(&e->z);
-    free(e->start);
-    free(e->filler);
-    free(e->out);
-    free(e);
+    free(vec);
+    free(model_json);
+    return out.data ? es_response_new(200, "application/json", out.data, out.len) : NULL;
 }

@@ -2,14 +2,18 @@
  * embed_server_internal.h: what the files of the embed-server share (not a
  * public API; see embed_server.h for that). The server is split by job:
  *
- *   embed_server.c         lifecycle: options, start (bind/listen), stop, stats
- *   embed_server_cli.c     the `ragops embed-server` command line
- *   embed_server_net.c     serving through engine/http's httpd: requests in, answers out
- *   embed_server_http.c    the answers (OpenAI-style JSON errors)
- *   embed_server_routes.c  routes and validation of POST /v1/embeddings
- *   embed_server_faults.c  fault injection (PRNG, patterns, which fault)
- *   embed_server_format.c  the body of a 200 answer (JSON floats or base64)
- *   embed_server_buf.c     growable byte buffers and formatted strings
+ *   embed_server.c          lifecycle (options, start, stop, stats) and the
+ *                           serving through engine/http's httpd
+ *   embed_server_cli.c      the `ragops embed-server` command line
+ *   embed_server_dialects.c what each dialect accepts: its route, auth,
+ *                           fields and default limits (the es_dialect table)
+ *   embed_server_routes.c   the routes and the common path of an embeddings
+ *                           request (body, inputs, model, limits, truncation)
+ *   embed_server_faults.c   fault injection (PRNG, patterns, which fault) and
+ *                           the chunks of an endless answer
+ *   embed_server_format.c   what each dialect answers (es_answer_ops: 200
+ *                           bodies, error bodies) and the token count
+ *   embed_server_buf.c      growable byte buffers, formatted strings, answers
  */
 #ifndef RAGOPS_EMBED_SERVER_INTERNAL_H
 #define RAGOPS_EMBED_SERVER_INTERNAL_H
@@ -73,45 +77,120 @@ typedef enum es_malformed {
     ES_TRUNCATED = 1,     /* JSON cut in half */
     ES_EXTRA_VECTOR = 2,  /* one vector more than inputs */
     ES_SHORT_VECTORS = 3, /* every vector one component short */
-    ES_BAD_USAGE = 4      /* valid vectors, usage.prompt_tokens = -1 */
+    ES_BAD_USAGE = 4      /* valid vectors, the usage's token count = -1 */
 } es_malformed;
 
+/* What went wrong, for the error body of each dialect (es_answer_ops). */
+typedef enum es_error_kind {
+    ES_ERR_INVALID = 0,     /* a body the dialect does not accept */
+    ES_ERR_AUTH,            /* missing or wrong key (401) */
+    ES_ERR_MODEL,           /* unknown model or deployment (404) */
+    ES_ERR_ROUTE,           /* no such route (404) */
+    ES_ERR_RATE,            /* injected 429 */
+    ES_ERR_SERVER,          /* injected 5xx */
+    ES_ERR_REJECTED,        /* an input matched --reject-pattern */
+    ES_ERR_TOO_MANY_INPUTS, /* more inputs than max_inputs */
+    ES_ERR_INPUT_TOKENS,    /* an input over max_input_tokens, not truncated */
+    ES_ERR_REQUEST_TOKENS   /* the request over max_request_tokens */
+} es_error_kind;
+
+/* What becomes of an input over max_input_tokens. */
+typedef enum es_truncate {
+    ES_TRUNCATE_NONE = 0, /* refused (size error) */
+    ES_TRUNCATE_END,      /* its first max_input_tokens tokens are embedded */
+    ES_TRUNCATE_START     /* its last max_input_tokens tokens are embedded */
+} es_truncate;
+
+/* An embeddings request while it is read, checked and answered. */
+typedef struct es_embed_request {
+    json_t *root;         /* the parsed body (owned reference) */
+    json_t *inputs;       /* array of non-empty strings, as sent (owned reference) */
+    json_t *texts;        /* what is embedded: inputs, cut where truncated (owned reference) */
+    const char *model;    /* the model named (inside root, or deployment), NULL for none */
+    char *deployment;     /* Azure: the {deployment} of the path (malloc'd), NULL otherwise */
+    size_t dim;           /* dimension of the answered vectors */
+    int base64;           /* 1: vectors as base64 of little-endian float32 */
+    es_truncate truncate; /* what the request asked for over-long inputs */
+    uint64_t tokens;      /* tokens embedded (the usage answered) */
+} es_embed_request;
+
+/* What one 200 body is made of (see es_answer_ops). */
+typedef struct es_answer_ctx {
+    const es_embed_request *req; /* the request answered */
+    const char *model_json;      /* the model as a JSON string */
+    long long tokens;            /* usage to report (-1 for --bad-usage-rate) */
+    unsigned long long id;       /* n of the answer's "es-<n>" */
+} es_answer_ctx;
+
+/* What a dialect answers (embed_server_format.c): the body of an error, and
+ * a 200 written as head, one entry per vector, tail. */
+typedef struct es_answer_ops {
+    json_t *(*error_body)(es_error_kind kind, const char *message); /* NULL when out of memory */
+    int (*head)(es_buf *out, const es_answer_ctx *ctx);             /* 0 or -1 (out of memory) */
+    int (*tail)(es_buf *out, const es_answer_ctx *ctx);             /* 0 or -1 (out of memory) */
+    int wrapped;               /* 1: each vector is {"object":"embedding","index":i,"embedding":...} */
+    int has_usage;             /* 0: no token count (--bad-usage-rate adds a vector instead) */
+    const char *endless_start; /* the first bytes of an endless 200 (--endless-pattern) */
+} es_answer_ops;
+
+extern const es_answer_ops es_answer_openai; /* OpenAI and Azure */
+extern const es_answer_ops es_answer_ollama;
+extern const es_answer_ops es_answer_tei;
+extern const es_answer_ops es_answer_voyage;
+extern const es_answer_ops es_answer_cohere;
+
+/* What a dialect accepts (embed_server_dialects.c): one row of the table,
+ * in the ops-table style (a name, its defaults and its functions). */
+typedef struct es_dialect {
+    const char *name;            /* --api value */
+    int max_inputs;              /* default --max-inputs (0 = no cap) */
+    int max_input_tokens;        /* default --max-input-tokens (0 = no cap) */
+    int max_request_tokens;      /* default --max-request-tokens (0 = no cap) */
+    int request_tokens_by_bytes; /* 1: the request cap counts ceil(bytes/4) per input, as OpenAI does */
+    int body_status;             /* status of a body the dialect does not accept */
+    int size_status;             /* status of a request over a limit (400 or 413) */
+    const char *inputs_field;    /* "input", "inputs" or "texts" */
+    int inputs_array_only;       /* 1: a bare text is not accepted in inputs_field */
+    /* 1 when head is this dialect's embeddings request. */
+    int (*route)(const http_head *head);
+    /* 0 when the request may go on, else -1 with the 401 in *resp. */
+    int (*authorize)(embed_server *server, const http_head *head, es_response **resp);
+    /* Reads the dialect's own fields (model, dimension, encoding,
+     * truncation, input type) into req: 0, or -1 with the error in *resp. */
+    int (*read_fields)(embed_server *server, const http_head *head, es_embed_request *req, es_response **resp);
+    /* Its other routes (TEI's GET /info), NULL for none: 1 when head is
+     * one, with the answer in *resp (NULL: out of memory). */
+    int (*extra_route)(embed_server *server, const http_head *head, es_response **resp);
+    /* The provider's own text of a size error into out (returns 1), or 0
+     * for the pt-BR default. NULL: always the default. */
+    int (*size_message)(es_error_kind kind, size_t index, uint64_t given, long max, char *out, size_t size);
+    const es_answer_ops *answer; /* what it answers */
+} es_dialect;
+
 struct embed_server {
-    httpd *http;              /* the HTTP server (engine/http) */
-    int dim;                  /* default vector dimension */
-    char *model;              /* copy of opts.model or NULL */
-    char *api_key;            /* copy of opts.api_key or NULL */
-    int latency_ms;           /* see embed_server_opts */
-    int max_inputs;           /* see embed_server_opts */
-    int dense;                /* see embed_server_opts */
-    int echo_auth;            /* see embed_server_opts */
-    es_faults faults;         /* fault injection */
-    embed_server_stats stats; /* counters for /stats */
-    uint64_t last_request_id; /* n of the last "es-<n>" given (never reset) */
+    httpd *http;               /* the HTTP server (engine/http) */
+    const es_dialect *dialect; /* the one dialect spoken */
+    int dim;                   /* default vector dimension */
+    char *model;               /* copy of opts.model or NULL */
+    char *api_key;             /* copy of opts.api_key or NULL */
+    int latency_ms;            /* see embed_server_opts */
+    int max_inputs;            /* inputs per request, 0 = no cap (the option or the dialect's default) */
+    int max_input_tokens;      /* tokens per input, 0 = no cap (idem) */
+    int max_request_tokens;    /* tokens per request, 0 = no cap (idem) */
+    int dense;                 /* see embed_server_opts */
+    int echo_auth;             /* see embed_server_opts */
+    es_faults faults;          /* fault injection */
+    embed_server_stats stats;  /* counters for /stats */
+    uint64_t last_request_id;  /* n of the last "es-<n>" given (never reset) */
 };
 
-/* ---- embed_server_net.c ---- */
+/* ---- embed_server_dialects.c ---- */
 
-/* Starts server->http on loop at opts' host and port. Returns 0, or -1
- * with the pt-BR message in *err (when err is not NULL). */
-int es_server_listen(embed_server *server, uv_loop_t *loop, const embed_server_opts *opts, char **err);
+/* The dialect called name, NULL when there is none. */
+const es_dialect *es_dialect_find(const char *name);
 
-/* ---- embed_server_http.c ---- */
-
-/* Takes ownership of body (malloc'd). Returns NULL when out of memory. */
-es_response *es_response_new(int status, const char *content_type, char *body, size_t body_len);
-
-/* OpenAI-style error: {"error":{"message","type","param","code"}}. */
-es_response *es_response_error(int status, const char *type, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* es_response_error with a va_list. */
-es_response *es_response_verror(int status, const char *type, const char *code, const char *fmt, va_list ap);
-
-/* A JSON answer (root is consumed). */
-es_response *es_response_json(int status, json_t *root);
-
-void es_response_free(es_response *resp);
+/* The names of the dialects, for messages ("openai, azure, ..."). */
+extern const char es_dialect_names[];
 
 /* ---- embed_server_routes.c ---- */
 
@@ -120,9 +199,16 @@ void es_response_free(es_response *resp);
 es_response *es_dispatch(embed_server *server, const http_head *req, const char *body, size_t body_len,
                          int *never_answer, int *delayed);
 
-/* Counts a 4xx caused by the client and builds its OpenAI-style error. */
-es_response *es_bad_request(embed_server *server, int status, const char *code, const char *fmt, ...)
+/* An error in the server's dialect (not counted in /stats). */
+es_response *es_error(embed_server *server, int status, es_error_kind kind, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Counts a 4xx caused by the client and builds its error in the dialect. */
+es_response *es_bad_request(embed_server *server, int status, es_error_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* es_bad_request with the dialect's status for a body it does not accept. */
+es_response *es_invalid(embed_server *server, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- embed_server_faults.c ---- */
 
@@ -146,15 +232,9 @@ int es_compile_pattern(regex_t *re, const char *pattern, const char *flag, char 
 int es_faults_inject(embed_server *server, json_t *inputs, size_t dim, es_response **resp, int *never_answer,
                      es_malformed *malformed);
 
-/* ---- embed_server_format.c ---- */
-
-/* The 200 answer to inputs (an array of strings), NULL when out of memory. */
-es_response *es_build_embeddings(json_t *inputs, const char *model, size_t dim, int base64,
-                                 int dense, es_malformed malformed);
-
 /* The chunks of an endless answer (--endless-pattern): the first carries
- * start, each later one ES_ENDLESS_CHUNK more bytes of the "embedding"
- * string; with gzip, one deflate stream runs across them. NULL when out of
+ * start, each later one ES_ENDLESS_CHUNK more bytes of a string that never
+ * ends; with gzip, one deflate stream runs across them. NULL when out of
  * memory. */
 typedef struct es_endless es_endless;
 es_endless *es_endless_new(const char *start, size_t start_len, int gzip);
@@ -164,6 +244,20 @@ es_endless *es_endless_new(const char *start, size_t start_len, int gzip);
 const char *es_endless_next(es_endless *e, size_t *len);
 
 void es_endless_free(es_endless *e);
+
+/* ---- embed_server_format.c ---- */
+
+/* The 200 answer to req in the server's dialect, NULL when out of memory. */
+es_response *es_build_embeddings(const embed_server *server, const es_embed_request *req, es_malformed malformed);
+
+/* Tokens of text[0..len) by the server's tokenizer (the usage it reports):
+ * one per word (a run of letters, digits or UTF-8 bytes) and one per
+ * visible ASCII punctuation mark. */
+uint64_t es_count_tokens(const char *text, size_t len);
+
+/* The byte offset where token k (from 0) of text starts, len when it has k
+ * tokens or fewer. Never inside a UTF-8 character. */
+size_t es_token_offset(const char *text, size_t len, uint64_t k);
 
 /* ---- embed_server_buf.c ---- */
 
@@ -181,5 +275,16 @@ char *es_format_alloc(const char *fmt, ...) __attribute__((format(printf, 1, 2))
 
 /* Sets *err to message (malloc'd) when err is not NULL, else frees it. */
 void es_set_err(char **err, char *message);
+
+/* Takes ownership of body (malloc'd). Returns NULL when out of memory. */
+es_response *es_response_new(int status, const char *content_type, char *body, size_t body_len);
+
+/* A JSON answer (root is consumed; NULL root: out of memory). */
+es_response *es_response_json(int status, json_t *root);
+
+/* The JSON string of text (malloc'd), NULL when out of memory. */
+char *es_json_quote(const char *text);
+
+void es_response_free(es_response *resp);
 
 #endif
