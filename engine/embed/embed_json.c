@@ -274,6 +274,58 @@ int ej_count_array(ej_cursor *c, int *count)
     }
 }
 
+/* One element of a number row: stored when j < dim and all went well so
+ * far (*rc 0); a bad value sets *rc and *bad once. 0, or -1 (syntax). */
+static int row_element(ej_cursor *c, float *row, int dim, int j, int *rc, int *bad)
+{
+    double value;
+    long long integer;
+    int integral;
+    if (!ej_at_number(c)) {
+        if (ej_skip_value(c, 2) != 0)
+            return -1;
+        if (*rc == 0 && j < dim) {
+            *rc = -2;
+            *bad = j;
+        }
+        return 0;
+    }
+    if (ej_read_number(c, &value, &integer, &integral) != 0)
+        return -1;
+    if (*rc != 0 || j >= dim)
+        return 0;
+    if (!isfinite(value) || !isfinite((float)value)) {
+        *rc = -3;
+        *bad = j;
+    } else {
+        row[j] = (float)value;
+    }
+    return 0;
+}
+
+int ej_read_number_row(ej_cursor *c, float *row, int dim, int *count, int *bad)
+{
+    int n = 0, rc = 0;
+    *count = 0;
+    if (ej_enter(c, ']'))
+        return 0;
+    for (;;) {
+        ej_skip_ws(c);
+        if (row_element(c, row, dim, n, &rc, bad) != 0)
+            return -1;
+        n++;
+        ej_skip_ws(c);
+        if (c->p < c->end && *c->p == ',') {
+            c->p++;
+            continue;
+        }
+        if (ej_expect(c, ']') != 0)
+            return -1;
+        *count = n;
+        return rc;
+    }
+}
+
 int ej_number_row(const char *open, const char *end, int dim, float *row, int *bad)
 {
     ej_cursor c = {open, open + 1, end};

@@ -92,6 +92,13 @@ int ej_read_count(ej_cursor *c, long long *n);
  * number, -2 when value *bad is not finite as a float. */
 int ej_number_row(const char *open, const char *end, int dim, float *row, int *bad);
 
+/* Reads the array at the cursor (on '[') in one pass, its first dim
+ * values into row (room for dim floats); *count receives its number of
+ * elements (those past dim are checked as JSON and counted only). 0, -1 on
+ * a syntax error, -2 when value *bad is not a number, -3 when it is not
+ * finite as a float (the array is consumed and counted all the same). */
+int ej_read_number_row(ej_cursor *c, float *row, int dim, int *count, int *bad);
+
 /* Number of floats a base64 text of len characters holds, or -1. */
 int ej_base64_dim(const char *s, size_t len);
 

@@ -140,11 +140,37 @@ static int base64_row(ej_rows *r, int index)
     return rc;
 }
 
+/* A number row of a known dimension (expected_dim), read in one pass
+ * straight into the batch; its dimension is checked before its values. */
+static int number_row_known(ej_rows *r, int index)
+{
+    int dim = r->expected_dim, count, bad = 0, rc;
+    float *row;
+    if (r->v.data == NULL) {
+        r->v.dim = dim;
+        r->v.data = malloc((size_t)r->v.count * (size_t)dim * sizeof(float));
+        if (!r->v.data)
+            return rows_fail(r, "sem memória para %d vetores de dimensão %d", r->v.count, dim);
+    }
+    row = r->v.data + (size_t)index * (size_t)dim;
+    if ((rc = ej_read_number_row(&r->c, row, dim, &count, &bad)) == -1)
+        return -1;
+    if (check_dim(r, index, count) != 0)
+        return -1;
+    if (rc == -2)
+        return rows_fail(r, "valor %d do vetor %d não é número", bad, index);
+    if (rc == -3)
+        return rows_fail(r, "valor %d do vetor %d não é finito", bad, index);
+    return 0;
+}
+
 /* Row index at the cursor: a number array or a base64 string. */
 static int read_row(ej_rows *r, int index)
 {
     ej_cursor *c = &r->c;
     ej_skip_ws(c);
+    if (c->p < c->end && *c->p == '[' && r->expected_dim > 0)
+        return number_row_known(r, index);
     if (c->p < c->end && *c->p == '[') {
         const char *open = c->p;
         float *row;

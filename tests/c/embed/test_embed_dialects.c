@@ -214,6 +214,14 @@ static void test_rows_failures(void)
                      EMBED_KIND_DIMENSION);
     expect_rows_fail(&TEI, "[[1,2],[1,2,3]]", 2, 0, "dimensões diferentes", M);
     expect_rows_fail(&TEI, "[[]]", 1, 0, "vetor 0 vazio", M);
+    expect_rows_fail(&TEI, "[[]]", 1, 2, "vetor 0 vazio", M);
+    /* the dimension is judged before the values (one pass when expected_dim is known) */
+    expect_rows_fail(&TEI, "[[1,1e39,3]]", 1, 2, "vetor 0 tem dimensão 3, esperada 2", EMBED_KIND_DIMENSION);
+    expect_rows_fail(&TEI, "[[1,\"x\",3]]", 1, 2, "vetor 0 tem dimensão 3, esperada 2", EMBED_KIND_DIMENSION);
+    expect_rows_fail(&TEI, "[[1,2],[3]]", 2, 2, "vetor 1 tem dimensão 1, esperada 2", EMBED_KIND_DIMENSION);
+    expect_rows_fail(&TEI, "[[1,2],[3,\"x\"]]", 2, 2, "valor 1 do vetor 1 não é número", M);
+    expect_rows_fail(&TEI, "[[1,2],[3,{\"a\":[1]}]]", 2, 2, "valor 1 do vetor 1 não é número", M);
+    expect_rows_fail(&TEI, "[[1,2],[3,{\"a\":[1]]]", 2, 2, "JSON inválido", M);
     /* values */
     expect_rows_fail(&TEI, "[[1,1e39]]", 1, 2, "valor 1 do vetor 0 não é finito", M);
     expect_rows_fail(&TEI, "[[1,-1e999]]", 1, 2, "valor 1 do vetor 0 não é finito", M);
