@@ -2,8 +2,9 @@
  * embed_conf.c: the options of embed.client{...} (see embed_lua.c's header
  * for the whole list) read into an embed_conf, strictly: a bad option
  * raises a pt-BR argument error naming it. Also the client's secrets: the
- * api_key and every header value (and its last word, the credential of
- * "Bearer TOKEN"), scrubbed from every message and zeroed when freed.
+ * api_key, every header value (and its last word, the credential of
+ * "Bearer TOKEN") and a proxy's user:password, scrubbed from every message
+ * and zeroed when freed.
  */
 #include "embed_conf.h"
 #include "core/bridge.h"
@@ -148,8 +149,9 @@ static void read_api_key(lua_State *L, embed_conf *conf)
     add_secret(L, conf, key, len);
 }
 
-/* Why header line i (1-based) of len bytes cannot be sent, or NULL. */
-static const char *header_problem(lua_State *L, int i, const char *line, size_t len)
+/* Why header line i (1-based) of len bytes cannot be sent, or NULL. With
+ * an api_key, "Authorization" is the engine's too. */
+static const char *header_problem(lua_State *L, const embed_conf *conf, int i, const char *line, size_t len)
 {
     static const char *const engine_owned[] = {"content-type", "accept", "x-request-id", "content-length"};
     const char *sep = strstr(line, ": ");
@@ -168,6 +170,8 @@ static const char *header_problem(lua_State *L, int i, const char *line, size_t 
     for (size_t k = 0; k < sizeof engine_owned / sizeof engine_owned[0]; k++)
         if (strlen(engine_owned[k]) == name_len && strncasecmp(line, engine_owned[k], name_len) == 0)
             return lua_pushfstring(L, "cabeçalho %d: %s é enviado pelo motor", i, engine_owned[k]);
+    if (conf->api_key && name_len == 13 && strncasecmp(line, "authorization", 13) == 0)
+        return lua_pushfstring(L, "cabeçalho %d: Authorization já vem de \"api_key\" (informe um só)", i);
     return NULL;
 }
 
@@ -210,7 +214,7 @@ static void read_headers(lua_State *L, embed_conf *conf)
         if (lua_type(L, -1) != LUA_TSTRING)
             conf_error(L, "headers", lua_pushfstring(L, "tem o item %d que não é texto", i));
         line = lua_tolstring(L, -1, &len);
-        if ((problem = header_problem(L, i, line, len)) != NULL)
+        if ((problem = header_problem(L, conf, i, line, len)) != NULL)
             luaL_argerror(L, 1, lua_pushfstring(L, "campo \"headers\": %s", problem));
         keep_header(L, conf, line, len);
         lua_pop(L, 1);
@@ -296,6 +300,44 @@ static void read_answer(lua_State *L, embed_conf *conf)
     conf->answer.usage_depth = usage_depth > 0 ? usage_depth : 0;
 }
 
+/* Adds the standard base64 of text (len bytes) to the secrets: a proxy's
+ * "Proxy-Authorization: Basic <base64 of user:password>". */
+static void add_base64_secret(lua_State *L, embed_conf *conf, const char *text, size_t len)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char out[EMBED_MAX_PROXY / 3 * 4 + 8];
+    size_t o = 0;
+    for (size_t k = 0; k < len && o + 4 < sizeof out; k += 3) {
+        unsigned char a = (unsigned char)text[k], b = k + 1 < len ? (unsigned char)text[k + 1] : 0,
+                      c = k + 2 < len ? (unsigned char)text[k + 2] : 0;
+        out[o++] = abc[a >> 2];
+        out[o++] = abc[(a & 3) << 4 | b >> 4];
+        out[o++] = k + 1 < len ? abc[(b & 15) << 2 | c >> 6] : '=';
+        out[o++] = k + 2 < len ? abc[c & 63] : '=';
+    }
+    add_secret(L, conf, out, o);
+    memset(out, 0, sizeof out);
+}
+
+/* The user:password of a proxy URL ("http://user:pass@host:port"), the
+ * password alone and the Basic credential made of them become secrets. */
+static void proxy_secrets(lua_State *L, embed_conf *conf, const char *proxy)
+{
+    const char *scheme = strstr(proxy, "://");
+    const char *authority = scheme ? scheme + 3 : proxy;
+    const char *end = authority + strcspn(authority, "/?#"), *at = NULL, *colon;
+    for (const char *p = authority; p < end; p++)
+        if (*p == '@')
+            at = p;
+    if (!at)
+        return;
+    add_secret(L, conf, authority, (size_t)(at - authority));
+    add_base64_secret(L, conf, authority, (size_t)(at - authority));
+    colon = memchr(authority, ':', (size_t)(at - authority));
+    if (colon)
+        add_secret(L, conf, colon + 1, (size_t)(at - colon - 1));
+}
+
 /* "ca_file", "proxy". */
 static void read_transport(lua_State *L, embed_conf *conf)
 {
@@ -306,6 +348,8 @@ static void read_transport(lua_State *L, embed_conf *conf)
         conf_error(L, "proxy", "contém quebra de linha");
     conf->ca_file = ca_file ? conf_copy(L, ca_file, strlen(ca_file)) : NULL;
     conf->proxy = proxy ? conf_copy(L, proxy, len) : NULL;
+    if (conf->proxy)
+        proxy_secrets(L, conf, conf->proxy);
 }
 
 void embed_conf_read(lua_State *L, embed_conf *conf)

@@ -14,8 +14,9 @@
 /* Most "headers" lines and bytes of one line. */
 #define EMBED_MAX_HEADERS 32
 #define EMBED_MAX_HEADER_LINE ((size_t)8 * 1024)
-/* Secrets: api_key, and per header its value and the value's last word. */
-#define EMBED_MAX_SECRETS (1 + 2 * EMBED_MAX_HEADERS)
+/* Secrets: api_key, per header its value and the value's last word, and a
+ * proxy's user:password, its base64 and the password. */
+#define EMBED_MAX_SECRETS (4 + 2 * EMBED_MAX_HEADERS)
 
 /* Settings shared by a client and its calls in flight (reference counted,
  * so closing or collecting the client never frees what a call still uses). */

@@ -17,8 +17,9 @@
  *   api_key        sent as "Authorization: Bearer <api_key>"
  *   headers        list of "Name: value" lines sent with every request (at
  *                  most 32, 8 KiB each, no CR/LF/NUL; Content-Type, Accept,
- *                  X-Request-Id and Content-Length are the engine's); every
- *                  value is a secret: scrubbed from messages, zeroed on free
+ *                  X-Request-Id and Content-Length are the engine's, and
+ *                  Authorization too with api_key); every value is a secret:
+ *                  scrubbed from messages, zeroed on free
  *   body_fields    JSON object members written verbatim first in the body
  *                  ('"model":"m","truncate":false'; at most 64 KiB); absent:
  *                  "model" and "dimensions" are built as for OpenAI
@@ -41,7 +42,8 @@
  *   timeout_ms     per-request limit (default 60000)
  *   ca_file        CA certificates file for https (CURLOPT_CAINFO)
  *   proxy          proxy URL; "" = no proxy even with http_proxy/https_proxy
- *                  set; absent = libcurl's default (those variables)
+ *                  set; absent = libcurl's default (those variables); its
+ *                  user:password is a secret like the header values
  */
 #include "core/bridge.h"
 #include "embed_conf.h"

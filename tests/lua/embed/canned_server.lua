@@ -4,7 +4,8 @@
 -- line in DIR/requests.log ({ method, path, headers = { lowercased name =
 -- value }, body }) and answers from ANSWERS, a Lua file returning
 -- { [path without query] = function(req) return status, body, extra_headers end }.
--- One request per connection (Connection: close), one connection at a time.
+-- One request per connection (Connection: close), one connection at a time;
+-- a request in absolute-form (sent to a proxy) is answered by its path too.
 -- It exits by itself after LIFETIME seconds (a spec that died leaves nothing).
 --   luajit canned_server.lua DIR ANSWERS
 local ffi = require "ffi"
@@ -61,7 +62,8 @@ local function read_request(fd)
       for name, value in head:gmatch("\r\n([^:\r\n]+): ?([^\r\n]*)") do headers[name:lower()] = value end
       local want = tonumber(headers["content-length"] or "0") or 0
       if #data - (head_end + 3) >= want then
-        local path, query = target:match("^([^?]*)%??(.*)$")
+        -- a request through a proxy names the whole URL ("absolute-form"): this server is then the proxy
+        local path, query = target:gsub("^https?://[^/]*", ""):match("^([^?]*)%??(.*)$")
         return { method = method, path = path, query = query, target = target, headers = headers,
                  body = data:sub(head_end + 4, head_end + 3 + want) }
       end

@@ -27,6 +27,22 @@ local function base64_floats(v)
   return table.concat(out)
 end
 
+-- Decodes standard base64 (for a Proxy-Authorization: Basic echo).
+local function base64_decode(text)
+  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  local bits, out = {}, {}
+  for ch in text:gsub("=", ""):gmatch(".") do
+    local x = alphabet:find(ch, 1, true) - 1
+    for b = 5, 0, -1 do bits[#bits + 1] = math.floor(x / 2 ^ b) % 2 end
+  end
+  for k = 1, #bits - 7, 8 do
+    local byte = 0
+    for b = 0, 7 do byte = byte * 2 + bits[k + b] end
+    out[#out + 1] = string.char(byte)
+  end
+  return table.concat(out)
+end
+
 local function inputs(req, key) return #(cjson.decode(req.body)[key] or {}) end
 
 local function rows(n, dim)
@@ -50,11 +66,14 @@ local function data_answer(req, usage, key)
   return 200, cjson.encode({ object = "list", data = data, model = "m", usage = usage })
 end
 
--- Every header of the request, values included (a provider echoing them).
+-- Every header of the request, values included (a provider echoing them;
+-- a proxy's Basic credentials decoded, as a hostile proxy could).
 local function echo(req)
   local lines = {}
   for name, value in pairs(req.headers) do lines[#lines + 1] = name .. ": " .. value end
   table.sort(lines)
+  local basic = (req.headers["proxy-authorization"] or ""):match("^Basic (%S+)")
+  if basic then table.insert(lines, 1, "proxy: " .. base64_decode(basic)) end
   return table.concat(lines, "; ")
 end
 

@@ -15,7 +15,8 @@
 local cjson = require "cjson"
 
 -- Secrets sent as header values; they must never come back in a message.
-local SECRETS = { "TOPSECRET-TOKEN-1", "EXTRA-SECRET-2", "AZURE-KEY-3333", "ORG-SECRET-4444", "CO-TOKEN-5555" }
+local SECRETS = { "TOPSECRET-TOKEN-1", "EXTRA-SECRET-2", "AZURE-KEY-3333", "ORG-SECRET-4444", "CO-TOKEN-5555",
+                  "PROXY-PASS-6666", "cmFnb3BzOlBST1hZLVBBU1MtNjY2Ng==" }
 
 if describe == nil and RAGOPS_HOME then
   ---------------------------------------------------------------------------
@@ -80,6 +81,8 @@ if describe == nil and RAGOPS_HOME then
                    headers = { "Authorization: Bearer TOPSECRET-TOKEN-1", "X-Extra: EXTRA-SECRET-2" } })
   run("echo401", { endpoint = base .. "/echo401", model = "m",
                    headers = { "Authorization: Bearer TOPSECRET-TOKEN-1", "X-Extra: EXTRA-SECRET-2" } })
+  run("echo_proxy", { endpoint = base .. "/echo", model = "m",
+                      proxy = base:gsub("^http://", "http://ragops:PROXY-PASS-6666@") })
   run("nob64_base64_only", { endpoint = base .. "/nob64", body_fields = '"model":"v"',
                              encoding_field = "base64_only" })
   run("nob64_none", { endpoint = base .. "/nob64", body_fields = '"model":"v"', encoding_field = "none",
@@ -121,6 +124,7 @@ if describe == nil and RAGOPS_HOME then
   refuse("refuse_rows_without_path", with({ answer = "rows" }))
   refuse("refuse_usage_with_data", with({ usage_path = { "x" } }))
   refuse("refuse_model_missing", { endpoint = base .. "/x" })
+  refuse("refuse_auth_twice", with({ api_key = "k-1234", headers = { "authorization: Bearer other" } }))
   refuse("accept_body_fields_without_model", { endpoint = base .. "/x", body_fields = '"model":"m"' })
   return
 end
@@ -128,7 +132,14 @@ end
 -------------------------------------------------------------------------------
 -- The spec, under busted.
 -------------------------------------------------------------------------------
-local ROOT = os.getenv("RAGOPS_SOURCE_DIR") or "."
+-- Absolute: the driver runs from / (the binary must not find lua/ beside it).
+local function cwd()
+  local p = io.popen("pwd")
+  local dir = p:read("*l")
+  p:close()
+  return dir
+end
+local ROOT = os.getenv("RAGOPS_SOURCE_DIR") or cwd()
 local HERE = ROOT .. "/tests/lua/embed"
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
@@ -339,6 +350,13 @@ describe("dialetos do provedor no fio (ragops.embed)", function()
       assert.truthy(r.err:find("***", 1, true), r.err)
       assert.truthy(r.info.provider_request_id, name .. ": sem provider_request_id")
     end
+    -- through a proxy that echoes its credentials: the proxy's user:password is a secret too
+    local proxied = failed("echo_proxy")
+    assert.is_nil(proxied.err:find("PROXY-PASS-6666", 1, true), proxied.err)
+    assert.is_nil(proxied.err:find("cmFnb3BzOlBST1hZLVBBU1MtNjY2Ng==", 1, true), proxied.err) -- its Basic credential
+    assert.truthy(proxied.err:find("proxy: ***", 1, true), proxied.err)
+    local via_proxy = requests_to("/echo")
+    assert.truthy(via_proxy[#via_proxy].headers["proxy-authorization"], "o pedido não passou pelo proxy")
     assert.are.equal("permanent", results.echo400.info.class)
     assert.are.equal("fatal", results.echo401.info.class)
     -- the server did get them (the echo is real)
@@ -407,7 +425,7 @@ describe("dialetos do provedor no fio (ragops.embed)", function()
       refuse_inputs_key = "\"input\", \"inputs\" ou \"texts\"",
       refuse_encoding_field = "\"always\", \"base64_only\" ou \"none\"", refuse_answer = "\"data\" ou \"rows\"",
       refuse_rows_without_path = "rows_path", refuse_usage_with_data = "só vale com answer = \"rows\"",
-      refuse_model_missing = "campo \"model\"",
+      refuse_model_missing = "campo \"model\"", refuse_auth_twice = "Authorization já vem de \"api_key\"",
     }
     for name, fragment in pairs(want) do
       local r = result(name)
