@@ -5,6 +5,9 @@
 # (default 100,000) and measures, on pgvector's vector(1536) when available and
 # on real[], in one run:
 #
+#   0. the CPU cost of decoding one answer of 64 x 1536 per provider dialect
+#      (build/ragops-decode-bench: OpenAI base64 and float, Voyage, Ollama,
+#      TEI and Cohere rows), in µs per answer and MB/s, no services;
 #   1. the limit: binary COPY of the same rows (exported from the table the
 #      backfill filled) into the same, empty table (psql \copy from a file);
 #   2. cold backfill at 0 ms: docs/s, ratio to (1), the engine's CPU time per
@@ -330,6 +333,15 @@ ensure_time
 
 WORK="$(mktemp -d /tmp/ragops-bench.XXXXXX)"
 chmod 755 "$WORK" # the postgres system user (when we are root) must reach the cluster dir
+
+step "0. decodificação de uma resposta (64 entradas x 1536 dimensões) por dialeto do provedor"
+DECODE_JSON="$WORK/decode.json"
+if ! "$ROOT/build/ragops-decode-bench" --json "$DECODE_JSON" >"$WORK/decode.txt"; then
+  FAILURES=$((FAILURES + 1))
+  note "ragops-decode-bench falhou"
+  printf '{}\n' > "$DECODE_JSON"
+fi
+cat "$WORK/decode.txt" >&2
 PG_DIR="$WORK/pg"
 PG_PORT="$(pick_port)"
 EMBED_PORT_0="$(pick_port)"
@@ -454,9 +466,11 @@ printf '%s' "$RESULTS" | awk -F'\t' '
   BEGIN { printf "%-8s %8s %9s %9s %7s %9s %8s %8s %7s %-7s %s\n", "armaz.", "docs", "tempo(s)", "docs/s",
           "razão", "refer.", "CPU µs", "RSS MiB", "pedidos", "status", "cenário" }
   { printf "%-8s %8s %9s %9s %7s %9s %8s %8s %7s %-7s %s\n", $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $1 }'
+printf '\n0. custo de CPU da decodificação por dialeto:\n'
+cat "$WORK/decode.txt"
 printf '%s' "$RESULTS" > "$WORK/results.tsv"
 luajit - "$WORK/results.tsv" "$JSON_OUT" "$(date -u '+%Y-%m-%dT%H:%M:%SZ')" "$(nproc)" "$DOCS" "$AVG_CHARS" \
-  "$LATENCY_MS" <<'LUA'
+  "$LATENCY_MS" "$DECODE_JSON" <<'LUA'
 local cjson = require "cjson"
 local keys = { "scenario", "storage", "docs", "wall_s", "docs_per_s", "ratio", "reference_docs_per_s",
                "cpu_us_per_doc", "peak_rss_mib", "embed_requests", "status" }
@@ -469,9 +483,13 @@ for line in io.lines(arg[1]) do
   end
   rows[#rows + 1] = row
 end
+local decode_file = assert(io.open(arg[8]))
+local decode = cjson.decode(decode_file:read("*a"))
+decode_file:close()
 local out = assert(io.open(arg[2], "w"))
 out:write(cjson.encode({ date = arg[3], cores = tonumber(arg[4]), docs = tonumber(arg[5]),
-                         avg_chars = tonumber(arg[6]), latency_ms = tonumber(arg[7]), results = rows }), "\n")
+                         avg_chars = tonumber(arg[6]), latency_ms = tonumber(arg[7]), results = rows,
+                         decode = decode }), "\n")
 out:close()
 LUA
 printf '\nJSON: %s\nduração total do benchmark: %d s\n' "$JSON_OUT" "$SECONDS"

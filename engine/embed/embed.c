@@ -1,8 +1,9 @@
 /*
- * embed.c: OpenAI-compatible embeddings wire format, without I/O: request
- * body, UTF-8 sanitising, base64, error body messages and the
- * failure classification used by the Lua retry loop. The answer's vectors
- * are parsed by embed_decode.c (the hot path).
+ * embed.c: the embeddings wire format, without I/O: the request body of
+ * every dialect (fixed members, inputs key, encoding member), UTF-8
+ * sanitising, base64, error body messages and the failure classification
+ * used by the Lua retry loop. The answer's vectors are parsed by
+ * embed_decode.c ("data" items, the hot path) and embed_rows.c (rows).
  */
 #include "embed.h"
 #include "core/utf8.h"
@@ -63,68 +64,120 @@ static size_t put_json_string(char *out, const char *s, size_t len)
     return (size_t)(o - out);
 }
 
-/* The request body, written directly: jansson's tree and json_dumps were
- * ~5% of the engine's CPU in a cold backfill (64 texts per request). */
-char *embed_build_request(const char *model, const char *const *texts, const size_t *lens,
-                          int count, embed_encoding encoding, int dimensions,
-                          size_t *out_len, char *err, size_t err_size)
+/* Bytes the body of shape may take for texts (JSON escapes at most 6x),
+ * or 0 when that does not fit in a size_t. */
+static size_t body_capacity(const embed_request_shape *shape, const size_t *lens, const char *const *texts,
+                            int count)
 {
-    size_t cap, model_len, n;
-    char *body = NULL, *o;
-
-    if (err && err_size)
-        err[0] = '\0';
-    if (!model || count <= 0 || !texts) {
-        snprintf(err, err_size, "requisição de embeddings sem modelo ou sem textos");
-        goto fail;
-    }
-    model_len = strlen(model);
-    cap = 128 + 6 * model_len;
+    size_t cap = 160 + 6 * (shape->model ? strlen(shape->model) : 0) + shape->body_fields_len;
     for (int i = 0; i < count; i++) {
         size_t len = lens ? lens[i] : strlen(texts[i]);
         if (len > (SIZE_MAX - cap) / 7)
-            goto oom;
+            return 0;
         cap += 6 * len + 3;
     }
-    body = malloc(cap);
-    if (!body)
-        goto oom;
-    o = body;
-    memcpy(o, "{\"model\":", 9);
-    o += 9;
-    n = put_json_string(o, model, model_len);
-    if (n == 0) {
+    return cap;
+}
+
+/* body_fields holds more than white space. */
+static int has_fields(const embed_request_shape *shape)
+{
+    for (size_t i = 0; i < shape->body_fields_len; i++)
+        if (!strchr(" \t\r\n", shape->body_fields[i]))
+            return 1;
+    return 0;
+}
+
+/* Writes the members before the inputs at o: the caller's verbatim, or
+ * "model". Returns the end, or NULL when the model is not UTF-8. */
+static char *put_fields(char *o, const embed_request_shape *shape)
+{
+    size_t n;
+    if (shape->body_fields) {
+        memcpy(o, shape->body_fields, shape->body_fields_len);
+        o += shape->body_fields_len;
+        if (has_fields(shape))
+            *o++ = ',';
+        return o;
+    }
+    memcpy(o, "\"model\":", 8);
+    n = put_json_string(o + 8, shape->model, strlen(shape->model));
+    if (n == 0)
+        return NULL;
+    o += 8 + n;
+    *o++ = ',';
+    return o;
+}
+
+/* Writes the members after the inputs at o: "encoding_format" as the shape
+ * says, then "dimensions" (built members only). Returns the end. */
+static char *put_trailer(char *o, const embed_request_shape *shape, embed_encoding encoding)
+{
+    int base64 = encoding != EMBED_ENCODING_FLOAT;
+    if (shape->encoding_field == EMBED_ENCODING_FIELD_ALWAYS ||
+        (shape->encoding_field == EMBED_ENCODING_FIELD_BASE64_ONLY && base64))
+        o += sprintf(o, ",\"encoding_format\":\"%s\"", base64 ? "base64" : "float");
+    if (!shape->body_fields && shape->dimensions > 0)
+        o += sprintf(o, ",\"dimensions\":%d", shape->dimensions);
+    return o;
+}
+
+/* The request body, written directly: jansson's tree and json_dumps were
+ * ~5% of the engine's CPU in a cold backfill (64 texts per request). */
+char *embed_build_body(const embed_request_shape *shape, const char *const *texts, const size_t *lens,
+                       int count, embed_encoding encoding, size_t *out_len, char *err, size_t err_size)
+{
+    const char *key = shape->inputs_key ? shape->inputs_key : "input";
+    size_t cap;
+    char *body = NULL, *o;
+    if (err && err_size)
+        err[0] = '\0';
+    if ((!shape->body_fields && !shape->model) || count <= 0 || !texts) {
+        snprintf(err, err_size, "requisição de embeddings sem modelo ou sem textos");
+        return NULL;
+    }
+    if (shape->body_fields_len > EMBED_MAX_BODY_FIELDS || strlen(key) > 16) {
+        snprintf(err, err_size, "campos fixos do corpo da requisição grandes demais");
+        return NULL;
+    }
+    if ((cap = body_capacity(shape, lens, texts, count)) == 0 || !(body = malloc(cap))) {
+        snprintf(err, err_size, "sem memória para montar a requisição de embeddings");
+        return NULL;
+    }
+    body[0] = '{';
+    if (!(o = put_fields(body + 1, shape))) {
         snprintf(err, err_size, "nome do modelo não é UTF-8 válido");
         goto fail;
     }
-    o += n;
-    memcpy(o, ",\"input\":[", 10);
-    o += 10;
+    o += sprintf(o, "\"%s\":[", key);
     for (int i = 0; i < count; i++) {
-        size_t len = lens ? lens[i] : strlen(texts[i]);
-        if (i > 0)
-            *o++ = ',';
-        n = put_json_string(o, texts[i], len);
+        size_t n = put_json_string(o + (i > 0), texts[i], lens ? lens[i] : strlen(texts[i]));
         if (n == 0) {
             snprintf(err, err_size, "texto %d do lote não é UTF-8 válido", i + 1);
             goto fail;
         }
+        if (i > 0)
+            *o++ = ',';
         o += n;
     }
-    o += sprintf(o, "],\"encoding_format\":\"%s\"", encoding == EMBED_ENCODING_FLOAT ? "float" : "base64");
-    if (dimensions > 0)
-        o += sprintf(o, ",\"dimensions\":%d", dimensions);
+    *o++ = ']';
+    o = put_trailer(o, shape, encoding);
     *o++ = '}';
     *o = '\0';
     if (out_len)
         *out_len = (size_t)(o - body);
     return body;
-
-oom:
-    snprintf(err, err_size, "sem memória para montar a requisição de embeddings");
 fail:
     free(body);
     return NULL;
+}
+
+char *embed_build_request(const char *model, const char *const *texts, const size_t *lens,
+                          int count, embed_encoding encoding, int dimensions,
+                          size_t *out_len, char *err, size_t err_size)
+{
+    embed_request_shape shape = {NULL, 0, model, dimensions, "input", EMBED_ENCODING_FIELD_ALWAYS};
+    return embed_build_body(&shape, texts, lens, count, encoding, out_len, err, err_size);
 }
 
 char *embed_utf8_sanitize(const char *s, size_t len, size_t *out_len)
@@ -294,16 +347,28 @@ static int embed_wrong_endpoint(long status)
     return status == 404 || status == 405 || (status >= 300 && status < 400);
 }
 
-const char *embed_fatal_hint(long status, const char *provider_message, const char *provider_code)
+const char *embed_fatal_hint_for(long status, const char *provider_message, const char *provider_code,
+                                 int endpoint_as_is)
 {
+    if ((status == 401 || status == 403) && endpoint_as_is)
+        return "credencial recusada; confira a chave de API do provedor (provider.api_key) e os cabeçalhos "
+               "de autenticação";
     if (status == 401 || status == 403)
         return "chave de API recusada; confira OPENAI_API_KEY (provider.api_key)";
     if (embed_unknown_model(status, provider_message, provider_code))
         return "modelo desconhecido pelo provedor; confira provider.model (RAGOPS_EMBED_MODEL)";
+    if (embed_wrong_endpoint(status) && endpoint_as_is)
+        return "este endereço não serve a API de embeddings; confira provider.url (RAGOPS_EMBED_URL) "
+               "e o dialeto do provedor";
     if (embed_wrong_endpoint(status))
         return "este endereço não serve a API de embeddings; confira provider.url (RAGOPS_EMBED_URL): "
                "a URL base termina em /v1 e o motor acrescenta /embeddings";
     return "confira provider.url (RAGOPS_EMBED_URL)";
+}
+
+const char *embed_fatal_hint(long status, const char *provider_message, const char *provider_code)
+{
+    return embed_fatal_hint_for(status, provider_message, provider_code, 0);
 }
 
 char *embed_endpoint_url(const char *base)
@@ -358,7 +423,8 @@ embed_class embed_classify(CURLcode curl_code, long status, const char *provider
             break;
         case CURLE_URL_MALFORMAT:
         case CURLE_UNSUPPORTED_PROTOCOL:
-            k = EMBED_KIND_CONNECTION; /* misconfigured URL: no request can work */
+        case CURLE_SSL_CACERT_BADFILE:
+            k = EMBED_KIND_CONNECTION; /* misconfigured URL or CA file: no request can work */
             cls = EMBED_CLASS_FATAL;
             break;
         case CURLE_WRITE_ERROR:
@@ -374,7 +440,8 @@ embed_class embed_classify(CURLcode curl_code, long status, const char *provider
     } else if (status >= 200 && status < 300) {
         k = EMBED_KIND_NONE;
         cls = EMBED_CLASS_OK;
-    } else if (status == 408 || status == 409 || status == 425 || status == 429 || status >= 500) {
+    } else if (status == 408 || status == 409 || status == 424 || status == 425 || status == 429 ||
+               status >= 500) {
         cls = EMBED_CLASS_TRANSIENT;
     } else if (status == 401 || status == 403 || embed_wrong_endpoint(status) ||
                embed_unknown_model(status, provider_message, provider_code)) {

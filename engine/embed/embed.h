@@ -1,8 +1,12 @@
 /*
- * embed.h: the OpenAI-compatible embeddings protocol, as pure C with no I/O:
- * building the POST /embeddings body, parsing the answer into one float
- * array, parsing provider error bodies and classifying failures for the
- * retry policy (which lives in Lua). Messages people read are pt-BR.
+ * embed.h: the embeddings protocols, as pure C with no I/O: building the
+ * request body, parsing the answer into one float array, parsing provider
+ * error bodies and classifying failures for the retry policy (which lives in
+ * Lua). Messages people read are pt-BR. The OpenAI protocol is the default;
+ * the other dialects (Azure, Ollama, TEI, Voyage, Cohere) differ in the
+ * body's fixed members (given verbatim by the caller), the key of the inputs,
+ * whether "encoding_format" is sent (embed_request_shape), and in the answer:
+ * OpenAI's "data" items or an array of rows at a path (embed_rows_shape).
  */
 #ifndef RAGOPS_EMBED_H
 #define RAGOPS_EMBED_H
@@ -56,10 +60,39 @@ typedef struct embed_vectors {
 /* Builds {"model","input":[...],"encoding_format","dimensions"?} (dimensions
  * only when > 0). texts[i] has lens[i] bytes (must be UTF-8). Returns a
  * malloc'd NUL-terminated body and its length in *out_len, or NULL with a
- * pt-BR reason in err. */
+ * pt-BR reason in err. Same as embed_build_body with the default shape. */
 char *embed_build_request(const char *model, const char *const *texts, const size_t *lens,
                           int count, embed_encoding encoding, int dimensions,
                           size_t *out_len, char *err, size_t err_size);
+
+/* When the request says how vectors should travel. */
+typedef enum embed_encoding_field {
+    EMBED_ENCODING_FIELD_ALWAYS = 0,  /* "encoding_format":"base64"|"float" (OpenAI, Azure) */
+    EMBED_ENCODING_FIELD_BASE64_ONLY, /* "encoding_format":"base64" only for base64 (Voyage) */
+    EMBED_ENCODING_FIELD_NONE         /* never (Ollama, TEI, Cohere): the answer is floats */
+} embed_encoding_field;
+
+/* Most bytes of embed_request_shape.body_fields. */
+#define EMBED_MAX_BODY_FIELDS ((size_t)64 * 1024)
+
+/* The shape of a request body: '{', the fixed members, the inputs, the
+ * encoding member, '}'. */
+typedef struct embed_request_shape {
+    const char *body_fields;  /* JSON object members written verbatim first (e.g.
+                                 "model":"m","truncate":false), "" for none; NULL: the
+                                 members are "model" and, at the end, "dimensions" */
+    size_t body_fields_len;   /* bytes of body_fields */
+    const char *model;        /* with body_fields NULL: "model" (required) */
+    int dimensions;           /* with body_fields NULL: "dimensions" when > 0 */
+    const char *inputs_key;   /* key of the array of texts: "input" (NULL), "inputs", "texts" */
+    embed_encoding_field encoding_field; /* when "encoding_format" is written */
+} embed_request_shape;
+
+/* Builds the body of shape for texts (texts[i] has lens[i] bytes, UTF-8).
+ * Returns a malloc'd NUL-terminated body and its length in *out_len, or
+ * NULL with a pt-BR reason in err. */
+char *embed_build_body(const embed_request_shape *shape, const char *const *texts, const size_t *lens,
+                       int count, embed_encoding encoding, size_t *out_len, char *err, size_t err_size);
 
 /* Frees out->data and zeroes out. */
 void embed_vectors_free(embed_vectors *out);
@@ -85,28 +118,61 @@ int embed_stream_finish(embed_stream *s, embed_vectors *out, char *err, size_t e
 embed_kind embed_stream_failure_kind(const embed_stream *s);
 void embed_stream_free(embed_stream *s);
 
+/* Most keys in a rows_path or usage_path. */
+#define EMBED_ROWS_MAX_PATH 8
+
+/* A "rows" answer: a JSON array whose i-th element is input i's vector (a
+ * number array, or a base64 float32 string), found by following rows_path
+ * from the root object (rows_depth 0: the root is the array, as TEI's
+ * [[...],[...]]; {"embeddings"}: Ollama; {"embeddings","float"}: Cohere v2);
+ * and the token count, an integer at usage_path (usage_depth 0 or the path
+ * absent in the answer: no usage, prompt_tokens 0 and has_usage 0). */
+typedef struct embed_rows_shape {
+    const char *const *rows_path;  /* rows_depth keys */
+    int rows_depth;                /* 0..EMBED_ROWS_MAX_PATH */
+    const char *const *usage_path; /* usage_depth keys */
+    int usage_depth;               /* 0..EMBED_ROWS_MAX_PATH */
+} embed_rows_shape;
+
+/* A stream (fed and finished as above) for a "rows" answer: its bytes are
+ * kept (at most embed_expected_body_max(expected_count, expected_dim)) and
+ * parsed at the end without a tree, as strictly as a "data" answer: count,
+ * dimension (EMBED_KIND_DIMENSION), finite values, well-formed JSON, a
+ * missing rows_path is malformed and named in the reason, the token count
+ * an integer in 0..2^53-1. The shape's strings are copied. NULL when
+ * memory is short or the shape is invalid. */
+embed_stream *embed_stream_new_rows(int expected_count, int expected_dim, const embed_rows_shape *shape);
+
 /* Most bytes a correct 2xx answer to count inputs of dim floats can take
  * (see EMBED_BODY_BYTES_PER_FLOAT); dim <= 0: EMBED_BODY_UNKNOWN_DIM.
  * The HTTP client stops a longer answer (an endless or inflating body). */
 size_t embed_expected_body_max(int count, int dim);
 
-/* Extracts the message of an error body ({"error":{"message":...}},
- * {"error":"..."} or {"message":...}). Returns a malloc'd string or NULL;
+/* Extracts the message of an error body ({"error":{"message":...}} OpenAI,
+ * {"error":"..."} TEI/Ollama, {"message":...} Cohere or {"detail":"..."}
+ * Voyage). Returns a malloc'd string or NULL;
  * *code (when code is not NULL) receives a malloc'd copy of a string
  * "error.code" (OpenAI: "model_not_found", "invalid_api_key") or NULL. */
 char *embed_parse_error_message(const char *body, size_t len, char **code);
 
 /* Classifies an outcome: the curl code first, then the HTTP status. Answers
  * that say the configuration is wrong are fatal: 401/403 (key), 404/405/3xx
- * (endpoint) and an unknown model (provider_code "model_not_found", or a 400
- * whose provider_message says the model does not exist); both may be NULL.
- * *kind (may be NULL) receives where the failure came from. */
+ * (endpoint), an unreadable CA file (curl 77) and an unknown model
+ * (provider_code "model_not_found", or a 400 whose provider_message says the
+ * model does not exist); both may be NULL. 408/409/424 (TEI's backend
+ * error)/425/429/5xx are transient, other 4xx permanent. *kind (may be
+ * NULL) receives where the failure came from. */
 embed_class embed_classify(CURLcode curl_code, long status, const char *provider_message,
                            const char *provider_code, embed_kind *kind);
 
 /* pt-BR advice for a fatal failure (status 0 = a curl error): which setting
  * to check. A static string. */
 const char *embed_fatal_hint(long status, const char *provider_message, const char *provider_code);
+
+/* embed_fatal_hint for a client whose endpoint is a full URL used as is
+ * (endpoint_as_is = 1): a wrong endpoint does not speak of "/embeddings". */
+const char *embed_fatal_hint_for(long status, const char *provider_message, const char *provider_code,
+                                 int endpoint_as_is);
 
 /* The embeddings endpoint of a base URL: "/embeddings" appended to the
  * path (trailing slashes dropped), before any query string or fragment

@@ -1,16 +1,52 @@
 /*
- * embed_lua.c: module `ragops.embed`, the OpenAI-compatible embeddings
- * client seen from Lua. client:embed(texts) yields until the provider
- * answers and returns an rg_vecbatch (vectors stay in C), or nil, a pt-BR
- * message and an info table whose "class" drives the Lua retry policy.
- * A 400 rejecting base64 switches this client to "float" and retries once.
- * Every HTTP request carries an X-Request-Id unique in the process
- * ("rg-<8 hex>-<n>"); info.request_id is it, info.provider_request_id the
- * provider's own x-request-id answer (nil when absent), and both end the
- * message of a failure so a support ticket can quote them.
+ * embed_lua.c: module `ragops.embed`, the embeddings client seen from Lua.
+ * client:embed(texts) yields until the provider answers and returns an
+ * rg_vecbatch (vectors stay in C), or nil, a pt-BR message and an info
+ * table whose "class" drives the Lua retry policy. A 400 rejecting base64
+ * switches this client to "float" and retries once (not with
+ * encoding_field = "none"). Every HTTP request carries an X-Request-Id
+ * unique in the process ("rg-<8 hex>-<n>"); info.request_id is it,
+ * info.provider_request_id the provider's own x-request-id answer (nil when
+ * absent), and both end the message of a failure so a support ticket can
+ * quote them. No message ever holds a secret (api_key, header values).
+ *
+ * embed.client{...} options (embed_conf.c reads them; a bad one raises):
+ *   url            base URL: the endpoint is url + "/embeddings" (OpenAI)
+ *   endpoint       full URL used as is (exactly one of url or endpoint)
+ *   model          "model" of the body (required without body_fields)
+ *   api_key        sent as "Authorization: Bearer <api_key>"
+ *   headers        list of "Name: value" lines sent with every request (at
+ *                  most 32, 8 KiB each, no CR/LF/NUL; Content-Type, Accept,
+ *                  X-Request-Id and Content-Length are the engine's, and
+ *                  Authorization too with api_key); every value is a secret:
+ *                  scrubbed from messages, zeroed on free
+ *   body_fields    JSON object members written verbatim first in the body
+ *                  ('"model":"m","truncate":false'; at most 64 KiB); absent:
+ *                  "model" and "dimensions" are built as for OpenAI
+ *   dimensions     "dimensions" sent when > 0 (built members only); also
+ *                  the default expected_dim
+ *   inputs_key     "input" (default) | "inputs" | "texts"
+ *   encoding       "base64" (default) | "float"
+ *   encoding_field "always" (default: "encoding_format" always sent) |
+ *                  "base64_only" (sent only for base64: Voyage) | "none"
+ *                  (never sent; encoding is then "float", no fallback)
+ *   answer         "data" (default: OpenAI {"data":[{"index","embedding"}],
+ *                  "usage"}; prompt_tokens, or total_tokens when alone) |
+ *                  "rows" (an array of vectors, row i = input i, at
+ *                  rows_path: {} the root (TEI), {"embeddings"} (Ollama),
+ *                  {"embeddings","float"} (Cohere))
+ *   rows_path      with answer "rows" (required): list of keys, at most 8
+ *   usage_path     with answer "rows": list of keys to the integer token
+ *                  count (absent in the answer: no tokens)
+ *   expected_dim   dimension every vector must have (kind "dimension")
+ *   timeout_ms     per-request limit (default 60000)
+ *   ca_file        CA certificates file for https (CURLOPT_CAINFO)
+ *   proxy          proxy URL; "" = no proxy even with http_proxy/https_proxy
+ *                  set; absent = libcurl's default (those variables); its
+ *                  user:password is a secret like the header values
  */
 #include "core/bridge.h"
-#include "embed.h"
+#include "embed_conf.h"
 #include "http/http.h"
 #include "core/vecbatch.h"
 
@@ -22,24 +58,9 @@
 #include <string.h>
 
 #define EMBED_CLIENT_MT "ragops.embed.client"
-#define EMBED_DEFAULT_TIMEOUT_MS 60000L
 #define EMBED_CONNECT_TIMEOUT_MS 10000L
 #define EMBED_MAX_PROVIDER_MESSAGE 300
 #define EMBED_REQUEST_ID_SIZE 40
-
-/* Settings shared by a client and its calls in flight (reference counted,
- * so closing or collecting the client never frees what a call still uses). */
-typedef struct embed_conf {
-    int refs;                /* owners: the client userdata + each call in flight */
-    char *url;               /* the endpoint: base URL + "/embeddings" (embed_endpoint_url) */
-    char *model;             /* model name sent in every request */
-    char *auth_header;       /* "Authorization: Bearer ...", or NULL */
-    char *api_key;           /* the key itself, only to scrub it from messages */
-    int dimensions;          /* "dimensions" sent when > 0 */
-    int expected_dim;        /* validation of every vector when > 0 */
-    long timeout_ms;         /* per-request limit */
-    embed_encoding encoding; /* current encoding (may switch to float once) */
-} embed_conf;
 
 /* The Lua userdata. */
 typedef struct embed_client {
@@ -61,23 +82,6 @@ typedef struct embed_call {
     char request_id[EMBED_REQUEST_ID_SIZE];           /* X-Request-Id of the request in flight */
     char provider_request_id[HTTP_MAX_REQUEST_ID + 1]; /* the provider's x-request-id, "" when absent */
 } embed_call;
-
-static void embed_conf_release(embed_conf *conf)
-{
-    if (!conf || --conf->refs > 0)
-        return;
-    free(conf->url);
-    free(conf->model);
-    if (conf->auth_header) {
-        memset(conf->auth_header, 0, strlen(conf->auth_header));
-        free(conf->auth_header);
-    }
-    if (conf->api_key) {
-        memset(conf->api_key, 0, strlen(conf->api_key));
-        free(conf->api_key);
-    }
-    free(conf);
-}
 
 static void embed_call_free(embed_call *call)
 {
@@ -111,30 +115,6 @@ static void embed_next_request_id(char *out, size_t size)
 
 /* ---------- messages ---------- */
 
-/* Copies msg into out (size bytes), truncated, with the API key and any
- * "sk-..." token replaced by "***". */
-static void embed_scrub(const char *msg, const char *api_key, char *out, size_t size)
-{
-    size_t o = 0;
-    size_t keylen = api_key ? strlen(api_key) : 0;
-    const char *p = msg;
-    while (*p && o + 4 < size) {
-        if (keylen >= 4 && strncmp(p, api_key, keylen) == 0) {
-            memcpy(out + o, "***", 3);
-            o += 3;
-            p += keylen;
-        } else if (strncmp(p, "sk-", 3) == 0) {
-            memcpy(out + o, "***", 3);
-            o += 3;
-            while (*p && *p != ' ' && *p != '.' && *p != ',' && *p != '"' && *p != '\'')
-                p++;
-        } else {
-            out[o++] = *p++;
-        }
-    }
-    out[o] = '\0';
-}
-
 /* Writes the pt-BR message of an answer saying the configuration is wrong:
  * the endpoint (without secrets), the status, what the provider said and
  * which setting to check. status 0: curl refused the URL itself. */
@@ -143,10 +123,10 @@ static void embed_fatal_message(const embed_conf *conf, long status, const char 
 {
     char url[256];
     char said[EMBED_MAX_PROVIDER_MESSAGE + 4] = "";
-    const char *hint = embed_fatal_hint(status, provider, code);
+    const char *hint = embed_fatal_hint_for(status, provider, code, conf->endpoint_as_is);
     embed_display_url(conf->url, url, sizeof url);
     if (provider)
-        embed_scrub(provider, conf->api_key, said, sizeof said);
+        embed_conf_scrub(conf, provider, 1, said, sizeof said);
     if (status == 0)
         snprintf(out, size, "URL do provedor de embeddings inválida (%s); %s", url, hint);
     else if (said[0])
@@ -257,52 +237,70 @@ static void embed_on_body(const char *bytes, size_t n, void *stream)
     embed_stream_feed(stream, bytes, n);
 }
 
+/* A new decoder for the answer of the request about to start (a float
+ * fallback starts a new answer). 0, or -1 when memory is short. */
+static int embed_call_stream(embed_call *call)
+{
+    const embed_conf *conf = call->conf;
+    embed_stream_free(call->stream);
+    call->stream = conf->rows ? embed_stream_new_rows(call->count, conf->expected_dim, &conf->answer)
+                              : embed_stream_new(call->count, conf->expected_dim);
+    return call->stream ? 0 : -1;
+}
+
+/* The request's header lines (NULL-terminated) into headers, which has room
+ * for EMBED_MAX_HEADERS + 5; id_header receives the X-Request-Id line. */
+static void embed_call_headers(embed_call *call, const char **headers, char *id_header, size_t id_size)
+{
+    const embed_conf *conf = call->conf;
+    int nh = 0;
+    headers[nh++] = "Content-Type: application/json";
+    headers[nh++] = "Accept: application/json";
+    if (conf->auth_header)
+        headers[nh++] = conf->auth_header;
+    for (int i = 0; i < conf->header_count; i++)
+        headers[nh++] = conf->headers[i];
+    embed_next_request_id(call->request_id, sizeof call->request_id);
+    snprintf(id_header, id_size, "X-Request-Id: %s", call->request_id);
+    headers[nh++] = id_header;
+    headers[nh] = NULL;
+}
+
 /* Builds the body for call->encoding and starts the request. Returns 0, or
  * -1 with a pt-BR reason in err. */
 static int embed_call_start(embed_call *call, char *err, size_t err_size)
 {
-    const char *headers[5];
+    const char *headers[EMBED_MAX_HEADERS + 5];
     char id_header[EMBED_REQUEST_ID_SIZE + sizeof "X-Request-Id: "];
-    int nh = 0;
+    const embed_conf *conf = call->conf;
     http_request_opts opts;
     size_t len = 0;
-    char *body = embed_build_request(call->conf->model, (const char *const *)call->texts, call->lens,
-                                     call->count, call->encoding, call->conf->dimensions, &len, err,
-                                     err_size);
-    http_request *req;
+    char *body = embed_build_body(&conf->request, (const char *const *)call->texts, call->lens, call->count,
+                                  call->encoding, &len, err, err_size);
     if (!body)
         return -1;
-    embed_stream_free(call->stream); /* a float fallback starts a new answer */
-    call->stream = embed_stream_new(call->count, call->conf->expected_dim);
-    if (!call->stream) {
+    if (embed_call_stream(call) != 0) {
         free(body);
         snprintf(err, err_size, "sem memória para a requisição de embeddings");
         return -1;
     }
-    headers[nh++] = "Content-Type: application/json";
-    headers[nh++] = "Accept: application/json";
-    if (call->conf->auth_header)
-        headers[nh++] = call->conf->auth_header;
-    embed_next_request_id(call->request_id, sizeof call->request_id);
-    snprintf(id_header, sizeof id_header, "X-Request-Id: %s", call->request_id);
-    headers[nh++] = id_header;
-    headers[nh] = NULL;
+    embed_call_headers(call, headers, id_header, sizeof id_header);
     memset(&opts, 0, sizeof opts);
     opts.method = "POST";
-    opts.url = call->conf->url;
+    opts.url = conf->url;
     opts.headers = headers;
     opts.body = body;
     opts.body_len = len;
-    opts.timeout_ms = call->conf->timeout_ms;
+    opts.timeout_ms = conf->timeout_ms;
     opts.on_body = embed_on_body;
     opts.on_body_data = call->stream;
-    opts.max_body = embed_expected_body_max(call->count, call->conf->expected_dim);
-    opts.connect_timeout_ms = EMBED_CONNECT_TIMEOUT_MS < call->conf->timeout_ms ? EMBED_CONNECT_TIMEOUT_MS
-                                                                                 : call->conf->timeout_ms;
-    req = http_request_start(rg_http_shared_client(rg_main_state()), &opts, embed_on_done, call);
+    opts.max_body = embed_expected_body_max(call->count, conf->expected_dim);
+    opts.connect_timeout_ms = EMBED_CONNECT_TIMEOUT_MS < conf->timeout_ms ? EMBED_CONNECT_TIMEOUT_MS : conf->timeout_ms;
+    opts.ca_file = conf->ca_file;
+    opts.proxy = conf->proxy;
+    call->req = http_request_start(rg_http_shared_client(rg_main_state()), &opts, embed_on_done, call);
     free(body);
-    call->req = req;
-    if (!req) {
+    if (!call->req) {
         snprintf(err, err_size, "não foi possível iniciar a requisição ao provedor de embeddings");
         return -1;
     }
@@ -313,7 +311,7 @@ static int embed_call_start(embed_call *call, char *err, size_t err_size)
  * success; a failure's message gets the request ids) and frees the call. */
 static void embed_call_finish(embed_call *call, embed_result *r)
 {
-    char message[1400];
+    char message[1400], scrubbed[1400];
     r->latency_ms = (double)(uv_hrtime() - call->started_ns) / 1e6;
     r->request_id = call->request_id;
     r->provider_request_id = call->provider_request_id[0] ? call->provider_request_id : NULL;
@@ -321,22 +319,23 @@ static void embed_call_finish(embed_call *call, embed_result *r)
         snprintf(message, sizeof message, "%s (pedido %s%s%s)", r->message, r->request_id,
                  r->provider_request_id ? ", id no provedor " : "",
                  r->provider_request_id ? r->provider_request_id : "");
-        r->message = message;
+        embed_conf_scrub(call->conf, message, 0, scrubbed, sizeof scrubbed); /* the last guard */
+        r->message = scrubbed;
     }
     rg_async_complete(&call->async, r);
     embed_call_free(call);
 }
 
-/* Keeps the provider's request id of resp in call, without the API key
+/* Keeps the provider's request id of resp in call, without the secrets
  * when the provider echoed the request's headers in it. */
 static void embed_keep_request_id(embed_call *call, const http_response *resp)
 {
     snprintf(call->provider_request_id, sizeof call->provider_request_id, "%s",
              resp->request_id ? resp->request_id : "");
-    if (call->conf->api_key && strstr(call->provider_request_id, call->conf->api_key)) {
+    if (embed_conf_has_secret(call->conf, call->provider_request_id)) {
         char id[HTTP_MAX_REQUEST_ID + 1];
         memcpy(id, call->provider_request_id, sizeof id);
-        embed_scrub(id, call->conf->api_key, call->provider_request_id, sizeof call->provider_request_id);
+        embed_conf_scrub(call->conf, id, 1, call->provider_request_id, sizeof call->provider_request_id);
     }
 }
 
@@ -357,7 +356,12 @@ static int embed_transfer_failed(embed_call *call, const http_response *resp, em
     }
     if (resp->curl_code == CURLE_OK)
         return 0;
-    if (r->cls == EMBED_CLASS_FATAL)
+    if (resp->curl_code == CURLE_SSL_CACERT_BADFILE)
+        snprintf(message, size,
+                 "o arquivo de certificados de CA %s não pôde ser lido (inexistente, ilegível ou inválido; "
+                 "curl %d); confira provider.ca_file", call->conf->ca_file ? call->conf->ca_file : "do sistema",
+                 (int)resp->curl_code);
+    else if (r->cls == EMBED_CLASS_FATAL)
         embed_fatal_message(call->conf, 0, NULL, NULL, message, size);
     else if (r->kind == EMBED_KIND_TIMEOUT)
         snprintf(message, size, "tempo esgotado aguardando o provedor de embeddings (limite de %ld ms)",
@@ -391,7 +395,7 @@ static void embed_on_http_error(embed_call *call, const http_response *resp, emb
     char *code = NULL;
     char *provider = embed_parse_error_message(resp->body, resp->body_len, &code);
     r->cls = embed_classify(resp->curl_code, resp->status, provider, code, &r->kind);
-    if (!call->fell_back && call->encoding == EMBED_ENCODING_BASE64 &&
+    if (!call->fell_back && call->encoding == EMBED_ENCODING_BASE64 && call->conf->fallback_allowed &&
         embed_wants_float_fallback(resp->status, provider)) {
         char err[256];
         call->fell_back = 1;
@@ -411,7 +415,7 @@ static void embed_on_http_error(embed_call *call, const http_response *resp, emb
         embed_fatal_message(call->conf, resp->status, provider, code, message, size);
     } else if (provider) {
         char scrubbed[EMBED_MAX_PROVIDER_MESSAGE + 4];
-        embed_scrub(provider, call->conf->api_key, scrubbed, sizeof scrubbed);
+        embed_conf_scrub(call->conf, provider, 1, scrubbed, sizeof scrubbed);
         snprintf(message, size, "provedor de embeddings respondeu HTTP %ld: %s", resp->status, scrubbed);
     } else {
         snprintf(message, size, "provedor de embeddings respondeu HTTP %ld", resp->status);
@@ -548,118 +552,35 @@ static int embed_client_close(lua_State *L)
 static int embed_client_tostring(lua_State *L)
 {
     embed_client *c = luaL_checkudata(L, 1, EMBED_CLIENT_MT);
-    if (c->conf)
+    char url[256];
+    if (c->conf && c->conf->model) {
         lua_pushfstring(L, "ragops.embed.client(%s)", c->conf->model);
-    else
+    } else if (c->conf) {
+        embed_display_url(c->conf->url, url, sizeof url);
+        lua_pushfstring(L, "ragops.embed.client(%s)", url);
+    } else {
         lua_pushliteral(L, "ragops.embed.client(fechado)");
+    }
     return 1;
 }
 
-/* Optional positive integer field of the options table at 1. */
-static int embed_opt_int(lua_State *L, const char *field, int fallback)
-{
-    lua_Number v;
-    if (!rg_opt_field(L, 1, field))
-        return fallback;
-    v = lua_tonumber(L, -1);
-    if (!lua_isnumber(L, -1) || v < 1 || v > 1e9 || v != (lua_Number)(long)v)
-        return luaL_argerror(L, 1, lua_pushfstring(L, "\"%s\" deve ser um inteiro positivo", field));
-    lua_pop(L, 1);
-    return (int)v;
-}
-
-/* Optional positive duration in ms (any number, rounded up to whole ms). */
-static long embed_opt_ms(lua_State *L, const char *field, long fallback)
-{
-    lua_Number v;
-    if (!rg_opt_field(L, 1, field))
-        return fallback;
-    v = lua_tonumber(L, -1);
-    if (!lua_isnumber(L, -1) || !(v > 0) || v > 1e9)
-        return luaL_argerror(L, 1, lua_pushfstring(L, "\"%s\" deve ser um número positivo (até 1e9 ms)", field));
-    lua_pop(L, 1);
-    return (long)ceil(v);
-}
-
-/* Optional string field of the options table at 1 (NULL when absent). */
-static const char *embed_opt_string(lua_State *L, const char *field, int required)
-{
-    const char *s;
-    lua_getfield(L, 1, field);
-    if (lua_isnil(L, -1) && !required) {
-        lua_pop(L, 1);
-        return NULL;
-    }
-    if (lua_type(L, -1) != LUA_TSTRING || lua_objlen(L, -1) == 0)
-        luaL_argerror(L, 1, lua_pushfstring(L, "campo \"%s\" deve ser um texto não vazio", field));
-    s = lua_tostring(L, -1);
-    lua_pop(L, 1); /* the string stays referenced by the options table */
-    return s;
-}
-
-static char *embed_strdup(const char *s)
-{
-    char *d;
-    if (!s)
-        return NULL;
-    d = malloc(strlen(s) + 1);
-    if (d)
-        strcpy(d, s);
-    return d;
-}
-
-/* embed.client{ url=, model=, dimensions=, expected_dim=, api_key=, timeout_ms=, encoding= } */
+/* embed.client{...}: the options are listed in this file's header. */
 static int embed_new_client(lua_State *L)
 {
-    const char *url, *model, *api_key, *encoding;
-    int dimensions, expected_dim;
-    long timeout_ms;
-    embed_conf *conf;
     embed_client *c;
+    embed_conf *conf;
 
     luaL_checktype(L, 1, LUA_TTABLE);
-    url = embed_opt_string(L, "url", 1);
-    model = embed_opt_string(L, "model", 1);
-    lua_getfield(L, 1, "api_key");
-    api_key = lua_type(L, -1) == LUA_TSTRING && lua_objlen(L, -1) > 0 ? lua_tostring(L, -1) : NULL;
-    if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
-        return luaL_argerror(L, 1, "campo \"api_key\" deve ser texto");
-    lua_pop(L, 1);
-    if (api_key && strpbrk(api_key, "\r\n"))
-        return luaL_argerror(L, 1, "campo \"api_key\" contém quebra de linha");
-    encoding = embed_opt_string(L, "encoding", 0);
-    if (encoding && strcmp(encoding, "base64") != 0 && strcmp(encoding, "float") != 0)
-        return luaL_argerror(L, 1, "campo \"encoding\" deve ser \"base64\" ou \"float\"");
-    dimensions = embed_opt_int(L, "dimensions", 0);
-    expected_dim = embed_opt_int(L, "expected_dim", 0);
-    timeout_ms = embed_opt_ms(L, "timeout_ms", EMBED_DEFAULT_TIMEOUT_MS);
-
     c = lua_newuserdata(L, sizeof *c);
     c->conf = NULL;
     luaL_getmetatable(L, EMBED_CLIENT_MT);
     lua_setmetatable(L, -2);
-
     conf = calloc(1, sizeof *conf);
     if (!conf)
         return luaL_error(L, "sem memória");
     conf->refs = 1;
-    c->conf = conf; /* from here __gc releases it even if we raise below */
-    conf->url = embed_endpoint_url(url);
-    conf->model = embed_strdup(model);
-    if (!conf->url || !conf->model)
-        return luaL_error(L, "sem memória");
-    if (api_key) {
-        size_t n = strlen(api_key) + sizeof "Authorization: Bearer ";
-        conf->api_key = embed_strdup(api_key);
-        conf->auth_header = malloc(n);
-        if (!conf->api_key || !conf->auth_header)
-            return luaL_error(L, "sem memória");
-        snprintf(conf->auth_header, n, "Authorization: Bearer %s", api_key);
-    }
-    conf->dimensions = dimensions;
-    conf->expected_dim = expected_dim ? expected_dim : dimensions;
-    conf->timeout_ms = timeout_ms;
-    conf->encoding = encoding && strcmp(encoding, "float") == 0 ? EMBED_ENCODING_FLOAT : EMBED_ENCODING_BASE64;
+    c->conf = conf; /* from here __gc releases it even if reading the options raises */
+    embed_conf_read(L, conf);
     return 1;
 }
 

@@ -126,6 +126,8 @@ static void http_request_free(http_request *req)
     req->hc->error_bytes -= req->error_kept;
     if (req->easy)
         curl_easy_cleanup(req->easy);
+    for (struct curl_slist *h = req->headers; h; h = h->next)
+        memset(h->data, 0, strlen(h->data)); /* they may carry credentials */
     curl_slist_free_all(req->headers);
     free(req->body);
     free(req->resp);
@@ -502,6 +504,11 @@ http_request *http_request_start(http_client *hc, const http_request_opts *opts,
         curl_easy_setopt(req->easy, CURLOPT_TIMEOUT_MS, opts->timeout_ms);
     if (opts->connect_timeout_ms > 0)
         curl_easy_setopt(req->easy, CURLOPT_CONNECTTIMEOUT_MS, opts->connect_timeout_ms);
+    /* libcurl keeps its own copies of both strings */
+    if (opts->ca_file && curl_easy_setopt(req->easy, CURLOPT_CAINFO, opts->ca_file) != CURLE_OK)
+        goto fail;
+    if (opts->proxy && curl_easy_setopt(req->easy, CURLOPT_PROXY, opts->proxy) != CURLE_OK)
+        goto fail;
 
     req->started_ns = uv_hrtime();
     mc = curl_multi_add_handle(hc->multi, req->easy);
@@ -586,6 +593,8 @@ const char *http_curl_error_ptbr(CURLcode code)
         return "falha no handshake TLS (a URL é https://: o servidor fala TLS? confira http:// ou https://)";
     case CURLE_PEER_FAILED_VERIFICATION:
         return "certificado TLS do servidor não verificado";
+    case CURLE_SSL_CACERT_BADFILE:
+        return "o arquivo de certificados de CA não pôde ser lido (inexistente, ilegível ou inválido)";
     case CURLE_URL_MALFORMAT:
         return "URL malformada";
     case CURLE_UNSUPPORTED_PROTOCOL:

@@ -44,6 +44,10 @@ typedef struct http_request_opts {
      * "bomb" is bounded too; 0 means HTTP_DEFAULT_MAX_BODY. Passing it
      * stops the transfer: resp->body_too_large. */
     size_t max_body;
+    const char *ca_file;         /* CA certificates file (CURLOPT_CAINFO), or NULL: the system's */
+    const char *proxy;           /* CURLOPT_PROXY: NULL follows libcurl's default (the http_proxy,
+                                    https_proxy and no_proxy environment variables); "" means no
+                                    proxy even when those are set */
 } http_request_opts;
 
 /* What came back; valid only during the done callback. */
