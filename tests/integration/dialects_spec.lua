@@ -23,10 +23,19 @@ local function stats(server)
   return cjson.decode(out)
 end
 
--- Config for dialect api at server (extra: Lua text of more provider keys).
+-- Config for dialect api at url (extra: Lua text of more provider keys).
+-- The run's RAGOPS_EMBED_URL (which wins over the file) is set to url too.
 local function dialect_config(api, url, extra)
   return H.config_file(([[provider = { api = %q, url = %q, model = "ragops-hash-1536", dim = 1536%s }]])
     :format(api, url, extra and (", " .. extra) or ""))
+end
+
+-- env for a run against embed_url (RAGOPS_EMBED_URL wins over the file's
+-- provider.url, and the suite sets it to its own server).
+local function env_for(embed_url, extra)
+  local env = { RAGOPS_EMBED_URL = embed_url }
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return env
 end
 
 -- Backfills a fresh database through config; returns its fingerprint and
@@ -62,7 +71,7 @@ H.each_storage(function()
     setup(function()
       local server = H.start_embed_server("--api openai")
       local config = dialect_config("openai", server.url)
-      reference = backfill("dial_openai", config, nil, 128)
+      reference = backfill("dial_openai", config, env_for(server.url), 128)
       os.remove(config)
       H.stop_embed_server(server)
     end)
@@ -71,7 +80,7 @@ H.each_storage(function()
       it((d.name or d.api) .. ": 0 erros de tamanho e a mesma tabela do dialeto openai", function()
         local server = H.start_embed_server("--api " .. d.api .. " " .. (d.flags or ""))
         local config = dialect_config(d.api, d.url(server), d.extra)
-        local fp, err = backfill("dial_" .. d.api:gsub("%W", ""), config, d.env, d.batch or 64)
+        local fp, err = backfill("dial_" .. d.api:gsub("%W", ""), config, env_for(d.url(server), d.env), d.batch or 64)
         os.remove(config)
         local s = stats(server)
         H.stop_embed_server(server)
@@ -101,7 +110,8 @@ H.each_storage(function()
         sources = { source "doc" { sql = "select id, text from docs", key = "id",
           document = function(r) return { content = r.text } end } } }]])
       local config = dialect_config("openai", server.url)
-      local code, _, err = H.ragops(url, ("backfill --plan %s --config %s"):format(H.q(plan), H.q(config)))
+      local code, _, err = H.ragops(url, ("backfill --plan %s --config %s"):format(H.q(plan), H.q(config)),
+        { env = env_for(server.url) })
       os.remove(plan); os.remove(config)
       local s = stats(server)
       H.stop_embed_server(server)
@@ -117,12 +127,12 @@ H.each_storage(function()
       local url = H.migrated_db("dial_fit", 5, 5)
       local plan = H.plan_file(PLAN:format(64, 4000))
       local code, _, err = H.ragops(url, ("backfill --plan %s --config %s"):format(H.q(plan), H.q(config)),
-        { env = { CO_API_KEY = "co-x" } })
+        { env = env_for("http://127.0.0.1:1", { CO_API_KEY = "co-x" }) })
       os.remove(plan); os.remove(config)
       assert.are.equal(2, code, err)
       assert.truthy(err:find("chunking.max_chars = 4000", 1, true), err)
       assert.truthy(err:find("512 tokens", 1, true), err)
-      assert.are.equal("0", H.scalar(url, "select count(*) from ragops_runs"))
+      assert.are.equal(0, tonumber(H.scalar(url, "select count(*) from ragops_runs")))
     end)
   end)
 end)
