@@ -121,13 +121,76 @@ static long http_opt_nonneg(lua_State *L, const char *field, long fallback)
     return v;
 }
 
+/* The "headers" field (name = value) of the table at 1 as NULL-terminated
+ * "Name: value" lines, anchored on the stack (a table of lines and a
+ * userdata array: a Lua error cannot leak them); NULL without headers. */
+static const char **http_lua_headers(lua_State *L)
+{
+    const char **headers = NULL;
+    int nheaders = 0;
+    lua_getfield(L, 1, "headers");
+    if (!lua_isnil(L, -1)) {
+        int idx = lua_gettop(L);
+        int cap = 0;
+        int lines;
+        if (!lua_istable(L, idx))
+            {
+            luaL_argerror(L, 1, "campo \"headers\" deve ser uma tabela nome = valor");
+            return NULL; /* not reached */
+        }
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            cap++;
+            lua_pop(L, 1);
+        }
+        /* lines are anchored in a table, the array in a userdata: a Lua
+         * error cannot leak either (curl copies the lines at start) */
+        lua_createtable(L, cap, 0);
+        lines = lua_gettop(L);
+        headers = lua_newuserdata(L, sizeof(char *) * (size_t)(cap + 1));
+        lua_pushnil(L);
+        while (lua_next(L, idx)) {
+            const char *name, *value;
+            if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+                {
+                luaL_argerror(L, 1, "cabeçalhos devem ser pares texto = texto");
+                return NULL; /* not reached */
+            }
+            name = lua_tostring(L, -2);
+            value = lua_tostring(L, -1);
+            if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n") || !*name)
+                {
+                luaL_argerror(L, 1, "cabeçalho com nome vazio ou caracteres proibidos");
+                return NULL; /* not reached */
+            }
+            lua_pushfstring(L, "%s: %s", name, value);
+            headers[nheaders++] = lua_tostring(L, -1);
+            lua_rawseti(L, lines, nheaders);
+            lua_pop(L, 1);
+        }
+        headers[nheaders] = NULL;
+    }
+    return headers;
+}
+
+/* An optional text field of the table at 1, left on the stack (alive during
+ * the call); NULL when absent. */
+static const char *http_opt_text(lua_State *L, const char *field)
+{
+    lua_getfield(L, 1, field);
+    if (lua_isnil(L, -1))
+        return NULL;
+    if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "http.request: \"%s\" deve ser texto", field);
+    return lua_tostring(L, -1);
+}
+
 /* http.request{ method=, url=, headers={name=value}, body=, timeout_ms=, connect_timeout_ms=,
- * max_body_bytes= (most bytes of a 2xx answer, default HTTP_DEFAULT_MAX_BODY) } */
+ * max_body_bytes= (most bytes of a 2xx answer, default HTTP_DEFAULT_MAX_BODY), ca_file=,
+ * proxy= (as http_request_opts) } */
 static int http_lua_request(lua_State *L)
 {
     http_request_opts opts;
-    const char **headers = NULL;
-    int nheaders = 0;
     http_lua_call *call;
     http_client *hc;
 
@@ -152,40 +215,9 @@ static int http_lua_request(lua_State *L)
     opts.connect_timeout_ms = http_opt_nonneg(L, "connect_timeout_ms", HTTP_DEFAULT_CONNECT_TIMEOUT_MS);
     opts.max_body = (size_t)http_opt_nonneg(L, "max_body_bytes", 0);
 
-    lua_getfield(L, 1, "headers");
-    if (!lua_isnil(L, -1)) {
-        int idx = lua_gettop(L);
-        int cap = 0;
-        int lines;
-        if (!lua_istable(L, idx))
-            return luaL_argerror(L, 1, "campo \"headers\" deve ser uma tabela nome = valor");
-        lua_pushnil(L);
-        while (lua_next(L, idx)) {
-            cap++;
-            lua_pop(L, 1);
-        }
-        /* lines are anchored in a table, the array in a userdata: a Lua
-         * error cannot leak either (curl copies the lines at start) */
-        lua_createtable(L, cap, 0);
-        lines = lua_gettop(L);
-        headers = lua_newuserdata(L, sizeof(char *) * (size_t)(cap + 1));
-        lua_pushnil(L);
-        while (lua_next(L, idx)) {
-            const char *name, *value;
-            if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
-                return luaL_argerror(L, 1, "cabeçalhos devem ser pares texto = texto");
-            name = lua_tostring(L, -2);
-            value = lua_tostring(L, -1);
-            if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n") || !*name)
-                return luaL_argerror(L, 1, "cabeçalho com nome vazio ou caracteres proibidos");
-            lua_pushfstring(L, "%s: %s", name, value);
-            headers[nheaders++] = lua_tostring(L, -1);
-            lua_rawseti(L, lines, nheaders);
-            lua_pop(L, 1);
-        }
-        headers[nheaders] = NULL;
-        opts.headers = headers;
-    }
+    opts.ca_file = http_opt_text(L, "ca_file");
+    opts.proxy = http_opt_text(L, "proxy");
+    opts.headers = http_lua_headers(L);
 
     hc = rg_http_shared_client(L);
     call = malloc(sizeof *call);

@@ -56,7 +56,8 @@ local DIALECTS = {
     env = { AZURE_OPENAI_AD_TOKEN = "token-entra" }, extra = [[azure_auth = "entra"]],
     url = function(s) return s.base end },
   { api = "ollama", url = function(s) return s.base end },
-  { api = "tei", url = function(s) return s.base end, max_inputs = 32 },
+  -- (the TEI server says 16 in GET /info: the client's default is 32)
+  { api = "tei", flags = "--max-inputs 16", url = function(s) return s.base end, max_inputs = 16 },
   { api = "voyage", flags = "--api-key pa-segredo", env = { VOYAGE_API_KEY = "pa-segredo" },
     url = function(s) return s.base .. "/v1" end, input_type = "document" },
   { api = "cohere", flags = "--api-key co-segredo", env = { CO_API_KEY = "co-segredo" },

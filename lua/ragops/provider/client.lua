@@ -30,7 +30,8 @@ local function discover(provider, warn)
     headers[name] = value
   end
   local resp, err = http.request { method = "GET", url = url, headers = headers, timeout_ms = 10000,
-                                   max_body_bytes = M.MAX_INFO_BYTES }
+                                   max_body_bytes = M.MAX_INFO_BYTES, ca_file = provider.ca_file,
+                                   proxy = provider.proxy }
   local ok, info = false, nil
   if resp and resp.status == 200 then ok, info = pcall(cjson.decode, resp.body) end
   if not (ok and type(info) == "table") then
