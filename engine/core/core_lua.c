@@ -147,16 +147,13 @@ static int core_utf8_check(lua_State *L)
     size_t len, i = 0;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
     while (i < len) {
-        if (s[i] >= 0x80) {
-            size_t n = rg_utf8_sequence(s + i, len - i);
-            if (n == 0)
-                break;
-            i += n;
-        } else if (s[i] == 0) {
+        i += rg_utf8_plain_prefix(s + i, len - i);
+        if (i == len || s[i] == 0)
             break;
-        } else {
-            i++;
-        }
+        size_t n = rg_utf8_multibyte(s + i, len - i);
+        if (n == 0)
+            break;
+        i += n;
     }
     if (i == len) {
         lua_pushboolean(L, 1);
