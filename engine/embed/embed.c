@@ -187,7 +187,10 @@ char *embed_utf8_sanitize(const char *s, size_t len, size_t *out_len)
     size_t o = 0;
     char *out;
     *out_len = len;
-    while (i < len) {
+    while (i < len) { /* ASCII runs 8 bytes at a time, then one sequence */
+        i += rg_utf8_plain_prefix(u + i, len - i);
+        if (i == len)
+            break;
         size_t n = rg_utf8_sequence(u + i, len - i);
         if (n == 0)
             break;
