@@ -64,11 +64,15 @@ local Client = {}
 Client.__index = Client
 
 -- Embeds texts: vecbatch, or nil, pt-BR message, info (see ragops.embed);
--- a connection failure names the proxy the request went through.
+-- a connection failure names the proxy the request went through, and a
+-- refused credential (401/403) the dialect's variable that holds it.
 function Client:embed(texts)
   local batch, err, info = self.embedder:embed(texts)
-  if not batch and info and info.kind == "connection" and self.via then
+  if batch or not info then return batch, err, info end
+  if info.kind == "connection" and self.via then
     err = tostring(err) .. " (" .. self.via .. ")"
+  elseif (info.status == 401 or info.status == 403) and self.key_env then
+    err = ("%s; a credencial vem de provider.api_key ou da variável %s"):format(tostring(err), self.key_env)
   end
   return batch, err, info
 end
@@ -83,7 +87,7 @@ function M.new(cfg, timeout_s, purpose, warn)
   local opts = dialects.client_options(cfg.provider, purpose, timeout_s)
   return setmetatable({
     embedder = embed.client(opts), limits = M.limits(cfg, warn),
-    via = proxy.describe(opts.endpoint, cfg.provider.proxy),
+    via = proxy.describe(opts.endpoint, cfg.provider.proxy), key_env = dialects.key_env(cfg.provider),
     tokens_per_byte = dialects.tokens_per_byte(cfg.provider),
   }, Client)
 end
