@@ -27,6 +27,7 @@ void http_head_reset(http_head *req)
     free(req->authorization);
     free(req->api_key);
     free(req->request_id);
+    free(req->content_type);
     memset(req, 0, sizeof *req);
 }
 
@@ -151,6 +152,8 @@ static int parse_header(const char *name, size_t name_len, const char *value, si
         return keep_header(&req->api_key, value, value_len);
     } else if (header_is(name, name_len, "X-Request-Id")) {
         return keep_header(&req->request_id, value, value_len);
+    } else if (header_is(name, name_len, "Content-Type")) {
+        return keep_header(&req->content_type, value, value_len);
     }
     return 0;
 }

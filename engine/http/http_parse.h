@@ -18,6 +18,7 @@ typedef struct http_head {
     char *authorization;   /* Authorization header value or NULL (malloc'd) */
     char *api_key;         /* api-key header value (Azure's key header) or NULL (malloc'd) */
     char *request_id;      /* X-Request-Id header value or NULL (malloc'd) */
+    char *content_type;    /* Content-Type header value or NULL (malloc'd) */
     size_t head_len;       /* bytes of request line + headers + blank line */
     size_t content_length; /* body bytes announced */
     int keep_alive;        /* 1 if the connection stays open after the answer */

@@ -138,6 +138,11 @@ void embed_server_opts_init(embed_server_opts *opts)
     opts->max_inputs = EMBED_SERVER_DIALECT_DEFAULT;
     opts->max_input_tokens = EMBED_SERVER_DIALECT_DEFAULT;
     opts->max_request_tokens = EMBED_SERVER_DIALECT_DEFAULT;
+    opts->batch_latency_s = 2.0;
+    opts->batch_max_file_bytes = 200 * 1000 * 1000;
+    opts->batch_max_requests = 50000;
+    opts->batch_max_inputs = 50000;
+    opts->batch_max_store_bytes = 1024 * 1024 * 1024;
 }
 
 /* value, or fallback when value is EMBED_SERVER_DIALECT_DEFAULT. */
@@ -154,6 +159,7 @@ static char *es_strdup_or_null(const char *text)
 static void es_server_free(embed_server *server)
 {
     es_faults_free(&server->faults);
+    es_batch_store_free(server->batches);
     free(server->model);
     free(server->api_key);
     free(server);
@@ -178,6 +184,10 @@ static embed_server *es_server_new(const embed_server_opts *opts, char **err)
     server->max_request_tokens = es_limit_or(opts->max_request_tokens, server->dialect->max_request_tokens);
     server->dense = opts->dense;
     server->echo_auth = opts->echo_auth;
+    server->seed = opts->seed;
+    server->batches = es_batch_store_new(opts);
+    if (server->batches == NULL)
+        goto fail;
     if (es_faults_init(&server->faults, opts, err) != 0)
         goto fail;
     return server;
@@ -204,6 +214,8 @@ embed_server *embed_server_start(uv_loop_t *loop, const embed_server_opts *opts,
         return NULL;
     }
     embed_server *server = es_server_new(opts, err);
+    if (server != NULL)
+        server->loop = loop;
     if (server != NULL && es_server_listen(server, loop, opts, err) != 0) {
         es_server_free(server);
         server = NULL;

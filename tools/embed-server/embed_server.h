@@ -45,6 +45,17 @@ typedef struct embed_server_opts {
                                     inflated: a compression bomb (default 0) */
     int echo_auth;              /* 1: the request's Authorization header comes back as the answer's
                                     x-request-id, as a provider that echoes the key would (default 0) */
+    double batch_latency_s;     /* a batch is validating for 1/4 of it, in_progress then finalizing, completed
+                                   at its end (default 2) */
+    double batch_error_rate;    /* probability (0..1) of a batch request ending in the error file (400) (default 0) */
+    double batch_expire_rate;   /* probability (0..1) of a batch request expiring (batch_expired; the batch
+                                   ends "expired") (default 0) */
+    int batch_fail;             /* 1: every new batch ends "failed" (default 0) */
+    int batch_max_file_bytes;   /* largest input file (default 200 MB; the body bound of 64 MiB applies too) */
+    int batch_max_requests;     /* lines of an input file (default 50000) */
+    int batch_max_inputs;       /* embedding inputs across an input file (default 50000) */
+    int batch_max_enqueued_tokens; /* tokens (bytes/4) of unfinished batches per model, 0 = no cap (default 0) */
+    int batch_max_store_bytes;  /* bytes of files kept in memory (default 1 GiB) */
 } embed_server_opts;
 
 /* Counters served by GET /stats and zeroed by POST /stats/reset. */
@@ -62,6 +73,11 @@ typedef struct embed_server_stats {
     uint64_t size_errors;  /* of those, the ones over a limit (inputs, tokens per input, per request) */
     uint64_t max_inputs_seen;   /* most inputs in one embeddings request */
     char last_input_type[32];   /* input_type of the last Voyage/Cohere request, "" for none */
+    uint64_t files_uploaded;      /* files accepted by POST /v1/files */
+    uint64_t file_bytes_uploaded; /* bytes of those files */
+    uint64_t batches_created;     /* batches created by POST /v1/batches */
+    uint64_t batch_polls;         /* GET /v1/batches/{id} */
+    uint64_t file_downloads;      /* GET /v1/files/{id}/content answered */
 } embed_server_stats;
 
 typedef struct embed_server embed_server;

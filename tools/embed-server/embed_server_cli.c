@@ -43,6 +43,19 @@ static const char es_usage[] =
     "  --max-input-tokens N máximo de tokens por entrada (0 = sem limite; padrão: o do dialeto)\n"
     "  --max-request-tokens N máximo de tokens por requisição (0 = sem limite; padrão: o do dialeto)\n"
     "  --dense              vetores densos (todo componente diferente de zero, como os de um modelo real)\n"
+    "\n"
+    "Lotes (Batch API da OpenAI, só no dialeto openai: POST /v1/files, GET /v1/files/{id}/content,\n"
+    "POST /v1/batches, GET /v1/batches/{id}, POST /v1/batches/{id}/cancel):\n"
+    "  --batch-latency-s S  duração simulada de um lote em segundos (padrão 2): validating por S/4,\n"
+    "                       in_progress, finalizing, completed ao fim de S\n"
+    "  --batch-error-rate F probabilidade (0..1) de um pedido do lote ir para o arquivo de erros (400)\n"
+    "  --batch-expire-rate F probabilidade (0..1) de um pedido expirar (batch_expired; o lote fica expired)\n"
+    "  --batch-fail         todo lote novo termina failed\n"
+    "  --batch-max-file-bytes N  maior arquivo de entrada (padrão 200000000; o corpo HTTP vai até 64 MiB)\n"
+    "  --batch-max-requests N    linhas por arquivo (padrão 50000)\n"
+    "  --batch-max-inputs N      entradas de embedding somadas por arquivo (padrão 50000)\n"
+    "  --batch-max-enqueued-tokens N  tokens (bytes/4) na fila por modelo (0 = sem limite, o padrão)\n"
+    "  --batch-max-store-bytes N bytes de arquivos guardados em memória (padrão 1073741824)\n"
     "  --help               mostra esta ajuda\n"
     "\n"
     "Dialetos (rota de embeddings; entradas, tokens por entrada, tokens por requisição):\n"
@@ -79,6 +92,17 @@ static int es_parse_rate(const char *text, double *out)
     return 0;
 }
 
+static int es_parse_seconds(const char *text, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (errno != 0 || end == text || *end != '\0' || !(value >= 0.0 && value <= 86400.0))
+        return -1;
+    *out = value;
+    return 0;
+}
+
 static int es_parse_seed(const char *text, uint64_t *out)
 {
     char *end = NULL;
@@ -99,6 +123,7 @@ typedef enum es_option_kind {
     ES_OPT_INT,      /* an integer in [min, max] */
     ES_OPT_RATE,     /* a probability in [0, 1] */
     ES_OPT_SEED,     /* an unsigned 64-bit integer */
+    ES_OPT_SECONDS,  /* a number of seconds in [0, 86400] (double) */
     ES_OPT_FLAG      /* no value: sets the int field to 1 */
 } es_option_kind;
 
@@ -137,6 +162,15 @@ static const es_option es_options[] = {
     ES_OPT("--endless-pattern", ES_OPT_TEXT, endless_pattern, 0, 0),
     ES_OPT("--endless-gzip", ES_OPT_FLAG, endless_gzip, 0, 0),
     ES_OPT("--echo-auth", ES_OPT_FLAG, echo_auth, 0, 0),
+    ES_OPT("--batch-latency-s", ES_OPT_SECONDS, batch_latency_s, 0, 0),
+    ES_OPT("--batch-error-rate", ES_OPT_RATE, batch_error_rate, 0, 0),
+    ES_OPT("--batch-expire-rate", ES_OPT_RATE, batch_expire_rate, 0, 0),
+    ES_OPT("--batch-fail", ES_OPT_FLAG, batch_fail, 0, 0),
+    ES_OPT("--batch-max-file-bytes", ES_OPT_INT, batch_max_file_bytes, 1, 2000000000),
+    ES_OPT("--batch-max-requests", ES_OPT_INT, batch_max_requests, 1, 10000000),
+    ES_OPT("--batch-max-inputs", ES_OPT_INT, batch_max_inputs, 1, 100000000),
+    ES_OPT("--batch-max-enqueued-tokens", ES_OPT_INT, batch_max_enqueued_tokens, 0, 2000000000),
+    ES_OPT("--batch-max-store-bytes", ES_OPT_INT, batch_max_store_bytes, 1, 2000000000),
 };
 
 static const es_option *es_find_option(const char *name)
@@ -168,6 +202,8 @@ static int es_set_option(const es_option *option, const char *value, embed_serve
         return es_parse_rate(value, (double *)(void *)field);
     case ES_OPT_SEED:
         return es_parse_seed(value, (uint64_t *)(void *)field);
+    case ES_OPT_SECONDS:
+        return es_parse_seconds(value, (double *)(void *)field);
     case ES_OPT_FLAG:
         *(int *)(void *)field = 1;
         return 0;

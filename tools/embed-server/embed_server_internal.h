@@ -12,8 +12,10 @@
  *   embed_server_faults.c   fault injection (PRNG, patterns, which fault) and
  *                           the chunks of an endless answer
  *   embed_server_format.c   what each dialect answers (es_answer_ops: 200
- *                           bodies, error bodies) and the token count
- *   embed_server_buf.c      growable byte buffers, formatted strings, answers
+ *                           bodies, error bodies), the token count, and
+ *                           growable byte buffers, formatted strings, answers
+ *   embed_server_batch.c    OpenAI's files and batches (multipart upload,
+ *                           a simulated queue, output and error files)
  */
 #ifndef RAGOPS_EMBED_SERVER_INTERNAL_H
 #define RAGOPS_EMBED_SERVER_INTERNAL_H
@@ -167,8 +169,14 @@ typedef struct es_dialect {
     const es_answer_ops *answer; /* what it answers */
 } es_dialect;
 
+/* OpenAI's files and batches (embed_server_batch.c), opaque. */
+typedef struct es_batch_store es_batch_store;
+
 struct embed_server {
     httpd *http;               /* the HTTP server (engine/http) */
+    uv_loop_t *loop;           /* the loop served on (its clock drives the batch queue) */
+    es_batch_store *batches;   /* uploaded files and batches (openai dialect) */
+    uint64_t seed;             /* see embed_server_opts (the batch draws and shuffles) */
     const es_dialect *dialect; /* the one dialect spoken */
     int dim;                   /* default vector dimension */
     char *model;               /* copy of opts.model or NULL */
@@ -207,8 +215,40 @@ es_response *es_error(embed_server *server, int status, es_error_kind kind, cons
 es_response *es_bad_request(embed_server *server, int status, es_error_kind kind, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* The answer to one embeddings body already parsed (a line of a batch):
+ * the same checks and vectors as the embeddings route, --reject-pattern as
+ * its only fault, not counted in requests/ok. NULL when out of memory. */
+es_response *es_embed_parsed(embed_server *server, const http_head *head, json_t *root);
+
 /* es_bad_request with the dialect's status for a body it does not accept. */
 es_response *es_invalid(embed_server *server, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- embed_server_batch.c ---- */
+
+/* A store for the batch options of opts, NULL when out of memory. */
+es_batch_store *es_batch_store_new(const embed_server_opts *opts);
+
+void es_batch_store_free(es_batch_store *store);
+
+/* Answers the files and batches routes (openai dialect only): 1 when head
+ * is one of them, with the answer in *resp (NULL: out of memory), else 0. */
+int es_batch_route(embed_server *server, const http_head *head, const char *body, size_t body_len,
+                   es_response **resp);
+
+/* {"validating": n, ...}: the batches in each state, NULL when out of memory. */
+json_t *es_batch_status_counts(const embed_server *server);
+
+/* One part of a multipart/form-data body. */
+typedef struct es_part {
+    const char *data;   /* its body (inside the request body) */
+    size_t len;         /* bytes of data */
+    char filename[256]; /* its filename="..." ("" for none; cut when longer) */
+} es_part;
+
+/* Finds the part called name in body (content_type gives the boundary).
+ * Returns 0 with *out filled, or -1 when the body is not multipart or has
+ * no such part. */
+int es_multipart_find(const char *content_type, const char *body, size_t len, const char *name, es_part *out);
 
 /* ---- embed_server_faults.c ---- */
 
@@ -259,7 +299,7 @@ uint64_t es_count_tokens(const char *text, size_t len);
  * tokens or fewer. Never inside a UTF-8 character. */
 size_t es_token_offset(const char *text, size_t len, uint64_t k);
 
-/* ---- embed_server_buf.c ---- */
+/* ---- embed_server_format.c: buffers and answers ---- */
 
 /* Makes room for extra more bytes. Returns 0 or -1 (out of memory). */
 int es_buf_reserve(es_buf *buf, size_t extra);

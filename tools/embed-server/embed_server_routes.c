@@ -230,6 +230,38 @@ done:
     return resp;
 }
 
+es_response *es_embed_parsed(embed_server *server, const http_head *head, json_t *root)
+{
+    es_embed_request req = {0};
+    es_response *resp = NULL;
+    req.root = json_incref(root);
+    req.dim = (size_t)server->dim;
+    if (!json_is_object(root)) {
+        resp = es_invalid(server, "o corpo do pedido deve ser um objeto JSON");
+        goto done;
+    }
+    if (es_read_inputs(server, &req, &resp) != 0 || server->dialect->read_fields(server, head, &req, &resp) != 0 ||
+        es_check_model(server, &req, &resp) != 0 || es_check_limits(server, &req, &resp) != 0)
+        goto done;
+    if (server->faults.has_reject_re) {
+        for (size_t i = 0; i < json_array_size(req.inputs); i++)
+            if (regexec(&server->faults.reject_re, json_string_value(json_array_get(req.inputs, i)), 0, NULL, 0) ==
+                0) {
+                server->stats.rejected++;
+                resp = es_error(server, 400, ES_ERR_REJECTED, "entrada rejeitada: a entrada %zu corresponde ao padrão de rejeição", i);
+                goto done;
+            }
+    }
+    resp = es_build_embeddings(server, &req, ES_VALID);
+
+done:
+    json_decref(req.texts);
+    json_decref(req.inputs);
+    json_decref(req.root);
+    free(req.deployment);
+    return resp;
+}
+
 /* ---------- ids and the log ---------- */
 
 /* Copies text into out (size bytes): printable ASCII only, "-" when absent
@@ -280,6 +312,16 @@ static es_response *es_route_stats(embed_server *server)
                              "bad_requests", (json_int_t)s->bad_requests, "size_errors", (json_int_t)s->size_errors,
                              "max_inputs_seen", (json_int_t)s->max_inputs_seen, "last_input_type",
                              s->last_input_type);
+    json_t *batch = json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "files_uploaded", (json_int_t)s->files_uploaded,
+                              "file_bytes_uploaded", (json_int_t)s->file_bytes_uploaded, "batches_created",
+                              (json_int_t)s->batches_created, "batch_polls", (json_int_t)s->batch_polls,
+                              "file_downloads", (json_int_t)s->file_downloads, "batches_by_status",
+                              es_batch_status_counts(server));
+    if (root == NULL || batch == NULL || json_object_update(root, batch) != 0) {
+        json_decref(root);
+        root = NULL;
+    }
+    json_decref(batch);
     return es_response_json(200, root);
 }
 
@@ -297,6 +339,8 @@ es_response *es_dispatch(embed_server *server, const http_head *req, const char 
             es_tag_embeddings_answer(server, req, resp);
         return resp;
     }
+    if (es_batch_route(server, req, body, body_len, &resp))
+        return resp;
     if (server->dialect->extra_route && server->dialect->extra_route(server, req, &resp))
         return resp;
     if (is_get && strcmp(req->path, "/health") == 0) {
