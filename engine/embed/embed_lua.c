@@ -9,6 +9,8 @@
  * info.provider_request_id the provider's own x-request-id answer (nil when
  * absent), and both end the message of a failure so a support ticket can
  * quote them. No message ever holds a secret (api_key, header values).
+ * embed.decode_answer(body, count, dim) decodes an answer given as text (a
+ * line of a Batch API output file) through the same strict decoder.
  *
  * embed.client{...} options (embed_conf.c reads them; a bad one raises):
  *   url            base URL: the endpoint is url + "/embeddings" (OpenAI)
@@ -584,6 +586,48 @@ static int embed_new_client(lua_State *L)
     return 1;
 }
 
+/* Most inputs of one answer embed.decode_answer accepts (OpenAI takes at
+ * most 2048 inputs per request). */
+#define EMBED_DECODE_MAX_COUNT 65536
+
+/* embed.decode_answer(body, count, dim) -> batch | nil, err, kind: the JSON
+ * text of an OpenAI embeddings answer (a line of a Batch API output file
+ * carries it as response.body) through the client's strict decoder: count
+ * vectors of dimension dim (0: any, all equal), finite values, indexes in
+ * range; usage tokens become batch:tokens(). kind is "malformed" or
+ * "dimension". */
+static int embed_decode_answer(lua_State *L)
+{
+    size_t len;
+    const char *body = luaL_checklstring(L, 1, &len);
+    lua_Integer count = luaL_checkinteger(L, 2);
+    lua_Integer dim = luaL_optinteger(L, 3, 0);
+    embed_stream *s;
+    embed_vectors vectors;
+    char message[512];
+    rg_vecbatch *batch;
+
+    luaL_argcheck(L, count >= 1 && count <= EMBED_DECODE_MAX_COUNT, 2, "quantidade fora de 1..65536");
+    luaL_argcheck(L, dim >= 0 && dim <= EMBED_BODY_UNKNOWN_DIM, 3, "dimensão fora de 0..16000");
+    s = embed_stream_new((int)count, (int)dim);
+    if (!s)
+        return luaL_error(L, "sem memória para decodificar a resposta de embeddings");
+    embed_stream_feed(s, body, len);
+    if (embed_stream_finish(s, &vectors, message, sizeof message) != 0) {
+        embed_kind kind = embed_stream_failure_kind(s);
+        embed_stream_free(s);
+        lua_pushnil(L);
+        lua_pushstring(L, message);
+        lua_pushstring(L, embed_kind_name(kind));
+        return 3;
+    }
+    embed_stream_free(s);
+    batch = rg_vecbatch_push_adopt(L, &vectors.data, vectors.count, vectors.dim);
+    batch->tokens = vectors.prompt_tokens;
+    embed_vectors_free(&vectors);
+    return 1;
+}
+
 int luaopen_ragops_embed(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -599,6 +643,7 @@ int luaopen_ragops_embed(lua_State *L)
     };
     static const luaL_Reg functions[] = {
         {"client", embed_new_client},
+        {"decode_answer", embed_decode_answer},
         {NULL, NULL},
     };
     rg_vecbatch_register(L); /* batches get their metatable even without ragops.core */

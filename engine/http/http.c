@@ -45,6 +45,7 @@ struct http_request {
     CURL *easy;                    /* the transfer */
     struct curl_slist *headers;    /* request headers given to curl */
     char *body;                    /* private copy of the request body */
+    curl_mime *mime;               /* multipart body (libcurl copies every string), or NULL */
     char *resp;                    /* response body being received (NUL-terminated) */
     size_t resp_len;               /* bytes received */
     size_t resp_cap;               /* bytes allocated in resp */
@@ -126,6 +127,7 @@ static void http_request_free(http_request *req)
     req->hc->error_bytes -= req->error_kept;
     if (req->easy)
         curl_easy_cleanup(req->easy);
+    curl_mime_free(req->mime); /* after the easy handle that used it */
     for (struct curl_slist *h = req->headers; h; h = h->next)
         memset(h->data, 0, strlen(h->data)); /* they may carry credentials */
     curl_slist_free_all(req->headers);
@@ -390,6 +392,56 @@ static size_t http_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata
     return n;
 }
 
+/* Builds req->mime from mime (every string copied by libcurl) and sets it
+ * as the request body. Returns 0, or -1 when curl refuses or memory is short. */
+static int http_set_mime(http_request *req, const http_mime *mime)
+{
+    curl_mimepart *part;
+    if (!mime->file_field || !mime->file_path)
+        return -1;
+    req->mime = curl_mime_init(req->easy);
+    if (!req->mime)
+        return -1;
+    for (size_t i = 0; i < mime->nfields; i++) {
+        part = curl_mime_addpart(req->mime);
+        if (!part || !mime->fields[i].name || !mime->fields[i].value ||
+            curl_mime_name(part, mime->fields[i].name) != CURLE_OK ||
+            curl_mime_data(part, mime->fields[i].value, CURL_ZERO_TERMINATED) != CURLE_OK)
+            return -1;
+    }
+    part = curl_mime_addpart(req->mime);
+    if (!part || curl_mime_name(part, mime->file_field) != CURLE_OK ||
+        curl_mime_filedata(part, mime->file_path) != CURLE_OK)
+        return -1;
+    if (mime->file_name && curl_mime_filename(part, mime->file_name) != CURLE_OK)
+        return -1;
+    if (mime->content_type && curl_mime_type(part, mime->content_type) != CURLE_OK)
+        return -1;
+    return curl_easy_setopt(req->easy, CURLOPT_MIMEPOST, req->mime) == CURLE_OK ? 0 : -1;
+}
+
+/* Adds the request headers of opts, plus "Expect:" when a body is sent (no
+ * 100-continue round trip). Returns 0, or -1 when memory is short. */
+static int http_set_headers(http_request *req, const http_request_opts *opts)
+{
+    struct curl_slist *next;
+    if (opts->headers) {
+        for (const char *const *h = opts->headers; *h; h++) {
+            next = curl_slist_append(req->headers, *h);
+            if (!next)
+                return -1;
+            req->headers = next;
+        }
+    }
+    if (!opts->body && !opts->mime)
+        return 0;
+    next = curl_slist_append(req->headers, "Expect:");
+    if (!next)
+        return -1;
+    req->headers = next;
+    return 0;
+}
+
 /* ---------- public API ---------- */
 
 http_client *http_client_new(uv_loop_t *loop)
@@ -445,7 +497,7 @@ http_request *http_request_start(http_client *hc, const http_request_opts *opts,
     const char *method;
     CURLMcode mc;
 
-    if (!hc || hc->closing || !opts || !opts->url || !cb)
+    if (!hc || hc->closing || !opts || !opts->url || !cb || (opts->body && opts->mime))
         return NULL;
     req = calloc(1, sizeof *req);
     if (!req)
@@ -460,20 +512,12 @@ http_request *http_request_start(http_client *hc, const http_request_opts *opts,
     if (!req->easy)
         goto fail;
 
-    method = opts->method ? opts->method : (opts->body ? "POST" : "GET");
-    if (opts->headers) {
-        for (const char *const *h = opts->headers; *h; h++) {
-            struct curl_slist *next = curl_slist_append(req->headers, *h);
-            if (!next)
-                goto fail;
-            req->headers = next;
-        }
-    }
+    method = opts->method ? opts->method : (opts->body || opts->mime ? "POST" : "GET");
+    if (http_set_headers(req, opts) != 0)
+        goto fail;
+    if (opts->mime && http_set_mime(req, opts->mime) != 0)
+        goto fail;
     if (opts->body) {
-        struct curl_slist *next = curl_slist_append(req->headers, "Expect:");
-        if (!next)
-            goto fail;
-        req->headers = next;
         req->body = malloc(opts->body_len ? opts->body_len : 1);
         if (!req->body)
             goto fail;
@@ -485,7 +529,7 @@ http_request *http_request_start(http_client *hc, const http_request_opts *opts,
         curl_easy_setopt(req->easy, CURLOPT_HTTPGET, 1L);
     else if (strcmp(method, "HEAD") == 0)
         curl_easy_setopt(req->easy, CURLOPT_NOBODY, 1L);
-    else if (strcmp(method, "POST") != 0 || !opts->body)
+    else if (strcmp(method, "POST") != 0 || !(opts->body || opts->mime))
         curl_easy_setopt(req->easy, CURLOPT_CUSTOMREQUEST, method);
 
     if (curl_easy_setopt(req->easy, CURLOPT_URL, opts->url) != CURLE_OK)
@@ -603,6 +647,8 @@ const char *http_curl_error_ptbr(CURLcode code)
         return "URL malformada";
     case CURLE_UNSUPPORTED_PROTOCOL:
         return "protocolo não suportado (use http ou https)";
+    case CURLE_READ_ERROR:
+        return "falha ao ler o arquivo a enviar";
     case CURLE_WRITE_ERROR:
         return "resposta grande demais ou sem memória para recebê-la";
     case CURLE_OUT_OF_MEMORY:

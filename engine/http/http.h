@@ -25,6 +25,23 @@
 typedef struct http_client http_client;
 typedef struct http_request http_request;
 
+/* One text part of a multipart/form-data body. */
+typedef struct http_mime_field {
+    const char *name;  /* part name */
+    const char *value; /* part content (NUL-terminated text) */
+} http_mime_field;
+
+/* A multipart/form-data body: text fields, then one file part that libcurl
+ * reads from disk while sending (never held in memory). */
+typedef struct http_mime {
+    const http_mime_field *fields; /* nfields text parts, or NULL */
+    size_t nfields;                /* entries in fields */
+    const char *file_field;        /* name of the file part (required) */
+    const char *file_path;         /* file sent as the part's content (required) */
+    const char *file_name;         /* filename= of the part, or NULL: the path's base name */
+    const char *content_type;      /* Content-Type of the file part, or NULL: libcurl's guess */
+} http_mime;
+
 /* What to send. Every pointer is copied by http_request_start. */
 typedef struct http_request_opts {
     const char *method;          /* "GET", "POST", ...; NULL: POST when body is set, else GET */
@@ -48,6 +65,8 @@ typedef struct http_request_opts {
     const char *proxy;           /* CURLOPT_PROXY: NULL follows libcurl's default (the http_proxy,
                                     https_proxy and no_proxy environment variables); "" means no
                                     proxy even when those are set */
+    const http_mime *mime;       /* multipart/form-data body (POST unless method says
+                                    otherwise), or NULL; not together with body */
 } http_request_opts;
 
 /* What came back; valid only during the done callback. */
