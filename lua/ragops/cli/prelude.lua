@@ -10,7 +10,6 @@
 -- The commands keep only their options and their output.
 local chunk = require "ragops.plan.chunk"
 local config = require "ragops.plan.config"
-local dialects = require "ragops.provider.dialects"
 local exit = require "ragops.util.exit"
 local locate = require "ragops.plan.locate"
 local log = require "ragops.obs.log"
@@ -70,8 +69,8 @@ function M.plan(path, params, operation, choice, cfg)
   local p, loaded = params_mod.load_plan(path, params or {}, operation)
   if not p then return nil, exit.fail(exit.usage, "%s", loaded) end
   if cfg then
-    local fits, ferr = chunk.fit(p.chunking, cfg.provider, provider_client.limits(cfg, log.warn),
-      dialects.tokens_per_byte(cfg.provider))
+    local limits = provider_client.limits(cfg, log.warn)
+    local fits, ferr = chunk.fit(p.chunking, cfg.provider, limits, limits.tokens_per_byte)
     if not fits then return nil, exit.fail(exit.usage, "plano %s: %s", path, ferr) end
   end
   return p, loaded

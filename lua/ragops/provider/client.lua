@@ -54,9 +54,9 @@ end
 -- "provedor openai em URL (via proxy ...)": names the endpoint (without
 -- credentials, query string or fragment) and the proxy.
 function M.describe(cfg)
-  local opts = dialects.client_options(cfg.provider, "document", 1)
-  local via = proxy.describe(opts.endpoint, cfg.provider.proxy)
-  return ("provedor %s em %s%s"):format(cfg.provider.api, proxy.display(opts.endpoint:match("^[^?#]*")),
+  local endpoint = dialects.get(cfg.provider.api).endpoint(cfg.provider)
+  local via = proxy.describe(endpoint, cfg.provider.proxy)
+  return ("provedor %s em %s%s"):format(cfg.provider.api, proxy.display(endpoint:match("^[^?#]*")),
     via and (" " .. via) or "")
 end
 
@@ -88,7 +88,6 @@ function M.new(cfg, timeout_s, purpose, warn)
   return setmetatable({
     embedder = embed.client(opts), limits = M.limits(cfg, warn),
     via = proxy.describe(opts.endpoint, cfg.provider.proxy), key_env = dialects.key_env(cfg.provider),
-    tokens_per_byte = dialects.tokens_per_byte(cfg.provider),
   }, Client)
 end
 

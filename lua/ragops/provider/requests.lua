@@ -31,18 +31,21 @@ local function request_rule(limits, tokens_per_byte)
 end
 
 -- Splits items (text_of(item) gives its text) into requests. Returns
--- slices (lists of items, in order) and too_long ({ item, tokens } each).
+-- slices (lists of items, in order), too_long ({ item, tokens } each) and
+-- how many inputs over max_input_tokens go anyway (limits.truncate).
 function M.form(items, text_of, limits, batch_size, tokens_per_byte)
   local max_count = math.min(batch_size, limits.max_inputs or batch_size)
   local cap, request_tokens = request_rule(limits, tokens_per_byte)
-  local per_input = not limits.truncate and limits.max_input_tokens or nil
-  local slices, too_long, current, used = {}, {}, {}, 0
+  local per_input = limits.max_input_tokens
+  local slices, too_long, current, used, truncated = {}, {}, {}, 0, 0
   for _, item in ipairs(items) do
     local n = #text_of(item)
     local tokens = M.input_tokens(n, tokens_per_byte)
-    if per_input and tokens > per_input then
+    local over = per_input and tokens > per_input
+    if over and not limits.truncate then
       too_long[#too_long + 1] = { item = item, tokens = tokens }
     else
+      if over then truncated = truncated + 1 end
       local cost = request_tokens(n)
       if #current > 0 and (#current >= max_count or (cap and used + cost > cap)) then
         slices[#slices + 1], current, used = current, {}, 0
@@ -51,7 +54,7 @@ function M.form(items, text_of, limits, batch_size, tokens_per_byte)
     end
   end
   if #current > 0 then slices[#slices + 1] = current end
-  return slices, too_long
+  return slices, too_long, truncated
 end
 
 return M

@@ -38,10 +38,10 @@ local estimate_tokens = ratelimit.estimate_text_tokens
 M.estimate_tokens = estimate_tokens
 
 -- Embedder replacement: returns a batch-shaped object, sends nothing.
-local function estimator(dim, limits, tokens_per_byte)
+local function estimator(dim, limits)
   -- The provider's limits form the requests counted (without asking the
   -- provider: a dry run sends nothing, not even GET /info).
-  local e = { calls = 0, limits = limits, tokens_per_byte = tokens_per_byte }
+  local e = { calls = 0, limits = limits }
   function e:embed(texts)
     self.calls = self.calls + 1
     local tokens = 0
@@ -458,8 +458,7 @@ function M.run(p, cfg, opts)
   log.context { plan = p.name, dry_run = true }
   log.info("simulação (dry-run) do plano %q: sessão somente leitura, sem chamadas de embedding", p.name)
   local env = {
-    sched = s, store = dry, embedder = estimator(cfg.provider.dim, dialects.limits(cfg.provider),
-      dialects.tokens_per_byte(cfg.provider)), log = log, run_id = nil,
+    sched = s, store = dry, embedder = estimator(cfg.provider.dim, dialects.limits(cfg.provider)), log = log, run_id = nil,
     model = cfg.provider.model, dim = cfg.provider.dim, hash = core.hash,
   }
   local stats = pipeline.run(p, env)

@@ -33,7 +33,8 @@ describe("dialetos do provedor", function()
     assert.are.equal("data", o.answer)
     assert.are.equal(30000, o.timeout_ms)
     assert.are.same({ max_inputs = 2048, max_request_tokens = 300000, max_input_tokens = 8192,
-                      request_tokens = "bytes", truncate = false }, dialects.limits(cfg.provider))
+                      request_tokens = "bytes", truncate = false, tokens_per_byte = 0.25 },
+      dialects.limits(cfg.provider))
   end)
 
   it("azure clássico: deployment na rota, api-version na query, cabeçalho api-key", function()

@@ -49,9 +49,10 @@ describe("pedidos dentro dos limites do provedor", function()
 
   it("com truncate, a entrada longa vai (o provedor trunca)", function()
     local list = items(1, 40000)
-    local slices, too_long = requests.form(list, text_of, { max_input_tokens = 8192, truncate = true }, 64, 0.25)
+    local slices, too_long, truncated = requests.form(list, text_of, { max_input_tokens = 8192, truncate = true }, 64, 0.25)
     assert.are.same({}, too_long)
     assert.are.equal(1, #slices)
+    assert.are.equal(1, truncated)
   end)
 
   it("sem limites, só batch.size", function()

@@ -23,7 +23,8 @@ end
 
 local function embedder_with(limits)
   local e = testing.embedder {}
-  e.limits, e.tokens_per_byte = limits, 0.25
+  limits.tokens_per_byte = 0.25
+  e.limits = limits
   return e
 end
 

@@ -26,8 +26,6 @@ for _, name in ipairs(M.NAMES) do KNOWN[name] = true end
 
 -- Tokens per byte assumed when the model has no provider.tokens_per_byte.
 M.DEFAULT_TOKENS_PER_BYTE = 0.25
--- Share of a tokenizer-counted request cap that requests are filled to.
-M.TOKENIZER_MARGIN = 0.9
 M.LIMIT_KEYS = { "max_inputs", "max_request_tokens", "max_input_tokens" }
 
 -- The dialect named name, or nil when there is none.
@@ -46,7 +44,9 @@ function M.key_env(provider)
 end
 
 -- The limits of provider (section of the configuration): the dialect's
--- for the model, then discovered (a table or nil), then provider.limits.
+-- for the model, then discovered (a table or nil), then provider.limits;
+-- with how the request cap counts (request_tokens), truncate and the
+-- model's tokens_per_byte, everything forming requests needs.
 function M.limits(provider, discovered)
   local dialect = assert(M.get(provider.api), "dialeto desconhecido")
   local out = dialect.limits(provider.model) or {}
@@ -57,6 +57,7 @@ function M.limits(provider, discovered)
   end
   out.request_tokens = dialect.request_tokens
   out.truncate = provider.truncate == true
+  out.tokens_per_byte = M.tokens_per_byte(provider)
   return out
 end
 

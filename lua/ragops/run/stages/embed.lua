@@ -283,18 +283,13 @@ local function too_long_groups(too_long, limits)
   return out
 end
 
--- With provider.truncate, inputs over the per-input limit go anyway: said
--- once per run.
-local function warn_truncation(ctx, items, limits, tokens_per_byte)
-  if not (limits.truncate and limits.max_input_tokens) or ctx.env.truncation_warned then return end
-  for _, it in ipairs(items) do
-    if requests.input_tokens(#it.text, tokens_per_byte) > limits.max_input_tokens then
-      ctx.env.truncation_warned = true
-      ctx.log.warn("há entradas com mais de %d tokens estimados (provider.limits.max_input_tokens): o provedor vai "
-        .. "truncá-las (provider.truncate = true), e o vetor representa só o começo do texto", limits.max_input_tokens)
-      return
-    end
-  end
+-- With provider.truncate, inputs over the per-input limit go anyway (truncated
+-- of them in this unit): said once per run.
+local function warn_truncation(ctx, truncated, limits)
+  if truncated == 0 or ctx.env.truncation_warned then return end
+  ctx.env.truncation_warned = true
+  ctx.log.warn("há entradas com mais de %d tokens estimados (provider.limits.max_input_tokens): o provedor vai "
+    .. "truncá-las (provider.truncate = true), e o vetor representa só o começo do texto", limits.max_input_tokens)
 end
 
 -- Embeds every item in requests within the provider's limits (at most
@@ -302,9 +297,9 @@ end
 function M.embed_items(ctx, items, delta, entity_type)
   local embedder = ctx.env.embedder
   local limits = embedder.limits or NO_LIMITS
-  local tokens_per_byte = embedder.tokens_per_byte or 0.25
-  warn_truncation(ctx, items, limits, tokens_per_byte)
-  local slices, too_long = requests.form(items, text_of, limits, ctx.plan.batch.size, tokens_per_byte)
+  local slices, too_long, truncated = requests.form(items, text_of, limits, ctx.plan.batch.size,
+    limits.tokens_per_byte or 0.25)
+  warn_truncation(ctx, truncated, limits)
   local parts, failed = {}, too_long_groups(too_long, limits)
   for _, slice in ipairs(slices) do
     if ctx:halted() then break end
