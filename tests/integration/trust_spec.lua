@@ -155,7 +155,10 @@ describe("confiança I: escopo e faltas", function()
   end
 
   it("kill -9 repetido: o relatório final é o de uma execução sem interrupção (7.6)", function()
-    local server = H.start_embed_server("--latency-ms 60")
+    -- 200 ms a wave of 16 documents: a kill after the first writes lands
+    -- mid-run (at 60 ms the faster engine ended the whole run between the
+    -- poll and the kill in every try).
+    local server = H.start_embed_server("--latency-ms 200")
     local plan = H.plan_file(plan_text(nil, "{ size = 4, in_flight = 4 }"))
     local env = { RAGOPS_EMBED_URL = server.url }
     local killed, code, err, report, url
