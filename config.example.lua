@@ -71,6 +71,9 @@ return {
       ["text-embedding-3-large"] = 0.13,
       ["ragops-hash-1536"] = 0,
     },
+    -- Preço em US$ por 1 milhão de tokens na API de lotes (embed.mode = "batch"),
+    -- por modelo; sem entrada, vale a metade do preço online (docs/lote-openai.md).
+    price_per_1m_tokens_batch = {},
     -- Tokens por byte de texto, por modelo: a estimativa de tokens do --dry-run
     -- quando ainda não há calibração (a calibração vem do que o provedor cobrou
     -- nas execuções anteriores do mesmo modelo e tipo de entidade). Sem entrada
@@ -97,6 +100,13 @@ return {
       max_request_tokens = nil,
       -- Tokens estimados por entrada (ex.: OpenAI 8192); acima, fila de falhas.
       max_input_tokens = nil,
+      -- API de lotes (embed.mode = "batch"): pedidos, entradas e bytes por
+      -- arquivo (padrão 50000, 50000 e 200 MB, os da OpenAI) e tokens em fila
+      -- por modelo, que dependem do nível da conta (nil = sem teto local).
+      batch_max_requests = nil,
+      batch_max_inputs = nil,
+      batch_max_file_bytes = nil,
+      batch_enqueued_tokens = nil,
     },
     -- Cabeçalhos extras de cada pedido, como { ["OpenAI-Organization"] =
     -- env("OPENAI_ORG") }. Os valores são segredos: nunca aparecem em logs.
@@ -159,6 +169,13 @@ return {
     -- pede --plan). Um plano por acervo: backfill, reindex, sync, failures
     -- retry, status e model usam o mesmo.
     default = nil,
+  },
+
+  -- A API de lotes (embed.mode = "batch", docs/lote-openai.md).
+  batch = {
+    -- Pasta dos arquivos JSONL enviados e baixados (RAGOPS_BATCH_DIR). nil =
+    -- $STATE_DIRECTORY/lotes no serviço systemd, senão ~/.local/state/ragops/lotes.
+    dir = nil,
   },
 
   -- Limites do código dos planos (docs/limites-e-riscos.md). Carregar um plano ou

@@ -739,6 +739,18 @@ function FakeStore:present_keys(source, ids)
   return present
 end
 
+-- Like store_pg: the source's rows of ids, by key only, in key order.
+function FakeStore:rows_by_key(source, ids)
+  local want, out = {}, {}
+  for _, id in ipairs(ids) do want[tostring(id)] = true end
+  for _, row in ipairs(self.sources[source.entity_type] or {}) do
+    local k = row[source.key] ~= nil and key_text(row[source.key])
+    if k and want[k] then out[#out + 1] = row end
+  end
+  table.sort(out, function(a, b) return a[source.key] < b[source.key] end)
+  return out
+end
+
 -- Like store_pg: rows the scope selects, and a key that appears twice.
 function FakeStore:key_census(source, scope)
   local seen, rows, duplicate = {}, self:fetch_page(source, scope, nil, nil), nil

@@ -48,7 +48,7 @@ describe("linha de comando", function()
     local code, _, err = H.ragops(url, "backfill --overwrite --set nonsense=1")
     assert.are.equal(2, code, err)
     assert.matches("--set nonsense: chave desconhecida", err, 1, true)
-    assert.matches("chaves válidas: batch.in_flight, batch.size, budget.usd, entity_id", err, 1, true)
+    assert.matches("chaves válidas: batch.in_flight, batch.size, budget.usd, embed.mode, entity_id", err, 1, true)
     assert.same(before, snapshot())
   end)
 

@@ -3,6 +3,7 @@
 -- module for parse/usage_error/home_path; each starts through
 -- ragops.cli.prelude). Runs inside the main coroutine started by
 -- engine/main.c; returns the process exit code (ragops.util.exit).
+local cmd_batch = require "ragops.cli.commands.batch"
 local cmd_failures = require "ragops.cli.commands.failures"
 local cmd_index = require "ragops.cli.commands.index"
 local cmd_migrate = require "ragops.cli.commands.migrate"
@@ -80,6 +81,7 @@ local commands = {
   migrate = cmd_migrate.main,
   run = cmd_run.main, backfill = cmd_run.shortcut("backfill"), reindex = cmd_run.shortcut("reindex"),
   failures = cmd_failures.main,
+  batch = cmd_batch.main,
   index = cmd_index.main,
   validate = cmd_validate.main,
   status = cmd_status.main,
@@ -93,6 +95,7 @@ M.FLAGS = {
   migrate = cmd_migrate.FLAGS,
   run = cmd_run.FLAGS, backfill = cmd_run.FLAGS, reindex = cmd_run.FLAGS,
   ["failures list"] = cmd_failures.FLAGS.list, ["failures retry"] = cmd_failures.FLAGS.retry,
+  ["batch collect"] = cmd_batch.FLAGS.collect, ["batch cancel"] = cmd_batch.FLAGS.cancel,
   status = cmd_status.FLAGS,
   sync = cmd_sync.FLAGS, ["sync install"] = cmd_sync.INSTALL_FLAGS, ["sync uninstall"] = cmd_sync.INSTALL_FLAGS,
 }

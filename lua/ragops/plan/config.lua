@@ -23,6 +23,7 @@ M.ENV_OVERRIDES = {
   { "RAGOPS_EMBED_API", "provider", "api" },
   { "RAGOPS_EMBED_MODEL", "provider", "model" },
   { "RAGOPS_PLANS", "plans", "dir" },
+  { "RAGOPS_BATCH_DIR", "batch", "dir" },
 }
 
 -- Limits of plan/config code (ragops.plan.sandbox), one fresh table per call.
@@ -53,6 +54,8 @@ function M.defaults()
         ["text-embedding-3-large"] = 0.13,
         ["ragops-hash-1536"] = 0,
       },
+      -- The Batch API's price; a model without one costs half its online price.
+      price_per_1m_tokens_batch = {},
       tokens_per_byte = {},
       rate_limits = { requests_per_min = nil, tokens_per_min = nil, max_concurrency = nil },
       limits = {},
@@ -64,16 +67,17 @@ function M.defaults()
     alerts = { webhook_url = nil },
     log = { progress_every_s = 5, format = "text" },
     plans = { dir = nil, default = nil },
+    batch = { dir = nil },
     sandbox = sandbox_defaults(),
   }
 end
 
 -- Allowed keys per section (for unknown-key errors).
 local KEYS = {
-  [""] = { "database", "provider", "metrics", "alerts", "log", "plans", "sandbox" },
+  [""] = { "database", "provider", "metrics", "alerts", "log", "plans", "batch", "sandbox" },
   database = { "url", "pool_size", "table", "storage" },
   provider = { "api", "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
-               "expected_latency_ms", "price_per_1m_tokens", "tokens_per_byte", "rate_limits", "limits",
+               "expected_latency_ms", "price_per_1m_tokens", "price_per_1m_tokens_batch", "tokens_per_byte", "rate_limits", "limits",
                "headers", "truncate", "ca_file", "proxy", "api_version", "deployment", "azure_auth" },
   ["provider.rate_limits"] = { "requests_per_min", "tokens_per_min", "max_concurrency" },
   ["provider.limits"] = dialects.LIMIT_KEYS,
@@ -81,6 +85,7 @@ local KEYS = {
   alerts = { "webhook_url" },
   log = { "progress_every_s", "format" },
   plans = { "dir", "default" },
+  batch = { "dir" },
   sandbox = sandbox.KEYS,
 }
 M.KEYS = KEYS
@@ -508,6 +513,9 @@ local function validate(cfg, checker)
   check_model_map(checker, "provider.price_per_1m_tokens", provider.price_per_1m_tokens,
     'uma tabela { ["modelo"] = preço em US$ por 1 milhão de tokens }',
     function(v) return v >= 0 and v ~= math.huge end, "um preço em US$ maior ou igual a 0")
+  check_model_map(checker, "provider.price_per_1m_tokens_batch", provider.price_per_1m_tokens_batch,
+    'uma tabela { ["modelo"] = preço em US$ por 1 milhão de tokens na API de lotes }',
+    function(v) return v >= 0 and v ~= math.huge end, "um preço em US$ maior ou igual a 0")
   check_model_map(checker, "provider.tokens_per_byte", provider.tokens_per_byte,
     'uma tabela { ["modelo"] = tokens por byte de texto }',
     function(v) return v > 0 and v <= 10 end, "um número maior que 0 e até 10")
@@ -528,6 +536,8 @@ local function validate(cfg, checker)
   checker.only_keys(cfg.alerts, "alerts")
   check_http_url(checker, "alerts.webhook_url", cfg.alerts.webhook_url, true)
   check_plans(checker, cfg.plans)
+  checker.only_keys(cfg.batch, "batch")
+  check_string(checker, "batch.dir", cfg.batch.dir, true, "o caminho da pasta dos arquivos de lote")
   checker.only_keys(cfg.sandbox, "sandbox")
   for _, key in ipairs(sandbox.KEYS) do
     local range = SANDBOX_RANGES[key]
@@ -545,7 +555,8 @@ local function merge(defaults, user, checker)
       if section == "provider" and key == "rate_limits" then
         checker.only_keys(value, "provider.rate_limits")
         for limit, amount in pairs(value) do cfg.provider.rate_limits[limit] = amount end
-      elseif section == "provider" and (key == "price_per_1m_tokens" or key == "tokens_per_byte")
+      elseif section == "provider" and (key == "price_per_1m_tokens" or key == "tokens_per_byte"
+          or key == "price_per_1m_tokens_batch")
           and type(value) == "table" then
         for model, v in pairs(value) do cfg.provider[key][model] = v end
       else
@@ -627,6 +638,30 @@ end
 function M.price_per_1m(cfg)
   local provider = cfg.provider
   return provider.price_per_1m_tokens[provider.model]
+end
+
+-- The folder of the Batch API's files (ragops.run.batch): batch.dir
+-- (RAGOPS_BATCH_DIR), else the service's state folder (systemd's
+-- STATE_DIRECTORY), else $XDG_STATE_HOME/ragops/lotes, else
+-- ~/.local/state/ragops/lotes.
+function M.batch_dir(cfg, getenv)
+  getenv = getenv or os.getenv
+  if cfg.batch.dir then return cfg.batch.dir end
+  local state = getenv("STATE_DIRECTORY")
+  if state and state ~= "" then return (state:match("^[^:]+")) .. "/lotes" end
+  local xdg = getenv("XDG_STATE_HOME")
+  if xdg and xdg:sub(1, 1) == "/" then return xdg .. "/ragops/lotes" end
+  return (getenv("HOME") or ".") .. "/.local/state/ragops/lotes"
+end
+
+-- Price in US$ per 1M tokens through the Batch API: the configured one, or
+-- half the online price; nil when neither is known.
+function M.price_per_1m_batch(cfg)
+  local provider = cfg.provider
+  local batch = provider.price_per_1m_tokens_batch[provider.model]
+  if batch then return batch end
+  local online = provider.price_per_1m_tokens[provider.model]
+  return online and online / 2 or nil
 end
 
 local function format_price(value)

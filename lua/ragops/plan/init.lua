@@ -34,6 +34,7 @@ M.DEFAULTS = {
   failure_rate = { above = 0.05, window = 500, min_samples = 50, action = "warn" },
   mode = "only_missing",
   delete_missing = true,
+  embed = { mode = "online", poll_s = 30, poll_max_s = 600, max_resubmissions = 2 },
 }
 
 local IDENT_PATTERN = "^[%a_][%w_]*$"
@@ -492,6 +493,22 @@ local function validate_budget(ctx, spec)
   return { usd = ctx:number("budget.usd", spec.usd, 0, M.MAX_BUDGET_USD, true) }
 end
 
+-- embed = { mode, poll_s, poll_max_s, max_resubmissions }: online (the
+-- default) or through the provider's Batch API (ragops.run.batch).
+local function validate_embed(ctx, spec)
+  local embed = spec or {}
+  ctx:table("embed", embed)
+  ctx:only_keys(embed, schema.keys("embed"), "embed")
+  local d = M.DEFAULTS.embed
+  local out = { mode = embed.mode == nil and d.mode or ctx:enum("embed.mode", embed.mode, { "online", "batch" }) }
+  out.poll_s = ctx:number("embed.poll_s", embed.poll_s == nil and d.poll_s or embed.poll_s, 0.05, 3600)
+  local max = embed.poll_max_s == nil and math.max(d.poll_max_s, out.poll_s) or embed.poll_max_s
+  out.poll_max_s = ctx:number("embed.poll_max_s", max, out.poll_s, 3600)
+  out.max_resubmissions = ctx:integer("embed.max_resubmissions",
+    embed.max_resubmissions == nil and d.max_resubmissions or embed.max_resubmissions, 0, 10)
+  return out
+end
+
 local function validate_retry(ctx, spec)
   local retry = spec or {}
   ctx:table("retry", retry)
@@ -696,6 +713,7 @@ local function validate_plan(ctx, spec)
   out.batch = validate_batch(ctx, spec.batch)
   out.chunking = validate_chunking(ctx, spec.chunking)
   out.retry = validate_retry(ctx, spec.retry)
+  out.embed = validate_embed(ctx, spec.embed)
   out.alerts = validate_alerts(ctx, spec.alerts)
   out.budget = validate_budget(ctx, spec.budget)
   out.scope = validate_scope(ctx, spec.scope, out.sources)
@@ -882,6 +900,7 @@ M.LIMITS = {
   { key = "retry.attempts", flag = "max-retries" },
   { key = "retry.timeout_s", flag = "timeout" },
   { key = "budget.usd", flag = "budget-usd" },
+  { key = "embed.mode", flag = "embed-mode" },
 }
 
 -- Plan overrides (for plan.with) from limits = { ["batch.size"] = "8", ... }

@@ -21,6 +21,7 @@ M.SECTIONS = {
       { "batch", "tabela", "veja `batch`", "tamanho dos lotes e lotes em paralelo" },
       { "chunking", "tabela", "veja `chunking`", "como o conteúdo é dividido em trechos" },
       { "retry", "tabela", "veja `retry`", "novas tentativas dos pedidos de embedding" },
+      { "embed", "tabela", "veja `embed`", "como os embeddings são pedidos: na hora (`online`) ou pela API de lotes (`batch`)" },
       { "alerts", "tabela", "veja `alerts`", "limites que avisam, pausam ou abortam a execução" },
       { "scope", "tabela", "—", "recorte da execução (tipos, ids, intervalo de `updated_at`); os filtros da linha de comando valem sobre ele" },
       { "mode", "texto", "`\"only_missing\"`", "`\"only_missing\"` (só o que mudou, pelo hash) ou `\"overwrite\"` (reprocessa tudo o que o recorte seleciona)" },
@@ -58,6 +59,14 @@ M.SECTIONS = {
       { "base_ms", "inteiro (1 a 3.600.000)", "500", "espera base entre tentativas, em ms (cresce exponencialmente)" },
       { "max_ms", "inteiro (`base_ms` a 3.600.000)", "30000", "espera máxima entre tentativas, em ms" },
       { "timeout_s", "número (> 0 e até 3600)", "`provider.timeout_s` da configuração", "tempo limite de cada pedido de embedding, em segundos (= `--timeout`)" },
+    } },
+  { id = "embed", title = "embed",
+    about = "A API de lotes da OpenAI embeda pela metade do preço em até 24 h (docs/lote-openai.md).",
+    keys = {
+      { "mode", "`\"online\"` ou `\"batch\"`", "`\"online\"`", "`\"batch\"`: o `backfill`, o `reindex` e o `run` mandam os textos em arquivos JSONL à API de lotes e coletam os vetores depois (= `--embed-mode`); o `sync` fica sempre online" },
+      { "poll_s", "número (0,05 a 3600)", "30", "espera inicial entre consultas aos lotes em andamento, em segundos" },
+      { "poll_max_s", "número (`poll_s` a 3600)", "600", "espera máxima entre consultas (a espera cresce 1,5× a cada consulta sem mudança)" },
+      { "max_resubmissions", "inteiro (0 a 10)", "2", "quantas vezes um pedido que expirou (ou cujo texto mudou) volta num lote novo antes de ir para a fila de falhas" },
     } },
   { id = "alerts", title = "alerts", keys = {
       { "failure_rate", "tabela", "veja `alerts.failure_rate`", "taxa de falhas na janela recente" },

@@ -109,6 +109,13 @@ local function estimate_lines(estimate, lines)
         .. (estimate.cost_note and ("  (" .. tostring(estimate.cost_note) .. ")") or "") },
     { "duração estimada:", M.format_duration(number_or_zero(estimate.duration_s)) },
   }
+  if estimate.cost_usd_batch then
+    table.insert(rows, #rows, { "custo na API de lotes:", M.format_usd(number_or_zero(estimate.cost_usd_batch))
+      .. (estimate.cost_usd_batch_low and ("  (%s a %s)"):format(M.format_usd(estimate.cost_usd_batch_low),
+        M.format_usd(estimate.cost_usd_batch_high)) or "")
+      .. (estimate.embed_mode == "batch" and "  (embed.mode = \"batch\": o que esta execução pagaria)"
+        or "  (com --embed-mode batch, em até 24 h)") })
+  end
   for _, line in ipairs(aligned(rows, "    ")) do lines[#lines + 1] = line end
   local per_type = estimate.per_entity_type
   if type(per_type) == "table" and next(per_type) then
@@ -170,6 +177,12 @@ function M.format(stats)
     rows[#rows + 1] = { "gasto:", M.format_usd(number_or_zero(spend.spent_usd))
       .. (spend.budget_usd and ("  (orçamento " .. M.format_usd(spend.budget_usd) .. ", restante "
         .. M.format_usd(number_or_zero(spend.left_usd)) .. ")") or "") }
+  end
+  local b = stats.batch
+  if type(b) == "table" then
+    rows[#rows + 1] = { "API de lotes:", ("%s parte(s) montada(s), %s enviada(s), %s coletada(s); %s entrada(s) "
+      .. "reenviada(s) em lotes novos (preço de lote)"):format(M.format_count(b.parts), M.format_count(b.uploads),
+        M.format_count(b.collected), M.format_count(b.resubmitted)) }
   end
   rows[#rows + 1] = { "tempo decorrido:", elapsed }
   if type(stats.limits) == "table" then rows[#rows + 1] = { "limites:", M.format_limits(stats.limits) } end

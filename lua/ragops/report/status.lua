@@ -7,6 +7,7 @@
 --   failures(conn)                 open dead letters by entity type and class
 --   indexes(conn, table)        vector indexes: method, definition, size, valid
 --   sync_queue(conn)               ragops sync's change queue: depth and lag per entity type
+--   batches                        the Batch API's parts not finished with (ragops.store.batches.in_flight)
 --   storage                        the embedding column's type ("halfvec(3072)", "real[]")
 -- collect() gathers them into one table with stable English keys (the
 -- --json output); format() renders it as pt-BR text.
@@ -16,6 +17,7 @@ local index = require "ragops.vector.index"
 local migrate = require "ragops.store.migrate"
 local report = require "ragops.report"
 local sqlname = require "ragops.util.sqlname"
+local batches = require "ragops.store.batches"
 local sync_tables = require "ragops.store.sync_tables"
 
 local M = {}
@@ -130,6 +132,7 @@ function M.collect(conn, table_name, sources)
     { "open_failures", function() return M.failures(conn) end },
     { "indexes", function() return M.indexes(conn, table_name) end },
     { "sync_queue", function() return M.sync_queue(conn) end },
+    { "batches", function() return batches.in_flight(function(sql, ...) return conn:query(sql, ...) end) end },
   }
   for _, part in ipairs(parts) do
     local rows, err = part[2]()
@@ -208,6 +211,17 @@ local function format_coverage(lines, coverage, note)
   end
 end
 
+-- The Batch API's parts not finished with, per run and state.
+local function format_batches(lines, rows)
+  if #rows == 0 then return end
+  lines[#lines + 1] = "Lotes da API de lotes em aberto (embed.mode = \"batch\"):"
+  for _, b in ipairs(rows) do
+    lines[#lines + 1] = ("  execução %s (%s): %s parte(s) %s, pedidos %s de %s concluídos, %s com falha; "
+      .. "a mais antiga há %s"):format(tostring(b.run_id), tostring(b.plan), count(b.parts), tostring(b.state),
+      count(b.completed), count(b.requests), count(b.failed), format_duration(b.oldest_s))
+  end
+end
+
 function M.format(st)
   local lines = {}
   format_runs(lines, st.runs)
@@ -231,6 +245,7 @@ function M.format(st)
     lines[#lines + 1] = ("  %s: %s pendente(s), a mais antiga há %s"):format(q.entity_type, count(q.depth),
       format_duration(q.lag_s))
   end
+  format_batches(lines, st.batches or {})
   return table.concat(lines, "\n") .. "\n"
 end
 

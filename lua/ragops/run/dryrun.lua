@@ -169,6 +169,14 @@ function M.build_estimate(stats, totals, scanned, batches, plan, cfg, calib)
   if est.sampled then est.tokens_low, est.tokens_high = low, high end
   est.cost_usd = price and est.tokens / 1e6 * price or 0
   if price and est.sampled then est.cost_usd_low, est.cost_usd_high = low / 1e6 * price, high / 1e6 * price end
+  -- The Batch API's price beside it (embed.mode = "batch" pays this one).
+  local batch_price = config.price_per_1m_batch(cfg)
+  if batch_price then
+    est.price_per_1m_tokens_batch = batch_price
+    est.cost_usd_batch = est.tokens / 1e6 * batch_price
+    if est.sampled then est.cost_usd_batch_low, est.cost_usd_batch_high = low / 1e6 * batch_price, high / 1e6 * batch_price end
+  end
+  est.embed_mode = plan.embed and plan.embed.mode or "online"
   if not price then
     est.cost_note = ("sem preço configurado para o modelo %q em provider.price_per_1m_tokens"):format(cfg.provider.model)
   end
@@ -256,6 +264,7 @@ function DryStore:existing_hashes(entity_type, ids)
 end
 
 function DryStore:present_keys(source, ids) return self.real:present_keys(source, ids) end
+function DryStore:rows_by_key(source, ids) return self.real:rows_by_key(source, ids) end
 function DryStore:key_census(source, scope) return self.real:key_census(source, scope) end
 function DryStore:indexed_entities(entity_type)
   if not self.coltype then return 0 end
@@ -406,9 +415,11 @@ end
 
 -- An estimate over the budget is refused like the run would be (code 3).
 local function over_budget(p, stats)
-  if not p.budget or stats.estimate.cost_usd <= p.budget.usd then return nil end
-  return ("a estimativa de custo (%s) passa do orçamento de %s: aumente --budget-usd ou reduza o recorte")
-    :format(report.format_usd(stats.estimate.cost_usd), report.format_usd(p.budget.usd))
+  local e = stats.estimate
+  local cost = p.embed.mode == "batch" and e.cost_usd_batch or e.cost_usd
+  if not p.budget or cost <= p.budget.usd then return nil end
+  return ("a estimativa de custo (%s%s) passa do orçamento de %s: aumente --budget-usd ou reduza o recorte")
+    :format(report.format_usd(cost), p.embed.mode == "batch" and ", na API de lotes" or "", report.format_usd(p.budget.usd))
 end
 
 -- The dry run's report: the runner's counters become what *would* happen

@@ -6,6 +6,7 @@
 -- goes to ragops.run.dryrun, which uses the same lower pieces (store_target,
 -- params, report). Returns exit codes (ragops.util.exit).
 local run_context = require "ragops.run.context"
+local batch = require "ragops.run.batch"
 local alerts_mod = require "ragops.obs.alerts"
 local store_target = require "ragops.store.target"
 local provider_client = require "ragops.provider.client"
@@ -98,6 +99,10 @@ local function check_options(p, opts)
   if lease and not (lease_s and lease_s >= 1 and lease_s <= M.MAX_LEASE_S) then
     return nil, ("--lease-s espera um número decimal de segundos entre 1 e %d, recebi %q"):format(M.MAX_LEASE_S, lease)
   end
+  if p.embed.mode == "batch" and opts["scale-out"] then
+    return nil, "--scale-out não combina com embed.mode = \"batch\" (os lotes de uma execução são de um processo só)"
+  end
+  if opts.detach and p.embed.mode ~= "batch" then return nil, "--detach só vale com --embed-mode batch" end
   if #p.sources == 0 then
     return nil, ("o plano %q não tem fontes para indexar; planos de operação como "
       .. "plans/create_index.lua são lidos por `ragops index create`, não por `ragops run`"):format(p.name)
@@ -332,6 +337,8 @@ local function outcome(stats, state, open)
     code = stats.aborted.code
     status = code == exit.usage and "failed" or "aborted"
     stats.abort_reason = stats.aborted.reason
+  elseif stats.batch_waiting then
+    code, status = exit.ok, "waiting" -- --detach: its batches at the provider, collected by a later run
   elseif (open or stats.failed) > 0 then
     code, status = exit.dead_letters, "done_with_failures"
   end
@@ -472,6 +479,11 @@ local function run_loaded(p, cfg, opts, params)
   if not pool then return fail(code, "%s", err) end
   local env, parts = build_env(p, cfg, s, pool, code, params)
   parts.metrics_settings = metrics_settings
+  if p.embed.mode == "batch" then
+    local session, berr = batch.for_run(p, cfg, env, opts)
+    if not session then pool:close(); parts.client:close(); return fail(exit.usage, "%s", berr) end
+    env.batch, env.price_per_1m_tokens = session, config.price_per_1m_batch(cfg)
+  end
   local run, rcode, rerr = start_run(env.store, p, params, opts)
   if not run then pool:close(); parts.client:close(); return fail(rcode, "%s", rerr) end
   env.run_id, env.checkpoint, env.scale_out, run.committed = run.id, run.checkpoint, opts["scale-out"], true

@@ -30,6 +30,8 @@
 --   limiter  = optional ragops.provider.ratelimit: :acquire(tokens), :release(outcome), :pause_until(ms),
 --   metrics  = optional ragops.obs.metrics registry,
 --   spent    = optional { requests = n }: counts every embedding request,
+--   batch    = optional ragops.run.batch session: the Batch API mode (requests into
+--              part files, vectors from collected batches),
 --   range    = optional { after = key_text|nil, upto = key_text|nil, ahead = parts|nil }: process only
 --              keys in (after, upto] of the plan's single source, without
 --              checkpoints or end-of-source deletions (a scale-out work unit),
@@ -94,7 +96,13 @@ local function embed_unit(ctx, unit)
   -- in_flight).
   unit.row_count = unit.row_count or #unit.rows
   unit.rows, unit.existing, unit.updated_us, unit.fps = nil, nil, nil, nil
-  local parts, failed_groups = embed.embed_items(ctx, decision.items, delta, entity_type)
+  local parts, failed_groups
+  if ctx.env.batch then
+    -- The Batch API mode (ragops.run.batch): requests into a part, or vectors of a collected batch.
+    parts, failed_groups = ctx.env.batch:embed_items(ctx, unit, decision, delta)
+  else
+    parts, failed_groups = embed.embed_items(ctx, decision.items, delta, entity_type)
+  end
   return { unit = unit, decision = decision, parts = parts, failed_groups = failed_groups, delta = delta }
 end
 
@@ -286,7 +294,9 @@ end
 -- (batch.in_flight by default) and waits for them; returns produce's result.
 -- The read stage feeds it here; ragops.sync.changes feeds it for sync.
 function M.process_units(ctx, tracker, produce, workers)
-  workers = workers or ctx.plan.batch.in_flight
+  -- In the Batch API mode a unit's lines go to the part file in the order
+  -- its writes commit: one worker, writing its units itself.
+  workers = ctx.env.batch and 1 or workers or ctx.plan.batch.in_flight
   local writers = workers > 1 and math.min(workers, M.WRITERS) or 0
   local queue = sched.queue(ctx.sched, math.min(ctx.plan.batch.in_flight, M.READ_AHEAD))
   -- One embedded unit waits for a free writer, at most: a kill -9 redoes
@@ -358,12 +368,14 @@ function M.run(plan, env)
   -- The first source's fingerprints load while the keys are counted.
   local loading = sources[1] and sched.future(ctx.sched, load_fingerprints, ctx, sources[1]) or nil
   if not env.range then M.check_unique_keys(ctx) end
+  if env.batch and not ctx.aborted then env.batch:start(ctx) end
   for i, source in ipairs(sources) do
     if ctx.aborted then break end
     ctx.log.info("indexando %q", source.entity_type)
     run_source(ctx, source, i == 1 and loading or nil)
   end
   if loading then loading:get() end -- its query ends before the run does
+  if env.batch and not ctx.aborted then env.batch:after_reading(ctx) end
   return ctx:finish()
 end
 

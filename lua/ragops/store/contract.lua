@@ -64,6 +64,9 @@ M.GROUPS = {
     "key_census",
     -- (source, ids) -> { [id] = true } for ids the source has (by key only) | fail
     "present_keys",
+    -- (source, ids) -> the source's rows of ids (by key only), in key order | fail
+    --   (the Batch API mode reads again what a collected part covers)
+    "rows_by_key",
     -- (entity_type) -> entities with a document (chunk 0) | fail
     "indexed_entities",
     -- (entity_type) -> whether entity_type has no-document markers | fail

@@ -39,7 +39,10 @@ local CLASS_PTBR = { transient = "temporária (tentativas esgotadas)", permanent
                      time = "document() excedeu o tempo limite (sandbox.hook_ms)",
                      memory = "document() excedeu o limite de memória (sandbox.hook_memory_mb)",
                      invalid_document = "documento inválido (conteúdo, metadados ou chave)",
-                     input_too_long = "entrada longa demais para o modelo (provider.limits.max_input_tokens)" }
+                     input_too_long = "entrada longa demais para o modelo (provider.limits.max_input_tokens)",
+                     batch_expired = "sem vetor da API de lotes depois dos reenvios (embed.max_resubmissions)",
+                     batch_failed = "o lote falhou no provedor (API de lotes)",
+                     batch_cancelled = "o lote foi cancelado (ragops batch cancel)" }
 M.CLASS_PTBR = CLASS_PTBR
 
 -- A stored value as one line for the listing: secrets masked, control

@@ -213,6 +213,48 @@ M.migrations = {
             primary key (entity_type, entity_id))]],
       }
     end },
+  -- The Batch API mode (ragops.run.batch): one row per part (a JSONL file,
+  -- then the provider's file and batch), one per unit of entities a part
+  -- covers, with the content hash of every input it sent. Written in the
+  -- transactions that move the run on, so a killed run picks its batches up.
+  { version = 10, description = "lotes da API de lotes (arquivos, lotes do provedor e o que cada um cobre)",
+    sql = function()
+      return {
+        [[create table if not exists ragops_batches (
+            id bigserial primary key,
+            run_id bigint not null references ragops_runs(id) on delete cascade,
+            state text not null default 'building',
+            file_name text not null unique,
+            file_bytes bigint not null default 0,
+            requests int not null default 0,
+            inputs int not null default 0,
+            tokens_est bigint not null default 0,
+            input_file_id text,
+            batch_id text,
+            output_file_id text,
+            error_file_id text,
+            request_total int,
+            request_completed int,
+            request_failed int,
+            detail text,
+            created_at timestamptz not null default now(),
+            submitted_at timestamptz,
+            finished_at timestamptz,
+            collected_at timestamptz,
+            updated_at timestamptz not null default now())]],
+        [[create table if not exists ragops_batch_units (
+            batch bigint not null references ragops_batches(id) on delete cascade,
+            unit_no int not null,
+            entity_type text not null,
+            round int not null default 0,
+            entity_ids text[] not null,
+            hashes text[] not null,
+            request_sizes int[] not null,
+            file_end bigint not null,
+            collected boolean not null default false,
+            primary key (batch, unit_no))]],
+      }
+    end },
 }
 
 -- Most dimensions pgvector indexes (ivfflat/hnsw) per column type.

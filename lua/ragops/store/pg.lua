@@ -14,6 +14,7 @@ local pg = require "ragops.pg"
 local scrub = require "ragops.util.scrub"
 local sqlname = require "ragops.util.sqlname"
 local store_runs = require "ragops.store.runs"
+local batches = require "ragops.store.batches"
 local sync_tables = require "ragops.store.sync_tables"
 
 local M = {}
@@ -598,6 +599,7 @@ end
 --                        with source_updated_us), no staging and no upsert,
 --          ahead = nil | { first_key, after_key, last_key, stats } (committed past the prefix),
 --          sync = nil | { change_ids, run_id, delete_ids, watermark } (ragops.store.sync_tables.write),
+--          batch = nil | { add, collected } (ragops.store.batches.write),
 --          no_document = nil | { entity_ids, updated_at } (markers to set),
 --          no_document_cleared = nil | { entity ids } (markers to clear) }
 -- Everything in one transaction, with the owner's fence and the requests
@@ -611,6 +613,7 @@ function Store:write_unit(unit)
     local resolved = write_failures(step, unit)
     write_no_document(step, unit)
     pruned = pruned + sync_tables.write(step, self, unit)
+    batches.write(step, unit)
     -- The run's row last: its lock serialises the units' commits, so it is
     -- held only for its last statements, not for the whole transaction.
     if unit.run_id and unit.checkpoint then
@@ -645,6 +648,15 @@ function Store:present_keys(source, ids)
   local present = {}
   for _, r in ipairs(rows) do present[r.k] = true end
   return present
+end
+
+-- The source's rows of the entity ids (keys as text), in key order: the
+-- Batch API mode reads again, at collection, the entities a part covers.
+-- Returns rows or nil, err, sqlstate.
+function Store:rows_by_key(source, ids)
+  local key = "src." .. pg.quote_ident(source.key)
+  return self:query(("select src.* from (%s) as src where %s::text = any($1::text[]) order by %s")
+    :format(source.sql, key, key), ids)
 end
 
 -- { rows = rows the scope selects, duplicate = a key that appears more

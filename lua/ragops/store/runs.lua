@@ -63,7 +63,7 @@ local function claim(q, plan_name, params_json, dry_run, must_resume, shared, to
                           exists (select 1 from ragops_work_units w where w.run_id = r.id) as has_units
                      from ragops_runs r
                     where plan = $1 and params = $2::jsonb and not dry_run
-                      and status in ('running', 'interrupted', 'aborted', 'failed')
+                      and status in ('running', 'interrupted', 'aborted', 'failed', 'waiting')
                     order by id desc limit 1]], plan_name, params_json)
   local run = rows[1]
   if not run and must_resume then

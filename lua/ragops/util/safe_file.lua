@@ -33,6 +33,8 @@ if not pcall(ffi.typeof, "struct ragops_statx") then
     long write(int fd, const void *buf, size_t count);
     int open(const char *path, int flags, ...);
     int fsync(int fd);
+    int ftruncate(int fd, int64_t length);
+    int mkdir(const char *path, unsigned int mode);
     int close(int fd);
     int fchmod(int fd, unsigned int mode);
     int rename(const char *from, const char *to);
@@ -185,8 +187,66 @@ function M.write(path, text)
     C.unlink(tmp)
     return nil, reason, "io"
   end
-  sync_directory(dir)
+  sync_directory((temporary_template(path)))
   return true
+end
+
+local O_WRONLY, O_CREAT, O_NOFOLLOW, O_APPEND = 1, 0x40, 0x20000, 0x400
+
+local Appender = {}
+Appender.__index = Appender
+
+-- Appends text; returns true or nil, pt-BR reason.
+function Appender:write(text)
+  local ok, reason = write_all(self.fd, text)
+  if not ok then return nil, ("falha ao gravar %s: %s"):format(self.path, reason) end
+  return true
+end
+
+function Appender:close()
+  if self.fd >= 0 then C.close(self.fd); self.fd = -1 end
+end
+
+-- Opens path to append to it (the Batch API's part files): created 0600
+-- when absent, never through a symbolic link, and cut to keep_bytes first
+-- (what a crash left past the committed length goes). Returns an appender
+-- (:write(text), :close()) or nil, pt-BR reason, kind ("not_regular" | "io").
+function M.appender(path, keep_bytes)
+  check_path(path, "appender")
+  local what = inspect(path)
+  if what == "link" or what == "other" then
+    return nil, ("%s não é um arquivo comum (link, pasta ou dispositivo)"):format(path), "not_regular"
+  end
+  local fd = C.open(path, bit.bor(O_WRONLY, O_CREAT, O_NOFOLLOW, O_APPEND, O_CLOEXEC), 0x180)
+  if fd < 0 then return nil, ("falha ao abrir %s: %s"):format(path, system_error()), "io" end
+  if C.ftruncate(fd, keep_bytes or 0) ~= 0 then
+    local reason = system_error()
+    C.close(fd)
+    return nil, ("falha ao cortar %s: %s"):format(path, reason), "io"
+  end
+  return setmetatable({ fd = fd, path = path }, Appender)
+end
+
+-- Creates the folder at path and its missing parents (0700: the Batch
+-- API's files hold row content). Returns true or nil, pt-BR reason.
+function M.make_dir(path)
+  check_path(path, "make_dir")
+  local prefix = path:sub(1, 1) == "/" and "" or "."
+  for piece in path:gmatch("[^/]+") do
+    prefix = prefix .. "/" .. piece
+    if C.mkdir(prefix, 0x1C0) ~= 0 and ffi.errno() ~= 17 then
+      return nil, ("não foi possível criar a pasta %s: %s"):format(prefix, system_error())
+    end
+  end
+  return true
+end
+
+-- Size in bytes of the regular file at path, or nil (absent, or not a regular file).
+function M.size(path)
+  local st = ffi.new("struct ragops_statx")
+  if C.statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, 0x200 + STATX_TYPE_MODE, st) ~= 0 then return nil end
+  if bit.band(st.stx_mode, S_IFMT) ~= S_IFREG then return nil end
+  return tonumber(st.stx_size)
 end
 
 return M

@@ -44,6 +44,7 @@ local PROBES = {
   batch = function() return plan.new({ name = "p", sources = { source({}) }, batch = with_unknown({}) }) end,
   chunking = function() return plan.new({ name = "p", sources = { source({}) }, chunking = with_unknown({}) }) end,
   retry = function() return plan.new({ name = "p", sources = { source({}) }, retry = with_unknown({}) }) end,
+  embed = function() return plan.new({ name = "p", sources = { source({}) }, embed = with_unknown({}) }) end,
   alerts = function() return plan.new({ name = "p", sources = { source({}) }, alerts = with_unknown({}) }) end,
   ["alerts.failure_rate"] = function()
     return plan.new({ name = "p", sources = { source({}) }, alerts = { failure_rate = with_unknown({}) } })

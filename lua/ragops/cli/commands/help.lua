@@ -61,6 +61,10 @@ Limites de operação (valem sobre os do plano; mesmas regras de validação):
                          (= provider.rate_limits.requests_per_min; espaça os pedidos)
   --tpm N                no máximo N tokens por minuto nesta execução
                          (= provider.rate_limits.tokens_per_min)
+  --embed-mode M         online (padrão) ou batch: a API de lotes da OpenAI, pela metade do
+                         preço em até 24 h (= --set embed.mode=M; docs/lote-openai.md)
+  --detach               com --embed-mode batch: envia os lotes e sai com código 0, dizendo o
+                         comando que os coleta depois (o mesmo comando ou ragops batch collect)
 
 Filtros (também como --set entity_type=..., entity_id, since, until, mode):
   --entity-type T[,T2]   tipos de entidade (não pode ser vazio)
@@ -80,6 +84,7 @@ Uso:
   ragops reindex [--plan P] [filtros]         reindexa o recorte (tipo, ids, datas; --overwrite)
   ragops failures list [filtros]              fila de falhas (em aberto; --all = histórico)
   ragops failures retry [--plan P] [filtros]  reprocessa as falhas em aberto com o plano
+  ragops batch collect|cancel [--plan P]     coleta ou cancela os lotes da API de lotes
   ragops index create|drop|status [opções]    índice vetorial (pgvector)
   ragops validate [GOLDEN.lua] [opções]       recall@k, MRR, nDCG@k e latência da busca (p95)
   ragops model prepare|compare|switch|rollback|drop-previous|drop-shadow|status
@@ -188,6 +193,21 @@ M.TEXT = {
     .. "  --report-json ARQUIVO  grava o relatório de cada execução em JSON (a última sobrescreve)\n"
     .. "  --log-format F         text (padrão) ou json: uma linha JSON por evento (= log.format)\n",
 
+  batch = "Uso: ragops batch collect|cancel [opções]\n\n"
+    .. "  ragops batch collect    espera e coleta os lotes do plano (veja ragops batch collect --help)\n"
+    .. "  ragops batch cancel     cancela no provedor os lotes em andamento (veja ragops batch cancel --help)\n",
+  ["batch collect"] = "Uso: ragops batch collect [opções]\n\n"
+    .. "Retoma a última execução do plano com lotes da API de lotes por coletar (embed.mode = \"batch\",\n"
+    .. "docs/lote-openai.md), com os mesmos parâmetros dela: espera os lotes, coleta os vetores e\n"
+    .. "termina a execução. É o mesmo que rodar de novo o comando que a começou.\n\nOpções:\n" .. COMMON
+    .. "  --plan NOME|ARQUIVO    o plano do acervo\n"
+    .. "  --log-format F         text (padrão) ou json: uma linha JSON por evento (= log.format)\n",
+  ["batch cancel"] = "Uso: ragops batch cancel [opções]\n\n"
+    .. "Pede ao provedor que cancele os lotes em andamento das execuções do plano. O que eles já\n"
+    .. "terminaram é coletado pela execução (o mesmo comando, ou ragops batch collect); o resto vai para\n"
+    .. "a fila de falhas com a classe batch_cancelled (ragops failures retry o reprocessa).\n\nOpções:\n" .. COMMON
+    .. "  --plan NOME|ARQUIVO    o plano do acervo\n"
+    .. "  --log-format F         text (padrão) ou json: uma linha JSON por evento (= log.format)\n",
   index = "Uso: ragops index create|drop|status [opções]\n\n"
     .. "  ragops index create     cria o índice vetorial (veja ragops index create --help)\n"
     .. "  ragops index drop       remove o índice (veja ragops index drop --help)\n"

@@ -16,7 +16,7 @@ M.FLAGS = {
   ["only-missing"] = "bool", overwrite = "bool",
   ["metrics-listen"] = "string", ["metrics-push"] = "string",
   ["log-format"] = "string", ["report-html"] = "string", ["estimate-json"] = "string", target = "string",
-  plan = "string", rpm = "string", tpm = "string",
+  plan = "string", rpm = "string", tpm = "string", detach = "bool",
 }
 for _, item in ipairs(plan_mod.LIMITS) do M.FLAGS[item.flag] = "string" end
 

@@ -26,7 +26,10 @@ for _, name in ipairs(M.NAMES) do KNOWN[name] = true end
 
 -- Tokens per byte assumed when the model has no provider.tokens_per_byte.
 M.DEFAULT_TOKENS_PER_BYTE = 0.25
-M.LIMIT_KEYS = { "max_inputs", "max_request_tokens", "max_input_tokens" }
+M.LIMIT_KEYS = { "max_inputs", "max_request_tokens", "max_input_tokens",
+                 -- the Batch API's (ragops.run.batch.part): per input file and
+                 -- the model's queue of enqueued tokens (by the account's tier)
+                 "batch_max_requests", "batch_max_inputs", "batch_max_file_bytes", "batch_enqueued_tokens" }
 
 -- The dialect named name, or nil when there is none.
 function M.get(name)

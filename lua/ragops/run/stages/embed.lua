@@ -272,7 +272,7 @@ local function text_of(item) return item.text end
 
 -- The failed groups of the inputs estimated over the provider's per-input
 -- limit: dead letters named as such, never sent.
-local function too_long_groups(too_long, limits)
+function M.too_long_groups(too_long, limits)
   local out = {}
   for _, t in ipairs(too_long) do
     out[#out + 1] = { items = { t.item }, attempts = 0, info = { class = "input_too_long", kind = "input_too_long" },
@@ -300,7 +300,7 @@ function M.embed_items(ctx, items, delta, entity_type)
   local slices, too_long, truncated = requests.form(items, text_of, limits, ctx.plan.batch.size,
     limits.tokens_per_byte or 0.25)
   warn_truncation(ctx, truncated, limits)
-  local parts, failed = {}, too_long_groups(too_long, limits)
+  local parts, failed = {}, M.too_long_groups(too_long, limits)
   for _, slice in ipairs(slices) do
     if ctx:halted() then break end
     local p, f = embed_slice(ctx, slice, delta, entity_type)

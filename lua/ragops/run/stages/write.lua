@@ -133,7 +133,7 @@ local function document_parts(ctx, entity_type, decision, parts)
           chunk_index = it.chunk.index, content = it.chunk.content,
           content_hash = it.chunk.hash, metadata = it.chunk.metadata,
           embedding_model = ctx.env.model, source_updated_at = it.entity.updated_at,
-          source_updated_us = it.entity.updated_us, vec = i,
+          source_updated_us = it.entity.updated_us, vec = part.rows and part.rows[i] or i,
           source_hash = it.chunk.index == 0 and it.entity.fp or nil }
       end
     end
@@ -221,6 +221,10 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
   return { entity_type = entity_type, run_id = ctx.env.run_id, parts = doc_parts,
            chunk_counts = prune, refresh = refreshes(decision), failures = decision.failures,
            resolved_ids = resolved, usage = M.usage(ctx, delta), sync = unit.sync,
+           -- the Batch API's bookkeeping (ragops.run.batch): a unit's lines
+           -- in a part, a collected unit marked
+           batch = (unit.batch_add or unit.batch_collected)
+             and { add = unit.batch_add, collected = unit.batch_collected } or nil,
            into_target = decision.all_new, fingerprints = fingerprints(unit, decision, doc_parts),
            -- entities without a document marked, and those now indexed unmarked
            -- (stages.decide no_document_markers)
@@ -240,7 +244,7 @@ end
 local function changes_nothing(p)
   return #p.parts == 0 and #p.chunk_counts.entity_ids == 0 and #p.refresh.entity_ids == 0
     and #p.fingerprints.entity_ids == 0
-    and #p.failures == 0 and #p.resolved_ids == 0 and p.usage == nil and p.sync == nil
+    and #p.failures == 0 and #p.resolved_ids == 0 and p.usage == nil and p.sync == nil and p.batch == nil
     and #((p.no_document or {}).entity_ids or {}) == 0 and #(p.no_document_cleared or {}) == 0
 end
 
