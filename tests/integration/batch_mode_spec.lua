@@ -235,5 +235,31 @@ H.each_storage(function()
       assert.truthy(err:find("não foi enviada", 1, true), err)
       assert.are.equal(0, s.files_uploaded)
     end)
+
+    it("a parte que não chegou ao provedor e cujo arquivo sumiu (outra máquina) é remontada da fonte", function()
+      local server = H.start_embed_server("--batch-latency-s 0.2")
+      local prices = [[price_per_1m_tokens = { ["ragops-hash-1536"] = 2000 }]]
+      local cfg, dir = config(server, 60, prices), new_dir()
+      local url = H.migrated_db("lote_perdido", 60, 20)
+      local code, _, err = H.ragops(url, (command("batch", 2, cfg, "--budget-usd 0.05")), { env = env_for(server, dir) })
+      assert.are.equal(3, code, err)
+      assert.are.equal(1, tonumber(H.scalar(url, "select count(*) from ragops_batches where state = 'ready'")))
+      H.sh("rm -rf " .. H.q(dir))
+      local rcode, _, rerr = H.ragops(url, (command("batch", 2, cfg, "--budget-usd 1000000")), { env = env_for(server, dir) })
+      local s = stats(server)
+      assert.are.equal(0, rcode, rerr)
+      assert.truthy(rerr:find("não está nesta máquina", 1, true), rerr)
+      assert.are.equal(0, s.duplicate_uploads)
+      assert.are.equal(tonumber(H.scalar(url, "select count(*) from ragops_batches where input_file_id is not null")),
+        s.files_uploaded)
+      assert.are.equal(80, tonumber(H.scalar(url, "select count(distinct (entity_type, entity_id)) from rag_documents")))
+      -- An online run over the same source finds nothing to embed: the hashes are the source's.
+      local before = stats(server).requests or 0
+      local ocode, _, oerr = H.ragops(url, (command("online", 2, cfg)), { env = { RAGOPS_EMBED_URL = server.url } })
+      local after = stats(server).requests or 0
+      H.stop_embed_server(server)
+      assert.are.equal(0, ocode, oerr)
+      assert.are.equal(before, after, "o backfill online embedou de novo")
+    end)
   end)
 end)
