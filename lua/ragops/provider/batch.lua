@@ -10,8 +10,9 @@
 -- MAX_LIST_BYTES, the caller's max_bytes). Failures are nil, a pt-BR
 -- message without secrets (registered with ragops.util.scrub) and a kind:
 --   "fatal"          credential or configuration refused: 401/403, a list
---                    or upload route that does not exist (404), a URL that
---                    cannot be used; the message names the key's variable
+--                    or upload route that does not exist (404), a redirect,
+--                    a URL that cannot be used; a 401/403 names the key's
+--                    variable
 --   "refused"        the provider refused the request (other 4xx; a 429 on
 --                    create after the waits), its error.message and
 --                    error.code kept
@@ -107,7 +108,7 @@ local function provider_text(body)
   local code = (type(e.code) == "string" or type(e.code) == "number") and tostring(e.code) or nil
   if not (message or code) then return "" end
   local text = (message or "") .. (code and ((message and " " or "") .. "(código " .. code .. ")") or "")
-  return ": " .. scrub.cap(scrub.mask(text), M.MAX_PROVIDER_TEXT)
+  return ": " .. scrub.escape(scrub.cap(scrub.mask(text), M.MAX_PROVIDER_TEXT))
 end
 
 -- "falha ao <what> na API de lotes ...: <detail>", masked.
@@ -122,6 +123,9 @@ function Api:status_failure(spec, status, body, retry_after_ms)
   if status == 401 or status == 403 then
     info.class, info.kind = "fatal", "fatal"
     detail = ("%s; a credencial vem de provider.api_key ou da variável %s"):format(detail, tostring(self.key_env))
+  elseif status < 400 then -- a redirect (not followed): the URL is not the API's
+    info.class, info.kind = "fatal", "fatal"
+    detail = detail .. "; a API respondeu com um redirecionamento: confira provider.url"
   elseif status == 404 then
     info.kind = spec.on_404 or "not_found"
     info.class = info.kind == "fatal" and "fatal" or "permanent"
