@@ -78,6 +78,9 @@ typedef struct embed_server_stats {
     uint64_t batches_created;     /* batches created by POST /v1/batches */
     uint64_t batch_polls;         /* GET /v1/batches/{id} */
     uint64_t file_downloads;      /* GET /v1/files/{id}/content answered */
+    uint64_t duplicate_uploads;   /* of files_uploaded, those whose filename an earlier upload had */
+    uint64_t file_lists;          /* GET /v1/files answered */
+    uint64_t batch_lists;         /* GET /v1/batches answered */
 } embed_server_stats;
 
 typedef struct embed_server embed_server;

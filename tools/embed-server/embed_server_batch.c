@@ -1,9 +1,10 @@
 /*
  * embed_server_batch.c: OpenAI's Batch API on the embed-server (openai
  * dialect only): POST /v1/files (multipart/form-data, purpose=batch, a
- * JSONL of embeddings requests checked against the limits), GET
- * /v1/files/{id} and /v1/files/{id}/content, POST /v1/batches, GET
- * /v1/batches/{id}, POST /v1/batches/{id}/cancel. Files live in memory
+ * JSONL of embeddings requests checked against the limits), GET /v1/files
+ * (the list), /v1/files/{id} and /v1/files/{id}/content, POST /v1/batches,
+ * GET /v1/batches (the list, paged by after=), /v1/batches/{id}, POST
+ * /v1/batches/{id}/cancel. Files live in memory
  * (bounded); a batch is a simulated queue advanced lazily, when read, by the
  * loop's clock: validating, in_progress, finalizing, then completed (or
  * expired, failed, cancelling, cancelled). At its end every request runs
@@ -431,6 +432,15 @@ static es_response *es_check_file(embed_server *server, const char *data, size_t
 
 /* ---------- POST /v1/files ---------- */
 
+/* 1 when an earlier upload (purpose "batch") had filename. */
+static int es_filename_seen(const es_batch_store *store, const char *filename)
+{
+    for (const es_file *f = store->files; f; f = f->next)
+        if (strcmp(f->purpose, "batch") == 0 && strcmp(f->filename, filename) == 0)
+            return 1;
+    return 0;
+}
+
 static es_response *es_route_upload(embed_server *server, const http_head *head, const char *body, size_t len)
 {
     es_batch_store *store = server->batches;
@@ -457,9 +467,12 @@ static es_response *es_route_upload(embed_server *server, const http_head *head,
     if (copy == NULL)
         return NULL;
     memcpy(copy, file.data, file.len);
-    es_file *f = es_file_add(store, "batch", file.filename[0] ? file.filename : "batch.jsonl", copy, file.len);
+    const char *filename = file.filename[0] ? file.filename : "batch.jsonl";
+    int duplicate = es_filename_seen(store, filename);
+    es_file *f = es_file_add(store, "batch", filename, copy, file.len);
     if (f == NULL)
         return NULL;
+    server->stats.duplicate_uploads += (uint64_t)duplicate;
     server->stats.files_uploaded++;
     server->stats.file_bytes_uploaded += file.len;
     return es_file_answer(f);
@@ -711,6 +724,104 @@ static es_response *es_route_create(embed_server *server, const char *body, size
     return es_batch_answer(b);
 }
 
+/* ---------- GET /v1/files, GET /v1/batches (lists, newest first) ---------- */
+
+/* The limit= of a list's query: fallback when absent, 0 when it is not an
+ * integer in [1, max]. */
+static long es_list_limit(const char *query, long fallback, long max)
+{
+    const char *v = es_query_value(query, "limit");
+    if (v == NULL)
+        return fallback;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (end == v || (*end != '\0' && *end != '&') || n < 1 || n > max)
+        return 0;
+    return n;
+}
+
+/* 1 when the query's name= is value (absent or empty: 1 when value is NULL). */
+static int es_query_is(const char *query, const char *name, const char *value)
+{
+    const char *v = es_query_value(query, name);
+    if (v == NULL || value == NULL)
+        return v == value;
+    size_t len = strcspn(v, "&");
+    return strlen(value) == len && memcmp(v, value, len) == 0;
+}
+
+/* The after= of a list's query (a pointer into it, *len bytes), NULL when absent. */
+static const char *es_list_after(const char *query, size_t *len)
+{
+    const char *v = es_query_value(query, "after");
+    *len = v ? strcspn(v, "&") : 0;
+    return v;
+}
+
+/* {"object":"list","data":data,"has_more":...} plus first_id/last_id when with_ids. */
+static es_response *es_list_answer(json_t *data, int has_more, int with_ids)
+{
+    json_t *root = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", has_more);
+    if (root && with_ids) {
+        size_t n = json_array_size(data);
+        json_t *first = n ? json_object_get(json_array_get(data, 0), "id") : NULL;
+        json_t *last = n ? json_object_get(json_array_get(data, n - 1), "id") : NULL;
+        json_object_set(root, "first_id", first ? first : json_null());
+        json_object_set(root, "last_id", last ? last : json_null());
+    }
+    return es_response_json(200, root);
+}
+
+/* GET /v1/files?purpose=&limit=&after=: files newest first (limit up to 10000). */
+static es_response *es_route_list_files(embed_server *server, const char *query)
+{
+    size_t after_len, count = 0;
+    const char *after = es_list_after(query, &after_len);
+    const char *purpose = es_query_value(query, "purpose");
+    long limit = es_list_limit(query, 10000, 10000);
+    if (limit == 0)
+        return es_batch_error(server, 400, "invalid_limit", "'limit' deve ser um inteiro de 1 a 10000");
+    const es_file *f = server->batches->files;
+    if (after && (f = es_file_find(server->batches, after, after_len)) != NULL)
+        f = f->next;
+    json_t *data = json_array();
+    for (; data && f && count < (size_t)limit; f = f->next) {
+        if (purpose && !es_query_is(query, "purpose", f->purpose))
+            continue;
+        json_array_append_new(data, json_pack("{s:s, s:s, s:I, s:I, s:s, s:s}", "id", f->id, "object", "file",
+                                              "bytes", (json_int_t)f->len, "created_at", (json_int_t)f->created_at,
+                                              "filename", f->filename, "purpose", f->purpose));
+        count++;
+    }
+    while (f && purpose && !es_query_is(query, "purpose", f->purpose))
+        f = f->next;
+    server->stats.file_lists++;
+    return data ? es_list_answer(data, f != NULL, 0) : NULL;
+}
+
+/* GET /v1/batches?limit=&after=: batches newest first (limit 20 by default, up to 100). */
+static es_response *es_route_list_batches(embed_server *server, const char *query)
+{
+    size_t after_len, count = 0;
+    const char *after = es_list_after(query, &after_len);
+    long limit = es_list_limit(query, 20, 100);
+    if (limit == 0)
+        return es_batch_error(server, 400, "invalid_limit", "'limit' deve ser um inteiro de 1 a 100");
+    es_batch *b = server->batches->batches;
+    if (after && (b = es_batch_find(server->batches, after, after_len)) != NULL)
+        b = b->next;
+    json_t *data = json_array();
+    for (; data && b && count < (size_t)limit; b = b->next, count++) {
+        es_batch_advance(server, b);
+        json_t *item = es_batch_json(b);
+        if (item && b->errors == NULL)
+            json_object_set_new(item, "errors", json_null());
+        json_array_append_new(data, item);
+    }
+    server->stats.batch_lists++;
+    return data ? es_list_answer(data, b != NULL, 1) : NULL;
+}
+
 /* ---------- the routes ---------- */
 
 /* 1 when path is prefix + an id + suffix; the id into *id / *id_len. */
@@ -791,6 +902,14 @@ int es_batch_route(embed_server *server, const http_head *head, const char *body
     }
     if (is_post && strcmp(head->path, "/v1/batches") == 0) {
         *resp = es_route_create(server, body, body_len);
+        return 1;
+    }
+    if (is_get && strcmp(head->path, "/v1/files") == 0) {
+        *resp = es_route_list_files(server, head->query);
+        return 1;
+    }
+    if (is_get && strcmp(head->path, "/v1/batches") == 0) {
+        *resp = es_route_list_batches(server, head->query);
         return 1;
     }
     return es_route_by_id(server, head, is_get, resp);

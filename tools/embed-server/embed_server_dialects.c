@@ -184,7 +184,7 @@ static int es_read_openai_encoding(embed_server *server, es_embed_request *req, 
 }
 
 /* The value of name in the query string, NULL when absent or empty. */
-static const char *es_query_value(const char *query, const char *name)
+const char *es_query_value(const char *query, const char *name)
 {
     size_t name_len = strlen(name);
     for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL)

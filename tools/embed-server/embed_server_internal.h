@@ -200,6 +200,10 @@ const es_dialect *es_dialect_find(const char *name);
 /* The names of the dialects, for messages ("openai, azure, ..."). */
 extern const char es_dialect_names[];
 
+/* The value of name in a query string (NULL for none): a pointer into query,
+ * ending at the next '&' or the end; NULL when absent or empty. */
+const char *es_query_value(const char *query, const char *name);
+
 /* ---- embed_server_routes.c ---- */
 
 /* Answers one complete request. NULL means out of memory, or never answer

@@ -312,11 +312,13 @@ static es_response *es_route_stats(embed_server *server)
                              "bad_requests", (json_int_t)s->bad_requests, "size_errors", (json_int_t)s->size_errors,
                              "max_inputs_seen", (json_int_t)s->max_inputs_seen, "last_input_type",
                              s->last_input_type);
-    json_t *batch = json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "files_uploaded", (json_int_t)s->files_uploaded,
-                              "file_bytes_uploaded", (json_int_t)s->file_bytes_uploaded, "batches_created",
-                              (json_int_t)s->batches_created, "batch_polls", (json_int_t)s->batch_polls,
-                              "file_downloads", (json_int_t)s->file_downloads, "batches_by_status",
-                              es_batch_status_counts(server));
+    json_t *batch = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "files_uploaded",
+                              (json_int_t)s->files_uploaded, "file_bytes_uploaded", (json_int_t)s->file_bytes_uploaded,
+                              "batches_created", (json_int_t)s->batches_created, "batch_polls",
+                              (json_int_t)s->batch_polls, "file_downloads", (json_int_t)s->file_downloads,
+                              "duplicate_uploads", (json_int_t)s->duplicate_uploads, "file_lists",
+                              (json_int_t)s->file_lists, "batch_lists", (json_int_t)s->batch_lists,
+                              "batches_by_status", es_batch_status_counts(server));
     if (root == NULL || batch == NULL || json_object_update(root, batch) != 0) {
         json_decref(root);
         root = NULL;

@@ -87,6 +87,18 @@ local function extra_headers(provider, into)
   return into
 end
 
+-- The headers of every call to provider as name = value: the dialect's
+-- credential, then provider.headers (values secret).
+function M.headers(provider)
+  local dialect = assert(M.get(provider.api), "dialeto desconhecido")
+  local out = {}
+  for _, line in ipairs(extra_headers(provider, dialect.auth(provider))) do
+    local name, value = line:match("^([^:]+): (.*)$")
+    out[name] = value
+  end
+  return out
+end
+
 -- The options of ragops.embed's client for provider, embedding for purpose
 -- ("document" when indexing, "query" for golden queries).
 function M.client_options(provider, purpose, timeout_s)
