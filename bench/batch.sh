@@ -30,6 +30,7 @@ BIN="${RAGOPS_BIN:-$ROOT/build/ragops}"
 DOCS="${RAGOPS_BENCH_BATCH_DOCS:-1000000}"
 DIM="${RAGOPS_BENCH_BATCH_DIM:-128}"
 WORK="$(mktemp -d /tmp/ragops-bench-batch.XXXXXX)"
+chmod 755 "$WORK" # the postgres system user (when we are root) must reach the cluster dir
 PG_DIR="$WORK/pg"
 PICKED_PORTS=" "
 TIME_BIN="$(command -v /usr/bin/time || true)"
@@ -60,10 +61,17 @@ pick_port() {
 }
 
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$1"; }
-json_field() { luajit -e 'local f = assert(io.open(arg[1])); local v = require("cjson").decode(f:read("*a"))
-  for k in arg[2]:gmatch("[^.]+") do v = type(v) == "table" and v[k] or nil end; print(v == nil and "" or v)' "$1" "$2"; }
-stat_of() { curl -fsS "$EMBED_BASE/stats" | luajit -e 'local s = require("cjson").decode(io.read("*a"))
-  local v = s; for k in arg[1]:gmatch("[^.]+") do v = type(v) == "table" and v[k] or nil end; print(v or 0)' "$1"; }
+# json_path FILE KEY.KEY -> the value at that path of a JSON file ("" if absent).
+json_field() {
+  luajit - "$1" "$2" <<'LUA'
+local f = assert(io.open(arg[1]))
+local v = require("cjson").decode(f:read("*a"))
+f:close()
+for k in arg[2]:gmatch("[^.]+") do v = type(v) == "table" and v[k] or nil end
+print(v == nil and "" or tostring(v))
+LUA
+}
+stat_of() { curl -fsS "$EMBED_BASE/stats" > "$WORK/stats.json"; local v; v="$(json_field "$WORK/stats.json" "$1")"; echo "${v:-0}"; }
 
 [[ -x "$BIN" ]] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j2 >/dev/null; }
 [[ -n "$TIME_BIN" ]] || die "GNU time ausente (apt-get install time)"

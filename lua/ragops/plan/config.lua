@@ -658,7 +658,7 @@ end
 -- half the online price; nil when neither is known.
 function M.price_per_1m_batch(cfg)
   local provider = cfg.provider
-  local batch = provider.price_per_1m_tokens_batch[provider.model]
+  local batch = (provider.price_per_1m_tokens_batch or {})[provider.model]
   if batch then return batch end
   local online = provider.price_per_1m_tokens[provider.model]
   return online and online / 2 or nil

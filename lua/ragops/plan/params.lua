@@ -120,6 +120,8 @@ local function default_tuning(p, operation)
   if operation ~= "failures_retry" then return {} end
   return {
     batch = { size = math.min(p.batch.size, 16), in_flight = math.min(p.batch.in_flight, 2) },
+    -- problem documents are reprocessed online, not in a batch of up to 24 h
+    embed = { mode = "online" },
     alerts = { failure_rate = { above = 1, window = 100, min_samples = 100, action = "warn" } },
   }
 end

@@ -470,6 +470,25 @@ local function tune_gc(in_flight)
   collectgarbage("setpause", in_flight >= 32 and 150 or 200)
 end
 
+-- The Batch API mode (ragops.run.batch) when the plan asks for it, or when
+-- the run resumed has batches not collected (a resume without
+-- --embed-mode batch must not leave them behind). Returns nil, or an exit
+-- code and the pt-BR reason.
+local function with_batches(p, cfg, env, opts, run)
+  if p.embed.mode ~= "batch" then
+    local open = run.resumed and batch.open_parts(env.store, run.id)
+    if not open or open == 0 then return nil end
+    log.warn("a execução %d tem %d parte(s) da API de lotes por coletar: ela segue no modo de lotes "
+      .. "(embed.mode = \"batch\") para coletá-las", run.id, open)
+  end
+  local session, berr = batch.for_run(p, cfg, env, opts)
+  if not session then return exit.usage, berr end
+  env.batch, env.price_per_1m_tokens = session, config.price_per_1m_batch(cfg)
+  log.info("modo de lotes: partes JSONL em %s, enviadas à %s; preço de lote %s por 1M de tokens",
+    session.dir, session.api:describe(), env.price_per_1m_tokens and ("US$ " .. env.price_per_1m_tokens) or "desconhecido")
+  return nil
+end
+
 -- Runs loaded plan p for real (not --dry-run). Returns the exit code.
 local function run_loaded(p, cfg, opts, params)
   local metrics_settings, mserr = metrics_endpoint.settings(cfg.metrics, opts)
@@ -479,13 +498,14 @@ local function run_loaded(p, cfg, opts, params)
   if not pool then return fail(code, "%s", err) end
   local env, parts = build_env(p, cfg, s, pool, code, params)
   parts.metrics_settings = metrics_settings
-  if p.embed.mode == "batch" then
-    local session, berr = batch.for_run(p, cfg, env, opts)
-    if not session then pool:close(); parts.client:close(); return fail(exit.usage, "%s", berr) end
-    env.batch, env.price_per_1m_tokens = session, config.price_per_1m_batch(cfg)
-  end
   local run, rcode, rerr = start_run(env.store, p, params, opts)
   if not run then pool:close(); parts.client:close(); return fail(rcode, "%s", rerr) end
+  local bcode, berr = with_batches(p, cfg, env, opts, run)
+  if bcode then
+    env.store:finish_run(run.id, nil, nil)
+    pool:close(); parts.client:close()
+    return fail(bcode, "%s", berr)
+  end
   env.run_id, env.checkpoint, env.scale_out, run.committed = run.id, run.checkpoint, opts["scale-out"], true
   -- The run's spend so far (earlier processes included): the budget's base.
   if env.price_per_1m_tokens then env.budget_base = env.store:run_billed_tokens(run.id) end
@@ -512,7 +532,8 @@ end
 function M.loaded_plan(p, params, cfg, opts)
   local ok, oerr = check_options(p, opts)
   if not ok then return fail(exit.usage, "%s", oerr) end
-  if p.budget and not config.price_per_1m(cfg) then
+  local price = p.embed.mode == "batch" and config.price_per_1m_batch(cfg) or config.price_per_1m(cfg)
+  if p.budget and not price then
     return fail(exit.usage, "um orçamento (--budget-usd ou budget.usd no plano) exige o preço do modelo %q "
       .. "em provider.price_per_1m_tokens", cfg.provider.model)
   end

@@ -10,8 +10,8 @@
 -- A part's states: building (lines appended), ready (sealed), uploading,
 -- uploaded (input_file_id known), the provider's (validating, in_progress,
 -- finalizing, cancelling, then completed, expired, failed, cancelled),
--- collected (its units written) and abandoned (its file was lost before it
--- reached the provider: lost while its units are rebuilt into a new part).
+-- collected (its units written) and lost (its file was gone before it
+-- reached the provider: its units are rebuilt into a new part).
 local cjson = require "cjson"
 
 local M = {}
@@ -99,17 +99,31 @@ function M.units(store, id, pending)
   return rows
 end
 
+-- A collected unit's counters as stored (its delta, with what the
+-- transaction pruned and refreshed, known only now).
+local function collected_stats(delta, pruned, refreshed)
+  local out = {}
+  for k, v in pairs(delta or {}) do
+    if type(v) == "number" then out[k] = v end
+  end
+  out.deleted, out.refreshed = pruned or 0, refreshed or 0
+  return cjson.encode(out)
+end
+
 -- Inside a unit's write transaction (ragops.store.pg write_unit):
 -- unit.batch = { add = { batch, unit_no, entity_type, round, entity_ids,
 -- hashes, request_sizes, file_end, requests, inputs, tokens } (the lines the
--- unit appended to a part still being built), collected = { batch, unit_no } }.
--- Raises (the transaction rolls back) when the part is no longer being built.
-function M.write(step, unit)
+-- unit appended to a part still being built), collected = { batch, unit_no,
+-- stats = the unit's delta: the run's totals count it, see
+-- ragops.store.runs committed_totals } }. Raises (the transaction rolls back)
+-- when the part is no longer being built.
+function M.write(step, unit, pruned, refreshed)
   local b = unit.batch
   if not b then return end
-  if b.collected then
-    step("update ragops_batch_units set collected = true where batch = $1 and unit_no = $2",
-      b.collected.batch, b.collected.unit_no)
+  local c = b.collected
+  if c then
+    step("update ragops_batch_units set collected = true, stats = $3::jsonb where batch = $1 and unit_no = $2",
+      c.batch, c.unit_no, collected_stats(c.stats, pruned, refreshed))
   end
   local a = b.add
   if not a then return end

@@ -252,6 +252,7 @@ M.migrations = {
             request_sizes int[] not null,
             file_end bigint not null,
             collected boolean not null default false,
+            stats jsonb,
             primary key (batch, unit_no))]],
       }
     end },

@@ -613,7 +613,7 @@ function Store:write_unit(unit)
     local resolved = write_failures(step, unit)
     write_no_document(step, unit)
     pruned = pruned + sync_tables.write(step, self, unit)
-    batches.write(step, unit)
+    batches.write(step, unit, pruned, refreshed)
     -- The run's row last: its lock serialises the units' commits, so it is
     -- held only for its last statements, not for the whole transaction.
     if unit.run_id and unit.checkpoint then

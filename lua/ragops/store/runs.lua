@@ -272,7 +272,10 @@ local add_into = require("ragops.util.tables").add_numbers_into
 local COMMITTED_SQL = [[
   select checkpoint::text as checkpoint,
          (select json_agg(json_build_array(u.entity_type, u.stats))
-            from ragops_run_units u where u.run_id = r.id)::text as units
+            from ragops_run_units u where u.run_id = r.id)::text as units,
+         (select json_agg(json_build_array(u.entity_type, u.stats))
+            from ragops_batch_units u join ragops_batches b on b.id = u.batch
+           where b.run_id = r.id and u.stats is not null)::text as batch_units
     from ragops_runs r where r.id = $1]]
 
 -- What the run committed, per entity type: the checkpoint's prefix and the
@@ -298,6 +301,8 @@ function Store:committed_totals(run_id, settle)
     if type(cp) == "table" then add_into(per, entity_type, cp.stats) end
   end
   for _, u in ipairs(run.units and cjson.decode(run.units) or {}) do add_into(per, u[1], u[2]) end
+  -- units of the Batch API mode, written when their batch was collected
+  for _, u in ipairs(run.batch_units and cjson.decode(run.batch_units) or {}) do add_into(per, u[1], u[2]) end
   return per
 end
 

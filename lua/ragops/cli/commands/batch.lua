@@ -10,6 +10,7 @@ local batches = require "ragops.store.batches"
 local cjson = require "cjson"
 local exit = require "ragops.util.exit"
 local log = require "ragops.obs.log"
+local plan_mod = require "ragops.plan"
 local pool_mod = require "ragops.store.pool"
 local prelude = require "ragops.cli.prelude"
 local sched = require "ragops.util.sched"
@@ -18,7 +19,11 @@ local store_target = require "ragops.store.target"
 local M = {}
 
 local COMMON = { config = "string", quiet = "bool", plan = "string", ["log-format"] = "string" }
-M.FLAGS = { collect = COMMON, cancel = COMMON }
+-- collect takes the operating limits of the run's command too (--budget-usd...).
+local COLLECT = { ["report-json"] = "string" }
+for k, v in pairs(COMMON) do COLLECT[k] = v end
+for _, item in ipairs(plan_mod.LIMITS) do COLLECT[item.flag] = "string" end
+M.FLAGS = { collect = COLLECT, cancel = COMMON }
 
 -- The runs of plan_name with parts not finished with, newest first:
 -- { { id, params } } or nil, exit code (printed).
@@ -66,23 +71,50 @@ local function collect(opts, cfg)
   end
   log.info("coletando os lotes da execução %d do plano %q", runs[1].id, p.name)
   local params = params_of(runs[1].params)
+  for _, item in ipairs(plan_mod.LIMITS) do
+    if opts[item.flag] then params[item.key] = opts[item.flag] end
+  end
   params["embed.mode"] = "batch"
-  return prelude.run_plan(plan_path, { plan = opts.plan, resume = true, config = opts.config }, params, cfg, nil)
+  return prelude.run_plan(plan_path, { plan = opts.plan, resume = true, config = opts.config,
+                                       ["report-json"] = opts["report-json"] }, params, cfg, nil)
+end
+
+-- The store-like object batches.* takes, over the pool (its retry policy).
+local function pool_store(pool)
+  return { query = function(_, ...)
+    local args = { ... }
+    return pool:with(function(c) return c:query(unpack(args, 1, select("#", unpack(args)))) end)
+  end }
+end
+
+-- Cancels one part: at the provider when it has its batch; a part sealed
+-- but never uploaded (ready) is cancelled here. Returns true or nil, code.
+local function cancel_part(store, api, row, run_id)
+  local state = "cancelled"
+  if row.state ~= "ready" then
+    local b, err, kind = api:cancel(row.batch_id)
+    if not b then
+      return nil, exit.fail(kind == "fatal" and exit.usage or exit.unreachable,
+        "o provedor não cancelou o lote %s: %s", tostring(row.batch_id), tostring(err))
+    end
+    state = b.status
+  end
+  local ok, uerr = batches.update(store, row.id, { state = state }, nil, { row.state })
+  if ok == nil then return nil, exit.fail(exit.unreachable, "falha ao registrar o cancelamento: %s", tostring(uerr)) end
+  log.info("lote %s da execução %d: %s", tostring(row.batch_id or row.file_name), run_id, state)
+  return true
 end
 
 -- Cancels the batches in flight of run_id; returns how many, or nil, code.
 local function cancel_run(pool, api, run_id)
-  local rows = pool:with(function(c) return batches.open_parts({ query = function(_, ...) return c:query(...) end }, run_id) end)
+  local store = pool_store(pool)
+  local rows = batches.open_parts(store, run_id)
   if not rows then return nil, exit.fail(exit.unreachable, "falha ao ler os lotes da execução %d", run_id) end
   local n = 0
   for _, row in ipairs(rows) do
-    if batches.PROVIDER_ACTIVE[row.state] and row.state ~= "cancelling" then
-      local b, err = api:cancel(row.batch_id)
-      if not b then return nil, exit.fail(exit.unreachable, "o provedor não cancelou o lote %s: %s", row.batch_id, err) end
-      pool:with(function(c)
-        return c:query("update ragops_batches set state = $2, updated_at = now() where id = $1", row.id, b.status)
-      end)
-      log.info("lote %s da execução %d: %s", row.batch_id, run_id, b.status)
+    if row.state == "ready" or (batches.PROVIDER_ACTIVE[row.state] and row.state ~= "cancelling") then
+      local ok, code = cancel_part(store, api, row, run_id)
+      if not ok then return nil, code end
       n = n + 1
     end
   end

@@ -201,7 +201,11 @@ M.TEXT = {
     .. "docs/lote-openai.md), com os mesmos parâmetros dela: espera os lotes, coleta os vetores e\n"
     .. "termina a execução. É o mesmo que rodar de novo o comando que a começou.\n\nOpções:\n" .. COMMON
     .. "  --plan NOME|ARQUIVO    o plano do acervo\n"
-    .. "  --log-format F         text (padrão) ou json: uma linha JSON por evento (= log.format)\n",
+    .. "  --log-format F         text (padrão) ou json: uma linha JSON por evento (= log.format)\n"
+    .. "  --report-json ARQUIVO  grava o relatório da execução em JSON\n"
+    .. "  --budget-usd N, --batch-size N, --in-flight N, --limit N, --max-retries N, --timeout S,\n"
+    .. "  --embed-mode M         os limites de operação do comando que começou a execução (não são\n"
+    .. "                         guardados com ela): valem para as partes que a coleta ainda envia\n",
   ["batch cancel"] = "Uso: ragops batch cancel [opções]\n\n"
     .. "Pede ao provedor que cancele os lotes em andamento das execuções do plano. O que eles já\n"
     .. "terminaram é coletado pela execução (o mesmo comando, ou ragops batch collect); o resto vai para\n"

@@ -102,7 +102,7 @@ end
 -- alone }, round, tokens, miss }.
 function M.lookup(row, unit, index, dim)
   local lookup = { vectors = {}, errors = {}, isolate = {}, round = unit.round, tokens = 0, miss = miss_of(row),
-                   by_batch = {} }
+                   by_batch = {}, rebuild = row.state == "lost" or nil }
   local position = 0
   for k, size in ipairs(unit.request_sizes) do
     local hashes = {}
@@ -209,7 +209,10 @@ local function produce_units(session, ctx, row, index, emit)
   for i, u in ipairs(units) do
     if ctx:halted() then return end
     local source = source_of(ctx.plan, u.entity_type)
-    if source then
+    if not source then
+      ctx.log.warn("o tipo de entidade %q não está mais no plano: %d entidade(s) do lote %s ficam sem coleta",
+        u.entity_type, #u.entity_ids, tostring(row.batch_id or row.file_name))
+    else
       local rows, rerr, rstate = ctx.store:rows_by_key(source, u.entity_ids)
       if not rows then ctx:abort_db("falha ao ler de novo as entidades do lote", rerr, rstate); return end
       emit({ seq = i, source = source, rows = rows, row_count = 0, first_key = u.entity_ids[1],

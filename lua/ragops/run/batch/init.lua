@@ -157,6 +157,19 @@ function Session:append(ctx, unit, items, round)
   return failed, bad
 end
 
+-- The round of deferred items: 0 for a first submission; the same round
+-- when a lost part is rebuilt or every item only goes alone (a refused
+-- request split: bounded, an input alone is never split again); one more
+-- for what expired or changed.
+local function next_round(lookup, deferred)
+  if not lookup then return 0 end
+  if lookup.rebuild then return lookup.round end
+  for _, it in ipairs(deferred) do
+    if not it.alone then return lookup.round + 1 end
+  end
+  return lookup.round
+end
+
 -- In place of the embed stage: the items whose vectors a collected batch
 -- holds (unit.batch_lookup, see ragops.run.batch.collect) become parts;
 -- the others go into the open part, their entities not written now.
@@ -178,7 +191,7 @@ function Session:embed_items(ctx, unit, decision, delta)
   end
   collect.account(ctx, lookup, parts, delta, unit.source.entity_type)
   if #deferred == 0 then return parts, failed end
-  local round = lookup and lookup.round + 1 or 0
+  local round = next_round(lookup, deferred)
   if lookup and (round > self.plan.embed.max_resubmissions or lookup.miss) then
     failed[#failed + 1] = collect.missing_group(lookup, deferred, round)
     return parts, failed
@@ -206,6 +219,12 @@ function M.for_run(p, cfg, env, opts)
                  body = { model = cfg.provider.deployment or cfg.provider.model, dimensions = cfg.provider.dimensions,
                           url = api.endpoint },
                  detach = opts.detach == true, log = env.log }
+end
+
+-- How many parts of run_id are not finished with (nil when unreadable).
+function M.open_parts(store, run_id)
+  local rows = batches.open_parts(store, run_id)
+  return rows and #rows or nil
 end
 
 -- Before reading: the run's parts as the database has them (a resumed run).

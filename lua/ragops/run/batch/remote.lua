@@ -24,8 +24,13 @@ local function db_failed(ctx, what, ok, err, state)
   return false
 end
 
-local function provider_failed(ctx, what, err)
-  ctx:abort(exit.unreachable, ("%s: %s"):format(what, tostring(err)))
+-- Kinds of ragops.provider.batch failures the operator must fix (a key,
+-- a URL, a model, a limit refused): exit 2; the others may come back: 4.
+local OPERATOR_KINDS = { fatal = true, refused = true, usage = true, file_too_large = true }
+
+local function provider_failed(ctx, what, err, kind)
+  if kind == "cancelled" then return end -- the run is stopping already
+  ctx:abort(OPERATOR_KINDS[kind] and exit.usage or exit.unreachable, ("%s: %s"):format(what, tostring(err)))
 end
 
 -- Sleeps ms in slices, waking early when the run stops. False when it stopped.
@@ -97,11 +102,39 @@ local function record_batch(session, ctx, id, b)
   return true
 end
 
+-- The provider refused a batch (err) while this run has others in flight
+-- (the model's queue of enqueued tokens, or too many batches created):
+-- waits, polling, until one of them ends. False when none is in flight or
+-- the run stopped.
+local function wait_for_room(session, ctx, err)
+  local function active_count()
+    local n = 0
+    for _, r in ipairs(batches.open_parts(session.store, ctx.env.run_id) or {}) do
+      if batches.PROVIDER_ACTIVE[r.state] then n = n + 1; M.poll(session, ctx, r) end
+    end
+    return n
+  end
+  local before = active_count()
+  if before == 0 then return false end
+  ctx.log.warn("o provedor recusou um lote novo (%s); ele espera um dos %d lote(s) em andamento terminar "
+    .. "(defina provider.limits.batch_enqueued_tokens com o limite da conta para não chegar a isso)", tostring(err), before)
+  while not ctx:halted() do
+    M.sleep(ctx, math.max(M.QUEUE_POLL_MS, ctx.plan.embed.poll_s * 1000))
+    if active_count() < before then return true end
+  end
+  return false
+end
+
 -- Creates the batch of an uploaded part: true, or nil after stopping.
 function M.create(session, ctx, id, file_id)
-  local b, err = session.api:create(file_id, { ragops_part = tostring(id) })
-  if not b then provider_failed(ctx, "o provedor não criou o lote", err); return nil end
-  return record_batch(session, ctx, id, b)
+  while true do
+    local b, err, kind = session.api:create(file_id, { ragops_part = tostring(id) })
+    if b then return record_batch(session, ctx, id, b) end
+    if kind ~= "refused" or not wait_for_room(session, ctx, err) then
+      provider_failed(ctx, "o provedor não criou o lote", err, kind)
+      return nil
+    end
+  end
 end
 
 -- Uploads part row and creates its batch (budget and queue first): true,
@@ -110,9 +143,12 @@ function M.submit(session, ctx, row)
   if not (budget_allows(session, ctx, row) and wait_queue_room(session, ctx, row)) then return nil end
   local ok, err, state = batches.update(session.store, row.id, { state = "uploading" }, nil, { "ready" })
   if db_failed(ctx, "falha ao registrar o envio da parte", ok, err, state) then return nil end
-  local file_id, uerr = session.api:upload(session.dir .. "/" .. row.file_name, row.file_name,
+  local file_id, uerr, ukind = session.api:upload(session.dir .. "/" .. row.file_name, row.file_name,
     session.part_limits.max_file_bytes)
-  if not file_id then provider_failed(ctx, "falha ao enviar o arquivo de lote " .. row.file_name, uerr); return nil end
+  if not file_id then
+    provider_failed(ctx, "falha ao enviar o arquivo de lote " .. row.file_name, uerr, ukind)
+    return nil
+  end
   session.counts.uploads = session.counts.uploads + 1
   instruments.count(ctx, "ragops_batch_api_uploads_total", nil, 1)
   ok, err, state = batches.update(session.store, row.id, { state = "uploaded", input_file_id = file_id })
@@ -135,8 +171,8 @@ end
 -- Asks the provider for part row's batch and records what changed.
 -- Returns the row as it is now and whether it changed (nil after stopping).
 function M.poll(session, ctx, row)
-  local b, err = session.api:get(row.batch_id)
-  if not b then provider_failed(ctx, "falha ao consultar o lote " .. tostring(row.batch_id), err); return nil end
+  local b, err, kind = session.api:get(row.batch_id)
+  if not b then provider_failed(ctx, "falha ao consultar o lote " .. tostring(row.batch_id), err, kind); return nil end
   local counts = type(b.request_counts) == "table" and b.request_counts or {}
   local changed = b.status ~= row.state or counts.completed ~= row.request_completed or counts.failed ~= row.request_failed
   if not changed then return row, false end
@@ -185,8 +221,8 @@ local function reconcile_part(session, ctx, row)
   elseif row.state == "uploading" then
     return M.resume_upload(session, ctx, row)
   elseif row.state == "uploaded" then
-    local b, err = session.api:find_batch(row.input_file_id)
-    if b == nil then provider_failed(ctx, "falha ao procurar o lote da parte " .. row.file_name, err); return nil end
+    local b, err, kind = session.api:find_batch(row.input_file_id)
+    if b == nil then provider_failed(ctx, "falha ao procurar o lote da parte " .. row.file_name, err, kind); return nil end
     if b then return record_batch(session, ctx, row.id, b) end
     return M.create(session, ctx, row.id, row.input_file_id)
   end
@@ -203,8 +239,8 @@ end
 
 -- An upload that may have happened: the provider's files say.
 function M.resume_upload(session, ctx, row)
-  local file_id, err = session.api:find_file(row.file_name)
-  if file_id == nil then provider_failed(ctx, "falha ao procurar o arquivo " .. row.file_name, err); return nil end
+  local file_id, err, kind = session.api:find_file(row.file_name)
+  if file_id == nil then provider_failed(ctx, "falha ao procurar o arquivo " .. row.file_name, err, kind); return nil end
   if file_id then
     ctx.log.info("o arquivo %s já estava no provedor (%s): não será enviado de novo", row.file_name, file_id)
     local ok, uerr, state = batches.update(session.store, row.id, { state = "uploaded", input_file_id = file_id })

@@ -42,8 +42,9 @@ local function progress(ctx, active)
   if done > 0 and total > done then
     eta = "conclusão estimada em " .. format.format_duration(age * (total - done) / done)
   end
-  ctx.log.info("lotes em andamento: %d (%s); pedidos %d de %d concluídos, %d com falha; o mais antigo há %s; %s",
-    #active, states_text(active), done, total, failed, format.format_duration(age), eta)
+  ctx.log.info("lotes em andamento: %d (%s); pedidos %s de %s concluídos, %s com falha; o mais antigo há %s; %s",
+    #active, states_text(active), format.format_count(done), format.format_count(total), format.format_count(failed),
+    format.format_duration(age), eta)
 end
 
 -- The metrics of the parts not finished with (rows) and of the active ones.

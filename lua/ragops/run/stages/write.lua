@@ -224,7 +224,9 @@ function M.payload(ctx, unit, decision, parts, failed_groups, delta)
            -- the Batch API's bookkeeping (ragops.run.batch): a unit's lines
            -- in a part, a collected unit marked
            batch = (unit.batch_add or unit.batch_collected)
-             and { add = unit.batch_add, collected = unit.batch_collected } or nil,
+             and { add = unit.batch_add, collected = unit.batch_collected and
+                   { batch = unit.batch_collected.batch, unit_no = unit.batch_collected.unit_no, stats = delta } }
+             or nil,
            into_target = decision.all_new, fingerprints = fingerprints(unit, decision, doc_parts),
            -- entities without a document marked, and those now indexed unmarked
            -- (stages.decide no_document_markers)
