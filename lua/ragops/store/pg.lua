@@ -652,10 +652,12 @@ end
 
 -- The source's rows of the entity ids (keys as text), in key order: the
 -- Batch API mode reads again, at collection, the entities a part covers.
--- Returns rows or nil, err, sqlstate.
+-- The key is compared in its own type ($1's type is inferred from it), so
+-- PostgreSQL can use the source's index (a cast to text would scan the
+-- whole source for every unit). Returns rows or nil, err, sqlstate.
 function Store:rows_by_key(source, ids)
   local key = "src." .. pg.quote_ident(source.key)
-  return self:query(("select src.* from (%s) as src where %s::text = any($1::text[]) order by %s")
+  return self:query(("select src.* from (%s) as src where %s = any($1) order by %s")
     :format(source.sql, key, key), ids)
 end
 
