@@ -38,6 +38,7 @@ local function index_file(path, into)
   f:close()
   return into
 end
+M.index_file = index_file
 
 local function read_line(entry)
   local f = io.open(entry.path, "rb")
