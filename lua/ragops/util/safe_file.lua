@@ -217,7 +217,9 @@ function M.appender(path, keep_bytes)
   if what == "link" or what == "other" then
     return nil, ("%s não é um arquivo comum (link, pasta ou dispositivo)"):format(path), "not_regular"
   end
-  local fd = C.open(path, bit.bor(O_WRONLY, O_CREAT, O_NOFOLLOW, O_APPEND, O_CLOEXEC), 0x180)
+  -- The mode as a C int: a Lua number passed to a vararg goes as a double,
+  -- and open would read garbage (a file created 0000).
+  local fd = C.open(path, bit.bor(O_WRONLY, O_CREAT, O_NOFOLLOW, O_APPEND, O_CLOEXEC), ffi.new("int", 0x180))
   if fd < 0 then return nil, ("falha ao abrir %s: %s"):format(path, system_error()), "io" end
   if C.ftruncate(fd, keep_bytes or 0) ~= 0 then
     local reason = system_error()

@@ -38,6 +38,7 @@ local function index_file(path, into)
   f:close()
   return into
 end
+M.index_file = index_file
 
 local function read_line(entry)
   local f = io.open(entry.path, "rb")
@@ -51,7 +52,8 @@ end
 -- The pt-BR dead letter of a request the provider refused inside the batch.
 local function refused(status, body)
   local e = type(body) == "table" and type(body.error) == "table" and body.error or {}
-  local message = type(e.message) == "string" and e.message:sub(1, 300) or "sem mensagem"
+  -- masked before it is cut: a secret across the cut must not leave a piece of itself
+  local message = type(e.message) == "string" and scrub.mask(e.message):sub(1, 300) or "sem mensagem"
   return { err = scrub.text(("o provedor recusou o pedido dentro do lote (HTTP %s: %s)"):format(tostring(status), message)),
            info = { class = (status == 429 or (tonumber(status) or 0) >= 500) and "transient" or "permanent",
                     status = tonumber(status) } }
