@@ -63,7 +63,8 @@ function Session:seal(ctx)
   if not p then return true end
   p:close()
   if p.requests == 0 then
-    batches.update(self.store, p.id, { state = "collected" }, { "collected" }, { "building" })
+    local done, err, state = batches.update(self.store, p.id, { state = "collected" }, { "collected" }, { "building" })
+    if done == nil then ctx:abort_db("falha ao fechar a parte de lote vazia", err, state); return nil end
     os.remove(p.path)
     return true
   end

@@ -13,6 +13,8 @@ local exit = require "ragops.util.exit"
 local format = require "ragops.util.format"
 local instruments = require "ragops.obs.instruments"
 local part = require "ragops.run.batch.part"
+local safe_file = require "ragops.util.safe_file"
+local scrub = require "ragops.util.scrub"
 
 local M = {}
 
@@ -163,9 +165,10 @@ local function errors_detail(b)
   local out = {}
   for i = 1, math.min(#list, 3) do
     local e = list[i]
-    out[#out + 1] = ("%s: %s"):format(tostring(e.code), tostring(e.message):sub(1, 200))
+    out[#out + 1] = ("%s: %s"):format(tostring(e.code), tostring(e.message))
   end
-  return "o provedor disse: " .. table.concat(out, "; ")
+  -- masked before it is cut (a secret across the cut would leave a piece of itself)
+  return "o provedor disse: " .. scrub.text(table.concat(out, "; "), 600)
 end
 
 -- Asks the provider for part row's batch and records what changed.
@@ -196,11 +199,7 @@ end
 
 -- The file of a part that was not uploaded is here, whole.
 local function file_here(session, row)
-  local f = io.open(session.dir .. "/" .. row.file_name, "rb")
-  if not f then return false end
-  local size = f:seek("end")
-  f:close()
-  return size == row.file_bytes
+  return safe_file.size(session.dir .. "/" .. row.file_name) == row.file_bytes -- (never through a link)
 end
 
 -- Resumes one part as the database left it.
