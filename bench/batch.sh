@@ -114,7 +114,10 @@ DRY1="$(json_field "$WORK/dry1.json" estimate.cost_usd_batch)"
 
 step "2. backfill de $DOCS documentos em lotes"
 t0=$EPOCHREALTIME
-"$TIME_BIN" -v -o "$WORK/run.time" "$BIN" backfill --plan "$PLAN" --config "$CONFIG" --quiet \
+PROFILE=()
+# RAGOPS_BENCH_PERF=1: the run under perf record (the profile is printed at the end).
+[[ "${RAGOPS_BENCH_PERF:-0}" == 1 ]] && PROFILE=(perf record -F 499 -g -o "$WORK/perf.data" --)
+"$TIME_BIN" -v -o "$WORK/run.time" "${PROFILE[@]}" "$BIN" backfill --plan "$PLAN" --config "$CONFIG" --quiet \
   --report-json "$WORK/run.json" >/dev/null 2>"$WORK/run.err" || { tail -n 20 "$WORK/run.err" >&2; die "o backfill falhou"; }
 t1=$EPOCHREALTIME
 WALL="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')"
@@ -147,3 +150,7 @@ printf '%-52s %s\n' "envios repetidos:" "$DUPLICATES"
 printf '%-52s %s\n' "tokens cobrados / gasto do relatório (preço de lote):" "$TOKENS / $(usd "$SPENT")"
 printf '%-52s %s\n' "dry-run antes (bytes/4, sem calibração):" "$(usd "$DRY1") ($(diff_pct "$DRY1" "$SPENT") do gasto)"
 printf '%-52s %s\n' "dry-run --overwrite depois (calibrado):" "$(usd "$DRY2") ($(diff_pct "$DRY2" "$SPENT") do gasto)"
+if [[ "${RAGOPS_BENCH_PERF:-0}" == 1 ]]; then
+  printf '\n==> perf: funções com mais amostras (sem filhos)\n'
+  perf report -i "$WORK/perf.data" --stdio --no-children --sort dso,symbol -g none 2>/dev/null | grep -v "^#" | grep "%" | head -40 || true
+fi

@@ -98,7 +98,7 @@ M.SECTIONS = {
     keys = {
       { "backfill", "tabela", "—", "ajustes do `ragops backfill` (veja `operations.<operação>`)" },
       { "reindex", "tabela", "—", "ajustes do `ragops reindex`" },
-      { "failures_retry", "tabela", "lotes de no máximo 16, 2 em paralelo; `alerts.failure_rate` só avisa", "ajustes do `ragops failures retry` (documentos problemáticos: a bisseção os isola com menos pedidos)" },
+      { "failures_retry", "tabela", "lotes de no máximo 16, 2 em paralelo; `alerts.failure_rate` só avisa; sempre online (`embed.mode`)", "ajustes do `ragops failures retry` (documentos problemáticos: a bisseção os isola com menos pedidos)" },
       { "sync", "tabela", "—", "ajustes do `ragops sync`" },
     } },
   { id = "operations.op", title = "operations.<operação>",

@@ -478,6 +478,10 @@ local function with_batches(p, cfg, env, opts, run)
   if p.embed.mode ~= "batch" then
     local open = run.resumed and batch.open_parts(env.store, run.id)
     if not open or open == 0 then return nil end
+    if opts["scale-out"] then
+      return exit.usage, ("a execução %d tem %d parte(s) da API de lotes por coletar, e os lotes de uma execução são "
+        .. "de um processo só: colete-as sem --scale-out (ragops batch collect --plan %s)"):format(run.id, open, p.name)
+    end
     log.warn("a execução %d tem %d parte(s) da API de lotes por coletar: ela segue no modo de lotes "
       .. "(embed.mode = \"batch\") para coletá-las", run.id, open)
   end
@@ -485,7 +489,8 @@ local function with_batches(p, cfg, env, opts, run)
   if not session then return exit.usage, berr end
   env.batch, env.price_per_1m_tokens = session, config.price_per_1m_batch(cfg)
   log.info("modo de lotes: partes JSONL em %s, enviadas à %s; preço de lote %s por 1M de tokens",
-    session.dir, session.api:describe(), env.price_per_1m_tokens and ("US$ " .. env.price_per_1m_tokens) or "desconhecido")
+    session.dir, session.api:describe(),
+    env.price_per_1m_tokens and ("US$ " .. report.format_number(env.price_per_1m_tokens, 4)) or "desconhecido")
   return nil
 end
 
@@ -535,7 +540,8 @@ function M.loaded_plan(p, params, cfg, opts)
   local price = p.embed.mode == "batch" and config.price_per_1m_batch(cfg) or config.price_per_1m(cfg)
   if p.budget and not price then
     return fail(exit.usage, "um orçamento (--budget-usd ou budget.usd no plano) exige o preço do modelo %q "
-      .. "em provider.price_per_1m_tokens", cfg.provider.model)
+      .. "em provider.price_per_1m_tokens%s", cfg.provider.model,
+      p.embed.mode == "batch" and " ou provider.price_per_1m_tokens_batch" or "")
   end
   if opts["dry-run"] then return dryrun.run(p, cfg, opts) end
   return run_loaded(p, cfg, opts, params)

@@ -87,20 +87,26 @@ local function pool_store(pool)
   end }
 end
 
+-- Kinds of ragops.provider.batch failures the operator must fix (exit 2),
+-- as in ragops.run.batch.remote.
+local OPERATOR_KINDS = { fatal = true, refused = true, usage = true }
+
 -- Cancels one part: at the provider when it has its batch; a part sealed
--- but never uploaded (ready) is cancelled here. Returns true or nil, code.
+-- but never uploaded (ready) is cancelled here. Returns true (cancelled),
+-- false (another process moved it meanwhile) or nil, code.
 local function cancel_part(store, api, row, run_id)
   local state = "cancelled"
   if row.state ~= "ready" then
     local b, err, kind = api:cancel(row.batch_id)
     if not b then
-      return nil, exit.fail(kind == "fatal" and exit.usage or exit.unreachable,
+      return nil, exit.fail(OPERATOR_KINDS[kind] and exit.usage or exit.unreachable,
         "o provedor não cancelou o lote %s: %s", tostring(row.batch_id), tostring(err))
     end
     state = b.status
   end
   local ok, uerr = batches.update(store, row.id, { state = state }, nil, { row.state })
   if ok == nil then return nil, exit.fail(exit.unreachable, "falha ao registrar o cancelamento: %s", tostring(uerr)) end
+  if not ok then return false end
   log.info("lote %s da execução %d: %s", tostring(row.batch_id or row.file_name), run_id, state)
   return true
 end
@@ -114,8 +120,8 @@ local function cancel_run(pool, api, run_id)
   for _, row in ipairs(rows) do
     if row.state == "ready" or (batches.PROVIDER_ACTIVE[row.state] and row.state ~= "cancelling") then
       local ok, code = cancel_part(store, api, row, run_id)
-      if not ok then return nil, code end
-      n = n + 1
+      if ok == nil then return nil, code end
+      if ok then n = n + 1 end
     end
   end
   return n
@@ -137,7 +143,8 @@ local function cancel(opts, cfg)
   end
   pool:close()
   if not runs then return code end
-  io.stdout:write(("%d lote(s) do plano %q cancelado(s) no provedor; rode o mesmo comando da execução (ou "
+  io.stdout:write(("%d lote(s) do plano %q cancelado(s) (no provedor, ou aqui os que ainda não tinham sido enviados); "
+    .. "rode o mesmo comando da execução (ou "
     .. "`ragops batch collect --plan %s`) para coletar o que eles terminaram\n"):format(total, p.name, p.name))
   return exit.ok
 end

@@ -207,7 +207,8 @@ M.TEXT = {
     .. "  --embed-mode M         os limites de operação do comando que começou a execução (não são\n"
     .. "                         guardados com ela): valem para as partes que a coleta ainda envia\n",
   ["batch cancel"] = "Uso: ragops batch cancel [opções]\n\n"
-    .. "Pede ao provedor que cancele os lotes em andamento das execuções do plano. O que eles já\n"
+    .. "Pede ao provedor que cancele os lotes em andamento das execuções do plano (as partes prontas e\n"
+    .. "ainda não enviadas são canceladas aqui, sem ir ao provedor). O que eles já\n"
     .. "terminaram é coletado pela execução (o mesmo comando, ou ragops batch collect); o resto vai para\n"
     .. "a fila de falhas com a classe batch_cancelled (ragops failures retry o reprocessa).\n\nOpções:\n" .. COMMON
     .. "  --plan NOME|ARQUIVO    o plano do acervo\n"

@@ -94,7 +94,7 @@ local function miss_of(row)
       row.detail or "sem detalhe") }
   elseif row.state == "cancelled" then
     return { class = "batch_cancelled", err = ("o lote %s foi cancelado antes de embedar este documento; "
-      .. "rode `ragops failures retry` para reprocessá-lo"):format(tostring(row.batch_id)) }
+      .. "rode `ragops failures retry` para reprocessá-lo"):format(tostring(row.batch_id or row.file_name)) }
   end
   return nil
 end
