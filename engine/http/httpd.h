@@ -38,7 +38,7 @@ typedef struct httpd_answer {
     char content_type[128];   /* Content-Type value */
     char *body;               /* malloc'd body, owned by the server afterwards */
     size_t body_len;          /* body bytes */
-    char extra_headers[384];  /* more header lines, each ending in "\r\n" ("" for none) */
+    char extra_headers[1024]; /* more header lines, each ending in "\r\n" ("" for none) */
     int close_after;          /* 1: close the connection after this answer */
 } httpd_answer;
 

@@ -4,8 +4,9 @@
  * engine/http's server), the bound port, the counters and stop; and the
  * serving through that httpd: every request goes to the routes (es_dispatch)
  * and each answer back to httpd as it should go out: at once, after
- * --latency-ms, as an endless chunked body (--endless-pattern) or never
- * (--hang-pattern, --timeout-rate). httpd bounds the head (64 KiB) and the
+ * --latency-ms (but a refusal by the rate limits at once), as an endless
+ * chunked body (--endless-pattern) or never (--hang-pattern,
+ * --timeout-rate). httpd bounds the head (64 KiB) and the
  * body (64 MiB) and keeps the order of pipelined requests; its protocol
  * errors become errors of the dialect counted as bad requests. The rest of
  * the server is split by job (see embed_server_internal.h).
@@ -13,12 +14,27 @@
 #include "embed_server_internal.h"
 
 #include <limits.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---------- serving through httpd ---------- */
+
+/* Appends formatted header lines to headers (size bytes, *used of them
+ * taken); what does not fit is left out whole. */
+static void es_add_header(char *headers, size_t size, size_t *used, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(headers + *used, size - *used, fmt, ap);
+    va_end(ap);
+    if (n > 0 && (size_t)n < size - *used)
+        *used += (size_t)n;
+    else
+        headers[*used] = '\0';
+}
 
 /* Moves resp (freed) into answer: status, type, body and the headers. */
 static void es_to_answer(es_response *resp, httpd_answer *answer)
@@ -34,11 +50,14 @@ static void es_to_answer(es_response *resp, httpd_answer *answer)
     char *headers = answer->extra_headers;
     size_t size = sizeof answer->extra_headers;
     if (resp->endless && resp->gzip)
-        used += (size_t)snprintf(headers + used, size - used, "Content-Encoding: gzip\r\n");
+        es_add_header(headers, size, &used, "Content-Encoding: gzip\r\n");
     if (!resp->endless && resp->retry_after_s > 0)
-        used += (size_t)snprintf(headers + used, size - used, "Retry-After: %d\r\n", resp->retry_after_s);
+        es_add_header(headers, size, &used, "Retry-After: %d\r\n", resp->retry_after_s);
+    if (!resp->endless && resp->retry_after_ms > 0)
+        es_add_header(headers, size, &used, "retry-after-ms: %d\r\n", resp->retry_after_ms);
+    es_add_header(headers, size, &used, "%s", resp->limit_headers);
     if (resp->request_id[0])
-        snprintf(headers + used, size - used, "x-request-id: %s\r\n", resp->request_id);
+        es_add_header(headers, size, &used, "x-request-id: %s\r\n", resp->request_id);
     es_response_free(resp);
 }
 
@@ -159,6 +178,7 @@ static char *es_strdup_or_null(const char *text)
 static void es_server_free(embed_server *server)
 {
     es_faults_free(&server->faults);
+    es_limits_free(&server->limits);
     es_batch_store_free(server->batches);
     free(server->model);
     free(server->api_key);
@@ -188,7 +208,7 @@ static embed_server *es_server_new(const embed_server_opts *opts, char **err)
     server->batches = es_batch_store_new(opts);
     if (server->batches == NULL)
         goto fail;
-    if (es_faults_init(&server->faults, opts, err) != 0)
+    if (es_faults_init(&server->faults, opts, err) != 0 || es_limits_init(&server->limits, opts) != 0)
         goto fail;
     return server;
 
@@ -203,7 +223,8 @@ embed_server *embed_server_start(uv_loop_t *loop, const embed_server_opts *opts,
         *err = NULL;
     if (opts->dim < 1 || opts->dim > ES_MAX_DIM || opts->port < 0 || opts->port > 65535 ||
         opts->max_inputs < EMBED_SERVER_DIALECT_DEFAULT || opts->max_input_tokens < EMBED_SERVER_DIALECT_DEFAULT ||
-        opts->max_request_tokens < EMBED_SERVER_DIALECT_DEFAULT) {
+        opts->max_request_tokens < EMBED_SERVER_DIALECT_DEFAULT || opts->rpm < 0 || opts->tpm < 0 ||
+        opts->max_concurrency < 0) {
         es_set_err(err, es_format_alloc("opções inválidas: dim deve estar entre 1 e %d, porta entre 0 e 65535, "
                                         "limites >= 0",
                                         ES_MAX_DIM));

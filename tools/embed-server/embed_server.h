@@ -4,8 +4,9 @@
  * default; Azure OpenAI, Ollama, TEI, Voyage AI or Cohere), with that
  * provider's limits and errors, and fault injection (latency, 429, 5xx,
  * timeouts, hangs on matching inputs, malformed bodies, bad usage,
- * permanent 400s, endless or gzip-bomb bodies) for tests and the demo. The
- * vectors are the same whatever the dialect.
+ * permanent 400s, endless or gzip-bomb bodies) for tests and the demo, and
+ * a provider's quota (--rpm, --tpm, --max-concurrency) shared by all its
+ * clients. The vectors are the same whatever the dialect.
  */
 #ifndef RAGOPS_EMBED_SERVER_H
 #define RAGOPS_EMBED_SERVER_H
@@ -56,6 +57,10 @@ typedef struct embed_server_opts {
     int batch_max_inputs;       /* embedding inputs across an input file (default 50000) */
     int batch_max_enqueued_tokens; /* tokens (bytes/4) of unfinished batches per model, 0 = no cap (default 0) */
     int batch_max_store_bytes;  /* bytes of files kept in memory (default 1 GiB) */
+    int rpm;                    /* requests per minute of the whole server (a token bucket), 0 = no limit (default 0) */
+    int tpm;                    /* tokens per minute of the whole server (a token bucket), 0 = no limit (default 0) */
+    int max_concurrency;        /* embeddings requests in flight at once (--latency-ms included), 0 = no
+                                   limit (default 0) */
 } embed_server_opts;
 
 /* Counters served by GET /stats and zeroed by POST /stats/reset. */
@@ -64,7 +69,7 @@ typedef struct embed_server_stats {
     uint64_t inputs;       /* inputs embedded in 200 (valid) answers */
     uint64_t ok;           /* valid 200 answers */
     uint64_t errors_5xx;   /* injected 500/502/503 answers */
-    uint64_t rate_limited; /* injected 429 answers */
+    uint64_t rate_limited; /* 429 answers: injected (--rate-429) and of the rate limits */
     uint64_t timeouts;     /* requests accepted and never answered (--timeout-rate, --hang-pattern) */
     uint64_t malformed;    /* injected malformed 200 answers (--malformed-rate, --bad-usage-rate,
                               --endless-pattern) */
@@ -81,6 +86,12 @@ typedef struct embed_server_stats {
     uint64_t duplicate_uploads;   /* of files_uploaded, those whose filename an earlier upload had */
     uint64_t file_lists;          /* GET /v1/files answered */
     uint64_t batch_lists;         /* GET /v1/batches answered */
+    uint64_t rate_limited_injected;    /* of rate_limited, those of --rate-429 */
+    uint64_t rate_limited_requests;    /* of rate_limited, those of --rpm */
+    uint64_t rate_limited_tokens;      /* of rate_limited, those of --tpm (a request over the whole tpm too) */
+    uint64_t rate_limited_concurrency; /* of rate_limited, those of --max-concurrency */
+    uint64_t admitted_requests;        /* embeddings requests let through by the rate limits (all, without them) */
+    uint64_t admitted_tokens;          /* their tokens (the usage count) */
 } embed_server_stats;
 
 typedef struct embed_server embed_server;

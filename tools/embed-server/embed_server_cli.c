@@ -44,6 +44,12 @@ static const char es_usage[] =
     "  --max-request-tokens N máximo de tokens por requisição (0 = sem limite; padrão: o do dialeto)\n"
     "  --dense              vetores densos (todo componente diferente de zero, como os de um modelo real)\n"
     "\n"
+    "Limites de taxa do provedor, globais (todos os clientes e conexões dividem a mesma cota), só na\n"
+    "rota de embeddings; acima deles, 429 com Retry-After, retry-after-ms e os cabeçalhos x-ratelimit-*:\n"
+    "  --rpm N              requisições por minuto (balde de fichas: N, reposto a N/60 por segundo; 0 = sem limite)\n"
+    "  --tpm N              tokens por minuto (idem; pedido com mais de N tokens => 429 sem Retry-After)\n"
+    "  --max-concurrency N  requisições em andamento ao mesmo tempo, --latency-ms incluída (0 = sem limite)\n"
+    "\n"
     "Lotes (Batch API da OpenAI, só no dialeto openai: POST /v1/files, GET /v1/files/{id}/content,\n"
     "POST /v1/batches, GET /v1/batches/{id}, POST /v1/batches/{id}/cancel):\n"
     "  --batch-latency-s S  duração simulada de um lote em segundos (padrão 2): validating por S/4,\n"
@@ -171,6 +177,9 @@ static const es_option es_options[] = {
     ES_OPT("--batch-max-inputs", ES_OPT_INT, batch_max_inputs, 1, 100000000),
     ES_OPT("--batch-max-enqueued-tokens", ES_OPT_INT, batch_max_enqueued_tokens, 0, 2000000000),
     ES_OPT("--batch-max-store-bytes", ES_OPT_INT, batch_max_store_bytes, 1, 2000000000),
+    ES_OPT("--rpm", ES_OPT_INT, rpm, 0, 2000000000),
+    ES_OPT("--tpm", ES_OPT_INT, tpm, 0, 2000000000),
+    ES_OPT("--max-concurrency", ES_OPT_INT, max_concurrency, 0, 1000000),
 };
 
 static const es_option *es_find_option(const char *name)

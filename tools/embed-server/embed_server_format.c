@@ -232,6 +232,8 @@ static const struct {
     [ES_ERR_TOO_MANY_INPUTS] = {"invalid_request_error", "too_many_inputs"},
     [ES_ERR_INPUT_TOKENS] = {"invalid_request_error", "context_length_exceeded"},
     [ES_ERR_REQUEST_TOKENS] = {"max_tokens_per_request", "max_tokens_per_request"},
+    [ES_ERR_RATE_TOKENS] = {"tokens", "rate_limit_exceeded"},
+    [ES_ERR_RATE_CONCURRENCY] = {"concurrency", "rate_limit_exceeded"},
 };
 
 /* {"error":{"message","type","param":null,"code"}} */
@@ -256,6 +258,7 @@ static json_t *es_tei_error(es_error_kind kind, const char *message)
         [ES_ERR_ROUTE] = "NotFound", [ES_ERR_RATE] = "Overloaded", [ES_ERR_SERVER] = "Backend",
         [ES_ERR_REJECTED] = "Validation", [ES_ERR_TOO_MANY_INPUTS] = "Validation",
         [ES_ERR_INPUT_TOKENS] = "Validation", [ES_ERR_REQUEST_TOKENS] = "Validation",
+        [ES_ERR_RATE_TOKENS] = "Overloaded", [ES_ERR_RATE_CONCURRENCY] = "Overloaded",
     };
     return json_pack("{s:s, s:s}", "error", message, "error_type", types[kind]);
 }

@@ -9,8 +9,10 @@
  *                           fields and default limits (the es_dialect table)
  *   embed_server_routes.c   the routes and the common path of an embeddings
  *                           request (body, inputs, model, limits, truncation)
- *   embed_server_faults.c   fault injection (PRNG, patterns, which fault) and
- *                           the chunks of an endless answer
+ *   embed_server_faults.c   fault injection (PRNG, patterns, which fault),
+ *                           the chunks of an endless answer and the
+ *                           provider's rate limits (--rpm, --tpm,
+ *                           --max-concurrency) shared by every client
  *   embed_server_format.c   what each dialect answers (es_answer_ops: 200
  *                           bodies, error bodies), the token count, and
  *                           growable byte buffers, formatted strings, answers
@@ -49,6 +51,9 @@ typedef struct es_response {
     char *body;               /* malloc'd body */
     size_t body_len;          /* body bytes */
     int retry_after_s;        /* > 0: send a Retry-After header */
+    int retry_after_ms;       /* > 0: send a retry-after-ms header (the rate limits' 429) */
+    int immediate;            /* 1: answered at once even with --latency-ms (a rate-limit refusal) */
+    char limit_headers[320];  /* the x-ratelimit-* header lines, each ending in "\r\n" ("" for none) */
     int close_after;          /* 1: close the connection after writing */
     int endless;              /* 1: body is only the start of a chunked body that never ends */
     int gzip;                 /* 1 (with endless): the body is sent gzip-encoded */
@@ -93,7 +98,9 @@ typedef enum es_error_kind {
     ES_ERR_REJECTED,        /* an input matched --reject-pattern */
     ES_ERR_TOO_MANY_INPUTS, /* more inputs than max_inputs */
     ES_ERR_INPUT_TOKENS,    /* an input over max_input_tokens, not truncated */
-    ES_ERR_REQUEST_TOKENS   /* the request over max_request_tokens */
+    ES_ERR_REQUEST_TOKENS,  /* the request over max_request_tokens */
+    ES_ERR_RATE_TOKENS,     /* 429 of --tpm (ES_ERR_RATE is the one of --rpm and --rate-429) */
+    ES_ERR_RATE_CONCURRENCY /* 429 of --max-concurrency */
 } es_error_kind;
 
 /* What becomes of an input over max_input_tokens. */
@@ -169,6 +176,36 @@ typedef struct es_dialect {
     const es_answer_ops *answer; /* what it answers */
 } es_dialect;
 
+#define ES_WINDOW_SECONDS 60 /* the window of /stats' window_requests and window_tokens */
+
+/* A token bucket of one per-minute limit (embed_server_faults.c): holds up
+ * to limit, refilled continuously at limit/60 per second, full at start. */
+typedef struct es_bucket {
+    long limit;       /* capacity and refill per minute, 0 = no limit */
+    double level;     /* what it holds at last_ms */
+    uint64_t last_ms; /* loop time (uv_now) of the last refill */
+} es_bucket;
+
+/* What was admitted during one second of the loop clock (the window). */
+typedef struct es_window_slot {
+    uint64_t second;   /* uv_now / 1000 of the slot (0 with the counts: unused) */
+    uint64_t requests; /* requests admitted during that second */
+    uint64_t tokens;   /* tokens admitted during that second */
+} es_window_slot;
+
+/* The provider's rate limits, global to the server (every connection
+ * draws from the same buckets), and the last minute's admissions. */
+typedef struct es_limits {
+    es_bucket requests;       /* --rpm */
+    es_bucket tokens;         /* --tpm */
+    int max_concurrency;      /* --max-concurrency, 0 = no cap */
+    uint64_t *busy_until;     /* ring (max_concurrency entries) of the loop times at which the admitted
+                                 requests still in flight end (admission + --latency-ms), oldest first */
+    int busy_head;            /* index of the oldest entry of busy_until */
+    int busy_count;           /* entries in busy_until: requests in flight */
+    es_window_slot window[ES_WINDOW_SECONDS]; /* admissions of the last minute, one slot per second */
+} es_limits;
+
 /* OpenAI's files and batches (embed_server_batch.c), opaque. */
 typedef struct es_batch_store es_batch_store;
 
@@ -188,6 +225,7 @@ struct embed_server {
     int dense;                 /* see embed_server_opts */
     int echo_auth;             /* see embed_server_opts */
     es_faults faults;          /* fault injection */
+    es_limits limits;          /* the rate limits shared by every client */
     embed_server_stats stats;  /* counters for /stats */
     uint64_t last_request_id;  /* n of the last "es-<n>" given (never reset) */
 };
@@ -275,6 +313,31 @@ int es_compile_pattern(regex_t *re, const char *pattern, const char *flag, char 
  * answers, broken as *malformed says. */
 int es_faults_inject(embed_server *server, json_t *inputs, size_t dim, es_response **resp, int *never_answer,
                      es_malformed *malformed);
+
+/* The rate limits of opts (--rpm, --tpm, --max-concurrency), buckets full.
+ * Returns 0 or -1 (out of memory). */
+int es_limits_init(es_limits *limits, const embed_server_opts *opts);
+
+void es_limits_free(es_limits *limits);
+
+/* Admits a request of tokens tokens or refuses it: the refill, then too
+ * large for --tpm, --max-concurrency, --rpm, --tpm. Returns 0 when it is
+ * admitted (taken from the buckets, holding a slot for --latency-ms,
+ * counted in admitted_* and the window), or -1 with the 429 in *resp
+ * (counted in rate_limited; NULL: out of memory). */
+int es_limits_admit(embed_server *server, uint64_t tokens, es_response **resp);
+
+/* Adds the x-ratelimit-* headers of the limits set (none without --rpm and
+ * --tpm) to resp, a 200 or 429 of the embeddings route. */
+void es_limits_tag(embed_server *server, es_response *resp);
+
+/* {"limits": {...}, "rate_limited_by": {...}, "admitted_requests",
+ * "admitted_tokens", "window_requests", "window_tokens", "in_flight"} for
+ * /stats, NULL when out of memory. */
+json_t *es_limits_stats(embed_server *server);
+
+/* Forgets the window's admissions (POST /stats/reset; the buckets stay). */
+void es_limits_reset_window(es_limits *limits);
 
 /* The chunks of an endless answer (--endless-pattern): the first carries
  * start, each later one ES_ENDLESS_CHUNK more bytes of a string that never

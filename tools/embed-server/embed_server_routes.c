@@ -4,8 +4,9 @@
  * /stats/reset, GET /health, 404 for the rest) and the path every
  * embeddings request takes whatever the dialect: authentication, the JSON
  * body, the inputs, the dialect's own fields, the model, the limits (count,
- * tokens per input, tokens per request) with truncation, the injected
- * faults, the answer. Errors come in the dialect's shape, in pt-BR. Each
+ * tokens per input, tokens per request) with truncation, the rate limits
+ * shared by every client (--rpm, --tpm, --max-concurrency), the injected
+ * faults, the answer with the x-ratelimit-* headers. Errors come in the dialect's shape, in pt-BR. Each
  * embeddings answer has its own x-request-id ("es-<n>"); failed ones are
  * logged on stderr with the client's X-Request-Id (never an input text),
  * so a request is findable on both sides.
@@ -212,7 +213,8 @@ static es_response *es_route_embeddings(embed_server *server, const http_head *h
     req.dim = (size_t)server->dim;
     if (d->authorize(server, head, &resp) != 0 || es_read_body(server, body, body_len, &req, &resp) != 0 ||
         es_read_inputs(server, &req, &resp) != 0 || d->read_fields(server, head, &req, &resp) != 0 ||
-        es_check_model(server, &req, &resp) != 0 || es_check_limits(server, &req, &resp) != 0)
+        es_check_model(server, &req, &resp) != 0 || es_check_limits(server, &req, &resp) != 0 ||
+        es_limits_admit(server, req.tokens, &resp) != 0)
         goto done;
     if (es_faults_inject(server, req.inputs, req.dim, &resp, never_answer, &malformed))
         goto done;
@@ -223,6 +225,7 @@ static es_response *es_route_embeddings(embed_server *server, const http_head *h
     resp = es_build_embeddings(server, &req, malformed);
 
 done:
+    es_limits_tag(server, resp);
     json_decref(req.texts);
     json_decref(req.inputs);
     json_decref(req.root);
@@ -304,6 +307,7 @@ static void es_tag_embeddings_answer(embed_server *server, const http_head *req,
 static es_response *es_route_stats(embed_server *server)
 {
     const embed_server_stats *s = &server->stats;
+    json_t *limits = es_limits_stats(server);
     json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "api",
                              server->dialect->name, "requests", (json_int_t)s->requests, "inputs",
                              (json_int_t)s->inputs, "ok", (json_int_t)s->ok, "errors_5xx", (json_int_t)s->errors_5xx,
@@ -319,11 +323,13 @@ static es_response *es_route_stats(embed_server *server)
                               "duplicate_uploads", (json_int_t)s->duplicate_uploads, "file_lists",
                               (json_int_t)s->file_lists, "batch_lists", (json_int_t)s->batch_lists,
                               "batches_by_status", es_batch_status_counts(server));
-    if (root == NULL || batch == NULL || json_object_update(root, batch) != 0) {
+    if (root == NULL || batch == NULL || limits == NULL || json_object_update(root, batch) != 0 ||
+        json_object_update(root, limits) != 0) {
         json_decref(root);
         root = NULL;
     }
     json_decref(batch);
+    json_decref(limits);
     return es_response_json(200, root);
 }
 
@@ -335,8 +341,8 @@ es_response *es_dispatch(embed_server *server, const http_head *req, const char 
     es_response *resp = NULL;
 
     if (server->dialect->route(req)) {
-        *delayed = server->latency_ms > 0;
         resp = es_route_embeddings(server, req, body, body_len, never_answer);
+        *delayed = server->latency_ms > 0 && !(resp && resp->immediate);
         if (resp || *never_answer)
             es_tag_embeddings_answer(server, req, resp);
         return resp;
@@ -353,6 +359,7 @@ es_response *es_dispatch(embed_server *server, const http_head *req, const char 
         return es_route_stats(server);
     if (is_post && strcmp(req->path, "/stats/reset") == 0) {
         memset(&server->stats, 0, sizeof server->stats);
+        es_limits_reset_window(&server->limits);
         return es_route_stats(server);
     }
     return es_bad_request(server, 404, ES_ERR_ROUTE, "rota não encontrada: %s %s", req->method, req->path);
