@@ -334,24 +334,26 @@ static void es_release_slots(es_limits *limits, uint64_t now_ms)
  * "1s", "1.5s", "6m0s", "1h2m3s". */
 static void es_format_duration(uint64_t ms, char *out, size_t size)
 {
-    char seconds[32];
-    uint64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, frac = ms % 1000;
+    char seconds[16];
+    /* (bounded so the text always fits: a reset is never days away) */
+    unsigned h = (unsigned)(ms / 3600000 > 9999 ? 9999 : ms / 3600000);
+    unsigned m = (unsigned)(ms / 60000 % 60), s = (unsigned)(ms / 1000 % 60), frac = (unsigned)(ms % 1000);
     if (ms < 1000) {
-        snprintf(out, size, ms == 0 ? "0s" : "%llums", (unsigned long long)ms);
+        snprintf(out, size, ms == 0 ? "0s" : "%ums", frac);
         return;
     }
     if (frac == 0)
-        snprintf(seconds, sizeof seconds, "%llus", (unsigned long long)s);
+        snprintf(seconds, sizeof seconds, "%us", s % 60);
     else if (frac % 100 == 0)
-        snprintf(seconds, sizeof seconds, "%llu.%llus", (unsigned long long)s, (unsigned long long)frac / 100);
+        snprintf(seconds, sizeof seconds, "%u.%us", s % 60, frac / 100 % 10);
     else if (frac % 10 == 0)
-        snprintf(seconds, sizeof seconds, "%llu.%02llus", (unsigned long long)s, (unsigned long long)frac / 10);
+        snprintf(seconds, sizeof seconds, "%u.%02us", s % 60, frac / 10 % 100);
     else
-        snprintf(seconds, sizeof seconds, "%llu.%03llus", (unsigned long long)s, (unsigned long long)frac);
+        snprintf(seconds, sizeof seconds, "%u.%03us", s % 60, frac % 1000);
     if (h > 0)
-        snprintf(out, size, "%lluh%llum%s", (unsigned long long)h, (unsigned long long)m, seconds);
+        snprintf(out, size, "%uh%um%s", h % 10000, m % 60, seconds);
     else if (m > 0)
-        snprintf(out, size, "%llum%s", (unsigned long long)m, seconds);
+        snprintf(out, size, "%um%s", m % 60, seconds);
     else
         snprintf(out, size, "%s", seconds);
 }
