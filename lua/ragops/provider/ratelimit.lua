@@ -13,6 +13,10 @@
 --     deadlocks.
 -- pause_until(ms) (from a provider's Retry-After) holds every new
 -- acquisition until that instant. Waiters are served strictly in FIFO order.
+-- set_rates() changes the buckets and the concurrency ceiling in place (the
+-- shared quota, ragops.provider.quota, hands each process its slice);
+-- demand() says what the workers asked since the previous call: two sums
+-- and a flag kept by acquire(), nothing more per request.
 --
 -- Waiting never spins: only the head of the queue ever waits on time (one
 -- sched.sleep for exactly the missing time); the others are suspended and
@@ -63,13 +67,13 @@ local function bucket_take(bucket, amount)
   if bucket then bucket.level = bucket.level - amount end
 end
 
-local function check_limit(opts, key, integer)
+local function check_limit(opts, key, integer, who)
   local v = opts[key]
   if v == nil then return end
   if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge
       or (integer and v ~= math.floor(v)) then
-    error(("ratelimit.new: %s deve ser um número%s maior que zero, recebido %s")
-      :format(key, integer and " inteiro" or "", tostring(v)), 3)
+    error(("%s: %s deve ser um número%s maior que zero, recebido %s")
+      :format(who or "ratelimit.new", key, integer and " inteiro" or "", tostring(v)), 3)
   end
 end
 
@@ -132,11 +136,16 @@ function M.new(opts)
     queue = {}, head = 1, tail = 0,  -- FIFO of waiters { co, tokens, state, since }
     waited_ms = 0,                   -- total time spent waiting in acquire
     throttled = 0,                   -- acquisitions that had to wait
+    base_max_concurrency = opts.in_flight or M.DEFAULT_MAX_CONCURRENCY, -- ceiling without a provider limit
+    base_min_concurrency = min_c,    -- the configured floor (set_rates may lower the live one)
+    asked = { since = now, requests = 0, tokens = 0, peak = 0, starved = false }, -- demand() window
+    last_demand = nil,               -- demand() of the previous window
   }, Limiter)
 end
 
 -- Milliseconds the head must still wait for time-based gates (pause and
--- buckets), assuming a concurrency slot is free. 0 = can go now.
+-- buckets), assuming a concurrency slot is free. 0 = can go now. Second
+-- result: a bucket (not only the pause) holds it back.
 function Limiter:_time_wait(tokens)
   local now = self.sched.now()
   refill(self.requests, now)
@@ -145,9 +154,8 @@ function Limiter:_time_wait(tokens)
   if self.paused_until and self.paused_until > now then
     wait = math.max(wait, math.ceil(self.paused_until - now))
   end
-  wait = math.max(wait, bucket_wait_ms(self.requests, 1))
-  wait = math.max(wait, bucket_wait_ms(self.tokens, tokens))
-  return wait
+  local bucket = math.max(bucket_wait_ms(self.requests, 1), bucket_wait_ms(self.tokens, tokens))
+  return math.max(wait, bucket), bucket > 0
 end
 
 function Limiter:_grant(tokens)
@@ -173,6 +181,10 @@ function Limiter:acquire(tokens)
     error("acquire: tokens deve ser um número >= 0, recebido " .. tostring(tokens), 2)
   end
   local s = self.sched
+  local asked = self.asked
+  asked.requests, asked.tokens = asked.requests + 1, asked.tokens + tokens
+  local wanted = self.in_flight + (self.tail - self.head + 1) + 1
+  if wanted > asked.peak then asked.peak = wanted end
   -- Fast path: nobody queued, everything open.
   if self.head > self.tail and self.in_flight < self.window and self:_time_wait(tokens) == 0 then
     self:_grant(tokens)
@@ -188,7 +200,8 @@ function Limiter:acquire(tokens)
       me.state = "suspended"
       s.suspend()
     else
-      local wait = self:_time_wait(tokens)
+      local wait, on_bucket = self:_time_wait(tokens)
+      if on_bucket then self.asked.starved = true end
       if wait > 0 then
         me.state = "sleeping"
         s.sleep(wait)
@@ -262,6 +275,59 @@ function Limiter:pause_until(ms)
   if not self.paused_until or ms > self.paused_until then
     self.paused_until = ms
   end
+end
+
+-- A bucket at a new per-minute capacity, refilled up to `now` at its old
+-- rate first: a lower capacity clamps the level (a debt stays), a higher
+-- one keeps it. nil per_min: no bucket (no limit); a new bucket starts full.
+local function rebucket(bucket, per_min, now)
+  if per_min == nil then return nil end
+  if not bucket then return new_bucket(per_min, now) end
+  refill(bucket, now)
+  bucket.capacity, bucket.rate = per_min, per_min / 60000
+  bucket.level = math.min(bucket.level, per_min)
+  return bucket
+end
+
+-- Changes the limits in place, keeping every waiter in its place:
+-- requests_per_min and tokens_per_min set the buckets' capacity and rate
+-- (nil: no limit), max_concurrency the AIMD window's ceiling (nil: the
+-- ceiling new() takes without a provider limit). A window at its old
+-- ceiling follows the new one; a window the AIMD reduced only shrinks to fit.
+-- A head already sleeping on the old rate re-checks when it wakes (after a
+-- raise it may wake later than needed, by at most the wait it computed).
+function Limiter:set_rates(requests_per_min, tokens_per_min, max_concurrency)
+  local opts = { requests_per_min = requests_per_min, tokens_per_min = tokens_per_min,
+                 max_concurrency = max_concurrency }
+  check_limit(opts, "requests_per_min", false, "set_rates")
+  check_limit(opts, "tokens_per_min", false, "set_rates")
+  check_limit(opts, "max_concurrency", true, "set_rates")
+  local now = self.sched.now()
+  self.requests = rebucket(self.requests, requests_per_min, now)
+  self.tokens = rebucket(self.tokens, tokens_per_min, now)
+  local ceiling = max_concurrency or self.base_max_concurrency
+  if self.window >= self.max_concurrency or self.window > ceiling then self.window = ceiling end
+  self.max_concurrency = ceiling
+  self.min_concurrency = math.min(self.base_min_concurrency, ceiling)
+  self:_wake_head()
+end
+
+-- What the workers asked since the previous call (the window then starts
+-- again): { requests_per_min, tokens_per_min (asked, granted or not),
+-- concurrency (most acquisitions in flight or waiting at once), starved
+-- (some acquisition waited on a bucket), window_ms }. A call at the same
+-- instant as the previous one repeats its answer.
+function Limiter:demand()
+  local now, asked = self.sched.now(), self.asked
+  local elapsed = now - asked.since
+  if elapsed <= 0 and self.last_demand then return self.last_demand end
+  local per_min = 60000 / math.max(elapsed, 1)
+  local d = { requests_per_min = asked.requests * per_min, tokens_per_min = asked.tokens * per_min,
+              concurrency = math.max(asked.peak, self.in_flight + (self.tail - self.head + 1)),
+              starved = asked.starved, window_ms = elapsed }
+  self.asked = { since = now, requests = 0, tokens = 0, peak = 0, starved = false }
+  self.last_demand = d
+  return d
 end
 
 -- concurrency: the requests that may really be in flight now, the AIMD

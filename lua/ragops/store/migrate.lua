@@ -256,6 +256,26 @@ M.migrations = {
             primary key (batch, unit_no))]],
       }
     end },
+  -- The provider quota shared by every process (ragops.store.quota,
+  -- ragops.provider.quota): one row per process holding a slice of an
+  -- endpoint's quota (key), with its workers' demand and its lease (expired
+  -- rows are deleted by the next renewal), and per key the pause every
+  -- holder honours. Instants from the database clock only.
+  { version = 11, description = "cota do provedor compartilhada entre processos (detentores e pausa por endpoint)",
+    sql = function()
+      return {
+        [[create table if not exists ragops_quota_holders (
+            key text not null,
+            holder text not null,
+            demand jsonb not null default '{}',
+            expires_at timestamptz not null,
+            primary key (key, holder))]],
+        [[create table if not exists ragops_quota_state (
+            key text primary key,
+            paused_until timestamptz,
+            updated_at timestamptz not null default now())]],
+      }
+    end },
 }
 
 -- Most dimensions pgvector indexes (ivfflat/hnsw) per column type.
