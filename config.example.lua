@@ -79,7 +79,21 @@ return {
     -- nas execuções anteriores do mesmo modelo e tipo de entidade). Sem entrada
     -- para o modelo, vale a heurística bytes/4. Ex.: ["text-embedding-3-small"] = 0.27,
     tokens_per_byte = {},
-    -- Limites de uso do provedor; o motor espaça as requisições para respeitá-los.
+    -- Pool de endpoints do mesmo modelo (deployments do Azure em várias regiões, réplicas
+    -- do TEI/vLLM): os pedidos se espalham por peso e pela cota que resta em cada um; um
+    -- endpoint que falha (conexão, 5xx, 401) sai por um tempo e os outros levam a execução.
+    -- Com ele, provider.url fica de fora; as outras chaves de provider valem para todos.
+    -- Cada endpoint pode ter seus rate_limits (sem eles, valem os de provider.rate_limits).
+    -- Veja docs/limites-de-taxa.md.
+    endpoints = nil,
+    -- endpoints = {
+    --   { name = "eastus", url = "https://leste.openai.azure.com", api_key_env = "AZURE_LESTE_KEY",
+    --     weight = 2, rate_limits = { tokens_per_min = 1000000 } },
+    --   { name = "westus", url = "https://oeste.openai.azure.com", api_key_env = "AZURE_OESTE_KEY" },
+    -- },
+    -- Limites de uso do provedor; o motor espaça as requisições para respeitá-los. São da
+    -- cota inteira: todos os processos do ragops que usam o mesmo endpoint e modelo a
+    -- dividem pelo PostgreSQL (docs/limites-de-taxa.md).
     rate_limits = {
       -- Requisições por minuto permitidas pelo provedor (nil = sem limite).
       requests_per_min = nil,

@@ -59,9 +59,13 @@ function M.unit_committed(ctx, entity_type, delta)
   M.refresh(ctx)
 end
 
--- One provider call answered (or not): status, latency, error class.
-function M.embed_call(ctx, status, latency_s, ok, class)
+-- One provider call answered (or not): status, latency, error class, and
+-- the endpoint it went to.
+function M.embed_call(ctx, status, latency_s, ok, class, endpoint)
   M.count(ctx, "ragops_embed_requests_total", { status = tostring(status) }, 1)
+  if endpoint then
+    M.count(ctx, "ragops_provider_endpoint_requests_total", { endpoint = endpoint, outcome = ok and "ok" or "failed" }, 1)
+  end
   M.observe(ctx, "ragops_embed_latency_seconds", nil, latency_s)
   if not ok then M.count(ctx, "ragops_embed_errors_total", { class = class or "transient" }, 1) end
 end
@@ -94,13 +98,33 @@ function M.refresh(ctx)
     total, done = total + rows, done + math.min(processed, rows)
   end
   if total > 0 then M.set(ctx, "ragops_progress_ratio", nil, done / total) end
-  local limiter = ctx.env.limiter
-  if limiter and limiter.stats then
+  M.endpoints(ctx)
+  local limiter = ctx.env.endpoints
+  if limiter then
     local st = limiter:stats()
     M.set(ctx, "ragops_embed_concurrency", nil, st.concurrency or 0)
     local waited = (st.waited_ms or 0) / 1000
     M.count(ctx, "ragops_ratelimit_wait_seconds_total", nil, waited - (ctx.waited_reported))
     ctx.waited_reported = waited
+  end
+end
+
+-- Per endpoint of the provider: live or taken out, and this process's
+-- slice of its shared quota (with the holders sharing it).
+function M.endpoints(ctx)
+  local pool = ctx.env.endpoints
+  if not pool then return end
+  local now = ctx.sched.now()
+  for _, e in ipairs(pool.list) do
+    local labels = { endpoint = e.name }
+    M.set(ctx, "ragops_provider_endpoint_up", labels, pool:live(e, now) and 1 or 0)
+    local keeper = e.keeper
+    if keeper and keeper.grants then
+      M.set(ctx, "ragops_provider_quota_holders", labels, keeper.holders)
+      for limit, value in pairs(keeper.grants) do
+        M.set(ctx, "ragops_provider_quota_share", { endpoint = e.name, limit = limit }, value)
+      end
+    end
   end
 end
 

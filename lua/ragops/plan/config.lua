@@ -78,7 +78,8 @@ local KEYS = {
   database = { "url", "pool_size", "table", "storage" },
   provider = { "api", "url", "model", "dimensions", "dim", "api_key", "encoding", "timeout_s",
                "expected_latency_ms", "price_per_1m_tokens", "price_per_1m_tokens_batch", "tokens_per_byte", "rate_limits", "limits",
-               "headers", "truncate", "ca_file", "proxy", "api_version", "deployment", "azure_auth" },
+               "headers", "truncate", "ca_file", "proxy", "api_version", "deployment", "azure_auth", "endpoints" },
+  ["provider.endpoints[]"] = { "name", "url", "api_key_env", "weight", "rate_limits" },
   ["provider.rate_limits"] = { "requests_per_min", "tokens_per_min", "max_concurrency" },
   ["provider.limits"] = dialects.LIMIT_KEYS,
   metrics = { "file", "listen", "push_url" },
@@ -254,6 +255,12 @@ function M.secrets(cfg, env_getter)
   url_secrets(cfg.database.url, out)
   url_secrets(cfg.provider.url, out)
   url_secrets(cfg.provider.proxy, out)
+  for _, endpoint in ipairs(type(cfg.provider.endpoints) == "table" and cfg.provider.endpoints or {}) do
+    if type(endpoint) == "table" then
+      url_secrets(endpoint.url, out)
+      if type(endpoint.api_key_env) == "string" and env_getter then out[#out + 1] = env_getter(endpoint.api_key_env) end
+    end
+  end
   url_secrets(cfg.metrics.push_url, out)
   local webhook = cfg.alerts.webhook_url
   url_secrets(webhook, out)
@@ -273,7 +280,7 @@ end
 
 local function show(path, value)
   if value ~= nil and SECRET_KEYS[path] then return "(oculto)" end
-  if type(value) == "string" and URL_KEYS[path] then
+  if type(value) == "string" and (URL_KEYS[path] or path:match("%.url$")) then
     value = path == "alerts.webhook_url" and M.redact_webhook(value) or M.redact_url(value)
   end
   return plan.show_value(value)
@@ -467,6 +474,57 @@ local function check_dialect(checker, provider)
   end
 end
 
+-- One provider.rate_limits-shaped table at path.
+local function check_rate_limits(checker, path, limits)
+  checker.only_keys(limits, "provider.rate_limits")
+  check_positive(checker, path .. ".requests_per_min", limits.requests_per_min, true)
+  check_positive(checker, path .. ".tokens_per_min", limits.tokens_per_min, true)
+  if limits.max_concurrency ~= nil then
+    check_integer(checker, path .. ".max_concurrency", limits.max_concurrency, 1, 256)
+  end
+end
+
+-- Most endpoints of a pool.
+M.MAX_ENDPOINTS = 16
+
+-- One entry of provider.endpoints (i: its position); names: labels seen.
+local function check_endpoint(checker, endpoint, i, names)
+  local path = ("provider.endpoints[%d]"):format(i)
+  if type(endpoint) ~= "table" then checker.bad(path, endpoint, "uma tabela { url = ..., weight = ... }"); return end
+  checker.only_keys(endpoint, "provider.endpoints[]")
+  check_http_url(checker, path .. ".url", endpoint.url, false)
+  local name = endpoint.name
+  if name ~= nil and (type(name) ~= "string" or not name:match("^[%w_.-]+$") or #name > 32) then
+    checker.bad(path .. ".name", name, "até 32 letras, dígitos ou _ . - (o rótulo nas métricas e no status)")
+  end
+  name = name or ("e" .. i)
+  if names[name] then checker.fail(path .. ".name", ('chave "%s.name": o nome "%s" já foi usado'):format(path, name)) end
+  names[name] = true
+  local key_env = endpoint.api_key_env
+  if key_env ~= nil and (type(key_env) ~= "string" or not key_env:match("^[%a_][%w_]*$") or #key_env > 128) then
+    checker.bad(path .. ".api_key_env", key_env, "o nome de uma variável de ambiente (letras, dígitos e _)")
+  end
+  local weight = endpoint.weight
+  if weight ~= nil and (type(weight) ~= "number" or weight ~= weight or weight <= 0 or weight > 1000) then
+    checker.bad(path .. ".weight", weight, "um número maior que 0 e até 1000")
+  end
+  if endpoint.rate_limits ~= nil then
+    if type(endpoint.rate_limits) ~= "table" then checker.bad(path .. ".rate_limits", endpoint.rate_limits, "uma tabela")
+    else check_rate_limits(checker, path .. ".rate_limits", endpoint.rate_limits) end
+  end
+end
+
+-- provider.endpoints: nil, or a list of 1 to MAX_ENDPOINTS endpoints.
+local function check_endpoints(checker, endpoints)
+  if endpoints == nil then return end
+  if type(endpoints) ~= "table" or #endpoints == 0 or #endpoints > M.MAX_ENDPOINTS then
+    checker.bad("provider.endpoints", endpoints, ("uma lista de 1 a %d endpoints { url = ..., weight = ... }")
+      :format(M.MAX_ENDPOINTS))
+  end
+  local names = {}
+  for i, endpoint in ipairs(endpoints) do check_endpoint(checker, endpoint, i, names) end
+end
+
 local function validate(cfg, checker)
   checker.only_keys(cfg, "")
   local db = cfg.database
@@ -519,13 +577,8 @@ local function validate(cfg, checker)
   check_model_map(checker, "provider.tokens_per_byte", provider.tokens_per_byte,
     'uma tabela { ["modelo"] = tokens por byte de texto }',
     function(v) return v > 0 and v <= 10 end, "um número maior que 0 e até 10")
-  local limits = provider.rate_limits
-  checker.only_keys(limits, "provider.rate_limits")
-  check_positive(checker, "provider.rate_limits.requests_per_min", limits.requests_per_min, true)
-  check_positive(checker, "provider.rate_limits.tokens_per_min", limits.tokens_per_min, true)
-  if limits.max_concurrency ~= nil then
-    check_integer(checker, "provider.rate_limits.max_concurrency", limits.max_concurrency, 1, 256)
-  end
+  check_rate_limits(checker, "provider.rate_limits", provider.rate_limits)
+  check_endpoints(checker, provider.endpoints)
 
   checker.only_keys(cfg.metrics, "metrics")
   check_string(checker, "metrics.file", cfg.metrics.file, true, "o caminho do arquivo de métricas Prometheus (textfile)")
@@ -566,6 +619,10 @@ local function merge(defaults, user, checker)
   end
   -- dim follows dimensions unless set explicitly.
   local provider = user.provider
+  if provider and provider.endpoints ~= nil and provider.url ~= nil then
+    checker.fail("provider.endpoints", 'chaves "provider.url" e "provider.endpoints": use uma ou outra '
+      .. "(com provider.endpoints, cada endpoint tem a sua url)")
+  end
   if provider and provider.dimensions ~= nil and provider.dim == nil then
     cfg.provider.dim = provider.dimensions
   end
@@ -586,6 +643,27 @@ local function run_file(path, env_getter)
       path, plan.show_value(result))
   end
   return result
+end
+
+-- Each provider.endpoints entry with api_key_env gets its key (api_key,
+-- a secret like provider.api_key); an unset variable is the operator's to fix.
+-- What talks to one endpoint only (the Batch API, search, check) talks to
+-- the first: provider.url (and the key) are its.
+local function resolve_endpoint_keys(cfg, checker, env_getter)
+  local endpoints = cfg.provider.endpoints
+  if not endpoints then return end
+  for i, endpoint in ipairs(endpoints) do
+    if endpoint.api_key_env then
+      local key = env_getter(endpoint.api_key_env)
+      if type(key) ~= "string" or key == "" then
+        checker.fail("provider.endpoints", ('chave "provider.endpoints[%d].api_key_env": a variável de ambiente %s '
+          .. "não está definida (ou está vazia)"):format(i, endpoint.api_key_env))
+      end
+      endpoint.api_key = key
+    end
+  end
+  cfg.provider.url = endpoints[1].url
+  cfg.provider.api_key = endpoints[1].api_key or cfg.provider.api_key
 end
 
 -- Loads the configuration. `path` may be nil (defaults + environment);
@@ -623,6 +701,7 @@ function M.load(path, env_getter)
       origins["provider.api_key"] = key_env
     end
     validate(cfg, checker)
+    resolve_endpoint_keys(cfg, checker, env_getter)
     resolve_plans_dir(cfg, path, origins)
     for _, secret in ipairs(M.secrets(cfg, env_getter)) do scrub.register(secret) end
     cfg.file = path

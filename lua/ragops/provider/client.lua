@@ -82,6 +82,7 @@ function Client:encoding() return self.embedder:encoding() end
 
 -- The embedding client of cfg.provider, requests timing out after
 -- timeout_s, embedding for purpose ("document", the default, or "query").
+-- (With provider.endpoints, the first endpoint's: see M.endpoints.)
 function M.new(cfg, timeout_s, purpose, warn)
   assert(has_embed, "ragops.embed indisponível")
   local opts = dialects.client_options(cfg.provider, purpose, timeout_s)
@@ -89,6 +90,38 @@ function M.new(cfg, timeout_s, purpose, warn)
     embedder = embed.client(opts), limits = M.limits(cfg, warn),
     via = proxy.describe(opts.endpoint, cfg.provider.proxy), key_env = dialects.key_env(cfg.provider),
   }, Client)
+end
+
+-- cfg with its provider at one entry of provider.endpoints: the entry's
+-- url, and the key its api_key_env named (ragops.plan.config resolved it;
+-- without one, provider.api_key or the dialect's variable).
+local function at_endpoint(cfg, entry)
+  local provider = {}
+  for k, v in pairs(cfg.provider) do provider[k] = v end
+  provider.endpoints, provider.url = nil, entry.url
+  if entry.api_key then provider.api_key = entry.api_key end
+  local out = {}
+  for k, v in pairs(cfg) do out[k] = v end
+  out.provider = provider
+  return out
+end
+
+-- The endpoints of cfg's provider, as ragops.provider.endpoints takes them
+-- (without limiters): one for provider.url, or one per provider.endpoints
+-- entry, each { name, display, key, weight, rate_limits, client }.
+function M.endpoints(cfg, timeout_s, purpose, warn)
+  local entries = cfg.provider.endpoints or { { name = "default", url = cfg.provider.url } }
+  local list = {}
+  for i, entry in ipairs(entries) do
+    local ecfg = at_endpoint(cfg, entry)
+    local endpoint = dialects.get(ecfg.provider.api).endpoint(ecfg.provider)
+    local display = proxy.display(endpoint:match("^[^?#]*"))
+    list[i] = { name = entry.name or ("e" .. i), display = display, weight = entry.weight or 1,
+                key = ("%s %s %s"):format(ecfg.provider.api, display, ecfg.provider.model),
+                rate_limits = entry.rate_limits or cfg.provider.rate_limits or {},
+                client = M.new(ecfg, timeout_s, purpose, warn) }
+  end
+  return list
 end
 
 return M

@@ -201,8 +201,8 @@ local function check_keeper_opts(opts)
     error("quota.new: sched deve ser um escalonador (now, sleep, spawn, suspend, wake)", 3)
   end
   if type(lim) ~= "table" or type(lim.set_rates) ~= "function" or type(lim.pause_until) ~= "function"
-      or type(lim.demand) ~= "function" then
-    error("quota.new: limiter deve ter set_rates, pause_until e demand (ragops.provider.ratelimit)", 3)
+      or type(lim.demand) ~= "function" or type(lim.empty_buckets) ~= "function" then
+    error("quota.new: limiter deve ter set_rates, pause_until, demand e empty_buckets (ragops.provider.ratelimit)", 3)
   end
   for _, name in ipairs({ "key", "holder" }) do
     if type(opts[name]) ~= "string" or opts[name] == "" then
@@ -239,8 +239,14 @@ function Keeper:_renewed(view, started)
     self.log.info("cota compartilhada do provedor: o PostgreSQL voltou a responder; fatia recalculada entre %d processo(s)",
       #view.holders)
   end
+  local joining = self.grants == nil and #view.holders > 1
   self.failing, self.fallen_back, self.last_ok, self.holders = false, false, started, #view.holders
   self:_apply(M.grants_for(self.limits, view.holders, self.holder))
+  -- Joining a quota others already draw from: the provider's buckets are
+  -- theirs to spend, and they keep their old grants until their next
+  -- renewal (up to RENEW_MS); this process starts with empty buckets that
+  -- begin to fill only then: no burst, no overlap.
+  if joining then self.limiter:empty_buckets(M.RENEW_MS) end
   if view.pause_ms and view.pause_ms > 0 then
     self.limiter:pause_until(self.sched.now() + view.pause_ms)
   end
@@ -284,11 +290,17 @@ function Keeper:renew()
   return nil, err
 end
 
--- Spawns the keeper: a renewal now, then every RENEW_MS until stop() (or
--- the scheduler's stop(), a signal). Returns self.
+-- Starts the keeper: a renewal now, in the caller (from a coroutine: so
+-- the first requests already go at this process's slice), then every
+-- RENEW_MS in a coroutine of its own until stop() (or the scheduler's
+-- stop(), a signal). Returns self.
 function Keeper:start()
   local s = self.sched
+  if coroutine.running() then self:renew() end
   s.spawn(function()
+    if not coroutine.running() or self.grants then
+      if self.stopped or not s.sleep(M.RENEW_MS) then return end
+    end
     while not self.stopped do
       self:renew()
       if self.stopped or not s.sleep(M.RENEW_MS) then break end

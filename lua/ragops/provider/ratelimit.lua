@@ -27,6 +27,10 @@ M.DEFAULT_MAX_CONCURRENCY = 8
 M.DEFAULT_MIN_CONCURRENCY = 1
 M.DEFAULT_COOLDOWN_MS = 2000
 
+-- Bounds of billed_ratio (tokens billed per estimated token).
+M.MIN_BILLED_RATIO = 0.05
+M.MAX_BILLED_RATIO = 20
+
 -- Tolerance for float rounding when comparing bucket levels.
 local EPSILON = 1e-9
 
@@ -64,7 +68,14 @@ local function bucket_wait_ms(bucket, amount)
 end
 
 local function bucket_take(bucket, amount)
-  if bucket then bucket.level = bucket.level - amount end
+  if bucket then bucket.level = math.min(bucket.capacity, bucket.level - amount) end
+end
+
+-- How much of a bucket is there now, 0..1 (1 without a bucket).
+local function bucket_room(bucket, now)
+  if not bucket then return 1 end
+  refill(bucket, now)
+  return math.max(0, bucket.level / bucket.capacity)
 end
 
 local function check_limit(opts, key, integer, who)
@@ -140,6 +151,7 @@ function M.new(opts)
     base_min_concurrency = min_c,    -- the configured floor (set_rates may lower the live one)
     asked = { since = now, requests = 0, tokens = 0, peak = 0, starved = false }, -- demand() window
     last_demand = nil,               -- demand() of the previous window
+    billed_ratio = 1,                -- tokens the provider bills per estimated token (moving average)
   }, Limiter)
 end
 
@@ -174,12 +186,16 @@ function Limiter:_wake_head()
   end
 end
 
--- Waits until a request of `tokens` (estimated) tokens may be sent.
+-- Waits until a request of `tokens` (estimated) tokens may be sent. The
+-- tokens bucket is charged the estimate times what the provider billed per
+-- estimated token so far (billed_ratio); returns that charge, which
+-- release() settles against the tokens really billed.
 function Limiter:acquire(tokens)
   tokens = tokens or 0
   if type(tokens) ~= "number" or tokens ~= tokens or tokens < 0 or tokens == math.huge then
     error("acquire: tokens deve ser um número >= 0, recebido " .. tostring(tokens), 2)
   end
+  tokens = tokens * self.billed_ratio
   local s = self.sched
   local asked = self.asked
   asked.requests, asked.tokens = asked.requests + 1, asked.tokens + tokens
@@ -188,7 +204,7 @@ function Limiter:acquire(tokens)
   -- Fast path: nobody queued, everything open.
   if self.head > self.tail and self.in_flight < self.window and self:_time_wait(tokens) == 0 then
     self:_grant(tokens)
-    return
+    return tokens
   end
   local me = { co = coroutine.running(), tokens = tokens, state = "ready", since = s.now() }
   if not me.co then error("acquire: chamada fora de uma corrotina", 2) end
@@ -217,15 +233,32 @@ function Limiter:acquire(tokens)
   self.waited_ms = self.waited_ms + (s.now() - me.since)
   -- The next waiter may be able to go right away (or start its own wait).
   self:_wake_head()
+  return tokens
 end
 
 local function is_overload(status)
   return status == 429 or status == 503
 end
 
--- Ends an acquisition. outcome = { status = HTTP status or 0, ok = bool };
--- nil means "no verdict" (the call was abandoned): the slot is freed and the
--- window does not move.
+-- The tokens really billed (outcome.billed) settle the acquisition's charge
+-- (outcome.charged, what acquire returned; its estimate outcome.estimated):
+-- the bucket takes the difference (or gets it back), and billed_ratio moves
+-- toward billed / estimated, so the next charges match the provider's count.
+local function settle_tokens(self, outcome)
+  local billed, charged, estimated = outcome.billed, outcome.charged, outcome.estimated
+  if type(billed) ~= "number" or type(charged) ~= "number" or billed < 0 then return end
+  refill(self.tokens, self.sched.now())
+  bucket_take(self.tokens, billed - charged)
+  if type(estimated) == "number" and estimated > 0 and billed > 0 then
+    local ratio = 0.8 * self.billed_ratio + 0.2 * (billed / estimated)
+    self.billed_ratio = math.max(M.MIN_BILLED_RATIO, math.min(M.MAX_BILLED_RATIO, ratio))
+  end
+end
+
+-- Ends an acquisition. outcome = { status = HTTP status or 0, ok = bool,
+-- billed, charged, estimated (optional: see settle_tokens) }; nil means "no
+-- verdict" (the call was abandoned): the slot is freed and the window does
+-- not move.
 function Limiter:release(outcome)
   if outcome ~= nil and type(outcome) ~= "table" then
     error("release: outcome deve ser uma tabela { status = n, ok = bool }", 2)
@@ -235,6 +268,7 @@ function Limiter:release(outcome)
   end
   self.in_flight = self.in_flight - 1
   if outcome then
+    settle_tokens(self, outcome)
     local status = tonumber(outcome.status) or 0
     if is_overload(status) then
       self.successes = 0
@@ -328,6 +362,24 @@ function Limiter:demand()
   self.asked = { since = now, requests = 0, tokens = 0, peak = 0, starved = false }
   self.last_demand = d
   return d
+end
+
+-- Empties both buckets and puts them in debt for debt_ms of refill (a
+-- process joining a quota others already spend: it earns its slice at the
+-- refill rate, starting once the others have given it up, instead of
+-- bursting).
+function Limiter:empty_buckets(debt_ms)
+  local now, debt_ms = self.sched.now(), debt_ms or 0
+  if self.requests then self.requests.level, self.requests.updated = -self.requests.rate * debt_ms, now end
+  if self.tokens then self.tokens.level, self.tokens.updated = -self.tokens.rate * debt_ms, now end
+end
+
+-- How much of the quota is free now, 0..1: the emptier of the two buckets
+-- (0 while paused). The endpoints pool spreads requests by it.
+function Limiter:room()
+  local now = self.sched.now()
+  if self.paused_until and self.paused_until > now then return 0 end
+  return math.min(bucket_room(self.requests, now), bucket_room(self.tokens, now))
 end
 
 -- concurrency: the requests that may really be in flight now, the AIMD

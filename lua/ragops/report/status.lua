@@ -18,6 +18,7 @@ local migrate = require "ragops.store.migrate"
 local report = require "ragops.report"
 local sqlname = require "ragops.util.sqlname"
 local batches = require "ragops.store.batches"
+local quota_store = require "ragops.store.quota"
 local sync_tables = require "ragops.store.sync_tables"
 
 local M = {}
@@ -133,6 +134,7 @@ function M.collect(conn, table_name, sources)
     { "indexes", function() return M.indexes(conn, table_name) end },
     { "sync_queue", function() return M.sync_queue(conn) end },
     { "batches", function() return batches.in_flight(function(sql, ...) return conn:query(sql, ...) end) end },
+    { "endpoints", function() return quota_store.status(function(sql, ...) return conn:query(sql, ...) end) end },
   }
   for _, part in ipairs(parts) do
     local rows, err = part[2]()
@@ -222,6 +224,24 @@ local function format_batches(lines, rows)
   end
 end
 
+-- The provider's endpoints seen by runs: taken out or live, a pause in
+-- force, the processes sharing each one's quota.
+local function format_endpoints(lines, rows)
+  if #rows == 0 then return end
+  lines[#lines + 1] = "Endpoints do provedor (cota compartilhada e saúde):"
+  for _, e in ipairs(rows) do
+    local health = "no ar"
+    if e.down_since then
+      health = ("FORA desde %s (%s)%s"):format(e.down_since, tostring(e.down_reason or "?"),
+        (tonumber(e.down_left_s) or 0) > 0 and (", volta a ser tentado em " .. format_duration(e.down_left_s))
+          or ", sem resposta boa desde então")
+    end
+    local paused = (tonumber(e.paused_left_s) or 0) > 0 and ("; pausado por mais " .. format_duration(e.paused_left_s)) or ""
+    lines[#lines + 1] = ("  %s: %s%s; %s processo(s) com fatia da cota\n      %s"):format(
+      tostring(e.endpoint or "-"), health, paused, count(e.holders or 0), tostring(e.key))
+  end
+end
+
 function M.format(st)
   local lines = {}
   format_runs(lines, st.runs)
@@ -246,6 +266,7 @@ function M.format(st)
       format_duration(q.lag_s))
   end
   format_batches(lines, st.batches or {})
+  format_endpoints(lines, st.endpoints or {})
   return table.concat(lines, "\n") .. "\n"
 end
 

@@ -228,7 +228,7 @@ end
 function Context:snapshot()
   instruments.refresh(self)
   local st = self.stats
-  local limiter = self.env.limiter and self.env.limiter:stats() or {}
+  local limiter = self.env.endpoints and self.env.endpoints:stats() or {}
   return { processed = st.processed, total = self.total, succeeded = st.succeeded, skipped = st.skipped,
            no_document = st.no_document,
            failed = st.failed, retries = st.retries, elapsed_s = (self.sched.now() - self.started) / 1000,

@@ -24,8 +24,8 @@ local params_mod = require "ragops.plan.params"
 local plan_mod = require "ragops.plan"
 local pool_mod = require "ragops.store.pool"
 local progress = require "ragops.obs.progress"
-local ratelimit = require "ragops.provider.ratelimit"
 local report = require "ragops.report"
+local run_endpoints = require "ragops.run.endpoints"
 local report_html = require "ragops.report.html"
 local pipeline = require "ragops.run.pipeline"
 local safe_file = require "ragops.util.safe_file"
@@ -240,7 +240,8 @@ end
 -- Also returns the parts wiring closes at the end (pool, client, limiter,
 -- alerts, write_metrics).
 local function build_env(p, cfg, s, pool, coltype, params)
-  local client = provider_client.new(cfg, params_mod.limits(p, cfg).timeout_s, "document", log.warn)
+  local limits = params_mod.limits(p, cfg)
+  local providers = run_endpoints.build(cfg, s, log, p.batch.in_flight, limits.timeout_s, pool)
   local store = store_pg.new { pool = pool, table = cfg.database.table, embedding_type = coltype,
                                model = cfg.provider.model, dim = cfg.provider.dim }
   local metrics, write_metrics = new_metrics(cfg)
@@ -248,19 +249,14 @@ local function build_env(p, cfg, s, pool, coltype, params)
     config = p.alerts, now = s.now, sleep = s.sleep, spawn = s.spawn, log = log,
     metrics = metrics, webhook = webhook_sender(cfg), plan = p.name,
   }
-  local rl = cfg.provider.rate_limits or {}
-  local limiter = ratelimit.new {
-    sched = s, requests_per_min = rl.requests_per_min, tokens_per_min = rl.tokens_per_min,
-    max_concurrency = rl.max_concurrency, in_flight = p.batch.in_flight, log = log,
-  }
   local env = {
-    sched = s, store = store, embedder = client, log = log, model = cfg.provider.model,
-    dim = cfg.provider.dim, hash = core.hash, alerts = alerts, limiter = limiter, metrics = metrics,
+    sched = s, store = store, embedder = providers.list[1].client, endpoints = providers, log = log,
+    model = cfg.provider.model, dim = cfg.provider.dim, hash = core.hash, alerts = alerts, metrics = metrics,
     spent = { requests = 0 }, fingerprint = fingerprint_seed(p, cfg, params),
     -- The spend budget (stages.embed stops before it would be passed).
     budget_usd = p.budget and p.budget.usd, price_per_1m_tokens = config.price_per_1m(cfg),
   }
-  return env, { pool = pool, client = client, write_metrics = write_metrics }
+  return env, { pool = pool, client = providers, write_metrics = write_metrics }
 end
 
 -- Starts the run's background work: the lease keeper of the run record,
@@ -268,6 +264,8 @@ end
 -- the state the end of the run reads ({ running, interrupted }).
 local function start(env, cfg, parts)
   local s, state = env.sched, { running = true, interrupted = false }
+  -- The provider's quota, shared with every other process on the same endpoints.
+  run_endpoints.start(env.endpoints, core.process_id())
   -- Scale-out processes count their requests on their work units instead.
   env.store:keep_run { sched = s, spent = not env.scale_out and function() return env.spent.requests end or nil,
     on_lost = function(reason) if env.stop then env.stop(exit.unreachable, reason) end end }
@@ -434,12 +432,13 @@ end
 -- letters. Returns the exit code.
 local function finish(p, cfg, env, parts, run, stats, run_totals, state, opts, sent)
   stats.plan, stats.run_id, stats.dry_run, stats.resumed = p.name, run.id, false, run.resumed or nil
-  stats.rate_limit = env.limiter:stats()
+  stats.rate_limit = env.endpoints:stats()
   stats.limits = params_mod.limits(p, cfg)
   -- Stopped by a dependency that gave up (or an internal error): the run's
   -- record gets a single attempt, no waits (ragops.store.pool wind_down).
   local aborted = stats.aborted
   if aborted and (aborted.code ~= exit.alert or aborted.halt) then parts.pool:wind_down() end
+  run_endpoints.stop(env.endpoints)
   local open
   if run.committed then
     if not opts["scale-out"] then from_committed(env, stats, state.interrupted) end
@@ -503,6 +502,8 @@ local function run_loaded(p, cfg, opts, params)
   if not pool then return fail(code, "%s", err) end
   local env, parts = build_env(p, cfg, s, pool, code, params)
   parts.metrics_settings = metrics_settings
+  local checked, verr = run_endpoints.verify(env.endpoints, cfg, log)
+  if not checked then pool:close(); parts.client:close(); return fail(exit.usage, "%s", verr) end
   local run, rcode, rerr = start_run(env.store, p, params, opts)
   if not run then pool:close(); parts.client:close(); return fail(rcode, "%s", rerr) end
   local bcode, berr = with_batches(p, cfg, env, opts, run)
@@ -517,9 +518,8 @@ local function run_loaded(p, cfg, opts, params)
   log.context { run_id = run.id, plan = p.name }
   log.info("execução %d do plano %q iniciada (%s, modelo %s, dim %d, %s)%s",
     run.id, p.name, provider_client.describe(cfg), cfg.provider.model, cfg.provider.dim,
-    report.format_limits(params_mod.limits(p, cfg)),
-    opts["scale-out"] and "; com --scale-out, concorrência e limites de taxa (max_concurrency, "
-      .. "requests_per_min, tokens_per_min) valem por processo, não para a execução" or "")
+    report.format_limits(params_mod.limits(p, cfg)), opts["scale-out"] and "; com --scale-out, os limites de "
+      .. "taxa (provider.rate_limits) são divididos entre os processos pelo PostgreSQL" or "")
   if run.how then log.info("%s", run.how) end
   env.metrics:gauge("ragops_run_in_progress", nil, { plan = p.name }):set(1)
   tune_gc(params_mod.limits(p, cfg).in_flight)
@@ -549,7 +549,8 @@ end
 
 -- The pieces of a run's wiring that ragops.sync (a follower is a run with
 -- another reader) uses as they are.
-M.wiring = { open_target = open_target, build_env = build_env, start = start, finish = finish }
+M.wiring = { open_target = open_target, build_env = build_env, verify_endpoints = run_endpoints.verify,
+             start = start, finish = finish }
 
 -- Forgets the run in progress for the signal handler (the run has ended).
 function M.run_ended() signals.stop_run = nil end

@@ -27,6 +27,8 @@
 --   run_id   = id of the run record (nil in tests),
 --   checkpoint = { [entity_type] = { seq, after, stats, ahead } } to resume from,
 --   alerts   = optional ragops.obs.alerts: :observe(event) -> action|nil, :gate(stop?),
+--   endpoints = ragops.provider.endpoints pool every provider call goes through (its endpoints'
+--              clients, limiters and quota keepers); without one, a pool of env.embedder and:
 --   limiter  = optional ragops.provider.ratelimit: :acquire(tokens), :release(outcome), :pause_until(ms),
 --   metrics  = optional ragops.obs.metrics registry,
 --   spent    = optional { requests = n }: counts every embedding request,
@@ -41,6 +43,7 @@
 local run_context = require "ragops.run.context"
 local decide = require "ragops.run.stages.decide"
 local embed = require "ragops.run.stages.embed"
+local endpoints = require "ragops.provider.endpoints"
 local exit = require "ragops.util.exit"
 local instruments = require "ragops.obs.instruments"
 local read = require "ragops.run.stages.read"
@@ -354,8 +357,10 @@ function M.check_unique_keys(ctx)
   end
 end
 
--- The run's context, with env.stop and env.progress wired to it.
+-- The run's context, with env.stop and env.progress wired to it (and
+-- env.endpoints made of env.embedder and env.limiter when the env has none).
 function M.context(plan, env)
+  env.endpoints = env.endpoints or endpoints.single(env.embedder, env.limiter, env.sched)
   local ctx = run_context.context(plan, env)
   env.stop = function(code, reason) ctx:abort(code, reason) end
   env.progress_snapshot = function() return ctx:snapshot() end

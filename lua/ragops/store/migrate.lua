@@ -261,7 +261,7 @@ M.migrations = {
   -- endpoint's quota (key), with its workers' demand and its lease (expired
   -- rows are deleted by the next renewal), and per key the pause every
   -- holder honours. Instants from the database clock only.
-  { version = 11, description = "cota do provedor compartilhada entre processos (detentores e pausa por endpoint)",
+  { version = 11, description = "cota do provedor compartilhada entre processos (detentores, pausa e saúde por endpoint)",
     sql = function()
       return {
         [[create table if not exists ragops_quota_holders (
@@ -273,6 +273,10 @@ M.migrations = {
         [[create table if not exists ragops_quota_state (
             key text primary key,
             paused_until timestamptz,
+            endpoint text,
+            down_since timestamptz,
+            down_until timestamptz,
+            down_reason text,
             updated_at timestamptz not null default now())]],
       }
     end },

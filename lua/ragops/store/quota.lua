@@ -111,6 +111,49 @@ function M.leave(q, key, holder)
   return true
 end
 
+-- Records an endpoint's health on its key: taken out (down_ms > 0, with
+-- the reason, a kind such as "connection" or "http_503"; down_since keeps
+-- the first instant of an outage) or back (down_ms nil). `name` is the
+-- endpoint's label. Returns true or nil, err, sqlstate.
+M.HEALTH_SQL = [[
+  insert into ragops_quota_state (key, endpoint, down_since, down_until, down_reason, updated_at)
+  values ($1, $2, case when $3::float8 is null then null else now() end,
+          now() + make_interval(secs => coalesce($3::float8, 0) / 1000), $4, now())
+  on conflict (key) do update
+    set endpoint = excluded.endpoint,
+        down_since = case when $3::float8 is null then null
+                          else coalesce(ragops_quota_state.down_since, now()) end,
+        down_until = case when $3::float8 is null then null else excluded.down_until end,
+        down_reason = case when $3::float8 is null then ragops_quota_state.down_reason else $4 end,
+        updated_at = now()]]
+
+function M.health(q, key, name, down_ms, reason)
+  local rows, err, state = run(q, M.HEALTH_SQL, key, name, down_ms, reason)
+  if not rows then return nil, err, state end
+  return true
+end
+
+-- Every endpoint key seen (for ragops status): its label, pause, health and
+-- live holders, by key.
+M.STATUS_SQL = [[
+  select s.key, s.endpoint, s.down_reason,
+         to_char(s.down_since, 'YYYY-MM-DD HH24:MI:SS') as down_since,
+         greatest(0, extract(epoch from (s.down_until - now())))::float8 as down_left_s,
+         greatest(0, extract(epoch from (s.paused_until - now())))::float8 as paused_left_s,
+         (select count(*) from ragops_quota_holders h where h.key = s.key and h.expires_at > now())::int as holders
+    from ragops_quota_state s
+  union all
+  select h.key, null, null, null, null, null, count(*)::int
+    from ragops_quota_holders h
+   where h.expires_at > now() and not exists (select 1 from ragops_quota_state s where s.key = h.key)
+   group by h.key
+   order by 1
+   limit 100]]
+
+function M.status(q)
+  return run(q, M.STATUS_SQL)
+end
+
 -- The quota store ragops.provider.quota takes (store:renew, :pause, :leave)
 -- over `q`.
 function M.new(q)
@@ -118,6 +161,7 @@ function M.new(q)
     renew = function(_, key, holder, demand, ttl_s) return M.renew(q, key, holder, demand, ttl_s) end,
     pause = function(_, key, ms) return M.pause(q, key, ms) end,
     leave = function(_, key, holder) return M.leave(q, key, holder) end,
+    health = function(_, key, name, down_ms, reason) return M.health(q, key, name, down_ms, reason) end,
   }
 end
 

@@ -212,6 +212,8 @@ local function sync_loaded(p, cfg, sources, opts, params)
   if not pool then return fail(code, "%s", err) end
   local env, parts = w.build_env(p, cfg, s, pool, code)
   parts.metrics_settings, parts.follower = metrics_settings, true
+  local checked, verr = w.verify_endpoints(env.endpoints, cfg, log)
+  if not checked then pool:close(); parts.client:close(); return fail(exit.usage, "%s", verr) end
   local follower, rcode, rerr = register(env.store, p, sources, params, opts)
   if not follower then
     pool:close(); parts.client:close()

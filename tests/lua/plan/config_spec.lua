@@ -102,7 +102,9 @@ describe("config.load", function()
       for section, keys in pairs(config.KEYS) do
         for _, key in ipairs(keys) do
           local path = section == "" and key or (section .. "." .. key)
-          if config.KEYS[path] then -- a section: its keys are checked one by one
+          if section:find("[]", 1, true) then -- an entry of a list: shown in the example's comment
+            assert.truthy(text:find("%-%-.*[{ ]" .. key .. " = "), "config.example.lua sem exemplo de " .. path)
+          elseif config.KEYS[path] then -- a section: its keys are checked one by one
           elseif at(defaults, path) ~= nil then
             assert.are.same(at(defaults, path), at(example, path), "config.example.lua: " .. path)
           else

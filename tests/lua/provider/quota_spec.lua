@@ -169,6 +169,7 @@ local function fake_limiter(demand)
   end
   function lim:pause_until(ms) self.pauses[#self.pauses + 1] = ms end
   function lim:demand() return self.want end
+  function lim:empty_buckets(debt_ms) self.emptied, self.debt_ms = (self.emptied or 0) + 1, debt_ms end
   return lim
 end
 
@@ -201,6 +202,23 @@ describe("quota: o guardião", function()
     assert.are.equal(2, #lim_a.rates)
     assert.are.same({ "a", "b" }, st.left)
     assert.are.same({}, st.rows)
+  end)
+
+  it("quem chega a uma cota já em uso começa com os baldes vazios; quem está só, não (sem rajada)", function()
+    local s = testing.scheduler()
+    local st = fake_store(s)
+    local lim_a, lim_b = fake_limiter(STARVED), fake_limiter(STARVED)
+    s.run(function()
+      local a = keeper(s, st, lim_a, "a"):start()
+      local b = keeper(s, st, lim_b, "b"):start()
+      -- b's first grant is applied before start() returns: its first request goes at its slice.
+      assert.are.same({ requests_per_min = 300, tokens_per_min = 30000, max_concurrency = 4 }, lim_b.rates[1])
+      s.sleep(quota.RENEW_MS * 3)
+      a:stop(); b:stop()
+    end)
+    assert.is_nil(lim_a.emptied, "a estava só ao chegar")
+    assert.are.equal(1, lim_b.emptied, "b chegou com a em uso: uma vez, na primeira renovação")
+    assert.are.equal(quota.RENEW_MS, lim_b.debt_ms, "b só começa a encher quando a já cedeu a fatia")
   end)
 
   it("quem pede pouco leva o que pede e o faminto o resto", function()
@@ -292,14 +310,15 @@ describe("quota: o guardião", function()
     st.delay_ms = 300
     local lim = fake_limiter(STARVED)
     s.run(function()
-      local k = keeper(s, st, lim, "a"):start()
-      s.sleep(100)                                -- the first renewal is in the store
-      assert.is_true(k:stop())
+      local k = keeper(s, st, lim, "a"):start()     -- the first renewal, in start(): 0 to 300
       assert.are.equal(300, s.now())
+      s.sleep(quota.RENEW_MS + 100)               -- the second one (2300 to 2600) is in the store
+      assert.is_true(k:stop())
+      assert.are.equal(2600, s.now())
     end)
     assert.are.same({}, st.rows)
-    assert.are.equal(1, st.renewals)
-    assert.are.same({}, lim.rates, "parado: a renovação não aplica nada")
+    assert.are.equal(2, st.renewals)
+    assert.are.equal(1, #lim.rates, "parado: a renovação em curso não aplica nada")
   end)
 
   it("recusa opções incompletas", function()

@@ -217,3 +217,18 @@ describe("ratelimit: demand", function()
     end)
   end)
 end)
+
+describe("ratelimit: empty_buckets", function()
+  it("esvazia os dois baldes e os deixa devendo debt_ms de reposição: nada sai antes disso", function()
+    local s = testing.scheduler()
+    local lim = ratelimit.new { sched = s, requests_per_min = 600, tokens_per_min = 6000 }
+    s.run(function()
+      lim:empty_buckets(2000)
+      assert.are.equal(-20, lim.requests.level)
+      assert.are.equal(-200, lim.tokens.level)
+      assert.are.equal(0, lim:room())
+      lim:acquire(10)                    -- 200 tokens of debt + 10 at 100/s: 2.1 s
+      assert.are.equal(2100, s.now())
+    end)
+  end)
+end)

@@ -125,41 +125,34 @@ local function record_request(ctx)
   return false
 end
 
--- Past the budget and the limiter, and recorded: true, or false (the call
--- must not leave; nothing is held).
+-- Past the budget and the endpoint's limiter, and recorded: the lease of
+-- the endpoint the call goes to (ragops.provider.endpoints), or nil (the
+-- call must not leave; nothing is held).
 local function clear_to_send(ctx, reservation, estimated_tokens)
-  local limiter = ctx.env.limiter
-  if limiter then limiter:acquire(estimated_tokens) end
-  if record_request(ctx) then return true end
-  if limiter then limiter:release() end
+  local endpoints = ctx.env.endpoints
+  local lease = endpoints:acquire(estimated_tokens)
+  if record_request(ctx) then return lease end
+  endpoints:abandon(lease)
   settle(ctx, reservation, 0)
-  return false
+  return nil
 end
 
--- One provider call: budget, limiter, latency, metrics and alert events
--- around it.
+-- One provider call: budget, endpoint (its limiter and health), latency,
+-- metrics and alert events around it.
 local function call_provider(ctx, texts, estimated_tokens, upper, delta)
   local env, s = ctx.env, ctx.sched
-  local limiter = env.limiter
   local reservation = reserve(ctx, estimated_tokens, upper)
-  if not (reservation and clear_to_send(ctx, reservation, estimated_tokens)) then
-    return nil, "interrompido", { class = "cancelled" }
-  end
+  local lease = reservation and clear_to_send(ctx, reservation, estimated_tokens)
+  if not lease then return nil, "interrompido", { class = "cancelled" } end
   delta.requests = delta.requests + 1
   ctx.spent.requests = ctx.spent.requests + 1
   local t0 = s.now()
-  local b, e, i = env.embedder:embed(texts)
+  local b, e, i = env.endpoints:call(lease, texts)
   settle(ctx, reservation, b and b:tokens() or 0)
   local latency = s.now() - t0
   local status = i and i.status or (b and 200) or 0
-  if limiter then
-    -- A Retry-After holds every request, not only this one (capped).
-    if not b and i and i.retry_after_ms and i.retry_after_ms > 0 then
-      limiter:pause_until(s.now() + math.min(i.retry_after_ms, retry.MAX_RETRY_AFTER_MS))
-    end
-    limiter:release({ status = status, ok = b ~= nil })
-  end
-  instruments.embed_call(ctx, status, latency / 1000, b ~= nil, i and i.class)
+  e, i = env.endpoints:release(lease, b, e, i)
+  instruments.embed_call(ctx, status, latency / 1000, b ~= nil, i and i.class, lease.endpoint.name)
   ctx:observe({ kind = "embed", ok = b ~= nil, status = status, latency_ms = latency, class = i and i.class })
   return b, e, i
 end
@@ -295,8 +288,7 @@ end
 -- Embeds every item in requests within the provider's limits (at most
 -- batch.size inputs each). Returns parts, failed groups.
 function M.embed_items(ctx, items, delta, entity_type)
-  local embedder = ctx.env.embedder
-  local limits = embedder.limits or NO_LIMITS
+  local limits = ctx.env.endpoints.limits or NO_LIMITS
   local slices, too_long, truncated = requests.form(items, text_of, limits, ctx.plan.batch.size,
     limits.tokens_per_byte or 0.25)
   warn_truncation(ctx, truncated, limits)
