@@ -66,6 +66,7 @@ function M.new(opts)
       limiter = e.limiter,           -- ragops.provider.ratelimit or nil
       rate_limits = e.rate_limits or {}, -- the endpoint's quota (shared with other processes)
       keeper = nil,                  -- ragops.provider.quota keeper, from start_quota
+      stopped_keeper = nil,          -- the keeper once stopped (its counters stay readable)
       current = 0,                   -- smooth weighted round robin state
       down_until = nil,              -- taken out until this clock (nil: live)
       down_reason = nil,             -- why it was taken out last ("connection", "http_503", ...)
@@ -244,13 +245,19 @@ function Pool:release(lease, batch, err, info)
   return err, info
 end
 
--- The limiters' figures summed over the endpoints (progress, report);
--- empty without limiters.
+-- The limiters' figures summed over the endpoints (progress, report),
+-- empty without limiters; with a shared quota, quota_renewals and
+-- quota_renew_ms (the coordination's cost).
 function Pool:stats()
   local out = {}
   for _, e in ipairs(self.list) do
     if e.limiter then
       for k, v in pairs(e.limiter:stats()) do out[k] = (out[k] or 0) + v end
+    end
+    local keeper = e.keeper or e.stopped_keeper
+    if keeper then
+      out.quota_renewals = (out.quota_renewals or 0) + keeper.renewals
+      out.quota_renew_ms = (out.quota_renew_ms or 0) + keeper.renew_ms
     end
   end
   return out
@@ -273,7 +280,7 @@ end
 -- Stops the keepers (each gives its slice back).
 function Pool:stop()
   for _, e in ipairs(self.list) do
-    if e.keeper then e.keeper:stop(); e.keeper = nil end
+    if e.keeper then e.keeper:stop(); e.keeper, e.stopped_keeper = nil, e.keeper end
   end
 end
 

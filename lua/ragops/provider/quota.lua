@@ -226,6 +226,7 @@ function M.new(opts)
     failing = false,               -- renewals fail since the last that worked
     fallen_back = false,           -- pacing at the fallback grants
     stopped = false, busy = false, stop_waiter = nil,
+    renewals = 0, renew_ms = 0,    -- renewals made and the time they took (the coordination's cost)
   }, Keeper)
 end
 
@@ -276,6 +277,7 @@ function Keeper:renew()
   self.busy = true
   local view, err = self.store:renew(self.key, self.holder, self.limiter:demand(), M.TTL_S)
   self.busy = false
+  self.renewals, self.renew_ms = self.renewals + 1, self.renew_ms + (self.sched.now() - started)
   if self.stop_waiter then
     local co = self.stop_waiter
     self.stop_waiter = nil

@@ -152,6 +152,7 @@ function M.new(opts)
     asked = { since = now, requests = 0, tokens = 0, peak = 0, starved = false }, -- demand() window
     last_demand = nil,               -- demand() of the previous window
     billed_ratio = 1,                -- tokens the provider bills per estimated token (moving average)
+    head_on_bucket = false,          -- the head of the queue is waiting on a bucket now
   }, Limiter)
 end
 
@@ -182,6 +183,34 @@ function Limiter:_wake_head()
   local w = self.queue[self.head]
   if w and w.state == "suspended" then
     w.state = "ready"
+    self.sched.wake(w.co)
+  end
+end
+
+-- The head of the queue waits ms for the time-based gates: parked, with a
+-- timer that wakes it then, unless something woke it earlier (_rouse_head:
+-- new rates). One sleep per wait, whatever wakes it.
+function Limiter:_nap(me, ms)
+  local s = self.sched
+  local nap = (me.nap or 0) + 1
+  me.nap, me.state = nap, "sleeping"
+  s.spawn(function()
+    s.sleep(ms)
+    if me.nap == nap and me.state == "sleeping" then
+      me.state = "ready"
+      s.wake(me.co)
+    end
+  end)
+  s.suspend()
+  me.state = "ready"
+end
+
+-- Wakes the head of the queue whether it is parked or napping (the gates
+-- changed: it computes its wait again).
+function Limiter:_rouse_head()
+  local w = self.queue[self.head]
+  if w and (w.state == "suspended" or w.state == "sleeping") then
+    w.nap, w.state = (w.nap or 0) + 1, "ready"
     self.sched.wake(w.co)
   end
 end
@@ -219,9 +248,9 @@ function Limiter:acquire(tokens)
       local wait, on_bucket = self:_time_wait(tokens)
       if on_bucket then self.asked.starved = true end
       if wait > 0 then
-        me.state = "sleeping"
-        s.sleep(wait)
-        me.state = "ready"
+        self.head_on_bucket = on_bucket
+        self:_nap(me, wait)
+        self.head_on_bucket = false
       else
         break
       end
@@ -328,8 +357,7 @@ end
 -- (nil: no limit), max_concurrency the AIMD window's ceiling (nil: the
 -- ceiling new() takes without a provider limit). A window at its old
 -- ceiling follows the new one; a window the AIMD reduced only shrinks to fit.
--- A head already sleeping on the old rate re-checks when it wakes (after a
--- raise it may wake later than needed, by at most the wait it computed).
+-- A head sleeping on the old rate is woken to check the new ones.
 function Limiter:set_rates(requests_per_min, tokens_per_min, max_concurrency)
   local opts = { requests_per_min = requests_per_min, tokens_per_min = tokens_per_min,
                  max_concurrency = max_concurrency }
@@ -343,13 +371,14 @@ function Limiter:set_rates(requests_per_min, tokens_per_min, max_concurrency)
   if self.window >= self.max_concurrency or self.window > ceiling then self.window = ceiling end
   self.max_concurrency = ceiling
   self.min_concurrency = math.min(self.base_min_concurrency, ceiling)
-  self:_wake_head()
+  self:_rouse_head()
 end
 
 -- What the workers asked since the previous call (the window then starts
 -- again): { requests_per_min, tokens_per_min (asked, granted or not),
 -- concurrency (most acquisitions in flight or waiting at once), starved
--- (some acquisition waited on a bucket), window_ms }. A call at the same
+-- (some acquisition waited on a bucket, or the head waits on one now),
+-- window_ms }. A call at the same
 -- instant as the previous one repeats its answer.
 function Limiter:demand()
   local now, asked = self.sched.now(), self.asked
@@ -358,7 +387,7 @@ function Limiter:demand()
   local per_min = 60000 / math.max(elapsed, 1)
   local d = { requests_per_min = asked.requests * per_min, tokens_per_min = asked.tokens * per_min,
               concurrency = math.max(asked.peak, self.in_flight + (self.tail - self.head + 1)),
-              starved = asked.starved, window_ms = elapsed }
+              starved = asked.starved or self.head_on_bucket == true, window_ms = elapsed }
   self.asked = { since = now, requests = 0, tokens = 0, peak = 0, starved = false }
   self.last_demand = d
   return d

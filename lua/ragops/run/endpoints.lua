@@ -85,8 +85,13 @@ function M.verify(pool, cfg, log)
 end
 
 -- Starts the quota keepers of pool; `owner` names this process (host:pid).
+-- Every endpoint this process starts with is recorded live (`ragops status`
+-- lists each endpoint a run used; the down ones were recorded by verify).
 function M.start(pool, owner)
   pool:start_quota { store = pool.quota_store, holder = quota.holder_id(owner) }
+  for _, e in ipairs(pool.list) do
+    if not e.down_until then pool.on_health(e) end
+  end
 end
 
 -- Stops the keepers (their slices go back to the other processes).

@@ -71,10 +71,12 @@ describe("ratelimit: set_rates", function()
     local ids = {}
     for k, o in ipairs(order) do ids[k] = o[1] end
     assert.are.same({ 1, 2, 3, 4, 5 }, ids)
-    -- The head slept on the old rate (60 s) and re-checks then: the others
-    -- follow at the new rate, not one a minute.
-    assert.are.equal(60000, order[1][2])
-    assert.is_true(order[5][2] <= 60000 + 4 * 100, "última em " .. order[5][2] .. " ms")
+    -- The head was napping on the old rate (60 s): set_rates wakes it, and it
+    -- goes at the new rate (a request every 100 ms), the others after it. (A
+    -- head left asleep on the old rate starved a joining process of the shared
+    -- quota: its demand read as idle, its slice stayed at the minimum.)
+    assert.is_true(order[1][2] <= 10 + 100, "primeira em " .. order[1][2] .. " ms")
+    assert.is_true(order[5][2] <= 10 + 5 * 100, "última em " .. order[5][2] .. " ms")
     assert.are.equal(0, lim:stats().queued)
   end)
 
@@ -229,6 +231,22 @@ describe("ratelimit: empty_buckets", function()
       assert.are.equal(0, lim:room())
       lim:acquire(10)                    -- 200 tokens of debt + 10 at 100/s: 2.1 s
       assert.are.equal(2100, s.now())
+    end)
+  end)
+end)
+
+describe("ratelimit: demand de quem espera", function()
+  it("a cabeça da fila esperando num balde conta como faminta em toda janela, não só na que chegou", function()
+    local s = testing.scheduler()
+    local lim = ratelimit.new { sched = s, tokens_per_min = 60 }
+    s.run(function()
+      lim:acquire(60); lim:release(OK)          -- bucket empty: 60 tokens take a minute
+      s.spawn(function() lim:acquire(60); lim:release(OK) end)
+      s.sleep(10)
+      assert.is_true(lim:demand().starved, "primeira janela")
+      s.sleep(2000)
+      assert.is_true(lim:demand().starved, "janela seguinte, ainda esperando")
+      s.stop()
     end)
   end)
 end)
