@@ -78,6 +78,7 @@ function M.new(provider, opts)
     provider = provider, base = base, api_version = api_version, endpoint = endpoint,
     headers = headers, json_headers = json_headers, key_env = dialects.key_env(provider),
     policy = opts.policy, sched = opts.sched or require("ragops.util.sched").real(), on_retry = opts.on_retry,
+    gate = opts.gate,
     timeout_ms = (provider.timeout_s or M.DEFAULT_TIMEOUT_S) * 1000,
   }, Api)
 end
@@ -176,9 +177,20 @@ function Api:attempt(spec)
   return self:decoded(spec, resp.body)
 end
 
--- fn through the retry policy: its result, or nil, err, kind.
+-- fn through the retry policy: its result, or nil, err, kind. With a gate
+-- (the run's endpoint: ragops.provider.endpoints gate), each attempt is one
+-- request of the endpoint's shared quota, and its Retry-After pauses it.
 function Api:call(fn)
-  local result, err, info = retry.call(self.policy, self.sched, fn, self.on_retry)
+  local gate, attempt = self.gate, fn
+  if gate then
+    attempt = function(...)
+      local pass = gate:enter()
+      local result, err, info = fn(...)
+      gate:leave(pass, info and info.status or (result ~= nil and 200) or 0, info and info.retry_after_ms)
+      return result, err, info
+    end
+  end
+  local result, err, info = retry.call(self.policy, self.sched, attempt, self.on_retry)
   if result ~= nil then return result end
   info = info or {}
   return nil, err, info.kind or (info.class == "cancelled" and "cancelled") or "unreachable"

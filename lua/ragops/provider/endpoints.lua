@@ -263,6 +263,21 @@ function Pool:stats()
   return out
 end
 
+-- The first endpoint as a gate for calls that are not embeddings (the
+-- Batch API's uploads and polls, ragops.provider.batch): enter() takes one
+-- request of its limiter (so of its shared quota), leave(pass, status,
+-- retry_after_ms) gives it back and pauses the endpoint on a Retry-After.
+function Pool:gate()
+  local pool, e = self, self.list[1]
+  return {
+    enter = function() if e.limiter then e.limiter:acquire(0) end return e end,
+    leave = function(_, _, status, retry_after_ms)
+      if e.limiter then e.limiter:release({ status = status, ok = status >= 200 and status < 300 }) end
+      if retry_after_ms and retry_after_ms > 0 then pool:_pause(e, retry_after_ms) end
+    end,
+  }
+end
+
 -- Starts the keeper of every endpoint that has a quota (rate_limits):
 -- opts = { store (ragops.store.quota new), holder (quota.holder_id) }.
 function Pool:start_quota(opts)

@@ -211,7 +211,8 @@ end
 -- The session of a run of plan p in the Batch API mode (env: the run's, its
 -- store and embedder built), or nil, pt-BR err (the operator's to fix).
 function M.for_run(p, cfg, env, opts)
-  local api, err = batch_api.new(cfg.provider, { policy = p.retry, sched = env.sched })
+  local api, err = batch_api.new(cfg.provider, { policy = p.retry, sched = env.sched,
+                                                  gate = env.endpoints and env.endpoints:gate() })
   if not api then return nil, err end
   local dir = config.batch_dir(cfg)
   local made, merr = safe_file.make_dir(dir)
