@@ -3,8 +3,10 @@
 -- ragops.obs.metrics registry, served by the metrics endpoint, pushed to a
 -- Pushgateway and written to the textfile). Every series carries the
 -- `plan` label; `entity_type`, `status`, `class`, `outcome` are the only
--- other labels (bounded: no run id, no entity id). The list, with meaning
--- and PromQL examples, is in docs/alertas-e-metricas.md.
+-- other labels (bounded: no run id, no entity id), plus `worker` (an
+-- operator-chosen or host name, never a pid) on the two scale-out unit
+-- counters ragops.run.workunits feeds. The list, with meaning and PromQL
+-- examples, is in docs/alertas-e-metricas.md.
 local metrics = require "ragops.obs.metrics"
 
 local M = {}

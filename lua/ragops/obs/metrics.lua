@@ -55,6 +55,8 @@ M.ENGINE = {
   ragops_run_in_progress = { "gauge", "1 enquanto uma execução de plano está em andamento, 0 caso contrário." },
   ragops_last_run_timestamp_seconds = { "gauge", "Horário (Unix, segundos) do fim da última execução de plano." },
   inprogress_index_builds = { "gauge", "Construções de índice vetorial em andamento (ragops index create)." },
+  ragops_scale_out_units_claimed_total = { "counter", "Unidades de trabalho do --scale-out reivindicadas por este processo, com o rótulo worker (--worker, RAGOPS_WORKER ou o nome do host)." },
+  ragops_scale_out_units_done_total = { "counter", "Unidades de trabalho do --scale-out concluídas por este processo, com o rótulo worker (--worker, RAGOPS_WORKER ou o nome do host)." },
 }
 
 -- Help texts and types of the engine metrics (a registration without its

@@ -2,6 +2,8 @@
 -- the source, read from the database (`ragops status`). Each part is one
 -- function over a connection-like object (conn:query(sql, ...) -> rows | nil, err):
 --   runs(conn, limit)              recent runs, who holds them, last heartbeat
+--   workers(conn)                  per worker of a scale-out run in progress: units
+--                                  done, units in progress, last sign of life
 --   coverage(conn, table, sources) per entity type: indexed, no document by
 --                                  the plan's decision, pending, vs source rows; lag
 --   failures(conn)                 open dead letters by entity type and class
@@ -36,12 +38,28 @@ function M.runs(conn, limit)
            to_char(heartbeat_at, 'YYYY-MM-DD"T"HH24:MI:SSOF') as heartbeat_at,
            extract(epoch from (coalesce(finished_at, now()) - started_at))::float8 as duration_s,
            extract(epoch from (now() - heartbeat_at))::float8 as heartbeat_age_s,
-           owner, requests_spent,
+           owner, requests_spent, left(plan_fingerprint, 12) as plan_fingerprint,
            coalesce((report ->> 'processed')::bigint, 0) as processed,
            coalesce((report ->> 'embedded')::bigint, 0) as embedded,
            coalesce((report ->> 'failed')::bigint, 0) as failed,
            coalesce((report ->> 'skipped')::bigint, 0) as skipped
       from ragops_runs order by id desc limit $1]], limit or 10)
+end
+
+-- The workers (label recorded on the units they claim) of the scale-out
+-- runs in progress: units done, the units they hold under a live lease
+-- ("verse #3"), their last sign of life (claim, lease renewal, unit done).
+function M.workers(conn)
+  return conn:query([[
+    select w.run_id, w.worker,
+           count(*) filter (where w.status = 'done') as units_done,
+           coalesce(string_agg(w.entity_type || ' #' || w.seq, ', ' order by w.id)
+                      filter (where w.status = 'pending' and w.lease_expires_at >= now()), '') as in_progress,
+           to_char(max(w.heartbeat_at), 'YYYY-MM-DD"T"HH24:MI:SSOF') as heartbeat_at,
+           extract(epoch from (now() - max(w.heartbeat_at)))::float8 as heartbeat_age_s
+      from ragops_work_units w join ragops_runs r on r.id = w.run_id
+     where r.status in ('running', 'finalizing') and w.worker is not null
+     group by w.run_id, w.worker order by w.run_id desc, w.worker limit 200]])
 end
 
 -- Coverage and lag of one source, in one pass over it (an index on the
@@ -129,6 +147,7 @@ function M.collect(conn, table_name, sources)
   local out = {}
   local parts = {
     { "runs", function() return M.runs(conn, 10) end },
+    { "workers", function() return M.workers(conn) end },
     { "coverage", function() return M.coverage(conn, table_name, sources) end },
     { "open_failures", function() return M.failures(conn) end },
     { "indexes", function() return M.indexes(conn, table_name) end },
@@ -194,6 +213,20 @@ local function format_runs(lines, runs)
       format_duration(r.duration_s), count(r.processed), count(r.embedded), count(r.failed),
       count(r.requests_spent or 0))
     if r.params ~= "{}" then lines[#lines + 1] = "      parâmetros: " .. r.params end
+    if r.status == "running" and r.plan_fingerprint then
+      lines[#lines + 1] = "      impressão digital do plano: " .. r.plan_fingerprint
+    end
+  end
+end
+
+-- The workers of the scale-out runs in progress (nothing without one).
+local function format_workers(lines, workers)
+  if #workers == 0 then return end
+  lines[#lines + 1] = "Processos do --scale-out em andamento (por worker):"
+  for _, w in ipairs(workers) do
+    lines[#lines + 1] = ("  execução #%s, worker %s: %s unidade(s) concluída(s); em andamento: %s; último sinal há %s")
+      :format(tostring(w.run_id), tostring(w.worker), count(w.units_done),
+        w.in_progress ~= "" and w.in_progress or "nenhuma", format_duration(w.heartbeat_age_s))
   end
 end
 
@@ -245,6 +278,7 @@ end
 function M.format(st)
   local lines = {}
   format_runs(lines, st.runs)
+  format_workers(lines, st.workers or {})
   format_coverage(lines, st.coverage, st.coverage_note)
   lines[#lines + 1] = "Falhas em aberto:"
   if #st.open_failures == 0 then lines[#lines + 1] = "  nenhuma" end

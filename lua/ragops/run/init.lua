@@ -87,11 +87,15 @@ end
 local function check_options(p, opts)
   local files_ok, ferr = M.check_output_files(opts)
   if not files_ok then return nil, ferr end
+  local worker, werr = workunits.worker_label(opts)
+  if not worker then return nil, werr end
+  opts.worker_label = worker
   if opts["scale-out"] then
-    if opts["dry-run"] then return nil, "--scale-out não combina com --dry-run" end
-    if p.limit then return nil, "--scale-out não combina com --limit (a execução de sanidade é de um processo só)" end
+    local flag = opts.join and "--join" or "--scale-out"
+    if opts["dry-run"] then return nil, flag .. " não combina com --dry-run" end
+    if p.limit then return nil, flag .. " não combina com --limit (a execução de sanidade é de um processo só)" end
     if p.scope and p.scope.entity_ids then
-      return nil, "--scale-out não combina com --entity-id (poucas entidades não se dividem entre processos)"
+      return nil, flag .. " não combina com --entity-id (poucas entidades não se dividem entre processos)"
     end
   end
   local lease = opts["lease-s"]
@@ -158,11 +162,14 @@ end
 -- prefix and units are its truth). Returns the run record { id,
 -- checkpoint, resumed, how = the line that says so, logged after the
 -- first one } or nil, exit code, err.
-local function start_run(store, p, params, opts)
+local function start_run(store, p, params, opts, fingerprint)
   local run_id, checkpoint_or_err, resumed_or_code, has_units = store:start_run(p.name,
-    cjson.encode(params or {}), false, opts.resume, opts["scale-out"], core.process_id())
+    cjson.encode(params or {}), false, opts.resume, opts["scale-out"], core.process_id(),
+    { fingerprint = fingerprint, join = opts.join })
   if not run_id then
-    if resumed_or_code == "busy" then return nil, exit.usage, checkpoint_or_err end
+    -- --join with no run in progress: nothing to do, nothing written (0).
+    if resumed_or_code == "nothing" then return nil, exit.ok, checkpoint_or_err end
+    if resumed_or_code == "busy" or resumed_or_code == "mismatch" then return nil, exit.usage, checkpoint_or_err end
     return nil, exit.unreachable, "falha ao registrar a execução: " .. tostring(checkpoint_or_err)
   end
   local how
@@ -310,6 +317,7 @@ local function execute(p, env, opts, pool)
     if opts["scale-out"] then
       return workunits.run(p, env, {
         pool = pool, run_id = env.run_id, owner = core.process_id(), lease_s = tonumber(opts["lease-s"]),
+        worker = opts.worker_label,
       })
     end
     return pipeline.run(p, env)
@@ -504,8 +512,12 @@ local function run_loaded(p, cfg, opts, params)
   parts.metrics_settings = metrics_settings
   local checked, verr = run_endpoints.verify(env.endpoints, cfg, log)
   if not checked then pool:close(); parts.client:close(); return fail(exit.usage, "%s", verr) end
-  local run, rcode, rerr = start_run(env.store, p, params, opts)
-  if not run then pool:close(); parts.client:close(); return fail(rcode, "%s", rerr) end
+  local run, rcode, rerr = start_run(env.store, p, params, opts, env.fingerprint)
+  if not run then
+    pool:close(); parts.client:close()
+    if rcode == exit.ok then log.info("%s", rerr); return rcode end
+    return fail(rcode, "%s", rerr)
+  end
   local bcode, berr = with_batches(p, cfg, env, opts, run)
   if bcode then
     env.store:finish_run(run.id, nil, nil)

@@ -22,6 +22,9 @@
 -- The process that sees every unit done finishes the run: it deletes
 -- entities gone from the source (full backfills) and records the run's
 -- totals: the checkpoint's prefix plus every unit's counters.
+-- Each process has a worker label (--worker, RAGOPS_WORKER, else the host
+-- name): recorded on the units it claims (with its last sign of life, for
+-- `ragops status`) and the `worker` label of its scale-out metrics.
 local run_context = require "ragops.run.context"
 local cjson = require "cjson"
 local exit = require "ragops.util.exit"
@@ -42,6 +45,42 @@ M.LOST = "a unidade de trabalho mudou de dono (lease expirado) ou a execução n
 -- process sent, committed or not).
 local WORK_KEYS = { "processed", "succeeded", "failed", "skipped", "embedded", "deleted", "chunks", "refreshed" }
 local SPEND_KEYS = { "tokens", "requests", "retries", "bytes", "chars", "bytes_sq" }
+
+-- ---- the worker label ----
+
+M.WORKER_MAX = 32
+local WORKER_CHARS = "^[%w_.%-]+$"
+
+-- The worker label of this process: opts.worker (--worker), else
+-- getenv("RAGOPS_WORKER"), else the host name of process_id ("host:pid")
+-- cut at its first dot, its other characters turned into "-" and cut to
+-- M.WORKER_MAX. A label the operator gave must be 1 to M.WORKER_MAX
+-- characters of [A-Za-z0-9_.-] (a metric label: bounded and readable).
+-- Returns the label or nil, pt-BR err.
+function M.worker_label(opts, getenv, process_id)
+  getenv = getenv or os.getenv
+  if opts.worker and not opts["scale-out"] then return nil, "--worker só vale com --scale-out ou --join" end
+  local given, from = opts.worker, "--worker"
+  if not given then given, from = getenv("RAGOPS_WORKER"), "RAGOPS_WORKER" end
+  if given and given ~= "" then
+    if #given > M.WORKER_MAX or not given:match(WORKER_CHARS) then
+      return nil, ("%s espera um nome de 1 a %d caracteres entre letras sem acento, dígitos, '_', '.' e '-' "
+        .. "(vira o rótulo worker das métricas), recebi %q"):format(from, M.WORKER_MAX, given:sub(1, 64))
+    end
+    return given
+  end
+  if given == "" and from == "--worker" then return nil, "--worker não pode ser vazio" end
+  local host = (process_id or require("ragops.core").process_id()):match("^(.*):%d+$") or ""
+  host = host:match("^[^.]*"):gsub("[^%w_.%-]", "-"):sub(1, M.WORKER_MAX)
+  return host ~= "" and host or "desconhecido"
+end
+
+-- Counts one unit event (claimed, done) of this process on its worker
+-- label: the only ragops metrics with a `worker` label (docs/alertas-e-metricas.md).
+local function count_unit(w, name)
+  local registry = w.env.metrics
+  if registry then registry:counter(name, nil, { plan = w.plan.name, worker = w.worker }):inc(1) end
+end
 
 local selected_sources = pipeline.selected_sources
 local query = store_pg.query
@@ -137,14 +176,15 @@ end
 
 -- ---- leases ----
 
--- Claims a free unit (pending, lease absent or expired). What a dead
--- attempt had reserved or billed and not committed becomes `ghost` (spent).
--- Returns the unit row (stats decoded), false when none is free, or nil, err.
-function M.claim(pool, run_id, owner, lease_s)
+-- Claims a free unit (pending, lease absent or expired) for owner, under
+-- its worker label. What a dead attempt had reserved or billed and not
+-- committed becomes `ghost` (spent). Returns the unit row (stats decoded),
+-- false when none is free, or nil, err.
+function M.claim(pool, run_id, owner, lease_s, worker)
   local rows, err = query(pool, [[
     update ragops_work_units u
        set lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3),
-           attempts = u.attempts + 1,
+           attempts = u.attempts + 1, worker = $4, heartbeat_at = now(),
            stats = case when u.stats ? 'reserved' or u.stats ? 'billed'
                         then (u.stats - 'reserved' - 'billed') || jsonb_build_object('ghost',
                                coalesce((u.stats ->> 'ghost')::bigint, 0)
@@ -157,7 +197,8 @@ function M.claim(pool, run_id, owner, lease_s)
                     order by id
                     for update skip locked
                     limit 1)
-    returning id, entity_type, seq, after_key, last_key, attempts, stats::text as stats]], run_id, owner, lease_s)
+    returning id, entity_type, seq, after_key, last_key, attempts, stats::text as stats]], run_id, owner, lease_s,
+    worker)
   if not rows then return nil, err end
   local unit = rows[1]
   if not unit then return false end
@@ -177,7 +218,7 @@ local FENCE = [[w.id = $1 and w.lease_owner = $2 and w.attempts = $3 and w.statu
 -- run is no longer running (nil, err: the database failed).
 function M.renew(pool, wu, lease_s)
   local rows, err = query(pool, [[
-    update ragops_work_units w set lease_expires_at = now() + make_interval(secs => $5)
+    update ragops_work_units w set lease_expires_at = now() + make_interval(secs => $5), heartbeat_at = now()
      where ]] .. FENCE .. " returning w.id", wu.id, wu.owner, wu.attempt, wu.token, lease_s)
   if not rows then return nil, err end
   return #rows > 0
@@ -188,7 +229,7 @@ end
 -- nil, err.
 function M.complete(pool, wu, stats_json)
   local rows, err = query(pool, [[
-    update ragops_work_units w set status = 'done', done_at = now(), lease_expires_at = null,
+    update ragops_work_units w set status = 'done', done_at = now(), lease_expires_at = null, heartbeat_at = now(),
            stats = coalesce(w.stats, '{}') || $5::jsonb
      where ]] .. FENCE .. " returning w.id", wu.id, wu.owner, wu.attempt, wu.token, stats_json)
   if not rows then return nil, err end
@@ -471,11 +512,14 @@ end
 local function work(w)
   local s = w.env.sched
   while not w.stopped do
-    local unit, cerr = M.claim(w.pool, w.run_id, w.owner, w.lease_s)
+    local unit, cerr = M.claim(w.pool, w.run_id, w.owner, w.lease_s, w.worker)
     if unit == nil then return { code = exit.unreachable, reason = "falha ao reivindicar unidade de trabalho: " .. tostring(cerr) } end
     if unit then
+      count_unit(w, "ragops_scale_out_units_claimed_total")
       local outcome, st = run_unit(w, unit)
-      if outcome == "done" then w.units_done = w.units_done + 1
+      if outcome == "done" then
+        w.units_done = w.units_done + 1
+        count_unit(w, "ragops_scale_out_units_done_total")
       elseif outcome == "stopped" then return w.stopped or st.aborted
       elseif run_over(w) then w.ended = true; return nil end
     else
@@ -538,7 +582,7 @@ local function finalize(w)
 end
 
 -- Runs this process's share of plan p. opts = { pool, run_id, owner,
--- lease_s }. Returns stats (this process's share: the work it committed
+-- lease_s, worker (label; default: the host name) }. Returns stats (this process's share: the work it committed
 -- and everything it spent, with .aborted as the runner does; .run_ended
 -- when another process finished the run) and, for the process that
 -- finished the run, totals (the whole run's counters) and the requests
@@ -547,7 +591,7 @@ function M.run(p, env, opts)
   local s, log = env.sched, env.log
   local w = { env = env, plan = p, pool = opts.pool, run_id = opts.run_id, owner = opts.owner,
               lease_s = opts.lease_s or M.DEFAULT_LEASE_S, mine = M.add_stats({}, {}), by_type = {},
-              units_done = 0 }
+              units_done = 0, worker = opts.worker or M.worker_label({}) or "desconhecido" }
   for _, source in ipairs(p.sources) do w.by_type[source.entity_type] = source end
   local started = s.now()
   env.stop = function(code, reason)
@@ -567,8 +611,8 @@ function M.run(p, env, opts)
   if check.aborted then return finish(check.aborted) end
   local n, err = M.ensure_units(w.pool, w.run_id, p, env.checkpoint)
   if not n then return finish({ code = exit.unreachable, reason = "falha ao criar as unidades de trabalho: " .. tostring(err) }) end
-  log.info("scale-out: execução %d dividida em %d unidade(s) de trabalho; este processo é %s (lease de %d s)",
-    w.run_id, n, w.owner, w.lease_s)
+  log.info("scale-out: execução %d dividida em %d unidade(s) de trabalho; este processo é %s, worker %s "
+    .. "(lease de %d s)", w.run_id, n, w.owner, w.worker, w.lease_s)
   local stop = work(w)
   if stop then return finish(stop) end
   log.info("scale-out: este processo concluiu %d unidade(s)", w.units_done)

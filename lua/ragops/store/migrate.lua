@@ -280,6 +280,18 @@ M.migrations = {
             updated_at timestamptz not null default now())]],
       }
     end },
+  -- Scale-out (ragops.run.workunits): the plan's fingerprint on the run
+  -- (processes with another plan version refuse to join it while it is in
+  -- progress) and, on each unit, the worker label of its last claimer and
+  -- that claimer's last sign of life (claim, lease renewal), for `ragops status`.
+  { version = 12, description = "impressão digital do plano na execução e rótulo do processo (worker) nas unidades de trabalho",
+    sql = function()
+      return {
+        [[alter table ragops_runs add column if not exists plan_fingerprint text]],
+        [[alter table ragops_work_units add column if not exists worker text,
+            add column if not exists heartbeat_at timestamptz]],
+      }
+    end },
 }
 
 -- Most dimensions pgvector indexes (ivfflat/hnsw) per column type.

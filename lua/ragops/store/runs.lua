@@ -54,18 +54,57 @@ local function lock_sql(shared)
   return ("select %s($1, $2) as ok"):format(shared and "pg_try_advisory_lock_shared" or "pg_try_advisory_lock")
 end
 
+-- Sessions other than this one holding the run's lock (its live processes:
+-- a crashed process loses the lock with its session).
+local function live_holders(q, run_id)
+  return q([[select count(*)::int as n from pg_locks
+              where locktype = 'advisory' and granted and pid <> pg_backend_pid()
+                and database = (select oid from pg_database where datname = current_database())
+                and classid = $1::bigint::oid and objid = $2::bigint::oid and objsubid = 2]],
+    M.RUN_LOCK_CLASS, run_id)[1].n
+end
+
+-- The short form of a plan fingerprint, for people.
+function M.short_fingerprint(fp)
+  return fp and tostring(fp):sub(1, 12) or "desconhecida"
+end
+
+-- With --scale-out, before anything is written: --join (scale.join) needs a
+-- run in progress (live processes) to help; a run in progress with another
+-- plan fingerprint is refused. Raises { nothing } or { mismatch }.
+local function check_scale(q, run, plan_name, scale)
+  local others = run and live_holders(q, run.id) or 0
+  if scale.join and others == 0 then
+    error({ nothing = ("nada a fazer: nenhuma execução --scale-out em andamento do plano %q com estes parâmetros "
+      .. "(--join só ajuda uma execução em andamento, nunca começa uma)"):format(plan_name) }, 0)
+  end
+  local theirs = run and run.plan_fingerprint
+  if others > 0 and theirs and scale.fingerprint and theirs ~= scale.fingerprint then
+    error({ mismatch = ("a execução %d do plano %q está em andamento com outra versão do plano (impressão digital "
+      .. "%s; a deste processo é %s: o texto do plano ou dos que ele importa, o chunking, o modelo, a dimensão ou "
+      .. "os parâmetros diferem). Processos com versões diferentes não dividem uma execução: implante a mesma "
+      .. "versão do plano e da configuração em todos os processos, ou espere a execução terminar (ragops status "
+      .. "mostra os processos dela). Nada foi gravado"):format(run.id, plan_name, M.short_fingerprint(theirs),
+        M.short_fingerprint(scale.fingerprint)) }, 0)
+  end
+  return others
+end
+
 -- In the claim transaction: the run to resume, or a new one, locked.
-local function claim(q, plan_name, params_json, dry_run, must_resume, shared, token)
+-- scale = { fingerprint, join } (fingerprint: the plan's, recorded on the
+-- run; checked against a run in progress with --scale-out).
+local function claim(q, plan_name, params_json, dry_run, must_resume, shared, token, scale)
   -- Claiming is serialised per plan+params, so two processes started at
   -- the same instant cannot both create a run.
   q("select pg_advisory_xact_lock($1, hashtext($2))", M.RUN_LOCK_CLASS - 1, plan_name .. params_json)
-  local rows = q([[select id, checkpoint::text as checkpoint,
+  local rows = q([[select id, checkpoint::text as checkpoint, plan_fingerprint,
                           exists (select 1 from ragops_work_units w where w.run_id = r.id) as has_units
                      from ragops_runs r
                     where plan = $1 and params = $2::jsonb and not dry_run
                       and status in ('running', 'interrupted', 'aborted', 'failed', 'waiting')
                     order by id desc limit 1]], plan_name, params_json)
   local run = rows[1]
+  local others = shared and check_scale(q, run, plan_name, scale) or 0
   if not run and must_resume then
     error({ busy = ("não há execução interrompida do plano %q com estes parâmetros para retomar")
             :format(plan_name) }, 0)
@@ -79,8 +118,11 @@ local function claim(q, plan_name, params_json, dry_run, must_resume, shared, to
             :format(run.id, plan_name, shared and " sem --scale-out" or
               " (para dividir o trabalho entre processos, rode todos com --scale-out)") }, 0)
   end
-  q([[update ragops_runs set status = 'running', owner = $2, heartbeat_at = now(),
-             updated_at = now() where id = $1]], run.id, token)
+  -- The first process of the run (no other alive) records its plan's
+  -- fingerprint; the ones joining it have the same (check_scale).
+  q([[update ragops_runs set status = 'running', owner = $2, heartbeat_at = now(), updated_at = now(),
+             plan_fingerprint = case when $4 then coalesce(plan_fingerprint, $3) else $3 end
+       where id = $1]], run.id, token, scale.fingerprint, others > 0)
   return { id = run.id, checkpoint = cjson.decode(run.checkpoint), resumed = rows[1] ~= nil,
            has_units = run.has_units == true }
 end
@@ -88,18 +130,25 @@ end
 -- Starts the run record, or resumes the latest unfinished run of the same
 -- plan with the same params (status running/interrupted/aborted/failed: a
 -- crash, a signal, an alert abort or an internal error), and holds it.
--- Returns run_id, checkpoint, resumed, has_units (the run was split into
--- work units by --scale-out: it goes on through them)  or  nil, err, code
--- ("busy"|"db").
-function Store:start_run(plan_name, params_json, dry_run, must_resume, shared, owner)
+-- scale = { fingerprint = the plan's (ragops.run fingerprint_seed; nil:
+-- unknown), join = true (--join) }, optional. Returns run_id, checkpoint,
+-- resumed, has_units (the run was split into work units by --scale-out: it
+-- goes on through them)  or  nil, err, code ("busy"; "mismatch": a run in
+-- progress with another plan fingerprint; "nothing": --join and no run in
+-- progress; "db"). Refusals write nothing.
+function Store:start_run(plan_name, params_json, dry_run, must_resume, shared, owner, scale)
   local token = not shared and owner or nil
   local held, conn, claimed = pcall(self.pool.hold, self.pool, function(c)
     return store_pg().transaction(c, function(q)
-      return claim(q, plan_name, params_json, dry_run, must_resume, shared, token)
+      return claim(q, plan_name, params_json, dry_run, must_resume, shared, token, scale or {})
     end)
   end)
   if not held then
-    if type(conn) == "table" and conn.busy then return nil, conn.busy, "busy" end
+    if type(conn) == "table" then
+      for _, kind in ipairs({ "busy", "mismatch", "nothing" }) do
+        if conn[kind] then return nil, conn[kind], kind end
+      end
+    end
     error(conn, 0)
   end
   if not conn then return nil, claimed, "db" end

@@ -420,6 +420,6 @@ describe("ragops.store.quota", function()
     for _, n in ipairs(migrate.engine_relations(nil)) do set[n] = true end
     assert.is_true(set.ragops_quota_holders, "ragops_quota_holders")
     assert.is_true(set.ragops_quota_state, "ragops_quota_state")
-    assert.are.equal(11, migrate.latest_version())
+    assert.is_true(migrate.latest_version() >= 11, "versão " .. migrate.latest_version())
   end)
 end)

@@ -35,6 +35,13 @@ Opções de execução:
   --scale-out            vários processos com o mesmo comando dividem o trabalho em
                          unidades (FOR UPDATE SKIP LOCKED sob lease)
   --lease-s N            duração do lease de uma unidade, em segundos (padrão 60)
+  --join                 ajuda uma execução --scale-out já em andamento do mesmo plano e
+                         parâmetros, sem nunca começar uma (implica --scale-out); sem
+                         execução em andamento, sai com código 0 (nada a fazer)
+  --worker NOME          rótulo deste processo no scale-out (= RAGOPS_WORKER; padrão: o nome
+                         do host): gravado nas unidades que ele pega, mostrado no ragops
+                         status e no rótulo worker das métricas; até 32 caracteres
+                         [A-Za-z0-9_.-]
   --metrics-listen ENDEREÇO:PORTA
                          serve GET /metrics e /healthz durante a execução (:PORTA = 127.0.0.1;
                          = metrics.listen)
@@ -104,7 +111,7 @@ escolhido com --plan NOME|ARQUIVO, ou plans.default da configuração, ou o úni
 pasta de planos (plans.dir ou RAGOPS_PLANS; sem ela, os exemplos da demo: plans/backfill.lua).
 
 Variáveis de ambiente: DATABASE_URL, RAGOPS_EMBED_URL, OPENAI_API_KEY, RAGOPS_EMBED_MODEL,
-RAGOPS_PLANS.
+RAGOPS_PLANS, RAGOPS_WORKER.
 Códigos de saída: 0 concluído; 1 concluído com falhas na fila (ou simulação com documentos
 falhando); 2 uso/plano inválido; 3 abortado por alerta ou orçamento; 4 dependência
 inalcançável; 130 interrompido por sinal (retomável).

@@ -16,7 +16,7 @@ M.FLAGS = {
   ["only-missing"] = "bool", overwrite = "bool",
   ["metrics-listen"] = "string", ["metrics-push"] = "string",
   ["log-format"] = "string", ["report-html"] = "string", ["estimate-json"] = "string", target = "string",
-  plan = "string", rpm = "string", tpm = "string", detach = "bool",
+  plan = "string", rpm = "string", tpm = "string", detach = "bool", join = "bool", worker = "string",
 }
 for _, item in ipairs(plan_mod.LIMITS) do M.FLAGS[item.flag] = "string" end
 
@@ -41,6 +41,8 @@ end
 -- arguments a for operation; returns the exit code.
 local function run_plan(path, a, cli, operation)
   local params = plan_params(a.options, a.sets, cli)
+  -- --join: a scale-out process that only helps a run in progress.
+  if a.options.join then a.options["scale-out"] = true end
   local cfg, code = prelude.config(a.options)
   if not cfg then return code end
   -- Pacing (manage.py's --sleep): the provider's limits for this run.
