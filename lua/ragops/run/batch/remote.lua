@@ -8,6 +8,7 @@
 -- spend budget and the model's queue of enqueued tokens are weighed before
 -- each upload. Every call goes through the provider policy
 -- (ragops.provider.batch, ragops.provider.retry).
+local batch_api = require "ragops.provider.batch"
 local batches = require "ragops.store.batches"
 local exit = require "ragops.util.exit"
 local format = require "ragops.util.format"
@@ -26,13 +27,9 @@ local function db_failed(ctx, what, ok, err, state)
   return false
 end
 
--- Kinds of ragops.provider.batch failures the operator must fix (a key,
--- a URL, a model, a limit refused): exit 2; the others may come back: 4.
-local OPERATOR_KINDS = { fatal = true, refused = true, usage = true, file_too_large = true }
-
 local function provider_failed(ctx, what, err, kind)
   if kind == "cancelled" then return end -- the run is stopping already
-  ctx:abort(OPERATOR_KINDS[kind] and exit.usage or exit.unreachable, ("%s: %s"):format(what, tostring(err)))
+  ctx:abort(batch_api.exit_code(kind), ("%s: %s"):format(what, tostring(err)))
 end
 
 -- Sleeps ms in slices, waking early when the run stops. False when it stopped.
