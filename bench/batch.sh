@@ -20,10 +20,7 @@
 # Every step is checked (exit codes, every document indexed, no duplicate
 # upload); the script exits 1 if a check fails. Everything it starts is
 # stopped on exit.
-set -euo pipefail
-
-PROG="bench/batch.sh"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 cd "$ROOT"
 
 BIN="${RAGOPS_BIN:-$ROOT/build/ragops}"
@@ -32,33 +29,9 @@ DIM="${RAGOPS_BENCH_BATCH_DIM:-128}"
 WORK="$(mktemp -d /tmp/ragops-bench-batch.XXXXXX)"
 chmod 755 "$WORK" # the postgres system user (when we are root) must reach the cluster dir
 PG_DIR="$WORK/pg"
-PICKED_PORTS=" "
 TIME_BIN="$(command -v /usr/bin/time || true)"
 
-die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
-step() { printf '\n==> %s\n' "$*" >&2; }
-
-cleanup() {
-  set +e
-  [[ -f "$WORK/embed.pid" ]] && RAGOPS_BIN="$BIN" scripts/embed_server.sh stop "$WORK/embed.pid" >/dev/null 2>&1
-  scripts/pg.sh stop "$PG_DIR" >/dev/null 2>&1
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-  local port
-  for _ in $(seq 1 200); do
-    port=$((19000 + RANDOM % 1000))
-    [[ "$PICKED_PORTS" == *" $port "* ]] && continue
-    port_in_use "$port" && continue
-    PICKED_PORTS+="$port "
-    printf '%s\n' "$port"
-    return 0
-  done
-  die "nenhuma porta livre entre 19000 e 19999 (abaixo da faixa efêmera)"
-}
+trap stop_bench_services EXIT
 
 sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$1"; }
 # json_path FILE KEY.KEY -> the value at that path of a JSON file ("" if absent).
@@ -77,10 +50,10 @@ stat_of() { curl -fsS "$EMBED_BASE/stats" > "$WORK/stats.json"; local v; v="$(js
 [[ -n "$TIME_BIN" ]] || die "GNU time ausente (apt-get install time)"
 
 step "serviços: PostgreSQL descartável e embed-server com a API de lotes simulada (dim $DIM)"
-PG_PORT="$(pick_port)"
+PG_PORT="$(pick_port 19000 19999)"
 scripts/pg.sh start --fast "$PG_DIR" "$PG_PORT" ragops_bench_batch >/dev/null
 export DATABASE_URL; DATABASE_URL="$(scripts/pg.sh url "$PG_PORT" ragops_bench_batch)"
-EMBED_URL="$(RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$WORK/embed.pid" "$(pick_port)" --dim "$DIM" --dense \
+EMBED_URL="$(RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$WORK/embed.pid" "$(pick_port 19000 19999)" --dim "$DIM" --dense \
   --batch-latency-s 2 --batch-max-store-bytes 2000000000)"
 EMBED_BASE="${EMBED_URL%/v1}"
 export RAGOPS_EMBED_URL="$EMBED_URL" RAGOPS_BATCH_DIR="$WORK/lotes"

@@ -17,10 +17,7 @@
 #
 # Every step is checked (exit codes, queue drained, documents indexed); the
 # script exits 1 if a check fails. Everything it starts is stopped on exit.
-set -euo pipefail
-
-PROG="bench/sync.sh"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 cd "$ROOT"
 
 BIN="${RAGOPS_BIN:-$ROOT/build/ragops}"
@@ -31,36 +28,14 @@ LATENCIES=(0 200)
 WORK="$(mktemp -d /tmp/ragops-bench-sync.XXXXXX)"
 PG_DIR="$WORK/pg"
 FOLLOWER_PID=""
-PICKED_PORTS=" "
 RESULTS=()
-
-die() { printf '%s: erro: %s\n' "$PROG" "$*" >&2; exit 1; }
-step() { printf '\n==> %s\n' "$*" >&2; }
 
 cleanup() {
   set +e
   [[ -n "$FOLLOWER_PID" ]] && kill -TERM "$FOLLOWER_PID" 2>/dev/null && wait "$FOLLOWER_PID" 2>/dev/null
-  for pidfile in "$WORK"/embed_*.pid; do
-    [[ -f "$pidfile" ]] && RAGOPS_BIN="$BIN" scripts/embed_server.sh stop "$pidfile" >/dev/null 2>&1
-  done
-  scripts/pg.sh stop "$PG_DIR" >/dev/null 2>&1
-  rm -rf "$WORK"
+  stop_bench_services
 }
 trap cleanup EXIT
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-pick_port() {
-  local port
-  for _ in $(seq 1 200); do
-    port=$((19500 + RANDOM % 500))
-    [[ "$PICKED_PORTS" == *" $port "* ]] && continue
-    port_in_use "$port" && continue
-    PICKED_PORTS+="$port "
-    printf '%s\n' "$port"
-    return 0
-  done
-  die "nenhuma porta livre entre 19500 e 19999 (abaixo da faixa efêmera)"
-}
 
 now_s() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
@@ -70,12 +45,12 @@ sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$1"; }
 [[ -x "$BIN" ]] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j2 >/dev/null; }
 
 step "serviços: PostgreSQL descartável e embed-servers (0 ms e 200 ms)"
-PG_PORT="$(pick_port)"
+PG_PORT="$(pick_port 19500 19999)"
 scripts/pg.sh start --fast "$PG_DIR" "$PG_PORT" ragops_bench_sync >/dev/null
 export DATABASE_URL; DATABASE_URL="$(scripts/pg.sh url "$PG_PORT" ragops_bench_sync)"
 declare -A EMBED_URL
 for ms in "${LATENCIES[@]}"; do
-  EMBED_URL[$ms]="$(RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$WORK/embed_$ms.pid" "$(pick_port)" --latency-ms "$ms")"
+  EMBED_URL[$ms]="$(RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$WORK/embed_$ms.pid" "$(pick_port 19500 19999)" --latency-ms "$ms")"
 done
 export RAGOPS_EMBED_URL="${EMBED_URL[0]}"
 

@@ -8,48 +8,20 @@
 local cjson = require "cjson"
 local H = require "tests.integration.helper"
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
--- An HTTP call: a GET, a POST of a JSON body (a table), or curl arguments
--- in opts.form. Returns status and the decoded body.
-local function call(server, path, body, opts)
-  opts = opts or {}
-  local req, out = os.tmpname(), os.tmpname()
-  local args = { "curl -sS --max-time 60", "-o", H.q(out), "-w", H.q("%{http_code}") }
-  if opts.form then
-    args[#args + 1] = opts.form
-  elseif body then
-    write(req, cjson.encode(body))
-    args[#args + 1] = "-H 'Content-Type: application/json' --data-binary @" .. H.q(req)
-  end
-  args[#args + 1] = H.q(server.base .. path)
-  local _, status = H.sh(table.concat(args, " "))
-  local text = H.read_all(out)
-  os.remove(req); os.remove(out)
-  local ok, decoded = pcall(cjson.decode, text)
-  return tonumber(status) or 0, ok and decoded or nil, text
-end
+local B = require "tests.integration.batch_http"
+local call = B.call
 
 local LINE = '{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":{"model":"m","input":["x"]}}\n'
 
 -- Uploads a one-request input file called filename; returns its id.
 local function upload(server, filename)
-  local path = os.tmpname()
-  write(path, LINE)
-  local status, body, text = call(server, "/v1/files", nil, {
-    form = ("-F purpose=batch -F %s"):format(H.q("file=@" .. path .. ";filename=" .. filename)) })
-  os.remove(path)
+  local status, body, text = B.upload(server, LINE, "batch", filename)
   assert.are.equal(200, status, text)
   return body.id
 end
 
 local function create(server, file_id)
-  local status, body, text = call(server, "/v1/batches",
-    { input_file_id = file_id, endpoint = "/v1/embeddings", completion_window = "24h" })
+  local status, body, text = B.create(server, file_id)
   assert.are.equal(200, status, text)
   return body.id
 end
@@ -60,18 +32,10 @@ local function ids(list)
   return out
 end
 
-local started = {}
-local function start(flags)
-  local server = H.start_embed_server("--dim 8 " .. (flags or ""))
-  started[#started + 1] = server
-  return server
-end
+local start, stop_all = B.servers(8)
 
 describe("embed-server: listas da Batch API (GET /v1/files, GET /v1/batches)", function()
-  after_each(function()
-    for _, server in ipairs(started) do H.stop_embed_server(server) end
-    started = {}
-  end)
+  after_each(stop_all)
 
   it("GET /v1/files: arquivos de lote do mais novo ao mais antigo, no formato da OpenAI", function()
     local server = start()

@@ -12,50 +12,12 @@ local H = require "tests.integration.helper"
 local DIM = 16
 local SECRET = "segredo-do-lote"
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
--- An HTTP call (body: a table sent as JSON, nil for a GET, or a string of
--- curl arguments in opts.form). Returns status, decoded body, raw body.
-local function call(server, path, body, opts)
-  opts = opts or {}
-  local req, out = os.tmpname(), os.tmpname()
-  local args = { "curl -sS --max-time 60", "-o", H.q(out), "-w", H.q("%{http_code}") }
-  if opts.form then
-    args[#args + 1] = opts.form
-  elseif body then
-    write(req, type(body) == "string" and body or cjson.encode(body))
-    args[#args + 1] = "-H 'Content-Type: application/json' --data-binary @" .. H.q(req)
-  end
-  if opts.post then args[#args + 1] = "-X POST" end
-  args[#args + 1] = H.q(server.base .. path)
-  local _, status = H.sh(table.concat(args, " "))
-  local text = H.read_all(out)
-  os.remove(req); os.remove(out)
-  local ok, decoded = pcall(cjson.decode, text)
-  return tonumber(status) or 0, ok and decoded or nil, text
-end
+local B = require "tests.integration.batch_http"
+local call, upload, create = B.call, B.upload, B.create
 
 -- A JSONL line asking to embed body.
 local function line(custom_id, body, url)
   return cjson.encode({ custom_id = custom_id, method = "POST", url = url or "/v1/embeddings", body = body })
-end
-
--- Uploads text as a batch input file; returns status and the answer.
-local function upload(server, text, purpose)
-  local path = os.tmpname()
-  write(path, text)
-  local status, body = call(server, "/v1/files", nil, {
-    form = ("-F purpose=%s -F %s"):format(purpose or "batch", H.q("file=@" .. path .. ";filename=lote.jsonl")) })
-  os.remove(path)
-  return status, body
-end
-
-local function create(server, file_id)
-  return call(server, "/v1/batches", { input_file_id = file_id, endpoint = "/v1/embeddings", completion_window = "24h" })
 end
 
 local FINAL = { completed = true, failed = true, expired = true, cancelled = true }
@@ -102,18 +64,10 @@ local function jsonl(list)
   return table.concat(lines, "\n") .. "\n"
 end
 
-local started = {}
-local function start(flags)
-  local server = H.start_embed_server(("--dim %d %s"):format(DIM, flags or ""))
-  started[#started + 1] = server
-  return server
-end
+local start, stop_all = B.servers(DIM)
 
 describe("embed-server: Batch API da OpenAI", function()
-  after_each(function()
-    for _, server in ipairs(started) do H.stop_embed_server(server) end
-    started = {}
-  end)
+  after_each(stop_all)
 
   it("envio, criação, estados em ordem e saída igual a POST /v1/embeddings, embaralhada", function()
     local server = start("--batch-latency-s 2")
@@ -345,8 +299,7 @@ describe("embed-server: Batch API da OpenAI", function()
   end)
 
   it("arquivos e lotes só no dialeto openai", function()
-    local server = H.start_embed_server(("--api voyage --dim %d"):format(DIM))
-    started[#started + 1] = server
+    local server = start("--api voyage")
     local status = upload(server, jsonl(bodies(1)))
     assert.are.equal(404, status)
   end)

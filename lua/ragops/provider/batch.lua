@@ -32,6 +32,7 @@ local dialects = require "ragops.provider.dialects"
 local url = require "ragops.provider.dialects.url"
 local proxy = require "ragops.provider.proxy"
 local retry = require "ragops.provider.retry"
+local exit = require "ragops.util.exit"
 local scrub = require "ragops.util.scrub"
 local has_http, http = pcall(require, "ragops.http")
 
@@ -46,6 +47,15 @@ M.DEFAULT_TIMEOUT_S = 60             -- a JSON call without provider.timeout_s
 -- Statuses of a batch that will never give results: a retried create does
 -- not take such a batch of the same file as the one its failed attempt made.
 M.DEAD = { failed = true, expired = true, cancelling = true, cancelled = true }
+-- Kinds of failures the operator must fix (a key, a URL, a model, a limit
+-- or a part file refused): exit 2; the others may come back: exit 4.
+M.OPERATOR_KINDS = { fatal = true, refused = true, usage = true, file_too_large = true }
+
+-- The exit code of a failure of kind (ragops.util.exit): usage (2) for the
+-- operator's kinds, unreachable (4) for the rest. Every command maps here.
+function M.exit_code(kind)
+  return M.OPERATOR_KINDS[kind] and exit.usage or exit.unreachable
+end
 
 local function has_batch_api(api) return api == "openai" or api == "azure" end
 

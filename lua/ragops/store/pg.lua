@@ -651,7 +651,8 @@ function Store:present_keys(source, ids)
 end
 
 -- The source's rows of the entity ids (keys as text), in key order: the
--- Batch API mode reads again, at collection, the entities a part covers.
+-- Batch API mode reads again, at collection, the entities a part covers;
+-- sync reads the entities of its claimed changes.
 -- The key is compared in its own type ($1's type is inferred from it), so
 -- PostgreSQL can use the source's index (a cast to text would scan the
 -- whole source for every unit). Returns rows or nil, err, sqlstate.

@@ -35,7 +35,7 @@ end
 -- The unit of one claim: source rows of the keys, the rest deletions.
 local function queue_unit(ctx, source, seq, changes, run_id)
   local keys, ids = M.coalesce(changes)
-  local rows, err = sync_queue.rows_by_key(ctx.store, source, keys)
+  local rows, err = ctx.store:rows_by_key(source, keys)
   if not rows then return nil, err end
   local present, delete_ids = {}, {}
   for _, row in ipairs(rows) do present[key_text(row[source.key])] = true end
@@ -113,7 +113,7 @@ end
 -- Keys among `keys` (text) that the source no longer returns, asked by
 -- key only. Returns the list or nil, err.
 local function absent_keys(ctx, source, keys)
-  local rows, err = sync_queue.rows_by_key(ctx.store, source, keys)
+  local rows, err = ctx.store:rows_by_key(source, keys)
   if not rows then return nil, err end
   local present, gone = {}, {}
   for _, row in ipairs(rows) do present[key_text(row[source.key])] = true end

@@ -395,16 +395,6 @@ function M.expand_marker(store, target, entity_type, marker_id)
   end)
 end
 
--- The source rows of the given keys (text), by key only: the parameter is
--- left untyped so PostgreSQL reads it as an array of the key column's own
--- type and can use the source's index on the key (a key::text comparison
--- would scan the whole source for every unit). Returns rows or nil, err.
-function M.rows_by_key(store, source, keys)
-  local key = "src." .. pg.quote_ident(source.key)
-  return store:query(("select src.* from (%s) as src where %s = any($1) order by %s")
-    :format(source.sql, key, key), keys)
-end
-
 -- Frees the claims an earlier process of this follower's run left (it was
 -- killed): the run's lock is now ours, so they would look held forever.
 function M.release_claims(store, run_id)

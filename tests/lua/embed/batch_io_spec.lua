@@ -88,82 +88,9 @@ end
 -------------------------------------------------------------------------------
 -- The spec, under busted.
 -------------------------------------------------------------------------------
-local function cwd()
-  local p = io.popen("pwd")
-  local dir = p:read("*l")
-  p:close()
-  return dir
-end
-local ROOT = os.getenv("RAGOPS_SOURCE_DIR") or cwd()
+local D = require "tests.lua.embed.driver"
+local ROOT, q, read_all, write_all, sh = D.ROOT, D.q, D.read_all, D.write_all, D.sh
 local HERE = ROOT .. "/tests/lua/embed"
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
-local function write_all(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
--- Runs a shell command; returns its exit code, stdout, stderr.
-local function sh(cmd)
-  local out, err = os.tmpname(), os.tmpname()
-  local status = os.execute(("%s >%s 2>%s"):format(cmd, out, err)) -- LuaJIT: the raw wait status
-  local o, e = read_all(out) or "", read_all(err) or ""
-  os.remove(out)
-  os.remove(err)
-  return status % 256 == 0 and math.floor(status / 256) or 128 + status % 128, o, e
-end
-
-local function find_bin()
-  for _, path in ipairs({ os.getenv("RAGOPS_BIN") or "", ROOT .. "/build-test/ragops", ROOT .. "/build/ragops" }) do
-    if path ~= "" and io.open(path, "r") then return path end
-  end
-  error("binário ragops não encontrado: rode com tests/run_all.sh (RAGOPS_BIN)", 0)
-end
-
-local function temp_dir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  sh("mkdir -p " .. q(dir))
-  return dir
-end
-
--- A RAGOPS_HOME whose ragops.cli runs a Lua file (the driver).
-local function shim_home()
-  local dir = temp_dir()
-  sh("mkdir -p " .. q(dir .. "/lua/ragops/cli"))
-  write_all(dir .. "/lua/ragops/cli/init.lua", ([[
-local src = %q
-package.path = src .. "/lua/?.lua;" .. src .. "/lua/?/init.lua;" .. src .. "/?.lua;" .. package.path
-return { main = function(script, ...) return assert(loadfile(script))(...) end }
-]]):format(ROOT))
-  return dir
-end
-
-local function start_server()
-  local dir = temp_dir()
-  local p = io.popen(("luajit %s %s %s >%s 2>&1 & echo $!"):format(q(HERE .. "/canned_server.lua"), q(dir),
-    q(HERE .. "/batch_answers.lua"), q(dir .. "/server.log")))
-  local pid = p:read("*l")
-  p:close()
-  for _ = 1, 200 do
-    local port = (read_all(dir .. "/port") or ""):match("^%d+$")
-    if port then return { dir = dir, pid = pid, base = "http://127.0.0.1:" .. port } end
-    sh("sleep 0.05")
-  end
-  error("o servidor de respostas prontas não subiu: " .. tostring(read_all(dir .. "/server.log")))
-end
-
-local NO_PROXY_ENV = "env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY -u all_proxy"
 
 -- The bytes of the part the driver uploads: JSONL with UTF-8 and a long line.
 local PART = '{"custom_id":"u-1","method":"POST","url":"/v1/embeddings","body":{"input":["ação"]}}\n' ..
@@ -192,27 +119,18 @@ describe("Batch API: envio, download e decodificação no motor (ragops.http, ra
   end
 
   setup(function()
-    bin, home, server, work = find_bin(), shim_home(), start_server(), temp_dir()
+    bin, home, server, work = D.find_bin(), D.shim_home(), D.start_canned(HERE .. "/batch_answers.lua"), D.temp_dir()
     write_all(work .. "/part-1.jsonl", PART)
     write_all(work .. "/existing.jsonl", "antes")
     write_all(work .. "/target.jsonl", "alvo")
     sh(("ln -s %s %s"):format(q(work .. "/target.jsonl"), q(work .. "/link.jsonl")))
     sh(("ln -s %s %s"):format(q(work .. "/created-by-symlink.jsonl"), q(work .. "/dangling.jsonl")))
-    local out, err
-    code, out, err = sh(("cd / && %s RAGOPS_HOME=%s %s %s %s %s"):format(NO_PROXY_ENV, q(home), q(bin),
-      q(HERE .. "/batch_io_spec.lua"), q(server.base), q(work)))
-    output = out .. err
-    for name, json in out:gmatch("RESULT ([%w_]+)\t([^\n]*)") do results[name] = cjson.decode(json) end
-    for line in (read_all(server.dir .. "/requests.log") or ""):gmatch("[^\n]+") do
-      requests[#requests + 1] = cjson.decode(line)
-    end
+    code, output, results = D.run(bin, home, HERE .. "/batch_io_spec.lua", { q(server.base), q(work) }, D.NO_PROXY_ENV)
+    requests = D.requests(server)
   end)
 
   teardown(function()
-    if server then
-      sh("kill " .. server.pid)
-      sh("rm -rf " .. q(server.dir))
-    end
+    D.stop_canned(server)
     if home then sh("rm -rf " .. q(home)) end
     if work then sh("rm -rf " .. q(work)) end
   end)

@@ -132,76 +132,9 @@ end
 -------------------------------------------------------------------------------
 -- The spec, under busted.
 -------------------------------------------------------------------------------
--- Absolute: the driver runs from / (the binary must not find lua/ beside it).
-local function cwd()
-  local p = io.popen("pwd")
-  local dir = p:read("*l")
-  p:close()
-  return dir
-end
-local ROOT = os.getenv("RAGOPS_SOURCE_DIR") or cwd()
+local D = require "tests.lua.embed.driver"
+local ROOT, q, sh = D.ROOT, D.q, D.sh
 local HERE = ROOT .. "/tests/lua/embed"
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read_all(path)
-  local f = io.open(path, "r")
-  if not f then return "" end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
--- Runs a shell command; returns its exit code, stdout, stderr.
-local function sh(cmd)
-  local out, err = os.tmpname(), os.tmpname()
-  local status = os.execute(("%s >%s 2>%s"):format(cmd, out, err)) -- LuaJIT: the raw wait status
-  local o, e = read_all(out), read_all(err)
-  os.remove(out)
-  os.remove(err)
-  return status % 256 == 0 and math.floor(status / 256) or 128 + status % 128, o, e
-end
-
--- The ASan binary tests/run_all.sh builds (RAGOPS_BIN), or one in build*/.
-local function find_bin()
-  for _, path in ipairs({ os.getenv("RAGOPS_BIN") or "", ROOT .. "/build-test/ragops", ROOT .. "/build/ragops" }) do
-    if path ~= "" and io.open(path, "r") then return path end
-  end
-  error("binário ragops não encontrado: rode com tests/run_all.sh (RAGOPS_BIN)", 0)
-end
-
--- A RAGOPS_HOME whose ragops.cli runs a Lua file (the driver) with the
--- source tree's modules.
-local function shim_home()
-  local dir = os.tmpname()
-  os.remove(dir)
-  sh("mkdir -p " .. q(dir .. "/lua/ragops/cli"))
-  local f = assert(io.open(dir .. "/lua/ragops/cli/init.lua", "w"))
-  f:write(([[
-local src = %q
-package.path = src .. "/lua/?.lua;" .. src .. "/lua/?/init.lua;" .. src .. "/?.lua;" .. package.path
-return { main = function(script, ...) return assert(loadfile(script))(...) end }
-]]):format(ROOT))
-  f:close()
-  return dir
-end
-
--- Starts canned_server.lua; returns { dir, pid, base }.
-local function start_server()
-  local dir = os.tmpname()
-  os.remove(dir)
-  sh("mkdir -p " .. q(dir))
-  local p = io.popen(("luajit %s %s %s >%s 2>&1 & echo $!"):format(q(HERE .. "/canned_server.lua"), q(dir),
-    q(HERE .. "/dialect_answers.lua"), q(dir .. "/server.log")))
-  local pid = p:read("*l")
-  p:close()
-  for _ = 1, 200 do
-    local port = read_all(dir .. "/port"):match("^%d+$")
-    if port then return { dir = dir, pid = pid, base = "http://127.0.0.1:" .. port } end
-    sh("sleep 0.05")
-  end
-  error("o servidor de respostas prontas não subiu: " .. read_all(dir .. "/server.log"))
-end
 
 -- A loopback port where nothing listens (a dead proxy).
 local function dead_port()
@@ -212,8 +145,7 @@ local function dead_port()
   error("nenhuma porta livre")
 end
 
-local NO_PROXY_ENV = "env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY -u all_proxy " ..
-  "-u no_proxy -u NO_PROXY"
+local NO_PROXY_ENV = D.NO_PROXY_ENV .. " -u no_proxy -u NO_PROXY"
 
 describe("dialetos do provedor no fio (ragops.embed)", function()
   local bin, home, server, dead
@@ -221,11 +153,9 @@ describe("dialetos do provedor no fio (ragops.embed)", function()
 
   -- Runs the driver's group; fills results[name] and keeps its whole output.
   local function drive(group, env)
-    local cmd = ("cd / && %s RAGOPS_HOME=%s %s %s %s %s %s"):format(env, q(home), q(bin),
-      q(HERE .. "/dialect_wire_spec.lua"), group, q(server.base), dead)
-    local code, out, err = sh(cmd)
-    codes[group], outputs[group] = code, out .. err
-    for name, json in out:gmatch("RESULT ([%w_]+)\t([^\n]*)") do results[name] = cjson.decode(json) end
+    local code, output, got = D.run(bin, home, HERE .. "/dialect_wire_spec.lua", { group, q(server.base), dead }, env)
+    codes[group], outputs[group] = code, output
+    for name, value in pairs(got) do results[name] = value end
   end
 
   -- The requests the server saw on path, in order.
@@ -255,18 +185,15 @@ describe("dialetos do provedor no fio (ragops.embed)", function()
 
   setup(function()
     math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
-    bin, home, server, dead = find_bin(), shim_home(), start_server(), dead_port()
+    bin, home, server, dead = D.find_bin(), D.shim_home(), D.start_canned(HERE .. "/dialect_answers.lua"), dead_port()
     drive("main", NO_PROXY_ENV)
     local proxy = "http://127.0.0.1:" .. dead
     drive("proxy", ("%s http_proxy=%s https_proxy=%s HTTPS_PROXY=%s"):format(NO_PROXY_ENV, proxy, proxy, proxy))
-    for line in read_all(server.dir .. "/requests.log"):gmatch("[^\n]+") do requests[#requests + 1] = cjson.decode(line) end
+    requests = D.requests(server)
   end)
 
   teardown(function()
-    if server then
-      sh("kill " .. server.pid)
-      sh("rm -rf " .. q(server.dir))
-    end
+    D.stop_canned(server)
     if home then sh("rm -rf " .. q(home)) end
   end)
 

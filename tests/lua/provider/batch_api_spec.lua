@@ -187,80 +187,9 @@ end)
 -------------------------------------------------------------------------------
 -- Inside the binary.
 -------------------------------------------------------------------------------
-local function cwd()
-  local p = io.popen("pwd")
-  local dir = p:read("*l")
-  p:close()
-  return dir
-end
-local ROOT = os.getenv("RAGOPS_SOURCE_DIR") or cwd()
+local D = require "tests.lua.embed.driver"
+local ROOT, q, read_all, write_all, sh = D.ROOT, D.q, D.read_all, D.write_all, D.sh
 local HERE = ROOT .. "/tests/lua/provider"
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
-local function write_all(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
--- Runs a shell command; returns its exit code, stdout, stderr.
-local function sh(cmd)
-  local out, err = os.tmpname(), os.tmpname()
-  local status = os.execute(("%s >%s 2>%s"):format(cmd, out, err)) -- LuaJIT: the raw wait status
-  local o, e = read_all(out) or "", read_all(err) or ""
-  os.remove(out)
-  os.remove(err)
-  return status % 256 == 0 and math.floor(status / 256) or 128 + status % 128, o, e
-end
-
-local function find_bin()
-  for _, path in ipairs({ os.getenv("RAGOPS_BIN") or "", ROOT .. "/build-test/ragops", ROOT .. "/build/ragops" }) do
-    if path ~= "" and io.open(path, "r") then return path end
-  end
-  error("binário ragops não encontrado: rode com tests/run_all.sh (RAGOPS_BIN)", 0)
-end
-
-local function temp_dir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  sh("mkdir -p " .. q(dir))
-  return dir
-end
-
--- A RAGOPS_HOME whose ragops.cli runs a Lua file (the driver).
-local function shim_home()
-  local dir = temp_dir()
-  sh("mkdir -p " .. q(dir .. "/lua/ragops/cli"))
-  write_all(dir .. "/lua/ragops/cli/init.lua", ([[
-local src = %q
-package.path = src .. "/lua/?.lua;" .. src .. "/lua/?/init.lua;" .. src .. "/?.lua;" .. package.path
-return { main = function(script, ...) return assert(loadfile(script))(...) end }
-]]):format(ROOT))
-  return dir
-end
-
-local function start_canned()
-  local dir = temp_dir()
-  local p = io.popen(("luajit %s %s %s >%s 2>&1 & echo $!"):format(q(ROOT .. "/tests/lua/embed/canned_server.lua"),
-    q(dir), q(HERE .. "/batch_api_answers.lua"), q(dir .. "/server.log")))
-  local pid = p:read("*l")
-  p:close()
-  for _ = 1, 200 do
-    local port = (read_all(dir .. "/port") or ""):match("^%d+$")
-    if port then return { dir = dir, pid = pid, base = "http://127.0.0.1:" .. port } end
-    sh("sleep 0.05")
-  end
-  error("o servidor de respostas prontas não subiu: " .. tostring(read_all(dir .. "/server.log")))
-end
 
 -- An embed-server on a free port below the ephemeral range (20000-29999).
 local function start_embed_server(bin, flags)
@@ -284,7 +213,6 @@ local function start_embed_server(bin, flags)
   error("o embed-server não subiu em nenhuma porta livre")
 end
 
-local NO_PROXY_ENV = "env -u http_proxy -u https_proxy -u HTTP_PROXY -u HTTPS_PROXY -u ALL_PROXY -u all_proxy"
 local KEY = "sk-test-batch-1"
 local PART = '{"custom_id":"d-1","method":"POST","url":"/v1/embeddings","body":{"model":"m","input":["ação"]}}\n' ..
   '{"custom_id":"d-2","method":"POST","url":"/v1/embeddings","body":{"model":"m","input":["b","c"]}}\n'
@@ -313,18 +241,13 @@ describe("provider.batch no motor, contra o embed-server e um servidor de respos
   end
 
   setup(function()
-    bin, home, work = find_bin(), shim_home(), temp_dir()
+    bin, home, work = D.find_bin(), D.shim_home(), D.temp_dir()
     server = start_embed_server(bin, "--dim 8 --api-key " .. KEY .. " --batch-latency-s 0.3")
-    canned = start_canned()
+    canned = D.start_canned(HERE .. "/batch_api_answers.lua")
     write_all(work .. "/part.jsonl", PART)
-    local out, err
-    code, out, err = sh(("cd / && %s RAGOPS_HOME=%s %s %s %s %s %s"):format(NO_PROXY_ENV, q(home), q(bin),
-      q(HERE .. "/batch_api_spec.lua"), q(server.base), q(canned.base), q(work)))
-    output = out .. err
-    for name, json in out:gmatch("RESULT ([%w_]+)\t([^\n]*)") do results[name] = cjson.decode(json) end
-    for line in (read_all(canned.dir .. "/requests.log") or ""):gmatch("[^\n]+") do
-      requests[#requests + 1] = cjson.decode(line)
-    end
+    code, output, results = D.run(bin, home, HERE .. "/batch_api_spec.lua",
+      { q(server.base), q(canned.base), q(work) }, D.NO_PROXY_ENV)
+    requests = D.requests(canned)
   end)
 
   teardown(function()
@@ -332,10 +255,7 @@ describe("provider.batch no motor, contra o embed-server e um servidor de respos
       sh("kill " .. server.pid)
       os.remove(server.log)
     end
-    if canned then
-      sh("kill " .. canned.pid)
-      sh("rm -rf " .. q(canned.dir))
-    end
+    D.stop_canned(canned)
     if home then sh("rm -rf " .. q(home)) end
     if work then sh("rm -rf " .. q(work)) end
   end)

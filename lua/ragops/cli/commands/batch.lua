@@ -87,10 +87,6 @@ local function pool_store(pool)
   end }
 end
 
--- Kinds of ragops.provider.batch failures the operator must fix (exit 2),
--- as in ragops.run.batch.remote.
-local OPERATOR_KINDS = { fatal = true, refused = true, usage = true }
-
 -- Cancels one part: at the provider when it has its batch; a part sealed
 -- but never uploaded (ready) is cancelled here. Returns true (cancelled),
 -- false (another process moved it meanwhile) or nil, code.
@@ -99,7 +95,7 @@ local function cancel_part(store, api, row, run_id)
   if row.state ~= "ready" then
     local b, err, kind = api:cancel(row.batch_id)
     if not b then
-      return nil, exit.fail(OPERATOR_KINDS[kind] and exit.usage or exit.unreachable,
+      return nil, exit.fail(batch_api.exit_code(kind),
         "o provedor não cancelou o lote %s: %s", tostring(row.batch_id), tostring(err))
     end
     state = b.status

@@ -15,6 +15,7 @@ local exit = require "ragops.util.exit"
 local instruments = require "ragops.obs.instruments"
 local part = require "ragops.run.batch.part"
 local pipeline = require "ragops.run.pipeline"
+local requests = require "ragops.provider.requests"
 local scrub = require "ragops.util.scrub"
 local has_embed, embed = pcall(require, "ragops.embed")
 
@@ -148,17 +149,13 @@ function M.add_hits(parts, items, lookup)
 end
 
 -- What the unit's result lines cost (billed whether or not used), and the
--- bytes of what they embedded (the token calibration).
+-- sizes of what they embedded (the token calibration, counted as online).
 function M.account(ctx, lookup, parts, delta, entity_type)
   if not lookup or lookup.tokens == 0 then return end
   delta.tokens = delta.tokens + lookup.tokens
   ctx.spent.tokens = ctx.spent.tokens + lookup.tokens
   for _, p in ipairs(parts) do
-    for _, it in ipairs(p.items) do
-      delta.bytes = delta.bytes + #it.text
-      delta.chars = delta.chars + #it.text
-      delta.bytes_sq = delta.bytes_sq + #it.text * #it.text
-    end
+    for _, it in ipairs(p.items) do requests.add_sent(delta, it.text) end
   end
   instruments.batch_embedded(ctx, entity_type, lookup.tokens)
 end

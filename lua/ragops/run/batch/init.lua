@@ -88,18 +88,42 @@ end
 
 local function text_of(item) return item.text end
 
--- The items past the provider's per-input limit (dead letters, never
--- sent) and the entities they belong to.
-local function split_too_long(items, limits, size, tpb)
-  local _, too_long = requests.form(items, text_of, limits, size, tpb)
-  if #too_long == 0 then return items, {}, {} end
-  local bad = {}
-  for _, t in ipairs(too_long) do bad[t.item.entity.id] = true end
-  local keep = {}
+-- Items without those of the entities in bad, and slices likewise (a
+-- request left with fewer inputs still fits the provider's limits).
+local function without(items, slices, bad)
+  local keep, kept_slices = {}, {}
   for _, it in ipairs(items) do
     if not bad[it.entity.id] then keep[#keep + 1] = it end
   end
-  return keep, embed.too_long_groups(too_long, limits), bad
+  for _, slice in ipairs(slices) do
+    local rest = {}
+    for _, it in ipairs(slice) do
+      if not bad[it.entity.id] then rest[#rest + 1] = it end
+    end
+    if #rest > 0 then kept_slices[#kept_slices + 1] = rest end
+  end
+  return keep, kept_slices
+end
+
+-- The requests of items, formed once (ragops.provider.requests): an item
+-- marked alone in a request of its own, the others within the provider's
+-- limits; an item past the per-input limit is a dead letter (never sent)
+-- and takes every item of its entity out. Returns the items kept, their
+-- slices, the failed groups and the entities they fail.
+local function form_requests(items, limits, size, tpb)
+  local alone, grouped = {}, {}
+  for _, it in ipairs(items) do
+    if it.alone then alone[#alone + 1] = it else grouped[#grouped + 1] = it end
+  end
+  local slices, too_long = requests.form(alone, text_of, limits, 1, tpb)
+  local group_slices, group_too_long = requests.form(grouped, text_of, limits, size, tpb)
+  for _, slice in ipairs(group_slices) do slices[#slices + 1] = slice end
+  for _, t in ipairs(group_too_long) do too_long[#too_long + 1] = t end
+  if #too_long == 0 then return items, slices, {}, {} end
+  local bad = {}
+  for _, t in ipairs(too_long) do bad[t.item.entity.id] = true end
+  local keep, kept_slices = without(items, slices, bad)
+  return keep, kept_slices, embed.too_long_groups(too_long, limits), bad
 end
 
 -- The unit's row for the write transaction (ragops.store.batches.write).
@@ -113,18 +137,10 @@ local function unit_record(self, unit, items, lines, file_end, round)
            requests = lines.requests, inputs = lines.inputs, tokens = lines.tokens }
 end
 
--- The lines of items for the open part, sealing it first when they do not
--- fit. Returns lines, or nil, failed groups (too big for any part), or nil
--- after stopping the run.
-function Session:lines_for(ctx, items)
-  local size = (self.limits or {}).max_inputs or 2048
-  local grouped, slices = {}, {}
-  for _, it in ipairs(items) do
-    if it.alone then slices[#slices + 1] = { it } else grouped[#grouped + 1] = it end
-  end
-  for _, slice in ipairs(requests.form(grouped, text_of, self.limits or {}, size, self.tokens_per_byte)) do
-    slices[#slices + 1] = slice
-  end
+-- The lines of items (formed into slices) for the open part, sealing it
+-- first when they do not fit. Returns lines, or nil, failed groups (too
+-- big for any part), or nil after stopping the run.
+function Session:lines_for(ctx, items, slices)
   if not self.open and not self:open_part(ctx) then return nil end
   local lines = part.lines(self.open.id, self.unit_no, slices, self.body, self.tokens_per_byte)
   if self.open:fits(lines) then return lines end
@@ -142,9 +158,9 @@ end
 -- fail, or nil after stopping.
 function Session:append(ctx, unit, items, round)
   local size = (self.limits or {}).max_inputs or 2048
-  local keep, failed, bad = split_too_long(items, self.limits or {}, size, self.tokens_per_byte)
+  local keep, slices, failed, bad = form_requests(items, self.limits or {}, size, self.tokens_per_byte)
   if #keep == 0 then return failed, bad end
-  local lines, too_big = self:lines_for(ctx, keep)
+  local lines, too_big = self:lines_for(ctx, keep, slices)
   if not lines then
     if not too_big then return nil end
     for _, it in ipairs(keep) do bad[it.entity.id] = true end

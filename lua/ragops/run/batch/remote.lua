@@ -8,6 +8,7 @@
 -- spend budget and the model's queue of enqueued tokens are weighed before
 -- each upload. Every call goes through the provider policy
 -- (ragops.provider.batch, ragops.provider.retry).
+local batch_api = require "ragops.provider.batch"
 local batches = require "ragops.store.batches"
 local exit = require "ragops.util.exit"
 local format = require "ragops.util.format"
@@ -26,13 +27,9 @@ local function db_failed(ctx, what, ok, err, state)
   return false
 end
 
--- Kinds of ragops.provider.batch failures the operator must fix (a key,
--- a URL, a model, a limit refused): exit 2; the others may come back: 4.
-local OPERATOR_KINDS = { fatal = true, refused = true, usage = true, file_too_large = true }
-
 local function provider_failed(ctx, what, err, kind)
   if kind == "cancelled" then return end -- the run is stopping already
-  ctx:abort(OPERATOR_KINDS[kind] and exit.usage or exit.unreachable, ("%s: %s"):format(what, tostring(err)))
+  ctx:abort(batch_api.exit_code(kind), ("%s: %s"):format(what, tostring(err)))
 end
 
 -- Sleeps ms in slices, waking early when the run stops. False when it stopped.
@@ -73,27 +70,45 @@ local function budget_allows(session, ctx, row)
   return false
 end
 
--- Waits, polling, until the model's queue takes the part's tokens
+-- The run's open parts in flight at the provider (as recorded).
+local function active_parts(session, ctx)
+  local out = {}
+  for _, r in ipairs(batches.open_parts(session.store, ctx.env.run_id) or {}) do
+    if batches.PROVIDER_ACTIVE[r.state] then out[#out + 1] = r end
+  end
+  return out
+end
+
+-- Waits until room() says true (nil: it stopped the run): between checks
+-- it sleeps the poll interval and polls the run's parts in flight (their
+-- ends make room). False when the run stopped.
+local function wait_until(session, ctx, room)
+  while not ctx:halted() do
+    local ok = room()
+    if ok ~= false then return ok == true end
+    if not M.sleep(ctx, math.max(M.QUEUE_POLL_MS, ctx.plan.embed.poll_s * 1000)) then return false end
+    for _, r in ipairs(active_parts(session, ctx)) do M.poll(session, ctx, r) end
+  end
+  return false
+end
+
+-- Waits until the model's queue takes the part's tokens
 -- (provider.limits.batch_enqueued_tokens). False when the run stopped.
 local function wait_queue_room(session, ctx, row)
   local limit = session.part_limits.enqueued_tokens
   if not limit then return true end
   local said = false
-  while not ctx:halted() do
+  return wait_until(session, ctx, function()
     local queued = tokens_in(session.store, ctx.env.run_id, ENQUEUED)
-    if queued == nil then ctx:abort(exit.unreachable, "falha ao somar os tokens em fila dos lotes"); return false end
+    if queued == nil then ctx:abort(exit.unreachable, "falha ao somar os tokens em fila dos lotes"); return nil end
     if queued + row.tokens_est <= limit then return true end
     if not said then
       ctx.log.info("a fila de tokens do modelo está cheia (%d de %d em lotes em andamento): a parte %s espera",
         queued, limit, row.file_name)
       said = true
     end
-    for _, r in ipairs(batches.open_parts(session.store, ctx.env.run_id) or {}) do
-      if batches.PROVIDER_ACTIVE[r.state] then M.poll(session, ctx, r) end
-    end
-    M.sleep(ctx, math.max(M.QUEUE_POLL_MS, ctx.plan.embed.poll_s * 1000))
-  end
-  return false
+    return false
+  end)
 end
 
 -- Records a created batch on part id.
@@ -106,25 +121,14 @@ end
 
 -- The provider refused a batch (err) while this run has others in flight
 -- (the model's queue of enqueued tokens, or too many batches created):
--- waits, polling, until one of them ends. False when none is in flight or
--- the run stopped.
+-- waits until one of them ends. False when none is in flight or the run
+-- stopped.
 local function wait_for_room(session, ctx, err)
-  local function active_count()
-    local n = 0
-    for _, r in ipairs(batches.open_parts(session.store, ctx.env.run_id) or {}) do
-      if batches.PROVIDER_ACTIVE[r.state] then n = n + 1; M.poll(session, ctx, r) end
-    end
-    return n
-  end
-  local before = active_count()
+  local before = #active_parts(session, ctx)
   if before == 0 then return false end
   ctx.log.warn("o provedor recusou um lote novo (%s); ele espera um dos %d lote(s) em andamento terminar "
     .. "(defina provider.limits.batch_enqueued_tokens com o limite da conta para não chegar a isso)", tostring(err), before)
-  while not ctx:halted() do
-    M.sleep(ctx, math.max(M.QUEUE_POLL_MS, ctx.plan.embed.poll_s * 1000))
-    if active_count() < before then return true end
-  end
-  return false
+  return wait_until(session, ctx, function() return #active_parts(session, ctx) < before end)
 end
 
 -- Creates the batch of an uploaded part: true, or nil after stopping.

@@ -188,26 +188,13 @@ local function abort_on_configuration(ctx, err, info)
   return false
 end
 
--- UTF-8 characters of text (bytes that do not continue a sequence): in C
--- inside the engine (the gsub was ~8% of the Lua time of a cold backfill),
--- the same count in Lua where the engine is absent (busted).
-local has_core, core = pcall(require, "ragops.core")
-local utf8_length = has_core and core.utf8_length or function(text)
-  local _, continuation = text:gsub("[\128-\191]", "")
-  return #text - continuation
-end
-
 -- What a successful batch sent and cost, in the unit's delta (the tokens
 -- the provider billed against the bytes and characters sent calibrate the
 -- dry-run's estimates; see ragops.run.dryrun).
 local function account_batch(ctx, texts, batch, delta, entity_type)
   local tokens = batch:tokens()
   delta.tokens = delta.tokens + tokens -- (ctx.spent has them since the answer: settle)
-  for _, t in ipairs(texts) do
-    delta.bytes = delta.bytes + #t
-    delta.chars = delta.chars + utf8_length(t)
-    delta.bytes_sq = delta.bytes_sq + #t * #t
-  end
+  for _, t in ipairs(texts) do requests.add_sent(delta, t) end
   instruments.batch_embedded(ctx, entity_type, tokens)
 end
 
