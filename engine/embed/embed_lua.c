@@ -9,6 +9,12 @@
  * info.provider_request_id the provider's own x-request-id answer (nil when
  * absent), and both end the message of a failure so a support ticket can
  * quote them. No message ever holds a secret (api_key, header values).
+ * A success returns batch, nil, info ({ status, latency_ms, request ids }).
+ * Both info tables carry info.ratelimit when the answer (2xx or not) had
+ * OpenAI's x-ratelimit-* headers: { remaining_requests, remaining_tokens,
+ * limit_requests, limit_tokens, reset_requests_ms, reset_tokens_ms }, only
+ * the fields present (see rg_http_push_ratelimit); info.retry_after_ms of
+ * a failure comes from retry-after-ms when valid, else Retry-After.
  * embed.decode_answer(body, count, dim) decodes an answer given as text (a
  * line of a Batch API output file) through the same strict decoder.
  *
@@ -147,6 +153,7 @@ typedef struct embed_result {
     embed_class cls;        /* failure class */
     embed_kind kind;        /* failure kind */
     long retry_after_ms;    /* -1 when absent */
+    http_ratelimit ratelimit; /* the answer's x-ratelimit-* headers (present 0: none, or no answer) */
     double latency_ms;      /* since client:embed was called */
     const char *request_id;          /* X-Request-Id sent, or NULL (never sent) */
     const char *provider_request_id; /* the provider's x-request-id, or NULL */
@@ -165,7 +172,8 @@ static void embed_set_request_ids(lua_State *L, const embed_result *r)
     }
 }
 
-/* The fields of every info table: status, latency_ms and the request ids. */
+/* The fields of every info table: status, latency_ms, the request ids and
+ * the provider's rate-limit headers (info.ratelimit, only when present). */
 static void embed_set_common(lua_State *L, embed_result *r)
 {
     lua_pushinteger(L, r->status);
@@ -173,6 +181,7 @@ static void embed_set_common(lua_State *L, embed_result *r)
     lua_pushnumber(L, r->latency_ms);
     lua_setfield(L, -2, "latency_ms");
     embed_set_request_ids(L, r);
+    rg_http_push_ratelimit(L, &r->ratelimit);
 }
 
 static int embed_build_success(lua_State *L, embed_result *r)
@@ -438,6 +447,7 @@ static void embed_on_done(http_request *req, const http_response *resp, void *da
     memset(&r, 0, sizeof r);
     r.status = resp->status;
     r.retry_after_ms = resp->retry_after_ms;
+    r.ratelimit = resp->ratelimit;
     embed_keep_request_id(call, resp);
     r.message = message;
     r.cls = embed_classify(resp->curl_code, resp->status, NULL, NULL, &r.kind);

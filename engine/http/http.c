@@ -175,7 +175,6 @@ static void http_request_finish(http_request *req, CURLcode code, int aborted)
 {
     http_client *hc = req->hc;
     http_response resp;
-    struct curl_header *retry_header = NULL;
 
     http_request_unlink(req);
     if (hc->multi)
@@ -190,12 +189,10 @@ static void http_request_finish(http_request *req, CURLcode code, int aborted)
     resp.body_too_large = req->too_large;
     resp.body_truncated = req->error_cut;
     resp.max_body = req->max_body;
-    resp.retry_after_ms = -1;
     curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &resp.status);
     curl_easy_getinfo(req->easy, CURLINFO_NUM_CONNECTS, &resp.new_connections);
-    if (curl_easy_header(req->easy, "Retry-After", 0, CURLH_HEADER, -1, &retry_header) == CURLHE_OK &&
-        retry_header)
-        resp.retry_after_ms = http_parse_retry_after(retry_header->value);
+    resp.retry_after_ms = http_read_retry_after(req->easy);
+    http_ratelimit_read(req->easy, &resp.ratelimit);
     resp.request_id = http_capture_request_id(req);
     resp.body = req->resp ? req->resp : "";
     resp.body_len = req->resp_len;

@@ -7,6 +7,7 @@
 #ifndef RAGOPS_HTTP_H
 #define RAGOPS_HTTP_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <curl/curl.h>
 #include <uv.h>
@@ -69,13 +70,46 @@ typedef struct http_request_opts {
                                     otherwise), or NULL; not together with body */
 } http_request_opts;
 
+/* Result of parsing one header value (http_parse_count and friends). */
+typedef enum http_value_state {
+    HTTP_VALUE_ABSENT = 0,  /* value NULL, empty or only blanks: *out untouched */
+    HTTP_VALUE_VALID = 1,   /* *out holds the value */
+    HTTP_VALUE_INVALID = 2  /* garbage, a sign, too long or (counts) over the bound:
+                               *out untouched; callers treat it as absent */
+} http_value_state;
+
+/* Largest count accepted in an x-ratelimit-limit-* / -remaining-* header. */
+#define HTTP_RATELIMIT_MAX_COUNT 1000000000000000L /* 10^15, exact in a Lua number */
+/* Longest x-ratelimit-reset-* wait kept: a longer one is cut to this. */
+#define HTTP_RATELIMIT_MAX_RESET_MS 3600000L /* one hour */
+/* Longest header value the rate-limit parsers read (longer: invalid). */
+#define HTTP_RATELIMIT_MAX_VALUE 64
+/* Largest Retry-After / retry-after-ms kept, in ms (a longer one is cut). */
+#define HTTP_MAX_RETRY_AFTER_MS (LONG_MAX / 1000 * 1000)
+
+/* The provider's rate-limit headers (OpenAI's names; Azure, Groq and the
+ * embed-server send the same), read from every answer, 2xx or not. Each
+ * field is -1 when its header is absent or invalid. */
+typedef struct http_ratelimit {
+    int present;             /* 1 when at least one field below is >= 0 */
+    long limit_requests;     /* x-ratelimit-limit-requests: requests per window */
+    long limit_tokens;       /* x-ratelimit-limit-tokens: tokens per window */
+    long remaining_requests; /* x-ratelimit-remaining-requests: requests left now */
+    long remaining_tokens;   /* x-ratelimit-remaining-tokens: tokens left now */
+    long reset_requests_ms;  /* x-ratelimit-reset-requests (a Go duration) in ms, at most
+                                HTTP_RATELIMIT_MAX_RESET_MS */
+    long reset_tokens_ms;    /* x-ratelimit-reset-tokens (a Go duration) in ms, at most
+                                HTTP_RATELIMIT_MAX_RESET_MS */
+} http_ratelimit;
+
 /* What came back; valid only during the done callback. */
 typedef struct http_response {
     CURLcode curl_code;   /* CURLE_OK when a full HTTP response arrived */
     long status;          /* HTTP status, 0 when none was received */
     const char *body;     /* response body, NUL-terminated (never NULL) */
     size_t body_len;      /* bytes in body, excluding the terminator */
-    long retry_after_ms;  /* Retry-After (seconds or HTTP-date) in ms, -1 if absent */
+    long retry_after_ms;  /* in ms, -1 if absent: retry-after-ms (OpenAI, Azure) when valid,
+                             else Retry-After (seconds or HTTP-date) */
     double latency_ms;    /* time from start to completion */
     long new_connections; /* connections opened for this request (0 = reused a cached one) */
     int aborted;          /* 1 when delivered by http_client_close: the owner is shutting down */
@@ -87,6 +121,7 @@ typedef struct http_response {
     int body_truncated;   /* 1: a non-2xx answer whose body was cut at HTTP_MAX_ERROR_BODY (or
                              at the client's HTTP_MAX_ERROR_BODIES): status and the body's start
                              are delivered with curl_code CURLE_OK, the rest was never read */
+    http_ratelimit ratelimit; /* the x-ratelimit-* headers of the answer (present 0 when none) */
 } http_response;
 
 /* Completion callback: called exactly once per request unless the request was
@@ -126,11 +161,37 @@ const char *http_curl_error_ptbr(CURLcode code);
  * from now; -1 when value is NULL or unparseable. */
 long http_parse_retry_after(const char *value);
 
+/* Parses a count header (x-ratelimit-limit-*, -remaining-*): decimal digits
+ * only, at most HTTP_RATELIMIT_MAX_COUNT. */
+http_value_state http_parse_count(const char *value, long *out);
+
+/* Parses a Go duration (x-ratelimit-reset-*: "1s", "6m0s", "20ms", "1.5s",
+ * "1h2m3.5s", "0") into ms, rounded up and cut to HTTP_RATELIMIT_MAX_RESET_MS;
+ * units h, m, s, ms, us, µs, ns; no sign. */
+http_value_state http_parse_duration_ms(const char *value, long *out_ms);
+
+/* Parses retry-after-ms (a decimal number of ms, "1500" or "20.5") into ms,
+ * rounded up and cut to HTTP_MAX_RETRY_AFTER_MS. */
+http_value_state http_parse_retry_after_ms(const char *value, long *out_ms);
+
+/* Reads the rate-limit headers of the answer on easy into *rl (every field
+ * -1 and present 0 when there are none); no allocation. */
+void http_ratelimit_read(CURL *easy, http_ratelimit *rl);
+
+/* Retry-After of the answer on easy in ms, -1 when absent: retry-after-ms
+ * when valid (more precise), else Retry-After. */
+long http_read_retry_after(CURL *easy);
+
 /* Lua side (http_lua.c): the client shared by ragops.http and ragops.embed
  * for the state's loop, created lazily; it is closed by the __gc of a
  * sentinel userdata kept in the registry, i.e. when the Lua state closes.
  * Raises a Lua error when the client cannot be created. */
 struct lua_State;
 http_client *rg_http_shared_client(struct lua_State *L);
+
+/* Sets t.ratelimit on the table on top of L's stack to { remaining_requests,
+ * remaining_tokens, limit_requests, limit_tokens, reset_requests_ms,
+ * reset_tokens_ms } with only the fields present; nothing when rl holds none. */
+void rg_http_push_ratelimit(struct lua_State *L, const http_ratelimit *rl);
 
 #endif

@@ -108,8 +108,32 @@ static int http_push_failure(lua_State *L, const http_response *resp)
     return 3;
 }
 
-/* Results of http.request and http.upload: { status, body, retry_after_ms },
- * or nil, err, kind (nil, "interrompido" when cancelled). */
+/* Sets t[name] = value (table on top) when value >= 0. */
+static void http_set_known(lua_State *L, const char *name, long value)
+{
+    if (value < 0)
+        return;
+    lua_pushnumber(L, (lua_Number)value);
+    lua_setfield(L, -2, name);
+}
+
+void rg_http_push_ratelimit(lua_State *L, const http_ratelimit *rl)
+{
+    if (!rl->present)
+        return;
+    lua_createtable(L, 0, 6);
+    http_set_known(L, "remaining_requests", rl->remaining_requests);
+    http_set_known(L, "remaining_tokens", rl->remaining_tokens);
+    http_set_known(L, "limit_requests", rl->limit_requests);
+    http_set_known(L, "limit_tokens", rl->limit_tokens);
+    http_set_known(L, "reset_requests_ms", rl->reset_requests_ms);
+    http_set_known(L, "reset_tokens_ms", rl->reset_tokens_ms);
+    lua_setfield(L, -2, "ratelimit");
+}
+
+/* Results of http.request and http.upload: { status, body, retry_after_ms,
+ * ratelimit } (see rg_http_push_ratelimit), or nil, err, kind (nil,
+ * "interrompido" when cancelled). */
 static int http_push_response(lua_State *L, void *arg)
 {
     const http_response *resp = arg;
@@ -117,7 +141,7 @@ static int http_push_response(lua_State *L, void *arg)
         return rg_push_interrupted(L);
     if (resp->curl_code != CURLE_OK)
         return http_push_failure(L, resp);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     lua_pushinteger(L, resp->status);
     lua_setfield(L, -2, "status");
     lua_pushlstring(L, resp->body, resp->body_len);
@@ -126,6 +150,7 @@ static int http_push_response(lua_State *L, void *arg)
         lua_pushnumber(L, (lua_Number)resp->retry_after_ms);
         lua_setfield(L, -2, "retry_after_ms");
     }
+    rg_http_push_ratelimit(L, &resp->ratelimit);
     return 1;
 }
 
@@ -416,8 +441,9 @@ static void http_download_write(const char *bytes, size_t n, void *data)
     }
 }
 
-/* Results of http.download: { status, bytes } with the file complete on
- * disk; { status, body } for a non-2xx answer (no file); nil, err, kind. */
+/* Results of http.download: { status, bytes, ratelimit } with the file
+ * complete on disk; { status, body } for a non-2xx answer (no file); nil,
+ * err, kind. */
 static int http_push_download(lua_State *L, void *arg)
 {
     const http_download_outcome *out = arg;
@@ -438,6 +464,7 @@ static int http_push_download(lua_State *L, void *arg)
     lua_setfield(L, -2, "status");
     lua_pushnumber(L, (lua_Number)out->call->written);
     lua_setfield(L, -2, "bytes");
+    rg_http_push_ratelimit(L, &out->resp->ratelimit);
     return 1;
 }
 
