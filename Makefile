@@ -38,6 +38,7 @@ bench: build
 	else echo "bench/run.sh ainda não existe; nada a medir"; fi
 	@if [ "$${RAGOPS_BENCH_SYNC:-1}" != 0 ]; then bash bench/sync.sh; fi
 	@if [ "$${RAGOPS_BENCH_BATCH:-1}" != 0 ]; then bash bench/batch.sh; fi
+	@if [ "$${RAGOPS_BENCH_QUOTA:-1}" != 0 ]; then bash bench/quota.sh; fi
 
 clean:
 	-@if [ -d build ]; then scripts/demo.sh stop; fi

@@ -33,17 +33,6 @@ TIME_BIN="$(command -v /usr/bin/time || true)"
 
 trap stop_bench_services EXIT
 
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$1"; }
-# json_path FILE KEY.KEY -> the value at that path of a JSON file ("" if absent).
-json_field() {
-  luajit - "$1" "$2" <<'LUA'
-local f = assert(io.open(arg[1]))
-local v = require("cjson").decode(f:read("*a"))
-f:close()
-for k in arg[2]:gmatch("[^.]+") do v = type(v) == "table" and v[k] or nil end
-print(v == nil and "" or tostring(v))
-LUA
-}
 stat_of() { curl -fsS "$EMBED_BASE/stats" > "$WORK/stats.json"; local v; v="$(json_field "$WORK/stats.json" "$1")"; echo "${v:-0}"; }
 
 [[ -x "$BIN" ]] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j2 >/dev/null; }

@@ -32,9 +32,17 @@ PG_DIR="$WORK/pg"
 RESULTS=()
 trap stop_bench_services EXIT
 
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$1"; }
 now_s() { date +%s.%N; }
-stats_field() { curl -fsS "$1/stats" | jq -r "$2"; }
+stats_field() { curl -fsS "$1/stats" > "$WORK/stats.json"; local v; v="$(json_field "$WORK/stats.json" "$2")"; echo "${v:-0}"; }
+# report_sum N KEY: KEY summed over the reports of the N-process measure.
+report_sum() {
+  local total=0 f v
+  for f in "$WORK"/report_"$1"_*.json; do
+    v="$(json_field "$f" "$2")"
+    total="$(awk -v a="$total" -v b="${v:-0}" 'BEGIN { print a + b }')"
+  done
+  echo "$total"
+}
 
 [[ -x "$BIN" ]] || { cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build -j2 >/dev/null; }
 
@@ -68,22 +76,22 @@ measure() {
     pids+=("$!")
   done
   for _ in $(seq 1 600); do
-    (( $(stats_field "$base" .admitted_tokens) >= TPM )) && \
+    (( $(stats_field "$base" admitted_tokens) >= TPM )) && \
       (( $(sql "select count(*) from ragops_quota_holders where expires_at > now()") == n )) && break
     sleep 0.1
   done
   sleep 3
-  t0="$(now_s)"; a0="$(stats_field "$base" .admitted_tokens)"
+  t0="$(now_s)"; a0="$(stats_field "$base" admitted_tokens)"
   sleep "$MEASURE_S"
-  t1="$(now_s)"; a1="$(stats_field "$base" .admitted_tokens)"
+  t1="$(now_s)"; a1="$(stats_field "$base" admitted_tokens)"
   for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || die "um processo terminou antes do fim da medida ($n processos): aumente RAGOPS_BENCH_QUOTA_ROWS"; done
   kill -INT "${pids[@]}"
   for pid in "${pids[@]}"; do wait "$pid" || true; done
   local refused renewals renew_ms requests
-  refused="$(stats_field "$base" '.rate_limited_by.tokens')"
-  renewals="$(jq -s 'map(.rate_limit.quota_renewals // 0) | add' "$WORK"/report_"$n"_*.json)"
-  renew_ms="$(jq -s 'map(.rate_limit.quota_renew_ms // 0) | add' "$WORK"/report_"$n"_*.json)"
-  requests="$(jq -s 'map(.requests // 0) | add' "$WORK"/report_"$n"_*.json)"
+  refused="$(stats_field "$base" rate_limited_by.tokens)"
+  renewals="$(report_sum "$n" rate_limit.quota_renewals)"
+  renew_ms="$(report_sum "$n" rate_limit.quota_renew_ms)"
+  requests="$(report_sum "$n" requests)"
   RAGOPS_BIN="$BIN" scripts/embed_server.sh stop "$WORK/embed_$n.pid" >/dev/null 2>&1 || true
   RESULTS+=("$(awk -v n="$n" -v a="$((a1 - a0))" -v t0="$t0" -v t1="$t1" -v tpm="$TPM" -v r="$refused" \
     -v ren="$renewals" -v ms="$renew_ms" -v req="$requests" 'BEGIN {

@@ -55,3 +55,17 @@ stop_bench_services() {
   "$ROOT/scripts/pg.sh" stop "$PG_DIR" >/dev/null 2>&1
   rm -rf "$WORK"
 }
+
+# sql TEXT: runs TEXT on $DATABASE_URL (unaligned, tuples only, stops at the first error).
+sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d "$DATABASE_URL" -c "$1"; }
+
+# json_field FILE KEY.KEY: the value at that path of a JSON file ("" if absent).
+json_field() {
+  luajit - "$1" "$2" <<'LUA'
+local f = assert(io.open(arg[1]))
+local v = require("cjson").decode(f:read("*a"))
+f:close()
+for k in arg[2]:gmatch("[^.]+") do v = type(v) == "table" and v[k] or nil end
+print(v == nil and "" or tostring(v))
+LUA
+}

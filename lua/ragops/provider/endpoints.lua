@@ -17,8 +17,9 @@
 --     doubling at each new take-out up to TAKE_OUT_MAX_MS; the failed call
 --     is then transient, so the provider policy retries it elsewhere; when
 --     its time is up the next pick probes it;
---   * turns a Retry-After, and x-ratelimit-remaining-* under SLOW_BELOW of
---     the limit, into a pause of every holder of the endpoint's quota;
+--   * turns a Retry-After into a pause of every holder of the endpoint's
+--     quota, and x-ratelimit-remaining-* under what a request like the last
+--     one needs into a wait of this process;
 --   * reports each change of health (on_health) for metrics and status.
 local quota = require "ragops.provider.quota"
 local retry = require "ragops.provider.retry"
@@ -27,9 +28,6 @@ local M = {}
 
 M.TAKE_OUT_MS = 5000
 M.TAKE_OUT_MAX_MS = 60000
--- Remaining quota (x-ratelimit-remaining-*) under this share of the limit:
--- the endpoint pauses until enough of it is back.
-M.SLOW_BELOW = 0.02
 -- A pause shorter than this is not worth telling the other processes.
 M.MIN_SHARED_PAUSE_MS = 50
 -- The least weight an endpoint keeps whatever its room (so it is probed).
@@ -175,23 +173,19 @@ function Pool:_back(e)
   end
 end
 
--- The x-ratelimit-* figures of an answer (ragops.embed: the batch's
--- ratelimit() on a success, info.ratelimit on a failure), or nil.
-function M.ratelimit_of(batch, info)
-  if info and info.ratelimit then return info.ratelimit end
-  if batch and type(batch) ~= "table" and batch.ratelimit then return batch:ratelimit() end
-  if type(batch) == "table" and type(batch.ratelimit) == "function" then return batch:ratelimit() end
-  return nil
+-- The x-ratelimit-* figures of an answer (ragops.embed: info.ratelimit,
+-- on a success as on a failure), or nil.
+function M.ratelimit_of(info)
+  return info and info.ratelimit or nil
 end
 
--- How long to pause when the provider says its quota is nearly spent:
--- until SLOW_BELOW of the limit is back, assuming the linear refill that
--- ends at reset_ms. 0: no pause.
-function M.slow_down_ms(remaining, limit, reset_ms)
-  if not (remaining and limit and reset_ms) or limit <= 0 or reset_ms <= 0 then return 0 end
-  local floor = limit * M.SLOW_BELOW
-  if remaining >= floor then return 0 end
-  return math.ceil(reset_ms * math.min(1, (floor - remaining) / math.max(1, limit - remaining)))
+-- How long until the provider's bucket holds `need` when it says it has
+-- `remaining` of `limit`, full again in reset_ms (its refill rate; without
+-- reset_ms, limit per minute). 0 when it already holds enough.
+function M.slow_down_ms(remaining, limit, reset_ms, need)
+  if not (remaining and limit) or limit <= 0 or need == nil or remaining >= need then return 0 end
+  local rate = (reset_ms and reset_ms > 0 and limit > remaining) and (limit - remaining) / reset_ms or limit / 60000
+  return math.ceil((need - remaining) / rate)
 end
 
 -- Pauses e for ms: its limiter now, every holder of its quota through the
@@ -208,12 +202,18 @@ function Pool:_pause(e, ms)
   end
 end
 
-function Pool:_pace(e, batch, info)
+function Pool:_pace(e, info, lease)
   if info and info.retry_after_ms and info.retry_after_ms > 0 then self:_pause(e, info.retry_after_ms) end
-  local rl = M.ratelimit_of(batch, info)
-  if rl then
-    self:_pause(e, math.max(M.slow_down_ms(rl.remaining_requests, rl.limit_requests, rl.reset_requests_ms),
-      M.slow_down_ms(rl.remaining_tokens, rl.limit_tokens, rl.reset_tokens_ms)))
+  local rl = M.ratelimit_of(info)
+  if rl and e.limiter then
+    -- The provider's bucket cannot take another request like this one yet:
+    -- this process waits for it (a Retry-After pauses every process; these
+    -- headers do not: at full use of the quota the provider's bucket sits
+    -- near empty by construction, and pausing the whole fleet at each
+    -- answer would waste it).
+    local ms = math.max(M.slow_down_ms(rl.remaining_requests, rl.limit_requests, rl.reset_requests_ms, 1),
+      M.slow_down_ms(rl.remaining_tokens, rl.limit_tokens, rl.reset_tokens_ms, lease.charged))
+    if ms > 0 then e.limiter:pause_until(self.sched.now() + math.min(ms, retry.MAX_RETRY_AFTER_MS)) end
   end
 end
 
@@ -229,7 +229,7 @@ function Pool:release(lease, batch, err, info)
     e.limiter:release({ status = status, ok = batch ~= nil, billed = batch and batch:tokens() or nil,
                         charged = lease.charged, estimated = lease.estimated })
   end
-  self:_pace(e, batch, info)
+  self:_pace(e, info, lease)
   if batch then
     self:_back(e)
     return err, info

@@ -141,11 +141,28 @@ describe("endpoints: ritmo", function()
     assert.are.same({ 1500 }, reported, "duas 429 no mesmo instante: uma pausa contada aos outros")
   end)
 
-  it("slow_down_ms: pausa só abaixo de SLOW_BELOW do limite, o tempo de recuperar essa folga", function()
-    assert.are.equal(0, endpoints.slow_down_ms(5000, 10000, 60000))
-    assert.are.equal(0, endpoints.slow_down_ms(nil, 10000, 60000))
-    -- 0 of 10000 left, 60 s to refill all: 200 tokens (2%) take 1.2 s.
-    assert.are.equal(1200, endpoints.slow_down_ms(0, 10000, 60000))
+  it("x-ratelimit-remaining-tokens abaixo do pedido: este processo espera o balde do provedor, os outros não", function()
+    local s = testing.scheduler()
+    local lim = ratelimit.new { sched = s, tokens_per_min = 60000 }
+    local nearly_spent = client(function()
+      return batch(10), nil, { ratelimit = { remaining_tokens = 0, limit_tokens = 6000, reset_tokens_ms = 60000 } }
+    end)
+    local pool = pool_of(s, { { client = nearly_spent, limiter = lim } })
+    local reported = {}
+    pool.list[1].keeper = { report_pause = function(_, ms) reported[#reported + 1] = ms end }
+    s.run(function() call_n(pool, 1) end)
+    -- The request was charged 4 tokens; the provider refills 6000 in 60 s: 40 ms.
+    assert.are.equal(40, lim.paused_until)
+    assert.are.same({}, reported, "a pausa pelos cabeçalhos não vai à cota compartilhada")
+  end)
+
+  it("slow_down_ms: o tempo até o balde do provedor caber o que se pede; zero quando já cabe", function()
+    assert.are.equal(0, endpoints.slow_down_ms(50, 6000, 1000, 40))
+    assert.are.equal(0, endpoints.slow_down_ms(nil, 6000, 1000, 40))
+    -- 0 of 6000 left, full in 60 s (100 per s): 40 tokens in 400 ms.
+    assert.are.equal(400, endpoints.slow_down_ms(0, 6000, 60000, 40))
+    -- Without the reset, the limit per minute is the rate.
+    assert.are.equal(400, endpoints.slow_down_ms(0, 6000, nil, 40))
   end)
 
   it("os tokens cobrados acertam o balde e ensinam a razão cobrado/estimado", function()
