@@ -59,12 +59,14 @@ local verses = source "verse" { sql = "select id, text, updated_at from verses",
 return plan { name = "bench_cota", sources = { verses }, batch = { size = 16, in_flight = 4 },
   retry = { attempts = 8, base_ms = 50, max_ms = 1000, timeout_s = 10 } }
 EOF
-printf 'return { provider = { rate_limits = { tokens_per_min = %d } } }\n' "$TPM" > "$WORK/config.lua"
 
 # measure N: N processes against a fresh embed-server; appends a result row.
 measure() {
   local n="$1" base pids=() i t0 t1 a0 a1
-  sql "drop table if exists rag_documents cascade; truncate ragops_runs cascade" 2>/dev/null || true
+  # A table of its own per measure, and no run to resume from the one before.
+  printf 'return { database = { table = "rag_cota_%d" }, provider = { rate_limits = { tokens_per_min = %d } } }\n' \
+    "$n" "$TPM" > "$WORK/config.lua"
+  sql "truncate ragops_runs cascade" 2>/dev/null || true
   "$BIN" migrate --config "$WORK/config.lua" >/dev/null 2>&1 || die "ragops migrate falhou"
   RAGOPS_EMBED_URL="$(RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$WORK/embed_$n.pid" \
     "$(pick_port 19000 19499)" --tpm "$TPM")"
@@ -84,7 +86,11 @@ measure() {
   t0="$(now_s)"; a0="$(stats_field "$base" admitted_tokens)"
   sleep "$MEASURE_S"
   t1="$(now_s)"; a1="$(stats_field "$base" admitted_tokens)"
-  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || die "um processo terminou antes do fim da medida ($n processos): aumente RAGOPS_BENCH_QUOTA_ROWS"; done
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null && continue
+    tail -n 5 "$WORK"/log_"$n"_*.txt >&2
+    die "um processo terminou antes do fim da medida ($n processos): aumente RAGOPS_BENCH_QUOTA_ROWS"
+  done
   kill -INT "${pids[@]}"
   for pid in "${pids[@]}"; do wait "$pid" || true; done
   local refused renewals renew_ms requests
