@@ -50,9 +50,13 @@ step "serviços: PostgreSQL descartável"
 PG_PORT="$(pick_port 19000 19499)"
 scripts/pg.sh start --fast "$PG_DIR" "$PG_PORT" ragops_bench_quota >/dev/null
 export DATABASE_URL; DATABASE_URL="$(scripts/pg.sh url "$PG_PORT" ragops_bench_quota)"
-sql "create table verses (id bigint primary key, text text not null, updated_at timestamptz not null default now());
-     insert into verses select i, 'And the word ' || md5(i::text) || ' came unto verse ' || i || ' of the book'
-       from generate_series(1, $ROWS) i"
+
+# load_verses: the synthetic source in $DATABASE_URL.
+load_verses() {
+  sql "create table verses (id bigint primary key, text text not null, updated_at timestamptz not null default now());
+       insert into verses select i, 'And the word ' || md5(i::text) || ' came unto verse ' || i || ' of the book'
+         from generate_series(1, $ROWS) i"
+}
 cat > "$WORK/plan.lua" <<'EOF'
 local verses = source "verse" { sql = "select id, text, updated_at from verses", key = "id",
   updated_at = "updated_at", document = function(r) return { content = r.text } end }
@@ -63,10 +67,12 @@ EOF
 # measure N: N processes against a fresh embed-server; appends a result row.
 measure() {
   local n="$1" base pids=() i t0 t1 a0 a1
-  # A table of its own per measure, and no run to resume from the one before.
-  printf 'return { database = { table = "rag_cota_%d" }, provider = { rate_limits = { tokens_per_min = %d } } }\n' \
-    "$n" "$TPM" > "$WORK/config.lua"
-  sql "truncate ragops_runs cascade" 2>/dev/null || true
+  # A database of its own per measure: nothing to resume from the one before.
+  psql -X -q -d "$(scripts/pg.sh url "$PG_PORT" ragops_bench_quota)" -c "create database ragops_bench_quota_$n" \
+    >/dev/null || die "não foi possível criar o banco da medida"
+  DATABASE_URL="$(scripts/pg.sh url "$PG_PORT" "ragops_bench_quota_$n")"
+  load_verses
+  printf 'return { provider = { rate_limits = { tokens_per_min = %d } } }\n' "$TPM" > "$WORK/config.lua"
   "$BIN" migrate --config "$WORK/config.lua" >/dev/null 2>&1 || die "ragops migrate falhou"
   RAGOPS_EMBED_URL="$(RAGOPS_BIN="$BIN" scripts/embed_server.sh start "$WORK/embed_$n.pid" \
     "$(pick_port 19000 19499)" --tpm "$TPM")"
