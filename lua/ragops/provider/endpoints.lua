@@ -69,6 +69,7 @@ function M.new(opts)
       down_until = nil,              -- taken out until this clock (nil: live)
       down_reason = nil,             -- why it was taken out last ("connection", "http_503", ...)
       take_outs = 0,                 -- take-outs in a row (no success since)
+      shared_pause_until = nil,      -- the last pause told the other processes (clock)
       calls = 0, failures = 0,       -- calls made, calls failed
     }
   end
@@ -146,7 +147,7 @@ end
 
 -- Takes e out (another endpoint carries the run). Returns true when some
 -- other endpoint is live, so the call may be tried again there.
-function Pool:_take_out(e, reason)
+function Pool:take_out(e, reason)
   local now = self.sched.now()
   local others = false
   for _, o in ipairs(self.list) do
@@ -236,7 +237,7 @@ function Pool:release(lease, batch, err, info)
   end
   e.failures = e.failures + 1
   local reason = #self.list > 1 and M.take_out_reason(info)
-  if reason and self:_take_out(e, reason) then
+  if reason and self:take_out(e, reason) then
     local moved = {}
     for k, v in pairs(info) do moved[k] = v end
     moved.class = "transient"

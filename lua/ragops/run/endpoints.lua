@@ -78,7 +78,7 @@ function M.verify(pool, cfg, log)
     if not batch then
       log.warn("endpoint %s (%s) do provedor não respondeu à verificação antes da execução (%s); "
         .. "começa fora e volta quando responder", e.name, e.display, tostring(err))
-      pool:_take_out(e, endpoints.take_out_reason(info) or "check")
+      pool:take_out(e, endpoints.take_out_reason(info) or "check")
     end
   end
   return true
