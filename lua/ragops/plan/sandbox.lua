@@ -12,7 +12,6 @@
 --   sandbox.breach_limit_reached(budget)   -> pt-BR message once too many hook calls broke it (or the run's cap)
 --   sandbox.configure(limits)              -> process-wide limits (config key `sandbox`)
 --   sandbox.run_memory_message()           -> pt-BR message once the whole-run heap cap refused memory
---
 --   sandbox.interpret_near_run_cap()       -> JIT off for good once the heap nears the run's cap
 --
 -- class is "error" (the code raised an error), "time" or "memory" (it broke
