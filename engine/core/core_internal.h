@@ -34,7 +34,8 @@ void rg_signals_reset(void);
 
 /* ---- guards.c ---- */
 
-/* core.heap_limit, core.heap_run_limit, core.heap_refused, core.watchdog. */
+/* core.heap_limit, core.heap_run_limit, core.heap_refused, core.heap_near_run_cap,
+ * core.watchdog. */
 extern const luaL_Reg rg_core_guard_funcs[];
 
 /* Wraps L's allocator to count bytes under the heap caps (right after

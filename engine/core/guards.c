@@ -1,7 +1,7 @@
 /*
  * guards.c: the limits ragops.sandbox puts on plan code, in C: the heap
  * caps of the Lua state (core.heap_limit, core.heap_run_limit,
- * core.heap_refused), the C-stack guard of string.gsub and table.sort, and
+ * core.heap_refused, core.heap_near_run_cap), the C-stack guard of string.gsub and table.sort, and
  * the CPU watchdog of a call stuck inside C (core.watchdog).
  */
 #define _GNU_SOURCE /* pthread_getattr_np (the C-stack guard) */
@@ -26,6 +26,8 @@ static struct {
     size_t run_limit;  /* cap for the whole process; 0 = none */
     size_t call_limit; /* cap of the sandboxed call in progress; 0 = none */
     int refused;       /* HEAP_REFUSED_* of the last refusal, until read */
+    size_t near_at;    /* in_use past which the run's cap is near (3/4 of it); 0 = none */
+    int near;          /* in_use passed near_at once (kept) */
     lua_Alloc base;    /* allocator heap_alloc delegates to: LuaJIT's own */
     void *base_ud;     /* its userdata */
 } heap;
@@ -46,8 +48,11 @@ static void *heap_alloc(void *ud, void *ptr, size_t old_size, size_t new_size)
         return NULL;
     }
     void *grown = heap.base(heap.base_ud, ptr, old_size, new_size);
-    if (grown != NULL)
+    if (grown != NULL) {
         heap.in_use = heap.in_use - old_size + new_size;
+        if (heap.near_at != 0 && heap.in_use > heap.near_at)
+            heap.near = 1;
+    }
     return grown;
 }
 
@@ -88,8 +93,22 @@ static int core_heap_limit(lua_State *L)
 static int core_heap_run_limit(lua_State *L)
 {
     heap.run_limit = check_bytes(L);
+    heap.near_at = heap.run_limit - heap.run_limit / 4;
     heap_update_limit();
     lua_pushnumber(L, (lua_Number)heap.in_use);
+    return 1;
+}
+
+/* core.heap_near_run_cap() -> boolean: true once the heap passed 3/4 of
+ * the run's cap (the flag is kept). ragops.plan.sandbox then turns the JIT
+ * compiler off, so that the refusal at the cap is raised from the
+ * interpreter: Debian 12's LuaJIT (2.1.0~beta3+git20220320) may crash on
+ * an out-of-memory error raised inside compiled code (fixed upstream in
+ * 2d8300c1). The allocator only sets the flag: the JIT is never touched
+ * from inside it. */
+static int core_heap_near_run_cap(lua_State *L)
+{
+    lua_pushboolean(L, heap.near);
     return 1;
 }
 
@@ -340,6 +359,7 @@ const luaL_Reg rg_core_guard_funcs[] = {
     {"heap_limit", core_heap_limit},
     {"heap_run_limit", core_heap_run_limit},
     {"heap_refused", core_heap_refused},
+    {"heap_near_run_cap", core_heap_near_run_cap},
     {"watchdog", core_watchdog},
     {NULL, NULL},
 };

@@ -5,6 +5,10 @@
 -- budget) in its restricted environment plus `source`, `plan`, `params`
 -- and `import`. It must return the value built by `plan { ... }`.
 
+-- Never JIT-compiled: plan code may call source/plan/params/import from
+-- document() under the sandbox's heap caps (see ragops.plan.sandbox).
+if jit then jit.off(true, true) end
+
 local sandbox = require "ragops.plan.sandbox"
 local sync_plan = require "ragops.plan.sync"
 local schema = require "ragops.plan.schema"

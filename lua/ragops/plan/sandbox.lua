@@ -12,6 +12,7 @@
 --   sandbox.breach_limit_reached(budget)   -> pt-BR message once too many hook calls broke it (or the run's cap)
 --   sandbox.configure(limits)              -> process-wide limits (config key `sandbox`)
 --   sandbox.run_memory_message()           -> pt-BR message once the whole-run heap cap refused memory
+--   sandbox.interpret_near_run_cap()       -> JIT off for good once the heap nears the run's cap
 --
 -- class is "error" (the code raised an error), "time" or "memory" (it broke
 -- the budget). Messages are pt-BR and name the file and line, without a
@@ -26,6 +27,17 @@
 -- process when a call stays inside one C function (a pattern that
 -- backtracks exponentially) past watchdog_ms(budget) of CPU time: the hook
 -- never runs there.
+--
+-- No refused allocation may be raised inside JIT-compiled code: Debian 12's
+-- LuaJIT (2.1.0~beta3+git20220320) may then crash with SIGSEGV (a stale
+-- frame in lj_err_mem, fixed upstream in 2d8300c1). So nothing in this file
+-- is ever compiled (the wrappers plan code calls, the hook); a file loads
+-- with the JIT compiler off and its traces dropped (plan code is never
+-- compiled; the DSL and engine code it calls then is not either); and once
+-- the heap passes 3/4 of the run's cap the JIT stays off for the rest of
+-- the process (interpret_near_run_cap, at every call and pipeline stage).
+-- docs/limites-e-riscos.md says what remains.
+if jit then jit.off(true, true) end
 
 local exit = require "ragops.util.exit"
 local messages = require "ragops.util.messages"
@@ -57,6 +69,7 @@ local heap_limit = has_core and core.heap_limit or nil
 local heap_run_limit = has_core and core.heap_run_limit or nil
 local heap_refused = has_core and core.heap_refused or nil
 local watchdog = has_core and core.watchdog or nil
+local heap_near_run_cap = has_core and core.heap_near_run_cap or nil
 local now_ms = has_core and core.now or nil -- monotonic wall time, no system call
 local clock = os.clock
 local MiB = 1048576
@@ -134,6 +147,37 @@ function M.run_memory_message()
   end
 end
 
+-- The JIT compiler, off for good once the heap neared the run's cap
+-- (jit_stopped), or paused while a file loads (jit_paused: it was on).
+local jit_stopped, jit_paused = false, false
+
+-- Safe point (between calls, never from the allocator): once the heap
+-- passed 3/4 of the run's cap (core.heap_near_run_cap), turns the JIT
+-- compiler off and drops its traces, so the refusal at the cap is raised
+-- from the interpreter. True when the JIT is now off for good.
+function M.interpret_near_run_cap()
+  if jit_stopped then return true end
+  if not (jit and heap_near_run_cap and heap_near_run_cap()) then return false end
+  jit_stopped, jit_paused = true, false
+  jit.off()
+  jit.flush()
+  return true
+end
+
+-- Loading a file: the JIT off and its traces dropped until resume_jit.
+local function pause_jit()
+  if not (jit and jit.status()) then return end
+  jit_paused = true
+  jit.off()
+  jit.flush()
+end
+
+local function resume_jit()
+  if not jit_paused then return end
+  jit_paused = false
+  if not jit_stopped then jit.on() end
+end
+
 function M.limits()
   local out = {}
   for key, value in pairs(limits) do out[key] = value end
@@ -147,7 +191,9 @@ end
 
 -- Budget to load one file; `what` names it in messages ("plano", "configuração").
 function M.load_budget(what)
-  return new_budget(what, limits.load_ms, limits.load_memory_mb, "sandbox.load_ms", "sandbox.load_memory_mb")
+  local budget = new_budget(what, limits.load_ms, limits.load_memory_mb, "sandbox.load_ms", "sandbox.load_memory_mb")
+  budget.interpreted = true -- the JIT off while it runs (see pause_jit)
+  return budget
 end
 
 -- Budget shared by the hook calls of one run (its breach count is per run).
@@ -398,6 +444,7 @@ local function finish(budget, fn, previous_hook, previous_mask, previous_count, 
   if watchdog then watchdog(0) end
   debug.sethook(previous_hook, previous_mask, previous_count)
   if heap_limit then heap_limit(0) end
+  resume_jit()
   local class = breach_class or "error"
   active_budget, active_fn, breach_class, breach_message = nil, nil, nil, nil
   if not ok and class == "error" and is_memory_error((...)) then
@@ -431,6 +478,8 @@ end
 function M.call(budget, fn, ...)
   if active_budget then return nested_outcome(budget, fn, xpcall(fn, on_error, ...)) end
   active_budget, active_fn, breach_class = budget, fn, nil
+  M.interpret_near_run_cap()
+  if budget.interpreted then pause_jit() end
   deadline = start_cpu(budget) + budget.ms / 1000
   run_cap_refused() -- notes a refusal engine code left unread
   if watchdog then

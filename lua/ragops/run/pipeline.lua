@@ -132,8 +132,10 @@ end
 -- Runs fn(ctx, x, ...) so that an error ends the run cleanly (exit.internal,
 -- "erro interno") instead of leaving a stage blocked on a queue nobody drains.
 -- The Lua heap reaching the run's cap (sandbox.memory_mb) ends it the same
--- way, with that said in pt-BR.
+-- way, with that said in pt-BR. Near that cap the JIT is turned off first
+-- (a safe point: see sandbox.interpret_near_run_cap).
 local function guarded(ctx, what, entity_type, fn, ...)
+  sandbox.interpret_near_run_cap()
   local ok, err = xpcall(fn, debug.traceback, ctx, ...)
   if ok then return err end
   local out_of_memory = sandbox.run_memory_message()
