@@ -51,13 +51,17 @@ function M.limits(cfg, warn)
   return dialects.limits(cfg.provider, discover(cfg.provider, warn))
 end
 
--- "provedor openai em URL (via proxy ...)": names the endpoint (without
--- credentials, query string or fragment) and the proxy.
+-- An endpoint URL as people read it: no credentials, query string or fragment.
+local function display_url(endpoint)
+  return proxy.display(endpoint:match("^[^?#]*"))
+end
+
+-- "provedor openai em URL (via proxy ...)": names the endpoint (display_url)
+-- and the proxy.
 function M.describe(cfg)
   local endpoint = dialects.get(cfg.provider.api).endpoint(cfg.provider)
   local via = proxy.describe(endpoint, cfg.provider.proxy)
-  return ("provedor %s em %s%s"):format(cfg.provider.api, proxy.display(endpoint:match("^[^?#]*")),
-    via and (" " .. via) or "")
+  return ("provedor %s em %s%s"):format(cfg.provider.api, display_url(endpoint), via and (" " .. via) or "")
 end
 
 local Client = {}
@@ -115,7 +119,7 @@ function M.endpoints(cfg, timeout_s, purpose, warn)
   for i, entry in ipairs(entries) do
     local ecfg = at_endpoint(cfg, entry)
     local endpoint = dialects.get(ecfg.provider.api).endpoint(ecfg.provider)
-    local display = proxy.display(endpoint:match("^[^?#]*"))
+    local display = display_url(endpoint)
     list[i] = { name = entry.name or ("e" .. i), display = display, weight = entry.weight or 1,
                 key = ("%s %s %s"):format(ecfg.provider.api, display, ecfg.provider.model),
                 rate_limits = entry.rate_limits or cfg.provider.rate_limits or {},
