@@ -323,6 +323,16 @@ end
 
 function H.sleep(s) H.sh("sleep " .. s) end
 
+-- Polls fn() every 50 ms until it answers true; raises naming `what` after
+-- timeout_s (60) seconds.
+function H.wait_for(what, fn, timeout_s)
+  for _ = 1, (timeout_s or 60) * 20 do
+    if fn() then return end
+    H.sleep(0.05)
+  end
+  error("esperei demais por: " .. what)
+end
+
 -- A free loopback TCP port (nothing answers on it now). Seeded once per
 -- process: busted does not seed math.random, and the same "random" port in
 -- every run would collide with anything a previous run left listening.

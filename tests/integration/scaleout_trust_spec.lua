@@ -34,13 +34,7 @@ local function read_report(path)
   return cjson.decode(text)
 end
 
-local function wait_for(what, fn, timeout_s)
-  for _ = 1, (timeout_s or 60) * 20 do
-    if fn() then return end
-    H.sleep(0.05)
-  end
-  error("esperei demais por: " .. what)
-end
+local wait_for = H.wait_for
 
 local function docs(url) return H.scalar(url, "select count(*) from rag_documents") end
 

@@ -42,13 +42,7 @@ local function utilisation(server, seconds)
   return (a1 - a0) / (TPM / 60 * (t1 - t0)), a1 - a0
 end
 
-local function wait_for(what, fn, timeout_s)
-  for _ = 1, (timeout_s or 60) * 10 do
-    if fn() then return end
-    H.sleep(0.1)
-  end
-  error("esperando " .. what)
-end
+local wait_for = H.wait_for
 
 local function all_alive(jobs)
   for _, job in ipairs(jobs) do
